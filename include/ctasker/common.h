@@ -1,0 +1,71 @@
+/* ctasker — common definitions: export macro, error codes, priorities, time.
+ *
+ * Errors follow libuv's convention: a function returns 0 (or a non-negative
+ * value where documented) on success and a negative CT_E* code on failure.
+ * ct_strerror() turns a code into a message. If a function that takes a
+ * callback returns an error, that callback is never called.
+ */
+#ifndef CTASKER_COMMON_H
+#define CTASKER_COMMON_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(CT_BUILDING_LIBRARY) && defined(__GNUC__)
+#define CT_EXPORT __attribute__((visibility("default")))
+#else
+#define CT_EXPORT
+#endif
+
+/* The error table: name, errno value it maps to, message. */
+#define CT_ERRNO_MAP(XX)                                                       \
+  XX(EINVAL, EINVAL, "invalid argument")                                       \
+  XX(ENOMEM, ENOMEM, "out of memory")                                          \
+  XX(ESHUTDOWN, ESHUTDOWN, "stopped or stopping: nothing new is accepted")    \
+  XX(ETIMEDOUT, ETIMEDOUT, "timed out")                                        \
+  XX(EBUSY, EBUSY, "running or in use")                                        \
+  XX(ENOENT, ENOENT, "no such task, worker, loop or name")                     \
+  XX(EALREADY, EALREADY, "already finished")                                   \
+  XX(ENOBUFS, ENOBUFS, "queue is full")                                        \
+  XX(EDEADLK, EDEADLK, "the call would wait for itself")                       \
+  XX(EAGAIN, EAGAIN, "resource temporarily unavailable")                       \
+  XX(ENOTSUP, ENOTSUP, "not supported in this state or build")
+
+enum ct_errno {
+#define CT__ERR_ENUM(name, val, msg) CT_##name = -(val),
+  CT_ERRNO_MAP(CT__ERR_ENUM)
+#undef CT__ERR_ENUM
+};
+
+/* Message for a CT_E* code ("success" for 0, "unknown error" for others).
+ * Returns a static string. Thread-safety: any thread. */
+CT_EXPORT const char *ct_strerror(int err);
+
+/* Symbolic name of a CT_E* code ("CT_EINVAL"), or "CT_UNKNOWN".
+ * Thread-safety: any thread. */
+CT_EXPORT const char *ct_err_name(int err);
+
+/* Priorities: a lower number runs first; equal ones run in submission order.
+ * Any integer from CT_PRIORITY_CRITICAL to CT_PRIORITY_MAX is valid. */
+enum {
+  CT_PRIORITY_CRITICAL = 0,
+  CT_PRIORITY_HIGH = 50,
+  CT_PRIORITY_NORMAL = 100,
+  CT_PRIORITY_LOW = 200,
+  CT_PRIORITY_MAX = 255
+};
+
+/* Seconds on the monotonic clock, the time base of every timestamp ctasker
+ * reports. Thread-safety: any thread. */
+CT_EXPORT double ct_now(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

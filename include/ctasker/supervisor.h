@@ -1,0 +1,169 @@
+/* ctasker — the supervisor: a prioritized thread pool, a task registry, a
+ * libev loop thread for delays and the timeout watchdog, and statistics.
+ *
+ * Life: ct_supervisor_new() -> ct_supervisor_start() -> submit work ->
+ * ct_supervisor_stop() -> ct_supervisor_free(). A stopped supervisor is not
+ * restarted; make a new one.
+ *
+ * Threads and reservations (atasker's rule, exactly). Let R be the number of
+ * tasks running now, of any priority. A queued task of priority p starts
+ * only when it is the first in the queue (lowest priority number, then
+ * earliest submitted) and:
+ *   p == CT_PRIORITY_CRITICAL (0)   always: if no thread is idle, a thread is
+ *                                   added beyond every cap, at once;
+ *   1   <= p <= 50  (HIGH class)    R < pool_size + reserve_normal + reserve_high;
+ *   51  <= p <= 100 (NORMAL class)  R < pool_size + reserve_normal;
+ *   101 <= p <= 255 (LOW class)     R < pool_size.
+ * So a waiting task of a lower class never starts before a waiting task of a
+ * higher class, tasks never wait outside the queue (a task is taken off the
+ * queue only by the thread that runs it at once), and LOW work can never take
+ * the threads reserved for NORMAL and HIGH work.
+ * The HIGH cap is the most threads ordinary work uses ("max threads").
+ * Threads start on demand; at least min_threads stay, and a thread above
+ * min_threads that has been idle for `keepalive` seconds exits.
+ */
+#ifndef CTASKER_SUPERVISOR_H
+#define CTASKER_SUPERVISOR_H
+
+#include <jansson.h>
+
+#include "common.h"
+#include "task.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ct_supervisor ct_supervisor_t;
+
+enum ct_log_level { CT_LOG_DEBUG = 10, CT_LOG_INFO = 20, CT_LOG_WARNING = 30, CT_LOG_ERROR = 40 };
+
+/* Receives the library's log lines. The library never prints by itself.
+ * Called from any of the supervisor's threads; must be thread-safe. */
+typedef void (*ct_log_fn)(int level, const char *msg, void *data);
+
+enum ct_timeout_level { CT_TIMEOUT_WARNING = 1, CT_TIMEOUT_CRITICAL = 2 };
+
+/* Reports a task that has been queued or running longer than a threshold;
+ * called once per task and threshold, on the supervisor's loop thread.
+ * `task` is borrowed. `started` says whether it was running or still queued. */
+typedef void (*ct_timeout_fn)(ct_supervisor_t *sup, ct_task_t *task, int level,
+                              bool started, void *data);
+
+typedef struct ct_supervisor_opts {
+  size_t size;          /* sizeof(ct_supervisor_opts_t), set by CT_SUPERVISOR_OPTS_INIT */
+  int pool_size;        /* threads for any priority; 0: number of CPUs (at least 2) */
+  int reserve_normal;   /* extra threads only NORMAL, HIGH and CRITICAL tasks use */
+  int reserve_high;     /* extra threads only HIGH and CRITICAL tasks use */
+  int min_threads;      /* threads kept when idle; at most the HIGH cap,
+                           pool_size + reserve_normal + reserve_high */
+  double keepalive;     /* seconds an idle thread above min_threads lives; 0: 10 */
+  double timeout_warning;  /* seconds queued or running before a warning; 0: off */
+  double timeout_critical; /* seconds before a critical report; 0: off */
+  ct_timeout_fn on_timeout; /* NULL: reports go to the log callback */
+  void *timeout_data;
+  ct_log_fn log;        /* NULL: no logging */
+  void *log_data;
+} ct_supervisor_opts_t;
+
+#define CT_SUPERVISOR_OPTS_INIT {sizeof(ct_supervisor_opts_t), 0, 0, 0, 0, 0.0, 0.0, 0.0, NULL, NULL, NULL, NULL}
+
+/* Create a supervisor (not started). opts may be NULL for defaults.
+ * Returns 0 and *out, or CT_EINVAL for bad options (negative sizes or
+ * times, min_threads above the HIGH cap, an opts.size this library does not
+ * know), CT_ENOMEM.
+ * Thread-safety: any thread. */
+CT_EXPORT int ct_supervisor_new(const ct_supervisor_opts_t *opts, ct_supervisor_t **out);
+
+/* Start the loop thread and min_threads pool threads.
+ * Returns 0, CT_EBUSY if already running, CT_ESHUTDOWN if it was stopped,
+ * CT_EAGAIN if a thread could not be created. Thread-safety: any thread. */
+CT_EXPORT int ct_supervisor_start(ct_supervisor_t *sup);
+
+enum ct_stop_mode {
+  CT_STOP_DRAIN = 0,  /* queued tasks still run */
+  CT_STOP_CANCEL = 1  /* queued tasks are canceled (callbacks run on this thread) */
+};
+
+/* Stop: nothing new is accepted (CT_ESHUTDOWN); running tasks finish;
+ * queued tasks are drained or canceled by `mode`; delayed tasks are canceled
+ * in both modes (their start lies past the stop). Then the threads exit.
+ * timeout in seconds: < 0 waits until everything has stopped, 0 does not
+ * wait, > 0 waits at most that long. Returns 0 once stopped (or, with
+ * timeout 0, once the stop is under way), CT_ETIMEDOUT if the bound passed
+ * first (the stop goes on; call again to wait more). Stopping again, or
+ * stopping a supervisor never started, is harmless and returns 0 (or waits
+ * as asked). CT_EDEADLK if it must wait but is called from one of the
+ * supervisor's own threads. Thread-safety: any thread. */
+CT_EXPORT int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout);
+
+/* Free a supervisor that was never started or has stopped completely.
+ * Returns 0, or CT_EBUSY (nothing is freed) if it is running or still
+ * stopping. ct_supervisor_free(NULL) returns 0. */
+CT_EXPORT int ct_supervisor_free(ct_supervisor_t *sup);
+
+/* The process-wide default supervisor, used wherever a ct_supervisor_t *
+ * argument is NULL (atasker's task_supervisor). ct_default_start() creates,
+ * starts and installs it (CT_EBUSY if one is installed); ct_default_stop()
+ * uninstalls, stops (waiting as ct_supervisor_stop does) and frees it.
+ * Stop it only once no other thread submits to it any more. */
+CT_EXPORT int ct_default_start(const ct_supervisor_opts_t *opts);
+CT_EXPORT int ct_default_stop(int mode, double timeout);
+CT_EXPORT ct_supervisor_t *ct_supervisor_default(void); /* borrowed, or NULL */
+
+typedef struct ct_task_opts {
+  size_t size;             /* sizeof(ct_task_opts_t), set by CT_TASK_OPTS_INIT */
+  const char *name;        /* copied; NULL: no name */
+  int priority;            /* CT_PRIORITY_CRITICAL..CT_PRIORITY_MAX */
+  double delay;            /* seconds before it may start (status DELAYED); 0: none */
+  ct_task_done_fn on_done; /* completion callback, or NULL */
+  void *done_data;
+} ct_task_opts_t;
+
+#define CT_TASK_OPTS_INIT {sizeof(ct_task_opts_t), NULL, CT_PRIORITY_NORMAL, 0.0, NULL, NULL}
+
+/* Submit fn(task, arg) to run on a pool thread. opts may be NULL (NORMAL
+ * priority, no name, no delay, no callback). If out is not NULL it receives
+ * a new reference to the task, which is then also findable by id with
+ * ct_supervisor_get_task() until it is terminal; with out NULL
+ * (fire-and-forget) nothing is registered and no clock is read.
+ * Returns 0; CT_EINVAL for a NULL fn, a NULL sup with no default, a priority
+ * out of range, a negative or non-finite delay; CT_ESHUTDOWN if the
+ * supervisor is not running; CT_ENOMEM. On error nothing was queued and
+ * on_done is never called. Thread-safety: any thread, including task
+ * functions and callbacks. */
+CT_EXPORT int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
+                                 const ct_task_opts_t *opts, ct_task_t **out);
+
+/* A new reference to the task with this id while the supervisor still knows
+ * it (a task submitted with a handle, until it is terminal).
+ * Returns 0 and *out, CT_ENOENT, or CT_EINVAL. Thread-safety: any thread. */
+CT_EXPORT int ct_supervisor_get_task(ct_supervisor_t *sup, uint64_t id, ct_task_t **out);
+
+/* Number of tasks the registry holds now. */
+CT_EXPORT size_t ct_supervisor_registry_size(ct_supervisor_t *sup);
+
+typedef struct ct_stats {
+  uint64_t submitted;  /* accepted by ct_background_task (total) */
+  uint64_t queued;     /* in the run queue now */
+  uint64_t delayed;    /* waiting for their delay now */
+  uint64_t running;    /* running now */
+  uint64_t completed;  /* finished without error (total) */
+  uint64_t failed;     /* finished with an error result (total) */
+  uint64_t canceled;   /* canceled (total) */
+  uint64_t threads;    /* pool threads alive now */
+  uint64_t threads_idle;
+} ct_stats_t;
+
+/* A consistent snapshot of the counters. Returns 0 or CT_EINVAL. */
+CT_EXPORT int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out);
+
+/* The same counters and the pool's settings as a new JSON object, e.g.
+ * {"state":"running","tasks":{"submitted":..},"pool":{"size":..}}.
+ * Returns a new reference, or NULL on bad input / out of memory. */
+CT_EXPORT json_t *ct_supervisor_stats_json(ct_supervisor_t *sup);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

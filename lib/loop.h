@@ -1,0 +1,55 @@
+/* A libev loop running in its own thread, reached from other threads only
+ * through a locked inbox and ev_async (DESIGN decision 7). */
+#ifndef CT_LIB_LOOP_H
+#define CT_LIB_LOOP_H
+
+#include <ev.h>
+#include <pthread.h>
+#include <stdbool.h>
+
+typedef struct ct__loop ct__loop_t;
+
+/* A message for the loop thread. The sender allocates it; `run` is called
+ * on the loop thread and then owns it (frees it or keeps it). */
+typedef struct ct__loop_msg {
+  struct ct__loop_msg *next;
+  void (*run)(ct__loop_t *loop, struct ct__loop_msg *msg);
+} ct__loop_msg_t;
+
+struct ct__loop {
+  struct ev_loop *ev;
+  ev_async inbox_wake;
+  pthread_mutex_t inbox_lock;
+  ct__loop_msg_t *inbox_head, *inbox_tail;
+  bool closed;      /* under inbox_lock: no more messages are taken */
+  pthread_t thread;
+  bool thread_started, joined;
+  void (*on_exit)(ct__loop_t *loop); /* on the loop thread, after ev_run returns */
+  void *data;
+};
+
+/* Create the libev loop (not yet running). Returns 0 or CT_ENOMEM. */
+int ct__loop_init(ct__loop_t *loop, void *data);
+
+/* Start the loop thread (signals blocked, named `name`). Returns 0 or CT_EAGAIN. */
+int ct__loop_start(ct__loop_t *loop, const char *name);
+
+/* Post a message; any thread. Returns 0, or CT_ESHUTDOWN once the loop has
+ * ended (the message is then not taken). */
+int ct__loop_post(ct__loop_t *loop, ct__loop_msg_t *msg);
+
+/* On the loop thread: make ev_run return after this iteration; messages
+ * posted later are refused. */
+void ct__loop_quit(ct__loop_t *loop);
+
+/* Join the loop thread once (no-op if never started or already joined). */
+void ct__loop_join(ct__loop_t *loop);
+
+/* Free the loop; the thread must have been joined. Messages never run are
+ * freed with free(). */
+void ct__loop_destroy(ct__loop_t *loop);
+
+/* Whether the calling thread is this loop's thread. */
+bool ct__loop_is_own_thread(const ct__loop_t *loop);
+
+#endif

@@ -1,0 +1,44 @@
+/* Results: the exception-shaped error object and questions about it. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "ctasker/result.h"
+
+json_t *ct_error_newv(const char *cls, const char *fmt, va_list ap) {
+  if (!cls)
+    return NULL;
+  char *msg = NULL;
+  if (vasprintf(&msg, fmt ? fmt : "", ap) < 0)
+    return NULL;
+  json_t *result = json_pack("{s:{s:s, s:[s], s:s}}", "exception", "class", cls,
+                             "args", msg, "str", msg);
+  free(msg);
+  return result;
+}
+
+json_t *ct_error_new(const char *cls, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  json_t *result = ct_error_newv(cls, fmt, ap);
+  va_end(ap);
+  return result;
+}
+
+static const json_t *exception_of(const json_t *result) {
+  if (!json_is_object(result))
+    return NULL;
+  json_t *exc = json_object_get(result, "exception");
+  return json_is_object(exc) ? exc : NULL;
+}
+
+bool ct_result_is_error(const json_t *result) { return exception_of(result) != NULL; }
+
+const char *ct_result_error_class(const json_t *result) {
+  const json_t *exc = exception_of(result);
+  return exc ? json_string_value(json_object_get(exc, "class")) : NULL;
+}
+
+const char *ct_result_error_str(const json_t *result) {
+  const json_t *exc = exception_of(result);
+  return exc ? json_string_value(json_object_get(exc, "str")) : NULL;
+}

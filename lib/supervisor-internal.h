@@ -1,0 +1,57 @@
+/* The supervisor struct, shared by supervisor.c, delay.c and watchdog.c. */
+#ifndef CT_LIB_SUPERVISOR_INTERNAL_H
+#define CT_LIB_SUPERVISOR_INTERNAL_H
+
+#include <stdatomic.h>
+
+#include "ctasker/supervisor.h"
+#include "loop.h"
+#include "registry.h"
+#include "threadpool.h"
+
+enum ct__sup_state { CT__SUP_INIT, CT__SUP_RUNNING, CT__SUP_STOPPING, CT__SUP_STOPPED };
+
+struct ct__delay;
+
+struct ct_supervisor {
+  ct_supervisor_opts_t opts;
+  ct__pool_t pool;
+  ct__loop_t loop;
+  ct__registry_t registry;
+
+  pthread_mutex_t state_lock; /* guards state and the loop join; taken before
+                                 the pool lock, never after it */
+  pthread_cond_t state_cond;  /* broadcast when state becomes STOPPED */
+  atomic_int state;
+
+  atomic_uint_fast64_t next_id;
+  atomic_uint_fast64_t delayed, canceled_delayed;
+
+  atomic_int cancels_in_flight; /* stop() is still finishing canceled tasks */
+
+  /* Owned by the loop thread. */
+  ev_async stop_check;      /* any thread: "look whether the stop is done" */
+  struct ct__delay *delays; /* active delay timers */
+  bool stop_seen;
+  ev_timer watchdog;
+};
+
+/* Log through the user's callback, printf-style. */
+void ct__sup_log(ct_supervisor_t *sup, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Drop a terminal task from the registry (called by the task finisher). */
+void ct__supervisor_forget(ct_supervisor_t *sup, ct_task_t *t);
+
+/* delay.c: hand a DELAYED task (one reference) to the loop's timers. */
+int ct__delay_start(ct_supervisor_t *sup, ct_task_t *t, double delay);
+/* delay.c: a DELAYED task was canceled by another thread; free its timer. */
+void ct__delay_forget(ct_supervisor_t *sup, ct_task_t *t);
+/* delay.c, loop thread: cancel every delayed task (supervisor stop). */
+void ct__delay_cancel_all(ct_supervisor_t *sup);
+
+/* watchdog.c, loop thread: start / stop the timeout watchdog. */
+void ct__watchdog_start(ct_supervisor_t *sup);
+void ct__watchdog_stop(ct_supervisor_t *sup);
+
+#endif

@@ -1,0 +1,469 @@
+/* The supervisor: options, life cycle, submission, cancel, statistics and
+ * the process-wide default.
+ *
+ * It owns a thread pool, a loop thread and a registry. Locks, in the order
+ * they may be taken: state_lock -> pool lock -> loop inbox lock; the
+ * registry lock and the task-wait lock are leaves.
+ *
+ * Stopping: stop() marks the state STOPPING, stops the pool (which drains
+ * or cancels its queue) and pokes the loop through the `stop_check` async
+ * watcher. On the loop thread, the first poke cancels every delayed task and
+ * the watchdog; every later poke (the pool's last thread sends one as it
+ * leaves) checks whether the pool is drained, no delay is left and stop()
+ * has finished the tasks it canceled. Then the loop ends, and its thread
+ * marks the state STOPPED and wakes whoever waits in stop().
+ */
+#include "supervisor-internal.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+
+#define CT__DEFAULT_KEEPALIVE 10.0
+
+static _Atomic(ct_supervisor_t *) default_sup;
+
+void ct__sup_log(ct_supervisor_t *sup, int level, const char *fmt, ...) {
+  if (!sup->opts.log)
+    return;
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  sup->opts.log(level, buf, sup->opts.log_data);
+}
+
+static bool valid_seconds(double s) { return isfinite(s) && s >= 0; }
+
+static int high_cap(const ct_supervisor_opts_t *o) {
+  return o->pool_size + o->reserve_normal + o->reserve_high;
+}
+
+/* Copy the caller's options (an older, smaller struct is fine) and fill in
+ * defaults. Returns 0 or CT_EINVAL. */
+static int settle_options(const ct_supervisor_opts_t *in, ct_supervisor_opts_t *o) {
+  ct_supervisor_opts_t defaults = CT_SUPERVISOR_OPTS_INIT;
+  *o = defaults;
+  if (in) {
+    if (in->size < offsetof(ct_supervisor_opts_t, log_data) || in->size > sizeof *o)
+      return CT_EINVAL;
+    memcpy(o, in, in->size);
+  }
+  if (o->pool_size < 0 || o->reserve_normal < 0 || o->reserve_high < 0 || o->min_threads < 0)
+    return CT_EINVAL;
+  if (!valid_seconds(o->keepalive) || !valid_seconds(o->timeout_warning) ||
+      !valid_seconds(o->timeout_critical))
+    return CT_EINVAL;
+  if (o->pool_size == 0) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    o->pool_size = cpus > 2 ? (int)cpus : 2;
+  }
+  if (o->keepalive == 0)
+    o->keepalive = CT__DEFAULT_KEEPALIVE;
+  if (o->reserve_normal > 1 << 16 || o->reserve_high > 1 << 16 || o->pool_size > 1 << 16)
+    return CT_EINVAL;
+  if (o->min_threads > high_cap(o))
+    return CT_EINVAL;
+  return 0;
+}
+
+static void on_pool_drained(void *data) {
+  ct_supervisor_t *sup = data;
+  ev_async_send(sup->loop.ev, &sup->stop_check);
+}
+
+static void check_stopped(struct ev_loop *ev, ev_async *w, int revents);
+
+static void on_loop_exit(ct__loop_t *loop) {
+  ct_supervisor_t *sup = loop->data;
+  ev_async_stop(loop->ev, &sup->stop_check);
+  pthread_mutex_lock(&sup->state_lock);
+  atomic_store(&sup->state, CT__SUP_STOPPED);
+  pthread_cond_broadcast(&sup->state_cond);
+  pthread_mutex_unlock(&sup->state_lock);
+}
+
+static int init_parts(ct_supervisor_t *sup) {
+  ct__pool_cfg_t cfg = {
+      .pool_size = sup->opts.pool_size,
+      .reserve_normal = sup->opts.reserve_normal,
+      .reserve_high = sup->opts.reserve_high,
+      .min_threads = sup->opts.min_threads,
+      .keepalive = sup->opts.keepalive,
+      .on_drained = on_pool_drained,
+      .data = sup,
+      .log = sup->opts.log,
+      .log_data = sup->opts.log_data,
+  };
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  int rc = pthread_cond_init(&sup->state_cond, &attr) == 0 ? 0 : CT_ENOMEM;
+  pthread_condattr_destroy(&attr);
+  if (rc)
+    return rc;
+  if (pthread_mutex_init(&sup->state_lock, NULL) != 0)
+    goto no_lock;
+  if (ct__registry_init(&sup->registry) != 0)
+    goto no_registry;
+  if (ct__pool_init(&sup->pool, &cfg) != 0)
+    goto no_pool;
+  if (ct__loop_init(&sup->loop, sup) != 0)
+    goto no_loop;
+  sup->loop.on_exit = on_loop_exit;
+  ev_async_init(&sup->stop_check, check_stopped);
+  sup->stop_check.data = sup;
+  ev_async_start(sup->loop.ev, &sup->stop_check);
+  return 0;
+no_loop:
+  ct__pool_destroy(&sup->pool);
+no_pool:
+  ct__registry_destroy(&sup->registry);
+no_registry:
+  pthread_mutex_destroy(&sup->state_lock);
+no_lock:
+  pthread_cond_destroy(&sup->state_cond);
+  return CT_ENOMEM;
+}
+
+int ct_supervisor_new(const ct_supervisor_opts_t *opts, ct_supervisor_t **out) {
+  if (!out)
+    return CT_EINVAL;
+  *out = NULL;
+  ct_supervisor_t *sup = calloc(1, sizeof *sup);
+  if (!sup)
+    return CT_ENOMEM;
+  int rc = settle_options(opts, &sup->opts);
+  if (rc == 0)
+    rc = init_parts(sup);
+  if (rc != 0) {
+    free(sup);
+    return rc;
+  }
+  atomic_init(&sup->next_id, 1);
+  atomic_init(&sup->state, CT__SUP_INIT);
+  *out = sup;
+  return 0;
+}
+
+int ct_supervisor_start(ct_supervisor_t *sup) {
+  if (!sup)
+    return CT_EINVAL;
+  pthread_mutex_lock(&sup->state_lock);
+  int state = atomic_load(&sup->state);
+  int rc = state == CT__SUP_RUNNING ? CT_EBUSY : state != CT__SUP_INIT ? CT_ESHUTDOWN : 0;
+  if (rc == 0) {
+    ct__watchdog_start(sup); /* before the loop thread exists: no race */
+    rc = ct__loop_start(&sup->loop, "ct-loop");
+  }
+  if (rc == 0) {
+    atomic_store(&sup->state, CT__SUP_RUNNING);
+    if (ct__pool_start(&sup->pool) != 0)
+      ct__sup_log(sup, CT_LOG_WARNING, "ctasker: min_threads not reached; threads start on demand");
+  }
+  pthread_mutex_unlock(&sup->state_lock);
+  return rc;
+}
+
+/* Loop thread: the stop_check async watcher. */
+static void check_stopped(struct ev_loop *ev, ev_async *w, int revents) {
+  (void)ev;
+  (void)revents;
+  ct_supervisor_t *sup = w->data;
+  if (atomic_load(&sup->state) != CT__SUP_STOPPING)
+    return;
+  if (!sup->stop_seen) {
+    sup->stop_seen = true;
+    ct__watchdog_stop(sup);
+    ct__delay_cancel_all(sup);
+  }
+  if (!sup->delays && atomic_load(&sup->cancels_in_flight) == 0 &&
+      ct__pool_drained(&sup->pool))
+    ct__loop_quit(&sup->loop);
+}
+
+static void finish_canceled_list(ct_task_t *t) {
+  while (t) {
+    ct_task_t *next = t->link;
+    t->link = NULL;
+    ct__task_finish_canceled(t);
+    ct_task_unref(t);
+    t = next;
+  }
+}
+
+static bool is_own_thread(ct_supervisor_t *sup) {
+  return ct__pool_is_own_thread(&sup->pool) || ct__loop_is_own_thread(&sup->loop);
+}
+
+/* Wait for STOPPED and join the loop thread. state_lock held. */
+static int wait_stopped(ct_supervisor_t *sup, double timeout) {
+  struct timespec deadline = ct__deadline(timeout > 0 ? timeout : 0);
+  while (atomic_load(&sup->state) != CT__SUP_STOPPED) {
+    if (timeout < 0)
+      pthread_cond_wait(&sup->state_cond, &sup->state_lock);
+    else if (pthread_cond_timedwait(&sup->state_cond, &sup->state_lock, &deadline) != 0 &&
+             atomic_load(&sup->state) != CT__SUP_STOPPED)
+      return CT_ETIMEDOUT;
+  }
+  ct__loop_join(&sup->loop);
+  return 0;
+}
+
+int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
+  if (!sup || (mode != CT_STOP_DRAIN && mode != CT_STOP_CANCEL) || isnan(timeout))
+    return CT_EINVAL;
+  ct_task_t *canceled = NULL;
+  pthread_mutex_lock(&sup->state_lock);
+  int state = atomic_load(&sup->state);
+  if (state == CT__SUP_INIT) {
+    atomic_store(&sup->state, CT__SUP_STOPPED);
+  } else if (state == CT__SUP_RUNNING) {
+    atomic_store(&sup->state, CT__SUP_STOPPING);
+    canceled = ct__pool_stop(&sup->pool, mode == CT_STOP_CANCEL);
+    if (canceled)
+      atomic_fetch_add(&sup->cancels_in_flight, 1);
+    ev_async_send(sup->loop.ev, &sup->stop_check);
+  }
+  pthread_mutex_unlock(&sup->state_lock);
+  if (canceled) {
+    finish_canceled_list(canceled);
+    /* Under the lock: the loop may end as soon as the count is 0, and the
+     * supervisor may not be freed before this send has returned. */
+    pthread_mutex_lock(&sup->state_lock);
+    atomic_fetch_sub(&sup->cancels_in_flight, 1);
+    ev_async_send(sup->loop.ev, &sup->stop_check);
+    pthread_mutex_unlock(&sup->state_lock);
+  }
+  if (timeout == 0)
+    return 0;
+  if (atomic_load(&sup->state) != CT__SUP_STOPPED && is_own_thread(sup))
+    return CT_EDEADLK;
+  pthread_mutex_lock(&sup->state_lock);
+  int rc = wait_stopped(sup, timeout);
+  pthread_mutex_unlock(&sup->state_lock);
+  return rc;
+}
+
+int ct_supervisor_free(ct_supervisor_t *sup) {
+  if (!sup)
+    return 0;
+  pthread_mutex_lock(&sup->state_lock);
+  int state = atomic_load(&sup->state);
+  if (state == CT__SUP_STOPPED)
+    ct__loop_join(&sup->loop);
+  pthread_mutex_unlock(&sup->state_lock);
+  if (state != CT__SUP_STOPPED && state != CT__SUP_INIT)
+    return CT_EBUSY;
+  if (state == CT__SUP_INIT)
+    ev_async_stop(sup->loop.ev, &sup->stop_check);
+  ct__watchdog_stop(sup);
+  ct__loop_destroy(&sup->loop);
+  ct__pool_destroy(&sup->pool);
+  ct__registry_destroy(&sup->registry);
+  pthread_mutex_destroy(&sup->state_lock);
+  pthread_cond_destroy(&sup->state_cond);
+  free(sup);
+  return 0;
+}
+
+/* Fill in a task's options from the caller's. Returns 0 or CT_EINVAL. */
+static int settle_task_options(const ct_task_opts_t *in, ct_task_opts_t *o) {
+  ct_task_opts_t defaults = CT_TASK_OPTS_INIT;
+  *o = defaults;
+  if (!in)
+    return 0;
+  if (in->size < offsetof(ct_task_opts_t, done_data) || in->size > sizeof *o)
+    return CT_EINVAL;
+  memcpy(o, in, in->size);
+  if (o->priority < CT_PRIORITY_CRITICAL || o->priority > CT_PRIORITY_MAX)
+    return CT_EINVAL;
+  if (!valid_seconds(o->delay))
+    return CT_EINVAL;
+  return 0;
+}
+
+static bool watchdog_on(const ct_supervisor_t *sup) {
+  return sup->opts.timeout_warning > 0 || sup->opts.timeout_critical > 0;
+}
+
+/* Undo a submission that was refused: nothing ran, no callback. */
+static void abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out) {
+  if (ct__task_has(t, CT__F_REGISTERED))
+    ct__registry_remove(&sup->registry, t);
+  if (out) {
+    ct_task_unref(*out);
+    *out = NULL;
+  }
+  ct_task_unref(t);
+}
+
+int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
+                       const ct_task_opts_t *opts, ct_task_t **out) {
+  ct_task_opts_t o;
+  if (out)
+    *out = NULL;
+  if (!sup)
+    sup = ct_supervisor_default();
+  if (!sup || !fn || settle_task_options(opts, &o) != 0)
+    return CT_EINVAL;
+  if (atomic_load_explicit(&sup->state, memory_order_relaxed) != CT__SUP_RUNNING)
+    return CT_ESHUTDOWN;
+  ct_task_t *t = ct__task_new(fn, arg, o.priority);
+  if (!t || (o.name && !(t->name = strdup(o.name)))) {
+    ct_task_unref(t);
+    return CT_ENOMEM;
+  }
+  t->sup = sup;
+  t->on_done = o.on_done;
+  t->done_data = o.done_data;
+  t->id = atomic_fetch_add_explicit(&sup->next_id, 1, memory_order_relaxed);
+  if (out || o.on_done || watchdog_on(sup))
+    atomic_store_explicit(&t->flags, CT__F_TIMED, memory_order_relaxed);
+  if (out) {
+    if (ct__registry_add(&sup->registry, t) != 0) {
+      ct_task_unref(t);
+      return CT_ENOMEM;
+    }
+    atomic_fetch_or(&t->flags, CT__F_REGISTERED);
+    *out = ct_task_ref(t);
+  }
+  int rc;
+  if (o.delay > 0) {
+    atomic_store_explicit(&t->status, CT_TASK_DELAYED, memory_order_relaxed);
+    rc = ct__delay_start(sup, t, o.delay);
+  } else {
+    if (ct__task_has(t, CT__F_TIMED))
+      t->t_queued = ct__now();
+    rc = ct__pool_submit(&sup->pool, t, false);
+  }
+  if (rc != 0)
+    abandon(sup, t, out);
+  return rc;
+}
+
+int ct_task_cancel(ct_task_t *task) {
+  if (!task)
+    return CT_EINVAL;
+  ct_supervisor_t *sup = task->sup;
+  for (;;) {
+    switch (atomic_load(&task->status)) {
+    case CT_TASK_COMPLETED:
+    case CT_TASK_CANCELED:
+      return CT_EALREADY;
+    case CT_TASK_STARTED:
+      atomic_fetch_or(&task->flags, CT__F_CANCEL_REQUESTED);
+      return CT_EBUSY;
+    case CT_TASK_QUEUED:
+      if (ct__pool_cancel_queued(&sup->pool, task)) {
+        atomic_fetch_or(&task->flags, CT__F_CANCEL_REQUESTED);
+        ct__task_finish_canceled(task);
+        return 0;
+      }
+      break;
+    case CT_TASK_DELAYED:
+      if (ct__task_try_status(task, CT_TASK_DELAYED, CT_TASK_CANCELED)) {
+        atomic_fetch_or(&task->flags, CT__F_CANCEL_REQUESTED);
+        atomic_fetch_sub(&sup->delayed, 1);
+        atomic_fetch_add(&sup->canceled_delayed, 1);
+        ct__task_finish_canceled(task);
+        ct__delay_forget(sup, task);
+        return 0;
+      }
+      break;
+    }
+  }
+}
+
+void ct__supervisor_forget(ct_supervisor_t *sup, ct_task_t *t) {
+  ct__registry_remove(&sup->registry, t);
+}
+
+int ct_supervisor_get_task(ct_supervisor_t *sup, uint64_t id, ct_task_t **out) {
+  if (out)
+    *out = NULL;
+  if (!sup)
+    sup = ct_supervisor_default();
+  if (!sup || !out)
+    return CT_EINVAL;
+  *out = ct__registry_get(&sup->registry, id);
+  return *out ? 0 : CT_ENOENT;
+}
+
+size_t ct_supervisor_registry_size(ct_supervisor_t *sup) {
+  if (!sup)
+    sup = ct_supervisor_default();
+  return sup ? ct__registry_size(&sup->registry) : 0;
+}
+
+int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
+  if (!sup)
+    sup = ct_supervisor_default();
+  if (!sup || !out)
+    return CT_EINVAL;
+  ct__pool_stats(&sup->pool, out);
+  out->delayed = atomic_load(&sup->delayed);
+  out->canceled += atomic_load(&sup->canceled_delayed);
+  return 0;
+}
+
+static const char *state_name(int state) {
+  static const char *const names[] = {"init", "running", "stopping", "stopped"};
+  return names[state];
+}
+
+json_t *ct_supervisor_stats_json(ct_supervisor_t *sup) {
+  ct_stats_t s;
+  if (!sup)
+    sup = ct_supervisor_default();
+  if (ct_supervisor_stats(sup, &s) != 0)
+    return NULL;
+  const ct_supervisor_opts_t *o = &sup->opts;
+  return json_pack(
+      "{s:s, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:i, s:i, s:i, s:i, s:I, s:I}}",
+      "state", state_name(atomic_load(&sup->state)), "tasks", "submitted",
+      (json_int_t)s.submitted, "queued", (json_int_t)s.queued, "delayed",
+      (json_int_t)s.delayed, "running", (json_int_t)s.running, "completed",
+      (json_int_t)s.completed, "failed", (json_int_t)s.failed, "canceled",
+      (json_int_t)s.canceled, "registered", (json_int_t)ct__registry_size(&sup->registry),
+      "pool", "size", o->pool_size, "reserve_normal", o->reserve_normal, "reserve_high",
+      o->reserve_high, "min_threads", o->min_threads, "max_threads", high_cap(o), "threads",
+      (json_int_t)s.threads, "threads_idle", (json_int_t)s.threads_idle);
+}
+
+ct_supervisor_t *ct_supervisor_default(void) { return atomic_load(&default_sup); }
+
+int ct_default_start(const ct_supervisor_opts_t *opts) {
+  ct_supervisor_t *sup;
+  if (atomic_load(&default_sup))
+    return CT_EBUSY;
+  int rc = ct_supervisor_new(opts, &sup);
+  if (rc != 0)
+    return rc;
+  ct_supervisor_t *expected = NULL;
+  if ((rc = ct_supervisor_start(sup)) == 0 &&
+      !atomic_compare_exchange_strong(&default_sup, &expected, sup))
+    rc = CT_EBUSY;
+  if (rc != 0) {
+    ct_supervisor_stop(sup, CT_STOP_CANCEL, -1);
+    ct_supervisor_free(sup);
+  }
+  return rc;
+}
+
+int ct_default_stop(int mode, double timeout) {
+  ct_supervisor_t *sup = atomic_exchange(&default_sup, NULL);
+  if (!sup)
+    return CT_ENOENT;
+  int rc = ct_supervisor_stop(sup, mode, timeout);
+  if (rc == 0 && atomic_load(&sup->state) == CT__SUP_STOPPED)
+    return ct_supervisor_free(sup);
+  atomic_store(&default_sup, sup); /* not stopped yet: keep it reachable */
+  return rc;
+}

@@ -1,0 +1,73 @@
+/* The task struct and the calls the executors use on it.
+ *
+ * One struct serves every executor (pool thread, event loop, process): an
+ * executor takes a task off a run queue, calls ct__task_run() or produces a
+ * result its own way and calls ct__task_finish(). Status moves only by
+ * compare-and-swap, so exactly one of "start", "cancel" and "finish" wins:
+ *   DELAYED -> QUEUED -> STARTED -> COMPLETED
+ *   DELAYED | QUEUED -> CANCELED
+ * The struct is kept under 112 bytes so that a queued fire-and-forget task
+ * costs one 112-byte heap chunk (plus its name, if it has one).
+ */
+#ifndef CT_LIB_TASK_INTERNAL_H
+#define CT_LIB_TASK_INTERNAL_H
+
+#include <stdatomic.h>
+
+#include "ctasker/task.h"
+
+struct ct_supervisor;
+
+enum ct__task_flag {
+  CT__F_CANCEL_REQUESTED = 1u << 0, /* ct_task_cancel() was called */
+  CT__F_DONE = 1u << 1,             /* terminal and callback returned */
+  CT__F_REGISTERED = 1u << 2,       /* the registry holds a reference */
+  CT__F_TIMED = 1u << 3,            /* timestamps are taken */
+  CT__F_WARNED = 1u << 4,           /* reported past timeout_warning */
+  CT__F_CRITICAL = 1u << 5,         /* reported past timeout_critical */
+};
+
+struct ct_task {
+  /* Run queue link while QUEUED (owner: the run queue's lock); while DELAYED
+   * the loop thread keeps the task's timer record here. */
+  void *link;
+  ct_task_fn fn;
+  void *arg;
+  struct ct_supervisor *sup;
+  json_t *result; /* written once, before the status becomes terminal */
+  ct_task_done_fn on_done;
+  void *done_data;
+  char *name;
+  uint64_t id;
+  double t_queued, t_started, t_completed;
+  atomic_uint refs;
+  atomic_int status;
+  atomic_uint flags;
+  atomic_ushort waiters; /* threads in ct_wait_completed() on this task */
+  uint8_t priority;
+};
+
+/* A new task with one reference, status QUEUED; NULL if out of memory. */
+ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority);
+
+static inline bool ct__task_try_status(ct_task_t *t, int from, int to) {
+  return atomic_compare_exchange_strong(&t->status, &from, to);
+}
+
+static inline bool ct__task_has(const ct_task_t *t, unsigned flag) {
+  return (atomic_load_explicit(&t->flags, memory_order_relaxed) & flag) != 0;
+}
+
+/* Run a task whose status is already STARTED (and t_started set, under the
+ * executor's lock) and finish it with what its function returned. */
+void ct__task_run(ct_task_t *t);
+
+/* Make a STARTED task COMPLETED with `result` (stolen; NULL means json
+ * null), run its callback, wake its waiters, drop it from the registry. */
+void ct__task_finish(ct_task_t *t, json_t *result);
+
+/* Give a task that has just become CANCELED (the caller won the CAS) its
+ * CancelledError result, run its callback and wake its waiters. */
+void ct__task_finish_canceled(ct_task_t *t);
+
+#endif

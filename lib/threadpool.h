@@ -1,0 +1,72 @@
+/* The thread pool: runs QUEUED tasks on pool threads in strict priority
+ * order under the reservation caps. It knows tasks and the run queue, and
+ * nothing of supervisors, loops or workers. */
+#ifndef CT_LIB_THREADPOOL_H
+#define CT_LIB_THREADPOOL_H
+
+#include <pthread.h>
+
+#include "ctasker/supervisor.h"
+#include "runqueue.h"
+
+struct ct__worker;
+
+typedef struct ct__pool_cfg {
+  int pool_size, reserve_normal, reserve_high, min_threads;
+  double keepalive;
+  /* Called under the pool lock when the pool is stopping and its last
+   * thread exits: it must only post a message and return. */
+  void (*on_drained)(void *data);
+  void *data;
+  ct_log_fn log;
+  void *log_data;
+} ct__pool_cfg_t;
+
+typedef struct ct__pool {
+  pthread_mutex_t lock;
+  ct__runqueue_t rq;
+  ct__pool_cfg_t cfg;
+  struct ct__worker *idle;    /* idle threads, most recently idle first */
+  struct ct__worker *all;     /* every live thread (for the watchdog) */
+  int threads, woken, running;
+  bool stopping;
+  uint64_t submitted, queued, completed, failed, canceled;
+} ct__pool_t;
+
+int ct__pool_init(ct__pool_t *p, const ct__pool_cfg_t *cfg);
+void ct__pool_destroy(ct__pool_t *p);
+
+/* Start min_threads threads. Returns 0 or CT_EAGAIN. */
+int ct__pool_start(ct__pool_t *p);
+
+/* Queue a task (status QUEUED, priority set, the pool now owns one
+ * reference). Returns 0, or CT_ESHUTDOWN if
+ * the pool is stopping and `accept_when_stopping` is false (the task is left
+ * with the caller). */
+int ct__pool_submit(ct__pool_t *p, ct_task_t *t, bool accept_when_stopping);
+
+/* CAS a QUEUED task to CANCELED under the pool lock (it is dropped from the
+ * queue lazily). Returns true if this call made it CANCELED. */
+bool ct__pool_cancel_queued(ct__pool_t *p, ct_task_t *t);
+
+/* Begin stopping. With cancel_queued, every queued task is CAS'd to
+ * CANCELED and returned as a list (linked through ->link, one reference
+ * each) for the caller to finish outside the lock. Returns that list. */
+ct_task_t *ct__pool_stop(ct__pool_t *p, bool cancel_queued);
+
+/* True once stopping and no thread is left. */
+bool ct__pool_drained(ct__pool_t *p);
+
+/* Copy counters into *out (the fields the pool owns). */
+void ct__pool_stats(ct__pool_t *p, ct_stats_t *out);
+
+/* Call fn(task, started, data) for every running task, then for queued ones
+ * oldest first in each priority level, moving to the next level when fn
+ * returns false;
+ * under the pool lock (for the timeout watchdog; fn must not block). */
+void ct__pool_each_task(ct__pool_t *p, bool (*fn)(ct_task_t *, bool started, void *), void *data);
+
+/* Whether the calling thread is one of this pool's threads. */
+bool ct__pool_is_own_thread(ct__pool_t *p);
+
+#endif
