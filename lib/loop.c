@@ -13,7 +13,7 @@
 
 #include "ctasker/common.h"
 
-static _Thread_local const ct__loop_t *own_loop;
+static _Thread_local ct__loop_t *own_loop;
 
 static void drain_inbox(struct ev_loop *ev, ev_async *w, int revents) {
   (void)ev;
@@ -118,3 +118,5 @@ void ct__loop_destroy(ct__loop_t *loop) {
 }
 
 bool ct__loop_is_own_thread(const ct__loop_t *loop) { return own_loop == loop; }
+
+ct__loop_t *ct__loop_current(void) { return own_loop; }

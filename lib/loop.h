@@ -52,4 +52,7 @@ void ct__loop_destroy(ct__loop_t *loop);
 /* Whether the calling thread is this loop's thread. */
 bool ct__loop_is_own_thread(const ct__loop_t *loop);
 
+/* The loop whose thread is calling, or NULL on any other thread. */
+ct__loop_t *ct__loop_current(void);
+
 #endif
