@@ -24,7 +24,8 @@ struct ct_supervisor {
   pthread_cond_t state_cond;  /* broadcast when state becomes STOPPED */
   atomic_int state;
 
-  atomic_uint_fast64_t next_id;
+  atomic_uint_fast64_t next_id;  /* ids of accepted and refused submissions */
+  atomic_uint_fast64_t refused;  /* submissions that got an id but an error */
   atomic_uint_fast64_t delayed, canceled_delayed;
 
   atomic_int cancels_in_flight; /* stop() is still finishing canceled tasks */

@@ -328,6 +328,7 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
     atomic_store_explicit(&t->flags, CT__F_TIMED, memory_order_relaxed);
   if (out) {
     if (ct__registry_add(&sup->registry, t) != 0) {
+      atomic_fetch_add(&sup->refused, 1);
       ct_task_unref(t);
       return CT_ENOMEM;
     }
@@ -343,8 +344,10 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
       t->t_queued = ct__now();
     rc = ct__pool_submit(&sup->pool, t, false);
   }
-  if (rc != 0)
+  if (rc != 0) {
+    atomic_fetch_add(&sup->refused, 1);
     abandon(sup, t, out);
+  }
   return rc;
 }
 
@@ -408,6 +411,8 @@ int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
   if (!sup || !out)
     return CT_EINVAL;
   ct__pool_stats(&sup->pool, out);
+  /* Every submission takes an id, so the ids tell how many were accepted. */
+  out->submitted = atomic_load(&sup->next_id) - 1 - atomic_load(&sup->refused);
   out->delayed = atomic_load(&sup->delayed);
   out->canceled += atomic_load(&sup->canceled_delayed);
   return 0;

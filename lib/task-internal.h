@@ -59,8 +59,9 @@ static inline bool ct__task_has(const ct_task_t *t, unsigned flag) {
 }
 
 /* Run a task whose status is already STARTED (and t_started set, under the
- * executor's lock) and finish it with what its function returned. */
-void ct__task_run(ct_task_t *t);
+ * executor's lock), finish it with what its function returned and drop the
+ * executor's reference. Returns whether the result is an error. */
+bool ct__task_run_and_release(ct_task_t *t);
 
 /* Make a STARTED task COMPLETED with `result` (stolen; NULL means json
  * null), run its callback, wake its waiters, drop it from the registry. */

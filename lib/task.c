@@ -109,8 +109,19 @@ static void task_settle(ct_task_t *t) {
     ct__supervisor_forget(t->sup, t);
 }
 
-void ct__task_run(ct_task_t *t) {
-  ct__task_finish(t, t->fn(t, t->arg));
+bool ct__task_run_and_release(ct_task_t *t) {
+  json_t *result = t->fn(t, t->arg);
+  bool failed = ct_result_is_error(result);
+  /* Nobody else holds the task and nobody asked to hear of it: the cheap
+   * path skips the terminal bookkeeping nobody can observe. */
+  if (!t->on_done && atomic_load_explicit(&t->refs, memory_order_acquire) == 1) {
+    t->result = result;
+    ct_task_unref(t);
+    return failed;
+  }
+  ct__task_finish(t, result);
+  ct_task_unref(t);
+  return failed;
 }
 
 void ct__task_finish(ct_task_t *t, json_t *result) {

@@ -1,26 +1,33 @@
 /* The thread pool.
  *
- * One mutex (pool->lock) guards the run queue, the counters and the idle
- * list; it is the only lock here, and nothing else is locked while it is
- * held except the loop inbox lock taken by the on_drained hook.
+ * Work enters through ct__pool_submit() without taking the lock: the task
+ * is pushed onto `intake`, a lock-free stack. Pool threads move the intake
+ * into the run queue (reversed, so submission order is kept) under the
+ * lock, and take tasks off the run queue only to run them at once, so
+ * strict priority order holds for everything that has not started. After a
+ * task a thread counts it and takes the next one in one critical section:
+ * one lock round trip per task, and none on the submitting side while the
+ * pool is busy or a thread spins.
  *
- * Work enters through ct__pool_submit(): the task is linked into the run
- * queue and, if it may start under its cap, one idle thread is claimed (or
- * a thread is started). A thread takes a task off the queue only to run it
- * at once, so priority order holds for everything that has not started.
- * After a task a thread takes the next one in the same critical section in
- * which it counts the finished one: one lock round trip per task.
+ * Locks: one mutex (pool->lock) guards the run queue, the counters and the
+ * thread lists; nothing else is locked while it is held except the loop
+ * inbox lock taken by the on_drained hook.
  *
- * Waking: idle threads form a LIFO stack (the warmest first). A claimer
- * sets the thread's `wake` flag and signals its own condition variable only
- * if it already sleeps; a thread that has just gone idle spins a little on
- * its flag first, so a task submitted moments after the last one starts
- * without a system call. `woken` counts claimed threads that have not yet
- * picked up work; `running + woken` is what the caps are checked against.
+ * Waking. `busy` counts running tasks plus threads claimed to start one;
+ * the caps are checked against it. A submitter needs the lock only when
+ * its task could start now (busy below its cap) and no idle thread is
+ * spinning: then it claims an idle thread (LIFO: the warmest) or starts one.
+ * A thread that goes idle spins a little, watching the intake and its own
+ * claim flag, so a task submitted moments after the last one starts without
+ * a system call; then it sleeps on its own condition variable. Each side
+ * publishes before it looks at the other (intake push, then `spinning`;
+ * `spinning` decrement, then intake), all sequentially consistent, so a
+ * task is never left with every thread asleep. A thread that starts a task
+ * wakes another if more work could start (bursts fan out).
  *
  * Threads start on demand, block every signal, are named "ct-pool", and
  * exit after `keepalive` idle seconds while more than min_threads live, or
- * when the pool stops and the queue is empty. They are detached: the last
+ * when the pool stops and nothing is queued. They are detached: the last
  * one out calls on_drained under the lock, after which none touches the pool.
  */
 #include "threadpool.h"
@@ -31,10 +38,9 @@
 #include <string.h>
 
 #include "clock.h"
-#include "ctasker/result.h"
 
 #define CT__POOL_STACK_SIZE (4u << 20)
-#define CT__SPIN_ROUNDS 4000
+#define CT__SPIN_SECONDS 20e-6 /* how long an idle thread spins before it sleeps */
 
 typedef struct ct__worker {
   struct ct__worker *next_idle;
@@ -42,8 +48,8 @@ typedef struct ct__worker {
   ct__pool_t *pool;
   ct_task_t *current;
   pthread_cond_t cond;
-  atomic_bool wake;
-  bool sleeping;
+  atomic_bool claimed;
+  bool spinning, sleeping;
 } ct__worker_t;
 
 static _Thread_local ct__pool_t *own_pool;
@@ -65,6 +71,10 @@ int ct__pool_init(ct__pool_t *p, const ct__pool_cfg_t *cfg) {
   memset(p, 0, sizeof *p);
   p->cfg = *cfg;
   ct__rq_init(&p->rq);
+  atomic_init(&p->intake, NULL);
+  atomic_init(&p->busy, 0);
+  atomic_init(&p->spinning, 0);
+  atomic_init(&p->stopping, false);
   return pthread_mutex_init(&p->lock, NULL) == 0 ? 0 : CT_ENOMEM;
 }
 
@@ -75,19 +85,50 @@ static int cap_of(const ct__pool_t *p, int priority) {
                               p->cfg.reserve_high);
 }
 
+static void add_busy(ct__pool_t *p, int delta) {
+  atomic_fetch_add(&p->busy, delta);
+}
+
+/* Move the intake into the run queue, oldest first. Lock held. Whoever
+ * calls this outside a pool thread's loop calls wake_for_head() after it:
+ * spinning threads watch only the intake. */
+static void drain_intake(ct__pool_t *p) {
+  ct_task_t *newest = atomic_exchange(&p->intake, NULL);
+  ct_task_t *oldest = NULL;
+  while (newest) { /* reverse */
+    ct_task_t *next = newest->link;
+    newest->link = oldest;
+    oldest = newest;
+    newest = next;
+  }
+  while (oldest) {
+    ct_task_t *t = oldest;
+    oldest = t->link;
+    p->queued++;
+    ct__rq_push(&p->rq, t);
+  }
+}
+
 /* Pop the first live task if it may start now; drop canceled ones on the
- * way (their references). Lock held. */
+ * way (their references). Once a CANCEL stop has begun, what still arrives
+ * is returned CANCELED instead of STARTED. Lock held. */
 static ct_task_t *take_runnable(ct__pool_t *p) {
   ct_task_t *t;
+  drain_intake(p);
   while ((t = ct__rq_peek(&p->rq)) != NULL) {
     if (atomic_load_explicit(&t->status, memory_order_relaxed) == CT_TASK_CANCELED) {
       ct__rq_pop(&p->rq);
       ct_task_unref(t);
       continue;
     }
-    if (p->running + p->woken >= cap_of(p, t->priority))
+    if (atomic_load_explicit(&p->busy, memory_order_relaxed) >= cap_of(p, t->priority))
       return NULL;
     ct__rq_pop(&p->rq);
+    if (p->cancel_late && ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_CANCELED)) {
+      p->queued--;
+      p->canceled++;
+      return t;
+    }
     if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED)) {
       ct_task_unref(t); /* canceled between the check and here */
       continue;
@@ -96,6 +137,7 @@ static ct_task_t *take_runnable(ct__pool_t *p) {
       t->t_started = ct__now(); /* under the lock: the watchdog reads it */
     p->queued--;
     p->running++;
+    add_busy(p, 1);
     return t;
   }
   return NULL;
@@ -105,20 +147,27 @@ static void claim(ct__worker_t *w) {
   ct__pool_t *p = w->pool;
   p->idle = w->next_idle;
   w->next_idle = NULL;
-  p->woken++;
-  atomic_store_explicit(&w->wake, true, memory_order_release);
+  if (w->spinning)
+    atomic_fetch_sub(&p->spinning, 1);
+  w->spinning = false;
+  add_busy(p, 1);
+  atomic_store_explicit(&w->claimed, true, memory_order_release);
   if (w->sleeping)
     pthread_cond_signal(&w->cond);
 }
 
-static void unlink_idle(ct__worker_t *w) {
+/* Take a thread that was not claimed off the idle stack. Lock held. */
+static void leave_idle(ct__worker_t *w) {
   ct__pool_t *p = w->pool;
   for (ct__worker_t **pp = &p->idle; *pp; pp = &(*pp)->next_idle)
     if (*pp == w) {
       *pp = w->next_idle;
-      w->next_idle = NULL;
-      return;
+      break;
     }
+  w->next_idle = NULL;
+  if (w->spinning)
+    atomic_fetch_sub(&p->spinning, 1);
+  w->spinning = false;
 }
 
 static void *worker_main(void *arg);
@@ -141,13 +190,14 @@ static int spawn(ct__pool_t *p) {
     return CT_EAGAIN;
   }
   p->threads++;
-  p->woken++;
+  add_busy(p, 1);
   return 0;
 }
 
-/* A task of `priority` was queued or may now start: hand it a thread. */
-static void wake_for(ct__pool_t *p, int priority) {
-  if (p->running + p->woken >= cap_of(p, priority))
+/* If the first queued task may start, hand it a thread. Lock held. */
+static void wake_for_head(ct__pool_t *p) {
+  ct_task_t *head = ct__rq_peek(&p->rq);
+  if (!head || atomic_load_explicit(&p->busy, memory_order_relaxed) >= cap_of(p, head->priority))
     return;
   if (p->idle)
     claim(p->idle);
@@ -164,22 +214,31 @@ int ct__pool_start(ct__pool_t *p) {
   return rc;
 }
 
+static void push_intake(ct__pool_t *p, ct_task_t *t) {
+  ct_task_t *top = atomic_load_explicit(&p->intake, memory_order_relaxed);
+  do
+    t->link = top;
+  while (!atomic_compare_exchange_weak(&p->intake, &top, t));
+}
+
 int ct__pool_submit(ct__pool_t *p, ct_task_t *t, bool accept_when_stopping) {
-  pthread_mutex_lock(&p->lock);
-  if (p->stopping && !accept_when_stopping) {
-    pthread_mutex_unlock(&p->lock);
+  if (!accept_when_stopping && atomic_load_explicit(&p->stopping, memory_order_acquire))
     return CT_ESHUTDOWN;
-  }
-  ct__rq_push(&p->rq, t);
-  p->submitted++;
-  p->queued++;
-  wake_for(p, t->priority);
+  int cap = cap_of(p, t->priority); /* t may be gone once pushed */
+  push_intake(p, t);
+  if (atomic_load(&p->busy) >= cap || atomic_load(&p->spinning) > 0)
+    return 0; /* a running or spinning thread will see it */
+  pthread_mutex_lock(&p->lock);
+  drain_intake(p);
+  wake_for_head(p);
   pthread_mutex_unlock(&p->lock);
   return 0;
 }
 
 bool ct__pool_cancel_queued(ct__pool_t *p, ct_task_t *t) {
   pthread_mutex_lock(&p->lock);
+  drain_intake(p); /* so that the counters include the task */
+  wake_for_head(p);
   bool won = ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_CANCELED);
   if (won) {
     p->queued--;
@@ -189,30 +248,64 @@ bool ct__pool_cancel_queued(ct__pool_t *p, ct_task_t *t) {
   return won;
 }
 
-/* Go idle until claimed; false if the thread should exit instead. Lock held
- * on entry and on return. */
-static bool wait_for_work(ct__pool_t *p, ct__worker_t *w) {
-  w->next_idle = p->idle;
-  p->idle = w;
-  atomic_store_explicit(&w->wake, false, memory_order_relaxed);
+static bool work_waiting(ct__pool_t *p) {
+  return atomic_load(&p->intake) != NULL;
+}
+
+static bool claimed_or_work(ct__pool_t *p, ct__worker_t *w) {
+  return atomic_load_explicit(&w->claimed, memory_order_acquire) || work_waiting(p);
+}
+
+/* Spin for work for CT__SPIN_SECONDS at most; true if the thread should
+ * look again now (it was claimed, or work arrived and it left the idle
+ * stack). Only one thread spins at a time: with more threads than cores,
+ * spinners would take the time the submitting threads need. Lock held on
+ * entry and return, released while spinning. */
+static bool spin_for_work(ct__pool_t *p, ct__worker_t *w) {
+  if (atomic_load(&p->spinning) > 0)
+    return false;
+  w->spinning = true;
+  atomic_fetch_add(&p->spinning, 1);
   pthread_mutex_unlock(&p->lock);
-  for (int i = 0; i < CT__SPIN_ROUNDS; i++) {
-    if (atomic_load_explicit(&w->wake, memory_order_acquire))
+  double until = ct__now() + CT__SPIN_SECONDS;
+  while (!claimed_or_work(p, w)) {
+    for (int i = 0; i < 32 && !claimed_or_work(p, w); i++)
+      cpu_relax();
+    if (ct__now() > until)
       break;
-    cpu_relax();
   }
   pthread_mutex_lock(&p->lock);
-  while (!atomic_load_explicit(&w->wake, memory_order_acquire)) {
+  if (atomic_load_explicit(&w->claimed, memory_order_acquire))
+    return true;
+  leave_idle(w); /* stop spinning first, then look: see the header comment */
+  if (work_waiting(p))
+    return true;
+  w->next_idle = p->idle; /* back on the stack, to sleep */
+  p->idle = w;
+  return false;
+}
+
+/* Go idle until claimed or work arrives; false if the thread should exit.
+ * Lock held on entry and on return. */
+static bool wait_for_work(ct__pool_t *p, ct__worker_t *w) {
+  atomic_store_explicit(&w->claimed, false, memory_order_relaxed);
+  w->next_idle = p->idle;
+  p->idle = w;
+  if (spin_for_work(p, w))
+    goto woken;
+  while (!atomic_load_explicit(&w->claimed, memory_order_acquire)) {
     struct timespec deadline = ct__deadline(p->cfg.keepalive);
     w->sleeping = true;
     int rc = pthread_cond_timedwait(&w->cond, &p->lock, &deadline);
     w->sleeping = false;
-    if (rc != 0 && !atomic_load(&w->wake) && p->threads > p->cfg.min_threads) {
-      unlink_idle(w);
+    if (rc != 0 && !atomic_load(&w->claimed) && p->threads > p->cfg.min_threads) {
+      leave_idle(w);
       return false;
     }
   }
-  p->woken--;
+woken:
+  if (atomic_load_explicit(&w->claimed, memory_order_relaxed))
+    add_busy(p, -1); /* the claim becomes a running task, or nothing */
   return true;
 }
 
@@ -230,48 +323,69 @@ static void worker_exit(ct__pool_t *p, ct__worker_t *w) {
   if (w->next_all)
     w->next_all->prev_all = w->prev_all;
   p->threads--;
-  if (p->stopping) {
+  if (atomic_load(&p->stopping)) {
     wake_all_idle(p);
     if (p->threads == 0 && p->cfg.on_drained)
       p->cfg.on_drained(p->cfg.data);
   }
 }
 
-static void *worker_main(void *arg) {
-  ct__pool_t *p = arg;
-  ct__worker_t w = {.pool = p};
+static void finish_late_canceled(ct__pool_t *p, ct_task_t *t) {
+  pthread_mutex_unlock(&p->lock);
+  ct__task_finish_canceled(t);
+  ct_task_unref(t);
+  pthread_mutex_lock(&p->lock);
+}
+
+static void run_task(ct__pool_t *p, ct__worker_t *w, ct_task_t *t) {
+  w->current = t;
+  wake_for_head(p); /* more work that may start: fan out */
+  pthread_mutex_unlock(&p->lock);
+  bool failed = ct__task_run_and_release(t);
+  pthread_mutex_lock(&p->lock);
+  w->current = NULL;
+  p->running--;
+  add_busy(p, -1);
+  if (failed)
+    p->failed++;
+  else
+    p->completed++;
+}
+
+static void init_worker(ct__pool_t *p, ct__worker_t *w) {
   pthread_condattr_t attr;
   pthread_condattr_init(&attr);
   pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  pthread_cond_init(&w.cond, &attr);
+  pthread_cond_init(&w->cond, &attr);
   pthread_condattr_destroy(&attr);
+  w->pool = p;
+  atomic_init(&w->claimed, false);
+}
+
+static void *worker_main(void *arg) {
+  ct__pool_t *p = arg;
+  ct__worker_t w = {0};
+  init_worker(p, &w);
   pthread_setname_np(pthread_self(), "ct-pool");
   own_pool = p;
 
   pthread_mutex_lock(&p->lock);
-  p->woken--; /* spawn() counted this thread as claimed */
+  add_busy(p, -1); /* spawn() counted this thread as claimed */
   w.next_all = p->all;
   if (p->all)
     p->all->prev_all = &w;
   p->all = &w;
   for (;;) {
     ct_task_t *t = take_runnable(p);
-    if (t) {
-      w.current = t;
-      pthread_mutex_unlock(&p->lock);
-      ct__task_run(t);
-      bool failed = ct_result_is_error(t->result);
-      pthread_mutex_lock(&p->lock);
-      w.current = NULL;
-      p->running--;
-      if (failed)
-        p->failed++;
-      else
-        p->completed++;
-      ct_task_unref(t);
+    if (t && atomic_load(&t->status) == CT_TASK_CANCELED) {
+      finish_late_canceled(p, t);
       continue;
     }
-    if (p->stopping && p->rq.len == 0)
+    if (t) {
+      run_task(p, &w, t);
+      continue;
+    }
+    if (atomic_load(&p->stopping) && p->rq.len == 0 && !work_waiting(p))
       break;
     if (!wait_for_work(p, &w))
       break;
@@ -285,7 +399,9 @@ static void *worker_main(void *arg) {
 ct_task_t *ct__pool_stop(ct__pool_t *p, bool cancel_queued) {
   ct_task_t *canceled = NULL, **tail = &canceled;
   pthread_mutex_lock(&p->lock);
-  p->stopping = true;
+  atomic_store(&p->stopping, true);
+  p->cancel_late = cancel_queued;
+  drain_intake(p);
   ct_task_t *t;
   while (cancel_queued && (t = ct__rq_pop(&p->rq)) != NULL) {
     if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_CANCELED)) {
@@ -298,24 +414,27 @@ ct_task_t *ct__pool_stop(ct__pool_t *p, bool cancel_queued) {
     tail = (ct_task_t **)&t->link;
   }
   wake_all_idle(p);
-  if (p->threads == 0 && p->cfg.on_drained && p->rq.len == 0)
-    p->cfg.on_drained(p->cfg.data);
-  else if (p->threads == 0 && p->rq.len > 0)
+  if (p->threads == 0 && p->rq.len == 0) {
+    if (p->cfg.on_drained)
+      p->cfg.on_drained(p->cfg.data);
+  } else if (p->threads == 0) {
     spawn(p); /* drain what was queued before any thread started */
+  }
   pthread_mutex_unlock(&p->lock);
   return canceled;
 }
 
 bool ct__pool_drained(ct__pool_t *p) {
   pthread_mutex_lock(&p->lock);
-  bool drained = p->stopping && p->threads == 0 && p->rq.len == 0;
+  bool drained = atomic_load(&p->stopping) && p->threads == 0 && p->rq.len == 0 &&
+                 !work_waiting(p);
   pthread_mutex_unlock(&p->lock);
   return drained;
 }
 
 void ct__pool_stats(ct__pool_t *p, ct_stats_t *out) {
   pthread_mutex_lock(&p->lock);
-  out->submitted = p->submitted;
+  drain_intake(p);
   out->queued = p->queued;
   out->running = (uint64_t)p->running;
   out->completed = p->completed;
@@ -326,11 +445,14 @@ void ct__pool_stats(ct__pool_t *p, ct_stats_t *out) {
   for (ct__worker_t *w = p->idle; w; w = w->next_idle)
     idle++;
   out->threads_idle = idle;
+  wake_for_head(p);
   pthread_mutex_unlock(&p->lock);
 }
 
 void ct__pool_each_task(ct__pool_t *p, bool (*fn)(ct_task_t *, bool, void *), void *data) {
   pthread_mutex_lock(&p->lock);
+  drain_intake(p);
+  wake_for_head(p);
   for (ct__worker_t *w = p->all; w; w = w->next_all)
     if (w->current)
       fn(w->current, true, data);

@@ -5,6 +5,7 @@
 #define CT_LIB_THREADPOOL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "ctasker/supervisor.h"
 #include "runqueue.h"
@@ -23,14 +24,21 @@ typedef struct ct__pool_cfg {
 } ct__pool_cfg_t;
 
 typedef struct ct__pool {
-  pthread_mutex_t lock;
+  /* Written by submitting threads without the lock (see threadpool.c). */
+  _Alignas(64) _Atomic(ct_task_t *) intake; /* newest first */
+  /* Read by submitting threads, written under the lock. */
+  _Alignas(64) atomic_int busy;     /* running + claimed-but-not-started */
+  atomic_int spinning;              /* idle threads spinning, unclaimed */
+  atomic_bool stopping;
+
+  _Alignas(64) pthread_mutex_t lock;
   ct__runqueue_t rq;
   ct__pool_cfg_t cfg;
   struct ct__worker *idle;    /* idle threads, most recently idle first */
   struct ct__worker *all;     /* every live thread (for the watchdog) */
-  int threads, woken, running;
-  bool stopping;
-  uint64_t submitted, queued, completed, failed, canceled;
+  int threads, running;
+  bool cancel_late;           /* stopping with CANCEL: cancel what still arrives */
+  uint64_t queued, completed, failed, canceled;
 } ct__pool_t;
 
 int ct__pool_init(ct__pool_t *p, const ct__pool_cfg_t *cfg);
@@ -40,9 +48,10 @@ void ct__pool_destroy(ct__pool_t *p);
 int ct__pool_start(ct__pool_t *p);
 
 /* Queue a task (status QUEUED, priority set, the pool now owns one
- * reference). Returns 0, or CT_ESHUTDOWN if
- * the pool is stopping and `accept_when_stopping` is false (the task is left
- * with the caller). */
+ * reference). Returns 0, or CT_ESHUTDOWN if the pool is stopping and
+ * `accept_when_stopping` is false (the task is left with the caller). A
+ * submission racing with a CANCEL stop may be accepted and then canceled
+ * by a pool thread. */
 int ct__pool_submit(ct__pool_t *p, ct_task_t *t, bool accept_when_stopping);
 
 /* CAS a QUEUED task to CANCELED under the pool lock (it is dropped from the
