@@ -34,6 +34,8 @@
  * throughput run), CT_BENCH_PRODUCERS (4), CT_BENCH_SAMPLES (1000 latency
  * samples per run), CT_BENCH_MAX_TASKS (10000000), CT_BENCH_PEER_SECONDS (3,
  * the most a peer's per-task-cost size may take).
+ * `bench-pool profile [TASKS [PRODUCERS]]` runs only ctasker's
+ * fire-and-forget path, for a profiler.
  */
 #include <ctasker.h>
 #include <glib.h>
@@ -564,7 +566,23 @@ static void warm_up(void) {
   }
 }
 
-int main(void) {
+/* `bench-pool profile [TASKS [PRODUCERS]]`: only ctasker's fire-and-forget
+ * path, for perf, callgrind or strace; prints its throughput. */
+static int profile_ctasker(int argc, char **argv) {
+  long n = argc > 2 ? atol(argv[2]) : 2000000;
+  int producers = argc > 3 ? atoi(argv[3]) : 1;
+  if (n < 1 || producers < 1 || ct_open() != 0)
+    return 2;
+  double s = run_throughput(&ctasker_backend, n, producers, false);
+  printf("ctasker fire-and-forget: %ld tasks, %d producer(s): %.3f Mtask/s\n", n, producers,
+         n / s / 1e6);
+  ct_close();
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "profile") == 0)
+    return profile_ctasker(argc, argv);
   setenv("UV_THREADPOOL_SIZE", "2", 1); /* before the first libuv call */
   read_settings();
   printf("ctasker vs GThreadPool (max_threads 2, exclusive) vs libuv (UV_THREADPOOL_SIZE=2)\n");
