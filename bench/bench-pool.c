@@ -580,6 +580,64 @@ static int profile_ctasker(int argc, char **argv) {
   return 0;
 }
 
+/* Every figure a verdict needs. */
+typedef struct results {
+  figure_t *heap, *ff1, *ffp, *tr1, *trp, *idle[3], *warm[3];
+  figure_t *cost[MAX_SIZES];
+  long sizes[MAX_SIZES];
+  int nsizes;
+} results_t;
+
+static void measure_all(results_t *r) {
+  static char ff_many[64], tr_many[64];
+  snprintf(ff_many, sizeof ff_many, "fire-and-forget, %ld producers", cfg.producers);
+  snprintf(tr_many, sizeof tr_many, "tracked, %ld producers", cfg.producers);
+  r->heap = measure_heap();
+  warm_up();
+  r->ff1 = measure_throughput("fire-and-forget, 1 producer", 1, false);
+  r->ffp = measure_throughput(ff_many, (int)cfg.producers, false);
+  r->tr1 = measure_throughput("tracked, 1 producer", 1, true);
+  r->trp = measure_throughput(tr_many, (int)cfg.producers, true);
+  measure_latency(true, r->idle);
+  measure_latency(false, r->warm);
+  r->nsizes = measure_scaling(r->sizes, r->cost);
+}
+
+static void print_flat_cost_verdict(const results_t *r) {
+  if (r->nsizes < 2) {
+    printf("  [not measured] flat per-task cost: set CT_BENCH_MAX_TASKS >= 10000\n");
+    return;
+  }
+  const figure_t *from = r->cost[1], *to = r->cost[r->nsizes - 1];
+  long top = r->sizes[r->nsizes - 1];
+  double growth = to->value[B_CT] / from->value[B_CT];
+  bool reached = growth <= 1.5 && top >= 10000000;
+  printf("  [%s] flat per-task cost (<= 1.5x) from 1e4 to 1e7: %.2fx from 1e4 to %.0e"
+         " (%.1f -> %.1f ns/task)\n",
+         reached ? "reached" : "NOT reached", growth, (double)top, from->value[B_CT],
+         to->value[B_CT]);
+}
+
+static void print_verdicts(const results_t *r) {
+  printf("\nTargets (issue 2):\n");
+  const char *worst = "worst of 1 and N producers %.2fx (1 producer %.2fx)";
+  double ff_glib = min2(ratio(r->ff1, B_GLIB), ratio(r->ffp, B_GLIB));
+  double ff_uv = min2(ratio(r->ff1, B_UV), ratio(r->ffp, B_UV));
+  double tr_glib = min2(ratio(r->tr1, B_GLIB), ratio(r->trp, B_GLIB));
+  verdict(ff_glib >= 4, "fire-and-forget >= 4x GThreadPool", worst, ff_glib, ratio(r->ff1, B_GLIB));
+  verdict(ff_uv >= 2, "fire-and-forget >= 2x libuv", worst, ff_uv, ratio(r->ff1, B_UV));
+  verdict(tr_glib >= 2, "tracked >= 2x GThreadPool", worst, tr_glib, ratio(r->tr1, B_GLIB));
+  double best_peer_p99 = min2(r->idle[1]->value[B_GLIB], r->idle[1]->value[B_UV]);
+  verdict(r->idle[1]->value[B_CT] <= best_peer_p99, "idle p99 no worse than the best peer",
+          "%.1f us vs %.1f us", r->idle[1]->value[B_CT], best_peer_p99);
+  verdict(r->warm[0]->value[B_CT] <= 1.0, "warm p50 <= 1 us", "%.3f us (limit %.0f us)",
+          r->warm[0]->value[B_CT], 1.0);
+  print_flat_cost_verdict(r);
+  verdict(r->heap->value[B_CT] <= 128, "<= 128 heap bytes per queued f&f task",
+          "%.1f bytes (limit %.0f)", r->heap->value[B_CT], 128);
+  printf("(one run on a shared machine: figures and verdicts are indicative)\n");
+}
+
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "profile") == 0)
     return profile_ctasker(argc, argv);
@@ -594,50 +652,10 @@ int main(int argc, char **argv) {
       fprintf(stderr, "could not start %s\n", backends[b]->name);
       return 1;
     }
-  figure_t *heap = measure_heap();
-  warm_up();
-
-  static char ff_many[64], tr_many[64];
-  snprintf(ff_many, sizeof ff_many, "fire-and-forget, %ld producers", cfg.producers);
-  snprintf(tr_many, sizeof tr_many, "tracked, %ld producers", cfg.producers);
-  figure_t *ff1 = measure_throughput("fire-and-forget, 1 producer", 1, false);
-  figure_t *ffp = measure_throughput(ff_many, (int)cfg.producers, false);
-  figure_t *tr1 = measure_throughput("tracked, 1 producer", 1, true);
-  figure_t *trp = measure_throughput(tr_many, (int)cfg.producers, true);
-  figure_t *idle[3], *warm[3];
-  measure_latency(true, idle);
-  measure_latency(false, warm);
-  long sizes[MAX_SIZES];
-  figure_t *cost[MAX_SIZES];
-  int nsizes = measure_scaling(sizes, cost);
+  results_t r;
+  measure_all(&r);
   print_table();
-
-  printf("\nTargets (issue 2):\n");
-  double ffmin_glib = min2(ratio(ff1, B_GLIB), ratio(ffp, B_GLIB));
-  double ffmin_uv = min2(ratio(ff1, B_UV), ratio(ffp, B_UV));
-  verdict(ffmin_glib >= 4, "fire-and-forget >= 4x GThreadPool",
-          "worst of 1/N producers %.2fx (1 producer %.2fx)", ffmin_glib, ratio(ff1, B_GLIB));
-  verdict(ffmin_uv >= 2, "fire-and-forget >= 2x libuv",
-          "worst of 1/N producers %.2fx (1 producer %.2fx)", ffmin_uv, ratio(ff1, B_UV));
-  double trmin = min2(ratio(tr1, B_GLIB), ratio(trp, B_GLIB));
-  verdict(trmin >= 2, "tracked >= 2x GThreadPool", "worst of 1/N producers %.2fx (1 producer %.2fx)",
-          trmin, ratio(tr1, B_GLIB));
-  double best_peer_p99 = min2(idle[1]->value[B_GLIB], idle[1]->value[B_UV]);
-  verdict(idle[1]->value[B_CT] <= best_peer_p99, "idle p99 no worse than the best peer",
-          "%.1f us vs %.1f us", idle[1]->value[B_CT], best_peer_p99);
-  verdict(warm[0]->value[B_CT] <= 1.0, "warm p50 <= 1 us", "%.3f us (limit %.0f us)",
-          warm[0]->value[B_CT], 1.0);
-  if (nsizes >= 2) {
-    int i4 = nsizes > 1 ? 1 : 0, ilast = nsizes - 1;
-    double growth = cost[ilast]->value[B_CT] / cost[i4]->value[B_CT];
-    printf("  [%s] flat per-task cost (<= 1.5x) from 1e4 to %.0e: %.2fx (%.1f -> %.1f ns/task)\n",
-           growth <= 1.5 && sizes[ilast] >= 10000000 ? "reached" : "NOT reached", (double)sizes[ilast],
-           growth, cost[i4]->value[B_CT], cost[ilast]->value[B_CT]);
-  }
-  verdict(heap->value[B_CT] <= 128, "<= 128 heap bytes per queued f&f task", "%.1f bytes (limit %.0f)",
-          heap->value[B_CT], 128);
-  printf("(verdicts on a shared, possibly loaded machine: figures are indicative)\n");
-
+  print_verdicts(&r);
   for (int b = 0; b < NBACKENDS; b++)
     backends[b]->close();
   return 0;
