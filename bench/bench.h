@@ -1,0 +1,180 @@
+/* Small helpers shared by the benchmarks: a clock, a countdown latch, a
+ * gate that holds tasks back, submit->start probes, order statistics, the
+ * heap in use and settings read from the environment.
+ *
+ * Everything is header-only and static: each benchmark is one program.
+ */
+#ifndef CT_BENCH_H
+#define CT_BENCH_H
+
+#include <malloc.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Nanoseconds on the monotonic clock. */
+static inline uint64_t bench_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void bench_sleep_ns(uint64_t ns) {
+  struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
+  while (nanosleep(&ts, &ts) != 0)
+    ;
+}
+
+static inline void bench_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* A countdown latch: tasks call bench_latch_count() once each; a waiter
+ * sleeps until `target` counts have arrived. A count costs one atomic add;
+ * only the last one takes the lock, to wake the waiter. */
+typedef struct bench_latch {
+  atomic_long count;
+  long target;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+} bench_latch_t;
+
+static inline void bench_latch_init(bench_latch_t *l, long target) {
+  atomic_init(&l->count, 0);
+  l->target = target;
+  pthread_mutex_init(&l->lock, NULL);
+  pthread_cond_init(&l->cond, NULL);
+}
+
+static inline void bench_latch_destroy(bench_latch_t *l) {
+  pthread_mutex_destroy(&l->lock);
+  pthread_cond_destroy(&l->cond);
+}
+
+static inline void bench_latch_count(bench_latch_t *l) {
+  if (atomic_fetch_add_explicit(&l->count, 1, memory_order_acq_rel) + 1 != l->target)
+    return;
+  pthread_mutex_lock(&l->lock);
+  pthread_cond_broadcast(&l->cond);
+  pthread_mutex_unlock(&l->lock);
+}
+
+static inline void bench_latch_wait(bench_latch_t *l) {
+  pthread_mutex_lock(&l->lock);
+  while (atomic_load_explicit(&l->count, memory_order_acquire) < l->target)
+    pthread_cond_wait(&l->cond, &l->lock);
+  pthread_mutex_unlock(&l->lock);
+}
+
+/* A gate: tasks that pass through it block until it opens; `arrived`
+ * counts the tasks that are blocked in it (so, running). */
+typedef struct bench_gate {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  bool open;
+  atomic_int arrived;
+} bench_gate_t;
+
+static inline void bench_gate_init(bench_gate_t *g) {
+  pthread_mutex_init(&g->lock, NULL);
+  pthread_cond_init(&g->cond, NULL);
+  g->open = false;
+  atomic_init(&g->arrived, 0);
+}
+
+static inline void bench_gate_destroy(bench_gate_t *g) {
+  pthread_mutex_destroy(&g->lock);
+  pthread_cond_destroy(&g->cond);
+}
+
+static inline void bench_gate_pass(bench_gate_t *g) {
+  atomic_fetch_add(&g->arrived, 1);
+  pthread_mutex_lock(&g->lock);
+  while (!g->open)
+    pthread_cond_wait(&g->cond, &g->lock);
+  pthread_mutex_unlock(&g->lock);
+}
+
+static inline void bench_gate_wait_arrivals(bench_gate_t *g, int n) {
+  while (atomic_load(&g->arrived) < n)
+    bench_sleep_ns(100000);
+}
+
+static inline void bench_gate_open(bench_gate_t *g) {
+  pthread_mutex_lock(&g->lock);
+  g->open = true;
+  pthread_cond_broadcast(&g->cond);
+  pthread_mutex_unlock(&g->lock);
+}
+
+/* One submit->start measurement: the task stamps its start and raises
+ * `done` as its last act. */
+typedef struct bench_probe {
+  uint64_t started_ns;
+  atomic_int done;
+} bench_probe_t;
+
+static inline void bench_probe_hit(bench_probe_t *p) {
+  p->started_ns = bench_now_ns();
+  atomic_store_explicit(&p->done, 1, memory_order_release);
+}
+
+static inline void bench_probe_await(bench_probe_t *p) {
+  while (!atomic_load_explicit(&p->done, memory_order_acquire))
+    bench_cpu_relax();
+}
+
+static int bench_cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static int bench_cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* Median of v[0..n) (sorts v); NAN when n is 0. */
+static inline double bench_median(double *v, size_t n) {
+  if (n == 0)
+    return NAN;
+  qsort(v, n, sizeof *v, bench_cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* The q-quantile (0 < q <= 1) of sorted[0..n), nearest rank. */
+static inline uint64_t bench_quantile(const uint64_t *sorted, size_t n, double q) {
+  size_t rank = (size_t)ceil(q * (double)n);
+  return sorted[rank == 0 ? 0 : rank - 1];
+}
+
+static inline void bench_sort_u64(uint64_t *v, size_t n) {
+  qsort(v, n, sizeof *v, bench_cmp_u64);
+}
+
+/* Bytes the allocator has handed out and not had back, over all arenas. */
+static inline size_t bench_heap_in_use(void) {
+  struct mallinfo2 mi = mallinfo2();
+  return mi.uordblks + mi.hblkhd;
+}
+
+/* A positive integer from the environment, or `fallback`. */
+static inline long bench_env_long(const char *name, long fallback) {
+  const char *s = getenv(name);
+  if (!s || !*s)
+    return fallback;
+  char *end;
+  double v = strtod(s, &end);
+  return (*end == '\0' && v >= 1) ? (long)v : fallback;
+}
+
+#endif
