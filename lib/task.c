@@ -5,10 +5,11 @@
  * registry lets go. So a waiter that returns sees the callback done.
  *
  * Waiting: one process-wide mutex and condition variable serve every
- * ct_wait_completed() call. A waiter counts itself in task->waiters before
- * it checks the DONE flag; a finisher sets DONE before it reads waiters, and
- * only broadcasts when someone waits (both sequentially consistent), so
- * tasks nobody waits for pay one atomic load and no lock.
+ * ct_wait_completed() call, which waits for its tasks one at a time. A
+ * waiter counts itself in task->waiters before it checks the DONE flag; a
+ * finisher sets DONE before it reads waiters, and only broadcasts when
+ * someone waits for that very task (both sequentially consistent), so tasks
+ * nobody waits for pay one atomic load and no lock.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -140,16 +141,23 @@ void ct__task_finish_canceled(ct_task_t *t) {
   task_settle(t);
 }
 
-static bool all_done(ct_task_t *const *tasks, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (!ct__task_has(tasks[i], CT__F_DONE))
-      return false;
-  return true;
-}
-
-static void count_waiter(ct_task_t *const *tasks, size_t n, int delta) {
-  for (size_t i = 0; i < n; i++)
-    atomic_fetch_add(&tasks[i]->waiters, (unsigned short)delta);
+/* Wait for one task's DONE flag until `deadline` (NULL: no deadline).
+ * Returns 0 or CT_ETIMEDOUT. Counted as a waiter only on this task, so
+ * finishers of other tasks in the list do not wake us. */
+static int wait_one(ct_task_t *t, const struct timespec *deadline) {
+  int rc = 0;
+  atomic_fetch_add(&t->waiters, 1);
+  pthread_mutex_lock(&wait_lock);
+  while (rc == 0 && !ct__task_has(t, CT__F_DONE)) {
+    if (!deadline)
+      pthread_cond_wait(&wait_cond, &wait_lock);
+    else if (pthread_cond_timedwait(&wait_cond, &wait_lock, deadline) != 0 &&
+             !ct__task_has(t, CT__F_DONE))
+      rc = CT_ETIMEDOUT;
+  }
+  pthread_mutex_unlock(&wait_lock);
+  atomic_fetch_sub(&t->waiters, 1);
+  return rc;
 }
 
 int ct_wait_completed(ct_task_t *const *tasks, size_t n, double timeout) {
@@ -160,27 +168,19 @@ int ct_wait_completed(ct_task_t *const *tasks, size_t n, double timeout) {
   for (size_t i = 0; i < n; i++)
     if (!tasks[i])
       return CT_EINVAL;
-  if (all_done(tasks, n))
-    return 0;
-  if (timeout == 0)
-    return CT_ETIMEDOUT;
   pthread_once(&wait_once, wait_cond_init);
   struct timespec deadline = ct__deadline(timeout > 0 ? timeout : 0);
-  count_waiter(tasks, n, 1);
-  int rc = 0;
-  pthread_mutex_lock(&wait_lock);
-  while (!all_done(tasks, n)) {
-    if (timeout < 0) {
-      pthread_cond_wait(&wait_cond, &wait_lock);
-    } else if (pthread_cond_timedwait(&wait_cond, &wait_lock, &deadline) != 0 &&
-               !all_done(tasks, n)) {
-      rc = CT_ETIMEDOUT;
-      break;
-    }
+  /* One task at a time, in order: by the time the first is done most of
+   * the others usually are, and those cost one load each. */
+  for (size_t i = 0; i < n; i++) {
+    if (ct__task_has(tasks[i], CT__F_DONE))
+      continue;
+    if (timeout == 0)
+      return CT_ETIMEDOUT;
+    if (wait_one(tasks[i], timeout < 0 ? NULL : &deadline) != 0)
+      return CT_ETIMEDOUT;
   }
-  pthread_mutex_unlock(&wait_lock);
-  count_waiter(tasks, n, -1);
-  return rc;
+  return 0;
 }
 
 int ct_task_wait(ct_task_t *task, double timeout) {
