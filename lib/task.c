@@ -1,8 +1,9 @@
 /* Tasks: allocation, reference counting, attributes, finishing, waiting.
  *
  * Finishing order (ct__task_finish): result, completion time, terminal
- * status, callback, then the DONE flag and the waiters' wake-up, then the
- * registry lets go. So a waiter that returns sees the callback done.
+ * status, callback, the registry lets go, then the DONE flag and the
+ * waiters' wake-up. So a waiter that returns sees the callback done and the
+ * task gone from the registry.
  *
  * Waiting: one process-wide mutex and condition variable serve every
  * ct_wait_completed() call. A waiter counts itself in task->waiters before
@@ -98,6 +99,8 @@ bool ct_task_cancel_requested(const ct_task_t *task) {
 static void task_settle(ct_task_t *t) {
   if (t->on_done)
     t->on_done(t, t->done_data);
+  if (ct__task_has(t, CT__F_REGISTERED))
+    ct__supervisor_forget(t->sup, t);
   atomic_fetch_or(&t->flags, CT__F_DONE);
   if (atomic_load(&t->waiters) > 0) {
     pthread_once(&wait_once, wait_cond_init);
@@ -105,8 +108,6 @@ static void task_settle(ct_task_t *t) {
     pthread_cond_broadcast(&wait_cond);
     pthread_mutex_unlock(&wait_lock);
   }
-  if (ct__task_has(t, CT__F_REGISTERED))
-    ct__supervisor_forget(t->sup, t);
 }
 
 void ct__task_run(ct_task_t *t) {
