@@ -130,9 +130,11 @@ void ct__task_finish_canceled(ct_task_t *t) {
   task_settle(t);
 }
 
+/* Acquire: a waiter that sees DONE also sees what the task and its
+ * callback wrote. */
 static bool all_done(ct_task_t *const *tasks, size_t n) {
   for (size_t i = 0; i < n; i++)
-    if (!ct__task_has(tasks[i], CT__F_DONE))
+    if (!(atomic_load_explicit(&tasks[i]->flags, memory_order_acquire) & CT__F_DONE))
       return false;
   return true;
 }
