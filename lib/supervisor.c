@@ -417,7 +417,11 @@ int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
     return CT_EINVAL;
   ct__pool_stats(&sup->pool, out);
   out->delayed = atomic_load(&sup->delayed);
-  out->canceled += atomic_load(&sup->canceled_delayed);
+  uint64_t canceled_delayed = atomic_load(&sup->canceled_delayed);
+  out->canceled += canceled_delayed;
+  /* The pool counts what reached its queue; add what is still delayed and
+   * what was canceled before its delay passed. */
+  out->submitted += out->delayed + canceled_delayed;
   return 0;
 }
 
