@@ -28,6 +28,10 @@
 
 static _Atomic(ct_supervisor_t *) default_sup;
 
+/* The supervisor whose stop() is running the callbacks of the tasks it
+ * canceled on this thread: waiting for that stop here would wait for itself. */
+static _Thread_local ct_supervisor_t *finishing_stop;
+
 void ct__sup_log(ct_supervisor_t *sup, int level, const char *fmt, ...) {
   if (!sup->opts.log)
     return;
@@ -199,7 +203,8 @@ static void finish_canceled_list(ct_task_t *t) {
 }
 
 static bool is_own_thread(ct_supervisor_t *sup) {
-  return ct__pool_is_own_thread(&sup->pool) || ct__loop_is_own_thread(&sup->loop);
+  return ct__pool_is_own_thread(&sup->pool) || ct__loop_is_own_thread(&sup->loop) ||
+         finishing_stop == sup;
 }
 
 /* Wait for STOPPED and join the loop thread. state_lock held. */
@@ -233,7 +238,10 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
   }
   pthread_mutex_unlock(&sup->state_lock);
   if (canceled) {
+    ct_supervisor_t *outer = finishing_stop;
+    finishing_stop = sup;
     finish_canceled_list(canceled);
+    finishing_stop = outer;
     /* Under the lock: the loop may end as soon as the count is 0, and the
      * supervisor may not be freed before this send has returned. */
     pthread_mutex_lock(&sup->state_lock);

@@ -1,8 +1,9 @@
 /* Tasks: allocation, reference counting, attributes, finishing, waiting.
  *
  * Finishing order (ct__task_finish): result, completion time, terminal
- * status, callback, then the DONE flag and the waiters' wake-up, then the
- * registry lets go. So a waiter that returns sees the callback done.
+ * status, callback, the registry lets go, then the DONE flag and the
+ * waiters' wake-up. So a waiter that returns sees the callback done and the
+ * task gone from the registry.
  *
  * Waiting: one process-wide mutex and condition variable serve every
  * ct_wait_completed() call, which waits for its tasks one at a time. A
@@ -99,6 +100,8 @@ bool ct_task_cancel_requested(const ct_task_t *task) {
 static void task_settle(ct_task_t *t) {
   if (t->on_done)
     t->on_done(t, t->done_data);
+  if (ct__task_has(t, CT__F_REGISTERED))
+    ct__supervisor_forget(t->sup, t);
   atomic_fetch_or(&t->flags, CT__F_DONE);
   if (atomic_load(&t->waiters) > 0) {
     pthread_once(&wait_once, wait_cond_init);
@@ -106,8 +109,6 @@ static void task_settle(ct_task_t *t) {
     pthread_cond_broadcast(&wait_cond);
     pthread_mutex_unlock(&wait_lock);
   }
-  if (ct__task_has(t, CT__F_REGISTERED))
-    ct__supervisor_forget(t->sup, t);
 }
 
 bool ct__task_run_and_release(ct_task_t *t) {
@@ -141,6 +142,12 @@ void ct__task_finish_canceled(ct_task_t *t) {
   task_settle(t);
 }
 
+/* Acquire: a waiter that sees DONE also sees what the task and its
+ * callback wrote. */
+static bool task_done(const ct_task_t *t) {
+  return (atomic_load_explicit(&t->flags, memory_order_acquire) & CT__F_DONE) != 0;
+}
+
 /* Wait for one task's DONE flag until `deadline` (NULL: no deadline).
  * Returns 0 or CT_ETIMEDOUT. Counted as a waiter only on this task, so
  * finishers of other tasks in the list do not wake us. */
@@ -148,11 +155,11 @@ static int wait_one(ct_task_t *t, const struct timespec *deadline) {
   int rc = 0;
   atomic_fetch_add(&t->waiters, 1);
   pthread_mutex_lock(&wait_lock);
-  while (rc == 0 && !ct__task_has(t, CT__F_DONE)) {
+  while (rc == 0 && !task_done(t)) {
     if (!deadline)
       pthread_cond_wait(&wait_cond, &wait_lock);
     else if (pthread_cond_timedwait(&wait_cond, &wait_lock, deadline) != 0 &&
-             !ct__task_has(t, CT__F_DONE))
+             !task_done(t))
       rc = CT_ETIMEDOUT;
   }
   pthread_mutex_unlock(&wait_lock);
@@ -173,7 +180,7 @@ int ct_wait_completed(ct_task_t *const *tasks, size_t n, double timeout) {
   /* One task at a time, in order: by the time the first is done most of
    * the others usually are, and those cost one load each. */
   for (size_t i = 0; i < n; i++) {
-    if (ct__task_has(tasks[i], CT__F_DONE))
+    if (task_done(tasks[i]))
       continue;
     if (timeout == 0)
       return CT_ETIMEDOUT;

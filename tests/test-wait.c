@@ -1,0 +1,182 @@
+/* ct_wait_completed(): one overall deadline for a list, timeout 0 and
+ * negative, bad input, and that it returns only after the callbacks. */
+#include "gate.h"
+
+static json_t *nothing(ct_task_t *self, void *arg) {
+  (void)self;
+  (void)arg;
+  return NULL;
+}
+
+TEST(bad_input) {
+  CHECK_OK(ct_wait_completed(NULL, 0, -1));
+  CHECK_OK(ct_wait_completed(NULL, 0, 0));
+  CHECK_EQ_INT(ct_wait_completed(NULL, 2, -1), CT_EINVAL);
+  CHECK_EQ_INT(ct_task_wait(NULL, -1), CT_EINVAL);
+  ct_supervisor_t *sup = start_supervisor(1, 0, 0);
+  ct_task_t *t = submit(sup, nothing, NULL, CT_PRIORITY_NORMAL);
+  ct_task_t *list[] = {t, NULL};
+  CHECK_EQ_INT(ct_wait_completed(list, 2, -1), CT_EINVAL);
+  CHECK_OK(ct_wait_completed(list, 1, -1));
+  ct_task_unref(t);
+  stop_and_free(sup);
+}
+
+TEST(deadline_for_a_list) {
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  gate_t gate;
+  gate_init(&gate);
+  ct_task_t *t[3];
+  t[0] = submit(sup, nothing, NULL, CT_PRIORITY_NORMAL);
+  t[1] = submit(sup, gate_task, &gate, CT_PRIORITY_NORMAL);
+  t[2] = submit(sup, gate_task, &gate, CT_PRIORITY_NORMAL);
+  CHECK_OK(ct_task_wait(t[0], -1));
+  CHECK_EQ_INT(ct_wait_completed(t, 3, 0.05), CT_ETIMEDOUT);
+  CHECK_EQ_INT(ct_wait_completed(t, 3, 0), CT_ETIMEDOUT);
+  CHECK_EQ_INT(ct_task_wait(t[2], 0.01), CT_ETIMEDOUT);
+  CHECK_OK(ct_wait_completed(t, 1, 0)); /* the finished one alone */
+  CHECK(!ct_task_is_terminal(t[1]) && !ct_task_is_terminal(t[2]));
+  gate_open(&gate);
+  CHECK_OK(ct_wait_completed(t, 3, WAIT_BOUND_S));
+  CHECK_OK(ct_wait_completed(t, 3, 0));
+  for (int i = 0; i < 3; i++)
+    ct_task_unref(t[i]);
+  stop_and_free(sup);
+  gate_destroy(&gate);
+}
+
+/* The one overall deadline: a list of tasks that each finish just before a
+ * per-task deadline would pass still times out once for the whole list.
+ * Each task finishes only when the test opens its gate; a helper thread
+ * opens them one after another, each a little later than the last. */
+typedef struct {
+  gate_t gates[4];
+  double step;
+} staircase_t;
+
+static void *open_stairs(void *arg) {
+  staircase_t *s = arg;
+  for (int i = 0; i < 4; i++) {
+    check_sleep(s->step);
+    gate_open(&s->gates[i]);
+  }
+  return NULL;
+}
+
+TEST(one_overall_deadline) {
+  ct_supervisor_t *sup = start_supervisor(4, 0, 0);
+  staircase_t s = {.step = 0.2};
+  ct_task_t *t[4];
+  for (int i = 0; i < 4; i++) {
+    gate_init(&s.gates[i]);
+    t[i] = submit(sup, gate_task, &s.gates[i], CT_PRIORITY_NORMAL);
+  }
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, open_stairs, &s) == 0);
+  /* Each task ends within about `step` of the one before; a per-task
+   * deadline of 2 steps would never pass, the overall one does. */
+  int rc = ct_wait_completed(t, 4, 2 * s.step);
+  pthread_join(th, NULL);
+  CHECK_EQ_INT(rc, CT_ETIMEDOUT);
+  CHECK_OK(ct_wait_completed(t, 4, -1));
+  for (int i = 0; i < 4; i++) {
+    ct_task_unref(t[i]);
+    gate_destroy(&s.gates[i]);
+  }
+  stop_and_free(sup);
+}
+
+static void *open_later(void *arg) {
+  check_sleep(0.05);
+  gate_open(arg);
+  return NULL;
+}
+
+TEST(negative_waits_forever) {
+  ct_supervisor_t *sup = start_supervisor(1, 0, 0);
+  gate_t gate;
+  gate_init(&gate);
+  ct_task_t *t = submit(sup, gate_task, &gate, CT_PRIORITY_NORMAL);
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, open_later, &gate) == 0);
+  CHECK_OK(ct_task_wait(t, -1));
+  CHECK_EQ_INT(ct_task_status(t), CT_TASK_COMPLETED);
+  pthread_join(th, NULL);
+  ct_task_unref(t);
+  stop_and_free(sup);
+  gate_destroy(&gate);
+}
+
+/* A callback that takes its time: the waiter must not return before it. */
+static void slow_callback(ct_task_t *task, void *data) {
+  (void)task;
+  check_sleep(0.02);
+  *(volatile int *)data = 1;
+}
+
+TEST(returns_after_the_callback) {
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  enum { N = 8 };
+  int done[N] = {0};
+  ct_task_t *t[N];
+  for (int i = 0; i < N; i++) {
+    ct_task_opts_t o = CT_TASK_OPTS_INIT;
+    o.on_done = slow_callback;
+    o.done_data = &done[i];
+    CHECK_OK(ct_background_task(sup, nothing, NULL, &o, &t[i]));
+  }
+  CHECK_OK(ct_wait_completed(t, N, -1));
+  for (int i = 0; i < N; i++) {
+    CHECK_EQ_INT(done[i], 1);
+    ct_task_unref(t[i]);
+  }
+  stop_and_free(sup);
+}
+
+/* Several threads wait on overlapping lists at once. */
+typedef struct {
+  ct_task_t **tasks;
+  size_t n;
+  int rc;
+} waiter_t;
+
+static void *wait_thread(void *arg) {
+  waiter_t *w = arg;
+  w->rc = ct_wait_completed(w->tasks, w->n, -1);
+  return NULL;
+}
+
+TEST(many_waiters) {
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  gate_t gate;
+  gate_init(&gate);
+  enum { N = 6, W = 4 };
+  ct_task_t *t[N];
+  for (int i = 0; i < N; i++)
+    t[i] = submit(sup, gate_task, &gate, i % 2 ? CT_PRIORITY_LOW : CT_PRIORITY_HIGH);
+  waiter_t w[W];
+  pthread_t th[W];
+  for (int i = 0; i < W; i++) {
+    w[i] = (waiter_t){&t[i], (size_t)(N - i), 1};
+    CHECK(pthread_create(&th[i], NULL, wait_thread, &w[i]) == 0);
+  }
+  gate_open(&gate);
+  for (int i = 0; i < W; i++) {
+    pthread_join(th[i], NULL);
+    CHECK_OK(w[i].rc);
+  }
+  for (int i = 0; i < N; i++)
+    ct_task_unref(t[i]);
+  stop_and_free(sup);
+  gate_destroy(&gate);
+}
+
+int main(void) {
+  RUN(bad_input);
+  RUN(deadline_for_a_list);
+  RUN(one_overall_deadline);
+  RUN(negative_waits_forever);
+  RUN(returns_after_the_callback);
+  RUN(many_waiters);
+  return check_done();
+}
