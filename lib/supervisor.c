@@ -93,6 +93,10 @@ static void on_loop_exit(ct__loop_t *loop) {
   pthread_mutex_unlock(&sup->state_lock);
 }
 
+static bool watchdog_on(const ct_supervisor_t *sup) {
+  return sup->opts.timeout_warning > 0 || sup->opts.timeout_critical > 0;
+}
+
 static int init_parts(ct_supervisor_t *sup) {
   ct__pool_cfg_t cfg = {
       .pool_size = sup->opts.pool_size,
@@ -100,6 +104,7 @@ static int init_parts(ct_supervisor_t *sup) {
       .reserve_high = sup->opts.reserve_high,
       .min_threads = sup->opts.min_threads,
       .keepalive = sup->opts.keepalive,
+      .watch_running = watchdog_on(sup),
       .on_drained = on_pool_drained,
       .data = sup,
       .log = sup->opts.log,
@@ -295,10 +300,6 @@ static int settle_task_options(const ct_task_opts_t *in, ct_task_opts_t *o) {
   if (!valid_seconds(o->delay))
     return CT_EINVAL;
   return 0;
-}
-
-static bool watchdog_on(const ct_supervisor_t *sup) {
-  return sup->opts.timeout_warning > 0 || sup->opts.timeout_critical > 0;
 }
 
 /* Undo a submission that was refused: nothing ran, no callback. */

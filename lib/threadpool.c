@@ -338,12 +338,19 @@ static void finish_late_canceled(ct__pool_t *p, ct_task_t *t) {
 }
 
 static void run_task(ct__pool_t *p, ct__worker_t *w, ct_task_t *t) {
-  w->current = t;
+  /* The watchdog reads w->current under the lock, so while it is set the
+   * thread keeps its own reference; without a watchdog nothing reads it. */
+  bool watched = p->cfg.watch_running;
+  if (watched)
+    w->current = ct_task_ref(t);
   wake_for_head(p); /* more work that may start: fan out */
   pthread_mutex_unlock(&p->lock);
   bool failed = ct__task_run_and_release(t);
   pthread_mutex_lock(&p->lock);
-  w->current = NULL;
+  if (watched) {
+    w->current = NULL;
+    ct_task_unref(t);
+  }
   p->running--;
   add_busy(p, -1);
   if (failed)
