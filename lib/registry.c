@@ -3,21 +3,39 @@
 
 #include <stdlib.h>
 
+typedef ct__registry_shard_t shard_t;
+
 static size_t slot_of(uint64_t id, size_t cap) {
   return (size_t)((id * UINT64_C(0x9E3779B97F4A7C15)) >> 17) & (cap - 1);
 }
 
-int ct__registry_init(ct__registry_t *r) {
-  r->slots = NULL;
-  r->cap = r->len = 0;
-  return pthread_mutex_init(&r->lock, NULL) == 0 ? 0 : CT_ENOMEM;
+/* Consecutive ids go to different shards. */
+static shard_t *shard_of(ct__registry_t *reg, uint64_t id) {
+  return &reg->shards[id % CT__REGISTRY_SHARDS];
 }
 
-void ct__registry_destroy(ct__registry_t *r) {
-  for (size_t i = 0; i < r->cap; i++)
-    ct_task_unref(r->slots[i]);
-  free(r->slots);
-  pthread_mutex_destroy(&r->lock);
+int ct__registry_init(ct__registry_t *reg) {
+  for (int i = 0; i < CT__REGISTRY_SHARDS; i++) {
+    shard_t *r = &reg->shards[i];
+    r->slots = NULL;
+    r->cap = r->len = 0;
+    if (pthread_mutex_init(&r->lock, NULL) != 0) {
+      while (i-- > 0)
+        pthread_mutex_destroy(&reg->shards[i].lock);
+      return CT_ENOMEM;
+    }
+  }
+  return 0;
+}
+
+void ct__registry_destroy(ct__registry_t *reg) {
+  for (int s = 0; s < CT__REGISTRY_SHARDS; s++) {
+    shard_t *r = &reg->shards[s];
+    for (size_t i = 0; i < r->cap; i++)
+      ct_task_unref(r->slots[i]);
+    free(r->slots);
+    pthread_mutex_destroy(&r->lock);
+  }
 }
 
 static void place(ct_task_t **slots, size_t cap, ct_task_t *t) {
@@ -28,7 +46,7 @@ static void place(ct_task_t **slots, size_t cap, ct_task_t *t) {
 }
 
 /* Keep the load factor at or under 1/2. Lock held. */
-static int grow_if_needed(ct__registry_t *r) {
+static int grow_if_needed(shard_t *r) {
   if ((r->len + 1) * 2 <= r->cap)
     return 0;
   size_t cap = r->cap ? r->cap * 2 : 64;
@@ -44,7 +62,8 @@ static int grow_if_needed(ct__registry_t *r) {
   return 0;
 }
 
-int ct__registry_add(ct__registry_t *r, ct_task_t *t) {
+int ct__registry_add(ct__registry_t *reg, ct_task_t *t) {
+  shard_t *r = shard_of(reg, t->id);
   pthread_mutex_lock(&r->lock);
   int rc = grow_if_needed(r);
   if (rc == 0) {
@@ -56,7 +75,7 @@ int ct__registry_add(ct__registry_t *r, ct_task_t *t) {
 }
 
 /* Index of the task with `id`, or cap if absent. Lock held. */
-static size_t find(const ct__registry_t *r, uint64_t id) {
+static size_t find(const shard_t *r, uint64_t id) {
   if (r->cap == 0)
     return 0;
   for (size_t i = slot_of(id, r->cap); r->slots[i]; i = (i + 1) & (r->cap - 1))
@@ -65,7 +84,8 @@ static size_t find(const ct__registry_t *r, uint64_t id) {
   return r->cap;
 }
 
-void ct__registry_remove(ct__registry_t *r, ct_task_t *t) {
+void ct__registry_remove(ct__registry_t *reg, ct_task_t *t) {
+  shard_t *r = shard_of(reg, t->id);
   pthread_mutex_lock(&r->lock);
   size_t hole = find(r, t->id);
   if (hole >= r->cap || r->slots[hole] != t) {
@@ -89,7 +109,8 @@ void ct__registry_remove(ct__registry_t *r, ct_task_t *t) {
   ct_task_unref(t);
 }
 
-ct_task_t *ct__registry_get(ct__registry_t *r, uint64_t id) {
+ct_task_t *ct__registry_get(ct__registry_t *reg, uint64_t id) {
+  shard_t *r = shard_of(reg, id);
   pthread_mutex_lock(&r->lock);
   size_t i = find(r, id);
   ct_task_t *t = i < r->cap ? ct_task_ref(r->slots[i]) : NULL;
@@ -97,9 +118,13 @@ ct_task_t *ct__registry_get(ct__registry_t *r, uint64_t id) {
   return t;
 }
 
-size_t ct__registry_size(ct__registry_t *r) {
-  pthread_mutex_lock(&r->lock);
-  size_t n = r->len;
-  pthread_mutex_unlock(&r->lock);
+size_t ct__registry_size(ct__registry_t *reg) {
+  size_t n = 0;
+  for (int i = 0; i < CT__REGISTRY_SHARDS; i++) {
+    shard_t *r = &reg->shards[i];
+    pthread_mutex_lock(&r->lock);
+    n += r->len;
+    pthread_mutex_unlock(&r->lock);
+  }
   return n;
 }

@@ -1,7 +1,8 @@
 /* The task registry: id -> task, for tasks submitted with a handle, from
- * submission until they are terminal. An open-addressing hash table with
- * linear probing and backward-shift deletion, under its own lock (a leaf:
- * nothing else is locked while it is held). */
+ * submission until they are terminal. CT__REGISTRY_SHARDS open-addressing
+ * hash tables (linear probing, backward-shift deletion), each under its own
+ * lock, chosen by id so that submitting and finishing threads rarely meet.
+ * The shard locks are leaves: nothing else is locked while one is held. */
 #ifndef CT_LIB_REGISTRY_H
 #define CT_LIB_REGISTRY_H
 
@@ -9,10 +10,16 @@
 
 #include "task-internal.h"
 
-typedef struct ct__registry {
-  pthread_mutex_t lock;
+#define CT__REGISTRY_SHARDS 16
+
+typedef struct ct__registry_shard {
+  _Alignas(64) pthread_mutex_t lock;
   ct_task_t **slots;
   size_t cap, len; /* cap is 0 or a power of two */
+} ct__registry_shard_t;
+
+typedef struct ct__registry {
+  ct__registry_shard_t shards[CT__REGISTRY_SHARDS];
 } ct__registry_t;
 
 int ct__registry_init(ct__registry_t *r);
