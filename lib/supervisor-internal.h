@@ -34,6 +34,12 @@ struct ct_supervisor {
   struct ct__delay *delays; /* active delay timers */
   bool stop_seen;
   ev_timer watchdog;
+
+  /* Workers (worker-list.c): a list under workers_lock, a leaf lock taken
+   * after a worker's lock. workers_closed: the supervisor is stopping. */
+  pthread_mutex_t workers_lock;
+  struct ct_worker *workers;
+  bool workers_closed;
 };
 
 /* Log through the user's callback, printf-style. */

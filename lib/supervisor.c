@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "worker-internal.h"
 
 #define CT__DEFAULT_KEEPALIVE 10.0
 
@@ -112,6 +113,8 @@ static int init_parts(ct_supervisor_t *sup) {
     goto no_lock;
   if (ct__registry_init(&sup->registry) != 0)
     goto no_registry;
+  if (ct__workers_init(sup) != 0)
+    goto no_workers;
   if (ct__pool_init(&sup->pool, &cfg) != 0)
     goto no_pool;
   if (ct__loop_init(&sup->loop, sup) != 0)
@@ -124,6 +127,8 @@ static int init_parts(ct_supervisor_t *sup) {
 no_loop:
   ct__pool_destroy(&sup->pool);
 no_pool:
+  ct__workers_destroy(sup);
+no_workers:
   ct__registry_destroy(&sup->registry);
 no_registry:
   pthread_mutex_destroy(&sup->state_lock);
@@ -219,6 +224,7 @@ static int wait_stopped(ct_supervisor_t *sup, double timeout) {
 int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
   if (!sup || (mode != CT_STOP_DRAIN && mode != CT_STOP_CANCEL) || isnan(timeout))
     return CT_EINVAL;
+  ct__workers_stop_all(sup); /* workers first: their runs then drain as tasks */
   ct_task_t *canceled = NULL;
   pthread_mutex_lock(&sup->state_lock);
   int state = atomic_load(&sup->state);
@@ -254,6 +260,8 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
 int ct_supervisor_free(ct_supervisor_t *sup) {
   if (!sup)
     return 0;
+  if (ct__workers_exist(sup))
+    return CT_EBUSY;
   pthread_mutex_lock(&sup->state_lock);
   int state = atomic_load(&sup->state);
   if (state == CT__SUP_STOPPED)
@@ -267,6 +275,7 @@ int ct_supervisor_free(ct_supervisor_t *sup) {
   ct__loop_destroy(&sup->loop);
   ct__pool_destroy(&sup->pool);
   ct__registry_destroy(&sup->registry);
+  ct__workers_destroy(sup);
   pthread_mutex_destroy(&sup->state_lock);
   pthread_cond_destroy(&sup->state_cond);
   free(sup);
@@ -425,7 +434,7 @@ json_t *ct_supervisor_stats_json(ct_supervisor_t *sup) {
   if (ct_supervisor_stats(sup, &s) != 0)
     return NULL;
   const ct_supervisor_opts_t *o = &sup->opts;
-  return json_pack(
+  json_t *j = json_pack(
       "{s:s, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:i, s:i, s:i, s:i, s:I, s:I}}",
       "state", state_name(atomic_load(&sup->state)), "tasks", "submitted",
       (json_int_t)s.submitted, "queued", (json_int_t)s.queued, "delayed",
@@ -435,6 +444,9 @@ json_t *ct_supervisor_stats_json(ct_supervisor_t *sup) {
       "pool", "size", o->pool_size, "reserve_normal", o->reserve_normal, "reserve_high",
       o->reserve_high, "min_threads", o->min_threads, "max_threads", high_cap(o), "threads",
       (json_int_t)s.threads, "threads_idle", (json_int_t)s.threads_idle);
+  if (j)
+    json_object_set_new(j, "workers", ct__workers_json(sup));
+  return j;
 }
 
 ct_supervisor_t *ct_supervisor_default(void) { return atomic_load(&default_sup); }
