@@ -94,6 +94,7 @@ int ct__worker_kick(ct_worker_t *w) {
   o.priority = w->priority;
   o.on_done = run_done;
   o.done_data = w;
+  o.loop = w->loop; /* the executor: a pool thread, or a loop */
   ct__worker_ref(w);
   int rc = ct_background_task(w->sup, run_task, w, &o, NULL);
   if (rc == 0) {
