@@ -7,5 +7,7 @@
 #include "ctasker/result.h"
 #include "ctasker/task.h"
 #include "ctasker/supervisor.h"
+#include "ctasker/loop.h"
+#include "ctasker/worker.h"
 
 #endif

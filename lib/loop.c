@@ -114,6 +114,8 @@ void ct__loop_destroy(ct__loop_t *loop) {
   ev_async_stop(loop->ev, &loop->inbox_wake);
   ev_loop_destroy(loop->ev);
   pthread_mutex_destroy(&loop->inbox_lock);
+  free(loop->name);
+  loop->name = NULL;
   loop->ev = NULL;
 }
 

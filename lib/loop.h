@@ -7,7 +7,8 @@
 #include <pthread.h>
 #include <stdbool.h>
 
-typedef struct ct__loop ct__loop_t;
+/* The public ct_loop_t (loop.h) is this struct. */
+typedef struct ct_loop ct__loop_t;
 
 /* A message for the loop thread. The sender allocates it; `run` is called
  * on the loop thread and then owns it (frees it or keeps it). */
@@ -16,7 +17,7 @@ typedef struct ct__loop_msg {
   void (*run)(ct__loop_t *loop, struct ct__loop_msg *msg);
 } ct__loop_msg_t;
 
-struct ct__loop {
+struct ct_loop {
   struct ev_loop *ev;
   ev_async inbox_wake;
   pthread_mutex_t inbox_lock;
@@ -26,6 +27,8 @@ struct ct__loop {
   bool thread_started, joined;
   void (*on_exit)(ct__loop_t *loop); /* on the loop thread, after ev_run returns */
   void *data;
+  char *name;          /* extra loops (aloop.c): owned; NULL for the supervisor's */
+  struct ct_loop *next; /* the supervisor's list of extra loops */
 };
 
 /* Create the libev loop (not yet running). Returns 0 or CT_ENOMEM. */

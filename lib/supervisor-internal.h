@@ -35,6 +35,17 @@ struct ct_supervisor {
   struct ct__delay *delays; /* active delay timers */
   bool stop_seen;
   ev_timer watchdog;
+
+  /* Workers (worker-list.c): a list under workers_lock, a leaf lock taken
+   * after a worker's lock. workers_closed: the supervisor is stopping. */
+  pthread_mutex_t workers_lock;
+  struct ct_worker *workers;
+  bool workers_closed;
+
+  /* Extra loops (aloop.c), under aloops_lock (a leaf). */
+  pthread_mutex_t aloops_lock;
+  struct ct_loop *aloops;
+  struct ct_loop *default_loop; /* NULL: the supervisor's own */
 };
 
 /* Log through the user's callback, printf-style. */
@@ -50,6 +61,13 @@ int ct__delay_start(ct_supervisor_t *sup, ct_task_t *t, double delay);
 void ct__delay_forget(ct_supervisor_t *sup, ct_task_t *t);
 /* delay.c, loop thread: cancel every delayed task (supervisor stop). */
 void ct__delay_cancel_all(ct_supervisor_t *sup);
+
+/* aloop.c: set up / free the extra loops; ask them to end (supervisor stop). */
+int ct__aloops_init(ct_supervisor_t *sup);
+void ct__aloops_destroy(ct_supervisor_t *sup);
+void ct__aloops_stop_all(ct_supervisor_t *sup);
+/* aloop.c: run a QUEUED task on a loop thread (the loop takes the reference). */
+int ct__loop_exec(ct__loop_t *loop, ct_task_t *t);
 
 /* watchdog.c, loop thread: start / stop the timeout watchdog. */
 void ct__watchdog_start(ct_supervisor_t *sup);

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "worker-internal.h"
 
 #define CT__DEFAULT_KEEPALIVE 10.0
 
@@ -121,6 +122,10 @@ static int init_parts(ct_supervisor_t *sup) {
     goto no_lock;
   if (ct__registry_init(&sup->registry) != 0)
     goto no_registry;
+  if (ct__workers_init(sup) != 0)
+    goto no_workers;
+  if (ct__aloops_init(sup) != 0)
+    goto no_aloops;
   if (ct__pool_init(&sup->pool, &cfg) != 0)
     goto no_pool;
   if (ct__loop_init(&sup->loop, sup) != 0)
@@ -133,6 +138,10 @@ static int init_parts(ct_supervisor_t *sup) {
 no_loop:
   ct__pool_destroy(&sup->pool);
 no_pool:
+  ct__aloops_destroy(sup);
+no_aloops:
+  ct__workers_destroy(sup);
+no_workers:
   ct__registry_destroy(&sup->registry);
 no_registry:
   pthread_mutex_destroy(&sup->state_lock);
@@ -229,6 +238,8 @@ static int wait_stopped(ct_supervisor_t *sup, double timeout) {
 int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
   if (!sup || (mode != CT_STOP_DRAIN && mode != CT_STOP_CANCEL) || isnan(timeout))
     return CT_EINVAL;
+  ct__workers_stop_all(sup); /* workers first: their runs then drain as tasks */
+  ct__aloops_stop_all(sup);  /* extra loops run what they hold, then end */
   ct_task_t *canceled = NULL;
   pthread_mutex_lock(&sup->state_lock);
   int state = atomic_load(&sup->state);
@@ -267,6 +278,8 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
 int ct_supervisor_free(ct_supervisor_t *sup) {
   if (!sup)
     return 0;
+  if (ct__workers_exist(sup))
+    return CT_EBUSY;
   pthread_mutex_lock(&sup->state_lock);
   int state = atomic_load(&sup->state);
   if (state == CT__SUP_STOPPED)
@@ -280,6 +293,8 @@ int ct_supervisor_free(ct_supervisor_t *sup) {
   ct__loop_destroy(&sup->loop);
   ct__pool_destroy(&sup->pool);
   ct__registry_destroy(&sup->registry);
+  ct__aloops_destroy(sup);
+  ct__workers_destroy(sup);
   pthread_mutex_destroy(&sup->state_lock);
   pthread_cond_destroy(&sup->state_cond);
   free(sup);
@@ -299,7 +314,7 @@ static int settle_task_options(const ct_task_opts_t *in, ct_task_opts_t *o) {
     return CT_EINVAL;
   if (!valid_seconds(o->delay))
     return CT_EINVAL;
-  return 0;
+  return o->loop && o->delay > 0 ? CT_ENOTSUP : 0;
 }
 
 /* Undo a submission that was refused: nothing ran, no callback. */
@@ -320,8 +335,9 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
     *out = NULL;
   if (!sup)
     sup = ct_supervisor_default();
-  if (!sup || !fn || settle_task_options(opts, &o) != 0)
-    return CT_EINVAL;
+  int rc = settle_task_options(opts, &o);
+  if (!sup || !fn || rc != 0)
+    return rc ? rc : CT_EINVAL;
   if (atomic_load_explicit(&sup->state, memory_order_relaxed) != CT__SUP_RUNNING)
     return CT_ESHUTDOWN;
   ct_task_t *t = ct__task_new(fn, arg, o.priority);
@@ -344,14 +360,13 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
     atomic_fetch_or(&t->flags, CT__F_REGISTERED);
     *out = ct_task_ref(t);
   }
-  int rc;
   if (o.delay > 0) {
     atomic_store_explicit(&t->status, CT_TASK_DELAYED, memory_order_relaxed);
     rc = ct__delay_start(sup, t, o.delay);
   } else {
     if (ct__task_has(t, CT__F_TIMED))
       t->t_queued = ct__now();
-    rc = ct__pool_submit(&sup->pool, t, false);
+    rc = o.loop ? ct__loop_exec(o.loop, t) : ct__pool_submit(&sup->pool, t, false);
   }
   if (rc != 0) {
     atomic_fetch_add(&sup->refused, 1);
@@ -373,7 +388,9 @@ int ct_task_cancel(ct_task_t *task) {
       atomic_fetch_or(&task->flags, CT__F_CANCEL_REQUESTED);
       return CT_EBUSY;
     case CT_TASK_QUEUED:
-      if (ct__pool_cancel_queued(&sup->pool, task)) {
+      if (ct__task_has(task, CT__F_ON_LOOP)
+              ? ct__task_try_status(task, CT_TASK_QUEUED, CT_TASK_CANCELED)
+              : ct__pool_cancel_queued(&sup->pool, task)) {
         atomic_fetch_or(&task->flags, CT__F_CANCEL_REQUESTED);
         ct__task_finish_canceled(task);
         return 0;
@@ -439,7 +456,7 @@ json_t *ct_supervisor_stats_json(ct_supervisor_t *sup) {
   if (ct_supervisor_stats(sup, &s) != 0)
     return NULL;
   const ct_supervisor_opts_t *o = &sup->opts;
-  return json_pack(
+  json_t *j = json_pack(
       "{s:s, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:i, s:i, s:i, s:i, s:I, s:I}}",
       "state", state_name(atomic_load(&sup->state)), "tasks", "submitted",
       (json_int_t)s.submitted, "queued", (json_int_t)s.queued, "delayed",
@@ -449,6 +466,11 @@ json_t *ct_supervisor_stats_json(ct_supervisor_t *sup) {
       "pool", "size", o->pool_size, "reserve_normal", o->reserve_normal, "reserve_high",
       o->reserve_high, "min_threads", o->min_threads, "max_threads", high_cap(o), "threads",
       (json_int_t)s.threads, "threads_idle", (json_int_t)s.threads_idle);
+  if (j && json_object_set_new(j, "workers", ct__workers_json(sup)) != 0) {
+    json_decref(j); /* out of memory: no partial answer */
+    j = NULL;
+  }
+  return j;
 }
 
 ct_supervisor_t *ct_supervisor_default(void) { return atomic_load(&default_sup); }

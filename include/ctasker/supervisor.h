@@ -118,12 +118,15 @@ typedef struct ct_task_opts {
   double delay;            /* seconds before it may start (status DELAYED); 0: none */
   ct_task_done_fn on_done; /* completion callback, or NULL */
   void *done_data;
+  struct ct_loop *loop;    /* run on this event loop's thread instead of a pool
+                              thread (a non-blocking fn; see loop.h); NULL: pool */
 } ct_task_opts_t;
 
-#define CT_TASK_OPTS_INIT {sizeof(ct_task_opts_t), NULL, CT_PRIORITY_NORMAL, 0.0, NULL, NULL}
+#define CT_TASK_OPTS_INIT {sizeof(ct_task_opts_t), NULL, CT_PRIORITY_NORMAL, 0.0, NULL, NULL, NULL}
 
-/* Submit fn(task, arg) to run on a pool thread. opts may be NULL (NORMAL
- * priority, no name, no delay, no callback). If out is not NULL it receives
+/* Submit fn(task, arg) to run on a pool thread (or on opts->loop). opts may be NULL (NORMAL
+ * priority, no name, no delay, no callback). A loop task may not have a
+ * delay (CT_ENOTSUP); CT_ESHUTDOWN if its loop has ended. If out is not NULL it receives
  * a new reference to the task, which is then also findable by id with
  * ct_supervisor_get_task() until it is terminal; with out NULL
  * (fire-and-forget) nothing is registered and no clock is read.

@@ -1,0 +1,226 @@
+/* ctasker — workers: long-lived units of work with a life cycle.
+ *
+ * One worker type, four kinds that differ only in what triggers a run:
+ *   CT_WORKER_BACKGROUND  runs back to back in one pool thread until stopped;
+ *   CT_WORKER_QUEUE       runs once per item put with ct_queue_worker_put(),
+ *                         in FIFO order or, with opts.priority_queue, in item
+ *                         priority order (lower first, FIFO among equals);
+ *   CT_WORKER_EVENT       runs once per ct_event_worker_trigger() (triggers
+ *                         that arrive before the run starts merge into it);
+ *   CT_WORKER_INTERVAL    runs on a timer: `interval` (start to start, on a
+ *                         fixed grid, never overlapping) or `delay` (end to
+ *                         start), plus `delay_before` before every run.
+ *
+ * Every run is a task submitted through the supervisor's run queue at the
+ * worker's priority, so reservations, statistics and shutdown apply as for
+ * any task. Idle queue, event and interval workers hold no thread; a
+ * background worker holds one pool thread while it runs. With opts.loop a
+ * worker runs on an event loop thread instead (see loop.h): its run function
+ * must then not block, and a background worker is re-queued after each run
+ * instead of keeping the loop.
+ *
+ * Life cycle: INIT -> RUNNING -> STOPPING -> STOPPED, or FORCE_STOPPED when
+ * a bounded stop gave up waiting for the current run. A stopped worker may
+ * be started again. Stop is graceful: the current run finishes; a queue
+ * worker's pending items are run (CT_WORKER_DRAIN) or handed back through
+ * opts.on_drop (CT_WORKER_DROP), so no item is lost silently.
+ *
+ * When the supervisor stops, every worker still running is stopped first,
+ * as by ct_worker_stop(w, CT_WORKER_DROP, 0). Free every worker before the
+ * supervisor (ct_supervisor_free() returns CT_EBUSY while workers exist).
+ */
+#ifndef CTASKER_WORKER_H
+#define CTASKER_WORKER_H
+
+#include <jansson.h>
+
+#include "common.h"
+#include "supervisor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ct_worker ct_worker_t;
+typedef struct ct_loop ct_loop_t;
+
+typedef enum ct_worker_kind {
+  CT_WORKER_BACKGROUND = 1,
+  CT_WORKER_QUEUE = 2,
+  CT_WORKER_EVENT = 3,
+  CT_WORKER_INTERVAL = 4
+} ct_worker_kind_t;
+
+typedef enum ct_worker_state {
+  CT_WORKER_INIT = 0,
+  CT_WORKER_RUNNING = 1,
+  CT_WORKER_STOPPING = 2,       /* the current run finishes, then STOPPED */
+  CT_WORKER_STOPPED = 3,
+  CT_WORKER_FORCE_STOPPED = 4   /* a bounded stop gave up on the current run:
+                                   it may still be executing; its end is
+                                   ignored (C cannot kill a thread) */
+} ct_worker_state_t;
+
+/* What one run receives. Valid during the call only. */
+typedef struct ct_worker_run {
+  ct_worker_t *worker;
+  const char *name;    /* the worker's name for this start */
+  void *data;          /* the worker's user data */
+  void *args;          /* the start arguments (ct_worker_start_opts_t.args) */
+  uint64_t task_id;    /* id of the task this run executes as */
+  void *item;          /* queue workers: the item (now owned by the run) */
+  int item_priority;   /* queue workers: the priority it was put with */
+  double scheduled;    /* interval workers: the time (ct_now() base) this run
+                          was due; 0 for a manual trigger and other kinds */
+  json_t *error;       /* set through ct_worker_fail() */
+} ct_worker_run_t;
+
+/* What a run returns. */
+enum ct_worker_outcome {
+  CT_WORKER_CONTINUE = 0, /* keep going */
+  CT_WORKER_STOP = 1,     /* stop this worker (pending queue items are
+                             handed back), as atasker's `return False` */
+  CT_WORKER_FAILED = -1   /* this run failed: on_error is called with
+                             run->error (a generic WorkerError if unset) and
+                             the worker keeps going */
+};
+
+typedef int (*ct_worker_fn)(ct_worker_run_t *run);
+
+/* Called once per failed run with the error (borrowed), on the thread that
+ * ran it. */
+typedef void (*ct_worker_error_fn)(ct_worker_t *w, const json_t *error, void *data);
+
+/* Called once for every queue item that is dropped instead of run (stop
+ * with CT_WORKER_DROP, a run returning CT_WORKER_STOP, a force-stop, the
+ * supervisor's stop); the item is handed back to the callee. */
+typedef void (*ct_worker_drop_fn)(ct_worker_t *w, void *item, void *data);
+
+typedef struct ct_worker_opts {
+  size_t size;                 /* sizeof(ct_worker_opts_t), set by CT_WORKER_OPTS_INIT */
+  const char *name;            /* copied; NULL: the run function's symbol
+                                  name if it has one, else "worker-N" */
+  int priority;                /* CT_PRIORITY_CRITICAL..CT_PRIORITY_MAX */
+  void *data;                  /* user data, given to every run */
+  ct_worker_error_fn on_error; /* NULL: failures go to the supervisor's log */
+  void *error_data;
+  /* Queue workers. */
+  bool priority_queue;         /* order items by priority, not FIFO */
+  size_t max_queue;            /* pending items at most; 0: unbounded */
+  ct_worker_drop_fn on_drop;   /* NULL: dropped items are only counted */
+  void *drop_data;
+  /* Interval workers: exactly one of interval and delay is > 0. */
+  double interval;             /* seconds from start to start */
+  double delay;                /* seconds from the end of a run to the next start */
+  double delay_before;         /* seconds to wait before every run; >= 0 */
+  /* Where runs execute: NULL, a pool thread; else this event loop. */
+  ct_loop_t *loop;
+} ct_worker_opts_t;
+
+#define CT_WORKER_OPTS_INIT                                                    \
+  {sizeof(ct_worker_opts_t), NULL, CT_PRIORITY_NORMAL, NULL, NULL, NULL,      \
+   false, 0, NULL, NULL, 0.0, 0.0, 0.0, NULL}
+
+/* Create a worker of `kind` (state INIT) on `sup` (NULL: the default
+ * supervisor). The caller owns *out and frees it with ct_worker_free().
+ * Returns 0; CT_EINVAL for a NULL fn or out, an unknown kind, a priority out
+ * of range, an unknown opts.size, bad interval timing (both or neither of
+ * interval and delay, negative or non-finite seconds); CT_ENOMEM.
+ * Thread-safety: any thread. */
+CT_EXPORT int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn,
+                            const ct_worker_opts_t *opts, ct_worker_t **out);
+
+/* Start-time overrides (atasker's _name, _priority, _interval). */
+typedef struct ct_worker_start_opts {
+  size_t size;         /* set by CT_WORKER_START_OPTS_INIT */
+  void *args;          /* given to every run of this start */
+  const char *name;    /* NULL: keep the worker's name */
+  int priority;        /* < 0: keep */
+  bool set_data;       /* replace the user data with `data` */
+  void *data;
+  double interval;     /* interval workers, each < 0: keep; >= 0 replaces */
+  double delay;
+  double delay_before;
+} ct_worker_start_opts_t;
+
+#define CT_WORKER_START_OPTS_INIT                                              \
+  {sizeof(ct_worker_start_opts_t), NULL, NULL, -1, false, NULL, -1.0, -1.0, -1.0}
+
+/* Start (or restart) a worker. opts may be NULL.
+ * Returns 0; CT_EBUSY if it is running or stopping, or force-stopped with
+ * its last run still executing; CT_ESHUTDOWN if the supervisor (or the
+ * worker's loop) is not running; CT_EINVAL for bad overrides (the worker is
+ * left as it was); CT_ENOMEM. Thread-safety: any thread. */
+CT_EXPORT int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts);
+
+enum ct_worker_stop_flags {
+  CT_WORKER_DRAIN = 0, /* queue workers run their pending items first */
+  CT_WORKER_DROP = 1   /* pending items are handed back through on_drop */
+};
+
+/* Stop a worker gracefully: nothing new is accepted, no new run starts
+ * (except pending items with CT_WORKER_DRAIN), the current run finishes.
+ * timeout in seconds: < 0 waits until STOPPED; 0 does not wait; > 0 waits at
+ * most that long, then makes the worker FORCE_STOPPED (pending items are
+ * handed back) and returns CT_ETIMEDOUT.
+ * Returns 0 once stopped (or under way, for timeout 0; also for a worker not
+ * running); CT_ETIMEDOUT as above; CT_EDEADLK if it must wait but is called
+ * from the worker's own run (the stop is under way all the same);
+ * CT_EINVAL. Thread-safety: any thread, including the worker's run. */
+CT_EXPORT int ct_worker_stop(ct_worker_t *w, int flags, double timeout);
+
+/* Free a worker that is not running. A force-stopped worker whose last run
+ * still executes is released when that run ends.
+ * Returns 0, CT_EBUSY if it is running or stopping (nothing is freed).
+ * ct_worker_free(NULL) returns 0. Thread-safety: any thread but its own run. */
+CT_EXPORT int ct_worker_free(ct_worker_t *w);
+
+/* Queue an item for a queue worker (the item is the caller's until it is
+ * run or handed back). priority is used with opts.priority_queue.
+ * Returns 0; CT_ENOBUFS if max_queue items are pending; CT_ESHUTDOWN if the
+ * worker is not running (never started, stopping or stopped); CT_EINVAL for
+ * another kind or a priority out of range; CT_ENOMEM. On error the item
+ * stays the caller's. Thread-safety: any thread. */
+CT_EXPORT int ct_queue_worker_put(ct_worker_t *w, void *item, int priority);
+
+/* Ask an event (or interval) worker for a run. Triggers before the run
+ * starts merge into it; a trigger while it runs is ignored unless `force`,
+ * which queues exactly one more run. An interval worker runs at once and
+ * keeps its grid. Returns 0; CT_ESHUTDOWN if not running; CT_EINVAL for
+ * another kind. Thread-safety: any thread. */
+CT_EXPORT int ct_event_worker_trigger(ct_worker_t *w, bool force);
+
+/* Make a run fail with `error` (stolen; NULL: a generic WorkerError).
+ * Returns CT_WORKER_FAILED, so a run can `return ct_worker_fail(run, e);`. */
+CT_EXPORT int ct_worker_fail(ct_worker_run_t *run, json_t *error);
+
+/* Read-only attributes. Thread-safety: any thread. */
+CT_EXPORT const char *ct_worker_name(const ct_worker_t *w); /* borrowed, valid until
+                                                              the next start or free */
+CT_EXPORT ct_worker_kind_t ct_worker_kind(const ct_worker_t *w);
+CT_EXPORT ct_worker_state_t ct_worker_state(const ct_worker_t *w);
+/* True once the worker is no longer RUNNING: a long run polls it. */
+CT_EXPORT bool ct_worker_stop_requested(const ct_worker_t *w);
+
+typedef struct ct_worker_stats {
+  uint64_t runs;       /* runs started (total) */
+  uint64_t failures;   /* runs that failed (total) */
+  uint64_t dropped;    /* queue items handed back (total) */
+  size_t pending;      /* queue items waiting now */
+  double last_run;     /* ct_now() of the last run's start, or 0 */
+  ct_worker_state_t state;
+} ct_worker_stats_t;
+
+/* A snapshot of the worker's counters. Returns 0 or CT_EINVAL.
+ * Thread-safety: any thread. */
+CT_EXPORT int ct_worker_stats(ct_worker_t *w, ct_worker_stats_t *out);
+
+/* The same as a new JSON object {"name", "kind", "state", "runs",
+ * "failures", "dropped", "pending", "last_run"}; NULL on bad input or out
+ * of memory. Thread-safety: any thread. */
+CT_EXPORT json_t *ct_worker_stats_json(ct_worker_t *w);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,105 @@
+/* The common worker struct and the table of operations each kind fills.
+ *
+ * A kind's struct embeds struct ct_worker first. Every operation below is
+ * called with the worker's lock held unless it says otherwise; none may
+ * block or call user code.
+ */
+#ifndef CT_LIB_WORKER_INTERNAL_H
+#define CT_LIB_WORKER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "ctasker/worker.h"
+#include "supervisor-internal.h"
+
+typedef struct ct__worker_ops {
+  const char *kind_name;
+  size_t size;            /* the kind's struct, base first */
+  size_t batch;           /* runs one pool task may make in a row */
+  /* At new, lock not held: check and copy the kind's options. */
+  int (*setup)(ct_worker_t *w, const ct_worker_opts_t *o);
+  /* A start: check and apply the start-time overrides. Returns 0 or CT_EINVAL. */
+  int (*configure)(ct_worker_t *w, const ct_worker_start_opts_t *o);
+  /* The state just became RUNNING. Returns 0 or a CT_E* code (start fails). */
+  int (*start)(ct_worker_t *w);
+  /* Whether a run should start now (the state allows one). */
+  bool (*has_work)(ct_worker_t *w);
+  /* A run starts: consume its trigger or item into *run. */
+  void (*take)(ct_worker_t *w, ct_worker_run_t *run);
+  /* A run ended at `ended` (the worker's task is still in flight). */
+  void (*after_run)(ct_worker_t *w, double ended);
+  /* The state just left RUNNING. */
+  void (*stop)(ct_worker_t *w);
+  /* Whether nothing of this kind is left on another thread (a timer). */
+  bool (*idle)(ct_worker_t *w);
+  /* Lock NOT held: while the worker is dropping and not running, hand
+   * its pending items back (on_drop), one at a time. */
+  void (*hand_back)(ct_worker_t *w);
+  /* Number of pending items. */
+  size_t (*pending)(ct_worker_t *w);
+  /* At free, lock not held: release the kind's resources. */
+  void (*destroy)(ct_worker_t *w);
+} ct__worker_ops_t;
+
+struct ct_worker {
+  const ct__worker_ops_t *ops;
+  ct_supervisor_t *sup;
+  ct_worker_kind_t kind;
+  ct_worker_fn fn;
+  atomic_uint refs;        /* the owner's, one per task or loop message in flight */
+  struct ct_worker *prev, *next; /* the supervisor's list (its workers_lock) */
+  bool stopped_by_supervisor;    /* under workers_lock: ct__workers_stop_all saw it */
+
+  pthread_mutex_t lock;    /* guards everything below; before the pool lock
+                              and the loop inbox lock, never after */
+  pthread_cond_t cond;     /* broadcast when the state becomes final */
+  atomic_int state;
+  char *base_name, *name;  /* name: this start's (base_name or an override) */
+  int base_priority, priority;
+  void *base_data, *data, *args;
+  ct_worker_error_fn on_error;
+  void *error_data;
+  ct_loop_t *loop;         /* executor loop, or NULL for pool threads */
+  bool inflight;           /* a run task is queued or running */
+  bool in_run;             /* the run function is executing */
+  bool wanted;             /* event/interval: a run was asked for */
+  bool dropping;           /* pending items go back, not run */
+  uint64_t runs, failures, dropped;
+  double last_run;
+};
+
+/* Take / drop a reference; the last one frees the worker. */
+void ct__worker_ref(ct_worker_t *w);
+void ct__worker_unref(ct_worker_t *w);
+
+/* Lock held: submit a run task if the worker may and should run now.
+ * Returns 0 or the submission's error (the worker is then stopping). */
+int ct__worker_kick(ct_worker_t *w);
+
+/* Lock held: the kind's background activity has ended (a timer disarmed):
+ * finish a pending stop if nothing else is in flight. */
+void ct__worker_settle(ct_worker_t *w);
+
+/* Post fn(w) to the supervisor's loop thread, holding a reference for it.
+ * Returns 0 or CT_ESHUTDOWN / CT_ENOMEM (fn is then never called). */
+int ct__worker_post(ct_worker_t *w, void (*fn)(ct_worker_t *w));
+
+/* worker-list.c: the supervisor's list of workers. */
+void ct__workers_link(ct_supervisor_t *sup, ct_worker_t *w);
+void ct__workers_unlink(ct_supervisor_t *sup, ct_worker_t *w);
+
+/* Supervisor hooks (supervisor.c). */
+int ct__workers_init(ct_supervisor_t *sup);
+void ct__workers_destroy(ct_supervisor_t *sup);
+/* Stop every worker (CT_WORKER_DROP, no wait) and refuse new starts. */
+void ct__workers_stop_all(ct_supervisor_t *sup);
+/* Whether the supervisor still has workers (not freed). */
+bool ct__workers_exist(ct_supervisor_t *sup);
+/* A new JSON array of every worker's statistics. */
+json_t *ct__workers_json(ct_supervisor_t *sup);
+
+extern const ct__worker_ops_t ct__background_ops, ct__queue_ops, ct__event_ops,
+    ct__interval_ops;
+
+#endif

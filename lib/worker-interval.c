@@ -1,0 +1,236 @@
+/* Interval workers: runs on a timer that lives on the supervisor's loop.
+ *
+ * The timer is a timerfd armed at an absolute CLOCK_MONOTONIC deadline and
+ * watched by an ev_io: libev's own timers go through epoll_wait, whose
+ * timeout is rounded to whole milliseconds, while a timerfd expires within
+ * the kernel's hrtimer precision. Only the loop thread touches the timerfd,
+ * the ev_io, `armed` and `k` (loop messages reach it from other threads).
+ *
+ * Timing, per start, with t0 = start time + delay_before:
+ *   interval  the grid t0 + k*interval; after a run ends the timer is set
+ *             to the next grid point; if that has passed (an overrun) the
+ *             next run is due at once and k jumps to the last passed point,
+ *             so runs never overlap and the grid never drifts;
+ *   delay     the end of a run + delay + delay_before.
+ * A firing (or a trigger) sets the common `wanted` flag and kicks the
+ * worker. Stopping posts `disarm`, which closes the timer at once and lets
+ * the stop finish (idle() is false until then).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "worker-internal.h"
+
+typedef struct {
+  struct ct_worker base;
+  /* Under the worker's lock. */
+  double interval, delay, delay_before;    /* as created */
+  double cur_interval, cur_delay, cur_before; /* this start's */
+  double t0, due, last_end;
+  bool timer_live; /* from start until the loop has closed the timer */
+  /* Loop thread only. */
+  int fd;
+  ev_io io;
+  bool armed;
+  double armed_at;
+  uint64_t k;
+} ct__interval_worker_t;
+
+static ct__interval_worker_t *as_interval(ct_worker_t *w) { return (ct__interval_worker_t *)w; }
+
+static bool valid_timing(double interval, double delay, double before) {
+  bool finite = isfinite(interval) && isfinite(delay) && isfinite(before);
+  return finite && interval >= 0 && delay >= 0 && before >= 0 && ((interval > 0) != (delay > 0));
+}
+
+static int interval_setup(ct_worker_t *w, const ct_worker_opts_t *o) {
+  ct__interval_worker_t *iw = as_interval(w);
+  iw->fd = -1;
+  if (!valid_timing(o->interval, o->delay, o->delay_before))
+    return CT_EINVAL;
+  iw->interval = o->interval;
+  iw->delay = o->delay;
+  iw->delay_before = o->delay_before;
+  return 0;
+}
+
+static int interval_configure(ct_worker_t *w, const ct_worker_start_opts_t *o) {
+  ct__interval_worker_t *iw = as_interval(w);
+  double interval = iw->interval, delay = iw->delay;
+  double before = o->delay_before >= 0 ? o->delay_before : iw->delay_before;
+  if (o->interval >= 0 || o->delay >= 0) { /* the start's timing replaces both */
+    interval = o->interval > 0 ? o->interval : 0;
+    delay = o->delay > 0 ? o->delay : 0;
+  }
+  if (!valid_timing(interval, delay, before))
+    return CT_EINVAL;
+  iw->cur_interval = interval;
+  iw->cur_delay = delay;
+  iw->cur_before = before;
+  return 0;
+}
+
+/* Loop thread: set the timerfd to fire at `when` (ct_now() base). */
+static void arm_at(ct__interval_worker_t *iw, double when) {
+  struct itimerspec its = {{0, 0}, {0, 0}};
+  double whole = floor(when);
+  its.it_value.tv_sec = (time_t)whole;
+  its.it_value.tv_nsec = (long)((when - whole) * 1e9);
+  if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+    its.it_value.tv_nsec = 1; /* all zero would disarm */
+  timerfd_settime(iw->fd, TFD_TIMER_ABSTIME, &its, NULL);
+  iw->armed = true;
+  iw->armed_at = when;
+}
+
+/* Lock held: a run is due now (scheduled for `due`). */
+static void make_due(ct_worker_t *w, double due) {
+  as_interval(w)->due = due;
+  w->wanted = true;
+  ct__worker_kick(w);
+}
+
+static void on_fire(struct ev_loop *ev, ev_io *io, int revents) {
+  (void)ev;
+  (void)revents;
+  ct_worker_t *w = io->data;
+  ct__interval_worker_t *iw = as_interval(w);
+  uint64_t expirations;
+  if (read(iw->fd, &expirations, sizeof expirations) != sizeof expirations)
+    return; /* spurious: not expired yet */
+  iw->armed = false;
+  pthread_mutex_lock(&w->lock);
+  if (atomic_load(&w->state) == CT_WORKER_RUNNING)
+    make_due(w, iw->armed_at);
+  pthread_mutex_unlock(&w->lock);
+}
+
+/* Loop thread: make the timerfd and its watcher once. */
+static bool ensure_timer(ct_worker_t *w) {
+  ct__interval_worker_t *iw = as_interval(w);
+  if (iw->fd >= 0)
+    return true;
+  iw->fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (iw->fd < 0)
+    return false;
+  ev_io_init(&iw->io, on_fire, iw->fd, EV_READ);
+  iw->io.data = w;
+  ev_io_start(w->sup->loop.ev, &iw->io);
+  return true;
+}
+
+/* Loop message: the first deadline of a start. */
+static void arm_first(ct_worker_t *w) {
+  ct__interval_worker_t *iw = as_interval(w);
+  bool ok = ensure_timer(w);
+  pthread_mutex_lock(&w->lock);
+  if (!ok) {
+    ct__sup_log(w->sup, CT_LOG_ERROR, "ctasker: worker %s: no timer", w->name);
+  } else if (atomic_load(&w->state) == CT_WORKER_RUNNING) {
+    iw->k = 0;
+    double first = iw->t0;
+    pthread_mutex_unlock(&w->lock);
+    arm_at(iw, first);
+    return;
+  }
+  pthread_mutex_unlock(&w->lock);
+}
+
+/* Loop message: a run ended; set the next deadline. */
+static void rearm(ct_worker_t *w) {
+  ct__interval_worker_t *iw = as_interval(w);
+  if (iw->armed || iw->fd < 0)
+    return; /* a triggered run ended while the timer waits */
+  pthread_mutex_lock(&w->lock);
+  if (atomic_load(&w->state) != CT_WORKER_RUNNING) {
+    pthread_mutex_unlock(&w->lock);
+    return;
+  }
+  double next;
+  if (iw->cur_interval > 0) {
+    iw->k++;
+    next = iw->t0 + (double)iw->k * iw->cur_interval;
+    double now = ct__now();
+    if (next <= now) {
+      iw->k = (uint64_t)floor((now - iw->t0) / iw->cur_interval);
+      make_due(w, iw->t0 + (double)iw->k * iw->cur_interval);
+      pthread_mutex_unlock(&w->lock);
+      return;
+    }
+  } else {
+    next = iw->last_end + iw->cur_delay + iw->cur_before;
+  }
+  pthread_mutex_unlock(&w->lock);
+  arm_at(iw, next);
+}
+
+/* Loop message: close the timer; the stop may now finish. */
+static void disarm(ct_worker_t *w) {
+  ct__interval_worker_t *iw = as_interval(w);
+  if (iw->fd >= 0) {
+    ev_io_stop(w->sup->loop.ev, &iw->io);
+    close(iw->fd);
+    iw->fd = -1;
+  }
+  iw->armed = false;
+  pthread_mutex_lock(&w->lock);
+  iw->timer_live = false;
+  ct__worker_settle(w);
+  pthread_mutex_unlock(&w->lock);
+}
+
+static int interval_start(ct_worker_t *w) {
+  ct__interval_worker_t *iw = as_interval(w);
+  iw->t0 = ct__now() + iw->cur_before;
+  iw->timer_live = true;
+  int rc = ct__worker_post(w, arm_first);
+  if (rc != 0)
+    iw->timer_live = false;
+  return rc;
+}
+
+static void interval_stop(ct_worker_t *w) {
+  if (ct__worker_post(w, disarm) != 0)
+    as_interval(w)->timer_live = false; /* the loop has ended: nothing is armed */
+}
+
+static bool interval_has_work(ct_worker_t *w) { return w->wanted; }
+
+static void interval_take(ct_worker_t *w, ct_worker_run_t *run) {
+  ct__interval_worker_t *iw = as_interval(w);
+  run->scheduled = iw->due;
+  iw->due = 0;
+  w->wanted = false;
+}
+
+static void interval_after_run(ct_worker_t *w, double ended) {
+  as_interval(w)->last_end = ended;
+  if (atomic_load(&w->state) == CT_WORKER_RUNNING)
+    ct__worker_post(w, rearm);
+}
+
+static bool interval_idle(ct_worker_t *w) { return !as_interval(w)->timer_live; }
+
+static void interval_destroy(ct_worker_t *w) {
+  ct__interval_worker_t *iw = as_interval(w);
+  if (iw->fd >= 0)
+    close(iw->fd); /* only if the loop ended before a disarm */
+}
+
+const ct__worker_ops_t ct__interval_ops = {
+    .kind_name = "interval",
+    .size = sizeof(ct__interval_worker_t),
+    .batch = 1,
+    .setup = interval_setup,
+    .configure = interval_configure,
+    .start = interval_start,
+    .has_work = interval_has_work,
+    .take = interval_take,
+    .after_run = interval_after_run,
+    .stop = interval_stop,
+    .idle = interval_idle,
+    .destroy = interval_destroy,
+};

@@ -1,0 +1,491 @@
+/* Workers: the part every kind shares — life cycle, runs, stop, statistics.
+ *
+ * A worker owns its lock and, through its kind, what triggers a run (queue
+ * items, a trigger flag, a timer). Lock order: worker lock -> supervisor
+ * workers_lock | pool lock | loop inbox lock. User code (run, on_error,
+ * on_drop) is never called with the lock held.
+ *
+ * Work enters through ct__worker_kick(): when the worker may run, has work
+ * and has no run task in flight, one task is submitted with
+ * ct_background_task() at the worker's priority (on its loop if it has one).
+ * That task makes up to ops->batch runs, then its completion callback
+ * (run_done, also called if the task is canceled) clears `inflight`, kicks
+ * again and settles a pending stop. So at most one run executes at a time,
+ * and a worker with nothing to do holds no thread.
+ *
+ * References: the owner holds one, each task in flight and each message
+ * posted to a loop hold one; the last unref frees the worker.
+ */
+#include "worker-internal.h"
+
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "ctasker/result.h"
+
+static _Thread_local ct_worker_t *own_worker; /* whose run this thread executes */
+static atomic_uint_fast64_t unnamed_seq;
+
+static int state_of(const ct_worker_t *w) { return atomic_load(&w->state); }
+static void set_state(ct_worker_t *w, int s) { atomic_store(&w->state, s); }
+
+void ct__worker_ref(ct_worker_t *w) { atomic_fetch_add(&w->refs, 1); }
+
+void ct__worker_unref(ct_worker_t *w) {
+  if (atomic_fetch_sub(&w->refs, 1) != 1)
+    return;
+  if (w->ops->destroy)
+    w->ops->destroy(w);
+  if (w->name != w->base_name)
+    free(w->name);
+  free(w->base_name);
+  pthread_mutex_destroy(&w->lock);
+  pthread_cond_destroy(&w->cond);
+  free(w);
+}
+
+/* Lock held: whether a run may start now. */
+static bool may_run(ct_worker_t *w) {
+  int s = state_of(w);
+  bool allowed = s == CT_WORKER_RUNNING || (s == CT_WORKER_STOPPING && !w->dropping);
+  return allowed && w->ops->has_work(w);
+}
+
+void ct__worker_settle(ct_worker_t *w) {
+  if (state_of(w) != CT_WORKER_STOPPING || w->inflight || (w->ops->idle && !w->ops->idle(w)))
+    return;
+  if (w->ops->pending && w->ops->pending(w) > 0)
+    w->dropping = true; /* a drain that could not go on: hand the rest back */
+  set_state(w, CT_WORKER_STOPPED);
+  pthread_cond_broadcast(&w->cond);
+}
+
+/* Lock held: leave RUNNING (and/or start dropping pending items). */
+static void begin_stop(ct_worker_t *w, bool drop) {
+  if (state_of(w) == CT_WORKER_RUNNING) {
+    set_state(w, CT_WORKER_STOPPING);
+    w->wanted = false;
+    if (w->ops->stop)
+      w->ops->stop(w);
+  }
+  if (drop && state_of(w) == CT_WORKER_STOPPING)
+    w->dropping = true;
+  ct__worker_settle(w);
+}
+
+/* Lock NOT held. */
+static void hand_back(ct_worker_t *w) {
+  if (w->ops->hand_back)
+    w->ops->hand_back(w);
+}
+
+static json_t *run_task(ct_task_t *self, void *arg);
+static void run_done(ct_task_t *t, void *data);
+
+int ct__worker_kick(ct_worker_t *w) {
+  if (w->inflight || !may_run(w))
+    return 0;
+  ct_task_opts_t o = CT_TASK_OPTS_INIT;
+  o.name = w->name;
+  o.priority = w->priority;
+  o.on_done = run_done;
+  o.done_data = w;
+  o.loop = w->loop; /* the executor: a pool thread, or a loop */
+  ct__worker_ref(w);
+  int rc = ct_background_task(w->sup, run_task, w, &o, NULL);
+  if (rc == 0) {
+    w->inflight = true;
+    return 0;
+  }
+  atomic_fetch_sub(&w->refs, 1); /* the owner still holds one */
+  ct__sup_log(w->sup, CT_LOG_ERROR, "ctasker: worker %s could not queue a run (%s); stopping it",
+              w->name, ct_strerror(rc));
+  begin_stop(w, true);
+  return rc;
+}
+
+static void report_failure(ct_worker_t *w, ct_worker_run_t *run) {
+  json_t *error = run->error;
+  run->error = NULL;
+  if (!error)
+    error = ct_error_new("WorkerError", "a run of worker %s failed", run->name);
+  if (w->on_error)
+    w->on_error(w, error, w->error_data);
+  else
+    ct__sup_log(w->sup, CT_LOG_ERROR, "ctasker: worker %s: %s: %s", run->name,
+                ct_result_error_class(error) ? ct_result_error_class(error) : "error",
+                ct_result_error_str(error) ? ct_result_error_str(error) : "");
+  json_decref(error);
+}
+
+/* Lock held on entry and return; released around the user's function. */
+static void run_once(ct_worker_t *w, ct_task_t *self) {
+  ct_worker_run_t run = {.worker = w, .name = w->name, .data = w->data, .args = w->args,
+                         .task_id = ct_task_id(self)};
+  w->ops->take(w, &run);
+  w->in_run = true;
+  w->runs++;
+  w->last_run = ct__now();
+  pthread_mutex_unlock(&w->lock);
+
+  own_worker = w;
+  int outcome = w->fn(&run);
+  own_worker = NULL;
+  if (outcome == CT_WORKER_FAILED)
+    report_failure(w, &run);
+  json_decref(run.error); /* set but not reported as a failure */
+
+  pthread_mutex_lock(&w->lock);
+  w->in_run = false;
+  if (outcome == CT_WORKER_FAILED)
+    w->failures++;
+  if (w->ops->after_run)
+    w->ops->after_run(w, ct__now());
+  if (outcome == CT_WORKER_STOP)
+    begin_stop(w, true);
+}
+
+static json_t *run_task(ct_task_t *self, void *arg) {
+  ct_worker_t *w = arg;
+  size_t batch = w->loop ? 1 : w->ops->batch;
+  pthread_mutex_lock(&w->lock);
+  for (size_t i = 0; i < batch && may_run(w); i++)
+    run_once(w, self);
+  pthread_mutex_unlock(&w->lock);
+  hand_back(w);
+  return NULL;
+}
+
+/* The run task is terminal (completed, or canceled by a supervisor stop). */
+static void run_done(ct_task_t *t, void *data) {
+  ct_worker_t *w = data;
+  pthread_mutex_lock(&w->lock);
+  w->inflight = false;
+  if (ct_task_status(t) == CT_TASK_CANCELED)
+    begin_stop(w, true);
+  ct__worker_kick(w);
+  ct__worker_settle(w);
+  pthread_mutex_unlock(&w->lock);
+  hand_back(w);
+  ct__worker_unref(w);
+}
+
+typedef struct {
+  ct__loop_msg_t msg;
+  ct_worker_t *w;
+  void (*fn)(ct_worker_t *w);
+} ct__worker_msg_t;
+
+static void run_worker_msg(ct__loop_t *loop, ct__loop_msg_t *msg) {
+  (void)loop;
+  ct__worker_msg_t *m = (ct__worker_msg_t *)msg;
+  m->fn(m->w);
+  ct__worker_unref(m->w);
+  free(m);
+}
+
+int ct__worker_post(ct_worker_t *w, void (*fn)(ct_worker_t *w)) {
+  ct__worker_msg_t *m = malloc(sizeof *m);
+  if (!m)
+    return CT_ENOMEM;
+  m->msg.run = run_worker_msg;
+  m->w = w;
+  m->fn = fn;
+  ct__worker_ref(w);
+  int rc = ct__loop_post(&w->sup->loop, &m->msg);
+  if (rc != 0) {
+    atomic_fetch_sub(&w->refs, 1);
+    free(m);
+  }
+  return rc;
+}
+
+/* ---- creation ---- */
+
+static const ct__worker_ops_t *ops_of(ct_worker_kind_t kind) {
+  switch (kind) {
+  case CT_WORKER_BACKGROUND:
+    return &ct__background_ops;
+  case CT_WORKER_QUEUE:
+    return &ct__queue_ops;
+  case CT_WORKER_EVENT:
+    return &ct__event_ops;
+  case CT_WORKER_INTERVAL:
+    return &ct__interval_ops;
+  }
+  return NULL;
+}
+
+/* The run function's symbol name, or "worker-N". */
+static char *default_name(ct_worker_fn fn) {
+  Dl_info info;
+  void *addr;
+  memcpy(&addr, &fn, sizeof addr);
+  if (dladdr(addr, &info) && info.dli_sname && info.dli_saddr == addr)
+    return strdup(info.dli_sname);
+  char buf[32];
+  snprintf(buf, sizeof buf, "worker-%llu",
+           (unsigned long long)atomic_fetch_add(&unnamed_seq, 1) + 1);
+  return strdup(buf);
+}
+
+static int settle_worker_options(const ct_worker_opts_t *in, ct_worker_opts_t *o) {
+  ct_worker_opts_t defaults = CT_WORKER_OPTS_INIT;
+  *o = defaults;
+  if (!in)
+    return 0;
+  if (in->size < offsetof(ct_worker_opts_t, loop) || in->size > sizeof *o)
+    return CT_EINVAL;
+  memcpy(o, in, in->size);
+  if (o->priority < CT_PRIORITY_CRITICAL || o->priority > CT_PRIORITY_MAX)
+    return CT_EINVAL;
+  return 0;
+}
+
+static int init_sync(ct_worker_t *w) {
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  int rc = pthread_cond_init(&w->cond, &attr);
+  pthread_condattr_destroy(&attr);
+  if (rc != 0)
+    return CT_ENOMEM;
+  if (pthread_mutex_init(&w->lock, NULL) != 0) {
+    pthread_cond_destroy(&w->cond);
+    return CT_ENOMEM;
+  }
+  return 0;
+}
+
+int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn,
+                  const ct_worker_opts_t *opts, ct_worker_t **out) {
+  ct_worker_opts_t o;
+  const ct__worker_ops_t *ops = ops_of(kind);
+  if (out)
+    *out = NULL;
+  if (!sup)
+    sup = ct_supervisor_default();
+  if (!sup || !fn || !out || !ops || settle_worker_options(opts, &o) != 0)
+    return CT_EINVAL;
+  ct_worker_t *w = calloc(1, ops->size);
+  if (!w)
+    return CT_ENOMEM;
+  w->ops = ops;
+  w->sup = sup;
+  w->kind = kind;
+  w->fn = fn;
+  w->base_priority = w->priority = o.priority;
+  w->base_data = w->data = o.data;
+  w->on_error = o.on_error;
+  w->error_data = o.error_data;
+  w->loop = o.loop;
+  atomic_init(&w->refs, 1);
+  atomic_init(&w->state, CT_WORKER_INIT);
+  int rc = ops->setup ? ops->setup(w, &o) : 0;
+  if (rc == 0 && !(w->base_name = o.name ? strdup(o.name) : default_name(fn)))
+    rc = CT_ENOMEM;
+  if (rc == 0)
+    rc = init_sync(w);
+  if (rc != 0) {
+    if (ops->destroy)
+      ops->destroy(w);
+    free(w->base_name);
+    free(w);
+    return rc;
+  }
+  w->name = w->base_name;
+  ct__workers_link(sup, w);
+  *out = w;
+  return 0;
+}
+
+int ct_worker_free(ct_worker_t *w) {
+  if (!w)
+    return 0;
+  int s = state_of(w);
+  if (s == CT_WORKER_RUNNING || s == CT_WORKER_STOPPING)
+    return CT_EBUSY;
+  ct__workers_unlink(w->sup, w);
+  ct__worker_unref(w);
+  return 0;
+}
+
+/* ---- start ---- */
+
+static int settle_start_options(const ct_worker_start_opts_t *in, ct_worker_start_opts_t *o) {
+  ct_worker_start_opts_t defaults = CT_WORKER_START_OPTS_INIT;
+  *o = defaults;
+  if (!in)
+    return 0;
+  if (in->size < offsetof(ct_worker_start_opts_t, delay_before) || in->size > sizeof *o)
+    return CT_EINVAL;
+  memcpy(o, in, in->size);
+  return o->priority > CT_PRIORITY_MAX ? CT_EINVAL : 0;
+}
+
+/* Lock held: whether the worker may start now. */
+static int startable(ct_worker_t *w) {
+  int s = state_of(w);
+  if (s == CT_WORKER_RUNNING || s == CT_WORKER_STOPPING || w->inflight ||
+      (w->ops->idle && !w->ops->idle(w)))
+    return CT_EBUSY;
+  return 0;
+}
+
+/* Lock held: switch to RUNNING unless the supervisor is stopping. */
+static int enter_running(ct_worker_t *w) {
+  ct_supervisor_t *sup = w->sup;
+  pthread_mutex_lock(&sup->workers_lock);
+  int rc = sup->workers_closed || atomic_load(&sup->state) != CT__SUP_RUNNING ? CT_ESHUTDOWN : 0;
+  if (rc == 0)
+    set_state(w, CT_WORKER_RUNNING);
+  pthread_mutex_unlock(&sup->workers_lock);
+  return rc;
+}
+
+static void apply_overrides(ct_worker_t *w, const ct_worker_start_opts_t *o, char *name) {
+  if (w->name != w->base_name)
+    free(w->name);
+  w->name = name ? name : w->base_name;
+  w->priority = o->priority >= 0 ? o->priority : w->base_priority;
+  w->data = o->set_data ? o->data : w->base_data;
+  w->args = o->args;
+  w->wanted = false;
+  w->dropping = false;
+}
+
+int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
+  ct_worker_start_opts_t o;
+  if (!w || settle_start_options(opts, &o) != 0)
+    return CT_EINVAL;
+  char *name = NULL;
+  if (o.name && !(name = strdup(o.name)))
+    return CT_ENOMEM;
+  pthread_mutex_lock(&w->lock);
+  int prev = state_of(w);
+  int rc = startable(w);
+  if (rc == 0 && w->ops->configure)
+    rc = w->ops->configure(w, &o);
+  if (rc == 0)
+    rc = enter_running(w);
+  if (rc == 0) {
+    apply_overrides(w, &o, name);
+    name = NULL;
+    rc = w->ops->start ? w->ops->start(w) : 0;
+    if (rc != 0)
+      set_state(w, prev);
+  }
+  if (rc == 0)
+    rc = ct__worker_kick(w);
+  pthread_mutex_unlock(&w->lock);
+  free(name);
+  hand_back(w);
+  return rc;
+}
+
+/* ---- stop ---- */
+
+/* Lock held: wait for the end of a stop; force it after `timeout`. */
+static int wait_stopped(ct_worker_t *w, double timeout) {
+  struct timespec deadline = ct__deadline(timeout > 0 ? timeout : 0);
+  while (state_of(w) == CT_WORKER_STOPPING) {
+    if (timeout < 0) {
+      pthread_cond_wait(&w->cond, &w->lock);
+    } else if (pthread_cond_timedwait(&w->cond, &w->lock, &deadline) != 0 &&
+               state_of(w) == CT_WORKER_STOPPING) {
+      set_state(w, CT_WORKER_FORCE_STOPPED);
+      w->dropping = true;
+      pthread_cond_broadcast(&w->cond);
+      ct__sup_log(w->sup, CT_LOG_WARNING, "ctasker: worker %s force-stopped", w->name);
+      return CT_ETIMEDOUT;
+    }
+  }
+  return 0;
+}
+
+int ct_worker_stop(ct_worker_t *w, int flags, double timeout) {
+  if (!w || (flags != CT_WORKER_DRAIN && flags != CT_WORKER_DROP) || isnan(timeout))
+    return CT_EINVAL;
+  pthread_mutex_lock(&w->lock);
+  begin_stop(w, flags == CT_WORKER_DROP);
+  int rc = 0;
+  if (timeout != 0 && state_of(w) == CT_WORKER_STOPPING)
+    rc = own_worker == w ? CT_EDEADLK : wait_stopped(w, timeout);
+  pthread_mutex_unlock(&w->lock);
+  hand_back(w);
+  return rc;
+}
+
+/* ---- triggers ---- */
+
+int ct_event_worker_trigger(ct_worker_t *w, bool force) {
+  if (!w || (w->kind != CT_WORKER_EVENT && w->kind != CT_WORKER_INTERVAL))
+    return CT_EINVAL;
+  pthread_mutex_lock(&w->lock);
+  int rc = state_of(w) == CT_WORKER_RUNNING ? 0 : CT_ESHUTDOWN;
+  if (rc == 0 && (!w->in_run || force)) {
+    w->wanted = true;
+    rc = ct__worker_kick(w);
+  }
+  pthread_mutex_unlock(&w->lock);
+  hand_back(w);
+  return rc;
+}
+
+int ct_worker_fail(ct_worker_run_t *run, json_t *error) {
+  if (run) {
+    json_decref(run->error);
+    run->error = error;
+  } else {
+    json_decref(error);
+  }
+  return CT_WORKER_FAILED;
+}
+
+/* ---- attributes and statistics ---- */
+
+const char *ct_worker_name(const ct_worker_t *w) { return w ? w->name : ""; }
+ct_worker_kind_t ct_worker_kind(const ct_worker_t *w) { return w ? w->kind : 0; }
+ct_worker_state_t ct_worker_state(const ct_worker_t *w) {
+  return w ? (ct_worker_state_t)state_of(w) : CT_WORKER_STOPPED;
+}
+bool ct_worker_stop_requested(const ct_worker_t *w) {
+  return !w || state_of(w) != CT_WORKER_RUNNING;
+}
+
+int ct_worker_stats(ct_worker_t *w, ct_worker_stats_t *out) {
+  if (!w || !out)
+    return CT_EINVAL;
+  pthread_mutex_lock(&w->lock);
+  out->runs = w->runs;
+  out->failures = w->failures;
+  out->dropped = w->dropped;
+  out->pending = w->ops->pending ? w->ops->pending(w) : 0;
+  out->last_run = w->last_run;
+  out->state = (ct_worker_state_t)state_of(w);
+  pthread_mutex_unlock(&w->lock);
+  return 0;
+}
+
+static const char *state_name(int s) {
+  static const char *const names[] = {"init", "running", "stopping", "stopped", "force_stopped"};
+  return names[s];
+}
+
+json_t *ct_worker_stats_json(ct_worker_t *w) {
+  ct_worker_stats_t s;
+  if (ct_worker_stats(w, &s) != 0)
+    return NULL;
+  pthread_mutex_lock(&w->lock);
+  json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:f}", "name", w->name, "kind",
+                        w->ops->kind_name, "state", state_name(s.state), "runs",
+                        (json_int_t)s.runs, "failures", (json_int_t)s.failures, "dropped",
+                        (json_int_t)s.dropped, "pending", (json_int_t)s.pending, "last_run",
+                        s.last_run);
+  pthread_mutex_unlock(&w->lock);
+  return j;
+}

@@ -1,0 +1,208 @@
+/* Loops: extra named loops, calls onto a loop, user watchers, tasks and
+ * workers executed on a loop. */
+#include <ctasker.h>
+#include <ev.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "check.h"
+
+#define WAIT_FOR(cond)                                                         \
+  do {                                                                         \
+    for (int wait_i_ = 0; !(cond); wait_i_++) {                                \
+      CHECK(wait_i_ < 20000);                                                  \
+      check_sleep(0.001);                                                      \
+    }                                                                          \
+  } while (0)
+
+static ct_supervisor_t *start_sup(void) {
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(NULL, &sup));
+  CHECK_OK(ct_supervisor_start(sup));
+  return sup;
+}
+
+static void end_sup(ct_supervisor_t *sup) {
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
+  CHECK_EQ_INT(ct_supervisor_registry_size(sup), 0);
+  CHECK_OK(ct_supervisor_free(sup));
+}
+
+typedef struct {
+  pthread_t thread;
+  atomic_bool done, gate;
+  atomic_int count;
+  ev_timer timer;
+} probe_t;
+
+static void note_thread(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  (void)ev;
+  probe_t *p = data;
+  p->thread = pthread_self();
+  atomic_store(&p->done, true);
+}
+
+static pthread_t loop_thread(ct_loop_t *loop) {
+  probe_t p = {0};
+  CHECK_OK(ct_loop_call(loop, note_thread, &p));
+  WAIT_FOR(atomic_load(&p.done));
+  return p.thread;
+}
+
+static void timer_fired(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)revents;
+  probe_t *p = w->data;
+  ev_timer_stop(ev, w);
+  atomic_store(&p->done, true);
+}
+
+static void attach_timer(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  probe_t *p = data;
+  ev_timer_init(&p->timer, timer_fired, 0.01, 0);
+  p->timer.data = p;
+  ev_timer_start(ev, &p->timer);
+}
+
+TEST(user_watcher_through_a_call) {
+  ct_supervisor_t *sup = start_sup();
+  probe_t p = {0};
+  CHECK_OK(ct_loop_call(ct_supervisor_loop(sup), attach_timer, &p));
+  WAIT_FOR(atomic_load(&p.done));
+  CHECK(!pthread_equal(loop_thread(ct_supervisor_loop(sup)), pthread_self()));
+  CHECK_EQ_INT(ct_loop_call(NULL, attach_timer, &p), CT_EINVAL);
+  CHECK_EQ_INT(ct_loop_call(ct_supervisor_loop(sup), NULL, &p), CT_EINVAL);
+  end_sup(sup);
+}
+
+TEST(named_loops) {
+  ct_supervisor_t *sup = start_sup();
+  ct_loop_t *io, *found, *other;
+  CHECK_OK(ct_loop_create(sup, "io", &io));
+  CHECK_EQ_STR(ct_loop_name(io), "io");
+  CHECK_EQ_INT(ct_loop_create(sup, "io", &other), CT_EBUSY);
+  CHECK_EQ_INT(ct_loop_create(sup, "", &other), CT_EINVAL);
+  CHECK_OK(ct_loop_get(sup, "io", &found));
+  CHECK(found == io);
+  CHECK_EQ_INT(ct_loop_get(sup, "nope", &found), CT_ENOENT);
+  CHECK(found == NULL);
+  CHECK_OK(ct_loop_get(sup, NULL, &found));
+  CHECK(found == ct_supervisor_loop(sup));
+  CHECK_OK(ct_loop_set_default(sup, io));
+  CHECK_OK(ct_loop_get(sup, NULL, &found));
+  CHECK(found == io);
+  CHECK_OK(ct_loop_set_default(sup, NULL));
+  CHECK_OK(ct_loop_get(sup, NULL, &found));
+  CHECK(found == ct_supervisor_loop(sup));
+  CHECK(!pthread_equal(loop_thread(io), loop_thread(ct_supervisor_loop(sup))));
+  CHECK_EQ_INT(ct_loop_stop(ct_supervisor_loop(sup), -1), CT_EINVAL);
+  CHECK_OK(ct_loop_create(sup, "spare", &other)); /* stopped with the supervisor */
+  CHECK_OK(ct_loop_stop(io, -1));
+  probe_t p = {0};
+  CHECK_EQ_INT(ct_loop_call(io, note_thread, &p), CT_ESHUTDOWN);
+  end_sup(sup);
+}
+
+static json_t *where_am_i(ct_task_t *self, void *arg) {
+  (void)self;
+  probe_t *p = arg;
+  p->thread = pthread_self();
+  return json_integer(7);
+}
+
+static void hold_loop(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  (void)ev;
+  probe_t *p = data;
+  atomic_store(&p->done, true);
+  while (!atomic_load(&p->gate))
+    check_sleep(0.0005);
+}
+
+TEST(task_on_a_loop) {
+  ct_supervisor_t *sup = start_sup();
+  ct_loop_t *io;
+  CHECK_OK(ct_loop_create(sup, "io", &io));
+  probe_t p = {0};
+  ct_task_opts_t o = CT_TASK_OPTS_INIT;
+  o.loop = io;
+  ct_task_t *t;
+  CHECK_OK(ct_background_task(sup, where_am_i, &p, &o, &t));
+  CHECK_OK(ct_task_wait(t, -1));
+  CHECK_EQ_INT(json_integer_value(ct_task_result(t)), 7);
+  CHECK(pthread_equal(p.thread, loop_thread(io)));
+  ct_task_unref(t);
+
+  /* canceled while queued behind a busy call: never runs */
+  probe_t hold = {0}, never = {0};
+  CHECK_OK(ct_loop_call(io, hold_loop, &hold));
+  WAIT_FOR(atomic_load(&hold.done));
+  CHECK_OK(ct_background_task(sup, where_am_i, &never, &o, &t));
+  CHECK_OK(ct_task_cancel(t));
+  CHECK_EQ_INT(ct_task_status(t), CT_TASK_CANCELED);
+  atomic_store(&hold.gate, true);
+  (void)loop_thread(io); /* the loop has gone past the canceled task */
+  CHECK(!atomic_load(&never.done) && never.count == 0 && !never.thread);
+  ct_task_unref(t);
+  ct_stats_t s;
+  CHECK_OK(ct_supervisor_stats(sup, &s));
+  CHECK_EQ_INT(s.queued, 0);
+
+  o.delay = 0.1;
+  CHECK_EQ_INT(ct_background_task(sup, where_am_i, &p, &o, &t), CT_ENOTSUP);
+  o.delay = 0;
+  CHECK_OK(ct_loop_stop(io, -1));
+  CHECK_EQ_INT(ct_background_task(sup, where_am_i, &p, &o, &t), CT_ESHUTDOWN);
+  CHECK(t == NULL);
+  end_sup(sup);
+}
+
+static int run_on_loop(ct_worker_run_t *run) {
+  probe_t *p = run->data;
+  p->thread = pthread_self();
+  atomic_fetch_add(&p->count, 1);
+  return CT_WORKER_CONTINUE;
+}
+
+static void count_call(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  (void)ev;
+  atomic_store(&((probe_t *)data)->done, true);
+}
+
+TEST(workers_on_a_loop) {
+  ct_supervisor_t *sup = start_sup();
+  ct_loop_t *io;
+  CHECK_OK(ct_loop_create(sup, "io", &io));
+  probe_t ev = {0}, bg = {0}, other = {0};
+  ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
+  o.loop = io;
+  o.data = &ev;
+  ct_worker_t *e, *b;
+  CHECK_OK(ct_worker_new(sup, CT_WORKER_EVENT, run_on_loop, &o, &e));
+  o.data = &bg;
+  CHECK_OK(ct_worker_new(sup, CT_WORKER_BACKGROUND, run_on_loop, &o, &b));
+  CHECK_OK(ct_worker_start(e, NULL));
+  CHECK_OK(ct_event_worker_trigger(e, false));
+  WAIT_FOR(atomic_load(&ev.count) == 1);
+  CHECK(pthread_equal(ev.thread, loop_thread(io)));
+  CHECK_OK(ct_worker_start(b, NULL));
+  WAIT_FOR(atomic_load(&bg.count) > 10);
+  CHECK_OK(ct_loop_call(io, count_call, &other)); /* the loop still serves calls */
+  WAIT_FOR(atomic_load(&other.done));
+  CHECK_OK(ct_worker_stop(b, CT_WORKER_DRAIN, -1));
+  CHECK(pthread_equal(bg.thread, loop_thread(io)));
+  CHECK_OK(ct_worker_stop(e, CT_WORKER_DRAIN, -1));
+  CHECK_OK(ct_worker_free(b));
+  CHECK_OK(ct_worker_free(e));
+  end_sup(sup);
+}
+
+int main(void) {
+  RUN(user_watcher_through_a_call);
+  RUN(named_loops);
+  RUN(task_on_a_loop);
+  RUN(workers_on_a_loop);
+  return check_done();
+}
