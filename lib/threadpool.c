@@ -17,9 +17,10 @@
  * the caps are checked against it. A submitter needs the lock only when
  * its task could start now (busy below its cap) and no idle thread is
  * spinning: then it claims an idle thread (LIFO: the warmest) or starts one.
- * A thread that goes idle spins a little, watching the intake and its own
- * claim flag, so a task submitted moments after the last one starts without
- * a system call; then it sleeps on its own condition variable. Each side
+ * A thread that goes idle in an otherwise idle pool spins a little,
+ * watching the intake and its own claim flag, so a task submitted moments
+ * after the last one starts without a system call; then it sleeps on its
+ * own condition variable. Each side
  * publishes before it looks at the other (intake push, then `spinning`;
  * `spinning` decrement, then intake), all sequentially consistent, so a
  * task is never left with every thread asleep. A thread that starts a task
@@ -258,11 +259,13 @@ static bool claimed_or_work(ct__pool_t *p, ct__worker_t *w) {
 
 /* Spin for work for CT__SPIN_SECONDS at most; true if the thread should
  * look again now (it was claimed, or work arrived and it left the idle
- * stack). Only one thread spins at a time: with more threads than cores,
- * spinners would take the time the submitting threads need. Lock held on
- * entry and return, released while spinning. */
+ * stack). A thread spins only when no other pool thread spins or runs a
+ * task: spinning beside busy threads takes the cores that they and the
+ * submitting threads need, while an idle pool's one spinner costs little
+ * and starts the next task without a wake-up. Lock held on entry and
+ * return, released while spinning. */
 static bool spin_for_work(ct__pool_t *p, ct__worker_t *w) {
-  if (atomic_load(&p->spinning) > 0)
+  if (atomic_load(&p->spinning) > 0 || atomic_load(&p->busy) > 0)
     return false;
   w->spinning = true;
   atomic_fetch_add(&p->spinning, 1);
