@@ -7,5 +7,6 @@
 #include "ctasker/result.h"
 #include "ctasker/task.h"
 #include "ctasker/supervisor.h"
+#include "ctasker/process.h"
 
 #endif

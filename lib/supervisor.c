@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "procpool.h"
 
 #define CT__DEFAULT_KEEPALIVE 10.0
 
@@ -184,7 +185,7 @@ static void check_stopped(struct ev_loop *ev, ev_async *w, int revents) {
     ct__delay_cancel_all(sup);
   }
   if (!sup->delays && atomic_load(&sup->cancels_in_flight) == 0 &&
-      ct__pool_drained(&sup->pool))
+      ct__pool_drained(&sup->pool) && ct__procpool_stopped(atomic_load(&sup->procpool)))
     ct__loop_quit(&sup->loop);
 }
 
@@ -227,6 +228,8 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
   } else if (state == CT__SUP_RUNNING) {
     atomic_store(&sup->state, CT__SUP_STOPPING);
     canceled = ct__pool_stop(&sup->pool, mode == CT_STOP_CANCEL);
+    canceled = ct__procpool_stop_append(canceled, atomic_load(&sup->procpool),
+                                        mode == CT_STOP_CANCEL);
     if (canceled)
       atomic_fetch_add(&sup->cancels_in_flight, 1);
     ev_async_send(sup->loop.ev, &sup->stop_check);
@@ -264,6 +267,7 @@ int ct_supervisor_free(ct_supervisor_t *sup) {
   if (state == CT__SUP_INIT)
     ev_async_stop(sup->loop.ev, &sup->stop_check);
   ct__watchdog_stop(sup);
+  ct__procpool_free(atomic_load(&sup->procpool));
   ct__loop_destroy(&sup->loop);
   ct__pool_destroy(&sup->pool);
   ct__registry_destroy(&sup->registry);
@@ -361,7 +365,9 @@ int ct_task_cancel(ct_task_t *task) {
       atomic_fetch_or(&task->flags, CT__F_CANCEL_REQUESTED);
       return CT_EBUSY;
     case CT_TASK_QUEUED:
-      if (ct__pool_cancel_queued(&sup->pool, task)) {
+      if (ct__task_has(task, CT__F_PROCESS)
+              ? ct__procpool_cancel_queued(atomic_load(&sup->procpool), task)
+              : ct__pool_cancel_queued(&sup->pool, task)) {
         atomic_fetch_or(&task->flags, CT__F_CANCEL_REQUESTED);
         ct__task_finish_canceled(task);
         return 0;
@@ -410,6 +416,7 @@ int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
   ct__pool_stats(&sup->pool, out);
   out->delayed = atomic_load(&sup->delayed);
   out->canceled += atomic_load(&sup->canceled_delayed);
+  ct__procpool_add_stats(atomic_load(&sup->procpool), out);
   return 0;
 }
 
@@ -425,7 +432,7 @@ json_t *ct_supervisor_stats_json(ct_supervisor_t *sup) {
   if (ct_supervisor_stats(sup, &s) != 0)
     return NULL;
   const ct_supervisor_opts_t *o = &sup->opts;
-  return json_pack(
+  json_t *j = json_pack(
       "{s:s, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:i, s:i, s:i, s:i, s:I, s:I}}",
       "state", state_name(atomic_load(&sup->state)), "tasks", "submitted",
       (json_int_t)s.submitted, "queued", (json_int_t)s.queued, "delayed",
@@ -435,6 +442,10 @@ json_t *ct_supervisor_stats_json(ct_supervisor_t *sup) {
       "pool", "size", o->pool_size, "reserve_normal", o->reserve_normal, "reserve_high",
       o->reserve_high, "min_threads", o->min_threads, "max_threads", high_cap(o), "threads",
       (json_int_t)s.threads, "threads_idle", (json_int_t)s.threads_idle);
+  json_t *processes = ct__procpool_stats_json(atomic_load(&sup->procpool));
+  if (j && processes)
+    json_object_set_new(j, "processes", processes);
+  return j;
 }
 
 ct_supervisor_t *ct_supervisor_default(void) { return atomic_load(&default_sup); }

@@ -25,6 +25,7 @@ enum ct__task_flag {
   CT__F_TIMED = 1u << 3,            /* timestamps are taken */
   CT__F_WARNED = 1u << 4,           /* reported past timeout_warning */
   CT__F_CRITICAL = 1u << 5,         /* reported past timeout_critical */
+  CT__F_PROCESS = 1u << 6,          /* runs in the process pool */
 };
 
 struct ct_task {
