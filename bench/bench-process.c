@@ -59,6 +59,8 @@ static double bench_pipe_round_trip(int n) {
     return 0;
   pid_t pid = fork();
   if (pid == 0) {
+    close(to[1]);
+    close(from[0]);
     while (read(to[0], buf, sizeof buf) == sizeof buf)
       if (write(from[1], buf, sizeof buf) != sizeof buf)
         break;
