@@ -9,5 +9,6 @@
 #include "ctasker/supervisor.h"
 #include "ctasker/loop.h"
 #include "ctasker/worker.h"
+#include "ctasker/process.h"
 
 #endif

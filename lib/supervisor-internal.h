@@ -12,6 +12,7 @@
 enum ct__sup_state { CT__SUP_INIT, CT__SUP_RUNNING, CT__SUP_STOPPING, CT__SUP_STOPPED };
 
 struct ct__delay;
+struct ct__procpool;
 
 struct ct_supervisor {
   ct_supervisor_opts_t opts;
@@ -29,6 +30,9 @@ struct ct_supervisor {
   atomic_uint_fast64_t delayed, canceled_delayed;
 
   atomic_int cancels_in_flight; /* stop() is still finishing canceled tasks */
+
+  /* The process pool (procpool.c), set once under state_lock, or NULL. */
+  _Atomic(struct ct__procpool *) procpool;
 
   /* Owned by the loop thread. */
   ev_async stop_check;      /* any thread: "look whether the stop is done" */

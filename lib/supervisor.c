@@ -24,6 +24,7 @@
 
 #include "clock.h"
 #include "worker-internal.h"
+#include "procpool.h"
 
 #define CT__DEFAULT_KEEPALIVE 10.0
 
@@ -202,7 +203,7 @@ static void check_stopped(struct ev_loop *ev, ev_async *w, int revents) {
     ct__delay_cancel_all(sup);
   }
   if (!sup->delays && atomic_load(&sup->cancels_in_flight) == 0 &&
-      ct__pool_drained(&sup->pool))
+      ct__pool_drained(&sup->pool) && ct__procpool_stopped(atomic_load(&sup->procpool)))
     ct__loop_quit(&sup->loop);
 }
 
@@ -248,6 +249,8 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
   } else if (state == CT__SUP_RUNNING) {
     atomic_store(&sup->state, CT__SUP_STOPPING);
     canceled = ct__pool_stop(&sup->pool, mode == CT_STOP_CANCEL);
+    canceled = ct__procpool_stop_append(canceled, atomic_load(&sup->procpool),
+                                        mode == CT_STOP_CANCEL);
     if (canceled)
       atomic_fetch_add(&sup->cancels_in_flight, 1);
     ev_async_send(sup->loop.ev, &sup->stop_check);
@@ -290,6 +293,7 @@ int ct_supervisor_free(ct_supervisor_t *sup) {
   if (state == CT__SUP_INIT)
     ev_async_stop(sup->loop.ev, &sup->stop_check);
   ct__watchdog_stop(sup);
+  ct__procpool_free(atomic_load(&sup->procpool));
   ct__loop_destroy(&sup->loop);
   ct__pool_destroy(&sup->pool);
   ct__registry_destroy(&sup->registry);
@@ -375,6 +379,16 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
   return rc;
 }
 
+/* Take a QUEUED task back from whichever executor holds it: true if this
+ * call made it CANCELED. */
+static bool cancel_queued(ct_supervisor_t *sup, ct_task_t *task) {
+  if (ct__task_has(task, CT__F_ON_LOOP))
+    return ct__task_try_status(task, CT_TASK_QUEUED, CT_TASK_CANCELED);
+  if (ct__task_has(task, CT__F_PROCESS))
+    return ct__procpool_cancel_queued(atomic_load(&sup->procpool), task);
+  return ct__pool_cancel_queued(&sup->pool, task);
+}
+
 int ct_task_cancel(ct_task_t *task) {
   if (!task)
     return CT_EINVAL;
@@ -388,9 +402,7 @@ int ct_task_cancel(ct_task_t *task) {
       atomic_fetch_or(&task->flags, CT__F_CANCEL_REQUESTED);
       return CT_EBUSY;
     case CT_TASK_QUEUED:
-      if (ct__task_has(task, CT__F_ON_LOOP)
-              ? ct__task_try_status(task, CT_TASK_QUEUED, CT_TASK_CANCELED)
-              : ct__pool_cancel_queued(&sup->pool, task)) {
+      if (cancel_queued(sup, task)) {
         atomic_fetch_or(&task->flags, CT__F_CANCEL_REQUESTED);
         ct__task_finish_canceled(task);
         return 0;
@@ -441,6 +453,7 @@ int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
   out->submitted = atomic_load(&sup->next_id) - 1 - atomic_load(&sup->refused);
   out->delayed = atomic_load(&sup->delayed);
   out->canceled += atomic_load(&sup->canceled_delayed);
+  ct__procpool_add_stats(atomic_load(&sup->procpool), out);
   return 0;
 }
 
@@ -468,6 +481,11 @@ json_t *ct_supervisor_stats_json(ct_supervisor_t *sup) {
       (json_int_t)s.threads, "threads_idle", (json_int_t)s.threads_idle);
   if (j && json_object_set_new(j, "workers", ct__workers_json(sup)) != 0) {
     json_decref(j); /* out of memory: no partial answer */
+    j = NULL;
+  }
+  json_t *processes = ct__procpool_stats_json(atomic_load(&sup->procpool));
+  if (j && processes && json_object_set_new(j, "processes", processes) != 0) {
+    json_decref(j);
     j = NULL;
   }
   return j;

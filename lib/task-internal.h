@@ -26,6 +26,7 @@ enum ct__task_flag {
   CT__F_WARNED = 1u << 4,           /* reported past timeout_warning */
   CT__F_CRITICAL = 1u << 5,         /* reported past timeout_critical */
   CT__F_ON_LOOP = 1u << 6,          /* queued on a loop, not in the pool */
+  CT__F_PROCESS = 1u << 7,          /* runs in the process pool */
 };
 
 struct ct_task {

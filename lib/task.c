@@ -65,7 +65,9 @@ const char *ct_task_name(const ct_task_t *task) {
   return task && task->name ? task->name : "";
 }
 int ct_task_priority(const ct_task_t *task) { return task ? task->priority : -1; }
-void *ct_task_arg(const ct_task_t *task) { return task ? task->arg : NULL; }
+void *ct_task_arg(const ct_task_t *task) {
+  return task && !ct__task_has(task, CT__F_PROCESS) ? task->arg : NULL;
+}
 
 ct_task_status_t ct_task_status(const ct_task_t *task) {
   return task ? (ct_task_status_t)atomic_load(&task->status) : CT_TASK_CANCELED;

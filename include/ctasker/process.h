@@ -1,0 +1,115 @@
+/* ctasker — the process pool: named functions run in pre-forked children,
+ * with JSON arguments and JSON results.
+ *
+ * 1. Register the functions children may run, by name, with
+ *    ct_process_register(), before the pool is created: children are copies
+ *    of the process as it was when the pool was created.
+ * 2. Create the supervisor's pool with ct_process_pool_create() (before or
+ *    after ct_supervisor_start()). At creation a single-threaded fork server
+ *    is forked; it forks the children, so no child inherits a lock another
+ *    thread of yours held. Children keep stdin/stdout/stderr and close every
+ *    other inherited descriptor.
+ * 3. Submit with ct_process_task(). The task completes like a thread task:
+ *    status, result, callback, ct_wait_completed(), registry, statistics.
+ *
+ * Failures are error results (result.h), never crashes of the caller:
+ *   UnknownTask      no function of that name was registered before the pool
+ *                    was created;
+ *   ProcessCrashed   the child died (args: [pid, "signal" | "exit", number])
+ *                    or stopped talking (closed its pipe);
+ *   ProtocolError    the child wrote something that is not a valid frame;
+ *   TimeoutError     the task ran past the pool's task_timeout (the child is
+ *                    killed);
+ *   NotSerializable  the result could not be encoded, or a frame exceeded
+ *                    the pool's max_frame.
+ * A child that failed is killed if needed, reaped and replaced by a fresh one.
+ *
+ * Priorities and reservations follow the thread pool's rule (supervisor.h)
+ * over size + reserve_normal + reserve_high children, with one difference: a
+ * CRITICAL task never takes a child beyond that number (children are
+ * pre-forked, not added on demand); it starts first, as soon as one is free.
+ *
+ * Completion callbacks run on the supervisor's loop thread, except for a
+ * task submitted from an event loop thread managed by ctasker (a completion
+ * callback of another process task, for instance): its callback runs on that
+ * loop, and waiters see the task done only after it returned.
+ *
+ * Signals and fork: ctasker never installs a SIGCHLD handler and never calls
+ * waitpid(-1): it reaps the fork server (its only direct child) by pid, and
+ * the fork server reaps the pool's children. A host program that reaps any
+ * child (waitpid(-1)) may take the fork server's status; the pool then just
+ * skips that reaping. A host that forks after the pool exists: the new
+ * process inherits copies of the pool's descriptors (close-on-exec, so exec
+ * drops them); it must not use the supervisor; pool children it still holds
+ * descriptors of may outlive the pool's stop until it exits or execs.
+ */
+#ifndef CTASKER_PROCESS_H
+#define CTASKER_PROCESS_H
+
+#include <jansson.h>
+
+#include "common.h"
+#include "supervisor.h"
+#include "task.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A function run in a pool child. `task_id` is the id of the parent's task;
+ * `args` is borrowed (never NULL: JSON null when none were given); `data` is
+ * the pointer given at registration (as copied into the child). Return a new
+ * reference to the result, NULL for JSON null, or ct_error_new() to fail. */
+typedef json_t *(*ct_process_fn)(uint64_t task_id, json_t *args, void *data);
+
+/* Register fn under `name` (copied; at most 255 bytes) for pools created
+ * later. Returns 0, CT_EINVAL (NULL or empty or too long name, NULL fn),
+ * CT_EBUSY if the name is taken, CT_ENOMEM. Thread-safety: any thread. */
+CT_EXPORT int ct_process_register(const char *name, ct_process_fn fn, void *data);
+
+typedef struct ct_process_pool_opts {
+  size_t size;         /* sizeof(ct_process_pool_opts_t), set by the INIT macro */
+  int pool_size;       /* children for any priority; must be > 0 */
+  int reserve_normal;  /* extra children only NORMAL, HIGH, CRITICAL tasks use */
+  int reserve_high;    /* extra children only HIGH and CRITICAL tasks use */
+  size_t max_frame;    /* largest request or result in bytes of JSON; 0: 16 MiB */
+  double task_timeout; /* seconds a task may run in its child; 0: no limit */
+} ct_process_pool_opts_t;
+
+#define CT_PROCESS_POOL_OPTS_INIT {sizeof(ct_process_pool_opts_t), 2, 0, 0, 0, 0.0}
+
+/* Create the supervisor's process pool: fork the fork server, which forks
+ * pool_size + reserve_normal + reserve_high children. A supervisor has at
+ * most one pool in its life. opts may be NULL (2 children).
+ * Returns 0; CT_EINVAL (sup NULL without a default, pool_size <= 0, negative
+ * reserves or timeout, opts.size unknown); CT_EBUSY if the supervisor
+ * already has a pool; CT_ESHUTDOWN if it is stopping or stopped; CT_EAGAIN
+ * if the fork server could not be forked; CT_ENOMEM.
+ * Thread-safety: any thread but the supervisor's loop thread. */
+CT_EXPORT int ct_process_pool_create(ct_supervisor_t *sup, const ct_process_pool_opts_t *opts);
+
+/* Stop the pool gracefully: nothing new is accepted (CT_ESHUTDOWN), queued
+ * and running process tasks finish, then the children and the fork server
+ * exit and are reaped. timeout as in ct_supervisor_stop(). Returns 0 once
+ * stopped (or under way, with timeout 0), CT_ETIMEDOUT, CT_ENOENT if there
+ * is no pool, CT_EDEADLK if it must wait but is called on the loop thread.
+ * The supervisor's stop does the same. Thread-safety: any thread. */
+CT_EXPORT int ct_process_pool_stop(ct_supervisor_t *sup, double timeout);
+
+/* Run the registered function `name` with `args` in a pool child. args is
+ * borrowed and encoded at once (NULL means JSON null); opts as for
+ * ct_background_task() (name, priority, delay is not supported and must be
+ * 0, on_done, done_data); out as for ct_background_task().
+ * Returns 0; CT_EINVAL (NULL name, a delay, bad priority, args that cannot be
+ * encoded or exceed max_frame); CT_ENOENT if no pool was created;
+ * CT_ESHUTDOWN if the supervisor or the pool is not running; CT_ENOMEM.
+ * An unknown name is not an error here: the task completes with an
+ * UnknownTask error result. On error nothing was queued and on_done is
+ * never called. Thread-safety: any thread. */
+CT_EXPORT int ct_process_task(ct_supervisor_t *sup, const char *name, const json_t *args,
+                              const ct_task_opts_t *opts, ct_task_t **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

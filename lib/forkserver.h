@@ -1,0 +1,25 @@
+/* The fork server and the pool children's main loop.
+ *
+ * Protocol on the parent <-> fork server socket (frames, see frame.h):
+ *   parent -> server  {"op":"spawn","slot":i}
+ *                     {"op":"reap","pid":p,"grace":ms}
+ *   server -> parent  {"spawned":i,"pid":p}   with the parent's end of the
+ *                                             child's socket (SCM_RIGHTS),
+ *                     {"spawned":i,"pid":0,"error":"..."}  without one,
+ *                     {"reaped":p,"exit":n | "signal":n | "lost":true,
+ *                      "killed":bool}
+ * Parent <-> child:   {"id":n,"fn":"name","args":...} -> {"id":n,"result":...}
+ * End of stream from the parent makes the server (and a child) exit.
+ */
+#ifndef CT_LIB_FORKSERVER_H
+#define CT_LIB_FORKSERVER_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Fork the fork server, with every signal blocked around fork() and the
+ * process function table held still. Returns 0 with *pid and *fd (the
+ * parent's end, close-on-exec), or CT_EAGAIN / CT_ENOMEM. */
+int ct__forkserver_start(size_t max_frame, pid_t *pid, int *fd);
+
+#endif

@@ -1,0 +1,1028 @@
+/* The process pool, parent side.
+ *
+ * Owns the fork server (pid and socket) and one slot per child (pid,
+ * socket, running task). Everything about slots, sockets and timers lives on
+ * the supervisor's loop thread; other threads reach the pool only through
+ * pool->lock (the run queue, the counters, the state) and by posting a
+ * "kick" message to the loop. Lock order: supervisor state_lock -> pool lock
+ * -> loop inbox lock; the task registry and wait locks are leaves.
+ *
+ * Work enters through ct__procpool_submit(): the request frame is encoded
+ * at once, the task is queued in priority order and the loop is kicked. On
+ * the loop, dispatch() hands the first queued task that may start under its
+ * reservation cap to an idle child and arms its timeout. The child answers
+ * with one result frame; the task is finished (on the submitting loop if it
+ * came from one) and the child is idle again.
+ *
+ * Failure: a socket that ends, a frame that does not decode or answers the
+ * wrong task, or a timeout turns the slot to REAPING: its socket is closed,
+ * the child killed if it may still run, the task finished with an error (at
+ * once, or once the fork server reports how the child ended), and a new
+ * child is requested. The fork server alone reaps children, by pid; this
+ * file reaps only the fork server, by pid. If the fork server itself dies,
+ * no child can be replaced: queued tasks fail once no child is left.
+ *
+ * Stop: the state becomes STOPPING (no new tasks); queued tasks still run
+ * (or were canceled by the stopper); when nothing is queued or running,
+ * idle children's sockets are closed (they exit), then the fork server's
+ * write side is shut; on its end of stream it has reaped every child and
+ * exits, and is reaped here. Then the state is STOPPED and the supervisor's
+ * stop check is poked.
+ */
+#include "procpool.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "ctasker/result.h"
+#include "forkserver.h"
+#include "frame.h"
+#include "runqueue.h"
+#include "supervisor-internal.h"
+
+#define CT__DEFAULT_MAX_FRAME (16u << 20)
+#define CT__FRAME_SLACK 512     /* room for the request wrapper around args */
+#define CT__CLOSE_GRACE_MS 200  /* a child that closed its socket may exit */
+#define CT__SPAWN_RETRY 0.5
+#define CT__MAX_PASSED_FDS 16
+
+enum { POOL_RUNNING, POOL_STOPPING, POOL_STOPPED };
+enum slot_state { SLOT_EMPTY, SLOT_SPAWNING, SLOT_IDLE, SLOT_BUSY, SLOT_REAPING };
+
+/* What a queued process task carries (in task->arg while queued, then in
+ * its slot while it runs). */
+typedef struct ct__proc_call {
+  char *frame;
+  size_t frame_len;
+  ct__loop_t *reply_loop; /* a loop other than the supervisor's, or NULL */
+} ct__proc_call_t;
+
+typedef struct ct__conn {
+  int fd;
+  ev_io rio, wio;
+  ct__frame_decoder_t dec;
+  char *out;
+  size_t out_len, out_off;
+} ct__conn_t;
+
+typedef struct ct__slot {
+  struct ct__procpool *pool;
+  int index;
+  enum slot_state state;
+  pid_t pid;
+  ct__conn_t conn;
+  ev_timer timer; /* the running task's timeout, or a spawn retry */
+  ct_task_t *task;
+  ct__proc_call_t *call;
+} ct__slot_t;
+
+struct ct__procpool {
+  ct_supervisor_t *sup;
+  ct_process_pool_opts_t opts;
+  int nslots;
+
+  pthread_mutex_t lock; /* guards rq, state, the counters */
+  pthread_cond_t stopped_cond;
+  ct__runqueue_t rq;
+  int state, running;
+  uint64_t submitted, queued, completed, failed, canceled;
+  uint64_t crashed, timeouts, spawned;
+  atomic_bool kick_posted;
+
+  /* Loop thread only (or the creating thread before the loop runs). */
+  pid_t server_pid;
+  ct__conn_t server;
+  int passed_fds[CT__MAX_PASSED_FDS];
+  int npassed;
+  bool server_gone, server_shut, on_loop;
+  ct__slot_t *slots;
+};
+
+typedef struct {
+  ct__loop_msg_t msg;
+  ct_task_t *task; /* the slot's reference */
+  json_t *result;
+} ct__finish_msg_t;
+
+static void check_progress(ct__procpool_t *pool);
+static void slot_fail(ct__slot_t *s, json_t *error, bool kill_child);
+
+/* ---------- small helpers ---------- */
+
+static void call_free(ct__proc_call_t *c) {
+  if (c) {
+    free(c->frame);
+    free(c);
+  }
+}
+
+static json_t *crash_error(pid_t pid, const char *how, int number, const char *what) {
+  json_t *e = ct_error_new("ProcessCrashed", "pool child %d %s %d%s", (int)pid,
+                           strcmp(how, "signal") == 0 ? "was killed by signal"
+                                                      : "exited with code",
+                           number, what);
+  json_t *args = json_object_get(json_object_get(e, "exception"), "args");
+  json_array_clear(args);
+  json_array_append_new(args, json_integer(pid));
+  json_array_append_new(args, json_string(how));
+  json_array_append_new(args, json_integer(number));
+  return e;
+}
+
+/* ---------- connections (loop thread) ---------- */
+
+static void conn_init(ct__procpool_t *pool, ct__conn_t *c, int fd, size_t max,
+                      void (*on_read)(struct ev_loop *, ev_io *, int),
+                      void (*on_write)(struct ev_loop *, ev_io *, int), void *data) {
+  memset(c, 0, sizeof *c);
+  c->fd = fd;
+  ct__frame_decoder_init(&c->dec, max);
+  ev_io_init(&c->rio, on_read, fd, EV_READ);
+  ev_io_init(&c->wio, on_write, fd, EV_WRITE);
+  c->rio.data = c->wio.data = data;
+  ev_io_start(pool->sup->loop.ev, &c->rio);
+}
+
+static void conn_close(ct__procpool_t *pool, ct__conn_t *c) {
+  if (c->fd < 0)
+    return;
+  ev_io_stop(pool->sup->loop.ev, &c->rio);
+  ev_io_stop(pool->sup->loop.ev, &c->wio);
+  close(c->fd);
+  c->fd = -1;
+  free(c->out);
+  c->out = NULL;
+  c->out_len = c->out_off = 0;
+  ct__frame_decoder_reset(&c->dec);
+}
+
+/* Write what is pending. Returns 0, or -1 if the peer is gone. */
+static int conn_flush(ct__procpool_t *pool, ct__conn_t *c) {
+  while (c->out_off < c->out_len) {
+    ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
+                     MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      ev_io_start(pool->sup->loop.ev, &c->wio);
+      return 0;
+    }
+    if (n <= 0)
+      return -1;
+    c->out_off += (size_t)n;
+  }
+  ev_io_stop(pool->sup->loop.ev, &c->wio);
+  free(c->out);
+  c->out = NULL;
+  c->out_len = c->out_off = 0;
+  return 0;
+}
+
+/* Queue bytes (copied) and try to write them. Returns 0 or -1. */
+static int conn_send(ct__procpool_t *pool, ct__conn_t *c, const char *buf, size_t len) {
+  char *out = realloc(c->out, c->out_len + len);
+  if (!out)
+    return -1;
+  memcpy(out + c->out_len, buf, len);
+  c->out = out;
+  c->out_len += len;
+  return conn_flush(pool, c);
+}
+
+static int server_send(ct__procpool_t *pool, json_t *msg) {
+  char *buf;
+  size_t len;
+  int rc = ct__frame_encode(msg, 4096, &buf, &len);
+  json_decref(msg);
+  if (rc == 0 && !pool->server_gone)
+    rc = conn_send(pool, &pool->server, buf, len);
+  free(buf);
+  return rc;
+}
+
+/* ---------- the queue (pool lock held) ---------- */
+
+static int cap_of(const ct__procpool_t *pool, int priority) {
+  int cap = ct__cap_for_priority(priority, pool->opts.pool_size, pool->opts.reserve_normal,
+                                 pool->opts.reserve_high);
+  return cap < pool->nslots ? cap : pool->nslots;
+}
+
+static void drop_queued(ct_task_t *t) {
+  call_free(t->arg);
+  t->arg = NULL;
+  ct_task_unref(t);
+}
+
+static ct_task_t *take_runnable(ct__procpool_t *pool) {
+  ct_task_t *t;
+  while ((t = ct__rq_peek(&pool->rq)) != NULL) {
+    if (atomic_load(&t->status) == CT_TASK_CANCELED) {
+      drop_queued(ct__rq_pop(&pool->rq));
+      continue;
+    }
+    if (pool->running >= cap_of(pool, t->priority))
+      return NULL;
+    ct__rq_pop(&pool->rq);
+    if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED)) {
+      drop_queued(t);
+      continue;
+    }
+    if (ct__task_has(t, CT__F_TIMED))
+      t->t_started = ct__now();
+    pool->queued--;
+    pool->running++;
+    return t;
+  }
+  return NULL;
+}
+
+/* ---------- finishing tasks ---------- */
+
+static void finish_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
+  (void)loop;
+  ct__finish_msg_t *m = (ct__finish_msg_t *)msg;
+  ct__task_finish(m->task, m->result);
+  ct_task_unref(m->task);
+  free(m);
+}
+
+/* Finish a started task with `result` (stolen), on its submitter's loop if
+ * it came from one. Takes over the caller's reference and the call. */
+static void finish_task(ct__procpool_t *pool, ct_task_t *t, ct__proc_call_t *call,
+                        json_t *result) {
+  bool failed = result && ct_result_is_error(result);
+  pthread_mutex_lock(&pool->lock);
+  pool->running--;
+  if (failed)
+    pool->failed++;
+  else
+    pool->completed++;
+  pthread_mutex_unlock(&pool->lock);
+  ct__loop_t *reply_loop = call ? call->reply_loop : NULL;
+  call_free(call);
+  if (reply_loop) {
+    ct__finish_msg_t *m = malloc(sizeof *m);
+    if (m) {
+      m->msg.run = finish_on_loop;
+      m->task = t;
+      m->result = result;
+      if (ct__loop_post(reply_loop, &m->msg) == 0)
+        return;
+      free(m);
+    }
+  }
+  ct__task_finish(t, result);
+  ct_task_unref(t);
+}
+
+static void slot_finish(ct__slot_t *s, json_t *result) {
+  ct_task_t *t = s->task;
+  ct__proc_call_t *call = s->call;
+  s->task = NULL;
+  s->call = NULL;
+  ev_timer_stop(s->pool->sup->loop.ev, &s->timer);
+  finish_task(s->pool, t, call, result);
+}
+
+/* ---------- children (loop thread) ---------- */
+
+static void request_spawn(ct__slot_t *s) {
+  ct__procpool_t *pool = s->pool;
+  s->state = SLOT_EMPTY;
+  if (pool->server_gone)
+    return;
+  if (server_send(pool, json_pack("{s:s, s:i}", "op", "spawn", "slot", s->index)) == 0)
+    s->state = SLOT_SPAWNING;
+}
+
+static void retry_spawn(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev;
+  (void)revents;
+  ct__slot_t *s = w->data;
+  if (s->state == SLOT_EMPTY)
+    request_spawn(s);
+  check_progress(s->pool);
+}
+
+static void on_task_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev;
+  (void)revents;
+  ct__slot_t *s = w->data;
+  if (s->state != SLOT_BUSY)
+    return;
+  pthread_mutex_lock(&s->pool->lock);
+  s->pool->timeouts++;
+  pthread_mutex_unlock(&s->pool->lock);
+  slot_fail(s, ct_error_new("TimeoutError", "process task %llu ran past %g s",
+                            (unsigned long long)s->task->id, s->pool->opts.task_timeout),
+            true);
+  check_progress(s->pool);
+}
+
+static int child_frame(void *ctx, json_t *frame) {
+  ct__slot_t *s = ctx;
+  json_t *id = json_object_get(frame, "id");
+  json_t *result = json_object_get(frame, "result");
+  if (s->state != SLOT_BUSY || !json_is_integer(id) || !result ||
+      (uint64_t)json_integer_value(id) != s->task->id) {
+    json_decref(frame);
+    return 1;
+  }
+  json_incref(result);
+  json_decref(frame);
+  slot_finish(s, result);
+  s->state = SLOT_IDLE;
+  return 0;
+}
+
+static void child_readable(struct ev_loop *ev, ev_io *w, int revents) {
+  (void)ev;
+  (void)revents;
+  ct__slot_t *s = w->data;
+  char buf[65536];
+  ssize_t n = read(s->conn.fd, buf, sizeof buf);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    return;
+  if (n > 0) {
+    int rc = ct__frame_feed(&s->conn.dec, buf, (size_t)n, child_frame, s);
+    if (rc == CT__FRAME_TOO_BIG)
+      slot_fail(s, ct_error_new("NotSerializable", "a result frame exceeds %zu bytes",
+                                s->pool->opts.max_frame), true);
+    else if (rc != 0)
+      slot_fail(s, ct_error_new("ProtocolError", "pool child %d sent %s", (int)s->pid,
+                                rc == 1 ? "an unexpected frame" : ct__frame_strerror(rc)),
+                true);
+  } else {
+    int rc = ct__frame_eof(&s->conn.dec);
+    if (rc != 0)
+      slot_fail(s, ct_error_new("ProtocolError", "pool child %d sent %s", (int)s->pid,
+                                ct__frame_strerror(rc)), true);
+    else
+      slot_fail(s, NULL, false);
+  }
+  check_progress(s->pool);
+}
+
+static void child_writable(struct ev_loop *ev, ev_io *w, int revents) {
+  (void)ev;
+  (void)revents;
+  ct__slot_t *s = w->data;
+  if (conn_flush(s->pool, &s->conn) != 0)
+    slot_fail(s, NULL, false);
+  check_progress(s->pool);
+}
+
+/* The child is no longer usable: close its socket, kill it if asked, finish
+ * its task now if `error` is given (stolen), and ask the fork server to reap
+ * it (the reply finishes a task still left and requests a new child). */
+static void slot_fail(ct__slot_t *s, json_t *error, bool kill_child) {
+  ct__procpool_t *pool = s->pool;
+  conn_close(pool, &s->conn);
+  ev_timer_stop(pool->sup->loop.ev, &s->timer);
+  if (kill_child)
+    kill(s->pid, SIGKILL);
+  if (s->task && error)
+    slot_finish(s, error);
+  else
+    json_decref(error);
+  s->state = SLOT_REAPING;
+  if (pool->server_gone ||
+      server_send(pool, json_pack("{s:s, s:i, s:i}", "op", "reap", "pid", (int)s->pid, "grace",
+                                  kill_child ? 0 : CT__CLOSE_GRACE_MS)) != 0) {
+    if (s->task)
+      slot_finish(s, ct_error_new("ProcessCrashed", "pool child %d stopped answering",
+                                  (int)s->pid));
+    s->state = SLOT_EMPTY;
+  }
+}
+
+static void dispatch_to(ct__slot_t *s, ct_task_t *t) {
+  ct__procpool_t *pool = s->pool;
+  s->task = t;
+  s->call = t->arg;
+  t->arg = NULL;
+  s->state = SLOT_BUSY;
+  if (pool->opts.task_timeout > 0) {
+    ev_timer_init(&s->timer, on_task_timeout, pool->opts.task_timeout, 0.);
+    ev_now_update(pool->sup->loop.ev);
+    ev_timer_start(pool->sup->loop.ev, &s->timer);
+  }
+  if (conn_send(pool, &s->conn, s->call->frame, s->call->frame_len) != 0)
+    slot_fail(s, NULL, false);
+}
+
+static ct__slot_t *idle_slot(ct__procpool_t *pool) {
+  for (int i = 0; i < pool->nslots; i++)
+    if (pool->slots[i].state == SLOT_IDLE)
+      return &pool->slots[i];
+  return NULL;
+}
+
+static void dispatch(ct__procpool_t *pool) {
+  ct__slot_t *s;
+  while ((s = idle_slot(pool)) != NULL) {
+    pthread_mutex_lock(&pool->lock);
+    ct_task_t *t = take_runnable(pool);
+    pthread_mutex_unlock(&pool->lock);
+    if (!t)
+      return;
+    dispatch_to(s, t);
+  }
+}
+
+/* ---------- the fork server (loop thread) ---------- */
+
+static void on_spawned(ct__procpool_t *pool, json_t *msg) {
+  int index = (int)json_integer_value(json_object_get(msg, "spawned"));
+  pid_t pid = (pid_t)json_integer_value(json_object_get(msg, "pid"));
+  if (index < 0 || index >= pool->nslots || pool->slots[index].state != SLOT_SPAWNING)
+    return;
+  ct__slot_t *s = &pool->slots[index];
+  if (pid <= 0 || pool->npassed == 0) {
+    ct__sup_log(pool->sup, CT_LOG_ERROR, "ctasker: could not fork a pool child: %s",
+                json_string_value(json_object_get(msg, "error")));
+    s->state = SLOT_EMPTY;
+    ev_timer_init(&s->timer, retry_spawn, CT__SPAWN_RETRY, 0.);
+    ev_timer_start(pool->sup->loop.ev, &s->timer);
+    return;
+  }
+  int fd = pool->passed_fds[0];
+  memmove(pool->passed_fds, pool->passed_fds + 1, (size_t)--pool->npassed * sizeof(int));
+  s->pid = pid;
+  conn_init(pool, &s->conn, fd, pool->opts.max_frame + CT__FRAME_SLACK, child_readable,
+            child_writable, s);
+  s->state = SLOT_IDLE;
+  pthread_mutex_lock(&pool->lock);
+  pool->spawned++;
+  pthread_mutex_unlock(&pool->lock);
+}
+
+static void on_reaped(ct__procpool_t *pool, json_t *msg) {
+  pid_t pid = (pid_t)json_integer_value(json_object_get(msg, "reaped"));
+  for (int i = 0; i < pool->nslots; i++) {
+    ct__slot_t *s = &pool->slots[i];
+    if (s->state != SLOT_REAPING || s->pid != pid)
+      continue;
+    if (s->task) {
+      json_t *sig = json_object_get(msg, "signal");
+      bool killed = json_is_true(json_object_get(msg, "killed"));
+      const char *what = killed ? " (it had closed its pipe)" : "";
+      json_t *err = sig ? crash_error(pid, "signal", (int)json_integer_value(sig), what)
+                        : crash_error(pid, "exit",
+                                      (int)json_integer_value(json_object_get(msg, "exit")),
+                                      what);
+      pthread_mutex_lock(&pool->lock);
+      pool->crashed++;
+      pthread_mutex_unlock(&pool->lock);
+      slot_finish(s, err);
+    }
+    s->pid = 0;
+    request_spawn(s);
+    return;
+  }
+}
+
+static int server_frame(void *ctx, json_t *msg) {
+  ct__procpool_t *pool = ctx;
+  if (json_object_get(msg, "spawned"))
+    on_spawned(pool, msg);
+  else if (json_object_get(msg, "reaped"))
+    on_reaped(pool, msg);
+  json_decref(msg);
+  return 0;
+}
+
+/* Keep descriptors passed with the bytes just read, oldest first. */
+static void take_passed_fds(ct__procpool_t *pool, struct msghdr *mh) {
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+      continue;
+    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < n; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (pool->npassed < CT__MAX_PASSED_FDS)
+        pool->passed_fds[pool->npassed++] = fd;
+      else
+        close(fd);
+    }
+  }
+}
+
+/* The fork server is gone (or finished): reap it, give up on what only it
+ * could do. */
+static void server_lost(ct__procpool_t *pool) {
+  conn_close(pool, &pool->server);
+  pool->server_gone = true;
+  while (waitpid(pool->server_pid, NULL, 0) < 0 && errno == EINTR)
+    ;
+  for (int i = 0; i < pool->nslots; i++) {
+    ct__slot_t *s = &pool->slots[i];
+    if (s->state == SLOT_REAPING && s->task)
+      slot_finish(s, ct_error_new("ProcessCrashed", "pool child %d was lost with the fork server",
+                                  (int)s->pid));
+    if (s->state == SLOT_REAPING || s->state == SLOT_SPAWNING)
+      s->state = SLOT_EMPTY;
+    ev_timer_stop(pool->sup->loop.ev, &s->timer);
+  }
+  while (pool->npassed > 0)
+    close(pool->passed_fds[--pool->npassed]);
+}
+
+static void server_readable(struct ev_loop *ev, ev_io *w, int revents) {
+  (void)ev;
+  (void)revents;
+  ct__procpool_t *pool = w->data;
+  char buf[4096];
+  union {
+    struct cmsghdr h;
+    char space[CMSG_SPACE(sizeof(int) * CT__MAX_PASSED_FDS)];
+  } ctl;
+  struct iovec iov = {buf, sizeof buf};
+  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.space,
+                      .msg_controllen = sizeof ctl.space};
+  ssize_t n = recvmsg(pool->server.fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    return;
+  if (n > 0)
+    take_passed_fds(pool, &mh);
+  if (n <= 0 || ct__frame_feed(&pool->server.dec, buf, (size_t)n, server_frame, pool) != 0) {
+    if (!pool->server_shut)
+      ct__sup_log(pool->sup, CT_LOG_ERROR, "ctasker: the process pool's fork server ended");
+    server_lost(pool);
+  }
+  check_progress(pool);
+}
+
+static void server_writable(struct ev_loop *ev, ev_io *w, int revents) {
+  (void)ev;
+  (void)revents;
+  ct__procpool_t *pool = w->data;
+  if (conn_flush(pool, &pool->server) != 0)
+    server_lost(pool);
+  check_progress(pool);
+}
+
+/* ---------- progress and stop (loop thread) ---------- */
+
+static bool any_slot(const ct__procpool_t *pool, enum slot_state st) {
+  for (int i = 0; i < pool->nslots; i++)
+    if (pool->slots[i].state == st)
+      return true;
+  return false;
+}
+
+/* No child can ever run the queued tasks: fail them. */
+static void fail_queued(ct__procpool_t *pool) {
+  for (;;) {
+    pthread_mutex_lock(&pool->lock);
+    ct_task_t *t = ct__rq_peek(&pool->rq);
+    if (t && atomic_load(&t->status) != CT_TASK_CANCELED) {
+      ct__rq_pop(&pool->rq);
+      if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED)) {
+        drop_queued(t);
+        pthread_mutex_unlock(&pool->lock);
+        continue;
+      }
+      pool->queued--;
+      pool->running++;
+    } else if (t) {
+      drop_queued(ct__rq_pop(&pool->rq));
+      pthread_mutex_unlock(&pool->lock);
+      continue;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    if (!t)
+      return;
+    ct__proc_call_t *call = t->arg;
+    t->arg = NULL;
+    finish_task(pool, t, call, ct_error_new("ProcessCrashed", "the process pool has no child left"));
+  }
+}
+
+static void mark_stopped(ct__procpool_t *pool) {
+  pthread_mutex_lock(&pool->lock);
+  pool->state = POOL_STOPPED;
+  pthread_cond_broadcast(&pool->stopped_cond);
+  pthread_mutex_unlock(&pool->lock);
+  ev_async_send(pool->sup->loop.ev, &pool->sup->stop_check);
+}
+
+/* Stopping, with nothing queued or running: close idle children, then the
+ * fork server; once it is reaped, the pool has stopped. */
+static void wind_down(ct__procpool_t *pool) {
+  if (any_slot(pool, SLOT_BUSY) || any_slot(pool, SLOT_REAPING) ||
+      any_slot(pool, SLOT_SPAWNING))
+    return;
+  for (int i = 0; i < pool->nslots; i++) {
+    ct__slot_t *s = &pool->slots[i];
+    ev_timer_stop(pool->sup->loop.ev, &s->timer);
+    if (s->state == SLOT_IDLE) {
+      conn_close(pool, &s->conn);
+      s->state = SLOT_EMPTY;
+    }
+  }
+  if (!pool->server_gone && !pool->server_shut) {
+    pool->server_shut = true;
+    shutdown(pool->server.fd, SHUT_WR);
+    return; /* its end of stream comes back through server_readable */
+  }
+  if (pool->server_gone)
+    mark_stopped(pool);
+}
+
+static void check_progress(ct__procpool_t *pool) {
+  dispatch(pool);
+  pthread_mutex_lock(&pool->lock);
+  int state = pool->state;
+  bool idle = pool->queued == 0 && pool->running == 0;
+  pthread_mutex_unlock(&pool->lock);
+  if (pool->server_gone && !any_slot(pool, SLOT_IDLE) && !any_slot(pool, SLOT_BUSY))
+    fail_queued(pool);
+  if (state == POOL_STOPPING && idle)
+    wind_down(pool);
+}
+
+static void kick_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
+  (void)loop;
+  ct__procpool_t *pool = *(ct__procpool_t **)(msg + 1);
+  free(msg);
+  atomic_store(&pool->kick_posted, false);
+  if (pool->state != POOL_STOPPED)
+    check_progress(pool);
+}
+
+/* Any thread: have the loop look at the pool. */
+static void kick(ct__procpool_t *pool) {
+  if (atomic_exchange(&pool->kick_posted, true))
+    return;
+  ct__loop_msg_t *msg = malloc(sizeof *msg + sizeof pool);
+  if (msg) {
+    msg->run = kick_on_loop;
+    memcpy(msg + 1, &pool, sizeof pool);
+    if (ct__loop_post(&pool->sup->loop, msg) == 0)
+      return;
+    free(msg);
+  }
+  atomic_store(&pool->kick_posted, false);
+}
+
+static void setup_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
+  (void)loop;
+  ct__procpool_t *pool = *(ct__procpool_t **)(msg + 1);
+  free(msg);
+  pool->on_loop = true;
+  conn_init(pool, &pool->server, pool->server.fd, 4096, server_readable, server_writable, pool);
+  for (int i = 0; i < pool->nslots; i++)
+    request_spawn(&pool->slots[i]);
+  check_progress(pool);
+}
+
+/* ---------- public and supervisor entry points ---------- */
+
+static int settle_pool_options(const ct_process_pool_opts_t *in, ct_process_pool_opts_t *o) {
+  ct_process_pool_opts_t defaults = CT_PROCESS_POOL_OPTS_INIT;
+  *o = defaults;
+  if (in) {
+    if (in->size < offsetof(ct_process_pool_opts_t, task_timeout) || in->size > sizeof *o)
+      return CT_EINVAL;
+    memcpy(o, in, in->size);
+  }
+  if (o->pool_size <= 0 || o->reserve_normal < 0 || o->reserve_high < 0 ||
+      o->pool_size > 4096 || o->reserve_normal > 4096 || o->reserve_high > 4096)
+    return CT_EINVAL;
+  if (!isfinite(o->task_timeout) || o->task_timeout < 0)
+    return CT_EINVAL;
+  if (o->max_frame == 0)
+    o->max_frame = CT__DEFAULT_MAX_FRAME;
+  if (o->max_frame > UINT32_MAX - CT__FRAME_SLACK)
+    return CT_EINVAL;
+  return 0;
+}
+
+static ct__procpool_t *pool_new(ct_supervisor_t *sup, const ct_process_pool_opts_t *o) {
+  ct__procpool_t *pool = calloc(1, sizeof *pool);
+  if (!pool)
+    return NULL;
+  pool->sup = sup;
+  pool->opts = *o;
+  pool->nslots = o->pool_size + o->reserve_normal + o->reserve_high;
+  pool->slots = calloc((size_t)pool->nslots, sizeof *pool->slots);
+  if (!pool->slots || pthread_mutex_init(&pool->lock, NULL) != 0) {
+    free(pool->slots);
+    free(pool);
+    return NULL;
+  }
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&pool->stopped_cond, &attr);
+  pthread_condattr_destroy(&attr);
+  ct__rq_init(&pool->rq);
+  for (int i = 0; i < pool->nslots; i++) {
+    ct__slot_t *s = &pool->slots[i];
+    s->pool = pool;
+    s->index = i;
+    s->conn.fd = -1;
+    ev_timer_init(&s->timer, retry_spawn, 0., 0.);
+    s->timer.data = s;
+  }
+  pool->server.fd = -1;
+  return pool;
+}
+
+static void pool_delete(ct__procpool_t *pool) {
+  ct_task_t *t;
+  while ((t = ct__rq_pop(&pool->rq)) != NULL)
+    drop_queued(t);
+  pthread_mutex_destroy(&pool->lock);
+  pthread_cond_destroy(&pool->stopped_cond);
+  free(pool->slots);
+  free(pool);
+}
+
+int ct_process_pool_create(ct_supervisor_t *sup, const ct_process_pool_opts_t *opts) {
+  ct_process_pool_opts_t o;
+  if (!sup)
+    sup = ct_supervisor_default();
+  if (!sup || settle_pool_options(opts, &o) != 0)
+    return CT_EINVAL;
+  if (ct__loop_is_own_thread(&sup->loop))
+    return CT_EDEADLK;
+  ct__procpool_t *pool = pool_new(sup, &o);
+  ct__loop_msg_t *setup = malloc(sizeof *setup + sizeof pool);
+  if (!pool || !setup) {
+    free(setup);
+    if (pool)
+      pool_delete(pool);
+    return CT_ENOMEM;
+  }
+  setup->run = setup_on_loop;
+  memcpy(setup + 1, &pool, sizeof pool);
+  pthread_mutex_lock(&sup->state_lock);
+  int state = atomic_load(&sup->state);
+  int rc = atomic_load(&sup->procpool) ? CT_EBUSY
+           : state == CT__SUP_INIT || state == CT__SUP_RUNNING ? 0
+                                                                : CT_ESHUTDOWN;
+  if (rc == 0)
+    rc = ct__forkserver_start(o.max_frame + CT__FRAME_SLACK, &pool->server_pid,
+                              &pool->server.fd);
+  if (rc == 0 && (rc = ct__loop_post(&sup->loop, setup)) != 0) {
+    close(pool->server.fd);
+    waitpid(pool->server_pid, NULL, 0);
+  }
+  if (rc == 0)
+    atomic_store(&sup->procpool, pool);
+  pthread_mutex_unlock(&sup->state_lock);
+  if (rc != 0) {
+    free(setup);
+    pool_delete(pool);
+  }
+  return rc;
+}
+
+/* The request frame for a call. Returns 0 or CT_EINVAL / CT_ENOMEM. */
+static int make_call(ct__procpool_t *pool, uint64_t id, const char *name, const json_t *args,
+                     ct__proc_call_t **out) {
+  ct__proc_call_t *call = calloc(1, sizeof *call);
+  json_t *req = json_pack("{s:I, s:s, s:O}", "id", (json_int_t)id, "fn", name, "args",
+                          args ? (json_t *)args : json_null());
+  if (!call || !req) {
+    free(call);
+    json_decref(req);
+    return CT_ENOMEM;
+  }
+  int rc = ct__frame_encode(req, pool->opts.max_frame + CT__FRAME_SLACK, &call->frame,
+                            &call->frame_len);
+  json_decref(req);
+  if (rc != 0) {
+    free(call);
+    return rc == CT__FRAME_NOMEM ? CT_ENOMEM : CT_EINVAL;
+  }
+  ct__loop_t *current = ct__loop_current();
+  call->reply_loop = current != &pool->sup->loop ? current : NULL;
+  *out = call;
+  return 0;
+}
+
+static int settle_task_opts(const ct_task_opts_t *in, ct_task_opts_t *o) {
+  ct_task_opts_t defaults = CT_TASK_OPTS_INIT;
+  *o = defaults;
+  if (!in)
+    return 0;
+  if (in->size < offsetof(ct_task_opts_t, done_data) || in->size > sizeof *o)
+    return CT_EINVAL;
+  memcpy(o, in, in->size);
+  if (o->priority < CT_PRIORITY_CRITICAL || o->priority > CT_PRIORITY_MAX || o->delay != 0)
+    return CT_EINVAL;
+  return 0;
+}
+
+/* Queue a task; on failure undo its registration. */
+static int enqueue(ct__procpool_t *pool, ct_task_t *t) {
+  pthread_mutex_lock(&pool->lock);
+  int rc = pool->state == POOL_RUNNING ? 0 : CT_ESHUTDOWN;
+  if (rc == 0) {
+    ct__rq_push(&pool->rq, t);
+    pool->submitted++;
+    pool->queued++;
+  }
+  pthread_mutex_unlock(&pool->lock);
+  if (rc == 0)
+    kick(pool);
+  return rc;
+}
+
+static ct_task_t *new_process_task(ct_supervisor_t *sup, const ct_task_opts_t *o, bool timed) {
+  ct_task_t *t = ct__task_new(NULL, NULL, o->priority);
+  if (!t || (o->name && !(t->name = strdup(o->name)))) {
+    ct_task_unref(t);
+    return NULL;
+  }
+  t->sup = sup;
+  t->on_done = o->on_done;
+  t->done_data = o->done_data;
+  t->id = atomic_fetch_add(&sup->next_id, 1);
+  atomic_store(&t->flags, CT__F_PROCESS | (timed ? CT__F_TIMED : 0u));
+  if (timed)
+    t->t_queued = ct__now();
+  return t;
+}
+
+int ct__procpool_submit(ct_supervisor_t *sup, const char *name, const json_t *args,
+                        const ct_task_opts_t *opts, ct_task_t **out) {
+  ct_task_opts_t o;
+  if (out)
+    *out = NULL;
+  if (!sup)
+    sup = ct_supervisor_default();
+  if (!sup || !name || settle_task_opts(opts, &o) != 0)
+    return CT_EINVAL;
+  ct__procpool_t *pool = atomic_load(&sup->procpool);
+  if (!pool)
+    return CT_ENOENT;
+  if (atomic_load(&sup->state) != CT__SUP_RUNNING)
+    return CT_ESHUTDOWN;
+  ct_task_t *t = new_process_task(sup, &o, out || o.on_done);
+  if (!t)
+    return CT_ENOMEM;
+  int rc = make_call(pool, t->id, name, args, (ct__proc_call_t **)&t->arg);
+  if (rc == 0 && out) {
+    rc = ct__registry_add(&sup->registry, t);
+    if (rc == 0) {
+      atomic_fetch_or(&t->flags, CT__F_REGISTERED);
+      *out = ct_task_ref(t);
+    }
+  }
+  if (rc == 0 && (rc = enqueue(pool, t)) == 0)
+    return 0;
+  if (ct__task_has(t, CT__F_REGISTERED))
+    ct__registry_remove(&sup->registry, t);
+  if (out && *out) {
+    ct_task_unref(*out);
+    *out = NULL;
+  }
+  call_free(t->arg);
+  t->arg = NULL;
+  ct_task_unref(t);
+  return rc;
+}
+
+int ct_process_task(ct_supervisor_t *sup, const char *name, const json_t *args,
+                    const ct_task_opts_t *opts, ct_task_t **out) {
+  return ct__procpool_submit(sup, name, args, opts, out);
+}
+
+ct_task_t *ct__procpool_stop_begin(ct__procpool_t *pool, bool cancel_queued) {
+  if (!pool)
+    return NULL;
+  ct_task_t *canceled = NULL, **tail = &canceled, *t;
+  pthread_mutex_lock(&pool->lock);
+  if (pool->state == POOL_RUNNING)
+    pool->state = POOL_STOPPING;
+  while (cancel_queued && (t = ct__rq_pop(&pool->rq)) != NULL) {
+    call_free(t->arg);
+    t->arg = NULL;
+    if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_CANCELED)) {
+      ct_task_unref(t);
+      continue;
+    }
+    pool->queued--;
+    pool->canceled++;
+    *tail = t;
+    tail = (ct_task_t **)&t->link;
+  }
+  pthread_mutex_unlock(&pool->lock);
+  kick(pool);
+  return canceled;
+}
+
+ct_task_t *ct__procpool_stop_append(ct_task_t *list, ct__procpool_t *pool, bool cancel_queued) {
+  ct_task_t *more = ct__procpool_stop_begin(pool, cancel_queued);
+  if (!list)
+    return more;
+  ct_task_t *t = list;
+  while (t->link)
+    t = t->link;
+  t->link = more;
+  return list;
+}
+
+int ct_process_pool_stop(ct_supervisor_t *sup, double timeout) {
+  if (!sup)
+    sup = ct_supervisor_default();
+  if (!sup || isnan(timeout))
+    return CT_EINVAL;
+  ct__procpool_t *pool = atomic_load(&sup->procpool);
+  if (!pool)
+    return CT_ENOENT;
+  ct__procpool_stop_begin(pool, false);
+  if (timeout == 0 || ct__procpool_stopped(pool))
+    return 0;
+  if (ct__loop_is_own_thread(&sup->loop))
+    return CT_EDEADLK;
+  struct timespec deadline = ct__deadline(timeout > 0 ? timeout : 0);
+  int rc = 0;
+  pthread_mutex_lock(&pool->lock);
+  while (pool->state != POOL_STOPPED && rc == 0) {
+    if (timeout < 0)
+      pthread_cond_wait(&pool->stopped_cond, &pool->lock);
+    else if (pthread_cond_timedwait(&pool->stopped_cond, &pool->lock, &deadline) != 0 &&
+             pool->state != POOL_STOPPED)
+      rc = CT_ETIMEDOUT;
+  }
+  pthread_mutex_unlock(&pool->lock);
+  return rc;
+}
+
+bool ct__procpool_stopped(ct__procpool_t *pool) {
+  if (!pool)
+    return true;
+  pthread_mutex_lock(&pool->lock);
+  bool stopped = pool->state == POOL_STOPPED;
+  pthread_mutex_unlock(&pool->lock);
+  return stopped;
+}
+
+bool ct__procpool_cancel_queued(ct__procpool_t *pool, ct_task_t *t) {
+  pthread_mutex_lock(&pool->lock);
+  bool won = ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_CANCELED);
+  if (won) {
+    pool->queued--;
+    pool->canceled++;
+  }
+  pthread_mutex_unlock(&pool->lock);
+  return won;
+}
+
+void ct__procpool_add_stats(ct__procpool_t *pool, ct_stats_t *out) {
+  if (!pool)
+    return;
+  pthread_mutex_lock(&pool->lock);
+  out->submitted += pool->submitted;
+  out->queued += pool->queued;
+  out->running += (uint64_t)pool->running;
+  out->completed += pool->completed;
+  out->failed += pool->failed;
+  out->canceled += pool->canceled;
+  pthread_mutex_unlock(&pool->lock);
+}
+
+json_t *ct__procpool_stats_json(ct__procpool_t *pool) {
+  if (!pool)
+    return NULL;
+  static const char *const states[] = {"running", "stopping", "stopped"};
+  pthread_mutex_lock(&pool->lock);
+  json_t *j = json_pack(
+      "{s:s, s:i, s:i, s:i, s:I, s:f, s:I, s:I, s:i, s:I, s:I, s:I, s:I, s:I, s:I}", "state",
+      states[pool->state], "size", pool->opts.pool_size, "reserve_normal",
+      pool->opts.reserve_normal, "reserve_high", pool->opts.reserve_high, "max_frame",
+      (json_int_t)pool->opts.max_frame, "task_timeout", pool->opts.task_timeout, "submitted",
+      (json_int_t)pool->submitted, "queued", (json_int_t)pool->queued, "running",
+      pool->running, "completed", (json_int_t)pool->completed, "failed",
+      (json_int_t)pool->failed, "canceled", (json_int_t)pool->canceled, "crashed",
+      (json_int_t)pool->crashed, "timeouts", (json_int_t)pool->timeouts, "children_forked",
+      (json_int_t)pool->spawned);
+  pthread_mutex_unlock(&pool->lock);
+  return j;
+}
+
+void ct__procpool_free(ct__procpool_t *pool) {
+  if (!pool)
+    return;
+  if (!pool->on_loop && pool->server.fd >= 0) {
+    /* The loop never ran: the server has forked nothing; end it. */
+    close(pool->server.fd);
+    while (waitpid(pool->server_pid, NULL, 0) < 0 && errno == EINTR)
+      ;
+  }
+  pool_delete(pool);
+}

@@ -1,0 +1,493 @@
+/* The process pool: round trips, error results, crashes and replacement,
+ * timeouts, bad input, loops, stop without zombies or leaked descriptors,
+ * and a host that forks. */
+#include <ctasker.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "loop.h"
+
+/* ---- functions the children run ---- */
+
+static json_t *fn_echo(uint64_t id, json_t *args, void *data) {
+  (void)id;
+  (void)data;
+  return json_incref(args);
+}
+static json_t *fn_id(uint64_t id, json_t *args, void *data) {
+  (void)args;
+  (void)data;
+  return json_pack("{s:I, s:i}", "id", (json_int_t)id, "pid", (int)getpid());
+}
+static json_t *fn_fail(uint64_t id, json_t *args, void *data) {
+  (void)id;
+  (void)args;
+  (void)data;
+  return ct_error_new("ValueError", "bad value");
+}
+static json_t *fn_sleep(uint64_t id, json_t *args, void *data) {
+  (void)id;
+  (void)data;
+  check_sleep(json_real_value(args));
+  return json_integer((json_int_t)getpid());
+}
+static json_t *fn_crash(uint64_t id, json_t *args, void *data) {
+  (void)id;
+  (void)data;
+  const char *how = json_string_value(args);
+  if (strcmp(how, "abort") == 0)
+    abort();
+  if (strcmp(how, "sigkill") == 0)
+    raise(SIGKILL);
+  if (strcmp(how, "exit3") == 0)
+    exit(3);
+  if (strcmp(how, "hang") == 0 || strcmp(how, "close") == 0) {
+    if (how[0] == 'c')
+      close(3);
+    for (;;)
+      pause();
+  }
+  if (strcmp(how, "garbage") == 0) {
+    (void)!write(3, "\0\0\0\5hello", 9);
+    for (;;)
+      pause();
+  }
+  if (strcmp(how, "truncated") == 0) {
+    (void)!write(3, "\0\0\0\50{\"id\"", 9);
+    _exit(0);
+  }
+  if (strcmp(how, "big") == 0) {
+    char *s = calloc(1, 5000);
+    memset(s, 'x', 4999);
+    json_t *j = json_string(s);
+    free(s);
+    return j;
+  }
+  if (strcmp(how, "unencodable") == 0)
+    return json_stringn_nocheck("\xff\xfe", 2);
+  return NULL;
+}
+
+static void register_all(void) {
+  CHECK_OK(ct_process_register("echo", fn_echo, NULL));
+  CHECK_OK(ct_process_register("id", fn_id, NULL));
+  CHECK_OK(ct_process_register("fail", fn_fail, NULL));
+  CHECK_OK(ct_process_register("sleep", fn_sleep, NULL));
+  CHECK_OK(ct_process_register("crash", fn_crash, NULL));
+}
+
+/* ---- helpers ---- */
+
+static ct_supervisor_t *start_sup(void) {
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(NULL, &sup));
+  CHECK_OK(ct_supervisor_start(sup));
+  return sup;
+}
+
+static void stop_sup(ct_supervisor_t *sup) {
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
+  CHECK_OK(ct_supervisor_free(sup));
+}
+
+static ct_task_t *run(ct_supervisor_t *sup, const char *fn, json_t *args) {
+  ct_task_t *t;
+  CHECK_OK(ct_process_task(sup, fn, args, NULL, &t));
+  json_decref(args);
+  CHECK_OK(ct_task_wait(t, 120));
+  CHECK_EQ_INT(ct_task_status(t), CT_TASK_COMPLETED);
+  return t;
+}
+
+static int child_pid(ct_supervisor_t *sup) {
+  ct_task_t *t = run(sup, "id", NULL);
+  int pid = (int)json_integer_value(json_object_get(ct_task_result(t), "pid"));
+  ct_task_unref(t);
+  return pid;
+}
+
+static int count_fds(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+/* Pids whose parent is `ppid` (from /proc), at most max; returns how many. */
+static int children_of(int ppid, int *pids, int max) {
+  int n = 0;
+  DIR *d = opendir("/proc");
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL && n < max) {
+    int pid = atoi(e->d_name);
+    if (pid <= 0)
+      continue;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+      continue;
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    char *close_paren = strrchr(buf, ')');
+    int parent = 0;
+    char state;
+    if (close_paren && sscanf(close_paren + 2, "%c %d", &state, &parent) == 2 && parent == ppid)
+      pids[n++] = pid;
+  }
+  closedir(d);
+  return n;
+}
+
+static const char *error_class(ct_task_t *t) { return ct_result_error_class(ct_task_result(t)); }
+
+/* ---- tests ---- */
+
+TEST(round_trip_created_before_start) {
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(NULL, &sup));
+  CHECK_OK(ct_process_pool_create(sup, NULL));
+  CHECK_OK(ct_supervisor_start(sup));
+  ct_task_t *t = run(sup, "echo", json_pack("{s:[i,i], s:s}", "a", 1, 2, "s", "h\xc3\xa9"));
+  json_t *want = json_pack("{s:[i,i], s:s}", "a", 1, 2, "s", "h\xc3\xa9");
+  CHECK(json_equal(ct_task_result(t), want));
+  CHECK(!ct_task_failed(t));
+  json_decref(want);
+  ct_task_unref(t);
+  t = run(sup, "id", NULL);
+  CHECK_EQ_INT(json_integer_value(json_object_get(ct_task_result(t), "id")), ct_task_id(t));
+  CHECK(json_integer_value(json_object_get(ct_task_result(t), "pid")) != getpid());
+  ct_task_unref(t);
+  t = run(sup, "echo", NULL);
+  CHECK(json_is_null(ct_task_result(t)));
+  ct_task_unref(t);
+  ct_stats_t st;
+  CHECK_OK(ct_supervisor_stats(sup, &st));
+  CHECK_EQ_INT(st.completed, 3);
+  json_t *js = ct_supervisor_stats_json(sup);
+  CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(js, "processes"), "completed")), 3);
+  json_decref(js);
+  stop_sup(sup);
+}
+
+TEST(error_results_and_unknown_function) {
+  ct_supervisor_t *sup = start_sup();
+  CHECK_OK(ct_process_pool_create(sup, NULL)); /* after start */
+  ct_task_t *t = run(sup, "fail", NULL);
+  CHECK(ct_task_failed(t));
+  CHECK_EQ_STR(error_class(t), "ValueError");
+  ct_task_unref(t);
+  t = run(sup, "no-such-function", NULL);
+  CHECK_EQ_STR(error_class(t), "UnknownTask");
+  ct_task_unref(t);
+  ct_stats_t st;
+  CHECK_OK(ct_supervisor_stats(sup, &st));
+  CHECK_EQ_INT(st.failed, 2);
+  stop_sup(sup);
+}
+
+static void expect_crash(ct_supervisor_t *sup, const char *how, const char *cls, int sig,
+                         int code) {
+  int before = child_pid(sup);
+  ct_task_t *t = run(sup, "crash", json_string(how));
+  CHECK_EQ_STR(error_class(t), cls);
+  if (sig || code) {
+    json_t *args = json_object_get(json_object_get(ct_task_result(t), "exception"), "args");
+    CHECK_EQ_INT(json_integer_value(json_array_get(args, 0)), before);
+    CHECK_EQ_STR(json_string_value(json_array_get(args, 1)), sig ? "signal" : "exit");
+    CHECK_EQ_INT(json_integer_value(json_array_get(args, 2)), sig ? sig : code);
+  }
+  ct_task_unref(t);
+  int after = child_pid(sup);
+  CHECK(after != before); /* replaced */
+}
+
+TEST(crashes_become_error_results_and_children_are_replaced) {
+  ct_supervisor_t *sup = start_sup();
+  ct_process_pool_opts_t o = CT_PROCESS_POOL_OPTS_INIT;
+  o.pool_size = 1;
+  o.max_frame = 1024;
+  o.task_timeout = 3;
+  CHECK_OK(ct_process_pool_create(sup, &o));
+  expect_crash(sup, "abort", "ProcessCrashed", SIGABRT, 0);
+  expect_crash(sup, "sigkill", "ProcessCrashed", SIGKILL, 0);
+  expect_crash(sup, "exit3", "ProcessCrashed", 0, 3);
+  expect_crash(sup, "hang", "TimeoutError", 0, 0);
+  expect_crash(sup, "close", "ProcessCrashed", 0, 0);
+  expect_crash(sup, "garbage", "ProtocolError", 0, 0);
+  expect_crash(sup, "truncated", "ProtocolError", 0, 0);
+  /* NotSerializable: the child answers with an error and stays. */
+  ct_task_t *t = run(sup, "crash", json_string("big"));
+  CHECK_EQ_STR(error_class(t), "NotSerializable");
+  ct_task_unref(t);
+  t = run(sup, "crash", json_string("unencodable"));
+  CHECK_EQ_STR(error_class(t), "NotSerializable");
+  ct_task_unref(t);
+  json_t *js = ct_supervisor_stats_json(sup);
+  json_t *p = json_object_get(js, "processes");
+  CHECK_EQ_INT(json_integer_value(json_object_get(p, "timeouts")), 1);
+  CHECK(json_integer_value(json_object_get(p, "crashed")) >= 4);
+  json_decref(js);
+  stop_sup(sup);
+}
+
+TEST(bad_input) {
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(NULL, &sup));
+  CHECK_EQ_INT(ct_process_register(NULL, fn_echo, NULL), CT_EINVAL);
+  CHECK_EQ_INT(ct_process_register("", fn_echo, NULL), CT_EINVAL);
+  CHECK_EQ_INT(ct_process_register("x", NULL, NULL), CT_EINVAL);
+  CHECK_EQ_INT(ct_process_register("echo", fn_echo, NULL), CT_EBUSY);
+  ct_process_pool_opts_t o = CT_PROCESS_POOL_OPTS_INIT;
+  o.pool_size = 0;
+  CHECK_EQ_INT(ct_process_pool_create(sup, &o), CT_EINVAL);
+  o.pool_size = -1;
+  CHECK_EQ_INT(ct_process_pool_create(sup, &o), CT_EINVAL);
+  o.pool_size = 1;
+  o.task_timeout = -1;
+  CHECK_EQ_INT(ct_process_pool_create(sup, &o), CT_EINVAL);
+  CHECK_EQ_INT(ct_process_pool_stop(sup, 0), CT_ENOENT);
+  CHECK_OK(ct_supervisor_start(sup));
+  ct_task_t *t = (ct_task_t *)1;
+  CHECK_EQ_INT(ct_process_task(sup, "echo", NULL, NULL, &t), CT_ENOENT);
+  CHECK(t == NULL);
+  CHECK_OK(ct_process_pool_create(sup, NULL));
+  CHECK_EQ_INT(ct_process_pool_create(sup, NULL), CT_EBUSY);
+  CHECK_EQ_INT(ct_process_task(sup, NULL, NULL, NULL, &t), CT_EINVAL);
+  json_t *bad = json_pack("{s:o}", "s", json_stringn_nocheck("\xff", 1));
+  CHECK_EQ_INT(ct_process_task(sup, "echo", bad, NULL, &t), CT_EINVAL);
+  json_decref(bad);
+  ct_task_opts_t to = CT_TASK_OPTS_INIT;
+  to.delay = 1;
+  CHECK_EQ_INT(ct_process_task(sup, "echo", NULL, &to, &t), CT_EINVAL);
+  to.delay = 0;
+  to.priority = 300;
+  CHECK_EQ_INT(ct_process_task(sup, "echo", NULL, &to, &t), CT_EINVAL);
+  CHECK_EQ_INT(ct_supervisor_registry_size(sup), 0);
+  CHECK_OK(ct_process_pool_stop(sup, -1));
+  CHECK_EQ_INT(ct_process_task(sup, "echo", NULL, NULL, &t), CT_ESHUTDOWN);
+  CHECK(t == NULL);
+  stop_sup(sup);
+}
+
+/* ---- under load, children killed from outside ---- */
+
+#define LOAD_TASKS 300
+static atomic_int done_calls[LOAD_TASKS];
+static atomic_bool killing;
+
+static void count_done(ct_task_t *t, void *data) {
+  (void)t;
+  atomic_fetch_add(&done_calls[(intptr_t)data], 1);
+}
+
+static void *killer(void *arg) {
+  (void)arg;
+  unsigned seed = 7;
+  while (atomic_load(&killing)) {
+    int servers[4], kids[16];
+    int ns = children_of(getpid(), servers, 4);
+    for (int i = 0; i < ns; i++) {
+      int nk = children_of(servers[i], kids, 16);
+      if (nk > 0)
+        kill(kids[rand_r(&seed) % nk], SIGKILL);
+    }
+    check_sleep(0.02);
+  }
+  return NULL;
+}
+
+TEST(every_task_terminal_once_while_children_are_killed) {
+  ct_supervisor_t *sup = start_sup();
+  ct_process_pool_opts_t o = CT_PROCESS_POOL_OPTS_INIT;
+  o.pool_size = 2;
+  o.reserve_normal = 1;
+  CHECK_OK(ct_process_pool_create(sup, &o));
+  ct_task_t *tasks[LOAD_TASKS];
+  atomic_store(&killing, true);
+  pthread_t th;
+  pthread_create(&th, NULL, killer, NULL);
+  for (int i = 0; i < LOAD_TASKS; i++) {
+    ct_task_opts_t to = CT_TASK_OPTS_INIT;
+    to.priority = i % 3 == 0 ? CT_PRIORITY_LOW : CT_PRIORITY_NORMAL;
+    to.on_done = count_done;
+    to.done_data = (void *)(intptr_t)i;
+    json_t *args = json_real(0.001);
+    CHECK_OK(ct_process_task(sup, "sleep", args, &to, &tasks[i]));
+    json_decref(args);
+  }
+  for (int i = 0; i < LOAD_TASKS; i += 50)
+    ct_task_cancel(tasks[i]);
+  CHECK_OK(ct_wait_completed(tasks, LOAD_TASKS, 300));
+  atomic_store(&killing, false);
+  pthread_join(th, NULL);
+  int ok = 0, crashed = 0, canceled = 0;
+  for (int i = 0; i < LOAD_TASKS; i++) {
+    CHECK_EQ_INT(atomic_load(&done_calls[i]), 1);
+    if (ct_task_status(tasks[i]) == CT_TASK_CANCELED)
+      canceled++;
+    else if (!ct_task_failed(tasks[i]))
+      ok++;
+    else if (strcmp(error_class(tasks[i]), "ProcessCrashed") == 0)
+      crashed++;
+    ct_task_unref(tasks[i]);
+  }
+  fprintf(stderr, "ok %d, crashed %d, canceled %d\n", ok, crashed, canceled);
+  CHECK_EQ_INT(ok + crashed + canceled, LOAD_TASKS);
+  ct_stats_t st;
+  CHECK_OK(ct_supervisor_stats(sup, &st));
+  CHECK_EQ_INT(st.completed + st.failed + st.canceled, LOAD_TASKS);
+  CHECK_EQ_INT(st.queued + st.running, 0);
+  child_pid(sup); /* the pool still works */
+  stop_sup(sup);
+}
+
+/* ---- completion on the submitting loop ---- */
+
+static ct__loop_t user_loop;
+static ct_supervisor_t *loop_sup;
+static _Atomic(ct__loop_t *) done_on;
+static ct_task_t *loop_task;
+
+static void record_loop(ct_task_t *t, void *data) {
+  (void)t;
+  (void)data;
+  atomic_store(&done_on, ct__loop_current());
+}
+
+static void submit_from_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
+  (void)loop;
+  free(msg);
+  ct_task_opts_t to = CT_TASK_OPTS_INIT;
+  to.on_done = record_loop;
+  CHECK_OK(ct_process_task(loop_sup, "echo", NULL, &to, &loop_task));
+}
+
+static void quit_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
+  free(msg);
+  ct__loop_quit(loop);
+}
+
+TEST(callback_runs_on_the_submitting_loop) {
+  loop_sup = start_sup();
+  CHECK_OK(ct_process_pool_create(loop_sup, NULL));
+  CHECK_OK(ct__loop_init(&user_loop, NULL));
+  CHECK_OK(ct__loop_start(&user_loop, "test-loop"));
+  ct__loop_msg_t *m = malloc(sizeof *m);
+  m->run = submit_from_loop;
+  CHECK_OK(ct__loop_post(&user_loop, m));
+  while (!atomic_load(&done_on))
+    check_sleep(0.01);
+  CHECK(atomic_load(&done_on) == &user_loop);
+  CHECK_OK(ct_task_wait(loop_task, 60));
+  ct_task_unref(loop_task);
+  m = malloc(sizeof *m);
+  m->run = quit_loop;
+  CHECK_OK(ct__loop_post(&user_loop, m));
+  ct__loop_join(&user_loop);
+  ct__loop_destroy(&user_loop);
+  stop_sup(loop_sup);
+}
+
+/* ---- stop ---- */
+
+TEST(graceful_stop_leaves_no_zombie_and_no_descriptor) {
+  int fds_before = count_fds();
+  int kids[64];
+  CHECK_EQ_INT(children_of(getpid(), kids, 64), 0);
+  ct_supervisor_t *sup = start_sup();
+  ct_process_pool_opts_t o = CT_PROCESS_POOL_OPTS_INIT;
+  o.pool_size = 2;
+  CHECK_OK(ct_process_pool_create(sup, &o));
+  ct_task_t *tasks[6];
+  for (int i = 0; i < 6; i++) {
+    json_t *args = json_real(0.05);
+    CHECK_OK(ct_process_task(sup, "sleep", args, NULL, &tasks[i]));
+    json_decref(args);
+  }
+  int servers[4], grandkids[64];
+  CHECK_EQ_INT(children_of(getpid(), servers, 4), 1);
+  int n = children_of(servers[0], grandkids, 64);
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
+  for (int i = 0; i < 6; i++) {
+    CHECK_EQ_INT(ct_task_status(tasks[i]), CT_TASK_COMPLETED);
+    CHECK(!ct_task_failed(tasks[i]));
+    ct_task_unref(tasks[i]);
+  }
+  CHECK_OK(ct_supervisor_free(sup));
+  CHECK_EQ_INT(children_of(getpid(), kids, 64), 0); /* fork server reaped */
+  CHECK_EQ_INT(waitpid(-1, NULL, WNOHANG), -1);     /* not even a zombie */
+  for (int i = 0; i < n; i++) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d", grandkids[i]);
+    CHECK(access(path, F_OK) != 0); /* children gone and reaped */
+  }
+  CHECK_EQ_INT(count_fds(), fds_before);
+}
+
+TEST(cancel_mode_and_never_started) {
+  ct_supervisor_t *sup = start_sup();
+  ct_process_pool_opts_t o = CT_PROCESS_POOL_OPTS_INIT;
+  o.pool_size = 1;
+  CHECK_OK(ct_process_pool_create(sup, &o));
+  ct_task_t *tasks[5];
+  for (int i = 0; i < 5; i++) {
+    json_t *args = json_real(0.1);
+    CHECK_OK(ct_process_task(sup, "sleep", args, NULL, &tasks[i]));
+    json_decref(args);
+  }
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_CANCEL, -1));
+  for (int i = 0; i < 5; i++) {
+    CHECK(ct_task_is_terminal(tasks[i]));
+    ct_task_unref(tasks[i]);
+  }
+  CHECK_OK(ct_supervisor_free(sup));
+  /* A pool whose supervisor never started. */
+  int fds_before = count_fds();
+  CHECK_OK(ct_supervisor_new(NULL, &sup));
+  CHECK_OK(ct_process_pool_create(sup, NULL));
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
+  CHECK_OK(ct_supervisor_free(sup));
+  int kids[4];
+  CHECK_EQ_INT(children_of(getpid(), kids, 4), 0);
+  CHECK_EQ_INT(count_fds(), fds_before);
+}
+
+TEST(host_forks_after_start) {
+  ct_supervisor_t *sup = start_sup();
+  CHECK_OK(ct_process_pool_create(sup, NULL));
+  int before = child_pid(sup);
+  pid_t host_child = fork();
+  if (host_child == 0)
+    _exit(0); /* a host's child that neither uses ctasker nor lingers */
+  CHECK(host_child > 0);
+  CHECK_EQ_INT(waitpid(host_child, NULL, 0), host_child);
+  CHECK(child_pid(sup) > 0);
+  CHECK(before > 0);
+  stop_sup(sup);
+  int kids[4];
+  CHECK_EQ_INT(children_of(getpid(), kids, 4), 0);
+}
+
+int main(void) {
+  register_all();
+  RUN(round_trip_created_before_start);
+  RUN(error_results_and_unknown_function);
+  RUN(crashes_become_error_results_and_children_are_replaced);
+  RUN(bad_input);
+  RUN(every_task_terminal_once_while_children_are_killed);
+  RUN(callback_runs_on_the_submitting_loop);
+  RUN(graceful_stop_leaves_no_zombie_and_no_descriptor);
+  RUN(cancel_mode_and_never_started);
+  RUN(host_forks_after_start);
+  return check_done();
+}
