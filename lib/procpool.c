@@ -945,6 +945,9 @@ int ct_process_pool_stop(ct_supervisor_t *sup, double timeout) {
   if (!pool)
     return CT_ENOENT;
   ct__procpool_stop_begin(pool, false);
+  int state = atomic_load(&sup->state);
+  if (state == CT__SUP_INIT || state == CT__SUP_STOPPED)
+    return 0; /* no loop to wind it down: ct_supervisor_free() does */
   if (timeout == 0 || ct__procpool_stopped(pool))
     return 0;
   if (ct__loop_is_own_thread(&sup->loop))

@@ -455,6 +455,8 @@ TEST(cancel_mode_and_never_started) {
   int fds_before = count_fds();
   CHECK_OK(ct_supervisor_new(NULL, &sup));
   CHECK_OK(ct_process_pool_create(sup, NULL));
+  CHECK_OK(ct_process_pool_stop(sup, -1)); /* returns: no loop to wait on */
+  CHECK_EQ_INT(ct_process_task(sup, "echo", NULL, NULL, NULL), CT_ESHUTDOWN);
   CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
   CHECK_OK(ct_supervisor_free(sup));
   int kids[4];

@@ -93,6 +93,8 @@ CT_EXPORT int ct_process_pool_create(ct_supervisor_t *sup, const ct_process_pool
  * exit and are reaped. timeout as in ct_supervisor_stop(). Returns 0 once
  * stopped (or under way, with timeout 0), CT_ETIMEDOUT, CT_ENOENT if there
  * is no pool, CT_EDEADLK if it must wait but is called on the loop thread.
+ * On a supervisor that is not running (never started) it only refuses new
+ * tasks and returns 0: ct_supervisor_free() ends the processes.
  * The supervisor's stop does the same. Thread-safety: any thread. */
 CT_EXPORT int ct_process_pool_stop(ct_supervisor_t *sup, double timeout);
 
