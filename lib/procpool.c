@@ -813,17 +813,10 @@ static int make_call(ct__procpool_t *pool, uint64_t id, const char *name, const 
   return 0;
 }
 
+/* A process task takes the common task options but no delay. */
 static int settle_task_opts(const ct_task_opts_t *in, ct_task_opts_t *o) {
-  ct_task_opts_t defaults = CT_TASK_OPTS_INIT;
-  *o = defaults;
-  if (!in)
-    return 0;
-  if (in->size < offsetof(ct_task_opts_t, done_data) || in->size > sizeof *o)
-    return CT_EINVAL;
-  memcpy(o, in, in->size);
-  if (o->priority < CT_PRIORITY_CRITICAL || o->priority > CT_PRIORITY_MAX || o->delay != 0)
-    return CT_EINVAL;
-  return 0;
+  int rc = ct__settle_task_options(in, o);
+  return rc == 0 && o->delay != 0 ? CT_EINVAL : rc;
 }
 
 /* Queue a task; on failure undo its registration. */

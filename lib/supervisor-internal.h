@@ -56,6 +56,11 @@ struct ct_supervisor {
 void ct__sup_log(ct_supervisor_t *sup, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Fill in a task's options from the caller's (NULL: defaults). Returns 0,
+ * CT_EINVAL (unknown size, priority out of range, bad delay) or CT_ENOTSUP
+ * (a delay for a task on a loop). */
+int ct__settle_task_options(const ct_task_opts_t *in, ct_task_opts_t *o);
+
 /* Drop a terminal task from the registry (called by the task finisher). */
 void ct__supervisor_forget(ct_supervisor_t *sup, ct_task_t *t);
 

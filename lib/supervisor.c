@@ -305,8 +305,7 @@ int ct_supervisor_free(ct_supervisor_t *sup) {
   return 0;
 }
 
-/* Fill in a task's options from the caller's. Returns 0 or CT_EINVAL. */
-static int settle_task_options(const ct_task_opts_t *in, ct_task_opts_t *o) {
+int ct__settle_task_options(const ct_task_opts_t *in, ct_task_opts_t *o) {
   ct_task_opts_t defaults = CT_TASK_OPTS_INIT;
   *o = defaults;
   if (!in)
@@ -339,7 +338,7 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
     *out = NULL;
   if (!sup)
     sup = ct_supervisor_default();
-  int rc = settle_task_options(opts, &o);
+  int rc = ct__settle_task_options(opts, &o);
   if (!sup || !fn || rc != 0)
     return rc ? rc : CT_EINVAL;
   if (atomic_load_explicit(&sup->state, memory_order_relaxed) != CT__SUP_RUNNING)
