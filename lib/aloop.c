@@ -198,8 +198,7 @@ static void run_task_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
     ct_task_unref(t); /* canceled while it waited in the inbox */
     return;
   }
-  if (ct__task_has(t, CT__F_TIMED))
-    t->t_started = ct__now();
+  ct__task_stamp_started(t);
   ct__task_run_and_release(t);
 }
 

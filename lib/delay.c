@@ -57,8 +57,7 @@ static void delay_expired(struct ev_loop *ev, ev_timer *w, int revents) {
   ct_supervisor_t *sup = d->sup;
   if (ct__task_try_status(t, CT_TASK_DELAYED, CT_TASK_QUEUED)) {
     atomic_fetch_sub(&sup->delayed, 1);
-    if (ct__task_has(t, CT__F_TIMED))
-      t->t_queued = ct__now();
+    ct__task_stamp_queued(t);
     d->task = NULL;
     ev_timer_stop(sup->loop.ev, &d->timer);
     unlink_delay(d);

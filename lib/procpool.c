@@ -235,8 +235,7 @@ static ct_task_t *take_runnable(ct__procpool_t *pool) {
       drop_queued(t);
       continue;
     }
-    if (ct__task_has(t, CT__F_TIMED))
-      t->t_started = ct__now();
+    ct__task_stamp_started(t);
     pool->queued--;
     pool->running++;
     return t;
@@ -834,22 +833,6 @@ static int enqueue(ct__procpool_t *pool, ct_task_t *t) {
   return rc;
 }
 
-static ct_task_t *new_process_task(ct_supervisor_t *sup, const ct_task_opts_t *o, bool timed) {
-  ct_task_t *t = ct__task_new(NULL, NULL, o->priority);
-  if (!t || (o->name && !(t->name = strdup(o->name)))) {
-    ct_task_unref(t);
-    return NULL;
-  }
-  t->sup = sup;
-  t->on_done = o->on_done;
-  t->done_data = o->done_data;
-  t->id = atomic_fetch_add(&sup->next_id, 1);
-  atomic_store(&t->flags, CT__F_PROCESS | (timed ? CT__F_TIMED : 0u));
-  if (timed)
-    t->t_queued = ct__now();
-  return t;
-}
-
 int ct__procpool_submit(ct_supervisor_t *sup, const char *name, const json_t *args,
                         const ct_task_opts_t *opts, ct_task_t **out) {
   ct_task_opts_t o;
@@ -864,28 +847,19 @@ int ct__procpool_submit(ct_supervisor_t *sup, const char *name, const json_t *ar
     return CT_ENOENT;
   if (atomic_load(&sup->state) != CT__SUP_RUNNING)
     return CT_ESHUTDOWN;
-  ct_task_t *t = new_process_task(sup, &o, out || o.on_done);
+  ct_task_t *t = ct__supervisor_new_task(sup, NULL, NULL, &o, out != NULL);
   if (!t)
     return CT_ENOMEM;
+  atomic_fetch_or(&t->flags, CT__F_PROCESS);
+  ct__task_stamp_queued(t);
   int rc = make_call(pool, t->id, name, args, (ct__proc_call_t **)&t->arg);
-  if (rc == 0 && out) {
-    rc = ct__registry_add(&sup->registry, t);
-    if (rc == 0) {
-      atomic_fetch_or(&t->flags, CT__F_REGISTERED);
-      *out = ct_task_ref(t);
-    }
-  }
+  if (rc == 0)
+    rc = ct__supervisor_track(sup, t, out);
   if (rc == 0 && (rc = enqueue(pool, t)) == 0)
     return 0;
-  if (ct__task_has(t, CT__F_REGISTERED))
-    ct__registry_remove(&sup->registry, t);
-  if (out && *out) {
-    ct_task_unref(*out);
-    *out = NULL;
-  }
   call_free(t->arg);
   t->arg = NULL;
-  ct_task_unref(t);
+  ct__supervisor_abandon(sup, t, out);
   return rc;
 }
 

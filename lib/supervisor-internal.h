@@ -61,6 +61,20 @@ void ct__sup_log(ct_supervisor_t *sup, int level, const char *fmt, ...)
  * (a delay for a task on a loop). */
 int ct__settle_task_options(const ct_task_opts_t *in, ct_task_opts_t *o);
 
+/* A new task for `sup` (one reference, QUEUED, a fresh id) from settled
+ * options; it gets the extra part if tracked (a handle will be handed out)
+ * or if the options or the watchdog need it. NULL if out of memory. */
+ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
+                                   const ct_task_opts_t *o, bool tracked);
+
+/* With out non-NULL: register the task and hand *out a reference.
+ * Returns 0 or CT_ENOMEM (nothing registered). */
+int ct__supervisor_track(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out);
+
+/* Undo a submission that was refused after ct__supervisor_new_task():
+ * nothing ran, no callback; counted as refused; *out released. */
+void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out);
+
 /* Drop a terminal task from the registry (called by the task finisher). */
 void ct__supervisor_forget(ct_supervisor_t *sup, ct_task_t *t);
 

@@ -320,11 +320,40 @@ int ct__settle_task_options(const ct_task_opts_t *in, ct_task_opts_t *o) {
   return o->loop && o->delay > 0 ? CT_ENOTSUP : 0;
 }
 
-/* Undo a submission that was refused: nothing ran, no callback. */
-static void abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out) {
+ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
+                                   const ct_task_opts_t *o, bool tracked) {
+  bool extra = tracked || o->on_done || o->name || watchdog_on(sup);
+  ct_task_t *t = ct__task_new(fn, arg, o->priority, extra);
+  if (!t)
+    return NULL;
+  if (o->name && !(t->x->name = strdup(o->name))) {
+    ct_task_unref(t);
+    return NULL;
+  }
+  if (extra) {
+    t->x->on_done = o->on_done;
+    t->x->done_data = o->done_data;
+  }
+  t->sup = sup;
+  t->id = atomic_fetch_add_explicit(&sup->next_id, 1, memory_order_relaxed);
+  return t;
+}
+
+int ct__supervisor_track(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out) {
+  if (!out)
+    return 0;
+  if (ct__registry_add(&sup->registry, t) != 0)
+    return CT_ENOMEM;
+  atomic_fetch_or(&t->flags, CT__F_REGISTERED);
+  *out = ct_task_ref(t);
+  return 0;
+}
+
+void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out) {
+  atomic_fetch_add(&sup->refused, 1);
   if (ct__task_has(t, CT__F_REGISTERED))
     ct__registry_remove(&sup->registry, t);
-  if (out) {
+  if (out && *out) {
     ct_task_unref(*out);
     *out = NULL;
   }
@@ -343,38 +372,19 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
     return rc ? rc : CT_EINVAL;
   if (atomic_load_explicit(&sup->state, memory_order_relaxed) != CT__SUP_RUNNING)
     return CT_ESHUTDOWN;
-  ct_task_t *t = ct__task_new(fn, arg, o.priority);
-  if (!t || (o.name && !(t->name = strdup(o.name)))) {
-    ct_task_unref(t);
+  ct_task_t *t = ct__supervisor_new_task(sup, fn, arg, &o, out != NULL);
+  if (!t)
     return CT_ENOMEM;
-  }
-  t->sup = sup;
-  t->on_done = o.on_done;
-  t->done_data = o.done_data;
-  t->id = atomic_fetch_add_explicit(&sup->next_id, 1, memory_order_relaxed);
-  if (out || o.on_done || watchdog_on(sup))
-    atomic_store_explicit(&t->flags, CT__F_TIMED, memory_order_relaxed);
-  if (out) {
-    if (ct__registry_add(&sup->registry, t) != 0) {
-      atomic_fetch_add(&sup->refused, 1);
-      ct_task_unref(t);
-      return CT_ENOMEM;
-    }
-    atomic_fetch_or(&t->flags, CT__F_REGISTERED);
-    *out = ct_task_ref(t);
-  }
-  if (o.delay > 0) {
+  rc = ct__supervisor_track(sup, t, out);
+  if (rc == 0 && o.delay > 0) {
     atomic_store_explicit(&t->status, CT_TASK_DELAYED, memory_order_relaxed);
     rc = ct__delay_start(sup, t, o.delay);
-  } else {
-    if (ct__task_has(t, CT__F_TIMED))
-      t->t_queued = ct__now();
+  } else if (rc == 0) {
+    ct__task_stamp_queued(t);
     rc = o.loop ? ct__loop_exec(o.loop, t) : ct__pool_submit(&sup->pool, t, false);
   }
-  if (rc != 0) {
-    atomic_fetch_add(&sup->refused, 1);
-    abandon(sup, t, out);
-  }
+  if (rc != 0)
+    ct__supervisor_abandon(sup, t, out);
   return rc;
 }
 

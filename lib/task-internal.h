@@ -6,14 +6,15 @@
  * compare-and-swap, so exactly one of "start", "cancel" and "finish" wins:
  *   DELAYED -> QUEUED -> STARTED -> COMPLETED
  *   DELAYED | QUEUED -> CANCELED
- * The struct is kept under 112 bytes so that a queued fire-and-forget task
- * costs one 112-byte heap chunk (plus its name, if it has one).
+ * A fire-and-forget task is 72 bytes (one 80-byte heap chunk); the extra
+ * part of tracked tasks adds 48 (one 128-byte chunk, plus the name).
  */
 #ifndef CT_LIB_TASK_INTERNAL_H
 #define CT_LIB_TASK_INTERNAL_H
 
 #include <stdatomic.h>
 
+#include "clock.h"
 #include "ctasker/task.h"
 
 struct ct_supervisor;
@@ -22,11 +23,20 @@ enum ct__task_flag {
   CT__F_CANCEL_REQUESTED = 1u << 0, /* ct_task_cancel() was called */
   CT__F_DONE = 1u << 1,             /* terminal and callback returned */
   CT__F_REGISTERED = 1u << 2,       /* the registry holds a reference */
-  CT__F_TIMED = 1u << 3,            /* timestamps are taken */
   CT__F_WARNED = 1u << 4,           /* reported past timeout_warning */
   CT__F_CRITICAL = 1u << 5,         /* reported past timeout_critical */
   CT__F_ON_LOOP = 1u << 6,          /* queued on a loop, not in the pool */
   CT__F_PROCESS = 1u << 7,          /* runs in the process pool */
+};
+
+/* What only some tasks carry: those with a handle, a callback, a name, or a
+ * supervisor watchdog. Allocated in the same block, right after the task;
+ * a task without it reads no clock. */
+struct ct__task_extra {
+  ct_task_done_fn on_done;
+  void *done_data;
+  char *name;
+  double t_queued, t_started, t_completed;
 };
 
 struct ct_task {
@@ -37,11 +47,8 @@ struct ct_task {
   void *arg;
   struct ct_supervisor *sup;
   json_t *result; /* written once, before the status becomes terminal */
-  ct_task_done_fn on_done;
-  void *done_data;
-  char *name;
+  struct ct__task_extra *x; /* NULL on the cheap path */
   uint64_t id;
-  double t_queued, t_started, t_completed;
   atomic_uint refs;
   atomic_int status;
   atomic_uint flags;
@@ -49,8 +56,19 @@ struct ct_task {
   uint8_t priority;
 };
 
-/* A new task with one reference, status QUEUED; NULL if out of memory. */
-ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority);
+/* A new task with one reference, status QUEUED, with or without the extra
+ * part; NULL if out of memory. */
+ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority, bool extra);
+
+/* Timestamps, for tasks with the extra part (no-ops for the others). */
+static inline void ct__task_stamp_queued(ct_task_t *t) {
+  if (t->x)
+    t->x->t_queued = ct__now();
+}
+static inline void ct__task_stamp_started(ct_task_t *t) {
+  if (t->x)
+    t->x->t_started = ct__now();
+}
 
 static inline bool ct__task_try_status(ct_task_t *t, int from, int to) {
   return atomic_compare_exchange_strong(&t->status, &from, to);

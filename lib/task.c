@@ -33,14 +33,16 @@ static void wait_cond_init(void) {
   pthread_condattr_destroy(&attr);
 }
 
-ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority) {
-  ct_task_t *t = malloc(sizeof *t);
+ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority, bool extra) {
+  size_t size = sizeof(ct_task_t) + (extra ? sizeof(struct ct__task_extra) : 0);
+  ct_task_t *t = malloc(size);
   if (!t)
     return NULL;
-  memset(t, 0, sizeof *t);
+  memset(t, 0, size);
   t->fn = fn;
   t->arg = arg;
   t->priority = (uint8_t)priority;
+  t->x = extra ? (struct ct__task_extra *)(t + 1) : NULL;
   atomic_init(&t->refs, 1);
   atomic_init(&t->status, CT_TASK_QUEUED);
   return t;
@@ -56,13 +58,14 @@ void ct_task_unref(ct_task_t *task) {
   if (!task || atomic_fetch_sub_explicit(&task->refs, 1, memory_order_acq_rel) != 1)
     return;
   json_decref(task->result);
-  free(task->name);
+  if (task->x)
+    free(task->x->name);
   free(task);
 }
 
 uint64_t ct_task_id(const ct_task_t *task) { return task ? task->id : 0; }
 const char *ct_task_name(const ct_task_t *task) {
-  return task && task->name ? task->name : "";
+  return task && task->x && task->x->name ? task->x->name : "";
 }
 int ct_task_priority(const ct_task_t *task) { return task ? task->priority : -1; }
 void *ct_task_arg(const ct_task_t *task) {
@@ -79,12 +82,14 @@ bool ct_task_is_terminal(const ct_task_t *task) {
 }
 
 /* Timestamps are written before the status change that publishes them. */
-double ct_task_time_queued(const ct_task_t *task) { return task ? task->t_queued : 0; }
+double ct_task_time_queued(const ct_task_t *task) {
+  return task && task->x ? task->x->t_queued : 0;
+}
 double ct_task_time_started(const ct_task_t *task) {
-  return task && ct_task_status(task) >= CT_TASK_STARTED ? task->t_started : 0;
+  return task && task->x && ct_task_status(task) >= CT_TASK_STARTED ? task->x->t_started : 0;
 }
 double ct_task_time_completed(const ct_task_t *task) {
-  return task && ct_task_is_terminal(task) ? task->t_completed : 0;
+  return task && task->x && ct_task_is_terminal(task) ? task->x->t_completed : 0;
 }
 
 json_t *ct_task_result(const ct_task_t *task) {
@@ -100,8 +105,8 @@ bool ct_task_cancel_requested(const ct_task_t *task) {
 }
 
 static void task_settle(ct_task_t *t) {
-  if (t->on_done)
-    t->on_done(t, t->done_data);
+  if (t->x && t->x->on_done)
+    t->x->on_done(t, t->x->done_data);
   if (ct__task_has(t, CT__F_REGISTERED))
     ct__supervisor_forget(t->sup, t);
   atomic_fetch_or(&t->flags, CT__F_DONE);
@@ -118,7 +123,7 @@ bool ct__task_run_and_release(ct_task_t *t) {
   bool failed = ct_result_is_error(result);
   /* Nobody else holds the task and nobody asked to hear of it: the cheap
    * path skips the terminal bookkeeping nobody can observe. */
-  if (!t->on_done && atomic_load_explicit(&t->refs, memory_order_acquire) == 1) {
+  if (!(t->x && t->x->on_done) && atomic_load_explicit(&t->refs, memory_order_acquire) == 1) {
     t->result = result;
     ct_task_unref(t);
     return failed;
@@ -130,8 +135,8 @@ bool ct__task_run_and_release(ct_task_t *t) {
 
 void ct__task_finish(ct_task_t *t, json_t *result) {
   t->result = result ? result : json_null();
-  if (ct__task_has(t, CT__F_TIMED))
-    t->t_completed = ct__now();
+  if (t->x)
+    t->x->t_completed = ct__now();
   atomic_store(&t->status, CT_TASK_COMPLETED);
   task_settle(t);
 }
@@ -139,8 +144,8 @@ void ct__task_finish(ct_task_t *t, json_t *result) {
 void ct__task_finish_canceled(ct_task_t *t) {
   t->result = ct_error_new("CancelledError", "task %llu was canceled",
                            (unsigned long long)t->id);
-  if (ct__task_has(t, CT__F_TIMED))
-    t->t_completed = ct__now();
+  if (t->x)
+    t->x->t_completed = ct__now();
   task_settle(t);
 }
 

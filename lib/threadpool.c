@@ -134,8 +134,7 @@ static ct_task_t *take_runnable(ct__pool_t *p) {
       ct_task_unref(t); /* canceled between the check and here */
       continue;
     }
-    if (ct__task_has(t, CT__F_TIMED))
-      t->t_started = ct__now(); /* under the lock: the watchdog reads it */
+    ct__task_stamp_started(t); /* under the lock: the watchdog reads it */
     p->queued--;
     p->running++;
     add_busy(p, 1);
