@@ -106,6 +106,7 @@ static void on_fire(struct ev_loop *ev, ev_io *io, int revents) {
   if (atomic_load(&w->state) == CT_WORKER_RUNNING)
     make_due(w, iw->armed_at);
   pthread_mutex_unlock(&w->lock);
+  ct__worker_leave(w); /* a run that could not be queued stops the worker */
 }
 
 /* Loop thread: make the timerfd and its watcher once. */
@@ -158,6 +159,7 @@ static void rearm(ct_worker_t *w) {
       iw->k = (uint64_t)floor((now - iw->t0) / iw->cur_interval);
       make_due(w, iw->t0 + (double)iw->k * iw->cur_interval);
       pthread_mutex_unlock(&w->lock);
+      ct__worker_leave(w);
       return;
     }
   } else {
@@ -180,6 +182,7 @@ static void disarm(ct_worker_t *w) {
   iw->timer_live = false;
   ct__worker_settle(w);
   pthread_mutex_unlock(&w->lock);
+  ct__worker_leave(w);
 }
 
 static int interval_start(ct_worker_t *w) {
