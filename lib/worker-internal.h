@@ -27,6 +27,10 @@ typedef struct ct__worker_ops {
   bool (*has_work)(ct_worker_t *w);
   /* A run starts: consume its trigger or item into *run. */
   void (*take)(ct_worker_t *w, ct_worker_run_t *run);
+  /* Optional, after take: wait until the run is due (the lock may be
+   * released meanwhile). Returns false if the worker stopped while it
+   * waited: the run is then skipped. */
+  bool (*await_due)(ct_worker_t *w, ct_worker_run_t *run);
   /* A run ended at `ended` (the worker's task is still in flight). */
   void (*after_run)(ct_worker_t *w, double ended);
   /* The state just left RUNNING. */

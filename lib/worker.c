@@ -136,6 +136,8 @@ static void run_once(ct_worker_t *w, ct_task_t *self) {
   ct_worker_run_t run = {.worker = w, .name = w->name, .data = w->data, .args = w->args,
                          .task_id = ct_task_id(self)};
   w->ops->take(w, &run);
+  if (w->ops->await_due && !w->ops->await_due(w, &run))
+    return; /* stopped before the run was due */
   w->in_run = true;
   w->runs++;
   w->last_run = ct__now();
