@@ -27,6 +27,10 @@ typedef struct ct__worker_ops {
   bool (*has_work)(ct_worker_t *w);
   /* A run starts: consume its trigger or item into *run. */
   void (*take)(ct_worker_t *w, ct_worker_run_t *run);
+  /* Optional, after take: wait until the run is due (the lock may be
+   * released meanwhile). Returns false if the worker stopped while it
+   * waited: the run is then skipped. */
+  bool (*await_due)(ct_worker_t *w, ct_worker_run_t *run);
   /* A run ended at `ended` (the worker's task is still in flight). */
   void (*after_run)(ct_worker_t *w, double ended);
   /* The state just left RUNNING. */
@@ -65,6 +69,9 @@ struct ct_worker {
   bool in_run;             /* the run function is executing */
   bool wanted;             /* event/interval: a run was asked for */
   bool dropping;           /* pending items go back, not run */
+  bool freed;              /* the owner has released it: no new start */
+  atomic_bool end_unreported; /* final state not yet told to its group */
+  struct ct_worker_group *group; /* under the groups lock (worker-group.c) */
   uint64_t runs, failures, dropped;
   double last_run;
 };
@@ -84,6 +91,19 @@ void ct__worker_settle(ct_worker_t *w);
 /* Post fn(w) to the supervisor's loop thread, holding a reference for it.
  * Returns 0 or CT_ESHUTDOWN / CT_ENOMEM (fn is then never called). */
 int ct__worker_post(ct_worker_t *w, void (*fn)(ct_worker_t *w));
+
+/* Lock NOT held, after an operation that may have made the state final:
+ * hand back dropped items, then tell the worker's group of its end. */
+void ct__worker_leave(ct_worker_t *w);
+
+/* The worker whose run this thread executes, or NULL. */
+ct_worker_t *ct__worker_current(void);
+
+/* worker-group.c. No lock held. A member reached STOPPED or FORCE_STOPPED:
+ * with one-for-all, stop the rest of its group. */
+void ct__group_member_ended(ct_worker_t *w);
+/* The owner frees w: take it out of its group. */
+void ct__group_forget(ct_worker_t *w);
 
 /* worker-list.c: the supervisor's list of workers. */
 void ct__workers_link(ct_supervisor_t *sup, ct_worker_t *w);

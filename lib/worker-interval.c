@@ -15,14 +15,29 @@
  * A firing (or a trigger) sets the common `wanted` flag and kicks the
  * worker. Stopping posts `disarm`, which closes the timer at once and lets
  * the stop finish (idle() is false until then).
+ *
+ * Precision: between a deadline and the run stand the timer's wake-up of
+ * the loop thread and the loop's wake-up of a pool thread; on a busy
+ * machine each can wait for a core. So the timer fires LEAD seconds early
+ * and the run task, once on its pool thread, waits for the exact deadline
+ * itself (await_due: a timed wait on the worker's condition variable, on
+ * CLOCK_MONOTONIC, with the thread's timer slack made minimal): one thread
+ * wake-up stands between the deadline and the run. A stop broadcasts the
+ * condition, so a run waiting for its time is skipped at once. The pool
+ * thread is held for at most LEAD before each run. Runs on an event loop
+ * (opts.loop) get no lead: the loop thread must not wait.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "clock.h"
 #include "worker-internal.h"
+
+#define LEAD 0.002 /* seconds a run task is queued before its deadline */
 
 typedef struct {
   struct ct_worker base;
@@ -73,12 +88,16 @@ static int interval_configure(ct_worker_t *w, const ct_worker_start_opts_t *o) {
   return 0;
 }
 
-/* Loop thread: set the timerfd to fire at `when` (ct_now() base). */
+static struct timespec to_timespec(double t) {
+  double whole = floor(t);
+  struct timespec ts = {(time_t)whole, (long)((t - whole) * 1e9)};
+  return ts;
+}
+
+/* Loop thread: set the timerfd to fire for a run due at `when` (ct_now()
+ * base), LEAD early for runs on pool threads. */
 static void arm_at(ct__interval_worker_t *iw, double when) {
-  struct itimerspec its = {{0, 0}, {0, 0}};
-  double whole = floor(when);
-  its.it_value.tv_sec = (time_t)whole;
-  its.it_value.tv_nsec = (long)((when - whole) * 1e9);
+  struct itimerspec its = {{0, 0}, to_timespec(when - (iw->base.loop ? 0 : LEAD))};
   if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
     its.it_value.tv_nsec = 1; /* all zero would disarm */
   timerfd_settime(iw->fd, TFD_TIMER_ABSTIME, &its, NULL);
@@ -106,6 +125,7 @@ static void on_fire(struct ev_loop *ev, ev_io *io, int revents) {
   if (atomic_load(&w->state) == CT_WORKER_RUNNING)
     make_due(w, iw->armed_at);
   pthread_mutex_unlock(&w->lock);
+  ct__worker_leave(w); /* a run that could not be queued stops the worker */
 }
 
 /* Loop thread: make the timerfd and its watcher once. */
@@ -158,6 +178,7 @@ static void rearm(ct_worker_t *w) {
       iw->k = (uint64_t)floor((now - iw->t0) / iw->cur_interval);
       make_due(w, iw->t0 + (double)iw->k * iw->cur_interval);
       pthread_mutex_unlock(&w->lock);
+      ct__worker_leave(w);
       return;
     }
   } else {
@@ -180,6 +201,7 @@ static void disarm(ct_worker_t *w) {
   iw->timer_live = false;
   ct__worker_settle(w);
   pthread_mutex_unlock(&w->lock);
+  ct__worker_leave(w);
 }
 
 static int interval_start(ct_worker_t *w) {
@@ -193,6 +215,7 @@ static int interval_start(ct_worker_t *w) {
 }
 
 static void interval_stop(ct_worker_t *w) {
+  pthread_cond_broadcast(&w->cond); /* a run waiting for its time gives up */
   if (ct__worker_post(w, disarm) != 0)
     as_interval(w)->timer_live = false; /* the loop has ended: nothing is armed */
 }
@@ -204,6 +227,27 @@ static void interval_take(ct_worker_t *w, ct_worker_run_t *run) {
   run->scheduled = iw->due;
   iw->due = 0;
   w->wanted = false;
+}
+
+/* This thread's timed waits end as close to their deadline as the kernel
+ * can (the default slack lets them end up to 50 us late). */
+static void tighten_timer_slack(void) {
+  static _Thread_local bool done;
+  if (!done)
+    prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+  done = true;
+}
+
+static bool interval_await_due(ct_worker_t *w, ct_worker_run_t *run) {
+  if (run->scheduled <= 0 || w->loop)
+    return true; /* a manual trigger, or an executor loop: no lead */
+  tighten_timer_slack();
+  struct timespec deadline = to_timespec(run->scheduled);
+  while (atomic_load(&w->state) == CT_WORKER_RUNNING && ct__now() < run->scheduled)
+    if (pthread_cond_timedwait(&w->cond, &w->lock, &deadline) == ETIMEDOUT)
+      break;
+  w->wanted = false; /* triggers while it waited merge into this run */
+  return atomic_load(&w->state) == CT_WORKER_RUNNING;
 }
 
 static void interval_after_run(ct_worker_t *w, double ended) {
@@ -229,6 +273,7 @@ const ct__worker_ops_t ct__interval_ops = {
     .start = interval_start,
     .has_work = interval_has_work,
     .take = interval_take,
+    .await_due = interval_await_due,
     .after_run = interval_after_run,
     .stop = interval_stop,
     .idle = interval_idle,

@@ -90,7 +90,7 @@ int ct_queue_worker_put(ct_worker_t *w, void *item, int priority) {
   if (rc == 0)
     ct__worker_kick(w); /* on failure the item is handed back below */
   pthread_mutex_unlock(&w->lock);
-  w->ops->hand_back(w);
+  ct__worker_leave(w);
   return rc;
 }
 

@@ -33,6 +33,15 @@ static atomic_uint_fast64_t unnamed_seq;
 static int state_of(const ct_worker_t *w) { return atomic_load(&w->state); }
 static void set_state(ct_worker_t *w, int s) { atomic_store(&w->state, s); }
 
+/* Lock held: the state just became STOPPED or FORCE_STOPPED. */
+static void became_final(ct_worker_t *w, int s) {
+  set_state(w, s);
+  atomic_store(&w->end_unreported, true);
+  pthread_cond_broadcast(&w->cond);
+}
+
+ct_worker_t *ct__worker_current(void) { return own_worker; }
+
 void ct__worker_ref(ct_worker_t *w) { atomic_fetch_add(&w->refs, 1); }
 
 void ct__worker_unref(ct_worker_t *w) {
@@ -60,8 +69,7 @@ void ct__worker_settle(ct_worker_t *w) {
     return;
   if (w->ops->pending && w->ops->pending(w) > 0)
     w->dropping = true; /* a drain that could not go on: hand the rest back */
-  set_state(w, CT_WORKER_STOPPED);
-  pthread_cond_broadcast(&w->cond);
+  became_final(w, CT_WORKER_STOPPED);
 }
 
 /* Lock held: leave RUNNING (and/or start dropping pending items). */
@@ -77,10 +85,11 @@ static void begin_stop(ct_worker_t *w, bool drop) {
   ct__worker_settle(w);
 }
 
-/* Lock NOT held. */
-static void hand_back(ct_worker_t *w) {
+void ct__worker_leave(ct_worker_t *w) {
   if (w->ops->hand_back)
     w->ops->hand_back(w);
+  if (atomic_exchange(&w->end_unreported, false))
+    ct__group_member_ended(w);
 }
 
 static json_t *run_task(ct_task_t *self, void *arg);
@@ -127,6 +136,8 @@ static void run_once(ct_worker_t *w, ct_task_t *self) {
   ct_worker_run_t run = {.worker = w, .name = w->name, .data = w->data, .args = w->args,
                          .task_id = ct_task_id(self)};
   w->ops->take(w, &run);
+  if (w->ops->await_due && !w->ops->await_due(w, &run))
+    return; /* stopped before the run was due */
   w->in_run = true;
   w->runs++;
   w->last_run = ct__now();
@@ -156,7 +167,7 @@ static json_t *run_task(ct_task_t *self, void *arg) {
   for (size_t i = 0; i < batch && may_run(w); i++)
     run_once(w, self);
   pthread_mutex_unlock(&w->lock);
-  hand_back(w);
+  ct__worker_leave(w);
   return NULL;
 }
 
@@ -170,7 +181,7 @@ static void run_done(ct_task_t *t, void *data) {
   ct__worker_kick(w);
   ct__worker_settle(w);
   pthread_mutex_unlock(&w->lock);
-  hand_back(w);
+  ct__worker_leave(w);
   ct__worker_unref(w);
 }
 
@@ -306,9 +317,15 @@ int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn,
 int ct_worker_free(ct_worker_t *w) {
   if (!w)
     return 0;
+  pthread_mutex_lock(&w->lock);
   int s = state_of(w);
-  if (s == CT_WORKER_RUNNING || s == CT_WORKER_STOPPING)
+  bool busy = s == CT_WORKER_RUNNING || s == CT_WORKER_STOPPING;
+  if (!busy)
+    w->freed = true; /* a group holding a reference can no longer start it */
+  pthread_mutex_unlock(&w->lock);
+  if (busy)
     return CT_EBUSY;
+  ct__group_forget(w);
   ct__workers_unlink(w->sup, w);
   ct__worker_unref(w);
   return 0;
@@ -330,6 +347,8 @@ static int settle_start_options(const ct_worker_start_opts_t *in, ct_worker_star
 /* Lock held: whether the worker may start now. */
 static int startable(ct_worker_t *w) {
   int s = state_of(w);
+  if (w->freed)
+    return CT_ENOENT;
   if (s == CT_WORKER_RUNNING || s == CT_WORKER_STOPPING || w->inflight ||
       (w->ops->idle && !w->ops->idle(w)))
     return CT_EBUSY;
@@ -383,7 +402,7 @@ int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
     rc = ct__worker_kick(w);
   pthread_mutex_unlock(&w->lock);
   free(name);
-  hand_back(w);
+  ct__worker_leave(w);
   return rc;
 }
 
@@ -397,9 +416,8 @@ static int wait_stopped(ct_worker_t *w, double timeout) {
       pthread_cond_wait(&w->cond, &w->lock);
     } else if (pthread_cond_timedwait(&w->cond, &w->lock, &deadline) != 0 &&
                state_of(w) == CT_WORKER_STOPPING) {
-      set_state(w, CT_WORKER_FORCE_STOPPED);
       w->dropping = true;
-      pthread_cond_broadcast(&w->cond);
+      became_final(w, CT_WORKER_FORCE_STOPPED);
       ct__sup_log(w->sup, CT_LOG_WARNING, "ctasker: worker %s force-stopped", w->name);
       return CT_ETIMEDOUT;
     }
@@ -416,7 +434,7 @@ int ct_worker_stop(ct_worker_t *w, int flags, double timeout) {
   if (timeout != 0 && state_of(w) == CT_WORKER_STOPPING)
     rc = own_worker == w ? CT_EDEADLK : wait_stopped(w, timeout);
   pthread_mutex_unlock(&w->lock);
-  hand_back(w);
+  ct__worker_leave(w);
   return rc;
 }
 
@@ -432,7 +450,7 @@ int ct_event_worker_trigger(ct_worker_t *w, bool force) {
     rc = ct__worker_kick(w);
   }
   pthread_mutex_unlock(&w->lock);
-  hand_back(w);
+  ct__worker_leave(w);
   return rc;
 }
 

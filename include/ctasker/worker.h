@@ -220,6 +220,71 @@ CT_EXPORT int ct_worker_stats(ct_worker_t *w, ct_worker_stats_t *out);
  * of memory. Thread-safety: any thread. */
 CT_EXPORT json_t *ct_worker_stats_json(ct_worker_t *w);
 
+/* ---- Worker groups ----
+ *
+ * A group gathers workers that start and stop together (aio-fluid's
+ * worker set). The group borrows its members: the caller still owns each
+ * worker and frees it with ct_worker_free(), which takes it out of its
+ * group. A worker belongs to one group at most. With opts.one_for_all, a
+ * member that reaches STOPPED or FORCE_STOPPED (its run returned
+ * CT_WORKER_STOP, it was stopped, its supervisor stopped) makes the group
+ * stop every other member, as by ct_worker_stop(w, CT_WORKER_DROP, 0): on
+ * the thread that finished the member's stop, without waiting.
+ */
+typedef struct ct_worker_group ct_worker_group_t;
+
+typedef struct ct_worker_group_opts {
+  size_t size;       /* sizeof(ct_worker_group_opts_t), set by CT_WORKER_GROUP_OPTS_INIT */
+  const char *name;  /* copied; NULL: "group-N" */
+  bool one_for_all;  /* one member's end stops them all */
+} ct_worker_group_opts_t;
+
+#define CT_WORKER_GROUP_OPTS_INIT {sizeof(ct_worker_group_opts_t), NULL, false}
+
+/* Create an empty group. opts may be NULL. The caller owns *out and frees
+ * it with ct_worker_group_free(). Returns 0; CT_EINVAL for a NULL out or an
+ * unknown opts.size; CT_ENOMEM. Thread-safety: any thread. */
+CT_EXPORT int ct_worker_group_new(const ct_worker_group_opts_t *opts, ct_worker_group_t **out);
+
+/* Add a worker (in any state; it keeps its state) to the group; it is
+ * borrowed. Returns 0; CT_EINVAL for NULL; CT_EBUSY if the worker already
+ * belongs to a group (this one or another); CT_ENOMEM.
+ * Thread-safety: any thread. */
+CT_EXPORT int ct_worker_group_add(ct_worker_group_t *g, ct_worker_t *w);
+
+/* Number of members. Thread-safety: any thread. */
+CT_EXPORT size_t ct_worker_group_size(ct_worker_group_t *g);
+
+/* Start every member (opts, possibly NULL, applies to each), in the order
+ * they were added; all or nothing: if one cannot start, the members this
+ * call started are stopped again (CT_WORKER_DROP, no wait) and its error is
+ * returned. Returns 0; CT_EINVAL for NULL or an empty group; CT_EBUSY if a
+ * member is running or stopping (nothing is started); the error of
+ * ct_worker_start(). Thread-safety: any thread. */
+CT_EXPORT int ct_worker_group_start(ct_worker_group_t *g, const ct_worker_start_opts_t *opts);
+
+/* Stop every member with `flags` as ct_worker_stop() does; first all of
+ * them without waiting, then, for timeout != 0, wait for each: timeout < 0
+ * waits until all are stopped, > 0 bounds the whole wait (members still
+ * stopping then are force-stopped). Returns 0; CT_ETIMEDOUT if a member was
+ * force-stopped; CT_EDEADLK if it must wait but is called from a member's
+ * run (every member's stop is then under way, none is waited for, so a
+ * run never waits for itself or for runs queued behind it); CT_EINVAL.
+ * Thread-safety: any thread, including a member's run. */
+CT_EXPORT int ct_worker_group_stop(ct_worker_group_t *g, int flags, double timeout);
+
+/* A new JSON object {"name", "one_for_all", "running" (members RUNNING),
+ * "workers": [each member's ct_worker_stats_json()]}; NULL on bad input or
+ * out of memory. Thread-safety: any thread. */
+CT_EXPORT json_t *ct_worker_group_status_json(ct_worker_group_t *g);
+
+/* Free a group whose members are neither running nor stopping; the
+ * members are not freed, only released from the group. Returns 0;
+ * CT_EBUSY if a member is running or stopping (nothing is freed).
+ * ct_worker_group_free(NULL) returns 0. Thread-safety: any thread, but
+ * no other call may use the group at the same time or after. */
+CT_EXPORT int ct_worker_group_free(ct_worker_group_t *g);
+
 #ifdef __cplusplus
 }
 #endif
