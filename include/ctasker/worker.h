@@ -13,8 +13,11 @@
  *
  * Every run is a task submitted through the supervisor's run queue at the
  * worker's priority, so reservations, statistics and shutdown apply as for
- * any task. Idle queue, event and interval workers hold no thread; a
- * background worker holds one pool thread while it runs. With opts.loop a
+ * any task. Idle queue, event and interval workers hold no thread (an
+ * interval run on the pool is queued 2 ms before it is due and waits on its
+ * pool thread for the exact time, so a timer wake-up and a thread wake-up
+ * do not both stand between the deadline and the run); a background worker
+ * holds one pool thread while it runs. With opts.loop a
  * worker runs on an event loop thread instead (see loop.h): its run function
  * must then not block, and a background worker is re-queued after each run
  * instead of keeping the loop.
