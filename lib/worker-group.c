@@ -222,7 +222,7 @@ int ct_worker_group_start(ct_worker_group_t *g, const ct_worker_start_opts_t *op
 
 /* Whether the calling thread executes the run of a member of g. */
 static bool inside_member_run(ct_worker_group_t *g) {
-  ct_worker_t *cur = ct__worker_current();
+  ct_worker_t *cur = ct__worker_current;
   pthread_mutex_lock(&groups_lock);
   bool inside = cur && cur->group == g;
   pthread_mutex_unlock(&groups_lock);

@@ -40,14 +40,27 @@ typedef struct ct__worker_ops {
   /* Lock NOT held: while the worker is dropping and not running, hand
    * its pending items back (on_drop), one at a time. */
   void (*hand_back)(ct_worker_t *w);
+  /* Lock held, optional: put back what take() consumed for a run that
+   * could not be submitted (the process executor), so nothing is lost. */
+  void (*untake)(ct_worker_t *w, ct_worker_run_t *run);
   /* Number of pending items. */
   size_t (*pending)(ct_worker_t *w);
   /* At free, lock not held: release the kind's resources. */
   void (*destroy)(ct_worker_t *w);
 } ct__worker_ops_t;
 
+/* Where runs execute. Both functions are called with the worker's lock held. */
+typedef struct ct__worker_exec {
+  /* At start: whether runs can execute now. Returns 0 or a CT_E* code. */
+  int (*check_start)(ct_worker_t *w);
+  /* Submit one run task (the worker may run, has work, nothing in flight).
+   * Returns 0 (the executor set `inflight`) or a CT_E* code. */
+  int (*submit)(ct_worker_t *w);
+} ct__worker_exec_t;
+
 struct ct_worker {
   const ct__worker_ops_t *ops;
+  const ct__worker_exec_t *exec;
   ct_supervisor_t *sup;
   ct_worker_kind_t kind;
   ct_worker_fn fn;
@@ -74,7 +87,25 @@ struct ct_worker {
   struct ct_worker_group *group; /* under the groups lock (worker-group.c) */
   uint64_t runs, failures, dropped;
   double last_run;
+  /* Process workers (worker-process.c); NULL/unset for the others. */
+  char *process;                      /* the process function's name */
+  ct_worker_result_fn process_result;
+  void *result_data;
 };
+
+/* The worker whose run (or process_result hook) this thread executes. */
+extern _Thread_local ct_worker_t *ct__worker_current;
+
+/* Lock held: leave RUNNING (and with `drop`, hand pending items back). */
+void ct__worker_begin_stop(ct_worker_t *w, bool drop);
+
+/* Lock NOT held: report a failed run of `w` to on_error or the log;
+ * `error` is stolen (NULL: a generic WorkerError). */
+void ct__worker_report(ct_worker_t *w, json_t *error);
+
+/* worker-process.c: at new, lock not held: check the process options and
+ * set w->exec and the process fields. Returns 0 or a CT_E* code. */
+int ct__worker_process_setup(ct_worker_t *w, const ct_worker_opts_t *o);
 
 /* Take / drop a reference; the last one frees the worker. */
 void ct__worker_ref(ct_worker_t *w);
@@ -96,9 +127,6 @@ int ct__worker_post(ct_worker_t *w, void (*fn)(ct_worker_t *w));
  * hand back dropped items, then tell the worker's group of its end. */
 void ct__worker_leave(ct_worker_t *w);
 
-/* The worker whose run this thread executes, or NULL. */
-ct_worker_t *ct__worker_current(void);
-
 /* worker-group.c. No lock held. A member reached STOPPED or FORCE_STOPPED:
  * with one-for-all, stop the rest of its group. */
 void ct__group_member_ended(ct_worker_t *w);
@@ -119,6 +147,7 @@ bool ct__workers_exist(ct_supervisor_t *sup);
 /* A new JSON array of every worker's statistics. */
 json_t *ct__workers_json(ct_supervisor_t *sup);
 
+extern const ct__worker_exec_t ct__thread_exec;
 extern const ct__worker_ops_t ct__background_ops, ct__queue_ops, ct__event_ops,
     ct__interval_ops;
 

@@ -5,6 +5,9 @@
  * it. All of it is guarded by the worker's lock. Items leave the heap
  * exactly once: taken by a run, or popped by hand_back() while the worker
  * is dropping, one at a time, and given to on_drop without the lock.
+ * A process worker's items are json_t references, checked to encode at put
+ * time; an item taken for a run that could not be submitted goes back to
+ * its place (untake), so it is handed back rather than lost.
  */
 #include <stdlib.h>
 
@@ -27,6 +30,7 @@ typedef struct {
   ct__qitem_t *heap;
   size_t len, cap;
   uint64_t seq;
+  uint64_t taken_seq; /* the sequence of the item the last run took */
 } ct__queue_worker_t;
 
 static ct__queue_worker_t *as_queue(ct_worker_t *w) { return (ct__queue_worker_t *)w; }
@@ -76,10 +80,12 @@ static ct__qitem_t heap_pop(ct__queue_worker_t *q) {
   return top;
 }
 
-int ct_queue_worker_put(ct_worker_t *w, void *item, int priority) {
-  if (!w || w->kind != CT_WORKER_QUEUE || priority < CT_PRIORITY_CRITICAL ||
-      priority > CT_PRIORITY_MAX)
-    return CT_EINVAL;
+static bool bad_put(ct_worker_t *w, int priority) {
+  return !w || w->kind != CT_WORKER_QUEUE || priority < CT_PRIORITY_CRITICAL ||
+         priority > CT_PRIORITY_MAX;
+}
+
+static int put_item(ct_worker_t *w, void *item, int priority) {
   ct__queue_worker_t *q = as_queue(w);
   pthread_mutex_lock(&w->lock);
   int rc = atomic_load(&w->state) != CT_WORKER_RUNNING ? CT_ESHUTDOWN
@@ -92,6 +98,26 @@ int ct_queue_worker_put(ct_worker_t *w, void *item, int priority) {
   pthread_mutex_unlock(&w->lock);
   ct__worker_leave(w);
   return rc;
+}
+
+int ct_queue_worker_put(ct_worker_t *w, void *item, int priority) {
+  if (bad_put(w, priority) || w->process)
+    return CT_EINVAL;
+  return put_item(w, item, priority);
+}
+
+static bool encodable(const json_t *item) {
+  char *text = json_dumps(item, JSON_ENCODE_ANY | JSON_COMPACT);
+  free(text);
+  return text != NULL;
+}
+
+int ct_queue_worker_put_json(ct_worker_t *w, json_t *item, int priority) {
+  if (bad_put(w, priority) || !w->process || !item)
+    return CT_EINVAL;
+  if (!encodable(item))
+    return CT_EINVAL;
+  return put_item(w, item, priority);
 }
 
 static int queue_setup(ct_worker_t *w, const ct_worker_opts_t *o) {
@@ -109,9 +135,27 @@ static void queue_take(ct_worker_t *w, ct_worker_run_t *run) {
   ct__qitem_t it = heap_pop(as_queue(w));
   run->item = it.item;
   run->item_priority = it.priority;
+  as_queue(w)->taken_seq = it.seq;
+}
+
+/* The heap lost an element since take(), so pushing cannot allocate. */
+static void queue_untake(ct_worker_t *w, ct_worker_run_t *run) {
+  ct__queue_worker_t *q = as_queue(w);
+  (void)heap_push(q, (ct__qitem_t){run->item, run->item_priority, q->taken_seq});
+  run->item = NULL;
 }
 
 static size_t queue_pending(ct_worker_t *w) { return as_queue(w)->len; }
+
+/* Lock not held: give a dropped item to on_drop; without one, a process
+ * worker's JSON item is released (a plain item is the caller's affair). */
+static void drop_item(ct_worker_t *w, void *item) {
+  ct__queue_worker_t *q = as_queue(w);
+  if (q->on_drop)
+    q->on_drop(w, item, q->drop_data);
+  else if (w->process)
+    json_decref(item);
+}
 
 static void queue_hand_back(ct_worker_t *w) {
   ct__queue_worker_t *q = as_queue(w);
@@ -126,8 +170,7 @@ static void queue_hand_back(ct_worker_t *w) {
     pthread_mutex_unlock(&w->lock);
     if (!go)
       return;
-    if (q->on_drop)
-      q->on_drop(w, it.item, q->drop_data);
+    drop_item(w, it.item);
   }
 }
 
@@ -135,8 +178,7 @@ static void queue_destroy(ct_worker_t *w) {
   ct__queue_worker_t *q = as_queue(w);
   while (q->len > 0) {
     ct__qitem_t it = heap_pop(q);
-    if (q->on_drop)
-      q->on_drop(w, it.item, q->drop_data);
+    drop_item(w, it.item);
   }
   free(q->heap);
 }
@@ -148,6 +190,7 @@ const ct__worker_ops_t ct__queue_ops = {
     .setup = queue_setup,
     .has_work = queue_has_work,
     .take = queue_take,
+    .untake = queue_untake,
     .hand_back = queue_hand_back,
     .pending = queue_pending,
     .destroy = queue_destroy,

@@ -27,7 +27,7 @@
 #include "clock.h"
 #include "ctasker/result.h"
 
-static _Thread_local ct_worker_t *own_worker; /* whose run this thread executes */
+_Thread_local ct_worker_t *ct__worker_current; /* whose run this thread executes */
 static atomic_uint_fast64_t unnamed_seq;
 
 static int state_of(const ct_worker_t *w) { return atomic_load(&w->state); }
@@ -40,7 +40,6 @@ static void became_final(ct_worker_t *w, int s) {
   pthread_cond_broadcast(&w->cond);
 }
 
-ct_worker_t *ct__worker_current(void) { return own_worker; }
 
 void ct__worker_ref(ct_worker_t *w) { atomic_fetch_add(&w->refs, 1); }
 
@@ -52,6 +51,7 @@ void ct__worker_unref(ct_worker_t *w) {
   if (w->name != w->base_name)
     free(w->name);
   free(w->base_name);
+  free(w->process);
   pthread_mutex_destroy(&w->lock);
   pthread_cond_destroy(&w->cond);
   free(w);
@@ -72,8 +72,7 @@ void ct__worker_settle(ct_worker_t *w) {
   became_final(w, CT_WORKER_STOPPED);
 }
 
-/* Lock held: leave RUNNING (and/or start dropping pending items). */
-static void begin_stop(ct_worker_t *w, bool drop) {
+void ct__worker_begin_stop(ct_worker_t *w, bool drop) {
   if (state_of(w) == CT_WORKER_RUNNING) {
     set_state(w, CT_WORKER_STOPPING);
     w->wanted = false;
@@ -95,9 +94,8 @@ void ct__worker_leave(ct_worker_t *w) {
 static json_t *run_task(ct_task_t *self, void *arg);
 static void run_done(ct_task_t *t, void *data);
 
-int ct__worker_kick(ct_worker_t *w) {
-  if (w->inflight || !may_run(w))
-    return 0;
+/* The thread executor: one ct_background_task() on a pool thread or loop. */
+static int thread_submit(ct_worker_t *w) {
   ct_task_opts_t o = CT_TASK_OPTS_INIT;
   o.name = w->name;
   o.priority = w->priority;
@@ -106,26 +104,34 @@ int ct__worker_kick(ct_worker_t *w) {
   o.loop = w->loop; /* the executor: a pool thread, or a loop */
   ct__worker_ref(w);
   int rc = ct_background_task(w->sup, run_task, w, &o, NULL);
-  if (rc == 0) {
+  if (rc == 0)
     w->inflight = true;
-    return 0;
-  }
-  atomic_fetch_sub(&w->refs, 1); /* the owner still holds one */
-  ct__sup_log(w->sup, CT_LOG_ERROR, "ctasker: worker %s could not queue a run (%s); stopping it",
-              w->name, ct_strerror(rc));
-  begin_stop(w, true);
+  else
+    atomic_fetch_sub(&w->refs, 1); /* the owner still holds one */
   return rc;
 }
 
-static void report_failure(ct_worker_t *w, ct_worker_run_t *run) {
-  json_t *error = run->error;
-  run->error = NULL;
+const ct__worker_exec_t ct__thread_exec = {.submit = thread_submit};
+
+int ct__worker_kick(ct_worker_t *w) {
+  if (w->inflight || !may_run(w))
+    return 0;
+  int rc = w->exec->submit(w);
+  if (rc == 0)
+    return 0;
+  ct__sup_log(w->sup, CT_LOG_ERROR, "ctasker: worker %s could not queue a run (%s); stopping it",
+              w->name, ct_strerror(rc));
+  ct__worker_begin_stop(w, true);
+  return rc;
+}
+
+void ct__worker_report(ct_worker_t *w, json_t *error) {
   if (!error)
-    error = ct_error_new("WorkerError", "a run of worker %s failed", run->name);
+    error = ct_error_new("WorkerError", "a run of worker %s failed", w->name);
   if (w->on_error)
     w->on_error(w, error, w->error_data);
   else
-    ct__sup_log(w->sup, CT_LOG_ERROR, "ctasker: worker %s: %s: %s", run->name,
+    ct__sup_log(w->sup, CT_LOG_ERROR, "ctasker: worker %s: %s: %s", w->name,
                 ct_result_error_class(error) ? ct_result_error_class(error) : "error",
                 ct_result_error_str(error) ? ct_result_error_str(error) : "");
   json_decref(error);
@@ -143,11 +149,13 @@ static void run_once(ct_worker_t *w, ct_task_t *self) {
   w->last_run = ct__now();
   pthread_mutex_unlock(&w->lock);
 
-  own_worker = w;
+  ct__worker_current = w;
   int outcome = w->fn(&run);
-  own_worker = NULL;
-  if (outcome == CT_WORKER_FAILED)
-    report_failure(w, &run);
+  ct__worker_current = NULL;
+  if (outcome == CT_WORKER_FAILED) {
+    ct__worker_report(w, run.error);
+    run.error = NULL;
+  }
   json_decref(run.error); /* set but not reported as a failure */
 
   pthread_mutex_lock(&w->lock);
@@ -157,7 +165,7 @@ static void run_once(ct_worker_t *w, ct_task_t *self) {
   if (w->ops->after_run)
     w->ops->after_run(w, ct__now());
   if (outcome == CT_WORKER_STOP)
-    begin_stop(w, true);
+    ct__worker_begin_stop(w, true);
 }
 
 static json_t *run_task(ct_task_t *self, void *arg) {
@@ -177,7 +185,7 @@ static void run_done(ct_task_t *t, void *data) {
   pthread_mutex_lock(&w->lock);
   w->inflight = false;
   if (ct_task_status(t) == CT_TASK_CANCELED)
-    begin_stop(w, true);
+    ct__worker_begin_stop(w, true);
   ct__worker_kick(w);
   ct__worker_settle(w);
   pthread_mutex_unlock(&w->lock);
@@ -280,7 +288,7 @@ int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn,
     *out = NULL;
   if (!sup)
     sup = ct_supervisor_default();
-  if (!sup || !fn || !out || !ops || settle_worker_options(opts, &o) != 0)
+  if (!sup || !out || !ops || settle_worker_options(opts, &o) != 0 || !fn == !o.process)
     return CT_EINVAL;
   ct_worker_t *w = calloc(1, ops->size);
   if (!w)
@@ -294,10 +302,15 @@ int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn,
   w->on_error = o.on_error;
   w->error_data = o.error_data;
   w->loop = o.loop;
+  w->exec = &ct__thread_exec;
   atomic_init(&w->refs, 1);
   atomic_init(&w->state, CT_WORKER_INIT);
-  int rc = ops->setup ? ops->setup(w, &o) : 0;
-  if (rc == 0 && !(w->base_name = o.name ? strdup(o.name) : default_name(fn)))
+  int rc = o.process ? ct__worker_process_setup(w, &o) : 0;
+  if (rc == 0 && ops->setup)
+    rc = ops->setup(w, &o);
+  if (rc == 0 && !(w->base_name = o.name      ? strdup(o.name)
+                                  : o.process ? strdup(o.process)
+                                              : default_name(fn)))
     rc = CT_ENOMEM;
   if (rc == 0)
     rc = init_sync(w);
@@ -305,6 +318,7 @@ int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn,
     if (ops->destroy)
       ops->destroy(w);
     free(w->base_name);
+    free(w->process);
     free(w);
     return rc;
   }
@@ -387,6 +401,8 @@ int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
   pthread_mutex_lock(&w->lock);
   int prev = state_of(w);
   int rc = startable(w);
+  if (rc == 0 && w->exec->check_start)
+    rc = w->exec->check_start(w);
   if (rc == 0 && w->ops->configure)
     rc = w->ops->configure(w, &o);
   if (rc == 0)
@@ -429,10 +445,10 @@ int ct_worker_stop(ct_worker_t *w, int flags, double timeout) {
   if (!w || (flags != CT_WORKER_DRAIN && flags != CT_WORKER_DROP) || isnan(timeout))
     return CT_EINVAL;
   pthread_mutex_lock(&w->lock);
-  begin_stop(w, flags == CT_WORKER_DROP);
+  ct__worker_begin_stop(w, flags == CT_WORKER_DROP);
   int rc = 0;
   if (timeout != 0 && state_of(w) == CT_WORKER_STOPPING)
-    rc = own_worker == w ? CT_EDEADLK : wait_stopped(w, timeout);
+    rc = ct__worker_current == w ? CT_EDEADLK : wait_stopped(w, timeout);
   pthread_mutex_unlock(&w->lock);
   ct__worker_leave(w);
   return rc;

@@ -28,6 +28,24 @@
  * worker's pending items are run (CT_WORKER_DRAIN) or handed back through
  * opts.on_drop (CT_WORKER_DROP), so no item is lost silently.
  *
+ * Process workers (atasker's multiprocessing executors): a queue, event or
+ * interval worker created with opts.process and no run function. Each run
+ * is one process task (process.h) that calls the registered function in a
+ * pool child of the worker's supervisor; its JSON arguments are an object
+ *   {"worker": name, "args": start args or null, "item": queue item,
+ *    "priority": item priority, "scheduled": interval due time}
+ * ("item" and "priority" for queue workers, "scheduled" for interval
+ * workers), and the child function's task_id is the id of the run's task.
+ * For a process worker the start args (ct_worker_start_opts_t.args) are a
+ * json_t * or NULL, borrowed: keep them alive while the worker runs. Queue
+ * items are JSON, put with ct_queue_worker_put_json(). The run's result
+ * comes back to opts.process_result on the supervisor's loop thread; its
+ * return value may stop the worker. Without the hook, error results go to
+ * on_error (or the log) like failed runs. At most one run is in flight; the
+ * run counts as executing from its submission to its result, so a trigger
+ * meanwhile adds a run only if forced. A background worker cannot run in a
+ * process (CT_ENOTSUP): it would hold a child forever.
+ *
  * When the supervisor stops, every worker still running is stopped first,
  * as by ct_worker_stop(w, CT_WORKER_DROP, 0). Free every worker before the
  * supervisor (ct_supervisor_free() returns CT_EBUSY while workers exist).
@@ -99,6 +117,17 @@ typedef void (*ct_worker_error_fn)(ct_worker_t *w, const json_t *error, void *da
  * supervisor's stop); the item is handed back to the callee. */
 typedef void (*ct_worker_drop_fn)(ct_worker_t *w, void *item, void *data);
 
+/* Process workers: called once per run with the run's result (borrowed:
+ * the child's result, or an error result such as ProcessCrashed,
+ * TimeoutError, UnknownTask, NotSerializable, or CancelledError for a run a
+ * supervisor stop canceled) and the parent's task (borrowed). Returns
+ * CT_WORKER_CONTINUE, CT_WORKER_STOP (stop the worker, as a run returning
+ * it) or CT_WORKER_FAILED (on_error is then called with the result if it is
+ * an error, else with a generic WorkerError). Runs on the supervisor's loop
+ * thread (see docs/threading.md): it must not block. */
+typedef int (*ct_worker_result_fn)(ct_worker_t *w, ct_task_t *task, const json_t *result,
+                                   void *data);
+
 typedef struct ct_worker_opts {
   size_t size;                 /* sizeof(ct_worker_opts_t), set by CT_WORKER_OPTS_INIT */
   const char *name;            /* copied; NULL: the run function's symbol
@@ -118,17 +147,26 @@ typedef struct ct_worker_opts {
   double delay_before;         /* seconds to wait before every run; >= 0 */
   /* Where runs execute: NULL, a pool thread; else this event loop. */
   ct_loop_t *loop;
+  /* Process workers (see "Process workers" below). */
+  const char *process;              /* copied; the registered process function
+                                       each run calls in a pool child */
+  ct_worker_result_fn process_result; /* NULL: error results go to on_error */
+  void *result_data;
 } ct_worker_opts_t;
 
 #define CT_WORKER_OPTS_INIT                                                    \
   {sizeof(ct_worker_opts_t), NULL, CT_PRIORITY_NORMAL, NULL, NULL, NULL,      \
-   false, 0, NULL, NULL, 0.0, 0.0, 0.0, NULL}
+   false, 0, NULL, NULL, 0.0, 0.0, 0.0, NULL, NULL, NULL, NULL}
 
 /* Create a worker of `kind` (state INIT) on `sup` (NULL: the default
  * supervisor). The caller owns *out and frees it with ct_worker_free().
- * Returns 0; CT_EINVAL for a NULL fn or out, an unknown kind, a priority out
+ * For a process worker give opts.process and a NULL fn.
+ * Returns 0; CT_EINVAL for a NULL fn or out (or both fn and opts.process,
+ * or opts.process with opts.loop), an unknown kind, a priority out
  * of range, an unknown opts.size, bad interval timing (both or neither of
- * interval and delay, negative or non-finite seconds); CT_ENOMEM.
+ * interval and delay, negative or non-finite seconds); CT_ENOENT if
+ * opts.process names no registered process function; CT_ENOTSUP for a
+ * background process worker; CT_ENOMEM.
  * Thread-safety: any thread. */
 CT_EXPORT int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn,
                             const ct_worker_opts_t *opts, ct_worker_t **out);
@@ -150,7 +188,8 @@ typedef struct ct_worker_start_opts {
   {sizeof(ct_worker_start_opts_t), NULL, NULL, -1, false, NULL, -1.0, -1.0, -1.0}
 
 /* Start (or restart) a worker. opts may be NULL.
- * Returns 0; CT_EBUSY if it is running or stopping, or force-stopped with
+ * Returns 0; CT_ENOENT for a process worker whose supervisor has no process
+ * pool (ct_process_pool_create()); CT_EBUSY if it is running or stopping, or force-stopped with
  * its last run still executing; CT_ESHUTDOWN if the supervisor (or the
  * worker's loop) is not running; CT_EINVAL for bad overrides (the worker is
  * left as it was); CT_ENOMEM. Thread-safety: any thread. */
@@ -182,9 +221,19 @@ CT_EXPORT int ct_worker_free(ct_worker_t *w);
  * run or handed back). priority is used with opts.priority_queue.
  * Returns 0; CT_ENOBUFS if max_queue items are pending; CT_ESHUTDOWN if the
  * worker is not running (never started, stopping or stopped); CT_EINVAL for
- * another kind or a priority out of range; CT_ENOMEM. On error the item
- * stays the caller's. Thread-safety: any thread. */
+ * another kind, a process worker (use ct_queue_worker_put_json()) or a
+ * priority out of range; CT_ENOMEM. On error the item stays the caller's.
+ * Thread-safety: any thread. */
 CT_EXPORT int ct_queue_worker_put(ct_worker_t *w, void *item, int priority);
+
+/* Queue a JSON item for a process queue worker. On success the worker
+ * steals the reference: the item goes to the child in the run's arguments,
+ * or is handed back through on_drop as a json_t * the callee must
+ * json_decref(). Returns as ct_queue_worker_put(), and CT_EINVAL for a NULL
+ * item, an item that cannot be encoded as JSON, or a worker that is not a
+ * process queue worker. On error the reference stays the caller's.
+ * Thread-safety: any thread. */
+CT_EXPORT int ct_queue_worker_put_json(ct_worker_t *w, json_t *item, int priority);
 
 /* Ask an event (or interval) worker for a run. Triggers before the run
  * starts merge into it; a trigger while it runs is ignored unless `force`,
