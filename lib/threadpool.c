@@ -14,17 +14,18 @@
  * inbox lock taken by the on_drained hook.
  *
  * Waking. `busy` counts running tasks plus threads claimed to start one;
- * the caps are checked against it. A submitter needs the lock only when
- * its task could start now (busy below its cap) and no idle thread is
- * spinning: then it claims an idle thread (LIFO: the warmest) or starts one.
- * A thread that goes idle in an otherwise idle pool spins a little,
- * watching the intake and its own claim flag, so a task submitted moments
- * after the last one starts without a system call; then it sleeps on its
- * own condition variable. Each side
- * publishes before it looks at the other (intake push, then `spinning`;
- * `spinning` decrement, then intake), all sequentially consistent, so a
- * task is never left with every thread asleep. A thread that starts a task
- * wakes another if more work could start (bursts fan out).
+ * the caps are checked against it. A thread hands its unit of `busy` from
+ * one task to the next, so a busy pool does not write it. A submitter
+ * needs the lock only when its task could start now (busy below its cap)
+ * and no idle thread is spinning: then it claims an idle thread (LIFO: the
+ * warmest) or starts one. A thread that goes idle in an otherwise idle pool
+ * spins a little, watching the intake and its own claim flag, so a task
+ * submitted moments after the last one starts without a system call; then
+ * it sleeps on its own condition variable. Each side publishes before it
+ * looks at the other (intake push, then `spinning`; `spinning` decrement,
+ * then intake), all sequentially consistent, so a task is never left with
+ * every thread asleep. A thread that starts a task wakes another if more
+ * work could start (bursts fan out).
  *
  * Threads start on demand, block every signal, are named "ct-pool", and
  * exit after `keepalive` idle seconds while more than min_threads live, or
@@ -51,6 +52,7 @@ typedef struct ct__worker {
   pthread_cond_t cond;
   atomic_bool claimed;
   bool spinning, sleeping;
+  bool has_slot; /* holds one unit of `busy`: from a claim or a running task */
 } ct__worker_t;
 
 static _Thread_local ct__pool_t *own_pool;
@@ -110,10 +112,13 @@ static void drain_intake(ct__pool_t *p) {
   }
 }
 
-/* Pop the first live task if it may start now; drop canceled ones on the
- * way (their references). Once a CANCEL stop has begun, what still arrives
- * is returned CANCELED instead of STARTED. Lock held. */
-static ct_task_t *take_runnable(ct__pool_t *p) {
+/* Pop the first live task if it may start now on thread `w`; drop canceled
+ * ones on the way (their references). A thread that holds a slot (it just
+ * ran a task, or was claimed) starts the next task in it, so `busy`, which
+ * every submitter reads, is not written while the pool stays busy. Once a
+ * CANCEL stop has begun, what still arrives is returned CANCELED instead of
+ * STARTED. Lock held. */
+static ct_task_t *take_runnable(ct__pool_t *p, ct__worker_t *w) {
   ct_task_t *t;
   drain_intake(p);
   while ((t = ct__rq_peek(&p->rq)) != NULL) {
@@ -122,7 +127,8 @@ static ct_task_t *take_runnable(ct__pool_t *p) {
       ct_task_unref(t);
       continue;
     }
-    if (atomic_load_explicit(&p->busy, memory_order_relaxed) >= cap_of(p, t->priority))
+    int others = atomic_load_explicit(&p->busy, memory_order_relaxed) - w->has_slot;
+    if (others >= cap_of(p, t->priority))
       return NULL;
     ct__rq_pop(&p->rq);
     if (p->cancel_late && ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_CANCELED)) {
@@ -137,7 +143,9 @@ static ct_task_t *take_runnable(ct__pool_t *p) {
     ct__task_stamp_started(t); /* under the lock: the watchdog reads it */
     p->queued--;
     p->running++;
-    add_busy(p, 1);
+    if (!w->has_slot)
+      add_busy(p, 1);
+    w->has_slot = true;
     return t;
   }
   return NULL;
@@ -307,7 +315,7 @@ static bool wait_for_work(ct__pool_t *p, ct__worker_t *w) {
   }
 woken:
   if (atomic_load_explicit(&w->claimed, memory_order_relaxed))
-    add_busy(p, -1); /* the claim becomes a running task, or nothing */
+    w->has_slot = true; /* the claim's unit of `busy` is this thread's now */
   return true;
 }
 
@@ -353,8 +361,7 @@ static void run_task(ct__pool_t *p, ct__worker_t *w, ct_task_t *t) {
     w->current = NULL;
     ct_task_unref(t);
   }
-  p->running--;
-  add_busy(p, -1);
+  p->running--; /* its slot stays with the thread: see take_runnable() */
   if (failed)
     p->failed++;
   else
@@ -379,13 +386,17 @@ static void *worker_main(void *arg) {
   own_pool = p;
 
   pthread_mutex_lock(&p->lock);
-  add_busy(p, -1); /* spawn() counted this thread as claimed */
+  w.has_slot = true; /* spawn() counted this thread as claimed */
   w.next_all = p->all;
   if (p->all)
     p->all->prev_all = &w;
   p->all = &w;
   for (;;) {
-    ct_task_t *t = take_runnable(p);
+    ct_task_t *t = take_runnable(p, &w);
+    if (!t && w.has_slot) {
+      add_busy(p, -1);
+      w.has_slot = false;
+    }
     if (t && atomic_load(&t->status) == CT_TASK_CANCELED) {
       finish_late_canceled(p, t);
       continue;
