@@ -366,8 +366,10 @@ static double run_throughput(const backend_t *b, long n, int producers, bool tra
     ps[i] = (producer_t){.b = b, .tracked = tracked, .n = share, .done = &done, .start = &start};
     pthread_create(&ps[i].thread, NULL, producer_main, &ps[i]);
   }
-  pthread_barrier_wait(&start);
+  /* The clock starts before the producers can: a main thread descheduled
+   * just after the barrier must not miss the start of a short run. */
   uint64_t t0 = bench_now_ns();
+  pthread_barrier_wait(&start);
   bench_latch_wait(&done);
   for (int i = 0; i < producers; i++)
     pthread_join(ps[i].thread, NULL);
