@@ -70,8 +70,9 @@ int ct__loop_start(ct__loop_t *loop, const char *name) {
   return 0;
 }
 
-int ct__loop_post(ct__loop_t *loop, ct__loop_msg_t *msg) {
+static int post(ct__loop_t *loop, ct__loop_msg_t *msg, bool embedded) {
   msg->next = NULL;
+  msg->embedded = embedded;
   pthread_mutex_lock(&loop->inbox_lock);
   if (loop->closed) {
     pthread_mutex_unlock(&loop->inbox_lock);
@@ -86,6 +87,12 @@ int ct__loop_post(ct__loop_t *loop, ct__loop_msg_t *msg) {
   ev_async_send(loop->ev, &loop->inbox_wake);
   pthread_mutex_unlock(&loop->inbox_lock);
   return 0;
+}
+
+int ct__loop_post(ct__loop_t *loop, ct__loop_msg_t *msg) { return post(loop, msg, false); }
+
+int ct__loop_post_embedded(ct__loop_t *loop, ct__loop_msg_t *msg) {
+  return post(loop, msg, true);
 }
 
 void ct__loop_quit(ct__loop_t *loop) {
@@ -108,7 +115,8 @@ void ct__loop_destroy(ct__loop_t *loop) {
   ct__loop_msg_t *msg = loop->inbox_head;
   while (msg) {
     ct__loop_msg_t *next = msg->next;
-    free(msg);
+    if (!msg->embedded)
+      free(msg);
     msg = next;
   }
   ev_async_stop(loop->ev, &loop->inbox_wake);

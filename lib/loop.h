@@ -15,6 +15,7 @@ typedef struct ct_loop ct__loop_t;
 typedef struct ct__loop_msg {
   struct ct__loop_msg *next;
   void (*run)(ct__loop_t *loop, struct ct__loop_msg *msg);
+  bool embedded; /* set by the post call: never freed by the loop */
 } ct__loop_msg_t;
 
 struct ct_loop {
@@ -41,6 +42,10 @@ int ct__loop_start(ct__loop_t *loop, const char *name);
  * ended (the message is then not taken). */
 int ct__loop_post(ct__loop_t *loop, ct__loop_msg_t *msg);
 
+/* Post a message that lives inside another object (so it is never freed
+ * by the loop); the same otherwise. */
+int ct__loop_post_embedded(ct__loop_t *loop, ct__loop_msg_t *msg);
+
 /* On the loop thread: make ev_run return after this iteration; messages
  * posted later are refused. */
 void ct__loop_quit(ct__loop_t *loop);
@@ -48,8 +53,8 @@ void ct__loop_quit(ct__loop_t *loop);
 /* Join the loop thread once (no-op if never started or already joined). */
 void ct__loop_join(ct__loop_t *loop);
 
-/* Free the loop; the thread must have been joined. Messages never run are
- * freed with free(). */
+/* Free the loop; the thread must have been joined. Messages never run (a
+ * loop that never started) are freed with free(), embedded ones left. */
 void ct__loop_destroy(ct__loop_t *loop);
 
 /* Whether the calling thread is this loop's thread. */

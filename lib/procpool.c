@@ -94,7 +94,8 @@ struct ct__procpool {
   int state, running;
   uint64_t submitted, queued, completed, failed, canceled;
   uint64_t crashed, timeouts, spawned;
-  atomic_bool kick_posted;
+  atomic_bool kick_posted;  /* kick_msg is in the loop's inbox */
+  ct__loop_msg_t kick_msg;  /* one suffices: kicks coalesce */
 
   /* Loop thread only (or the creating thread before the loop runs). */
   pid_t server_pid;
@@ -652,26 +653,20 @@ static void check_progress(ct__procpool_t *pool) {
 
 static void kick_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
   (void)loop;
-  ct__procpool_t *pool = *(ct__procpool_t **)(msg + 1);
-  free(msg);
+  ct__procpool_t *pool = (ct__procpool_t *)((char *)msg - offsetof(ct__procpool_t, kick_msg));
   atomic_store(&pool->kick_posted, false);
-  if (pool->state != POOL_STOPPED)
+  if (!ct__procpool_stopped(pool))
     check_progress(pool);
 }
 
-/* Any thread: have the loop look at the pool. */
+/* Any thread: have the loop look at the pool. Allocates nothing, so a
+ * kick cannot be lost for want of memory. */
 static void kick(ct__procpool_t *pool) {
   if (atomic_exchange(&pool->kick_posted, true))
     return;
-  ct__loop_msg_t *msg = malloc(sizeof *msg + sizeof pool);
-  if (msg) {
-    msg->run = kick_on_loop;
-    memcpy(msg + 1, &pool, sizeof pool);
-    if (ct__loop_post(&pool->sup->loop, msg) == 0)
-      return;
-    free(msg);
-  }
-  atomic_store(&pool->kick_posted, false);
+  pool->kick_msg.run = kick_on_loop;
+  if (ct__loop_post_embedded(&pool->sup->loop, &pool->kick_msg) != 0)
+    atomic_store(&pool->kick_posted, false);
 }
 
 static void setup_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {

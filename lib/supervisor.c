@@ -293,8 +293,8 @@ int ct_supervisor_free(ct_supervisor_t *sup) {
   if (state == CT__SUP_INIT)
     ev_async_stop(sup->loop.ev, &sup->stop_check);
   ct__watchdog_stop(sup);
+  ct__loop_destroy(&sup->loop); /* first: its inbox may hold the pool's message */
   ct__procpool_free(atomic_load(&sup->procpool));
-  ct__loop_destroy(&sup->loop);
   ct__pool_destroy(&sup->pool);
   ct__registry_destroy(&sup->registry);
   ct__aloops_destroy(sup);
