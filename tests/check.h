@@ -77,4 +77,14 @@ static inline void check_sleep(double seconds) {
     ;
 }
 
+/* Poll until cond holds, for at most about 20 s (a generous bound; tests
+ * never assert durations). */
+#define WAIT_FOR(cond)                                                         \
+  do {                                                                         \
+    for (int wait_i_ = 0; !(cond); wait_i_++) {                                \
+      CHECK(wait_i_ < 20000);                                                  \
+      check_sleep(0.001);                                                      \
+    }                                                                          \
+  } while (0)
+
 #endif

@@ -4,29 +4,7 @@
 #include <stdatomic.h>
 
 #include "check.h"
-
-static ct_supervisor_t *start_sup(int pool_size) {
-  ct_supervisor_opts_t o = CT_SUPERVISOR_OPTS_INIT;
-  o.pool_size = pool_size;
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(&o, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  return sup;
-}
-
-static void end_sup(ct_supervisor_t *sup) {
-  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
-  CHECK_EQ_INT(ct_supervisor_registry_size(sup), 0);
-  CHECK_OK(ct_supervisor_free(sup));
-}
-
-#define WAIT_FOR(cond)                                                         \
-  do {                                                                         \
-    for (int wait_i_ = 0; !(cond); wait_i_++) {                                \
-      CHECK(wait_i_ < 20000);                                                  \
-      check_sleep(0.001);                                                      \
-    }                                                                          \
-  } while (0)
+#include "gate.h"
 
 /* What a member's runs record and do. */
 typedef struct {
@@ -76,7 +54,7 @@ static bool all_stopped(ct_worker_t **ws, int n) {
 }
 
 TEST(start_stop_together) {
-  ct_supervisor_t *sup = start_sup(4);
+  ct_supervisor_t *sup = start_supervisor(4, 0, 0);
   member_t m[3] = {0};
   ct_worker_t *ws[3] = {make(sup, CT_WORKER_BACKGROUND, "bg", &m[0]),
                         make(sup, CT_WORKER_QUEUE, "queue", &m[1]),
@@ -107,7 +85,7 @@ TEST(start_stop_together) {
   CHECK_OK(ct_worker_group_free(g));
   for (int i = 0; i < 3; i++)
     CHECK_OK(ct_worker_free(ws[i]));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 static json_t *member_json(json_t *status, size_t i) {
@@ -115,7 +93,7 @@ static json_t *member_json(json_t *status, size_t i) {
 }
 
 TEST(status_json) {
-  ct_supervisor_t *sup = start_sup(4);
+  ct_supervisor_t *sup = start_supervisor(4, 0, 0);
   member_t m[2] = {0};
   ct_worker_t *a = make(sup, CT_WORKER_EVENT, "alpha", &m[0]);
   ct_worker_t *b = make(sup, CT_WORKER_QUEUE, "beta", &m[1]);
@@ -156,13 +134,13 @@ TEST(status_json) {
   CHECK_OK(ct_worker_group_free(g));
   CHECK_OK(ct_worker_free(a));
   CHECK_OK(ct_worker_free(b));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 /* One member returns CT_WORKER_STOP on its third run; with one-for-all the
  * others stop too, and the group can be started again. */
 TEST(one_for_all_stops_all) {
-  ct_supervisor_t *sup = start_sup(4);
+  ct_supervisor_t *sup = start_supervisor(4, 0, 0);
   for (int round = 0; round < 20; round++) {
     member_t m[3] = {{.stop_after = 3}, {0}, {0}};
     ct_worker_t *ws[3] = {make(sup, CT_WORKER_BACKGROUND, "quitter", &m[0]),
@@ -183,12 +161,12 @@ TEST(one_for_all_stops_all) {
     for (int i = 0; i < 3; i++)
       CHECK_OK(ct_worker_free(ws[i]));
   }
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 /* A member stopped from outside also stops the rest with one-for-all. */
 TEST(one_for_all_on_outside_stop) {
-  ct_supervisor_t *sup = start_sup(4);
+  ct_supervisor_t *sup = start_supervisor(4, 0, 0);
   member_t m[2] = {0};
   ct_worker_t *ws[2] = {make(sup, CT_WORKER_EVENT, "e", &m[0]),
                         make(sup, CT_WORKER_BACKGROUND, "b", &m[1])};
@@ -201,11 +179,11 @@ TEST(one_for_all_on_outside_stop) {
   CHECK_OK(ct_worker_group_free(g));
   CHECK_OK(ct_worker_free(ws[0]));
   CHECK_OK(ct_worker_free(ws[1]));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 TEST(without_one_for_all_others_keep_running) {
-  ct_supervisor_t *sup = start_sup(4);
+  ct_supervisor_t *sup = start_supervisor(4, 0, 0);
   member_t m[2] = {{.stop_after = 2}, {0}};
   ct_worker_t *ws[2] = {make(sup, CT_WORKER_BACKGROUND, "quitter", &m[0]),
                         make(sup, CT_WORKER_BACKGROUND, "stayer", &m[1])};
@@ -224,13 +202,13 @@ TEST(without_one_for_all_others_keep_running) {
   CHECK_OK(ct_worker_group_free(g));
   CHECK_OK(ct_worker_free(ws[0]));
   CHECK_OK(ct_worker_free(ws[1]));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 /* A member's run stops its own group, waiting: every stop is under way, the
  * call returns CT_EDEADLK instead of waiting for itself, all end stopped. */
 TEST(stop_from_member_run) {
-  ct_supervisor_t *sup = start_sup(1); /* one thread: waiting would hang */
+  ct_supervisor_t *sup = start_supervisor(1, 0, 0); /* one thread: waiting would hang */
   member_t m[2] = {0};
   ct_worker_t *ws[2] = {make(sup, CT_WORKER_EVENT, "stopper", &m[0]),
                         make(sup, CT_WORKER_QUEUE, "other", &m[1])};
@@ -245,12 +223,12 @@ TEST(stop_from_member_run) {
   CHECK_OK(ct_worker_group_free(g));
   CHECK_OK(ct_worker_free(ws[0]));
   CHECK_OK(ct_worker_free(ws[1]));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 /* A member freed by its owner leaves the group; the rest works on. */
 TEST(member_freed_while_in_group) {
-  ct_supervisor_t *sup = start_sup(2);
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
   member_t m[2] = {0};
   ct_worker_t *a = make(sup, CT_WORKER_EVENT, "gone", &m[0]);
   ct_worker_t *b = make(sup, CT_WORKER_EVENT, "kept", &m[1]);
@@ -270,11 +248,11 @@ TEST(member_freed_while_in_group) {
   CHECK_OK(ct_worker_free(b));
   CHECK_EQ_INT(ct_worker_group_size(g), 0);
   CHECK_OK(ct_worker_group_free(g));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 TEST(bad_input) {
-  ct_supervisor_t *sup = start_sup(2);
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
   member_t m[3] = {0};
   ct_worker_t *a = make(sup, CT_WORKER_EVENT, "a", &m[0]);
   ct_worker_t *b = make(sup, CT_WORKER_EVENT, "b", &m[1]);
@@ -320,13 +298,13 @@ TEST(bad_input) {
   CHECK_OK(ct_worker_group_free(other));
   CHECK_OK(ct_worker_free(a));
   CHECK_OK(ct_worker_free(b));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 /* A member that cannot start makes the start fail and stops the others. */
 TEST(start_all_or_nothing) {
-  ct_supervisor_t *sup = start_sup(2);
-  ct_supervisor_t *stopped = start_sup(1);
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  ct_supervisor_t *stopped = start_supervisor(1, 0, 0);
   member_t m[2] = {0};
   ct_worker_t *a = make(sup, CT_WORKER_EVENT, "ok", &m[0]);
   ct_worker_t *b = make(stopped, CT_WORKER_EVENT, "late", &m[1]);
@@ -340,7 +318,7 @@ TEST(start_all_or_nothing) {
   CHECK_OK(ct_worker_free(a));
   CHECK_OK(ct_worker_free(b));
   CHECK_OK(ct_supervisor_free(stopped));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 int main(void) {

@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 
 #include "check.h"
+#include "gate.h"
 #include "worker-internal.h"
 
 typedef struct {
@@ -38,15 +39,8 @@ static ct_worker_t *make_ticker(ct_supervisor_t *sup, lead_t *l, double interval
   return w;
 }
 
-static ct_supervisor_t *start_sup(void) {
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(NULL, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  return sup;
-}
-
 TEST(never_early) {
-  ct_supervisor_t *sup = start_sup();
+  ct_supervisor_t *sup = start_supervisor(0, 0, 0);
   lead_t l = {0};
   ct_worker_t *w = make_ticker(sup, &l, 0.004);
   CHECK_OK(ct_worker_start(w, NULL));
@@ -62,7 +56,7 @@ TEST(never_early) {
 }
 
 TEST(stop_while_waiting_for_due_skips_the_run) {
-  ct_supervisor_t *sup = start_sup();
+  ct_supervisor_t *sup = start_supervisor(0, 0, 0);
   int skipped = 0;
   for (int round = 0; round < 10; round++) {
     lead_t l = {0};

@@ -6,27 +6,7 @@
 #include <stdatomic.h>
 
 #include "check.h"
-
-#define WAIT_FOR(cond)                                                         \
-  do {                                                                         \
-    for (int wait_i_ = 0; !(cond); wait_i_++) {                                \
-      CHECK(wait_i_ < 20000);                                                  \
-      check_sleep(0.001);                                                      \
-    }                                                                          \
-  } while (0)
-
-static ct_supervisor_t *start_sup(void) {
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(NULL, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  return sup;
-}
-
-static void end_sup(ct_supervisor_t *sup) {
-  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
-  CHECK_EQ_INT(ct_supervisor_registry_size(sup), 0);
-  CHECK_OK(ct_supervisor_free(sup));
-}
+#include "gate.h"
 
 typedef struct {
   pthread_t thread;
@@ -66,18 +46,18 @@ static void attach_timer(ct_loop_t *loop, struct ev_loop *ev, void *data) {
 }
 
 TEST(user_watcher_through_a_call) {
-  ct_supervisor_t *sup = start_sup();
+  ct_supervisor_t *sup = start_supervisor(0, 0, 0);
   probe_t p = {0};
   CHECK_OK(ct_loop_call(ct_supervisor_loop(sup), attach_timer, &p));
   WAIT_FOR(atomic_load(&p.done));
   CHECK(!pthread_equal(loop_thread(ct_supervisor_loop(sup)), pthread_self()));
   CHECK_EQ_INT(ct_loop_call(NULL, attach_timer, &p), CT_EINVAL);
   CHECK_EQ_INT(ct_loop_call(ct_supervisor_loop(sup), NULL, &p), CT_EINVAL);
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 TEST(named_loops) {
-  ct_supervisor_t *sup = start_sup();
+  ct_supervisor_t *sup = start_supervisor(0, 0, 0);
   ct_loop_t *io, *found, *other;
   CHECK_OK(ct_loop_create(sup, "io", &io));
   CHECK_EQ_STR(ct_loop_name(io), "io");
@@ -101,7 +81,7 @@ TEST(named_loops) {
   CHECK_OK(ct_loop_stop(io, -1));
   probe_t p = {0};
   CHECK_EQ_INT(ct_loop_call(io, note_thread, &p), CT_ESHUTDOWN);
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 static json_t *where_am_i(ct_task_t *self, void *arg) {
@@ -121,7 +101,7 @@ static void hold_loop(ct_loop_t *loop, struct ev_loop *ev, void *data) {
 }
 
 TEST(task_on_a_loop) {
-  ct_supervisor_t *sup = start_sup();
+  ct_supervisor_t *sup = start_supervisor(0, 0, 0);
   ct_loop_t *io;
   CHECK_OK(ct_loop_create(sup, "io", &io));
   probe_t p = {0};
@@ -155,7 +135,7 @@ TEST(task_on_a_loop) {
   CHECK_OK(ct_loop_stop(io, -1));
   CHECK_EQ_INT(ct_background_task(sup, where_am_i, &p, &o, &t), CT_ESHUTDOWN);
   CHECK(t == NULL);
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 static int run_on_loop(ct_worker_run_t *run) {
@@ -172,7 +152,7 @@ static void count_call(ct_loop_t *loop, struct ev_loop *ev, void *data) {
 }
 
 TEST(workers_on_a_loop) {
-  ct_supervisor_t *sup = start_sup();
+  ct_supervisor_t *sup = start_supervisor(0, 0, 0);
   ct_loop_t *io;
   CHECK_OK(ct_loop_create(sup, "io", &io));
   probe_t ev = {0}, bg = {0}, other = {0};
@@ -196,7 +176,7 @@ TEST(workers_on_a_loop) {
   CHECK_OK(ct_worker_stop(e, CT_WORKER_DRAIN, -1));
   CHECK_OK(ct_worker_free(b));
   CHECK_OK(ct_worker_free(e));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 int main(void) {

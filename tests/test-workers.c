@@ -5,30 +5,7 @@
 #include <stdatomic.h>
 
 #include "check.h"
-
-static ct_supervisor_t *start_sup(int pool_size) {
-  ct_supervisor_opts_t o = CT_SUPERVISOR_OPTS_INIT;
-  o.pool_size = pool_size;
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(&o, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  return sup;
-}
-
-static void end_sup(ct_supervisor_t *sup) {
-  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
-  CHECK_EQ_INT(ct_supervisor_registry_size(sup), 0);
-  CHECK_OK(ct_supervisor_free(sup));
-}
-
-/* Poll until cond holds; tests never assert durations, only a generous bound. */
-#define WAIT_FOR(cond)                                                         \
-  do {                                                                         \
-    for (int wait_i_ = 0; !(cond); wait_i_++) {                                \
-      CHECK(wait_i_ < 20000);                                                  \
-      check_sleep(0.001);                                                      \
-    }                                                                          \
-  } while (0)
+#include "gate.h"
 
 /* What the runs record. */
 typedef struct {
@@ -102,7 +79,7 @@ static ct_worker_t *make(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_
 }
 
 TEST(queue_fifo_order) {
-  ct_supervisor_t *sup = start_sup(4);
+  ct_supervisor_t *sup = start_supervisor(4, 0, 0);
   rec_t r = {0};
   ct_worker_t *w = make(sup, CT_WORKER_QUEUE, run_record, &r, NULL);
   CHECK_OK(ct_worker_start(w, NULL));
@@ -115,7 +92,7 @@ TEST(queue_fifo_order) {
     CHECK_EQ_INT(r.order[i], i);
   CHECK_EQ_INT(atomic_load(&r.max_in_run), 1);
   CHECK_OK(ct_worker_free(w));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 static int run_gate_first(ct_worker_run_t *run) {
@@ -127,7 +104,7 @@ static int run_gate_first(ct_worker_run_t *run) {
 }
 
 TEST(priority_queue_order_after_busy_run) {
-  ct_supervisor_t *sup = start_sup(4);
+  ct_supervisor_t *sup = start_supervisor(4, 0, 0);
   rec_t r = {0};
   ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
   o.priority_queue = true;
@@ -146,11 +123,11 @@ TEST(priority_queue_order_after_busy_run) {
   for (int i = 0; i < 5; i++)
     CHECK_EQ_INT(r.order[i], want[i]);
   CHECK_OK(ct_worker_free(w));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 TEST(queue_bound_and_drop_hands_back) {
-  ct_supervisor_t *sup = start_sup(4);
+  ct_supervisor_t *sup = start_supervisor(4, 0, 0);
   rec_t r = {0};
   ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
   o.max_queue = 3;
@@ -173,7 +150,7 @@ TEST(queue_bound_and_drop_hands_back) {
   CHECK_EQ_INT(s.dropped, 3);
   CHECK_EQ_INT(s.pending, 0);
   CHECK_OK(ct_worker_free(w));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 static json_t *block_task(ct_task_t *self, void *arg) {
@@ -183,7 +160,7 @@ static json_t *block_task(ct_task_t *self, void *arg) {
 }
 
 TEST(event_triggers_before_start_merge) {
-  ct_supervisor_t *sup = start_sup(1); /* one thread, taken by a blocker */
+  ct_supervisor_t *sup = start_supervisor(1, 0, 0); /* one thread, taken by a blocker */
   rec_t r = {0}, blocker = {0};
   ct_task_t *t;
   CHECK_OK(ct_background_task(sup, block_task, &blocker, NULL, &t));
@@ -199,11 +176,11 @@ TEST(event_triggers_before_start_merge) {
   CHECK_OK(ct_worker_stop(w, CT_WORKER_DRAIN, -1));
   CHECK_EQ_INT(atomic_load(&r.runs), 1);
   CHECK_OK(ct_worker_free(w));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 TEST(event_forced_trigger_reruns_once) {
-  ct_supervisor_t *sup = start_sup(4);
+  ct_supervisor_t *sup = start_supervisor(4, 0, 0);
   rec_t r = {0};
   ct_worker_t *w = make(sup, CT_WORKER_EVENT, run_gated, &r, NULL);
   CHECK_OK(ct_worker_start(w, NULL));
@@ -219,7 +196,7 @@ TEST(event_forced_trigger_reruns_once) {
   CHECK_OK(ct_worker_stop(w, CT_WORKER_DRAIN, -1));
   CHECK_EQ_INT(atomic_load(&r.runs), 2);
   CHECK_OK(ct_worker_free(w));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 static int run_sleepy(ct_worker_run_t *run) {
@@ -230,7 +207,7 @@ static int run_sleepy(ct_worker_run_t *run) {
 }
 
 static rec_t *run_interval(double interval, double delay, double before) {
-  ct_supervisor_t *sup = start_sup(4);
+  ct_supervisor_t *sup = start_supervisor(4, 0, 0);
   rec_t *r = calloc(1, sizeof *r);
   ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
   o.interval = interval;
@@ -244,7 +221,7 @@ static rec_t *run_interval(double interval, double delay, double before) {
   CHECK_EQ_INT(atomic_load(&r->max_in_run), 1);
   CHECK(r->begin[0] >= t0 + before);
   CHECK_OK(ct_worker_free(w));
-  end_sup(sup);
+  stop_and_free(sup);
   return r;
 }
 
@@ -286,7 +263,7 @@ TEST(delay_before_waits_before_every_run) {
 }
 
 TEST(interval_stop_mid_wait_is_at_once) {
-  ct_supervisor_t *sup = start_sup(4);
+  ct_supervisor_t *sup = start_supervisor(4, 0, 0);
   rec_t r = {0};
   ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
   o.interval = 3600;
@@ -301,7 +278,7 @@ TEST(interval_stop_mid_wait_is_at_once) {
   CHECK_OK(ct_worker_stop(w, CT_WORKER_DRAIN, 30)); /* far less than an hour */
   CHECK_EQ_INT(ct_worker_state(w), CT_WORKER_STOPPED);
   CHECK_OK(ct_worker_free(w));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 static int run_stop_at_once(ct_worker_run_t *run) {
@@ -312,7 +289,7 @@ static int run_stop_at_once(ct_worker_run_t *run) {
 }
 
 TEST(stop_value_runs_once_and_leaves_nothing) {
-  ct_supervisor_t *sup = start_sup(2);
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
   ct_worker_kind_t kinds[] = {CT_WORKER_BACKGROUND, CT_WORKER_QUEUE, CT_WORKER_EVENT,
                               CT_WORKER_INTERVAL};
   for (int k = 0; k < 4; k++) {
@@ -337,7 +314,7 @@ TEST(stop_value_runs_once_and_leaves_nothing) {
     CHECK(s.threads <= 2);
     CHECK_OK(ct_worker_free(w));
   }
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 static void on_error_count(ct_worker_t *w, const json_t *error, void *data) {
@@ -359,7 +336,7 @@ static int run_failing_odd(ct_worker_run_t *run) {
 }
 
 TEST(on_error_once_per_failure) {
-  ct_supervisor_t *sup = start_sup(2);
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
   for (intptr_t with_error = 0; with_error < 2; with_error++) {
     rec_t r = {0};
     ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
@@ -379,7 +356,7 @@ TEST(on_error_once_per_failure) {
     CHECK_EQ_INT(s.failures, 5);
     CHECK_OK(ct_worker_free(w));
   }
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 static atomic_int logged_errors;
@@ -406,7 +383,7 @@ TEST(failure_without_on_error_is_logged) {
   CHECK_EQ_INT(atomic_load(&logged_errors), 2);
   CHECK_EQ_INT(atomic_load(&r.runs), 4);
   CHECK_OK(ct_worker_free(w));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 static int run_slow_then_mark(ct_worker_run_t *run) {
@@ -417,7 +394,7 @@ static int run_slow_then_mark(ct_worker_run_t *run) {
 }
 
 TEST(stop_wait_returns_after_current_run) {
-  ct_supervisor_t *sup = start_sup(2);
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
   rec_t r = {0};
   ct_worker_t *w = make(sup, CT_WORKER_BACKGROUND, run_slow_then_mark, &r, NULL);
   CHECK_OK(ct_worker_start(w, NULL));
@@ -430,11 +407,11 @@ TEST(stop_wait_returns_after_current_run) {
   CHECK_EQ_INT(atomic_load(&r.in_run), 0);
   CHECK_EQ_INT(ct_worker_state(w), CT_WORKER_STOPPED);
   CHECK_OK(ct_worker_free(w));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 TEST(force_stop_after_grace_period) {
-  ct_supervisor_t *sup = start_sup(2);
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
   rec_t r = {0};
   ct_worker_t *w = make(sup, CT_WORKER_QUEUE, run_gated, &r, NULL);
   CHECK_OK(ct_worker_start(w, NULL));
@@ -454,7 +431,7 @@ TEST(force_stop_after_grace_period) {
   CHECK_OK(ct_worker_start(w, NULL)); /* a restart is fine now */
   CHECK_OK(ct_worker_stop(w, CT_WORKER_DRAIN, -1));
   CHECK_OK(ct_worker_free(w));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 static int run_stop_self(ct_worker_run_t *run) {
@@ -465,7 +442,7 @@ static int run_stop_self(ct_worker_run_t *run) {
 }
 
 TEST(stop_from_own_run_would_deadlock) {
-  ct_supervisor_t *sup = start_sup(2);
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
   rec_t r = {0};
   ct_worker_t *w = make(sup, CT_WORKER_EVENT, run_stop_self, &r, NULL);
   CHECK_OK(ct_worker_start(w, NULL));
@@ -474,7 +451,7 @@ TEST(stop_from_own_run_would_deadlock) {
   CHECK_EQ_INT(r.stop_rc, CT_EDEADLK);
   CHECK_EQ_INT(atomic_load(&r.runs), 1);
   CHECK_OK(ct_worker_free(w));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 static int run_nothing(ct_worker_run_t *run) {
@@ -483,7 +460,7 @@ static int run_nothing(ct_worker_run_t *run) {
 }
 
 TEST(bad_input) {
-  ct_supervisor_t *sup = start_sup(2);
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
   ct_worker_t *w;
   ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
   CHECK_EQ_INT(ct_worker_new(sup, CT_WORKER_QUEUE, NULL, NULL, &w), CT_EINVAL);
@@ -535,7 +512,7 @@ TEST(bad_input) {
 }
 
 TEST(restart_with_overrides) {
-  ct_supervisor_t *sup = start_sup(2);
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
   rec_t r = {0}, other = {0};
   ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
   o.name = "indexer";
@@ -568,11 +545,11 @@ TEST(restart_with_overrides) {
         strcmp(ct_worker_name(a), "run_nothing") == 0);
   CHECK_OK(ct_worker_free(a));
   CHECK_OK(ct_worker_free(b));
-  end_sup(sup);
+  stop_and_free(sup);
 }
 
 TEST(idle_workers_hold_no_thread_and_show_in_stats) {
-  ct_supervisor_t *sup = start_sup(2);
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
   rec_t r = {0};
   ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
   o.interval = 3600;
