@@ -10,6 +10,7 @@
 
 #include "check.h"
 #include "gate.h"
+#include "proc.h"
 
 static char release_path[64]; /* the "block" child waits until this exists */
 
@@ -56,38 +57,7 @@ static int thread_run(ct_worker_run_t *run) {
 
 /* ---- helpers ---- */
 
-static int count_fds(void) {
-  int n = 0;
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL)
-    n += e->d_name[0] != '.';
-  closedir(d);
-  return n;
-}
 
-/* Whether any process has `ppid` as its parent. */
-static bool has_children(int ppid) {
-  bool found = false;
-  DIR *d = opendir("/proc");
-  struct dirent *e;
-  while (!found && (e = readdir(d)) != NULL) {
-    int pid = atoi(e->d_name);
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = pid > 0 ? fopen(path, "r") : NULL;
-    if (!f)
-      continue;
-    size_t len = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[len] = 0;
-    char *paren = strrchr(buf, ')'), state;
-    int parent = 0;
-    found = paren && sscanf(paren + 2, "%c %d", &state, &parent) == 2 && parent == ppid;
-  }
-  closedir(d);
-  return found;
-}
 
 static ct_supervisor_t *start_sup(int children) {
   ct_supervisor_t *sup;
@@ -248,7 +218,8 @@ TEST(queue_worker_stopped_by_its_third_result) {
   unlink(release_path);
   json_decref(start_args);
   seen_destroy(&s);
-  CHECK(!has_children(getpid()));
+  int kids[1];
+  CHECK_EQ_INT(children_of(getpid(), kids, 1), 0);
   CHECK_EQ_INT(waitpid(-1, NULL, WNOHANG), -1); /* no zombie either */
   CHECK_EQ_INT(count_fds(), fds_before);
 }

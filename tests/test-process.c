@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "proc.h"
 #include "loop.h"
 
 /* ---- functions the children run ---- */
@@ -111,42 +112,6 @@ static int child_pid(ct_supervisor_t *sup) {
   return pid;
 }
 
-static int count_fds(void) {
-  int n = 0;
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL)
-    n += e->d_name[0] != '.';
-  closedir(d);
-  return n;
-}
-
-/* Pids whose parent is `ppid` (from /proc), at most max; returns how many. */
-static int children_of(int ppid, int *pids, int max) {
-  int n = 0;
-  DIR *d = opendir("/proc");
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL && n < max) {
-    int pid = atoi(e->d_name);
-    if (pid <= 0)
-      continue;
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-      continue;
-    size_t len = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[len] = 0;
-    char *close_paren = strrchr(buf, ')');
-    int parent = 0;
-    char state;
-    if (close_paren && sscanf(close_paren + 2, "%c %d", &state, &parent) == 2 && parent == ppid)
-      pids[n++] = pid;
-  }
-  closedir(d);
-  return n;
-}
 
 static const char *error_class(ct_task_t *t) { return ct_result_error_class(ct_task_result(t)); }
 
