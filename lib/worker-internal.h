@@ -123,6 +123,11 @@ void ct__worker_settle(ct_worker_t *w);
  * Returns 0 or CT_ESHUTDOWN / CT_ENOMEM (fn is then never called). */
 int ct__worker_post(ct_worker_t *w, void (*fn)(ct_worker_t *w));
 
+/* Lock held on entry, released on return: a run task of `w` has ended.
+ * Stop the worker (handing pending items back) if `stop`, start the next
+ * run, settle a pending stop, and drop the run task's reference. */
+void ct__worker_run_ended(ct_worker_t *w, bool stop);
+
 /* Lock NOT held, after an operation that may have made the state final:
  * hand back dropped items, then tell the worker's group of its end. */
 void ct__worker_leave(ct_worker_t *w);

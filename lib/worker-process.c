@@ -68,13 +68,7 @@ static void process_done(ct_task_t *t, void *data) {
     w->failures++;
   if (w->ops->after_run)
     w->ops->after_run(w, ct__now());
-  if (outcome == CT_WORKER_STOP || ct_task_status(t) == CT_TASK_CANCELED)
-    ct__worker_begin_stop(w, true);
-  ct__worker_kick(w);
-  ct__worker_settle(w);
-  pthread_mutex_unlock(&w->lock);
-  ct__worker_leave(w);
-  ct__worker_unref(w);
+  ct__worker_run_ended(w, outcome == CT_WORKER_STOP || ct_task_status(t) == CT_TASK_CANCELED);
 }
 
 static int submit_call(ct_worker_t *w, const json_t *args) {

@@ -179,18 +179,22 @@ static json_t *run_task(ct_task_t *self, void *arg) {
   return NULL;
 }
 
-/* The run task is terminal (completed, or canceled by a supervisor stop). */
-static void run_done(ct_task_t *t, void *data) {
-  ct_worker_t *w = data;
-  pthread_mutex_lock(&w->lock);
-  w->inflight = false;
-  if (ct_task_status(t) == CT_TASK_CANCELED)
+void ct__worker_run_ended(ct_worker_t *w, bool stop) {
+  if (stop)
     ct__worker_begin_stop(w, true);
   ct__worker_kick(w);
   ct__worker_settle(w);
   pthread_mutex_unlock(&w->lock);
   ct__worker_leave(w);
   ct__worker_unref(w);
+}
+
+/* The run task is terminal (completed, or canceled by a supervisor stop). */
+static void run_done(ct_task_t *t, void *data) {
+  ct_worker_t *w = data;
+  pthread_mutex_lock(&w->lock);
+  w->inflight = false;
+  ct__worker_run_ended(w, ct_task_status(t) == CT_TASK_CANCELED);
 }
 
 typedef struct {
