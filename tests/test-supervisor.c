@@ -32,6 +32,12 @@ TEST(options_validation) {
     o = d;
     *sizes[i] = -1;
     CHECK_EQ_INT(new_with(&o), CT_EINVAL);
+    if (i < 3) { /* the pool and its reservations: 65536 at the most */
+      *sizes[i] = 65537;
+      CHECK_EQ_INT(new_with(&o), CT_EINVAL);
+      *sizes[i] = 65536;
+      CHECK_OK(new_with(&o));
+    }
   }
   double *times[] = {&o.keepalive, &o.timeout_warning, &o.timeout_critical};
   double bad[] = {-1.0, NAN, INFINITY};

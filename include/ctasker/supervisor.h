@@ -70,8 +70,8 @@ typedef struct ct_supervisor_opts {
 
 /* Create a supervisor (not started). opts may be NULL for defaults.
  * Returns 0 and *out, or CT_EINVAL for bad options (negative sizes or
- * times, min_threads above the HIGH cap, an opts.size this library does not
- * know), CT_ENOMEM.
+ * times, a pool size or reservation above 65536, min_threads above the HIGH
+ * cap, an opts.size this library does not know), CT_ENOMEM.
  * Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_new(const ct_supervisor_opts_t *opts, ct_supervisor_t **out);
 
