@@ -135,11 +135,16 @@ TEST(round_trip_created_before_start) {
   t = run(sup, "echo", NULL);
   CHECK(json_is_null(ct_task_result(t)));
   ct_task_unref(t);
+  want = json_pack("[o]", json_stringn("a\0b", 3)); /* U+0000 is valid JSON */
+  t = run(sup, "echo", json_incref(want));
+  CHECK(json_equal(ct_task_result(t), want));
+  json_decref(want);
+  ct_task_unref(t);
   ct_stats_t st;
   CHECK_OK(ct_supervisor_stats(sup, &st));
-  CHECK_EQ_INT(st.completed, 3);
+  CHECK_EQ_INT(st.completed, 4);
   json_t *js = ct_supervisor_stats_json(sup);
-  CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(js, "processes"), "completed")), 3);
+  CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(js, "processes"), "completed")), 4);
   json_decref(js);
   stop_sup(sup);
 }
