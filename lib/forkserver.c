@@ -11,12 +11,14 @@
  * inherit nothing of the parent's threads; each keeps fd 0-2 and its own
  * socket on fd 3. The server knows its children by pid and reaps only them,
  * on request or when the parent goes away; nothing here runs atexit
- * handlers or flushes the parent's stdio buffers (every exit is _exit()).
+ * handlers or writes the parent's stdio buffers (every exit is _exit(), and
+ * the server drops its copies of stdout's and stderr's buffers).
  */
 #include "forkserver.h"
 
 #include <errno.h>
 #include <signal.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -266,8 +268,16 @@ static void shutdown_server(ct__server_t *s) {
   _exit(0);
 }
 
+/* Drop the copies of what the parent had buffered for stdout and stderr:
+ * the parent writes it; a child that flushes would write it again. */
+static void drop_parent_output(void) {
+  __fpurge(stdout);
+  __fpurge(stderr);
+}
+
 static void server_main(int fd, size_t max) {
   default_signals();
+  drop_parent_output();
   keep_only_channel(fd);
   ct__server_t s = {.max_frame = max};
   ct__frame_decoder_t dec;

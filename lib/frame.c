@@ -39,10 +39,11 @@ static int start_payload(ct__frame_decoder_t *d) {
   return 0;
 }
 
-/* The payload is complete: parse it and start the next frame. */
+/* The payload is complete: parse it and start the next frame. Strings may
+ * hold U+0000, as ct__frame_encode() writes them. */
 static int finish_payload(ct__frame_decoder_t *d, json_t **out) {
   json_error_t err;
-  *out = json_loadb(d->payload, d->payload_len, 0, &err);
+  *out = json_loadb(d->payload, d->payload_len, JSON_ALLOW_NUL, &err);
   free(d->payload);
   d->payload = NULL;
   d->header_have = 0;

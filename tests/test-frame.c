@@ -141,8 +141,28 @@ TEST(encoder_limits_and_bad_values) {
   CHECK(strcmp(ct__frame_strerror(CT__FRAME_TRUNCATED), "truncated frame") == 0);
 }
 
+/* Whatever the encoder writes, the decoder reads: a string may hold U+0000
+ * (jansson writes it as \u0000). */
+TEST(nul_in_a_string_round_trips) {
+  json_t *v = json_pack("{s:o}", "s", json_stringn("a\0b", 3));
+  char *buf;
+  size_t len;
+  CHECK_EQ_INT(ct__frame_encode(v, 64, &buf, &len), 0);
+  ct__frame_decoder_t d;
+  sink_t s = {.stop_at = -1};
+  ct__frame_decoder_init(&d, 64);
+  CHECK_EQ_INT(ct__frame_feed(&d, buf, len, collect, &s), 0);
+  CHECK_EQ_INT(s.n, 1);
+  CHECK(json_equal(s.frames[0], v));
+  sink_free(&s);
+  ct__frame_decoder_reset(&d);
+  free(buf);
+  json_decref(v);
+}
+
 int main(void) {
   RUN(round_trip_in_every_chunk_size);
+  RUN(nul_in_a_string_round_trips);
   RUN(oversized_header_is_refused_before_the_payload);
   RUN(malformed_and_zero_length);
   RUN(truncated_at_eof);

@@ -74,12 +74,21 @@ static json_t *fn_crash(uint64_t id, json_t *args, void *data) {
   return NULL;
 }
 
+static json_t *fn_print(uint64_t id, json_t *args, void *data) {
+  (void)id;
+  (void)data;
+  fputs(json_string_value(args), stdout);
+  fflush(stdout);
+  return NULL;
+}
+
 static void register_all(void) {
   CHECK_OK(ct_process_register("echo", fn_echo, NULL));
   CHECK_OK(ct_process_register("id", fn_id, NULL));
   CHECK_OK(ct_process_register("fail", fn_fail, NULL));
   CHECK_OK(ct_process_register("sleep", fn_sleep, NULL));
   CHECK_OK(ct_process_register("crash", fn_crash, NULL));
+  CHECK_OK(ct_process_register("print", fn_print, NULL));
 }
 
 /* ---- helpers ---- */
@@ -135,11 +144,16 @@ TEST(round_trip_created_before_start) {
   t = run(sup, "echo", NULL);
   CHECK(json_is_null(ct_task_result(t)));
   ct_task_unref(t);
+  want = json_pack("[o]", json_stringn("a\0b", 3)); /* U+0000 is valid JSON */
+  t = run(sup, "echo", json_incref(want));
+  CHECK(json_equal(ct_task_result(t), want));
+  json_decref(want);
+  ct_task_unref(t);
   ct_stats_t st;
   CHECK_OK(ct_supervisor_stats(sup, &st));
-  CHECK_EQ_INT(st.completed, 3);
+  CHECK_EQ_INT(st.completed, 4);
   json_t *js = ct_supervisor_stats_json(sup);
-  CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(js, "processes"), "completed")), 3);
+  CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(js, "processes"), "completed")), 4);
   json_decref(js);
   stop_sup(sup);
 }
@@ -445,6 +459,28 @@ TEST(host_forks_after_start) {
   CHECK_EQ_INT(children_of(getpid(), kids, 4), 0);
 }
 
+/* What the parent had buffered for stdout when the pool was created is the
+ * parent's to write, once; a child that flushes writes only its own. */
+TEST(children_do_not_write_the_parents_buffered_output) {
+  FILE *capture = tmpfile();
+  CHECK(capture != NULL);
+  fflush(stdout);
+  int saved = dup(1);
+  CHECK(dup2(fileno(capture), 1) == 1);
+  fputs("parent;", stdout); /* buffered: no newline, no flush */
+  ct_supervisor_t *sup = start_sup();
+  CHECK_OK(ct_process_pool_create(sup, NULL));
+  ct_task_unref(run(sup, "print", json_string("child;")));
+  stop_sup(sup);
+  fflush(stdout);
+  CHECK(dup2(saved, 1) == 1);
+  close(saved);
+  char text[128] = "";
+  CHECK(pread(fileno(capture), text, sizeof text - 1, 0) >= 0);
+  fclose(capture);
+  CHECK_EQ_STR(text, "child;parent;");
+}
+
 int main(void) {
   register_all();
   RUN(round_trip_created_before_start);
@@ -456,5 +492,6 @@ int main(void) {
   RUN(graceful_stop_leaves_no_zombie_and_no_descriptor);
   RUN(cancel_mode_and_never_started);
   RUN(host_forks_after_start);
+  RUN(children_do_not_write_the_parents_buffered_output);
   return check_done();
 }
