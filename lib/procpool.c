@@ -294,6 +294,16 @@ static void slot_finish(ct__slot_t *s, json_t *result) {
 
 /* ---------- children (loop thread) ---------- */
 
+static void retry_spawn(struct ev_loop *ev, ev_timer *w, int revents);
+
+/* Try the slot's spawn again in CT__SPAWN_RETRY seconds. */
+static void schedule_spawn_retry(ct__slot_t *s) {
+  s->state = SLOT_EMPTY;
+  ev_timer_stop(s->pool->sup->loop.ev, &s->timer);
+  ev_timer_init(&s->timer, retry_spawn, CT__SPAWN_RETRY, 0.);
+  ev_timer_start(s->pool->sup->loop.ev, &s->timer);
+}
+
 static void request_spawn(ct__slot_t *s) {
   ct__procpool_t *pool = s->pool;
   s->state = SLOT_EMPTY;
@@ -301,6 +311,8 @@ static void request_spawn(ct__slot_t *s) {
     return;
   if (server_send(pool, json_pack("{s:s, s:i}", "op", "spawn", "slot", s->index)) == 0)
     s->state = SLOT_SPAWNING;
+  else
+    schedule_spawn_retry(s); /* out of memory: the pool must not shrink for good */
 }
 
 static void retry_spawn(struct ev_loop *ev, ev_timer *w, int revents) {
@@ -449,9 +461,7 @@ static void on_spawned(ct__procpool_t *pool, json_t *msg) {
   if (pid <= 0 || pool->npassed == 0) {
     ct__sup_log(pool->sup, CT_LOG_ERROR, "ctasker: could not fork a pool child: %s",
                 json_string_value(json_object_get(msg, "error")));
-    s->state = SLOT_EMPTY;
-    ev_timer_init(&s->timer, retry_spawn, CT__SPAWN_RETRY, 0.);
-    ev_timer_start(pool->sup->loop.ev, &s->timer);
+    schedule_spawn_retry(s);
     return;
   }
   int fd = pool->passed_fds[0];

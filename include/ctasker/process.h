@@ -42,6 +42,13 @@
  * process inherits copies of the pool's descriptors (close-on-exec, so exec
  * drops them); it must not use the supervisor; pool children it still holds
  * descriptors of may outlive the pool's stop until it exits or execs.
+ *
+ * The fork server and the children run with default signal handlers and
+ * share the host's process group: a terminal's Ctrl-C (SIGINT) ends them
+ * too, even where the host handles SIGINT itself; their tasks then become
+ * ProcessCrashed results. A child ends with _exit(): what a function leaves
+ * in stdio buffers without fflush() is lost, and the parent's own unflushed
+ * output is not written again by children.
  */
 #ifndef CTASKER_PROCESS_H
 #define CTASKER_PROCESS_H
