@@ -161,10 +161,7 @@ int ct_loop_stop(ct_loop_t *loop, double timeout) {
     return 0;
   if (ct__loop_is_own_thread(loop))
     return CT_EDEADLK;
-  ct_supervisor_t *sup = loop->data;
-  pthread_mutex_lock(&sup->aloops_lock); /* ct__loop_join() is not thread-safe */
-  ct__loop_join(loop);
-  pthread_mutex_unlock(&sup->aloops_lock);
+  ct__loop_join(loop); /* not under aloops_lock: calls on the loop may take it */
   return 0;
 }
 

@@ -40,6 +40,11 @@ int ct__loop_init(ct__loop_t *loop, void *data) {
     ev_loop_destroy(loop->ev);
     return CT_ENOMEM;
   }
+  if (pthread_mutex_init(&loop->join_lock, NULL) != 0) {
+    pthread_mutex_destroy(&loop->inbox_lock);
+    ev_loop_destroy(loop->ev);
+    return CT_ENOMEM;
+  }
   ev_async_init(&loop->inbox_wake, drain_inbox);
   loop->inbox_wake.data = loop;
   ev_async_start(loop->ev, &loop->inbox_wake);
@@ -103,10 +108,12 @@ void ct__loop_quit(ct__loop_t *loop) {
 }
 
 void ct__loop_join(ct__loop_t *loop) {
+  pthread_mutex_lock(&loop->join_lock);
   if (loop->thread_started && !loop->joined) {
     pthread_join(loop->thread, NULL);
     loop->joined = true;
   }
+  pthread_mutex_unlock(&loop->join_lock);
 }
 
 void ct__loop_destroy(ct__loop_t *loop) {
@@ -122,6 +129,7 @@ void ct__loop_destroy(ct__loop_t *loop) {
   ev_async_stop(loop->ev, &loop->inbox_wake);
   ev_loop_destroy(loop->ev);
   pthread_mutex_destroy(&loop->inbox_lock);
+  pthread_mutex_destroy(&loop->join_lock);
   free(loop->name);
   loop->name = NULL;
   loop->ev = NULL;

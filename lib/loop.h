@@ -25,7 +25,9 @@ struct ct_loop {
   ct__loop_msg_t *inbox_head, *inbox_tail;
   bool closed;      /* under inbox_lock: no more messages are taken */
   pthread_t thread;
-  bool thread_started, joined;
+  bool thread_started;
+  pthread_mutex_t join_lock; /* a leaf: guards `joined` and the join itself */
+  bool joined;
   void (*on_exit)(ct__loop_t *loop); /* on the loop thread, after ev_run returns */
   void *data;
   char *name;          /* extra loops (aloop.c): owned; NULL for the supervisor's */
@@ -50,7 +52,10 @@ int ct__loop_post_embedded(ct__loop_t *loop, ct__loop_msg_t *msg);
  * posted later are refused. */
 void ct__loop_quit(ct__loop_t *loop);
 
-/* Join the loop thread once (no-op if never started or already joined). */
+/* Join the loop thread once (no-op if never started or already joined).
+ * Any thread but the loop's; callers may join at the same time, and each
+ * returns once the thread has ended. Call it with no lock held that code on
+ * the loop thread may take. */
 void ct__loop_join(ct__loop_t *loop);
 
 /* Free the loop; the thread must have been joined. Messages never run (a

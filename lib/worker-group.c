@@ -16,7 +16,10 @@
  * leave RUNNING, so the loop ends; a member stopped that way reports its
  * own end in turn, and finds no member left running. A member that ends
  * while ct_worker_group_start() is still starting the others is noted, and
- * the start stops the whole group once every member has started.
+ * the start stops the whole group once every member has started. A stop
+ * gives up when a group start goes ahead meanwhile (`epoch`): a
+ * one-for-all decided before every member had stopped and the group was
+ * started again must not undo that start.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +35,7 @@ struct ct_worker_group {
   ct_worker_t **members; /* in the order added; under groups_lock */
   size_t n, cap;
   int starting;          /* group starts under way; under groups_lock */
+  uint64_t epoch;        /* group starts that went ahead; under groups_lock */
   bool ended_in_start;   /* one-for-all fired while a start was under way */
 };
 
@@ -125,11 +129,14 @@ static void release(ct_worker_t **ws, size_t n) {
   free(ws);
 }
 
-/* A RUNNING member of g other than `except`, referenced, or NULL. */
-static ct_worker_t *next_running(ct_worker_group_t *g, const ct_worker_t *except) {
+/* A RUNNING member of g other than `except`, referenced, or NULL; NULL
+ * too once a group start after `epoch` went ahead (a stop decided before
+ * it must not undo it). */
+static ct_worker_t *next_running(ct_worker_group_t *g, const ct_worker_t *except,
+                                 uint64_t epoch) {
   ct_worker_t *found = NULL;
   pthread_mutex_lock(&groups_lock);
-  for (size_t i = 0; !found && i < g->n; i++) {
+  for (size_t i = 0; !found && g->epoch == epoch && i < g->n; i++) {
     ct_worker_t *m = g->members[i];
     if (m != except && atomic_load(&m->state) == CT_WORKER_RUNNING) {
       ct__worker_ref(m);
@@ -140,10 +147,19 @@ static ct_worker_t *next_running(ct_worker_group_t *g, const ct_worker_t *except
   return found;
 }
 
-/* Stop, without waiting, every running member but `except`. */
-static void stop_running(ct_worker_group_t *g, const ct_worker_t *except, int flags) {
+static uint64_t epoch_of(ct_worker_group_t *g) {
+  pthread_mutex_lock(&groups_lock);
+  uint64_t epoch = g->epoch;
+  pthread_mutex_unlock(&groups_lock);
+  return epoch;
+}
+
+/* Stop, without waiting, every running member but `except`, until a group
+ * start after `epoch` goes ahead. */
+static void stop_running(ct_worker_group_t *g, const ct_worker_t *except, int flags,
+                         uint64_t epoch) {
   ct_worker_t *m;
-  while ((m = next_running(g, except)) != NULL) {
+  while ((m = next_running(g, except, epoch)) != NULL) {
     ct_worker_stop(m, flags, 0);
     ct__worker_unref(m);
   }
@@ -161,6 +177,7 @@ void ct__group_member_ended(ct_worker_t *w) {
   pthread_mutex_lock(&groups_lock);
   ct_worker_group_t *g = w->group;
   bool stop_all = g && g->one_for_all && is_final(w); /* not restarted meanwhile */
+  uint64_t epoch = g ? g->epoch : 0;
   if (stop_all) {
     atomic_fetch_add(&g->refs, 1); /* the owner may free it once all are stopped */
     if (g->starting > 0)
@@ -169,7 +186,7 @@ void ct__group_member_ended(ct_worker_t *w) {
   pthread_mutex_unlock(&groups_lock);
   if (!stop_all)
     return;
-  stop_running(g, w, CT_WORKER_DROP);
+  stop_running(g, w, CT_WORKER_DROP, epoch);
   group_unref(g);
 }
 
@@ -201,6 +218,9 @@ int ct_worker_group_start(ct_worker_group_t *g, const ct_worker_start_opts_t *op
   pthread_mutex_lock(&groups_lock);
   if (g->starting++ == 0)
     g->ended_in_start = false;
+  if (rc == 0)
+    g->epoch++; /* a one-for-all stop still under way leaves this start be */
+  uint64_t epoch = g->epoch;
   pthread_mutex_unlock(&groups_lock);
   size_t started = 0;
   for (; rc == 0 && started < n; started++) {
@@ -216,7 +236,7 @@ int ct_worker_group_start(ct_worker_group_t *g, const ct_worker_start_opts_t *op
   bool stop_all = --g->starting == 0 && g->ended_in_start;
   pthread_mutex_unlock(&groups_lock);
   if (stop_all) /* a member ended before the last one had started */
-    stop_running(g, NULL, CT_WORKER_DROP);
+    stop_running(g, NULL, CT_WORKER_DROP, epoch);
   return rc;
 }
 
@@ -250,7 +270,7 @@ static int wait_members(ct_worker_group_t *g, int flags, double timeout) {
 int ct_worker_group_stop(ct_worker_group_t *g, int flags, double timeout) {
   if (!g || (flags != CT_WORKER_DRAIN && flags != CT_WORKER_DROP) || timeout != timeout)
     return CT_EINVAL;
-  stop_running(g, NULL, flags);
+  stop_running(g, NULL, flags, epoch_of(g));
   if (timeout == 0)
     return 0;
   if (inside_member_run(g))

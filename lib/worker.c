@@ -128,12 +128,16 @@ int ct__worker_kick(ct_worker_t *w) {
 void ct__worker_report(ct_worker_t *w, json_t *error) {
   if (!error)
     error = ct_error_new("WorkerError", "a run of worker %s failed", w->name);
+  ct_worker_t *outer = ct__worker_current;
+  ct__worker_current = w; /* on_error is part of the run: a waiting stop
+                             from it would wait for itself */
   if (w->on_error)
     w->on_error(w, error, w->error_data);
   else
     ct__sup_log(w->sup, CT_LOG_ERROR, "ctasker: worker %s: %s: %s", w->name,
                 ct_result_error_class(error) ? ct_result_error_class(error) : "error",
                 ct_result_error_str(error) ? ct_result_error_str(error) : "");
+  ct__worker_current = outer;
   json_decref(error);
 }
 

@@ -321,6 +321,72 @@ TEST(start_all_or_nothing) {
   stop_and_free(sup);
 }
 
+/* A queue member whose first run and first dropped item wait at gates. */
+typedef struct {
+  gate_t run_gate, drop_gate;
+  atomic_int runs, drops;
+} held_t;
+
+static int held_run(ct_worker_run_t *run) {
+  held_t *h = run->data;
+  if (atomic_fetch_add(&h->runs, 1) == 0)
+    gate_pass(&h->run_gate);
+  return CT_WORKER_CONTINUE;
+}
+
+static void held_drop(ct_worker_t *w, void *item, void *data) {
+  (void)w;
+  (void)item;
+  held_t *h = data;
+  if (atomic_fetch_add(&h->drops, 1) == 0)
+    gate_pass(&h->drop_gate);
+}
+
+/* A one-for-all stop still under way (held in a member's on_drop) when
+ * every member has stopped and the group is started again: the new start
+ * is not the stale stop's to undo. */
+TEST(one_for_all_spares_a_later_start) {
+  ct_supervisor_t *sup = start_supervisor(4, 0, 0);
+  member_t ma = {.stop_after = 1};
+  held_t h = {0};
+  gate_init(&h.run_gate);
+  gate_init(&h.drop_gate);
+  ct_worker_t *a = make(sup, CT_WORKER_EVENT, "a", &ma), *b;
+  ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
+  o.name = "b";
+  o.data = &h;
+  o.on_drop = held_drop;
+  o.drop_data = &h;
+  CHECK_OK(ct_worker_new(sup, CT_WORKER_QUEUE, held_run, &o, &b));
+  ct_worker_group_t *g = make_group("pair", true);
+  CHECK_OK(ct_worker_group_add(g, a));
+  CHECK_OK(ct_worker_group_add(g, b));
+  CHECK_OK(ct_worker_group_start(g, NULL));
+  for (intptr_t i = 0; i < 3; i++)
+    CHECK_OK(ct_queue_worker_put(b, (void *)i, CT_PRIORITY_NORMAL));
+  gate_wait_arrived(&h.run_gate, 1); /* b's first run holds, 2 items wait */
+  CHECK_OK(ct_event_worker_trigger(a, false)); /* a stops: one-for-all */
+  gate_wait_arrived(&h.drop_gate, 1);          /* ... held in b's on_drop */
+  gate_open(&h.run_gate);
+  WAIT_FOR(ct_worker_state(a) == CT_WORKER_STOPPED && ct_worker_state(b) == CT_WORKER_STOPPED &&
+           atomic_load(&h.drops) == 2);
+  CHECK_OK(ct_worker_group_start(g, NULL));
+  gate_open(&h.drop_gate); /* the old stop goes on */
+  ct_stats_t s;
+  WAIT_FOR(ct_supervisor_stats(sup, &s) == 0 && s.running == 0);
+  CHECK_EQ_INT(ct_worker_state(a), CT_WORKER_RUNNING);
+  CHECK_EQ_INT(ct_worker_state(b), CT_WORKER_RUNNING);
+  CHECK_OK(ct_worker_group_stop(g, CT_WORKER_DROP, -1));
+  CHECK_EQ_INT(atomic_load(&h.runs), 1);
+  CHECK_EQ_INT(atomic_load(&h.drops), 2);
+  CHECK_OK(ct_worker_group_free(g));
+  CHECK_OK(ct_worker_free(a));
+  CHECK_OK(ct_worker_free(b));
+  gate_destroy(&h.run_gate);
+  gate_destroy(&h.drop_gate);
+  stop_and_free(sup);
+}
+
 int main(void) {
   RUN(start_stop_together);
   RUN(status_json);
@@ -331,5 +397,6 @@ int main(void) {
   RUN(member_freed_while_in_group);
   RUN(bad_input);
   RUN(start_all_or_nothing);
+  RUN(one_for_all_spares_a_later_start);
   return check_done();
 }

@@ -13,6 +13,7 @@ typedef struct {
   atomic_bool done, gate;
   atomic_int count;
   ev_timer timer;
+  void *arg;
 } probe_t;
 
 static void note_thread(ct_loop_t *loop, struct ev_loop *ev, void *data) {
@@ -179,10 +180,40 @@ TEST(workers_on_a_loop) {
   stop_and_free(sup);
 }
 
+/* A call that reaches the supervisor's loop table (ct_loop_get) after a
+ * waiting ct_loop_stop() of its own loop has begun: the stop must not hold
+ * that table while it waits for the loop thread. */
+static void look_up_late(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)ev;
+  probe_t *p = data;
+  atomic_store(&p->done, true);
+  while (!atomic_load(&p->gate))
+    check_sleep(0.0005);
+  check_sleep(0.05); /* let the stop reach its wait */
+  ct_loop_t *found = NULL;
+  ct_loop_get(((ct_supervisor_t *)p->arg), ct_loop_name(loop), &found);
+  atomic_store(&p->count, found == loop);
+}
+
+TEST(stop_waits_for_a_call_that_looks_up_loops) {
+  ct_supervisor_t *sup = start_supervisor(0, 0, 0);
+  ct_loop_t *io;
+  CHECK_OK(ct_loop_create(sup, "io", &io));
+  probe_t p = {0};
+  p.arg = sup;
+  CHECK_OK(ct_loop_call(io, look_up_late, &p));
+  WAIT_FOR(atomic_load(&p.done));
+  atomic_store(&p.gate, true);
+  CHECK_OK(ct_loop_stop(io, -1));
+  CHECK_EQ_INT(atomic_load(&p.count), 1);
+  stop_and_free(sup);
+}
+
 int main(void) {
   RUN(user_watcher_through_a_call);
   RUN(named_loops);
   RUN(task_on_a_loop);
   RUN(workers_on_a_loop);
+  RUN(stop_waits_for_a_call_that_looks_up_loops);
   return check_done();
 }

@@ -454,6 +454,38 @@ TEST(stop_from_own_run_would_deadlock) {
   stop_and_free(sup);
 }
 
+static int run_fail(ct_worker_run_t *run) {
+  rec_t *r = run->data;
+  note_start(r, run);
+  return note_end(r, CT_WORKER_FAILED);
+}
+
+/* A "stop on the first failure" policy: on_error runs on the thread of the
+ * failed run, so a stop that waits from there is the run waiting for itself. */
+static void on_error_stop_and_wait(ct_worker_t *w, const json_t *error, void *data) {
+  (void)error;
+  rec_t *r = data;
+  r->stop_rc = ct_worker_stop(w, CT_WORKER_DROP, -1);
+  atomic_fetch_add(&r->errors, 1);
+}
+
+TEST(stop_from_on_error_would_deadlock) {
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  rec_t r = {0};
+  ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
+  o.on_error = on_error_stop_and_wait;
+  o.error_data = &r;
+  ct_worker_t *w = make(sup, CT_WORKER_EVENT, run_fail, &r, &o);
+  CHECK_OK(ct_worker_start(w, NULL));
+  CHECK_OK(ct_event_worker_trigger(w, false));
+  WAIT_FOR(ct_worker_state(w) == CT_WORKER_STOPPED);
+  WAIT_FOR(atomic_load(&r.errors) == 1);
+  CHECK_EQ_INT(r.stop_rc, CT_EDEADLK);
+  CHECK_EQ_INT(atomic_load(&r.runs), 1);
+  CHECK_OK(ct_worker_free(w));
+  stop_and_free(sup);
+}
+
 static int run_nothing(ct_worker_run_t *run) {
   (void)run;
   return CT_WORKER_CONTINUE;
@@ -603,6 +635,7 @@ int main(void) {
   RUN(stop_wait_returns_after_current_run);
   RUN(force_stop_after_grace_period);
   RUN(stop_from_own_run_would_deadlock);
+  RUN(stop_from_on_error_would_deadlock);
   RUN(bad_input);
   RUN(restart_with_overrides);
   RUN(idle_workers_hold_no_thread_and_show_in_stats);

@@ -109,7 +109,8 @@ enum ct_worker_outcome {
 typedef int (*ct_worker_fn)(ct_worker_run_t *run);
 
 /* Called once per failed run with the error (borrowed), on the thread that
- * ran it. */
+ * ran it, as part of the run: a ct_worker_stop() that must wait returns
+ * CT_EDEADLK from here, as from the run itself. */
 typedef void (*ct_worker_error_fn)(ct_worker_t *w, const json_t *error, void *data);
 
 /* Called once for every queue item that is dropped instead of run (stop
