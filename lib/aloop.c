@@ -43,18 +43,18 @@ void ct__aloops_destroy(ct_supervisor_t *sup) {
 }
 
 static void quit_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
-  free(msg);
+  (void)msg;
   ct__loop_quit(loop);
 }
 
-/* Ask a loop to end after what is already in its inbox. */
+/* Ask a loop to end after what is already in its inbox. The message lives
+ * in the loop, so asking cannot fail for want of memory; asking again is a
+ * no-op. */
 static void post_quit(ct__loop_t *loop) {
-  ct__loop_msg_t *msg = malloc(sizeof *msg);
-  if (!msg)
-    return; /* joined, never ending: only when out of memory */
-  msg->run = quit_on_loop;
-  if (ct__loop_post(loop, msg) != 0)
-    free(msg); /* already ended */
+  if (atomic_exchange(&loop->quit_posted, true))
+    return;
+  loop->quit_msg.run = quit_on_loop;
+  ct__loop_post_embedded(loop, &loop->quit_msg); /* fails only if already ended */
 }
 
 void ct__aloops_stop_all(ct_supervisor_t *sup) {

@@ -32,6 +32,7 @@ static void drain_inbox(struct ev_loop *ev, ev_async *w, int revents) {
 
 int ct__loop_init(ct__loop_t *loop, void *data) {
   memset(loop, 0, sizeof *loop);
+  atomic_init(&loop->quit_posted, false);
   loop->data = data;
   loop->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
   if (!loop->ev)

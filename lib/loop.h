@@ -5,6 +5,7 @@
 
 #include <ev.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 /* The public ct_loop_t (loop.h) is this struct. */
@@ -30,6 +31,8 @@ struct ct_loop {
   bool joined;
   void (*on_exit)(ct__loop_t *loop); /* on the loop thread, after ev_run returns */
   void *data;
+  ct__loop_msg_t quit_msg;  /* extra loops (aloop.c): posted once, by its flag */
+  atomic_bool quit_posted;
   char *name;          /* extra loops (aloop.c): owned; NULL for the supervisor's */
   struct ct_loop *next; /* the supervisor's list of extra loops */
 };
