@@ -33,7 +33,8 @@
  * Settings (environment): CT_BENCH_REPS (5), CT_BENCH_TASKS (200000, per
  * throughput run), CT_BENCH_PRODUCERS (4), CT_BENCH_SAMPLES (1000 latency
  * samples per run), CT_BENCH_MAX_TASKS (10000000), CT_BENCH_PEER_SECONDS (3,
- * the most a peer's per-task-cost size may take).
+ * the most a peer's per-task-cost size may take), CT_BENCH_SPIN_US (0:
+ * ctasker's idle_spin option in microseconds; the peers do not spin).
  * `bench-pool profile [TASKS [PRODUCERS]]` runs only ctasker's
  * fire-and-forget path, for a profiler.
  */
@@ -108,6 +109,7 @@ static int ct_open(void) {
   ct_supervisor_opts_t opts = CT_SUPERVISOR_OPTS_INIT;
   opts.pool_size = POOL_THREADS;
   opts.min_threads = POOL_THREADS;
+  opts.idle_spin = (double)bench_env_long("CT_BENCH_SPIN_US", 0) * 1e-6;
   int rc = ct_supervisor_new(&opts, &ct_sup);
   return rc != 0 ? rc : ct_supervisor_start(ct_sup);
 }

@@ -64,7 +64,8 @@ static int settle_options(const ct_supervisor_opts_t *in, ct_supervisor_opts_t *
   if (o->pool_size < 0 || o->reserve_normal < 0 || o->reserve_high < 0 || o->min_threads < 0)
     return CT_EINVAL;
   if (!valid_seconds(o->keepalive) || !valid_seconds(o->timeout_warning) ||
-      !valid_seconds(o->timeout_critical))
+      !valid_seconds(o->timeout_critical) || !valid_seconds(o->idle_spin) ||
+      o->idle_spin > 0.001)
     return CT_EINVAL;
   if (o->pool_size == 0) {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -106,6 +107,7 @@ static int init_parts(ct_supervisor_t *sup) {
       .reserve_high = sup->opts.reserve_high,
       .min_threads = sup->opts.min_threads,
       .keepalive = sup->opts.keepalive,
+      .idle_spin = sup->opts.idle_spin,
       .watch_running = watchdog_on(sup),
       .on_drained = on_pool_drained,
       .data = sup,

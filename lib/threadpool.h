@@ -15,6 +15,7 @@ struct ct__worker;
 typedef struct ct__pool_cfg {
   int pool_size, reserve_normal, reserve_high, min_threads;
   double keepalive;
+  double idle_spin; /* seconds an idle thread spins before it sleeps; 0: never */
   bool watch_running; /* keep each running task reachable for ct__pool_each_task */
   /* Called under the pool lock when the pool is stopping and its last
    * thread exits: it must only post a message and return. */

@@ -162,6 +162,7 @@ TEST(many_tasks_nothing_lost) {
   o.reserve_high = 1;
   o.min_threads = 1;
   o.keepalive = 0.05; /* threads above min retire and come back */
+  o.idle_spin = 20e-6; /* and idle ones spin before they sleep */
   CHECK_OK(ct_supervisor_new(&o, &sup));
   CHECK_OK(ct_supervisor_start(sup));
 

@@ -39,7 +39,7 @@ TEST(options_validation) {
       CHECK_OK(new_with(&o));
     }
   }
-  double *times[] = {&o.keepalive, &o.timeout_warning, &o.timeout_critical};
+  double *times[] = {&o.keepalive, &o.timeout_warning, &o.timeout_critical, &o.idle_spin};
   double bad[] = {-1.0, NAN, INFINITY};
   for (size_t i = 0; i < sizeof times / sizeof *times; i++)
     for (size_t j = 0; j < sizeof bad / sizeof *bad; j++) {
@@ -48,6 +48,14 @@ TEST(options_validation) {
       *times[i] = bad[j];
       CHECK_EQ_INT(new_with(&o), CT_EINVAL);
     }
+
+  /* A pool thread spins a millisecond at the most. */
+  ct_supervisor_opts_t spin = CT_SUPERVISOR_OPTS_INIT;
+  o = spin;
+  o.idle_spin = 0.001;
+  CHECK_OK(new_with(&o));
+  o.idle_spin = 0.0011;
+  CHECK_EQ_INT(new_with(&o), CT_EINVAL);
 
   /* min_threads may reach the HIGH cap, not pass it. */
   ct_supervisor_opts_t d = CT_SUPERVISOR_OPTS_INIT;

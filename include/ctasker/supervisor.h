@@ -64,14 +64,21 @@ typedef struct ct_supervisor_opts {
   void *timeout_data;
   ct_log_fn log;        /* NULL: no logging */
   void *log_data;
+  double idle_spin;     /* seconds (at most 0.001) a pool thread that finds no
+                           work spins before it sleeps, when no other thread
+                           runs or spins; 0 (default): it sleeps at once. A
+                           spin makes a task submitted right after the last
+                           one start within a microsecond, but the spinning
+                           thread is then woken later after a pause. */
 } ct_supervisor_opts_t;
 
-#define CT_SUPERVISOR_OPTS_INIT {sizeof(ct_supervisor_opts_t), 0, 0, 0, 0, 0.0, 0.0, 0.0, NULL, NULL, NULL, NULL}
+#define CT_SUPERVISOR_OPTS_INIT {sizeof(ct_supervisor_opts_t), 0, 0, 0, 0, 0.0, 0.0, 0.0, NULL, NULL, NULL, NULL, 0.0}
 
 /* Create a supervisor (not started). opts may be NULL for defaults.
  * Returns 0 and *out, or CT_EINVAL for bad options (negative sizes or
  * times, a pool size or reservation above 65536, min_threads above the HIGH
- * cap, an opts.size this library does not know), CT_ENOMEM.
+ * cap, idle_spin above 0.001, an opts.size this library does not know),
+ * CT_ENOMEM.
  * Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_new(const ct_supervisor_opts_t *opts, ct_supervisor_t **out);
 
