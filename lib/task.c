@@ -184,9 +184,11 @@ int ct_wait_completed(ct_task_t *const *tasks, size_t n, double timeout) {
       return CT_EINVAL;
   pthread_once(&wait_once, wait_cond_init);
   struct timespec deadline = ct__deadline(timeout > 0 ? timeout : 0);
-  /* One task at a time, in order: by the time the first is done most of
-   * the others usually are, and those cost one load each. */
-  for (size_t i = 0; i < n; i++) {
+  /* One task at a time, the last first: tasks mostly finish in the order
+   * they were submitted, so once the last is done the others usually are
+   * (one load each), and the waiter is woken once, not once per task as it
+   * would be chasing the pool from the front of the list. */
+  for (size_t i = n; i-- > 0;) {
     if (task_done(tasks[i]))
       continue;
     if (timeout == 0)
