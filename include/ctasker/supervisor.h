@@ -154,7 +154,7 @@ CT_EXPORT int ct_supervisor_get_task(ct_supervisor_t *sup, uint64_t id, ct_task_
 CT_EXPORT size_t ct_supervisor_registry_size(ct_supervisor_t *sup);
 
 typedef struct ct_stats {
-  uint64_t submitted;  /* accepted by ct_background_task (total) */
+  uint64_t submitted;  /* accepted tasks, thread, loop and process (total) */
   uint64_t queued;     /* in the run queue now */
   uint64_t delayed;    /* waiting for their delay now */
   uint64_t running;    /* running now */
