@@ -93,7 +93,8 @@ struct ct_worker {
   void *result_data;
 };
 
-/* The worker whose run (or process_result hook) this thread executes. */
+/* The worker whose run task (its runs and the items it hands back) or
+ * process_result hook this thread executes. */
 extern _Thread_local ct_worker_t *ct__worker_current;
 
 /* Lock held: leave RUNNING (and with `drop`, hand pending items back). */

@@ -84,9 +84,30 @@ void ct__worker_begin_stop(ct_worker_t *w, bool drop) {
   ct__worker_settle(w);
 }
 
+/* The workers whose items this thread is handing back, innermost first. */
+typedef struct ct__handing {
+  const ct_worker_t *w;
+  const struct ct__handing *outer;
+} ct__handing_t;
+static _Thread_local const ct__handing_t *handing;
+
+static bool handing_back(const ct_worker_t *w) {
+  for (const ct__handing_t *h = handing; h; h = h->outer)
+    if (h->w == w)
+      return true;
+  return false;
+}
+
+/* An on_drop that calls into its own worker comes back here: the loop
+ * already running further up this thread's stack hands back the rest, so
+ * the stack does not grow by one frame per item. */
 void ct__worker_leave(ct_worker_t *w) {
-  if (w->ops->hand_back)
+  if (w->ops->hand_back && !handing_back(w)) {
+    ct__handing_t h = {w, handing};
+    handing = &h;
     w->ops->hand_back(w);
+    handing = h.outer;
+  }
   if (atomic_exchange(&w->end_unreported, false))
     ct__group_member_ended(w);
 }
@@ -153,9 +174,7 @@ static void run_once(ct_worker_t *w, ct_task_t *self) {
   w->last_run = ct__now();
   pthread_mutex_unlock(&w->lock);
 
-  ct__worker_current = w;
   int outcome = w->fn(&run);
-  ct__worker_current = NULL;
   if (outcome == CT_WORKER_FAILED) {
     ct__worker_report(w, run.error);
     run.error = NULL;
@@ -175,11 +194,16 @@ static void run_once(ct_worker_t *w, ct_task_t *self) {
 static json_t *run_task(ct_task_t *self, void *arg) {
   ct_worker_t *w = arg;
   size_t batch = w->loop ? 1 : w->ops->batch;
+  ct_worker_t *outer = ct__worker_current;
+  ct__worker_current = w; /* the runs, and the on_drop calls for what they
+                             hand back: this task holds `inflight`, so a
+                             waiting stop from them would wait for itself */
   pthread_mutex_lock(&w->lock);
   for (size_t i = 0; i < batch && may_run(w); i++)
     run_once(w, self);
   pthread_mutex_unlock(&w->lock);
   ct__worker_leave(w);
+  ct__worker_current = outer;
   return NULL;
 }
 

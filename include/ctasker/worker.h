@@ -115,7 +115,10 @@ typedef void (*ct_worker_error_fn)(ct_worker_t *w, const json_t *error, void *da
 
 /* Called once for every queue item that is dropped instead of run (stop
  * with CT_WORKER_DROP, a run returning CT_WORKER_STOP, a force-stop, the
- * supervisor's stop); the item is handed back to the callee. */
+ * supervisor's stop); the item is handed back to the callee. It may call
+ * into its worker (items keep coming back in one loop, the stack does not
+ * grow per item); on the thread of the worker's run, a ct_worker_stop()
+ * that must wait returns CT_EDEADLK, as from the run. */
 typedef void (*ct_worker_drop_fn)(ct_worker_t *w, void *item, void *data);
 
 /* Process workers: called once per run with the run's result (borrowed:

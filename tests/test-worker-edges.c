@@ -1,0 +1,158 @@
+/* Workers at the edges: user callbacks that call back into their own
+ * worker. */
+#include <ctasker.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "check.h"
+#include "gate.h"
+
+/* What the runs and callbacks record. */
+typedef struct {
+  gate_t gate;           /* runs that wait, wait here */
+  atomic_int runs, drops, drop_put_refused, drop_stop_rc, drop_on_run_thread;
+  atomic_uintptr_t lowest_frame, highest_frame; /* on_drop's stack frames */
+  pthread_t run_thread;
+  atomic_int gated_run;      /* the number of the run that waits at the gate */
+  atomic_int scheduled_runs; /* runs with a due time (timer runs) */
+} rec_t;
+
+static void rec_init(rec_t *r) {
+  gate_init(&r->gate);
+  atomic_init(&r->runs, 0);
+  atomic_init(&r->drops, 0);
+  atomic_init(&r->drop_put_refused, 0);
+  atomic_init(&r->drop_stop_rc, 0);
+  atomic_init(&r->drop_on_run_thread, 0);
+  atomic_init(&r->lowest_frame, UINTPTR_MAX);
+  atomic_init(&r->highest_frame, 0);
+  atomic_init(&r->gated_run, 0);
+  atomic_init(&r->scheduled_runs, 0);
+}
+
+static ct_worker_t *make(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn, rec_t *r,
+                         ct_worker_drop_fn on_drop, ct_worker_opts_t *o) {
+  ct_worker_opts_t defaults = CT_WORKER_OPTS_INIT;
+  if (!o)
+    o = &defaults;
+  o->data = r;
+  o->on_drop = on_drop;
+  o->drop_data = r;
+  ct_worker_t *w;
+  CHECK_OK(ct_worker_new(sup, kind, fn, o, &w));
+  return w;
+}
+
+/* Counts the run; run number `gated_run` (the first, by default) waits at
+ * the gate. */
+static int run_gated(ct_worker_run_t *run) {
+  rec_t *r = run->data;
+  r->run_thread = pthread_self();
+  if (run->scheduled > 0)
+    atomic_fetch_add(&r->scheduled_runs, 1);
+  if (atomic_fetch_add(&r->runs, 1) == atomic_load(&r->gated_run))
+    gate_pass(&r->gate);
+  return CT_WORKER_CONTINUE;
+}
+
+static void note_frame(rec_t *r) {
+  uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+  uintptr_t low = atomic_load(&r->lowest_frame), high = atomic_load(&r->highest_frame);
+  while (here < low && !atomic_compare_exchange_weak(&r->lowest_frame, &low, here)) {
+  }
+  while (here > high && !atomic_compare_exchange_weak(&r->highest_frame, &high, here)) {
+  }
+}
+
+/* An on_drop that calls into its own worker: a put (refused: it is
+ * stopping), a statistics read, and a stop that does not wait. */
+static void drop_calling_back(ct_worker_t *w, void *item, void *data) {
+  (void)item;
+  rec_t *r = data;
+  note_frame(r);
+  atomic_fetch_add(&r->drops, 1);
+  if (ct_queue_worker_put(w, item, 100) == CT_ESHUTDOWN)
+    atomic_fetch_add(&r->drop_put_refused, 1);
+  ct_worker_stats_t s;
+  CHECK_OK(ct_worker_stats(w, &s));
+  CHECK(s.state != CT_WORKER_RUNNING);
+  CHECK_OK(ct_worker_stop(w, CT_WORKER_DROP, 0));
+}
+
+#define MANY_ITEMS 200000
+
+TEST(on_drop_calling_its_worker_hands_many_items_back_without_recursion) {
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  rec_t r;
+  rec_init(&r);
+  ct_worker_t *w = make(sup, CT_WORKER_QUEUE, run_gated, &r, drop_calling_back, NULL);
+  CHECK_OK(ct_worker_start(w, NULL));
+  CHECK_OK(ct_queue_worker_put(w, (void *)0, 100));
+  gate_wait_arrived(&r.gate, 1); /* the first run holds; the rest wait */
+  for (intptr_t i = 1; i <= MANY_ITEMS; i++)
+    CHECK_OK(ct_queue_worker_put(w, (void *)i, 100));
+  CHECK_OK(ct_worker_stop(w, CT_WORKER_DROP, 0)); /* hands back on this thread */
+  CHECK_EQ_INT(atomic_load(&r.drops), MANY_ITEMS);
+  CHECK_EQ_INT(atomic_load(&r.drop_put_refused), MANY_ITEMS);
+  /* Every on_drop ran at about the same stack depth: one loop, not one
+   * nested call per item (which needs at least 200 bytes each). */
+  CHECK(atomic_load(&r.highest_frame) - atomic_load(&r.lowest_frame) < 64 * 1024);
+  gate_open(&r.gate);
+  CHECK_OK(ct_worker_stop(w, CT_WORKER_DROP, -1));
+  ct_worker_stats_t s;
+  CHECK_OK(ct_worker_stats(w, &s));
+  CHECK_EQ_INT(s.state, CT_WORKER_STOPPED);
+  CHECK_EQ_INT(s.dropped, MANY_ITEMS);
+  CHECK_EQ_INT(s.pending, 0);
+  CHECK_EQ_INT(s.runs, 1);
+  CHECK_OK(ct_worker_free(w));
+  gate_destroy(&r.gate);
+  stop_and_free(sup);
+}
+
+/* The first run stops its worker; the items left are handed back on the
+ * run's own thread. */
+static int run_gated_then_stop(ct_worker_run_t *run) {
+  run_gated(run);
+  return CT_WORKER_STOP;
+}
+
+/* A waiting stop from on_drop: on the run's thread it would wait for the
+ * run task that is calling it. */
+static void drop_stopping_and_waiting(ct_worker_t *w, void *item, void *data) {
+  (void)item;
+  rec_t *r = data;
+  atomic_fetch_add(&r->drops, 1);
+  if (pthread_equal(pthread_self(), r->run_thread))
+    atomic_fetch_add(&r->drop_on_run_thread, 1);
+  atomic_store(&r->drop_stop_rc, ct_worker_stop(w, CT_WORKER_DROP, -1));
+}
+
+TEST(waiting_stop_from_on_drop_on_the_run_thread_would_deadlock) {
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  rec_t r;
+  rec_init(&r);
+  ct_worker_t *w = make(sup, CT_WORKER_QUEUE, run_gated_then_stop, &r,
+                        drop_stopping_and_waiting, NULL);
+  CHECK_OK(ct_worker_start(w, NULL));
+  for (intptr_t i = 0; i < 4; i++)
+    CHECK_OK(ct_queue_worker_put(w, (void *)i, 100));
+  gate_wait_arrived(&r.gate, 1);
+  gate_open(&r.gate);
+  WAIT_FOR(ct_worker_state(w) == CT_WORKER_STOPPED); /* a hang fails here */
+  CHECK_EQ_INT(atomic_load(&r.runs), 1);
+  CHECK_EQ_INT(atomic_load(&r.drops), 3);
+  CHECK_EQ_INT(atomic_load(&r.drop_on_run_thread), 3);
+  CHECK_EQ_INT(atomic_load(&r.drop_stop_rc), CT_EDEADLK);
+  CHECK_OK(ct_worker_stop(w, CT_WORKER_DROP, -1));
+  CHECK_OK(ct_worker_free(w));
+  gate_destroy(&r.gate);
+  stop_and_free(sup);
+}
+
+int main(void) {
+  RUN(on_drop_calling_its_worker_hands_many_items_back_without_recursion);
+  RUN(waiting_stop_from_on_drop_on_the_run_thread_would_deadlock);
+  return check_done();
+}
