@@ -12,9 +12,12 @@
  *             next run is due at once and k jumps to the last passed point,
  *             so runs never overlap and the grid never drifts;
  *   delay     the end of a run + delay + delay_before.
- * A firing (or a trigger) sets the common `wanted` flag and kicks the
- * worker. Stopping posts `disarm`, which closes the timer at once and lets
- * the stop finish (idle() is false until then).
+ * A firing sets `ticked`, a trigger the common `wanted` flag; either kicks
+ * the worker, and a run serves both. Stopping forgets a tick, not a trigger:
+ * a trigger accepted before a CT_WORKER_DRAIN stop still gets its run (at
+ * once, without waiting for a due time). Stopping also posts `disarm`,
+ * which closes the timer at once and lets the stop finish (idle() is false
+ * until then).
  *
  * Precision: between a deadline and the run stand the timer's wake-up of
  * the loop thread and the loop's wake-up of a pool thread; on a busy
@@ -45,6 +48,8 @@ typedef struct {
   double interval, delay, delay_before;    /* as created */
   double cur_interval, cur_delay, cur_before; /* this start's */
   double t0, due, last_end;
+  bool ticked;     /* the timer asked for a run, due at `due` */
+  bool asked;      /* the run taken last serves a trigger */
   bool timer_live; /* from start until the loop has closed the timer */
   /* Loop thread only. */
   int fd;
@@ -108,7 +113,7 @@ static void arm_at(ct__interval_worker_t *iw, double when) {
 /* Lock held: a run is due now (scheduled for `due`). */
 static void make_due(ct_worker_t *w, double due) {
   as_interval(w)->due = due;
-  w->wanted = true;
+  as_interval(w)->ticked = true;
   ct__worker_kick(w);
 }
 
@@ -215,17 +220,19 @@ static int interval_start(ct_worker_t *w) {
 }
 
 static void interval_stop(ct_worker_t *w) {
+  as_interval(w)->ticked = false; /* the timer's runs end with the stop */
   pthread_cond_broadcast(&w->cond); /* a run waiting for its time gives up */
   if (ct__worker_post(w, disarm) != 0)
     as_interval(w)->timer_live = false; /* the loop has ended: nothing is armed */
 }
 
-static bool interval_has_work(ct_worker_t *w) { return w->wanted; }
+static bool interval_has_work(ct_worker_t *w) { return w->wanted || as_interval(w)->ticked; }
 
 static void interval_take(ct_worker_t *w, ct_worker_run_t *run) {
   ct__interval_worker_t *iw = as_interval(w);
-  run->scheduled = iw->due;
-  iw->due = 0;
+  run->scheduled = iw->ticked ? iw->due : 0;
+  iw->asked = w->wanted;
+  iw->ticked = false;
   w->wanted = false;
 }
 
@@ -246,8 +253,11 @@ static bool interval_await_due(ct_worker_t *w, ct_worker_run_t *run) {
   while (atomic_load(&w->state) == CT_WORKER_RUNNING && ct__now() < run->scheduled)
     if (pthread_cond_timedwait(&w->cond, &w->lock, &deadline) == ETIMEDOUT)
       break;
-  w->wanted = false; /* triggers while it waited merge into this run */
-  return atomic_load(&w->state) == CT_WORKER_RUNNING;
+  bool asked = as_interval(w)->asked || w->wanted; /* triggers while it
+                                                      waited merge into it */
+  w->wanted = false;
+  int s = atomic_load(&w->state);
+  return s == CT_WORKER_RUNNING || (asked && s == CT_WORKER_STOPPING && !w->dropping);
 }
 
 static void interval_after_run(ct_worker_t *w, double ended) {

@@ -75,12 +75,13 @@ void ct__worker_settle(ct_worker_t *w) {
 void ct__worker_begin_stop(ct_worker_t *w, bool drop) {
   if (state_of(w) == CT_WORKER_RUNNING) {
     set_state(w, CT_WORKER_STOPPING);
-    w->wanted = false;
     if (w->ops->stop)
       w->ops->stop(w);
   }
-  if (drop && state_of(w) == CT_WORKER_STOPPING)
+  if (drop && state_of(w) == CT_WORKER_STOPPING) {
     w->dropping = true;
+    w->wanted = false; /* dropped too; a drain makes the runs triggers asked for */
+  }
   ct__worker_settle(w);
 }
 

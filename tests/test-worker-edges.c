@@ -1,5 +1,5 @@
 /* Workers at the edges: user callbacks that call back into their own
- * worker. */
+ * worker, stops racing accepted work. */
 #include <ctasker.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -151,8 +151,73 @@ TEST(waiting_stop_from_on_drop_on_the_run_thread_would_deadlock) {
   stop_and_free(sup);
 }
 
+/* A forced trigger accepted while the run executes, and a trigger
+ * accepted while the only pool thread is busy, are both run by a DRAIN
+ * stop; a DROP stop drops a forced trigger. */
+static void check_triggers_survive_drain(ct_worker_kind_t kind) {
+  ct_supervisor_t *sup = start_supervisor(1, 0, 0);
+  rec_t r;
+  rec_init(&r);
+  ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
+  o.interval = 3600; /* interval workers: the timer never fires here */
+  o.delay_before = 3600;
+  ct_worker_t *w = make(sup, kind, run_gated, &r, NULL, &o);
+
+  /* a forced trigger while run 0 executes, then a drain */
+  CHECK_OK(ct_worker_start(w, NULL));
+  CHECK_OK(ct_event_worker_trigger(w, false));
+  gate_wait_arrived(&r.gate, 1);
+  CHECK_OK(ct_event_worker_trigger(w, true));
+  CHECK_OK(ct_worker_stop(w, CT_WORKER_DRAIN, 0));
+  gate_open(&r.gate);
+  CHECK_OK(ct_worker_stop(w, CT_WORKER_DRAIN, -1));
+  CHECK_EQ_INT(atomic_load(&r.runs), 2);
+
+  /* a trigger queued behind the busy thread, then a drain */
+  gate_t busy;
+  gate_init(&busy);
+  ct_task_t *hold = submit(sup, gate_task, &busy, CT_PRIORITY_NORMAL);
+  gate_wait_arrived(&busy, 1);
+  CHECK_OK(ct_worker_start(w, NULL));
+  CHECK_OK(ct_event_worker_trigger(w, false));
+  CHECK_OK(ct_worker_stop(w, CT_WORKER_DRAIN, 0));
+  gate_open(&busy);
+  CHECK_OK(ct_worker_stop(w, CT_WORKER_DRAIN, -1));
+  CHECK_EQ_INT(atomic_load(&r.runs), 3);
+
+  /* a forced trigger while run 3 executes, then a drop */
+  gate_destroy(&r.gate);
+  gate_init(&r.gate);
+  atomic_store(&r.gated_run, 3);
+  CHECK_OK(ct_worker_start(w, NULL));
+  CHECK_OK(ct_event_worker_trigger(w, false));
+  gate_wait_arrived(&r.gate, 1);
+  CHECK_OK(ct_event_worker_trigger(w, true));
+  CHECK_OK(ct_worker_stop(w, CT_WORKER_DROP, 0));
+  gate_open(&r.gate);
+  CHECK_OK(ct_worker_stop(w, CT_WORKER_DROP, -1));
+  CHECK_EQ_INT(atomic_load(&r.runs), 4);
+
+  CHECK_EQ_INT(atomic_load(&r.scheduled_runs), 0);
+  CHECK_OK(ct_worker_free(w));
+  ct_task_unref(hold);
+  gate_destroy(&busy);
+  gate_destroy(&r.gate);
+  stop_and_free(sup);
+}
+
+TEST(event_triggers_accepted_before_a_drain_stop_run) {
+  check_triggers_survive_drain(CT_WORKER_EVENT);
+}
+
+TEST(interval_triggers_accepted_before_a_drain_stop_run) {
+  check_triggers_survive_drain(CT_WORKER_INTERVAL);
+}
+
 int main(void) {
   RUN(on_drop_calling_its_worker_hands_many_items_back_without_recursion);
   RUN(waiting_stop_from_on_drop_on_the_run_thread_would_deadlock);
+  RUN(event_triggers_accepted_before_a_drain_stop_run);
+  RUN(interval_triggers_accepted_before_a_drain_stop_run);
   return check_done();
 }

@@ -26,7 +26,10 @@
  * a bounded stop gave up waiting for the current run. A stopped worker may
  * be started again. Stop is graceful: the current run finishes; a queue
  * worker's pending items are run (CT_WORKER_DRAIN) or handed back through
- * opts.on_drop (CT_WORKER_DROP), so no item is lost silently.
+ * opts.on_drop (CT_WORKER_DROP), so no item is lost silently. Likewise a run
+ * asked for by a ct_event_worker_trigger() that returned 0 before the stop
+ * is made with CT_WORKER_DRAIN, dropped with CT_WORKER_DROP; an interval
+ * worker's timer runs end with the stop.
  *
  * Process workers (atasker's multiprocessing executors): a queue, event or
  * interval worker created with opts.process and no run function. Each run
@@ -242,8 +245,10 @@ CT_EXPORT int ct_queue_worker_put_json(ct_worker_t *w, json_t *item, int priorit
 /* Ask an event (or interval) worker for a run. Triggers before the run
  * starts merge into it; a trigger while it runs is ignored unless `force`,
  * which queues exactly one more run. An interval worker runs at once and
- * keeps its grid. Returns 0; CT_ESHUTDOWN if not running; CT_EINVAL for
- * another kind. Thread-safety: any thread. */
+ * keeps its grid. A run asked for here is made even if a CT_WORKER_DRAIN
+ * stop comes before it starts (CT_WORKER_DROP drops it).
+ * Returns 0; CT_ESHUTDOWN if not running; CT_EINVAL for another kind.
+ * Thread-safety: any thread. */
 CT_EXPORT int ct_event_worker_trigger(ct_worker_t *w, bool force);
 
 /* Make a run fail with `error` (stolen; NULL: a generic WorkerError).
