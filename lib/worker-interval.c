@@ -3,8 +3,11 @@
  * The timer is a timerfd armed at an absolute CLOCK_MONOTONIC deadline and
  * watched by an ev_io: libev's own timers go through epoll_wait, whose
  * timeout is rounded to whole milliseconds, while a timerfd expires within
- * the kernel's hrtimer precision. Only the loop thread touches the timerfd,
- * the ev_io, `armed` and `k` (loop messages reach it from other threads).
+ * the kernel's hrtimer precision. A start makes the timerfd, on the
+ * starting thread, so that a start that cannot have its timer fails (the
+ * stop before it has closed the last one); from then on only the loop
+ * thread touches the timerfd, the ev_io, `armed` and `k` (loop messages
+ * reach it from other threads).
  *
  * Timing, per start, with t0 = start time + delay_before:
  *   interval  the grid t0 + k*interval; after a run ends the timer is set
@@ -33,6 +36,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -51,7 +55,7 @@ typedef struct {
   bool ticked;     /* the timer asked for a run, due at `due` */
   bool asked;      /* the run taken last serves a trigger */
   bool timer_live; /* from start until the loop has closed the timer */
-  /* Loop thread only. */
+  /* Made by a start (the timer not live), then loop thread only. */
   int fd;
   ev_io io;
   bool armed;
@@ -133,28 +137,14 @@ static void on_fire(struct ev_loop *ev, ev_io *io, int revents) {
   ct__worker_leave(w); /* a run that could not be queued stops the worker */
 }
 
-/* Loop thread: make the timerfd and its watcher once. */
-static bool ensure_timer(ct_worker_t *w) {
+/* Loop message: watch the start's timerfd and set its first deadline. */
+static void arm_first(ct_worker_t *w) {
   ct__interval_worker_t *iw = as_interval(w);
-  if (iw->fd >= 0)
-    return true;
-  iw->fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-  if (iw->fd < 0)
-    return false;
   ev_io_init(&iw->io, on_fire, iw->fd, EV_READ);
   iw->io.data = w;
   ev_io_start(w->sup->loop.ev, &iw->io);
-  return true;
-}
-
-/* Loop message: the first deadline of a start. */
-static void arm_first(ct_worker_t *w) {
-  ct__interval_worker_t *iw = as_interval(w);
-  bool ok = ensure_timer(w);
   pthread_mutex_lock(&w->lock);
-  if (!ok) {
-    ct__sup_log(w->sup, CT_LOG_ERROR, "ctasker: worker %s: no timer", w->name);
-  } else if (atomic_load(&w->state) == CT_WORKER_RUNNING) {
+  if (atomic_load(&w->state) == CT_WORKER_RUNNING) {
     iw->k = 0;
     double first = iw->t0;
     pthread_mutex_unlock(&w->lock);
@@ -209,13 +199,33 @@ static void disarm(ct_worker_t *w) {
   ct__worker_leave(w);
 }
 
+/* Lock held, the timer not live: make this start's timerfd. Returns 0 or
+ * the error start returns (the failure is logged). */
+static int make_timer(ct_worker_t *w) {
+  ct__interval_worker_t *iw = as_interval(w);
+  if (iw->fd >= 0)
+    return 0; /* a loop that ended before its disarm left it open */
+  iw->fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (iw->fd >= 0)
+    return 0;
+  int err = errno;
+  ct__sup_log(w->sup, CT_LOG_ERROR, "ctasker: worker %s: no timer: %s", w->name, strerror(err));
+  return err == ENOMEM ? CT_ENOMEM : CT_EAGAIN;
+}
+
 static int interval_start(ct_worker_t *w) {
   ct__interval_worker_t *iw = as_interval(w);
+  int rc = make_timer(w);
+  if (rc != 0)
+    return rc;
   iw->t0 = ct__now() + iw->cur_before;
   iw->timer_live = true;
-  int rc = ct__worker_post(w, arm_first);
-  if (rc != 0)
+  rc = ct__worker_post(w, arm_first);
+  if (rc != 0) { /* the loop has ended: nothing will watch the timer */
     iw->timer_live = false;
+    close(iw->fd);
+    iw->fd = -1;
+  }
   return rc;
 }
 

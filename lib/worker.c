@@ -133,7 +133,20 @@ static int thread_submit(ct_worker_t *w) {
   return rc;
 }
 
-const ct__worker_exec_t ct__thread_exec = {.submit = thread_submit};
+/* An extra loop that was asked to stop, or has ended, refuses every run
+ * from now on: a worker started there would be RUNNING and never run. */
+static int thread_check_start(ct_worker_t *w) {
+  ct__loop_t *loop = w->loop;
+  if (!loop)
+    return 0;
+  pthread_mutex_lock(&loop->inbox_lock);
+  bool ended = loop->closed || atomic_load(&loop->quit_posted);
+  pthread_mutex_unlock(&loop->inbox_lock);
+  return ended ? CT_ESHUTDOWN : 0;
+}
+
+const ct__worker_exec_t ct__thread_exec = {.check_start = thread_check_start,
+                                           .submit = thread_submit};
 
 int ct__worker_kick(ct_worker_t *w) {
   if (w->inflight || !may_run(w))

@@ -1,9 +1,13 @@
 /* Workers at the edges: user callbacks that call back into their own
- * worker, stops racing accepted work. */
+ * worker, stops racing accepted work, starts that cannot get what a worker
+ * needs (a timer, a loop). */
 #include <ctasker.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "gate.h"
@@ -214,10 +218,106 @@ TEST(interval_triggers_accepted_before_a_drain_stop_run) {
   check_triggers_survive_drain(CT_WORKER_INTERVAL);
 }
 
+static atomic_int timer_errors_logged;
+static void count_timer_errors(int level, const char *msg, void *data) {
+  (void)data;
+  if (level == CT_LOG_ERROR && strstr(msg, "no timer"))
+    atomic_fetch_add(&timer_errors_logged, 1);
+}
+
+/* Fill the descriptor table (under a lowered limit); returns how many
+ * descriptors were taken into fds. */
+static int fill_descriptors(int *fds, int max) {
+  int n = 0;
+  while (n < max) {
+    int fd = dup(0);
+    if (fd < 0) {
+      CHECK(errno == EMFILE);
+      return n;
+    }
+    fds[n++] = fd;
+  }
+  CHECK(!"the lowered limit left descriptors free");
+  return n;
+}
+
+#define FD_LIMIT 512
+
+TEST(interval_worker_without_a_timer_does_not_start) {
+  ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
+  so.log = count_timer_errors;
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(&so, &sup));
+  CHECK_OK(ct_supervisor_start(sup));
+  rec_t r;
+  rec_init(&r);
+  atomic_store(&r.gated_run, -1);
+  ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
+  o.interval = 0.01;
+  ct_worker_t *w = make(sup, CT_WORKER_INTERVAL, run_gated, &r, NULL, &o);
+
+  struct rlimit old;
+  CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
+  struct rlimit low = old;
+  if (low.rlim_cur > FD_LIMIT)
+    low.rlim_cur = FD_LIMIT;
+  CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
+  static int fds[FD_LIMIT];
+  int n = fill_descriptors(fds, FD_LIMIT);
+  int rc = ct_worker_start(w, NULL);
+  for (int i = 0; i < n; i++)
+    close(fds[i]);
+  CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
+
+  CHECK_EQ_INT(rc, CT_EAGAIN);
+  CHECK_EQ_INT(ct_worker_state(w), CT_WORKER_INIT);
+  CHECK_EQ_INT(atomic_load(&timer_errors_logged), 1);
+  CHECK_EQ_INT(ct_event_worker_trigger(w, false), CT_ESHUTDOWN);
+  /* left startable: with descriptors back, it starts and runs */
+  CHECK_OK(ct_worker_start(w, NULL));
+  WAIT_FOR(atomic_load(&r.scheduled_runs) >= 2);
+  CHECK_OK(ct_worker_stop(w, CT_WORKER_DROP, -1));
+  CHECK_EQ_INT(ct_worker_state(w), CT_WORKER_STOPPED);
+  CHECK_OK(ct_worker_free(w));
+  gate_destroy(&r.gate);
+  stop_and_free(sup);
+}
+
+TEST(start_on_an_ended_loop_is_refused) {
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  ct_loop_t *ended, *ending;
+  CHECK_OK(ct_loop_create(sup, "ended", &ended));
+  CHECK_OK(ct_loop_create(sup, "ending", &ending));
+  CHECK_OK(ct_loop_stop(ended, -1));
+  CHECK_OK(ct_loop_stop(ending, 0));
+  rec_t r;
+  rec_init(&r);
+  atomic_store(&r.gated_run, -1);
+  const ct_worker_kind_t kinds[] = {CT_WORKER_QUEUE, CT_WORKER_EVENT, CT_WORKER_INTERVAL,
+                                    CT_WORKER_BACKGROUND};
+  ct_loop_t *loops[] = {ended, ending};
+  for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+    for (size_t l = 0; l < 2; l++) {
+      ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
+      o.interval = 0.01;
+      o.loop = loops[l];
+      ct_worker_t *w = make(sup, kinds[k], run_gated, &r, NULL, &o);
+      CHECK_EQ_INT(ct_worker_start(w, NULL), CT_ESHUTDOWN);
+      CHECK_EQ_INT(ct_worker_state(w), CT_WORKER_INIT);
+      CHECK_OK(ct_worker_free(w));
+    }
+  }
+  CHECK_EQ_INT(atomic_load(&r.runs), 0);
+  gate_destroy(&r.gate);
+  stop_and_free(sup);
+}
+
 int main(void) {
   RUN(on_drop_calling_its_worker_hands_many_items_back_without_recursion);
   RUN(waiting_stop_from_on_drop_on_the_run_thread_would_deadlock);
   RUN(event_triggers_accepted_before_a_drain_stop_run);
   RUN(interval_triggers_accepted_before_a_drain_stop_run);
+  RUN(interval_worker_without_a_timer_does_not_start);
+  RUN(start_on_an_ended_loop_is_refused);
   return check_done();
 }
