@@ -72,7 +72,13 @@ struct ct_worker {
                               and the loop inbox lock, never after */
   pthread_cond_t cond;     /* broadcast when the state becomes final */
   atomic_int state;
-  char *base_name, *name;  /* name: this start's (base_name or an override) */
+  char *base_name;         /* as created */
+  char *_Atomic name;      /* this start's: base_name or one of `names`;
+                              read without the lock by ct_worker_name() */
+  char **names;            /* every override name a start has used, kept
+                              until the worker is freed, so that a name
+                              once returned stays valid while it lives */
+  size_t n_names;
   int base_priority, priority;
   void *base_data, *data, *args;
   ct_worker_error_fn on_error;

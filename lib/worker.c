@@ -48,8 +48,9 @@ void ct__worker_unref(ct_worker_t *w) {
     return;
   if (w->ops->destroy)
     w->ops->destroy(w);
-  if (w->name != w->base_name)
-    free(w->name);
+  for (size_t i = 0; i < w->n_names; i++)
+    free(w->names[i]);
+  free(w->names);
   free(w->base_name);
   free(w->process);
   pthread_mutex_destroy(&w->lock);
@@ -426,9 +427,33 @@ static int enter_running(ct_worker_t *w) {
   return rc;
 }
 
+/* Lock held: the kept copy of a start's name override (NULL: none); `copy`
+ * (a fresh copy of it, or NULL) is taken or freed. A name is never freed
+ * before the worker, since another thread may hold ct_worker_name()'s
+ * pointer; a name used again reuses its copy, so a worker keeps one copy
+ * per distinct name. Returns 0 or CT_ENOMEM (nothing changed). */
+static int keep_name(ct_worker_t *w, char *copy, char **kept) {
+  *kept = NULL;
+  if (!copy)
+    return 0;
+  for (size_t i = 0; i < w->n_names && !*kept; i++)
+    if (strcmp(w->names[i], copy) == 0)
+      *kept = w->names[i];
+  if (*kept) {
+    free(copy);
+    return 0;
+  }
+  char **names = realloc(w->names, (w->n_names + 1) * sizeof *names);
+  if (!names) {
+    free(copy);
+    return CT_ENOMEM;
+  }
+  w->names = names;
+  w->names[w->n_names++] = *kept = copy;
+  return 0;
+}
+
 static void apply_overrides(ct_worker_t *w, const ct_worker_start_opts_t *o, char *name) {
-  if (w->name != w->base_name)
-    free(w->name);
   w->name = name ? name : w->base_name;
   w->priority = o->priority >= 0 ? o->priority : w->base_priority;
   w->data = o->set_data ? o->data : w->base_data;
@@ -441,8 +466,8 @@ int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
   ct_worker_start_opts_t o;
   if (!w || settle_start_options(opts, &o) != 0)
     return CT_EINVAL;
-  char *name = NULL;
-  if (o.name && !(name = strdup(o.name)))
+  char *copy = NULL, *name = NULL;
+  if (o.name && !(copy = strdup(o.name)))
     return CT_ENOMEM;
   pthread_mutex_lock(&w->lock);
   int prev = state_of(w);
@@ -452,10 +477,13 @@ int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
   if (rc == 0 && w->ops->configure)
     rc = w->ops->configure(w, &o);
   if (rc == 0)
+    rc = keep_name(w, copy, &name);
+  else
+    free(copy);
+  if (rc == 0)
     rc = enter_running(w);
   if (rc == 0) {
     apply_overrides(w, &o, name);
-    name = NULL;
     rc = w->ops->start ? w->ops->start(w) : 0;
     if (rc != 0)
       set_state(w, prev);
@@ -463,7 +491,6 @@ int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
   if (rc == 0)
     rc = ct__worker_kick(w);
   pthread_mutex_unlock(&w->lock);
-  free(name);
   ct__worker_leave(w);
   return rc;
 }
@@ -528,7 +555,7 @@ int ct_worker_fail(ct_worker_run_t *run, json_t *error) {
 
 /* ---- attributes and statistics ---- */
 
-const char *ct_worker_name(const ct_worker_t *w) { return w ? w->name : ""; }
+const char *ct_worker_name(const ct_worker_t *w) { return w ? atomic_load(&w->name) : ""; }
 ct_worker_kind_t ct_worker_kind(const ct_worker_t *w) { return w ? w->kind : 0; }
 ct_worker_state_t ct_worker_state(const ct_worker_t *w) {
   return w ? (ct_worker_state_t)state_of(w) : CT_WORKER_STOPPED;

@@ -1,6 +1,6 @@
 /* Workers at the edges: user callbacks that call back into their own
  * worker, stops racing accepted work, starts that cannot get what a worker
- * needs (a timer, a loop). */
+ * needs (a timer, a loop), and names read while restarts change them. */
 #include <ctasker.h>
 #include <errno.h>
 #include <pthread.h>
@@ -312,6 +312,62 @@ TEST(start_on_an_ended_loop_is_refused) {
   stop_and_free(sup);
 }
 
+/* ---- names ---- */
+
+static const char *const names[] = {"edge-base", "a", "a-much-longer-override-name-0123456789",
+                                    "bb"};
+#define N_NAMES (sizeof names / sizeof *names)
+
+typedef struct {
+  ct_worker_t *w;
+  atomic_bool done;
+  atomic_long reads;
+} name_race_t;
+
+static void *read_names(void *arg) {
+  name_race_t *nr = arg;
+  while (!atomic_load(&nr->done)) {
+    const char *name = ct_worker_name(nr->w);
+    bool known = false;
+    for (size_t i = 0; i < N_NAMES && !known; i++)
+      known = strcmp(name, names[i]) == 0;
+    CHECK(known);
+    atomic_fetch_add(&nr->reads, 1);
+  }
+  return NULL;
+}
+
+static int run_nothing(ct_worker_run_t *run) {
+  (void)run;
+  return CT_WORKER_CONTINUE;
+}
+
+TEST(names_stay_valid_while_restarts_override_them) {
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
+  o.name = names[0];
+  name_race_t nr = {.done = false, .reads = 0};
+  CHECK_OK(ct_worker_new(sup, CT_WORKER_EVENT, run_nothing, &o, &nr.w));
+  pthread_t readers[2];
+  for (int i = 0; i < 2; i++)
+    CHECK(pthread_create(&readers[i], NULL, read_names, &nr) == 0);
+  ct_worker_start_opts_t so = CT_WORKER_START_OPTS_INIT;
+  for (int i = 0; i < 3000; i++) {
+    so.name = i % 4 == 0 ? NULL : names[1 + i % 3];
+    CHECK_OK(ct_worker_start(nr.w, &so));
+    CHECK_EQ_STR(ct_worker_name(nr.w), so.name ? so.name : names[0]);
+    CHECK_OK(ct_worker_stop(nr.w, i % 2 ? CT_WORKER_DRAIN : CT_WORKER_DROP, -1));
+    if (i == 100)
+      WAIT_FOR(atomic_load(&nr.reads) > 0);
+  }
+  atomic_store(&nr.done, true);
+  for (int i = 0; i < 2; i++)
+    pthread_join(readers[i], NULL);
+  CHECK(atomic_load(&nr.reads) > 0);
+  CHECK_OK(ct_worker_free(nr.w));
+  stop_and_free(sup);
+}
+
 int main(void) {
   RUN(on_drop_calling_its_worker_hands_many_items_back_without_recursion);
   RUN(waiting_stop_from_on_drop_on_the_run_thread_would_deadlock);
@@ -319,5 +375,6 @@ int main(void) {
   RUN(interval_triggers_accepted_before_a_drain_stop_run);
   RUN(interval_worker_without_a_timer_does_not_start);
   RUN(start_on_an_ended_loop_is_refused);
+  RUN(names_stay_valid_while_restarts_override_them);
   return check_done();
 }

@@ -259,8 +259,11 @@ CT_EXPORT int ct_event_worker_trigger(ct_worker_t *w, bool force);
 CT_EXPORT int ct_worker_fail(ct_worker_run_t *run, json_t *error);
 
 /* Read-only attributes. Thread-safety: any thread. */
-CT_EXPORT const char *ct_worker_name(const ct_worker_t *w); /* borrowed, valid until
-                                                              the next start or free */
+/* The name of the current (or last) start. Borrowed: valid until the
+ * worker is freed, even while other threads restart it with another name
+ * (a worker keeps one copy of each distinct name it was started with until
+ * it is freed). */
+CT_EXPORT const char *ct_worker_name(const ct_worker_t *w);
 CT_EXPORT ct_worker_kind_t ct_worker_kind(const ct_worker_t *w);
 CT_EXPORT ct_worker_state_t ct_worker_state(const ct_worker_t *w);
 /* True once the worker is no longer RUNNING: a long run polls it. */
