@@ -16,7 +16,7 @@
 /* What the runs and callbacks record. */
 typedef struct {
   gate_t gate;           /* runs that wait, wait here */
-  atomic_int runs, drops, drop_put_refused, drop_stop_rc, drop_on_run_thread;
+  atomic_int runs, drops, drop_put_refused, drop_stop_deadlk, drop_on_run_thread;
   atomic_uintptr_t lowest_frame, highest_frame; /* on_drop's stack frames */
   pthread_t run_thread;
   atomic_int gated_run;      /* the number of the run that waits at the gate */
@@ -28,7 +28,7 @@ static void rec_init(rec_t *r) {
   atomic_init(&r->runs, 0);
   atomic_init(&r->drops, 0);
   atomic_init(&r->drop_put_refused, 0);
-  atomic_init(&r->drop_stop_rc, 0);
+  atomic_init(&r->drop_stop_deadlk, 0);
   atomic_init(&r->drop_on_run_thread, 0);
   atomic_init(&r->lowest_frame, UINTPTR_MAX);
   atomic_init(&r->highest_frame, 0);
@@ -131,15 +131,18 @@ static void drop_stopping_and_waiting(ct_worker_t *w, void *item, void *data) {
   atomic_fetch_add(&r->drops, 1);
   if (pthread_equal(pthread_self(), r->run_thread))
     atomic_fetch_add(&r->drop_on_run_thread, 1);
-  atomic_store(&r->drop_stop_rc, ct_worker_stop(w, CT_WORKER_DROP, -1));
+  if (ct_worker_stop(w, CT_WORKER_DROP, -1) == CT_EDEADLK)
+    atomic_fetch_add(&r->drop_stop_deadlk, 1);
 }
 
-TEST(waiting_stop_from_on_drop_on_the_run_thread_would_deadlock) {
-  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+/* Runs on a pool thread (loop NULL) or on `loop`'s thread. */
+static void check_waiting_stop_from_on_drop(ct_supervisor_t *sup, ct_loop_t *loop) {
   rec_t r;
   rec_init(&r);
+  ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
+  o.loop = loop;
   ct_worker_t *w = make(sup, CT_WORKER_QUEUE, run_gated_then_stop, &r,
-                        drop_stopping_and_waiting, NULL);
+                        drop_stopping_and_waiting, &o);
   CHECK_OK(ct_worker_start(w, NULL));
   for (intptr_t i = 0; i < 4; i++)
     CHECK_OK(ct_queue_worker_put(w, (void *)i, 100));
@@ -149,10 +152,18 @@ TEST(waiting_stop_from_on_drop_on_the_run_thread_would_deadlock) {
   CHECK_EQ_INT(atomic_load(&r.runs), 1);
   CHECK_EQ_INT(atomic_load(&r.drops), 3);
   CHECK_EQ_INT(atomic_load(&r.drop_on_run_thread), 3);
-  CHECK_EQ_INT(atomic_load(&r.drop_stop_rc), CT_EDEADLK);
+  CHECK_EQ_INT(atomic_load(&r.drop_stop_deadlk), 3);
   CHECK_OK(ct_worker_stop(w, CT_WORKER_DROP, -1));
   CHECK_OK(ct_worker_free(w));
   gate_destroy(&r.gate);
+}
+
+TEST(waiting_stop_from_on_drop_on_the_run_thread_would_deadlock) {
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  check_waiting_stop_from_on_drop(sup, NULL);
+  ct_loop_t *loop;
+  CHECK_OK(ct_loop_create(sup, "drops", &loop));
+  check_waiting_stop_from_on_drop(sup, loop);
   stop_and_free(sup);
 }
 
