@@ -72,7 +72,13 @@ struct ct_worker {
                               and the loop inbox lock, never after */
   pthread_cond_t cond;     /* broadcast when the state becomes final */
   atomic_int state;
-  char *base_name, *name;  /* name: this start's (base_name or an override) */
+  char *base_name;         /* as created */
+  char *_Atomic name;      /* this start's: base_name or one of `names`;
+                              read without the lock by ct_worker_name() */
+  char **names;            /* every override name a start has used, kept
+                              until the worker is freed, so that a name
+                              once returned stays valid while it lives */
+  size_t n_names;
   int base_priority, priority;
   void *base_data, *data, *args;
   ct_worker_error_fn on_error;
@@ -93,7 +99,8 @@ struct ct_worker {
   void *result_data;
 };
 
-/* The worker whose run (or process_result hook) this thread executes. */
+/* The worker whose run task (its runs and the items it hands back) or
+ * process_result hook this thread executes. */
 extern _Thread_local ct_worker_t *ct__worker_current;
 
 /* Lock held: leave RUNNING (and with `drop`, hand pending items back). */

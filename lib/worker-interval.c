@@ -3,8 +3,11 @@
  * The timer is a timerfd armed at an absolute CLOCK_MONOTONIC deadline and
  * watched by an ev_io: libev's own timers go through epoll_wait, whose
  * timeout is rounded to whole milliseconds, while a timerfd expires within
- * the kernel's hrtimer precision. Only the loop thread touches the timerfd,
- * the ev_io, `armed` and `k` (loop messages reach it from other threads).
+ * the kernel's hrtimer precision. A start makes the timerfd, on the
+ * starting thread, so that a start that cannot have its timer fails (the
+ * stop before it has closed the last one); from then on only the loop
+ * thread touches the timerfd, the ev_io, `armed` and `k` (loop messages
+ * reach it from other threads).
  *
  * Timing, per start, with t0 = start time + delay_before:
  *   interval  the grid t0 + k*interval; after a run ends the timer is set
@@ -12,9 +15,12 @@
  *             next run is due at once and k jumps to the last passed point,
  *             so runs never overlap and the grid never drifts;
  *   delay     the end of a run + delay + delay_before.
- * A firing (or a trigger) sets the common `wanted` flag and kicks the
- * worker. Stopping posts `disarm`, which closes the timer at once and lets
- * the stop finish (idle() is false until then).
+ * A firing sets `ticked`, a trigger the common `wanted` flag; either kicks
+ * the worker, and a run serves both. Stopping forgets a tick, not a trigger:
+ * a trigger accepted before a CT_WORKER_DRAIN stop still gets its run (at
+ * once, without waiting for a due time). Stopping also posts `disarm`,
+ * which closes the timer at once and lets the stop finish (idle() is false
+ * until then).
  *
  * Precision: between a deadline and the run stand the timer's wake-up of
  * the loop thread and the loop's wake-up of a pool thread; on a busy
@@ -30,6 +36,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -45,8 +52,10 @@ typedef struct {
   double interval, delay, delay_before;    /* as created */
   double cur_interval, cur_delay, cur_before; /* this start's */
   double t0, due, last_end;
+  bool ticked;     /* the timer asked for a run, due at `due` */
+  bool asked;      /* the run taken last serves a trigger */
   bool timer_live; /* from start until the loop has closed the timer */
-  /* Loop thread only. */
+  /* Made by a start (the timer not live), then loop thread only. */
   int fd;
   ev_io io;
   bool armed;
@@ -108,7 +117,7 @@ static void arm_at(ct__interval_worker_t *iw, double when) {
 /* Lock held: a run is due now (scheduled for `due`). */
 static void make_due(ct_worker_t *w, double due) {
   as_interval(w)->due = due;
-  w->wanted = true;
+  as_interval(w)->ticked = true;
   ct__worker_kick(w);
 }
 
@@ -128,28 +137,14 @@ static void on_fire(struct ev_loop *ev, ev_io *io, int revents) {
   ct__worker_leave(w); /* a run that could not be queued stops the worker */
 }
 
-/* Loop thread: make the timerfd and its watcher once. */
-static bool ensure_timer(ct_worker_t *w) {
+/* Loop message: watch the start's timerfd and set its first deadline. */
+static void arm_first(ct_worker_t *w) {
   ct__interval_worker_t *iw = as_interval(w);
-  if (iw->fd >= 0)
-    return true;
-  iw->fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-  if (iw->fd < 0)
-    return false;
   ev_io_init(&iw->io, on_fire, iw->fd, EV_READ);
   iw->io.data = w;
   ev_io_start(w->sup->loop.ev, &iw->io);
-  return true;
-}
-
-/* Loop message: the first deadline of a start. */
-static void arm_first(ct_worker_t *w) {
-  ct__interval_worker_t *iw = as_interval(w);
-  bool ok = ensure_timer(w);
   pthread_mutex_lock(&w->lock);
-  if (!ok) {
-    ct__sup_log(w->sup, CT_LOG_ERROR, "ctasker: worker %s: no timer", w->name);
-  } else if (atomic_load(&w->state) == CT_WORKER_RUNNING) {
+  if (atomic_load(&w->state) == CT_WORKER_RUNNING) {
     iw->k = 0;
     double first = iw->t0;
     pthread_mutex_unlock(&w->lock);
@@ -204,28 +199,50 @@ static void disarm(ct_worker_t *w) {
   ct__worker_leave(w);
 }
 
+/* Lock held, the timer not live: make this start's timerfd. Returns 0 or
+ * the error start returns (the failure is logged). */
+static int make_timer(ct_worker_t *w) {
+  ct__interval_worker_t *iw = as_interval(w);
+  if (iw->fd >= 0)
+    return 0; /* a loop that ended before its disarm left it open */
+  iw->fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (iw->fd >= 0)
+    return 0;
+  int err = errno;
+  ct__sup_log(w->sup, CT_LOG_ERROR, "ctasker: worker %s: no timer: %s", w->name, strerror(err));
+  return err == ENOMEM ? CT_ENOMEM : CT_EAGAIN;
+}
+
 static int interval_start(ct_worker_t *w) {
   ct__interval_worker_t *iw = as_interval(w);
+  int rc = make_timer(w);
+  if (rc != 0)
+    return rc;
   iw->t0 = ct__now() + iw->cur_before;
   iw->timer_live = true;
-  int rc = ct__worker_post(w, arm_first);
-  if (rc != 0)
+  rc = ct__worker_post(w, arm_first);
+  if (rc != 0) { /* the loop has ended: nothing will watch the timer */
     iw->timer_live = false;
+    close(iw->fd);
+    iw->fd = -1;
+  }
   return rc;
 }
 
 static void interval_stop(ct_worker_t *w) {
+  as_interval(w)->ticked = false; /* the timer's runs end with the stop */
   pthread_cond_broadcast(&w->cond); /* a run waiting for its time gives up */
   if (ct__worker_post(w, disarm) != 0)
     as_interval(w)->timer_live = false; /* the loop has ended: nothing is armed */
 }
 
-static bool interval_has_work(ct_worker_t *w) { return w->wanted; }
+static bool interval_has_work(ct_worker_t *w) { return w->wanted || as_interval(w)->ticked; }
 
 static void interval_take(ct_worker_t *w, ct_worker_run_t *run) {
   ct__interval_worker_t *iw = as_interval(w);
-  run->scheduled = iw->due;
-  iw->due = 0;
+  run->scheduled = iw->ticked ? iw->due : 0;
+  iw->asked = w->wanted;
+  iw->ticked = false;
   w->wanted = false;
 }
 
@@ -246,8 +263,11 @@ static bool interval_await_due(ct_worker_t *w, ct_worker_run_t *run) {
   while (atomic_load(&w->state) == CT_WORKER_RUNNING && ct__now() < run->scheduled)
     if (pthread_cond_timedwait(&w->cond, &w->lock, &deadline) == ETIMEDOUT)
       break;
-  w->wanted = false; /* triggers while it waited merge into this run */
-  return atomic_load(&w->state) == CT_WORKER_RUNNING;
+  bool asked = as_interval(w)->asked || w->wanted; /* triggers while it
+                                                      waited merge into it */
+  w->wanted = false;
+  int s = atomic_load(&w->state);
+  return s == CT_WORKER_RUNNING || (asked && s == CT_WORKER_STOPPING && !w->dropping);
 }
 
 static void interval_after_run(ct_worker_t *w, double ended) {

@@ -48,8 +48,9 @@ void ct__worker_unref(ct_worker_t *w) {
     return;
   if (w->ops->destroy)
     w->ops->destroy(w);
-  if (w->name != w->base_name)
-    free(w->name);
+  for (size_t i = 0; i < w->n_names; i++)
+    free(w->names[i]);
+  free(w->names);
   free(w->base_name);
   free(w->process);
   pthread_mutex_destroy(&w->lock);
@@ -75,18 +76,40 @@ void ct__worker_settle(ct_worker_t *w) {
 void ct__worker_begin_stop(ct_worker_t *w, bool drop) {
   if (state_of(w) == CT_WORKER_RUNNING) {
     set_state(w, CT_WORKER_STOPPING);
-    w->wanted = false;
     if (w->ops->stop)
       w->ops->stop(w);
   }
-  if (drop && state_of(w) == CT_WORKER_STOPPING)
+  if (drop && state_of(w) == CT_WORKER_STOPPING) {
     w->dropping = true;
+    w->wanted = false; /* dropped too; a drain makes the runs triggers asked for */
+  }
   ct__worker_settle(w);
 }
 
+/* The workers whose items this thread is handing back, innermost first. */
+typedef struct ct__handing {
+  const ct_worker_t *w;
+  const struct ct__handing *outer;
+} ct__handing_t;
+static _Thread_local const ct__handing_t *handing;
+
+static bool handing_back(const ct_worker_t *w) {
+  for (const ct__handing_t *h = handing; h; h = h->outer)
+    if (h->w == w)
+      return true;
+  return false;
+}
+
+/* An on_drop that calls into its own worker comes back here: the loop
+ * already running further up this thread's stack hands back the rest, so
+ * the stack does not grow by one frame per item. */
 void ct__worker_leave(ct_worker_t *w) {
-  if (w->ops->hand_back)
+  if (w->ops->hand_back && !handing_back(w)) {
+    ct__handing_t h = {w, handing};
+    handing = &h;
     w->ops->hand_back(w);
+    handing = h.outer;
+  }
   if (atomic_exchange(&w->end_unreported, false))
     ct__group_member_ended(w);
 }
@@ -111,7 +134,20 @@ static int thread_submit(ct_worker_t *w) {
   return rc;
 }
 
-const ct__worker_exec_t ct__thread_exec = {.submit = thread_submit};
+/* An extra loop that was asked to stop, or has ended, refuses every run
+ * from now on: a worker started there would be RUNNING and never run. */
+static int thread_check_start(ct_worker_t *w) {
+  ct__loop_t *loop = w->loop;
+  if (!loop)
+    return 0;
+  pthread_mutex_lock(&loop->inbox_lock);
+  bool ended = loop->closed || atomic_load(&loop->quit_posted);
+  pthread_mutex_unlock(&loop->inbox_lock);
+  return ended ? CT_ESHUTDOWN : 0;
+}
+
+const ct__worker_exec_t ct__thread_exec = {.check_start = thread_check_start,
+                                           .submit = thread_submit};
 
 int ct__worker_kick(ct_worker_t *w) {
   if (w->inflight || !may_run(w))
@@ -153,9 +189,7 @@ static void run_once(ct_worker_t *w, ct_task_t *self) {
   w->last_run = ct__now();
   pthread_mutex_unlock(&w->lock);
 
-  ct__worker_current = w;
   int outcome = w->fn(&run);
-  ct__worker_current = NULL;
   if (outcome == CT_WORKER_FAILED) {
     ct__worker_report(w, run.error);
     run.error = NULL;
@@ -175,11 +209,16 @@ static void run_once(ct_worker_t *w, ct_task_t *self) {
 static json_t *run_task(ct_task_t *self, void *arg) {
   ct_worker_t *w = arg;
   size_t batch = w->loop ? 1 : w->ops->batch;
+  ct_worker_t *outer = ct__worker_current;
+  ct__worker_current = w; /* the runs, and the on_drop calls for what they
+                             hand back: this task holds `inflight`, so a
+                             waiting stop from them would wait for itself */
   pthread_mutex_lock(&w->lock);
   for (size_t i = 0; i < batch && may_run(w); i++)
     run_once(w, self);
   pthread_mutex_unlock(&w->lock);
   ct__worker_leave(w);
+  ct__worker_current = outer;
   return NULL;
 }
 
@@ -388,9 +427,33 @@ static int enter_running(ct_worker_t *w) {
   return rc;
 }
 
+/* Lock held: the kept copy of a start's name override (NULL: none); `copy`
+ * (a fresh copy of it, or NULL) is taken or freed. A name is never freed
+ * before the worker, since another thread may hold ct_worker_name()'s
+ * pointer; a name used again reuses its copy, so a worker keeps one copy
+ * per distinct name. Returns 0 or CT_ENOMEM (nothing changed). */
+static int keep_name(ct_worker_t *w, char *copy, char **kept) {
+  *kept = NULL;
+  if (!copy)
+    return 0;
+  for (size_t i = 0; i < w->n_names && !*kept; i++)
+    if (strcmp(w->names[i], copy) == 0)
+      *kept = w->names[i];
+  if (*kept) {
+    free(copy);
+    return 0;
+  }
+  char **names = realloc(w->names, (w->n_names + 1) * sizeof *names);
+  if (!names) {
+    free(copy);
+    return CT_ENOMEM;
+  }
+  w->names = names;
+  w->names[w->n_names++] = *kept = copy;
+  return 0;
+}
+
 static void apply_overrides(ct_worker_t *w, const ct_worker_start_opts_t *o, char *name) {
-  if (w->name != w->base_name)
-    free(w->name);
   w->name = name ? name : w->base_name;
   w->priority = o->priority >= 0 ? o->priority : w->base_priority;
   w->data = o->set_data ? o->data : w->base_data;
@@ -403,8 +466,8 @@ int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
   ct_worker_start_opts_t o;
   if (!w || settle_start_options(opts, &o) != 0)
     return CT_EINVAL;
-  char *name = NULL;
-  if (o.name && !(name = strdup(o.name)))
+  char *copy = NULL, *name = NULL;
+  if (o.name && !(copy = strdup(o.name)))
     return CT_ENOMEM;
   pthread_mutex_lock(&w->lock);
   int prev = state_of(w);
@@ -414,10 +477,13 @@ int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
   if (rc == 0 && w->ops->configure)
     rc = w->ops->configure(w, &o);
   if (rc == 0)
+    rc = keep_name(w, copy, &name);
+  else
+    free(copy);
+  if (rc == 0)
     rc = enter_running(w);
   if (rc == 0) {
     apply_overrides(w, &o, name);
-    name = NULL;
     rc = w->ops->start ? w->ops->start(w) : 0;
     if (rc != 0)
       set_state(w, prev);
@@ -425,7 +491,6 @@ int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
   if (rc == 0)
     rc = ct__worker_kick(w);
   pthread_mutex_unlock(&w->lock);
-  free(name);
   ct__worker_leave(w);
   return rc;
 }
@@ -490,7 +555,7 @@ int ct_worker_fail(ct_worker_run_t *run, json_t *error) {
 
 /* ---- attributes and statistics ---- */
 
-const char *ct_worker_name(const ct_worker_t *w) { return w ? w->name : ""; }
+const char *ct_worker_name(const ct_worker_t *w) { return w ? atomic_load(&w->name) : ""; }
 ct_worker_kind_t ct_worker_kind(const ct_worker_t *w) { return w ? w->kind : 0; }
 ct_worker_state_t ct_worker_state(const ct_worker_t *w) {
   return w ? (ct_worker_state_t)state_of(w) : CT_WORKER_STOPPED;

@@ -26,7 +26,10 @@
  * a bounded stop gave up waiting for the current run. A stopped worker may
  * be started again. Stop is graceful: the current run finishes; a queue
  * worker's pending items are run (CT_WORKER_DRAIN) or handed back through
- * opts.on_drop (CT_WORKER_DROP), so no item is lost silently.
+ * opts.on_drop (CT_WORKER_DROP), so no item is lost silently. Likewise a run
+ * asked for by a ct_event_worker_trigger() that returned 0 before the stop
+ * is made with CT_WORKER_DRAIN, dropped with CT_WORKER_DROP; an interval
+ * worker's timer runs end with the stop.
  *
  * Process workers (atasker's multiprocessing executors): a queue, event or
  * interval worker created with opts.process and no run function. Each run
@@ -115,7 +118,10 @@ typedef void (*ct_worker_error_fn)(ct_worker_t *w, const json_t *error, void *da
 
 /* Called once for every queue item that is dropped instead of run (stop
  * with CT_WORKER_DROP, a run returning CT_WORKER_STOP, a force-stop, the
- * supervisor's stop); the item is handed back to the callee. */
+ * supervisor's stop); the item is handed back to the callee. It may call
+ * into its worker (items keep coming back in one loop, the stack does not
+ * grow per item); on the thread of the worker's run, a ct_worker_stop()
+ * that must wait returns CT_EDEADLK, as from the run. */
 typedef void (*ct_worker_drop_fn)(ct_worker_t *w, void *item, void *data);
 
 /* Process workers: called once per run with the run's result (borrowed:
@@ -191,9 +197,12 @@ typedef struct ct_worker_start_opts {
 /* Start (or restart) a worker. opts may be NULL.
  * Returns 0; CT_ENOENT for a process worker whose supervisor has no process
  * pool (ct_process_pool_create()); CT_EBUSY if it is running or stopping, or force-stopped with
- * its last run still executing; CT_ESHUTDOWN if the supervisor (or the
- * worker's loop) is not running; CT_EINVAL for bad overrides (the worker is
- * left as it was); CT_ENOMEM. Thread-safety: any thread. */
+ * its last run still executing; CT_ESHUTDOWN if the supervisor is not
+ * running, or the worker's loop (opts.loop) has ended or was asked to stop;
+ * CT_EINVAL for bad overrides (the worker is left as it was); CT_EAGAIN
+ * if an interval worker cannot have its timer (out of descriptors; logged);
+ * CT_ENOMEM. On error the worker is not running and may be started again.
+ * Thread-safety: any thread. */
 CT_EXPORT int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts);
 
 enum ct_worker_stop_flags {
@@ -239,8 +248,10 @@ CT_EXPORT int ct_queue_worker_put_json(ct_worker_t *w, json_t *item, int priorit
 /* Ask an event (or interval) worker for a run. Triggers before the run
  * starts merge into it; a trigger while it runs is ignored unless `force`,
  * which queues exactly one more run. An interval worker runs at once and
- * keeps its grid. Returns 0; CT_ESHUTDOWN if not running; CT_EINVAL for
- * another kind. Thread-safety: any thread. */
+ * keeps its grid. A run asked for here is made even if a CT_WORKER_DRAIN
+ * stop comes before it starts (CT_WORKER_DROP drops it).
+ * Returns 0; CT_ESHUTDOWN if not running; CT_EINVAL for another kind.
+ * Thread-safety: any thread. */
 CT_EXPORT int ct_event_worker_trigger(ct_worker_t *w, bool force);
 
 /* Make a run fail with `error` (stolen; NULL: a generic WorkerError).
@@ -248,8 +259,11 @@ CT_EXPORT int ct_event_worker_trigger(ct_worker_t *w, bool force);
 CT_EXPORT int ct_worker_fail(ct_worker_run_t *run, json_t *error);
 
 /* Read-only attributes. Thread-safety: any thread. */
-CT_EXPORT const char *ct_worker_name(const ct_worker_t *w); /* borrowed, valid until
-                                                              the next start or free */
+/* The name of the current (or last) start. Borrowed: valid until the
+ * worker is freed, even while other threads restart it with another name
+ * (a worker keeps one copy of each distinct name it was started with until
+ * it is freed). */
+CT_EXPORT const char *ct_worker_name(const ct_worker_t *w);
 CT_EXPORT ct_worker_kind_t ct_worker_kind(const ct_worker_t *w);
 CT_EXPORT ct_worker_state_t ct_worker_state(const ct_worker_t *w);
 /* True once the worker is no longer RUNNING: a long run polls it. */
