@@ -962,8 +962,7 @@ void ct__procpool_add_stats(ct__procpool_t *pool, ct_stats_t *out) {
   if (!pool)
     return;
   pthread_mutex_lock(&pool->lock);
-  out->submitted += pool->submitted;
-  out->queued += pool->queued;
+  out->queued += pool->queued; /* submitted: the supervisor counts every task */
   out->running += (uint64_t)pool->running;
   out->completed += pool->completed;
   out->failed += pool->failed;

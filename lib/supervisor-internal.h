@@ -28,6 +28,8 @@ struct ct_supervisor {
   atomic_uint_fast64_t next_id;  /* ids of accepted and refused submissions */
   atomic_uint_fast64_t refused;  /* submissions that got an id but an error */
   atomic_uint_fast64_t delayed, canceled_delayed;
+  /* Tasks run on loops (aloop.c), which no pool counts. */
+  atomic_uint_fast64_t loop_completed, loop_failed, loop_canceled;
 
   atomic_int cancels_in_flight; /* stop() is still finishing canceled tasks */
 

@@ -393,8 +393,12 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
 /* Take a QUEUED task back from whichever executor holds it: true if this
  * call made it CANCELED. */
 static bool cancel_queued(ct_supervisor_t *sup, ct_task_t *task) {
-  if (ct__task_has(task, CT__F_ON_LOOP))
-    return ct__task_try_status(task, CT_TASK_QUEUED, CT_TASK_CANCELED);
+  if (ct__task_has(task, CT__F_ON_LOOP)) {
+    if (!ct__task_try_status(task, CT_TASK_QUEUED, CT_TASK_CANCELED))
+      return false;
+    atomic_fetch_add(&sup->loop_canceled, 1);
+    return true;
+  }
   if (ct__task_has(task, CT__F_PROCESS))
     return ct__procpool_cancel_queued(atomic_load(&sup->procpool), task);
   return ct__pool_cancel_queued(&sup->pool, task);
@@ -463,7 +467,9 @@ int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
   /* Every submission takes an id, so the ids tell how many were accepted. */
   out->submitted = atomic_load(&sup->next_id) - 1 - atomic_load(&sup->refused);
   out->delayed = atomic_load(&sup->delayed);
-  out->canceled += atomic_load(&sup->canceled_delayed);
+  out->completed += atomic_load(&sup->loop_completed);
+  out->failed += atomic_load(&sup->loop_failed);
+  out->canceled += atomic_load(&sup->canceled_delayed) + atomic_load(&sup->loop_canceled);
   ct__procpool_add_stats(atomic_load(&sup->procpool), out);
   return 0;
 }

@@ -153,6 +153,10 @@ CT_EXPORT int ct_supervisor_get_task(ct_supervisor_t *sup, uint64_t id, ct_task_
 /* Number of tasks the registry holds now. */
 CT_EXPORT size_t ct_supervisor_registry_size(ct_supervisor_t *sup);
 
+/* Counters. Every accepted task, whatever runs it (pool thread, loop,
+ * process child, worker run), counts once in `submitted` and, once
+ * terminal, once in completed, failed or canceled: at rest
+ * submitted == completed + failed + canceled. */
 typedef struct ct_stats {
   uint64_t submitted;  /* accepted tasks, thread, loop and process (total) */
   uint64_t queued;     /* in the run queue now */
