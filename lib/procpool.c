@@ -860,8 +860,10 @@ int ct__procpool_submit(ct_supervisor_t *sup, const char *name, const json_t *ar
   int rc = make_call(pool, t->id, name, args, (ct__proc_call_t **)&t->arg);
   if (rc == 0)
     rc = ct__supervisor_track(sup, t, out);
-  if (rc == 0 && (rc = enqueue(pool, t)) == 0)
+  if (rc == 0 && (rc = enqueue(pool, t)) == 0) {
+    ct__supervisor_publish(out); /* findable only once the pool counts it */
     return 0;
+  }
   call_free(t->arg);
   t->arg = NULL;
   ct__supervisor_abandon(sup, t, out);

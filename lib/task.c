@@ -138,6 +138,8 @@ void ct__task_finish(ct_task_t *t, json_t *result) {
   t->result = result ? result : json_null();
   if (t->x)
     t->x->t_completed = ct__now();
+  /* A store, not a swap: STARTED is left only here, by the executor that
+   * won QUEUED -> STARTED (a cancel then only sets a flag). */
   atomic_store(&t->status, CT_TASK_COMPLETED);
   task_settle(t);
 }

@@ -146,7 +146,9 @@ CT_EXPORT int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
                                  const ct_task_opts_t *opts, ct_task_t **out);
 
 /* A new reference to the task with this id while the supervisor still knows
- * it (a task submitted with a handle, until it is terminal).
+ * it (a task submitted with a handle, from the moment its submission has
+ * handed it to the pool, loop, delay timer or process pool, until it is
+ * terminal: a task is never found half-submitted).
  * Returns 0 and *out, CT_ENOENT, or CT_EINVAL. Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_get_task(ct_supervisor_t *sup, uint64_t id, ct_task_t **out);
 
