@@ -186,17 +186,21 @@ int ct_loop_call(ct_loop_t *loop, ct_loop_fn fn, void *data) {
   return rc;
 }
 
+/* Counted here, as the pool counts its own: no pool sees a loop's tasks
+ * (a cancel counts itself in ct_task_cancel()). */
 static void run_task_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
   (void)loop;
   ct__exec_msg_t *m = (ct__exec_msg_t *)msg;
   ct_task_t *t = m->task;
+  ct_supervisor_t *sup = t->sup;
   free(m);
   if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED)) {
     ct_task_unref(t); /* canceled while it waited in the inbox */
     return;
   }
   ct__task_stamp_started(t);
-  ct__task_run_and_release(t);
+  bool failed = ct__task_run_and_release(t);
+  atomic_fetch_add(failed ? &sup->loop_failed : &sup->loop_completed, 1);
 }
 
 int ct__loop_exec(ct__loop_t *loop, ct_task_t *t) {

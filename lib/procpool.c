@@ -860,8 +860,10 @@ int ct__procpool_submit(ct_supervisor_t *sup, const char *name, const json_t *ar
   int rc = make_call(pool, t->id, name, args, (ct__proc_call_t **)&t->arg);
   if (rc == 0)
     rc = ct__supervisor_track(sup, t, out);
-  if (rc == 0 && (rc = enqueue(pool, t)) == 0)
+  if (rc == 0 && (rc = enqueue(pool, t)) == 0) {
+    ct__supervisor_publish(out); /* findable only once the pool counts it */
     return 0;
+  }
   call_free(t->arg);
   t->arg = NULL;
   ct__supervisor_abandon(sup, t, out);
@@ -962,8 +964,7 @@ void ct__procpool_add_stats(ct__procpool_t *pool, ct_stats_t *out) {
   if (!pool)
     return;
   pthread_mutex_lock(&pool->lock);
-  out->submitted += pool->submitted;
-  out->queued += pool->queued;
+  out->queued += pool->queued; /* submitted: the supervisor counts every task */
   out->running += (uint64_t)pool->running;
   out->completed += pool->completed;
   out->failed += pool->failed;

@@ -28,8 +28,12 @@ struct ct_supervisor {
   atomic_uint_fast64_t next_id;  /* ids of accepted and refused submissions */
   atomic_uint_fast64_t refused;  /* submissions that got an id but an error */
   atomic_uint_fast64_t delayed, canceled_delayed;
+  /* Tasks run on loops (aloop.c), which no pool counts. */
+  atomic_uint_fast64_t loop_completed, loop_failed, loop_canceled;
 
   atomic_int cancels_in_flight; /* stop() is still finishing canceled tasks */
+  atomic_int submitting;        /* submissions between their state check and
+                                   the hand-over: the loop ends only at 0 */
 
   /* The process pool (procpool.c), set once under state_lock, or NULL. */
   _Atomic(struct ct__procpool *) procpool;
@@ -67,9 +71,16 @@ int ct__settle_task_options(const ct_task_opts_t *in, ct_task_opts_t *o);
 ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
                                    const ct_task_opts_t *o, bool tracked);
 
-/* With out non-NULL: register the task and hand *out a reference.
+/* With out non-NULL: register the task and hand *out a reference. The task
+ * is not findable by id yet: a task found and canceled before its executor
+ * holds it would be counted and finished by an executor that never had it.
  * Returns 0 or CT_ENOMEM (nothing registered). */
 int ct__supervisor_track(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out);
+
+/* After a successful hand-over: make a tracked task findable by id (out as
+ * given to ct__supervisor_track; no-op when NULL). The executor may have
+ * finished it already; it then stays unfindable. */
+void ct__supervisor_publish(ct_task_t **out);
 
 /* Undo a submission that was refused after ct__supervisor_new_task():
  * nothing ran, no callback; counted as refused; *out released. */

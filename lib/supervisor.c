@@ -9,9 +9,19 @@
  * or cancels its queue) and pokes the loop through the `stop_check` async
  * watcher. On the loop thread, the first poke cancels every delayed task and
  * the watchdog; every later poke (the pool's last thread sends one as it
- * leaves) checks whether the pool is drained, no delay is left and stop()
- * has finished the tasks it canceled. Then the loop ends, and its thread
- * marks the state STOPPED and wakes whoever waits in stop().
+ * leaves) checks whether the pool is drained, no delay is left, stop()
+ * has finished the tasks it canceled and no submission is half-way. Then
+ * the loop ends, and its thread marks the state STOPPED and wakes whoever
+ * waits in stop().
+ *
+ * Submission: create (a fresh id), register if a handle is asked for (not
+ * yet findable), hand over to the executor (pool, loop, delay timers), and
+ * only then publish: a task is findable by id only once its executor holds
+ * it, so a cancel by id meets a task that is counted where it is. The
+ * executor may finish the task before it is published; it leaves the
+ * registry then (it was registered first) and is never published. A
+ * submission counts itself in `submitting` around its state check and
+ * hand-over, so a stop begun meanwhile waits for what it hands over.
  */
 #include "supervisor-internal.h"
 
@@ -205,7 +215,8 @@ static void check_stopped(struct ev_loop *ev, ev_async *w, int revents) {
     ct__delay_cancel_all(sup);
   }
   if (!sup->delays && atomic_load(&sup->cancels_in_flight) == 0 &&
-      ct__pool_drained(&sup->pool) && ct__procpool_stopped(atomic_load(&sup->procpool)))
+      atomic_load(&sup->submitting) == 0 && ct__pool_drained(&sup->pool) &&
+      ct__procpool_stopped(atomic_load(&sup->procpool)))
     ct__loop_quit(&sup->loop);
 }
 
@@ -351,6 +362,11 @@ int ct__supervisor_track(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out) {
   return 0;
 }
 
+void ct__supervisor_publish(ct_task_t **out) {
+  if (out && *out)
+    atomic_fetch_or_explicit(&(*out)->flags, CT__F_PUBLISHED, memory_order_release);
+}
+
 void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out) {
   atomic_fetch_add(&sup->refused, 1);
   if (ct__task_has(t, CT__F_REGISTERED))
@@ -360,6 +376,37 @@ void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out)
     *out = NULL;
   }
   ct_task_unref(t);
+}
+
+/* Leave a submission. A stop that began meanwhile may have seen the count
+ * already: tell its loop to look again. */
+static void submission_leave(ct_supervisor_t *sup) {
+  atomic_fetch_sub(&sup->submitting, 1);
+  if (atomic_load(&sup->state) != CT__SUP_RUNNING)
+    ev_async_send(sup->loop.ev, &sup->stop_check);
+}
+
+/* Enter a submission: false (left again) unless the supervisor runs.
+ * Counted before the state is read, so a stop whose loop did not see the
+ * count is a stop this check sees (both sequentially consistent). */
+static bool submission_enter(ct_supervisor_t *sup) {
+  atomic_fetch_add(&sup->submitting, 1);
+  if (atomic_load(&sup->state) == CT__SUP_RUNNING)
+    return true;
+  submission_leave(sup);
+  return false;
+}
+
+/* Give a new task (our reference) to its executor. Returns 0 (the executor
+ * owns the reference and may already have finished the task) or an error
+ * (nothing was taken). */
+static int hand_over(ct_supervisor_t *sup, ct_task_t *t, const ct_task_opts_t *o) {
+  if (o->delay > 0) {
+    ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_DELAYED); /* nobody else sees t yet */
+    return ct__delay_start(sup, t, o->delay);
+  }
+  ct__task_stamp_queued(t);
+  return o->loop ? ct__loop_exec(o->loop, t) : ct__pool_submit(&sup->pool, t, false);
 }
 
 int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
@@ -372,29 +419,29 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
   int rc = ct__settle_task_options(opts, &o);
   if (!sup || !fn || rc != 0)
     return rc ? rc : CT_EINVAL;
-  if (atomic_load_explicit(&sup->state, memory_order_relaxed) != CT__SUP_RUNNING)
+  if (!submission_enter(sup))
     return CT_ESHUTDOWN;
   ct_task_t *t = ct__supervisor_new_task(sup, fn, arg, &o, out != NULL);
-  if (!t)
-    return CT_ENOMEM;
-  rc = ct__supervisor_track(sup, t, out);
-  if (rc == 0 && o.delay > 0) {
-    atomic_store_explicit(&t->status, CT_TASK_DELAYED, memory_order_relaxed);
-    rc = ct__delay_start(sup, t, o.delay);
-  } else if (rc == 0) {
-    ct__task_stamp_queued(t);
-    rc = o.loop ? ct__loop_exec(o.loop, t) : ct__pool_submit(&sup->pool, t, false);
-  }
-  if (rc != 0)
+  rc = t ? ct__supervisor_track(sup, t, out) : CT_ENOMEM;
+  if (rc == 0)
+    rc = hand_over(sup, t, &o);
+  if (rc == 0)
+    ct__supervisor_publish(out);
+  else if (t)
     ct__supervisor_abandon(sup, t, out);
+  submission_leave(sup);
   return rc;
 }
 
 /* Take a QUEUED task back from whichever executor holds it: true if this
  * call made it CANCELED. */
 static bool cancel_queued(ct_supervisor_t *sup, ct_task_t *task) {
-  if (ct__task_has(task, CT__F_ON_LOOP))
-    return ct__task_try_status(task, CT_TASK_QUEUED, CT_TASK_CANCELED);
+  if (ct__task_has(task, CT__F_ON_LOOP)) {
+    if (!ct__task_try_status(task, CT_TASK_QUEUED, CT_TASK_CANCELED))
+      return false;
+    atomic_fetch_add(&sup->loop_canceled, 1);
+    return true;
+  }
   if (ct__task_has(task, CT__F_PROCESS))
     return ct__procpool_cancel_queued(atomic_load(&sup->procpool), task);
   return ct__pool_cancel_queued(&sup->pool, task);
@@ -444,8 +491,13 @@ int ct_supervisor_get_task(ct_supervisor_t *sup, uint64_t id, ct_task_t **out) {
     sup = ct_supervisor_default();
   if (!sup || !out)
     return CT_EINVAL;
-  *out = ct__registry_get(&sup->registry, id);
-  return *out ? 0 : CT_ENOENT;
+  ct_task_t *t = ct__registry_get(&sup->registry, id);
+  if (t && !(atomic_load_explicit(&t->flags, memory_order_acquire) & CT__F_PUBLISHED)) {
+    ct_task_unref(t); /* still being handed over: not known yet */
+    t = NULL;
+  }
+  *out = t;
+  return t ? 0 : CT_ENOENT;
 }
 
 size_t ct_supervisor_registry_size(ct_supervisor_t *sup) {
@@ -463,7 +515,9 @@ int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
   /* Every submission takes an id, so the ids tell how many were accepted. */
   out->submitted = atomic_load(&sup->next_id) - 1 - atomic_load(&sup->refused);
   out->delayed = atomic_load(&sup->delayed);
-  out->canceled += atomic_load(&sup->canceled_delayed);
+  out->completed += atomic_load(&sup->loop_completed);
+  out->failed += atomic_load(&sup->loop_failed);
+  out->canceled += atomic_load(&sup->canceled_delayed) + atomic_load(&sup->loop_canceled);
   ct__procpool_add_stats(atomic_load(&sup->procpool), out);
   return 0;
 }

@@ -92,12 +92,13 @@ double ct_task_time_completed(const ct_task_t *task) {
   return task && task->x && ct_task_is_terminal(task) ? task->x->t_completed : 0;
 }
 
+/* NULL reads as terminal (ct_task_status) but has no result to borrow. */
 json_t *ct_task_result(const ct_task_t *task) {
-  return ct_task_is_terminal(task) ? task->result : NULL;
+  return task && ct_task_is_terminal(task) ? task->result : NULL;
 }
 
 bool ct_task_failed(const ct_task_t *task) {
-  return ct_task_is_terminal(task) && ct_result_is_error(task->result);
+  return ct_result_is_error(ct_task_result(task));
 }
 
 bool ct_task_cancel_requested(const ct_task_t *task) {
@@ -137,6 +138,8 @@ void ct__task_finish(ct_task_t *t, json_t *result) {
   t->result = result ? result : json_null();
   if (t->x)
     t->x->t_completed = ct__now();
+  /* A store, not a swap: STARTED is left only here, by the executor that
+   * won QUEUED -> STARTED (a cancel then only sets a flag). */
   atomic_store(&t->status, CT_TASK_COMPLETED);
   task_settle(t);
 }

@@ -153,8 +153,148 @@ TEST(json_dumps) {
   stop_and_free(sup);
 }
 
+/* ---- every kind of task adds up: submitted == completed + failed + canceled ---- */
+
+static json_t *fn_echo(uint64_t task_id, json_t *args, void *data) {
+  (void)task_id;
+  (void)data;
+  return json_incref(args);
+}
+
+static json_t *fn_fail(uint64_t task_id, json_t *args, void *data) {
+  (void)task_id;
+  (void)args;
+  (void)data;
+  return ct_error_new("RuntimeError", "no");
+}
+
+static int run_nothing(ct_worker_run_t *run) {
+  (void)run;
+  return CT_WORKER_CONTINUE;
+}
+
+static ct_task_t *submit_on(ct_supervisor_t *sup, ct_task_fn fn, void *arg, ct_loop_t *loop) {
+  ct_task_opts_t o = CT_TASK_OPTS_INIT;
+  o.loop = loop;
+  ct_task_t *t;
+  CHECK_OK(ct_background_task(sup, fn, arg, &o, &t));
+  return t;
+}
+
+static ct_task_t *submit_process(ct_supervisor_t *sup, const char *fn) {
+  ct_task_t *t;
+  CHECK_OK(ct_process_task(sup, fn, NULL, NULL, &t));
+  return t;
+}
+
+/* A queue worker of the given sort, started, with n items put. */
+static ct_worker_t *queue_worker(ct_supervisor_t *sup, ct_loop_t *loop, bool process, int n) {
+  ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
+  o.loop = loop;
+  o.process = process ? "echo" : NULL;
+  ct_worker_t *w;
+  CHECK_OK(ct_worker_new(sup, CT_WORKER_QUEUE, process ? NULL : run_nothing, &o, &w));
+  CHECK_OK(ct_worker_start(w, NULL));
+  for (int i = 0; i < n; i++) {
+    if (process)
+      CHECK_OK(ct_queue_worker_put_json(w, json_integer(i), CT_PRIORITY_NORMAL));
+    else
+      CHECK_OK(ct_queue_worker_put(w, NULL, CT_PRIORITY_NORMAL));
+  }
+  return w;
+}
+
+/* Stop a worker once its queue has run, and free it. */
+static void drain_worker(ct_worker_t *w) {
+  CHECK_OK(ct_worker_stop(w, CT_WORKER_DRAIN, WAIT_BOUND_S));
+  CHECK_OK(ct_worker_free(w));
+}
+
+/* Counters are updated just after a task is done: wait until nothing is
+ * queued or running and everything submitted is accounted for (20 s: a
+ * generous bound, under the test's own timeout). */
+static void wait_at_rest(ct_supervisor_t *sup, ct_stats_t *st) {
+  double deadline = ct_now() + 20;
+  for (;;) {
+    CHECK_OK(ct_supervisor_stats(sup, st));
+    if (st->completed + st->failed + st->canceled + st->delayed == st->submitted &&
+        st->running == 0 && st->queued == 0)
+      return;
+    if (ct_now() > deadline)
+      fprintf(stderr, "submitted %" PRIu64 " completed %" PRIu64 " failed %" PRIu64
+                      " canceled %" PRIu64 " delayed %" PRIu64 "\n",
+              st->submitted, st->completed, st->failed, st->canceled, st->delayed);
+    CHECK(ct_now() <= deadline);
+    check_sleep(0.001);
+  }
+}
+
+TEST(every_kind_of_task_adds_up) {
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  CHECK_OK(ct_process_pool_create(sup, NULL));
+  ct_loop_t *loop;
+  CHECK_OK(ct_loop_create(sup, "stats", &loop));
+  ct_task_t *t[32];
+  int n = 0;
+  for (int i = 0; i < 4; i++)
+    t[n++] = submit_on(sup, i % 2 ? fail : nothing, NULL, NULL); /* thread */
+  for (int i = 0; i < 4; i++)
+    t[n++] = submit_on(sup, i % 2 ? fail : nothing, NULL, loop); /* extra loop */
+  t[n++] = submit_on(sup, nothing, NULL, ct_supervisor_loop(sup));
+  t[n++] = submit_process(sup, "echo");
+  t[n++] = submit_process(sup, "echo");
+  t[n++] = submit_process(sup, "fail");
+  /* A loop task canceled while its loop is busy with another. */
+  gate_t gate;
+  gate_init(&gate);
+  t[n++] = submit_on(sup, gate_task, &gate, loop);
+  gate_wait_arrived(&gate, 1);
+  ct_task_t *canceled_on_loop = submit_on(sup, nothing, NULL, loop);
+  CHECK_OK(ct_task_cancel(canceled_on_loop));
+  gate_open(&gate);
+  /* Delayed: one canceled now, one by the stop. */
+  ct_task_opts_t d = CT_TASK_OPTS_INIT;
+  d.delay = 3600;
+  ct_task_t *delayed[2];
+  for (int i = 0; i < 2; i++)
+    CHECK_OK(ct_background_task(sup, nothing, NULL, &d, &delayed[i]));
+  CHECK_OK(ct_task_cancel(delayed[0]));
+  CHECK_OK(ct_wait_completed(t, (size_t)n, WAIT_BOUND_S));
+  /* Worker runs: a run may take several queue items, so at least one task
+   * per worker. */
+  drain_worker(queue_worker(sup, NULL, false, 5));
+  drain_worker(queue_worker(sup, loop, false, 5));
+  drain_worker(queue_worker(sup, NULL, true, 3));
+
+  ct_stats_t st;
+  wait_at_rest(sup, &st); /* all but the delayed one left are done */
+  uint64_t submitted = st.submitted;
+  CHECK(submitted >= (uint64_t)n + 1 + 2 + 3);
+  CHECK_EQ_INT(st.failed, 2 + 2 + 1);
+  CHECK_EQ_INT(st.canceled, 2);
+  CHECK_EQ_INT(st.delayed, 1);
+
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, WAIT_BOUND_S));
+  CHECK_OK(ct_supervisor_stats(sup, &st));
+  CHECK_EQ_INT(st.submitted, submitted);
+  CHECK_EQ_INT(st.canceled, 3);
+  CHECK_EQ_INT(st.completed + st.failed + st.canceled, st.submitted);
+  CHECK_EQ_INT(st.queued + st.delayed + st.running, 0);
+
+  for (int i = 0; i < n; i++)
+    ct_task_unref(t[i]);
+  ct_task_unref(canceled_on_loop);
+  ct_task_unref(delayed[0]);
+  ct_task_unref(delayed[1]);
+  gate_destroy(&gate);
+  CHECK_OK(ct_supervisor_free(sup));
+}
+
 int main(void) {
+  CHECK_OK(ct_process_register("echo", fn_echo, NULL));
+  CHECK_OK(ct_process_register("fail", fn_fail, NULL));
   RUN(counters);
   RUN(json_dumps);
+  RUN(every_kind_of_task_adds_up);
   return check_done();
 }

@@ -397,10 +397,34 @@ TEST(delayed_then_runs) {
   counter_destroy(&w.calls);
 }
 
+/* Every public getter answers NULL without touching it. */
+TEST(getters_accept_null) {
+  CHECK_EQ_INT(ct_task_id(NULL), 0);
+  CHECK_EQ_STR(ct_task_name(NULL), "");
+  CHECK_EQ_INT(ct_task_priority(NULL), -1);
+  CHECK(ct_task_arg(NULL) == NULL);
+  CHECK_EQ_INT(ct_task_status(NULL), CT_TASK_CANCELED);
+  CHECK(ct_task_is_terminal(NULL));
+  CHECK(ct_task_time_queued(NULL) == 0);
+  CHECK(ct_task_time_started(NULL) == 0);
+  CHECK(ct_task_time_completed(NULL) == 0);
+  CHECK(ct_task_result(NULL) == NULL);
+  CHECK(!ct_task_failed(NULL));
+  CHECK(!ct_task_cancel_requested(NULL));
+  CHECK(ct_result_error_class(NULL) == NULL);
+  CHECK_EQ_STR(ct_loop_name(NULL), "");
+  CHECK_EQ_STR(ct_worker_name(NULL), "");
+  CHECK_EQ_INT(ct_worker_state(NULL), CT_WORKER_STOPPED);
+  CHECK(ct_worker_stop_requested(NULL));
+  CHECK_EQ_INT(ct_worker_stats(NULL, NULL), CT_EINVAL);
+  CHECK(ct_worker_stats_json(NULL) == NULL);
+}
+
 int main(void) {
   RUN(results_and_errors);
   RUN(result_helpers);
   RUN(bad_task_options);
+  RUN(getters_accept_null);
   RUN(callback_once_on_the_running_thread);
   RUN(timestamps);
   RUN(names_and_ids);

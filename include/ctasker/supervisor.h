@@ -146,13 +146,19 @@ CT_EXPORT int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
                                  const ct_task_opts_t *opts, ct_task_t **out);
 
 /* A new reference to the task with this id while the supervisor still knows
- * it (a task submitted with a handle, until it is terminal).
+ * it (a task submitted with a handle, from the moment its submission has
+ * handed it to the pool, loop, delay timer or process pool, until it is
+ * terminal: a task is never found half-submitted).
  * Returns 0 and *out, CT_ENOENT, or CT_EINVAL. Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_get_task(ct_supervisor_t *sup, uint64_t id, ct_task_t **out);
 
 /* Number of tasks the registry holds now. */
 CT_EXPORT size_t ct_supervisor_registry_size(ct_supervisor_t *sup);
 
+/* Counters. Every accepted task, whatever runs it (pool thread, loop,
+ * process child, worker run), counts once in `submitted` and, once
+ * terminal, once in completed, failed or canceled: at rest
+ * submitted == completed + failed + canceled. */
 typedef struct ct_stats {
   uint64_t submitted;  /* accepted tasks, thread, loop and process (total) */
   uint64_t queued;     /* in the run queue now */

@@ -45,7 +45,10 @@ typedef void (*ct_task_done_fn)(ct_task_t *task, void *data);
 CT_EXPORT ct_task_t *ct_task_ref(ct_task_t *task);
 CT_EXPORT void ct_task_unref(ct_task_t *task);
 
-/* Read-only attributes. Thread-safety: any thread. */
+/* Read-only attributes. Thread-safety: any thread. Every getter accepts
+ * NULL: id 0, name "", priority -1, arg NULL, status CT_TASK_CANCELED (so
+ * ct_task_is_terminal() is true), timestamps 0, result NULL, not failed,
+ * cancel not requested. */
 CT_EXPORT uint64_t ct_task_id(const ct_task_t *task);          /* > 0, unique per supervisor */
 CT_EXPORT const char *ct_task_name(const ct_task_t *task);     /* borrowed; "" if none */
 CT_EXPORT int ct_task_priority(const ct_task_t *task);

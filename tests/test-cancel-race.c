@@ -1,0 +1,203 @@
+/* Cancel by id while tasks are being submitted, and stops in mid-flight.
+ *
+ * Submitters send thread, loop, delayed and process tasks, each with a
+ * handle and a completion callback; cancelers guess the ids about to be
+ * given out (ids are sequential) and look them up with
+ * ct_supervisor_get_task() in a tight loop, canceling whatever they find;
+ * the main thread stops the supervisor while all of them are at work.
+ * Then: every accepted task is terminal and its callback ran exactly once,
+ * no refused submission's callback ever ran, the stop finished, the
+ * counters add up and the supervisor frees.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "gate.h"
+
+#define ROUNDS 12
+#define SUBMITTERS 3
+#define CANCELERS 2
+#define PER_SUBMITTER 3000
+#define ID_WINDOW 8
+
+enum kind { THREAD, LOOP, DELAYED, DELAYED_LONG, PROCESS, KINDS };
+
+typedef struct {
+  atomic_int calls;
+  atomic_int status_in_callback;
+  int rc;
+  ct_task_t *task;
+} record_t;
+
+typedef struct {
+  ct_supervisor_t *sup;
+  ct_loop_t *loop;
+  atomic_uint_fast64_t last_id; /* highest id handed out so far */
+  atomic_bool submitting;
+  atomic_int started; /* submitters past their first submission */
+  atomic_long canceled_by_id;
+  record_t records[SUBMITTERS][PER_SUBMITTER];
+} round_t;
+
+static json_t *nothing(ct_task_t *self, void *arg) {
+  (void)self;
+  (void)arg;
+  return NULL;
+}
+
+static json_t *fail(ct_task_t *self, void *arg) {
+  (void)self;
+  (void)arg;
+  return ct_error_new("RuntimeError", "no");
+}
+
+static json_t *fn_echo(uint64_t task_id, json_t *args, void *data) {
+  (void)task_id;
+  (void)data;
+  return json_incref(args);
+}
+
+static void on_done(ct_task_t *task, void *data) {
+  record_t *r = data;
+  atomic_store(&r->status_in_callback, (int)ct_task_status(task));
+  atomic_fetch_add(&r->calls, 1);
+}
+
+static int submit_one(round_t *rd, int i, record_t *r) {
+  ct_task_opts_t o = CT_TASK_OPTS_INIT;
+  o.on_done = on_done;
+  o.done_data = r;
+  switch (i % KINDS) {
+  case LOOP:
+    o.loop = rd->loop;
+    return ct_background_task(rd->sup, nothing, NULL, &o, &r->task);
+  case DELAYED:
+    o.delay = 0.001;
+    return ct_background_task(rd->sup, nothing, NULL, &o, &r->task);
+  case DELAYED_LONG:
+    o.delay = 3600; /* only a cancel or the stop ends it */
+    return ct_background_task(rd->sup, nothing, NULL, &o, &r->task);
+  case PROCESS:
+    return ct_process_task(rd->sup, "echo", NULL, &o, &r->task);
+  default:
+    return ct_background_task(rd->sup, i % 3 ? nothing : fail, NULL, &o, &r->task);
+  }
+}
+
+typedef struct {
+  round_t *rd;
+  int n;
+} submitter_arg_t;
+
+static void *submitter(void *arg) {
+  submitter_arg_t *a = arg;
+  round_t *rd = a->rd;
+  for (int i = 0; i < PER_SUBMITTER; i++) {
+    record_t *r = &rd->records[a->n][i];
+    r->rc = submit_one(rd, i + a->n, r);
+    CHECK(r->rc == 0 || r->rc == CT_ESHUTDOWN);
+    CHECK((r->rc == 0) == (r->task != NULL));
+    if (r->task) {
+      uint64_t id = ct_task_id(r->task), seen = atomic_load(&rd->last_id);
+      while (seen < id && !atomic_compare_exchange_weak(&rd->last_id, &seen, id))
+        ;
+    }
+    if (i == 0)
+      atomic_fetch_add(&rd->started, 1);
+  }
+  return NULL;
+}
+
+/* Look up the ids just past the last one handed out, and cancel them. */
+static void *canceler(void *arg) {
+  round_t *rd = arg;
+  while (atomic_load(&rd->submitting)) {
+    uint64_t base = atomic_load(&rd->last_id);
+    for (uint64_t id = base + 1; id <= base + ID_WINDOW; id++) {
+      ct_task_t *t;
+      if (ct_supervisor_get_task(rd->sup, id, &t) != 0)
+        continue;
+      if (ct_task_cancel(t) == 0)
+        atomic_fetch_add(&rd->canceled_by_id, 1);
+      ct_task_unref(t);
+    }
+  }
+  return NULL;
+}
+
+static void check_round(round_t *rd, long *accepted) {
+  for (int s = 0; s < SUBMITTERS; s++)
+    for (int i = 0; i < PER_SUBMITTER; i++) {
+      record_t *r = &rd->records[s][i];
+      if (r->rc != 0) {
+        CHECK_EQ_INT(atomic_load(&r->calls), 0); /* refused: never called back */
+        continue;
+      }
+      (*accepted)++;
+      CHECK_OK(ct_task_wait(r->task, WAIT_BOUND_S));
+      CHECK_EQ_INT(atomic_load(&r->calls), 1);
+      CHECK(ct_task_is_terminal(r->task));
+      CHECK_EQ_INT(atomic_load(&r->status_in_callback), ct_task_status(r->task));
+      ct_task_unref(r->task);
+    }
+}
+
+static void run_round(int round) {
+  round_t *rd = calloc(1, sizeof *rd);
+  CHECK(rd != NULL);
+  ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
+  so.pool_size = 2;
+  CHECK_OK(ct_supervisor_new(&so, &rd->sup));
+  ct_process_pool_opts_t po = CT_PROCESS_POOL_OPTS_INIT;
+  CHECK_OK(ct_process_pool_create(rd->sup, &po));
+  CHECK_OK(ct_supervisor_start(rd->sup));
+  CHECK_OK(ct_loop_create(rd->sup, "race", &rd->loop));
+  atomic_store(&rd->submitting, true);
+
+  pthread_t subs[SUBMITTERS], cans[CANCELERS];
+  submitter_arg_t args[SUBMITTERS];
+  for (int i = 0; i < CANCELERS; i++)
+    CHECK(pthread_create(&cans[i], NULL, canceler, rd) == 0);
+  for (int i = 0; i < SUBMITTERS; i++) {
+    args[i] = (submitter_arg_t){rd, i};
+    CHECK(pthread_create(&subs[i], NULL, submitter, &args[i]) == 0);
+  }
+  /* Stop while everyone is at work, a quarter, half or three quarters of
+   * the way (every other round drains). */
+  uint64_t target = (uint64_t)SUBMITTERS * PER_SUBMITTER * (1 + round % 3) / 4;
+  while (atomic_load(&rd->started) < SUBMITTERS || atomic_load(&rd->last_id) < target)
+    sched_yield();
+  CHECK_OK(ct_supervisor_stop(rd->sup, round % 2 ? CT_STOP_DRAIN : CT_STOP_CANCEL,
+                              WAIT_BOUND_S));
+  for (int i = 0; i < SUBMITTERS; i++)
+    pthread_join(subs[i], NULL);
+  atomic_store(&rd->submitting, false);
+  for (int i = 0; i < CANCELERS; i++)
+    pthread_join(cans[i], NULL);
+
+  long accepted = 0;
+  check_round(rd, &accepted);
+  ct_stats_t st;
+  CHECK_OK(ct_supervisor_stats(rd->sup, &st));
+  CHECK_EQ_INT(st.submitted, accepted);
+  CHECK_EQ_INT(st.completed + st.failed + st.canceled, accepted);
+  CHECK_EQ_INT(st.queued, 0);
+  CHECK_EQ_INT(st.delayed, 0);
+  CHECK_EQ_INT(st.running, 0);
+  CHECK_EQ_INT(ct_supervisor_registry_size(rd->sup), 0);
+  CHECK_OK(ct_supervisor_free(rd->sup));
+  fprintf(stderr, "round %d: %ld accepted, %ld canceled by id\n", round, accepted,
+          atomic_load(&rd->canceled_by_id));
+  free(rd);
+}
+
+TEST(cancel_by_id_while_submitting_and_stopping) {
+  for (int round = 0; round < ROUNDS; round++)
+    run_round(round);
+}
+
+int main(void) {
+  CHECK_OK(ct_process_register("echo", fn_echo, NULL));
+  RUN(cancel_by_id_while_submitting_and_stopping);
+  return check_done();
+}
