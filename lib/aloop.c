@@ -154,7 +154,7 @@ int ct_loop_set_default(ct_supervisor_t *sup, ct_loop_t *loop) {
 const char *ct_loop_name(const ct_loop_t *loop) { return loop && loop->name ? loop->name : ""; }
 
 int ct_loop_stop(ct_loop_t *loop, double timeout) {
-  if (!loop || !loop->name)
+  if (!loop || !loop->name || !ct__seconds_valid(timeout, CT__SEC_SIGNED))
     return CT_EINVAL;
   post_quit(loop);
   if (timeout == 0)

@@ -45,7 +45,8 @@ void ct__sup_log(ct_supervisor_t *sup, int level, const char *fmt, ...) {
   sup->opts.log(level, buf, sup->opts.log_data);
 }
 
-static bool valid_seconds(double s) { return isfinite(s) && s >= 0; }
+/* A threshold with no bound never fires: the same as one turned off. */
+static double limit_or_off(double s) { return s >= CT__SECONDS_FOREVER ? 0 : s; }
 
 static int high_cap(const ct_supervisor_opts_t *o) {
   return o->pool_size + o->reserve_normal + o->reserve_high;
@@ -63,10 +64,13 @@ static int settle_options(const ct_supervisor_opts_t *in, ct_supervisor_opts_t *
   }
   if (o->pool_size < 0 || o->reserve_normal < 0 || o->reserve_high < 0 || o->min_threads < 0)
     return CT_EINVAL;
-  if (!valid_seconds(o->keepalive) || !valid_seconds(o->timeout_warning) ||
-      !valid_seconds(o->timeout_critical) || !valid_seconds(o->idle_spin) ||
-      o->idle_spin > 0.001)
+  if (!ct__seconds_valid(o->keepalive, CT__SEC_LIMIT) ||
+      !ct__seconds_valid(o->timeout_warning, CT__SEC_LIMIT) ||
+      !ct__seconds_valid(o->timeout_critical, CT__SEC_LIMIT) ||
+      !ct__seconds_valid(o->idle_spin, CT__SEC_LIMIT) || o->idle_spin > 0.001)
     return CT_EINVAL;
+  o->timeout_warning = limit_or_off(o->timeout_warning);
+  o->timeout_critical = limit_or_off(o->timeout_critical);
   if (o->pool_size == 0) {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     o->pool_size = cpus > 2 ? (int)cpus : 2;
@@ -226,9 +230,10 @@ static bool is_own_thread(ct_supervisor_t *sup) {
 
 /* Wait for STOPPED and join the loop thread. state_lock held. */
 static int wait_stopped(ct_supervisor_t *sup, double timeout) {
-  struct timespec deadline = ct__deadline(timeout > 0 ? timeout : 0);
+  struct timespec deadline;
+  bool bounded = ct__timeout_deadline(timeout, &deadline);
   while (atomic_load(&sup->state) != CT__SUP_STOPPED) {
-    if (timeout < 0)
+    if (!bounded)
       pthread_cond_wait(&sup->state_cond, &sup->state_lock);
     else if (pthread_cond_timedwait(&sup->state_cond, &sup->state_lock, &deadline) != 0 &&
              atomic_load(&sup->state) != CT__SUP_STOPPED)
@@ -239,7 +244,8 @@ static int wait_stopped(ct_supervisor_t *sup, double timeout) {
 }
 
 int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
-  if (!sup || (mode != CT_STOP_DRAIN && mode != CT_STOP_CANCEL) || isnan(timeout))
+  if (!sup || (mode != CT_STOP_DRAIN && mode != CT_STOP_CANCEL) ||
+      !ct__seconds_valid(timeout, CT__SEC_SIGNED))
     return CT_EINVAL;
   ct__workers_stop_all(sup); /* workers first: their runs then drain as tasks */
   ct__aloops_stop_all(sup);  /* extra loops run what they hold, then end */
@@ -317,7 +323,7 @@ int ct__settle_task_options(const ct_task_opts_t *in, ct_task_opts_t *o) {
   memcpy(o, in, in->size);
   if (o->priority < CT_PRIORITY_CRITICAL || o->priority > CT_PRIORITY_MAX)
     return CT_EINVAL;
-  if (!valid_seconds(o->delay))
+  if (!ct__seconds_valid(o->delay, CT__SEC_DELAY))
     return CT_EINVAL;
   return o->loop && o->delay > 0 ? CT_ENOTSUP : 0;
 }

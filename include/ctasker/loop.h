@@ -59,7 +59,8 @@ CT_EXPORT const char *ct_loop_name(const ct_loop_t *loop);
 
 /* Stop an extra loop: calls and tasks already posted still run, later ones
  * are refused (CT_ESHUTDOWN); then its thread ends. timeout as elsewhere:
- * < 0 waits for the thread, 0 does not wait (> 0 is treated as < 0).
+ * < 0 waits for the thread, 0 does not wait (> 0 is treated as < 0), NaN
+ * is CT_EINVAL.
  * Returns 0; CT_EINVAL for the supervisor's own loop (it stops with the
  * supervisor); CT_EDEADLK if asked to wait on the loop's own thread.
  * Thread-safety: any thread. */
