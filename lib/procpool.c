@@ -623,7 +623,7 @@ static void mark_stopped(ct__procpool_t *pool) {
   pool->state = POOL_STOPPED;
   pthread_cond_broadcast(&pool->stopped_cond);
   pthread_mutex_unlock(&pool->lock);
-  ev_async_send(pool->sup->loop.ev, &pool->sup->stop_check);
+  ct__loop_kick(&pool->sup->loop, &pool->sup->stop_check);
 }
 
 /* Stopping, with nothing queued or running: close idle children, then the

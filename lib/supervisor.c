@@ -86,14 +86,13 @@ static int settle_options(const ct_supervisor_opts_t *in, ct_supervisor_opts_t *
 
 static void on_pool_drained(void *data) {
   ct_supervisor_t *sup = data;
-  ev_async_send(sup->loop.ev, &sup->stop_check);
+  ct__loop_kick(&sup->loop, &sup->stop_check);
 }
 
-static void check_stopped(struct ev_loop *ev, ev_async *w, int revents);
+static void check_stopped(ct__loop_t *loop, ct__loop_kick_t *kick);
 
 static void on_loop_exit(ct__loop_t *loop) {
   ct_supervisor_t *sup = loop->data;
-  ev_async_stop(loop->ev, &sup->stop_check);
   pthread_mutex_lock(&sup->state_lock);
   atomic_store(&sup->state, CT__SUP_STOPPED);
   pthread_cond_broadcast(&sup->state_cond);
@@ -135,12 +134,10 @@ static int init_parts(ct_supervisor_t *sup) {
     goto no_aloops;
   if (ct__pool_init(&sup->pool, &cfg) != 0)
     goto no_pool;
-  if (ct__loop_init(&sup->loop, sup) != 0)
+  if ((rc = ct__loop_init(&sup->loop, sup)) != 0)
     goto no_loop;
   sup->loop.on_exit = on_loop_exit;
-  ev_async_init(&sup->stop_check, check_stopped);
-  sup->stop_check.data = sup;
-  ev_async_start(sup->loop.ev, &sup->stop_check);
+  ct__loop_add_kick(&sup->loop, &sup->stop_check, check_stopped, sup);
   return 0;
 no_loop:
   ct__pool_destroy(&sup->pool);
@@ -154,7 +151,7 @@ no_registry:
   pthread_mutex_destroy(&sup->state_lock);
 no_lock:
   pthread_cond_destroy(&sup->state_cond);
-  return CT_ENOMEM;
+  return rc ? rc : CT_ENOMEM;
 }
 
 int ct_supervisor_new(const ct_supervisor_opts_t *opts, ct_supervisor_t **out) {
@@ -196,11 +193,10 @@ int ct_supervisor_start(ct_supervisor_t *sup) {
   return rc;
 }
 
-/* Loop thread: the stop_check async watcher. */
-static void check_stopped(struct ev_loop *ev, ev_async *w, int revents) {
-  (void)ev;
-  (void)revents;
-  ct_supervisor_t *sup = w->data;
+/* Loop thread: the stop_check kick. */
+static void check_stopped(ct__loop_t *loop, ct__loop_kick_t *kick) {
+  (void)loop;
+  ct_supervisor_t *sup = kick->data;
   if (atomic_load(&sup->state) != CT__SUP_STOPPING)
     return;
   if (!sup->stop_seen) {
@@ -261,7 +257,7 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
                                         mode == CT_STOP_CANCEL);
     if (canceled)
       atomic_fetch_add(&sup->cancels_in_flight, 1);
-    ev_async_send(sup->loop.ev, &sup->stop_check);
+    ct__loop_kick(&sup->loop, &sup->stop_check);
   }
   pthread_mutex_unlock(&sup->state_lock);
   if (canceled) {
@@ -273,7 +269,7 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
      * supervisor may not be freed before this send has returned. */
     pthread_mutex_lock(&sup->state_lock);
     atomic_fetch_sub(&sup->cancels_in_flight, 1);
-    ev_async_send(sup->loop.ev, &sup->stop_check);
+    ct__loop_kick(&sup->loop, &sup->stop_check);
     pthread_mutex_unlock(&sup->state_lock);
   }
   if (timeout == 0)
@@ -298,8 +294,6 @@ int ct_supervisor_free(ct_supervisor_t *sup) {
   pthread_mutex_unlock(&sup->state_lock);
   if (state != CT__SUP_STOPPED && state != CT__SUP_INIT)
     return CT_EBUSY;
-  if (state == CT__SUP_INIT)
-    ev_async_stop(sup->loop.ev, &sup->stop_check);
   ct__watchdog_stop(sup);
   ct__loop_destroy(&sup->loop); /* first: its inbox may hold the pool's message */
   ct__procpool_free(atomic_load(&sup->procpool));

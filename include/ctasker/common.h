@@ -35,7 +35,8 @@ extern "C" {
   XX(ENOBUFS, ENOBUFS, "queue is full")                                        \
   XX(EDEADLK, EDEADLK, "the call would wait for itself")                       \
   XX(EAGAIN, EAGAIN, "resource temporarily unavailable")                       \
-  XX(ENOTSUP, ENOTSUP, "not supported in this state or build")
+  XX(ENOTSUP, ENOTSUP, "not supported in this state or build")                 \
+  XX(EMFILE, EMFILE, "out of file descriptors")
 
 enum ct_errno {
 #define CT__ERR_ENUM(name, val, msg) CT_##name = -(val),

@@ -80,7 +80,7 @@ typedef struct ct_supervisor_opts {
  * Returns 0 and *out, or CT_EINVAL for bad options (negative sizes or
  * times, NaN times, a pool size or reservation above 65536, min_threads above the HIGH
  * cap, idle_spin above 0.001, an opts.size this library does not know),
- * CT_ENOMEM.
+ * CT_ENOMEM, CT_EMFILE (no file descriptor for the loop's wake-up).
  * Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_new(const ct_supervisor_opts_t *opts, ct_supervisor_t **out);
 
