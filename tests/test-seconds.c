@@ -119,6 +119,8 @@ TEST(nan_is_invalid_everywhere) {
   ct_task_opts_t to = CT_TASK_OPTS_INIT;
   to.delay = NAN;
   CHECK_EQ_INT(ct_background_task(sup, nothing, NULL, &to, NULL), CT_EINVAL);
+  to.delay = -1;
+  CHECK_EQ_INT(ct_background_task(sup, nothing, NULL, &to, NULL), CT_EINVAL);
 
   double bad_timing[] = {NAN, INFINITY, -1};
   for (int i = 0; i < 3; i++) {
@@ -146,6 +148,9 @@ TEST(nan_is_invalid_everywhere) {
     *(f == 0 ? &so.interval : f == 1 ? &so.delay : &so.delay_before) = NAN;
     CHECK_EQ_INT(ct_worker_start(w, &so), CT_EINVAL);
     CHECK_EQ_INT(ct_worker_state(w), CT_WORKER_INIT);
+    *(f == 0 ? &so.interval : f == 1 ? &so.delay : &so.delay_before) = INFINITY;
+    CHECK_EQ_INT(ct_worker_start(w, &so), CT_EINVAL); /* delays are finite */
+    CHECK_EQ_INT(ct_worker_state(w), CT_WORKER_INIT);
   }
   CHECK_OK(ct_worker_start(w, NULL));
   CHECK_EQ_INT(ct_worker_stop(w, CT_WORKER_DRAIN, NAN), CT_EINVAL);
@@ -170,7 +175,7 @@ TEST(nan_is_invalid_everywhere) {
   CHECK_OK(ct_default_start(NULL));
   CHECK_EQ_INT(ct_default_stop(CT_STOP_DRAIN, NAN), CT_EINVAL);
   CHECK(ct_supervisor_default() != NULL); /* refused: still installed */
-  CHECK_OK(ct_default_stop(CT_STOP_DRAIN, -1));
+  CHECK_OK(ct_default_stop(CT_STOP_DRAIN, INFINITY));
 }
 
 /* A huge timeout waits until the task is done, as a negative one does. */
