@@ -4,6 +4,9 @@
  * Every loop is a ct__loop_t (loop.c); extra ones are linked in
  * sup->aloops under sup->aloops_lock (a leaf), live until the supervisor is
  * freed, and are asked to quit (through their own inbox) when it stops.
+ * An extra loop's libev loop and descriptors go when its thread ends (only
+ * the struct, which callers may still hold, waits for the supervisor), so
+ * creating and stopping loops does not use up descriptors.
  * A call or a task enters a loop only as an inbox message, so it runs on
  * the loop thread, in posting order.
  */
@@ -86,6 +89,7 @@ static int start_new_loop(ct_supervisor_t *sup, const char *name, ct__loop_t **o
     free(l);
     return rc;
   }
+  l->release_at_exit = true;
   if (!(l->name = strdup(name)))
     rc = CT_ENOMEM;
   if (rc == 0)
@@ -154,7 +158,7 @@ int ct_loop_set_default(ct_supervisor_t *sup, ct_loop_t *loop) {
 const char *ct_loop_name(const ct_loop_t *loop) { return loop && loop->name ? loop->name : ""; }
 
 int ct_loop_stop(ct_loop_t *loop, double timeout) {
-  if (!loop || !loop->name)
+  if (!loop || !loop->name || !ct__seconds_valid(timeout, CT__SEC_SIGNED))
     return CT_EINVAL;
   post_quit(loop);
   if (timeout == 0)

@@ -46,7 +46,7 @@ static void drop_delay(ct__delay_t *d) {
   ct_task_unref(d->task);
   free(d);
   if (!sup->delays && sup->stop_seen)
-    ev_async_send(sup->loop.ev, &sup->stop_check);
+    ct__loop_kick(&sup->loop, &sup->stop_check);
 }
 
 static void delay_expired(struct ev_loop *ev, ev_timer *w, int revents) {

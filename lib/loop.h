@@ -1,5 +1,5 @@
 /* A libev loop running in its own thread, reached from other threads only
- * through a locked inbox and ev_async (DESIGN decision 7). */
+ * through a locked inbox and a wake-up eventfd (DESIGN decision 7). */
 #ifndef CT_LIB_LOOP_H
 #define CT_LIB_LOOP_H
 
@@ -19,17 +19,32 @@ typedef struct ct__loop_msg {
   bool embedded; /* set by the post call: never freed by the loop */
 } ct__loop_msg_t;
 
+/* A coalescing wake-up with a handler, as libev's ev_async (which the loop
+ * does not use: see loop.c). Kicks before the handler runs merge into one
+ * run of it, on the loop thread. */
+typedef struct ct__loop_kick {
+  struct ct__loop_kick *next;
+  void (*run)(ct__loop_t *loop, struct ct__loop_kick *kick);
+  void *data;
+  atomic_bool pending;
+} ct__loop_kick_t;
+
 struct ct_loop {
-  struct ev_loop *ev;
-  ev_async inbox_wake;
+  struct ev_loop *ev;  /* NULL once released (loop.c) */
+  int wake_fd;         /* an eventfd the loop thread watches with wake_io */
+  ev_io wake_io;
+  atomic_bool wake_sent; /* a wake-up is written and not yet read */
+  ct__loop_kick_t *kicks; /* set before the thread starts */
   pthread_mutex_t inbox_lock;
   ct__loop_msg_t *inbox_head, *inbox_tail;
   bool closed;      /* under inbox_lock: no more messages are taken */
+  const char *thread_name; /* a static string: the thread names itself */
+  pthread_mutex_t join_lock; /* a leaf: guards the next three and the join */
   pthread_t thread;
   bool thread_started;
-  pthread_mutex_t join_lock; /* a leaf: guards `joined` and the join itself */
   bool joined;
   void (*on_exit)(ct__loop_t *loop); /* on the loop thread, after ev_run returns */
+  bool release_at_exit; /* extra loops: descriptors go when the thread ends */
   void *data;
   ct__loop_msg_t quit_msg;  /* extra loops (aloop.c): posted once, by its flag */
   atomic_bool quit_posted;
@@ -37,10 +52,22 @@ struct ct_loop {
   struct ct_loop *next; /* the supervisor's list of extra loops */
 };
 
-/* Create the libev loop (not yet running). Returns 0 or CT_ENOMEM. */
+/* Create the libev loop and its wake-up descriptor (not yet running).
+ * Returns 0, CT_EMFILE (no descriptor) or CT_ENOMEM; never aborts. */
 int ct__loop_init(ct__loop_t *loop, void *data);
 
-/* Start the loop thread (signals blocked, named `name`). Returns 0 or CT_EAGAIN. */
+/* Register a kick (before the thread starts): run(loop, kick) runs on the
+ * loop thread after ct__loop_kick(). */
+void ct__loop_add_kick(ct__loop_t *loop, ct__loop_kick_t *kick,
+                       void (*run)(ct__loop_t *loop, ct__loop_kick_t *kick), void *data);
+
+/* Any thread: have the kick's handler run soon on the loop thread. The loop
+ * must not have been destroyed (a kick after the thread has ended is
+ * harmless: nothing runs). Not for loops with release_at_exit. */
+void ct__loop_kick(ct__loop_t *loop, ct__loop_kick_t *kick);
+
+/* Start the loop thread (signals blocked; it names itself `name`, a static
+ * string). Returns 0 or CT_EAGAIN. */
 int ct__loop_start(ct__loop_t *loop, const char *name);
 
 /* Post a message; any thread. Returns 0, or CT_ESHUTDOWN once the loop has
@@ -62,7 +89,8 @@ void ct__loop_quit(ct__loop_t *loop);
 void ct__loop_join(ct__loop_t *loop);
 
 /* Free the loop; the thread must have been joined. Messages never run (a
- * loop that never started) are freed with free(), embedded ones left. */
+ * loop that never started) are freed with free(), embedded ones left.
+ * Descriptors already released at the thread's end are not touched again. */
 void ct__loop_destroy(ct__loop_t *loop);
 
 /* Whether the calling thread is this loop's thread. */

@@ -623,7 +623,7 @@ static void mark_stopped(ct__procpool_t *pool) {
   pool->state = POOL_STOPPED;
   pthread_cond_broadcast(&pool->stopped_cond);
   pthread_mutex_unlock(&pool->lock);
-  ev_async_send(pool->sup->loop.ev, &pool->sup->stop_check);
+  ct__loop_kick(&pool->sup->loop, &pool->sup->stop_check);
 }
 
 /* Stopping, with nothing queued or running: close idle children, then the
@@ -703,8 +703,10 @@ static int settle_pool_options(const ct_process_pool_opts_t *in, ct_process_pool
   if (o->pool_size <= 0 || o->reserve_normal < 0 || o->reserve_high < 0 ||
       o->pool_size > 4096 || o->reserve_normal > 4096 || o->reserve_high > 4096)
     return CT_EINVAL;
-  if (!isfinite(o->task_timeout) || o->task_timeout < 0)
+  if (!ct__seconds_valid(o->task_timeout, CT__SEC_LIMIT))
     return CT_EINVAL;
+  if (o->task_timeout >= CT__SECONDS_FOREVER)
+    o->task_timeout = 0; /* no bound: no timer */
   if (o->max_frame == 0)
     o->max_frame = CT__DEFAULT_MAX_FRAME;
   if (o->max_frame > UINT32_MAX - CT__FRAME_SLACK)
@@ -913,7 +915,7 @@ ct_task_t *ct__procpool_stop_append(ct_task_t *list, ct__procpool_t *pool, bool 
 int ct_process_pool_stop(ct_supervisor_t *sup, double timeout) {
   if (!sup)
     sup = ct_supervisor_default();
-  if (!sup || isnan(timeout))
+  if (!sup || !ct__seconds_valid(timeout, CT__SEC_SIGNED))
     return CT_EINVAL;
   ct__procpool_t *pool = atomic_load(&sup->procpool);
   if (!pool)
@@ -926,11 +928,12 @@ int ct_process_pool_stop(ct_supervisor_t *sup, double timeout) {
     return 0;
   if (ct__loop_is_own_thread(&sup->loop))
     return CT_EDEADLK;
-  struct timespec deadline = ct__deadline(timeout > 0 ? timeout : 0);
+  struct timespec deadline;
+  bool bounded = ct__timeout_deadline(timeout, &deadline);
   int rc = 0;
   pthread_mutex_lock(&pool->lock);
   while (pool->state != POOL_STOPPED && rc == 0) {
-    if (timeout < 0)
+    if (!bounded)
       pthread_cond_wait(&pool->stopped_cond, &pool->lock);
     else if (pthread_cond_timedwait(&pool->stopped_cond, &pool->lock, &deadline) != 0 &&
              pool->state != POOL_STOPPED)

@@ -39,7 +39,7 @@ struct ct_supervisor {
   _Atomic(struct ct__procpool *) procpool;
 
   /* Owned by the loop thread. */
-  ev_async stop_check;      /* any thread: "look whether the stop is done" */
+  ct__loop_kick_t stop_check; /* any thread: "look whether the stop is done" */
   struct ct__delay *delays; /* active delay timers */
   bool stop_seen;
   ev_timer watchdog;

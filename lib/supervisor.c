@@ -55,7 +55,8 @@ void ct__sup_log(ct_supervisor_t *sup, int level, const char *fmt, ...) {
   sup->opts.log(level, buf, sup->opts.log_data);
 }
 
-static bool valid_seconds(double s) { return isfinite(s) && s >= 0; }
+/* A threshold with no bound never fires: the same as one turned off. */
+static double limit_or_off(double s) { return s >= CT__SECONDS_FOREVER ? 0 : s; }
 
 static int high_cap(const ct_supervisor_opts_t *o) {
   return o->pool_size + o->reserve_normal + o->reserve_high;
@@ -73,10 +74,13 @@ static int settle_options(const ct_supervisor_opts_t *in, ct_supervisor_opts_t *
   }
   if (o->pool_size < 0 || o->reserve_normal < 0 || o->reserve_high < 0 || o->min_threads < 0)
     return CT_EINVAL;
-  if (!valid_seconds(o->keepalive) || !valid_seconds(o->timeout_warning) ||
-      !valid_seconds(o->timeout_critical) || !valid_seconds(o->idle_spin) ||
-      o->idle_spin > 0.001)
+  if (!ct__seconds_valid(o->keepalive, CT__SEC_LIMIT) ||
+      !ct__seconds_valid(o->timeout_warning, CT__SEC_LIMIT) ||
+      !ct__seconds_valid(o->timeout_critical, CT__SEC_LIMIT) ||
+      !ct__seconds_valid(o->idle_spin, CT__SEC_LIMIT) || o->idle_spin > 0.001)
     return CT_EINVAL;
+  o->timeout_warning = limit_or_off(o->timeout_warning);
+  o->timeout_critical = limit_or_off(o->timeout_critical);
   if (o->pool_size == 0) {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     o->pool_size = cpus > 2 ? (int)cpus : 2;
@@ -92,14 +96,13 @@ static int settle_options(const ct_supervisor_opts_t *in, ct_supervisor_opts_t *
 
 static void on_pool_drained(void *data) {
   ct_supervisor_t *sup = data;
-  ev_async_send(sup->loop.ev, &sup->stop_check);
+  ct__loop_kick(&sup->loop, &sup->stop_check);
 }
 
-static void check_stopped(struct ev_loop *ev, ev_async *w, int revents);
+static void check_stopped(ct__loop_t *loop, ct__loop_kick_t *kick);
 
 static void on_loop_exit(ct__loop_t *loop) {
   ct_supervisor_t *sup = loop->data;
-  ev_async_stop(loop->ev, &sup->stop_check);
   pthread_mutex_lock(&sup->state_lock);
   atomic_store(&sup->state, CT__SUP_STOPPED);
   pthread_cond_broadcast(&sup->state_cond);
@@ -141,12 +144,10 @@ static int init_parts(ct_supervisor_t *sup) {
     goto no_aloops;
   if (ct__pool_init(&sup->pool, &cfg) != 0)
     goto no_pool;
-  if (ct__loop_init(&sup->loop, sup) != 0)
+  if ((rc = ct__loop_init(&sup->loop, sup)) != 0)
     goto no_loop;
   sup->loop.on_exit = on_loop_exit;
-  ev_async_init(&sup->stop_check, check_stopped);
-  sup->stop_check.data = sup;
-  ev_async_start(sup->loop.ev, &sup->stop_check);
+  ct__loop_add_kick(&sup->loop, &sup->stop_check, check_stopped, sup);
   return 0;
 no_loop:
   ct__pool_destroy(&sup->pool);
@@ -160,7 +161,7 @@ no_registry:
   pthread_mutex_destroy(&sup->state_lock);
 no_lock:
   pthread_cond_destroy(&sup->state_cond);
-  return CT_ENOMEM;
+  return rc ? rc : CT_ENOMEM;
 }
 
 int ct_supervisor_new(const ct_supervisor_opts_t *opts, ct_supervisor_t **out) {
@@ -202,11 +203,10 @@ int ct_supervisor_start(ct_supervisor_t *sup) {
   return rc;
 }
 
-/* Loop thread: the stop_check async watcher. */
-static void check_stopped(struct ev_loop *ev, ev_async *w, int revents) {
-  (void)ev;
-  (void)revents;
-  ct_supervisor_t *sup = w->data;
+/* Loop thread: the stop_check kick. */
+static void check_stopped(ct__loop_t *loop, ct__loop_kick_t *kick) {
+  (void)loop;
+  ct_supervisor_t *sup = kick->data;
   if (atomic_load(&sup->state) != CT__SUP_STOPPING)
     return;
   if (!sup->stop_seen) {
@@ -237,9 +237,10 @@ static bool is_own_thread(ct_supervisor_t *sup) {
 
 /* Wait for STOPPED and join the loop thread. state_lock held. */
 static int wait_stopped(ct_supervisor_t *sup, double timeout) {
-  struct timespec deadline = ct__deadline(timeout > 0 ? timeout : 0);
+  struct timespec deadline;
+  bool bounded = ct__timeout_deadline(timeout, &deadline);
   while (atomic_load(&sup->state) != CT__SUP_STOPPED) {
-    if (timeout < 0)
+    if (!bounded)
       pthread_cond_wait(&sup->state_cond, &sup->state_lock);
     else if (pthread_cond_timedwait(&sup->state_cond, &sup->state_lock, &deadline) != 0 &&
              atomic_load(&sup->state) != CT__SUP_STOPPED)
@@ -250,7 +251,8 @@ static int wait_stopped(ct_supervisor_t *sup, double timeout) {
 }
 
 int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
-  if (!sup || (mode != CT_STOP_DRAIN && mode != CT_STOP_CANCEL) || isnan(timeout))
+  if (!sup || (mode != CT_STOP_DRAIN && mode != CT_STOP_CANCEL) ||
+      !ct__seconds_valid(timeout, CT__SEC_SIGNED))
     return CT_EINVAL;
   ct__workers_stop_all(sup); /* workers first: their runs then drain as tasks */
   ct__aloops_stop_all(sup);  /* extra loops run what they hold, then end */
@@ -266,7 +268,7 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
                                         mode == CT_STOP_CANCEL);
     if (canceled)
       atomic_fetch_add(&sup->cancels_in_flight, 1);
-    ev_async_send(sup->loop.ev, &sup->stop_check);
+    ct__loop_kick(&sup->loop, &sup->stop_check);
   }
   pthread_mutex_unlock(&sup->state_lock);
   if (canceled) {
@@ -278,7 +280,7 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
      * supervisor may not be freed before this send has returned. */
     pthread_mutex_lock(&sup->state_lock);
     atomic_fetch_sub(&sup->cancels_in_flight, 1);
-    ev_async_send(sup->loop.ev, &sup->stop_check);
+    ct__loop_kick(&sup->loop, &sup->stop_check);
     pthread_mutex_unlock(&sup->state_lock);
   }
   if (timeout == 0)
@@ -303,8 +305,6 @@ int ct_supervisor_free(ct_supervisor_t *sup) {
   pthread_mutex_unlock(&sup->state_lock);
   if (state != CT__SUP_STOPPED && state != CT__SUP_INIT)
     return CT_EBUSY;
-  if (state == CT__SUP_INIT)
-    ev_async_stop(sup->loop.ev, &sup->stop_check);
   ct__watchdog_stop(sup);
   ct__loop_destroy(&sup->loop); /* first: its inbox may hold the pool's message */
   ct__procpool_free(atomic_load(&sup->procpool));
@@ -328,7 +328,7 @@ int ct__settle_task_options(const ct_task_opts_t *in, ct_task_opts_t *o) {
   memcpy(o, in, in->size);
   if (o->priority < CT_PRIORITY_CRITICAL || o->priority > CT_PRIORITY_MAX)
     return CT_EINVAL;
-  if (!valid_seconds(o->delay))
+  if (!ct__seconds_valid(o->delay, CT__SEC_DELAY))
     return CT_EINVAL;
   return o->loop && o->delay > 0 ? CT_ENOTSUP : 0;
 }

@@ -178,6 +178,8 @@ static int wait_one(ct_task_t *t, const struct timespec *deadline) {
 }
 
 int ct_wait_completed(ct_task_t *const *tasks, size_t n, double timeout) {
+  if (!ct__seconds_valid(timeout, CT__SEC_SIGNED))
+    return CT_EINVAL;
   if (n == 0)
     return 0;
   if (!tasks)
@@ -186,7 +188,8 @@ int ct_wait_completed(ct_task_t *const *tasks, size_t n, double timeout) {
     if (!tasks[i])
       return CT_EINVAL;
   pthread_once(&wait_once, wait_cond_init);
-  struct timespec deadline = ct__deadline(timeout > 0 ? timeout : 0);
+  struct timespec deadline;
+  bool bounded = ct__timeout_deadline(timeout, &deadline);
   /* One task at a time, the last first: tasks mostly finish in the order
    * they were submitted, so once the last is done the others usually are
    * (one load each), and the waiter is woken once, not once per task as it
@@ -196,7 +199,7 @@ int ct_wait_completed(ct_task_t *const *tasks, size_t n, double timeout) {
       continue;
     if (timeout == 0)
       return CT_ETIMEDOUT;
-    if (wait_one(tasks[i], timeout < 0 ? NULL : &deadline) != 0)
+    if (wait_one(tasks[i], bounded ? &deadline : NULL) != 0)
       return CT_ETIMEDOUT;
   }
   return 0;

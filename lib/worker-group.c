@@ -258,8 +258,9 @@ static int wait_members(ct_worker_group_t *g, int flags, double timeout) {
   double deadline = ct__now() + timeout;
   int rc = 0;
   for (size_t i = 0; i < n; i++) {
-    double left = timeout < 0 ? -1.0 : deadline - ct__now();
-    int one = ct_worker_stop(ws[i], flags, timeout < 0 || left > 1e-6 ? left : 1e-6);
+    bool forever = ct__seconds_forever(timeout);
+    double left = forever ? -1.0 : deadline - ct__now();
+    int one = ct_worker_stop(ws[i], flags, forever || left > 1e-6 ? left : 1e-6);
     if (rc == 0)
       rc = one;
   }
@@ -268,7 +269,8 @@ static int wait_members(ct_worker_group_t *g, int flags, double timeout) {
 }
 
 int ct_worker_group_stop(ct_worker_group_t *g, int flags, double timeout) {
-  if (!g || (flags != CT_WORKER_DRAIN && flags != CT_WORKER_DROP) || timeout != timeout)
+  if (!g || (flags != CT_WORKER_DRAIN && flags != CT_WORKER_DROP) ||
+      !ct__seconds_valid(timeout, CT__SEC_SIGNED))
     return CT_EINVAL;
   stop_running(g, NULL, flags, epoch_of(g));
   if (timeout == 0)

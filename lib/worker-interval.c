@@ -66,8 +66,8 @@ typedef struct {
 static ct__interval_worker_t *as_interval(ct_worker_t *w) { return (ct__interval_worker_t *)w; }
 
 static bool valid_timing(double interval, double delay, double before) {
-  bool finite = isfinite(interval) && isfinite(delay) && isfinite(before);
-  return finite && interval >= 0 && delay >= 0 && before >= 0 && ((interval > 0) != (delay > 0));
+  return ct__seconds_valid(interval, CT__SEC_DELAY) && ct__seconds_valid(delay, CT__SEC_DELAY) &&
+         ct__seconds_valid(before, CT__SEC_DELAY) && ((interval > 0) != (delay > 0));
 }
 
 static int interval_setup(ct_worker_t *w, const ct_worker_opts_t *o) {
@@ -83,6 +83,10 @@ static int interval_setup(ct_worker_t *w, const ct_worker_opts_t *o) {
 
 static int interval_configure(ct_worker_t *w, const ct_worker_start_opts_t *o) {
   ct__interval_worker_t *iw = as_interval(w);
+  if (!ct__seconds_valid(o->interval, CT__SEC_SIGNED) ||
+      !ct__seconds_valid(o->delay, CT__SEC_SIGNED) ||
+      !ct__seconds_valid(o->delay_before, CT__SEC_SIGNED))
+    return CT_EINVAL; /* NaN would read as "keep" below */
   double interval = iw->interval, delay = iw->delay;
   double before = o->delay_before >= 0 ? o->delay_before : iw->delay_before;
   if (o->interval >= 0 || o->delay >= 0) { /* the start's timing replaces both */
@@ -97,16 +101,10 @@ static int interval_configure(ct_worker_t *w, const ct_worker_start_opts_t *o) {
   return 0;
 }
 
-static struct timespec to_timespec(double t) {
-  double whole = floor(t);
-  struct timespec ts = {(time_t)whole, (long)((t - whole) * 1e9)};
-  return ts;
-}
-
 /* Loop thread: set the timerfd to fire for a run due at `when` (ct_now()
  * base), LEAD early for runs on pool threads. */
 static void arm_at(ct__interval_worker_t *iw, double when) {
-  struct itimerspec its = {{0, 0}, to_timespec(when - (iw->base.loop ? 0 : LEAD))};
+  struct itimerspec its = {{0, 0}, ct__timespec_at(when - (iw->base.loop ? 0 : LEAD))};
   if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
     its.it_value.tv_nsec = 1; /* all zero would disarm */
   timerfd_settime(iw->fd, TFD_TIMER_ABSTIME, &its, NULL);
@@ -259,7 +257,7 @@ static bool interval_await_due(ct_worker_t *w, ct_worker_run_t *run) {
   if (run->scheduled <= 0 || w->loop)
     return true; /* a manual trigger, or an executor loop: no lead */
   tighten_timer_slack();
-  struct timespec deadline = to_timespec(run->scheduled);
+  struct timespec deadline = ct__timespec_at(run->scheduled);
   while (atomic_load(&w->state) == CT_WORKER_RUNNING && ct__now() < run->scheduled)
     if (pthread_cond_timedwait(&w->cond, &w->lock, &deadline) == ETIMEDOUT)
       break;

@@ -499,9 +499,10 @@ int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
 
 /* Lock held: wait for the end of a stop; force it after `timeout`. */
 static int wait_stopped(ct_worker_t *w, double timeout) {
-  struct timespec deadline = ct__deadline(timeout > 0 ? timeout : 0);
+  struct timespec deadline;
+  bool bounded = ct__timeout_deadline(timeout, &deadline);
   while (state_of(w) == CT_WORKER_STOPPING) {
-    if (timeout < 0) {
+    if (!bounded) {
       pthread_cond_wait(&w->cond, &w->lock);
     } else if (pthread_cond_timedwait(&w->cond, &w->lock, &deadline) != 0 &&
                state_of(w) == CT_WORKER_STOPPING) {
@@ -515,7 +516,8 @@ static int wait_stopped(ct_worker_t *w, double timeout) {
 }
 
 int ct_worker_stop(ct_worker_t *w, int flags, double timeout) {
-  if (!w || (flags != CT_WORKER_DRAIN && flags != CT_WORKER_DROP) || isnan(timeout))
+  if (!w || (flags != CT_WORKER_DRAIN && flags != CT_WORKER_DROP) ||
+      !ct__seconds_valid(timeout, CT__SEC_SIGNED))
     return CT_EINVAL;
   pthread_mutex_lock(&w->lock);
   ct__worker_begin_stop(w, flags == CT_WORKER_DROP);

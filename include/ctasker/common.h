@@ -35,7 +35,8 @@ extern "C" {
   XX(ENOBUFS, ENOBUFS, "queue is full")                                        \
   XX(EDEADLK, EDEADLK, "the call would wait for itself")                       \
   XX(EAGAIN, EAGAIN, "resource temporarily unavailable")                       \
-  XX(ENOTSUP, ENOTSUP, "not supported in this state or build")
+  XX(ENOTSUP, ENOTSUP, "not supported in this state or build")                 \
+  XX(EMFILE, EMFILE, "out of file descriptors")
 
 enum ct_errno {
 #define CT__ERR_ENUM(name, val, msg) CT_##name = -(val),
@@ -62,7 +63,16 @@ enum {
 };
 
 /* Seconds on the monotonic clock, the time base of every timestamp ctasker
- * reports. Thread-safety: any thread. */
+ * reports. Thread-safety: any thread.
+ *
+ * Every seconds argument and option is a double: NaN is always CT_EINVAL.
+ * A timeout or a limit (waits, stops, keepalive, timeout_warning and
+ * timeout_critical, task_timeout) given as INFINITY, or any value from 1e9
+ * seconds (over 30 years) on, has no bound: a wait waits until done, a
+ * limit never expires. A delay or an interval (a task's delay, an interval
+ * worker's interval, delay and delay_before) must be finite (INFINITY is
+ * CT_EINVAL); a huge finite one is honoured: it lies beyond the life of
+ * the process. */
 CT_EXPORT double ct_now(void);
 
 #ifdef __cplusplus

@@ -13,7 +13,9 @@
  *
  * Extra loops ("aloops") belong to a supervisor: created by name, found by
  * name, one of them (or the supervisor's own) is the default, and they are
- * asked to end when the supervisor stops and freed with it.
+ * asked to end when the supervisor stops and freed with it. An extra loop
+ * that has ended (ct_loop_stop()) has already given back its descriptors;
+ * its name stays taken until the supervisor is freed.
  */
 #ifndef CTASKER_LOOP_H
 #define CTASKER_LOOP_H
@@ -41,7 +43,8 @@ CT_EXPORT ct_loop_t *ct_supervisor_loop(ct_supervisor_t *sup);
  * *out is borrowed: the supervisor owns the loop and frees it.
  * Returns 0; CT_EINVAL for NULL or empty name; CT_EBUSY if the name is
  * taken; CT_ESHUTDOWN if the supervisor is not running; CT_ENOMEM,
- * CT_EAGAIN (no thread). Thread-safety: any thread. */
+ * CT_EAGAIN (no thread), CT_EMFILE (no file descriptor).
+ * Thread-safety: any thread. */
 CT_EXPORT int ct_loop_create(ct_supervisor_t *sup, const char *name, ct_loop_t **out);
 
 /* The loop named `name`, or the default loop for a NULL name (the
@@ -59,7 +62,8 @@ CT_EXPORT const char *ct_loop_name(const ct_loop_t *loop);
 
 /* Stop an extra loop: calls and tasks already posted still run, later ones
  * are refused (CT_ESHUTDOWN); then its thread ends. timeout as elsewhere:
- * < 0 waits for the thread, 0 does not wait (> 0 is treated as < 0).
+ * < 0 waits for the thread, 0 does not wait (> 0 is treated as < 0), NaN
+ * is CT_EINVAL.
  * Returns 0; CT_EINVAL for the supervisor's own loop (it stops with the
  * supervisor); CT_EDEADLK if asked to wait on the loop's own thread.
  * Thread-safety: any thread. */

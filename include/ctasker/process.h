@@ -80,7 +80,8 @@ typedef struct ct_process_pool_opts {
   int reserve_normal;  /* extra children only NORMAL, HIGH, CRITICAL tasks use */
   int reserve_high;    /* extra children only HIGH and CRITICAL tasks use */
   size_t max_frame;    /* largest request or result in bytes of JSON; 0: 16 MiB */
-  double task_timeout; /* seconds a task may run in its child; 0: no limit */
+  double task_timeout; /* seconds a task may run in its child; 0 or INFINITY:
+                          no limit */
 } ct_process_pool_opts_t;
 
 #define CT_PROCESS_POOL_OPTS_INIT {sizeof(ct_process_pool_opts_t), 2, 0, 0, 0, 0.0}

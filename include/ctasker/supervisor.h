@@ -57,9 +57,11 @@ typedef struct ct_supervisor_opts {
   int reserve_high;     /* extra threads only HIGH and CRITICAL tasks use */
   int min_threads;      /* threads kept when idle; at most the HIGH cap,
                            pool_size + reserve_normal + reserve_high */
-  double keepalive;     /* seconds an idle thread above min_threads lives; 0: 10 */
-  double timeout_warning;  /* seconds queued or running before a warning; 0: off */
-  double timeout_critical; /* seconds before a critical report; 0: off */
+  double keepalive;     /* seconds an idle thread above min_threads lives; 0: 10;
+                           INFINITY: for ever */
+  double timeout_warning;  /* seconds queued or running before a warning; 0 or
+                              INFINITY: off */
+  double timeout_critical; /* seconds before a critical report; 0 or INFINITY: off */
   ct_timeout_fn on_timeout; /* NULL: reports go to the log callback */
   void *timeout_data;
   ct_log_fn log;        /* NULL: no logging */
@@ -76,9 +78,9 @@ typedef struct ct_supervisor_opts {
 
 /* Create a supervisor (not started). opts may be NULL for defaults.
  * Returns 0 and *out, or CT_EINVAL for bad options (negative sizes or
- * times, a pool size or reservation above 65536, min_threads above the HIGH
+ * times, NaN times, a pool size or reservation above 65536, min_threads above the HIGH
  * cap, idle_spin above 0.001, an opts.size this library does not know),
- * CT_ENOMEM.
+ * CT_ENOMEM, CT_EMFILE (no file descriptor for the loop's wake-up).
  * Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_new(const ct_supervisor_opts_t *opts, ct_supervisor_t **out);
 
@@ -96,7 +98,8 @@ enum ct_stop_mode {
  * queued tasks are drained or canceled by `mode`; delayed tasks are canceled
  * in both modes (their start lies past the stop). Then the threads exit.
  * timeout in seconds: < 0 waits until everything has stopped, 0 does not
- * wait, > 0 waits at most that long. Returns 0 once stopped (or, with
+ * wait, > 0 waits at most that long (INFINITY or 1e9 and more: no bound;
+ * NaN: CT_EINVAL; see common.h). Returns 0 once stopped (or, with
  * timeout 0, once the stop is under way), CT_ETIMEDOUT if the bound passed
  * first (the stop goes on; call again to wait more). Stopping again, or
  * stopping a supervisor never started, is harmless and returns 0 (or waits
@@ -138,7 +141,8 @@ typedef struct ct_task_opts {
  * ct_supervisor_get_task() until it is terminal; with out NULL
  * (fire-and-forget) nothing is registered and no clock is read.
  * Returns 0; CT_EINVAL for a NULL fn, a NULL sup with no default, a priority
- * out of range, a negative or non-finite delay; CT_ESHUTDOWN if the
+ * out of range, a negative, NaN or infinite delay (a huge finite delay is
+ * kept: the task waits until canceled or stopped); CT_ESHUTDOWN if the
  * supervisor is not running; CT_ENOMEM. On error nothing was queued and
  * on_done is never called. Thread-safety: any thread, including task
  * functions and callbacks. */

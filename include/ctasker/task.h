@@ -88,10 +88,11 @@ CT_EXPORT bool ct_task_cancel_requested(const ct_task_t *task);
 
 /* Wait until every task in tasks[0..n) is terminal and its completion
  * callback has returned. timeout in seconds: < 0 waits forever, 0 does not
- * wait (just checks), > 0 is one overall deadline for the whole list.
+ * wait (just checks), > 0 is one overall deadline for the whole list
+ * (INFINITY or 1e9 and more: no deadline).
  * Sleeps on a condition variable while it waits: no polling.
  * Returns 0 when all are done, CT_ETIMEDOUT at the deadline, CT_EINVAL for a
- * NULL list or element (n == 0 returns 0 at once).
+ * NaN timeout, a NULL list or element (n == 0 returns 0 at once).
  * Thread-safety: any thread but a task's own pool thread waiting for tasks
  * that need that thread (that would deadlock, as with any pool). */
 CT_EXPORT int ct_wait_completed(ct_task_t *const *tasks, size_t n, double timeout);

@@ -171,7 +171,8 @@ typedef struct ct_worker_opts {
  * Returns 0; CT_EINVAL for a NULL fn or out (or both fn and opts.process,
  * or opts.process with opts.loop), an unknown kind, a priority out
  * of range, an unknown opts.size, bad interval timing (both or neither of
- * interval and delay, negative or non-finite seconds); CT_ENOENT if
+ * interval and delay, negative, NaN or infinite seconds; huge finite ones
+ * are kept); CT_ENOENT if
  * opts.process names no registered process function; CT_ENOTSUP for a
  * background process worker; CT_ENOMEM.
  * Thread-safety: any thread. */
@@ -186,7 +187,8 @@ typedef struct ct_worker_start_opts {
   int priority;        /* < 0: keep */
   bool set_data;       /* replace the user data with `data` */
   void *data;
-  double interval;     /* interval workers, each < 0: keep; >= 0 replaces */
+  double interval;     /* interval workers, each < 0: keep; >= 0 replaces;
+                          NaN: CT_EINVAL */
   double delay;
   double delay_before;
 } ct_worker_start_opts_t;
@@ -214,7 +216,8 @@ enum ct_worker_stop_flags {
  * (except pending items with CT_WORKER_DRAIN), the current run finishes.
  * timeout in seconds: < 0 waits until STOPPED; 0 does not wait; > 0 waits at
  * most that long, then makes the worker FORCE_STOPPED (pending items are
- * handed back) and returns CT_ETIMEDOUT.
+ * handed back) and returns CT_ETIMEDOUT; INFINITY or 1e9 and more wait as
+ * < 0 does; NaN is CT_EINVAL.
  * Returns 0 once stopped (or under way, for timeout 0; also for a worker not
  * running); CT_ETIMEDOUT as above; CT_EDEADLK if it must wait but is called
  * from the worker's own run (the stop is under way all the same);
@@ -333,7 +336,7 @@ CT_EXPORT int ct_worker_group_start(ct_worker_group_t *g, const ct_worker_start_
 /* Stop every member with `flags` as ct_worker_stop() does; first all of
  * them without waiting, then, for timeout != 0, wait for each: timeout < 0
  * waits until all are stopped, > 0 bounds the whole wait (members still
- * stopping then are force-stopped). Returns 0; CT_ETIMEDOUT if a member was
+ * stopping then are force-stopped; INFINITY or 1e9 and more: no bound). Returns 0; CT_ETIMEDOUT if a member was
  * force-stopped; CT_EDEADLK if it must wait but is called from a member's
  * run (every member's stop is then under way, none is waited for, so a
  * run never waits for itself or for runs queued behind it); CT_EINVAL.
