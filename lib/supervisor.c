@@ -383,7 +383,7 @@ void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out)
 static void submission_leave(ct_supervisor_t *sup) {
   atomic_fetch_sub(&sup->submitting, 1);
   if (atomic_load(&sup->state) != CT__SUP_RUNNING)
-    ev_async_send(sup->loop.ev, &sup->stop_check);
+    ct__loop_kick(&sup->loop, &sup->stop_check);
 }
 
 /* Enter a submission: false (left again) unless the supervisor runs.
