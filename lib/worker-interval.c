@@ -208,7 +208,7 @@ static int make_timer(ct_worker_t *w) {
     return 0;
   int err = errno;
   ct__sup_log(w->sup, CT_LOG_ERROR, "ctasker: worker %s: no timer: %s", w->name, strerror(err));
-  return err == ENOMEM ? CT_ENOMEM : CT_EAGAIN;
+  return err == EMFILE || err == ENFILE ? CT_EMFILE : err == ENOMEM ? CT_ENOMEM : CT_EAGAIN;
 }
 
 static int interval_start(ct_worker_t *w) {

@@ -283,7 +283,7 @@ TEST(interval_worker_without_a_timer_does_not_start) {
     close(fds[i]);
   CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
 
-  CHECK_EQ_INT(rc, CT_EAGAIN);
+  CHECK_EQ_INT(rc, CT_EMFILE);
   CHECK_EQ_INT(ct_worker_state(w), CT_WORKER_INIT);
   CHECK_EQ_INT(atomic_load(&timer_errors_logged), 1);
   CHECK_EQ_INT(ct_event_worker_trigger(w, false), CT_ESHUTDOWN);

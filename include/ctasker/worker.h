@@ -201,8 +201,9 @@ typedef struct ct_worker_start_opts {
  * pool (ct_process_pool_create()); CT_EBUSY if it is running or stopping, or force-stopped with
  * its last run still executing; CT_ESHUTDOWN if the supervisor is not
  * running, or the worker's loop (opts.loop) has ended or was asked to stop;
- * CT_EINVAL for bad overrides (the worker is left as it was); CT_EAGAIN
- * if an interval worker cannot have its timer (out of descriptors; logged);
+ * CT_EINVAL for bad overrides (the worker is left as it was); CT_EMFILE
+ * if an interval worker cannot have its timer for want of descriptors
+ * (CT_EAGAIN for another reason; logged);
  * CT_ENOMEM. On error the worker is not running and may be started again.
  * Thread-safety: any thread. */
 CT_EXPORT int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts);
