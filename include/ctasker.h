@@ -4,6 +4,7 @@
 #define CTASKER_H
 
 #include "ctasker/common.h"
+#include "ctasker/version.h"
 #include "ctasker/result.h"
 #include "ctasker/task.h"
 #include "ctasker/supervisor.h"
