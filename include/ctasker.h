@@ -1,4 +1,5 @@
-/* ctasker — background work inside multithreaded C programs.
+/** @file
+ * ctasker — background work inside multithreaded C programs.
  * Include this umbrella header; each concept has its own header below. */
 #ifndef CTASKER_H
 #define CTASKER_H
