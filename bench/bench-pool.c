@@ -17,6 +17,9 @@
  *   submit->start latency  one task at a time; "idle" pauses a few ms
  *     between tasks so the workers go to sleep, "warm" submits the next task
  *     as soon as the previous one's function has returned;
+ *   CPU per task  the process's CPU time over each throughput run (every
+ *     pool's threads, the producers, the waiter) divided by its tasks: the
+ *     pools not under test sleep meanwhile;
  *   per-task cost  fire-and-forget, one producer, from 10^3 up to
  *     CT_BENCH_MAX_TASKS tasks (peers stop where a size would take too long);
  *   heap per queued task  both workers are held in gate tasks, N tasks are
@@ -476,16 +479,33 @@ static void print_table(void) {
 
 /* ---- the measurements ------------------------------------------------------ */
 
+/* CPU seconds of the whole process: every pool's threads, the producers and
+ * the waiter. The pools not under test sleep meanwhile, so the difference
+ * over a run is what that run cost. */
+static double cpu_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 /* Throughput in millions of tasks per second, median over cfg.reps runs,
- * the pools taking turns within each repetition. */
-static figure_t *measure_throughput(const char *label, int producers, bool tracked) {
+ * the pools taking turns within each repetition; and, as the figure
+ * `cpu_label`, the CPU time a task cost (submission and execution). */
+static figure_t *measure_throughput(const char *label, const char *cpu_label, int producers,
+                                    bool tracked) {
   figure_t *f = add_figure(label, "Mtask/s", true);
-  double runs[NBACKENDS][cfg.reps];
+  figure_t *cpu = add_figure(cpu_label, "ns/task", false);
+  double runs[NBACKENDS][cfg.reps], cpu_runs[NBACKENDS][cfg.reps];
   for (long r = 0; r < cfg.reps; r++)
-    for (int b = 0; b < NBACKENDS; b++)
+    for (int b = 0; b < NBACKENDS; b++) {
+      double c0 = cpu_seconds();
       runs[b][r] = cfg.tasks / run_throughput(backends[b], cfg.tasks, producers, tracked) / 1e6;
-  for (int b = 0; b < NBACKENDS; b++)
+      cpu_runs[b][r] = (cpu_seconds() - c0) * 1e9 / (double)cfg.tasks;
+    }
+  for (int b = 0; b < NBACKENDS; b++) {
     f->value[b] = bench_median(runs[b], (size_t)cfg.reps);
+    cpu->value[b] = bench_median(cpu_runs[b], (size_t)cfg.reps);
+  }
   return f;
 }
 
@@ -593,15 +613,18 @@ typedef struct results {
 } results_t;
 
 static void measure_all(results_t *r) {
-  static char ff_many[64], tr_many[64];
+  static char ff_many[64], tr_many[64], ff_many_cpu[64], tr_many_cpu[64];
   snprintf(ff_many, sizeof ff_many, "fire-and-forget, %ld producers", cfg.producers);
   snprintf(tr_many, sizeof tr_many, "tracked, %ld producers", cfg.producers);
+  snprintf(ff_many_cpu, sizeof ff_many_cpu, "CPU, fire-and-forget, %ld producers", cfg.producers);
+  snprintf(tr_many_cpu, sizeof tr_many_cpu, "CPU, tracked, %ld producers", cfg.producers);
   r->heap = measure_heap();
   warm_up();
-  r->ff1 = measure_throughput("fire-and-forget, 1 producer", 1, false);
-  r->ffp = measure_throughput(ff_many, (int)cfg.producers, false);
-  r->tr1 = measure_throughput("tracked, 1 producer", 1, true);
-  r->trp = measure_throughput(tr_many, (int)cfg.producers, true);
+  r->ff1 = measure_throughput("fire-and-forget, 1 producer", "CPU, fire-and-forget, 1 producer", 1,
+                              false);
+  r->ffp = measure_throughput(ff_many, ff_many_cpu, (int)cfg.producers, false);
+  r->tr1 = measure_throughput("tracked, 1 producer", "CPU, tracked, 1 producer", 1, true);
+  r->trp = measure_throughput(tr_many, tr_many_cpu, (int)cfg.producers, true);
   measure_latency(true, r->idle);
   measure_latency(false, r->warm);
   r->nsizes = measure_scaling(r->sizes, r->cost);

@@ -1,4 +1,5 @@
-/* ctasker — common definitions: export macro, error codes, priorities, time.
+/** @file
+ * ctasker — common definitions: export macro, error codes, priorities, time.
  *
  * Errors follow libuv's convention: a function returns 0 (or a non-negative
  * value where documented) on success and a negative CT_E* code on failure.
@@ -23,7 +24,7 @@ extern "C" {
 #define CT_EXPORT
 #endif
 
-/* The error table: name, errno value it maps to, message. */
+/** The error table: name, errno value it maps to, message. */
 #define CT_ERRNO_MAP(XX)                                                       \
   XX(EINVAL, EINVAL, "invalid argument")                                       \
   XX(ENOMEM, ENOMEM, "out of memory")                                          \
@@ -38,21 +39,22 @@ extern "C" {
   XX(ENOTSUP, ENOTSUP, "not supported in this state or build")                 \
   XX(EMFILE, EMFILE, "out of file descriptors")
 
+/** The CT_E* codes: each is the negative errno value of its table entry. */
 enum ct_errno {
 #define CT__ERR_ENUM(name, val, msg) CT_##name = -(val),
   CT_ERRNO_MAP(CT__ERR_ENUM)
 #undef CT__ERR_ENUM
 };
 
-/* Message for a CT_E* code ("success" for 0, "unknown error" for others).
+/** Message for a CT_E* code ("success" for 0, "unknown error" for others).
  * Returns a static string. Thread-safety: any thread. */
 CT_EXPORT const char *ct_strerror(int err);
 
-/* Symbolic name of a CT_E* code ("CT_EINVAL"), or "CT_UNKNOWN".
+/** Symbolic name of a CT_E* code ("CT_EINVAL"), or "CT_UNKNOWN".
  * Thread-safety: any thread. */
 CT_EXPORT const char *ct_err_name(int err);
 
-/* Priorities: a lower number runs first; equal ones run in submission order.
+/** Priorities: a lower number runs first; equal ones run in submission order.
  * Any integer from CT_PRIORITY_CRITICAL to CT_PRIORITY_MAX is valid. */
 enum {
   CT_PRIORITY_CRITICAL = 0,
@@ -62,7 +64,7 @@ enum {
   CT_PRIORITY_MAX = 255
 };
 
-/* Seconds on the monotonic clock, the time base of every timestamp ctasker
+/** Seconds on the monotonic clock, the time base of every timestamp ctasker
  * reports. Thread-safety: any thread.
  *
  * Every seconds argument and option is a double: NaN is always CT_EINVAL.

@@ -1,4 +1,5 @@
-/* ctasker — event loops: the supervisor's own and named extra ones.
+/** @file
+ * ctasker — event loops: the supervisor's own and named extra ones.
  *
  * Every loop is a libev loop running in its own thread. Other threads never
  * touch it directly: ct_loop_call() runs a function on the loop thread, and
@@ -27,19 +28,19 @@
 extern "C" {
 #endif
 
-typedef struct ct_loop ct_loop_t;
+typedef struct ct_loop ct_loop_t; /**< An event loop: opaque, owned by its supervisor. */
 struct ev_loop;
 
-/* Runs on the loop thread. `ev` is the loop's libev loop: attach or detach
+/** Runs on the loop thread. `ev` is the loop's libev loop: attach or detach
  * watchers here; it must not be kept for use on another thread. */
 typedef void (*ct_loop_fn)(ct_loop_t *loop, struct ev_loop *ev, void *data);
 
-/* The supervisor's own loop (borrowed, valid until the supervisor is
+/** The supervisor's own loop (borrowed, valid until the supervisor is
  * freed), or NULL for a NULL sup with no default supervisor.
  * Thread-safety: any thread. */
 CT_EXPORT ct_loop_t *ct_supervisor_loop(ct_supervisor_t *sup);
 
-/* Create and start an extra loop named `name` (copied) with its own thread.
+/** Create and start an extra loop named `name` (copied) with its own thread.
  * *out is borrowed: the supervisor owns the loop and frees it.
  * Returns 0; CT_EINVAL for NULL or empty name; CT_EBUSY if the name is
  * taken; CT_ESHUTDOWN if the supervisor is not running; CT_ENOMEM,
@@ -47,20 +48,20 @@ CT_EXPORT ct_loop_t *ct_supervisor_loop(ct_supervisor_t *sup);
  * Thread-safety: any thread. */
 CT_EXPORT int ct_loop_create(ct_supervisor_t *sup, const char *name, ct_loop_t **out);
 
-/* The loop named `name`, or the default loop for a NULL name (the
+/** The loop named `name`, or the default loop for a NULL name (the
  * supervisor's own unless ct_loop_set_default() chose another).
  * Returns 0 and *out (borrowed); CT_ENOENT for an unknown name; CT_EINVAL.
  * Thread-safety: any thread. */
 CT_EXPORT int ct_loop_get(ct_supervisor_t *sup, const char *name, ct_loop_t **out);
 
-/* Make `loop` (one of sup's loops) the default; NULL restores the
+/** Make `loop` (one of sup's loops) the default; NULL restores the
  * supervisor's own. Returns 0 or CT_EINVAL. Thread-safety: any thread. */
 CT_EXPORT int ct_loop_set_default(ct_supervisor_t *sup, ct_loop_t *loop);
 
-/* The loop's name ("" for the supervisor's own). Thread-safety: any thread. */
+/** The loop's name ("" for the supervisor's own). Thread-safety: any thread. */
 CT_EXPORT const char *ct_loop_name(const ct_loop_t *loop);
 
-/* Stop an extra loop: calls and tasks already posted still run, later ones
+/** Stop an extra loop: calls and tasks already posted still run, later ones
  * are refused (CT_ESHUTDOWN); then its thread ends. timeout as elsewhere:
  * < 0 waits for the thread, 0 does not wait (> 0 is treated as < 0), NaN
  * is CT_EINVAL.
@@ -69,7 +70,7 @@ CT_EXPORT const char *ct_loop_name(const ct_loop_t *loop);
  * Thread-safety: any thread. */
 CT_EXPORT int ct_loop_stop(ct_loop_t *loop, double timeout);
 
-/* Run fn(loop, ev, data) on the loop thread, after what was posted before.
+/** Run fn(loop, ev, data) on the loop thread, after what was posted before.
  * Returns 0; CT_ESHUTDOWN if the loop has ended (fn is then never called);
  * CT_EINVAL; CT_ENOMEM. Thread-safety: any thread, including the loop's. */
 CT_EXPORT int ct_loop_call(ct_loop_t *loop, ct_loop_fn fn, void *data);

@@ -1,4 +1,5 @@
-/* ctasker — the process pool: named functions run in pre-forked children,
+/** @file
+ * ctasker — the process pool: named functions run in pre-forked children,
  * with JSON arguments and JSON results.
  *
  * 1. Register the functions children may run, by name, with
@@ -63,30 +64,32 @@
 extern "C" {
 #endif
 
-/* A function run in a pool child. `task_id` is the id of the parent's task;
+/** A function run in a pool child. `task_id` is the id of the parent's task;
  * `args` is borrowed (never NULL: JSON null when none were given); `data` is
  * the pointer given at registration (as copied into the child). Return a new
  * reference to the result, NULL for JSON null, or ct_error_new() to fail. */
 typedef json_t *(*ct_process_fn)(uint64_t task_id, json_t *args, void *data);
 
-/* Register fn under `name` (copied; at most 255 bytes) for pools created
+/** Register fn under `name` (copied; at most 255 bytes) for pools created
  * later. Returns 0, CT_EINVAL (NULL or empty or too long name, NULL fn),
  * CT_EBUSY if the name is taken, CT_ENOMEM. Thread-safety: any thread. */
 CT_EXPORT int ct_process_register(const char *name, ct_process_fn fn, void *data);
 
+/** Process pool options: start from CT_PROCESS_POOL_OPTS_INIT. */
 typedef struct ct_process_pool_opts {
-  size_t size;         /* sizeof(ct_process_pool_opts_t), set by the INIT macro */
-  int pool_size;       /* children for any priority; must be > 0 */
-  int reserve_normal;  /* extra children only NORMAL, HIGH, CRITICAL tasks use */
-  int reserve_high;    /* extra children only HIGH and CRITICAL tasks use */
-  size_t max_frame;    /* largest request or result in bytes of JSON; 0: 16 MiB */
-  double task_timeout; /* seconds a task may run in its child; 0 or INFINITY:
+  size_t size;         /**< sizeof(ct_process_pool_opts_t), set by the INIT macro */
+  int pool_size;       /**< children for any priority; must be > 0 */
+  int reserve_normal;  /**< extra children only NORMAL, HIGH, CRITICAL tasks use */
+  int reserve_high;    /**< extra children only HIGH and CRITICAL tasks use */
+  size_t max_frame;    /**< largest request or result in bytes of JSON; 0: 16 MiB */
+  double task_timeout; /**< seconds a task may run in its child; 0 or INFINITY:
                           no limit */
 } ct_process_pool_opts_t;
 
+/** The default process pool options (2 children), with size set. */
 #define CT_PROCESS_POOL_OPTS_INIT {sizeof(ct_process_pool_opts_t), 2, 0, 0, 0, 0.0}
 
-/* Create the supervisor's process pool: fork the fork server, which forks
+/** Create the supervisor's process pool: fork the fork server, which forks
  * pool_size + reserve_normal + reserve_high children. A supervisor has at
  * most one pool in its life. opts may be NULL (2 children).
  * Returns 0; CT_EINVAL (sup NULL without a default, pool_size <= 0, negative
@@ -96,7 +99,7 @@ typedef struct ct_process_pool_opts {
  * Thread-safety: any thread but the supervisor's loop thread. */
 CT_EXPORT int ct_process_pool_create(ct_supervisor_t *sup, const ct_process_pool_opts_t *opts);
 
-/* Stop the pool gracefully: nothing new is accepted (CT_ESHUTDOWN), queued
+/** Stop the pool gracefully: nothing new is accepted (CT_ESHUTDOWN), queued
  * and running process tasks finish, then the children and the fork server
  * exit and are reaped. timeout as in ct_supervisor_stop(). Returns 0 once
  * stopped (or under way, with timeout 0), CT_ETIMEDOUT, CT_ENOENT if there
@@ -106,7 +109,7 @@ CT_EXPORT int ct_process_pool_create(ct_supervisor_t *sup, const ct_process_pool
  * The supervisor's stop does the same. Thread-safety: any thread. */
 CT_EXPORT int ct_process_pool_stop(ct_supervisor_t *sup, double timeout);
 
-/* Run the registered function `name` with `args` in a pool child. args is
+/** Run the registered function `name` with `args` in a pool child. args is
  * borrowed and encoded at once (NULL means JSON null); opts as for
  * ct_background_task() (name, priority, delay is not supported and must be
  * 0, on_done, done_data); out as for ct_background_task().

@@ -1,4 +1,5 @@
-/* ctasker — task results as JSON.
+/** @file
+ * ctasker — task results as JSON.
  *
  * A task returns a jansson json_t. A failure is a result of the shape
  *   {"exception": {"class": "ValueError", "args": ["bad input"], "str": "bad input"}}
@@ -21,21 +22,21 @@
 extern "C" {
 #endif
 
-/* A new error result of class `cls` whose message is printf-formatted.
+/** A new error result of class `cls` whose message is printf-formatted.
  * Returns a new reference, or NULL if out of memory or cls is NULL.
  * Thread-safety: any thread. */
 CT_EXPORT json_t *ct_error_new(const char *cls, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-CT_EXPORT json_t *ct_error_newv(const char *cls, const char *fmt, va_list ap);
+CT_EXPORT json_t *ct_error_newv(const char *cls, const char *fmt, va_list ap); /**< with a va_list */
 
-/* True if `result` has the error shape above. NULL is not an error.
+/** True if `result` has the error shape above. NULL is not an error.
  * Thread-safety: any thread (results are immutable once published). */
 CT_EXPORT bool ct_result_is_error(const json_t *result);
 
-/* The class / message of an error result (borrowed strings, valid as long
+/** The class / message of an error result (borrowed strings, valid as long
  * as the result), or NULL if `result` is not an error. */
 CT_EXPORT const char *ct_result_error_class(const json_t *result);
-CT_EXPORT const char *ct_result_error_str(const json_t *result);
+CT_EXPORT const char *ct_result_error_str(const json_t *result); /**< see ct_result_error_class() */
 
 #ifdef __cplusplus
 }

@@ -1,4 +1,5 @@
-/* ctasker — the supervisor: a prioritized thread pool, a task registry, a
+/** @file
+ * ctasker — the supervisor: a prioritized thread pool, a task registry, a
  * libev loop thread for delays and the timeout watchdog, and statistics.
  *
  * Life: ct_supervisor_new() -> ct_supervisor_start() -> submit work ->
@@ -34,39 +35,42 @@
 extern "C" {
 #endif
 
-typedef struct ct_supervisor ct_supervisor_t;
+typedef struct ct_supervisor ct_supervisor_t; /**< A supervisor: opaque, owned by its creator. */
 
+/** Log levels, as Python's logging numbers them. */
 enum ct_log_level { CT_LOG_DEBUG = 10, CT_LOG_INFO = 20, CT_LOG_WARNING = 30, CT_LOG_ERROR = 40 };
 
-/* Receives the library's log lines. The library never prints by itself.
+/** Receives the library's log lines. The library never prints by itself.
  * Called from any of the supervisor's threads; must be thread-safe. */
 typedef void (*ct_log_fn)(int level, const char *msg, void *data);
 
+/** Which threshold a timeout report is about. */
 enum ct_timeout_level { CT_TIMEOUT_WARNING = 1, CT_TIMEOUT_CRITICAL = 2 };
 
-/* Reports a task that has been queued or running longer than a threshold;
+/** Reports a task that has been queued or running longer than a threshold;
  * called once per task and threshold, on the supervisor's loop thread.
  * `task` is borrowed. `started` says whether it was running or still queued. */
 typedef void (*ct_timeout_fn)(ct_supervisor_t *sup, ct_task_t *task, int level,
                               bool started, void *data);
 
+/** Supervisor options: start from CT_SUPERVISOR_OPTS_INIT. */
 typedef struct ct_supervisor_opts {
-  size_t size;          /* sizeof(ct_supervisor_opts_t), set by CT_SUPERVISOR_OPTS_INIT */
-  int pool_size;        /* threads for any priority; 0: number of CPUs (at least 2) */
-  int reserve_normal;   /* extra threads only NORMAL, HIGH and CRITICAL tasks use */
-  int reserve_high;     /* extra threads only HIGH and CRITICAL tasks use */
-  int min_threads;      /* threads kept when idle; at most the HIGH cap,
+  size_t size;          /**< sizeof(ct_supervisor_opts_t), set by CT_SUPERVISOR_OPTS_INIT */
+  int pool_size;        /**< threads for any priority; 0: number of CPUs (at least 2) */
+  int reserve_normal;   /**< extra threads only NORMAL, HIGH and CRITICAL tasks use */
+  int reserve_high;     /**< extra threads only HIGH and CRITICAL tasks use */
+  int min_threads;      /**< threads kept when idle; at most the HIGH cap,
                            pool_size + reserve_normal + reserve_high */
-  double keepalive;     /* seconds an idle thread above min_threads lives; 0: 10;
+  double keepalive;     /**< seconds an idle thread above min_threads lives; 0: 10;
                            INFINITY: for ever */
-  double timeout_warning;  /* seconds queued or running before a warning; 0 or
+  double timeout_warning;  /**< seconds queued or running before a warning; 0 or
                               INFINITY: off */
-  double timeout_critical; /* seconds before a critical report; 0 or INFINITY: off */
-  ct_timeout_fn on_timeout; /* NULL: reports go to the log callback */
-  void *timeout_data;
-  ct_log_fn log;        /* NULL: no logging */
-  void *log_data;
-  double idle_spin;     /* seconds (at most 0.001) a pool thread that finds no
+  double timeout_critical; /**< seconds before a critical report; 0 or INFINITY: off */
+  ct_timeout_fn on_timeout; /**< NULL: reports go to the log callback */
+  void *timeout_data;   /**< given to on_timeout */
+  ct_log_fn log;        /**< NULL: no logging */
+  void *log_data;       /**< given to log */
+  double idle_spin;     /**< seconds (at most 0.001) a pool thread that finds no
                            work spins before it sleeps, when no other thread
                            runs or spins; 0 (default): it sleeps at once. A
                            spin makes a task submitted right after the last
@@ -74,9 +78,10 @@ typedef struct ct_supervisor_opts {
                            thread is then woken later after a pause. */
 } ct_supervisor_opts_t;
 
+/** The default supervisor options, with size set. */
 #define CT_SUPERVISOR_OPTS_INIT {sizeof(ct_supervisor_opts_t), 0, 0, 0, 0, 0.0, 0.0, 0.0, NULL, NULL, NULL, NULL, 0.0}
 
-/* Create a supervisor (not started). opts may be NULL for defaults.
+/** Create a supervisor (not started). opts may be NULL for defaults.
  * Returns 0 and *out, or CT_EINVAL for bad options (negative sizes or
  * times, NaN times, a pool size or reservation above 65536, min_threads above the HIGH
  * cap, idle_spin above 0.001, an opts.size this library does not know),
@@ -84,17 +89,18 @@ typedef struct ct_supervisor_opts {
  * Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_new(const ct_supervisor_opts_t *opts, ct_supervisor_t **out);
 
-/* Start the loop thread and min_threads pool threads.
+/** Start the loop thread and min_threads pool threads.
  * Returns 0, CT_EBUSY if already running, CT_ESHUTDOWN if it was stopped,
  * CT_EAGAIN if a thread could not be created. Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_start(ct_supervisor_t *sup);
 
+/** What ct_supervisor_stop() does with queued tasks. */
 enum ct_stop_mode {
-  CT_STOP_DRAIN = 0,  /* queued tasks still run */
-  CT_STOP_CANCEL = 1  /* queued tasks are canceled (callbacks run on this thread) */
+  CT_STOP_DRAIN = 0,  /**< queued tasks still run */
+  CT_STOP_CANCEL = 1  /**< queued tasks are canceled (callbacks run on this thread) */
 };
 
-/* Stop: nothing new is accepted (CT_ESHUTDOWN); running tasks finish;
+/** Stop: nothing new is accepted (CT_ESHUTDOWN); running tasks finish;
  * queued tasks are drained or canceled by `mode`; delayed tasks are canceled
  * in both modes (their start lies past the stop). Then the threads exit.
  * timeout in seconds: < 0 waits until everything has stopped, 0 does not
@@ -107,34 +113,36 @@ enum ct_stop_mode {
  * supervisor's own threads. Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout);
 
-/* Free a supervisor that was never started or has stopped completely.
+/** Free a supervisor that was never started or has stopped completely.
  * Returns 0, or CT_EBUSY (nothing is freed) if it is running or still
  * stopping. ct_supervisor_free(NULL) returns 0. */
 CT_EXPORT int ct_supervisor_free(ct_supervisor_t *sup);
 
-/* The process-wide default supervisor, used wherever a ct_supervisor_t *
+/** The process-wide default supervisor, used wherever a ct_supervisor_t *
  * argument is NULL (atasker's task_supervisor). ct_default_start() creates,
  * starts and installs it (CT_EBUSY if one is installed); ct_default_stop()
  * uninstalls, stops (waiting as ct_supervisor_stop does) and frees it.
  * Stop it only once no other thread submits to it any more. */
 CT_EXPORT int ct_default_start(const ct_supervisor_opts_t *opts);
-CT_EXPORT int ct_default_stop(int mode, double timeout);
-CT_EXPORT ct_supervisor_t *ct_supervisor_default(void); /* borrowed, or NULL */
+CT_EXPORT int ct_default_stop(int mode, double timeout); /**< see ct_default_start() */
+CT_EXPORT ct_supervisor_t *ct_supervisor_default(void); /**< borrowed, or NULL */
 
+/** Options of one task: start from CT_TASK_OPTS_INIT. */
 typedef struct ct_task_opts {
-  size_t size;             /* sizeof(ct_task_opts_t), set by CT_TASK_OPTS_INIT */
-  const char *name;        /* copied; NULL: no name */
-  int priority;            /* CT_PRIORITY_CRITICAL..CT_PRIORITY_MAX */
-  double delay;            /* seconds before it may start (status DELAYED); 0: none */
-  ct_task_done_fn on_done; /* completion callback, or NULL */
-  void *done_data;
-  struct ct_loop *loop;    /* run on this event loop's thread instead of a pool
+  size_t size;             /**< sizeof(ct_task_opts_t), set by CT_TASK_OPTS_INIT */
+  const char *name;        /**< copied; NULL: no name */
+  int priority;            /**< CT_PRIORITY_CRITICAL..CT_PRIORITY_MAX */
+  double delay;            /**< seconds before it may start (status DELAYED); 0: none */
+  ct_task_done_fn on_done; /**< completion callback, or NULL */
+  void *done_data;         /**< given to on_done */
+  struct ct_loop *loop;    /**< run on this event loop's thread instead of a pool
                               thread (a non-blocking fn; see loop.h); NULL: pool */
 } ct_task_opts_t;
 
+/** The default task options, with size set. */
 #define CT_TASK_OPTS_INIT {sizeof(ct_task_opts_t), NULL, CT_PRIORITY_NORMAL, 0.0, NULL, NULL, NULL}
 
-/* Submit fn(task, arg) to run on a pool thread (or on opts->loop). opts may be NULL (NORMAL
+/** Submit fn(task, arg) to run on a pool thread (or on opts->loop). opts may be NULL (NORMAL
  * priority, no name, no delay, no callback). A loop task may not have a
  * delay (CT_ENOTSUP); CT_ESHUTDOWN if its loop has ended. If out is not NULL it receives
  * a new reference to the task, which is then also findable by id with
@@ -149,36 +157,36 @@ typedef struct ct_task_opts {
 CT_EXPORT int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
                                  const ct_task_opts_t *opts, ct_task_t **out);
 
-/* A new reference to the task with this id while the supervisor still knows
+/** A new reference to the task with this id while the supervisor still knows
  * it (a task submitted with a handle, from the moment its submission has
  * handed it to the pool, loop, delay timer or process pool, until it is
  * terminal: a task is never found half-submitted).
  * Returns 0 and *out, CT_ENOENT, or CT_EINVAL. Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_get_task(ct_supervisor_t *sup, uint64_t id, ct_task_t **out);
 
-/* Number of tasks the registry holds now. */
+/** Number of tasks the registry holds now. */
 CT_EXPORT size_t ct_supervisor_registry_size(ct_supervisor_t *sup);
 
-/* Counters. Every accepted task, whatever runs it (pool thread, loop,
- * process child, worker run), counts once in `submitted` and, once
- * terminal, once in completed, failed or canceled: at rest
- * submitted == completed + failed + canceled. */
+/** A supervisor's counters (ct_supervisor_stats()). Every accepted task,
+ * whatever runs it (pool thread, loop, process child, worker run), counts
+ * once in `submitted` and, once terminal, once in completed, failed or
+ * canceled: at rest submitted == completed + failed + canceled. */
 typedef struct ct_stats {
-  uint64_t submitted;  /* accepted tasks, thread, loop and process (total) */
-  uint64_t queued;     /* in the run queue now */
-  uint64_t delayed;    /* waiting for their delay now */
-  uint64_t running;    /* running now */
-  uint64_t completed;  /* finished without error (total) */
-  uint64_t failed;     /* finished with an error result (total) */
-  uint64_t canceled;   /* canceled (total) */
-  uint64_t threads;    /* pool threads alive now */
-  uint64_t threads_idle;
+  uint64_t submitted;  /**< accepted tasks, thread, loop and process (total) */
+  uint64_t queued;     /**< in the run queue now */
+  uint64_t delayed;    /**< waiting for their delay now */
+  uint64_t running;    /**< running now */
+  uint64_t completed;  /**< finished without error (total) */
+  uint64_t failed;     /**< finished with an error result (total) */
+  uint64_t canceled;   /**< canceled (total) */
+  uint64_t threads;    /**< pool threads alive now */
+  uint64_t threads_idle; /**< pool threads waiting for work now */
 } ct_stats_t;
 
-/* A consistent snapshot of the counters. Returns 0 or CT_EINVAL. */
+/** A consistent snapshot of the counters. Returns 0 or CT_EINVAL. */
 CT_EXPORT int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out);
 
-/* The same counters and the pool's settings as a new JSON object, e.g.
+/** The same counters and the pool's settings as a new JSON object, e.g.
  * {"state":"running","tasks":{"submitted":..},"pool":{"size":..}}.
  * Returns a new reference, or NULL on bad input / out of memory. */
 CT_EXPORT json_t *ct_supervisor_stats_json(ct_supervisor_t *sup);

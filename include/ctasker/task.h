@@ -1,4 +1,5 @@
-/* ctasker — tasks: one unit of work, its status, its result, waiting for it.
+/** @file
+ * ctasker — tasks: one unit of work, its status, its result, waiting for it.
  *
  * A task is reference counted (atomically). ct_background_task() hands the
  * caller a new reference when asked for one; the supervisor keeps its own
@@ -19,60 +20,61 @@
 extern "C" {
 #endif
 
-typedef struct ct_task ct_task_t;
+typedef struct ct_task ct_task_t; /**< A task: opaque, reference counted. */
 
+/** Task status codes: atasker's numbers. */
 typedef enum ct_task_status {
-  CT_TASK_QUEUED = 0,      /* waiting in the run queue for a thread */
-  CT_TASK_DELAYED = 2,     /* waiting for its start delay to pass */
-  CT_TASK_STARTED = 100,   /* its function is running */
-  CT_TASK_COMPLETED = 200, /* terminal: finished, with a result or an error */
-  CT_TASK_CANCELED = -1    /* terminal: canceled before it started */
+  CT_TASK_QUEUED = 0,      /**< waiting in the run queue for a thread */
+  CT_TASK_DELAYED = 2,     /**< waiting for its start delay to pass */
+  CT_TASK_STARTED = 100,   /**< its function is running */
+  CT_TASK_COMPLETED = 200, /**< terminal: finished, with a result or an error */
+  CT_TASK_CANCELED = -1    /**< terminal: canceled before it started */
 } ct_task_status_t;
 
-/* The function a task runs. `self` is the running task (borrowed: valid
+/** The function a task runs. `self` is the running task (borrowed: valid
  * during the call). Return a new reference to the result, NULL for a JSON
  * null result, or an error made with ct_error_new() to fail. */
 typedef json_t *(*ct_task_fn)(ct_task_t *self, void *arg);
 
-/* Called exactly once when the task is terminal. `task` is borrowed; take a
+/** Called exactly once when the task is terminal. `task` is borrowed; take a
  * reference to keep it. Runs on the thread that made the task terminal: the
  * pool thread that ran it, or the thread that canceled it (the one calling
  * ct_task_cancel() or ct_supervisor_stop()). It must not block for long. */
 typedef void (*ct_task_done_fn)(ct_task_t *task, void *data);
 
-/* Take / drop a reference. ct_task_unref(NULL) does nothing.
+/** Take / drop a reference. ct_task_unref(NULL) does nothing.
  * Thread-safety: any thread. */
 CT_EXPORT ct_task_t *ct_task_ref(ct_task_t *task);
-CT_EXPORT void ct_task_unref(ct_task_t *task);
+CT_EXPORT void ct_task_unref(ct_task_t *task); /**< Drop a reference (see ct_task_ref()). */
 
-/* Read-only attributes. Thread-safety: any thread. Every getter accepts
+/** Read-only attributes. Thread-safety: any thread. Every getter accepts
  * NULL: id 0, name "", priority -1, arg NULL, status CT_TASK_CANCELED (so
  * ct_task_is_terminal() is true), timestamps 0, result NULL, not failed,
  * cancel not requested. */
-CT_EXPORT uint64_t ct_task_id(const ct_task_t *task);          /* > 0, unique per supervisor */
-CT_EXPORT const char *ct_task_name(const ct_task_t *task);     /* borrowed; "" if none */
-CT_EXPORT int ct_task_priority(const ct_task_t *task);
-CT_EXPORT void *ct_task_arg(const ct_task_t *task);            /* the argument it was given */
-CT_EXPORT ct_task_status_t ct_task_status(const ct_task_t *task);
-CT_EXPORT bool ct_task_is_terminal(const ct_task_t *task);     /* COMPLETED or CANCELED */
+CT_EXPORT uint64_t ct_task_id(const ct_task_t *task);          /**< > 0, unique per supervisor */
+CT_EXPORT const char *ct_task_name(const ct_task_t *task);     /**< borrowed; "" if none */
+CT_EXPORT int ct_task_priority(const ct_task_t *task);          /**< as submitted */
+CT_EXPORT void *ct_task_arg(const ct_task_t *task);            /**< the argument it was given */
+CT_EXPORT ct_task_status_t ct_task_status(const ct_task_t *task); /**< now */
+CT_EXPORT bool ct_task_is_terminal(const ct_task_t *task);     /**< COMPLETED or CANCELED */
 
-/* Monotonic timestamps (ct_now() base) of queueing, start and completion,
+/** Monotonic timestamps (ct_now() base) of queueing, start and completion,
  * or 0 if that has not happened yet. Tasks submitted without a handle, a
  * callback or a supervisor timeout carry no timestamps (all 0): the cheap
  * path does not read the clock. */
 CT_EXPORT double ct_task_time_queued(const ct_task_t *task);
-CT_EXPORT double ct_task_time_started(const ct_task_t *task);
-CT_EXPORT double ct_task_time_completed(const ct_task_t *task);
+CT_EXPORT double ct_task_time_started(const ct_task_t *task);   /**< see ct_task_time_queued() */
+CT_EXPORT double ct_task_time_completed(const ct_task_t *task); /**< see ct_task_time_queued() */
 
-/* The result, borrowed (valid while you hold a reference), or NULL while the
+/** The result, borrowed (valid while you hold a reference), or NULL while the
  * task is not terminal (a task that returned NULL has json null). */
 CT_EXPORT json_t *ct_task_result(const ct_task_t *task);
 
-/* True if the task is terminal with an error result (a canceled task has a
+/** True if the task is terminal with an error result (a canceled task has a
  * CancelledError result and so counts as failed). */
 CT_EXPORT bool ct_task_failed(const ct_task_t *task);
 
-/* Cancel a task.
+/** Cancel a task.
  * Returns 0 if it was QUEUED or DELAYED: it is now CANCELED with a
  *   CancelledError result, its callback has run on this thread, and its
  *   function will never run;
@@ -82,11 +84,11 @@ CT_EXPORT bool ct_task_failed(const ct_task_t *task);
  * Thread-safety: any thread, including the task's own function. */
 CT_EXPORT int ct_task_cancel(ct_task_t *task);
 
-/* True once ct_task_cancel() was called on the task. A long-running task
+/** True once ct_task_cancel() was called on the task. A long-running task
  * function polls it and returns early. Thread-safety: any thread. */
 CT_EXPORT bool ct_task_cancel_requested(const ct_task_t *task);
 
-/* Wait until every task in tasks[0..n) is terminal and its completion
+/** Wait until every task in tasks[0..n) is terminal and its completion
  * callback has returned. timeout in seconds: < 0 waits forever, 0 does not
  * wait (just checks), > 0 is one overall deadline for the whole list
  * (INFINITY or 1e9 and more: no deadline).
@@ -97,7 +99,7 @@ CT_EXPORT bool ct_task_cancel_requested(const ct_task_t *task);
  * that need that thread (that would deadlock, as with any pool). */
 CT_EXPORT int ct_wait_completed(ct_task_t *const *tasks, size_t n, double timeout);
 
-/* ct_wait_completed() for one task. */
+/** ct_wait_completed() for one task. */
 CT_EXPORT int ct_task_wait(ct_task_t *task, double timeout);
 
 #ifdef __cplusplus

@@ -1,4 +1,5 @@
-/* ctasker — workers: long-lived units of work with a life cycle.
+/** @file
+ * ctasker — workers: long-lived units of work with a life cycle.
  *
  * One worker type, four kinds that differ only in what triggers a run:
  *   CT_WORKER_BACKGROUND  runs back to back in one pool thread until stopped;
@@ -65,9 +66,10 @@
 extern "C" {
 #endif
 
-typedef struct ct_worker ct_worker_t;
-typedef struct ct_loop ct_loop_t;
+typedef struct ct_worker ct_worker_t; /**< A worker: opaque, owned by its creator. */
+typedef struct ct_loop ct_loop_t;     /**< An event loop (loop.h). */
 
+/** The four kinds of worker (see above). */
 typedef enum ct_worker_kind {
   CT_WORKER_BACKGROUND = 1,
   CT_WORKER_QUEUE = 2,
@@ -75,48 +77,50 @@ typedef enum ct_worker_kind {
   CT_WORKER_INTERVAL = 4
 } ct_worker_kind_t;
 
+/** A worker's life cycle (see above). */
 typedef enum ct_worker_state {
   CT_WORKER_INIT = 0,
   CT_WORKER_RUNNING = 1,
-  CT_WORKER_STOPPING = 2,       /* the current run finishes, then STOPPED */
+  CT_WORKER_STOPPING = 2,       /**< the current run finishes, then STOPPED */
   CT_WORKER_STOPPED = 3,
-  CT_WORKER_FORCE_STOPPED = 4   /* a bounded stop gave up on the current run:
+  CT_WORKER_FORCE_STOPPED = 4   /**< a bounded stop gave up on the current run:
                                    it may still be executing; its end is
                                    ignored (C cannot kill a thread) */
 } ct_worker_state_t;
 
-/* What one run receives. Valid during the call only. */
+/** What one run receives. Valid during the call only. */
 typedef struct ct_worker_run {
-  ct_worker_t *worker;
-  const char *name;    /* the worker's name for this start */
-  void *data;          /* the worker's user data */
-  void *args;          /* the start arguments (ct_worker_start_opts_t.args) */
-  uint64_t task_id;    /* id of the task this run executes as */
-  void *item;          /* queue workers: the item (now owned by the run) */
-  int item_priority;   /* queue workers: the priority it was put with */
-  double scheduled;    /* interval workers: the time (ct_now() base) this run
+  ct_worker_t *worker; /**< the worker running */
+  const char *name;    /**< the worker's name for this start */
+  void *data;          /**< the worker's user data */
+  void *args;          /**< the start arguments (ct_worker_start_opts_t.args) */
+  uint64_t task_id;    /**< id of the task this run executes as */
+  void *item;          /**< queue workers: the item (now owned by the run) */
+  int item_priority;   /**< queue workers: the priority it was put with */
+  double scheduled;    /**< interval workers: the time (ct_now() base) this run
                           was due; 0 for a manual trigger and other kinds */
-  json_t *error;       /* set through ct_worker_fail() */
+  json_t *error;       /**< set through ct_worker_fail() */
 } ct_worker_run_t;
 
-/* What a run returns. */
+/** What a run returns. */
 enum ct_worker_outcome {
-  CT_WORKER_CONTINUE = 0, /* keep going */
-  CT_WORKER_STOP = 1,     /* stop this worker (pending queue items are
+  CT_WORKER_CONTINUE = 0, /**< keep going */
+  CT_WORKER_STOP = 1,     /**< stop this worker (pending queue items are
                              handed back), as atasker's `return False` */
-  CT_WORKER_FAILED = -1   /* this run failed: on_error is called with
+  CT_WORKER_FAILED = -1   /**< this run failed: on_error is called with
                              run->error (a generic WorkerError if unset) and
                              the worker keeps going */
 };
 
+/** A worker's run function: returns a ct_worker_outcome. */
 typedef int (*ct_worker_fn)(ct_worker_run_t *run);
 
-/* Called once per failed run with the error (borrowed), on the thread that
+/** Called once per failed run with the error (borrowed), on the thread that
  * ran it, as part of the run: a ct_worker_stop() that must wait returns
  * CT_EDEADLK from here, as from the run itself. */
 typedef void (*ct_worker_error_fn)(ct_worker_t *w, const json_t *error, void *data);
 
-/* Called once for every queue item that is dropped instead of run (stop
+/** Called once for every queue item that is dropped instead of run (stop
  * with CT_WORKER_DROP, a run returning CT_WORKER_STOP, a force-stop, the
  * supervisor's stop); the item is handed back to the callee. It may call
  * into its worker (items keep coming back in one loop, the stack does not
@@ -124,7 +128,7 @@ typedef void (*ct_worker_error_fn)(ct_worker_t *w, const json_t *error, void *da
  * that must wait returns CT_EDEADLK, as from the run. */
 typedef void (*ct_worker_drop_fn)(ct_worker_t *w, void *item, void *data);
 
-/* Process workers: called once per run with the run's result (borrowed:
+/** Process workers: called once per run with the run's result (borrowed:
  * the child's result, or an error result such as ProcessCrashed,
  * TimeoutError, UnknownTask, NotSerializable, or CancelledError for a run a
  * supervisor stop canceled) and the parent's task (borrowed). Returns
@@ -135,37 +139,39 @@ typedef void (*ct_worker_drop_fn)(ct_worker_t *w, void *item, void *data);
 typedef int (*ct_worker_result_fn)(ct_worker_t *w, ct_task_t *task, const json_t *result,
                                    void *data);
 
+/** Worker options: start from CT_WORKER_OPTS_INIT. */
 typedef struct ct_worker_opts {
-  size_t size;                 /* sizeof(ct_worker_opts_t), set by CT_WORKER_OPTS_INIT */
-  const char *name;            /* copied; NULL: the run function's symbol
+  size_t size;                 /**< sizeof(ct_worker_opts_t), set by CT_WORKER_OPTS_INIT */
+  const char *name;            /**< copied; NULL: the run function's symbol
                                   name if it has one, else "worker-N" */
-  int priority;                /* CT_PRIORITY_CRITICAL..CT_PRIORITY_MAX */
-  void *data;                  /* user data, given to every run */
-  ct_worker_error_fn on_error; /* NULL: failures go to the supervisor's log */
-  void *error_data;
+  int priority;                /**< CT_PRIORITY_CRITICAL..CT_PRIORITY_MAX */
+  void *data;                  /**< user data, given to every run */
+  ct_worker_error_fn on_error; /**< NULL: failures go to the supervisor's log */
+  void *error_data;            /**< given to on_error */
   /* Queue workers. */
-  bool priority_queue;         /* order items by priority, not FIFO */
-  size_t max_queue;            /* pending items at most; 0: unbounded */
-  ct_worker_drop_fn on_drop;   /* NULL: dropped items are only counted */
-  void *drop_data;
+  bool priority_queue;         /**< order items by priority, not FIFO */
+  size_t max_queue;            /**< pending items at most; 0: unbounded */
+  ct_worker_drop_fn on_drop;   /**< NULL: dropped items are only counted */
+  void *drop_data;             /**< given to on_drop */
   /* Interval workers: exactly one of interval and delay is > 0. */
-  double interval;             /* seconds from start to start */
-  double delay;                /* seconds from the end of a run to the next start */
-  double delay_before;         /* seconds to wait before every run; >= 0 */
-  /* Where runs execute: NULL, a pool thread; else this event loop. */
+  double interval;             /**< seconds from start to start */
+  double delay;                /**< seconds from the end of a run to the next start */
+  double delay_before;         /**< seconds to wait before every run; >= 0 */
+  /** Where runs execute: NULL, a pool thread; else this event loop. */
   ct_loop_t *loop;
   /* Process workers (see "Process workers" below). */
-  const char *process;              /* copied; the registered process function
+  const char *process;              /**< copied; the registered process function
                                        each run calls in a pool child */
-  ct_worker_result_fn process_result; /* NULL: error results go to on_error */
-  void *result_data;
+  ct_worker_result_fn process_result; /**< NULL: error results go to on_error */
+  void *result_data;                /**< given to process_result */
 } ct_worker_opts_t;
 
+/** The default worker options, with size set. */
 #define CT_WORKER_OPTS_INIT                                                    \
   {sizeof(ct_worker_opts_t), NULL, CT_PRIORITY_NORMAL, NULL, NULL, NULL,      \
    false, 0, NULL, NULL, 0.0, 0.0, 0.0, NULL, NULL, NULL, NULL}
 
-/* Create a worker of `kind` (state INIT) on `sup` (NULL: the default
+/** Create a worker of `kind` (state INIT) on `sup` (NULL: the default
  * supervisor). The caller owns *out and frees it with ct_worker_free().
  * For a process worker give opts.process and a NULL fn.
  * Returns 0; CT_EINVAL for a NULL fn or out (or both fn and opts.process,
@@ -179,24 +185,25 @@ typedef struct ct_worker_opts {
 CT_EXPORT int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn,
                             const ct_worker_opts_t *opts, ct_worker_t **out);
 
-/* Start-time overrides (atasker's _name, _priority, _interval). */
+/** Start-time overrides (atasker's _name, _priority, _interval). */
 typedef struct ct_worker_start_opts {
-  size_t size;         /* set by CT_WORKER_START_OPTS_INIT */
-  void *args;          /* given to every run of this start */
-  const char *name;    /* NULL: keep the worker's name */
-  int priority;        /* < 0: keep */
-  bool set_data;       /* replace the user data with `data` */
-  void *data;
-  double interval;     /* interval workers, each < 0: keep; >= 0 replaces;
+  size_t size;         /**< set by CT_WORKER_START_OPTS_INIT */
+  void *args;          /**< given to every run of this start */
+  const char *name;    /**< NULL: keep the worker's name */
+  int priority;        /**< < 0: keep */
+  bool set_data;       /**< replace the user data with `data` */
+  void *data;          /**< the new user data, with set_data */
+  double interval;     /**< interval workers, each < 0: keep; >= 0 replaces;
                           NaN: CT_EINVAL */
-  double delay;
-  double delay_before;
+  double delay;        /**< as interval */
+  double delay_before; /**< as interval */
 } ct_worker_start_opts_t;
 
+/** No overrides, with size set. */
 #define CT_WORKER_START_OPTS_INIT                                              \
   {sizeof(ct_worker_start_opts_t), NULL, NULL, -1, false, NULL, -1.0, -1.0, -1.0}
 
-/* Start (or restart) a worker. opts may be NULL.
+/** Start (or restart) a worker. opts may be NULL.
  * Returns 0; CT_ENOENT for a process worker whose supervisor has no process
  * pool (ct_process_pool_create()); CT_EBUSY if it is running or stopping, or force-stopped with
  * its last run still executing; CT_ESHUTDOWN if the supervisor is not
@@ -208,12 +215,13 @@ typedef struct ct_worker_start_opts {
  * Thread-safety: any thread. */
 CT_EXPORT int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts);
 
+/** What ct_worker_stop() does with a queue worker's pending items. */
 enum ct_worker_stop_flags {
-  CT_WORKER_DRAIN = 0, /* queue workers run their pending items first */
-  CT_WORKER_DROP = 1   /* pending items are handed back through on_drop */
+  CT_WORKER_DRAIN = 0, /**< queue workers run their pending items first */
+  CT_WORKER_DROP = 1   /**< pending items are handed back through on_drop */
 };
 
-/* Stop a worker gracefully: nothing new is accepted, no new run starts
+/** Stop a worker gracefully: nothing new is accepted, no new run starts
  * (except pending items with CT_WORKER_DRAIN), the current run finishes.
  * timeout in seconds: < 0 waits until STOPPED; 0 does not wait; > 0 waits at
  * most that long, then makes the worker FORCE_STOPPED (pending items are
@@ -225,13 +233,13 @@ enum ct_worker_stop_flags {
  * CT_EINVAL. Thread-safety: any thread, including the worker's run. */
 CT_EXPORT int ct_worker_stop(ct_worker_t *w, int flags, double timeout);
 
-/* Free a worker that is not running. A force-stopped worker whose last run
+/** Free a worker that is not running. A force-stopped worker whose last run
  * still executes is released when that run ends.
  * Returns 0, CT_EBUSY if it is running or stopping (nothing is freed).
  * ct_worker_free(NULL) returns 0. Thread-safety: any thread but its own run. */
 CT_EXPORT int ct_worker_free(ct_worker_t *w);
 
-/* Queue an item for a queue worker (the item is the caller's until it is
+/** Queue an item for a queue worker (the item is the caller's until it is
  * run or handed back). priority is used with opts.priority_queue.
  * Returns 0; CT_ENOBUFS if max_queue items are pending; CT_ESHUTDOWN if the
  * worker is not running (never started, stopping or stopped); CT_EINVAL for
@@ -240,7 +248,7 @@ CT_EXPORT int ct_worker_free(ct_worker_t *w);
  * Thread-safety: any thread. */
 CT_EXPORT int ct_queue_worker_put(ct_worker_t *w, void *item, int priority);
 
-/* Queue a JSON item for a process queue worker. On success the worker
+/** Queue a JSON item for a process queue worker. On success the worker
  * steals the reference: the item goes to the child in the run's arguments,
  * or is handed back through on_drop as a json_t * the callee must
  * json_decref(). Returns as ct_queue_worker_put(), and CT_EINVAL for a NULL
@@ -249,7 +257,7 @@ CT_EXPORT int ct_queue_worker_put(ct_worker_t *w, void *item, int priority);
  * Thread-safety: any thread. */
 CT_EXPORT int ct_queue_worker_put_json(ct_worker_t *w, json_t *item, int priority);
 
-/* Ask an event (or interval) worker for a run. Triggers before the run
+/** Ask an event (or interval) worker for a run. Triggers before the run
  * starts merge into it; a trigger while it runs is ignored unless `force`,
  * which queues exactly one more run. An interval worker runs at once and
  * keeps its grid. A run asked for here is made even if a CT_WORKER_DRAIN
@@ -258,40 +266,41 @@ CT_EXPORT int ct_queue_worker_put_json(ct_worker_t *w, json_t *item, int priorit
  * Thread-safety: any thread. */
 CT_EXPORT int ct_event_worker_trigger(ct_worker_t *w, bool force);
 
-/* Make a run fail with `error` (stolen; NULL: a generic WorkerError).
+/** Make a run fail with `error` (stolen; NULL: a generic WorkerError).
  * Returns CT_WORKER_FAILED, so a run can `return ct_worker_fail(run, e);`. */
 CT_EXPORT int ct_worker_fail(ct_worker_run_t *run, json_t *error);
 
-/* Read-only attributes. Thread-safety: any thread. */
-/* The name of the current (or last) start. Borrowed: valid until the
+/** Read-only attributes. Thread-safety: any thread. */
+/** The name of the current (or last) start. Borrowed: valid until the
  * worker is freed, even while other threads restart it with another name
  * (a worker keeps one copy of each distinct name it was started with until
  * it is freed). */
 CT_EXPORT const char *ct_worker_name(const ct_worker_t *w);
-CT_EXPORT ct_worker_kind_t ct_worker_kind(const ct_worker_t *w);
-CT_EXPORT ct_worker_state_t ct_worker_state(const ct_worker_t *w);
-/* True once the worker is no longer RUNNING: a long run polls it. */
+CT_EXPORT ct_worker_kind_t ct_worker_kind(const ct_worker_t *w);   /**< as created */
+CT_EXPORT ct_worker_state_t ct_worker_state(const ct_worker_t *w); /**< now */
+/** True once the worker is no longer RUNNING: a long run polls it. */
 CT_EXPORT bool ct_worker_stop_requested(const ct_worker_t *w);
 
+/** A worker's counters (ct_worker_stats()). */
 typedef struct ct_worker_stats {
-  uint64_t runs;       /* runs started (total) */
-  uint64_t failures;   /* runs that failed (total) */
-  uint64_t dropped;    /* queue items handed back (total) */
-  size_t pending;      /* queue items waiting now */
-  double last_run;     /* ct_now() of the last run's start, or 0 */
-  ct_worker_state_t state;
+  uint64_t runs;       /**< runs started (total) */
+  uint64_t failures;   /**< runs that failed (total) */
+  uint64_t dropped;    /**< queue items handed back (total) */
+  size_t pending;      /**< queue items waiting now */
+  double last_run;     /**< ct_now() of the last run's start, or 0 */
+  ct_worker_state_t state; /**< its state at the snapshot */
 } ct_worker_stats_t;
 
-/* A snapshot of the worker's counters. Returns 0 or CT_EINVAL.
+/** A snapshot of the worker's counters. Returns 0 or CT_EINVAL.
  * Thread-safety: any thread. */
 CT_EXPORT int ct_worker_stats(ct_worker_t *w, ct_worker_stats_t *out);
 
-/* The same as a new JSON object {"name", "kind", "state", "runs",
+/** The same as a new JSON object {"name", "kind", "state", "runs",
  * "failures", "dropped", "pending", "last_run"}; NULL on bad input or out
  * of memory. Thread-safety: any thread. */
 CT_EXPORT json_t *ct_worker_stats_json(ct_worker_t *w);
 
-/* ---- Worker groups ----
+/** ---- Worker groups ----
  *
  * A group gathers workers that start and stop together (aio-fluid's
  * worker set). The group borrows its members: the caller still owns each
@@ -304,29 +313,31 @@ CT_EXPORT json_t *ct_worker_stats_json(ct_worker_t *w);
  */
 typedef struct ct_worker_group ct_worker_group_t;
 
+/** Group options: start from CT_WORKER_GROUP_OPTS_INIT. */
 typedef struct ct_worker_group_opts {
-  size_t size;       /* sizeof(ct_worker_group_opts_t), set by CT_WORKER_GROUP_OPTS_INIT */
-  const char *name;  /* copied; NULL: "group-N" */
-  bool one_for_all;  /* one member's end stops them all */
+  size_t size;       /**< sizeof(ct_worker_group_opts_t), set by CT_WORKER_GROUP_OPTS_INIT */
+  const char *name;  /**< copied; NULL: "group-N" */
+  bool one_for_all;  /**< one member's end stops them all */
 } ct_worker_group_opts_t;
 
+/** The default group options, with size set. */
 #define CT_WORKER_GROUP_OPTS_INIT {sizeof(ct_worker_group_opts_t), NULL, false}
 
-/* Create an empty group. opts may be NULL. The caller owns *out and frees
+/** Create an empty group. opts may be NULL. The caller owns *out and frees
  * it with ct_worker_group_free(). Returns 0; CT_EINVAL for a NULL out or an
  * unknown opts.size; CT_ENOMEM. Thread-safety: any thread. */
 CT_EXPORT int ct_worker_group_new(const ct_worker_group_opts_t *opts, ct_worker_group_t **out);
 
-/* Add a worker (in any state; it keeps its state) to the group; it is
+/** Add a worker (in any state; it keeps its state) to the group; it is
  * borrowed. Returns 0; CT_EINVAL for NULL; CT_EBUSY if the worker already
  * belongs to a group (this one or another); CT_ENOMEM.
  * Thread-safety: any thread. */
 CT_EXPORT int ct_worker_group_add(ct_worker_group_t *g, ct_worker_t *w);
 
-/* Number of members. Thread-safety: any thread. */
+/** Number of members. Thread-safety: any thread. */
 CT_EXPORT size_t ct_worker_group_size(ct_worker_group_t *g);
 
-/* Start every member (opts, possibly NULL, applies to each), in the order
+/** Start every member (opts, possibly NULL, applies to each), in the order
  * they were added; all or nothing: if one cannot start, the members this
  * call started are stopped again (CT_WORKER_DROP, no wait) and its error is
  * returned. Returns 0; CT_EINVAL for NULL or an empty group; CT_EBUSY if a
@@ -334,7 +345,7 @@ CT_EXPORT size_t ct_worker_group_size(ct_worker_group_t *g);
  * ct_worker_start(). Thread-safety: any thread. */
 CT_EXPORT int ct_worker_group_start(ct_worker_group_t *g, const ct_worker_start_opts_t *opts);
 
-/* Stop every member with `flags` as ct_worker_stop() does; first all of
+/** Stop every member with `flags` as ct_worker_stop() does; first all of
  * them without waiting, then, for timeout != 0, wait for each: timeout < 0
  * waits until all are stopped, > 0 bounds the whole wait (members still
  * stopping then are force-stopped; INFINITY or 1e9 and more: no bound). Returns 0; CT_ETIMEDOUT if a member was
@@ -344,12 +355,12 @@ CT_EXPORT int ct_worker_group_start(ct_worker_group_t *g, const ct_worker_start_
  * Thread-safety: any thread, including a member's run. */
 CT_EXPORT int ct_worker_group_stop(ct_worker_group_t *g, int flags, double timeout);
 
-/* A new JSON object {"name", "one_for_all", "running" (members RUNNING),
+/** A new JSON object {"name", "one_for_all", "running" (members RUNNING),
  * "workers": [each member's ct_worker_stats_json()]}; NULL on bad input or
  * out of memory. Thread-safety: any thread. */
 CT_EXPORT json_t *ct_worker_group_status_json(ct_worker_group_t *g);
 
-/* Free a group whose members are neither running nor stopping; the
+/** Free a group whose members are neither running nor stopping; the
  * members are not freed, only released from the group. Returns 0;
  * CT_EBUSY if a member is running or stopping (nothing is freed).
  * ct_worker_group_free(NULL) returns 0. Thread-safety: any thread, but
