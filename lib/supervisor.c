@@ -12,6 +12,10 @@
  * leaves) checks whether the pool is drained, no delay is left and stop()
  * has finished the tasks it canceled. Then the loop ends, and its thread
  * marks the state STOPPED and wakes whoever waits in stop().
+ *
+ * A pool that cannot start a thread says so through its on_spawn_failed
+ * hook (the `spawn_failed` async watcher); the loop thread then retries on
+ * the `spawn_retry` timer, backing off, until the pool needs no more.
  */
 #include "supervisor-internal.h"
 
@@ -27,6 +31,9 @@
 #include "procpool.h"
 
 #define CT__DEFAULT_KEEPALIVE 10.0
+/* Seconds between attempts to start a pool thread while none can be. */
+#define CT__SPAWN_BACKOFF_MIN 0.01
+#define CT__SPAWN_BACKOFF_MAX 1.0
 
 static _Atomic(ct_supervisor_t *) default_sup;
 
@@ -86,10 +93,45 @@ static void on_pool_drained(void *data) {
 }
 
 static void check_stopped(struct ev_loop *ev, ev_async *w, int revents);
+static void finish_canceled_list(ct_task_t *t);
+
+/* Under the pool lock: only post. */
+static void on_pool_spawn_failed(void *data) {
+  ct_supervisor_t *sup = data;
+  ev_async_send(sup->loop.ev, &sup->spawn_failed);
+}
+
+/* Loop thread: the pool owes a thread start; retry after a pause. */
+static void schedule_spawn_retry(struct ev_loop *ev, ev_async *w, int revents) {
+  (void)revents;
+  ct_supervisor_t *sup = w->data;
+  if (!ev_is_active(&sup->spawn_retry)) {
+    ev_timer_set(&sup->spawn_retry, sup->spawn_backoff, 0);
+    ev_timer_start(ev, &sup->spawn_retry);
+  }
+}
+
+/* Loop thread: retry the thread start, backing off (doubling up to
+ * CT__SPAWN_BACKOFF_MAX s) while it still fails. Tasks a CANCEL stop finds
+ * queued meanwhile are finished here: they need no thread. */
+static void retry_spawn(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)revents;
+  ct_supervisor_t *sup = w->data;
+  bool again;
+  finish_canceled_list(ct__pool_retry_spawn(&sup->pool, &again));
+  sup->spawn_backoff = again ? fmin(sup->spawn_backoff * 2, CT__SPAWN_BACKOFF_MAX)
+                             : CT__SPAWN_BACKOFF_MIN;
+  if (again) {
+    ev_timer_set(w, sup->spawn_backoff, 0);
+    ev_timer_start(ev, w);
+  }
+}
 
 static void on_loop_exit(ct__loop_t *loop) {
   ct_supervisor_t *sup = loop->data;
   ev_async_stop(loop->ev, &sup->stop_check);
+  ev_async_stop(loop->ev, &sup->spawn_failed);
+  ev_timer_stop(loop->ev, &sup->spawn_retry);
   pthread_mutex_lock(&sup->state_lock);
   atomic_store(&sup->state, CT__SUP_STOPPED);
   pthread_cond_broadcast(&sup->state_cond);
@@ -110,6 +152,7 @@ static int init_parts(ct_supervisor_t *sup) {
       .idle_spin = sup->opts.idle_spin,
       .watch_running = watchdog_on(sup),
       .on_drained = on_pool_drained,
+      .on_spawn_failed = on_pool_spawn_failed,
       .data = sup,
       .log = sup->opts.log,
       .log_data = sup->opts.log_data,
@@ -137,6 +180,12 @@ static int init_parts(ct_supervisor_t *sup) {
   ev_async_init(&sup->stop_check, check_stopped);
   sup->stop_check.data = sup;
   ev_async_start(sup->loop.ev, &sup->stop_check);
+  ev_async_init(&sup->spawn_failed, schedule_spawn_retry);
+  sup->spawn_failed.data = sup;
+  ev_async_start(sup->loop.ev, &sup->spawn_failed);
+  ev_init(&sup->spawn_retry, retry_spawn);
+  sup->spawn_retry.data = sup;
+  sup->spawn_backoff = CT__SPAWN_BACKOFF_MIN;
   return 0;
 no_loop:
   ct__pool_destroy(&sup->pool);
@@ -266,6 +315,12 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
     if (canceled)
       atomic_fetch_add(&sup->cancels_in_flight, 1);
     ev_async_send(sup->loop.ev, &sup->stop_check);
+  } else if (state == CT__SUP_STOPPING && mode == CT_STOP_CANCEL) {
+    /* A DRAIN stop still waiting (no pool thread could be started): cancel
+     * what is still queued for the pool. */
+    canceled = ct__pool_stop(&sup->pool, true);
+    if (canceled)
+      atomic_fetch_add(&sup->cancels_in_flight, 1);
   }
   pthread_mutex_unlock(&sup->state_lock);
   if (canceled) {
@@ -302,8 +357,10 @@ int ct_supervisor_free(ct_supervisor_t *sup) {
   pthread_mutex_unlock(&sup->state_lock);
   if (state != CT__SUP_STOPPED && state != CT__SUP_INIT)
     return CT_EBUSY;
-  if (state == CT__SUP_INIT)
+  if (state == CT__SUP_INIT) {
     ev_async_stop(sup->loop.ev, &sup->stop_check);
+    ev_async_stop(sup->loop.ev, &sup->spawn_failed);
+  }
   ct__watchdog_stop(sup);
   ct__loop_destroy(&sup->loop); /* first: its inbox may hold the pool's message */
   ct__procpool_free(atomic_load(&sup->procpool));
