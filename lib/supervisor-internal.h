@@ -43,6 +43,9 @@ struct ct_supervisor {
   struct ct__delay *delays; /* active delay timers */
   bool stop_seen;
   ev_timer watchdog;
+  ct__loop_kick_t spawn_failed; /* any thread: the pool could not start a thread */
+  ev_timer spawn_retry;     /* then ct__pool_retry_spawn() after spawn_backoff s */
+  double spawn_backoff;
 
   /* Workers (worker-list.c): a list under workers_lock, a leaf lock taken
    * after a worker's lock. workers_closed: the supervisor is stopping. */

@@ -22,6 +22,10 @@
  * registry then (it was registered first) and is never published. A
  * submission counts itself in `submitting` around its state check and
  * hand-over, so a stop begun meanwhile waits for what it hands over.
+
+ * A pool that cannot start a thread says so through its on_spawn_failed
+ * hook (the `spawn_failed` kick); the loop thread then retries on the
+ * `spawn_retry` timer, backing off, until the pool needs no more.
  */
 #include "supervisor-internal.h"
 
@@ -37,6 +41,9 @@
 #include "procpool.h"
 
 #define CT__DEFAULT_KEEPALIVE 10.0
+/* Seconds between attempts to start a pool thread while none can be. */
+#define CT__SPAWN_BACKOFF_MIN 0.01
+#define CT__SPAWN_BACKOFF_MAX 1.0
 
 static _Atomic(ct_supervisor_t *) default_sup;
 
@@ -100,9 +107,42 @@ static void on_pool_drained(void *data) {
 }
 
 static void check_stopped(ct__loop_t *loop, ct__loop_kick_t *kick);
+static void finish_canceled_list(ct_task_t *t);
+
+/* Under the pool lock: only post. */
+static void on_pool_spawn_failed(void *data) {
+  ct_supervisor_t *sup = data;
+  ct__loop_kick(&sup->loop, &sup->spawn_failed);
+}
+
+/* Loop thread: the pool owes a thread start; retry after a pause. */
+static void schedule_spawn_retry(ct__loop_t *loop, ct__loop_kick_t *kick) {
+  ct_supervisor_t *sup = kick->data;
+  if (!ev_is_active(&sup->spawn_retry)) {
+    ev_timer_set(&sup->spawn_retry, sup->spawn_backoff, 0);
+    ev_timer_start(loop->ev, &sup->spawn_retry);
+  }
+}
+
+/* Loop thread: retry the thread start, backing off (doubling up to
+ * CT__SPAWN_BACKOFF_MAX s) while it still fails. Tasks a CANCEL stop finds
+ * queued meanwhile are finished here: they need no thread. */
+static void retry_spawn(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)revents;
+  ct_supervisor_t *sup = w->data;
+  bool again;
+  finish_canceled_list(ct__pool_retry_spawn(&sup->pool, &again));
+  sup->spawn_backoff = again ? fmin(sup->spawn_backoff * 2, CT__SPAWN_BACKOFF_MAX)
+                             : CT__SPAWN_BACKOFF_MIN;
+  if (again) {
+    ev_timer_set(w, sup->spawn_backoff, 0);
+    ev_timer_start(ev, w);
+  }
+}
 
 static void on_loop_exit(ct__loop_t *loop) {
   ct_supervisor_t *sup = loop->data;
+  ev_timer_stop(loop->ev, &sup->spawn_retry);
   pthread_mutex_lock(&sup->state_lock);
   atomic_store(&sup->state, CT__SUP_STOPPED);
   pthread_cond_broadcast(&sup->state_cond);
@@ -123,6 +163,7 @@ static int init_parts(ct_supervisor_t *sup) {
       .idle_spin = sup->opts.idle_spin,
       .watch_running = watchdog_on(sup),
       .on_drained = on_pool_drained,
+      .on_spawn_failed = on_pool_spawn_failed,
       .data = sup,
       .log = sup->opts.log,
       .log_data = sup->opts.log_data,
@@ -148,6 +189,10 @@ static int init_parts(ct_supervisor_t *sup) {
     goto no_loop;
   sup->loop.on_exit = on_loop_exit;
   ct__loop_add_kick(&sup->loop, &sup->stop_check, check_stopped, sup);
+  ct__loop_add_kick(&sup->loop, &sup->spawn_failed, schedule_spawn_retry, sup);
+  ev_init(&sup->spawn_retry, retry_spawn);
+  sup->spawn_retry.data = sup;
+  sup->spawn_backoff = CT__SPAWN_BACKOFF_MIN;
   return 0;
 no_loop:
   ct__pool_destroy(&sup->pool);
@@ -164,11 +209,21 @@ no_lock:
   return rc ? rc : CT_ENOMEM;
 }
 
+/* A zeroed supervisor. The pool and the registry keep their hot fields on
+ * cache lines of their own (_Alignas(64)), an alignment calloc() does not
+ * promise; sizeof is a multiple of the alignment, as aligned_alloc() needs. */
+static ct_supervisor_t *alloc_supervisor(void) {
+  ct_supervisor_t *sup = aligned_alloc(_Alignof(ct_supervisor_t), sizeof *sup);
+  if (sup)
+    memset(sup, 0, sizeof *sup);
+  return sup;
+}
+
 int ct_supervisor_new(const ct_supervisor_opts_t *opts, ct_supervisor_t **out) {
   if (!out)
     return CT_EINVAL;
   *out = NULL;
-  ct_supervisor_t *sup = calloc(1, sizeof *sup);
+  ct_supervisor_t *sup = alloc_supervisor();
   if (!sup)
     return CT_ENOMEM;
   int rc = settle_options(opts, &sup->opts);
@@ -269,6 +324,12 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
     if (canceled)
       atomic_fetch_add(&sup->cancels_in_flight, 1);
     ct__loop_kick(&sup->loop, &sup->stop_check);
+  } else if (state == CT__SUP_STOPPING && mode == CT_STOP_CANCEL) {
+    /* A DRAIN stop still waiting (no pool thread could be started): cancel
+     * what is still queued for the pool. */
+    canceled = ct__pool_stop(&sup->pool, true);
+    if (canceled)
+      atomic_fetch_add(&sup->cancels_in_flight, 1);
   }
   pthread_mutex_unlock(&sup->state_lock);
   if (canceled) {

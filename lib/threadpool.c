@@ -26,15 +26,24 @@
  * the kernel's scheduler, one that used its time, and is woken later when
  * work comes after a pause (measured here: submit-to-start p99 of about
  * 1.8 ms instead of 70 us on an idle pool). Each side publishes before it
- * looks at the other (intake push, then `spinning`; `spinning` decrement,
- * then intake), all sequentially consistent, so a task is never left with
- * every thread asleep. A thread that starts a task wakes another if more
- * work could start (bursts fan out).
+ * looks at the other (intake push, then `busy` and `spinning`; a thread's
+ * `busy` or `spinning` decrement, then the intake), all sequentially
+ * consistent, so a task is never left with every thread asleep. A thread
+ * that starts a task wakes another if more work could start (bursts fan
+ * out).
  *
  * Threads start on demand, block every signal, are named "ct-pool", and
  * exit after `keepalive` idle seconds while more than min_threads live, or
  * when the pool stops and nothing is queued. They are detached: the last
  * one out calls on_drained under the lock, after which none touches the pool.
+ *
+ * A thread that cannot be started (pthread_create fails: RLIMIT_NPROC,
+ * memory) leaves a task that could start without one, and maybe no thread
+ * at all to look at the queue. The first failure is logged, and
+ * cfg.on_spawn_failed hands the retry to the layer above, which calls
+ * ct__pool_retry_spawn() after a pause, again while it still fails; one
+ * retry is owed at a time. A CANCEL stop cancels queued tasks without a
+ * thread, so only a DRAIN stop waits for threads to come back.
  */
 #include "threadpool.h"
 
@@ -183,7 +192,8 @@ static void leave_idle(ct__worker_t *w) {
 
 static void *worker_main(void *arg);
 
-/* Start one thread that counts as claimed. Lock held. */
+/* Start one thread that counts as claimed. Returns 0 or pthread_create()'s
+ * error. Lock held. */
 static int spawn(ct__pool_t *p) {
   pthread_attr_t attr;
   sigset_t all, old;
@@ -196,24 +206,52 @@ static int spawn(ct__pool_t *p) {
   int rc = pthread_create(&th, &attr, worker_main, p);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   pthread_attr_destroy(&attr);
-  if (rc != 0) {
-    pool_log(p, CT_LOG_ERROR, "ctasker: could not start a pool thread");
-    return CT_EAGAIN;
-  }
+  if (rc != 0)
+    return rc;
   p->threads++;
   add_busy(p, 1);
   return 0;
 }
 
-/* If the first queued task may start, hand it a thread. Lock held. */
-static void wake_for_head(ct__pool_t *p) {
+/* Start a thread for work that waits. If none can be started, log the first
+ * failure and hand the retry to cfg.on_spawn_failed, once until that retry
+ * has run: nothing else would start a thread for the work while no thread
+ * is left to look at the queue. Returns 0 or the error. Lock held. */
+static int spawn_for_work(ct__pool_t *p) {
+  char msg[160];
+  int rc = spawn(p);
+  if (rc == 0 && p->spawn_failures > 0) {
+    snprintf(msg, sizeof msg, "ctasker: a pool thread started after %u failed attempts",
+             p->spawn_failures);
+    pool_log(p, CT_LOG_WARNING, msg);
+    p->spawn_failures = 0;
+  }
+  if (rc == 0)
+    return 0;
+  if (p->spawn_failures++ == 0) {
+    snprintf(msg, sizeof msg,
+             "ctasker: could not start a pool thread (errno %d); retrying while work waits",
+             rc);
+    pool_log(p, CT_LOG_ERROR, msg);
+  }
+  if (!p->retry_owed && p->cfg.on_spawn_failed) {
+    p->retry_owed = true;
+    p->cfg.on_spawn_failed(p->cfg.data);
+  }
+  return rc;
+}
+
+/* If the first queued task may start, hand it a thread. Returns false if it
+ * needed a new thread and none could be started. Lock held. */
+static bool wake_for_head(ct__pool_t *p) {
   ct_task_t *head = ct__rq_peek(&p->rq);
   if (!head || atomic_load_explicit(&p->busy, memory_order_relaxed) >= cap_of(p, head->priority))
-    return;
+    return true;
   if (p->idle)
     claim(p->idle);
-  else
-    spawn(p);
+  else if (spawn_for_work(p) != 0)
+    return false;
+  return true;
 }
 
 int ct__pool_start(ct__pool_t *p) {
@@ -222,7 +260,7 @@ int ct__pool_start(ct__pool_t *p) {
   while (rc == 0 && p->threads < p->cfg.min_threads)
     rc = spawn(p);
   pthread_mutex_unlock(&p->lock);
-  return rc;
+  return rc == 0 ? 0 : CT_EAGAIN;
 }
 
 static void push_intake(ct__pool_t *p, ct_task_t *t) {
@@ -381,6 +419,17 @@ static void init_worker(ct__pool_t *p, ct__worker_t *w) {
   atomic_init(&w->claimed, false);
 }
 
+/* Give back the thread's unit of `busy` after it found nothing to start;
+ * true if work arrived meanwhile. A submitter that pushed after the intake
+ * was drained but read `busy` before this decrement saw the pool busy and
+ * woke nobody, so the thread looks at the intake again after publishing
+ * (both sides sequentially consistent, as with `spinning`). Lock held. */
+static bool give_up_slot(ct__pool_t *p, ct__worker_t *w) {
+  add_busy(p, -1);
+  w->has_slot = false;
+  return work_waiting(p);
+}
+
 static void *worker_main(void *arg) {
   ct__pool_t *p = arg;
   ct__worker_t w = {0};
@@ -396,10 +445,8 @@ static void *worker_main(void *arg) {
   p->all = &w;
   for (;;) {
     ct_task_t *t = take_runnable(p, &w);
-    if (!t && w.has_slot) {
-      add_busy(p, -1);
-      w.has_slot = false;
-    }
+    if (!t && w.has_slot && give_up_slot(p, &w))
+      continue;
     if (t && atomic_load(&t->status) == CT_TASK_CANCELED) {
       finish_late_canceled(p, t);
       continue;
@@ -419,14 +466,11 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
-ct_task_t *ct__pool_stop(ct__pool_t *p, bool cancel_queued) {
-  ct_task_t *canceled = NULL, **tail = &canceled;
-  pthread_mutex_lock(&p->lock);
-  atomic_store(&p->stopping, true);
-  p->cancel_late = cancel_queued;
-  drain_intake(p);
-  ct_task_t *t;
-  while (cancel_queued && (t = ct__rq_pop(&p->rq)) != NULL) {
+/* Take every queued task off the run queue and CAS it to CANCELED; returns
+ * them as a list (one reference each). Lock held. */
+static ct_task_t *cancel_all_queued(ct__pool_t *p) {
+  ct_task_t *canceled = NULL, **tail = &canceled, *t;
+  while ((t = ct__rq_pop(&p->rq)) != NULL) {
     if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_CANCELED)) {
       ct_task_unref(t); /* already canceled by someone else */
       continue;
@@ -436,13 +480,53 @@ ct_task_t *ct__pool_stop(ct__pool_t *p, bool cancel_queued) {
     *tail = t;
     tail = (ct_task_t **)&t->link;
   }
+  return canceled;
+}
+
+ct_task_t *ct__pool_stop(ct__pool_t *p, bool cancel_queued) {
+  ct_task_t *canceled = NULL;
+  pthread_mutex_lock(&p->lock);
+  atomic_store(&p->stopping, true);
+  p->cancel_late = p->cancel_late || cancel_queued;
+  drain_intake(p);
+  if (cancel_queued)
+    canceled = cancel_all_queued(p);
   wake_all_idle(p);
   if (p->threads == 0 && p->rq.len == 0) {
     if (p->cfg.on_drained)
       p->cfg.on_drained(p->cfg.data);
   } else if (p->threads == 0) {
-    spawn(p); /* drain what was queued before any thread started */
+    spawn_for_work(p); /* drain what was queued before any thread started */
   }
+  pthread_mutex_unlock(&p->lock);
+  return canceled;
+}
+
+/* Drop canceled tasks off the front of the run queue, as a thread would on
+ * its way to the next live one. Lock held. */
+static void drop_canceled_head(ct__pool_t *p) {
+  ct_task_t *t;
+  while ((t = ct__rq_peek(&p->rq)) != NULL &&
+         atomic_load_explicit(&t->status, memory_order_relaxed) == CT_TASK_CANCELED) {
+    ct__rq_pop(&p->rq);
+    ct_task_unref(t);
+  }
+}
+
+ct_task_t *ct__pool_retry_spawn(ct__pool_t *p, bool *again) {
+  ct_task_t *canceled = NULL;
+  pthread_mutex_lock(&p->lock);
+  drain_intake(p);
+  if (p->cancel_late)
+    canceled = cancel_all_queued(p);
+  drop_canceled_head(p);
+  *again = !wake_for_head(p); /* retry_owed is still set: no new hook call */
+  p->retry_owed = *again;
+  if (!*again)
+    p->spawn_failures = 0;
+  if (atomic_load(&p->stopping) && p->threads == 0 && p->rq.len == 0 && !work_waiting(p) &&
+      p->cfg.on_drained)
+    p->cfg.on_drained(p->cfg.data); /* drained without a thread to say so */
   pthread_mutex_unlock(&p->lock);
   return canceled;
 }

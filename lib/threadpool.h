@@ -20,6 +20,11 @@ typedef struct ct__pool_cfg {
   /* Called under the pool lock when the pool is stopping and its last
    * thread exits: it must only post a message and return. */
   void (*on_drained)(void *data);
+  /* Called under the pool lock when a queued task could start but no
+   * thread could be started for it (and no retry is owed already): it must
+   * only post a message and return. Its receiver then owes the pool a call
+   * to ct__pool_retry_spawn() on another thread, after a pause. */
+  void (*on_spawn_failed)(void *data);
   void *data;
   ct_log_fn log;
   void *log_data;
@@ -40,6 +45,8 @@ typedef struct ct__pool {
   struct ct__worker *all;     /* every live thread (for the watchdog) */
   int threads, running;
   bool cancel_late;           /* stopping with CANCEL: cancel what still arrives */
+  bool retry_owed;            /* on_spawn_failed was called; its retry is pending */
+  unsigned spawn_failures;    /* failed thread starts since work last got one */
   uint64_t queued, completed, failed, canceled;
 } ct__pool_t;
 
@@ -60,10 +67,20 @@ int ct__pool_submit(ct__pool_t *p, ct_task_t *t, bool accept_when_stopping);
  * queue lazily). Returns true if this call made it CANCELED. */
 bool ct__pool_cancel_queued(ct__pool_t *p, ct_task_t *t);
 
-/* Begin stopping. With cancel_queued, every queued task is CAS'd to
- * CANCELED and returned as a list (linked through ->link, one reference
- * each) for the caller to finish outside the lock. Returns that list. */
+/* Begin stopping, or turn a stop begun without cancel_queued into one
+ * with it. With cancel_queued, every queued task is CAS'd to CANCELED and
+ * returned as a list (linked through ->link, one reference each) for the
+ * caller to finish outside the lock. Returns that list. Without it, queued
+ * tasks wait for a thread, however long none can be started. */
 ct_task_t *ct__pool_stop(ct__pool_t *p, bool cancel_queued);
+
+/* The retry owed after cfg.on_spawn_failed: start a thread for the first
+ * queued task if it may start and none is idle. Once a CANCEL stop has
+ * begun, queued tasks need no thread: they are CAS'd to CANCELED and
+ * returned as ct__pool_stop() returns them. Sets *again if a thread is
+ * still needed and could not be started: the caller retries later (no
+ * further on_spawn_failed comes until then). */
+ct_task_t *ct__pool_retry_spawn(ct__pool_t *p, bool *again);
 
 /* True once stopping and no thread is left. */
 bool ct__pool_drained(ct__pool_t *p);

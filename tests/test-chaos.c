@@ -14,11 +14,13 @@
 void *__real_malloc(size_t size);
 void *__real_calloc(size_t n, size_t size);
 void *__real_realloc(void *p, size_t size);
+void *__real_aligned_alloc(size_t align, size_t size);
 char *__real_strdup(const char *s);
 int __real_vasprintf(char **out, const char *fmt, va_list ap);
 void *__wrap_malloc(size_t size);
 void *__wrap_calloc(size_t n, size_t size);
 void *__wrap_realloc(void *p, size_t size);
+void *__wrap_aligned_alloc(size_t align, size_t size);
 char *__wrap_strdup(const char *s);
 int __wrap_vasprintf(char **out, const char *fmt, va_list ap);
 
@@ -55,6 +57,9 @@ void *__wrap_calloc(size_t n, size_t size) {
 }
 void *__wrap_realloc(void *p, size_t size) {
   return should_fail() ? NULL : __real_realloc(p, size);
+}
+void *__wrap_aligned_alloc(size_t align, size_t size) {
+  return should_fail() ? NULL : __real_aligned_alloc(align, size);
 }
 char *__wrap_strdup(const char *s) { return should_fail() ? NULL : __real_strdup(s); }
 int __wrap_vasprintf(char **out, const char *fmt, va_list ap) {

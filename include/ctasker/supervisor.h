@@ -21,7 +21,11 @@
  * the threads reserved for NORMAL and HIGH work.
  * The HIGH cap is the most threads ordinary work uses ("max threads").
  * Threads start on demand; at least min_threads stay, and a thread above
- * min_threads that has been idle for `keepalive` seconds exits.
+ * min_threads that has been idle for `keepalive` seconds exits. When a
+ * thread cannot be created (RLIMIT_NPROC, memory), accepted tasks wait: the
+ * failure is logged and the start is retried from the loop thread, with a
+ * pause growing from 10 ms to 1 s, while a task could start; nothing is
+ * dropped.
  */
 #ifndef CTASKER_SUPERVISOR_H
 #define CTASKER_SUPERVISOR_H
@@ -96,7 +100,8 @@ CT_EXPORT int ct_supervisor_start(ct_supervisor_t *sup);
 
 /** What ct_supervisor_stop() does with queued tasks. */
 enum ct_stop_mode {
-  CT_STOP_DRAIN = 0,  /**< queued tasks still run */
+  CT_STOP_DRAIN = 0,  /**< queued tasks still run (waiting for a thread if none
+                          can be created) */
   CT_STOP_CANCEL = 1  /**< queued tasks are canceled (callbacks run on this thread) */
 };
 
@@ -107,10 +112,14 @@ enum ct_stop_mode {
  * wait, > 0 waits at most that long (INFINITY or 1e9 and more: no bound;
  * NaN: CT_EINVAL; see common.h). Returns 0 once stopped (or, with
  * timeout 0, once the stop is under way), CT_ETIMEDOUT if the bound passed
- * first (the stop goes on; call again to wait more). Stopping again, or
+ * first (the stop goes on; call again to wait more). A DRAIN stop while no
+ * pool thread can be created waits until one can; a CANCEL stop needs no
+ * thread and always completes once running tasks end. Stopping again, or
  * stopping a supervisor never started, is harmless and returns 0 (or waits
- * as asked). CT_EDEADLK if it must wait but is called from one of the
- * supervisor's own threads. Thread-safety: any thread. */
+ * as asked); a CANCEL stop after a DRAIN stop that is still under way
+ * cancels the tasks still queued for the pool. CT_EDEADLK if it must wait
+ * but is called from one of the supervisor's own threads. Thread-safety:
+ * any thread. */
 CT_EXPORT int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout);
 
 /** Free a supervisor that was never started or has stopped completely.
