@@ -61,7 +61,7 @@ enum slot_state { SLOT_EMPTY, SLOT_SPAWNING, SLOT_IDLE, SLOT_BUSY, SLOT_REAPING 
 typedef struct ct__proc_call {
   char *frame;
   size_t frame_len;
-  ct__loop_t *reply_loop; /* a loop other than the supervisor's, or NULL */
+  ct__loop_t *reply_loop; /* another loop of the pool's supervisor, or NULL */
 } ct__proc_call_t;
 
 typedef struct ct__conn {
@@ -811,8 +811,11 @@ static int make_call(ct__procpool_t *pool, uint64_t id, const char *name, const 
     free(call);
     return rc == CT__FRAME_NOMEM ? CT_ENOMEM : CT_EINVAL;
   }
+  /* Only this supervisor's loops live as long as the pool; a task from any
+   * other loop finishes on the pool's loop. */
   ct__loop_t *current = ct__loop_current();
-  call->reply_loop = current != &pool->sup->loop ? current : NULL;
+  call->reply_loop =
+      current && current != &pool->sup->loop && current->data == pool->sup ? current : NULL;
   *out = call;
   return 0;
 }

@@ -30,9 +30,10 @@
  * pre-forked, not added on demand); it starts first, as soon as one is free.
  *
  * Completion callbacks run on the supervisor's loop thread, except for a
- * task submitted from an event loop thread managed by ctasker (a completion
- * callback of another process task, for instance): its callback runs on that
- * loop, and waiters see the task done only after it returned.
+ * task submitted from another loop of the same supervisor (ct_loop_create()):
+ * its callback runs on that loop, and waiters see the task done only after
+ * it returned. A task submitted from another supervisor's loop completes on
+ * this supervisor's loop (the other one may be freed first).
  *
  * Signals and fork: ctasker never installs a SIGCHLD handler and never calls
  * waitpid(-1): it reaps the fork server (its only direct child) by pid, and
