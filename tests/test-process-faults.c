@@ -141,12 +141,14 @@ static int running(ct_supervisor_t *sup) {
   return (int)st.running;
 }
 
-static void stop_and_check_nothing_left(ct_supervisor_t *sup) {
+/* Stop and free sup; no child, zombie or descriptor of its left. */
+static void stop_and_check_nothing_left(ct_supervisor_t *sup, int fds_before) {
   CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, 60));
   CHECK_OK(ct_supervisor_free(sup));
   int kids[4];
   CHECK_EQ_INT(children_of(getpid(), kids, 4), 0);
   CHECK_EQ_INT(waitpid(-1, NULL, WNOHANG), -1); /* not even a zombie */
+  CHECK_EQ_INT(count_fds(), fds_before);
 }
 
 /* A process that is no longer running: gone, or a zombie of whoever adopted
@@ -199,15 +201,17 @@ static void helper_then_crash(ct_supervisor_t *sup, bool exec) {
 }
 
 TEST(a_child_that_leaves_a_helper_and_crashes_is_seen_crashed_at_once) {
+  int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 0);
   helper_then_crash(sup, false);
   helper_then_crash(sup, true);
-  stop_and_check_nothing_left(sup);
+  stop_and_check_nothing_left(sup, fds_before);
 }
 
 /* ---- the fork server is killed ---- */
 
 TEST(fork_server_killed_is_replaced_and_a_hung_task_still_times_out) {
+  int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 2);
   int old_child = child_pid(sup);
   int old_server = fork_server();
@@ -226,10 +230,11 @@ TEST(fork_server_killed_is_replaced_and_a_hung_task_still_times_out) {
   int kids[4];
   CHECK_EQ_INT(children_of(new_server, kids, 4), 1);
   CHECK_EQ_INT(kids[0], new_child);
-  stop_and_check_nothing_left(sup);
+  stop_and_check_nothing_left(sup, fds_before);
 }
 
 TEST(stop_completes_when_the_fork_server_died_under_a_hung_task) {
+  int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 2);
   int old_child = child_pid(sup);
   ct_task_t *tasks[4];
@@ -257,9 +262,11 @@ TEST(stop_completes_when_the_fork_server_died_under_a_hung_task) {
   CHECK_OK(ct_supervisor_free(sup));
   int kids[4];
   CHECK_EQ_INT(children_of(getpid(), kids, 4), 0);
+  CHECK_EQ_INT(count_fds(), fds_before);
 }
 
 TEST(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back) {
+  int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 0);
   int old_child = child_pid(sup);
   atomic_store(&fail_fork, true);
@@ -290,12 +297,13 @@ TEST(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back) {
   CHECK_OK(ct_task_wait(t, 60));
   CHECK(!ct_task_failed(t));
   ct_task_unref(t);
-  stop_and_check_nothing_left(sup);
+  stop_and_check_nothing_left(sup, fds_before);
 }
 
 /* ---- out of descriptors while a child is replaced ---- */
 
 TEST(no_zombie_when_out_of_descriptors_while_a_child_is_replaced) {
+  int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 0);
   int old_child = child_pid(sup);
   int server = fork_server();
@@ -324,7 +332,7 @@ TEST(no_zombie_when_out_of_descriptors_while_a_child_is_replaced) {
   CHECK_EQ_INT(children_of(server, kids, 16), 1);
   CHECK_EQ_INT(kids[0], new_child);
   CHECK(new_child != old_child);
-  stop_and_check_nothing_left(sup);
+  stop_and_check_nothing_left(sup, fds_before);
 }
 
 /* With an argument, runs only the test of that name. */
