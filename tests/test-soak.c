@@ -29,8 +29,11 @@
  */
 #include <ctasker.h>
 #include <dirent.h>
+#include <float.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -50,11 +53,12 @@
 #define INFLIGHT_PROC 4 /* per submitter, process tasks */
 #define TASK_TIMEOUT 2.0
 #define REPORT_MAX 40
-#define HANG_COMM "soak-hang"
+#define SPARE_COMM "soak-spare" /* children the killer spares */
+#define HELPERS_MAX 64
 
-enum kind { K_THREAD, K_LOOP, K_DELAYED, K_PROCESS, K_HANG, K_COUNT };
+enum kind { K_THREAD, K_LOOP, K_DELAYED, K_PROCESS, K_HANG, K_HELPER, K_COUNT };
 static const char *const kind_names[K_COUNT] = {"soak-thread", "soak-loop", "soak-delayed",
-                                                "soak-process", "soak-hang"};
+                                                "soak-process", "soak-hang", "soak-helper"};
 
 /* One submission. Kept until the end of the cycle, refused ones too: a
  * callback that arrives for a refused submission must find it. */
@@ -114,9 +118,32 @@ static list_t canceled = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0}; /* tasks whose
 static atomic_long triggers_ok, event_runs, interval_runs, background_runs, group_restarts;
 static atomic_long failures, cycle_failures;
 
+/* Pids of the helpers that pool children start, written by the children
+ * into a page shared with them (mapped before any pool exists), so the
+ * soak can end the helpers it provoked. */
+static struct shared {
+  atomic_int n;
+  atomic_int pid[HELPERS_MAX];
+} *shared;
+
+/* pthread_create() fails with EAGAIN while thread_faults is set (the test
+ * is linked with --wrap=pthread_create); the soak's own threads use the
+ * real one. */
+static atomic_bool thread_faults;
+int __real_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
+int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
+
 /* Totals over the run, for the closing line. */
 static atomic_long total_accepted, total_items, children_killed,
-    servers_killed, hangs, cancels_ok;
+    servers_killed, hangs, helpers, cancels_ok, threads_refused;
+
+int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg) {
+  if (atomic_load(&thread_faults)) {
+    atomic_fetch_add(&threads_refused, 1);
+    return EAGAIN;
+  }
+  return __real_pthread_create(t, a, fn, arg);
+}
 
 /* Seen pool children (pid and start time), to prove none outlives its pool. */
 #define SEEN_MAX 4096
@@ -200,7 +227,7 @@ static unsigned long long proc_start(int pid, char *state) {
   return p ? strtoull(p, NULL, 10) : 0;
 }
 
-static bool is_hang_child(int pid) {
+static bool is_spared_child(int pid) {
   char path[64], comm[32] = "";
   snprintf(path, sizeof path, "/proc/%d/comm", pid);
   FILE *f = fopen(path, "r");
@@ -209,7 +236,7 @@ static bool is_hang_child(int pid) {
   if (!fgets(comm, sizeof comm, f))
     comm[0] = 0;
   fclose(f);
-  return strncmp(comm, HANG_COMM, strlen(HANG_COMM)) == 0;
+  return strncmp(comm, SPARE_COMM, strlen(SPARE_COMM)) == 0;
 }
 
 static int fork_server_pid(void) {
@@ -237,6 +264,13 @@ static int sample_children(int *pids, int max) {
   return n;
 }
 
+static void kill_helpers(void) {
+  int n = atomic_exchange(&shared->n, 0);
+  for (int i = 0; i < n && i < HELPERS_MAX; i++)
+    if (atomic_load(&shared->pid[i]) > 0)
+      kill(atomic_load(&shared->pid[i]), SIGKILL);
+}
+
 /* A failed soak leaves no process behind. */
 static void kill_children(void) {
   int fs = fork_server_pid();
@@ -247,6 +281,7 @@ static void kill_children(void) {
     if (proc_start(seen.pid[i], &st) == seen.start[i])
       kill(seen.pid[i], SIGKILL);
   }
+  kill_helpers();
 }
 
 /* ---- the watchdog ---- */
@@ -367,8 +402,29 @@ static json_t *child_hang(uint64_t id, json_t *args, void *data) {
   (void)id;
   (void)args;
   (void)data;
-  prctl(PR_SET_NAME, HANG_COMM);
+  prctl(PR_SET_NAME, SPARE_COMM);
   check_sleep(PHASE_BOUND * 2);
+  return NULL;
+}
+
+/* Starts a helper program that outlives it (it keeps whatever descriptors
+ * it inherits across exec), then dies: the pool must see the death itself. */
+static json_t *child_helper(uint64_t id, json_t *args, void *data) {
+  (void)id;
+  (void)args;
+  (void)data;
+  prctl(PR_SET_NAME, SPARE_COMM);
+  char seconds[32];
+  snprintf(seconds, sizeof seconds, "%d", (int)(PHASE_BOUND * 2));
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sleep", "sleep", seconds, (char *)NULL);
+    _exit(127);
+  }
+  int i = atomic_fetch_add(&shared->n, 1);
+  if (pid > 0 && i < HELPERS_MAX)
+    atomic_store(&shared->pid[i], pid);
+  raise(SIGKILL);
   return NULL;
 }
 
@@ -434,9 +490,11 @@ static int submit_one(rec_t *r, unsigned *seed, bool with_handle) {
     o.delay = 0.001 * (rnd(seed) % 100);
   if (r->kind == K_LOOP)
     o.loop = rnd(seed) % 2 ? atomic_load(&xloop) : ct_supervisor_loop(sup);
-  if (r->kind == K_PROCESS || r->kind == K_HANG) {
-    json_t *args = json_real(r->kind == K_HANG ? 0 : 0.001 * (rnd(seed) % 50));
-    r->rc = ct_process_task(sup, r->kind == K_HANG ? "soak_hang" : "soak_echo", args, &o, out);
+  if (r->kind >= K_PROCESS) {
+    const char *fn = r->kind == K_HANG ? "soak_hang" : r->kind == K_HELPER ? "soak_helper"
+                                                                           : "soak_echo";
+    json_t *args = json_real(r->kind == K_PROCESS ? 0.001 * (rnd(seed) % 50) : 0);
+    r->rc = ct_process_task(sup, fn, args, &o, out);
     json_decref(args);
   } else {
     r->rc = ct_background_task(sup, task_fn, r, &o, out);
@@ -462,6 +520,17 @@ static void cancel_by_handle(rec_t *r) {
          kind_names[r->kind], (int)ct_task_status(r->task), atomic_load(&r->done));
 }
 
+/* A huge timeout means no bound: the wait ends when the task does. The
+ * first early return of a cycle is told, the others only counted. */
+static atomic_long waits_early;
+
+static void wait_without_bound(rec_t *r, double timeout) {
+  int rc = ct_task_wait(r->task, timeout);
+  if ((rc != 0 || !ct_task_is_terminal(r->task)) && atomic_fetch_add(&waits_early, 1) == 0)
+    fail("task %" PRIu64 " %s: ct_task_wait(%g) returned %s, status %d", r->id,
+         kind_names[r->kind], timeout, ct_err_name(rc), (int)ct_task_status(r->task));
+}
+
 static void *submitter_main(void *arg) {
   int me = (int)(intptr_t)arg;
   unsigned seed = (unsigned)(cycle * 131 + me * 7919 + 1);
@@ -482,6 +551,8 @@ static void *submitter_main(void *arg) {
     }
     if (r->task && rnd(&seed) % 8 == 0)
       cancel_by_handle(r);
+    else if (r->task && rnd(&seed) % 64 == 0)
+      wait_without_bound(r, rnd(&seed) % 2 ? INFINITY : DBL_MAX);
   }
   return NULL;
 }
@@ -553,21 +624,23 @@ static void *manager_main(void *arg) {
   while (!atomic_load(&quit)) {
     check_sleep(0.05);
     if (rnd(&seed) % 8 == 0) {
-      double bound = rnd(&seed) % 2 ? 0 : 1.0;
+      const double bounds[] = {0, 1.0, 1e300};
+      double bound = bounds[rnd(&seed) % 3];
       int rc = ct_worker_group_stop(group, (int)(rnd(&seed) % 2), bound);
-      if (rc != 0 && rc != CT_ETIMEDOUT)
-        fail("ct_worker_group_stop: %s", ct_strerror(rc));
+      if (rc != 0 && !(rc == CT_ETIMEDOUT && bound == 1.0))
+        fail("ct_worker_group_stop(%g): %s", bound, ct_strerror(rc));
     }
     int rc = ct_worker_group_start(group, NULL);
     if (rc == 0)
       atomic_fetch_add(&group_restarts, 1);
-    else if (rc != CT_EBUSY && rc != CT_ESHUTDOWN)
+    else if (rc != CT_EBUSY && rc != CT_ESHUTDOWN && rc != CT_EAGAIN)
       fail("ct_worker_group_start: %s", ct_strerror(rc));
   }
   return NULL;
 }
 
-/* SIGKILLs a pool child now and then; the fork server itself once per run. */
+/* SIGKILLs a pool child now and then, the fork server itself once per run,
+ * and opens short windows in which no thread can be created. */
 static atomic_bool kill_server;
 
 static void *killer_main(void *arg) {
@@ -575,6 +648,7 @@ static void *killer_main(void *arg) {
   unsigned seed = (unsigned)(cycle * 29 + 7);
   while (!atomic_load(&quit)) {
     check_sleep(0.02 + 0.001 * (rnd(&seed) % 100));
+    atomic_store(&thread_faults, rnd(&seed) % 8 == 0);
     int pids[64];
     int n = sample_children(pids, 64);
     if (atomic_exchange(&kill_server, false)) {
@@ -583,10 +657,11 @@ static void *killer_main(void *arg) {
         atomic_fetch_add(&servers_killed, 1);
     } else if (n > 0) {
       int pid = pids[rnd(&seed) % (unsigned)n];
-      if (!is_hang_child(pid) && kill(pid, SIGKILL) == 0)
+      if (!is_spared_child(pid) && kill(pid, SIGKILL) == 0)
         atomic_fetch_add(&children_killed, 1);
     }
   }
+  atomic_store(&thread_faults, false);
   return NULL;
 }
 
@@ -644,19 +719,26 @@ static void setup(void) {
   CHECK_OK(ct_worker_group_start(group, NULL));
 }
 
-/* The middle of a cycle: the extra loop replaced, a child that hangs, and
- * (once per run) the fork server killed. */
+/* The middle of a cycle: the extra loop replaced, a child that hangs, one
+ * that dies leaving a helper behind, and (once per run) the fork server
+ * killed. */
 static void midway(bool server) {
   ct_loop_t *old = atomic_load(&xloop), *l;
   char name[32];
   snprintf(name, sizeof name, "soak-b%d", cycle);
-  CHECK_OK(ct_loop_create(sup, name, &l));
+  int rc;
+  while ((rc = ct_loop_create(sup, name, &l)) == CT_EAGAIN) /* a thread fault window */
+    check_sleep(0.01);
+  CHECK_OK(rc);
   atomic_store(&xloop, l);
   CHECK_OK(ct_loop_stop(old, cycle % 2 ? -1 : 0));
   unsigned seed = (unsigned)cycle;
   rec_t *r = new_rec(K_HANG, -1);
   if (submit_one(r, &seed, true) == 0)
     atomic_fetch_add(&hangs, 1);
+  r = new_rec(K_HELPER, -1);
+  if (submit_one(r, &seed, true) == 0)
+    atomic_fetch_add(&helpers, 1);
   if (server)
     atomic_store(&kill_server, true);
 }
@@ -668,7 +750,8 @@ static void stop_and_join(pthread_t *threads, int n) {
   int mode = cycle % 2 ? CT_STOP_CANCEL : CT_STOP_DRAIN;
   int how = cycle % 3;
   phase("ct_supervisor_stop (first call)", PHASE_BOUND);
-  int rc = ct_supervisor_stop(sup, mode, how == 0 ? -1 : how == 1 ? 0.05 : 0);
+  double forever = cycle % 6 == 0 ? -1 : INFINITY; /* the same */
+  int rc = ct_supervisor_stop(sup, mode, how == 0 ? forever : how == 1 ? 0.05 : 0);
   if (rc != 0 && !(how == 1 && rc == CT_ETIMEDOUT))
     fail("ct_supervisor_stop(%s, %s): %s", mode ? "CANCEL" : "DRAIN", wait_names[how],
          ct_strerror(rc));
@@ -676,6 +759,7 @@ static void stop_and_join(pthread_t *threads, int n) {
   phase("joining the soak's threads", PHASE_BOUND);
   for (int i = 0; i < n; i++)
     pthread_join(threads[i], NULL);
+  atomic_store(&thread_faults, false);
   phase("ct_supervisor_stop (until stopped)", PHASE_BOUND);
   while ((rc = ct_supervisor_stop(sup, mode, 1.0)) == CT_ETIMEDOUT)
     ;
@@ -802,7 +886,7 @@ static void audit_resources(int threads0, int fds0) {
     char st = '?';
     if (proc_start(seen.pid[i], &st) == seen.start[i] && st != 'Z') {
       fail("pool child %d%s still exists (state %c)", seen.pid[i],
-           is_hang_child(seen.pid[i]) ? " (the hung one)" : "", st);
+           is_spared_child(seen.pid[i]) ? " (spared by the killer)" : "", st);
       kill(seen.pid[i], SIGKILL);
     }
   }
@@ -826,20 +910,21 @@ static void run_cycle(double seconds, bool kill_the_server) {
   }
   atomic_store(&triggers_ok, 0);
   atomic_store(&event_runs, 0);
+  atomic_store(&waits_early, 0);
   phase("setting up", PHASE_BOUND);
   setup();
   pthread_t th[SUBMITTERS + CANCELERS + PUTTERS + TRIGGERERS + 2];
   int n = 0;
   for (int i = 0; i < SUBMITTERS; i++)
-    CHECK_OK(pthread_create(&th[n++], NULL, submitter_main, (void *)(intptr_t)i));
+    CHECK_OK(__real_pthread_create(&th[n++], NULL, submitter_main, (void *)(intptr_t)i));
   for (int i = 0; i < CANCELERS; i++)
-    CHECK_OK(pthread_create(&th[n++], NULL, canceler_main, (void *)(intptr_t)i));
+    CHECK_OK(__real_pthread_create(&th[n++], NULL, canceler_main, (void *)(intptr_t)i));
   for (int i = 0; i < PUTTERS; i++)
-    CHECK_OK(pthread_create(&th[n++], NULL, putter_main, (void *)(intptr_t)i));
+    CHECK_OK(__real_pthread_create(&th[n++], NULL, putter_main, (void *)(intptr_t)i));
   for (int i = 0; i < TRIGGERERS; i++)
-    CHECK_OK(pthread_create(&th[n++], NULL, triggerer_main, (void *)(intptr_t)i));
-  CHECK_OK(pthread_create(&th[n++], NULL, manager_main, NULL));
-  CHECK_OK(pthread_create(&th[n++], NULL, killer_main, NULL));
+    CHECK_OK(__real_pthread_create(&th[n++], NULL, triggerer_main, (void *)(intptr_t)i));
+  CHECK_OK(__real_pthread_create(&th[n++], NULL, manager_main, NULL));
+  CHECK_OK(__real_pthread_create(&th[n++], NULL, killer_main, NULL));
   phase("running", seconds + PHASE_BOUND);
   check_sleep(seconds / 2);
   midway(kill_the_server);
@@ -848,6 +933,7 @@ static void run_cycle(double seconds, bool kill_the_server) {
   free_all();
   long accepted = 0, put = 0;
   audit_tasks(&accepted);
+  kill_helpers(); /* the provoked helpers are not the pool's to end */
   audit_items(&put);
   audit_resources(threads0, fds0);
   atomic_fetch_add(&total_accepted, accepted);
@@ -855,6 +941,8 @@ static void run_cycle(double seconds, bool kill_the_server) {
   fprintf(stderr, "soak: cycle %d (%s, %s): %ld tasks, %ld queue items, %ld triggers, "
           "%ld event runs\n", cycle, cycle % 2 ? "CANCEL" : "DRAIN", wait_names[cycle % 3],
           accepted, put, atomic_load(&triggers_ok), atomic_load(&event_runs));
+  if (atomic_load(&waits_early) > 1)
+    fail("%ld waits in all returned before their task ended", atomic_load(&waits_early));
   if (atomic_load(&event_runs) > atomic_load(&triggers_ok))
     fail("event worker ran %ld times for %ld triggers", atomic_load(&event_runs),
          atomic_load(&triggers_ok));
@@ -874,8 +962,11 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IONBF, 0);
   CHECK_OK(ct_process_register("soak_echo", child_echo, NULL));
   CHECK_OK(ct_process_register("soak_hang", child_hang, NULL));
+  CHECK_OK(ct_process_register("soak_helper", child_helper, NULL));
+  shared = mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  CHECK(shared != MAP_FAILED);
   pthread_t dogt;
-  CHECK_OK(pthread_create(&dogt, NULL, watchdog_main, NULL));
+  CHECK_OK(__real_pthread_create(&dogt, NULL, watchdog_main, NULL));
   CHECK_OK(pthread_detach(dogt));
   double start = ct_now(), end = start + soak_seconds;
   int cycles = (int)(soak_seconds / CYCLE_SECONDS + 0.5);
@@ -887,10 +978,11 @@ int main(int argc, char **argv) {
   }
   phase("done", 1e9);
   fprintf(stderr, "soak: %d cycles, %ld tasks, %ld queue items, faults injected: %ld children "
-          "killed, %ld fork server killed, %ld hung children, %ld cancels; %.1f s\n", cycles,
-          atomic_load(&total_accepted), atomic_load(&total_items), atomic_load(&children_killed),
-          atomic_load(&servers_killed), atomic_load(&hangs), atomic_load(&cancels_ok),
-          ct_now() - start);
+          "killed, %ld fork server killed, %ld hung children, %ld children dead with a helper, "
+          "%ld threads refused, %ld cancels; %.1f s\n", cycles, atomic_load(&total_accepted),
+          atomic_load(&total_items), atomic_load(&children_killed), atomic_load(&servers_killed),
+          atomic_load(&hangs), atomic_load(&helpers), atomic_load(&threads_refused),
+          atomic_load(&cancels_ok), ct_now() - start);
   if (atomic_load(&failures) > 0) {
     fprintf(stderr, "soak: FAILED: %ld failures\n", atomic_load(&failures));
     return 1;
