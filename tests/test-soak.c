@@ -73,6 +73,7 @@ typedef struct rec {
   atomic_int runs;     /* task function calls (thread, loop, delayed) */
   atomic_int cancel_ok; /* cancels by handle that returned 0 */
   atomic_uint_fast64_t cb_id; /* the id the callback saw (fire-and-forget has no handle) */
+  atomic_bool published; /* rc, task and id are set (the watchdog reads them) */
 } rec_t;
 
 /* One queue item. */
@@ -106,7 +107,7 @@ static double soak_seconds = 10;
 static int cycle;
 static ct_supervisor_t *sup;
 static _Atomic(ct_loop_t *) xloop;
-static ct_worker_t *qw, *ew, *iw, *bw;
+static ct_worker_t *qw, *ew, *iw, *bw, *lw; /* lw: on the extra loop, outside the group */
 static ct_worker_group_t *group;
 static atomic_bool quit;
 static atomic_uint_fast64_t max_id;
@@ -165,6 +166,8 @@ static void fail(const char *fmt, ...) {
   fputc('\n', stderr);
   va_end(ap);
 }
+
+static const char *err_name(int rc) { return rc == 0 ? "0" : ct_err_name(rc); }
 
 static unsigned rnd(unsigned *seed) {
   *seed = *seed * 1103515245u + 12345u;
@@ -305,6 +308,8 @@ static void dump_counters(void) {
   int shown = 0;
   for (size_t i = 0; i < recs.n; i++) {
     rec_t *r = recs.v[i];
+    if (!atomic_load(&r->published))
+      continue;
     by_kind[r->kind][r->rc == 0 ? 0 : 1]++;
     if (r->rc == 0 && atomic_load(&r->done) == 0) {
       by_kind[r->kind][2]++;
@@ -505,6 +510,7 @@ static int submit_one(rec_t *r, unsigned *seed, bool with_handle) {
     while (r->id > m && !atomic_compare_exchange_weak(&max_id, &m, r->id))
       ;
   }
+  atomic_store(&r->published, true);
   return r->rc;
 }
 
@@ -528,7 +534,7 @@ static void wait_without_bound(rec_t *r, double timeout) {
   int rc = ct_task_wait(r->task, timeout);
   if ((rc != 0 || !ct_task_is_terminal(r->task)) && atomic_fetch_add(&waits_early, 1) == 0)
     fail("task %" PRIu64 " %s: ct_task_wait(%g) returned %s, status %d", r->id,
-         kind_names[r->kind], timeout, ct_err_name(rc), (int)ct_task_status(r->task));
+         kind_names[r->kind], timeout, err_name(rc), (int)ct_task_status(r->task));
 }
 
 static void *submitter_main(void *arg) {
@@ -608,7 +614,8 @@ static void *putter_main(void *arg) {
 static void *triggerer_main(void *arg) {
   unsigned seed = (unsigned)(cycle * 19 + (int)(intptr_t)arg + 11);
   while (!atomic_load(&quit)) {
-    ct_worker_t *w = rnd(&seed) % 4 ? ew : iw;
+    unsigned pick = rnd(&seed) % 8;
+    ct_worker_t *w = pick == 0 ? iw : pick == 1 ? lw : ew;
     if (ct_event_worker_trigger(w, rnd(&seed) % 2) == 0 && w == ew)
       atomic_fetch_add(&triggers_ok, 1);
     check_sleep(0.0005);
@@ -648,7 +655,7 @@ static void *killer_main(void *arg) {
   unsigned seed = (unsigned)(cycle * 29 + 7);
   while (!atomic_load(&quit)) {
     check_sleep(0.02 + 0.001 * (rnd(&seed) % 100));
-    atomic_store(&thread_faults, rnd(&seed) % 8 == 0);
+    atomic_store(&thread_faults, rnd(&seed) % 4 == 0);
     int pids[64];
     int n = sample_children(pids, 64);
     if (atomic_exchange(&kill_server, false)) {
@@ -692,6 +699,17 @@ static ct_worker_t *make_worker(ct_worker_kind_t kind, ct_worker_fn fn, const ch
   return w;
 }
 
+/* An event worker on the extra loop that the middle of the cycle ends. */
+static ct_worker_t *make_loop_worker(void) {
+  ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
+  o.name = "soak-on-loop";
+  o.loop = atomic_load(&xloop);
+  ct_worker_t *w;
+  CHECK_OK(ct_worker_new(sup, CT_WORKER_EVENT, interval_run, &o, &w));
+  CHECK_OK(ct_worker_start(w, NULL));
+  return w;
+}
+
 static void setup(void) {
   ct_supervisor_opts_t o = CT_SUPERVISOR_OPTS_INIT;
   o.pool_size = 3;
@@ -717,6 +735,17 @@ static void setup(void) {
   iw = make_worker(CT_WORKER_INTERVAL, interval_run, "soak-interval");
   bw = make_worker(CT_WORKER_BACKGROUND, background_run, "soak-background");
   CHECK_OK(ct_worker_group_start(group, NULL));
+  lw = make_loop_worker();
+}
+
+static void restart_loop_worker(void) {
+  int rc = ct_worker_stop(lw, CT_WORKER_DROP, -1);
+  if (rc != 0)
+    fail("ct_worker_stop of a worker whose loop ended: %s", err_name(rc));
+  rc = ct_worker_start(lw, NULL);
+  if (rc != CT_ESHUTDOWN)
+    fail("ct_worker_start of a worker whose loop ended returned %s, not CT_ESHUTDOWN (state %d)",
+         err_name(rc), (int)ct_worker_state(lw));
 }
 
 /* The middle of a cycle: the extra loop replaced, a child that hangs, one
@@ -732,6 +761,8 @@ static void midway(bool server) {
   CHECK_OK(rc);
   atomic_store(&xloop, l);
   CHECK_OK(ct_loop_stop(old, cycle % 2 ? -1 : 0));
+  if (cycle % 2) /* the loop has ended: its worker can never run again */
+    restart_loop_worker();
   unsigned seed = (unsigned)cycle;
   rec_t *r = new_rec(K_HANG, -1);
   if (submit_one(r, &seed, true) == 0)
@@ -779,8 +810,8 @@ static void free_all(void) {
   phase("freeing the workers", PHASE_BOUND);
   while (ct_worker_group_free(group) == CT_EBUSY)
     check_sleep(0.001);
-  ct_worker_t *ws[] = {qw, ew, iw, bw};
-  for (int i = 0; i < 4; i++)
+  ct_worker_t *ws[] = {qw, ew, iw, bw, lw};
+  for (int i = 0; i < 5; i++)
     while (ct_worker_free(ws[i]) == CT_EBUSY)
       check_sleep(0.001);
   phase("ct_supervisor_free (CT_EBUSY)", PHASE_BOUND);
@@ -809,7 +840,7 @@ static void audit_tasks(long *accepted) {
     int st = r->task ? (int)ct_task_status(r->task) : atomic_load(&r->done_status);
     *accepted += r->rc == 0;
     if (r->rc != 0 && done != 0)
-      fail("refused submission (%s) of a %s task got %d callbacks", ct_err_name(r->rc),
+      fail("refused submission (%s) of a %s task got %d callbacks", err_name(r->rc),
            kind_names[r->kind], done);
     if (r->rc == 0 && done != 1)
       fail("task %" PRIu64 " %s: %d callbacks, status %d", rec_id(r), kind_names[r->kind], done, st);
@@ -852,7 +883,7 @@ static void audit_items(long *put) {
       fail("queue item %zu: put, then run %d times and handed back %d times", i, r, d);
     if (it->rc != 0 && r + d != 0)
       fail("queue item %zu: refused (%s), yet run %d and handed back %d", i,
-           ct_err_name(it->rc), r, d);
+           err_name(it->rc), r, d);
     free(it);
   }
   items.n = 0;
