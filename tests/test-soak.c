@@ -46,7 +46,7 @@
 #define CYCLE_SECONDS 2.5
 #define PHASE_BOUND 60.0 /* seconds any one phase may take before it is a hang */
 #define SUBMITTERS 4
-#define CANCELERS 0
+#define CANCELERS 2
 #define PUTTERS 2
 #define TRIGGERERS 2
 #define INFLIGHT_MAX 32 /* per submitter, thread, loop and delayed tasks */
