@@ -718,11 +718,15 @@ static void setup(void) {
   o.keepalive = 0.2;
   o.log = log_fn;
   CHECK_OK(ct_supervisor_new(&o, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
+  /* The pool first, while no other thread of this process runs: a fork
+   * server forked while another thread holds a sanitizer allocator's lock
+   * deadlocks in it (ASan's allocator, unlike glibc's, is not reset in the
+   * child). */
   ct_process_pool_opts_t po = CT_PROCESS_POOL_OPTS_INIT;
   po.pool_size = 3;
   po.task_timeout = TASK_TIMEOUT;
   CHECK_OK(ct_process_pool_create(sup, &po));
+  CHECK_OK(ct_supervisor_start(sup));
   ct_loop_t *l;
   CHECK_OK(ct_loop_create(sup, "soak-a", &l));
   atomic_store(&xloop, l);
