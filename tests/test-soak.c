@@ -279,11 +279,13 @@ static void kill_children(void) {
   int fs = fork_server_pid();
   if (fs > 0)
     kill(fs, SIGKILL);
+  pthread_mutex_lock(&seen.m);
   for (int i = 0; i < seen.n; i++) {
     char st;
     if (proc_start(seen.pid[i], &st) == seen.start[i])
       kill(seen.pid[i], SIGKILL);
   }
+  pthread_mutex_unlock(&seen.m);
   kill_helpers();
 }
 
@@ -292,12 +294,13 @@ static void kill_children(void) {
 static struct {
   pthread_mutex_t m;
   const char *phase;
-  double deadline;
-} dog = {PTHREAD_MUTEX_INITIALIZER, "start", 0};
+  double bound, deadline;
+} dog = {PTHREAD_MUTEX_INITIALIZER, "start", 0, 0};
 
 static void phase(const char *name, double bound) {
   pthread_mutex_lock(&dog.m);
   dog.phase = name;
+  dog.bound = bound;
   dog.deadline = ct_now() + bound;
   pthread_mutex_unlock(&dog.m);
 }
@@ -318,8 +321,10 @@ static void dump_counters(void) {
                 kind_names[r->kind], r->task ? (int)ct_task_status(r->task) : 999);
     }
   }
-  size_t n_items = items.n;
   pthread_mutex_unlock(&recs.m);
+  pthread_mutex_lock(&items.m);
+  size_t n_items = items.n;
+  pthread_mutex_unlock(&items.m);
   for (int k = 0; k < K_COUNT; k++)
     fprintf(stderr, "soak:   %s: accepted %ld refused %ld without callback %ld\n",
             kind_names[k], by_kind[k][0], by_kind[k][1], by_kind[k][2]);
@@ -335,12 +340,13 @@ static void *watchdog_main(void *arg) {
     check_sleep(0.1);
     pthread_mutex_lock(&dog.m);
     const char *name = dog.phase;
+    double bound = dog.bound;
     bool late = dog.deadline > 0 && ct_now() > dog.deadline;
     pthread_mutex_unlock(&dog.m);
     if (!late)
       continue;
     fprintf(stderr, "soak: cycle %d: HANG: '%s' did not finish within %.0f s\n", cycle, name,
-            PHASE_BOUND);
+            bound);
     dump_counters();
     alarm(10); /* the library may hold the lock stats need */
     ct_stats_t s;
@@ -359,7 +365,6 @@ static void *watchdog_main(void *arg) {
 
 static json_t *task_fn(ct_task_t *self, void *arg) {
   rec_t *r = arg;
-  (void)self;
   int n = atomic_fetch_add(&r->runs, 1);
   if (n > 0)
     fail("task %" PRIu64 " %s ran %d times", ct_task_id(self), kind_names[r->kind], n + 1);
