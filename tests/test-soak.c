@@ -568,6 +568,15 @@ static void *submitter_main(void *arg) {
   return NULL;
 }
 
+/* Only the submitters' tasks: worker runs are the workers' business, and
+ * the hung child and the one that leaves a helper must meet their end. */
+static bool cancelable(const char *name) {
+  for (int k = 0; k < K_HANG; k++)
+    if (strcmp(name, kind_names[k]) == 0)
+      return true;
+  return false;
+}
+
 /* Cancel by id: tasks just submitted or about to be, found by id. */
 static void *canceler_main(void *arg) {
   int me = (int)(intptr_t)arg;
@@ -578,8 +587,7 @@ static void *canceler_main(void *arg) {
       ct_task_t *t;
       if (ct_supervisor_get_task(sup, id, &t) != 0)
         continue;
-      /* Only the soak's own tasks: worker runs are the workers' business. */
-      if (strncmp(ct_task_name(t), "soak-", 5) != 0 || rnd(&seed) % 2) {
+      if (!cancelable(ct_task_name(t)) || rnd(&seed) % 2) {
         ct_task_unref(t);
         continue;
       }
@@ -831,6 +839,16 @@ static void free_all(void) {
 
 static uint64_t rec_id(rec_t *r) { return r->id ? r->id : atomic_load(&r->cb_id); }
 
+/* The child that left a helper behind died at once: ProcessCrashed (or
+ * CancelledError, canceled while queued), never the timeout's error, which
+ * would mean its death was not seen. */
+static void check_helper_result(rec_t *r) {
+  const char *cls = ct_result_error_class(ct_task_result(r->task));
+  if (!cls || (strcmp(cls, "ProcessCrashed") != 0 && strcmp(cls, "CancelledError") != 0))
+    fail("task %" PRIu64 " %s: its child died, but the result is %s", rec_id(r),
+         kind_names[r->kind], cls ? cls : "not an error");
+}
+
 static void audit_tasks(long *accepted) {
   phase("waiting for every accepted task's callback", PHASE_BOUND);
   for (bool all = false; !all;) {
@@ -862,6 +880,8 @@ static void audit_tasks(long *accepted) {
     if (r->rc == 0 && st == CT_TASK_COMPLETED && r->kind <= K_DELAYED && runs != 1)
       fail("task %" PRIu64 " %s: COMPLETED but its function ran %d times", r->id,
            kind_names[r->kind], runs);
+    if (r->kind == K_HELPER && r->rc == 0)
+      check_helper_result(r);
     if (atomic_load(&r->cancel_ok) && st != CT_TASK_CANCELED)
       fail("task %" PRIu64 " %s: canceled by handle (returned 0), now status %d", r->id,
            kind_names[r->kind], st);
