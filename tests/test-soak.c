@@ -3,15 +3,18 @@
  *
  * A cycle creates a supervisor with an extra loop and a process pool, then
  * runs at once: submitters of thread, loop, delayed and process tasks (with
- * completion callbacks, most with handles, some canceled by handle at once);
- * cancelers that find upcoming and recent ids with ct_supervisor_get_task()
- * and cancel them while they are being submitted; queue, event, interval
- * and background workers in a one-for-all group that a manager stops and
- * starts again, with queue items put and triggers fired from several
- * threads; a killer that SIGKILLs pool children from outside (and, once per
- * run, the fork server). Meanwhile the main thread replaces the extra loop
- * and submits a task whose child hangs until the pool's timeout kills it.
- * Then it stops the supervisor in mid-flight, DRAIN and CANCEL alternately,
+ * completion callbacks, most with handles, some canceled by handle at once,
+ * some waited for with an infinite timeout); cancelers that find upcoming
+ * and recent ids with ct_supervisor_get_task() and cancel them while they
+ * are being submitted; queue, event, interval and background workers in a
+ * one-for-all group that a manager stops and starts again, with queue items
+ * put and triggers fired from several threads; a killer that SIGKILLs pool
+ * children from outside (and, once per run, the fork server) and opens
+ * short windows in which pthread_create() fails. Midway the main thread
+ * replaces the extra loop (a worker on the old one must then refuse to
+ * start), and submits a task whose child hangs until the pool's timeout
+ * kills it and one whose child dies leaving a helper program running. Then
+ * it stops the supervisor in mid-flight, DRAIN and CANCEL alternately,
  * waiting, bounded or not, and frees everything.
  *
  * The audit asserts counts, never durations: every accepted submission got
