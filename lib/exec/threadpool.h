@@ -8,7 +8,7 @@
 #include <stdatomic.h>
 
 #include "ctasker/supervisor.h"
-#include "runqueue.h"
+#include "core/runqueue.h"
 
 struct ct__worker;
 

@@ -16,10 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "ctasker/result.h"
-#include "supervisor-internal.h"
-#include "task-internal.h"
+#include "supervisor/supervisor-internal.h"
+#include "core/task-internal.h"
 
 static pthread_mutex_t wait_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wait_cond;

@@ -16,7 +16,7 @@
  * References: the owner holds one, each task in flight and each message
  * posted to a loop hold one; the last unref frees the worker.
  */
-#include "worker-internal.h"
+#include "workers/worker-internal.h"
 
 #include <dlfcn.h>
 #include <math.h>
@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "ctasker/result.h"
 
 _Thread_local ct_worker_t *ct__worker_current; /* whose run this thread executes */

@@ -3,7 +3,7 @@
  * is its own message, so the loop keeps serving its other events. */
 #include <stdint.h>
 
-#include "worker-internal.h"
+#include "workers/worker-internal.h"
 
 static bool background_has_work(ct_worker_t *w) {
   return atomic_load(&w->state) == CT_WORKER_RUNNING;

@@ -18,11 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "ctasker/result.h"
-#include "process-registry.h"
-#include "procpool.h"
-#include "worker-internal.h"
+#include "process/process-registry.h"
+#include "process/procpool.h"
+#include "workers/worker-internal.h"
 
 /* The run's arguments as a new object, or NULL (out of memory). The queue
  * item is borrowed: it stays the run's until the submission succeeded. */

@@ -29,7 +29,7 @@
  * exits, and is reaped here. Then the state is STOPPED and the supervisor's
  * stop check is poked.
  */
-#include "procpool.h"
+#include "process/procpool.h"
 
 #include <errno.h>
 #include <math.h>
@@ -40,12 +40,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "ctasker/result.h"
-#include "forkserver.h"
-#include "frame.h"
-#include "runqueue.h"
-#include "supervisor-internal.h"
+#include "process/forkserver.h"
+#include "process/frame.h"
+#include "core/runqueue.h"
+#include "supervisor/supervisor-internal.h"
 
 #define CT__DEFAULT_MAX_FRAME (16u << 20)
 #define CT__FRAME_SLACK 512     /* room for the request wrapper around args */

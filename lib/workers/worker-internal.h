@@ -11,7 +11,7 @@
 #include <stdatomic.h>
 
 #include "ctasker/worker.h"
-#include "supervisor-internal.h"
+#include "supervisor/supervisor-internal.h"
 
 typedef struct ct__worker_ops {
   const char *kind_name;
@@ -90,10 +90,10 @@ struct ct_worker {
   bool dropping;           /* pending items go back, not run */
   bool freed;              /* the owner has released it: no new start */
   atomic_bool end_unreported; /* final state not yet told to its group */
-  struct ct_worker_group *group; /* under the groups lock (worker-group.c) */
+  struct ct_worker_group *group; /* under the groups lock (group.c) */
   uint64_t runs, failures, dropped;
   double last_run;
-  /* Process workers (worker-process.c); NULL/unset for the others. */
+  /* Process workers (process-exec.c); NULL/unset for the others. */
   char *process;                      /* the process function's name */
   ct_worker_result_fn process_result;
   void *result_data;
@@ -110,7 +110,7 @@ void ct__worker_begin_stop(ct_worker_t *w, bool drop);
  * `error` is stolen (NULL: a generic WorkerError). */
 void ct__worker_report(ct_worker_t *w, json_t *error);
 
-/* worker-process.c: at new, lock not held: check the process options and
+/* process-exec.c: at new, lock not held: check the process options and
  * set w->exec and the process fields. Returns 0 or a CT_E* code. */
 int ct__worker_process_setup(ct_worker_t *w, const ct_worker_opts_t *o);
 
@@ -139,13 +139,13 @@ void ct__worker_run_ended(ct_worker_t *w, bool stop);
  * hand back dropped items, then tell the worker's group of its end. */
 void ct__worker_leave(ct_worker_t *w);
 
-/* worker-group.c. No lock held. A member reached STOPPED or FORCE_STOPPED:
+/* group.c. No lock held. A member reached STOPPED or FORCE_STOPPED:
  * with one-for-all, stop the rest of its group. */
 void ct__group_member_ended(ct_worker_t *w);
 /* The owner frees w: take it out of its group. */
 void ct__group_forget(ct_worker_t *w);
 
-/* worker-list.c: the supervisor's list of workers. */
+/* list.c: the supervisor's list of workers. */
 void ct__workers_link(ct_supervisor_t *sup, ct_worker_t *w);
 void ct__workers_unlink(ct_supervisor_t *sup, ct_worker_t *w);
 

@@ -3,7 +3,7 @@
  * pool children, single-threaded copies of the table, so a linear scan is
  * fine for the few dozen names a program registers.
  */
-#include "process-registry.h"
+#include "process/process-registry.h"
 
 #include <pthread.h>
 #include <stdlib.h>

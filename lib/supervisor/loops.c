@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "ctasker/loop.h"
-#include "supervisor-internal.h"
+#include "supervisor/supervisor-internal.h"
 
 typedef struct {
   ct__loop_msg_t msg;

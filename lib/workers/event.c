@@ -1,7 +1,7 @@
 /* Event workers: a run when asked. The common `wanted` flag is the whole
  * state: ct_event_worker_trigger() sets it (while a run executes only when
  * forced), a starting run clears it, so triggers before the start merge. */
-#include "worker-internal.h"
+#include "workers/worker-internal.h"
 
 static bool event_has_work(ct_worker_t *w) { return w->wanted; }
 

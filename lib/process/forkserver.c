@@ -14,7 +14,7 @@
  * handlers or writes the parent's stdio buffers (every exit is _exit(), and
  * the server drops its copies of stdout's and stderr's buffers).
  */
-#include "forkserver.h"
+#include "process/forkserver.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -27,8 +27,8 @@
 #include <unistd.h>
 
 #include "ctasker/result.h"
-#include "frame.h"
-#include "process-registry.h"
+#include "process/frame.h"
+#include "process/process-registry.h"
 
 #define CT__CHANNEL_FD 3
 #define CT__SHUTDOWN_GRACE_MS 2000

@@ -14,7 +14,7 @@
 
 #include <stdatomic.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "ctasker/task.h"
 
 struct ct_supervisor;

@@ -18,7 +18,7 @@
  * The thread names itself: naming it from the creating thread would use a
  * pthread_t whose thread may already have ended and been joined.
  */
-#include "loop.h"
+#include "exec/loop.h"
 
 #include <errno.h>
 #include <signal.h>

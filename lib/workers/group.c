@@ -25,8 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
-#include "worker-internal.h"
+#include "base/clock.h"
+#include "workers/worker-internal.h"
 
 struct ct_worker_group {
   atomic_uint refs; /* the owner's, one per one-for-all stop under way */

@@ -41,8 +41,8 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "worker-internal.h"
+#include "base/clock.h"
+#include "workers/worker-internal.h"
 
 #define LEAD 0.002 /* seconds a run task is queued before its deadline */
 

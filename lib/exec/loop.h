@@ -46,9 +46,9 @@ struct ct_loop {
   void (*on_exit)(ct__loop_t *loop); /* on the loop thread, after ev_run returns */
   bool release_at_exit; /* extra loops: descriptors go when the thread ends */
   void *data;
-  ct__loop_msg_t quit_msg;  /* extra loops (aloop.c): posted once, by its flag */
+  ct__loop_msg_t quit_msg;  /* extra loops (supervisor/loops.c): posted once, by its flag */
   atomic_bool quit_posted;
-  char *name;          /* extra loops (aloop.c): owned; NULL for the supervisor's */
+  char *name;          /* extra loops (supervisor/loops.c): owned; NULL for the supervisor's */
   struct ct_loop *next; /* the supervisor's list of extra loops */
 };
 

@@ -5,7 +5,7 @@
  * it, hand it out and start over. Nothing is shared: one decoder per stream,
  * used by one thread.
  */
-#include "frame.h"
+#include "process/frame.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* The task registry (see registry.h). */
-#include "registry.h"
+#include "core/registry.h"
 
 #include <stdlib.h>
 

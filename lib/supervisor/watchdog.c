@@ -8,8 +8,8 @@
  */
 #include <stdlib.h>
 
-#include "clock.h"
-#include "supervisor-internal.h"
+#include "base/clock.h"
+#include "supervisor/supervisor-internal.h"
 
 typedef struct {
   ct_task_t *task; /* a reference */

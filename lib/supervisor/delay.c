@@ -11,8 +11,8 @@
  */
 #include <stdlib.h>
 
-#include "clock.h"
-#include "supervisor-internal.h"
+#include "base/clock.h"
+#include "supervisor/supervisor-internal.h"
 
 typedef struct ct__delay {
   ct__loop_msg_t msg;

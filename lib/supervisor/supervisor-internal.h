@@ -5,9 +5,9 @@
 #include <stdatomic.h>
 
 #include "ctasker/supervisor.h"
-#include "loop.h"
-#include "registry.h"
-#include "threadpool.h"
+#include "exec/loop.h"
+#include "core/registry.h"
+#include "exec/threadpool.h"
 
 enum ct__sup_state { CT__SUP_INIT, CT__SUP_RUNNING, CT__SUP_STOPPING, CT__SUP_STOPPED };
 
@@ -28,7 +28,7 @@ struct ct_supervisor {
   atomic_uint_fast64_t next_id;  /* ids of accepted and refused submissions */
   atomic_uint_fast64_t refused;  /* submissions that got an id but an error */
   atomic_uint_fast64_t delayed, canceled_delayed;
-  /* Tasks run on loops (aloop.c), which no pool counts. */
+  /* Tasks run on loops (supervisor/loops.c), which no pool counts. */
   atomic_uint_fast64_t loop_completed, loop_failed, loop_canceled;
 
   atomic_int cancels_in_flight; /* stop() is still finishing canceled tasks */
@@ -47,13 +47,13 @@ struct ct_supervisor {
   ev_timer spawn_retry;     /* then ct__pool_retry_spawn() after spawn_backoff s */
   double spawn_backoff;
 
-  /* Workers (worker-list.c): a list under workers_lock, a leaf lock taken
+  /* Workers (workers/list.c): a list under workers_lock, a leaf lock taken
    * after a worker's lock. workers_closed: the supervisor is stopping. */
   pthread_mutex_t workers_lock;
   struct ct_worker *workers;
   bool workers_closed;
 
-  /* Extra loops (aloop.c), under aloops_lock (a leaf). */
+  /* Extra loops (supervisor/loops.c), under aloops_lock (a leaf). */
   pthread_mutex_t aloops_lock;
   struct ct_loop *aloops;
   struct ct_loop *default_loop; /* NULL: the supervisor's own */
@@ -99,11 +99,11 @@ void ct__delay_forget(ct_supervisor_t *sup, ct_task_t *t);
 /* delay.c, loop thread: cancel every delayed task (supervisor stop). */
 void ct__delay_cancel_all(ct_supervisor_t *sup);
 
-/* aloop.c: set up / free the extra loops; ask them to end (supervisor stop). */
+/* supervisor/loops.c: set up / free the extra loops; ask them to end (supervisor stop). */
 int ct__aloops_init(ct_supervisor_t *sup);
 void ct__aloops_destroy(ct_supervisor_t *sup);
 void ct__aloops_stop_all(ct_supervisor_t *sup);
-/* aloop.c: run a QUEUED task on a loop thread (the loop takes the reference). */
+/* supervisor/loops.c: run a QUEUED task on a loop thread (the loop takes the reference). */
 int ct__loop_exec(ct__loop_t *loop, ct_task_t *t);
 
 /* watchdog.c, loop thread: start / stop the timeout watchdog. */

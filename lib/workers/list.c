@@ -4,7 +4,7 @@
  */
 #include <stdlib.h>
 
-#include "worker-internal.h"
+#include "workers/worker-internal.h"
 
 int ct__workers_init(ct_supervisor_t *sup) {
   sup->workers = NULL;

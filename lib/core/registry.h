@@ -8,7 +8,7 @@
 
 #include <pthread.h>
 
-#include "task-internal.h"
+#include "core/task-internal.h"
 
 #define CT__REGISTRY_SHARDS 16
 

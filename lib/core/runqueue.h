@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "task-internal.h"
+#include "core/task-internal.h"
 
 #define CT__RQ_LEVELS 256
 

@@ -27,7 +27,7 @@
  * hook (the `spawn_failed` kick); the loop thread then retries on the
  * `spawn_retry` timer, backing off, until the pool needs no more.
  */
-#include "supervisor-internal.h"
+#include "supervisor/supervisor-internal.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -36,9 +36,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "worker-internal.h"
-#include "procpool.h"
+#include "base/clock.h"
+#include "workers/worker-internal.h"
+#include "process/procpool.h"
 
 #define CT__DEFAULT_KEEPALIVE 10.0
 /* Seconds between attempts to start a pool thread while none can be. */

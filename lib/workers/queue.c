@@ -11,7 +11,7 @@
  */
 #include <stdlib.h>
 
-#include "worker-internal.h"
+#include "workers/worker-internal.h"
 
 #define CT__QUEUE_BATCH 32
 

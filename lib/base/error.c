@@ -1,7 +1,7 @@
 /* Error codes and their messages, from the one table in common.h. */
 #include "ctasker/common.h"
 
-#include "clock.h"
+#include "base/clock.h"
 
 const char *ct_strerror(int err) {
   if (err == 0)

@@ -45,14 +45,14 @@
  * retry is owed at a time. A CANCEL stop cancels queued tasks without a
  * thread, so only a DRAIN stop waits for threads to come back.
  */
-#include "threadpool.h"
+#include "exec/threadpool.h"
 
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
+#include "base/clock.h"
 
 #define CT__POOL_STACK_SIZE (4u << 20)
 
