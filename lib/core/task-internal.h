@@ -17,7 +17,13 @@
 #include "base/clock.h"
 #include "ctasker/task.h"
 
-struct ct_supervisor;
+/* Who keeps a registered task (CT__F_REGISTERED) by id: the layer above
+ * fills in the hook, so a task never names what submitted it. */
+typedef struct ct__task_owner {
+  /* The task is terminal and its callback has returned: drop it from the
+   * owner's registry. Called by the finishing thread, no lock held. */
+  void (*forget)(struct ct__task_owner *owner, ct_task_t *t);
+} ct__task_owner_t;
 
 enum ct__task_flag {
   CT__F_CANCEL_REQUESTED = 1u << 0, /* ct_task_cancel() was called */
@@ -46,7 +52,7 @@ struct ct_task {
   void *link;
   ct_task_fn fn;
   void *arg;
-  struct ct_supervisor *sup;
+  ct__task_owner_t *owner; /* set before the task is handed over */
   json_t *result; /* written once, before the status becomes terminal */
   struct ct__task_extra *x; /* NULL on the cheap path */
   uint64_t id;

@@ -18,7 +18,6 @@
 
 #include "base/clock.h"
 #include "ctasker/result.h"
-#include "supervisor/supervisor-internal.h"
 #include "core/task-internal.h"
 
 static pthread_mutex_t wait_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -109,7 +108,7 @@ static void task_settle(ct_task_t *t) {
   if (t->x && t->x->on_done)
     t->x->on_done(t, t->x->done_data);
   if (ct__task_has(t, CT__F_REGISTERED))
-    ct__supervisor_forget(t->sup, t);
+    t->owner->forget(t->owner, t);
   atomic_fetch_or(&t->flags, CT__F_DONE);
   if (atomic_load(&t->waiters) > 0) {
     pthread_once(&wait_once, wait_cond_init);

@@ -8,6 +8,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "core/task-internal.h"
+
 /* The public ct_loop_t (loop.h) is this struct. */
 typedef struct ct_loop ct__loop_t;
 
@@ -92,6 +94,21 @@ void ct__loop_join(ct__loop_t *loop);
  * loop that never started) are freed with free(), embedded ones left.
  * Descriptors already released at the thread's end are not touched again. */
 void ct__loop_destroy(ct__loop_t *loop);
+
+/* Counters of the tasks run on loops (exec/loop-task.c), which no pool
+ * counts; the caller keeps them, as many loops may share one set. */
+typedef struct ct__loop_counts {
+  atomic_uint_fast64_t completed, failed, canceled;
+} ct__loop_counts_t;
+
+/* Run a QUEUED task on the loop's thread, in posting order; the loop takes
+ * the reference and counts the outcome in *counts, which must outlive it.
+ * Returns 0, CT_ENOMEM or CT_ESHUTDOWN (nothing taken). Any thread. */
+int ct__loop_exec(ct__loop_t *loop, ct_task_t *t, ct__loop_counts_t *counts);
+
+/* Cancel a QUEUED task given to ct__loop_exec(): true if this call made it
+ * CANCELED (it is dropped when its message runs). Any thread. */
+bool ct__loop_cancel_queued(ct__loop_counts_t *counts, ct_task_t *t);
 
 /* Whether the calling thread is this loop's thread. */
 bool ct__loop_is_own_thread(const ct__loop_t *loop);

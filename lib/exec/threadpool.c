@@ -539,7 +539,7 @@ bool ct__pool_drained(ct__pool_t *p) {
   return drained;
 }
 
-void ct__pool_stats(ct__pool_t *p, ct_stats_t *out) {
+void ct__pool_counts(ct__pool_t *p, ct__pool_counts_t *out) {
   pthread_mutex_lock(&p->lock);
   drain_intake(p);
   out->queued = p->queued;

@@ -7,8 +7,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include "ctasker/supervisor.h"
 #include "core/runqueue.h"
+#include "ctasker/common.h"
 
 struct ct__worker;
 
@@ -85,8 +85,13 @@ ct_task_t *ct__pool_retry_spawn(ct__pool_t *p, bool *again);
 /* True once stopping and no thread is left. */
 bool ct__pool_drained(ct__pool_t *p);
 
-/* Copy counters into *out (the fields the pool owns). */
-void ct__pool_stats(ct__pool_t *p, ct_stats_t *out);
+/* The pool's counters, read together under its lock. */
+typedef struct ct__pool_counts {
+  uint64_t queued, running, completed, failed, canceled; /* tasks */
+  uint64_t threads, threads_idle;
+} ct__pool_counts_t;
+
+void ct__pool_counts(ct__pool_t *p, ct__pool_counts_t *out);
 
 /* Call fn(task, started, data) for every running task, then for queued ones
  * oldest first in each priority level, moving to the next level when fn

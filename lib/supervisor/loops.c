@@ -7,8 +7,8 @@
  * An extra loop's libev loop and descriptors go when its thread ends (only
  * the struct, which callers may still hold, waits for the supervisor), so
  * creating and stopping loops does not use up descriptors.
- * A call or a task enters a loop only as an inbox message, so it runs on
- * the loop thread, in posting order.
+ * A call enters a loop only as an inbox message, so it runs on the loop
+ * thread, in posting order (tasks too: exec/loop-task.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,11 +22,6 @@ typedef struct {
   ct_loop_fn fn;
   void *data;
 } ct__call_msg_t;
-
-typedef struct {
-  ct__loop_msg_t msg;
-  ct_task_t *task;
-} ct__exec_msg_t;
 
 int ct__aloops_init(ct_supervisor_t *sup) {
   sup->aloops = sup->default_loop = NULL;
@@ -184,36 +179,6 @@ int ct_loop_call(ct_loop_t *loop, ct_loop_fn fn, void *data) {
   m->msg.run = run_call;
   m->fn = fn;
   m->data = data;
-  int rc = ct__loop_post(loop, &m->msg);
-  if (rc != 0)
-    free(m);
-  return rc;
-}
-
-/* Counted here, as the pool counts its own: no pool sees a loop's tasks
- * (a cancel counts itself in ct_task_cancel()). */
-static void run_task_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
-  (void)loop;
-  ct__exec_msg_t *m = (ct__exec_msg_t *)msg;
-  ct_task_t *t = m->task;
-  ct_supervisor_t *sup = t->sup;
-  free(m);
-  if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED)) {
-    ct_task_unref(t); /* canceled while it waited in the inbox */
-    return;
-  }
-  ct__task_stamp_started(t);
-  bool failed = ct__task_run_and_release(t);
-  atomic_fetch_add(failed ? &sup->loop_failed : &sup->loop_completed, 1);
-}
-
-int ct__loop_exec(ct__loop_t *loop, ct_task_t *t) {
-  ct__exec_msg_t *m = malloc(sizeof *m);
-  if (!m)
-    return CT_ENOMEM;
-  m->msg.run = run_task_on_loop;
-  m->task = t;
-  atomic_fetch_or(&t->flags, CT__F_ON_LOOP);
   int rc = ct__loop_post(loop, &m->msg);
   if (rc != 0)
     free(m);

@@ -16,6 +16,7 @@ struct ct__procpool;
 
 struct ct_supervisor {
   ct_supervisor_opts_t opts;
+  ct__task_owner_t owner; /* every task's: its forget hook leaves the registry */
   ct__pool_t pool;
   ct__loop_t loop;
   ct__registry_t registry;
@@ -28,8 +29,7 @@ struct ct_supervisor {
   atomic_uint_fast64_t next_id;  /* ids of accepted and refused submissions */
   atomic_uint_fast64_t refused;  /* submissions that got an id but an error */
   atomic_uint_fast64_t delayed, canceled_delayed;
-  /* Tasks run on loops (supervisor/loops.c), which no pool counts. */
-  atomic_uint_fast64_t loop_completed, loop_failed, loop_canceled;
+  ct__loop_counts_t loop_counts; /* tasks run on loops, which no pool counts */
 
   atomic_int cancels_in_flight; /* stop() is still finishing canceled tasks */
   atomic_int submitting;        /* submissions between their state check and
@@ -89,9 +89,6 @@ void ct__supervisor_publish(ct_task_t **out);
  * nothing ran, no callback; counted as refused; *out released. */
 void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out);
 
-/* Drop a terminal task from the registry (called by the task finisher). */
-void ct__supervisor_forget(ct_supervisor_t *sup, ct_task_t *t);
-
 /* delay.c: hand a DELAYED task (one reference) to the loop's timers. */
 int ct__delay_start(ct_supervisor_t *sup, ct_task_t *t, double delay);
 /* delay.c: a DELAYED task was canceled by another thread; free its timer. */
@@ -103,8 +100,6 @@ void ct__delay_cancel_all(ct_supervisor_t *sup);
 int ct__aloops_init(ct_supervisor_t *sup);
 void ct__aloops_destroy(ct_supervisor_t *sup);
 void ct__aloops_stop_all(ct_supervisor_t *sup);
-/* supervisor/loops.c: run a QUEUED task on a loop thread (the loop takes the reference). */
-int ct__loop_exec(ct__loop_t *loop, ct_task_t *t);
 
 /* watchdog.c, loop thread: start / stop the timeout watchdog. */
 void ct__watchdog_start(ct_supervisor_t *sup);

@@ -101,6 +101,16 @@ static int settle_options(const ct_supervisor_opts_t *in, ct_supervisor_opts_t *
   return 0;
 }
 
+/* The supervisor of a task owner (every supervisor embeds its own). */
+static ct_supervisor_t *sup_of(ct__task_owner_t *owner) {
+  return (ct_supervisor_t *)((char *)owner - offsetof(ct_supervisor_t, owner));
+}
+
+/* The task owner's hook: a terminal task leaves the registry. */
+static void forget_task(ct__task_owner_t *owner, ct_task_t *t) {
+  ct__registry_remove(&sup_of(owner)->registry, t);
+}
+
 static void on_pool_drained(void *data) {
   ct_supervisor_t *sup = data;
   ct__loop_kick(&sup->loop, &sup->stop_check);
@@ -177,6 +187,7 @@ static int init_parts(ct_supervisor_t *sup) {
     return rc;
   if (pthread_mutex_init(&sup->state_lock, NULL) != 0)
     goto no_lock;
+  sup->owner.forget = forget_task;
   if (ct__registry_init(&sup->registry) != 0)
     goto no_registry;
   if (ct__workers_init(sup) != 0)
@@ -408,7 +419,7 @@ ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *ar
     t->x->on_done = o->on_done;
     t->x->done_data = o->done_data;
   }
-  t->sup = sup;
+  t->owner = &sup->owner;
   t->id = atomic_fetch_add_explicit(&sup->next_id, 1, memory_order_relaxed);
   return t;
 }
@@ -467,7 +478,7 @@ static int hand_over(ct_supervisor_t *sup, ct_task_t *t, const ct_task_opts_t *o
     return ct__delay_start(sup, t, o->delay);
   }
   ct__task_stamp_queued(t);
-  return o->loop ? ct__loop_exec(o->loop, t) : ct__pool_submit(&sup->pool, t, false);
+  return o->loop ? ct__loop_exec(o->loop, t, &sup->loop_counts) : ct__pool_submit(&sup->pool, t, false);
 }
 
 int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
@@ -498,10 +509,7 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
  * call made it CANCELED. */
 static bool cancel_queued(ct_supervisor_t *sup, ct_task_t *task) {
   if (ct__task_has(task, CT__F_ON_LOOP)) {
-    if (!ct__task_try_status(task, CT_TASK_QUEUED, CT_TASK_CANCELED))
-      return false;
-    atomic_fetch_add(&sup->loop_canceled, 1);
-    return true;
+    return ct__loop_cancel_queued(&sup->loop_counts, task);
   }
   if (ct__task_has(task, CT__F_PROCESS))
     return ct__procpool_cancel_queued(atomic_load(&sup->procpool), task);
@@ -511,7 +519,7 @@ static bool cancel_queued(ct_supervisor_t *sup, ct_task_t *task) {
 int ct_task_cancel(ct_task_t *task) {
   if (!task)
     return CT_EINVAL;
-  ct_supervisor_t *sup = task->sup;
+  ct_supervisor_t *sup = sup_of(task->owner);
   for (;;) {
     switch (atomic_load(&task->status)) {
     case CT_TASK_COMPLETED:
@@ -541,10 +549,6 @@ int ct_task_cancel(ct_task_t *task) {
   }
 }
 
-void ct__supervisor_forget(ct_supervisor_t *sup, ct_task_t *t) {
-  ct__registry_remove(&sup->registry, t);
-}
-
 int ct_supervisor_get_task(ct_supervisor_t *sup, uint64_t id, ct_task_t **out) {
   if (out)
     *out = NULL;
@@ -572,13 +576,18 @@ int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
     sup = ct_supervisor_default();
   if (!sup || !out)
     return CT_EINVAL;
-  ct__pool_stats(&sup->pool, out);
+  ct__pool_counts_t pool;
+  ct__pool_counts(&sup->pool, &pool);
+  *out = (ct_stats_t){.queued = pool.queued, .running = pool.running,
+                      .completed = pool.completed, .failed = pool.failed,
+                      .canceled = pool.canceled, .threads = pool.threads,
+                      .threads_idle = pool.threads_idle};
   /* Every submission takes an id, so the ids tell how many were accepted. */
   out->submitted = atomic_load(&sup->next_id) - 1 - atomic_load(&sup->refused);
   out->delayed = atomic_load(&sup->delayed);
-  out->completed += atomic_load(&sup->loop_completed);
-  out->failed += atomic_load(&sup->loop_failed);
-  out->canceled += atomic_load(&sup->canceled_delayed) + atomic_load(&sup->loop_canceled);
+  out->completed += atomic_load(&sup->loop_counts.completed);
+  out->failed += atomic_load(&sup->loop_counts.failed);
+  out->canceled += atomic_load(&sup->canceled_delayed) + atomic_load(&sup->loop_counts.canceled);
   ct__procpool_add_stats(atomic_load(&sup->procpool), out);
   return 0;
 }
