@@ -4,6 +4,7 @@
 
 #include <stdatomic.h>
 
+#include "base/list.h"
 #include "ctasker/supervisor.h"
 #include "exec/loop.h"
 #include "core/registry.h"
@@ -13,6 +14,26 @@ enum ct__sup_state { CT__SUP_INIT, CT__SUP_RUNNING, CT__SUP_STOPPING, CT__SUP_ST
 
 struct ct__delay;
 struct ct__procpool;
+struct ct__sup_part;
+
+/* What the supervisor may do with a part attached to it (parts.c). No
+ * supervisor lock is held when a hook is called. */
+typedef struct ct__sup_part_ops {
+  /* The supervisor stops: stop the part, without waiting. */
+  void (*stop)(struct ct__sup_part *part);
+  /* The part's statistics, a new JSON value (NULL: out of memory). */
+  json_t *(*stats_json)(struct ct__sup_part *part);
+  /* Keep the part alive across a hook call, and let go of it. */
+  void (*hold)(struct ct__sup_part *part);
+  void (*release)(struct ct__sup_part *part);
+} ct__sup_part_ops_t;
+
+/* Embedded in the part (a worker). */
+typedef struct ct__sup_part {
+  const ct__sup_part_ops_t *ops;
+  ct__list_t node; /* P: in the supervisor's parts */
+  bool stopped;    /* P: the supervisor's stop has handled it */
+} ct__sup_part_t;
 
 struct ct_supervisor {
   ct_supervisor_opts_t opts;
@@ -47,11 +68,12 @@ struct ct_supervisor {
   ev_timer spawn_retry;     /* then ct__pool_retry_spawn() after spawn_backoff s */
   double spawn_backoff;
 
-  /* Workers (workers/list.c): a list under workers_lock, a leaf lock taken
-   * after a worker's lock. workers_closed: the supervisor is stopping. */
-  pthread_mutex_t workers_lock;
-  struct ct_worker *workers;
-  bool workers_closed;
+  /* Parts attached from above (parts.c): a list under parts_lock, a leaf
+   * lock taken after a part's own lock. parts_closed: the supervisor is
+   * stopping. */
+  pthread_mutex_t parts_lock;
+  ct__list_t parts;
+  bool parts_closed;
 
   /* Extra loops (supervisor/loops.c), under aloops_lock (a leaf). */
   pthread_mutex_t aloops_lock;
@@ -100,6 +122,26 @@ void ct__delay_cancel_all(ct_supervisor_t *sup);
 int ct__aloops_init(ct_supervisor_t *sup);
 void ct__aloops_destroy(ct_supervisor_t *sup);
 void ct__aloops_stop_all(ct_supervisor_t *sup);
+
+/* parts.c. Attach a part (it stays until detached; the supervisor cannot be
+ * freed meanwhile); detach it. Any thread. */
+void ct__sup_attach(ct_supervisor_t *sup, ct__sup_part_t *part, const ct__sup_part_ops_t *ops);
+void ct__sup_detach(ct_supervisor_t *sup, ct__sup_part_t *part);
+/* Take parts_lock and say whether the supervisor runs and has not begun
+ * stopping its parts; a part that starts work does so before
+ * ct__sup_parts_unlock(), so the stop, which closes the list first, sees
+ * it started. */
+bool ct__sup_parts_lock_open(ct_supervisor_t *sup);
+void ct__sup_parts_unlock(ct_supervisor_t *sup);
+/* parts.c, for supervisor.c. */
+int ct__sup_parts_init(ct_supervisor_t *sup);
+void ct__sup_parts_destroy(ct_supervisor_t *sup);
+/* Stop every part (its stop hook) and close the list to new starts. */
+void ct__sup_parts_stop_all(ct_supervisor_t *sup);
+/* Whether any part is attached. */
+bool ct__sup_parts_attached(ct_supervisor_t *sup);
+/* A new JSON array of every part's statistics, or NULL. */
+json_t *ct__sup_parts_json(ct_supervisor_t *sup);
 
 /* watchdog.c, loop thread: start / stop the timeout watchdog. */
 void ct__watchdog_start(ct_supervisor_t *sup);

@@ -37,7 +37,6 @@
 #include <unistd.h>
 
 #include "base/clock.h"
-#include "workers/worker-internal.h"
 #include "process/procpool.h"
 
 #define CT__DEFAULT_KEEPALIVE 10.0
@@ -163,7 +162,7 @@ static bool watchdog_on(const ct_supervisor_t *sup) {
   return sup->opts.timeout_warning > 0 || sup->opts.timeout_critical > 0;
 }
 
-static int init_parts(ct_supervisor_t *sup) {
+static int init_members(ct_supervisor_t *sup) {
   ct__pool_cfg_t cfg = {
       .pool_size = sup->opts.pool_size,
       .reserve_normal = sup->opts.reserve_normal,
@@ -190,8 +189,8 @@ static int init_parts(ct_supervisor_t *sup) {
   sup->owner.forget = forget_task;
   if (ct__registry_init(&sup->registry) != 0)
     goto no_registry;
-  if (ct__workers_init(sup) != 0)
-    goto no_workers;
+  if (ct__sup_parts_init(sup) != 0)
+    goto no_parts;
   if (ct__aloops_init(sup) != 0)
     goto no_aloops;
   if (ct__pool_init(&sup->pool, &cfg) != 0)
@@ -210,8 +209,8 @@ no_loop:
 no_pool:
   ct__aloops_destroy(sup);
 no_aloops:
-  ct__workers_destroy(sup);
-no_workers:
+  ct__sup_parts_destroy(sup);
+no_parts:
   ct__registry_destroy(&sup->registry);
 no_registry:
   pthread_mutex_destroy(&sup->state_lock);
@@ -239,7 +238,7 @@ int ct_supervisor_new(const ct_supervisor_opts_t *opts, ct_supervisor_t **out) {
     return CT_ENOMEM;
   int rc = settle_options(opts, &sup->opts);
   if (rc == 0)
-    rc = init_parts(sup);
+    rc = init_members(sup);
   if (rc != 0) {
     free(sup);
     return rc;
@@ -320,7 +319,7 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
   if (!sup || (mode != CT_STOP_DRAIN && mode != CT_STOP_CANCEL) ||
       !ct__seconds_valid(timeout, CT__SEC_SIGNED))
     return CT_EINVAL;
-  ct__workers_stop_all(sup); /* workers first: their runs then drain as tasks */
+  ct__sup_parts_stop_all(sup); /* workers first: their runs then drain as tasks */
   ct__aloops_stop_all(sup);  /* extra loops run what they hold, then end */
   ct_task_t *canceled = NULL;
   pthread_mutex_lock(&sup->state_lock);
@@ -368,7 +367,7 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
 int ct_supervisor_free(ct_supervisor_t *sup) {
   if (!sup)
     return 0;
-  if (ct__workers_exist(sup))
+  if (ct__sup_parts_attached(sup))
     return CT_EBUSY;
   pthread_mutex_lock(&sup->state_lock);
   int state = atomic_load(&sup->state);
@@ -383,7 +382,7 @@ int ct_supervisor_free(ct_supervisor_t *sup) {
   ct__pool_destroy(&sup->pool);
   ct__registry_destroy(&sup->registry);
   ct__aloops_destroy(sup);
-  ct__workers_destroy(sup);
+  ct__sup_parts_destroy(sup);
   pthread_mutex_destroy(&sup->state_lock);
   pthread_cond_destroy(&sup->state_cond);
   free(sup);
@@ -614,7 +613,8 @@ json_t *ct_supervisor_stats_json(ct_supervisor_t *sup) {
       "pool", "size", o->pool_size, "reserve_normal", o->reserve_normal, "reserve_high",
       o->reserve_high, "min_threads", o->min_threads, "max_threads", high_cap(o), "threads",
       (json_int_t)s.threads, "threads_idle", (json_int_t)s.threads_idle);
-  if (j && json_object_set_new(j, "workers", ct__workers_json(sup)) != 0) {
+  /* Workers are the parts attached to a supervisor. */
+  if (j && json_object_set_new(j, "workers", ct__sup_parts_json(sup)) != 0) {
     json_decref(j); /* out of memory: no partial answer */
     j = NULL;
   }

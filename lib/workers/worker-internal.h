@@ -65,8 +65,7 @@ struct ct_worker {
   ct_worker_kind_t kind;
   ct_worker_fn fn;
   atomic_uint refs;        /* the owner's, one per task or loop message in flight */
-  struct ct_worker *prev, *next; /* the supervisor's list (its workers_lock) */
-  bool stopped_by_supervisor;    /* under workers_lock: ct__workers_stop_all saw it */
+  ct__sup_part_t part;     /* attached to its supervisor (part.c) */
 
   pthread_mutex_t lock;    /* guards everything below; before the pool lock
                               and the loop inbox lock, never after */
@@ -145,19 +144,10 @@ void ct__group_member_ended(ct_worker_t *w);
 /* The owner frees w: take it out of its group. */
 void ct__group_forget(ct_worker_t *w);
 
-/* list.c: the supervisor's list of workers. */
-void ct__workers_link(ct_supervisor_t *sup, ct_worker_t *w);
-void ct__workers_unlink(ct_supervisor_t *sup, ct_worker_t *w);
-
-/* Supervisor hooks (supervisor.c). */
-int ct__workers_init(ct_supervisor_t *sup);
-void ct__workers_destroy(ct_supervisor_t *sup);
-/* Stop every worker (CT_WORKER_DROP, no wait) and refuse new starts. */
-void ct__workers_stop_all(ct_supervisor_t *sup);
-/* Whether the supervisor still has workers (not freed). */
-bool ct__workers_exist(ct_supervisor_t *sup);
-/* A new JSON array of every worker's statistics. */
-json_t *ct__workers_json(ct_supervisor_t *sup);
+/* part.c: attach the worker to its supervisor as a part (its stop, its
+ * statistics), or detach it (the owner frees it). */
+void ct__worker_attach(ct_worker_t *w);
+void ct__worker_detach(ct_worker_t *w);
 
 extern const ct__worker_exec_t ct__thread_exec;
 extern const ct__worker_ops_t ct__background_ops, ct__queue_ops, ct__event_ops,

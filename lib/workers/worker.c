@@ -2,7 +2,7 @@
  *
  * A worker owns its lock and, through its kind, what triggers a run (queue
  * items, a trigger flag, a timer). Lock order: worker lock -> supervisor
- * workers_lock | pool lock | loop inbox lock. User code (run, on_error,
+ * parts_lock | pool lock | loop inbox lock. User code (run, on_error,
  * on_drop) is never called with the lock held.
  *
  * Work enters through ct__worker_kick(): when the worker may run, has work
@@ -370,7 +370,7 @@ int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn,
     return rc;
   }
   w->name = w->base_name;
-  ct__workers_link(sup, w);
+  ct__worker_attach(w);
   *out = w;
   return 0;
 }
@@ -387,7 +387,7 @@ int ct_worker_free(ct_worker_t *w) {
   if (busy)
     return CT_EBUSY;
   ct__group_forget(w);
-  ct__workers_unlink(w->sup, w);
+  ct__worker_detach(w);
   ct__worker_unref(w);
   return 0;
 }
@@ -418,12 +418,10 @@ static int startable(ct_worker_t *w) {
 
 /* Lock held: switch to RUNNING unless the supervisor is stopping. */
 static int enter_running(ct_worker_t *w) {
-  ct_supervisor_t *sup = w->sup;
-  pthread_mutex_lock(&sup->workers_lock);
-  int rc = sup->workers_closed || atomic_load(&sup->state) != CT__SUP_RUNNING ? CT_ESHUTDOWN : 0;
+  int rc = ct__sup_parts_lock_open(w->sup) ? 0 : CT_ESHUTDOWN;
   if (rc == 0)
     set_state(w, CT_WORKER_RUNNING);
-  pthread_mutex_unlock(&sup->workers_lock);
+  ct__sup_parts_unlock(w->sup);
   return rc;
 }
 
