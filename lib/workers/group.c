@@ -8,8 +8,9 @@
  * ct__worker_leave). So every operation first copies the members it needs,
  * each with a worker reference, then works on the copy without the lock.
  *
- * One-for-all enters through ct__group_member_ended(), called by the thread
- * that made a member's state final, after it released the worker's lock.
+ * One-for-all enters through member_ended(), the end hook a group sets on
+ * its members, called by the thread that made a member's state final,
+ * after it released the worker's lock.
  * It stops the other running members one at a time without waiting (no
  * allocation, so it cannot fail half way, and a stop triggered from a
  * member's own run never waits for that run). Stopping a member makes it
@@ -41,6 +42,8 @@ struct ct_worker_group {
 
 static pthread_mutex_t groups_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_uint_fast64_t unnamed_seq;
+
+static void member_ended(ct_worker_t *w);
 
 static bool is_active(const ct_worker_t *w) {
   int s = atomic_load(&w->state);
@@ -96,6 +99,7 @@ int ct_worker_group_add(ct_worker_group_t *g, ct_worker_t *w) {
   if (rc == 0) {
     g->members[g->n++] = w;
     w->group = g;
+    atomic_store(&w->on_end, member_ended); /* kept: it checks w->group */
   }
   pthread_mutex_unlock(&groups_lock);
   return rc;
@@ -173,7 +177,9 @@ static void group_unref(ct_worker_group_t *g) {
   free(g);
 }
 
-void ct__group_member_ended(ct_worker_t *w) {
+/* A member's end hook (worker.c calls it once its state became final, no
+ * lock held): with one-for-all, stop the rest of its group. */
+static void member_ended(ct_worker_t *w) {
   pthread_mutex_lock(&groups_lock);
   ct_worker_group_t *g = w->group;
   bool stop_all = g && g->one_for_all && is_final(w); /* not restarted meanwhile */

@@ -58,6 +58,9 @@ typedef struct ct__worker_exec {
   int (*submit)(ct_worker_t *w);
 } ct__worker_exec_t;
 
+/* A worker's end hook: its state became STOPPED or FORCE_STOPPED. */
+typedef void (*ct__worker_end_fn)(struct ct_worker *w);
+
 struct ct_worker {
   const ct__worker_ops_t *ops;
   const ct__worker_exec_t *exec;
@@ -88,7 +91,10 @@ struct ct_worker {
   bool wanted;             /* event/interval: a run was asked for */
   bool dropping;           /* pending items go back, not run */
   bool freed;              /* the owner has released it: no new start */
-  atomic_bool end_unreported; /* final state not yet told to its group */
+  atomic_bool end_unreported; /* final state not yet told to on_end */
+  _Atomic(ct__worker_end_fn) on_end; /* set by a group (group.c), or NULL:
+                                        told of each final state by
+                                        ct__worker_leave(), no lock held */
   struct ct_worker_group *group; /* under the groups lock (group.c) */
   uint64_t runs, failures, dropped;
   double last_run;
@@ -135,13 +141,10 @@ int ct__worker_post(ct_worker_t *w, void (*fn)(ct_worker_t *w));
 void ct__worker_run_ended(ct_worker_t *w, bool stop);
 
 /* Lock NOT held, after an operation that may have made the state final:
- * hand back dropped items, then tell the worker's group of its end. */
+ * hand back dropped items, then report its end to its on_end hook. */
 void ct__worker_leave(ct_worker_t *w);
 
-/* group.c. No lock held. A member reached STOPPED or FORCE_STOPPED:
- * with one-for-all, stop the rest of its group. */
-void ct__group_member_ended(ct_worker_t *w);
-/* The owner frees w: take it out of its group. */
+/* group.c, for create.c: the owner frees w; take it out of its group. */
 void ct__group_forget(ct_worker_t *w);
 
 /* part.c: attach the worker to its supervisor as a part (its stop, its
