@@ -31,27 +31,30 @@ typedef struct ct__loop_kick {
   atomic_bool pending;
 } ct__loop_kick_t;
 
+/* Guards: I: set before the thread starts, then read-only.  B: inbox_lock.
+ * J: join_lock.  T: the loop thread only.  A: atomic, any thread.
+ * O: the owner of the loop (its supervisor, under its loops_lock). */
 struct ct_loop {
-  struct ev_loop *ev;  /* NULL once released (loop.c) */
-  int wake_fd;         /* an eventfd the loop thread watches with wake_io */
-  ev_io wake_io;
-  atomic_bool wake_sent; /* a wake-up is written and not yet read */
-  ct__loop_kick_t *kicks; /* set before the thread starts */
-  pthread_mutex_t inbox_lock;
-  ct__loop_msg_t *inbox_head, *inbox_tail;
-  bool closed;      /* under inbox_lock: no more messages are taken */
-  const char *thread_name; /* a static string: the thread names itself */
-  pthread_mutex_t join_lock; /* a leaf: guards the next three and the join */
-  pthread_t thread;
-  bool thread_started;
-  bool joined;
-  void (*on_exit)(ct__loop_t *loop); /* on the loop thread, after ev_run returns */
-  bool release_at_exit; /* extra loops: descriptors go when the thread ends */
-  void *data;
+  struct ev_loop *ev;  /* T; NULL once released (loop.c) */
+  int wake_fd;         /* I: an eventfd the loop thread watches with wake_io */
+  ev_io wake_io;       /* T */
+  atomic_bool wake_sent; /* A: a wake-up is written and not yet read */
+  ct__loop_kick_t *kicks; /* I */
+  pthread_mutex_t inbox_lock; /* a leaf */
+  ct__loop_msg_t *inbox_head, *inbox_tail; /* B */
+  bool closed;      /* B: no more messages are taken */
+  const char *thread_name; /* I: a static string: the thread names itself */
+  pthread_mutex_t join_lock; /* a leaf */
+  pthread_t thread;    /* J */
+  bool thread_started; /* J */
+  bool joined;         /* J */
+  void (*on_exit)(ct__loop_t *loop); /* I: on the loop thread, after ev_run returns */
+  bool release_at_exit; /* I: extra loops: descriptors go when the thread ends */
+  void *data;           /* I */
   ct__loop_msg_t quit_msg;  /* extra loops (supervisor/loops.c): posted once, by its flag */
-  atomic_bool quit_posted;
-  char *name;          /* extra loops (supervisor/loops.c): owned; NULL for the supervisor's */
-  struct ct_loop *next; /* the supervisor's list of extra loops */
+  atomic_bool quit_posted;  /* A */
+  char *name;          /* I: extra loops (supervisor/loops.c): owned; NULL for the supervisor's */
+  struct ct_loop *next; /* O: the supervisor's list of extra loops */
 };
 
 /* Create the libev loop and its wake-up descriptor (not yet running).

@@ -10,8 +10,9 @@
  * pool is busy or a thread spins.
  *
  * Locks: one mutex (pool->lock) guards the run queue, the counters and the
- * thread lists; nothing else is locked while it is held except the loop
- * inbox lock taken by the on_drained hook.
+ * thread lists. It is a leaf: the on_drained and on_spawn_failed hooks,
+ * called under it, only kick a loop, which takes no lock (see the table in
+ * docs/threading.md).
  *
  * Waking. `busy` counts running tasks plus threads claimed to start one;
  * the caps are checked against it. A thread hands its unit of `busy` from

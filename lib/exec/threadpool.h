@@ -30,24 +30,25 @@ typedef struct ct__pool_cfg {
   void *log_data;
 } ct__pool_cfg_t;
 
+/* Guards: L: the pool's lock.  A: atomic, any thread (written under L
+ * unless said otherwise).  I: set at init, then read-only. */
 typedef struct ct__pool {
-  /* Written by submitting threads without the lock (see threadpool.c). */
+  /* A, written by submitting threads without the lock (see threadpool.c). */
   _Alignas(64) _Atomic(ct_task_t *) intake; /* newest first */
-  /* Read by submitting threads, written under the lock. */
-  _Alignas(64) atomic_int busy;     /* running + claimed-but-not-started */
-  atomic_int spinning;              /* idle threads spinning, unclaimed */
-  atomic_bool stopping;
+  _Alignas(64) atomic_int busy;     /* A: running + claimed-but-not-started */
+  atomic_int spinning;              /* A: idle threads spinning, unclaimed */
+  atomic_bool stopping;             /* A */
 
   _Alignas(64) pthread_mutex_t lock;
-  ct__runqueue_t rq;
-  ct__pool_cfg_t cfg;
-  struct ct__worker *idle;    /* idle threads, most recently idle first */
-  struct ct__worker *all;     /* every live thread (for the watchdog) */
-  int threads, running;
-  bool cancel_late;           /* stopping with CANCEL: cancel what still arrives */
-  bool retry_owed;            /* on_spawn_failed was called; its retry is pending */
-  unsigned spawn_failures;    /* failed thread starts since work last got one */
-  uint64_t queued, completed, failed, canceled;
+  ct__runqueue_t rq;          /* L */
+  ct__pool_cfg_t cfg;         /* I */
+  struct ct__worker *idle;    /* L: idle threads, most recently idle first */
+  struct ct__worker *all;     /* L: every live thread (for the watchdog) */
+  int threads, running;       /* L */
+  bool cancel_late;           /* L: stopping with CANCEL: cancel what still arrives */
+  bool retry_owed;            /* L: on_spawn_failed was called; its retry is pending */
+  unsigned spawn_failures;    /* L: failed thread starts since work last got one */
+  uint64_t queued, completed, failed, canceled; /* L */
 } ct__pool_t;
 
 int ct__pool_init(ct__pool_t *p, const ct__pool_cfg_t *cfg);

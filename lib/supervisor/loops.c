@@ -1,9 +1,11 @@
 /* Loops as users see them: the supervisor's own loop, named extra loops
- * ("aloops"), calls posted to a loop, and tasks executed on a loop.
+ * (atasker's "aloops"; their threads are named "ct-aloop"), and calls
+ * posted to a loop.
  *
- * Every loop is a ct__loop_t (loop.c); extra ones are linked in
- * sup->aloops under sup->aloops_lock (a leaf), live until the supervisor is
- * freed, and are asked to quit (through their own inbox) when it stops.
+ * Every loop is a ct__loop_t (exec/loop.c); extra ones are linked in
+ * sup->extra_loops under sup->loops_lock (before a loop's own locks), live
+ * until the supervisor is freed, and are asked to quit (through their own
+ * inbox) when it stops.
  * An extra loop's libev loop and descriptors go when its thread ends (only
  * the struct, which callers may still hold, waits for the supervisor), so
  * creating and stopping loops does not use up descriptors.
@@ -23,13 +25,13 @@ typedef struct {
   void *data;
 } ct__call_msg_t;
 
-int ct__aloops_init(ct_supervisor_t *sup) {
-  sup->aloops = sup->default_loop = NULL;
-  return pthread_mutex_init(&sup->aloops_lock, NULL) == 0 ? 0 : CT_ENOMEM;
+int ct__loops_init(ct_supervisor_t *sup) {
+  sup->extra_loops = sup->default_loop = NULL;
+  return pthread_mutex_init(&sup->loops_lock, NULL) == 0 ? 0 : CT_ENOMEM;
 }
 
-void ct__aloops_destroy(ct_supervisor_t *sup) {
-  ct__loop_t *l = sup->aloops;
+void ct__loops_destroy(ct_supervisor_t *sup) {
+  ct__loop_t *l = sup->extra_loops;
   while (l) {
     ct__loop_t *next = l->next;
     ct__loop_join(l);
@@ -37,7 +39,7 @@ void ct__aloops_destroy(ct_supervisor_t *sup) {
     free(l);
     l = next;
   }
-  pthread_mutex_destroy(&sup->aloops_lock);
+  pthread_mutex_destroy(&sup->loops_lock);
 }
 
 static void quit_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
@@ -55,11 +57,11 @@ static void post_quit(ct__loop_t *loop) {
   ct__loop_post_embedded(loop, &loop->quit_msg); /* fails only if already ended */
 }
 
-void ct__aloops_stop_all(ct_supervisor_t *sup) {
-  pthread_mutex_lock(&sup->aloops_lock);
-  for (ct__loop_t *l = sup->aloops; l; l = l->next)
+void ct__loops_stop_all(ct_supervisor_t *sup) {
+  pthread_mutex_lock(&sup->loops_lock);
+  for (ct__loop_t *l = sup->extra_loops; l; l = l->next)
     post_quit(l);
-  pthread_mutex_unlock(&sup->aloops_lock);
+  pthread_mutex_unlock(&sup->loops_lock);
 }
 
 ct_loop_t *ct_supervisor_loop(ct_supervisor_t *sup) {
@@ -69,7 +71,7 @@ ct_loop_t *ct_supervisor_loop(ct_supervisor_t *sup) {
 }
 
 static ct__loop_t *find_named(ct_supervisor_t *sup, const char *name) {
-  for (ct__loop_t *l = sup->aloops; l; l = l->next)
+  for (ct__loop_t *l = sup->extra_loops; l; l = l->next)
     if (strcmp(l->name, name) == 0)
       return l;
   return NULL;
@@ -105,7 +107,7 @@ int ct_loop_create(ct_supervisor_t *sup, const char *name, ct_loop_t **out) {
     sup = ct_supervisor_default();
   if (!sup || !name || !*name || !out)
     return CT_EINVAL;
-  pthread_mutex_lock(&sup->aloops_lock);
+  pthread_mutex_lock(&sup->loops_lock);
   int rc = atomic_load(&sup->state) != CT__SUP_RUNNING ? CT_ESHUTDOWN
            : find_named(sup, name)                     ? CT_EBUSY
                                                        : 0;
@@ -113,11 +115,11 @@ int ct_loop_create(ct_supervisor_t *sup, const char *name, ct_loop_t **out) {
   if (rc == 0)
     rc = start_new_loop(sup, name, &l);
   if (rc == 0) {
-    l->next = sup->aloops;
-    sup->aloops = l;
+    l->next = sup->extra_loops;
+    sup->extra_loops = l;
     *out = l;
   }
-  pthread_mutex_unlock(&sup->aloops_lock);
+  pthread_mutex_unlock(&sup->loops_lock);
   return rc;
 }
 
@@ -128,9 +130,9 @@ int ct_loop_get(ct_supervisor_t *sup, const char *name, ct_loop_t **out) {
     sup = ct_supervisor_default();
   if (!sup || !out)
     return CT_EINVAL;
-  pthread_mutex_lock(&sup->aloops_lock);
+  pthread_mutex_lock(&sup->loops_lock);
   ct__loop_t *l = name ? find_named(sup, name) : sup->default_loop ? sup->default_loop : &sup->loop;
-  pthread_mutex_unlock(&sup->aloops_lock);
+  pthread_mutex_unlock(&sup->loops_lock);
   *out = l;
   return l ? 0 : CT_ENOENT;
 }
@@ -140,13 +142,13 @@ int ct_loop_set_default(ct_supervisor_t *sup, ct_loop_t *loop) {
     sup = ct_supervisor_default();
   if (!sup)
     return CT_EINVAL;
-  pthread_mutex_lock(&sup->aloops_lock);
+  pthread_mutex_lock(&sup->loops_lock);
   bool known = !loop || loop == &sup->loop;
-  for (ct__loop_t *l = sup->aloops; l && !known; l = l->next)
+  for (ct__loop_t *l = sup->extra_loops; l && !known; l = l->next)
     known = l == loop;
   if (known)
     sup->default_loop = loop == &sup->loop ? NULL : loop;
-  pthread_mutex_unlock(&sup->aloops_lock);
+  pthread_mutex_unlock(&sup->loops_lock);
   return known ? 0 : CT_EINVAL;
 }
 
@@ -160,7 +162,7 @@ int ct_loop_stop(ct_loop_t *loop, double timeout) {
     return 0;
   if (ct__loop_is_own_thread(loop))
     return CT_EDEADLK;
-  ct__loop_join(loop); /* not under aloops_lock: calls on the loop may take it */
+  ct__loop_join(loop); /* not under loops_lock: calls on the loop may take it */
   return 0;
 }
 

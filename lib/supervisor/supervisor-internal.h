@@ -35,50 +35,52 @@ typedef struct ct__sup_part {
   bool stopped;    /* P: the supervisor's stop has handled it */
 } ct__sup_part_t;
 
+/* Guards, as in docs/threading.md's lock table:
+ *   I: set before the supervisor is started, then read-only.
+ *   S: state_lock.   P: parts_lock.   N: loops_lock.
+ *   A: atomic, read and written by any thread.
+ *   L: the loop thread only (set up before it starts).
+ * The pool, loop and registry lock themselves. */
 struct ct_supervisor {
-  ct_supervisor_opts_t opts;
-  ct__task_owner_t owner; /* every task's: its forget hook leaves the registry */
+  ct_supervisor_opts_t opts; /* I */
+  ct__task_owner_t owner;    /* I: every task's; its forget hook leaves the registry */
   ct__pool_t pool;
   ct__loop_t loop;
   ct__registry_t registry;
 
-  pthread_mutex_t state_lock; /* guards state and the loop join; taken before
-                                 the pool lock, never after it */
-  pthread_cond_t state_cond;  /* broadcast when state becomes STOPPED */
-  atomic_int state;
+  pthread_mutex_t state_lock;
+  pthread_cond_t state_cond;  /* S: broadcast when state becomes STOPPED */
+  atomic_int state;           /* S for changes, A for reads */
 
-  atomic_uint_fast64_t next_id;  /* ids of accepted and refused submissions */
-  atomic_uint_fast64_t refused;  /* submissions that got an id but an error */
-  atomic_uint_fast64_t delayed, canceled_delayed;
-  ct__loop_counts_t loop_counts; /* tasks run on loops, which no pool counts */
+  atomic_uint_fast64_t next_id;  /* A: ids of accepted and refused submissions */
+  atomic_uint_fast64_t refused;  /* A: submissions that got an id but an error */
+  atomic_uint_fast64_t delayed, canceled_delayed; /* A */
+  ct__loop_counts_t loop_counts; /* A: tasks run on loops, which no pool counts */
 
-  atomic_int cancels_in_flight; /* stop() is still finishing canceled tasks */
-  atomic_int submitting;        /* submissions between their state check and
+  atomic_int cancels_in_flight; /* A: stop() is still finishing canceled tasks */
+  atomic_int submitting;        /* A: submissions between their state check and
                                    the hand-over: the loop ends only at 0 */
 
-  /* The process pool (procpool.c), set once under state_lock, or NULL. */
+  /* S to set (once), A to read: the process pool (procpool.c), or NULL. */
   _Atomic(struct ct__procpool *) procpool;
 
-  /* Owned by the loop thread. */
-  ct__loop_kick_t stop_check; /* any thread: "look whether the stop is done" */
-  struct ct__delay *delays; /* active delay timers */
-  bool stop_seen;
-  ev_timer watchdog;
-  ct__loop_kick_t spawn_failed; /* any thread: the pool could not start a thread */
-  ev_timer spawn_retry;     /* then ct__pool_retry_spawn() after spawn_backoff s */
-  double spawn_backoff;
+  ct__loop_kick_t stop_check; /* A to kick: "look whether the stop is done" */
+  struct ct__delay *delays; /* L: active delay timers */
+  bool stop_seen;           /* L */
+  ev_timer watchdog;        /* L */
+  ct__loop_kick_t spawn_failed; /* A to kick: the pool could not start a thread */
+  ev_timer spawn_retry;     /* L: then ct__pool_retry_spawn() after spawn_backoff s */
+  double spawn_backoff;     /* L */
 
-  /* Parts attached from above (parts.c): a list under parts_lock, a leaf
-   * lock taken after a part's own lock. parts_closed: the supervisor is
-   * stopping. */
+  /* Parts attached from above (parts.c). */
   pthread_mutex_t parts_lock;
-  ct__list_t parts;
-  bool parts_closed;
+  ct__list_t parts;  /* P */
+  bool parts_closed; /* P: the supervisor is stopping its parts */
 
-  /* Extra loops (supervisor/loops.c), under aloops_lock (a leaf). */
-  pthread_mutex_t aloops_lock;
-  struct ct_loop *aloops;
-  struct ct_loop *default_loop; /* NULL: the supervisor's own */
+  /* Named extra loops (loops.c). */
+  pthread_mutex_t loops_lock;
+  struct ct_loop *extra_loops;  /* N: linked through ct_loop.next */
+  struct ct_loop *default_loop; /* N: NULL: the supervisor's own */
 };
 
 /* Log through the user's callback, printf-style. */
@@ -118,10 +120,10 @@ void ct__delay_forget(ct_supervisor_t *sup, ct_task_t *t);
 /* delay.c, loop thread: cancel every delayed task (supervisor stop). */
 void ct__delay_cancel_all(ct_supervisor_t *sup);
 
-/* supervisor/loops.c: set up / free the extra loops; ask them to end (supervisor stop). */
-int ct__aloops_init(ct_supervisor_t *sup);
-void ct__aloops_destroy(ct_supervisor_t *sup);
-void ct__aloops_stop_all(ct_supervisor_t *sup);
+/* loops.c: set up / free the extra loops; ask them to end (supervisor stop). */
+int ct__loops_init(ct_supervisor_t *sup);
+void ct__loops_destroy(ct_supervisor_t *sup);
+void ct__loops_stop_all(ct_supervisor_t *sup);
 
 /* parts.c. Attach a part (it stays until detached; the supervisor cannot be
  * freed meanwhile); detach it. Any thread. */

@@ -1,9 +1,9 @@
 /* The supervisor: options, life cycle, submission, cancel, statistics and
  * the process-wide default.
  *
- * It owns a thread pool, a loop thread and a registry. Locks, in the order
- * they may be taken: state_lock -> pool lock -> loop inbox lock; the
- * registry lock and the task-wait lock are leaves.
+ * It owns a thread pool, a loop thread and a registry. Locks: state_lock
+ * is taken first, before the thread pool's, the process pool's, the process
+ * function table's and a loop's; docs/threading.md has the whole order.
  *
  * Stopping: stop() marks the state STOPPING, stops the pool (which drains
  * or cancels its queue) and pokes the loop through the `stop_check` async
@@ -191,8 +191,8 @@ static int init_members(ct_supervisor_t *sup) {
     goto no_registry;
   if (ct__sup_parts_init(sup) != 0)
     goto no_parts;
-  if (ct__aloops_init(sup) != 0)
-    goto no_aloops;
+  if (ct__loops_init(sup) != 0)
+    goto no_loops;
   if (ct__pool_init(&sup->pool, &cfg) != 0)
     goto no_pool;
   if ((rc = ct__loop_init(&sup->loop, sup)) != 0)
@@ -207,8 +207,8 @@ static int init_members(ct_supervisor_t *sup) {
 no_loop:
   ct__pool_destroy(&sup->pool);
 no_pool:
-  ct__aloops_destroy(sup);
-no_aloops:
+  ct__loops_destroy(sup);
+no_loops:
   ct__sup_parts_destroy(sup);
 no_parts:
   ct__registry_destroy(&sup->registry);
@@ -320,7 +320,7 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
       !ct__seconds_valid(timeout, CT__SEC_SIGNED))
     return CT_EINVAL;
   ct__sup_parts_stop_all(sup); /* workers first: their runs then drain as tasks */
-  ct__aloops_stop_all(sup);  /* extra loops run what they hold, then end */
+  ct__loops_stop_all(sup);  /* extra loops run what they hold, then end */
   ct_task_t *canceled = NULL;
   pthread_mutex_lock(&sup->state_lock);
   int state = atomic_load(&sup->state);
@@ -381,7 +381,7 @@ int ct_supervisor_free(ct_supervisor_t *sup) {
   ct__procpool_free(atomic_load(&sup->procpool));
   ct__pool_destroy(&sup->pool);
   ct__registry_destroy(&sup->registry);
-  ct__aloops_destroy(sup);
+  ct__loops_destroy(sup);
   ct__sup_parts_destroy(sup);
   pthread_mutex_destroy(&sup->state_lock);
   pthread_cond_destroy(&sup->state_cond);

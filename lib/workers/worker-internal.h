@@ -70,8 +70,10 @@ struct ct_worker {
   atomic_uint refs;        /* the owner's, one per task or loop message in flight */
   ct__sup_part_t part;     /* attached to its supervisor (part.c) */
 
-  pthread_mutex_t lock;    /* guards everything below; before the pool lock
-                              and the loop inbox lock, never after */
+  pthread_mutex_t lock;    /* guards everything below (but what says
+                              otherwise); taken before the supervisor's
+                              parts lock, the pools', the registry's and a
+                              loop's (docs/threading.md), never after */
   pthread_cond_t cond;     /* broadcast when the state becomes final */
   atomic_int state;
   char *base_name;         /* as created */
