@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/opts.h"
 #include "process/procpool.h"
 
 #define CT__DEFAULT_KEEPALIVE 10.0
@@ -73,11 +74,8 @@ static int high_cap(const ct_supervisor_opts_t *o) {
 static int settle_options(const ct_supervisor_opts_t *in, ct_supervisor_opts_t *o) {
   ct_supervisor_opts_t defaults = CT_SUPERVISOR_OPTS_INIT;
   *o = defaults;
-  if (in) {
-    if (in->size < offsetof(ct_supervisor_opts_t, log_data) || in->size > sizeof *o)
-      return CT_EINVAL;
-    memcpy(o, in, in->size);
-  }
+  if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_supervisor_opts_t, log_data)) != 0)
+    return CT_EINVAL;
   if (o->pool_size < 0 || o->reserve_normal < 0 || o->reserve_high < 0 || o->min_threads < 0)
     return CT_EINVAL;
   if (!ct__seconds_valid(o->keepalive, CT__SEC_LIMIT) ||
@@ -394,9 +392,8 @@ int ct__settle_task_options(const ct_task_opts_t *in, ct_task_opts_t *o) {
   *o = defaults;
   if (!in)
     return 0;
-  if (in->size < offsetof(ct_task_opts_t, done_data) || in->size > sizeof *o)
+  if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_task_opts_t, done_data)) != 0)
     return CT_EINVAL;
-  memcpy(o, in, in->size);
   if (o->priority < CT_PRIORITY_CRITICAL || o->priority > CT_PRIORITY_MAX)
     return CT_EINVAL;
   if (!ct__seconds_valid(o->delay, CT__SEC_DELAY))

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/opts.h"
 #include "workers/worker-internal.h"
 
 static atomic_uint_fast64_t unnamed_seq;
@@ -43,11 +44,8 @@ static char *default_name(ct_worker_fn fn) {
 static int settle_worker_options(const ct_worker_opts_t *in, ct_worker_opts_t *o) {
   ct_worker_opts_t defaults = CT_WORKER_OPTS_INIT;
   *o = defaults;
-  if (!in)
-    return 0;
-  if (in->size < offsetof(ct_worker_opts_t, loop) || in->size > sizeof *o)
+  if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_worker_opts_t, loop)) != 0)
     return CT_EINVAL;
-  memcpy(o, in, in->size);
   if (o->priority < CT_PRIORITY_CRITICAL || o->priority > CT_PRIORITY_MAX)
     return CT_EINVAL;
   return 0;

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "base/opts.h"
 #include "workers/worker-internal.h"
 
 struct ct_worker_group {
@@ -59,11 +60,8 @@ int ct_worker_group_new(const ct_worker_group_opts_t *opts, ct_worker_group_t **
   ct_worker_group_opts_t o = CT_WORKER_GROUP_OPTS_INIT;
   if (out)
     *out = NULL;
-  if (!out || (opts && (opts->size < offsetof(ct_worker_group_opts_t, one_for_all) ||
-                        opts->size > sizeof o)))
+  if (!out || ct__opts_copy(&o, sizeof o, opts, offsetof(ct_worker_group_opts_t, one_for_all)))
     return CT_EINVAL;
-  if (opts)
-    memcpy(&o, opts, opts->size);
   ct_worker_group_t *g = calloc(1, sizeof *g);
   if (!g)
     return CT_ENOMEM;

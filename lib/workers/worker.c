@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "base/opts.h"
 #include "ctasker/result.h"
 
 _Thread_local ct_worker_t *ct__worker_current; /* whose run this thread executes */
@@ -275,11 +276,8 @@ int ct__worker_post(ct_worker_t *w, void (*fn)(ct_worker_t *w)) {
 static int settle_start_options(const ct_worker_start_opts_t *in, ct_worker_start_opts_t *o) {
   ct_worker_start_opts_t defaults = CT_WORKER_START_OPTS_INIT;
   *o = defaults;
-  if (!in)
-    return 0;
-  if (in->size < offsetof(ct_worker_start_opts_t, delay_before) || in->size > sizeof *o)
+  if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_worker_start_opts_t, delay_before)) != 0)
     return CT_EINVAL;
-  memcpy(o, in, in->size);
   return o->priority > CT_PRIORITY_MAX ? CT_EINVAL : 0;
 }
 
