@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "base/list.h"
 #include "core/task-internal.h"
 
 /* The public ct_loop_t (loop.h) is this struct. */
@@ -54,7 +55,7 @@ struct ct_loop {
   ct__loop_msg_t quit_msg;  /* extra loops (supervisor/loops.c): posted once, by its flag */
   atomic_bool quit_posted;  /* A */
   char *name;          /* I: extra loops (supervisor/loops.c): owned; NULL for the supervisor's */
-  struct ct_loop *next; /* O: the supervisor's list of extra loops */
+  ct__list_t in_owner; /* O: in its owner's list (a supervisor's extra loops) */
 };
 
 /* Create the libev loop and its wake-up descriptor (not yet running).

@@ -59,7 +59,7 @@
 
 typedef struct ct__worker {
   struct ct__worker *next_idle;
-  struct ct__worker *prev_all, *next_all;
+  ct__list_t in_all; /* in pool->all */
   ct__pool_t *pool;
   ct_task_t *current;
   pthread_cond_t cond;
@@ -87,6 +87,7 @@ int ct__pool_init(ct__pool_t *p, const ct__pool_cfg_t *cfg) {
   memset(p, 0, sizeof *p);
   p->cfg = *cfg;
   ct__rq_init(&p->rq);
+  ct__list_init(&p->all);
   atomic_init(&p->intake, NULL);
   atomic_init(&p->busy, 0);
   atomic_init(&p->spinning, 0);
@@ -368,12 +369,7 @@ static void wake_all_idle(ct__pool_t *p) {
 }
 
 static void worker_exit(ct__pool_t *p, ct__worker_t *w) {
-  if (w->prev_all)
-    w->prev_all->next_all = w->next_all;
-  else
-    p->all = w->next_all;
-  if (w->next_all)
-    w->next_all->prev_all = w->prev_all;
+  ct__list_remove(&w->in_all);
   p->threads--;
   if (atomic_load(&p->stopping)) {
     wake_all_idle(p);
@@ -440,10 +436,7 @@ static void *worker_main(void *arg) {
 
   pthread_mutex_lock(&p->lock);
   w.has_slot = true; /* spawn() counted this thread as claimed */
-  w.next_all = p->all;
-  if (p->all)
-    p->all->prev_all = &w;
-  p->all = &w;
+  ct__list_push_front(&p->all, &w.in_all);
   for (;;) {
     ct_task_t *t = take_runnable(p, &w);
     if (!t && w.has_slot && give_up_slot(p, &w))
@@ -561,9 +554,12 @@ void ct__pool_each_task(ct__pool_t *p, bool (*fn)(ct_task_t *, bool, void *), vo
   pthread_mutex_lock(&p->lock);
   drain_intake(p);
   wake_for_head(p);
-  for (ct__worker_t *w = p->all; w; w = w->next_all)
+  ct__list_t *node;
+  ct__list_foreach(node, &p->all) {
+    ct__worker_t *w = ct__list_entry(node, ct__worker_t, in_all);
     if (w->current)
       fn(w->current, true, data);
+  }
   for (int level = 0; level < CT__RQ_LEVELS; level++)
     for (ct_task_t *t = p->rq.fifo[level].head; t; t = t->link)
       if (!fn(t, false, data))

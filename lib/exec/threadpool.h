@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "base/list.h"
 #include "core/runqueue.h"
 #include "ctasker/common.h"
 
@@ -43,7 +44,7 @@ typedef struct ct__pool {
   ct__runqueue_t rq;          /* L */
   ct__pool_cfg_t cfg;         /* I */
   struct ct__worker *idle;    /* L: idle threads, most recently idle first */
-  struct ct__worker *all;     /* L: every live thread (for the watchdog) */
+  ct__list_t all;             /* L: every live thread (for the watchdog) */
   int threads, running;       /* L */
   bool cancel_late;           /* L: stopping with CANCEL: cancel what still arrives */
   bool retry_owed;            /* L: on_spawn_failed was called; its retry is pending */

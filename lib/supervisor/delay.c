@@ -19,7 +19,7 @@ typedef struct ct__delay {
   ev_timer timer;
   ct_task_t *task; /* the run queue's reference, until queued */
   double after;
-  struct ct__delay *prev, *next;
+  ct__list_t node; /* in sup->delays */
   ct_supervisor_t *sup;
 } ct__delay_t;
 
@@ -28,24 +28,15 @@ typedef struct {
   ct_task_t *task; /* a reference */
 } ct__forget_msg_t;
 
-static void unlink_delay(ct__delay_t *d) {
-  if (d->prev)
-    d->prev->next = d->next;
-  else
-    d->sup->delays = d->next;
-  if (d->next)
-    d->next->prev = d->prev;
-}
-
 /* Stop and free a linked record. */
 static void drop_delay(ct__delay_t *d) {
   ct_supervisor_t *sup = d->sup;
   ev_timer_stop(sup->loop.ev, &d->timer);
-  unlink_delay(d);
+  ct__list_remove(&d->node);
   d->task->link = NULL;
   ct_task_unref(d->task);
   free(d);
-  if (!sup->delays && sup->stop_seen)
+  if (ct__list_empty(&sup->delays) && sup->stop_seen)
     ct__loop_kick(&sup->loop, &sup->stop_check);
 }
 
@@ -60,7 +51,7 @@ static void delay_expired(struct ev_loop *ev, ev_timer *w, int revents) {
     ct__task_stamp_queued(t);
     d->task = NULL;
     ev_timer_stop(sup->loop.ev, &d->timer);
-    unlink_delay(d);
+    ct__list_remove(&d->node);
     free(d);
     t->link = NULL;
     ct__pool_submit(&sup->pool, t, true); /* the pool takes the reference */
@@ -88,10 +79,7 @@ static void arm_delay(ct__loop_t *loop, ct__loop_msg_t *msg) {
     free(d);
     return;
   }
-  d->next = sup->delays;
-  if (sup->delays)
-    sup->delays->prev = d;
-  sup->delays = d;
+  ct__list_push_front(&sup->delays, &d->node);
   d->task->link = d;
   ev_timer_init(&d->timer, delay_expired, d->after, 0.);
   d->timer.data = d;
@@ -138,8 +126,8 @@ void ct__delay_forget(ct_supervisor_t *sup, ct_task_t *t) {
 }
 
 void ct__delay_cancel_all(ct_supervisor_t *sup) {
-  while (sup->delays) {
-    ct__delay_t *d = sup->delays;
+  while (!ct__list_empty(&sup->delays)) {
+    ct__delay_t *d = ct__list_entry(sup->delays.next, ct__delay_t, node);
     cancel_on_loop(sup, d->task);
     drop_delay(d);
   }

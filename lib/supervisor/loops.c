@@ -25,19 +25,22 @@ typedef struct {
   void *data;
 } ct__call_msg_t;
 
+/* The extra loop linked by `node`. */
+static ct__loop_t *loop_of(ct__list_t *node) { return ct__list_entry(node, ct__loop_t, in_owner); }
+
 int ct__loops_init(ct_supervisor_t *sup) {
-  sup->extra_loops = sup->default_loop = NULL;
+  ct__list_init(&sup->extra_loops);
+  sup->default_loop = NULL;
   return pthread_mutex_init(&sup->loops_lock, NULL) == 0 ? 0 : CT_ENOMEM;
 }
 
 void ct__loops_destroy(ct_supervisor_t *sup) {
-  ct__loop_t *l = sup->extra_loops;
-  while (l) {
-    ct__loop_t *next = l->next;
+  while (!ct__list_empty(&sup->extra_loops)) {
+    ct__loop_t *l = loop_of(sup->extra_loops.next);
+    ct__list_remove(&l->in_owner);
     ct__loop_join(l);
     ct__loop_destroy(l);
     free(l);
-    l = next;
   }
   pthread_mutex_destroy(&sup->loops_lock);
 }
@@ -59,8 +62,10 @@ static void post_quit(ct__loop_t *loop) {
 
 void ct__loops_stop_all(ct_supervisor_t *sup) {
   pthread_mutex_lock(&sup->loops_lock);
-  for (ct__loop_t *l = sup->extra_loops; l; l = l->next)
-    post_quit(l);
+  ct__list_t *node;
+  ct__list_foreach(node, &sup->extra_loops) {
+    post_quit(loop_of(node));
+  }
   pthread_mutex_unlock(&sup->loops_lock);
 }
 
@@ -71,9 +76,11 @@ ct_loop_t *ct_supervisor_loop(ct_supervisor_t *sup) {
 }
 
 static ct__loop_t *find_named(ct_supervisor_t *sup, const char *name) {
-  for (ct__loop_t *l = sup->extra_loops; l; l = l->next)
-    if (strcmp(l->name, name) == 0)
-      return l;
+  ct__list_t *node;
+  ct__list_foreach(node, &sup->extra_loops) {
+    if (strcmp(loop_of(node)->name, name) == 0)
+      return loop_of(node);
+  }
   return NULL;
 }
 
@@ -115,8 +122,7 @@ int ct_loop_create(ct_supervisor_t *sup, const char *name, ct_loop_t **out) {
   if (rc == 0)
     rc = start_new_loop(sup, name, &l);
   if (rc == 0) {
-    l->next = sup->extra_loops;
-    sup->extra_loops = l;
+    ct__list_push_front(&sup->extra_loops, &l->in_owner);
     *out = l;
   }
   pthread_mutex_unlock(&sup->loops_lock);
@@ -144,8 +150,10 @@ int ct_loop_set_default(ct_supervisor_t *sup, ct_loop_t *loop) {
     return CT_EINVAL;
   pthread_mutex_lock(&sup->loops_lock);
   bool known = !loop || loop == &sup->loop;
-  for (ct__loop_t *l = sup->extra_loops; l && !known; l = l->next)
-    known = l == loop;
+  ct__list_t *node;
+  ct__list_foreach(node, &sup->extra_loops) {
+    known = known || loop_of(node) == loop;
+  }
   if (known)
     sup->default_loop = loop == &sup->loop ? NULL : loop;
   pthread_mutex_unlock(&sup->loops_lock);

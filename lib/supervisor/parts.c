@@ -84,7 +84,9 @@ static ct__sup_part_t **snapshot(ct_supervisor_t *sup, size_t *n) {
   ct__list_t *node;
   size_t count = 0, i = 0;
   pthread_mutex_lock(&sup->parts_lock);
-  ct__list_foreach(node, &sup->parts) count++;
+  ct__list_foreach(node, &sup->parts) {
+    count++;
+  }
   ct__sup_part_t **all = count ? malloc(count * sizeof *all) : NULL;
   *n = count;
   if (all)

@@ -12,7 +12,6 @@
 
 enum ct__sup_state { CT__SUP_INIT, CT__SUP_RUNNING, CT__SUP_STOPPING, CT__SUP_STOPPED };
 
-struct ct__delay;
 struct ct__procpool;
 struct ct__sup_part;
 
@@ -65,7 +64,7 @@ struct ct_supervisor {
   _Atomic(struct ct__procpool *) procpool;
 
   ct__loop_kick_t stop_check; /* A to kick: "look whether the stop is done" */
-  struct ct__delay *delays; /* L: active delay timers */
+  ct__list_t delays;        /* L: active delay timers (delay.c) */
   bool stop_seen;           /* L */
   ev_timer watchdog;        /* L */
   ct__loop_kick_t spawn_failed; /* A to kick: the pool could not start a thread */
@@ -79,7 +78,7 @@ struct ct_supervisor {
 
   /* Named extra loops (loops.c). */
   pthread_mutex_t loops_lock;
-  struct ct_loop *extra_loops;  /* N: linked through ct_loop.next */
+  ct__list_t extra_loops;       /* N: linked through ct_loop.in_owner */
   struct ct_loop *default_loop; /* N: NULL: the supervisor's own */
 };
 

@@ -185,6 +185,7 @@ static int init_members(ct_supervisor_t *sup) {
   if (pthread_mutex_init(&sup->state_lock, NULL) != 0)
     goto no_lock;
   sup->owner.forget = forget_task;
+  ct__list_init(&sup->delays);
   if (ct__registry_init(&sup->registry) != 0)
     goto no_registry;
   if (ct__sup_parts_init(sup) != 0)
@@ -277,7 +278,7 @@ static void check_stopped(ct__loop_t *loop, ct__loop_kick_t *kick) {
     ct__watchdog_stop(sup);
     ct__delay_cancel_all(sup);
   }
-  if (!sup->delays && atomic_load(&sup->cancels_in_flight) == 0 &&
+  if (ct__list_empty(&sup->delays) && atomic_load(&sup->cancels_in_flight) == 0 &&
       atomic_load(&sup->submitting) == 0 && ct__pool_drained(&sup->pool) &&
       ct__procpool_stopped(atomic_load(&sup->procpool)))
     ct__loop_quit(&sup->loop);
