@@ -104,7 +104,7 @@ bool ct_task_cancel_requested(const ct_task_t *task) {
   return task && ct__task_has(task, CT__F_CANCEL_REQUESTED);
 }
 
-static void task_settle(ct_task_t *t) {
+static void announce_terminal(ct_task_t *t) {
   if (t->x && t->x->on_done)
     t->x->on_done(t, t->x->done_data);
   if (ct__task_has(t, CT__F_REGISTERED))
@@ -140,7 +140,7 @@ void ct__task_finish(ct_task_t *t, json_t *result) {
   /* A store, not a swap: STARTED is left only here, by the executor that
    * won QUEUED -> STARTED (a cancel then only sets a flag). */
   atomic_store(&t->status, CT_TASK_COMPLETED);
-  task_settle(t);
+  announce_terminal(t);
 }
 
 void ct__task_finish_canceled(ct_task_t *t) {
@@ -148,7 +148,7 @@ void ct__task_finish_canceled(ct_task_t *t) {
                            (unsigned long long)t->id);
   if (t->x)
     t->x->t_completed = ct__now();
-  task_settle(t);
+  announce_terminal(t);
 }
 
 /* Acquire: a waiter that sees DONE also sees what the task and its

@@ -57,8 +57,8 @@
 
 #define CT__POOL_STACK_SIZE (4u << 20)
 
-typedef struct ct__worker {
-  struct ct__worker *next_idle;
+typedef struct ct__pool_thread {
+  struct ct__pool_thread *next_idle;
   ct__list_t in_all; /* in pool->all */
   ct__pool_t *pool;
   ct_task_t *current;
@@ -66,7 +66,7 @@ typedef struct ct__worker {
   atomic_bool claimed;
   bool spinning, sleeping;
   bool has_slot; /* holds one unit of `busy`: from a claim or a running task */
-} ct__worker_t;
+} ct__pool_thread_t;
 
 static _Thread_local ct__pool_t *own_pool;
 
@@ -132,7 +132,7 @@ static void drain_intake(ct__pool_t *p) {
  * every submitter reads, is not written while the pool stays busy. Once a
  * CANCEL stop has begun, what still arrives is returned CANCELED instead of
  * STARTED. Lock held. */
-static ct_task_t *take_runnable(ct__pool_t *p, ct__worker_t *w) {
+static ct_task_t *take_runnable(ct__pool_t *p, ct__pool_thread_t *w) {
   ct_task_t *t;
   drain_intake(p);
   while ((t = ct__rq_peek(&p->rq)) != NULL) {
@@ -165,7 +165,7 @@ static ct_task_t *take_runnable(ct__pool_t *p, ct__worker_t *w) {
   return NULL;
 }
 
-static void claim(ct__worker_t *w) {
+static void claim(ct__pool_thread_t *w) {
   ct__pool_t *p = w->pool;
   p->idle = w->next_idle;
   w->next_idle = NULL;
@@ -179,9 +179,9 @@ static void claim(ct__worker_t *w) {
 }
 
 /* Take a thread that was not claimed off the idle stack. Lock held. */
-static void leave_idle(ct__worker_t *w) {
+static void leave_idle(ct__pool_thread_t *w) {
   ct__pool_t *p = w->pool;
-  for (ct__worker_t **pp = &p->idle; *pp; pp = &(*pp)->next_idle)
+  for (ct__pool_thread_t **pp = &p->idle; *pp; pp = &(*pp)->next_idle)
     if (*pp == w) {
       *pp = w->next_idle;
       break;
@@ -192,7 +192,7 @@ static void leave_idle(ct__worker_t *w) {
   w->spinning = false;
 }
 
-static void *worker_main(void *arg);
+static void *thread_main(void *arg);
 
 /* Start one thread that counts as claimed. Returns 0 or pthread_create()'s
  * error. Lock held. */
@@ -205,7 +205,7 @@ static int spawn(ct__pool_t *p) {
   pthread_attr_setstacksize(&attr, CT__POOL_STACK_SIZE);
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  int rc = pthread_create(&th, &attr, worker_main, p);
+  int rc = pthread_create(&th, &attr, thread_main, p);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   pthread_attr_destroy(&attr);
   if (rc != 0)
@@ -303,7 +303,7 @@ static bool work_waiting(ct__pool_t *p) {
   return atomic_load(&p->intake) != NULL;
 }
 
-static bool claimed_or_work(ct__pool_t *p, ct__worker_t *w) {
+static bool claimed_or_work(ct__pool_t *p, ct__pool_thread_t *w) {
   return atomic_load_explicit(&w->claimed, memory_order_acquire) || work_waiting(p);
 }
 
@@ -314,7 +314,7 @@ static bool claimed_or_work(ct__pool_t *p, ct__worker_t *w) {
  * submitting threads need, while an idle pool's one spinner costs little
  * and starts the next task without a wake-up. Lock held on entry and
  * return, released while spinning. */
-static bool spin_for_work(ct__pool_t *p, ct__worker_t *w) {
+static bool spin_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
   if (p->cfg.idle_spin <= 0 || atomic_load(&p->spinning) > 0 || atomic_load(&p->busy) > 0)
     return false;
   w->spinning = true;
@@ -340,7 +340,7 @@ static bool spin_for_work(ct__pool_t *p, ct__worker_t *w) {
 
 /* Go idle until claimed or work arrives; false if the thread should exit.
  * Lock held on entry and on return. */
-static bool wait_for_work(ct__pool_t *p, ct__worker_t *w) {
+static bool wait_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
   atomic_store_explicit(&w->claimed, false, memory_order_relaxed);
   w->next_idle = p->idle;
   p->idle = w;
@@ -368,7 +368,7 @@ static void wake_all_idle(ct__pool_t *p) {
     claim(p->idle);
 }
 
-static void worker_exit(ct__pool_t *p, ct__worker_t *w) {
+static void thread_exit(ct__pool_t *p, ct__pool_thread_t *w) {
   ct__list_remove(&w->in_all);
   p->threads--;
   if (atomic_load(&p->stopping)) {
@@ -385,7 +385,7 @@ static void finish_late_canceled(ct__pool_t *p, ct_task_t *t) {
   pthread_mutex_lock(&p->lock);
 }
 
-static void run_task(ct__pool_t *p, ct__worker_t *w, ct_task_t *t) {
+static void run_task(ct__pool_t *p, ct__pool_thread_t *w, ct_task_t *t) {
   /* The watchdog reads w->current under the lock, so while it is set the
    * thread keeps its own reference; without a watchdog nothing reads it. */
   bool watched = p->cfg.watch_running;
@@ -406,7 +406,7 @@ static void run_task(ct__pool_t *p, ct__worker_t *w, ct_task_t *t) {
     p->completed++;
 }
 
-static void init_worker(ct__pool_t *p, ct__worker_t *w) {
+static void init_thread(ct__pool_t *p, ct__pool_thread_t *w) {
   pthread_condattr_t attr;
   pthread_condattr_init(&attr);
   pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -421,16 +421,16 @@ static void init_worker(ct__pool_t *p, ct__worker_t *w) {
  * was drained but read `busy` before this decrement saw the pool busy and
  * woke nobody, so the thread looks at the intake again after publishing
  * (both sides sequentially consistent, as with `spinning`). Lock held. */
-static bool give_up_slot(ct__pool_t *p, ct__worker_t *w) {
+static bool give_up_slot(ct__pool_t *p, ct__pool_thread_t *w) {
   add_busy(p, -1);
   w->has_slot = false;
   return work_waiting(p);
 }
 
-static void *worker_main(void *arg) {
+static void *thread_main(void *arg) {
   ct__pool_t *p = arg;
-  ct__worker_t w = {0};
-  init_worker(p, &w);
+  ct__pool_thread_t w = {0};
+  init_thread(p, &w);
   pthread_setname_np(pthread_self(), "ct-pool");
   own_pool = p;
 
@@ -454,7 +454,7 @@ static void *worker_main(void *arg) {
     if (!wait_for_work(p, &w))
       break;
   }
-  worker_exit(p, &w);
+  thread_exit(p, &w);
   pthread_mutex_unlock(&p->lock);
   pthread_cond_destroy(&w.cond);
   return NULL;
@@ -543,7 +543,7 @@ void ct__pool_counts(ct__pool_t *p, ct__pool_counts_t *out) {
   out->canceled = p->canceled;
   out->threads = (uint64_t)p->threads;
   uint64_t idle = 0;
-  for (ct__worker_t *w = p->idle; w; w = w->next_idle)
+  for (ct__pool_thread_t *w = p->idle; w; w = w->next_idle)
     idle++;
   out->threads_idle = idle;
   wake_for_head(p);
@@ -556,7 +556,7 @@ void ct__pool_each_task(ct__pool_t *p, bool (*fn)(ct_task_t *, bool, void *), vo
   wake_for_head(p);
   ct__list_t *node;
   ct__list_foreach(node, &p->all) {
-    ct__worker_t *w = ct__list_entry(node, ct__worker_t, in_all);
+    ct__pool_thread_t *w = ct__list_entry(node, ct__pool_thread_t, in_all);
     if (w->current)
       fn(w->current, true, data);
   }

@@ -11,7 +11,7 @@
 #include "core/runqueue.h"
 #include "ctasker/common.h"
 
-struct ct__worker;
+struct ct__pool_thread;
 
 typedef struct ct__pool_cfg {
   int pool_size, reserve_normal, reserve_high, min_threads;
@@ -43,7 +43,7 @@ typedef struct ct__pool {
   _Alignas(64) pthread_mutex_t lock;
   ct__runqueue_t rq;          /* L */
   ct__pool_cfg_t cfg;         /* I */
-  struct ct__worker *idle;    /* L: idle threads, most recently idle first */
+  struct ct__pool_thread *idle;    /* L: idle threads, most recently idle first */
   ct__list_t all;             /* L: every live thread (for the watchdog) */
   int threads, running;       /* L */
   bool cancel_late;           /* L: stopping with CANCEL: cancel what still arrives */

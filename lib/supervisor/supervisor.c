@@ -71,7 +71,7 @@ static int high_cap(const ct_supervisor_opts_t *o) {
 
 /* Copy the caller's options (an older, smaller struct is fine) and fill in
  * defaults. Returns 0 or CT_EINVAL. */
-static int settle_options(const ct_supervisor_opts_t *in, ct_supervisor_opts_t *o) {
+static int read_options(const ct_supervisor_opts_t *in, ct_supervisor_opts_t *o) {
   ct_supervisor_opts_t defaults = CT_SUPERVISOR_OPTS_INIT;
   *o = defaults;
   if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_supervisor_opts_t, log_data)) != 0)
@@ -235,7 +235,7 @@ int ct_supervisor_new(const ct_supervisor_opts_t *opts, ct_supervisor_t **out) {
   ct_supervisor_t *sup = alloc_supervisor();
   if (!sup)
     return CT_ENOMEM;
-  int rc = settle_options(opts, &sup->opts);
+  int rc = read_options(opts, &sup->opts);
   if (rc == 0)
     rc = init_members(sup);
   if (rc != 0) {
@@ -475,7 +475,9 @@ static int hand_over(ct_supervisor_t *sup, ct_task_t *t, const ct_task_opts_t *o
     return ct__delay_start(sup, t, o->delay);
   }
   ct__task_stamp_queued(t);
-  return o->loop ? ct__loop_exec(o->loop, t, &sup->loop_counts) : ct__pool_submit(&sup->pool, t, false);
+  if (o->loop)
+    return ct__loop_exec(o->loop, t, &sup->loop_counts);
+  return ct__pool_submit(&sup->pool, t, false);
 }
 
 int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,

@@ -41,7 +41,7 @@ static char *default_name(ct_worker_fn fn) {
   return strdup(buf);
 }
 
-static int settle_worker_options(const ct_worker_opts_t *in, ct_worker_opts_t *o) {
+static int read_worker_options(const ct_worker_opts_t *in, ct_worker_opts_t *o) {
   ct_worker_opts_t defaults = CT_WORKER_OPTS_INIT;
   *o = defaults;
   if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_worker_opts_t, loop)) != 0)
@@ -74,7 +74,7 @@ int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn,
     *out = NULL;
   if (!sup)
     sup = ct_supervisor_default();
-  if (!sup || !out || !ops || settle_worker_options(opts, &o) != 0 || !fn == !o.process)
+  if (!sup || !out || !ops || read_worker_options(opts, &o) != 0 || !fn == !o.process)
     return CT_EINVAL;
   ct_worker_t *w = calloc(1, ops->size);
   if (!w)

@@ -5,8 +5,9 @@
  * worker's `group` pointer) is guarded by one process-wide groups lock,
  * a leaf: no worker lock is held when it is taken and no worker call is
  * made while it is held (worker calls may call back into this file through
- * ct__worker_leave). So every operation first copies the members it needs,
- * each with a worker reference, then works on the copy without the lock.
+ * ct__worker_hand_back_and_report). So every operation first copies the
+ * members it needs, each with a worker reference, then works on the copy
+ * without the lock.
  *
  * One-for-all enters through member_ended(), the end hook a group sets on
  * its members, called by the thread that made a member's state final,

@@ -132,7 +132,7 @@ static void on_fire(struct ev_loop *ev, ev_io *io, int revents) {
   if (atomic_load(&w->state) == CT_WORKER_RUNNING)
     make_due(w, iw->armed_at);
   pthread_mutex_unlock(&w->lock);
-  ct__worker_leave(w); /* a run that could not be queued stops the worker */
+  ct__worker_hand_back_and_report(w); /* a run that could not be queued stops the worker */
 }
 
 /* Loop message: watch the start's timerfd and set its first deadline. */
@@ -171,7 +171,7 @@ static void rearm(ct_worker_t *w) {
       iw->k = (uint64_t)floor((now - iw->t0) / iw->cur_interval);
       make_due(w, iw->t0 + (double)iw->k * iw->cur_interval);
       pthread_mutex_unlock(&w->lock);
-      ct__worker_leave(w);
+      ct__worker_hand_back_and_report(w);
       return;
     }
   } else {
@@ -192,9 +192,9 @@ static void disarm(ct_worker_t *w) {
   iw->armed = false;
   pthread_mutex_lock(&w->lock);
   iw->timer_live = false;
-  ct__worker_settle(w);
+  ct__worker_end_stop_if_idle(w);
   pthread_mutex_unlock(&w->lock);
-  ct__worker_leave(w);
+  ct__worker_hand_back_and_report(w);
 }
 
 /* Lock held, the timer not live: make this start's timerfd. Returns 0 or

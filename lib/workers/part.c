@@ -10,7 +10,9 @@ static ct_worker_t *worker_of(ct__sup_part_t *part) {
 }
 
 static void part_stop(ct__sup_part_t *part) { ct_worker_stop(worker_of(part), CT_WORKER_DROP, 0); }
-static json_t *part_stats_json(ct__sup_part_t *part) { return ct_worker_stats_json(worker_of(part)); }
+static json_t *part_stats_json(ct__sup_part_t *part) {
+  return ct_worker_stats_json(worker_of(part));
+}
 static void part_hold(ct__sup_part_t *part) { ct__worker_ref(worker_of(part)); }
 static void part_release(ct__sup_part_t *part) { ct__worker_unref(worker_of(part)); }
 

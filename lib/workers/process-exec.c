@@ -10,7 +10,7 @@
  * until its result arrives in process_done(), on the supervisor's loop
  * thread (or the ctasker loop that submitted it), which calls the user's
  * process_result hook without the lock, then ends the run as the thread
- * executor's run_done does: clear inflight, kick the next run, settle a
+ * executor's run_done does: clear inflight, kick the next run, end a
  * pending stop. So at most one run is in flight per worker.
  *
  * References: each process task in flight holds one on the worker.

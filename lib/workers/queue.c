@@ -96,7 +96,7 @@ static int put_item(ct_worker_t *w, void *item, int priority) {
   if (rc == 0)
     ct__worker_kick(w); /* on failure the item is handed back below */
   pthread_mutex_unlock(&w->lock);
-  ct__worker_leave(w);
+  ct__worker_hand_back_and_report(w);
   return rc;
 }
 

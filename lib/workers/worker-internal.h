@@ -94,9 +94,9 @@ struct ct_worker {
   bool dropping;           /* pending items go back, not run */
   bool freed;              /* the owner has released it: no new start */
   atomic_bool end_unreported; /* final state not yet told to on_end */
-  _Atomic(ct__worker_end_fn) on_end; /* set by a group (group.c), or NULL:
-                                        told of each final state by
-                                        ct__worker_leave(), no lock held */
+  /* Set by a group (group.c), or NULL: told of each final state by
+   * ct__worker_hand_back_and_report(), no lock held. */
+  _Atomic(ct__worker_end_fn) on_end;
   struct ct_worker_group *group; /* under the groups lock (group.c) */
   uint64_t runs, failures, dropped;
   double last_run;
@@ -131,7 +131,7 @@ int ct__worker_kick(ct_worker_t *w);
 
 /* Lock held: the kind's background activity has ended (a timer disarmed):
  * finish a pending stop if nothing else is in flight. */
-void ct__worker_settle(ct_worker_t *w);
+void ct__worker_end_stop_if_idle(ct_worker_t *w);
 
 /* Post fn(w) to the supervisor's loop thread, holding a reference for it.
  * Returns 0 or CT_ESHUTDOWN / CT_ENOMEM (fn is then never called). */
@@ -139,12 +139,12 @@ int ct__worker_post(ct_worker_t *w, void (*fn)(ct_worker_t *w));
 
 /* Lock held on entry, released on return: a run task of `w` has ended.
  * Stop the worker (handing pending items back) if `stop`, start the next
- * run, settle a pending stop, and drop the run task's reference. */
+ * run, end a pending stop, and drop the run task's reference. */
 void ct__worker_run_ended(ct_worker_t *w, bool stop);
 
 /* Lock NOT held, after an operation that may have made the state final:
  * hand back dropped items, then report its end to its on_end hook. */
-void ct__worker_leave(ct_worker_t *w);
+void ct__worker_hand_back_and_report(ct_worker_t *w);
 
 /* group.c, for create.c: the owner frees w; take it out of its group. */
 void ct__group_forget(ct_worker_t *w);

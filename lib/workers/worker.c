@@ -11,7 +11,7 @@
  * ct_background_task() at the worker's priority (on its loop if it has one).
  * That task makes up to ops->batch runs, then its completion callback
  * (run_done, also called if the task is canceled) clears `inflight`, kicks
- * again and settles a pending stop. So at most one run executes at a time,
+ * again and ends a pending stop. So at most one run executes at a time,
  * and a worker with nothing to do holds no thread.
  *
  * References: the owner holds one, each task in flight and each message
@@ -65,7 +65,7 @@ static bool may_run(ct_worker_t *w) {
   return allowed && w->ops->has_work(w);
 }
 
-void ct__worker_settle(ct_worker_t *w) {
+void ct__worker_end_stop_if_idle(ct_worker_t *w) {
   if (state_of(w) != CT_WORKER_STOPPING || w->inflight || (w->ops->idle && !w->ops->idle(w)))
     return;
   if (w->ops->pending && w->ops->pending(w) > 0)
@@ -83,7 +83,7 @@ void ct__worker_begin_stop(ct_worker_t *w, bool drop) {
     w->dropping = true;
     w->wanted = false; /* dropped too; a drain makes the runs triggers asked for */
   }
-  ct__worker_settle(w);
+  ct__worker_end_stop_if_idle(w);
 }
 
 /* The workers whose items this thread is handing back, innermost first. */
@@ -103,7 +103,7 @@ static bool handing_back(const ct_worker_t *w) {
 /* An on_drop that calls into its own worker comes back here: the loop
  * already running further up this thread's stack hands back the rest, so
  * the stack does not grow by one frame per item. */
-void ct__worker_leave(ct_worker_t *w) {
+void ct__worker_hand_back_and_report(ct_worker_t *w) {
   if (w->ops->hand_back && !handing_back(w)) {
     ct__handing_t h = {w, handing};
     handing = &h;
@@ -218,7 +218,7 @@ static json_t *run_task(ct_task_t *self, void *arg) {
   for (size_t i = 0; i < batch && may_run(w); i++)
     run_once(w, self);
   pthread_mutex_unlock(&w->lock);
-  ct__worker_leave(w);
+  ct__worker_hand_back_and_report(w);
   ct__worker_current = outer;
   return NULL;
 }
@@ -227,9 +227,9 @@ void ct__worker_run_ended(ct_worker_t *w, bool stop) {
   if (stop)
     ct__worker_begin_stop(w, true);
   ct__worker_kick(w);
-  ct__worker_settle(w);
+  ct__worker_end_stop_if_idle(w);
   pthread_mutex_unlock(&w->lock);
-  ct__worker_leave(w);
+  ct__worker_hand_back_and_report(w);
   ct__worker_unref(w);
 }
 
@@ -273,7 +273,7 @@ int ct__worker_post(ct_worker_t *w, void (*fn)(ct_worker_t *w)) {
 
 /* ---- start ---- */
 
-static int settle_start_options(const ct_worker_start_opts_t *in, ct_worker_start_opts_t *o) {
+static int read_start_options(const ct_worker_start_opts_t *in, ct_worker_start_opts_t *o) {
   ct_worker_start_opts_t defaults = CT_WORKER_START_OPTS_INIT;
   *o = defaults;
   if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_worker_start_opts_t, delay_before)) != 0)
@@ -338,7 +338,7 @@ static void apply_overrides(ct_worker_t *w, const ct_worker_start_opts_t *o, cha
 
 int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
   ct_worker_start_opts_t o;
-  if (!w || settle_start_options(opts, &o) != 0)
+  if (!w || read_start_options(opts, &o) != 0)
     return CT_EINVAL;
   char *copy = NULL, *name = NULL;
   if (o.name && !(copy = strdup(o.name)))
@@ -365,7 +365,7 @@ int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
   if (rc == 0)
     rc = ct__worker_kick(w);
   pthread_mutex_unlock(&w->lock);
-  ct__worker_leave(w);
+  ct__worker_hand_back_and_report(w);
   return rc;
 }
 
@@ -399,7 +399,7 @@ int ct_worker_stop(ct_worker_t *w, int flags, double timeout) {
   if (timeout != 0 && state_of(w) == CT_WORKER_STOPPING)
     rc = ct__worker_current == w ? CT_EDEADLK : wait_stopped(w, timeout);
   pthread_mutex_unlock(&w->lock);
-  ct__worker_leave(w);
+  ct__worker_hand_back_and_report(w);
   return rc;
 }
 
@@ -415,7 +415,7 @@ int ct_event_worker_trigger(ct_worker_t *w, bool force) {
     rc = ct__worker_kick(w);
   }
   pthread_mutex_unlock(&w->lock);
-  ct__worker_leave(w);
+  ct__worker_hand_back_and_report(w);
   return rc;
 }
 
