@@ -332,49 +332,84 @@ TEST(every_task_terminal_once_while_children_are_killed) {
 
 /* ---- completion on the submitting loop ---- */
 
-static ct__loop_t user_loop;
-static ct_supervisor_t *loop_sup;
-static _Atomic(ct__loop_t *) done_on;
-static ct_task_t *loop_task;
+/* One process task submitted from a loop thread, and where it completed. */
+typedef struct {
+  ct_supervisor_t *sup;
+  double seconds;
+  _Atomic(ct_task_t *) task;
+  _Atomic(ct__loop_t *) done_on;
+  atomic_int done_calls;
+} loop_submission_t;
 
 static void record_loop(ct_task_t *t, void *data) {
   (void)t;
-  (void)data;
-  atomic_store(&done_on, ct__loop_current());
+  loop_submission_t *ls = data;
+  atomic_store(&ls->done_on, ct__loop_current());
+  atomic_fetch_add(&ls->done_calls, 1);
 }
 
-static void submit_from_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
+static void submit_from_loop(ct_loop_t *loop, struct ev_loop *ev, void *data) {
   (void)loop;
-  free(msg);
+  (void)ev;
+  loop_submission_t *ls = data;
   ct_task_opts_t to = CT_TASK_OPTS_INIT;
   to.on_done = record_loop;
-  CHECK_OK(ct_process_task(loop_sup, "echo", NULL, &to, &loop_task));
+  to.done_data = ls;
+  json_t *args = json_real(ls->seconds);
+  ct_task_t *t;
+  CHECK_OK(ct_process_task(ls->sup, "sleep", args, &to, &t));
+  json_decref(args);
+  atomic_store(&ls->task, t);
 }
 
-static void quit_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
-  free(msg);
-  ct__loop_quit(loop);
+/* Submit a process task to sup from `loop`'s thread; return once the
+ * submission returned. */
+static void submit_on(ct_loop_t *loop, ct_supervisor_t *sup, double seconds,
+                      loop_submission_t *ls) {
+  memset(ls, 0, sizeof *ls);
+  ls->sup = sup;
+  ls->seconds = seconds;
+  CHECK_OK(ct_loop_call(loop, submit_from_loop, ls));
+  WAIT_FOR(atomic_load(&ls->task) != NULL);
 }
 
 TEST(callback_runs_on_the_submitting_loop) {
-  loop_sup = start_sup();
-  CHECK_OK(ct_process_pool_create(loop_sup, NULL));
-  CHECK_OK(ct__loop_init(&user_loop, NULL));
-  CHECK_OK(ct__loop_start(&user_loop, "test-loop"));
-  ct__loop_msg_t *m = malloc(sizeof *m);
-  m->run = submit_from_loop;
-  CHECK_OK(ct__loop_post(&user_loop, m));
-  while (!atomic_load(&done_on))
-    check_sleep(0.01);
-  CHECK(atomic_load(&done_on) == &user_loop);
-  CHECK_OK(ct_task_wait(loop_task, 60));
-  ct_task_unref(loop_task);
-  m = malloc(sizeof *m);
-  m->run = quit_loop;
-  CHECK_OK(ct__loop_post(&user_loop, m));
-  ct__loop_join(&user_loop);
-  ct__loop_destroy(&user_loop);
-  stop_sup(loop_sup);
+  ct_supervisor_t *sup = start_sup();
+  CHECK_OK(ct_process_pool_create(sup, NULL));
+  ct_loop_t *extra;
+  CHECK_OK(ct_loop_create(sup, "extra", &extra));
+  loop_submission_t ls;
+  submit_on(extra, sup, 0, &ls);
+  CHECK_OK(ct_task_wait(ls.task, 60));
+  CHECK(atomic_load(&ls.done_on) == extra);
+  CHECK_EQ_INT(atomic_load(&ls.done_calls), 1);
+  ct_task_unref(ls.task);
+  stop_sup(sup);
+}
+
+/* Another supervisor's loops may be freed before a task submitted from
+ * them ends: such a task completes on the pool's own loop, once. */
+TEST(task_from_another_supervisors_loop_outlives_it) {
+  ct_supervisor_t *sup = start_sup();
+  CHECK_OK(ct_process_pool_create(sup, NULL));
+  ct_supervisor_t *other = start_sup();
+  ct_loop_t *extra;
+  CHECK_OK(ct_loop_create(other, "other-extra", &extra));
+  loop_submission_t ls[3];
+  submit_on(ct_supervisor_loop(other), sup, 0, &ls[0]);
+  CHECK_OK(ct_task_wait(ls[0].task, 60));
+  submit_on(ct_supervisor_loop(other), sup, 0.5, &ls[1]);
+  submit_on(extra, sup, 0.5, &ls[2]);
+  stop_sup(other); /* freed while two tasks still run */
+  ct_task_t *all[3] = {ls[0].task, ls[1].task, ls[2].task};
+  CHECK_OK(ct_wait_completed(all, 3, 60));
+  for (int i = 0; i < 3; i++) {
+    CHECK(!ct_task_failed(all[i]));
+    CHECK_EQ_INT(atomic_load(&ls[i].done_calls), 1);
+    CHECK(atomic_load(&ls[i].done_on) == ct_supervisor_loop(sup));
+    ct_task_unref(all[i]);
+  }
+  stop_sup(sup);
 }
 
 /* ---- stop ---- */
@@ -489,6 +524,7 @@ int main(void) {
   RUN(bad_input);
   RUN(every_task_terminal_once_while_children_are_killed);
   RUN(callback_runs_on_the_submitting_loop);
+  RUN(task_from_another_supervisors_loop_outlives_it);
   RUN(graceful_stop_leaves_no_zombie_and_no_descriptor);
   RUN(cancel_mode_and_never_started);
   RUN(host_forks_after_start);

@@ -9,21 +9,31 @@
  *    after ct_supervisor_start()). At creation a single-threaded fork server
  *    is forked; it forks the children, so no child inherits a lock another
  *    thread of yours held. Children keep stdin/stdout/stderr and close every
- *    other inherited descriptor.
+ *    other inherited descriptor; their channel to the pool is close-on-exec,
+ *    so a program a child execs does not inherit it.
  * 3. Submit with ct_process_task(). The task completes like a thread task:
  *    status, result, callback, ct_wait_completed(), registry, statistics.
  *
  * Failures are error results (result.h), never crashes of the caller:
  *   UnknownTask      no function of that name was registered before the pool
  *                    was created;
- *   ProcessCrashed   the child died (args: [pid, "signal" | "exit", number])
- *                    or stopped talking (closed its pipe);
+ *   ProcessCrashed   the child died (args: [pid, "signal" | "exit", number];
+ *                    seen when it dies, even if a process it started still
+ *                    holds its pipe) or stopped talking (closed its pipe);
  *   ProtocolError    the child wrote something that is not a valid frame;
  *   TimeoutError     the task ran past the pool's task_timeout (the child is
  *                    killed);
  *   NotSerializable  the result could not be encoded, or a frame exceeded
- *                    the pool's max_frame.
+ *                    the pool's max_frame;
+ *   ProcessPoolUnavailable  the fork server died and no new one could be
+ *                    started (fork() or descriptors failing), and no child
+ *                    was left to run the task (also logged).
  * A child that failed is killed if needed, reaped and replaced by a fresh one.
+ * A fork server that dies is started again at once, then retried with a
+ * growing delay (up to 5 s) while that fails; its children finish their
+ * running tasks (task_timeout still applies) and are replaced when they end.
+ * A child whose pipe cannot be received (the host is out of descriptors) is
+ * ended and forked again later; queued tasks wait for it.
  *
  * Priorities and reservations follow the thread pool's rule (supervisor.h)
  * over size + reserve_normal + reserve_high children, with one difference: a
@@ -31,13 +41,15 @@
  * pre-forked, not added on demand); it starts first, as soon as one is free.
  *
  * Completion callbacks run on the supervisor's loop thread, except for a
- * task submitted from an event loop thread managed by ctasker (a completion
- * callback of another process task, for instance): its callback runs on that
- * loop, and waiters see the task done only after it returned.
+ * task submitted from another loop of the same supervisor (ct_loop_create()):
+ * its callback runs on that loop, and waiters see the task done only after
+ * it returned. A task submitted from another supervisor's loop completes on
+ * this supervisor's loop (the other one may be freed first).
  *
  * Signals and fork: ctasker never installs a SIGCHLD handler and never calls
  * waitpid(-1): it reaps the fork server (its only direct child) by pid, and
- * the fork server reaps the pool's children. A host program that reaps any
+ * the fork server reaps the pool's children (as they end: SIGCHLD there is
+ * the fork server's own). A host program that reaps any
  * child (waitpid(-1)) may take the fork server's status; the pool then just
  * skips that reaping. A host that forks after the pool exists: the new
  * process inherits copies of the pool's descriptors (close-on-exec, so exec

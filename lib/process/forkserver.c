@@ -9,18 +9,28 @@
  * restores default signal dispositions and an empty mask, and then serves
  * spawn and reap requests one at a time. Children are forked from it and so
  * inherit nothing of the parent's threads; each keeps fd 0-2 and its own
- * socket on fd 3. The server knows its children by pid and reaps only them,
- * on request or when the parent goes away; nothing here runs atexit
- * handlers or writes the parent's stdio buffers (every exit is _exit(), and
- * the server drops its copies of stdout's and stderr's buffers).
+ * socket on fd 3, close-on-exec, so a program a child execs does not keep
+ * the child's channel open after the child is gone.
+ *
+ * The server knows its children by pid and slot and reaps only them: as
+ * soon as one exits (SIGCHLD, read from a signalfd, so a child's death is
+ * seen even while a process the child started still holds its socket), on
+ * request (kill after a grace), and when the parent goes away. Every child
+ * is reported to the parent exactly once, when it is reaped. Nothing here
+ * runs atexit handlers or writes the parent's stdio buffers (every exit is
+ * _exit(), and the server drops its copies of stdout's and stderr's
+ * buffers).
  */
 #include "process/forkserver.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -34,9 +44,14 @@
 #define CT__SHUTDOWN_GRACE_MS 2000
 
 typedef struct {
+  pid_t pid;
+  json_int_t slot;
+} ct__child_t;
+
+typedef struct {
   size_t max_frame;
-  pid_t *pids;
-  size_t npids, cap;
+  ct__child_t *kids;
+  size_t nkids, cap;
 } ct__server_t;
 
 static void sleep_ms(long ms) {
@@ -44,12 +59,14 @@ static void sleep_ms(long ms) {
   nanosleep(&ts, NULL);
 }
 
-/* Put `fd` on CT__CHANNEL_FD and close every other descriptor above 2. */
+/* Put `fd` on CT__CHANNEL_FD, close-on-exec (dup2() would clear the flag),
+ * and close every other descriptor above 2. */
 static void keep_only_channel(int fd) {
   if (fd != CT__CHANNEL_FD) {
-    dup2(fd, CT__CHANNEL_FD);
+    dup3(fd, CT__CHANNEL_FD, O_CLOEXEC);
     close(fd);
   }
+  fcntl(CT__CHANNEL_FD, F_SETFD, FD_CLOEXEC);
   close_range(CT__CHANNEL_FD + 1, ~0U, 0);
 }
 
@@ -148,7 +165,10 @@ static int child_handle(void *ctx, json_t *req) {
 }
 
 static void child_main(int fd, size_t max) {
-  keep_only_channel(fd);
+  keep_only_channel(fd); /* also closes the server's signalfd */
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL); /* the server blocks SIGCHLD */
   ct__frame_decoder_t dec;
   ct__frame_decoder_init(&dec, max + 64);
   char buf[65536];
@@ -165,26 +185,27 @@ static void child_main(int fd, size_t max) {
 
 /* ---- the fork server ---- */
 
-static void forget_pid(ct__server_t *s, pid_t pid) {
-  for (size_t i = 0; i < s->npids; i++)
-    if (s->pids[i] == pid) {
-      s->pids[i] = s->pids[--s->npids];
-      return;
-    }
+static void forget_child(ct__server_t *s, size_t i) { s->kids[i] = s->kids[--s->nkids]; }
+
+static ssize_t find_child(const ct__server_t *s, pid_t pid) {
+  for (size_t i = 0; i < s->nkids; i++)
+    if (s->kids[i].pid == pid)
+      return (ssize_t)i;
+  return -1;
 }
 
 static void spawn(ct__server_t *s, json_int_t slot) {
   int sv[2] = {-1, -1};
   pid_t pid = -1;
-  if (s->npids == s->cap) {
+  if (s->nkids == s->cap) {
     size_t cap = s->cap ? s->cap * 2 : 8;
-    pid_t *p = realloc(s->pids, cap * sizeof *p);
+    ct__child_t *p = realloc(s->kids, cap * sizeof *p);
     if (p) {
-      s->pids = p;
+      s->kids = p;
       s->cap = cap;
     }
   }
-  if (s->npids < s->cap && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0)
+  if (s->nkids < s->cap && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0)
     pid = fork();
   if (pid == 0) {
     close(sv[0]);
@@ -200,7 +221,7 @@ static void spawn(ct__server_t *s, json_int_t slot) {
     return;
   }
   close(sv[1]);
-  s->pids[s->npids++] = pid;
+  s->kids[s->nkids++] = (ct__child_t){pid, slot};
   send_frame(CT__CHANNEL_FD, json_pack("{s:I, s:i}", "spawned", slot, "pid", (int)pid), 4096,
              sv[0]);
   close(sv[0]);
@@ -228,14 +249,12 @@ static int reap(pid_t pid, long grace_ms, bool *killed) {
   return status;
 }
 
-static void reap_request(ct__server_t *s, pid_t pid, long grace_ms) {
-  bool known = false;
-  for (size_t i = 0; i < s->npids; i++)
-    known = known || s->pids[i] == pid;
-  bool killed = false;
-  int status = known ? reap(pid, grace_ms, &killed) : -1;
-  forget_pid(s, pid);
-  json_t *msg = json_pack("{s:i, s:b}", "reaped", (int)pid, "killed", killed);
+/* Tell the parent how child i ended (status from waitpid, or -1 if it was
+ * lost) and forget it: each child is reported once. */
+static void report_reaped(ct__server_t *s, size_t i, int status, bool killed) {
+  json_t *msg = json_pack("{s:i, s:I, s:b}", "reaped", (int)s->kids[i].pid, "slot",
+                          s->kids[i].slot, "killed", killed);
+  forget_child(s, i);
   if (status < 0)
     json_object_set_new(msg, "lost", json_true());
   else if (WIFSIGNALED(status))
@@ -245,6 +264,34 @@ static void reap_request(ct__server_t *s, pid_t pid, long grace_ms) {
   send_frame(CT__CHANNEL_FD, msg, 4096, -1);
 }
 
+/* The parent asks for a child to end (it failed, or its socket never
+ * arrived). A child already reaped was already reported: nothing to do.
+ * The slot must match too, so that a request that crossed the report
+ * cannot hit a new child that was given the same pid. */
+static void reap_request(ct__server_t *s, pid_t pid, json_int_t slot, long grace_ms) {
+  ssize_t i = find_child(s, pid);
+  if (i < 0 || s->kids[i].slot != slot)
+    return;
+  bool killed = false;
+  int status = reap(pid, grace_ms, &killed);
+  report_reaped(s, (size_t)i, status, killed);
+}
+
+/* SIGCHLD: reap and report every child that has ended. */
+static void reap_exited(ct__server_t *s, int sigfd) {
+  struct signalfd_siginfo si;
+  while (read(sigfd, &si, sizeof si) > 0)
+    ;
+  for (size_t i = 0; i < s->nkids;) {
+    int status;
+    pid_t r = waitpid(s->kids[i].pid, &status, WNOHANG);
+    if (r == 0 || (r < 0 && errno == EINTR))
+      i++;
+    else
+      report_reaped(s, i, r < 0 ? -1 : status, false);
+  }
+}
+
 static int server_handle(void *ctx, json_t *req) {
   ct__server_t *s = ctx;
   const char *op = json_string_value(json_object_get(req, "op"));
@@ -252,6 +299,7 @@ static int server_handle(void *ctx, json_t *req) {
     spawn(s, json_integer_value(json_object_get(req, "slot")));
   else if (op && strcmp(op, "reap") == 0)
     reap_request(s, (pid_t)json_integer_value(json_object_get(req, "pid")),
+                 json_integer_value(json_object_get(req, "slot")),
                  (long)json_integer_value(json_object_get(req, "grace")));
   json_decref(req);
   return 0;
@@ -260,10 +308,10 @@ static int server_handle(void *ctx, json_t *req) {
 /* The parent went away: give the children a moment to see their sockets
  * close, kill the rest, reap them all, leave. */
 static void shutdown_server(ct__server_t *s) {
-  long per_child = s->npids ? CT__SHUTDOWN_GRACE_MS / (long)s->npids : 0;
-  for (size_t i = 0; i < s->npids; i++) {
+  long per_child = s->nkids ? CT__SHUTDOWN_GRACE_MS / (long)s->nkids : 0;
+  for (size_t i = 0; i < s->nkids; i++) {
     bool killed;
-    reap(s->pids[i], per_child, &killed);
+    reap(s->kids[i].pid, per_child, &killed);
   }
   _exit(0);
 }
@@ -275,15 +323,34 @@ static void drop_parent_output(void) {
   __fpurge(stderr);
 }
 
+/* SIGCHLD blocked and delivered to a signalfd, which the server polls with
+ * its channel. Returns the signalfd, or -1 (children are then seen to end
+ * only on request or at shutdown, as the parent also learns of a death from
+ * the child's socket). */
+static int child_signals_fd(void) {
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, NULL);
+  return signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
 static void server_main(int fd, size_t max) {
   default_signals();
   drop_parent_output();
   keep_only_channel(fd);
   ct__server_t s = {.max_frame = max};
+  struct pollfd pfd[2] = {{CT__CHANNEL_FD, POLLIN, 0}, {child_signals_fd(), POLLIN, 0}};
   ct__frame_decoder_t dec;
   ct__frame_decoder_init(&dec, 4096);
   char buf[4096];
   for (;;) {
+    if (poll(pfd, pfd[1].fd >= 0 ? 2 : 1, -1) < 0)
+      continue; /* EINTR; nothing else can fail with these arguments */
+    if (pfd[1].fd >= 0 && pfd[1].revents)
+      reap_exited(&s, pfd[1].fd);
+    if (!pfd[0].revents)
+      continue;
     ssize_t n = read(CT__CHANNEL_FD, buf, sizeof buf);
     if (n < 0 && errno == EINTR)
       continue;

@@ -2,12 +2,15 @@
  *
  * Protocol on the parent <-> fork server socket (frames, see frame.h):
  *   parent -> server  {"op":"spawn","slot":i}
- *                     {"op":"reap","pid":p,"grace":ms}
+ *                     {"op":"reap","pid":p,"slot":i,"grace":ms}  end the
+ *                                             child (kill after the grace);
+ *                                             ignored once it was reaped
  *   server -> parent  {"spawned":i,"pid":p}   with the parent's end of the
  *                                             child's socket (SCM_RIGHTS),
  *                     {"spawned":i,"pid":0,"error":"..."}  without one,
- *                     {"reaped":p,"exit":n | "signal":n | "lost":true,
- *                      "killed":bool}
+ *                     {"reaped":p,"slot":i,"exit":n | "signal":n |
+ *                      "lost":true,"killed":bool}  once per child: when it
+ *                                             ended by itself, or on request
  * Parent <-> child:   {"id":n,"fn":"name","args":...} -> {"id":n,"result":...}
  * End of stream from the parent makes the server (and a child) exit.
  */

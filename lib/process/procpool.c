@@ -12,15 +12,28 @@
  * the loop, dispatch() hands the first queued task that may start under its
  * reservation cap to an idle child and arms its timeout. The child answers
  * with one result frame; the task is finished (on the submitting loop if it
- * came from one) and the child is idle again.
+ * is one of this supervisor's loops, which live as long as the pool; any
+ * other loop may be freed first, so those tasks finish on the pool's loop)
+ * and the child is idle again.
  *
  * Failure: a socket that ends, a frame that does not decode or answers the
  * wrong task, or a timeout turns the slot to REAPING: its socket is closed,
- * the child killed if it may still run, the task finished with an error (at
- * once, or once the fork server reports how the child ended), and a new
- * child is requested. The fork server alone reaps children, by pid; this
- * file reaps only the fork server, by pid. If the fork server itself dies,
- * no child can be replaced: queued tasks fail once no child is left.
+ * the task finished with an error (at once, or once the fork server reports
+ * how the child ended), the fork server asked to end the child (kill it
+ * after a grace) and a new child is requested. The fork server also reports
+ * every child that ends by itself, so a death is seen even while a process
+ * the child started holds its socket open. The fork server alone reaps
+ * children and kills them, by pid; this file reaps only the fork server.
+ * A child whose socket did not arrive (we were out of descriptors) is
+ * ended by the fork server and requested again later.
+ *
+ * The fork server dies: its children live on as orphans (their sockets are
+ * ours): running tasks go on, their timeouts still kill (by pid, the only
+ * way left), and a new fork server is started at once, then again with a
+ * growing delay while that fails. While there is no fork server and no
+ * child, queued and new tasks fail with ProcessPoolUnavailable and a log
+ * line. A child of an earlier fork server is replaced by one of the current
+ * one when it ends.
  *
  * Stop: the state becomes STOPPING (no new tasks); queued tasks still run
  * (or were canceled by the stopper); when nothing is queued or running,
@@ -51,6 +64,8 @@
 #define CT__FRAME_SLACK 512     /* room for the request wrapper around args */
 #define CT__CLOSE_GRACE_MS 200  /* a child that closed its socket may exit */
 #define CT__SPAWN_RETRY 0.5
+#define CT__RESTART_FIRST 0.1 /* first delay before starting a fork server again */
+#define CT__RESTART_MAX 5.0   /* the delay doubles up to this */
 #define CT__MAX_PASSED_FDS 16
 
 enum { POOL_RUNNING, POOL_STOPPING, POOL_STOPPED };
@@ -61,7 +76,7 @@ enum slot_state { SLOT_EMPTY, SLOT_SPAWNING, SLOT_IDLE, SLOT_BUSY, SLOT_REAPING 
 typedef struct ct__proc_call {
   char *frame;
   size_t frame_len;
-  ct__loop_t *reply_loop; /* a loop other than the supervisor's, or NULL */
+  ct__loop_t *reply_loop; /* another loop of the pool's supervisor, or NULL */
 } ct__proc_call_t;
 
 typedef struct ct__conn {
@@ -81,6 +96,7 @@ typedef struct ct__slot {
   ev_timer timer; /* the running task's timeout, or a spawn retry */
   ct_task_t *task;
   ct__proc_call_t *call;
+  bool orphan; /* a child of a fork server that died: no one reports its end */
 } ct__slot_t;
 
 struct ct__procpool {
@@ -103,6 +119,8 @@ struct ct__procpool {
   int passed_fds[CT__MAX_PASSED_FDS];
   int npassed;
   bool server_gone, server_shut, on_loop;
+  ev_timer restart_timer; /* starts a fork server again after restart_delay */
+  double restart_delay;
   ct__slot_t *slots;
 };
 
@@ -355,6 +373,16 @@ static int child_frame(void *ctx, json_t *frame) {
   return 0;
 }
 
+/* The error for a child's stream the decoder refused (rc: its code, or 1
+ * for a frame that answers no task of the child's). */
+static json_t *stream_error(ct__slot_t *s, int rc) {
+  if (rc == CT__FRAME_TOO_BIG)
+    return ct_error_new("NotSerializable", "a result frame exceeds %zu bytes",
+                        s->pool->opts.max_frame);
+  return ct_error_new("ProtocolError", "pool child %d sent %s", (int)s->pid,
+                      rc == 1 ? "an unexpected frame" : ct__frame_strerror(rc));
+}
+
 static void child_readable(struct ev_loop *ev, ev_io *w, int revents) {
   (void)ev;
   (void)revents;
@@ -363,23 +391,12 @@ static void child_readable(struct ev_loop *ev, ev_io *w, int revents) {
   ssize_t n = read(s->conn.fd, buf, sizeof buf);
   if (n < 0 && (errno == EAGAIN || errno == EINTR))
     return;
-  if (n > 0) {
-    int rc = ct__frame_feed(&s->conn.dec, buf, (size_t)n, child_frame, s);
-    if (rc == CT__FRAME_TOO_BIG)
-      slot_fail(s, ct_error_new("NotSerializable", "a result frame exceeds %zu bytes",
-                                s->pool->opts.max_frame), true);
-    else if (rc != 0)
-      slot_fail(s, ct_error_new("ProtocolError", "pool child %d sent %s", (int)s->pid,
-                                rc == 1 ? "an unexpected frame" : ct__frame_strerror(rc)),
-                true);
-  } else {
-    int rc = ct__frame_eof(&s->conn.dec);
-    if (rc != 0)
-      slot_fail(s, ct_error_new("ProtocolError", "pool child %d sent %s", (int)s->pid,
-                                ct__frame_strerror(rc)), true);
-    else
-      slot_fail(s, NULL, false);
-  }
+  int rc = n > 0 ? ct__frame_feed(&s->conn.dec, buf, (size_t)n, child_frame, s)
+                 : ct__frame_eof(&s->conn.dec);
+  if (rc != 0)
+    slot_fail(s, stream_error(s, rc), true);
+  else if (n <= 0)
+    slot_fail(s, NULL, false);
   check_progress(s->pool);
 }
 
@@ -392,28 +409,38 @@ static void child_writable(struct ev_loop *ev, ev_io *w, int revents) {
   check_progress(s->pool);
 }
 
-/* The child is no longer usable: close its socket, kill it if asked, finish
- * its task now if `error` is given (stolen), and ask the fork server to reap
- * it (the reply finishes a task still left and requests a new child). */
+/* Ask the fork server to end a child (kill it after grace_ms) and report
+ * it. Returns 0, or -1 if the request cannot be sent. */
+static int request_reap(ct__procpool_t *pool, pid_t pid, int slot, int grace_ms) {
+  return server_send(pool, json_pack("{s:s, s:i, s:i, s:i}", "op", "reap", "pid", (int)pid,
+                                     "slot", slot, "grace", grace_ms));
+}
+
+/* The child is no longer usable: close its socket, finish its task now if
+ * `error` is given (stolen), and ask the fork server to end it (at once if
+ * kill_child) and report it; the report finishes a task still left and
+ * requests a new child. An orphan, or a child whose server cannot be asked,
+ * is killed here if asked and replaced at once. */
 static void slot_fail(ct__slot_t *s, json_t *error, bool kill_child) {
   ct__procpool_t *pool = s->pool;
   conn_close(pool, &s->conn);
   ev_timer_stop(pool->sup->loop.ev, &s->timer);
-  if (kill_child)
-    kill(s->pid, SIGKILL);
   if (s->task && error)
     slot_finish(s, error);
   else
     json_decref(error);
   s->state = SLOT_REAPING;
-  if (pool->server_gone ||
-      server_send(pool, json_pack("{s:s, s:i, s:i}", "op", "reap", "pid", (int)s->pid, "grace",
-                                  kill_child ? 0 : CT__CLOSE_GRACE_MS)) != 0) {
-    if (s->task)
-      slot_finish(s, ct_error_new("ProcessCrashed", "pool child %d stopped answering",
-                                  (int)s->pid));
-    s->state = SLOT_EMPTY;
-  }
+  if (!s->orphan && !pool->server_gone &&
+      request_reap(pool, s->pid, s->index, kill_child ? 0 : CT__CLOSE_GRACE_MS) == 0)
+    return;
+  if (kill_child)
+    kill(s->pid, SIGKILL);
+  if (s->task)
+    slot_finish(s, ct_error_new("ProcessCrashed", "pool child %d stopped answering",
+                                (int)s->pid));
+  s->pid = 0;
+  s->orphan = false;
+  request_spawn(s);
 }
 
 static void dispatch_to(ct__slot_t *s, ct_task_t *t) {
@@ -458,14 +485,25 @@ static void on_spawned(ct__procpool_t *pool, json_t *msg) {
   if (index < 0 || index >= pool->nslots || pool->slots[index].state != SLOT_SPAWNING)
     return;
   ct__slot_t *s = &pool->slots[index];
-  if (pid <= 0 || pool->npassed == 0) {
+  if (pid <= 0) {
     ct__sup_log(pool->sup, CT_LOG_ERROR, "ctasker: could not fork a pool child: %s",
                 json_string_value(json_object_get(msg, "error")));
     schedule_spawn_retry(s);
     return;
   }
-  int fd = pool->passed_fds[0];
-  memmove(pool->passed_fds, pool->passed_fds + 1, (size_t)--pool->npassed * sizeof(int));
+  int fd = pool->npassed > 0 ? pool->passed_fds[0] : -1;
+  if (pool->npassed > 0)
+    memmove(pool->passed_fds, pool->passed_fds + 1, (size_t)--pool->npassed * sizeof(int));
+  if (fd < 0) {
+    /* Its socket was dropped on the way in (no descriptor was free): the
+     * child must not linger, nor may the next one be forked at once. */
+    ct__sup_log(pool->sup, CT_LOG_ERROR,
+                "ctasker: the socket of pool child %d could not be received "
+                "(out of descriptors?); retrying", (int)pid);
+    request_reap(pool, pid, index, 0);
+    schedule_spawn_retry(s);
+    return;
+  }
   s->pid = pid;
   conn_init(pool, &s->conn, fd, pool->opts.max_frame + CT__FRAME_SLACK, child_readable,
             child_writable, s);
@@ -475,13 +513,47 @@ static void on_spawned(ct__procpool_t *pool, json_t *msg) {
   pthread_mutex_unlock(&pool->lock);
 }
 
+/* A busy child ended: read what it wrote before (the report may come
+ * before its socket is seen readable), up to the end of its stream or what
+ * a process it started still holds open. The result may be there; returns
+ * the error for a stream that was cut or garbled, or NULL. */
+static json_t *drain_child(ct__slot_t *s) {
+  char buf[65536];
+  while (s->state == SLOT_BUSY) {
+    ssize_t n = recv(s->conn.fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return NULL;
+    int rc = n > 0 ? ct__frame_feed(&s->conn.dec, buf, (size_t)n, child_frame, s)
+                   : ct__frame_eof(&s->conn.dec);
+    if (rc != 0)
+      return stream_error(s, rc);
+    if (n == 0)
+      return NULL;
+  }
+  return NULL;
+}
+
+/* The fork server reaped a child: on request (REAPING), or because it ended
+ * by itself (IDLE or BUSY; its socket may still be held open by a process
+ * it started). A child not in a slot (its socket never arrived) is done. */
 static void on_reaped(ct__procpool_t *pool, json_t *msg) {
   pid_t pid = (pid_t)json_integer_value(json_object_get(msg, "reaped"));
-  for (int i = 0; i < pool->nslots; i++) {
-    ct__slot_t *s = &pool->slots[i];
-    if (s->state != SLOT_REAPING || s->pid != pid)
-      continue;
-    if (s->task) {
+  json_int_t index = json_integer_value(json_object_get(msg, "slot"));
+  if (index < 0 || index >= pool->nslots)
+    return;
+  ct__slot_t *s = &pool->slots[index];
+  if (s->pid == pid && !s->orphan &&
+      (s->state == SLOT_IDLE || s->state == SLOT_BUSY || s->state == SLOT_REAPING)) {
+    json_t *stream_err = s->state == SLOT_BUSY ? drain_child(s) : NULL;
+    conn_close(pool, &s->conn);
+    ev_timer_stop(pool->sup->loop.ev, &s->timer);
+    if (!s->task) {
+      json_decref(stream_err);
+    } else if (stream_err) {
+      slot_finish(s, stream_err);
+    } else {
       json_t *sig = json_object_get(msg, "signal");
       bool killed = json_is_true(json_object_get(msg, "killed"));
       const char *what = killed ? " (it had closed its pipe)" : "";
@@ -496,7 +568,6 @@ static void on_reaped(ct__procpool_t *pool, json_t *msg) {
     }
     s->pid = 0;
     request_spawn(s);
-    return;
   }
 }
 
@@ -510,13 +581,17 @@ static int server_frame(void *ctx, json_t *msg) {
   return 0;
 }
 
-/* Keep descriptors passed with the bytes just read, oldest first. */
+/* Keep descriptors passed with the bytes just read, oldest first. One the
+ * kernel had to drop (MSG_CTRUNC: no descriptor was free) is kept as -1, so
+ * that each "spawned" frame still meets its own (the server passes one
+ * descriptor per frame, and one recvmsg() returns at most one set). */
 static void take_passed_fds(ct__procpool_t *pool, struct msghdr *mh) {
+  size_t got = 0;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
       continue;
     size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++, got++) {
       int fd;
       memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
       if (pool->npassed < CT__MAX_PASSED_FDS)
@@ -525,26 +600,82 @@ static void take_passed_fds(ct__procpool_t *pool, struct msghdr *mh) {
         close(fd);
     }
   }
+  if ((mh->msg_flags & MSG_CTRUNC) && got == 0 && pool->npassed < CT__MAX_PASSED_FDS)
+    pool->passed_fds[pool->npassed++] = -1;
 }
 
-/* The fork server is gone (or finished): reap it, give up on what only it
- * could do. */
-static void server_lost(ct__procpool_t *pool) {
+static void server_readable(struct ev_loop *ev, ev_io *w, int revents);
+static void server_writable(struct ev_loop *ev, ev_io *w, int revents);
+
+/* Start a fork server and ask it for a child in every empty slot. On
+ * failure, log, and try again from the loop after a growing delay. */
+static void start_server(ct__procpool_t *pool) {
+  int fd;
+  int rc = ct__forkserver_start(pool->opts.max_frame + CT__FRAME_SLACK, &pool->server_pid, &fd);
+  if (rc != 0) {
+    pool->restart_delay = pool->restart_delay > 0 ? pool->restart_delay * 2 : CT__RESTART_FIRST;
+    if (pool->restart_delay > CT__RESTART_MAX)
+      pool->restart_delay = CT__RESTART_MAX;
+    ct__sup_log(pool->sup, CT_LOG_ERROR,
+                "ctasker: could not start the process pool's fork server (%s); "
+                "trying again in %g s", ct_strerror(rc), pool->restart_delay);
+    ev_timer_set(&pool->restart_timer, pool->restart_delay, 0.);
+    ev_timer_start(pool->sup->loop.ev, &pool->restart_timer);
+    return;
+  }
+  pool->restart_delay = 0;
+  pool->server_gone = false;
+  conn_init(pool, &pool->server, fd, 4096, server_readable, server_writable, pool);
+  ct__sup_log(pool->sup, CT_LOG_WARNING, "ctasker: started a new fork server (pid %d)",
+              (int)pool->server_pid);
+  for (int i = 0; i < pool->nslots; i++)
+    if (pool->slots[i].state == SLOT_EMPTY) {
+      ev_timer_stop(pool->sup->loop.ev, &pool->slots[i].timer);
+      request_spawn(&pool->slots[i]);
+    }
+}
+
+static void restart_server(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev;
+  (void)revents;
+  ct__procpool_t *pool = w->data;
+  if (pool->server_gone)
+    start_server(pool);
+  check_progress(pool);
+}
+
+/* The fork server is gone (or finished, or, if `alive`, talks nonsense and
+ * is killed): reap it. Children it was still to reap are killed here and
+ * their tasks fail; the others live on as orphans, still running their
+ * tasks. Unless the pool is winding down, start another fork server. */
+static void server_lost(ct__procpool_t *pool, bool alive) {
   conn_close(pool, &pool->server);
   pool->server_gone = true;
+  if (alive)
+    kill(pool->server_pid, SIGKILL); /* not reaped yet: the pid is still its own */
   while (waitpid(pool->server_pid, NULL, 0) < 0 && errno == EINTR)
     ;
   for (int i = 0; i < pool->nslots; i++) {
     ct__slot_t *s = &pool->slots[i];
-    if (s->state == SLOT_REAPING && s->task)
-      slot_finish(s, ct_error_new("ProcessCrashed", "pool child %d was lost with the fork server",
-                                  (int)s->pid));
+    if (s->state == SLOT_REAPING) {
+      kill(s->pid, SIGKILL); /* an orphan now: the server cannot end it */
+      if (s->task)
+        slot_finish(s, ct_error_new("ProcessCrashed",
+                                    "pool child %d was lost with the fork server", (int)s->pid));
+      s->pid = 0;
+    }
     if (s->state == SLOT_REAPING || s->state == SLOT_SPAWNING)
       s->state = SLOT_EMPTY;
-    ev_timer_stop(pool->sup->loop.ev, &s->timer);
+    if (s->state == SLOT_EMPTY)
+      ev_timer_stop(pool->sup->loop.ev, &s->timer);
+    else
+      s->orphan = true; /* IDLE or BUSY: its timeout stays armed */
   }
   while (pool->npassed > 0)
-    close(pool->passed_fds[--pool->npassed]);
+    if (pool->passed_fds[--pool->npassed] >= 0)
+      close(pool->passed_fds[pool->npassed]);
+  if (!pool->server_shut)
+    start_server(pool);
 }
 
 static void server_readable(struct ev_loop *ev, ev_io *w, int revents) {
@@ -564,10 +695,12 @@ static void server_readable(struct ev_loop *ev, ev_io *w, int revents) {
     return;
   if (n > 0)
     take_passed_fds(pool, &mh);
-  if (n <= 0 || ct__frame_feed(&pool->server.dec, buf, (size_t)n, server_frame, pool) != 0) {
+  bool garbled =
+      n > 0 && ct__frame_feed(&pool->server.dec, buf, (size_t)n, server_frame, pool) != 0;
+  if (n <= 0 || garbled) {
     if (!pool->server_shut)
       ct__sup_log(pool->sup, CT_LOG_ERROR, "ctasker: the process pool's fork server ended");
-    server_lost(pool);
+    server_lost(pool, garbled);
   }
   check_progress(pool);
 }
@@ -577,7 +710,7 @@ static void server_writable(struct ev_loop *ev, ev_io *w, int revents) {
   (void)revents;
   ct__procpool_t *pool = w->data;
   if (conn_flush(pool, &pool->server) != 0)
-    server_lost(pool);
+    server_lost(pool, false); /* it closed its end: it is exiting */
   check_progress(pool);
 }
 
@@ -590,9 +723,11 @@ static bool any_slot(const ct__procpool_t *pool, enum slot_state st) {
   return false;
 }
 
-/* No child can ever run the queued tasks: fail them. */
+/* No fork server and no child: nothing can run the queued tasks now. Fail
+ * them, with a log line, rather than keep them waiting for a fork server
+ * that may never start again. */
 static void fail_queued(ct__procpool_t *pool) {
-  for (;;) {
+  for (uint64_t failed = 0;;) {
     pthread_mutex_lock(&pool->lock);
     ct_task_t *t = ct__rq_peek(&pool->rq);
     if (t && atomic_load(&t->status) != CT_TASK_CANCELED) {
@@ -610,15 +745,24 @@ static void fail_queued(ct__procpool_t *pool) {
       continue;
     }
     pthread_mutex_unlock(&pool->lock);
-    if (!t)
+    if (!t) {
+      if (failed > 0)
+        ct__sup_log(pool->sup, CT_LOG_ERROR,
+                    "ctasker: %llu process task(s) failed: no fork server could be started",
+                    (unsigned long long)failed);
       return;
+    }
     ct__proc_call_t *call = t->arg;
     t->arg = NULL;
-    finish_task(pool, t, call, ct_error_new("ProcessCrashed", "the process pool has no child left"));
+    finish_task(pool, t, call,
+                ct_error_new("ProcessPoolUnavailable",
+                             "the process pool has no child and no fork server could be started"));
+    failed++;
   }
 }
 
 static void mark_stopped(ct__procpool_t *pool) {
+  ev_timer_stop(pool->sup->loop.ev, &pool->restart_timer);
   pthread_mutex_lock(&pool->lock);
   pool->state = POOL_STOPPED;
   pthread_cond_broadcast(&pool->stopped_cond);
@@ -638,6 +782,8 @@ static void wind_down(ct__procpool_t *pool) {
     if (s->state == SLOT_IDLE) {
       conn_close(pool, &s->conn);
       s->state = SLOT_EMPTY;
+      s->pid = 0;
+      s->orphan = false;
     }
   }
   if (!pool->server_gone && !pool->server_shut) {
@@ -742,6 +888,8 @@ static ct__procpool_t *pool_new(ct_supervisor_t *sup, const ct_process_pool_opts
     s->timer.data = s;
   }
   pool->server.fd = -1;
+  ev_timer_init(&pool->restart_timer, restart_server, 0., 0.);
+  pool->restart_timer.data = pool;
   return pool;
 }
 
@@ -813,8 +961,11 @@ static int make_call(ct__procpool_t *pool, uint64_t id, const char *name, const 
     free(call);
     return rc == CT__FRAME_NOMEM ? CT_ENOMEM : CT_EINVAL;
   }
+  /* Only this supervisor's loops live as long as the pool; a task from any
+   * other loop finishes on the pool's loop. */
   ct__loop_t *current = ct__loop_current();
-  call->reply_loop = current != &pool->sup->loop ? current : NULL;
+  call->reply_loop =
+      current && current != &pool->sup->loop && current->data == pool->sup ? current : NULL;
   *out = call;
   return 0;
 }

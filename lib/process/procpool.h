@@ -12,7 +12,8 @@ typedef struct ct__procpool ct__procpool_t;
  * call of the process function `name` with `args` (borrowed). The task
  * completes like any process task: opts->on_done is the completion hook,
  * run on the supervisor's loop thread, or on the submitting loop when
- * called from a ctasker loop thread. Same returns as ct_process_task(). */
+ * called from another loop of the same supervisor (a loop of another
+ * supervisor may be freed first). Same returns as ct_process_task(). */
 int ct__procpool_submit(ct_supervisor_t *sup, const char *name, const json_t *args,
                         const ct_task_opts_t *opts, ct_task_t **out);
 

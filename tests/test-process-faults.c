@@ -1,0 +1,355 @@
+/* The process pool under faults from outside: a child that leaves a
+ * process of its own behind when it crashes, a fork server that is killed
+ * (and one that cannot be started again: fork() fails through the linker's
+ * --wrap while fail_fork is set), and a parent out of descriptors while a
+ * child is replaced. Each time: every task gets one clear result, nothing
+ * hangs, no zombie is left, and the pool works again once it can. */
+#include <ctasker.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "proc.h"
+
+/* ---- fork(), failing on demand (the library's calls are routed here) ---- */
+
+static atomic_bool fail_fork;
+
+pid_t __real_fork(void);
+pid_t __wrap_fork(void);
+pid_t __wrap_fork(void) {
+  if (atomic_load(&fail_fork)) {
+    errno = EAGAIN;
+    return -1;
+  }
+  return __real_fork();
+}
+
+/* ---- functions the children run ---- */
+
+static json_t *fn_id(uint64_t id, json_t *args, void *data) {
+  (void)id;
+  (void)args;
+  (void)data;
+  return json_integer((json_int_t)getpid());
+}
+
+static json_t *fn_hang(uint64_t id, json_t *args, void *data) {
+  (void)id;
+  (void)args;
+  (void)data;
+  for (;;)
+    pause();
+  return NULL;
+}
+
+/* Start a helper that keeps every inherited descriptor (or execs `sleep`,
+ * which keeps what is not close-on-exec), write its pid to args.path, and
+ * die. The helper ends by itself after a minute should a test not kill it. */
+static json_t *fn_helper_then_crash(uint64_t id, json_t *args, void *data) {
+  (void)id;
+  (void)data;
+  pid_t helper = fork();
+  if (helper == 0) {
+    alarm(60);
+    if (json_is_true(json_object_get(args, "exec")))
+      execlp("sleep", "sleep", "1000", (char *)NULL);
+    for (;;)
+      pause();
+  }
+  FILE *f = fopen(json_string_value(json_object_get(args, "path")), "w");
+  fprintf(f, "%d\n", (int)helper);
+  fclose(f);
+  raise(SIGKILL);
+  return NULL;
+}
+
+/* ---- the log, as the user's callback sees it ---- */
+
+static atomic_int log_errors, log_restarted, log_failed_start, log_tasks_failed;
+
+static void count_log(int level, const char *msg, void *data) {
+  (void)data;
+  if (level >= CT_LOG_ERROR)
+    atomic_fetch_add(&log_errors, 1);
+  if (strstr(msg, "started a new fork server"))
+    atomic_fetch_add(&log_restarted, 1);
+  if (strstr(msg, "could not start the process pool's fork server"))
+    atomic_fetch_add(&log_failed_start, 1);
+  if (strstr(msg, "process task(s) failed"))
+    atomic_fetch_add(&log_tasks_failed, 1);
+}
+
+/* ---- helpers ---- */
+
+static ct_supervisor_t *start_pool(int pool_size, double task_timeout) {
+  atomic_store(&log_errors, 0);
+  atomic_store(&log_restarted, 0);
+  atomic_store(&log_failed_start, 0);
+  atomic_store(&log_tasks_failed, 0);
+  ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
+  so.log = count_log;
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(&so, &sup));
+  CHECK_OK(ct_supervisor_start(sup));
+  ct_process_pool_opts_t o = CT_PROCESS_POOL_OPTS_INIT;
+  o.pool_size = pool_size;
+  o.task_timeout = task_timeout;
+  CHECK_OK(ct_process_pool_create(sup, &o));
+  return sup;
+}
+
+static ct_task_t *submit(ct_supervisor_t *sup, const char *fn, json_t *args) {
+  ct_task_t *t;
+  CHECK_OK(ct_process_task(sup, fn, args, NULL, &t));
+  json_decref(args);
+  return t;
+}
+
+/* Run "id" to completion; the pid of the child that ran it. */
+static int child_pid(ct_supervisor_t *sup) {
+  ct_task_t *t = submit(sup, "id", NULL);
+  CHECK_OK(ct_task_wait(t, 60));
+  CHECK(!ct_task_failed(t));
+  int pid = (int)json_integer_value(ct_task_result(t));
+  ct_task_unref(t);
+  return pid;
+}
+
+/* The one fork server (this process's only child). */
+static int fork_server(void) {
+  int pids[4];
+  CHECK_EQ_INT(children_of(getpid(), pids, 4), 1);
+  return pids[0];
+}
+
+static const char *error_class(ct_task_t *t) { return ct_result_error_class(ct_task_result(t)); }
+
+static json_t *error_arg(ct_task_t *t, size_t i) {
+  json_t *exception = json_object_get(ct_task_result(t), "exception");
+  return json_array_get(json_object_get(exception, "args"), i);
+}
+
+static int running(ct_supervisor_t *sup) {
+  ct_stats_t st;
+  CHECK_OK(ct_supervisor_stats(sup, &st));
+  return (int)st.running;
+}
+
+/* Stop and free sup; no child, zombie or descriptor of its left. */
+static void stop_and_check_nothing_left(ct_supervisor_t *sup, int fds_before) {
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, 60));
+  CHECK_OK(ct_supervisor_free(sup));
+  int kids[4];
+  CHECK_EQ_INT(children_of(getpid(), kids, 4), 0);
+  CHECK_EQ_INT(waitpid(-1, NULL, WNOHANG), -1); /* not even a zombie */
+  CHECK_EQ_INT(count_fds(), fds_before);
+}
+
+/* A process that is no longer running: gone, or a zombie of whoever adopted
+ * it (an orphan's reaper is not ours to wait for). */
+static bool ended(int pid) {
+  char st = proc_state(pid);
+  return st == 0 || st == 'Z';
+}
+
+/* ---- a child that starts a helper, then crashes ---- */
+
+/* Whether pid runs the program `sleep` (has exec'd it). */
+static bool is_sleep(int pid) {
+  char path[64], comm[32] = "";
+  snprintf(path, sizeof path, "/proc/%d/comm", pid);
+  FILE *f = fopen(path, "r");
+  CHECK(f != NULL);
+  bool ok = fgets(comm, sizeof comm, f) != NULL && strcmp(comm, "sleep\n") == 0;
+  fclose(f);
+  return ok;
+}
+
+static void helper_then_crash(ct_supervisor_t *sup, bool exec) {
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/ct-helper-%d", (int)getpid());
+  unlink(path);
+  int before = child_pid(sup);
+  ct_task_t *t =
+      submit(sup, "helper_then_crash", json_pack("{s:s, s:b}", "path", path, "exec", exec));
+  CHECK_OK(ct_task_wait(t, 10)); /* seen at once, not when the helper ends */
+  CHECK_EQ_STR(error_class(t), "ProcessCrashed");
+  CHECK_EQ_INT(json_integer_value(error_arg(t, 0)), before);
+  CHECK_EQ_STR(json_string_value(error_arg(t, 1)), "signal");
+  CHECK_EQ_INT(json_integer_value(error_arg(t, 2)), SIGKILL);
+  ct_task_unref(t);
+  FILE *f = fopen(path, "r");
+  CHECK(f != NULL);
+  int helper = 0;
+  CHECK(fscanf(f, "%d", &helper) == 1 && helper > 0);
+  fclose(f);
+  unlink(path);
+  if (exec) {
+    /* The exec'd program holds no socket of the pool's. */
+    WAIT_FOR(is_sleep(helper));
+    CHECK_EQ_INT(sockets_of(helper), 0);
+  }
+  CHECK_OK(kill(helper, SIGKILL));
+  WAIT_FOR(ended(helper));
+  CHECK(child_pid(sup) != before); /* replaced; the pool goes on */
+}
+
+TEST(a_child_that_leaves_a_helper_and_crashes_is_seen_crashed_at_once) {
+  int fds_before = count_fds();
+  ct_supervisor_t *sup = start_pool(1, 0);
+  helper_then_crash(sup, false);
+  helper_then_crash(sup, true);
+  stop_and_check_nothing_left(sup, fds_before);
+}
+
+/* ---- the fork server is killed ---- */
+
+TEST(fork_server_killed_is_replaced_and_a_hung_task_still_times_out) {
+  int fds_before = count_fds();
+  ct_supervisor_t *sup = start_pool(1, 2);
+  int old_child = child_pid(sup);
+  int old_server = fork_server();
+  ct_task_t *hung = submit(sup, "hang", NULL);
+  WAIT_FOR(running(sup) == 1);
+  CHECK_OK(kill(old_server, SIGKILL));
+  CHECK_OK(ct_task_wait(hung, 30));
+  CHECK_EQ_STR(error_class(hung), "TimeoutError");
+  ct_task_unref(hung);
+  WAIT_FOR(ended(old_child)); /* the orphan was killed */
+  WAIT_FOR(atomic_load(&log_restarted) >= 1);
+  int new_child = child_pid(sup);
+  CHECK(new_child != old_child);
+  int new_server = fork_server();
+  CHECK(new_server != old_server);
+  int kids[4];
+  CHECK_EQ_INT(children_of(new_server, kids, 4), 1);
+  CHECK_EQ_INT(kids[0], new_child);
+  stop_and_check_nothing_left(sup, fds_before);
+}
+
+TEST(stop_completes_when_the_fork_server_died_under_a_hung_task) {
+  int fds_before = count_fds();
+  ct_supervisor_t *sup = start_pool(1, 2);
+  int old_child = child_pid(sup);
+  ct_task_t *tasks[4];
+  tasks[0] = submit(sup, "hang", NULL);
+  WAIT_FOR(running(sup) == 1);
+  for (int i = 1; i < 4; i++)
+    tasks[i] = submit(sup, "id", NULL);
+  atomic_store(&fail_fork, true); /* no new fork server */
+  CHECK_OK(kill(fork_server(), SIGKILL));
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, 30));
+  atomic_store(&fail_fork, false);
+  CHECK_EQ_STR(error_class(tasks[0]), "TimeoutError");
+  for (int i = 1; i < 4; i++)
+    CHECK_EQ_STR(error_class(tasks[i]), "ProcessPoolUnavailable");
+  for (int i = 0; i < 4; i++)
+    ct_task_unref(tasks[i]);
+  CHECK(atomic_load(&log_failed_start) >= 1);
+  CHECK(atomic_load(&log_tasks_failed) >= 1);
+  ct_stats_t st;
+  CHECK_OK(ct_supervisor_stats(sup, &st));
+  CHECK_EQ_INT(st.failed, 4);
+  CHECK_EQ_INT(st.completed, 1);
+  CHECK_EQ_INT(st.queued + st.running, 0);
+  WAIT_FOR(ended(old_child));
+  CHECK_OK(ct_supervisor_free(sup));
+  int kids[4];
+  CHECK_EQ_INT(children_of(getpid(), kids, 4), 0);
+  CHECK_EQ_INT(count_fds(), fds_before);
+}
+
+TEST(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back) {
+  int fds_before = count_fds();
+  ct_supervisor_t *sup = start_pool(1, 0);
+  int old_child = child_pid(sup);
+  atomic_store(&fail_fork, true);
+  CHECK_OK(kill(fork_server(), SIGKILL));
+  WAIT_FOR(atomic_load(&log_failed_start) >= 1);
+  CHECK_OK(kill(old_child, SIGKILL)); /* the orphan it left, the last child */
+  /* A task may still meet the dying orphan; the next ones fail clearly. */
+  int unavailable = 0, crashed = 0;
+  for (int i = 0; i < 2000 && unavailable < 3; i++) {
+    ct_task_t *t = submit(sup, "id", NULL);
+    CHECK_OK(ct_task_wait(t, 30));
+    CHECK(ct_task_failed(t));
+    if (strcmp(error_class(t), "ProcessPoolUnavailable") == 0) {
+      unavailable++;
+    } else {
+      CHECK_EQ_STR(error_class(t), "ProcessCrashed");
+      crashed++;
+    }
+    ct_task_unref(t);
+  }
+  CHECK_EQ_INT(unavailable, 3);
+  CHECK(crashed <= 1);
+  WAIT_FOR(atomic_load(&log_tasks_failed) >= 1); /* logged just after */
+  CHECK_EQ_INT(atomic_load(&log_restarted), 0);
+  atomic_store(&fail_fork, false); /* the next retry starts one */
+  WAIT_FOR(atomic_load(&log_restarted) == 1);
+  ct_task_t *t = submit(sup, "id", NULL);
+  CHECK_OK(ct_task_wait(t, 60));
+  CHECK(!ct_task_failed(t));
+  ct_task_unref(t);
+  stop_and_check_nothing_left(sup, fds_before);
+}
+
+/* ---- out of descriptors while a child is replaced ---- */
+
+TEST(no_zombie_when_out_of_descriptors_while_a_child_is_replaced) {
+  int fds_before = count_fds();
+  ct_supervisor_t *sup = start_pool(1, 0);
+  int old_child = child_pid(sup);
+  int server = fork_server();
+  /* At the limit, even once the old child's socket is closed: the soft
+   * limit is below every descriptor number the pool could free. */
+  struct rlimit old_limit, low;
+  CHECK_OK(getrlimit(RLIMIT_NOFILE, &old_limit));
+  low = old_limit;
+  low.rlim_cur = 3;
+  CHECK_OK(setrlimit(RLIMIT_NOFILE, &low));
+  CHECK(dup(0) < 0 && errno == EMFILE);
+  int errors_before = atomic_load(&log_errors);
+  CHECK_OK(kill(old_child, SIGKILL));
+  WAIT_FOR(atomic_load(&log_errors) >= errors_before + 1); /* no socket for the new one */
+  ct_task_t *t = submit(sup, "id", NULL); /* waits for a child */
+  WAIT_FOR(atomic_load(&log_errors) >= errors_before + 3); /* two more tries */
+  CHECK_OK(setrlimit(RLIMIT_NOFILE, &old_limit));
+  CHECK_OK(ct_task_wait(t, 60)); /* runs once descriptors are back */
+  if (ct_task_failed(t))
+    fprintf(stderr, "%s\n", json_dumps(ct_task_result(t), 0));
+  CHECK(!ct_task_failed(t));
+  int new_child = (int)json_integer_value(ct_task_result(t));
+  ct_task_unref(t);
+  WAIT_FOR(zombies_of(server) == 0);
+  int kids[16];
+  CHECK_EQ_INT(children_of(server, kids, 16), 1);
+  CHECK_EQ_INT(kids[0], new_child);
+  CHECK(new_child != old_child);
+  stop_and_check_nothing_left(sup, fds_before);
+}
+
+/* With an argument, runs only the test of that name. */
+#define RUN_SELECTED(name)                                                     \
+  do {                                                                         \
+    if (argc < 2 || strcmp(argv[1], #name) == 0)                               \
+      RUN(name);                                                               \
+  } while (0)
+
+int main(int argc, char **argv) {
+  CHECK_OK(ct_process_register("id", fn_id, NULL));
+  CHECK_OK(ct_process_register("hang", fn_hang, NULL));
+  CHECK_OK(ct_process_register("helper_then_crash", fn_helper_then_crash, NULL));
+  RUN_SELECTED(a_child_that_leaves_a_helper_and_crashes_is_seen_crashed_at_once);
+  RUN_SELECTED(fork_server_killed_is_replaced_and_a_hung_task_still_times_out);
+  RUN_SELECTED(stop_completes_when_the_fork_server_died_under_a_hung_task);
+  RUN_SELECTED(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back);
+  RUN_SELECTED(no_zombie_when_out_of_descriptors_while_a_child_is_replaced);
+  return check_done();
+}
