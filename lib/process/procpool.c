@@ -2,19 +2,18 @@
  *
  * Owns the fork server (pid and socket) and one slot per child (pid,
  * socket, running task). Everything about slots, sockets and timers lives on
- * the supervisor's loop thread; other threads reach the pool only through
- * pool->lock (the run queue, the counters, the state) and by posting a
- * "kick" message to the loop. Lock order: supervisor state_lock -> pool lock
- * -> loop inbox lock; the task registry and wait locks are leaves.
+ * the thread of the loop its config names (cfg.loop: the supervisor's);
+ * other threads reach the pool only through pool->lock (the run queue, the
+ * counters, the state) and by posting a "kick" message to the loop. The
+ * pool lock is a leaf (docs/threading.md): the kick is posted after it is
+ * let go.
  *
  * Work enters through ct__procpool_submit(): the request frame is encoded
  * at once, the task is queued in priority order and the loop is kicked. On
  * the loop, dispatch() hands the first queued task that may start under its
  * reservation cap to an idle child and arms its timeout. The child answers
- * with one result frame; the task is finished (on the submitting loop if it
- * is one of this supervisor's loops, which live as long as the pool; any
- * other loop may be freed first, so those tasks finish on the pool's loop)
- * and the child is idle again.
+ * with one result frame; the task is finished (on the reply loop its
+ * submitter named, or on the pool's loop) and the child is idle again.
  *
  * Failure: a socket that ends, a frame that does not decode or answers the
  * wrong task, or a timeout turns the slot to REAPING: its socket is closed,
@@ -39,8 +38,8 @@
  * (or were canceled by the stopper); when nothing is queued or running,
  * idle children's sockets are closed (they exit), then the fork server's
  * write side is shut; on its end of stream it has reaped every child and
- * exits, and is reaped here. Then the state is STOPPED and the supervisor's
- * stop check is poked.
+ * exits, and is reaped here. Then the state is STOPPED and the config's
+ * on_stopped hook is called.
  */
 #include "process/procpool.h"
 
@@ -54,11 +53,12 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/log.h"
+#include "base/opts.h"
+#include "core/runqueue.h"
 #include "ctasker/result.h"
 #include "process/forkserver.h"
 #include "process/frame.h"
-#include "core/runqueue.h"
-#include "supervisor/supervisor-internal.h"
 
 #define CT__DEFAULT_MAX_FRAME (16u << 20)
 #define CT__FRAME_SLACK 512     /* room for the request wrapper around args */
@@ -76,7 +76,7 @@ enum slot_state { SLOT_EMPTY, SLOT_SPAWNING, SLOT_IDLE, SLOT_BUSY, SLOT_REAPING 
 typedef struct ct__proc_call {
   char *frame;
   size_t frame_len;
-  ct__loop_t *reply_loop; /* another loop of the pool's supervisor, or NULL */
+  ct__loop_t *reply_loop; /* where the task finishes (it outlives the pool), or NULL */
 } ct__proc_call_t;
 
 typedef struct ct__conn {
@@ -100,7 +100,7 @@ typedef struct ct__slot {
 } ct__slot_t;
 
 struct ct__procpool {
-  ct_supervisor_t *sup;
+  ct__procpool_cfg_t cfg;
   ct_process_pool_opts_t opts;
   int nslots;
 
@@ -112,6 +112,7 @@ struct ct__procpool {
   uint64_t crashed, timeouts, spawned;
   atomic_bool kick_posted;  /* kick_msg is in the loop's inbox */
   ct__loop_msg_t kick_msg;  /* one suffices: kicks coalesce */
+  ct__loop_msg_t setup_msg; /* posted once, by ct__procpool_start() */
 
   /* Loop thread only (or the creating thread before the loop runs). */
   pid_t server_pid;
@@ -134,6 +135,15 @@ static void check_progress(ct__procpool_t *pool);
 static void slot_fail(ct__slot_t *s, json_t *error, bool kill_child);
 
 /* ---------- small helpers ---------- */
+
+static void pool_log(ct__procpool_t *pool, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void pool_log(ct__procpool_t *pool, int level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  ct__vlog(pool->cfg.log, pool->cfg.log_data, level, fmt, ap);
+  va_end(ap);
+}
 
 static void call_free(ct__proc_call_t *c) {
   if (c) {
@@ -166,14 +176,14 @@ static void conn_init(ct__procpool_t *pool, ct__conn_t *c, int fd, size_t max,
   ev_io_init(&c->rio, on_read, fd, EV_READ);
   ev_io_init(&c->wio, on_write, fd, EV_WRITE);
   c->rio.data = c->wio.data = data;
-  ev_io_start(pool->sup->loop.ev, &c->rio);
+  ev_io_start(pool->cfg.loop->ev, &c->rio);
 }
 
 static void conn_close(ct__procpool_t *pool, ct__conn_t *c) {
   if (c->fd < 0)
     return;
-  ev_io_stop(pool->sup->loop.ev, &c->rio);
-  ev_io_stop(pool->sup->loop.ev, &c->wio);
+  ev_io_stop(pool->cfg.loop->ev, &c->rio);
+  ev_io_stop(pool->cfg.loop->ev, &c->wio);
   close(c->fd);
   c->fd = -1;
   free(c->out);
@@ -190,14 +200,14 @@ static int conn_flush(ct__procpool_t *pool, ct__conn_t *c) {
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      ev_io_start(pool->sup->loop.ev, &c->wio);
+      ev_io_start(pool->cfg.loop->ev, &c->wio);
       return 0;
     }
     if (n <= 0)
       return -1;
     c->out_off += (size_t)n;
   }
-  ev_io_stop(pool->sup->loop.ev, &c->wio);
+  ev_io_stop(pool->cfg.loop->ev, &c->wio);
   free(c->out);
   c->out = NULL;
   c->out_len = c->out_off = 0;
@@ -306,7 +316,7 @@ static void slot_finish(ct__slot_t *s, json_t *result) {
   ct__proc_call_t *call = s->call;
   s->task = NULL;
   s->call = NULL;
-  ev_timer_stop(s->pool->sup->loop.ev, &s->timer);
+  ev_timer_stop(s->pool->cfg.loop->ev, &s->timer);
   finish_task(s->pool, t, call, result);
 }
 
@@ -317,9 +327,9 @@ static void retry_spawn(struct ev_loop *ev, ev_timer *w, int revents);
 /* Try the slot's spawn again in CT__SPAWN_RETRY seconds. */
 static void schedule_spawn_retry(ct__slot_t *s) {
   s->state = SLOT_EMPTY;
-  ev_timer_stop(s->pool->sup->loop.ev, &s->timer);
+  ev_timer_stop(s->pool->cfg.loop->ev, &s->timer);
   ev_timer_init(&s->timer, retry_spawn, CT__SPAWN_RETRY, 0.);
-  ev_timer_start(s->pool->sup->loop.ev, &s->timer);
+  ev_timer_start(s->pool->cfg.loop->ev, &s->timer);
 }
 
 static void request_spawn(ct__slot_t *s) {
@@ -424,7 +434,7 @@ static int request_reap(ct__procpool_t *pool, pid_t pid, int slot, int grace_ms)
 static void slot_fail(ct__slot_t *s, json_t *error, bool kill_child) {
   ct__procpool_t *pool = s->pool;
   conn_close(pool, &s->conn);
-  ev_timer_stop(pool->sup->loop.ev, &s->timer);
+  ev_timer_stop(pool->cfg.loop->ev, &s->timer);
   if (s->task && error)
     slot_finish(s, error);
   else
@@ -451,8 +461,8 @@ static void dispatch_to(ct__slot_t *s, ct_task_t *t) {
   s->state = SLOT_BUSY;
   if (pool->opts.task_timeout > 0) {
     ev_timer_init(&s->timer, on_task_timeout, pool->opts.task_timeout, 0.);
-    ev_now_update(pool->sup->loop.ev);
-    ev_timer_start(pool->sup->loop.ev, &s->timer);
+    ev_now_update(pool->cfg.loop->ev);
+    ev_timer_start(pool->cfg.loop->ev, &s->timer);
   }
   if (conn_send(pool, &s->conn, s->call->frame, s->call->frame_len) != 0)
     slot_fail(s, NULL, false);
@@ -486,8 +496,8 @@ static void on_spawned(ct__procpool_t *pool, json_t *msg) {
     return;
   ct__slot_t *s = &pool->slots[index];
   if (pid <= 0) {
-    ct__sup_log(pool->sup, CT_LOG_ERROR, "ctasker: could not fork a pool child: %s",
-                json_string_value(json_object_get(msg, "error")));
+    pool_log(pool, CT_LOG_ERROR, "ctasker: could not fork a pool child: %s",
+             json_string_value(json_object_get(msg, "error")));
     schedule_spawn_retry(s);
     return;
   }
@@ -497,9 +507,9 @@ static void on_spawned(ct__procpool_t *pool, json_t *msg) {
   if (fd < 0) {
     /* Its socket was dropped on the way in (no descriptor was free): the
      * child must not linger, nor may the next one be forked at once. */
-    ct__sup_log(pool->sup, CT_LOG_ERROR,
-                "ctasker: the socket of pool child %d could not be received "
-                "(out of descriptors?); retrying", (int)pid);
+    pool_log(pool, CT_LOG_ERROR,
+             "ctasker: the socket of pool child %d could not be received "
+             "(out of descriptors?); retrying", (int)pid);
     request_reap(pool, pid, index, 0);
     schedule_spawn_retry(s);
     return;
@@ -548,7 +558,7 @@ static void on_reaped(ct__procpool_t *pool, json_t *msg) {
       (s->state == SLOT_IDLE || s->state == SLOT_BUSY || s->state == SLOT_REAPING)) {
     json_t *stream_err = s->state == SLOT_BUSY ? drain_child(s) : NULL;
     conn_close(pool, &s->conn);
-    ev_timer_stop(pool->sup->loop.ev, &s->timer);
+    ev_timer_stop(pool->cfg.loop->ev, &s->timer);
     if (!s->task) {
       json_decref(stream_err);
     } else if (stream_err) {
@@ -616,21 +626,21 @@ static void start_server(ct__procpool_t *pool) {
     pool->restart_delay = pool->restart_delay > 0 ? pool->restart_delay * 2 : CT__RESTART_FIRST;
     if (pool->restart_delay > CT__RESTART_MAX)
       pool->restart_delay = CT__RESTART_MAX;
-    ct__sup_log(pool->sup, CT_LOG_ERROR,
-                "ctasker: could not start the process pool's fork server (%s); "
-                "trying again in %g s", ct_strerror(rc), pool->restart_delay);
+    pool_log(pool, CT_LOG_ERROR,
+             "ctasker: could not start the process pool's fork server (%s); "
+             "trying again in %g s", ct_strerror(rc), pool->restart_delay);
     ev_timer_set(&pool->restart_timer, pool->restart_delay, 0.);
-    ev_timer_start(pool->sup->loop.ev, &pool->restart_timer);
+    ev_timer_start(pool->cfg.loop->ev, &pool->restart_timer);
     return;
   }
   pool->restart_delay = 0;
   pool->server_gone = false;
   conn_init(pool, &pool->server, fd, 4096, server_readable, server_writable, pool);
-  ct__sup_log(pool->sup, CT_LOG_WARNING, "ctasker: started a new fork server (pid %d)",
-              (int)pool->server_pid);
+  pool_log(pool, CT_LOG_WARNING, "ctasker: started a new fork server (pid %d)",
+           (int)pool->server_pid);
   for (int i = 0; i < pool->nslots; i++)
     if (pool->slots[i].state == SLOT_EMPTY) {
-      ev_timer_stop(pool->sup->loop.ev, &pool->slots[i].timer);
+      ev_timer_stop(pool->cfg.loop->ev, &pool->slots[i].timer);
       request_spawn(&pool->slots[i]);
     }
 }
@@ -667,7 +677,7 @@ static void server_lost(ct__procpool_t *pool, bool alive) {
     if (s->state == SLOT_REAPING || s->state == SLOT_SPAWNING)
       s->state = SLOT_EMPTY;
     if (s->state == SLOT_EMPTY)
-      ev_timer_stop(pool->sup->loop.ev, &s->timer);
+      ev_timer_stop(pool->cfg.loop->ev, &s->timer);
     else
       s->orphan = true; /* IDLE or BUSY: its timeout stays armed */
   }
@@ -699,7 +709,7 @@ static void server_readable(struct ev_loop *ev, ev_io *w, int revents) {
       n > 0 && ct__frame_feed(&pool->server.dec, buf, (size_t)n, server_frame, pool) != 0;
   if (n <= 0 || garbled) {
     if (!pool->server_shut)
-      ct__sup_log(pool->sup, CT_LOG_ERROR, "ctasker: the process pool's fork server ended");
+      pool_log(pool, CT_LOG_ERROR, "ctasker: the process pool's fork server ended");
     server_lost(pool, garbled);
   }
   check_progress(pool);
@@ -747,9 +757,9 @@ static void fail_queued(ct__procpool_t *pool) {
     pthread_mutex_unlock(&pool->lock);
     if (!t) {
       if (failed > 0)
-        ct__sup_log(pool->sup, CT_LOG_ERROR,
-                    "ctasker: %llu process task(s) failed: no fork server could be started",
-                    (unsigned long long)failed);
+        pool_log(pool, CT_LOG_ERROR,
+                 "ctasker: %llu process task(s) failed: no fork server could be started",
+                 (unsigned long long)failed);
       return;
     }
     ct__proc_call_t *call = t->arg;
@@ -762,12 +772,12 @@ static void fail_queued(ct__procpool_t *pool) {
 }
 
 static void mark_stopped(ct__procpool_t *pool) {
-  ev_timer_stop(pool->sup->loop.ev, &pool->restart_timer);
+  ev_timer_stop(pool->cfg.loop->ev, &pool->restart_timer);
   pthread_mutex_lock(&pool->lock);
   pool->state = POOL_STOPPED;
   pthread_cond_broadcast(&pool->stopped_cond);
   pthread_mutex_unlock(&pool->lock);
-  ct__loop_kick(&pool->sup->loop, &pool->sup->stop_check);
+  pool->cfg.on_stopped(pool->cfg.data);
 }
 
 /* Stopping, with nothing queued or running: close idle children, then the
@@ -778,7 +788,7 @@ static void wind_down(ct__procpool_t *pool) {
     return;
   for (int i = 0; i < pool->nslots; i++) {
     ct__slot_t *s = &pool->slots[i];
-    ev_timer_stop(pool->sup->loop.ev, &s->timer);
+    ev_timer_stop(pool->cfg.loop->ev, &s->timer);
     if (s->state == SLOT_IDLE) {
       conn_close(pool, &s->conn);
       s->state = SLOT_EMPTY;
@@ -821,14 +831,13 @@ static void kick(ct__procpool_t *pool) {
   if (atomic_exchange(&pool->kick_posted, true))
     return;
   pool->kick_msg.run = kick_on_loop;
-  if (ct__loop_post_embedded(&pool->sup->loop, &pool->kick_msg) != 0)
+  if (ct__loop_post_embedded(pool->cfg.loop, &pool->kick_msg) != 0)
     atomic_store(&pool->kick_posted, false);
 }
 
 static void setup_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
   (void)loop;
-  ct__procpool_t *pool = *(ct__procpool_t **)(msg + 1);
-  free(msg);
+  ct__procpool_t *pool = (ct__procpool_t *)((char *)msg - offsetof(ct__procpool_t, setup_msg));
   pool->on_loop = true;
   conn_init(pool, &pool->server, pool->server.fd, 4096, server_readable, server_writable, pool);
   for (int i = 0; i < pool->nslots; i++)
@@ -836,16 +845,13 @@ static void setup_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
   check_progress(pool);
 }
 
-/* ---------- public and supervisor entry points ---------- */
+/* ---------- entry points (procpool.h) ---------- */
 
-static int settle_pool_options(const ct_process_pool_opts_t *in, ct_process_pool_opts_t *o) {
+int ct__procpool_read_options(const ct_process_pool_opts_t *in, ct_process_pool_opts_t *o) {
   ct_process_pool_opts_t defaults = CT_PROCESS_POOL_OPTS_INIT;
   *o = defaults;
-  if (in) {
-    if (in->size < offsetof(ct_process_pool_opts_t, task_timeout) || in->size > sizeof *o)
-      return CT_EINVAL;
-    memcpy(o, in, in->size);
-  }
+  if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_process_pool_opts_t, task_timeout)) != 0)
+    return CT_EINVAL;
   if (o->pool_size <= 0 || o->reserve_normal < 0 || o->reserve_high < 0 ||
       o->pool_size > 4096 || o->reserve_normal > 4096 || o->reserve_high > 4096)
     return CT_EINVAL;
@@ -860,11 +866,11 @@ static int settle_pool_options(const ct_process_pool_opts_t *in, ct_process_pool
   return 0;
 }
 
-static ct__procpool_t *pool_new(ct_supervisor_t *sup, const ct_process_pool_opts_t *o) {
+ct__procpool_t *ct__procpool_new(const ct_process_pool_opts_t *o, const ct__procpool_cfg_t *cfg) {
   ct__procpool_t *pool = calloc(1, sizeof *pool);
   if (!pool)
     return NULL;
-  pool->sup = sup;
+  pool->cfg = *cfg;
   pool->opts = *o;
   pool->nslots = o->pool_size + o->reserve_normal + o->reserve_high;
   pool->slots = calloc((size_t)pool->nslots, sizeof *pool->slots);
@@ -893,59 +899,24 @@ static ct__procpool_t *pool_new(ct_supervisor_t *sup, const ct_process_pool_opts
   return pool;
 }
 
-static void pool_delete(ct__procpool_t *pool) {
-  ct_task_t *t;
-  while ((t = ct__rq_pop(&pool->rq)) != NULL)
-    drop_queued(t);
-  pthread_mutex_destroy(&pool->lock);
-  pthread_cond_destroy(&pool->stopped_cond);
-  free(pool->slots);
-  free(pool);
-}
-
-int ct_process_pool_create(ct_supervisor_t *sup, const ct_process_pool_opts_t *opts) {
-  ct_process_pool_opts_t o;
-  if (!sup)
-    sup = ct_supervisor_default();
-  if (!sup || settle_pool_options(opts, &o) != 0)
-    return CT_EINVAL;
-  if (ct__loop_is_own_thread(&sup->loop))
-    return CT_EDEADLK;
-  ct__procpool_t *pool = pool_new(sup, &o);
-  ct__loop_msg_t *setup = malloc(sizeof *setup + sizeof pool);
-  if (!pool || !setup) {
-    free(setup);
-    if (pool)
-      pool_delete(pool);
-    return CT_ENOMEM;
-  }
-  setup->run = setup_on_loop;
-  memcpy(setup + 1, &pool, sizeof pool);
-  pthread_mutex_lock(&sup->state_lock);
-  int state = atomic_load(&sup->state);
-  int rc = atomic_load(&sup->procpool) ? CT_EBUSY
-           : state == CT__SUP_INIT || state == CT__SUP_RUNNING ? 0
-                                                                : CT_ESHUTDOWN;
-  if (rc == 0)
-    rc = ct__forkserver_start(o.max_frame + CT__FRAME_SLACK, &pool->server_pid,
-                              &pool->server.fd);
-  if (rc == 0 && (rc = ct__loop_post(&sup->loop, setup)) != 0) {
-    close(pool->server.fd);
-    waitpid(pool->server_pid, NULL, 0);
-  }
-  if (rc == 0)
-    atomic_store(&sup->procpool, pool);
-  pthread_mutex_unlock(&sup->state_lock);
+int ct__procpool_start(ct__procpool_t *pool) {
+  int rc = ct__forkserver_start(pool->opts.max_frame + CT__FRAME_SLACK, &pool->server_pid,
+                                &pool->server.fd);
+  if (rc != 0)
+    return rc;
+  pool->setup_msg.run = setup_on_loop;
+  rc = ct__loop_post_embedded(pool->cfg.loop, &pool->setup_msg);
   if (rc != 0) {
-    free(setup);
-    pool_delete(pool);
+    close(pool->server.fd);
+    pool->server.fd = -1;
+    waitpid(pool->server_pid, NULL, 0);
   }
   return rc;
 }
 
 /* The request frame for a call. Returns 0 or CT_EINVAL / CT_ENOMEM. */
 static int make_call(ct__procpool_t *pool, uint64_t id, const char *name, const json_t *args,
-                     ct__proc_call_t **out) {
+                     ct__loop_t *reply_loop, ct__proc_call_t **out) {
   ct__proc_call_t *call = calloc(1, sizeof *call);
   json_t *req = json_pack("{s:I, s:s, s:O}", "id", (json_int_t)id, "fn", name, "args",
                           args ? (json_t *)args : json_null());
@@ -961,22 +932,12 @@ static int make_call(ct__procpool_t *pool, uint64_t id, const char *name, const 
     free(call);
     return rc == CT__FRAME_NOMEM ? CT_ENOMEM : CT_EINVAL;
   }
-  /* Only this supervisor's loops live as long as the pool; a task from any
-   * other loop finishes on the pool's loop. */
-  ct__loop_t *current = ct__loop_current();
-  call->reply_loop =
-      current && current != &pool->sup->loop && current->data == pool->sup ? current : NULL;
+  call->reply_loop = reply_loop;
   *out = call;
   return 0;
 }
 
-/* A process task takes the common task options but no delay. */
-static int settle_task_opts(const ct_task_opts_t *in, ct_task_opts_t *o) {
-  int rc = ct__settle_task_options(in, o);
-  return rc == 0 && o->delay != 0 ? CT_EINVAL : rc;
-}
-
-/* Queue a task; on failure undo its registration. */
+/* Queue a task. Returns 0 or CT_ESHUTDOWN. */
 static int enqueue(ct__procpool_t *pool, ct_task_t *t) {
   pthread_mutex_lock(&pool->lock);
   int rc = pool->state == POOL_RUNNING ? 0 : CT_ESHUTDOWN;
@@ -991,41 +952,15 @@ static int enqueue(ct__procpool_t *pool, ct_task_t *t) {
   return rc;
 }
 
-int ct__procpool_submit(ct_supervisor_t *sup, const char *name, const json_t *args,
-                        const ct_task_opts_t *opts, ct_task_t **out) {
-  ct_task_opts_t o;
-  if (out)
-    *out = NULL;
-  if (!sup)
-    sup = ct_supervisor_default();
-  if (!sup || !name || settle_task_opts(opts, &o) != 0)
-    return CT_EINVAL;
-  ct__procpool_t *pool = atomic_load(&sup->procpool);
-  if (!pool)
-    return CT_ENOENT;
-  if (atomic_load(&sup->state) != CT__SUP_RUNNING)
-    return CT_ESHUTDOWN;
-  ct_task_t *t = ct__supervisor_new_task(sup, NULL, NULL, &o, out != NULL);
-  if (!t)
-    return CT_ENOMEM;
+int ct__procpool_submit(ct__procpool_t *pool, ct_task_t *t, const char *name,
+                        const json_t *args, ct__loop_t *reply_loop) {
   atomic_fetch_or(&t->flags, CT__F_PROCESS);
-  ct__task_stamp_queued(t);
-  int rc = make_call(pool, t->id, name, args, (ct__proc_call_t **)&t->arg);
-  if (rc == 0)
-    rc = ct__supervisor_track(sup, t, out);
-  if (rc == 0 && (rc = enqueue(pool, t)) == 0) {
-    ct__supervisor_publish(out); /* findable only once the pool counts it */
+  int rc = make_call(pool, t->id, name, args, reply_loop, (ct__proc_call_t **)&t->arg);
+  if (rc == 0 && (rc = enqueue(pool, t)) == 0)
     return 0;
-  }
   call_free(t->arg);
   t->arg = NULL;
-  ct__supervisor_abandon(sup, t, out);
   return rc;
-}
-
-int ct_process_task(ct_supervisor_t *sup, const char *name, const json_t *args,
-                    const ct_task_opts_t *opts, ct_task_t **out) {
-  return ct__procpool_submit(sup, name, args, opts, out);
 }
 
 ct_task_t *ct__procpool_stop_begin(ct__procpool_t *pool, bool cancel_queued) {
@@ -1063,22 +998,7 @@ ct_task_t *ct__procpool_stop_append(ct_task_t *list, ct__procpool_t *pool, bool 
   return list;
 }
 
-int ct_process_pool_stop(ct_supervisor_t *sup, double timeout) {
-  if (!sup)
-    sup = ct_supervisor_default();
-  if (!sup || !ct__seconds_valid(timeout, CT__SEC_SIGNED))
-    return CT_EINVAL;
-  ct__procpool_t *pool = atomic_load(&sup->procpool);
-  if (!pool)
-    return CT_ENOENT;
-  ct__procpool_stop_begin(pool, false);
-  int state = atomic_load(&sup->state);
-  if (state == CT__SUP_INIT || state == CT__SUP_STOPPED)
-    return 0; /* no loop to wind it down: ct_supervisor_free() does */
-  if (timeout == 0 || ct__procpool_stopped(pool))
-    return 0;
-  if (ct__loop_is_own_thread(&sup->loop))
-    return CT_EDEADLK;
+int ct__procpool_wait_stopped(ct__procpool_t *pool, double timeout) {
   struct timespec deadline;
   bool bounded = ct__timeout_deadline(timeout, &deadline);
   int rc = 0;
@@ -1114,15 +1034,16 @@ bool ct__procpool_cancel_queued(ct__procpool_t *pool, ct_task_t *t) {
   return won;
 }
 
-void ct__procpool_add_stats(ct__procpool_t *pool, ct_stats_t *out) {
+void ct__procpool_counts(ct__procpool_t *pool, ct__procpool_counts_t *out) {
+  *out = (ct__procpool_counts_t){0};
   if (!pool)
     return;
   pthread_mutex_lock(&pool->lock);
-  out->queued += pool->queued; /* submitted: the supervisor counts every task */
-  out->running += (uint64_t)pool->running;
-  out->completed += pool->completed;
-  out->failed += pool->failed;
-  out->canceled += pool->canceled;
+  out->queued = pool->queued;
+  out->running = (uint64_t)pool->running;
+  out->completed = pool->completed;
+  out->failed = pool->failed;
+  out->canceled = pool->canceled;
   pthread_mutex_unlock(&pool->lock);
 }
 
@@ -1143,6 +1064,17 @@ json_t *ct__procpool_stats_json(ct__procpool_t *pool) {
       (json_int_t)pool->spawned);
   pthread_mutex_unlock(&pool->lock);
   return j;
+}
+
+/* Free what ct__procpool_new() made and what is still queued. */
+static void pool_delete(ct__procpool_t *pool) {
+  ct_task_t *t;
+  while ((t = ct__rq_pop(&pool->rq)) != NULL)
+    drop_queued(t);
+  pthread_mutex_destroy(&pool->lock);
+  pthread_cond_destroy(&pool->stopped_cond);
+  free(pool->slots);
+  free(pool);
 }
 
 void ct__procpool_free(ct__procpool_t *pool) {

@@ -60,7 +60,7 @@ struct ct_supervisor {
   atomic_int submitting;        /* A: submissions between their state check and
                                    the hand-over: the loop ends only at 0 */
 
-  /* S to set (once), A to read: the process pool (procpool.c), or NULL. */
+  /* S to set (once), A to read: the process pool (process.c), or NULL. */
   _Atomic(struct ct__procpool *) procpool;
 
   ct__loop_kick_t stop_check; /* A to kick: "look whether the stop is done" */
@@ -111,6 +111,12 @@ void ct__supervisor_publish(ct_task_t **out);
 /* Undo a submission that was refused after ct__supervisor_new_task():
  * nothing ran, no callback; counted as refused; *out released. */
 void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out);
+
+/* process.c: submit a call of the process function `name` with `args`
+ * (borrowed) to the supervisor's process pool, as ct_process_task() does
+ * (the same returns); for executors (a process worker's runs). */
+int ct__sup_process_task(ct_supervisor_t *sup, const char *name, const json_t *args,
+                         const ct_task_opts_t *opts, ct_task_t **out);
 
 /* delay.c: hand a DELAYED task (one reference) to the loop's timers. */
 int ct__delay_start(ct_supervisor_t *sup, ct_task_t *t, double delay);

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/log.h"
 #include "base/opts.h"
 #include "process/procpool.h"
 
@@ -52,14 +53,10 @@ static _Atomic(ct_supervisor_t *) default_sup;
 static _Thread_local ct_supervisor_t *finishing_stop;
 
 void ct__sup_log(ct_supervisor_t *sup, int level, const char *fmt, ...) {
-  if (!sup->opts.log)
-    return;
-  char buf[512];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
+  ct__vlog(sup->opts.log, sup->opts.log_data, level, fmt, ap);
   va_end(ap);
-  sup->opts.log(level, buf, sup->opts.log_data);
 }
 
 /* A threshold with no bound never fires: the same as one turned off. */
@@ -587,7 +584,13 @@ int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
   out->completed += atomic_load(&sup->loop_counts.completed);
   out->failed += atomic_load(&sup->loop_counts.failed);
   out->canceled += atomic_load(&sup->canceled_delayed) + atomic_load(&sup->loop_counts.canceled);
-  ct__procpool_add_stats(atomic_load(&sup->procpool), out);
+  ct__procpool_counts_t proc; /* submitted: the ids count every task */
+  ct__procpool_counts(atomic_load(&sup->procpool), &proc);
+  out->queued += proc.queued;
+  out->running += proc.running;
+  out->completed += proc.completed;
+  out->failed += proc.failed;
+  out->canceled += proc.canceled;
   return 0;
 }
 

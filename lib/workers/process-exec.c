@@ -4,7 +4,7 @@
  * The worker keeps its kind (queue, event, interval); only where a run
  * executes changes. submit(), under the worker's lock, takes the run's item
  * or trigger at once, builds the run's JSON arguments and submits one
- * process task through ct__procpool_submit(); if that fails, the item goes
+ * process task through ct__sup_process_task(); if that fails, the item goes
  * back to its place (ops->untake) and the common code stops the worker,
  * which hands it back. The run counts as executing (`in_run`) from then
  * until its result arrives in process_done(), on the supervisor's loop
@@ -21,7 +21,6 @@
 #include "base/clock.h"
 #include "ctasker/result.h"
 #include "process/process-registry.h"
-#include "process/procpool.h"
 #include "workers/worker-internal.h"
 
 /* The run's arguments as a new object, or NULL (out of memory). The queue
@@ -78,7 +77,7 @@ static int submit_call(ct_worker_t *w, const json_t *args) {
   o.on_done = process_done;
   o.done_data = w;
   ct__worker_ref(w);
-  int rc = ct__procpool_submit(w->sup, w->process, args, &o, NULL);
+  int rc = ct__sup_process_task(w->sup, w->process, args, &o, NULL);
   if (rc != 0)
     atomic_fetch_sub(&w->refs, 1); /* the owner still holds one */
   return rc;
