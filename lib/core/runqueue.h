@@ -63,6 +63,30 @@ static inline ct_task_t *ct__rq_pop(ct__runqueue_t *rq) {
   return t;
 }
 
+/* Empty the queue for a stop that cancels (both pools): each task popped
+ * is first given to `release` (if not NULL: what its owner attached to
+ * it), then CAS'd QUEUED -> CANCELED. Returns those in queue order as a
+ * list through ->link, each with the queue's reference, for the caller to
+ * finish outside its lock; *n counts them. Tasks another thread canceled
+ * first only lose the queue's reference. */
+static inline ct_task_t *ct__rq_cancel_all(ct__runqueue_t *rq, void (*release)(ct_task_t *),
+                                           uint64_t *n) {
+  ct_task_t *canceled = NULL, **tail = &canceled, *t;
+  *n = 0;
+  while ((t = ct__rq_pop(rq)) != NULL) {
+    if (release)
+      release(t);
+    if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_CANCELED)) {
+      ct_task_unref(t); /* already canceled by someone else */
+      continue;
+    }
+    ++*n;
+    *tail = t;
+    tail = (ct_task_t **)&t->link;
+  }
+  return canceled;
+}
+
 /* How many tasks may be running (of any priority) for a task of priority p
  * still to start: the reservation rule documented in supervisor.h. */
 static inline int ct__cap_for_priority(int p, int pool, int reserve_normal, int reserve_high) {

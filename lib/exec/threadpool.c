@@ -463,17 +463,10 @@ static void *thread_main(void *arg) {
 /* Take every queued task off the run queue and CAS it to CANCELED; returns
  * them as a list (one reference each). Lock held. */
 static ct_task_t *cancel_all_queued(ct__pool_t *p) {
-  ct_task_t *canceled = NULL, **tail = &canceled, *t;
-  while ((t = ct__rq_pop(&p->rq)) != NULL) {
-    if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_CANCELED)) {
-      ct_task_unref(t); /* already canceled by someone else */
-      continue;
-    }
-    p->queued--;
-    p->canceled++;
-    *tail = t;
-    tail = (ct_task_t **)&t->link;
-  }
+  uint64_t n;
+  ct_task_t *canceled = ct__rq_cancel_all(&p->rq, NULL, &n);
+  p->queued -= n;
+  p->canceled += n;
   return canceled;
 }
 

@@ -89,9 +89,14 @@ static int cap_of(const ct__procpool_t *pool, int priority) {
   return cap < pool->nslots ? cap : pool->nslots;
 }
 
-static void drop_queued(ct_task_t *t) {
+/* A queued task's call, which it carries in its arg. */
+static void release_call(ct_task_t *t) {
   ct__proc_call_free(t->arg);
   t->arg = NULL;
+}
+
+static void drop_queued(ct_task_t *t) {
+  release_call(t);
   ct_task_unref(t);
 }
 
@@ -408,22 +413,15 @@ int ct__procpool_submit(ct__procpool_t *pool, ct_task_t *t, const char *name, co
 ct_task_t *ct__procpool_stop_begin(ct__procpool_t *pool, bool cancel_queued) {
   if (!pool)
     return NULL;
-  ct_task_t *canceled = NULL, **tail = &canceled, *t;
+  ct_task_t *canceled = NULL;
+  uint64_t n = 0;
   pthread_mutex_lock(&pool->lock);
   if (pool->state == POOL_RUNNING)
     pool->state = POOL_STOPPING;
-  while (cancel_queued && (t = ct__rq_pop(&pool->rq)) != NULL) {
-    ct__proc_call_free(t->arg);
-    t->arg = NULL;
-    if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_CANCELED)) {
-      ct_task_unref(t);
-      continue;
-    }
-    pool->queued--;
-    pool->canceled++;
-    *tail = t;
-    tail = (ct_task_t **)&t->link;
-  }
+  if (cancel_queued)
+    canceled = ct__rq_cancel_all(&pool->rq, release_call, &n);
+  pool->queued -= n;
+  pool->canceled += n;
   pthread_mutex_unlock(&pool->lock);
   kick(pool);
   return canceled;
