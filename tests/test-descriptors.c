@@ -1,6 +1,7 @@
 /* Out of file descriptors: every call that needs one returns CT_EMFILE and
- * the process lives on (the cases run in a forked child, so an abort is a
- * failed case, not a dead test binary); a stopped extra loop gives its
+ * the process lives on (supervisor, extra loop and process pool creation;
+ * the cases run in a forked child, so an abort is a failed case, not a dead
+ * test binary); a stopped extra loop gives its
  * descriptors back; loop threads name themselves, and creating and
  * stopping loops from many threads at once is clean (run under TSan and
  * ASan too). */
@@ -173,6 +174,27 @@ TEST(loop_create_out_of_descriptors_returns_emfile) {
   in_child(create_loop_without_descriptors);
 }
 
+/* A running supervisor out of descriptors: ct_process_pool_create() has no
+ * descriptor for the fork server's socket and returns CT_EMFILE, keeping
+ * nothing; with descriptors back, the same supervisor gets its pool. */
+static void process_pool_without_descriptors(void) {
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  use_up_descriptors();
+  int before = count_fds();
+  ct_process_pool_opts_t o = CT_PROCESS_POOL_OPTS_INIT;
+  o.pool_size = 1;
+  CHECK_EQ_INT(ct_process_pool_create(sup, &o), CT_EMFILE);
+  CHECK_EQ_INT(count_fds(), before);
+  give_all_back();
+  CHECK_OK(ct_process_pool_create(sup, &o));
+  CHECK_OK(ct_process_pool_stop(sup, -1));
+  stop_and_free(sup);
+}
+
+TEST(process_pool_create_out_of_descriptors_returns_emfile) {
+  in_child(process_pool_without_descriptors);
+}
+
 TEST(emfile_has_a_name_and_a_message) {
   CHECK_EQ_INT(CT_EMFILE, -EMFILE);
   CHECK_EQ_STR(ct_err_name(CT_EMFILE), "CT_EMFILE");
@@ -293,6 +315,7 @@ int main(void) {
   /* The forking cases first, while this process has no other threads. */
   RUN(supervisor_new_out_of_descriptors_returns_emfile);
   RUN(loop_create_out_of_descriptors_returns_emfile);
+  RUN(process_pool_create_out_of_descriptors_returns_emfile);
   RUN(emfile_has_a_name_and_a_message);
   RUN(stopped_loops_give_descriptors_back);
   RUN(loop_threads_name_themselves);

@@ -107,7 +107,8 @@ typedef struct ct_process_pool_opts {
  * Returns 0; CT_EINVAL (sup NULL without a default, pool_size <= 0, negative
  * reserves or timeout, opts.size unknown); CT_EBUSY if the supervisor
  * already has a pool; CT_ESHUTDOWN if it is stopping or stopped; CT_EAGAIN
- * if the fork server could not be forked; CT_ENOMEM.
+ * if the fork server could not be forked; CT_EMFILE if no descriptor was
+ * left for its socket; CT_ENOMEM.
  * Thread-safety: any thread but the supervisor's loop thread. */
 CT_EXPORT int ct_process_pool_create(ct_supervisor_t *sup, const ct_process_pool_opts_t *opts);
 

@@ -362,7 +362,7 @@ static void server_main(int fd, size_t max) {
 int ct__forkserver_start(size_t max_frame, pid_t *pid, int *fd) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-    return errno == ENOMEM || errno == ENFILE || errno == EMFILE ? CT_ENOMEM : CT_EAGAIN;
+    return errno == ENFILE || errno == EMFILE ? CT_EMFILE : errno == ENOMEM ? CT_ENOMEM : CT_EAGAIN;
   sigset_t all, old;
   sigfillset(&all);
   ct__process_registry_lock();

@@ -22,7 +22,7 @@
 
 /* Fork the fork server, with every signal blocked around fork() and the
  * process function table held still. Returns 0 with *pid and *fd (the
- * parent's end, close-on-exec), or CT_EAGAIN / CT_ENOMEM. */
+ * parent's end, close-on-exec), or CT_EAGAIN / CT_EMFILE / CT_ENOMEM. */
 int ct__forkserver_start(size_t max_frame, pid_t *pid, int *fd);
 
 #endif
