@@ -51,30 +51,32 @@ typedef struct ct__slot {
   bool orphan; /* a child of a fork server that died: no one reports its end */
 } ct__slot_t;
 
+/* Guards: I: set at creation, then read-only.  P: pool->lock.
+ * A: atomic, any thread.  L: the loop thread only (or the creating thread
+ * before the loop runs). */
 struct ct__procpool {
-  ct__procpool_cfg_t cfg;
-  ct_process_pool_opts_t opts;
-  int nslots;
+  ct__procpool_cfg_t cfg;      /* I */
+  ct_process_pool_opts_t opts; /* I */
+  int nslots;                  /* I */
 
-  pthread_mutex_t lock; /* guards rq, state, the counters */
-  pthread_cond_t stopped_cond;
-  ct__runqueue_t rq;
-  int state, running;
-  uint64_t submitted, queued, completed, failed, canceled;
-  uint64_t crashed, timeouts, spawned;
-  atomic_bool kick_posted;  /* kick_msg is in the loop's inbox */
+  pthread_mutex_t lock;        /* a leaf */
+  pthread_cond_t stopped_cond; /* P: broadcast when state becomes STOPPED */
+  ct__runqueue_t rq;           /* P */
+  int state, running;          /* P */
+  uint64_t submitted, queued, completed, failed, canceled; /* P */
+  uint64_t crashed, timeouts, spawned;                     /* P */
+  atomic_bool kick_posted;  /* A: kick_msg is in the loop's inbox */
   ct__loop_msg_t kick_msg;  /* one suffices: kicks coalesce */
   ct__loop_msg_t setup_msg; /* posted once, by ct__procpool_start() */
 
-  /* Loop thread only (or the creating thread before the loop runs). */
-  pid_t server_pid;
-  ct__conn_t server;
-  int passed_fds[CT__MAX_PASSED_FDS];
-  int npassed;
-  bool server_gone, server_shut, on_loop;
-  ev_timer restart_timer; /* starts a fork server again after restart_delay */
-  double restart_delay;
-  ct__slot_t *slots;
+  pid_t server_pid;                   /* L */
+  ct__conn_t server;                  /* L */
+  int passed_fds[CT__MAX_PASSED_FDS]; /* L */
+  int npassed;                        /* L */
+  bool server_gone, server_shut, on_loop; /* L */
+  ev_timer restart_timer; /* L: starts a fork server again after restart_delay */
+  double restart_delay;   /* L */
+  ct__slot_t *slots;      /* I: the array; L: each slot */
 };
 
 /* procpool.c */

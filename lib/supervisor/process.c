@@ -51,7 +51,7 @@ int ct_process_pool_create(ct_supervisor_t *sup, const ct_process_pool_opts_t *o
 
 /* A process task takes the common task options but no delay. */
 static int read_task_opts(const ct_task_opts_t *in, ct_task_opts_t *o) {
-  int rc = ct__settle_task_options(in, o);
+  int rc = ct__read_task_options(in, o);
   return rc == 0 && o->delay != 0 ? CT_EINVAL : rc;
 }
 

@@ -89,9 +89,9 @@ void ct__sup_log(ct_supervisor_t *sup, int level, const char *fmt, ...)
 /* Fill in a task's options from the caller's (NULL: defaults). Returns 0,
  * CT_EINVAL (unknown size, priority out of range, bad delay) or CT_ENOTSUP
  * (a delay for a task on a loop). */
-int ct__settle_task_options(const ct_task_opts_t *in, ct_task_opts_t *o);
+int ct__read_task_options(const ct_task_opts_t *in, ct_task_opts_t *o);
 
-/* A new task for `sup` (one reference, QUEUED, a fresh id) from settled
+/* A new task for `sup` (one reference, QUEUED, a fresh id) from read
  * options; it gets the extra part if tracked (a handle will be handed out)
  * or if the options or the watchdog need it. NULL if out of memory. */
 ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,

@@ -385,7 +385,7 @@ int ct_supervisor_free(ct_supervisor_t *sup) {
   return 0;
 }
 
-int ct__settle_task_options(const ct_task_opts_t *in, ct_task_opts_t *o) {
+int ct__read_task_options(const ct_task_opts_t *in, ct_task_opts_t *o) {
   ct_task_opts_t defaults = CT_TASK_OPTS_INIT;
   *o = defaults;
   if (!in)
@@ -484,7 +484,7 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
     *out = NULL;
   if (!sup)
     sup = ct_supervisor_default();
-  int rc = ct__settle_task_options(opts, &o);
+  int rc = ct__read_task_options(opts, &o);
   if (!sup || !fn || rc != 0)
     return rc ? rc : CT_EINVAL;
   if (!submission_enter(sup))
