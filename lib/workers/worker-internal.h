@@ -137,6 +137,10 @@ void ct__worker_end_stop_if_idle(ct_worker_t *w);
  * Returns 0 or CT_ESHUTDOWN / CT_ENOMEM (fn is then never called). */
 int ct__worker_post(ct_worker_t *w, void (*fn)(ct_worker_t *w));
 
+/* Lock NOT held: make up to `batch` runs while the worker may run (the
+ * thread executor's run task, `self`). */
+void ct__worker_run_batch(ct_worker_t *w, ct_task_t *self, size_t batch);
+
 /* Lock held on entry, released on return: a run task of `w` has ended.
  * Stop the worker (handing pending items back) if `stop`, start the next
  * run, end a pending stop, and drop the run task's reference. */
@@ -154,7 +158,7 @@ void ct__group_forget(ct_worker_t *w);
 void ct__worker_attach(ct_worker_t *w);
 void ct__worker_detach(ct_worker_t *w);
 
-extern const ct__worker_exec_t ct__thread_exec;
+extern const ct__worker_exec_t ct__thread_exec; /* thread-exec.c */
 extern const ct__worker_ops_t ct__background_ops, ct__queue_ops, ct__event_ops,
     ct__interval_ops;
 

@@ -7,12 +7,12 @@
  * with the lock held.
  *
  * Work enters through ct__worker_kick(): when the worker may run, has work
- * and has no run task in flight, one task is submitted with
- * ct_background_task() at the worker's priority (on its loop if it has one).
- * That task makes up to ops->batch runs, then its completion callback
- * (run_done, also called if the task is canceled) clears `inflight`, kicks
- * again and ends a pending stop. So at most one run executes at a time,
- * and a worker with nothing to do holds no thread.
+ * and has no run task in flight, its executor submits one run task
+ * (thread-exec.c: a task at the worker's priority, on its loop if it has
+ * one; process-exec.c: a process task). That task makes up to ops->batch
+ * runs; when it ends, ct__worker_run_ended() clears the way, kicks again
+ * and ends a pending stop. So at most one run executes at a time, and a
+ * worker with nothing to do holds no thread.
  *
  * References: the owner holds one, each task in flight and each message
  * posted to a loop hold one; the last unref frees the worker.
@@ -115,41 +115,6 @@ void ct__worker_hand_back_and_report(ct_worker_t *w) {
     on_end(w);
 }
 
-static json_t *run_task(ct_task_t *self, void *arg);
-static void run_done(ct_task_t *t, void *data);
-
-/* The thread executor: one ct_background_task() on a pool thread or loop. */
-static int thread_submit(ct_worker_t *w) {
-  ct_task_opts_t o = CT_TASK_OPTS_INIT;
-  o.name = w->name;
-  o.priority = w->priority;
-  o.on_done = run_done;
-  o.done_data = w;
-  o.loop = w->loop; /* the executor: a pool thread, or a loop */
-  ct__worker_ref(w);
-  int rc = ct_background_task(w->sup, run_task, w, &o, NULL);
-  if (rc == 0)
-    w->inflight = true;
-  else
-    atomic_fetch_sub(&w->refs, 1); /* the owner still holds one */
-  return rc;
-}
-
-/* An extra loop that was asked to stop, or has ended, refuses every run
- * from now on: a worker started there would be RUNNING and never run. */
-static int thread_check_start(ct_worker_t *w) {
-  ct__loop_t *loop = w->loop;
-  if (!loop)
-    return 0;
-  pthread_mutex_lock(&loop->inbox_lock);
-  bool ended = loop->closed || atomic_load(&loop->quit_posted);
-  pthread_mutex_unlock(&loop->inbox_lock);
-  return ended ? CT_ESHUTDOWN : 0;
-}
-
-const ct__worker_exec_t ct__thread_exec = {.check_start = thread_check_start,
-                                           .submit = thread_submit};
-
 int ct__worker_kick(ct_worker_t *w) {
   if (w->inflight || !may_run(w))
     return 0;
@@ -207,20 +172,11 @@ static void run_once(ct_worker_t *w, ct_task_t *self) {
     ct__worker_begin_stop(w, true);
 }
 
-static json_t *run_task(ct_task_t *self, void *arg) {
-  ct_worker_t *w = arg;
-  size_t batch = w->loop ? 1 : w->ops->batch;
-  ct_worker_t *outer = ct__worker_current;
-  ct__worker_current = w; /* the runs, and the on_drop calls for what they
-                             hand back: this task holds `inflight`, so a
-                             waiting stop from them would wait for itself */
+void ct__worker_run_batch(ct_worker_t *w, ct_task_t *self, size_t batch) {
   pthread_mutex_lock(&w->lock);
   for (size_t i = 0; i < batch && may_run(w); i++)
     run_once(w, self);
   pthread_mutex_unlock(&w->lock);
-  ct__worker_hand_back_and_report(w);
-  ct__worker_current = outer;
-  return NULL;
 }
 
 void ct__worker_run_ended(ct_worker_t *w, bool stop) {
@@ -231,14 +187,6 @@ void ct__worker_run_ended(ct_worker_t *w, bool stop) {
   pthread_mutex_unlock(&w->lock);
   ct__worker_hand_back_and_report(w);
   ct__worker_unref(w);
-}
-
-/* The run task is terminal (completed, or canceled by a supervisor stop). */
-static void run_done(ct_task_t *t, void *data) {
-  ct_worker_t *w = data;
-  pthread_mutex_lock(&w->lock);
-  w->inflight = false;
-  ct__worker_run_ended(w, ct_task_status(t) == CT_TASK_CANCELED);
 }
 
 typedef struct {
