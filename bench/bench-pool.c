@@ -61,13 +61,13 @@ typedef struct backend {
   void (*close)(void);
   /* Submit n fire-and-forget tasks that count `done`, and return once
    * they are submitted (libuv: once its loop has reaped them). Any thread. */
-  void (*produce_ff)(long n, bench_latch_t *done);
+  void (*produce_ff)(long n, sync_latch_t *done);
   /* Submit n tasks in batches, waiting for each batch. Any thread. */
   void (*produce_tracked)(long n);
   /* The following three are called from the main thread only. */
   void (*submit_probe)(bench_probe_t *p);
-  void (*submit_gate)(bench_gate_t *g);
-  void (*submit_count)(bench_latch_t *l);
+  void (*submit_gate)(sync_gate_t *g);
+  void (*submit_count)(sync_latch_t *l);
   /* Reap finished work the pool hands back to the main thread. */
   void (*drain)(void);
 } backend_t;
@@ -78,7 +78,7 @@ static ct_supervisor_t *ct_sup;
 
 static json_t *ct_count_fn(ct_task_t *self, void *arg) {
   (void)self;
-  bench_latch_count(arg);
+  sync_latch_count(arg);
   return NULL;
 }
 
@@ -96,7 +96,7 @@ static json_t *ct_probe_fn(ct_task_t *self, void *arg) {
 
 static json_t *ct_gate_fn(ct_task_t *self, void *arg) {
   (void)self;
-  bench_gate_pass(arg);
+  sync_gate_pass(arg, -1);
   return NULL;
 }
 
@@ -122,7 +122,7 @@ static void ct_close(void) {
   ct_supervisor_free(ct_sup);
 }
 
-static void ct_produce_ff(long n, bench_latch_t *done) {
+static void ct_produce_ff(long n, sync_latch_t *done) {
   for (long i = 0; i < n; i++)
     ct_submit_or_die(ct_count_fn, done, NULL);
 }
@@ -141,8 +141,8 @@ static void ct_produce_tracked(long n) {
 }
 
 static void ct_submit_probe(bench_probe_t *p) { ct_submit_or_die(ct_probe_fn, p, NULL); }
-static void ct_submit_gate(bench_gate_t *g) { ct_submit_or_die(ct_gate_fn, g, NULL); }
-static void ct_submit_count(bench_latch_t *l) { ct_submit_or_die(ct_count_fn, l, NULL); }
+static void ct_submit_gate(sync_gate_t *g) { ct_submit_or_die(ct_gate_fn, g, NULL); }
+static void ct_submit_count(sync_latch_t *l) { ct_submit_or_die(ct_count_fn, l, NULL); }
 static void no_drain(void) {}
 
 static const backend_t ctasker_backend = {
@@ -157,7 +157,7 @@ static const backend_t ctasker_backend = {
 typedef enum { G_COUNT, G_TRACKED, G_PROBE, G_GATE } glib_kind_t;
 
 typedef struct glib_tracked_job {
-  bench_latch_t *batch;
+  sync_latch_t *batch;
   atomic_int done;
 } glib_tracked_job_t;
 
@@ -168,19 +168,19 @@ static void glib_run(gpointer data, gpointer user) {
   void *obj = (void *)((uintptr_t)data & ~(uintptr_t)3);
   switch ((glib_kind_t)((uintptr_t)data & 3)) {
   case G_COUNT:
-    bench_latch_count(obj);
+    sync_latch_count(obj);
     break;
   case G_TRACKED: {
     glib_tracked_job_t *job = obj;
     atomic_store_explicit(&job->done, 1, memory_order_release);
-    bench_latch_count(job->batch);
+    sync_latch_count(job->batch);
     break;
   }
   case G_PROBE:
     bench_probe_hit(obj);
     break;
   case G_GATE:
-    bench_gate_pass(obj);
+    sync_gate_pass(obj, -1);
     break;
   }
 }
@@ -203,7 +203,7 @@ static int glib_open(void) {
 
 static void glib_close(void) { g_thread_pool_free(glib_pool, FALSE, TRUE); }
 
-static void glib_produce_ff(long n, bench_latch_t *done) {
+static void glib_produce_ff(long n, sync_latch_t *done) {
   for (long i = 0; i < n; i++)
     glib_push_or_die(G_COUNT, done);
 }
@@ -212,8 +212,8 @@ static void glib_produce_tracked(long n) {
   glib_tracked_job_t *batch[BATCH];
   for (long left = n; left > 0;) {
     size_t k = left < BATCH ? (size_t)left : BATCH;
-    bench_latch_t latch;
-    bench_latch_init(&latch, (long)k);
+    sync_latch_t latch;
+    sync_latch_init(&latch, (long)k);
     for (size_t i = 0; i < k; i++) {
       batch[i] = malloc(sizeof *batch[i]);
       if (!batch[i])
@@ -222,17 +222,17 @@ static void glib_produce_tracked(long n) {
       atomic_init(&batch[i]->done, 0);
       glib_push_or_die(G_TRACKED, batch[i]);
     }
-    bench_latch_wait(&latch);
+    sync_latch_wait(&latch, -1);
     for (size_t i = 0; i < k; i++)
       free(batch[i]);
-    bench_latch_destroy(&latch);
+    sync_latch_destroy(&latch);
     left -= (long)k;
   }
 }
 
 static void glib_submit_probe(bench_probe_t *p) { glib_push_or_die(G_PROBE, p); }
-static void glib_submit_gate(bench_gate_t *g) { glib_push_or_die(G_GATE, g); }
-static void glib_submit_count(bench_latch_t *l) { glib_push_or_die(G_COUNT, l); }
+static void glib_submit_gate(sync_gate_t *g) { glib_push_or_die(G_GATE, g); }
+static void glib_submit_count(sync_latch_t *l) { glib_push_or_die(G_COUNT, l); }
 
 static const backend_t glib_backend = {
     "GThreadPool",      glib_open,        glib_close,        glib_produce_ff, glib_produce_tracked,
@@ -242,9 +242,9 @@ static const backend_t glib_backend = {
 
 static uv_loop_t luv_main_loop; /* the main thread's loop: probes, gates, heap */
 
-static void luv_count_work(uv_work_t *req) { bench_latch_count(req->data); }
+static void luv_count_work(uv_work_t *req) { sync_latch_count(req->data); }
 static void luv_probe_work(uv_work_t *req) { bench_probe_hit(req->data); }
-static void luv_gate_work(uv_work_t *req) { bench_gate_pass(req->data); }
+static void luv_gate_work(uv_work_t *req) { sync_gate_pass(req->data, -1); }
 static void luv_empty_work(uv_work_t *req) { (void)req; }
 
 static void luv_free_after(uv_work_t *req, int status) {
@@ -276,7 +276,7 @@ static void luv_queue_or_die(uv_loop_t *loop, uv_work_cb work, uv_after_work_cb 
 static int luv_open(void) { return uv_loop_init(&luv_main_loop); }
 static void luv_close(void) { uv_loop_close(&luv_main_loop); }
 
-static void luv_produce_ff(long n, bench_latch_t *done) {
+static void luv_produce_ff(long n, sync_latch_t *done) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   for (long i = 0; i < n; i++)
@@ -307,10 +307,10 @@ static void luv_produce_tracked(long n) {
 static void luv_submit_probe(bench_probe_t *p) {
   luv_queue_or_die(&luv_main_loop, luv_probe_work, luv_free_after, p);
 }
-static void luv_submit_gate(bench_gate_t *g) {
+static void luv_submit_gate(sync_gate_t *g) {
   luv_queue_or_die(&luv_main_loop, luv_gate_work, luv_free_after, g);
 }
-static void luv_submit_count(bench_latch_t *l) {
+static void luv_submit_count(sync_latch_t *l) {
   luv_queue_or_die(&luv_main_loop, luv_count_work, luv_free_after, l);
 }
 static void luv_drain(void) { uv_run(&luv_main_loop, UV_RUN_DEFAULT); }
@@ -345,7 +345,7 @@ typedef struct producer {
   const backend_t *b;
   bool tracked;
   long n;
-  bench_latch_t *done;
+  sync_latch_t *done;
   pthread_barrier_t *start;
 } producer_t;
 
@@ -363,8 +363,8 @@ static void *producer_main(void *arg) {
 static double run_throughput(const backend_t *b, long n, int producers, bool tracked) {
   producer_t ps[producers];
   pthread_barrier_t start;
-  bench_latch_t done;
-  bench_latch_init(&done, tracked ? 0 : n);
+  sync_latch_t done;
+  sync_latch_init(&done, tracked ? 0 : n);
   pthread_barrier_init(&start, NULL, (unsigned)producers + 1);
   for (int i = 0; i < producers; i++) {
     long share = n / producers + (i < n % producers ? 1 : 0);
@@ -375,12 +375,12 @@ static double run_throughput(const backend_t *b, long n, int producers, bool tra
    * just after the barrier must not miss the start of a short run. */
   uint64_t t0 = bench_now_ns();
   pthread_barrier_wait(&start);
-  bench_latch_wait(&done);
+  sync_latch_wait(&done, -1);
   for (int i = 0; i < producers; i++)
     pthread_join(ps[i].thread, NULL);
   uint64_t t1 = bench_now_ns();
   pthread_barrier_destroy(&start);
-  bench_latch_destroy(&done);
+  sync_latch_destroy(&done);
   return (double)(t1 - t0) / 1e9;
 }
 
@@ -414,22 +414,22 @@ static quantiles_t run_latency(const backend_t *b, long samples, bool idle) {
 /* ---- heap bytes per queued task ------------------------------------------ */
 
 static double run_heap_per_task(const backend_t *b, long n) {
-  bench_gate_t gate;
-  bench_latch_t done;
-  bench_gate_init(&gate);
-  bench_latch_init(&done, n);
+  sync_gate_t gate;
+  sync_latch_t done;
+  sync_gate_init(&gate);
+  sync_latch_init(&done, n);
   for (int i = 0; i < POOL_THREADS; i++)
     b->submit_gate(&gate);
-  bench_gate_wait_arrivals(&gate, POOL_THREADS);
+  sync_gate_wait_arrived(&gate, POOL_THREADS, -1);
   size_t before = bench_heap_in_use();
   for (long i = 0; i < n; i++)
     b->submit_count(&done);
   size_t after = bench_heap_in_use();
-  bench_gate_open(&gate);
-  bench_latch_wait(&done);
+  sync_gate_open(&gate);
+  sync_latch_wait(&done, -1);
   b->drain();
-  bench_latch_destroy(&done);
-  bench_gate_destroy(&gate);
+  sync_latch_destroy(&done);
+  sync_gate_destroy(&gate);
   return ((double)after - (double)before) / (double)n;
 }
 

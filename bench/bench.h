@@ -1,5 +1,5 @@
-/* Small helpers shared by the benchmarks: a clock, a countdown latch, a
- * gate that holds tasks back, submit->start probes, order statistics, the
+/* Small helpers shared by the benchmarks: a clock, a countdown latch and a
+ * gate that holds tasks back (tests/sync.h), submit->start probes, order statistics, the
  * heap in use and settings read from the environment.
  *
  * Everything is header-only and static: each benchmark is one program.
@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "sync.h"
 
 /* Nanoseconds on the monotonic clock. */
 static inline uint64_t bench_now_ns(void) {
@@ -38,83 +40,8 @@ static inline void bench_cpu_relax(void) {
 #endif
 }
 
-/* A countdown latch: tasks call bench_latch_count() once each; a waiter
- * sleeps until `target` counts have arrived. A count costs one atomic add;
- * only the last one takes the lock, to wake the waiter. */
-typedef struct bench_latch {
-  atomic_long count;
-  long target;
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
-} bench_latch_t;
-
-static inline void bench_latch_init(bench_latch_t *l, long target) {
-  atomic_init(&l->count, 0);
-  l->target = target;
-  pthread_mutex_init(&l->lock, NULL);
-  pthread_cond_init(&l->cond, NULL);
-}
-
-static inline void bench_latch_destroy(bench_latch_t *l) {
-  pthread_mutex_destroy(&l->lock);
-  pthread_cond_destroy(&l->cond);
-}
-
-static inline void bench_latch_count(bench_latch_t *l) {
-  if (atomic_fetch_add_explicit(&l->count, 1, memory_order_acq_rel) + 1 != l->target)
-    return;
-  pthread_mutex_lock(&l->lock);
-  pthread_cond_broadcast(&l->cond);
-  pthread_mutex_unlock(&l->lock);
-}
-
-static inline void bench_latch_wait(bench_latch_t *l) {
-  pthread_mutex_lock(&l->lock);
-  while (atomic_load_explicit(&l->count, memory_order_acquire) < l->target)
-    pthread_cond_wait(&l->cond, &l->lock);
-  pthread_mutex_unlock(&l->lock);
-}
-
-/* A gate: tasks that pass through it block until it opens; `arrived`
- * counts the tasks that are blocked in it (so, running). */
-typedef struct bench_gate {
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
-  bool open;
-  atomic_int arrived;
-} bench_gate_t;
-
-static inline void bench_gate_init(bench_gate_t *g) {
-  pthread_mutex_init(&g->lock, NULL);
-  pthread_cond_init(&g->cond, NULL);
-  g->open = false;
-  atomic_init(&g->arrived, 0);
-}
-
-static inline void bench_gate_destroy(bench_gate_t *g) {
-  pthread_mutex_destroy(&g->lock);
-  pthread_cond_destroy(&g->cond);
-}
-
-static inline void bench_gate_pass(bench_gate_t *g) {
-  atomic_fetch_add(&g->arrived, 1);
-  pthread_mutex_lock(&g->lock);
-  while (!g->open)
-    pthread_cond_wait(&g->cond, &g->lock);
-  pthread_mutex_unlock(&g->lock);
-}
-
-static inline void bench_gate_wait_arrivals(bench_gate_t *g, int n) {
-  while (atomic_load(&g->arrived) < n)
-    bench_sleep_ns(100000);
-}
-
-static inline void bench_gate_open(bench_gate_t *g) {
-  pthread_mutex_lock(&g->lock);
-  g->open = true;
-  pthread_cond_broadcast(&g->cond);
-  pthread_mutex_unlock(&g->lock);
-}
+/* The countdown latch and the gate are tests/sync.h's (sync_latch_t,
+ * sync_gate_t), shared with the tests; benchmarks wait without a bound. */
 
 /* One submit->start measurement: the task stamps its start and raises
  * `done` as its last act. */

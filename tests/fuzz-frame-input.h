@@ -7,7 +7,7 @@
 
 #include <stdlib.h>
 
-#include "frame.h"
+#include "process/frame.h"
 
 static int fuzz_frame_check(void *ctx, json_t *frame) {
   (void)ctx;

@@ -1,8 +1,8 @@
 /* Test helpers to make concurrency deterministic without sleeping.
  *
- * gate_t: tasks that call gate_pass() block until the test calls
- * gate_open(); gate_wait_arrived(g, n) returns once n callers have reached
- * the gate. A pool saturated by gate tasks holds still until the test opens
+ * gate_t: the gate of sync.h (shared with the benchmarks): tasks that
+ * call gate_pass() block until the test calls gate_open();
+ * gate_wait_arrived(g, n) returns once n callers have reached the gate. A pool saturated by gate tasks holds still until the test opens
  * it, so queue order and caps can be checked exactly.
  *
  * counter_t: a count that threads add to and the test waits on.
@@ -20,76 +20,45 @@
 #include <stdbool.h>
 
 #include "check.h"
+#include "sync.h"
 
 #define WAIT_BOUND_S 60.0
 
-static inline struct timespec helper_deadline(double seconds) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += (time_t)seconds;
-  return ts;
-}
-
-/* Wait on c/m until pred(arg) holds; abort after WAIT_BOUND_S. m held. */
+/* Wait on c/m until cond_expr holds; abort after WAIT_BOUND_S. m held. */
 #define HELPER_WAIT_UNTIL(c, m, cond_expr)                                     \
   do {                                                                         \
-    struct timespec dl_ = helper_deadline(WAIT_BOUND_S);                       \
-    while (!(cond_expr)) {                                                     \
-      if (pthread_cond_timedwait((c), (m), &dl_) != 0 && !(cond_expr)) {       \
-        fprintf(stderr, "%s:%d: gave up waiting for %s\n", __FILE__,          \
-                __LINE__, #cond_expr);                                         \
-        abort();                                                               \
-      }                                                                        \
+    bool ok_;                                                                  \
+    SYNC_WAIT_UNTIL((c), (m), (cond_expr), WAIT_BOUND_S, ok_);                 \
+    if (!ok_) {                                                                \
+      fprintf(stderr, "%s:%d: gave up waiting for %s\n", __FILE__, __LINE__,  \
+              #cond_expr);                                                     \
+      abort();                                                                 \
     }                                                                          \
   } while (0)
 
-typedef struct {
-  pthread_mutex_t m;
-  pthread_cond_t c;
-  bool open;
-  int arrived;
-} gate_t;
+/* The shared gate (sync.h), its waits bounded by WAIT_BOUND_S. */
+typedef sync_gate_t gate_t;
 
-static inline void gate_init(gate_t *g) {
-  pthread_mutex_init(&g->m, NULL);
-  pthread_cond_init(&g->c, NULL);
-  g->open = false;
-  g->arrived = 0;
-}
-
-static inline void gate_destroy(gate_t *g) {
-  pthread_mutex_destroy(&g->m);
-  pthread_cond_destroy(&g->c);
-}
-
-static inline void gate_open(gate_t *g) {
-  pthread_mutex_lock(&g->m);
-  g->open = true;
-  pthread_cond_broadcast(&g->c);
-  pthread_mutex_unlock(&g->m);
-}
+static inline void gate_init(gate_t *g) { sync_gate_init(g); }
+static inline void gate_destroy(gate_t *g) { sync_gate_destroy(g); }
+static inline void gate_open(gate_t *g) { sync_gate_open(g); }
 
 /* Count this caller as arrived, then block until the gate is open. */
 static inline void gate_pass(gate_t *g) {
-  pthread_mutex_lock(&g->m);
-  g->arrived++;
-  pthread_cond_broadcast(&g->c);
-  HELPER_WAIT_UNTIL(&g->c, &g->m, g->open);
-  pthread_mutex_unlock(&g->m);
+  if (!sync_gate_pass(g, WAIT_BOUND_S)) {
+    fprintf(stderr, "gave up waiting for a gate to open\n");
+    abort();
+  }
 }
 
 static inline void gate_wait_arrived(gate_t *g, int n) {
-  pthread_mutex_lock(&g->m);
-  HELPER_WAIT_UNTIL(&g->c, &g->m, g->arrived >= n);
-  pthread_mutex_unlock(&g->m);
+  if (!sync_gate_wait_arrived(g, n, WAIT_BOUND_S)) {
+    fprintf(stderr, "gave up waiting for %d arrivals at a gate\n", n);
+    abort();
+  }
 }
 
-static inline int gate_arrived(gate_t *g) {
-  pthread_mutex_lock(&g->m);
-  int n = g->arrived;
-  pthread_mutex_unlock(&g->m);
-  return n;
-}
+static inline int gate_arrived(gate_t *g) { return sync_gate_arrived(g); }
 
 /* A task function: wait at the gate given as arg, return null. */
 static inline json_t *gate_task(ct_task_t *self, void *arg) {

@@ -2,7 +2,7 @@
 #include <ctasker.h>
 
 #include "check.h"
-#include "frame.h"
+#include "process/frame.h"
 
 typedef struct {
   json_t *frames[16];

@@ -6,7 +6,7 @@
 
 #include "check.h"
 #include "gate.h"
-#include "worker-internal.h"
+#include "workers/worker-internal.h"
 
 typedef struct {
   atomic_int runs;

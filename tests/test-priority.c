@@ -2,7 +2,7 @@
  * queued work starts in priority order, FIFO among equals, under the caps
  * documented in supervisor.h; CRITICAL bypasses every cap. */
 #include "gate.h"
-#include "runqueue.h"
+#include "core/runqueue.h"
 
 static order_t order;
 

@@ -11,7 +11,7 @@
 
 #include "check.h"
 #include "proc.h"
-#include "loop.h"
+#include "exec/loop.h"
 
 /* ---- functions the children run ---- */
 

@@ -64,6 +64,13 @@ enum {
   CT_PRIORITY_MAX = 255
 };
 
+/** Log levels, as Python's logging numbers them. */
+enum ct_log_level { CT_LOG_DEBUG = 10, CT_LOG_INFO = 20, CT_LOG_WARNING = 30, CT_LOG_ERROR = 40 };
+
+/** Receives the library's log lines. The library never prints by itself.
+ * Called from any of the supervisor's threads; must be thread-safe. */
+typedef void (*ct_log_fn)(int level, const char *msg, void *data);
+
 /** Seconds on the monotonic clock, the time base of every timestamp ctasker
  * reports. Thread-safety: any thread.
  *

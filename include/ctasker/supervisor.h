@@ -41,13 +41,6 @@ extern "C" {
 
 typedef struct ct_supervisor ct_supervisor_t; /**< A supervisor: opaque, owned by its creator. */
 
-/** Log levels, as Python's logging numbers them. */
-enum ct_log_level { CT_LOG_DEBUG = 10, CT_LOG_INFO = 20, CT_LOG_WARNING = 30, CT_LOG_ERROR = 40 };
-
-/** Receives the library's log lines. The library never prints by itself.
- * Called from any of the supervisor's threads; must be thread-safe. */
-typedef void (*ct_log_fn)(int level, const char *msg, void *data);
-
 /** Which threshold a timeout report is about. */
 enum ct_timeout_level { CT_TIMEOUT_WARNING = 1, CT_TIMEOUT_CRITICAL = 2 };
 

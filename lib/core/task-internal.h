@@ -1,0 +1,101 @@
+/* The task struct and the calls the executors use on it.
+ *
+ * One struct serves every executor (pool thread, event loop, process): an
+ * executor takes a task off a run queue, calls ct__task_run() or produces a
+ * result its own way and calls ct__task_finish(). Status moves only by
+ * compare-and-swap, so exactly one of "start", "cancel" and "finish" wins:
+ *   DELAYED -> QUEUED -> STARTED -> COMPLETED
+ *   DELAYED | QUEUED -> CANCELED
+ * A fire-and-forget task is 72 bytes (one 80-byte heap chunk); the extra
+ * part of tracked tasks adds 48 (one 128-byte chunk, plus the name).
+ */
+#ifndef CT_LIB_TASK_INTERNAL_H
+#define CT_LIB_TASK_INTERNAL_H
+
+#include <stdatomic.h>
+
+#include "base/clock.h"
+#include "ctasker/task.h"
+
+/* Who keeps a registered task (CT__F_REGISTERED) by id: the layer above
+ * fills in the hook, so a task never names what submitted it. */
+typedef struct ct__task_owner {
+  /* The task is terminal and its callback has returned: drop it from the
+   * owner's registry. Called by the finishing thread, no lock held. */
+  void (*forget)(struct ct__task_owner *owner, ct_task_t *t);
+} ct__task_owner_t;
+
+enum ct__task_flag {
+  CT__F_CANCEL_REQUESTED = 1u << 0, /* ct_task_cancel() was called */
+  CT__F_DONE = 1u << 1,             /* terminal and callback returned */
+  CT__F_REGISTERED = 1u << 2,       /* the registry holds a reference */
+  CT__F_PUBLISHED = 1u << 3,        /* handed over: findable by id */
+  CT__F_WARNED = 1u << 4,           /* reported past timeout_warning */
+  CT__F_CRITICAL = 1u << 5,         /* reported past timeout_critical */
+  CT__F_ON_LOOP = 1u << 6,          /* queued on a loop, not in the pool */
+  CT__F_PROCESS = 1u << 7,          /* runs in the process pool */
+};
+
+/* What only some tasks carry: those with a handle, a callback, a name, or a
+ * supervisor watchdog. Allocated in the same block, right after the task;
+ * a task without it reads no clock. */
+struct ct__task_extra {
+  ct_task_done_fn on_done;
+  void *done_data;
+  char *name;
+  double t_queued, t_started, t_completed;
+};
+
+struct ct_task {
+  /* Run queue link while QUEUED (owner: the run queue's lock); while DELAYED
+   * the loop thread keeps the task's timer record here. */
+  void *link;
+  ct_task_fn fn;
+  void *arg;
+  ct__task_owner_t *owner; /* set before the task is handed over */
+  json_t *result; /* written once, before the status becomes terminal */
+  struct ct__task_extra *x; /* NULL on the cheap path */
+  uint64_t id;
+  atomic_uint refs;
+  atomic_int status;
+  atomic_uint flags;
+  atomic_ushort waiters; /* threads in ct_wait_completed() on this task */
+  uint8_t priority;
+};
+
+/* A new task with one reference, status QUEUED, with or without the extra
+ * part; NULL if out of memory. */
+ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority, bool extra);
+
+/* Timestamps, for tasks with the extra part (no-ops for the others). */
+static inline void ct__task_stamp_queued(ct_task_t *t) {
+  if (t->x)
+    t->x->t_queued = ct__now();
+}
+static inline void ct__task_stamp_started(ct_task_t *t) {
+  if (t->x)
+    t->x->t_started = ct__now();
+}
+
+static inline bool ct__task_try_status(ct_task_t *t, int from, int to) {
+  return atomic_compare_exchange_strong(&t->status, &from, to);
+}
+
+static inline bool ct__task_has(const ct_task_t *t, unsigned flag) {
+  return (atomic_load_explicit(&t->flags, memory_order_relaxed) & flag) != 0;
+}
+
+/* Run a task whose status is already STARTED (and t_started set, under the
+ * executor's lock), finish it with what its function returned and drop the
+ * executor's reference. Returns whether the result is an error. */
+bool ct__task_run_and_release(ct_task_t *t);
+
+/* Make a STARTED task COMPLETED with `result` (stolen; NULL means json
+ * null), run its callback, wake its waiters, drop it from the registry. */
+void ct__task_finish(ct_task_t *t, json_t *result);
+
+/* Give a task that has just become CANCELED (the caller won the CAS) its
+ * CancelledError result, run its callback and wake its waiters. */
+void ct__task_finish_canceled(ct_task_t *t);
+
+#endif

@@ -1,0 +1,211 @@
+/* Tasks: allocation, reference counting, attributes, finishing, waiting.
+ *
+ * Finishing order (ct__task_finish): result, completion time, terminal
+ * status, callback, the registry lets go, then the DONE flag and the
+ * waiters' wake-up. So a waiter that returns sees the callback done and the
+ * task gone from the registry.
+ *
+ * Waiting: one process-wide mutex and condition variable serve every
+ * ct_wait_completed() call, which waits for its tasks one at a time. A
+ * waiter counts itself in task->waiters before it checks the DONE flag; a
+ * finisher sets DONE before it reads waiters, and only broadcasts when
+ * someone waits for that very task (both sequentially consistent), so tasks
+ * nobody waits for pay one atomic load and no lock.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/clock.h"
+#include "ctasker/result.h"
+#include "core/task-internal.h"
+
+static pthread_mutex_t wait_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wait_cond;
+static pthread_once_t wait_once = PTHREAD_ONCE_INIT;
+
+static void wait_cond_init(void) {
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&wait_cond, &attr);
+  pthread_condattr_destroy(&attr);
+}
+
+ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority, bool extra) {
+  size_t size = sizeof(ct_task_t) + (extra ? sizeof(struct ct__task_extra) : 0);
+  ct_task_t *t = malloc(size);
+  if (!t)
+    return NULL;
+  memset(t, 0, size);
+  t->fn = fn;
+  t->arg = arg;
+  t->priority = (uint8_t)priority;
+  t->x = extra ? (struct ct__task_extra *)(t + 1) : NULL;
+  atomic_init(&t->refs, 1);
+  atomic_init(&t->status, CT_TASK_QUEUED);
+  return t;
+}
+
+ct_task_t *ct_task_ref(ct_task_t *task) {
+  if (task)
+    atomic_fetch_add_explicit(&task->refs, 1, memory_order_relaxed);
+  return task;
+}
+
+void ct_task_unref(ct_task_t *task) {
+  if (!task || atomic_fetch_sub_explicit(&task->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  json_decref(task->result);
+  if (task->x)
+    free(task->x->name);
+  free(task);
+}
+
+uint64_t ct_task_id(const ct_task_t *task) { return task ? task->id : 0; }
+const char *ct_task_name(const ct_task_t *task) {
+  return task && task->x && task->x->name ? task->x->name : "";
+}
+int ct_task_priority(const ct_task_t *task) { return task ? task->priority : -1; }
+void *ct_task_arg(const ct_task_t *task) {
+  return task && !ct__task_has(task, CT__F_PROCESS) ? task->arg : NULL;
+}
+
+ct_task_status_t ct_task_status(const ct_task_t *task) {
+  return task ? (ct_task_status_t)atomic_load(&task->status) : CT_TASK_CANCELED;
+}
+
+bool ct_task_is_terminal(const ct_task_t *task) {
+  int s = ct_task_status(task);
+  return s == CT_TASK_COMPLETED || s == CT_TASK_CANCELED;
+}
+
+/* Timestamps are written before the status change that publishes them. */
+double ct_task_time_queued(const ct_task_t *task) {
+  return task && task->x ? task->x->t_queued : 0;
+}
+double ct_task_time_started(const ct_task_t *task) {
+  return task && task->x && ct_task_status(task) >= CT_TASK_STARTED ? task->x->t_started : 0;
+}
+double ct_task_time_completed(const ct_task_t *task) {
+  return task && task->x && ct_task_is_terminal(task) ? task->x->t_completed : 0;
+}
+
+/* NULL reads as terminal (ct_task_status) but has no result to borrow. */
+json_t *ct_task_result(const ct_task_t *task) {
+  return task && ct_task_is_terminal(task) ? task->result : NULL;
+}
+
+bool ct_task_failed(const ct_task_t *task) {
+  return ct_result_is_error(ct_task_result(task));
+}
+
+bool ct_task_cancel_requested(const ct_task_t *task) {
+  return task && ct__task_has(task, CT__F_CANCEL_REQUESTED);
+}
+
+static void announce_terminal(ct_task_t *t) {
+  if (t->x && t->x->on_done)
+    t->x->on_done(t, t->x->done_data);
+  if (ct__task_has(t, CT__F_REGISTERED))
+    t->owner->forget(t->owner, t);
+  atomic_fetch_or(&t->flags, CT__F_DONE);
+  if (atomic_load(&t->waiters) > 0) {
+    pthread_once(&wait_once, wait_cond_init);
+    pthread_mutex_lock(&wait_lock);
+    pthread_cond_broadcast(&wait_cond);
+    pthread_mutex_unlock(&wait_lock);
+  }
+}
+
+bool ct__task_run_and_release(ct_task_t *t) {
+  json_t *result = t->fn(t, t->arg);
+  bool failed = ct_result_is_error(result);
+  /* Nobody else holds the task and nobody asked to hear of it: the cheap
+   * path skips the terminal bookkeeping nobody can observe. */
+  if (!(t->x && t->x->on_done) && atomic_load_explicit(&t->refs, memory_order_acquire) == 1) {
+    t->result = result;
+    ct_task_unref(t);
+    return failed;
+  }
+  ct__task_finish(t, result);
+  ct_task_unref(t);
+  return failed;
+}
+
+void ct__task_finish(ct_task_t *t, json_t *result) {
+  t->result = result ? result : json_null();
+  if (t->x)
+    t->x->t_completed = ct__now();
+  /* A store, not a swap: STARTED is left only here, by the executor that
+   * won QUEUED -> STARTED (a cancel then only sets a flag). */
+  atomic_store(&t->status, CT_TASK_COMPLETED);
+  announce_terminal(t);
+}
+
+void ct__task_finish_canceled(ct_task_t *t) {
+  t->result = ct_error_new("CancelledError", "task %llu was canceled",
+                           (unsigned long long)t->id);
+  if (t->x)
+    t->x->t_completed = ct__now();
+  announce_terminal(t);
+}
+
+/* Acquire: a waiter that sees DONE also sees what the task and its
+ * callback wrote. */
+static bool task_done(const ct_task_t *t) {
+  return (atomic_load_explicit(&t->flags, memory_order_acquire) & CT__F_DONE) != 0;
+}
+
+/* Wait for one task's DONE flag until `deadline` (NULL: no deadline).
+ * Returns 0 or CT_ETIMEDOUT. Counted as a waiter only on this task, so
+ * finishers of other tasks in the list do not wake us. */
+static int wait_one(ct_task_t *t, const struct timespec *deadline) {
+  int rc = 0;
+  atomic_fetch_add(&t->waiters, 1);
+  pthread_mutex_lock(&wait_lock);
+  while (rc == 0 && !task_done(t)) {
+    if (!deadline)
+      pthread_cond_wait(&wait_cond, &wait_lock);
+    else if (pthread_cond_timedwait(&wait_cond, &wait_lock, deadline) != 0 &&
+             !task_done(t))
+      rc = CT_ETIMEDOUT;
+  }
+  pthread_mutex_unlock(&wait_lock);
+  atomic_fetch_sub(&t->waiters, 1);
+  return rc;
+}
+
+int ct_wait_completed(ct_task_t *const *tasks, size_t n, double timeout) {
+  if (!ct__seconds_valid(timeout, CT__SEC_SIGNED))
+    return CT_EINVAL;
+  if (n == 0)
+    return 0;
+  if (!tasks)
+    return CT_EINVAL;
+  for (size_t i = 0; i < n; i++)
+    if (!tasks[i])
+      return CT_EINVAL;
+  pthread_once(&wait_once, wait_cond_init);
+  struct timespec deadline;
+  bool bounded = ct__timeout_deadline(timeout, &deadline);
+  /* One task at a time, the last first: tasks mostly finish in the order
+   * they were submitted, so once the last is done the others usually are
+   * (one load each), and the waiter is woken once, not once per task as it
+   * would be chasing the pool from the front of the list. */
+  for (size_t i = n; i-- > 0;) {
+    if (task_done(tasks[i]))
+      continue;
+    if (timeout == 0)
+      return CT_ETIMEDOUT;
+    if (wait_one(tasks[i], bounded ? &deadline : NULL) != 0)
+      return CT_ETIMEDOUT;
+  }
+  return 0;
+}
+
+int ct_task_wait(ct_task_t *task, double timeout) {
+  if (!task)
+    return CT_EINVAL;
+  return ct_wait_completed(&task, 1, timeout);
+}

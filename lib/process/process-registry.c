@@ -1,0 +1,68 @@
+/* The process function table: a growing array of (name, fn, data) under
+ * one mutex. Registration happens before pools exist; look-ups happen in
+ * pool children, single-threaded copies of the table, so a linear scan is
+ * fine for the few dozen names a program registers.
+ */
+#include "process/process-registry.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CT__PROCESS_NAME_MAX 255
+
+typedef struct {
+  char *name;
+  ct_process_fn fn;
+  void *data;
+} ct__process_entry_t;
+
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+static ct__process_entry_t *table;
+static size_t table_len, table_cap;
+
+static ct__process_entry_t *find(const char *name) {
+  for (size_t i = 0; i < table_len; i++)
+    if (strcmp(table[i].name, name) == 0)
+      return &table[i];
+  return NULL;
+}
+
+static int grow(void) {
+  if (table_len < table_cap)
+    return 0;
+  size_t cap = table_cap ? table_cap * 2 : 16;
+  ct__process_entry_t *t = realloc(table, cap * sizeof *t);
+  if (!t)
+    return CT_ENOMEM;
+  table = t;
+  table_cap = cap;
+  return 0;
+}
+
+int ct_process_register(const char *name, ct_process_fn fn, void *data) {
+  if (!name || !fn || !name[0] || strlen(name) > CT__PROCESS_NAME_MAX)
+    return CT_EINVAL;
+  pthread_mutex_lock(&table_lock);
+  int rc = find(name) ? CT_EBUSY : grow();
+  char *copy = rc == 0 ? strdup(name) : NULL;
+  if (rc == 0 && !copy)
+    rc = CT_ENOMEM;
+  if (rc == 0)
+    table[table_len++] = (ct__process_entry_t){copy, fn, data};
+  pthread_mutex_unlock(&table_lock);
+  return rc;
+}
+
+ct_process_fn ct__process_lookup(const char *name, void **data) {
+  pthread_mutex_lock(&table_lock);
+  ct__process_entry_t *e = find(name);
+  ct_process_fn fn = e ? e->fn : NULL;
+  if (e)
+    *data = e->data;
+  pthread_mutex_unlock(&table_lock);
+  return fn;
+}
+
+void ct__process_registry_lock(void) { pthread_mutex_lock(&table_lock); }
+void ct__process_registry_unlock(void) { pthread_mutex_unlock(&table_lock); }

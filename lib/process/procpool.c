@@ -1,0 +1,529 @@
+/* The process pool, parent side: its engine (queue, finishing, progress
+ * and stop, the entry points of procpool.h). The children's slots are in
+ * children.c, the link to the fork server in server.c, socket I/O in
+ * conn.c (procpool-internal.h says which part does what).
+ *
+ * Owns the fork server (pid and socket) and one slot per child (pid,
+ * socket, running task). Everything about slots, sockets and timers lives on
+ * the thread of the loop its config names (cfg.loop: the supervisor's);
+ * other threads reach the pool only through pool->lock (the run queue, the
+ * counters, the state) and by posting a "kick" message to the loop. The
+ * pool lock is a leaf (docs/threading.md): the kick is posted after it is
+ * let go.
+ *
+ * Work enters through ct__procpool_submit(): the request frame is encoded
+ * at once, the task is queued in priority order and the loop is kicked. On
+ * the loop, dispatch() hands the first queued task that may start under its
+ * reservation cap to an idle child and arms its timeout. The child answers
+ * with one result frame; the task is finished (on the reply loop its
+ * submitter named, or on the pool's loop) and the child is idle again.
+ *
+ * Failure: a socket that ends, a frame that does not decode or answers the
+ * wrong task, or a timeout turns the slot to REAPING: its socket is closed,
+ * the task finished with an error (at once, or once the fork server reports
+ * how the child ended), the fork server asked to end the child (kill it
+ * after a grace) and a new child is requested. The fork server also reports
+ * every child that ends by itself, so a death is seen even while a process
+ * the child started holds its socket open. The fork server alone reaps
+ * children and kills them, by pid; this file reaps only the fork server.
+ * A child whose socket did not arrive (we were out of descriptors) is
+ * ended by the fork server and requested again later.
+ *
+ * The fork server dies: its children live on as orphans (their sockets are
+ * ours): running tasks go on, their timeouts still kill (by pid, the only
+ * way left), and a new fork server is started at once, then again with a
+ * growing delay while that fails. While there is no fork server and no
+ * child, queued and new tasks fail with ProcessPoolUnavailable and a log
+ * line. A child of an earlier fork server is replaced by one of the current
+ * one when it ends.
+ *
+ * Stop: the state becomes STOPPING (no new tasks); queued tasks still run
+ * (or were canceled by the stopper); when nothing is queued or running,
+ * idle children's sockets are closed (they exit), then the fork server's
+ * write side is shut; on its end of stream it has reaped every child and
+ * exits, and is reaped here. Then the state is STOPPED and the config's
+ * on_stopped hook is called.
+ */
+#include "process/procpool-internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/opts.h"
+#include "ctasker/result.h"
+#include "process/forkserver.h"
+
+typedef struct {
+  ct__loop_msg_t msg;
+  ct_task_t *task; /* the slot's reference */
+  json_t *result;
+} ct__finish_msg_t;
+
+/* ---------- small helpers ---------- */
+
+void ct__proc_log(ct__procpool_t *pool, int level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  ct__vlog(pool->cfg.log, pool->cfg.log_data, level, fmt, ap);
+  va_end(ap);
+}
+
+void ct__proc_call_free(ct__proc_call_t *c) {
+  if (c) {
+    free(c->frame);
+    free(c);
+  }
+}
+
+/* ---------- the queue (pool lock held) ---------- */
+
+static int cap_of(const ct__procpool_t *pool, int priority) {
+  int cap = ct__cap_for_priority(priority, pool->opts.pool_size, pool->opts.reserve_normal,
+                                 pool->opts.reserve_high);
+  return cap < pool->nslots ? cap : pool->nslots;
+}
+
+/* A queued task's call, which it carries in its arg. */
+static void release_call(ct_task_t *t) {
+  ct__proc_call_free(t->arg);
+  t->arg = NULL;
+}
+
+static void drop_queued(ct_task_t *t) {
+  release_call(t);
+  ct_task_unref(t);
+}
+
+ct_task_t *ct__proc_take_runnable(ct__procpool_t *pool) {
+  ct_task_t *t;
+  while ((t = ct__rq_peek(&pool->rq)) != NULL) {
+    if (atomic_load(&t->status) == CT_TASK_CANCELED) {
+      drop_queued(ct__rq_pop(&pool->rq));
+      continue;
+    }
+    if (pool->running >= cap_of(pool, t->priority))
+      return NULL;
+    ct__rq_pop(&pool->rq);
+    if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED)) {
+      drop_queued(t);
+      continue;
+    }
+    ct__task_stamp_started(t);
+    pool->queued--;
+    pool->running++;
+    return t;
+  }
+  return NULL;
+}
+
+/* ---------- finishing tasks ---------- */
+
+static void finish_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
+  (void)loop;
+  ct__finish_msg_t *m = (ct__finish_msg_t *)msg;
+  ct__task_finish(m->task, m->result);
+  ct_task_unref(m->task);
+  free(m);
+}
+
+/* Finish a started task with `result` (stolen), on its submitter's loop if
+ * it came from one. Takes over the caller's reference and the call. */
+void ct__proc_finish_task(ct__procpool_t *pool, ct_task_t *t, ct__proc_call_t *call,
+                          json_t *result) {
+  bool failed = result && ct_result_is_error(result);
+  pthread_mutex_lock(&pool->lock);
+  pool->running--;
+  if (failed)
+    pool->failed++;
+  else
+    pool->completed++;
+  pthread_mutex_unlock(&pool->lock);
+  ct__loop_t *reply_loop = call ? call->reply_loop : NULL;
+  ct__proc_call_free(call);
+  if (reply_loop) {
+    ct__finish_msg_t *m = malloc(sizeof *m);
+    if (m) {
+      m->msg.run = finish_on_loop;
+      m->task = t;
+      m->result = result;
+      if (ct__loop_post(reply_loop, &m->msg) == 0)
+        return;
+      free(m);
+    }
+  }
+  ct__task_finish(t, result);
+  ct_task_unref(t);
+}
+
+void ct__proc_slot_finish(ct__slot_t *s, json_t *result) {
+  ct_task_t *t = s->task;
+  ct__proc_call_t *call = s->call;
+  s->task = NULL;
+  s->call = NULL;
+  ev_timer_stop(s->pool->cfg.loop->ev, &s->timer);
+  ct__proc_finish_task(s->pool, t, call, result);
+}
+
+/* ---------- progress and stop (loop thread) ---------- */
+
+static bool any_slot(const ct__procpool_t *pool, enum slot_state st) {
+  for (int i = 0; i < pool->nslots; i++)
+    if (pool->slots[i].state == st)
+      return true;
+  return false;
+}
+
+/* No fork server and no child: nothing can run the queued tasks now. Fail
+ * them, with a log line, rather than keep them waiting for a fork server
+ * that may never start again. */
+static void fail_queued(ct__procpool_t *pool) {
+  for (uint64_t failed = 0;;) {
+    pthread_mutex_lock(&pool->lock);
+    ct_task_t *t = ct__rq_peek(&pool->rq);
+    if (t && atomic_load(&t->status) != CT_TASK_CANCELED) {
+      ct__rq_pop(&pool->rq);
+      if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED)) {
+        drop_queued(t);
+        pthread_mutex_unlock(&pool->lock);
+        continue;
+      }
+      pool->queued--;
+      pool->running++;
+    } else if (t) {
+      drop_queued(ct__rq_pop(&pool->rq));
+      pthread_mutex_unlock(&pool->lock);
+      continue;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    if (!t) {
+      if (failed > 0)
+        ct__proc_log(pool, CT_LOG_ERROR,
+                     "ctasker: %llu process task(s) failed: no fork server could be started",
+                     (unsigned long long)failed);
+      return;
+    }
+    ct__proc_call_t *call = t->arg;
+    t->arg = NULL;
+    ct__proc_finish_task(
+        pool, t, call,
+        ct_error_new("ProcessPoolUnavailable",
+                     "the process pool has no child and no fork server could be started"));
+    failed++;
+  }
+}
+
+static void mark_stopped(ct__procpool_t *pool) {
+  ev_timer_stop(pool->cfg.loop->ev, &pool->restart_timer);
+  pthread_mutex_lock(&pool->lock);
+  pool->state = POOL_STOPPED;
+  pthread_cond_broadcast(&pool->stopped_cond);
+  pthread_mutex_unlock(&pool->lock);
+  pool->cfg.on_stopped(pool->cfg.data);
+}
+
+/* Stopping, with nothing queued or running: close idle children, then the
+ * fork server; once it is reaped, the pool has stopped. */
+static void wind_down(ct__procpool_t *pool) {
+  if (any_slot(pool, SLOT_BUSY) || any_slot(pool, SLOT_REAPING) || any_slot(pool, SLOT_SPAWNING))
+    return;
+  for (int i = 0; i < pool->nslots; i++) {
+    ct__slot_t *s = &pool->slots[i];
+    ev_timer_stop(pool->cfg.loop->ev, &s->timer);
+    if (s->state == SLOT_IDLE) {
+      ct__conn_close(pool->cfg.loop->ev, &s->conn);
+      s->state = SLOT_EMPTY;
+      s->pid = 0;
+      s->orphan = false;
+    }
+  }
+  if (!pool->server_gone && !pool->server_shut) {
+    pool->server_shut = true;
+    shutdown(pool->server.fd, SHUT_WR);
+    return; /* its end of stream comes back through ct__proc_server_readable */
+  }
+  if (pool->server_gone)
+    mark_stopped(pool);
+}
+
+void ct__proc_check_progress(ct__procpool_t *pool) {
+  ct__proc_dispatch(pool);
+  pthread_mutex_lock(&pool->lock);
+  int state = pool->state;
+  bool idle = pool->queued == 0 && pool->running == 0;
+  pthread_mutex_unlock(&pool->lock);
+  if (pool->server_gone && !any_slot(pool, SLOT_IDLE) && !any_slot(pool, SLOT_BUSY))
+    fail_queued(pool);
+  if (state == POOL_STOPPING && idle)
+    wind_down(pool);
+}
+
+static void kick_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
+  (void)loop;
+  ct__procpool_t *pool = (ct__procpool_t *)((char *)msg - offsetof(ct__procpool_t, kick_msg));
+  atomic_store(&pool->kick_posted, false);
+  if (!ct__procpool_stopped(pool))
+    ct__proc_check_progress(pool);
+}
+
+/* Any thread: have the loop look at the pool. Allocates nothing, so a
+ * kick cannot be lost for want of memory. */
+static void kick(ct__procpool_t *pool) {
+  if (atomic_exchange(&pool->kick_posted, true))
+    return;
+  pool->kick_msg.run = kick_on_loop;
+  if (ct__loop_post_embedded(pool->cfg.loop, &pool->kick_msg) != 0)
+    atomic_store(&pool->kick_posted, false);
+}
+
+static void setup_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
+  (void)loop;
+  ct__procpool_t *pool = (ct__procpool_t *)((char *)msg - offsetof(ct__procpool_t, setup_msg));
+  pool->on_loop = true;
+  ct__conn_init(pool->cfg.loop->ev, &pool->server, pool->server.fd, 4096, ct__proc_server_readable,
+                ct__proc_server_writable, pool);
+  for (int i = 0; i < pool->nslots; i++)
+    ct__proc_request_spawn(&pool->slots[i]);
+  ct__proc_check_progress(pool);
+}
+
+/* ---------- entry points (procpool.h) ---------- */
+
+int ct__procpool_read_options(const ct_process_pool_opts_t *in, ct_process_pool_opts_t *o) {
+  ct_process_pool_opts_t defaults = CT_PROCESS_POOL_OPTS_INIT;
+  *o = defaults;
+  if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_process_pool_opts_t, task_timeout)) != 0)
+    return CT_EINVAL;
+  if (o->pool_size <= 0 || o->reserve_normal < 0 || o->reserve_high < 0 || o->pool_size > 4096 ||
+      o->reserve_normal > 4096 || o->reserve_high > 4096)
+    return CT_EINVAL;
+  if (!ct__seconds_valid(o->task_timeout, CT__SEC_LIMIT))
+    return CT_EINVAL;
+  if (o->task_timeout >= CT__SECONDS_FOREVER)
+    o->task_timeout = 0; /* no bound: no timer */
+  if (o->max_frame == 0)
+    o->max_frame = CT__DEFAULT_MAX_FRAME;
+  if (o->max_frame > UINT32_MAX - CT__FRAME_SLACK)
+    return CT_EINVAL;
+  return 0;
+}
+
+ct__procpool_t *ct__procpool_new(const ct_process_pool_opts_t *o, const ct__procpool_cfg_t *cfg) {
+  ct__procpool_t *pool = calloc(1, sizeof *pool);
+  if (!pool)
+    return NULL;
+  pool->cfg = *cfg;
+  pool->opts = *o;
+  pool->nslots = o->pool_size + o->reserve_normal + o->reserve_high;
+  pool->slots = calloc((size_t)pool->nslots, sizeof *pool->slots);
+  if (!pool->slots || pthread_mutex_init(&pool->lock, NULL) != 0) {
+    free(pool->slots);
+    free(pool);
+    return NULL;
+  }
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&pool->stopped_cond, &attr);
+  pthread_condattr_destroy(&attr);
+  ct__rq_init(&pool->rq);
+  for (int i = 0; i < pool->nslots; i++) {
+    ct__slot_t *s = &pool->slots[i];
+    s->pool = pool;
+    s->index = i;
+    s->conn.fd = -1;
+    ev_timer_init(&s->timer, ct__proc_retry_spawn, 0., 0.);
+    s->timer.data = s;
+  }
+  pool->server.fd = -1;
+  ev_timer_init(&pool->restart_timer, ct__proc_restart_server, 0., 0.);
+  pool->restart_timer.data = pool;
+  return pool;
+}
+
+int ct__procpool_start(ct__procpool_t *pool) {
+  int rc = ct__forkserver_start(pool->opts.max_frame + CT__FRAME_SLACK, &pool->server_pid,
+                                &pool->server.fd);
+  if (rc != 0)
+    return rc;
+  pool->setup_msg.run = setup_on_loop;
+  rc = ct__loop_post_embedded(pool->cfg.loop, &pool->setup_msg);
+  if (rc != 0) {
+    close(pool->server.fd);
+    pool->server.fd = -1;
+    waitpid(pool->server_pid, NULL, 0);
+  }
+  return rc;
+}
+
+/* The request frame for a call. Returns 0 or CT_EINVAL / CT_ENOMEM. */
+static int make_call(ct__procpool_t *pool, uint64_t id, const char *name, const json_t *args,
+                     ct__loop_t *reply_loop, ct__proc_call_t **out) {
+  ct__proc_call_t *call = calloc(1, sizeof *call);
+  json_t *req = json_pack("{s:I, s:s, s:O}", "id", (json_int_t)id, "fn", name, "args",
+                          args ? (json_t *)args : json_null());
+  if (!call || !req) {
+    free(call);
+    json_decref(req);
+    return CT_ENOMEM;
+  }
+  int rc =
+      ct__frame_encode(req, pool->opts.max_frame + CT__FRAME_SLACK, &call->frame, &call->frame_len);
+  json_decref(req);
+  if (rc != 0) {
+    free(call);
+    return rc == CT__FRAME_NOMEM ? CT_ENOMEM : CT_EINVAL;
+  }
+  call->reply_loop = reply_loop;
+  *out = call;
+  return 0;
+}
+
+/* Queue a task. Returns 0 or CT_ESHUTDOWN. */
+static int enqueue(ct__procpool_t *pool, ct_task_t *t) {
+  pthread_mutex_lock(&pool->lock);
+  int rc = pool->state == POOL_RUNNING ? 0 : CT_ESHUTDOWN;
+  if (rc == 0) {
+    ct__rq_push(&pool->rq, t);
+    pool->submitted++;
+    pool->queued++;
+  }
+  pthread_mutex_unlock(&pool->lock);
+  if (rc == 0)
+    kick(pool);
+  return rc;
+}
+
+int ct__procpool_submit(ct__procpool_t *pool, ct_task_t *t, const char *name, const json_t *args,
+                        ct__loop_t *reply_loop) {
+  atomic_fetch_or(&t->flags, CT__F_PROCESS);
+  int rc = make_call(pool, t->id, name, args, reply_loop, (ct__proc_call_t **)&t->arg);
+  if (rc == 0 && (rc = enqueue(pool, t)) == 0)
+    return 0;
+  ct__proc_call_free(t->arg);
+  t->arg = NULL;
+  return rc;
+}
+
+ct_task_t *ct__procpool_stop_begin(ct__procpool_t *pool, bool cancel_queued) {
+  if (!pool)
+    return NULL;
+  ct_task_t *canceled = NULL;
+  uint64_t n = 0;
+  pthread_mutex_lock(&pool->lock);
+  if (pool->state == POOL_RUNNING)
+    pool->state = POOL_STOPPING;
+  if (cancel_queued)
+    canceled = ct__rq_cancel_all(&pool->rq, release_call, &n);
+  pool->queued -= n;
+  pool->canceled += n;
+  pthread_mutex_unlock(&pool->lock);
+  kick(pool);
+  return canceled;
+}
+
+ct_task_t *ct__procpool_stop_append(ct_task_t *list, ct__procpool_t *pool, bool cancel_queued) {
+  ct_task_t *more = ct__procpool_stop_begin(pool, cancel_queued);
+  if (!list)
+    return more;
+  ct_task_t *t = list;
+  while (t->link)
+    t = t->link;
+  t->link = more;
+  return list;
+}
+
+int ct__procpool_wait_stopped(ct__procpool_t *pool, double timeout) {
+  struct timespec deadline;
+  bool bounded = ct__timeout_deadline(timeout, &deadline);
+  int rc = 0;
+  pthread_mutex_lock(&pool->lock);
+  while (pool->state != POOL_STOPPED && rc == 0) {
+    if (!bounded)
+      pthread_cond_wait(&pool->stopped_cond, &pool->lock);
+    else if (pthread_cond_timedwait(&pool->stopped_cond, &pool->lock, &deadline) != 0 &&
+             pool->state != POOL_STOPPED)
+      rc = CT_ETIMEDOUT;
+  }
+  pthread_mutex_unlock(&pool->lock);
+  return rc;
+}
+
+bool ct__procpool_stopped(ct__procpool_t *pool) {
+  if (!pool)
+    return true;
+  pthread_mutex_lock(&pool->lock);
+  bool stopped = pool->state == POOL_STOPPED;
+  pthread_mutex_unlock(&pool->lock);
+  return stopped;
+}
+
+bool ct__procpool_cancel_queued(ct__procpool_t *pool, ct_task_t *t) {
+  pthread_mutex_lock(&pool->lock);
+  bool won = ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_CANCELED);
+  if (won) {
+    pool->queued--;
+    pool->canceled++;
+  }
+  pthread_mutex_unlock(&pool->lock);
+  return won;
+}
+
+void ct__procpool_counts(ct__procpool_t *pool, ct__procpool_counts_t *out) {
+  *out = (ct__procpool_counts_t){0};
+  if (!pool)
+    return;
+  pthread_mutex_lock(&pool->lock);
+  out->queued = pool->queued;
+  out->running = (uint64_t)pool->running;
+  out->completed = pool->completed;
+  out->failed = pool->failed;
+  out->canceled = pool->canceled;
+  pthread_mutex_unlock(&pool->lock);
+}
+
+json_t *ct__procpool_stats_json(ct__procpool_t *pool) {
+  if (!pool)
+    return NULL;
+  static const char *const states[] = {"running", "stopping", "stopped"};
+  pthread_mutex_lock(&pool->lock);
+  json_t *j = json_pack(
+      "{s:s, s:i, s:i, s:i, s:I, s:f, s:I, s:I, s:i, s:I, s:I, s:I, s:I, s:I, s:I}", "state",
+      states[pool->state], "size", pool->opts.pool_size, "reserve_normal",
+      pool->opts.reserve_normal, "reserve_high", pool->opts.reserve_high, "max_frame",
+      (json_int_t)pool->opts.max_frame, "task_timeout", pool->opts.task_timeout, "submitted",
+      (json_int_t)pool->submitted, "queued", (json_int_t)pool->queued, "running", pool->running,
+      "completed", (json_int_t)pool->completed, "failed", (json_int_t)pool->failed, "canceled",
+      (json_int_t)pool->canceled, "crashed", (json_int_t)pool->crashed, "timeouts",
+      (json_int_t)pool->timeouts, "children_forked", (json_int_t)pool->spawned);
+  pthread_mutex_unlock(&pool->lock);
+  return j;
+}
+
+/* Free what ct__procpool_new() made and what is still queued. */
+static void pool_delete(ct__procpool_t *pool) {
+  ct_task_t *t;
+  while ((t = ct__rq_pop(&pool->rq)) != NULL)
+    drop_queued(t);
+  pthread_mutex_destroy(&pool->lock);
+  pthread_cond_destroy(&pool->stopped_cond);
+  free(pool->slots);
+  free(pool);
+}
+
+void ct__procpool_free(ct__procpool_t *pool) {
+  if (!pool)
+    return;
+  if (!pool->on_loop && pool->server.fd >= 0) {
+    /* The loop never ran: the server has forked nothing; end it. */
+    close(pool->server.fd);
+    while (waitpid(pool->server_pid, NULL, 0) < 0 && errno == EINTR)
+      ;
+  }
+  pool_delete(pool);
+}

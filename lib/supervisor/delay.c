@@ -1,0 +1,134 @@
+/* Delayed tasks: one ev_timer each on the supervisor's loop.
+ *
+ * A submitting thread posts a record (message, timer and task in one
+ * allocation) to the loop. On the loop thread the record is linked into
+ * sup->delays and its timer started; while the task is DELAYED its `link`
+ * points at the record. When the timer fires the task moves DELAYED ->
+ * QUEUED and goes to the pool. A cancel from another thread wins the
+ * DELAYED -> CANCELED swap itself and posts a "forget" message so the loop
+ * frees the timer at once instead of at its expiry. Only the loop thread
+ * touches records and the list.
+ */
+#include <stdlib.h>
+
+#include "base/clock.h"
+#include "supervisor/supervisor-internal.h"
+
+typedef struct ct__delay {
+  ct__loop_msg_t msg;
+  ev_timer timer;
+  ct_task_t *task; /* the run queue's reference, until queued */
+  double after;
+  ct__list_t node; /* in sup->delays */
+  ct_supervisor_t *sup;
+} ct__delay_t;
+
+typedef struct {
+  ct__loop_msg_t msg;
+  ct_task_t *task; /* a reference */
+} ct__forget_msg_t;
+
+/* Stop and free a linked record. */
+static void drop_delay(ct__delay_t *d) {
+  ct_supervisor_t *sup = d->sup;
+  ev_timer_stop(sup->loop.ev, &d->timer);
+  ct__list_remove(&d->node);
+  d->task->link = NULL;
+  ct_task_unref(d->task);
+  free(d);
+  if (ct__list_empty(&sup->delays) && sup->stop_seen)
+    ct__loop_kick(&sup->loop, &sup->stop_check);
+}
+
+static void delay_expired(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev;
+  (void)revents;
+  ct__delay_t *d = w->data;
+  ct_task_t *t = d->task;
+  ct_supervisor_t *sup = d->sup;
+  if (ct__task_try_status(t, CT_TASK_DELAYED, CT_TASK_QUEUED)) {
+    atomic_fetch_sub(&sup->delayed, 1);
+    ct__task_stamp_queued(t);
+    d->task = NULL;
+    ev_timer_stop(sup->loop.ev, &d->timer);
+    ct__list_remove(&d->node);
+    free(d);
+    t->link = NULL;
+    ct__pool_submit(&sup->pool, t, true); /* the pool takes the reference */
+    return;
+  }
+  drop_delay(d); /* canceled meanwhile */
+}
+
+/* Loop thread: a cancel happened before the record's timer started. */
+static void cancel_on_loop(ct_supervisor_t *sup, ct_task_t *t) {
+  if (ct__task_try_status(t, CT_TASK_DELAYED, CT_TASK_CANCELED)) {
+    atomic_fetch_sub(&sup->delayed, 1);
+    atomic_fetch_add(&sup->canceled_delayed, 1);
+    ct__task_finish_canceled(t);
+  }
+}
+
+static void arm_delay(ct__loop_t *loop, ct__loop_msg_t *msg) {
+  ct__delay_t *d = (ct__delay_t *)msg;
+  ct_supervisor_t *sup = loop->data;
+  if (sup->stop_seen)
+    cancel_on_loop(sup, d->task);
+  if (atomic_load(&d->task->status) != CT_TASK_DELAYED) {
+    ct_task_unref(d->task);
+    free(d);
+    return;
+  }
+  ct__list_push_front(&sup->delays, &d->node);
+  d->task->link = d;
+  ev_timer_init(&d->timer, delay_expired, d->after, 0.);
+  d->timer.data = d;
+  ev_now_update(loop->ev);
+  ev_timer_start(loop->ev, &d->timer);
+}
+
+int ct__delay_start(ct_supervisor_t *sup, ct_task_t *t, double delay) {
+  ct__delay_t *d = calloc(1, sizeof *d);
+  if (!d)
+    return CT_ENOMEM;
+  d->msg.run = arm_delay;
+  d->task = t;
+  d->after = delay;
+  d->sup = sup;
+  atomic_fetch_add(&sup->delayed, 1);
+  int rc = ct__loop_post(&sup->loop, &d->msg);
+  if (rc != 0) {
+    atomic_fetch_sub(&sup->delayed, 1);
+    free(d);
+  }
+  return rc;
+}
+
+static void forget_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
+  (void)loop;
+  ct__forget_msg_t *m = (ct__forget_msg_t *)msg;
+  if (m->task->link)
+    drop_delay(m->task->link);
+  ct_task_unref(m->task);
+  free(m);
+}
+
+void ct__delay_forget(ct_supervisor_t *sup, ct_task_t *t) {
+  ct__forget_msg_t *m = malloc(sizeof *m);
+  if (!m)
+    return; /* the timer frees the record when it expires */
+  m->msg.run = forget_on_loop;
+  m->task = ct_task_ref(t);
+  if (ct__loop_post(&sup->loop, &m->msg) != 0) {
+    ct_task_unref(t);
+    free(m);
+  }
+}
+
+void ct__delay_cancel_all(ct_supervisor_t *sup) {
+  while (!ct__list_empty(&sup->delays)) {
+    ct__delay_t *d = ct__list_entry(sup->delays.next, ct__delay_t, node);
+    cancel_on_loop(sup, d->task);
+    drop_delay(d);
+  }
+}

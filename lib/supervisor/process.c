@@ -1,0 +1,113 @@
+/* The public process-pool calls: a supervisor's one process pool
+ * (process/procpool.c, the engine) is created, given tasks and stopped
+ * here. The supervisor fills in the pool's config: its own loop thread,
+ * its log callback, and an on_stopped hook that pokes its stop check. A
+ * task finishes on the submitting loop only if that is another loop of the
+ * same supervisor (they live as long as the pool); a task from any other
+ * loop finishes on the supervisor's loop.
+ */
+#include <stdlib.h>
+
+#include "base/clock.h"
+#include "process/procpool.h"
+#include "supervisor/supervisor-internal.h"
+
+/* The pool's on_stopped hook, on the loop thread. */
+static void pool_stopped(void *data) {
+  ct_supervisor_t *sup = data;
+  ct__loop_kick(&sup->loop, &sup->stop_check);
+}
+
+int ct_process_pool_create(ct_supervisor_t *sup, const ct_process_pool_opts_t *opts) {
+  ct_process_pool_opts_t o;
+  if (!sup)
+    sup = ct_supervisor_default();
+  if (!sup || ct__procpool_read_options(opts, &o) != 0)
+    return CT_EINVAL;
+  if (ct__loop_is_own_thread(&sup->loop))
+    return CT_EDEADLK;
+  ct__procpool_cfg_t cfg = {.loop = &sup->loop,
+                            .log = sup->opts.log,
+                            .log_data = sup->opts.log_data,
+                            .on_stopped = pool_stopped,
+                            .data = sup};
+  ct__procpool_t *pool = ct__procpool_new(&o, &cfg);
+  if (!pool)
+    return CT_ENOMEM;
+  pthread_mutex_lock(&sup->state_lock);
+  int state = atomic_load(&sup->state);
+  int rc = atomic_load(&sup->procpool) ? CT_EBUSY
+           : state == CT__SUP_INIT || state == CT__SUP_RUNNING ? 0
+                                                                : CT_ESHUTDOWN;
+  if (rc == 0)
+    rc = ct__procpool_start(pool);
+  if (rc == 0)
+    atomic_store(&sup->procpool, pool);
+  pthread_mutex_unlock(&sup->state_lock);
+  if (rc != 0)
+    ct__procpool_free(pool);
+  return rc;
+}
+
+/* A process task takes the common task options but no delay. */
+static int read_task_opts(const ct_task_opts_t *in, ct_task_opts_t *o) {
+  int rc = ct__read_task_options(in, o);
+  return rc == 0 && o->delay != 0 ? CT_EINVAL : rc;
+}
+
+/* Where a task submitted from this thread finishes (NULL: the pool's loop). */
+static ct__loop_t *reply_loop(ct_supervisor_t *sup) {
+  ct__loop_t *current = ct__loop_current();
+  return current && current != &sup->loop && current->data == sup ? current : NULL;
+}
+
+int ct__sup_process_task(ct_supervisor_t *sup, const char *name, const json_t *args,
+                         const ct_task_opts_t *opts, ct_task_t **out) {
+  ct_task_opts_t o;
+  if (out)
+    *out = NULL;
+  if (!sup)
+    sup = ct_supervisor_default();
+  if (!sup || !name || read_task_opts(opts, &o) != 0)
+    return CT_EINVAL;
+  ct__procpool_t *pool = atomic_load(&sup->procpool);
+  if (!pool)
+    return CT_ENOENT;
+  if (atomic_load(&sup->state) != CT__SUP_RUNNING)
+    return CT_ESHUTDOWN;
+  ct_task_t *t = ct__supervisor_new_task(sup, NULL, NULL, &o, out != NULL);
+  if (!t)
+    return CT_ENOMEM;
+  ct__task_stamp_queued(t);
+  int rc = ct__supervisor_track(sup, t, out);
+  if (rc == 0 && (rc = ct__procpool_submit(pool, t, name, args, reply_loop(sup))) == 0) {
+    ct__supervisor_publish(out); /* findable only once the pool counts it */
+    return 0;
+  }
+  ct__supervisor_abandon(sup, t, out);
+  return rc;
+}
+
+int ct_process_task(ct_supervisor_t *sup, const char *name, const json_t *args,
+                    const ct_task_opts_t *opts, ct_task_t **out) {
+  return ct__sup_process_task(sup, name, args, opts, out);
+}
+
+int ct_process_pool_stop(ct_supervisor_t *sup, double timeout) {
+  if (!sup)
+    sup = ct_supervisor_default();
+  if (!sup || !ct__seconds_valid(timeout, CT__SEC_SIGNED))
+    return CT_EINVAL;
+  ct__procpool_t *pool = atomic_load(&sup->procpool);
+  if (!pool)
+    return CT_ENOENT;
+  ct__procpool_stop_begin(pool, false);
+  int state = atomic_load(&sup->state);
+  if (state == CT__SUP_INIT || state == CT__SUP_STOPPED)
+    return 0; /* no loop to wind it down: ct_supervisor_free() does */
+  if (timeout == 0 || ct__procpool_stopped(pool))
+    return 0;
+  if (ct__loop_is_own_thread(&sup->loop))
+    return CT_EDEADLK;
+  return ct__procpool_wait_stopped(pool, timeout);
+}

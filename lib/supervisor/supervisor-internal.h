@@ -1,0 +1,157 @@
+/* The supervisor struct, shared by supervisor.c, delay.c and watchdog.c. */
+#ifndef CT_LIB_SUPERVISOR_INTERNAL_H
+#define CT_LIB_SUPERVISOR_INTERNAL_H
+
+#include <stdatomic.h>
+
+#include "base/list.h"
+#include "ctasker/supervisor.h"
+#include "exec/loop.h"
+#include "core/registry.h"
+#include "exec/threadpool.h"
+
+enum ct__sup_state { CT__SUP_INIT, CT__SUP_RUNNING, CT__SUP_STOPPING, CT__SUP_STOPPED };
+
+struct ct__procpool;
+struct ct__sup_part;
+
+/* What the supervisor may do with a part attached to it (parts.c). No
+ * supervisor lock is held when a hook is called. */
+typedef struct ct__sup_part_ops {
+  /* The supervisor stops: stop the part, without waiting. */
+  void (*stop)(struct ct__sup_part *part);
+  /* The part's statistics, a new JSON value (NULL: out of memory). */
+  json_t *(*stats_json)(struct ct__sup_part *part);
+  /* Keep the part alive across a hook call, and let go of it. */
+  void (*hold)(struct ct__sup_part *part);
+  void (*release)(struct ct__sup_part *part);
+} ct__sup_part_ops_t;
+
+/* Embedded in the part (a worker). */
+typedef struct ct__sup_part {
+  const ct__sup_part_ops_t *ops;
+  ct__list_t node; /* P: in the supervisor's parts */
+  bool stopped;    /* P: the supervisor's stop has handled it */
+} ct__sup_part_t;
+
+/* Guards, as in docs/threading.md's lock table:
+ *   I: set before the supervisor is started, then read-only.
+ *   S: state_lock.   P: parts_lock.   N: loops_lock.
+ *   A: atomic, read and written by any thread.
+ *   L: the loop thread only (set up before it starts).
+ * The pool, loop and registry lock themselves. */
+struct ct_supervisor {
+  ct_supervisor_opts_t opts; /* I */
+  ct__task_owner_t owner;    /* I: every task's; its forget hook leaves the registry */
+  ct__pool_t pool;
+  ct__loop_t loop;
+  ct__registry_t registry;
+
+  pthread_mutex_t state_lock;
+  pthread_cond_t state_cond;  /* S: broadcast when state becomes STOPPED */
+  atomic_int state;           /* S for changes, A for reads */
+
+  atomic_uint_fast64_t next_id;  /* A: ids of accepted and refused submissions */
+  atomic_uint_fast64_t refused;  /* A: submissions that got an id but an error */
+  atomic_uint_fast64_t delayed, canceled_delayed; /* A */
+  ct__loop_counts_t loop_counts; /* A: tasks run on loops, which no pool counts */
+
+  atomic_int cancels_in_flight; /* A: stop() is still finishing canceled tasks */
+  atomic_int submitting;        /* A: submissions between their state check and
+                                   the hand-over: the loop ends only at 0 */
+
+  /* S to set (once), A to read: the process pool (process.c), or NULL. */
+  _Atomic(struct ct__procpool *) procpool;
+
+  ct__loop_kick_t stop_check; /* A to kick: "look whether the stop is done" */
+  ct__list_t delays;        /* L: active delay timers (delay.c) */
+  bool stop_seen;           /* L */
+  ev_timer watchdog;        /* L */
+  ct__loop_kick_t spawn_failed; /* A to kick: the pool could not start a thread */
+  ev_timer spawn_retry;     /* L: then ct__pool_retry_spawn() after spawn_backoff s */
+  double spawn_backoff;     /* L */
+
+  /* Parts attached from above (parts.c). */
+  pthread_mutex_t parts_lock;
+  ct__list_t parts;  /* P */
+  bool parts_closed; /* P: the supervisor is stopping its parts */
+
+  /* Named extra loops (loops.c). */
+  pthread_mutex_t loops_lock;
+  ct__list_t extra_loops;       /* N: linked through ct_loop.in_owner */
+  struct ct_loop *default_loop; /* N: NULL: the supervisor's own */
+};
+
+/* Log through the user's callback, printf-style. */
+void ct__sup_log(ct_supervisor_t *sup, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Fill in a task's options from the caller's (NULL: defaults). Returns 0,
+ * CT_EINVAL (unknown size, priority out of range, bad delay) or CT_ENOTSUP
+ * (a delay for a task on a loop). */
+int ct__read_task_options(const ct_task_opts_t *in, ct_task_opts_t *o);
+
+/* A new task for `sup` (one reference, QUEUED, a fresh id) from read
+ * options; it gets the extra part if tracked (a handle will be handed out)
+ * or if the options or the watchdog need it. NULL if out of memory. */
+ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
+                                   const ct_task_opts_t *o, bool tracked);
+
+/* With out non-NULL: register the task and hand *out a reference. The task
+ * is not findable by id yet: a task found and canceled before its executor
+ * holds it would be counted and finished by an executor that never had it.
+ * Returns 0 or CT_ENOMEM (nothing registered). */
+int ct__supervisor_track(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out);
+
+/* After a successful hand-over: make a tracked task findable by id (out as
+ * given to ct__supervisor_track; no-op when NULL). The executor may have
+ * finished it already; it then stays unfindable. */
+void ct__supervisor_publish(ct_task_t **out);
+
+/* Undo a submission that was refused after ct__supervisor_new_task():
+ * nothing ran, no callback; counted as refused; *out released. */
+void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out);
+
+/* process.c: submit a call of the process function `name` with `args`
+ * (borrowed) to the supervisor's process pool, as ct_process_task() does
+ * (the same returns); for executors (a process worker's runs). */
+int ct__sup_process_task(ct_supervisor_t *sup, const char *name, const json_t *args,
+                         const ct_task_opts_t *opts, ct_task_t **out);
+
+/* delay.c: hand a DELAYED task (one reference) to the loop's timers. */
+int ct__delay_start(ct_supervisor_t *sup, ct_task_t *t, double delay);
+/* delay.c: a DELAYED task was canceled by another thread; free its timer. */
+void ct__delay_forget(ct_supervisor_t *sup, ct_task_t *t);
+/* delay.c, loop thread: cancel every delayed task (supervisor stop). */
+void ct__delay_cancel_all(ct_supervisor_t *sup);
+
+/* loops.c: set up / free the extra loops; ask them to end (supervisor stop). */
+int ct__loops_init(ct_supervisor_t *sup);
+void ct__loops_destroy(ct_supervisor_t *sup);
+void ct__loops_stop_all(ct_supervisor_t *sup);
+
+/* parts.c. Attach a part (it stays until detached; the supervisor cannot be
+ * freed meanwhile); detach it. Any thread. */
+void ct__sup_attach(ct_supervisor_t *sup, ct__sup_part_t *part, const ct__sup_part_ops_t *ops);
+void ct__sup_detach(ct_supervisor_t *sup, ct__sup_part_t *part);
+/* Take parts_lock and say whether the supervisor runs and has not begun
+ * stopping its parts; a part that starts work does so before
+ * ct__sup_parts_unlock(), so the stop, which closes the list first, sees
+ * it started. */
+bool ct__sup_parts_lock_open(ct_supervisor_t *sup);
+void ct__sup_parts_unlock(ct_supervisor_t *sup);
+/* parts.c, for supervisor.c. */
+int ct__sup_parts_init(ct_supervisor_t *sup);
+void ct__sup_parts_destroy(ct_supervisor_t *sup);
+/* Stop every part (its stop hook) and close the list to new starts. */
+void ct__sup_parts_stop_all(ct_supervisor_t *sup);
+/* Whether any part is attached. */
+bool ct__sup_parts_attached(ct_supervisor_t *sup);
+/* A new JSON array of every part's statistics, or NULL. */
+json_t *ct__sup_parts_json(ct_supervisor_t *sup);
+
+/* watchdog.c, loop thread: start / stop the timeout watchdog. */
+void ct__watchdog_start(ct_supervisor_t *sup);
+void ct__watchdog_stop(ct_supervisor_t *sup);
+
+#endif

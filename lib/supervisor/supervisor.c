@@ -1,0 +1,661 @@
+/* The supervisor: options, life cycle, submission, cancel, statistics and
+ * the process-wide default.
+ *
+ * It owns a thread pool, a loop thread and a registry. Locks: state_lock
+ * is taken first, before the thread pool's, the process pool's, the process
+ * function table's and a loop's; docs/threading.md has the whole order.
+ *
+ * Stopping: stop() marks the state STOPPING, stops the pool (which drains
+ * or cancels its queue) and pokes the loop through the `stop_check` async
+ * watcher. On the loop thread, the first poke cancels every delayed task and
+ * the watchdog; every later poke (the pool's last thread sends one as it
+ * leaves) checks whether the pool is drained, no delay is left, stop()
+ * has finished the tasks it canceled and no submission is half-way. Then
+ * the loop ends, and its thread marks the state STOPPED and wakes whoever
+ * waits in stop().
+ *
+ * Submission: create (a fresh id), register if a handle is asked for (not
+ * yet findable), hand over to the executor (pool, loop, delay timers), and
+ * only then publish: a task is findable by id only once its executor holds
+ * it, so a cancel by id meets a task that is counted where it is. The
+ * executor may finish the task before it is published; it leaves the
+ * registry then (it was registered first) and is never published. A
+ * submission counts itself in `submitting` around its state check and
+ * hand-over, so a stop begun meanwhile waits for what it hands over.
+
+ * A pool that cannot start a thread says so through its on_spawn_failed
+ * hook (the `spawn_failed` kick); the loop thread then retries on the
+ * `spawn_retry` timer, backing off, until the pool needs no more.
+ */
+#include "supervisor/supervisor-internal.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/opts.h"
+#include "process/procpool.h"
+
+#define CT__DEFAULT_KEEPALIVE 10.0
+/* Seconds between attempts to start a pool thread while none can be. */
+#define CT__SPAWN_BACKOFF_MIN 0.01
+#define CT__SPAWN_BACKOFF_MAX 1.0
+
+static _Atomic(ct_supervisor_t *) default_sup;
+
+/* The supervisor whose stop() is running the callbacks of the tasks it
+ * canceled on this thread: waiting for that stop here would wait for itself. */
+static _Thread_local ct_supervisor_t *finishing_stop;
+
+void ct__sup_log(ct_supervisor_t *sup, int level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  ct__vlog(sup->opts.log, sup->opts.log_data, level, fmt, ap);
+  va_end(ap);
+}
+
+/* A threshold with no bound never fires: the same as one turned off. */
+static double limit_or_off(double s) { return s >= CT__SECONDS_FOREVER ? 0 : s; }
+
+static int high_cap(const ct_supervisor_opts_t *o) {
+  return o->pool_size + o->reserve_normal + o->reserve_high;
+}
+
+/* Copy the caller's options (an older, smaller struct is fine) and fill in
+ * defaults. Returns 0 or CT_EINVAL. */
+static int read_options(const ct_supervisor_opts_t *in, ct_supervisor_opts_t *o) {
+  ct_supervisor_opts_t defaults = CT_SUPERVISOR_OPTS_INIT;
+  *o = defaults;
+  if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_supervisor_opts_t, log_data)) != 0)
+    return CT_EINVAL;
+  if (o->pool_size < 0 || o->reserve_normal < 0 || o->reserve_high < 0 || o->min_threads < 0)
+    return CT_EINVAL;
+  if (!ct__seconds_valid(o->keepalive, CT__SEC_LIMIT) ||
+      !ct__seconds_valid(o->timeout_warning, CT__SEC_LIMIT) ||
+      !ct__seconds_valid(o->timeout_critical, CT__SEC_LIMIT) ||
+      !ct__seconds_valid(o->idle_spin, CT__SEC_LIMIT) || o->idle_spin > 0.001)
+    return CT_EINVAL;
+  o->timeout_warning = limit_or_off(o->timeout_warning);
+  o->timeout_critical = limit_or_off(o->timeout_critical);
+  if (o->pool_size == 0) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    o->pool_size = cpus > 2 ? (int)cpus : 2;
+  }
+  if (o->keepalive == 0)
+    o->keepalive = CT__DEFAULT_KEEPALIVE;
+  if (o->reserve_normal > 1 << 16 || o->reserve_high > 1 << 16 || o->pool_size > 1 << 16)
+    return CT_EINVAL;
+  if (o->min_threads > high_cap(o))
+    return CT_EINVAL;
+  return 0;
+}
+
+/* The supervisor of a task owner (every supervisor embeds its own). */
+static ct_supervisor_t *sup_of(ct__task_owner_t *owner) {
+  return (ct_supervisor_t *)((char *)owner - offsetof(ct_supervisor_t, owner));
+}
+
+/* The task owner's hook: a terminal task leaves the registry. */
+static void forget_task(ct__task_owner_t *owner, ct_task_t *t) {
+  ct__registry_remove(&sup_of(owner)->registry, t);
+}
+
+static void on_pool_drained(void *data) {
+  ct_supervisor_t *sup = data;
+  ct__loop_kick(&sup->loop, &sup->stop_check);
+}
+
+static void check_stopped(ct__loop_t *loop, ct__loop_kick_t *kick);
+static void finish_canceled_list(ct_task_t *t);
+
+/* Under the pool lock: only post. */
+static void on_pool_spawn_failed(void *data) {
+  ct_supervisor_t *sup = data;
+  ct__loop_kick(&sup->loop, &sup->spawn_failed);
+}
+
+/* Loop thread: the pool owes a thread start; retry after a pause. */
+static void schedule_spawn_retry(ct__loop_t *loop, ct__loop_kick_t *kick) {
+  ct_supervisor_t *sup = kick->data;
+  if (!ev_is_active(&sup->spawn_retry)) {
+    ev_timer_set(&sup->spawn_retry, sup->spawn_backoff, 0);
+    ev_timer_start(loop->ev, &sup->spawn_retry);
+  }
+}
+
+/* Loop thread: retry the thread start, backing off (doubling up to
+ * CT__SPAWN_BACKOFF_MAX s) while it still fails. Tasks a CANCEL stop finds
+ * queued meanwhile are finished here: they need no thread. */
+static void retry_spawn(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)revents;
+  ct_supervisor_t *sup = w->data;
+  bool again;
+  finish_canceled_list(ct__pool_retry_spawn(&sup->pool, &again));
+  sup->spawn_backoff = again ? fmin(sup->spawn_backoff * 2, CT__SPAWN_BACKOFF_MAX)
+                             : CT__SPAWN_BACKOFF_MIN;
+  if (again) {
+    ev_timer_set(w, sup->spawn_backoff, 0);
+    ev_timer_start(ev, w);
+  }
+}
+
+static void on_loop_exit(ct__loop_t *loop) {
+  ct_supervisor_t *sup = loop->data;
+  ev_timer_stop(loop->ev, &sup->spawn_retry);
+  pthread_mutex_lock(&sup->state_lock);
+  atomic_store(&sup->state, CT__SUP_STOPPED);
+  pthread_cond_broadcast(&sup->state_cond);
+  pthread_mutex_unlock(&sup->state_lock);
+}
+
+static bool watchdog_on(const ct_supervisor_t *sup) {
+  return sup->opts.timeout_warning > 0 || sup->opts.timeout_critical > 0;
+}
+
+static int init_members(ct_supervisor_t *sup) {
+  ct__pool_cfg_t cfg = {
+      .pool_size = sup->opts.pool_size,
+      .reserve_normal = sup->opts.reserve_normal,
+      .reserve_high = sup->opts.reserve_high,
+      .min_threads = sup->opts.min_threads,
+      .keepalive = sup->opts.keepalive,
+      .idle_spin = sup->opts.idle_spin,
+      .watch_running = watchdog_on(sup),
+      .on_drained = on_pool_drained,
+      .on_spawn_failed = on_pool_spawn_failed,
+      .data = sup,
+      .log = sup->opts.log,
+      .log_data = sup->opts.log_data,
+  };
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  int rc = pthread_cond_init(&sup->state_cond, &attr) == 0 ? 0 : CT_ENOMEM;
+  pthread_condattr_destroy(&attr);
+  if (rc)
+    return rc;
+  if (pthread_mutex_init(&sup->state_lock, NULL) != 0)
+    goto no_lock;
+  sup->owner.forget = forget_task;
+  ct__list_init(&sup->delays);
+  if (ct__registry_init(&sup->registry) != 0)
+    goto no_registry;
+  if (ct__sup_parts_init(sup) != 0)
+    goto no_parts;
+  if (ct__loops_init(sup) != 0)
+    goto no_loops;
+  if (ct__pool_init(&sup->pool, &cfg) != 0)
+    goto no_pool;
+  if ((rc = ct__loop_init(&sup->loop, sup)) != 0)
+    goto no_loop;
+  sup->loop.on_exit = on_loop_exit;
+  ct__loop_add_kick(&sup->loop, &sup->stop_check, check_stopped, sup);
+  ct__loop_add_kick(&sup->loop, &sup->spawn_failed, schedule_spawn_retry, sup);
+  ev_init(&sup->spawn_retry, retry_spawn);
+  sup->spawn_retry.data = sup;
+  sup->spawn_backoff = CT__SPAWN_BACKOFF_MIN;
+  return 0;
+no_loop:
+  ct__pool_destroy(&sup->pool);
+no_pool:
+  ct__loops_destroy(sup);
+no_loops:
+  ct__sup_parts_destroy(sup);
+no_parts:
+  ct__registry_destroy(&sup->registry);
+no_registry:
+  pthread_mutex_destroy(&sup->state_lock);
+no_lock:
+  pthread_cond_destroy(&sup->state_cond);
+  return rc ? rc : CT_ENOMEM;
+}
+
+/* A zeroed supervisor. The pool and the registry keep their hot fields on
+ * cache lines of their own (_Alignas(64)), an alignment calloc() does not
+ * promise; sizeof is a multiple of the alignment, as aligned_alloc() needs. */
+static ct_supervisor_t *alloc_supervisor(void) {
+  ct_supervisor_t *sup = aligned_alloc(_Alignof(ct_supervisor_t), sizeof *sup);
+  if (sup)
+    memset(sup, 0, sizeof *sup);
+  return sup;
+}
+
+int ct_supervisor_new(const ct_supervisor_opts_t *opts, ct_supervisor_t **out) {
+  if (!out)
+    return CT_EINVAL;
+  *out = NULL;
+  ct_supervisor_t *sup = alloc_supervisor();
+  if (!sup)
+    return CT_ENOMEM;
+  int rc = read_options(opts, &sup->opts);
+  if (rc == 0)
+    rc = init_members(sup);
+  if (rc != 0) {
+    free(sup);
+    return rc;
+  }
+  atomic_init(&sup->next_id, 1);
+  atomic_init(&sup->state, CT__SUP_INIT);
+  *out = sup;
+  return 0;
+}
+
+int ct_supervisor_start(ct_supervisor_t *sup) {
+  if (!sup)
+    return CT_EINVAL;
+  pthread_mutex_lock(&sup->state_lock);
+  int state = atomic_load(&sup->state);
+  int rc = state == CT__SUP_RUNNING ? CT_EBUSY : state != CT__SUP_INIT ? CT_ESHUTDOWN : 0;
+  if (rc == 0) {
+    ct__watchdog_start(sup); /* before the loop thread exists: no race */
+    rc = ct__loop_start(&sup->loop, "ct-loop");
+  }
+  if (rc == 0) {
+    atomic_store(&sup->state, CT__SUP_RUNNING);
+    if (ct__pool_start(&sup->pool) != 0)
+      ct__sup_log(sup, CT_LOG_WARNING, "ctasker: min_threads not reached; threads start on demand");
+  }
+  pthread_mutex_unlock(&sup->state_lock);
+  return rc;
+}
+
+/* Loop thread: the stop_check kick. */
+static void check_stopped(ct__loop_t *loop, ct__loop_kick_t *kick) {
+  (void)loop;
+  ct_supervisor_t *sup = kick->data;
+  if (atomic_load(&sup->state) != CT__SUP_STOPPING)
+    return;
+  if (!sup->stop_seen) {
+    sup->stop_seen = true;
+    ct__watchdog_stop(sup);
+    ct__delay_cancel_all(sup);
+  }
+  if (ct__list_empty(&sup->delays) && atomic_load(&sup->cancels_in_flight) == 0 &&
+      atomic_load(&sup->submitting) == 0 && ct__pool_drained(&sup->pool) &&
+      ct__procpool_stopped(atomic_load(&sup->procpool)))
+    ct__loop_quit(&sup->loop);
+}
+
+static void finish_canceled_list(ct_task_t *t) {
+  while (t) {
+    ct_task_t *next = t->link;
+    t->link = NULL;
+    ct__task_finish_canceled(t);
+    ct_task_unref(t);
+    t = next;
+  }
+}
+
+static bool is_own_thread(ct_supervisor_t *sup) {
+  return ct__pool_is_own_thread(&sup->pool) || ct__loop_is_own_thread(&sup->loop) ||
+         finishing_stop == sup;
+}
+
+/* Wait for STOPPED and join the loop thread. state_lock held. */
+static int wait_stopped(ct_supervisor_t *sup, double timeout) {
+  struct timespec deadline;
+  bool bounded = ct__timeout_deadline(timeout, &deadline);
+  while (atomic_load(&sup->state) != CT__SUP_STOPPED) {
+    if (!bounded)
+      pthread_cond_wait(&sup->state_cond, &sup->state_lock);
+    else if (pthread_cond_timedwait(&sup->state_cond, &sup->state_lock, &deadline) != 0 &&
+             atomic_load(&sup->state) != CT__SUP_STOPPED)
+      return CT_ETIMEDOUT;
+  }
+  ct__loop_join(&sup->loop);
+  return 0;
+}
+
+int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
+  if (!sup || (mode != CT_STOP_DRAIN && mode != CT_STOP_CANCEL) ||
+      !ct__seconds_valid(timeout, CT__SEC_SIGNED))
+    return CT_EINVAL;
+  ct__sup_parts_stop_all(sup); /* workers first: their runs then drain as tasks */
+  ct__loops_stop_all(sup);  /* extra loops run what they hold, then end */
+  ct_task_t *canceled = NULL;
+  pthread_mutex_lock(&sup->state_lock);
+  int state = atomic_load(&sup->state);
+  if (state == CT__SUP_INIT) {
+    atomic_store(&sup->state, CT__SUP_STOPPED);
+  } else if (state == CT__SUP_RUNNING) {
+    atomic_store(&sup->state, CT__SUP_STOPPING);
+    canceled = ct__pool_stop(&sup->pool, mode == CT_STOP_CANCEL);
+    canceled = ct__procpool_stop_append(canceled, atomic_load(&sup->procpool),
+                                        mode == CT_STOP_CANCEL);
+    if (canceled)
+      atomic_fetch_add(&sup->cancels_in_flight, 1);
+    ct__loop_kick(&sup->loop, &sup->stop_check);
+  } else if (state == CT__SUP_STOPPING && mode == CT_STOP_CANCEL) {
+    /* A DRAIN stop still waiting (no pool thread could be started): cancel
+     * what is still queued for the pool. */
+    canceled = ct__pool_stop(&sup->pool, true);
+    if (canceled)
+      atomic_fetch_add(&sup->cancels_in_flight, 1);
+  }
+  pthread_mutex_unlock(&sup->state_lock);
+  if (canceled) {
+    ct_supervisor_t *outer = finishing_stop;
+    finishing_stop = sup;
+    finish_canceled_list(canceled);
+    finishing_stop = outer;
+    /* Under the lock: the loop may end as soon as the count is 0, and the
+     * supervisor may not be freed before this send has returned. */
+    pthread_mutex_lock(&sup->state_lock);
+    atomic_fetch_sub(&sup->cancels_in_flight, 1);
+    ct__loop_kick(&sup->loop, &sup->stop_check);
+    pthread_mutex_unlock(&sup->state_lock);
+  }
+  if (timeout == 0)
+    return 0;
+  if (atomic_load(&sup->state) != CT__SUP_STOPPED && is_own_thread(sup))
+    return CT_EDEADLK;
+  pthread_mutex_lock(&sup->state_lock);
+  int rc = wait_stopped(sup, timeout);
+  pthread_mutex_unlock(&sup->state_lock);
+  return rc;
+}
+
+int ct_supervisor_free(ct_supervisor_t *sup) {
+  if (!sup)
+    return 0;
+  if (ct__sup_parts_attached(sup))
+    return CT_EBUSY;
+  pthread_mutex_lock(&sup->state_lock);
+  int state = atomic_load(&sup->state);
+  if (state == CT__SUP_STOPPED)
+    ct__loop_join(&sup->loop);
+  pthread_mutex_unlock(&sup->state_lock);
+  if (state != CT__SUP_STOPPED && state != CT__SUP_INIT)
+    return CT_EBUSY;
+  ct__watchdog_stop(sup);
+  ct__loop_destroy(&sup->loop); /* first: its inbox may hold the pool's message */
+  ct__procpool_free(atomic_load(&sup->procpool));
+  ct__pool_destroy(&sup->pool);
+  ct__registry_destroy(&sup->registry);
+  ct__loops_destroy(sup);
+  ct__sup_parts_destroy(sup);
+  pthread_mutex_destroy(&sup->state_lock);
+  pthread_cond_destroy(&sup->state_cond);
+  free(sup);
+  return 0;
+}
+
+int ct__read_task_options(const ct_task_opts_t *in, ct_task_opts_t *o) {
+  ct_task_opts_t defaults = CT_TASK_OPTS_INIT;
+  *o = defaults;
+  if (!in)
+    return 0;
+  if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_task_opts_t, done_data)) != 0)
+    return CT_EINVAL;
+  if (o->priority < CT_PRIORITY_CRITICAL || o->priority > CT_PRIORITY_MAX)
+    return CT_EINVAL;
+  if (!ct__seconds_valid(o->delay, CT__SEC_DELAY))
+    return CT_EINVAL;
+  return o->loop && o->delay > 0 ? CT_ENOTSUP : 0;
+}
+
+ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
+                                   const ct_task_opts_t *o, bool tracked) {
+  bool extra = tracked || o->on_done || o->name || watchdog_on(sup);
+  ct_task_t *t = ct__task_new(fn, arg, o->priority, extra);
+  if (!t)
+    return NULL;
+  if (o->name && !(t->x->name = strdup(o->name))) {
+    ct_task_unref(t);
+    return NULL;
+  }
+  if (extra) {
+    t->x->on_done = o->on_done;
+    t->x->done_data = o->done_data;
+  }
+  t->owner = &sup->owner;
+  t->id = atomic_fetch_add_explicit(&sup->next_id, 1, memory_order_relaxed);
+  return t;
+}
+
+int ct__supervisor_track(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out) {
+  if (!out)
+    return 0;
+  if (ct__registry_add(&sup->registry, t) != 0)
+    return CT_ENOMEM;
+  atomic_fetch_or(&t->flags, CT__F_REGISTERED);
+  *out = ct_task_ref(t);
+  return 0;
+}
+
+void ct__supervisor_publish(ct_task_t **out) {
+  if (out && *out)
+    atomic_fetch_or_explicit(&(*out)->flags, CT__F_PUBLISHED, memory_order_release);
+}
+
+void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out) {
+  atomic_fetch_add(&sup->refused, 1);
+  if (ct__task_has(t, CT__F_REGISTERED))
+    ct__registry_remove(&sup->registry, t);
+  if (out && *out) {
+    ct_task_unref(*out);
+    *out = NULL;
+  }
+  ct_task_unref(t);
+}
+
+/* Leave a submission. A stop that began meanwhile may have seen the count
+ * already: tell its loop to look again. */
+static void submission_leave(ct_supervisor_t *sup) {
+  atomic_fetch_sub(&sup->submitting, 1);
+  if (atomic_load(&sup->state) != CT__SUP_RUNNING)
+    ct__loop_kick(&sup->loop, &sup->stop_check);
+}
+
+/* Enter a submission: false (left again) unless the supervisor runs.
+ * Counted before the state is read, so a stop whose loop did not see the
+ * count is a stop this check sees (both sequentially consistent). */
+static bool submission_enter(ct_supervisor_t *sup) {
+  atomic_fetch_add(&sup->submitting, 1);
+  if (atomic_load(&sup->state) == CT__SUP_RUNNING)
+    return true;
+  submission_leave(sup);
+  return false;
+}
+
+/* Give a new task (our reference) to its executor. Returns 0 (the executor
+ * owns the reference and may already have finished the task) or an error
+ * (nothing was taken). */
+static int hand_over(ct_supervisor_t *sup, ct_task_t *t, const ct_task_opts_t *o) {
+  if (o->delay > 0) {
+    ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_DELAYED); /* nobody else sees t yet */
+    return ct__delay_start(sup, t, o->delay);
+  }
+  ct__task_stamp_queued(t);
+  if (o->loop)
+    return ct__loop_exec(o->loop, t, &sup->loop_counts);
+  return ct__pool_submit(&sup->pool, t, false);
+}
+
+int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
+                       const ct_task_opts_t *opts, ct_task_t **out) {
+  ct_task_opts_t o;
+  if (out)
+    *out = NULL;
+  if (!sup)
+    sup = ct_supervisor_default();
+  int rc = ct__read_task_options(opts, &o);
+  if (!sup || !fn || rc != 0)
+    return rc ? rc : CT_EINVAL;
+  if (!submission_enter(sup))
+    return CT_ESHUTDOWN;
+  ct_task_t *t = ct__supervisor_new_task(sup, fn, arg, &o, out != NULL);
+  rc = t ? ct__supervisor_track(sup, t, out) : CT_ENOMEM;
+  if (rc == 0)
+    rc = hand_over(sup, t, &o);
+  if (rc == 0)
+    ct__supervisor_publish(out);
+  else if (t)
+    ct__supervisor_abandon(sup, t, out);
+  submission_leave(sup);
+  return rc;
+}
+
+/* Take a QUEUED task back from whichever executor holds it: true if this
+ * call made it CANCELED. */
+static bool cancel_queued(ct_supervisor_t *sup, ct_task_t *task) {
+  if (ct__task_has(task, CT__F_ON_LOOP)) {
+    return ct__loop_cancel_queued(&sup->loop_counts, task);
+  }
+  if (ct__task_has(task, CT__F_PROCESS))
+    return ct__procpool_cancel_queued(atomic_load(&sup->procpool), task);
+  return ct__pool_cancel_queued(&sup->pool, task);
+}
+
+int ct_task_cancel(ct_task_t *task) {
+  if (!task)
+    return CT_EINVAL;
+  ct_supervisor_t *sup = sup_of(task->owner);
+  for (;;) {
+    switch (atomic_load(&task->status)) {
+    case CT_TASK_COMPLETED:
+    case CT_TASK_CANCELED:
+      return CT_EALREADY;
+    case CT_TASK_STARTED:
+      atomic_fetch_or(&task->flags, CT__F_CANCEL_REQUESTED);
+      return CT_EBUSY;
+    case CT_TASK_QUEUED:
+      if (cancel_queued(sup, task)) {
+        atomic_fetch_or(&task->flags, CT__F_CANCEL_REQUESTED);
+        ct__task_finish_canceled(task);
+        return 0;
+      }
+      break;
+    case CT_TASK_DELAYED:
+      if (ct__task_try_status(task, CT_TASK_DELAYED, CT_TASK_CANCELED)) {
+        atomic_fetch_or(&task->flags, CT__F_CANCEL_REQUESTED);
+        atomic_fetch_sub(&sup->delayed, 1);
+        atomic_fetch_add(&sup->canceled_delayed, 1);
+        ct__task_finish_canceled(task);
+        ct__delay_forget(sup, task);
+        return 0;
+      }
+      break;
+    }
+  }
+}
+
+int ct_supervisor_get_task(ct_supervisor_t *sup, uint64_t id, ct_task_t **out) {
+  if (out)
+    *out = NULL;
+  if (!sup)
+    sup = ct_supervisor_default();
+  if (!sup || !out)
+    return CT_EINVAL;
+  ct_task_t *t = ct__registry_get(&sup->registry, id);
+  if (t && !(atomic_load_explicit(&t->flags, memory_order_acquire) & CT__F_PUBLISHED)) {
+    ct_task_unref(t); /* still being handed over: not known yet */
+    t = NULL;
+  }
+  *out = t;
+  return t ? 0 : CT_ENOENT;
+}
+
+size_t ct_supervisor_registry_size(ct_supervisor_t *sup) {
+  if (!sup)
+    sup = ct_supervisor_default();
+  return sup ? ct__registry_size(&sup->registry) : 0;
+}
+
+int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
+  if (!sup)
+    sup = ct_supervisor_default();
+  if (!sup || !out)
+    return CT_EINVAL;
+  ct__pool_counts_t pool;
+  ct__pool_counts(&sup->pool, &pool);
+  *out = (ct_stats_t){.queued = pool.queued, .running = pool.running,
+                      .completed = pool.completed, .failed = pool.failed,
+                      .canceled = pool.canceled, .threads = pool.threads,
+                      .threads_idle = pool.threads_idle};
+  /* Every submission takes an id, so the ids tell how many were accepted. */
+  out->submitted = atomic_load(&sup->next_id) - 1 - atomic_load(&sup->refused);
+  out->delayed = atomic_load(&sup->delayed);
+  out->completed += atomic_load(&sup->loop_counts.completed);
+  out->failed += atomic_load(&sup->loop_counts.failed);
+  out->canceled += atomic_load(&sup->canceled_delayed) + atomic_load(&sup->loop_counts.canceled);
+  ct__procpool_counts_t proc; /* submitted: the ids count every task */
+  ct__procpool_counts(atomic_load(&sup->procpool), &proc);
+  out->queued += proc.queued;
+  out->running += proc.running;
+  out->completed += proc.completed;
+  out->failed += proc.failed;
+  out->canceled += proc.canceled;
+  return 0;
+}
+
+static const char *state_name(int state) {
+  static const char *const names[] = {"init", "running", "stopping", "stopped"};
+  return names[state];
+}
+
+json_t *ct_supervisor_stats_json(ct_supervisor_t *sup) {
+  ct_stats_t s;
+  if (!sup)
+    sup = ct_supervisor_default();
+  if (ct_supervisor_stats(sup, &s) != 0)
+    return NULL;
+  const ct_supervisor_opts_t *o = &sup->opts;
+  json_t *j = json_pack(
+      "{s:s, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:i, s:i, s:i, s:i, s:I, s:I}}",
+      "state", state_name(atomic_load(&sup->state)), "tasks", "submitted",
+      (json_int_t)s.submitted, "queued", (json_int_t)s.queued, "delayed",
+      (json_int_t)s.delayed, "running", (json_int_t)s.running, "completed",
+      (json_int_t)s.completed, "failed", (json_int_t)s.failed, "canceled",
+      (json_int_t)s.canceled, "registered", (json_int_t)ct__registry_size(&sup->registry),
+      "pool", "size", o->pool_size, "reserve_normal", o->reserve_normal, "reserve_high",
+      o->reserve_high, "min_threads", o->min_threads, "max_threads", high_cap(o), "threads",
+      (json_int_t)s.threads, "threads_idle", (json_int_t)s.threads_idle);
+  /* Workers are the parts attached to a supervisor. */
+  if (j && json_object_set_new(j, "workers", ct__sup_parts_json(sup)) != 0) {
+    json_decref(j); /* out of memory: no partial answer */
+    j = NULL;
+  }
+  json_t *processes = ct__procpool_stats_json(atomic_load(&sup->procpool));
+  if (j && processes && json_object_set_new(j, "processes", processes) != 0) {
+    json_decref(j);
+    j = NULL;
+  }
+  return j;
+}
+
+ct_supervisor_t *ct_supervisor_default(void) { return atomic_load(&default_sup); }
+
+int ct_default_start(const ct_supervisor_opts_t *opts) {
+  ct_supervisor_t *sup;
+  if (atomic_load(&default_sup))
+    return CT_EBUSY;
+  int rc = ct_supervisor_new(opts, &sup);
+  if (rc != 0)
+    return rc;
+  ct_supervisor_t *expected = NULL;
+  if ((rc = ct_supervisor_start(sup)) == 0 &&
+      !atomic_compare_exchange_strong(&default_sup, &expected, sup))
+    rc = CT_EBUSY;
+  if (rc != 0) {
+    ct_supervisor_stop(sup, CT_STOP_CANCEL, -1);
+    ct_supervisor_free(sup);
+  }
+  return rc;
+}
+
+int ct_default_stop(int mode, double timeout) {
+  ct_supervisor_t *sup = atomic_exchange(&default_sup, NULL);
+  if (!sup)
+    return CT_ENOENT;
+  int rc = ct_supervisor_stop(sup, mode, timeout);
+  if (rc == 0 && atomic_load(&sup->state) == CT__SUP_STOPPED)
+    return ct_supervisor_free(sup);
+  atomic_store(&default_sup, sup); /* not stopped yet: keep it reachable */
+  return rc;
+}
