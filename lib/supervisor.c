@@ -325,9 +325,10 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
       atomic_fetch_add(&sup->cancels_in_flight, 1);
     ct__loop_kick(&sup->loop, &sup->stop_check);
   } else if (state == CT__SUP_STOPPING && mode == CT_STOP_CANCEL) {
-    /* A DRAIN stop still waiting (no pool thread could be started): cancel
-     * what is still queued for the pool. */
+    /* A DRAIN stop still waiting (no pool thread could be started, or a
+     * task still running): cancel what is still queued, in both pools. */
     canceled = ct__pool_stop(&sup->pool, true);
+    canceled = ct__procpool_stop_append(canceled, atomic_load(&sup->procpool), true);
     if (canceled)
       atomic_fetch_add(&sup->cancels_in_flight, 1);
   }

@@ -117,9 +117,9 @@ enum ct_stop_mode {
  * thread and always completes once running tasks end. Stopping again, or
  * stopping a supervisor never started, is harmless and returns 0 (or waits
  * as asked); a CANCEL stop after a DRAIN stop that is still under way
- * cancels the tasks still queued for the pool. CT_EDEADLK if it must wait
- * but is called from one of the supervisor's own threads. Thread-safety:
- * any thread. */
+ * cancels the tasks still queued, for threads and for the process pool
+ * alike. CT_EDEADLK if it must wait but is called from one of the
+ * supervisor's own threads. Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout);
 
 /** Free a supervisor that was never started or has stopped completely.
