@@ -7,6 +7,12 @@
  * An extra loop's libev loop and descriptors go when its thread ends (only
  * the struct, which callers may still hold, waits for the supervisor), so
  * creating and stopping loops does not use up descriptors.
+ * A supervisor's stop completes only once every extra loop has ended: the
+ * tasks they still hold finish through the supervisor (its registry and
+ * counters), so they must not outlive it. A loop's thread says so, as its
+ * last use of the supervisor, by counting itself out of `aloops_live` and
+ * poking the stop check, both under aloops_lock: a stop check that sees
+ * the count at 0 has seen every poke return.
  * A call or a task enters a loop only as an inbox message, so it runs on
  * the loop thread, in posting order.
  */
@@ -30,6 +36,7 @@ typedef struct {
 
 int ct__aloops_init(ct_supervisor_t *sup) {
   sup->aloops = sup->default_loop = NULL;
+  sup->aloops_live = 0;
   return pthread_mutex_init(&sup->aloops_lock, NULL) == 0 ? 0 : CT_ENOMEM;
 }
 
@@ -80,6 +87,23 @@ static ct__loop_t *find_named(ct_supervisor_t *sup, const char *name) {
   return NULL;
 }
 
+/* On the extra loop's thread, once it has run what it held. */
+static void aloop_exited(ct__loop_t *loop) {
+  ct_supervisor_t *sup = loop->data;
+  pthread_mutex_lock(&sup->aloops_lock);
+  sup->aloops_live--;
+  ct__loop_kick(&sup->loop, &sup->stop_check);
+  pthread_mutex_unlock(&sup->aloops_lock);
+}
+
+bool ct__aloops_ended(ct_supervisor_t *sup) {
+  pthread_mutex_lock(&sup->aloops_lock);
+  bool ended = sup->aloops_live == 0;
+  pthread_mutex_unlock(&sup->aloops_lock);
+  return ended;
+}
+
+/* aloops_lock held: its thread counts itself out only after our count. */
 static int start_new_loop(ct_supervisor_t *sup, const char *name, ct__loop_t **out) {
   ct__loop_t *l = malloc(sizeof *l);
   if (!l)
@@ -90,6 +114,7 @@ static int start_new_loop(ct_supervisor_t *sup, const char *name, ct__loop_t **o
     return rc;
   }
   l->release_at_exit = true;
+  l->on_exit = aloop_exited;
   if (!(l->name = strdup(name)))
     rc = CT_ENOMEM;
   if (rc == 0)
@@ -118,6 +143,7 @@ int ct_loop_create(ct_supervisor_t *sup, const char *name, ct_loop_t **out) {
   if (rc == 0)
     rc = start_new_loop(sup, name, &l);
   if (rc == 0) {
+    sup->aloops_live++;
     l->next = sup->aloops;
     sup->aloops = l;
     *out = l;

@@ -56,6 +56,7 @@ struct ct_supervisor {
   /* Extra loops (aloop.c), under aloops_lock (a leaf). */
   pthread_mutex_t aloops_lock;
   struct ct_loop *aloops;
+  int aloops_live; /* their threads that have not ended yet */
   struct ct_loop *default_loop; /* NULL: the supervisor's own */
 };
 
@@ -103,6 +104,9 @@ void ct__delay_cancel_all(ct_supervisor_t *sup);
 int ct__aloops_init(ct_supervisor_t *sup);
 void ct__aloops_destroy(ct_supervisor_t *sup);
 void ct__aloops_stop_all(ct_supervisor_t *sup);
+/* aloop.c: whether every extra loop's thread has run what it held and
+ * ended (a stop completes only then). */
+bool ct__aloops_ended(ct_supervisor_t *sup);
 /* aloop.c: run a QUEUED task on a loop thread (the loop takes the reference). */
 int ct__loop_exec(ct__loop_t *loop, ct_task_t *t);
 

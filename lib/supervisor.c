@@ -10,7 +10,8 @@
  * watcher. On the loop thread, the first poke cancels every delayed task and
  * the watchdog; every later poke (the pool's last thread sends one as it
  * leaves) checks whether the pool is drained, no delay is left, stop()
- * has finished the tasks it canceled and no submission is half-way. Then
+ * has finished the tasks it canceled, no submission is half-way and every
+ * extra loop has run what it held and ended (each pokes as it ends). Then
  * the loop ends, and its thread marks the state STOPPED and wakes whoever
  * waits in stop().
  *
@@ -271,7 +272,7 @@ static void check_stopped(ct__loop_t *loop, ct__loop_kick_t *kick) {
   }
   if (!sup->delays && atomic_load(&sup->cancels_in_flight) == 0 &&
       atomic_load(&sup->submitting) == 0 && ct__pool_drained(&sup->pool) &&
-      ct__procpool_stopped(atomic_load(&sup->procpool)))
+      ct__procpool_stopped(atomic_load(&sup->procpool)) && ct__aloops_ended(sup))
     ct__loop_quit(&sup->loop);
 }
 
@@ -285,8 +286,11 @@ static void finish_canceled_list(ct_task_t *t) {
   }
 }
 
+/* A pool thread, or the thread of its own loop or of one of its extra
+ * loops (a loop's data is its supervisor). */
 static bool is_own_thread(ct_supervisor_t *sup) {
-  return ct__pool_is_own_thread(&sup->pool) || ct__loop_is_own_thread(&sup->loop) ||
+  ct__loop_t *loop = ct__loop_current();
+  return ct__pool_is_own_thread(&sup->pool) || (loop && loop->data == sup) ||
          finishing_stop == sup;
 }
 

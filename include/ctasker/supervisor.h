@@ -107,7 +107,8 @@ enum ct_stop_mode {
 
 /** Stop: nothing new is accepted (CT_ESHUTDOWN); running tasks finish;
  * queued tasks are drained or canceled by `mode`; delayed tasks are canceled
- * in both modes (their start lies past the stop). Then the threads exit.
+ * in both modes (their start lies past the stop); extra loops run what they
+ * hold (loop.h). Then the threads exit.
  * timeout in seconds: < 0 waits until everything has stopped, 0 does not
  * wait, > 0 waits at most that long (INFINITY or 1e9 and more: no bound;
  * NaN: CT_EINVAL; see common.h). Returns 0 once stopped (or, with
