@@ -107,6 +107,9 @@ void ct__aloops_stop_all(ct_supervisor_t *sup);
 /* aloop.c: whether every extra loop's thread has run what it held and
  * ended (a stop completes only then). */
 bool ct__aloops_ended(ct_supervisor_t *sup);
+/* Whether `loop` is the supervisor's own loop or one of its extra loops:
+ * the only loops its tasks and workers may run on. */
+bool ct__loop_is_own(const ct_supervisor_t *sup, const ct__loop_t *loop);
 /* aloop.c: run a QUEUED task on a loop thread (the loop takes the reference). */
 int ct__loop_exec(ct__loop_t *loop, ct_task_t *t);
 

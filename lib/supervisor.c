@@ -428,6 +428,12 @@ int ct__supervisor_track(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out) {
   return 0;
 }
 
+/* Only a supervisor's own loops end no later than it (its stop waits for
+ * them) and are freed with it; a loop's data is its supervisor. */
+bool ct__loop_is_own(const ct_supervisor_t *sup, const ct__loop_t *loop) {
+  return loop->data == sup;
+}
+
 void ct__supervisor_publish(ct_task_t **out) {
   if (out && *out)
     atomic_fetch_or_explicit(&(*out)->flags, CT__F_PUBLISHED, memory_order_release);
@@ -483,7 +489,7 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
   if (!sup)
     sup = ct_supervisor_default();
   int rc = ct__settle_task_options(opts, &o);
-  if (!sup || !fn || rc != 0)
+  if (!sup || !fn || rc != 0 || (o.loop && !ct__loop_is_own(sup, o.loop)))
     return rc ? rc : CT_EINVAL;
   if (!submission_enter(sup))
     return CT_ESHUTDOWN;

@@ -268,6 +268,40 @@ TEST(waiting_stop_from_an_extra_loop_is_a_deadlock_error) {
   CHECK_OK(ct_supervisor_free(sup));
 }
 
+/* A task or a worker runs only on a loop of its own supervisor: another
+ * supervisor's loop may hold it past this one's stop and free (the task
+ * finishes through its supervisor), or be freed first. */
+TEST(loop_of_another_supervisor_is_refused) {
+  ct_supervisor_t *sup = start_supervisor(0, 0, 0), *other = start_supervisor(0, 0, 0);
+  ct_loop_t *io;
+  CHECK_OK(ct_loop_create(other, "io", &io));
+  probe_t p = {0};
+  ct_task_opts_t o = CT_TASK_OPTS_INIT;
+  ct_task_t *t = NULL;
+  ct_loop_t *foreign[] = {io, ct_supervisor_loop(other)};
+  for (int i = 0; i < 2; i++) {
+    o.loop = foreign[i];
+    CHECK_EQ_INT(ct_background_task(sup, where_am_i, &p, &o, &t), CT_EINVAL);
+    CHECK(t == NULL);
+  }
+  ct_worker_opts_t wo = CT_WORKER_OPTS_INIT;
+  wo.loop = io;
+  ct_worker_t *w = NULL;
+  CHECK_EQ_INT(ct_worker_new(sup, CT_WORKER_EVENT, run_on_loop, &wo, &w), CT_EINVAL);
+  CHECK(w == NULL);
+  o.loop = ct_supervisor_loop(sup); /* its own loops are fine */
+  CHECK_OK(ct_background_task(sup, where_am_i, &p, &o, &t));
+  CHECK_OK(ct_task_wait(t, -1));
+  ct_task_unref(t);
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
+  ct_stats_t s; /* at rest: a loop counts its task after the callback */
+  CHECK_OK(ct_supervisor_stats(sup, &s));
+  CHECK_EQ_INT((int)s.submitted, 1);
+  CHECK_EQ_INT((int)s.completed, 1);
+  CHECK_OK(ct_supervisor_free(sup));
+  stop_and_free(other);
+}
+
 int main(void) {
   RUN(user_watcher_through_a_call);
   RUN(named_loops);
@@ -276,5 +310,6 @@ int main(void) {
   RUN(stop_waits_for_a_call_that_looks_up_loops);
   RUN(stop_waits_for_tasks_queued_on_extra_loops);
   RUN(waiting_stop_from_an_extra_loop_is_a_deadlock_error);
+  RUN(loop_of_another_supervisor_is_refused);
   return check_done();
 }

@@ -146,7 +146,9 @@ typedef struct ct_task_opts {
   ct_task_done_fn on_done; /**< completion callback, or NULL */
   void *done_data;         /**< given to on_done */
   struct ct_loop *loop;    /**< run on this event loop's thread instead of a pool
-                              thread (a non-blocking fn; see loop.h); NULL: pool */
+                              thread (a non-blocking fn; see loop.h): the
+                              supervisor's own loop or one of its extra loops;
+                              NULL: pool */
 } ct_task_opts_t;
 
 /** The default task options, with size set. */
@@ -158,9 +160,10 @@ typedef struct ct_task_opts {
  * a new reference to the task, which is then also findable by id with
  * ct_supervisor_get_task() until it is terminal; with out NULL
  * (fire-and-forget) nothing is registered and no clock is read.
- * Returns 0; CT_EINVAL for a NULL fn, a NULL sup with no default, a priority
- * out of range, a negative, NaN or infinite delay (a huge finite delay is
- * kept: the task waits until canceled or stopped); CT_ESHUTDOWN if the
+ * Returns 0; CT_EINVAL for a NULL fn, a NULL sup with no default, a loop of
+ * another supervisor, a priority out of range, a negative, NaN or infinite
+ * delay (a huge finite delay is kept: the task waits until canceled or
+ * stopped); CT_ESHUTDOWN if the
  * supervisor is not running; CT_ENOMEM. On error nothing was queued and
  * on_done is never called. Thread-safety: any thread, including task
  * functions and callbacks. */
