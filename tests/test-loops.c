@@ -209,11 +209,107 @@ TEST(stop_waits_for_a_call_that_looks_up_loops) {
   stop_and_free(sup);
 }
 
+static void count_done(ct_task_t *t, void *data) {
+  (void)t;
+  atomic_fetch_add(&((probe_t *)data)->count, 1);
+}
+
+/* A stop is complete only once the extra loops have run what they were
+ * given: a task still queued on one must not outlive its supervisor (it
+ * finishes through the supervisor's registry and counters). */
+TEST(stop_waits_for_tasks_queued_on_extra_loops) {
+  ct_supervisor_t *sup = start_supervisor(0, 0, 0);
+  ct_loop_t *io;
+  CHECK_OK(ct_loop_create(sup, "io", &io));
+  probe_t hold = {0}, task = {0};
+  CHECK_OK(ct_loop_call(io, hold_loop, &hold));
+  WAIT_FOR(atomic_load(&hold.done)); /* the loop is busy: the task waits */
+  ct_task_opts_t o = CT_TASK_OPTS_INIT;
+  o.loop = io;
+  o.on_done = count_done;
+  o.done_data = &task;
+  ct_task_t *t;
+  CHECK_OK(ct_background_task(sup, where_am_i, &task, &o, &t));
+  CHECK_EQ_INT(ct_supervisor_stop(sup, CT_STOP_DRAIN, 0.2), CT_ETIMEDOUT);
+  CHECK_EQ_INT(ct_supervisor_free(sup), CT_EBUSY);
+  CHECK_EQ_INT(ct_task_status(t), CT_TASK_QUEUED);
+  atomic_store(&hold.gate, true);
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
+  CHECK_EQ_INT(ct_task_status(t), CT_TASK_COMPLETED);
+  CHECK_EQ_INT(atomic_load(&task.count), 1);
+  ct_stats_t s;
+  CHECK_OK(ct_supervisor_stats(sup, &s));
+  CHECK_EQ_INT((int)s.submitted, 1);
+  CHECK_EQ_INT((int)s.completed, 1);
+  CHECK_EQ_INT((int)ct_supervisor_registry_size(sup), 0);
+  ct_task_unref(t);
+  CHECK_OK(ct_supervisor_free(sup));
+}
+
+/* A waiting stop from an extra loop's own thread would wait for itself. */
+static void stop_from_loop(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  (void)ev;
+  probe_t *p = data;
+  atomic_store(&p->count, ct_supervisor_stop(p->arg, CT_STOP_DRAIN, -1));
+  atomic_store(&p->done, true);
+}
+
+TEST(waiting_stop_from_an_extra_loop_is_a_deadlock_error) {
+  ct_supervisor_t *sup = start_supervisor(0, 0, 0);
+  ct_loop_t *io;
+  CHECK_OK(ct_loop_create(sup, "io", &io));
+  probe_t p = {0};
+  p.arg = sup;
+  CHECK_OK(ct_loop_call(io, stop_from_loop, &p));
+  WAIT_FOR(atomic_load(&p.done));
+  CHECK_EQ_INT(atomic_load(&p.count), CT_EDEADLK);
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
+  CHECK_OK(ct_supervisor_free(sup));
+}
+
+/* A task or a worker runs only on a loop of its own supervisor: another
+ * supervisor's loop may hold it past this one's stop and free (the task
+ * finishes through its supervisor), or be freed first. */
+TEST(loop_of_another_supervisor_is_refused) {
+  ct_supervisor_t *sup = start_supervisor(0, 0, 0), *other = start_supervisor(0, 0, 0);
+  ct_loop_t *io;
+  CHECK_OK(ct_loop_create(other, "io", &io));
+  probe_t p = {0};
+  ct_task_opts_t o = CT_TASK_OPTS_INIT;
+  ct_task_t *t = NULL;
+  ct_loop_t *foreign[] = {io, ct_supervisor_loop(other)};
+  for (int i = 0; i < 2; i++) {
+    o.loop = foreign[i];
+    CHECK_EQ_INT(ct_background_task(sup, where_am_i, &p, &o, &t), CT_EINVAL);
+    CHECK(t == NULL);
+  }
+  ct_worker_opts_t wo = CT_WORKER_OPTS_INIT;
+  wo.loop = io;
+  ct_worker_t *w = NULL;
+  CHECK_EQ_INT(ct_worker_new(sup, CT_WORKER_EVENT, run_on_loop, &wo, &w), CT_EINVAL);
+  CHECK(w == NULL);
+  o.loop = ct_supervisor_loop(sup); /* its own loops are fine */
+  CHECK_OK(ct_background_task(sup, where_am_i, &p, &o, &t));
+  CHECK_OK(ct_task_wait(t, -1));
+  ct_task_unref(t);
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
+  ct_stats_t s; /* at rest: a loop counts its task after the callback */
+  CHECK_OK(ct_supervisor_stats(sup, &s));
+  CHECK_EQ_INT((int)s.submitted, 1);
+  CHECK_EQ_INT((int)s.completed, 1);
+  CHECK_OK(ct_supervisor_free(sup));
+  stop_and_free(other);
+}
+
 int main(void) {
   RUN(user_watcher_through_a_call);
   RUN(named_loops);
   RUN(task_on_a_loop);
   RUN(workers_on_a_loop);
   RUN(stop_waits_for_a_call_that_looks_up_loops);
+  RUN(stop_waits_for_tasks_queued_on_extra_loops);
+  RUN(waiting_stop_from_an_extra_loop_is_a_deadlock_error);
+  RUN(loop_of_another_supervisor_is_refused);
   return check_done();
 }

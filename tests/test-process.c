@@ -478,6 +478,38 @@ TEST(cancel_mode_and_never_started) {
   CHECK_EQ_INT(count_fds(), fds_before);
 }
 
+/* A CANCEL stop after a DRAIN stop still under way cancels what is still
+ * queued for the process pool too, as a first CANCEL stop would. */
+TEST(cancel_stop_after_drain_stop_cancels_queued_process_tasks) {
+  ct_supervisor_t *sup = start_sup();
+  ct_process_pool_opts_t o = CT_PROCESS_POOL_OPTS_INIT;
+  o.pool_size = 1;
+  CHECK_OK(ct_process_pool_create(sup, &o));
+  ct_task_t *running, *queued;
+  json_t *args = json_real(2.0);
+  CHECK_OK(ct_process_task(sup, "sleep", args, NULL, &running));
+  json_decref(args);
+  for (int i = 0; i < 60000 && ct_task_status(running) != CT_TASK_STARTED; i++)
+    check_sleep(0.001);
+  CHECK_EQ_INT(ct_task_status(running), CT_TASK_STARTED);
+  CHECK_OK(ct_process_task(sup, "echo", NULL, NULL, &queued));
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, 0));
+  CHECK_EQ_INT(ct_task_status(queued), CT_TASK_QUEUED); /* its one child is busy */
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_CANCEL, 0));
+  CHECK_EQ_INT(ct_task_status(queued), CT_TASK_CANCELED);
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_CANCEL, -1));
+  CHECK_EQ_INT(ct_task_status(running), CT_TASK_COMPLETED);
+  CHECK_EQ_INT(ct_task_status(queued), CT_TASK_CANCELED);
+  ct_stats_t st;
+  CHECK_OK(ct_supervisor_stats(sup, &st));
+  CHECK_EQ_INT((int)st.queued, 0);
+  CHECK_EQ_INT((int)st.canceled, 1);
+  CHECK_EQ_INT((int)(st.submitted - st.completed - st.failed - st.canceled), 0);
+  ct_task_unref(running);
+  ct_task_unref(queued);
+  CHECK_OK(ct_supervisor_free(sup));
+}
+
 TEST(host_forks_after_start) {
   ct_supervisor_t *sup = start_sup();
   CHECK_OK(ct_process_pool_create(sup, NULL));
@@ -527,6 +559,7 @@ int main(void) {
   RUN(task_from_another_supervisors_loop_outlives_it);
   RUN(graceful_stop_leaves_no_zombie_and_no_descriptor);
   RUN(cancel_mode_and_never_started);
+  RUN(cancel_stop_after_drain_stop_cancels_queued_process_tasks);
   RUN(host_forks_after_start);
   RUN(children_do_not_write_the_parents_buffered_output);
   return check_done();

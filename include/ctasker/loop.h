@@ -14,7 +14,8 @@
  *
  * Extra loops ("aloops") belong to a supervisor: created by name, found by
  * name, one of them (or the supervisor's own) is the default, and they are
- * asked to end when the supervisor stops and freed with it. An extra loop
+ * asked to end when the supervisor stops (whose stop completes only once
+ * they have run what they hold and ended) and freed with it. An extra loop
  * that has ended (ct_loop_stop()) has already given back its descriptors;
  * its name stays taken until the supervisor is freed.
  */

@@ -100,7 +100,8 @@ enum ct_stop_mode {
 
 /** Stop: nothing new is accepted (CT_ESHUTDOWN); running tasks finish;
  * queued tasks are drained or canceled by `mode`; delayed tasks are canceled
- * in both modes (their start lies past the stop). Then the threads exit.
+ * in both modes (their start lies past the stop); extra loops run what they
+ * hold (loop.h). Then the threads exit.
  * timeout in seconds: < 0 waits until everything has stopped, 0 does not
  * wait, > 0 waits at most that long (INFINITY or 1e9 and more: no bound;
  * NaN: CT_EINVAL; see common.h). Returns 0 once stopped (or, with
@@ -110,9 +111,9 @@ enum ct_stop_mode {
  * thread and always completes once running tasks end. Stopping again, or
  * stopping a supervisor never started, is harmless and returns 0 (or waits
  * as asked); a CANCEL stop after a DRAIN stop that is still under way
- * cancels the tasks still queued for the pool. CT_EDEADLK if it must wait
- * but is called from one of the supervisor's own threads. Thread-safety:
- * any thread. */
+ * cancels the tasks still queued, for threads and for the process pool
+ * alike. CT_EDEADLK if it must wait but is called from one of the
+ * supervisor's own threads. Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout);
 
 /** Free a supervisor that was never started or has stopped completely.
@@ -138,7 +139,9 @@ typedef struct ct_task_opts {
   ct_task_done_fn on_done; /**< completion callback, or NULL */
   void *done_data;         /**< given to on_done */
   struct ct_loop *loop;    /**< run on this event loop's thread instead of a pool
-                              thread (a non-blocking fn; see loop.h); NULL: pool */
+                              thread (a non-blocking fn; see loop.h): the
+                              supervisor's own loop or one of its extra loops;
+                              NULL: pool */
 } ct_task_opts_t;
 
 /** The default task options, with size set. */
@@ -150,9 +153,10 @@ typedef struct ct_task_opts {
  * a new reference to the task, which is then also findable by id with
  * ct_supervisor_get_task() until it is terminal; with out NULL
  * (fire-and-forget) nothing is registered and no clock is read.
- * Returns 0; CT_EINVAL for a NULL fn, a NULL sup with no default, a priority
- * out of range, a negative, NaN or infinite delay (a huge finite delay is
- * kept: the task waits until canceled or stopped); CT_ESHUTDOWN if the
+ * Returns 0; CT_EINVAL for a NULL fn, a NULL sup with no default, a loop of
+ * another supervisor, a priority out of range, a negative, NaN or infinite
+ * delay (a huge finite delay is kept: the task waits until canceled or
+ * stopped); CT_ESHUTDOWN if the
  * supervisor is not running; CT_ENOMEM. On error nothing was queued and
  * on_done is never called. Thread-safety: any thread, including task
  * functions and callbacks. */

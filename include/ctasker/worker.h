@@ -175,10 +175,10 @@ typedef struct ct_worker_opts {
  * supervisor). The caller owns *out and frees it with ct_worker_free().
  * For a process worker give opts.process and a NULL fn.
  * Returns 0; CT_EINVAL for a NULL fn or out (or both fn and opts.process,
- * or opts.process with opts.loop), an unknown kind, a priority out
- * of range, an unknown opts.size, bad interval timing (both or neither of
- * interval and delay, negative, NaN or infinite seconds; huge finite ones
- * are kept); CT_ENOENT if
+ * or opts.process with opts.loop), opts.loop of another supervisor, an
+ * unknown kind, a priority out of range, an unknown opts.size, bad
+ * interval timing (both or neither of interval and delay, negative, NaN or
+ * infinite seconds; huge finite ones are kept); CT_ENOENT if
  * opts.process names no registered process function; CT_ENOTSUP for a
  * background process worker; CT_ENOMEM.
  * Thread-safety: any thread. */

@@ -9,6 +9,12 @@
  * An extra loop's libev loop and descriptors go when its thread ends (only
  * the struct, which callers may still hold, waits for the supervisor), so
  * creating and stopping loops does not use up descriptors.
+ * A supervisor's stop completes only once every extra loop has ended: the
+ * tasks they still hold finish through the supervisor (its registry and
+ * counters), so they must not outlive it. A loop's thread says so, as its
+ * last use of the supervisor, by counting itself out of `loops_live` and
+ * poking the stop check, both under loops_lock: a stop check that sees
+ * the count at 0 has seen every poke return.
  * A call enters a loop only as an inbox message, so it runs on the loop
  * thread, in posting order (tasks too: exec/loop-task.c).
  */
@@ -31,6 +37,7 @@ static ct__loop_t *loop_of(ct__list_t *node) { return ct__list_entry(node, ct__l
 int ct__loops_init(ct_supervisor_t *sup) {
   ct__list_init(&sup->extra_loops);
   sup->default_loop = NULL;
+  sup->loops_live = 0;
   return pthread_mutex_init(&sup->loops_lock, NULL) == 0 ? 0 : CT_ENOMEM;
 }
 
@@ -84,6 +91,23 @@ static ct__loop_t *find_named(ct_supervisor_t *sup, const char *name) {
   return NULL;
 }
 
+/* On the extra loop's thread, once it has run what it held. */
+static void extra_loop_exited(ct__loop_t *loop) {
+  ct_supervisor_t *sup = loop->data;
+  pthread_mutex_lock(&sup->loops_lock);
+  sup->loops_live--;
+  ct__loop_kick(&sup->loop, &sup->stop_check);
+  pthread_mutex_unlock(&sup->loops_lock);
+}
+
+bool ct__loops_ended(ct_supervisor_t *sup) {
+  pthread_mutex_lock(&sup->loops_lock);
+  bool ended = sup->loops_live == 0;
+  pthread_mutex_unlock(&sup->loops_lock);
+  return ended;
+}
+
+/* loops_lock held: its thread counts itself out only after our count. */
 static int start_new_loop(ct_supervisor_t *sup, const char *name, ct__loop_t **out) {
   ct__loop_t *l = malloc(sizeof *l);
   if (!l)
@@ -94,6 +118,7 @@ static int start_new_loop(ct_supervisor_t *sup, const char *name, ct__loop_t **o
     return rc;
   }
   l->release_at_exit = true;
+  l->on_exit = extra_loop_exited;
   if (!(l->name = strdup(name)))
     rc = CT_ENOMEM;
   if (rc == 0)
@@ -122,6 +147,7 @@ int ct_loop_create(ct_supervisor_t *sup, const char *name, ct_loop_t **out) {
   if (rc == 0)
     rc = start_new_loop(sup, name, &l);
   if (rc == 0) {
+    sup->loops_live++;
     ct__list_push_front(&sup->extra_loops, &l->in_owner);
     *out = l;
   }

@@ -80,6 +80,7 @@ struct ct_supervisor {
   pthread_mutex_t loops_lock;
   ct__list_t extra_loops;       /* N: linked through ct_loop.in_owner */
   struct ct_loop *default_loop; /* N: NULL: the supervisor's own */
+  int loops_live;               /* N: extra loops whose threads have not ended */
 };
 
 /* Log through the user's callback, printf-style. */
@@ -129,6 +130,12 @@ void ct__delay_cancel_all(ct_supervisor_t *sup);
 int ct__loops_init(ct_supervisor_t *sup);
 void ct__loops_destroy(ct_supervisor_t *sup);
 void ct__loops_stop_all(ct_supervisor_t *sup);
+/* loops.c: whether every extra loop's thread has run what it held and
+ * ended (a stop completes only then). */
+bool ct__loops_ended(ct_supervisor_t *sup);
+/* Whether `loop` is the supervisor's own loop or one of its extra loops:
+ * the only loops its tasks and workers may run on. */
+bool ct__loop_is_own(const ct_supervisor_t *sup, const ct__loop_t *loop);
 
 /* parts.c. Attach a part (it stays until detached; the supervisor cannot be
  * freed meanwhile); detach it. Any thread. */

@@ -10,7 +10,8 @@
  * watcher. On the loop thread, the first poke cancels every delayed task and
  * the watchdog; every later poke (the pool's last thread sends one as it
  * leaves) checks whether the pool is drained, no delay is left, stop()
- * has finished the tasks it canceled and no submission is half-way. Then
+ * has finished the tasks it canceled, no submission is half-way and every
+ * extra loop has run what it held and ended (each pokes as it ends). Then
  * the loop ends, and its thread marks the state STOPPED and wakes whoever
  * waits in stop().
  *
@@ -277,7 +278,7 @@ static void check_stopped(ct__loop_t *loop, ct__loop_kick_t *kick) {
   }
   if (ct__list_empty(&sup->delays) && atomic_load(&sup->cancels_in_flight) == 0 &&
       atomic_load(&sup->submitting) == 0 && ct__pool_drained(&sup->pool) &&
-      ct__procpool_stopped(atomic_load(&sup->procpool)))
+      ct__procpool_stopped(atomic_load(&sup->procpool)) && ct__loops_ended(sup))
     ct__loop_quit(&sup->loop);
 }
 
@@ -291,8 +292,11 @@ static void finish_canceled_list(ct_task_t *t) {
   }
 }
 
+/* A pool thread, or the thread of its own loop or of one of its extra
+ * loops (a loop's data is its supervisor). */
 static bool is_own_thread(ct_supervisor_t *sup) {
-  return ct__pool_is_own_thread(&sup->pool) || ct__loop_is_own_thread(&sup->loop) ||
+  ct__loop_t *loop = ct__loop_current();
+  return ct__pool_is_own_thread(&sup->pool) || (loop && loop->data == sup) ||
          finishing_stop == sup;
 }
 
@@ -331,9 +335,10 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
       atomic_fetch_add(&sup->cancels_in_flight, 1);
     ct__loop_kick(&sup->loop, &sup->stop_check);
   } else if (state == CT__SUP_STOPPING && mode == CT_STOP_CANCEL) {
-    /* A DRAIN stop still waiting (no pool thread could be started): cancel
-     * what is still queued for the pool. */
+    /* A DRAIN stop still waiting (no pool thread could be started, or a
+     * task still running): cancel what is still queued, in both pools. */
     canceled = ct__pool_stop(&sup->pool, true);
+    canceled = ct__procpool_stop_append(canceled, atomic_load(&sup->procpool), true);
     if (canceled)
       atomic_fetch_add(&sup->cancels_in_flight, 1);
   }
@@ -428,6 +433,12 @@ int ct__supervisor_track(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out) {
   return 0;
 }
 
+/* Only a supervisor's own loops end no later than it (its stop waits for
+ * them) and are freed with it; a loop's data is its supervisor. */
+bool ct__loop_is_own(const ct_supervisor_t *sup, const ct__loop_t *loop) {
+  return loop->data == sup;
+}
+
 void ct__supervisor_publish(ct_task_t **out) {
   if (out && *out)
     atomic_fetch_or_explicit(&(*out)->flags, CT__F_PUBLISHED, memory_order_release);
@@ -485,7 +496,7 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
   if (!sup)
     sup = ct_supervisor_default();
   int rc = ct__read_task_options(opts, &o);
-  if (!sup || !fn || rc != 0)
+  if (!sup || !fn || rc != 0 || (o.loop && !ct__loop_is_own(sup, o.loop)))
     return rc ? rc : CT_EINVAL;
   if (!submission_enter(sup))
     return CT_ESHUTDOWN;

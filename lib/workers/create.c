@@ -74,7 +74,8 @@ int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn,
     *out = NULL;
   if (!sup)
     sup = ct_supervisor_default();
-  if (!sup || !out || !ops || read_worker_options(opts, &o) != 0 || !fn == !o.process)
+  if (!sup || !out || !ops || read_worker_options(opts, &o) != 0 || !fn == !o.process ||
+      (o.loop && !ct__loop_is_own(sup, o.loop)))
     return CT_EINVAL;
   ct_worker_t *w = calloc(1, ops->size);
   if (!w)
