@@ -1,0 +1,144 @@
+/** @file
+ * ctasker — named tasks across machines on Redis Streams (the producer side).
+ *
+ * A broker handle talks to one Redis server (given by URL) about one queue
+ * of one namespace. Tasks are named: a producer submits a name and JSON
+ * keyword arguments, and workers that registered that name run it. A
+ * submitted task goes to one stream per priority class (CRITICAL, HIGH,
+ * NORMAL, LOW, the supervisor's classes) and has a task record, holding its
+ * status and, once run, its result, until the result TTL passes. The keys,
+ * stream fields and record fields are the wire format of docs/wire-format.md.
+ *
+ * The handle owns an extra loop of the supervisor (see loop.h) with one
+ * hiredis connection on it. Every deadline is ctasker's own timer: the
+ * connect, and each command, whose reply must come within command_timeout
+ * (a command that overruns it fails with CT_ETIMEDOUT and the connection is
+ * dropped and made again, since the replies behind it are late too). A
+ * connection that breaks is made again with a pause growing from 0.1 s to
+ * 5 s; a command issued meanwhile waits for it until its own deadline.
+ * Every connection failure goes to the log callback with its reason.
+ *
+ * Calls wait for their reply on the calling thread, so they may be made from
+ * any thread but the handle's own loop thread (CT_EDEADLK there).
+ *
+ * Built without the `redis` feature (hiredis), every call returns
+ * CT_ENOTSUP.
+ */
+#ifndef CTASKER_BROKER_H
+#define CTASKER_BROKER_H
+
+#include <jansson.h>
+
+#include "common.h"
+#include "supervisor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ct_broker ct_broker_t; /**< A broker handle: opaque, owned by its creator. */
+
+/** Bytes of a task id: a UUID string (36 characters) and its NUL. */
+#define CT_BROKER_ID_SIZE 37
+
+/** Broker options: start from CT_BROKER_OPTS_INIT. */
+typedef struct ct_broker_opts {
+  size_t size;            /**< sizeof(ct_broker_opts_t), set by CT_BROKER_OPTS_INIT */
+  const char *url;        /**< `redis://[user:password@]host[:port][/db]` (user and
+                             password percent-encoded, an IPv6 host in brackets,
+                             port 6379 by default) or
+                             `unix://[user:password@]/path/to/socket[?db=N]`; copied */
+  const char *ns;         /**< namespace, the first part of every key; NULL: "ctasker" */
+  const char *queue;      /**< queue name (aio-task's routing key); NULL: "default" */
+  double connect_timeout; /**< seconds to connect, AUTH and SELECT included; 0: 5 */
+  double command_timeout; /**< seconds for the reply to any one command; 0: 5 */
+  ct_log_fn log;          /**< connection failures and reconnections; NULL: none */
+  void *log_data;         /**< given to log */
+} ct_broker_opts_t;
+
+/** The default broker options, with size set (url must still be given). */
+#define CT_BROKER_OPTS_INIT {sizeof(ct_broker_opts_t), NULL, NULL, NULL, 0.0, 0.0, NULL, NULL}
+
+/** Create a broker handle on a running supervisor (NULL: the default one)
+ * and connect it: returns once connected (AUTH and SELECT from the URL
+ * done), or with an error after one attempt within connect_timeout.
+ * Returns 0 and *out (owned: free it with ct_broker_free()); CT_EINVAL for a
+ * bad URL, namespace or queue (empty, or holding `{`, `}` or a space), a
+ * negative or NaN timeout, an opts.size this library does not know;
+ * CT_ETIMEDOUT if the server could not be reached, refused the connection,
+ * AUTH or SELECT within connect_timeout (the reason is logged);
+ * CT_ESHUTDOWN if the supervisor is not running; CT_ENOMEM; CT_EAGAIN or
+ * CT_EMFILE (no loop thread); CT_ENOTSUP without the redis feature.
+ * Thread-safety: any thread. */
+CT_EXPORT int ct_broker_new(ct_supervisor_t *sup, const ct_broker_opts_t *opts,
+                            ct_broker_t **out);
+
+/** Close the connection, end the handle's loop and free the handle. Free it
+ * before the supervisor is freed (stopping the supervisor first is fine),
+ * once no other thread uses it. ct_broker_free(NULL) does nothing.
+ * Thread-safety: any thread but the handle's own loop thread. */
+CT_EXPORT void ct_broker_free(ct_broker_t *broker);
+
+/** Options of one submission: start from CT_BROKER_SUBMIT_OPTS_INIT. */
+typedef struct ct_broker_submit_opts {
+  size_t size;       /**< sizeof(ct_broker_submit_opts_t), set by CT_BROKER_SUBMIT_OPTS_INIT */
+  int priority;      /**< CT_PRIORITY_CRITICAL..CT_PRIORITY_MAX; its class (as the
+                        supervisor's: 0, 1..50, 51..100, 101..255) picks the stream */
+  double result_ttl; /**< seconds the task record and result are kept after the task
+                        ends, and at most while it waits; 0: 86400 (a day) */
+} ct_broker_submit_opts_t;
+
+/** The default submission options (NORMAL priority, a day's TTL), with size set. */
+#define CT_BROKER_SUBMIT_OPTS_INIT {sizeof(ct_broker_submit_opts_t), CT_PRIORITY_NORMAL, 0.0}
+
+/** Submit the task `name` with keyword arguments `kwargs` (a JSON object,
+ * borrowed; NULL: {}). opts may be NULL for the defaults. On success the
+ * task id, a UUID string, is written to id[0..CT_BROKER_ID_SIZE).
+ * The name must be one some worker has registered in this queue: otherwise
+ * nothing is written and CT_ENOENT is returned. The check and the writes
+ * (task record and stream entry) are one script, so a task is never half
+ * submitted.
+ * Returns 0; CT_EINVAL (NULL or empty name, a name over 200 bytes or with
+ * control characters, kwargs not an object, a priority out of range, a
+ * negative, NaN or infinite TTL); CT_ENOENT; CT_ETIMEDOUT (no reply within
+ * command_timeout: the task may or may not have been submitted);
+ * CT_ESHUTDOWN (the supervisor has stopped, and the handle's loop with it);
+ * CT_ENOMEM.
+ * Thread-safety: any thread but the handle's loop thread. */
+CT_EXPORT int ct_broker_submit(ct_broker_t *broker, const char *name, const json_t *kwargs,
+                               const ct_broker_submit_opts_t *opts,
+                               char id[CT_BROKER_ID_SIZE]);
+
+/** A task's status as its record says. */
+typedef enum ct_broker_status {
+  CT_BROKER_QUEUED = 0,    /**< in its stream, not yet run */
+  CT_BROKER_RUNNING = 1,   /**< a worker runs it */
+  CT_BROKER_COMPLETED = 2, /**< terminal: finished with a result */
+  CT_BROKER_FAILED = 3,    /**< terminal: finished with an exception */
+  CT_BROKER_DEAD = 4       /**< terminal: moved to the dead letters */
+} ct_broker_status_t;
+
+/** What ct_broker_get() reports. Times are Unix times in seconds (they
+ * cross machines, so not ct_now()'s clock), 0 if that has not happened. */
+typedef struct ct_broker_info {
+  ct_broker_status_t status; /**< now */
+  int attempts;              /**< runs started so far */
+  double created;            /**< submitted */
+  double started;            /**< the last run started */
+  double finished;           /**< ended */
+  json_t *result;            /**< the result or the exception JSON, a new reference
+                                (json_decref() it); NULL until terminal */
+} ct_broker_info_t;
+
+/** The status of the task `id` and, once terminal, its result.
+ * Returns 0 and *out; CT_ENOENT if no such task is known (never submitted,
+ * or its result TTL has passed); CT_EINVAL (NULL argument, an id that is not
+ * a UUID string as ct_broker_submit() makes them, or a record that is not in
+ * the wire format: the reason is logged); CT_ETIMEDOUT; CT_ESHUTDOWN;
+ * CT_ENOMEM. Thread-safety: any thread but the handle's loop thread. */
+CT_EXPORT int ct_broker_get(ct_broker_t *broker, const char *id, ct_broker_info_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
