@@ -1,9 +1,10 @@
 /** @file
- * ctasker — named tasks across machines on Redis Streams (the producer side).
+ * ctasker — named tasks across machines on Redis Streams.
  *
  * A broker handle talks to one Redis server (given by URL) about one queue
  * of one namespace. Tasks are named: a producer submits a name and JSON
- * keyword arguments, and workers that registered that name run it. A
+ * keyword arguments, and workers that registered that name run it (a handle
+ * may be a producer, a worker, or both). A
  * submitted task goes to one stream per priority class (CRITICAL, HIGH,
  * NORMAL, LOW, the supervisor's classes) and has a task record, holding its
  * status and, once run, its result, until the result TTL passes. The keys,
@@ -137,6 +138,64 @@ typedef struct ct_broker_info {
  * the wire format: the reason is logged); CT_ETIMEDOUT; CT_ESHUTDOWN;
  * CT_ENOMEM. Thread-safety: any thread but the handle's loop thread. */
 CT_EXPORT int ct_broker_get(ct_broker_t *broker, const char *id, ct_broker_info_t *out);
+
+/** A task handler: runs the task `name` it was registered for, on a pool
+ * thread of the supervisor, with `kwargs` (borrowed: valid during the
+ * call) and `self`, the supervisor task that runs it (ct_task_cancel_requested()
+ * works as for any task). Returns the result as ct_task_fn does: a new
+ * reference, NULL for JSON null, or an error made with ct_error_new(),
+ * which is stored as the task's exception (status FAILED). A result that
+ * cannot be written as JSON is stored as a NotSerializable exception. */
+typedef json_t *(*ct_broker_handler_fn)(ct_task_t *self, const json_t *kwargs, void *data);
+
+/** Register `fn` (with `data`) as the handler of the task `name` (copied)
+ * in this handle's queue. Registration closes when the worker starts.
+ * Returns 0; CT_EINVAL (NULL broker or fn, a bad name as for
+ * ct_broker_submit()); CT_EBUSY if the name is registered already or the
+ * worker has started; CT_ENOMEM. Thread-safety: any thread. */
+CT_EXPORT int ct_broker_register(ct_broker_t *broker, const char *name, ct_broker_handler_fn fn,
+                                 void *data);
+
+/** Worker options: start from CT_BROKER_WORKER_OPTS_INIT. */
+typedef struct ct_broker_worker_opts {
+  size_t size;         /**< sizeof(ct_broker_worker_opts_t), set by CT_BROKER_WORKER_OPTS_INIT */
+  int concurrency;     /**< most tasks run at once (and so fetched); 0: 4 */
+  const char *consumer; /**< this worker's consumer name in the group, copied;
+                           NULL: "<host>-<pid>-<n>" */
+} ct_broker_worker_opts_t;
+
+/** The default worker options, with size set. */
+#define CT_BROKER_WORKER_OPTS_INIT {sizeof(ct_broker_worker_opts_t), 0, NULL}
+
+/** Start serving the registered names: they are added to the queue's names
+ * set (so that producers may submit them), and a fetch thread with its own
+ * connection takes tasks from the streams, highest priority class first,
+ * never more than there are free slots (concurrency minus tasks running),
+ * and blocks in Redis while there is nothing to take. Each task runs
+ * through the supervisor (ct_background_task(), at its class's priority):
+ * the record says RUNNING with one more attempt, then the result or the
+ * exception is stored in the record (kept result_ttl seconds) before the
+ * stream entry is acknowledged and deleted; a record already terminal is
+ * not overwritten (the first completion wins). A task whose name has no
+ * handler here fails with UnknownTask; a malformed entry goes to the
+ * queue's dead-letter stream with the reason (capped at about 10000
+ * entries). Not yet: leases, reclaiming the tasks of a worker that died,
+ * retries (a task is run at most once by this worker).
+ * Returns 0; CT_EINVAL (NULL broker, no handler registered, bad opts);
+ * CT_EBUSY if started already; CT_ETIMEDOUT (Redis did not answer);
+ * CT_ESHUTDOWN; CT_ENOMEM; CT_EAGAIN (no thread).
+ * Thread-safety: any thread but the handle's loop thread. */
+CT_EXPORT int ct_broker_worker_start(ct_broker_t *broker, const ct_broker_worker_opts_t *opts);
+
+/** Stop the worker: it fetches nothing more (what it has fetched is
+ * running), and waits for its running tasks to end and their results to be
+ * stored. timeout in seconds: < 0 waits until then, 0 does not wait, > 0
+ * waits at most that long (NaN: CT_EINVAL). Returns 0 once stopped;
+ * CT_ETIMEDOUT if tasks still run (call again to wait more); CT_EINVAL if
+ * the worker never started. ct_broker_free() stops it and waits.
+ * Thread-safety: any thread but the worker's own tasks and the handle's
+ * loop thread. */
+CT_EXPORT int ct_broker_worker_stop(ct_broker_t *broker, double timeout);
 
 #ifdef __cplusplus
 }

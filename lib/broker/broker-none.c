@@ -28,3 +28,24 @@ int ct_broker_get(ct_broker_t *broker, const char *id, ct_broker_info_t *out) {
   (void)out;
   return CT_ENOTSUP;
 }
+
+int ct_broker_register(ct_broker_t *broker, const char *name, ct_broker_handler_fn fn,
+                       void *data) {
+  (void)broker;
+  (void)name;
+  (void)fn;
+  (void)data;
+  return CT_ENOTSUP;
+}
+
+int ct_broker_worker_start(ct_broker_t *broker, const ct_broker_worker_opts_t *opts) {
+  (void)broker;
+  (void)opts;
+  return CT_ENOTSUP;
+}
+
+int ct_broker_worker_stop(ct_broker_t *broker, double timeout) {
+  (void)broker;
+  (void)timeout;
+  return CT_ENOTSUP;
+}

@@ -10,25 +10,18 @@
  * command on the connection, and the connection serializes them.
  */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "conn.h"
-#include "ctasker/broker.h"
+#include "broker-internal.h"
 #include "message.h"
 
 #define DEFAULT_TIMEOUT 5.0     /* connect and command timeouts */
 #define DEFAULT_TTL 86400.0     /* aio-task's result TTL: a day */
 #define NAME_PART_MAX 200       /* longest namespace or queue name */
-
-struct ct_broker {
-  ct__rconn_t *conn;
-  char *prefix; /* "<ns>:{<queue>}:" */
-  ct_log_fn log;
-  void *log_data;
-};
 
 /* Checks the names set, writes the record (expiring) and the entry.
  * KEYS: names set, stream, record. ARGV: name, created (ms), ttl (s), then
@@ -36,20 +29,20 @@ struct ct_broker {
 static const char submit_script[] =
     "if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
     "redis.call('HSET', KEYS[3], 'status', 'queued', 'name', ARGV[1],"
-    " 'created', ARGV[2], 'attempts', '0')\n"
+    " 'created', ARGV[2], 'attempts', '0', 'ttl', ARGV[3])\n"
     "redis.call('EXPIRE', KEYS[3], ARGV[3])\n"
     "redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))\n"
     "return 1\n";
 
-static const char *const level_names[] = {"critical", "high", "normal", "low"};
+const char *const ct__blevel_names[CT__BLEVELS] = {"critical", "high", "normal", "low"};
 
 /* The stream of a priority's class: the supervisor's classes. */
 static const char *level_of(int priority) {
   if (priority == CT_PRIORITY_CRITICAL)
-    return level_names[0];
+    return ct__blevel_names[0];
   if (priority <= CT_PRIORITY_HIGH)
-    return level_names[1];
-  return level_names[priority <= CT_PRIORITY_NORMAL ? 2 : 3];
+    return ct__blevel_names[1];
+  return ct__blevel_names[priority <= CT_PRIORITY_NORMAL ? 2 : 3];
 }
 
 /* A namespace or queue name: printable, no space or brace (they would break
@@ -103,21 +96,27 @@ int ct_broker_new(ct_supervisor_t *sup, const ct_broker_opts_t *opts, ct_broker_
   if (rc != 0)
     return rc;
   ct_broker_t *b = calloc(1, sizeof *b);
-  rc = b ? make_prefix(b, opts) : CT_ENOMEM;
-  if (rc == 0) {
-    ct__rconn_opts_t co = {sup ? sup : ct_supervisor_default(), &url,
-                           timeout_or_default(opts->connect_timeout),
-                           timeout_or_default(opts->command_timeout), opts->log,
-                           opts->log_data};
-    rc = co.sup ? ct__rconn_new(&co, &b->conn) : CT_EINVAL;
+  if (!b || pthread_mutex_init(&b->lock, NULL) != 0) {
+    free(b);
+    ct__redis_url_free(&url);
+    return CT_ENOMEM;
   }
-  ct__redis_url_free(&url);
+  b->url = url; /* owned by b from here */
+  b->sup = sup ? sup : ct_supervisor_default();
+  b->connect_timeout = timeout_or_default(opts->connect_timeout);
+  b->command_timeout = timeout_or_default(opts->command_timeout);
+  b->log = opts->log;
+  b->log_data = opts->log_data;
+  rc = b->sup ? make_prefix(b, opts) : CT_EINVAL;
+  if (rc == 0) {
+    ct__rconn_opts_t co = {b->sup, &b->url, b->connect_timeout, b->command_timeout, b->log,
+                           b->log_data};
+    rc = ct__rconn_new(&co, &b->conn);
+  }
   if (rc != 0) {
     ct_broker_free(b);
     return rc;
   }
-  b->log = opts->log;
-  b->log_data = opts->log_data;
   *out = b;
   return 0;
 }
@@ -125,17 +124,36 @@ int ct_broker_new(ct_supervisor_t *sup, const ct_broker_opts_t *opts, ct_broker_
 void ct_broker_free(ct_broker_t *b) {
   if (!b)
     return;
+  ct__bworker_free(b->worker);
   ct__rconn_free(b->conn);
+  while (b->handlers) {
+    ct__bhandler_t *h = b->handlers;
+    b->handlers = h->next;
+    free(h);
+  }
+  pthread_mutex_destroy(&b->lock);
+  ct__redis_url_free(&b->url);
   free(b->prefix);
   free(b);
 }
 
-static char *key(const ct_broker_t *b, const char *a, const char *c) {
+char *ct__broker_key(const ct_broker_t *b, const char *a, const char *c) {
   char *k = NULL;
   return asprintf(&k, "%s%s%s", b->prefix, a, c) < 0 ? NULL : k;
 }
 
-static int64_t unix_ms(void) {
+void ct__broker_log(const ct_broker_t *b, int level, const char *fmt, ...) {
+  if (!b->log)
+    return;
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  b->log(level, msg, b->log_data);
+}
+
+int64_t ct__broker_unix_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -163,7 +181,8 @@ static int submit_reply(const redisReply *r, void *data) {
 static int run_submit(ct_broker_t *b, const ct__bmsg_t *m, const char *level, double ttl) {
   ct__bmsg_wire_t w;
   char created[24], ttl_s[24];
-  char *keys[3] = {key(b, "names", ""), key(b, "stream:", level), key(b, "task:", m->id)};
+  char *keys[3] = {ct__broker_key(b, "names", ""), ct__broker_key(b, "stream:", level),
+                   ct__broker_key(b, "task:", m->id)};
   int rc = ct__bmsg_encode(m, &w);
   if (rc == 0 && (!keys[0] || !keys[1] || !keys[2]))
     rc = CT_ENOMEM;
@@ -190,7 +209,7 @@ int ct_broker_submit(ct_broker_t *b, const char *name, const json_t *kwargs,
   int rc = b && id ? check_submit(name, kwargs, opts) : CT_EINVAL;
   if (rc != 0)
     return rc;
-  ct__bmsg_t m = {.enqueued_ms = unix_ms()};
+  ct__bmsg_t m = {.enqueued_ms = ct__broker_unix_ms()};
   rc = ct__bmsg_new_id(m.id);
   if (rc != 0)
     return rc;
@@ -234,11 +253,8 @@ static int get_reply(const redisReply *r, void *data) {
   const char *reason = NULL;
   int rc = ct__brecord_decode(f, n, g->info, &reason);
   free(f);
-  if (rc == CT_EINVAL && g->b->log) {
-    char msg[300];
-    snprintf(msg, sizeof msg, "task %s: its record is malformed: %s", g->id, reason);
-    g->b->log(CT_LOG_ERROR, msg, g->b->log_data);
-  }
+  if (rc == CT_EINVAL)
+    ct__broker_log(g->b, CT_LOG_ERROR, "task %s: its record is malformed: %s", g->id, reason);
   return rc;
 }
 
@@ -246,7 +262,7 @@ int ct_broker_get(ct_broker_t *b, const char *id, ct_broker_info_t *out) {
   if (!b || !id || !out || !ct__bmsg_id_ok(id, strlen(id)))
     return CT_EINVAL;
   memset(out, 0, sizeof *out);
-  char *k = key(b, "task:", id);
+  char *k = ct__broker_key(b, "task:", id);
   if (!k)
     return CT_ENOMEM;
   get_ctx_t g = {b, id, out};

@@ -1,0 +1,634 @@
+/* The broker's worker: registered handlers, a fetch thread, tasks run
+ * through the supervisor, results stored before the entry is acknowledged.
+ *
+ * Threads. The fetch thread owns its own connection (`fetch`), so that its
+ * blocking read never holds up the handle's connection, which the tasks
+ * use for their writes. It loops: wait for a free slot; run the fetch
+ * script, which reads each stream in turn, highest class first, through
+ * the consumer group, taking no more entries than there are free slots
+ * (one XREADGROUP per stream, each with what is left: COUNT applies per
+ * stream); if it found nothing, the script returns each stream's
+ * last-generated id, and the thread blocks in XREAD on exactly those ids,
+ * which ends as soon as any stream gets a newer entry (no race with an
+ * entry written between the two, and no polling: the block is 1 s long
+ * only so that a stop is seen). Entries are decoded by the codec on the
+ * connection's loop thread, within the reply callback.
+ *
+ * A task runs on a pool thread (run_task): mark the record RUNNING, call
+ * the handler, store the result with the complete script (first completion
+ * wins; then XACK and XDEL of its own entry only, never a trim), return
+ * the result to the supervisor. Its on_done frees the slot, whether it ran
+ * or was canceled by a supervisor stop (its entry then stays pending).
+ *
+ * Lock: w->lock guards running, stopping and fetch_done; nothing is called
+ * under it.
+ */
+#include <math.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "broker-internal.h"
+#include "ctasker/result.h"
+#include "ctasker/task.h"
+#include "message.h"
+
+#define DEFAULT_CONCURRENCY 4
+#define BLOCK_MS "1000"      /* longest blocking read: how soon a stop is seen */
+#define BLOCK_SECONDS 1.0
+#define DEAD_MAX "10000"     /* about this many dead letters are kept */
+#define MAX_KWARGS (16u << 20) /* bytes of kwargs a worker accepts */
+#define STORE_TRIES 3        /* attempts to store a result */
+#define DEFAULT_TTL "86400"  /* a record without its own TTL field */
+
+static const int level_priority[CT__BLEVELS] = {CT_PRIORITY_CRITICAL, CT_PRIORITY_HIGH,
+                                                CT_PRIORITY_NORMAL, CT_PRIORITY_LOW};
+
+/* KEYS: the streams, highest class first. ARGV: group, consumer, count.
+ * Returns {1, {{level, id, fields}...}} or {0, {last-generated ids}}. */
+static const char fetch_script[] =
+    "local want = tonumber(ARGV[3])\n"
+    "local out = {}\n"
+    "for i, key in ipairs(KEYS) do\n"
+    "  if want <= 0 then break end\n"
+    "  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want,"
+    " 'STREAMS', key, '>')\n"
+    "  if r then\n"
+    "    for _, e in ipairs(r[1][2]) do\n"
+    "      out[#out + 1] = {i, e[1], e[2]}\n"
+    "      want = want - 1\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "if #out > 0 then return {1, out} end\n"
+    "local ids = {}\n"
+    "for i, key in ipairs(KEYS) do\n"
+    "  local info = redis.call('XINFO', 'STREAM', key)\n"
+    "  for j = 1, #info, 2 do\n"
+    "    if info[j] == 'last-generated-id' then ids[i] = info[j + 1] end\n"
+    "  end\n"
+    "end\n"
+    "return {0, ids}\n";
+
+/* KEYS: record. ARGV: now (ms). A record not yet terminal says RUNNING. */
+static const char start_script[] =
+    "local s = redis.call('HGET', KEYS[1], 'status')\n"
+    "if s == 'queued' or s == 'running' then\n"
+    "  redis.call('HSET', KEYS[1], 'status', 'running', 'started', ARGV[1])\n"
+    "  redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n"
+    "end\n"
+    "return 1\n";
+
+/* KEYS: record, stream. ARGV: entry id, group, status, result, finished
+ * (ms), name, default TTL (s). The first completion wins; then the entry
+ * is acknowledged and deleted. */
+static const char complete_script[] =
+    "local s = redis.call('HGET', KEYS[1], 'status')\n"
+    "if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' then\n"
+    "  redis.call('HSET', KEYS[1], 'status', ARGV[3], 'result', ARGV[4], 'finished', ARGV[5],"
+    " 'name', ARGV[6])\n"
+    "  redis.call('HSETNX', KEYS[1], 'created', ARGV[5])\n"
+    "  redis.call('EXPIRE', KEYS[1], redis.call('HGET', KEYS[1], 'ttl') or ARGV[7])\n"
+    "end\n"
+    "redis.call('XACK', KEYS[2], ARGV[2], ARGV[1])\n"
+    "redis.call('XDEL', KEYS[2], ARGV[1])\n"
+    "return 1\n";
+
+/* KEYS: stream, dead letters. ARGV: entry id, group, reason, stream name.
+ * The dead letter holds the reason, where it came from, and the entry's
+ * own fields after those. */
+static const char bury_script[] =
+    "local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])\n"
+    "local args = {'reason', ARGV[3], 'stream', ARGV[4], 'entry', ARGV[1]}\n"
+    "if e[1] then for _, v in ipairs(e[1][2]) do args[#args + 1] = v end end\n"
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', " DEAD_MAX ", '*', unpack(args))\n"
+    "redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])\n"
+    "redis.call('XDEL', KEYS[1], ARGV[1])\n"
+    "return 1\n";
+
+typedef struct job job_t;
+struct job {
+  job_t *next;
+  ct__bworker_t *w;
+  int level;
+  char entry[48];            /* the stream entry id */
+  const char *reason;        /* malformed: why (static), else NULL */
+  ct__bmsg_t msg;
+  const ct__bhandler_t *h;   /* NULL: no handler here */
+};
+
+struct ct__bworker {
+  ct_broker_t *b;
+  ct__rconn_t *fetch;
+  pthread_t thread;
+  int concurrency;
+  char *consumer;
+  char *streams[CT__BLEVELS];
+  char *dead;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int running;      /* lock: tasks given to the supervisor, not yet done */
+  bool stopping;    /* lock */
+  bool fetch_done;  /* lock: the fetch thread has ended */
+};
+
+/* --- registration ------------------------------------------------------- */
+
+static const ct__bhandler_t *find_handler(const ct_broker_t *b, const char *name) {
+  for (const ct__bhandler_t *h = b->handlers; h; h = h->next)
+    if (strcmp(h->name, name) == 0)
+      return h;
+  return NULL;
+}
+
+int ct_broker_register(ct_broker_t *b, const char *name, ct_broker_handler_fn fn, void *data) {
+  if (!b || !fn || !name || !ct__bmsg_name_ok(name, strlen(name)))
+    return CT_EINVAL;
+  size_t len = strlen(name);
+  ct__bhandler_t *h = malloc(sizeof *h + len + 1);
+  if (!h)
+    return CT_ENOMEM;
+  h->fn = fn;
+  h->data = data;
+  memcpy(h->name, name, len + 1);
+  pthread_mutex_lock(&b->lock);
+  int rc = b->worker || find_handler(b, name) ? CT_EBUSY : 0;
+  if (rc == 0) {
+    h->next = b->handlers;
+    b->handlers = h;
+  }
+  pthread_mutex_unlock(&b->lock);
+  if (rc != 0)
+    free(h);
+  return rc;
+}
+
+/* --- replies ------------------------------------------------------------ */
+
+static int ok_reply(const redisReply *r, void *data) {
+  (void)data;
+  return r->type == REDIS_REPLY_ERROR ? CT_EINVAL : 0;
+}
+
+/* XGROUP CREATE's reply: a group that exists already is fine. */
+static int group_reply(const redisReply *r, void *data) {
+  (void)data;
+  if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)
+    return CT_EINVAL;
+  return 0;
+}
+
+typedef struct {
+  ct__bworker_t *w;
+  job_t *jobs;           /* what the fetch took, in order */
+  char ids[CT__BLEVELS][48]; /* found nothing: last-generated ids */
+  bool nogroup;          /* the group is gone (the streams were deleted) */
+} fetch_t;
+
+/* Fields of an entry's reply as codec fields (borrowed from the reply). */
+static ct__bfield_t *entry_fields(const redisReply *fields, size_t *n) {
+  *n = fields->elements / 2;
+  ct__bfield_t *f = calloc(*n ? *n : 1, sizeof *f);
+  if (!f)
+    return NULL;
+  for (size_t i = 0; i < *n; i++) {
+    const redisReply *k = fields->element[2 * i], *v = fields->element[2 * i + 1];
+    f[i] = (ct__bfield_t){k->str ? k->str : "", k->str ? k->len : 0, v->str ? v->str : "",
+                          v->str ? v->len : 0};
+  }
+  return f;
+}
+
+/* One fetched entry {level, id, fields} as a job (decoded or malformed). */
+static job_t *entry_job(ct__bworker_t *w, const redisReply *e, int *err) {
+  job_t *j = calloc(1, sizeof *j);
+  if (!j) {
+    *err = CT_ENOMEM;
+    return NULL;
+  }
+  j->w = w;
+  j->level = (int)e->element[0]->integer - 1;
+  snprintf(j->entry, sizeof j->entry, "%s", e->element[1]->str);
+  size_t n;
+  ct__bfield_t *f = entry_fields(e->element[2], &n);
+  int rc = f ? ct__bmsg_decode(f, n, MAX_KWARGS, &j->msg, &j->reason) : CT_ENOMEM;
+  free(f);
+  if (rc == CT_ENOMEM) {
+    free(j);
+    *err = rc;
+    return NULL;
+  }
+  if (rc == 0)
+    j->h = find_handler(w->b, j->msg.name);
+  return j;
+}
+
+static bool fetch_reply_ok(const redisReply *r) {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+      r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_ARRAY)
+    return false;
+  const redisReply *list = r->element[1];
+  for (size_t i = 0; i < list->elements; i++) {
+    const redisReply *e = list->element[i];
+    if (r->element[0]->integer == 0) {
+      if (e->type != REDIS_REPLY_STRING || i >= CT__BLEVELS)
+        return false;
+    } else if (e->type != REDIS_REPLY_ARRAY || e->elements != 3 ||
+               e->element[0]->type != REDIS_REPLY_INTEGER || e->element[0]->integer < 1 ||
+               e->element[0]->integer > CT__BLEVELS ||
+               e->element[1]->type != REDIS_REPLY_STRING ||
+               e->element[2]->type != REDIS_REPLY_ARRAY) {
+      return false;
+    }
+  }
+  return true;
+}
+
+static int fetch_reply(const redisReply *r, void *data) {
+  fetch_t *f = data;
+  if (r->type == REDIS_REPLY_ERROR) {
+    f->nogroup = strstr(r->str, "NOGROUP") != NULL;
+    return CT_EINVAL;
+  }
+  if (!fetch_reply_ok(r))
+    return CT_EINVAL;
+  const redisReply *list = r->element[1];
+  if (r->element[0]->integer == 0) {
+    for (size_t i = 0; i < list->elements; i++)
+      snprintf(f->ids[i], sizeof f->ids[i], "%s", list->element[i]->str);
+    return 0;
+  }
+  job_t **tail = &f->jobs;
+  for (size_t i = 0; i < list->elements; i++) {
+    int err = 0;
+    job_t *j = entry_job(f->w, list->element[i], &err);
+    if (!j)
+      return err; /* the jobs taken so far still run; the rest stay pending */
+    *tail = j;
+    tail = &j->next;
+  }
+  return 0;
+}
+
+/* --- commands ----------------------------------------------------------- */
+
+static int eval(ct__rconn_t *c, const char *script, int nkeys, const char *const *keys,
+                int nargs, const char *const *args, ct__rconn_reply_fn fn, void *data) {
+  const char *argv[16];
+  char numkeys[8];
+  int argc = 0;
+  snprintf(numkeys, sizeof numkeys, "%d", nkeys);
+  argv[argc++] = "EVAL";
+  argv[argc++] = script;
+  argv[argc++] = numkeys;
+  for (int i = 0; i < nkeys; i++)
+    argv[argc++] = keys[i];
+  for (int i = 0; i < nargs; i++)
+    argv[argc++] = args[i];
+  return ct__rconn_command(c, argc, argv, NULL, fn, data);
+}
+
+static int create_groups(ct__bworker_t *w) {
+  for (int i = 0; i < CT__BLEVELS; i++) {
+    const char *argv[] = {"XGROUP", "CREATE", w->streams[i], CT__BGROUP, "0", "MKSTREAM"};
+    int rc = ct__rconn_command(w->b->conn, 6, argv, NULL, group_reply, NULL);
+    if (rc != 0)
+      return rc;
+  }
+  return 0;
+}
+
+static int add_names(ct__bworker_t *w) {
+  size_t n = 0;
+  for (const ct__bhandler_t *h = w->b->handlers; h; h = h->next)
+    n++;
+  const char **argv = calloc(n + 2, sizeof *argv);
+  char *key = ct__broker_key(w->b, "names", "");
+  int rc = argv && key ? 0 : CT_ENOMEM;
+  if (rc == 0) {
+    argv[0] = "SADD";
+    argv[1] = key;
+    n = 2;
+    for (const ct__bhandler_t *h = w->b->handlers; h; h = h->next)
+      argv[n++] = h->name;
+    rc = ct__rconn_command(w->b->conn, (int)n, argv, NULL, ok_reply, NULL);
+  }
+  free(argv);
+  free(key);
+  return rc;
+}
+
+/* A malformed entry goes to the dead letters, with the reason. */
+static void bury(ct__bworker_t *w, const job_t *j) {
+  const char *keys[] = {w->streams[j->level], w->dead};
+  const char *args[] = {j->entry, CT__BGROUP, j->reason, ct__blevel_names[j->level]};
+  ct__broker_log(w->b, CT_LOG_ERROR, "entry %s of stream %s is malformed (%s): dead letter",
+                 j->entry, ct__blevel_names[j->level], j->reason);
+  int rc = eval(w->fetch, bury_script, 2, keys, 4, args, ok_reply, NULL);
+  if (rc != 0)
+    ct__broker_log(w->b, CT_LOG_ERROR, "entry %s: cannot move it to the dead letters: %s",
+                   j->entry, ct_strerror(rc));
+}
+
+/* --- running a task ----------------------------------------------------- */
+
+static void mark_running(ct__bworker_t *w, const job_t *j) {
+  char *key = ct__broker_key(w->b, "task:", j->msg.id);
+  char now[24];
+  snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
+  const char *keys[] = {key};
+  const char *args[] = {now};
+  int rc = key ? eval(w->b->conn, start_script, 1, keys, 1, args, ok_reply, NULL) : CT_ENOMEM;
+  if (rc != 0)
+    ct__broker_log(w->b, CT_LOG_WARNING, "task %s: cannot mark it running: %s", j->msg.id,
+                   ct_strerror(rc));
+  free(key);
+}
+
+/* The handler's result as JSON text; a result jansson cannot write becomes
+ * a NotSerializable error (*result is then replaced). */
+static char *result_text(json_t **result) {
+  char *text = json_dumps(*result ? *result : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+  if (text)
+    return text;
+  json_decref(*result);
+  *result = ct_error_new("NotSerializable", "Task result is not serializable");
+  return *result ? json_dumps(*result, JSON_COMPACT) : NULL;
+}
+
+/* Store the result, then acknowledge and delete the entry; a few tries
+ * (each bounded by the command timeout) before the entry is left pending. */
+static void store(ct__bworker_t *w, const job_t *j, json_t *result, const char *text) {
+  char *key = ct__broker_key(w->b, "task:", j->msg.id);
+  char finished[24];
+  snprintf(finished, sizeof finished, "%lld", (long long)ct__broker_unix_ms());
+  const char *keys[] = {key, w->streams[j->level]};
+  const char *args[] = {j->entry, CT__BGROUP, ct_result_is_error(result) ? "failed" : "completed",
+                        text, finished, j->msg.name, DEFAULT_TTL};
+  int rc = key && text ? CT_ETIMEDOUT : CT_ENOMEM;
+  for (int i = 0; i < STORE_TRIES && rc == CT_ETIMEDOUT; i++)
+    rc = eval(w->b->conn, complete_script, 2, keys, 7, args, ok_reply, NULL);
+  if (rc != 0)
+    ct__broker_log(w->b, CT_LOG_ERROR, "task %s: result not stored (%s): its entry stays pending",
+                   j->msg.id, ct_strerror(rc));
+  free(key);
+}
+
+static json_t *run_task(ct_task_t *self, void *arg) {
+  job_t *j = arg;
+  ct__bworker_t *w = j->w;
+  mark_running(w, j);
+  json_t *result = j->h ? j->h->fn(self, j->msg.kwargs, j->h->data)
+                        : ct_error_new("UnknownTask", "no handler for %s", j->msg.name);
+  char *text = result_text(&result);
+  store(w, j, result, text);
+  free(text);
+  return result;
+}
+
+/* Runs exactly once per task, ran or canceled: the slot is free again. */
+static void task_done(ct_task_t *task, void *data) {
+  (void)task;
+  job_t *j = data;
+  ct__bworker_t *w = j->w;
+  ct__bmsg_clear(&j->msg);
+  free(j);
+  pthread_mutex_lock(&w->lock);
+  w->running--;
+  pthread_cond_broadcast(&w->cond);
+  pthread_mutex_unlock(&w->lock);
+}
+
+/* Hand one job to the supervisor. Returns 0, or its error (the job is then
+ * freed and its entry stays pending). */
+static int start_job(ct__bworker_t *w, job_t *j) {
+  ct_task_opts_t o = CT_TASK_OPTS_INIT;
+  o.name = j->msg.name;
+  o.priority = level_priority[j->level];
+  o.on_done = task_done;
+  o.done_data = j;
+  pthread_mutex_lock(&w->lock);
+  w->running++;
+  pthread_mutex_unlock(&w->lock);
+  int rc = ct_background_task(w->b->sup, run_task, j, &o, NULL);
+  if (rc != 0) {
+    ct__broker_log(w->b, CT_LOG_ERROR, "task %s: the supervisor refused it (%s)", j->msg.id,
+                   ct_strerror(rc));
+    task_done(NULL, j);
+  }
+  return rc;
+}
+
+/* --- the fetch thread --------------------------------------------------- */
+
+/* Wait until a slot is free; returns how many, or 0 once stopping. */
+static int wait_for_slot(ct__bworker_t *w) {
+  pthread_mutex_lock(&w->lock);
+  while (!w->stopping && w->running >= w->concurrency)
+    pthread_cond_wait(&w->cond, &w->lock);
+  int free_slots = w->stopping ? 0 : w->concurrency - w->running;
+  pthread_mutex_unlock(&w->lock);
+  return free_slots;
+}
+
+/* Pause after an error, for at most `seconds`, or until a stop. */
+static void pause_for(ct__bworker_t *w, double seconds) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += (time_t)seconds;
+  until.tv_nsec += (long)((seconds - floor(seconds)) * 1e9);
+  if (until.tv_nsec >= 1000000000) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000;
+  }
+  pthread_mutex_lock(&w->lock);
+  while (!w->stopping && pthread_cond_timedwait(&w->cond, &w->lock, &until) == 0)
+    ;
+  pthread_mutex_unlock(&w->lock);
+}
+
+/* Block until a stream has an entry newer than the ids (or BLOCK_MS). */
+static void wait_for_entries(ct__bworker_t *w, const fetch_t *f) {
+  const char *argv[6 + 2 * CT__BLEVELS] = {"XREAD", "COUNT", "1", "BLOCK", BLOCK_MS,
+                                           "STREAMS"};
+  for (int i = 0; i < CT__BLEVELS; i++) {
+    argv[6 + i] = w->streams[i];
+    argv[6 + CT__BLEVELS + i] = f->ids[i][0] ? f->ids[i] : "0-0";
+  }
+  int rc = ct__rconn_command(w->fetch, 6 + 2 * CT__BLEVELS, argv, NULL, ok_reply, NULL);
+  if (rc != 0)
+    pause_for(w, 0.5);
+}
+
+/* One round: fetch up to free_slots entries and start them, or wait. */
+static void fetch_round(ct__bworker_t *w, int free_slots) {
+  char count[16];
+  snprintf(count, sizeof count, "%d", free_slots);
+  const char *args[] = {CT__BGROUP, w->consumer, count};
+  fetch_t f = {.w = w};
+  int rc = eval(w->fetch, fetch_script, CT__BLEVELS, (const char *const *)w->streams, 3, args,
+                fetch_reply, &f);
+  bool took = f.jobs != NULL;
+  while (f.jobs) {
+    job_t *j = f.jobs;
+    f.jobs = j->next;
+    if (j->reason) {
+      bury(w, j);
+      ct__bmsg_clear(&j->msg);
+      free(j);
+    } else {
+      start_job(w, j);
+    }
+  }
+  if (f.nogroup && create_groups(w) == 0)
+    return;
+  if (rc != 0) {
+    ct__broker_log(w->b, CT_LOG_ERROR, "fetching tasks failed (%s)", ct_strerror(rc));
+    pause_for(w, 0.5);
+  } else if (!took) {
+    wait_for_entries(w, &f);
+  }
+}
+
+static void *fetch_main(void *arg) {
+  ct__bworker_t *w = arg;
+  pthread_setname_np(pthread_self(), "ct-broker-fetch");
+  for (int free_slots; (free_slots = wait_for_slot(w)) > 0;)
+    fetch_round(w, free_slots);
+  pthread_mutex_lock(&w->lock);
+  w->fetch_done = true;
+  pthread_cond_broadcast(&w->cond);
+  pthread_mutex_unlock(&w->lock);
+  return NULL;
+}
+
+/* --- life --------------------------------------------------------------- */
+
+static char *default_consumer(void) {
+  static atomic_uint serial;
+  char host[128] = "host", *s = NULL;
+  gethostname(host, sizeof host - 1);
+  host[sizeof host - 1] = '\0';
+  if (asprintf(&s, "%s-%d-%u", host, (int)getpid(), atomic_fetch_add(&serial, 1)) < 0)
+    return NULL;
+  return s;
+}
+
+static void worker_destroy(ct__bworker_t *w) {
+  ct__rconn_free(w->fetch);
+  for (int i = 0; i < CT__BLEVELS; i++)
+    free(w->streams[i]);
+  free(w->dead);
+  free(w->consumer);
+  pthread_cond_destroy(&w->cond);
+  pthread_mutex_destroy(&w->lock);
+  free(w);
+}
+
+static ct__bworker_t *worker_new(ct_broker_t *b, const ct_broker_worker_opts_t *o) {
+  ct__bworker_t *w = calloc(1, sizeof *w);
+  if (!w)
+    return NULL;
+  pthread_mutex_init(&w->lock, NULL);
+  pthread_cond_init(&w->cond, NULL);
+  w->b = b;
+  w->concurrency = o && o->concurrency > 0 ? o->concurrency : DEFAULT_CONCURRENCY;
+  w->consumer = o && o->consumer ? strdup(o->consumer) : default_consumer();
+  w->dead = ct__broker_key(b, "dead", "");
+  bool ok = w->consumer && w->dead;
+  for (int i = 0; i < CT__BLEVELS; i++)
+    ok = (w->streams[i] = ct__broker_key(b, "stream:", ct__blevel_names[i])) && ok;
+  if (!ok) {
+    worker_destroy(w);
+    return NULL;
+  }
+  return w;
+}
+
+/* Connect, publish the names, make the groups, start the fetch thread. */
+static int worker_begin(ct__bworker_t *w) {
+  ct_broker_t *b = w->b;
+  ct__rconn_opts_t co = {b->sup, &b->url, b->connect_timeout,
+                         b->command_timeout + BLOCK_SECONDS, b->log, b->log_data};
+  int rc = ct__rconn_new(&co, &w->fetch);
+  if (rc == 0)
+    rc = add_names(w);
+  if (rc == 0)
+    rc = create_groups(w);
+  if (rc != 0)
+    return rc;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old); /* the thread starts with signals blocked */
+  rc = pthread_create(&w->thread, NULL, fetch_main, w) == 0 ? 0 : CT_EAGAIN;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return rc;
+}
+
+int ct_broker_worker_start(ct_broker_t *b, const ct_broker_worker_opts_t *opts) {
+  if (!b || (opts && (opts->size != sizeof *opts || opts->concurrency < 0 ||
+                      (opts->consumer && !ct__bmsg_name_ok(opts->consumer,
+                                                           strlen(opts->consumer))))))
+    return CT_EINVAL;
+  ct__bworker_t *w = worker_new(b, opts);
+  if (!w)
+    return CT_ENOMEM;
+  pthread_mutex_lock(&b->lock);
+  int rc = b->worker ? CT_EBUSY : b->handlers ? 0 : CT_EINVAL;
+  if (rc == 0)
+    b->worker = w; /* closes registration */
+  pthread_mutex_unlock(&b->lock);
+  if (rc == 0)
+    rc = worker_begin(w);
+  if (rc != 0) {
+    pthread_mutex_lock(&b->lock);
+    if (b->worker == w)
+      b->worker = NULL;
+    pthread_mutex_unlock(&b->lock);
+    worker_destroy(w);
+  }
+  return rc;
+}
+
+/* Stop fetching and wait (as ct_broker_worker_stop) for the running tasks. */
+static int worker_stop(ct__bworker_t *w, double timeout) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  bool bounded = timeout > 0 && timeout < 1e9;
+  if (bounded) {
+    double end = (double)until.tv_sec + (double)until.tv_nsec / 1e9 + timeout;
+    until.tv_sec = (time_t)end;
+    until.tv_nsec = (long)((end - floor(end)) * 1e9);
+  }
+  pthread_mutex_lock(&w->lock);
+  w->stopping = true;
+  pthread_cond_broadcast(&w->cond);
+  int rc = 0;
+  while (timeout != 0 && (w->running > 0 || !w->fetch_done) && rc == 0)
+    rc = bounded ? pthread_cond_timedwait(&w->cond, &w->lock, &until)
+                 : pthread_cond_wait(&w->cond, &w->lock);
+  rc = w->running > 0 || !w->fetch_done ? CT_ETIMEDOUT : 0;
+  pthread_mutex_unlock(&w->lock);
+  return timeout == 0 ? 0 : rc;
+}
+
+int ct_broker_worker_stop(ct_broker_t *b, double timeout) {
+  if (!b || isnan(timeout))
+    return CT_EINVAL;
+  pthread_mutex_lock(&b->lock);
+  ct__bworker_t *w = b->worker;
+  pthread_mutex_unlock(&b->lock);
+  return w ? worker_stop(w, timeout) : CT_EINVAL;
+}
+
+void ct__bworker_free(ct__bworker_t *w) {
+  if (!w)
+    return;
+  worker_stop(w, -1);
+  pthread_join(w->thread, NULL);
+  worker_destroy(w);
+}

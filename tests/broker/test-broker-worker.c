@@ -1,0 +1,347 @@
+/* The broker's worker against a real redis-server: registration, tasks run
+ * through the supervisor with their results stored before the entry goes,
+ * strict priority classes and no more fetched than free slots, malformed
+ * entries to the dead letters, the first completion winning, and stop.
+ * Counts and order only; time bounds are generous. */
+#include <pthread.h>
+#include <string.h>
+
+#include "ctasker.h"
+#include "redis.h"
+
+#define STREAM(level) "ctasker:{default}:stream:" level
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static int gate_tickets; /* tasks the gate lets through */
+static int gate_waiting;
+static int gate_passed;
+static char order[64];
+
+static void log_line(int level, const char *msg, void *data) {
+  (void)level;
+  (void)msg;
+  (void)data;
+}
+
+static json_t *add(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self;
+  (void)data;
+  return json_pack("{s:I}", "sum", json_integer_value(json_object_get(kwargs, "a")) +
+                                       json_integer_value(json_object_get(kwargs, "b")));
+}
+
+static json_t *fail(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self;
+  (void)kwargs;
+  (void)data;
+  return ct_error_new("ValueError", "bad input");
+}
+
+static json_t *unwritable(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self;
+  (void)kwargs;
+  (void)data;
+  return json_string_nocheck("\xff\xfe"); /* not UTF-8: jansson cannot dump it */
+}
+
+/* Notes kwargs "tag" in `order`, then waits for a ticket at the gate. */
+static json_t *gated(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self;
+  (void)data;
+  pthread_mutex_lock(&lock);
+  strcat(order, json_string_value(json_object_get(kwargs, "tag")));
+  gate_waiting++;
+  pthread_cond_broadcast(&cond);
+  while (gate_tickets == 0)
+    pthread_cond_wait(&cond, &lock);
+  gate_tickets--;
+  gate_waiting--;
+  gate_passed++;
+  pthread_cond_broadcast(&cond);
+  pthread_mutex_unlock(&lock);
+  return json_true();
+}
+
+/* Let one task through the gate and wait until it has passed. */
+static void gate_pass_one(void) {
+  pthread_mutex_lock(&lock);
+  int passed = gate_passed;
+  gate_tickets++;
+  pthread_cond_broadcast(&cond);
+  while (gate_passed == passed)
+    pthread_cond_wait(&cond, &lock);
+  pthread_mutex_unlock(&lock);
+}
+
+static void gate_reset(void) {
+  pthread_mutex_lock(&lock);
+  gate_tickets = gate_waiting = gate_passed = 0;
+  order[0] = '\0';
+  pthread_mutex_unlock(&lock);
+}
+
+static int waiting_at_gate(void) {
+  pthread_mutex_lock(&lock);
+  int n = gate_waiting;
+  pthread_mutex_unlock(&lock);
+  return n;
+}
+
+typedef struct {
+  test_redis_t r;
+  ct_supervisor_t *sup;
+  ct_broker_t *b;
+} env_t;
+
+static void env_start(env_t *e) {
+  memset(e, 0, sizeof *e);
+  test_redis_start(&e->r, NULL);
+  CHECK_OK(ct_supervisor_new(NULL, &e->sup));
+  CHECK_OK(ct_supervisor_start(e->sup));
+  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
+  o.url = e->r.url;
+  o.log = log_line;
+  o.command_timeout = 10;
+  CHECK_OK(ct_broker_new(e->sup, &o, &e->b));
+}
+
+static void env_end(env_t *e) {
+  ct_broker_free(e->b);
+  CHECK_OK(ct_supervisor_stop(e->sup, CT_STOP_DRAIN, -1));
+  CHECK_OK(ct_supervisor_free(e->sup));
+  test_redis_stop(&e->r);
+}
+
+static void start_worker(env_t *e, int concurrency) {
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.concurrency = concurrency;
+  CHECK_OK(ct_broker_worker_start(e->b, &wo));
+}
+
+static void submit(env_t *e, const char *name, json_t *kwargs, int priority,
+                   char id[CT_BROKER_ID_SIZE]) {
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  so.priority = priority;
+  CHECK_OK(ct_broker_submit(e->b, name, kwargs, &so, id));
+  json_decref(kwargs);
+}
+
+/* Wait until the task is terminal; its info (result owned by the caller). */
+static ct_broker_info_t wait_done(env_t *e, const char *id) {
+  ct_broker_info_t info;
+  for (int i = 0;; i++) {
+    CHECK(i < 2000);
+    CHECK_OK(ct_broker_get(e->b, id, &info));
+    if (info.status >= CT_BROKER_COMPLETED)
+      return info;
+    check_sleep(0.01);
+  }
+}
+
+static long long pending(env_t *e, const char *stream) {
+  redisReply *x = test_redis(&e->r, "XPENDING %s workers", stream);
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 4);
+  long long n = x->element[0]->integer;
+  freeReplyObject(x);
+  return n;
+}
+
+TEST(registration_closes_at_start) {
+  env_t e;
+  env_start(&e);
+  CHECK_EQ_INT(ct_broker_worker_start(e.b, NULL), CT_EINVAL); /* no handler */
+  CHECK_EQ_INT(ct_broker_register(e.b, "add", NULL, NULL), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_register(e.b, "", add, NULL), CT_EINVAL);
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  CHECK_EQ_INT(ct_broker_register(e.b, "add", fail, NULL), CT_EBUSY);
+  CHECK_EQ_INT(ct_broker_worker_stop(e.b, -1), CT_EINVAL); /* never started */
+  start_worker(&e, 2);
+  CHECK_EQ_INT(ct_broker_register(e.b, "late", add, NULL), CT_EBUSY);
+  CHECK_EQ_INT(ct_broker_worker_start(e.b, NULL), CT_EBUSY);
+  CHECK_EQ_INT(test_redis_int(&e.r, "SISMEMBER ctasker:{default}:names add"), 1);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+TEST(tasks_run_and_results_are_stored_before_the_entry_goes) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  CHECK_OK(ct_broker_register(e.b, "fail", fail, NULL));
+  CHECK_OK(ct_broker_register(e.b, "unwritable", unwritable, NULL));
+  start_worker(&e, 2);
+  char id[CT_BROKER_ID_SIZE], bad[CT_BROKER_ID_SIZE], odd[CT_BROKER_ID_SIZE];
+  submit(&e, "add", json_pack("{s:i,s:i}", "a", 2, "b", 40), CT_PRIORITY_NORMAL, id);
+  submit(&e, "fail", NULL, CT_PRIORITY_HIGH, bad);
+  submit(&e, "unwritable", NULL, CT_PRIORITY_LOW, odd);
+  ct_broker_info_t info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  CHECK_EQ_INT(info.attempts, 1);
+  CHECK(info.started > 0 && info.finished >= info.started && info.created > 0);
+  CHECK_EQ_INT(json_integer_value(json_object_get(info.result, "sum")), 42);
+  json_decref(info.result);
+  info = wait_done(&e, bad);
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_STR(ct_result_error_class(info.result), "ValueError");
+  json_decref(info.result);
+  info = wait_done(&e, odd);
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_STR(ct_result_error_class(info.result), "NotSerializable");
+  json_decref(info.result);
+  /* Acknowledged and deleted: nothing pending, nothing left in the streams. */
+  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM("normal")) == 0 &&
+           test_redis_int(&e.r, "XLEN " STREAM("high")) == 0 &&
+           test_redis_int(&e.r, "XLEN " STREAM("low")) == 0);
+  CHECK_EQ_INT(pending(&e, STREAM("normal")) + pending(&e, STREAM("high")) +
+                   pending(&e, STREAM("low")), 0);
+  long long ttl = test_redis_int(&e.r, "TTL ctasker:{default}:task:%s", id);
+  CHECK(ttl > 86000 && ttl <= 86400);
+  /* An idle worker still blocks in Redis and takes what comes later. */
+  check_sleep(1.5);
+  submit(&e, "add", json_pack("{s:i,s:i}", "a", 1, "b", 1), CT_PRIORITY_LOW, id);
+  info = wait_done(&e, id);
+  CHECK_EQ_INT(json_integer_value(json_object_get(info.result, "sum")), 2);
+  json_decref(info.result);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+TEST(a_name_without_handler_here_fails_as_unknown_task) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  start_worker(&e, 1);
+  freeReplyObject(test_redis(&e.r, "SADD ctasker:{default}:names elsewhere"));
+  char id[CT_BROKER_ID_SIZE];
+  submit(&e, "elsewhere", NULL, CT_PRIORITY_NORMAL, id);
+  ct_broker_info_t info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_STR(ct_result_error_class(info.result), "UnknownTask");
+  json_decref(info.result);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+TEST(strict_priority_and_never_more_than_free_slots) {
+  env_t e;
+  env_start(&e);
+  gate_reset();
+  CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
+  start_worker(&e, 1);
+  char id[5][CT_BROKER_ID_SIZE];
+  submit(&e, "gated", json_pack("{s:s}", "tag", "1"), CT_PRIORITY_NORMAL, id[0]);
+  WAIT_FOR(waiting_at_gate() == 1);
+  submit(&e, "gated", json_pack("{s:s}", "tag", "L"), CT_PRIORITY_LOW, id[1]);
+  submit(&e, "gated", json_pack("{s:s}", "tag", "N"), CT_PRIORITY_NORMAL, id[2]);
+  submit(&e, "gated", json_pack("{s:s}", "tag", "H"), CT_PRIORITY_HIGH, id[3]);
+  submit(&e, "gated", json_pack("{s:s}", "tag", "C"), CT_PRIORITY_CRITICAL, id[4]);
+  /* One slot, taken: nothing more was fetched. */
+  check_sleep(0.3);
+  CHECK_EQ_INT(pending(&e, STREAM("critical")) + pending(&e, STREAM("high")) +
+                   pending(&e, STREAM("normal")) + pending(&e, STREAM("low")), 1);
+  for (int i = 0; i < 4; i++) {
+    gate_pass_one();
+    WAIT_FOR(waiting_at_gate() == 1);
+    CHECK_EQ_INT(pending(&e, STREAM("critical")) + pending(&e, STREAM("high")) +
+                     pending(&e, STREAM("normal")) + pending(&e, STREAM("low")), 1);
+  }
+  gate_pass_one();
+  for (int i = 0; i < 5; i++) {
+    ct_broker_info_t info = wait_done(&e, id[i]);
+    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+    json_decref(info.result);
+  }
+  CHECK_EQ_STR(order, "1CHNL");
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+TEST(a_malformed_entry_goes_to_the_dead_letters) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  start_worker(&e, 1);
+  freeReplyObject(test_redis(&e.r, "XADD " STREAM("normal") " * id nonsense name add"));
+  freeReplyObject(test_redis(&e.r, "XADD " STREAM("normal") " * id "
+                             "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b name add kwargs [1] enqueued 1"));
+  char id[CT_BROKER_ID_SIZE];
+  submit(&e, "add", json_pack("{s:i,s:i}", "a", 1, "b", 2), CT_PRIORITY_NORMAL, id);
+  ct_broker_info_t info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  json_decref(info.result);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:dead"), 2);
+  redisReply *x = test_redis(&e.r, "XRANGE ctasker:{default}:dead - +");
+  CHECK_EQ_STR(x->element[0]->element[1]->element[0]->str, "reason");
+  CHECK_EQ_STR(x->element[0]->element[1]->element[1]->str, "missing or bad id");
+  CHECK_EQ_STR(x->element[1]->element[1]->element[1]->str, "kwargs is not a JSON object");
+  CHECK_EQ_STR(x->element[1]->element[1]->element[3]->str, "normal");
+  freeReplyObject(x);
+  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM("normal")) == 0);
+  CHECK_EQ_INT(pending(&e, STREAM("normal")), 0);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+TEST(the_first_completion_wins) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  freeReplyObject(test_redis(&e.r, "SADD ctasker:{default}:names add")); /* as a worker did */
+  char id[CT_BROKER_ID_SIZE];
+  submit(&e, "add", json_pack("{s:i,s:i}", "a", 1, "b", 2), CT_PRIORITY_NORMAL, id);
+  /* Another worker completed it first (as after a reclaim). */
+  freeReplyObject(test_redis(&e.r, "HSET ctasker:{default}:task:%s status completed "
+                             "result \"first\" finished 5000", id));
+  start_worker(&e, 1);
+  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM("normal")) == 0);
+  ct_broker_info_t info;
+  CHECK_OK(ct_broker_get(e.b, id, &info));
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  CHECK_EQ_STR(json_string_value(info.result), "first");
+  CHECK_EQ_INT(info.attempts, 0); /* not marked running again either */
+  json_decref(info.result);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+TEST(stop_waits_for_running_tasks) {
+  env_t e;
+  env_start(&e);
+  gate_reset();
+  CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
+  start_worker(&e, 2);
+  char id[CT_BROKER_ID_SIZE];
+  submit(&e, "gated", json_pack("{s:s}", "tag", "x"), CT_PRIORITY_NORMAL, id);
+  WAIT_FOR(waiting_at_gate() == 1);
+  CHECK_EQ_INT(ct_broker_worker_stop(e.b, 0.2), CT_ETIMEDOUT);
+  CHECK_EQ_INT(ct_broker_worker_stop(e.b, 0), 0); /* does not wait */
+  /* Stopped fetching: a new task stays in its stream. */
+  char later[CT_BROKER_ID_SIZE];
+  submit(&e, "gated", json_pack("{s:s}", "tag", "y"), CT_PRIORITY_NORMAL, later);
+  gate_pass_one();
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  ct_broker_info_t info;
+  CHECK_OK(ct_broker_get(e.b, id, &info));
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  json_decref(info.result);
+  CHECK_OK(ct_broker_get(e.b, later, &info));
+  CHECK_EQ_INT(info.status, CT_BROKER_QUEUED);
+  CHECK_EQ_STR(order, "x");
+  env_end(&e);
+}
+
+int main(void) {
+  if (system("command -v redis-server >/dev/null") != 0) {
+    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+    return 77;
+  }
+  RUN(registration_closes_at_start);
+  RUN(tasks_run_and_results_are_stored_before_the_entry_goes);
+  RUN(a_name_without_handler_here_fails_as_unknown_task);
+  RUN(strict_priority_and_never_more_than_free_slots);
+  RUN(a_malformed_entry_goes_to_the_dead_letters);
+  RUN(the_first_completion_wins);
+  RUN(stop_waits_for_running_tasks);
+  return check_done();
+}
