@@ -162,10 +162,14 @@ typedef struct ct_broker_worker_opts {
   int concurrency;     /**< most tasks run at once (and so fetched); 0: 4 */
   const char *consumer; /**< this worker's consumer name in the group, copied;
                            NULL: "<host>-<pid>-<n>" */
+  double lease;        /**< seconds a task stays this worker's without a renewal;
+                          renewed every lease / 3 while it runs; 0: 30 */
+  int max_deliveries;  /**< a task delivered more often than this (its workers
+                          died or went silent) goes to the dead letters; 0: 5 */
 } ct_broker_worker_opts_t;
 
 /** The default worker options, with size set. */
-#define CT_BROKER_WORKER_OPTS_INIT {sizeof(ct_broker_worker_opts_t), 0, NULL}
+#define CT_BROKER_WORKER_OPTS_INIT {sizeof(ct_broker_worker_opts_t), 0, NULL, 0.0, 0}
 
 /** Start serving the registered names: they are added to the queue's names
  * set (so that producers may submit them), and a fetch thread with its own
@@ -176,20 +180,29 @@ typedef struct ct_broker_worker_opts {
  * the record says RUNNING with one more attempt, then the result or the
  * exception is stored in the record (kept result_ttl seconds) before the
  * stream entry is acknowledged and deleted; a record already terminal is
- * not overwritten (the first completion wins). A task whose name has no
+ * not overwritten (the first completion wins). While a task runs, its
+ * lease is renewed from the handle's loop thread, so a handler that hogs a
+ * CPU cannot lose it; a task whose worker has been silent for a lease
+ * (died, hung, cut off) is taken over by any worker of the queue, its
+ * delivery count grows, and past max_deliveries it goes to the dead letters
+ * with status DEAD and a DeliveryLimit exception. A task whose name has no
  * handler here fails with UnknownTask; a malformed entry goes to the
  * queue's dead-letter stream with the reason (capped at about 10000
- * entries). Not yet: leases, reclaiming the tasks of a worker that died,
- * retries (a task is run at most once by this worker).
- * Returns 0; CT_EINVAL (NULL broker, no handler registered, bad opts);
+ * entries). Not yet: retries of a failed run, delays, cancelling a task
+ * whose lease was lost.
+ * Returns 0; CT_EINVAL (NULL broker, no handler registered, bad opts: a
+ * negative concurrency or max_deliveries, a lease that is not 0 or from
+ * 0.1 s to a day);
  * CT_EBUSY if started already; CT_ETIMEDOUT (Redis did not answer);
  * CT_ESHUTDOWN; CT_ENOMEM; CT_EAGAIN (no thread).
  * Thread-safety: any thread but the handle's loop thread. */
 CT_EXPORT int ct_broker_worker_start(ct_broker_t *broker, const ct_broker_worker_opts_t *opts);
 
 /** Stop the worker: it fetches nothing more (what it has fetched is
- * running), and waits for its running tasks to end and their results to be
- * stored. timeout in seconds: < 0 waits until then, 0 does not wait, > 0
+ * running; what it has not is left in the streams for others), and waits
+ * for its running tasks to end and their results to be stored (a blocking
+ * read of the fetch thread is ended with CLIENT UNBLOCK, one command on the
+ * handle's connection even with timeout 0). timeout in seconds: < 0 waits until then, 0 does not wait, > 0
  * waits at most that long (NaN: CT_EINVAL). Returns 0 once stopped;
  * CT_ETIMEDOUT if tasks still run (call again to wait more); CT_EINVAL if
  * the worker never started. ct_broker_free() stops it and waits.

@@ -522,3 +522,12 @@ int ct__rconn_command(ct__rconn_t *c, int argc, const char **argv, const size_t 
   }
   return call_wait(call, 2 * c->command_timeout + 5);
 }
+
+ct_loop_t *ct__rconn_loop(ct__rconn_t *c) { return c->loop; }
+
+int ct__rconn_loop_send(ct__rconn_t *c, int argc, const char **argv, const size_t *argvlen,
+                        redisCallbackFn *fn, void *data) {
+  if (c->state != READY)
+    return CT_EAGAIN;
+  return redisAsyncCommandArgv(c->ac, fn, data, argc, argv, argvlen) == REDIS_OK ? 0 : CT_EAGAIN;
+}

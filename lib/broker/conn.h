@@ -2,6 +2,7 @@
 #ifndef CT_BROKER_CONN_H
 #define CT_BROKER_CONN_H
 
+#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include "ctasker/loop.h"
@@ -38,5 +39,18 @@ void ct__rconn_free(ct__rconn_t *c);
  * CT_ENOMEM. Thread-safety: any other thread. */
 int ct__rconn_command(ct__rconn_t *c, int argc, const char **argv, const size_t *argvlen,
                       ct__rconn_reply_fn on_reply, void *data);
+
+/* The connection's loop (borrowed, valid until ct__rconn_free()), for
+ * timers that go with the connection. */
+ct_loop_t *ct__rconn_loop(ct__rconn_t *c);
+
+/* On the connection's loop thread only: send a command now without
+ * waiting and without a deadline of its own (a command with one that
+ * overruns drops the connection, and this one with it); fn (may be NULL)
+ * gets the reply, or NULL if none comes, on the loop thread, as hiredis
+ * calls it. Returns 0, or CT_EAGAIN while not connected (fn is then never
+ * called). */
+int ct__rconn_loop_send(ct__rconn_t *c, int argc, const char **argv, const size_t *argvlen,
+                        redisCallbackFn *fn, void *data);
 
 #endif

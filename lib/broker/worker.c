@@ -14,14 +14,22 @@
  * only so that a stop is seen). Entries are decoded by the codec on the
  * connection's loop thread, within the reply callback.
  *
+ * Leases. The fetch script first takes over, in each stream, entries whose
+ * owner has been silent past the lease (XAUTOCLAIM), burying those
+ * delivered more than max_deliveries times. While tasks run, a timer on the
+ * handle's loop thread (never a pool thread, so a CPU-bound handler cannot
+ * starve it) renews their leases every lease / 3 with XCLAIM JUSTID, only
+ * where this consumer still owns the entry.
+ *
  * A task runs on a pool thread (run_task): mark the record RUNNING, call
  * the handler, store the result with the complete script (first completion
  * wins; then XACK and XDEL of its own entry only, never a trim), return
  * the result to the supervisor. Its on_done frees the slot, whether it ran
  * or was canceled by a supervisor stop (its entry then stays pending).
  *
- * Lock: w->lock guards running, stopping and fetch_done; nothing is called
- * under it.
+ * Lock: w->lock guards running, running_jobs, stopping, fetch_done and
+ * blocked_id; the only call made under it is the renewal's hiredis send,
+ * which formats the command into hiredis's buffer and calls nothing back.
  */
 #include <math.h>
 #include <signal.h>
@@ -32,12 +40,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <ev.h>
+
 #include "broker-internal.h"
 #include "ctasker/result.h"
 #include "ctasker/task.h"
 #include "message.h"
 
 #define DEFAULT_CONCURRENCY 4
+#define DEFAULT_LEASE 30.0
+#define DEFAULT_MAX_DELIVERIES 5
+#define MIN_LEASE 0.1
 #define BLOCK_MS "1000"      /* longest blocking read: how soon a stop is seen */
 #define BLOCK_SECONDS 1.0
 #define DEAD_MAX "10000"     /* about this many dead letters are kept */
@@ -48,31 +61,86 @@
 static const int level_priority[CT__BLEVELS] = {CT_PRIORITY_CRITICAL, CT_PRIORITY_HIGH,
                                                 CT_PRIORITY_NORMAL, CT_PRIORITY_LOW};
 
-/* KEYS: the streams, highest class first. ARGV: group, consumer, count.
- * Returns {1, {{level, id, fields}...}} or {0, {last-generated ids}}. */
+/* KEYS: the streams, highest class first, then the dead letters. ARGV:
+ * group, consumer, count, lease (ms), max deliveries, key prefix, now (ms).
+ * Per stream: first take over entries idle past the lease (XAUTOCLAIM),
+ * burying those delivered too often, then read new ones. Returns
+ * {1, {{level, id, fields}...}} or, having found nothing,
+ * {0, {last-generated ids}}. Task records are reached by the prefix: they
+ * share the queue's hash tag. */
 static const char fetch_script[] =
+    "local levels = {'critical', 'high', 'normal', 'low'}\n"
     "local want = tonumber(ARGV[3])\n"
     "local out = {}\n"
-    "for i, key in ipairs(KEYS) do\n"
+    "local function bury(i, id, fields, n)\n"
+    "  local reason = 'delivered ' .. n .. ' times, more than ' .. ARGV[5]\n"
+    "  local args = {'reason', reason, 'stream', levels[i], 'entry', id}\n"
+    "  local tid\n"
+    "  for j = 1, #fields, 2 do\n"
+    "    if fields[j] == 'id' then tid = fields[j + 1] end\n"
+    "    args[#args + 1] = fields[j]\n"
+    "    args[#args + 1] = fields[j + 1]\n"
+    "  end\n"
+    "  redis.call('XADD', KEYS[5], 'MAXLEN', '~', " DEAD_MAX ", '*', unpack(args))\n"
+    "  local rec = ARGV[6] .. 'task:' .. (tid or '')\n"
+    "  if tid and redis.call('EXISTS', rec) == 1 then\n"
+    "    redis.call('HSET', rec, 'status', 'dead', 'finished', ARGV[7], 'result',\n"
+    "      cjson.encode({exception = {class = 'DeliveryLimit', args = {reason}, str = reason}}))\n"
+    "    redis.call('EXPIRE', rec, redis.call('HGET', rec, 'ttl') or " DEFAULT_TTL ")\n"
+    "  end\n"
+    "  redis.call('XACK', KEYS[i], ARGV[1], id)\n"
+    "  redis.call('XDEL', KEYS[i], id)\n"
+    "end\n"
+    "for i = 1, 4 do\n"
     "  if want <= 0 then break end\n"
-    "  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want,"
-    " 'STREAMS', key, '>')\n"
-    "  if r then\n"
-    "    for _, e in ipairs(r[1][2]) do\n"
+    "  local c = redis.call('XAUTOCLAIM', KEYS[i], ARGV[1], ARGV[2], ARGV[4], '0-0',"
+    " 'COUNT', want)\n"
+    "  for _, e in ipairs(c[2]) do\n"
+    "    local p = redis.call('XPENDING', KEYS[i], ARGV[1], e[1], e[1], 1)\n"
+    "    local n = p[1] and p[1][4] or 1\n"
+    "    if n > tonumber(ARGV[5]) then\n"
+    "      bury(i, e[1], e[2], n)\n"
+    "    else\n"
     "      out[#out + 1] = {i, e[1], e[2]}\n"
     "      want = want - 1\n"
+    "    end\n"
+    "  end\n"
+    "  if want > 0 then\n"
+    "    local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want,"
+    " 'STREAMS', KEYS[i], '>')\n"
+    "    if r then\n"
+    "      for _, e in ipairs(r[1][2]) do\n"
+    "        out[#out + 1] = {i, e[1], e[2]}\n"
+    "        want = want - 1\n"
+    "      end\n"
     "    end\n"
     "  end\n"
     "end\n"
     "if #out > 0 then return {1, out} end\n"
     "local ids = {}\n"
-    "for i, key in ipairs(KEYS) do\n"
-    "  local info = redis.call('XINFO', 'STREAM', key)\n"
+    "for i = 1, 4 do\n"
+    "  local info = redis.call('XINFO', 'STREAM', KEYS[i])\n"
     "  for j = 1, #info, 2 do\n"
     "    if info[j] == 'last-generated-id' then ids[i] = info[j + 1] end\n"
     "  end\n"
     "end\n"
     "return {0, ids}\n";
+
+/* KEYS: a stream. ARGV: group, consumer, entry ids. Renews this consumer's
+ * lease on each entry it still owns (XCLAIM JUSTID resets the idle time
+ * without counting a delivery); returns the ids another consumer has taken
+ * over. An id no longer pending has ended and is left alone. */
+static const char renew_script[] =
+    "local lost = {}\n"
+    "for i = 3, #ARGV do\n"
+    "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)\n"
+    "  if p[1] and p[1][2] == ARGV[2] then\n"
+    "    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')\n"
+    "  elseif p[1] then\n"
+    "    lost[#lost + 1] = ARGV[i]\n"
+    "  end\n"
+    "end\n"
+    "return lost\n";
 
 /* KEYS: record. ARGV: now (ms). A record not yet terminal says RUNNING. */
 static const char start_script[] =
@@ -112,7 +180,8 @@ static const char bury_script[] =
 
 typedef struct job job_t;
 struct job {
-  job_t *next;
+  job_t *next;               /* in the fetch's list, then in w->running_jobs */
+  job_t *prev;               /* in w->running_jobs */
   ct__bworker_t *w;
   int level;
   char entry[48];            /* the stream entry id */
@@ -132,8 +201,14 @@ struct ct__bworker {
   pthread_mutex_t lock;
   pthread_cond_t cond;
   int running;      /* lock: tasks given to the supervisor, not yet done */
+  job_t *running_jobs; /* lock: those tasks, for lease renewal */
+  double lease;
+  int max_deliveries;
+  ev_timer renew;   /* on the handle's loop: renews the running tasks' leases */
   bool stopping;    /* lock */
   bool fetch_done;  /* lock: the fetch thread has ended */
+  long long blocked_id; /* lock: the fetch connection's client id while it may be
+                           blocked in XREAD (for CLIENT UNBLOCK), else 0 */
 };
 
 /* --- registration ------------------------------------------------------- */
@@ -395,12 +470,18 @@ static void task_done(ct_task_t *task, void *data) {
   (void)task;
   job_t *j = data;
   ct__bworker_t *w = j->w;
-  ct__bmsg_clear(&j->msg);
-  free(j);
   pthread_mutex_lock(&w->lock);
+  if (j->prev)
+    j->prev->next = j->next;
+  else
+    w->running_jobs = j->next;
+  if (j->next)
+    j->next->prev = j->prev;
   w->running--;
   pthread_cond_broadcast(&w->cond);
   pthread_mutex_unlock(&w->lock);
+  ct__bmsg_clear(&j->msg);
+  free(j);
 }
 
 /* Hand one job to the supervisor. Returns 0, or its error (the job is then
@@ -413,6 +494,11 @@ static int start_job(ct__bworker_t *w, job_t *j) {
   o.done_data = j;
   pthread_mutex_lock(&w->lock);
   w->running++;
+  j->prev = NULL;
+  j->next = w->running_jobs;
+  if (j->next)
+    j->next->prev = j;
+  w->running_jobs = j;
   pthread_mutex_unlock(&w->lock);
   int rc = ct_background_task(w->b->sup, run_task, j, &o, NULL);
   if (rc != 0) {
@@ -451,8 +537,30 @@ static void pause_for(ct__bworker_t *w, double seconds) {
   pthread_mutex_unlock(&w->lock);
 }
 
+static int id_reply(const redisReply *r, void *data) {
+  if (r->type != REDIS_REPLY_INTEGER)
+    return CT_EINVAL;
+  *(long long *)data = r->integer;
+  return 0;
+}
+
+/* Publish the fetch connection's client id, so that a stop can end the
+ * blocking read at once. Returns false if stopping already. */
+static bool publish_blocked_id(ct__bworker_t *w) {
+  long long id = 0;
+  const char *argv[] = {"CLIENT", "ID"};
+  ct__rconn_command(w->fetch, 2, argv, NULL, id_reply, &id);
+  pthread_mutex_lock(&w->lock);
+  w->blocked_id = id;
+  bool stopping = w->stopping;
+  pthread_mutex_unlock(&w->lock);
+  return !stopping;
+}
+
 /* Block until a stream has an entry newer than the ids (or BLOCK_MS). */
 static void wait_for_entries(ct__bworker_t *w, const fetch_t *f) {
+  if (!publish_blocked_id(w))
+    return;
   const char *argv[6 + 2 * CT__BLEVELS] = {"XREAD", "COUNT", "1", "BLOCK", BLOCK_MS,
                                            "STREAMS"};
   for (int i = 0; i < CT__BLEVELS; i++) {
@@ -460,18 +568,25 @@ static void wait_for_entries(ct__bworker_t *w, const fetch_t *f) {
     argv[6 + CT__BLEVELS + i] = f->ids[i][0] ? f->ids[i] : "0-0";
   }
   int rc = ct__rconn_command(w->fetch, 6 + 2 * CT__BLEVELS, argv, NULL, ok_reply, NULL);
+  pthread_mutex_lock(&w->lock);
+  w->blocked_id = 0;
+  pthread_mutex_unlock(&w->lock);
   if (rc != 0)
     pause_for(w, 0.5);
 }
 
 /* One round: fetch up to free_slots entries and start them, or wait. */
 static void fetch_round(ct__bworker_t *w, int free_slots) {
-  char count[16];
+  char count[16], lease[24], max[16], now[24];
   snprintf(count, sizeof count, "%d", free_slots);
-  const char *args[] = {CT__BGROUP, w->consumer, count};
+  snprintf(lease, sizeof lease, "%.0f", w->lease * 1000);
+  snprintf(max, sizeof max, "%d", w->max_deliveries);
+  snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
+  const char *keys[CT__BLEVELS + 1] = {w->streams[0], w->streams[1], w->streams[2],
+                                       w->streams[3], w->dead};
+  const char *args[] = {CT__BGROUP, w->consumer, count, lease, max, w->b->prefix, now};
   fetch_t f = {.w = w};
-  int rc = eval(w->fetch, fetch_script, CT__BLEVELS, (const char *const *)w->streams, 3, args,
-                fetch_reply, &f);
+  int rc = eval(w->fetch, fetch_script, CT__BLEVELS + 1, keys, 7, args, fetch_reply, &f);
   bool took = f.jobs != NULL;
   while (f.jobs) {
     job_t *j = f.jobs;
@@ -506,6 +621,94 @@ static void *fetch_main(void *arg) {
   return NULL;
 }
 
+/* --- leases ------------------------------------------------------------- */
+
+/* A renewal's reply: the entries another worker has taken over. privdata
+ * is the handle, which outlives every command on its connection. */
+static void on_renewed(redisAsyncContext *ac, void *reply, void *privdata) {
+  (void)ac;
+  const redisReply *r = reply;
+  if (!r || r->type != REDIS_REPLY_ARRAY)
+    return;
+  for (size_t i = 0; i < r->elements; i++)
+    if (r->element[i]->type == REDIS_REPLY_STRING)
+      ct__broker_log(privdata, CT_LOG_WARNING,
+                     "entry %s: lease lost, another worker has taken it over",
+                     r->element[i]->str);
+}
+
+/* Renew the leases of the running tasks of one stream: one script, sent
+ * without waiting (this is the loop thread). Under w->lock: the ids belong
+ * to running jobs, and hiredis copies them into its buffer at once. */
+static void renew_level(ct__bworker_t *w, int level, const char **argv) {
+  int argc = 0;
+  argv[argc++] = "EVAL";
+  argv[argc++] = renew_script;
+  argv[argc++] = "1";
+  argv[argc++] = w->streams[level];
+  argv[argc++] = CT__BGROUP;
+  argv[argc++] = w->consumer;
+  int first = argc;
+  for (const job_t *j = w->running_jobs; j; j = j->next)
+    if (j->level == level)
+      argv[argc++] = j->entry;
+  if (argc > first)
+    ct__rconn_loop_send(w->b->conn, argc, argv, NULL, on_renewed, w->b);
+}
+
+static void on_renew(struct ev_loop *ev, ev_timer *t, int revents) {
+  (void)ev;
+  (void)revents;
+  ct__bworker_t *w = t->data;
+  const char **argv = calloc(6 + (size_t)w->concurrency, sizeof *argv);
+  if (!argv)
+    return; /* the next tick tries again, well within the lease */
+  pthread_mutex_lock(&w->lock);
+  for (int level = 0; level < CT__BLEVELS; level++)
+    renew_level(w, level, argv);
+  pthread_mutex_unlock(&w->lock);
+  free(argv);
+}
+
+static void renew_start(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  ct__bworker_t *w = data;
+  ev_timer_init(&w->renew, on_renew, w->lease / 3, w->lease / 3);
+  w->renew.data = w;
+  ev_timer_start(ev, &w->renew);
+}
+
+typedef struct {
+  ct__bworker_t *w;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  bool done;
+} renew_stop_t;
+
+static void renew_stop_on_loop(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  renew_stop_t *s = data;
+  ev_timer_stop(ev, &s->w->renew);
+  pthread_mutex_lock(&s->lock);
+  s->done = true;
+  pthread_cond_signal(&s->cond);
+  pthread_mutex_unlock(&s->lock);
+}
+
+/* Stop the renewal timer and wait until it is stopped. A loop that has
+ * ended (its supervisor stopped) refuses the call: its timers are gone. */
+static void renew_stop(ct__bworker_t *w) {
+  renew_stop_t s = {w, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+  if (ct_loop_call(ct__rconn_loop(w->b->conn), renew_stop_on_loop, &s) == 0) {
+    pthread_mutex_lock(&s.lock);
+    while (!s.done)
+      pthread_cond_wait(&s.cond, &s.lock);
+    pthread_mutex_unlock(&s.lock);
+  }
+  pthread_cond_destroy(&s.cond);
+  pthread_mutex_destroy(&s.lock);
+}
+
 /* --- life --------------------------------------------------------------- */
 
 static char *default_consumer(void) {
@@ -537,6 +740,8 @@ static ct__bworker_t *worker_new(ct_broker_t *b, const ct_broker_worker_opts_t *
   pthread_cond_init(&w->cond, NULL);
   w->b = b;
   w->concurrency = o && o->concurrency > 0 ? o->concurrency : DEFAULT_CONCURRENCY;
+  w->lease = o && o->lease > 0 ? o->lease : DEFAULT_LEASE;
+  w->max_deliveries = o && o->max_deliveries > 0 ? o->max_deliveries : DEFAULT_MAX_DELIVERIES;
   w->consumer = o && o->consumer ? strdup(o->consumer) : default_consumer();
   w->dead = ct__broker_key(b, "dead", "");
   bool ok = w->consumer && w->dead;
@@ -559,6 +764,8 @@ static int worker_begin(ct__bworker_t *w) {
     rc = add_names(w);
   if (rc == 0)
     rc = create_groups(w);
+  if (rc == 0)
+    rc = ct_loop_call(ct__rconn_loop(b->conn), renew_start, w);
   if (rc != 0)
     return rc;
   sigset_t all, old;
@@ -571,6 +778,9 @@ static int worker_begin(ct__bworker_t *w) {
 
 int ct_broker_worker_start(ct_broker_t *b, const ct_broker_worker_opts_t *opts) {
   if (!b || (opts && (opts->size != sizeof *opts || opts->concurrency < 0 ||
+                      opts->max_deliveries < 0 || isnan(opts->lease) ||
+                      (opts->lease != 0 &&
+                       !(opts->lease >= MIN_LEASE && opts->lease <= 86400)) ||
                       (opts->consumer && !ct__bmsg_name_ok(opts->consumer,
                                                            strlen(opts->consumer))))))
     return CT_EINVAL;
@@ -589,6 +799,7 @@ int ct_broker_worker_start(ct_broker_t *b, const ct_broker_worker_opts_t *opts) 
     if (b->worker == w)
       b->worker = NULL;
     pthread_mutex_unlock(&b->lock);
+    renew_stop(w); /* harmless if it never started */
     worker_destroy(w);
   }
   return rc;
@@ -607,6 +818,15 @@ static int worker_stop(ct__bworker_t *w, double timeout) {
   pthread_mutex_lock(&w->lock);
   w->stopping = true;
   pthread_cond_broadcast(&w->cond);
+  long long blocked = w->blocked_id;
+  pthread_mutex_unlock(&w->lock);
+  if (blocked) { /* end the fetch thread's blocking read now */
+    char id[24];
+    snprintf(id, sizeof id, "%lld", blocked);
+    const char *argv[] = {"CLIENT", "UNBLOCK", id};
+    ct__rconn_command(w->b->conn, 3, argv, NULL, ok_reply, NULL);
+  }
+  pthread_mutex_lock(&w->lock);
   int rc = 0;
   while (timeout != 0 && (w->running > 0 || !w->fetch_done) && rc == 0)
     rc = bounded ? pthread_cond_timedwait(&w->cond, &w->lock, &until)
@@ -630,5 +850,6 @@ void ct__bworker_free(ct__bworker_t *w) {
     return;
   worker_stop(w, -1);
   pthread_join(w->thread, NULL);
+  renew_stop(w);
   worker_destroy(w);
 }

@@ -134,9 +134,9 @@ TEST(records_decode_status_times_and_result) {
   CHECK_EQ_INT(info.status, CT_BROKER_QUEUED);
   CHECK(info.created == 1.5);
   CHECK(info.result == NULL);
-  ct__bfield_t failed[] = {F("status", "failed"), F("created", "1000"), F("started", "2000"),
-                           F("finished", "3000"), F("attempts", "2"),
-                           F("result", "{\"exception\":{\"class\":\"E\",\"args\":[],\"str\":\"\"}}")};
+  ct__bfield_t failed[] = {
+      F("status", "failed"), F("created", "1000"), F("started", "2000"), F("finished", "3000"),
+      F("attempts", "2"), F("result", "{\"exception\":{\"class\":\"E\",\"args\":[],\"str\":\"\"}}")};
   CHECK_OK(ct__brecord_decode(failed, 6, &info, &reason));
   CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
   CHECK_EQ_INT(info.attempts, 2);

@@ -3,7 +3,9 @@
  * strict priority classes and no more fetched than free slots, malformed
  * entries to the dead letters, the first completion winning, and stop.
  * Counts and order only; time bounds are generous. */
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "ctasker.h"
@@ -331,7 +333,183 @@ TEST(stop_waits_for_running_tasks) {
   env_end(&e);
 }
 
-int main(void) {
+/* --- leases: a worker in a child process, killed mid-task ------------------ */
+
+static int child_notify_fd = -1;
+
+/* The child's handler: tell the parent it runs, then hang until killed. */
+static json_t *hang(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self;
+  (void)kwargs;
+  (void)data;
+  (void)!write(child_notify_fd, "r", 1);
+  for (;;)
+    pause();
+  return NULL;
+}
+
+/* The worker process (this binary run as `--worker URL FD`): serves "job"
+ * with `hang` until killed. */
+static int worker_process(const char *url, const char *fd) {
+  child_notify_fd = atoi(fd);
+  ct_supervisor_t *sup;
+  ct_broker_t *b;
+  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
+  o.url = url;
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.lease = 1.0;
+  if (ct_supervisor_new(NULL, &sup) != 0 || ct_supervisor_start(sup) != 0 ||
+      ct_broker_new(sup, &o, &b) != 0 || ct_broker_register(b, "job", hang, NULL) != 0 ||
+      ct_broker_worker_start(b, &wo) != 0)
+    return 3;
+  for (;;)
+    pause();
+}
+
+/* Start a worker process (exec'd, so that it starts its threads afresh). */
+static pid_t spawn_worker(const char *url, int notify_fd) {
+  char fd[16];
+  snprintf(fd, sizeof fd, "%d", notify_fd);
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a failed test */
+    execl("/proc/self/exe", "test-broker-worker", "--worker", url, fd, (char *)NULL);
+    _exit(127);
+  }
+  return pid;
+}
+
+/* Submit "job", let a child worker take it, and kill the child mid-task:
+ * the entry is left pending under a consumer that will never speak again. */
+static void task_of_a_killed_worker(env_t *e, char id[CT_BROKER_ID_SIZE]) {
+  int fds[2];
+  CHECK(pipe(fds) == 0);
+  child_notify_fd = fds[1];
+  pid_t child = spawn_worker(e->r.url, fds[1]);
+  close(fds[1]);
+  WAIT_FOR(test_redis_int(&e->r, "SISMEMBER ctasker:{default}:names job") == 1);
+  submit(e, "job", json_pack("{s:s}", "tag", "k"), CT_PRIORITY_NORMAL, id);
+  struct pollfd p = {fds[0], POLLIN, 0};
+  CHECK(poll(&p, 1, 20000) == 1);
+  char c;
+  CHECK(read(fds[0], &c, 1) == 1);
+  close(fds[0]);
+  CHECK(kill(child, SIGKILL) == 0);
+  CHECK(waitpid(child, NULL, 0) == child);
+  CHECK_EQ_INT(pending(e, STREAM("normal")), 1);
+}
+
+/* The start of the one pending entry: consumer and delivery count. */
+static void only_pending(env_t *e, char *consumer, size_t size, long long *deliveries) {
+  redisReply *x = test_redis(&e->r, "XPENDING " STREAM("normal") " workers - + 10");
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);
+  snprintf(consumer, size, "%s", x->element[0]->element[1]->str);
+  *deliveries = x->element[0]->element[3]->integer;
+  freeReplyObject(x);
+}
+
+TEST(a_killed_workers_task_is_reclaimed_after_its_lease) {
+  env_t e;
+  env_start(&e);
+  gate_reset();
+  char id[CT_BROKER_ID_SIZE];
+  task_of_a_killed_worker(&e, id);
+  CHECK_OK(ct_broker_register(e.b, "job", gated, NULL));
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.lease = 1.0;
+  wo.consumer = "survivor";
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  WAIT_FOR(waiting_at_gate() == 1);
+  char consumer[64];
+  long long deliveries;
+  only_pending(&e, consumer, sizeof consumer, &deliveries);
+  CHECK_EQ_STR(consumer, "survivor");
+  CHECK_EQ_INT(deliveries, 2);
+  gate_pass_one();
+  ct_broker_info_t info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  CHECK_EQ_INT(info.attempts, 2);
+  CHECK(json_is_true(info.result));
+  json_decref(info.result);
+  CHECK_EQ_STR(order, "k"); /* run once here */
+  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM("normal")) == 0);
+  CHECK_EQ_INT(pending(&e, STREAM("normal")), 0);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+TEST(a_task_delivered_too_often_goes_to_the_dead_letters) {
+  env_t e;
+  env_start(&e);
+  gate_reset();
+  char id[CT_BROKER_ID_SIZE];
+  task_of_a_killed_worker(&e, id);
+  CHECK_OK(ct_broker_register(e.b, "job", gated, NULL));
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.lease = 1.0;
+  wo.max_deliveries = 1;
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  ct_broker_info_t info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_DEAD);
+  CHECK_EQ_STR(ct_result_error_class(info.result), "DeliveryLimit");
+  CHECK(strstr(ct_result_error_str(info.result), "delivered 2 times") != NULL);
+  json_decref(info.result);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:dead"), 1);
+  redisReply *x = test_redis(&e.r, "XRANGE ctasker:{default}:dead - +");
+  CHECK_EQ_STR(x->element[0]->element[1]->element[1]->str, "delivered 2 times, more than 1");
+  freeReplyObject(x);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM("normal")), 0);
+  CHECK_EQ_INT(pending(&e, STREAM("normal")), 0);
+  CHECK_EQ_STR(order, ""); /* never run here */
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+static atomic_int spins;
+
+/* Hogs a CPU for 3 s (three leases), never yielding. */
+static json_t *spin(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self;
+  (void)kwargs;
+  (void)data;
+  atomic_fetch_add(&spins, 1);
+  volatile unsigned long n = 0;
+  for (double end = ct_now() + 3; ct_now() < end;)
+    n++;
+  return json_integer(1);
+}
+
+TEST(a_cpu_bound_task_longer_than_its_lease_runs_once) {
+  env_t e;
+  env_start(&e);
+  ct_broker_t *other;
+  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
+  o.url = e.r.url;
+  CHECK_OK(ct_broker_new(e.sup, &o, &other));
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.lease = 1.0;
+  wo.concurrency = 1;
+  CHECK_OK(ct_broker_register(e.b, "spin", spin, NULL));
+  CHECK_OK(ct_broker_register(other, "spin", spin, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  CHECK_OK(ct_broker_worker_start(other, &wo));
+  atomic_store(&spins, 0);
+  char id[CT_BROKER_ID_SIZE];
+  submit(&e, "spin", NULL, CT_PRIORITY_NORMAL, id);
+  ct_broker_info_t info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  CHECK_EQ_INT(info.attempts, 1);
+  json_decref(info.result);
+  CHECK_EQ_INT(atomic_load(&spins), 1);
+  ct_broker_free(other);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+int main(int argc, char **argv) {
+  if (argc == 4 && strcmp(argv[1], "--worker") == 0)
+    return worker_process(argv[2], argv[3]);
   if (system("command -v redis-server >/dev/null") != 0) {
     fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
     return 77;
@@ -343,5 +521,8 @@ int main(void) {
   RUN(a_malformed_entry_goes_to_the_dead_letters);
   RUN(the_first_completion_wins);
   RUN(stop_waits_for_running_tasks);
+  RUN(a_killed_workers_task_is_reclaimed_after_its_lease);
+  RUN(a_task_delivered_too_often_goes_to_the_dead_letters);
+  RUN(a_cpu_bound_task_longer_than_its_lease_runs_once);
   return check_done();
 }
