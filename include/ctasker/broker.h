@@ -188,8 +188,12 @@ typedef struct ct_broker_worker_opts {
  * with status DEAD and a DeliveryLimit exception. A task whose name has no
  * handler here fails with UnknownTask; a malformed entry goes to the
  * queue's dead-letter stream with the reason (capped at about 10000
- * entries). Not yet: retries of a failed run, delays, cancelling a task
- * whose lease was lost.
+ * entries). While it runs, the worker keeps a liveness record
+ * (`worker:<consumer>`: host, pid, names, concurrency, tasks in flight,
+ * lease), refreshed every lease / 3 and expiring after three leases, and a
+ * place in the `workers` set scored by that expiry; both go when it stops.
+ * Not yet: retries of a failed run, delays, cancelling a task whose lease
+ * was lost.
  * Returns 0; CT_EINVAL (NULL broker, no handler registered, bad opts: a
  * negative concurrency or max_deliveries, a lease that is not 0 or from
  * 0.1 s to a day);

@@ -142,6 +142,16 @@ static const char renew_script[] =
     "end\n"
     "return lost\n";
 
+/* KEYS: the workers set, this worker's liveness record. ARGV: consumer,
+ * record (JSON), TTL (ms), now (ms). Refreshes the record and this
+ * worker's place in the set (scored by expiry), and drops members whose
+ * records have expired: listing live workers never needs a scan. */
+static const char alive_script[] =
+    "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])\n"
+    "redis.call('ZADD', KEYS[1], tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[1])\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])\n"
+    "return 1\n";
+
 /* KEYS: record. ARGV: now (ms). A record not yet terminal says RUNNING. */
 static const char start_script[] =
     "local s = redis.call('HGET', KEYS[1], 'status')\n"
@@ -209,6 +219,9 @@ struct ct__bworker {
   bool fetch_done;  /* lock: the fetch thread has ended */
   long long blocked_id; /* lock: the fetch connection's client id while it may be
                            blocked in XREAD (for CLIENT UNBLOCK), else 0 */
+  bool retired;     /* lock: stopped, renewal ended, liveness record removed */
+  json_t *names;    /* the handlers' names, for the liveness record */
+  char *workers_key, *alive_key;
 };
 
 /* --- registration ------------------------------------------------------- */
@@ -388,10 +401,14 @@ static int add_names(ct__bworker_t *w) {
     argv[0] = "SADD";
     argv[1] = key;
     n = 2;
-    for (const ct__bhandler_t *h = w->b->handlers; h; h = h->next)
+    for (const ct__bhandler_t *h = w->b->handlers; h; h = h->next) {
       argv[n++] = h->name;
-    rc = ct__rconn_command(w->b->conn, (int)n, argv, NULL, ok_reply, NULL);
+      if (json_array_append_new(w->names, json_string(h->name)) != 0)
+        rc = CT_ENOMEM;
+    }
   }
+  if (rc == 0)
+    rc = ct__rconn_command(w->b->conn, (int)n, argv, NULL, ok_reply, NULL);
   free(argv);
   free(key);
   return rc;
@@ -621,6 +638,59 @@ static void *fetch_main(void *arg) {
   return NULL;
 }
 
+/* --- liveness ----------------------------------------------------------- */
+
+/* Arguments of the alive script; *json to free. NULL if out of memory. */
+static bool alive_args(ct__bworker_t *w, const char **argv, char **json, char *ttl,
+                       char *now) {
+  char host[128] = "";
+  gethostname(host, sizeof host - 1);
+  pthread_mutex_lock(&w->lock);
+  int in_flight = w->running;
+  pthread_mutex_unlock(&w->lock);
+  json_t *rec = json_pack("{s:s,s:i,s:O,s:i,s:i,s:f}", "host", host, "pid", (int)getpid(),
+                          "names", w->names, "concurrency", w->concurrency, "in_flight",
+                          in_flight, "lease", w->lease);
+  *json = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+  json_decref(rec);
+  if (!*json)
+    return false;
+  snprintf(ttl, 24, "%.0f", w->lease * 3000);
+  snprintf(now, 24, "%lld", (long long)ct__broker_unix_ms());
+  const char *a[] = {"EVAL", alive_script, "2", w->workers_key, w->alive_key, w->consumer,
+                     *json, ttl, now};
+  memcpy(argv, a, sizeof a);
+  return true;
+}
+
+/* Refresh the liveness record now, without waiting (the loop thread). */
+static void alive_tick(ct__bworker_t *w) {
+  const char *argv[9];
+  char *json, ttl[24], now[24];
+  if (!alive_args(w, argv, &json, ttl, now))
+    return; /* the next tick tries again */
+  ct__rconn_loop_send(w->b->conn, 9, argv, NULL, NULL, NULL);
+  free(json);
+}
+
+/* Write the liveness record, waiting for it (at start). */
+static int alive_now(ct__bworker_t *w) {
+  const char *argv[9];
+  char *json, ttl[24], now[24];
+  if (!alive_args(w, argv, &json, ttl, now))
+    return CT_ENOMEM;
+  int rc = ct__rconn_command(w->b->conn, 9, argv, NULL, ok_reply, NULL);
+  free(json);
+  return rc;
+}
+
+static void alive_remove(ct__bworker_t *w) {
+  const char *del[] = {"DEL", w->alive_key};
+  const char *zrem[] = {"ZREM", w->workers_key, w->consumer};
+  ct__rconn_command(w->b->conn, 2, del, NULL, ok_reply, NULL);
+  ct__rconn_command(w->b->conn, 3, zrem, NULL, ok_reply, NULL);
+}
+
 /* --- leases ------------------------------------------------------------- */
 
 /* A renewal's reply: the entries another worker has taken over. privdata
@@ -668,6 +738,7 @@ static void on_renew(struct ev_loop *ev, ev_timer *t, int revents) {
     renew_level(w, level, argv);
   pthread_mutex_unlock(&w->lock);
   free(argv);
+  alive_tick(w);
 }
 
 static void renew_start(ct_loop_t *loop, struct ev_loop *ev, void *data) {
@@ -723,6 +794,9 @@ static char *default_consumer(void) {
 
 static void worker_destroy(ct__bworker_t *w) {
   ct__rconn_free(w->fetch);
+  json_decref(w->names);
+  free(w->workers_key);
+  free(w->alive_key);
   for (int i = 0; i < CT__BLEVELS; i++)
     free(w->streams[i]);
   free(w->dead);
@@ -744,7 +818,10 @@ static ct__bworker_t *worker_new(ct_broker_t *b, const ct_broker_worker_opts_t *
   w->max_deliveries = o && o->max_deliveries > 0 ? o->max_deliveries : DEFAULT_MAX_DELIVERIES;
   w->consumer = o && o->consumer ? strdup(o->consumer) : default_consumer();
   w->dead = ct__broker_key(b, "dead", "");
-  bool ok = w->consumer && w->dead;
+  w->workers_key = ct__broker_key(b, "workers", "");
+  w->alive_key = w->consumer ? ct__broker_key(b, "worker:", w->consumer) : NULL;
+  w->names = json_array();
+  bool ok = w->consumer && w->dead && w->workers_key && w->alive_key && w->names;
   for (int i = 0; i < CT__BLEVELS; i++)
     ok = (w->streams[i] = ct__broker_key(b, "stream:", ct__blevel_names[i])) && ok;
   if (!ok) {
@@ -764,6 +841,8 @@ static int worker_begin(ct__bworker_t *w) {
     rc = add_names(w);
   if (rc == 0)
     rc = create_groups(w);
+  if (rc == 0)
+    rc = alive_now(w);
   if (rc == 0)
     rc = ct_loop_call(ct__rconn_loop(b->conn), renew_start, w);
   if (rc != 0)
@@ -832,7 +911,13 @@ static int worker_stop(ct__bworker_t *w, double timeout) {
     rc = bounded ? pthread_cond_timedwait(&w->cond, &w->lock, &until)
                  : pthread_cond_wait(&w->cond, &w->lock);
   rc = w->running > 0 || !w->fetch_done ? CT_ETIMEDOUT : 0;
+  bool retire = rc == 0 && !w->retired;
+  w->retired = w->retired || retire;
   pthread_mutex_unlock(&w->lock);
+  if (retire) { /* once: nothing runs any more */
+    renew_stop(w);
+    alive_remove(w);
+  }
   return timeout == 0 ? 0 : rc;
 }
 
@@ -848,8 +933,7 @@ int ct_broker_worker_stop(ct_broker_t *b, double timeout) {
 void ct__bworker_free(ct__bworker_t *w) {
   if (!w)
     return;
-  worker_stop(w, -1);
+  worker_stop(w, -1); /* retires it */
   pthread_join(w->thread, NULL);
-  renew_stop(w);
   worker_destroy(w);
 }

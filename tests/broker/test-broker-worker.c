@@ -333,6 +333,59 @@ TEST(stop_waits_for_running_tasks) {
   env_end(&e);
 }
 
+static json_t *liveness(env_t *e) {
+  redisReply *x = test_redis(&e->r, "GET ctasker:{default}:worker:w1");
+  json_t *j = x->type == REDIS_REPLY_STRING ? json_loads(x->str, 0, NULL) : NULL;
+  freeReplyObject(x);
+  return j;
+}
+
+TEST(a_worker_keeps_an_expiring_liveness_record) {
+  env_t e;
+  env_start(&e);
+  gate_reset();
+  CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.consumer = "w1";
+  wo.concurrency = 3;
+  wo.lease = 0.5; /* the record lives 1.5 s, refreshed every 1/6 s */
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  json_t *rec = liveness(&e);
+  CHECK(rec != NULL);
+  CHECK_EQ_INT(json_integer_value(json_object_get(rec, "pid")), getpid());
+  CHECK_EQ_INT(json_integer_value(json_object_get(rec, "concurrency")), 3);
+  CHECK_EQ_STR(json_string_value(json_array_get(json_object_get(rec, "names"), 0)), "gated");
+  CHECK_EQ_INT(json_integer_value(json_object_get(rec, "in_flight")), 0);
+  json_decref(rec);
+  long long ttl = test_redis_int(&e.r, "PTTL ctasker:{default}:worker:w1");
+  CHECK(ttl > 0 && ttl <= 1500);
+  redisReply *x = test_redis(&e.r, "ZSCORE ctasker:{default}:workers w1");
+  CHECK(x->type == REDIS_REPLY_STRING);
+  freeReplyObject(x);
+  char id[CT_BROKER_ID_SIZE];
+  submit(&e, "gated", json_pack("{s:s}", "tag", "a"), CT_PRIORITY_NORMAL, id);
+  WAIT_FOR(waiting_at_gate() == 1);
+  /* Refreshed while it lives, several TTLs long, with the task in flight. */
+  double until = ct_now() + 2;
+  for (int i = 0;; i++) {
+    CHECK(i < 2000);
+    rec = liveness(&e);
+    CHECK(rec != NULL); /* never expired meanwhile */
+    bool busy = json_integer_value(json_object_get(rec, "in_flight")) == 1;
+    json_decref(rec);
+    if (busy && ct_now() > until)
+      break;
+    check_sleep(0.01);
+  }
+  gate_pass_one();
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  CHECK_EQ_INT(test_redis_int(&e.r, "EXISTS ctasker:{default}:worker:w1"), 0);
+  x = test_redis(&e.r, "ZSCORE ctasker:{default}:workers w1");
+  CHECK(x->type == REDIS_REPLY_NIL);
+  freeReplyObject(x);
+  env_end(&e);
+}
+
 /* --- leases: a worker in a child process, killed mid-task ------------------ */
 
 static int child_notify_fd = -1;
@@ -521,6 +574,7 @@ int main(int argc, char **argv) {
   RUN(a_malformed_entry_goes_to_the_dead_letters);
   RUN(the_first_completion_wins);
   RUN(stop_waits_for_running_tasks);
+  RUN(a_worker_keeps_an_expiring_liveness_record);
   RUN(a_killed_workers_task_is_reclaimed_after_its_lease);
   RUN(a_task_delivered_too_often_goes_to_the_dead_letters);
   RUN(a_cpu_bound_task_longer_than_its_lease_runs_once);
