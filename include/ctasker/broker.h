@@ -110,6 +110,23 @@ CT_EXPORT int ct_broker_submit(ct_broker_t *broker, const char *name, const json
                                const ct_broker_submit_opts_t *opts,
                                char id[CT_BROKER_ID_SIZE]);
 
+/** Run the task `name` on some worker and wait for its result (RPC), at
+ * most `timeout` seconds, a deadline the entry carries: a worker that takes
+ * the task after it has passed does not run it (the record then says
+ * FAILED with a TimeoutError). Arguments and opts as for
+ * ct_broker_submit(). The wait is a blocking read (BLPOP) on a connection
+ * of its own, kept for the handle's next call: no polling.
+ * Returns 0 and *result, a new reference to the result or to the exception
+ * JSON (ct_result_is_error() tells); CT_ETIMEDOUT when the deadline passed
+ * first (the task may still run, or have run); CT_EINVAL (as for submit,
+ * a NULL result, a timeout not > 0 or over a day); CT_ENOENT (no worker
+ * registered the name); CT_ESHUTDOWN; CT_ENOMEM. *result is NULL on error.
+ * Thread-safety: any thread but the handle's loop thread; calls from
+ * several threads wait at once, each on its own connection. */
+CT_EXPORT int ct_broker_call(ct_broker_t *broker, const char *name, const json_t *kwargs,
+                             const ct_broker_submit_opts_t *opts, double timeout,
+                             json_t **result);
+
 /** A task's status as its record says. */
 typedef enum ct_broker_status {
   CT_BROKER_QUEUED = 0,    /**< in its stream, not yet run */
@@ -206,8 +223,9 @@ CT_EXPORT int ct_broker_worker_start(ct_broker_t *broker, const ct_broker_worker
  * running; what it has not is left in the streams for others), and waits
  * for its running tasks to end and their results to be stored (a blocking
  * read of the fetch thread is ended with CLIENT UNBLOCK, one command on the
- * handle's connection even with timeout 0). timeout in seconds: < 0 waits until then, 0 does not wait, > 0
- * waits at most that long (NaN: CT_EINVAL). Returns 0 once stopped;
+ * handle's connection even with timeout 0). timeout in seconds: < 0 waits
+ * until then, 0 does not wait, > 0 waits at most that long (NaN:
+ * CT_EINVAL). Returns 0 once stopped;
  * CT_ETIMEDOUT if tasks still run (call again to wait more); CT_EINVAL if
  * the worker never started. ct_broker_free() stops it and waits.
  * Thread-safety: any thread but the worker's own tasks and the handle's

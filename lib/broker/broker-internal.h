@@ -25,6 +25,13 @@ struct ct__bhandler {
 
 typedef struct ct__bworker ct__bworker_t;
 
+/* An idle connection kept for a call's blocking read. */
+typedef struct ct__brpc ct__brpc_t;
+struct ct__brpc {
+  ct__brpc_t *next;
+  ct__rconn_t *conn;
+};
+
 struct ct_broker {
   ct_supervisor_t *sup;
   ct__redis_url_t url;     /* for the worker's own connection */
@@ -36,6 +43,7 @@ struct ct_broker {
   pthread_mutex_t lock;
   ct__bhandler_t *handlers; /* lock until the worker starts, then read-only */
   ct__bworker_t *worker;    /* lock: set once by ct_broker_worker_start() */
+  ct__brpc_t *rpc_idle;     /* lock: connections for calls, idle */
 };
 
 /* A new key "<prefix><a><c>", or NULL. */

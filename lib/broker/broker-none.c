@@ -49,3 +49,15 @@ int ct_broker_worker_stop(ct_broker_t *broker, double timeout) {
   (void)timeout;
   return CT_ENOTSUP;
 }
+
+int ct_broker_call(ct_broker_t *broker, const char *name, const json_t *kwargs,
+                   const ct_broker_submit_opts_t *opts, double timeout, json_t **result) {
+  (void)broker;
+  (void)name;
+  (void)kwargs;
+  (void)opts;
+  (void)timeout;
+  if (result)
+    *result = NULL;
+  return CT_ENOTSUP;
+}

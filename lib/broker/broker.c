@@ -125,6 +125,12 @@ void ct_broker_free(ct_broker_t *b) {
   if (!b)
     return;
   ct__bworker_free(b->worker);
+  while (b->rpc_idle) {
+    ct__brpc_t *r = b->rpc_idle;
+    b->rpc_idle = r->next;
+    ct__rconn_free(r->conn);
+    free(r);
+  }
   ct__rconn_free(b->conn);
   while (b->handlers) {
     ct__bhandler_t *h = b->handlers;
@@ -204,12 +210,14 @@ static int run_submit(ct_broker_t *b, const ct__bmsg_t *m, const char *level, do
   return rc;
 }
 
-int ct_broker_submit(ct_broker_t *b, const char *name, const json_t *kwargs,
-                     const ct_broker_submit_opts_t *opts, char id[CT_BROKER_ID_SIZE]) {
+/* Submit, with the caller's deadline (Unix ms; 0: none) in the entry. */
+static int submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
+                     const ct_broker_submit_opts_t *opts, int64_t deadline_ms,
+                     char id[CT_BROKER_ID_SIZE]) {
   int rc = b && id ? check_submit(name, kwargs, opts) : CT_EINVAL;
   if (rc != 0)
     return rc;
-  ct__bmsg_t m = {.enqueued_ms = ct__broker_unix_ms()};
+  ct__bmsg_t m = {.enqueued_ms = ct__broker_unix_ms(), .deadline_ms = deadline_ms};
   rc = ct__bmsg_new_id(m.id);
   if (rc != 0)
     return rc;
@@ -223,6 +231,85 @@ int ct_broker_submit(ct_broker_t *b, const char *name, const json_t *kwargs,
   ct__bmsg_clear(&m);
   if (rc == 0)
     memcpy(id, m.id, CT_BROKER_ID_SIZE);
+  return rc;
+}
+
+int ct_broker_submit(ct_broker_t *b, const char *name, const json_t *kwargs,
+                     const ct_broker_submit_opts_t *opts, char id[CT_BROKER_ID_SIZE]) {
+  return submit_by(b, name, kwargs, opts, 0, id);
+}
+
+/* An idle connection for a call's blocking read, or a new one. */
+static int rpc_take(ct_broker_t *b, ct__rconn_t **out) {
+  pthread_mutex_lock(&b->lock);
+  ct__brpc_t *r = b->rpc_idle;
+  if (r)
+    b->rpc_idle = r->next;
+  pthread_mutex_unlock(&b->lock);
+  if (r) {
+    *out = r->conn;
+    free(r);
+    return 0;
+  }
+  ct__rconn_opts_t co = {b->sup, &b->url, b->connect_timeout, b->command_timeout, b->log,
+                         b->log_data};
+  return ct__rconn_new(&co, out);
+}
+
+/* Keep a connection for the next call (or close it if out of memory). */
+static void rpc_give(ct_broker_t *b, ct__rconn_t *c) {
+  ct__brpc_t *r = malloc(sizeof *r);
+  if (!r) {
+    ct__rconn_free(c);
+    return;
+  }
+  r->conn = c;
+  pthread_mutex_lock(&b->lock);
+  r->next = b->rpc_idle;
+  b->rpc_idle = r;
+  pthread_mutex_unlock(&b->lock);
+}
+
+static int blpop_reply(const redisReply *r, void *data) {
+  (void)data;
+  if (r->type == REDIS_REPLY_NIL)
+    return CT_ETIMEDOUT;
+  return r->type == REDIS_REPLY_ARRAY ? 0 : CT_EINVAL;
+}
+
+/* Block on the task's done list until `remaining` seconds have passed. */
+static int wait_done(ct_broker_t *b, const char *id, double remaining) {
+  char *k = ct__broker_key(b, "done:", id);
+  char secs[32];
+  snprintf(secs, sizeof secs, "%.3f", remaining);
+  ct__rconn_t *c = NULL;
+  int rc = !k ? CT_ENOMEM : remaining < 0.001 ? CT_ETIMEDOUT : rpc_take(b, &c);
+  if (rc == 0) {
+    const char *argv[] = {"BLPOP", k, secs};
+    rc = ct__rconn_command_within(c, remaining + b->command_timeout, 3, argv, NULL,
+                                  blpop_reply, NULL);
+    rpc_give(b, c);
+  }
+  free(k);
+  return rc;
+}
+
+int ct_broker_call(ct_broker_t *b, const char *name, const json_t *kwargs,
+                   const ct_broker_submit_opts_t *opts, double timeout, json_t **result) {
+  if (!result || !(timeout > 0 && timeout <= DEFAULT_TTL))
+    return CT_EINVAL;
+  *result = NULL;
+  double end = ct_now() + timeout;
+  char id[CT_BROKER_ID_SIZE];
+  int rc = submit_by(b, name, kwargs, opts,
+                     ct__broker_unix_ms() + (int64_t)ceil(timeout * 1000), id);
+  if (rc == 0)
+    rc = wait_done(b, id, end - ct_now());
+  ct_broker_info_t info;
+  if (rc == 0)
+    rc = ct_broker_get(b, id, &info);
+  if (rc == 0)
+    *result = info.result;
   return rc;
 }
 

@@ -63,6 +63,7 @@ struct ct__rop {
   char *cmd;         /* the formatted command */
   size_t len;
   bool sent;         /* L: hiredis holds it and will call on_reply */
+  double timeout;    /* seconds for its reply */
   ev_timer deadline; /* L */
   ct__rop_t *prev, *next; /* L: in c->waiting while not sent */
 };
@@ -233,7 +234,7 @@ static void on_loop_command(ct_loop_t *loop, struct ev_loop *ev, void *data) {
   (void)ev;
   ct__rop_t *op = data;
   ct__rconn_t *c = op->c;
-  ev_timer_init(&op->deadline, on_deadline, c->command_timeout, 0.0);
+  ev_timer_init(&op->deadline, on_deadline, op->timeout, 0.0);
   op->deadline.data = op;
   ev_timer_start(c->ev, &op->deadline);
   op->prev = c->waiting_tail;
@@ -499,6 +500,12 @@ void ct__rconn_free(ct__rconn_t *c) {
 
 int ct__rconn_command(ct__rconn_t *c, int argc, const char **argv, const size_t *argvlen,
                       ct__rconn_reply_fn on_reply_fn, void *data) {
+  return ct__rconn_command_within(c, c->command_timeout, argc, argv, argvlen, on_reply_fn, data);
+}
+
+int ct__rconn_command_within(ct__rconn_t *c, double timeout, int argc, const char **argv,
+                             const size_t *argvlen, ct__rconn_reply_fn on_reply_fn,
+                             void *data) {
   if (pthread_equal(pthread_self(), c->loop_thread))
     return CT_EDEADLK;
   ct__rop_t *op = calloc(1, sizeof *op);
@@ -512,6 +519,7 @@ int ct__rconn_command(ct__rconn_t *c, int argc, const char **argv, const size_t 
   }
   op->len = (size_t)len;
   op->c = c;
+  op->timeout = timeout;
   ct__rcall_t *call = op->call;
   int rc = ct_loop_call(c->loop, on_loop_command, op);
   if (rc != 0) {
@@ -520,7 +528,7 @@ int ct__rconn_command(ct__rconn_t *c, int argc, const char **argv, const size_t 
     op_free(op);
     return rc;
   }
-  return call_wait(call, 2 * c->command_timeout + 5);
+  return call_wait(call, 2 * timeout + 5);
 }
 
 ct_loop_t *ct__rconn_loop(ct__rconn_t *c) { return c->loop; }

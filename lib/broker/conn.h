@@ -40,6 +40,11 @@ void ct__rconn_free(ct__rconn_t *c);
 int ct__rconn_command(ct__rconn_t *c, int argc, const char **argv, const size_t *argvlen,
                       ct__rconn_reply_fn on_reply, void *data);
 
+/* ct__rconn_command() with its own reply timeout (seconds, > 0), for a
+ * command that blocks in the server, such as BLPOP. */
+int ct__rconn_command_within(ct__rconn_t *c, double timeout, int argc, const char **argv,
+                             const size_t *argvlen, ct__rconn_reply_fn on_reply, void *data);
+
 /* The connection's loop (borrowed, valid until ct__rconn_free()), for
  * timers that go with the connection. */
 ct_loop_t *ct__rconn_loop(ct__rconn_t *c);

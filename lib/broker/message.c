@@ -71,6 +71,10 @@ int ct__bmsg_encode(const ct__bmsg_t *m, ct__bmsg_wire_t *w) {
   wire_add(w, "name", m->name, strlen(m->name));
   wire_add(w, "kwargs", w->kwargs_text, strlen(w->kwargs_text));
   wire_add(w, "enqueued", w->enqueued, strlen(w->enqueued));
+  if (m->deadline_ms > 0) {
+    snprintf(w->deadline, sizeof w->deadline, "%" PRId64, m->deadline_ms);
+    wire_add(w, "deadline", w->deadline, strlen(w->deadline));
+  }
   return 0;
 }
 
@@ -153,10 +157,15 @@ int ct__bmsg_decode(const ct__bfield_t *f, size_t n, size_t max_kwargs, ct__bmsg
   const ct__bfield_t *name = find_field(f, n, "name", &repeated);
   const ct__bfield_t *kwargs = find_field(f, n, "kwargs", &repeated);
   const ct__bfield_t *enq = find_field(f, n, "enqueued", &repeated);
+  const ct__bfield_t *deadline = find_field(f, n, "deadline", &repeated);
   memset(m, 0, sizeof *m);
   *reason = check_message_fields(id, name, kwargs, enq, repeated);
   if (!*reason && !parse_count(enq->value, enq->value_len, &m->enqueued_ms))
     *reason = "bad enqueued";
+  if (!*reason && deadline &&
+      (!parse_count(deadline->value, deadline->value_len, &m->deadline_ms) ||
+       m->deadline_ms == 0))
+    *reason = "bad deadline";
   if (*reason)
     return CT_EINVAL;
   if (kwargs->value_len > max_kwargs) {

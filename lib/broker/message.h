@@ -28,18 +28,20 @@ typedef struct ct__bmsg {
   char name[CT__BMSG_NAME_MAX + 1];
   json_t *kwargs;      /* owned; a JSON object */
   int64_t enqueued_ms; /* Unix time of the submission, milliseconds */
+  int64_t deadline_ms; /* Unix ms after which the caller waits no more; 0: none */
 } ct__bmsg_t;
 
 /* Fields of the message encoded for a stream entry: argv/argvlen are
  * name, value, name, value...; the strings live in the struct (and in
  * kwargs_text, owned) until ct__bmsg_wire_free(). */
-#define CT__BMSG_FIELDS 4
+#define CT__BMSG_FIELDS 5
 typedef struct ct__bmsg_wire {
   size_t argc;
   const char *argv[2 * CT__BMSG_FIELDS];
   size_t argvlen[2 * CT__BMSG_FIELDS];
   char *kwargs_text;
   char enqueued[24];
+  char deadline[24];
 } ct__bmsg_wire_t;
 
 /* A new random (version 4) UUID string in id. Returns 0 or CT_EAGAIN if the

@@ -161,9 +161,10 @@ static const char start_script[] =
     "end\n"
     "return 1\n";
 
-/* KEYS: record, stream. ARGV: entry id, group, status, result, finished
- * (ms), name, default TTL (s). The first completion wins; then the entry
- * is acknowledged and deleted. */
+/* KEYS: record, stream, done list. ARGV: entry id, group, status, result,
+ * finished (ms), name, default TTL (s), "1" if a caller waits (RPC). The
+ * first completion wins; then the entry is acknowledged and deleted, and a
+ * waiting caller is woken through the done list. */
 static const char complete_script[] =
     "local s = redis.call('HGET', KEYS[1], 'status')\n"
     "if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' then\n"
@@ -174,6 +175,10 @@ static const char complete_script[] =
     "end\n"
     "redis.call('XACK', KEYS[2], ARGV[2], ARGV[1])\n"
     "redis.call('XDEL', KEYS[2], ARGV[1])\n"
+    "if ARGV[8] == '1' then\n"
+    "  redis.call('RPUSH', KEYS[3], ARGV[3])\n"
+    "  redis.call('EXPIRE', KEYS[3], 60)\n"
+    "end\n"
     "return 1\n";
 
 /* KEYS: stream, dead letters. ARGV: entry id, group, reason, stream name.
@@ -456,26 +461,35 @@ static char *result_text(json_t **result) {
  * (each bounded by the command timeout) before the entry is left pending. */
 static void store(ct__bworker_t *w, const job_t *j, json_t *result, const char *text) {
   char *key = ct__broker_key(w->b, "task:", j->msg.id);
+  char *done = ct__broker_key(w->b, "done:", j->msg.id);
   char finished[24];
   snprintf(finished, sizeof finished, "%lld", (long long)ct__broker_unix_ms());
-  const char *keys[] = {key, w->streams[j->level]};
+  const char *keys[] = {key, w->streams[j->level], done};
   const char *args[] = {j->entry, CT__BGROUP, ct_result_is_error(result) ? "failed" : "completed",
-                        text, finished, j->msg.name, DEFAULT_TTL};
-  int rc = key && text ? CT_ETIMEDOUT : CT_ENOMEM;
+                        text, finished, j->msg.name, DEFAULT_TTL,
+                        j->msg.deadline_ms ? "1" : "0"};
+  int rc = key && done && text ? CT_ETIMEDOUT : CT_ENOMEM;
   for (int i = 0; i < STORE_TRIES && rc == CT_ETIMEDOUT; i++)
-    rc = eval(w->b->conn, complete_script, 2, keys, 7, args, ok_reply, NULL);
+    rc = eval(w->b->conn, complete_script, 3, keys, 8, args, ok_reply, NULL);
   if (rc != 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "task %s: result not stored (%s): its entry stays pending",
                    j->msg.id, ct_strerror(rc));
   free(key);
+  free(done);
 }
 
 static json_t *run_task(ct_task_t *self, void *arg) {
   job_t *j = arg;
   ct__bworker_t *w = j->w;
-  mark_running(w, j);
-  json_t *result = j->h ? j->h->fn(self, j->msg.kwargs, j->h->data)
-                        : ct_error_new("UnknownTask", "no handler for %s", j->msg.name);
+  json_t *result;
+  if (j->msg.deadline_ms && ct__broker_unix_ms() > j->msg.deadline_ms) {
+    result = ct_error_new("TimeoutError", "the caller's deadline passed before %s started",
+                          j->msg.name);
+  } else {
+    mark_running(w, j);
+    result = j->h ? j->h->fn(self, j->msg.kwargs, j->h->data)
+                  : ct_error_new("UnknownTask", "no handler for %s", j->msg.name);
+  }
   char *text = result_text(&result);
   store(w, j, result, text);
   free(text);

@@ -33,7 +33,7 @@ TEST(encoded_message_decodes_to_the_same) {
   m.kwargs = json_pack("{s:i,s:s}", "w", 640, "path", "a\"b");
   ct__bmsg_wire_t w;
   CHECK_OK(ct__bmsg_encode(&m, &w));
-  CHECK_EQ_INT(w.argc, 2 * CT__BMSG_FIELDS);
+  CHECK_EQ_INT(w.argc, 8); /* no deadline: four fields */
   ct__bfield_t f[CT__BMSG_FIELDS];
   for (size_t i = 0; i < w.argc / 2; i++)
     f[i] = (ct__bfield_t){w.argv[2 * i], w.argvlen[2 * i], w.argv[2 * i + 1],
@@ -100,6 +100,34 @@ TEST(malformed_messages_are_refused_with_a_reason) {
   refuse(neg, 4, CT_EINVAL, "enqueued");
   ct__bfield_t huge[] = {ok[0], ok[1], ok[2], F("enqueued", "9999999999999999999")};
   refuse(huge, 4, CT_EINVAL, "enqueued");
+}
+
+TEST(a_deadline_is_carried_when_there_is_one) {
+  ct__bmsg_t m = {.enqueued_ms = 5, .deadline_ms = 1700000009000};
+  strcpy(m.id, good_id);
+  strcpy(m.name, "rpc");
+  m.kwargs = json_object();
+  ct__bmsg_wire_t w;
+  CHECK_OK(ct__bmsg_encode(&m, &w));
+  CHECK_EQ_INT(w.argc, 10);
+  ct__bfield_t f[5];
+  for (size_t i = 0; i < 5; i++)
+    f[i] = (ct__bfield_t){w.argv[2 * i], w.argvlen[2 * i], w.argv[2 * i + 1],
+                          w.argvlen[2 * i + 1]};
+  ct__bmsg_t d;
+  const char *reason = NULL;
+  CHECK_OK(ct__bmsg_decode(f, 5, 64, &d, &reason));
+  CHECK_EQ_INT(d.deadline_ms, 1700000009000);
+  ct__bmsg_clear(&d);
+  CHECK_OK(ct__bmsg_decode(f, 4, 64, &d, &reason)); /* none: 0 */
+  CHECK_EQ_INT(d.deadline_ms, 0);
+  ct__bmsg_clear(&d);
+  ct__bmsg_wire_free(&w);
+  json_decref(m.kwargs);
+  ct__bfield_t zero[] = {f[0], f[1], f[2], f[3], F("deadline", "0")};
+  refuse(zero, 5, CT_EINVAL, "deadline");
+  ct__bfield_t word[] = {f[0], f[1], f[2], f[3], F("deadline", "soon")};
+  refuse(word, 5, CT_EINVAL, "deadline");
 }
 
 TEST(unknown_message_fields_are_skipped) {
@@ -231,6 +259,7 @@ int main(void) {
   RUN(new_ids_are_version_4_uuids_and_differ);
   RUN(encoded_message_decodes_to_the_same);
   RUN(malformed_messages_are_refused_with_a_reason);
+  RUN(a_deadline_is_carried_when_there_is_one);
   RUN(unknown_message_fields_are_skipped);
   RUN(task_names_are_checked);
   RUN(records_decode_status_times_and_result);

@@ -3,6 +3,7 @@
  * strict priority classes and no more fetched than free slots, malformed
  * entries to the dead letters, the first completion winning, and stop.
  * Counts and order only; time bounds are generous. */
+#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -386,6 +387,92 @@ TEST(a_worker_keeps_an_expiring_liveness_record) {
   env_end(&e);
 }
 
+/* --- calls (RPC) ----------------------------------------------------------- */
+
+typedef struct {
+  ct_broker_t *b;
+  int a;
+  int rc;
+  long long sum;
+} call_arg_t;
+
+static void *call_add(void *p) {
+  call_arg_t *c = p;
+  json_t *result = NULL;
+  json_t *kw = json_pack("{s:i,s:i}", "a", c->a, "b", 1000);
+  c->rc = ct_broker_call(c->b, "add", kw, NULL, 20, &result);
+  c->sum = json_integer_value(json_object_get(result, "sum"));
+  json_decref(kw);
+  json_decref(result);
+  return NULL;
+}
+
+TEST(call_returns_the_result_or_the_exception) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  CHECK_OK(ct_broker_register(e.b, "fail", fail, NULL));
+  start_worker(&e, 4);
+  json_t *result = NULL;
+  json_t *kw = json_pack("{s:i,s:i}", "a", 20, "b", 22);
+  CHECK_OK(ct_broker_call(e.b, "add", kw, NULL, 20, &result));
+  CHECK_EQ_INT(json_integer_value(json_object_get(result, "sum")), 42);
+  json_decref(result);
+  CHECK_OK(ct_broker_call(e.b, "fail", kw, NULL, 20, &result));
+  CHECK_EQ_STR(ct_result_error_class(result), "ValueError");
+  json_decref(result);
+  CHECK_EQ_INT(ct_broker_call(e.b, "nobody", kw, NULL, 20, &result), CT_ENOENT);
+  CHECK(result == NULL);
+  CHECK_EQ_INT(ct_broker_call(e.b, "add", kw, NULL, 0, &result), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_call(e.b, "add", kw, NULL, INFINITY, &result), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_call(e.b, "add", kw, NULL, 1, NULL), CT_EINVAL);
+  json_decref(kw);
+  /* Calls from several threads wait at once, each on its own connection. */
+  enum { N = 4 };
+  pthread_t th[N];
+  call_arg_t args[N];
+  for (int i = 0; i < N; i++) {
+    args[i] = (call_arg_t){e.b, i, -1, 0};
+    CHECK(pthread_create(&th[i], NULL, call_add, &args[i]) == 0);
+  }
+  for (int i = 0; i < N; i++) {
+    pthread_join(th[i], NULL);
+    CHECK_OK(args[i].rc);
+    CHECK_EQ_INT(args[i].sum, 1000 + i);
+  }
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+TEST(a_call_past_its_deadline_times_out_and_is_not_run) {
+  env_t e;
+  env_start(&e);
+  gate_reset();
+  freeReplyObject(test_redis(&e.r, "SADD ctasker:{default}:names gated")); /* as a worker did */
+  json_t *result = (json_t *)&e;
+  json_t *kw = json_pack("{s:s}", "tag", "late");
+  CHECK_EQ_INT(ct_broker_call(e.b, "gated", kw, NULL, 0.3, &result), CT_ETIMEDOUT);
+  CHECK(result == NULL);
+  json_decref(kw);
+  redisReply *x = test_redis(&e.r, "XRANGE " STREAM("normal") " - +");
+  CHECK(x->elements == 1);
+  redisReply *f = x->element[0]->element[1];
+  char id[CT_BROKER_ID_SIZE];
+  snprintf(id, sizeof id, "%s", f->element[1]->str); /* the first field is id */
+  CHECK_EQ_STR(f->element[8]->str, "deadline");
+  freeReplyObject(x);
+  CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
+  start_worker(&e, 1);
+  ct_broker_info_t info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_STR(ct_result_error_class(info.result), "TimeoutError");
+  CHECK_EQ_INT(info.attempts, 0);
+  json_decref(info.result);
+  CHECK_EQ_STR(order, ""); /* the handler never ran */
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
 /* --- leases: a worker in a child process, killed mid-task ------------------ */
 
 static int child_notify_fd = -1;
@@ -575,6 +662,8 @@ int main(int argc, char **argv) {
   RUN(the_first_completion_wins);
   RUN(stop_waits_for_running_tasks);
   RUN(a_worker_keeps_an_expiring_liveness_record);
+  RUN(call_returns_the_result_or_the_exception);
+  RUN(a_call_past_its_deadline_times_out_and_is_not_run);
   RUN(a_killed_workers_task_is_reclaimed_after_its_lease);
   RUN(a_task_delivered_too_often_goes_to_the_dead_letters);
   RUN(a_cpu_bound_task_longer_than_its_lease_runs_once);
