@@ -12,9 +12,11 @@
 #ifndef CT_TESTS_BROKER_REDIS_H
 #define CT_TESTS_BROKER_REDIS_H
 
+#include <dirent.h>
 #include <hiredis/hiredis.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -32,17 +34,35 @@ typedef struct test_redis {
 
 static test_redis_t *test_redis_running;
 
-/* Remove what a server may leave in its folder, and the folder. */
+/* dir + "/" + name into path (no snprintf: also used by the fatal-signal
+ * handler). */
+static void test_redis_path(char *path, const char *dir, const char *name) {
+  size_t n = strlen(dir), m = strlen(name);
+  memcpy(path, dir, n);
+  path[n] = '/';
+  memcpy(path + n + 1, name, m + 1);
+}
+
+/* Remove what a server may leave in its folder (with AOF, the files of
+ * appendonlydir/), and the folder. */
 static void test_redis_clean_dir(const test_redis_t *r) {
   static const char *const names[] = {"redis.sock", "redis.log", "dump.rdb"};
-  char path[192];
+  char path[192], aof[192], file[448];
   for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-    /* async-signal-safe string building: no snprintf */
-    size_t n = strlen(r->dir), m = strlen(names[i]);
-    memcpy(path, r->dir, n);
-    path[n] = '/';
-    memcpy(path + n + 1, names[i], m + 1);
+    test_redis_path(path, r->dir, names[i]);
     unlink(path);
+  }
+  test_redis_path(aof, r->dir, "appendonlydir");
+  DIR *d = opendir(aof);
+  for (struct dirent *e; d && (e = readdir(d));) {
+    if (e->d_name[0] == '.')
+      continue;
+    test_redis_path(file, aof, e->d_name);
+    unlink(file);
+  }
+  if (d) {
+    closedir(d);
+    rmdir(aof);
   }
   rmdir(r->dir);
 }

@@ -387,6 +387,43 @@ TEST(a_worker_keeps_an_expiring_liveness_record) {
   env_end(&e);
 }
 
+TEST(a_restarted_server_loses_no_task_and_doubles_no_result) {
+  static const char *const aof[] = {"--appendonly", "yes", "--appendfsync", "always", NULL};
+  env_t e;
+  memset(&e, 0, sizeof e);
+  test_redis_start(&e.r, aof);
+  CHECK_OK(ct_supervisor_new(NULL, &e.sup));
+  CHECK_OK(ct_supervisor_start(e.sup));
+  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
+  o.url = e.r.url;
+  o.log = log_line;
+  o.command_timeout = 5; /* a result is retried for 3 x 5 s */
+  CHECK_OK(ct_broker_new(e.sup, &o, &e.b));
+  gate_reset();
+  CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
+  start_worker(&e, 1);
+  char running[CT_BROKER_ID_SIZE], waiting[CT_BROKER_ID_SIZE];
+  submit(&e, "gated", json_pack("{s:s}", "tag", "r"), CT_PRIORITY_NORMAL, running);
+  WAIT_FOR(waiting_at_gate() == 1);
+  submit(&e, "gated", json_pack("{s:s}", "tag", "w"), CT_PRIORITY_NORMAL, waiting);
+  test_redis_halt(&e.r, false); /* SIGTERM: the AOF is complete */
+  gate_pass_one();              /* its result now waits for the server */
+  test_redis_start(&e.r, aof);
+  gate_pass_one();              /* the task that waited in the stream */
+  const char *ids[] = {running, waiting};
+  for (int i = 0; i < 2; i++) {
+    ct_broker_info_t info = wait_done(&e, ids[i]);
+    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+    CHECK_EQ_INT(info.attempts, 1);
+    json_decref(info.result);
+  }
+  CHECK_EQ_STR(order, "rw"); /* each ran once */
+  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM("normal")) == 0);
+  CHECK_EQ_INT(pending(&e, STREAM("normal")), 0);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
 /* --- calls (RPC) ----------------------------------------------------------- */
 
 typedef struct {
@@ -662,6 +699,7 @@ int main(int argc, char **argv) {
   RUN(the_first_completion_wins);
   RUN(stop_waits_for_running_tasks);
   RUN(a_worker_keeps_an_expiring_liveness_record);
+  RUN(a_restarted_server_loses_no_task_and_doubles_no_result);
   RUN(call_returns_the_result_or_the_exception);
   RUN(a_call_past_its_deadline_times_out_and_is_not_run);
   RUN(a_killed_workers_task_is_reclaimed_after_its_lease);
