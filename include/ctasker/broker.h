@@ -183,10 +183,12 @@ typedef struct ct_broker_worker_opts {
                           renewed every lease / 3 while it runs; 0: 30 */
   int max_deliveries;  /**< a task delivered more often than this (its workers
                           died or went silent) goes to the dead letters; 0: 5 */
+  bool allow_eviction; /**< start even if Redis's maxmemory-policy may evict
+                          task data (anything but noeviction); false: refuse */
 } ct_broker_worker_opts_t;
 
 /** The default worker options, with size set. */
-#define CT_BROKER_WORKER_OPTS_INIT {sizeof(ct_broker_worker_opts_t), 0, NULL, 0.0, 0}
+#define CT_BROKER_WORKER_OPTS_INIT {sizeof(ct_broker_worker_opts_t), 0, NULL, 0.0, 0, false}
 
 /** Start serving the registered names: they are added to the queue's names
  * set (so that producers may submit them), and a fetch thread with its own
@@ -211,7 +213,11 @@ typedef struct ct_broker_worker_opts {
  * place in the `workers` set scored by that expiry; both go when it stops.
  * Not yet: retries of a failed run, delays, cancelling a task whose lease
  * was lost.
- * Returns 0; CT_EINVAL (NULL broker, no handler registered, bad opts: a
+ * Returns 0; CT_ENOTSUP (logged) if the server's maxmemory-policy is not
+ * noeviction, so that it could evict streams, records or results before
+ * their time, and allow_eviction is false (a server that refuses CONFIG
+ * GET is taken at its word: a warning is logged); CT_EINVAL (NULL broker,
+ * no handler registered, bad opts: a
  * negative concurrency or max_deliveries, a lease that is not 0 or from
  * 0.1 s to a day);
  * CT_EBUSY if started already; CT_ETIMEDOUT (Redis did not answer);

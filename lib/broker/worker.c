@@ -845,12 +845,42 @@ static ct__bworker_t *worker_new(ct_broker_t *b, const ct_broker_worker_opts_t *
   return w;
 }
 
+static int policy_reply(const redisReply *r, void *data) {
+  char *policy = data;
+  if (r->type == REDIS_REPLY_ERROR) /* CONFIG disabled, as some services do */
+    return CT_ENOTSUP;
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+      r->element[1]->type != REDIS_REPLY_STRING)
+    return CT_EINVAL;
+  snprintf(policy, 32, "%s", r->element[1]->str);
+  return 0;
+}
+
+/* Refuse a server that may evict task data, unless allowed. */
+static int check_eviction(ct__bworker_t *w, bool allow) {
+  char policy[32] = "";
+  const char *argv[] = {"CONFIG", "GET", "maxmemory-policy"};
+  int rc = ct__rconn_command(w->b->conn, 3, argv, NULL, policy_reply, policy);
+  if (rc == CT_ENOTSUP) {
+    ct__broker_log(w->b, CT_LOG_WARNING, "cannot read maxmemory-policy: make sure it is "
+                   "noeviction, or tasks and results may be lost");
+    return 0;
+  }
+  if (rc != 0 || allow || strcmp(policy, "noeviction") == 0)
+    return rc;
+  ct__broker_log(w->b, CT_LOG_ERROR, "maxmemory-policy is %s, which may evict tasks and "
+                 "results: set it to noeviction (or allow eviction)", policy);
+  return CT_ENOTSUP;
+}
+
 /* Connect, publish the names, make the groups, start the fetch thread. */
-static int worker_begin(ct__bworker_t *w) {
+static int worker_begin(ct__bworker_t *w, bool allow_eviction) {
   ct_broker_t *b = w->b;
   ct__rconn_opts_t co = {b->sup, &b->url, b->connect_timeout,
                          b->command_timeout + BLOCK_SECONDS, b->log, b->log_data};
-  int rc = ct__rconn_new(&co, &w->fetch);
+  int rc = check_eviction(w, allow_eviction);
+  if (rc == 0)
+    rc = ct__rconn_new(&co, &w->fetch);
   if (rc == 0)
     rc = add_names(w);
   if (rc == 0)
@@ -886,7 +916,7 @@ int ct_broker_worker_start(ct_broker_t *b, const ct_broker_worker_opts_t *opts) 
     b->worker = w; /* closes registration */
   pthread_mutex_unlock(&b->lock);
   if (rc == 0)
-    rc = worker_begin(w);
+    rc = worker_begin(w, opts && opts->allow_eviction);
   if (rc != 0) {
     pthread_mutex_lock(&b->lock);
     if (b->worker == w)

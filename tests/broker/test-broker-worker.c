@@ -424,6 +424,20 @@ TEST(a_restarted_server_loses_no_task_and_doubles_no_result) {
   env_end(&e);
 }
 
+TEST(a_server_that_may_evict_is_refused_unless_allowed) {
+  env_t e;
+  env_start(&e);
+  freeReplyObject(test_redis(&e.r, "CONFIG SET maxmemory-policy allkeys-lru"));
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  CHECK_EQ_INT(ct_broker_worker_start(e.b, NULL), CT_ENOTSUP);
+  CHECK_EQ_INT(test_redis_int(&e.r, "EXISTS ctasker:{default}:names"), 0); /* nothing */
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.allow_eviction = true;
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
 /* --- calls (RPC) ----------------------------------------------------------- */
 
 typedef struct {
@@ -700,6 +714,7 @@ int main(int argc, char **argv) {
   RUN(stop_waits_for_running_tasks);
   RUN(a_worker_keeps_an_expiring_liveness_record);
   RUN(a_restarted_server_loses_no_task_and_doubles_no_result);
+  RUN(a_server_that_may_evict_is_refused_unless_allowed);
   RUN(call_returns_the_result_or_the_exception);
   RUN(a_call_past_its_deadline_times_out_and_is_not_run);
   RUN(a_killed_workers_task_is_reclaimed_after_its_lease);
