@@ -618,17 +618,24 @@ static void fetch_round(ct__bworker_t *w, int free_slots) {
   const char *args[] = {CT__BGROUP, w->consumer, count, lease, max, w->b->prefix, now};
   fetch_t f = {.w = w};
   int rc = eval(w->fetch, fetch_script, CT__BLEVELS + 1, keys, 7, args, fetch_reply, &f);
-  bool took = f.jobs != NULL;
+  bool took = f.jobs != NULL, refused = rc == CT_ESHUTDOWN;
   while (f.jobs) {
     job_t *j = f.jobs;
     f.jobs = j->next;
-    if (j->reason) {
+    if (j->reason && !refused) {
       bury(w, j);
-      ct__bmsg_clear(&j->msg);
-      free(j);
-    } else {
-      start_job(w, j);
+    } else if (!refused) {
+      refused = start_job(w, j) != 0;
+      continue; /* the job is the task's now, or freed */
     }
+    ct__bmsg_clear(&j->msg); /* after a refusal its entry stays pending */
+    free(j);
+  }
+  if (refused) { /* the supervisor is stopping or stopped: fetch nothing more */
+    pthread_mutex_lock(&w->lock);
+    w->stopping = true;
+    pthread_mutex_unlock(&w->lock);
+    return;
   }
   if (f.nogroup && create_groups(w) == 0)
     return;

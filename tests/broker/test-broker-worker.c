@@ -21,10 +21,13 @@ static int gate_waiting;
 static int gate_passed;
 static char order[64];
 
+static atomic_int fetch_failures;
+
 static void log_line(int level, const char *msg, void *data) {
   (void)level;
-  (void)msg;
   (void)data;
+  if (strstr(msg, "fetching tasks failed"))
+    atomic_fetch_add(&fetch_failures, 1);
 }
 
 static json_t *add(ct_task_t *self, const json_t *kwargs, void *data) {
@@ -438,6 +441,22 @@ TEST(a_server_that_may_evict_is_refused_unless_allowed) {
   env_end(&e);
 }
 
+TEST(stopping_the_supervisor_ends_the_worker) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  start_worker(&e, 2);
+  atomic_store(&fetch_failures, 0);
+  CHECK_OK(ct_supervisor_stop(e.sup, CT_STOP_DRAIN, -1));
+  check_sleep(1.5); /* a fetch thread still trying would fail every 0.5 s */
+  CHECK_EQ_INT(atomic_load(&fetch_failures), 0);
+  CHECK_OK(ct_broker_worker_stop(e.b, 20));
+  ct_broker_free(e.b);
+  e.b = NULL;
+  CHECK_OK(ct_supervisor_free(e.sup));
+  test_redis_stop(&e.r);
+}
+
 /* --- calls (RPC) ----------------------------------------------------------- */
 
 typedef struct {
@@ -715,6 +734,7 @@ int main(int argc, char **argv) {
   RUN(a_worker_keeps_an_expiring_liveness_record);
   RUN(a_restarted_server_loses_no_task_and_doubles_no_result);
   RUN(a_server_that_may_evict_is_refused_unless_allowed);
+  RUN(stopping_the_supervisor_ends_the_worker);
   RUN(call_returns_the_result_or_the_exception);
   RUN(a_call_past_its_deadline_times_out_and_is_not_run);
   RUN(a_killed_workers_task_is_reclaimed_after_its_lease);
