@@ -12,5 +12,6 @@
 #include "ctasker/loop.h"
 #include "ctasker/worker.h"
 #include "ctasker/process.h"
+#include "ctasker/broker.h"
 
 #endif

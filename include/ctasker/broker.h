@@ -1,0 +1,244 @@
+/** @file
+ * ctasker — named tasks across machines on Redis Streams.
+ *
+ * A broker handle talks to one Redis server (given by URL) about one queue
+ * of one namespace. Tasks are named: a producer submits a name and JSON
+ * keyword arguments, and workers that registered that name run it (a handle
+ * may be a producer, a worker, or both). A
+ * submitted task goes to one stream per priority class (CRITICAL, HIGH,
+ * NORMAL, LOW, the supervisor's classes) and has a task record, holding its
+ * status and, once run, its result, until the result TTL passes. The keys,
+ * stream fields and record fields are the wire format of docs/wire-format.md.
+ *
+ * The handle owns an extra loop of the supervisor (see loop.h) with one
+ * hiredis connection on it. Every deadline is ctasker's own timer: the
+ * connect, and each command, whose reply must come within command_timeout
+ * (a command that overruns it fails with CT_ETIMEDOUT and the connection is
+ * dropped and made again, since the replies behind it are late too). A
+ * connection that breaks is made again with a pause growing from 0.1 s to
+ * 5 s; a command issued meanwhile waits for it until its own deadline.
+ * Every connection failure goes to the log callback with its reason.
+ *
+ * Calls wait for their reply on the calling thread, so they may be made from
+ * any thread but the handle's own loop thread (CT_EDEADLK there).
+ *
+ * Built without the `redis` feature (hiredis), every call returns
+ * CT_ENOTSUP.
+ */
+#ifndef CTASKER_BROKER_H
+#define CTASKER_BROKER_H
+
+#include <jansson.h>
+
+#include "common.h"
+#include "supervisor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ct_broker ct_broker_t; /**< A broker handle: opaque, owned by its creator. */
+
+/** Bytes of a task id: a UUID string (36 characters) and its NUL. */
+#define CT_BROKER_ID_SIZE 37
+
+/** Broker options: start from CT_BROKER_OPTS_INIT. */
+typedef struct ct_broker_opts {
+  size_t size;            /**< sizeof(ct_broker_opts_t), set by CT_BROKER_OPTS_INIT */
+  const char *url;        /**< `redis://[user:password@]host[:port][/db]` (user and
+                             password percent-encoded, an IPv6 host in brackets,
+                             port 6379 by default) or
+                             `unix://[user:password@]/path/to/socket[?db=N]`; copied */
+  const char *ns;         /**< namespace, the first part of every key; NULL: "ctasker" */
+  const char *queue;      /**< queue name (aio-task's routing key); NULL: "default" */
+  double connect_timeout; /**< seconds to connect, AUTH and SELECT included; 0: 5 */
+  double command_timeout; /**< seconds for the reply to any one command; 0: 5 */
+  ct_log_fn log;          /**< connection failures and reconnections; NULL: none */
+  void *log_data;         /**< given to log */
+} ct_broker_opts_t;
+
+/** The default broker options, with size set (url must still be given). */
+#define CT_BROKER_OPTS_INIT {sizeof(ct_broker_opts_t), NULL, NULL, NULL, 0.0, 0.0, NULL, NULL}
+
+/** Create a broker handle on a running supervisor (NULL: the default one)
+ * and connect it: returns once connected (AUTH and SELECT from the URL
+ * done), or with an error after one attempt within connect_timeout.
+ * Returns 0 and *out (owned: free it with ct_broker_free()); CT_EINVAL for a
+ * bad URL, namespace or queue (empty, or holding `{`, `}` or a space), a
+ * negative or NaN timeout, an opts.size this library does not know;
+ * CT_ETIMEDOUT if the server could not be reached, refused the connection,
+ * AUTH or SELECT within connect_timeout (the reason is logged);
+ * CT_ESHUTDOWN if the supervisor is not running; CT_ENOMEM; CT_EAGAIN or
+ * CT_EMFILE (no loop thread); CT_ENOTSUP without the redis feature.
+ * Thread-safety: any thread. */
+CT_EXPORT int ct_broker_new(ct_supervisor_t *sup, const ct_broker_opts_t *opts,
+                            ct_broker_t **out);
+
+/** Close the connection, end the handle's loop and free the handle. Free it
+ * before the supervisor is freed (stopping the supervisor first is fine),
+ * once no other thread uses it. ct_broker_free(NULL) does nothing.
+ * Thread-safety: any thread but the handle's own loop thread. */
+CT_EXPORT void ct_broker_free(ct_broker_t *broker);
+
+/** Options of one submission: start from CT_BROKER_SUBMIT_OPTS_INIT. */
+typedef struct ct_broker_submit_opts {
+  size_t size;       /**< sizeof(ct_broker_submit_opts_t), set by CT_BROKER_SUBMIT_OPTS_INIT */
+  int priority;      /**< CT_PRIORITY_CRITICAL..CT_PRIORITY_MAX; its class (as the
+                        supervisor's: 0, 1..50, 51..100, 101..255) picks the stream */
+  double result_ttl; /**< seconds the task record and result are kept after the task
+                        ends, and at most while it waits; 0: 86400 (a day) */
+} ct_broker_submit_opts_t;
+
+/** The default submission options (NORMAL priority, a day's TTL), with size set. */
+#define CT_BROKER_SUBMIT_OPTS_INIT {sizeof(ct_broker_submit_opts_t), CT_PRIORITY_NORMAL, 0.0}
+
+/** Submit the task `name` with keyword arguments `kwargs` (a JSON object,
+ * borrowed; NULL: {}). opts may be NULL for the defaults. On success the
+ * task id, a UUID string, is written to id[0..CT_BROKER_ID_SIZE).
+ * The name must be one some worker has registered in this queue: otherwise
+ * nothing is written and CT_ENOENT is returned. The check and the writes
+ * (task record and stream entry) are one script, so a task is never half
+ * submitted.
+ * Returns 0; CT_EINVAL (NULL or empty name, a name over 200 bytes or with
+ * control characters, kwargs not an object, a priority out of range, a
+ * negative, NaN or infinite TTL); CT_ENOENT; CT_ETIMEDOUT (no reply within
+ * command_timeout: the task may or may not have been submitted);
+ * CT_ESHUTDOWN (the supervisor has stopped, and the handle's loop with it);
+ * CT_ENOMEM.
+ * Thread-safety: any thread but the handle's loop thread. */
+CT_EXPORT int ct_broker_submit(ct_broker_t *broker, const char *name, const json_t *kwargs,
+                               const ct_broker_submit_opts_t *opts,
+                               char id[CT_BROKER_ID_SIZE]);
+
+/** Run the task `name` on some worker and wait for its result (RPC), at
+ * most `timeout` seconds, a deadline the entry carries: a worker that takes
+ * the task after it has passed does not run it (the record then says
+ * FAILED with a TimeoutError). Arguments and opts as for
+ * ct_broker_submit(). The wait is a blocking read (BLPOP) on a connection
+ * of its own, kept for the handle's next call: no polling.
+ * Returns 0 and *result, a new reference to the result or to the exception
+ * JSON (ct_result_is_error() tells); CT_ETIMEDOUT when the deadline passed
+ * first (the task may still run, or have run); CT_EINVAL (as for submit,
+ * a NULL result, a timeout not > 0 or over a day); CT_ENOENT (no worker
+ * registered the name); CT_ESHUTDOWN; CT_ENOMEM. *result is NULL on error.
+ * Thread-safety: any thread but the handle's loop thread; calls from
+ * several threads wait at once, each on its own connection. */
+CT_EXPORT int ct_broker_call(ct_broker_t *broker, const char *name, const json_t *kwargs,
+                             const ct_broker_submit_opts_t *opts, double timeout,
+                             json_t **result);
+
+/** A task's status as its record says. */
+typedef enum ct_broker_status {
+  CT_BROKER_QUEUED = 0,    /**< in its stream, not yet run */
+  CT_BROKER_RUNNING = 1,   /**< a worker runs it */
+  CT_BROKER_COMPLETED = 2, /**< terminal: finished with a result */
+  CT_BROKER_FAILED = 3,    /**< terminal: finished with an exception */
+  CT_BROKER_DEAD = 4       /**< terminal: moved to the dead letters */
+} ct_broker_status_t;
+
+/** What ct_broker_get() reports. Times are Unix times in seconds (they
+ * cross machines, so not ct_now()'s clock), 0 if that has not happened. */
+typedef struct ct_broker_info {
+  ct_broker_status_t status; /**< now */
+  int attempts;              /**< runs started so far */
+  double created;            /**< submitted */
+  double started;            /**< the last run started */
+  double finished;           /**< ended */
+  json_t *result;            /**< the result or the exception JSON, a new reference
+                                (json_decref() it); NULL until terminal */
+} ct_broker_info_t;
+
+/** The status of the task `id` and, once terminal, its result.
+ * Returns 0 and *out; CT_ENOENT if no such task is known (never submitted,
+ * or its result TTL has passed); CT_EINVAL (NULL argument, an id that is not
+ * a UUID string as ct_broker_submit() makes them, or a record that is not in
+ * the wire format: the reason is logged); CT_ETIMEDOUT; CT_ESHUTDOWN;
+ * CT_ENOMEM. Thread-safety: any thread but the handle's loop thread. */
+CT_EXPORT int ct_broker_get(ct_broker_t *broker, const char *id, ct_broker_info_t *out);
+
+/** A task handler: runs the task `name` it was registered for, on a pool
+ * thread of the supervisor, with `kwargs` (borrowed: valid during the
+ * call) and `self`, the supervisor task that runs it (ct_task_cancel_requested()
+ * works as for any task). Returns the result as ct_task_fn does: a new
+ * reference, NULL for JSON null, or an error made with ct_error_new(),
+ * which is stored as the task's exception (status FAILED). A result that
+ * cannot be written as JSON is stored as a NotSerializable exception. */
+typedef json_t *(*ct_broker_handler_fn)(ct_task_t *self, const json_t *kwargs, void *data);
+
+/** Register `fn` (with `data`) as the handler of the task `name` (copied)
+ * in this handle's queue. Registration closes when the worker starts.
+ * Returns 0; CT_EINVAL (NULL broker or fn, a bad name as for
+ * ct_broker_submit()); CT_EBUSY if the name is registered already or the
+ * worker has started; CT_ENOMEM. Thread-safety: any thread. */
+CT_EXPORT int ct_broker_register(ct_broker_t *broker, const char *name, ct_broker_handler_fn fn,
+                                 void *data);
+
+/** Worker options: start from CT_BROKER_WORKER_OPTS_INIT. */
+typedef struct ct_broker_worker_opts {
+  size_t size;         /**< sizeof(ct_broker_worker_opts_t), set by CT_BROKER_WORKER_OPTS_INIT */
+  int concurrency;     /**< most tasks run at once (and so fetched); 0: 4 */
+  const char *consumer; /**< this worker's consumer name in the group, copied;
+                           NULL: "<host>-<pid>-<n>" */
+  double lease;        /**< seconds a task stays this worker's without a renewal;
+                          renewed every lease / 3 while it runs; 0: 30 */
+  int max_deliveries;  /**< a task delivered more often than this (its workers
+                          died or went silent) goes to the dead letters; 0: 5 */
+  bool allow_eviction; /**< start even if Redis's maxmemory-policy may evict
+                          task data (anything but noeviction); false: refuse */
+} ct_broker_worker_opts_t;
+
+/** The default worker options, with size set. */
+#define CT_BROKER_WORKER_OPTS_INIT {sizeof(ct_broker_worker_opts_t), 0, NULL, 0.0, 0, false}
+
+/** Start serving the registered names: they are added to the queue's names
+ * set (so that producers may submit them), and a fetch thread with its own
+ * connection takes tasks from the streams, highest priority class first,
+ * never more than there are free slots (concurrency minus tasks running),
+ * and blocks in Redis while there is nothing to take. Each task runs
+ * through the supervisor (ct_background_task(), at its class's priority):
+ * the record says RUNNING with one more attempt, then the result or the
+ * exception is stored in the record (kept result_ttl seconds) before the
+ * stream entry is acknowledged and deleted; a record already terminal is
+ * not overwritten (the first completion wins). While a task runs, its
+ * lease is renewed from the handle's loop thread, so a handler that hogs a
+ * CPU cannot lose it; a task whose worker has been silent for a lease
+ * (died, hung, cut off) is taken over by any worker of the queue, its
+ * delivery count grows, and past max_deliveries it goes to the dead letters
+ * with status DEAD and a DeliveryLimit exception. A task whose name has no
+ * handler here fails with UnknownTask; a malformed entry goes to the
+ * queue's dead-letter stream with the reason (capped at about 10000
+ * entries). While it runs, the worker keeps a liveness record
+ * (`worker:<consumer>`: host, pid, names, concurrency, tasks in flight,
+ * lease), refreshed every lease / 3 and expiring after three leases, and a
+ * place in the `workers` set scored by that expiry; both go when it stops.
+ * Not yet: retries of a failed run, delays, cancelling a task whose lease
+ * was lost.
+ * Returns 0; CT_ENOTSUP (logged) if the server's maxmemory-policy is not
+ * noeviction, so that it could evict streams, records or results before
+ * their time, and allow_eviction is false (a server that refuses CONFIG
+ * GET is taken at its word: a warning is logged); CT_EINVAL (NULL broker,
+ * no handler registered, bad opts: a
+ * negative concurrency or max_deliveries, a lease that is not 0 or from
+ * 0.1 s to a day);
+ * CT_EBUSY if started already; CT_ETIMEDOUT (Redis did not answer);
+ * CT_ESHUTDOWN; CT_ENOMEM; CT_EAGAIN (no thread).
+ * Thread-safety: any thread but the handle's loop thread. */
+CT_EXPORT int ct_broker_worker_start(ct_broker_t *broker, const ct_broker_worker_opts_t *opts);
+
+/** Stop the worker: it fetches nothing more (what it has fetched is
+ * running; what it has not is left in the streams for others), and waits
+ * for its running tasks to end and their results to be stored (a blocking
+ * read of the fetch thread is ended with CLIENT UNBLOCK, one command on the
+ * handle's connection even with timeout 0). timeout in seconds: < 0 waits
+ * until then, 0 does not wait, > 0 waits at most that long (NaN:
+ * CT_EINVAL). Returns 0 once stopped;
+ * CT_ETIMEDOUT if tasks still run (call again to wait more); CT_EINVAL if
+ * the worker never started. ct_broker_free() stops it and waits.
+ * Thread-safety: any thread but the worker's own tasks and the handle's
+ * loop thread. */
+CT_EXPORT int ct_broker_worker_stop(ct_broker_t *broker, double timeout);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

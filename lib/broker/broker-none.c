@@ -1,0 +1,63 @@
+/* The broker without the redis feature: every call says CT_ENOTSUP, so a
+ * program can ask at run time and the exported symbols stay the same. */
+#include "ctasker/broker.h"
+
+int ct_broker_new(ct_supervisor_t *sup, const ct_broker_opts_t *opts, ct_broker_t **out) {
+  (void)sup;
+  (void)opts;
+  if (out)
+    *out = NULL;
+  return CT_ENOTSUP;
+}
+
+void ct_broker_free(ct_broker_t *broker) { (void)broker; }
+
+int ct_broker_submit(ct_broker_t *broker, const char *name, const json_t *kwargs,
+                     const ct_broker_submit_opts_t *opts, char id[CT_BROKER_ID_SIZE]) {
+  (void)broker;
+  (void)name;
+  (void)kwargs;
+  (void)opts;
+  (void)id;
+  return CT_ENOTSUP;
+}
+
+int ct_broker_get(ct_broker_t *broker, const char *id, ct_broker_info_t *out) {
+  (void)broker;
+  (void)id;
+  (void)out;
+  return CT_ENOTSUP;
+}
+
+int ct_broker_register(ct_broker_t *broker, const char *name, ct_broker_handler_fn fn,
+                       void *data) {
+  (void)broker;
+  (void)name;
+  (void)fn;
+  (void)data;
+  return CT_ENOTSUP;
+}
+
+int ct_broker_worker_start(ct_broker_t *broker, const ct_broker_worker_opts_t *opts) {
+  (void)broker;
+  (void)opts;
+  return CT_ENOTSUP;
+}
+
+int ct_broker_worker_stop(ct_broker_t *broker, double timeout) {
+  (void)broker;
+  (void)timeout;
+  return CT_ENOTSUP;
+}
+
+int ct_broker_call(ct_broker_t *broker, const char *name, const json_t *kwargs,
+                   const ct_broker_submit_opts_t *opts, double timeout, json_t **result) {
+  (void)broker;
+  (void)name;
+  (void)kwargs;
+  (void)opts;
+  (void)timeout;
+  if (result)
+    *result = NULL;
+  return CT_ENOTSUP;
+}

@@ -1,0 +1,61 @@
+/* One Redis connection on a loop of its own (see conn.c). */
+#ifndef CT_BROKER_CONN_H
+#define CT_BROKER_CONN_H
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "ctasker/loop.h"
+#include "url.h"
+
+typedef struct ct__rconn ct__rconn_t;
+
+typedef struct ct__rconn_opts {
+  ct_supervisor_t *sup;
+  const ct__redis_url_t *url; /* copied */
+  double connect_timeout;     /* > 0 */
+  double command_timeout;     /* > 0 */
+  ct_log_fn log;              /* NULL: none */
+  void *log_data;
+} ct__rconn_opts_t;
+
+/* Called on the loop thread with a command's reply (never NULL: a missing
+ * reply is CT_ETIMEDOUT without a call), while the caller still waits; it
+ * reads what it needs into data and returns the command's result code. */
+typedef int (*ct__rconn_reply_fn)(const redisReply *reply, void *data);
+
+/* Make the loop, connect and wait for the first attempt's outcome.
+ * Returns 0 and *out; CT_ETIMEDOUT if the first attempt failed (logged);
+ * CT_ENOMEM, CT_EAGAIN, CT_EMFILE, CT_ESHUTDOWN from making the loop. */
+int ct__rconn_new(const ct__rconn_opts_t *o, ct__rconn_t **out);
+
+/* Close and free; waits for the loop thread to end. NULL does nothing. */
+void ct__rconn_free(ct__rconn_t *c);
+
+/* Send one command and wait for its reply, which goes to on_reply.
+ * Returns on_reply's code; CT_ETIMEDOUT if no reply came within the
+ * command timeout (including the wait for a connection); CT_EDEADLK on
+ * the connection's loop thread; CT_ESHUTDOWN if the loop has ended;
+ * CT_ENOMEM. Thread-safety: any other thread. */
+int ct__rconn_command(ct__rconn_t *c, int argc, const char **argv, const size_t *argvlen,
+                      ct__rconn_reply_fn on_reply, void *data);
+
+/* ct__rconn_command() with its own reply timeout (seconds, > 0), for a
+ * command that blocks in the server, such as BLPOP. */
+int ct__rconn_command_within(ct__rconn_t *c, double timeout, int argc, const char **argv,
+                             const size_t *argvlen, ct__rconn_reply_fn on_reply, void *data);
+
+/* The connection's loop (borrowed, valid until ct__rconn_free()), for
+ * timers that go with the connection. */
+ct_loop_t *ct__rconn_loop(ct__rconn_t *c);
+
+/* On the connection's loop thread only: send a command now without
+ * waiting and without a deadline of its own (a command with one that
+ * overruns drops the connection, and this one with it); fn (may be NULL)
+ * gets the reply, or NULL if none comes, on the loop thread, as hiredis
+ * calls it. Returns 0, or CT_EAGAIN while not connected (fn is then never
+ * called). */
+int ct__rconn_loop_send(ct__rconn_t *c, int argc, const char **argv, const size_t *argvlen,
+                        redisCallbackFn *fn, void *data);
+
+#endif

@@ -1,0 +1,990 @@
+/* The broker's worker: registered handlers, a fetch thread, tasks run
+ * through the supervisor, results stored before the entry is acknowledged.
+ *
+ * Threads. The fetch thread owns its own connection (`fetch`), so that its
+ * blocking read never holds up the handle's connection, which the tasks
+ * use for their writes. It loops: wait for a free slot; run the fetch
+ * script, which reads each stream in turn, highest class first, through
+ * the consumer group, taking no more entries than there are free slots
+ * (one XREADGROUP per stream, each with what is left: COUNT applies per
+ * stream); if it found nothing, the script returns each stream's
+ * last-generated id, and the thread blocks in XREAD on exactly those ids,
+ * which ends as soon as any stream gets a newer entry (no race with an
+ * entry written between the two, and no polling: the block is 1 s long
+ * only so that a stop is seen). Entries are decoded by the codec on the
+ * connection's loop thread, within the reply callback.
+ *
+ * Leases. The fetch script first takes over, in each stream, entries whose
+ * owner has been silent past the lease (XAUTOCLAIM), burying those
+ * delivered more than max_deliveries times. While tasks run, a timer on the
+ * handle's loop thread (never a pool thread, so a CPU-bound handler cannot
+ * starve it) renews their leases every lease / 3 with XCLAIM JUSTID, only
+ * where this consumer still owns the entry.
+ *
+ * A task runs on a pool thread (run_task): mark the record RUNNING, call
+ * the handler, store the result with the complete script (first completion
+ * wins; then XACK and XDEL of its own entry only, never a trim), return
+ * the result to the supervisor. Its on_done frees the slot, whether it ran
+ * or was canceled by a supervisor stop (its entry then stays pending).
+ *
+ * Lock: w->lock guards running, running_jobs, stopping, fetch_done and
+ * blocked_id; the only call made under it is the renewal's hiredis send,
+ * which formats the command into hiredis's buffer and calls nothing back.
+ */
+#include <math.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "broker-internal.h"
+#include "ctasker/result.h"
+#include "ctasker/task.h"
+#include "message.h"
+
+#define DEFAULT_CONCURRENCY 4
+#define DEFAULT_LEASE 30.0
+#define DEFAULT_MAX_DELIVERIES 5
+#define MIN_LEASE 0.1
+#define BLOCK_MS "1000"      /* longest blocking read: how soon a stop is seen */
+#define BLOCK_SECONDS 1.0
+#define DEAD_MAX "10000"     /* about this many dead letters are kept */
+#define MAX_KWARGS (16u << 20) /* bytes of kwargs a worker accepts */
+#define STORE_TRIES 3        /* attempts to store a result */
+#define DEFAULT_TTL "86400"  /* a record without its own TTL field */
+
+static const int level_priority[CT__BLEVELS] = {CT_PRIORITY_CRITICAL, CT_PRIORITY_HIGH,
+                                                CT_PRIORITY_NORMAL, CT_PRIORITY_LOW};
+
+/* KEYS: the streams, highest class first, then the dead letters. ARGV:
+ * group, consumer, count, lease (ms), max deliveries, key prefix, now (ms).
+ * Per stream: first take over entries idle past the lease (XAUTOCLAIM),
+ * burying those delivered too often, then read new ones. Returns
+ * {1, {{level, id, fields}...}} or, having found nothing,
+ * {0, {last-generated ids}}. Task records are reached by the prefix: they
+ * share the queue's hash tag. */
+static const char fetch_script[] =
+    "local levels = {'critical', 'high', 'normal', 'low'}\n"
+    "local want = tonumber(ARGV[3])\n"
+    "local out = {}\n"
+    "local function bury(i, id, fields, n)\n"
+    "  local reason = 'delivered ' .. n .. ' times, more than ' .. ARGV[5]\n"
+    "  local args = {'reason', reason, 'stream', levels[i], 'entry', id}\n"
+    "  local tid\n"
+    "  for j = 1, #fields, 2 do\n"
+    "    if fields[j] == 'id' then tid = fields[j + 1] end\n"
+    "    args[#args + 1] = fields[j]\n"
+    "    args[#args + 1] = fields[j + 1]\n"
+    "  end\n"
+    "  redis.call('XADD', KEYS[5], 'MAXLEN', '~', " DEAD_MAX ", '*', unpack(args))\n"
+    "  local rec = ARGV[6] .. 'task:' .. (tid or '')\n"
+    "  if tid and redis.call('EXISTS', rec) == 1 then\n"
+    "    redis.call('HSET', rec, 'status', 'dead', 'finished', ARGV[7], 'result',\n"
+    "      cjson.encode({exception = {class = 'DeliveryLimit', args = {reason}, str = reason}}))\n"
+    "    redis.call('EXPIRE', rec, redis.call('HGET', rec, 'ttl') or " DEFAULT_TTL ")\n"
+    "  end\n"
+    "  redis.call('XACK', KEYS[i], ARGV[1], id)\n"
+    "  redis.call('XDEL', KEYS[i], id)\n"
+    "end\n"
+    "for i = 1, 4 do\n"
+    "  if want <= 0 then break end\n"
+    "  local c = redis.call('XAUTOCLAIM', KEYS[i], ARGV[1], ARGV[2], ARGV[4], '0-0',"
+    " 'COUNT', want)\n"
+    "  for _, e in ipairs(c[2]) do\n"
+    "    local p = redis.call('XPENDING', KEYS[i], ARGV[1], e[1], e[1], 1)\n"
+    "    local n = p[1] and p[1][4] or 1\n"
+    "    if n > tonumber(ARGV[5]) then\n"
+    "      bury(i, e[1], e[2], n)\n"
+    "    else\n"
+    "      out[#out + 1] = {i, e[1], e[2]}\n"
+    "      want = want - 1\n"
+    "    end\n"
+    "  end\n"
+    "  if want > 0 then\n"
+    "    local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want,"
+    " 'STREAMS', KEYS[i], '>')\n"
+    "    if r then\n"
+    "      for _, e in ipairs(r[1][2]) do\n"
+    "        out[#out + 1] = {i, e[1], e[2]}\n"
+    "        want = want - 1\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "if #out > 0 then return {1, out} end\n"
+    "local ids = {}\n"
+    "for i = 1, 4 do\n"
+    "  local info = redis.call('XINFO', 'STREAM', KEYS[i])\n"
+    "  for j = 1, #info, 2 do\n"
+    "    if info[j] == 'last-generated-id' then ids[i] = info[j + 1] end\n"
+    "  end\n"
+    "end\n"
+    "return {0, ids}\n";
+
+/* KEYS: a stream. ARGV: group, consumer, entry ids. Renews this consumer's
+ * lease on each entry it still owns (XCLAIM JUSTID resets the idle time
+ * without counting a delivery); returns the ids another consumer has taken
+ * over. An id no longer pending has ended and is left alone. */
+static const char renew_script[] =
+    "local lost = {}\n"
+    "for i = 3, #ARGV do\n"
+    "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)\n"
+    "  if p[1] and p[1][2] == ARGV[2] then\n"
+    "    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')\n"
+    "  elseif p[1] then\n"
+    "    lost[#lost + 1] = ARGV[i]\n"
+    "  end\n"
+    "end\n"
+    "return lost\n";
+
+/* KEYS: the workers set, this worker's liveness record. ARGV: consumer,
+ * record (JSON), TTL (ms), now (ms). Refreshes the record and this
+ * worker's place in the set (scored by expiry), and drops members whose
+ * records have expired: listing live workers never needs a scan. */
+static const char alive_script[] =
+    "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])\n"
+    "redis.call('ZADD', KEYS[1], tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[1])\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])\n"
+    "return 1\n";
+
+/* KEYS: record. ARGV: now (ms). A record not yet terminal says RUNNING. */
+static const char start_script[] =
+    "local s = redis.call('HGET', KEYS[1], 'status')\n"
+    "if s == 'queued' or s == 'running' then\n"
+    "  redis.call('HSET', KEYS[1], 'status', 'running', 'started', ARGV[1])\n"
+    "  redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n"
+    "end\n"
+    "return 1\n";
+
+/* KEYS: record, stream, done list. ARGV: entry id, group, status, result,
+ * finished (ms), name, default TTL (s), "1" if a caller waits (RPC). The
+ * first completion wins; then the entry is acknowledged and deleted, and a
+ * waiting caller is woken through the done list. */
+static const char complete_script[] =
+    "local s = redis.call('HGET', KEYS[1], 'status')\n"
+    "if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' then\n"
+    "  redis.call('HSET', KEYS[1], 'status', ARGV[3], 'result', ARGV[4], 'finished', ARGV[5],"
+    " 'name', ARGV[6])\n"
+    "  redis.call('HSETNX', KEYS[1], 'created', ARGV[5])\n"
+    "  redis.call('EXPIRE', KEYS[1], redis.call('HGET', KEYS[1], 'ttl') or ARGV[7])\n"
+    "end\n"
+    "redis.call('XACK', KEYS[2], ARGV[2], ARGV[1])\n"
+    "redis.call('XDEL', KEYS[2], ARGV[1])\n"
+    "if ARGV[8] == '1' then\n"
+    "  redis.call('RPUSH', KEYS[3], ARGV[3])\n"
+    "  redis.call('EXPIRE', KEYS[3], 60)\n"
+    "end\n"
+    "return 1\n";
+
+/* KEYS: stream, dead letters. ARGV: entry id, group, reason, stream name.
+ * The dead letter holds the reason, where it came from, and the entry's
+ * own fields after those. */
+static const char bury_script[] =
+    "local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])\n"
+    "local args = {'reason', ARGV[3], 'stream', ARGV[4], 'entry', ARGV[1]}\n"
+    "if e[1] then for _, v in ipairs(e[1][2]) do args[#args + 1] = v end end\n"
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', " DEAD_MAX ", '*', unpack(args))\n"
+    "redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])\n"
+    "redis.call('XDEL', KEYS[1], ARGV[1])\n"
+    "return 1\n";
+
+typedef struct job job_t;
+struct job {
+  job_t *next;               /* in the fetch's list, then in w->running_jobs */
+  job_t *prev;               /* in w->running_jobs */
+  ct__bworker_t *w;
+  int level;
+  char entry[48];            /* the stream entry id */
+  const char *reason;        /* malformed: why (static), else NULL */
+  ct__bmsg_t msg;
+  const ct__bhandler_t *h;   /* NULL: no handler here */
+};
+
+struct ct__bworker {
+  ct_broker_t *b;
+  ct__rconn_t *fetch;
+  pthread_t thread;
+  int concurrency;
+  char *consumer;
+  char *streams[CT__BLEVELS];
+  char *dead;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int running;      /* lock: tasks given to the supervisor, not yet done */
+  job_t *running_jobs; /* lock: those tasks, for lease renewal */
+  double lease;
+  int max_deliveries;
+  ev_timer renew;   /* on the handle's loop: renews the running tasks' leases */
+  bool stopping;    /* lock */
+  bool fetch_done;  /* lock: the fetch thread has ended */
+  long long blocked_id; /* lock: the fetch connection's client id while it may be
+                           blocked in XREAD (for CLIENT UNBLOCK), else 0 */
+  bool retired;     /* lock: stopped, renewal ended, liveness record removed */
+  json_t *names;    /* the handlers' names, for the liveness record */
+  char *workers_key, *alive_key;
+};
+
+/* --- registration ------------------------------------------------------- */
+
+static const ct__bhandler_t *find_handler(const ct_broker_t *b, const char *name) {
+  for (const ct__bhandler_t *h = b->handlers; h; h = h->next)
+    if (strcmp(h->name, name) == 0)
+      return h;
+  return NULL;
+}
+
+int ct_broker_register(ct_broker_t *b, const char *name, ct_broker_handler_fn fn, void *data) {
+  if (!b || !fn || !name || !ct__bmsg_name_ok(name, strlen(name)))
+    return CT_EINVAL;
+  size_t len = strlen(name);
+  ct__bhandler_t *h = malloc(sizeof *h + len + 1);
+  if (!h)
+    return CT_ENOMEM;
+  h->fn = fn;
+  h->data = data;
+  memcpy(h->name, name, len + 1);
+  pthread_mutex_lock(&b->lock);
+  int rc = b->worker || find_handler(b, name) ? CT_EBUSY : 0;
+  if (rc == 0) {
+    h->next = b->handlers;
+    b->handlers = h;
+  }
+  pthread_mutex_unlock(&b->lock);
+  if (rc != 0)
+    free(h);
+  return rc;
+}
+
+/* --- replies ------------------------------------------------------------ */
+
+static int ok_reply(const redisReply *r, void *data) {
+  (void)data;
+  return r->type == REDIS_REPLY_ERROR ? CT_EINVAL : 0;
+}
+
+/* XGROUP CREATE's reply: a group that exists already is fine. */
+static int group_reply(const redisReply *r, void *data) {
+  (void)data;
+  if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)
+    return CT_EINVAL;
+  return 0;
+}
+
+typedef struct {
+  ct__bworker_t *w;
+  job_t *jobs;           /* what the fetch took, in order */
+  char ids[CT__BLEVELS][48]; /* found nothing: last-generated ids */
+  bool nogroup;          /* the group is gone (the streams were deleted) */
+} fetch_t;
+
+/* Fields of an entry's reply as codec fields (borrowed from the reply). */
+static ct__bfield_t *entry_fields(const redisReply *fields, size_t *n) {
+  *n = fields->elements / 2;
+  ct__bfield_t *f = calloc(*n ? *n : 1, sizeof *f);
+  if (!f)
+    return NULL;
+  for (size_t i = 0; i < *n; i++) {
+    const redisReply *k = fields->element[2 * i], *v = fields->element[2 * i + 1];
+    f[i] = (ct__bfield_t){k->str ? k->str : "", k->str ? k->len : 0, v->str ? v->str : "",
+                          v->str ? v->len : 0};
+  }
+  return f;
+}
+
+/* One fetched entry {level, id, fields} as a job (decoded or malformed). */
+static job_t *entry_job(ct__bworker_t *w, const redisReply *e, int *err) {
+  job_t *j = calloc(1, sizeof *j);
+  if (!j) {
+    *err = CT_ENOMEM;
+    return NULL;
+  }
+  j->w = w;
+  j->level = (int)e->element[0]->integer - 1;
+  snprintf(j->entry, sizeof j->entry, "%s", e->element[1]->str);
+  size_t n;
+  ct__bfield_t *f = entry_fields(e->element[2], &n);
+  int rc = f ? ct__bmsg_decode(f, n, MAX_KWARGS, &j->msg, &j->reason) : CT_ENOMEM;
+  free(f);
+  if (rc == CT_ENOMEM) {
+    free(j);
+    *err = rc;
+    return NULL;
+  }
+  if (rc == 0)
+    j->h = find_handler(w->b, j->msg.name);
+  return j;
+}
+
+static bool fetch_reply_ok(const redisReply *r) {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+      r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_ARRAY)
+    return false;
+  const redisReply *list = r->element[1];
+  for (size_t i = 0; i < list->elements; i++) {
+    const redisReply *e = list->element[i];
+    if (r->element[0]->integer == 0) {
+      if (e->type != REDIS_REPLY_STRING || i >= CT__BLEVELS)
+        return false;
+    } else if (e->type != REDIS_REPLY_ARRAY || e->elements != 3 ||
+               e->element[0]->type != REDIS_REPLY_INTEGER || e->element[0]->integer < 1 ||
+               e->element[0]->integer > CT__BLEVELS ||
+               e->element[1]->type != REDIS_REPLY_STRING ||
+               e->element[2]->type != REDIS_REPLY_ARRAY) {
+      return false;
+    }
+  }
+  return true;
+}
+
+static int fetch_reply(const redisReply *r, void *data) {
+  fetch_t *f = data;
+  if (r->type == REDIS_REPLY_ERROR) {
+    f->nogroup = strstr(r->str, "NOGROUP") != NULL;
+    return CT_EINVAL;
+  }
+  if (!fetch_reply_ok(r))
+    return CT_EINVAL;
+  const redisReply *list = r->element[1];
+  if (r->element[0]->integer == 0) {
+    for (size_t i = 0; i < list->elements; i++)
+      snprintf(f->ids[i], sizeof f->ids[i], "%s", list->element[i]->str);
+    return 0;
+  }
+  job_t **tail = &f->jobs;
+  for (size_t i = 0; i < list->elements; i++) {
+    int err = 0;
+    job_t *j = entry_job(f->w, list->element[i], &err);
+    if (!j)
+      return err; /* the jobs taken so far still run; the rest stay pending */
+    *tail = j;
+    tail = &j->next;
+  }
+  return 0;
+}
+
+/* --- commands ----------------------------------------------------------- */
+
+static int eval(ct__rconn_t *c, const char *script, int nkeys, const char *const *keys,
+                int nargs, const char *const *args, ct__rconn_reply_fn fn, void *data) {
+  const char *argv[16];
+  char numkeys[8];
+  int argc = 0;
+  snprintf(numkeys, sizeof numkeys, "%d", nkeys);
+  argv[argc++] = "EVAL";
+  argv[argc++] = script;
+  argv[argc++] = numkeys;
+  for (int i = 0; i < nkeys; i++)
+    argv[argc++] = keys[i];
+  for (int i = 0; i < nargs; i++)
+    argv[argc++] = args[i];
+  return ct__rconn_command(c, argc, argv, NULL, fn, data);
+}
+
+static int create_groups(ct__bworker_t *w) {
+  for (int i = 0; i < CT__BLEVELS; i++) {
+    const char *argv[] = {"XGROUP", "CREATE", w->streams[i], CT__BGROUP, "0", "MKSTREAM"};
+    int rc = ct__rconn_command(w->b->conn, 6, argv, NULL, group_reply, NULL);
+    if (rc != 0)
+      return rc;
+  }
+  return 0;
+}
+
+static int add_names(ct__bworker_t *w) {
+  size_t n = 0;
+  for (const ct__bhandler_t *h = w->b->handlers; h; h = h->next)
+    n++;
+  const char **argv = calloc(n + 2, sizeof *argv);
+  char *key = ct__broker_key(w->b, "names", "");
+  int rc = argv && key ? 0 : CT_ENOMEM;
+  if (rc == 0) {
+    argv[0] = "SADD";
+    argv[1] = key;
+    n = 2;
+    for (const ct__bhandler_t *h = w->b->handlers; h; h = h->next) {
+      argv[n++] = h->name;
+      if (json_array_append_new(w->names, json_string(h->name)) != 0)
+        rc = CT_ENOMEM;
+    }
+  }
+  if (rc == 0)
+    rc = ct__rconn_command(w->b->conn, (int)n, argv, NULL, ok_reply, NULL);
+  free(argv);
+  free(key);
+  return rc;
+}
+
+/* A malformed entry goes to the dead letters, with the reason. */
+static void bury(ct__bworker_t *w, const job_t *j) {
+  const char *keys[] = {w->streams[j->level], w->dead};
+  const char *args[] = {j->entry, CT__BGROUP, j->reason, ct__blevel_names[j->level]};
+  ct__broker_log(w->b, CT_LOG_ERROR, "entry %s of stream %s is malformed (%s): dead letter",
+                 j->entry, ct__blevel_names[j->level], j->reason);
+  int rc = eval(w->fetch, bury_script, 2, keys, 4, args, ok_reply, NULL);
+  if (rc != 0)
+    ct__broker_log(w->b, CT_LOG_ERROR, "entry %s: cannot move it to the dead letters: %s",
+                   j->entry, ct_strerror(rc));
+}
+
+/* --- running a task ----------------------------------------------------- */
+
+static void mark_running(ct__bworker_t *w, const job_t *j) {
+  char *key = ct__broker_key(w->b, "task:", j->msg.id);
+  char now[24];
+  snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
+  const char *keys[] = {key};
+  const char *args[] = {now};
+  int rc = key ? eval(w->b->conn, start_script, 1, keys, 1, args, ok_reply, NULL) : CT_ENOMEM;
+  if (rc != 0)
+    ct__broker_log(w->b, CT_LOG_WARNING, "task %s: cannot mark it running: %s", j->msg.id,
+                   ct_strerror(rc));
+  free(key);
+}
+
+/* The handler's result as JSON text; a result jansson cannot write becomes
+ * a NotSerializable error (*result is then replaced). */
+static char *result_text(json_t **result) {
+  char *text = json_dumps(*result ? *result : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+  if (text)
+    return text;
+  json_decref(*result);
+  *result = ct_error_new("NotSerializable", "Task result is not serializable");
+  return *result ? json_dumps(*result, JSON_COMPACT) : NULL;
+}
+
+/* Store the result, then acknowledge and delete the entry; a few tries
+ * (each bounded by the command timeout) before the entry is left pending. */
+static void store(ct__bworker_t *w, const job_t *j, json_t *result, const char *text) {
+  char *key = ct__broker_key(w->b, "task:", j->msg.id);
+  char *done = ct__broker_key(w->b, "done:", j->msg.id);
+  char finished[24];
+  snprintf(finished, sizeof finished, "%lld", (long long)ct__broker_unix_ms());
+  const char *keys[] = {key, w->streams[j->level], done};
+  const char *args[] = {j->entry, CT__BGROUP, ct_result_is_error(result) ? "failed" : "completed",
+                        text, finished, j->msg.name, DEFAULT_TTL,
+                        j->msg.deadline_ms ? "1" : "0"};
+  int rc = key && done && text ? CT_ETIMEDOUT : CT_ENOMEM;
+  for (int i = 0; i < STORE_TRIES && rc == CT_ETIMEDOUT; i++)
+    rc = eval(w->b->conn, complete_script, 3, keys, 8, args, ok_reply, NULL);
+  if (rc != 0)
+    ct__broker_log(w->b, CT_LOG_ERROR, "task %s: result not stored (%s): its entry stays pending",
+                   j->msg.id, ct_strerror(rc));
+  free(key);
+  free(done);
+}
+
+static json_t *run_task(ct_task_t *self, void *arg) {
+  job_t *j = arg;
+  ct__bworker_t *w = j->w;
+  json_t *result;
+  if (j->msg.deadline_ms && ct__broker_unix_ms() > j->msg.deadline_ms) {
+    result = ct_error_new("TimeoutError", "the caller's deadline passed before %s started",
+                          j->msg.name);
+  } else {
+    mark_running(w, j);
+    result = j->h ? j->h->fn(self, j->msg.kwargs, j->h->data)
+                  : ct_error_new("UnknownTask", "no handler for %s", j->msg.name);
+  }
+  char *text = result_text(&result);
+  store(w, j, result, text);
+  free(text);
+  return result;
+}
+
+/* Runs exactly once per task, ran or canceled: the slot is free again. */
+static void task_done(ct_task_t *task, void *data) {
+  (void)task;
+  job_t *j = data;
+  ct__bworker_t *w = j->w;
+  pthread_mutex_lock(&w->lock);
+  if (j->prev)
+    j->prev->next = j->next;
+  else
+    w->running_jobs = j->next;
+  if (j->next)
+    j->next->prev = j->prev;
+  w->running--;
+  pthread_cond_broadcast(&w->cond);
+  pthread_mutex_unlock(&w->lock);
+  ct__bmsg_clear(&j->msg);
+  free(j);
+}
+
+/* Hand one job to the supervisor. Returns 0, or its error (the job is then
+ * freed and its entry stays pending). */
+static int start_job(ct__bworker_t *w, job_t *j) {
+  ct_task_opts_t o = CT_TASK_OPTS_INIT;
+  o.name = j->msg.name;
+  o.priority = level_priority[j->level];
+  o.on_done = task_done;
+  o.done_data = j;
+  pthread_mutex_lock(&w->lock);
+  w->running++;
+  j->prev = NULL;
+  j->next = w->running_jobs;
+  if (j->next)
+    j->next->prev = j;
+  w->running_jobs = j;
+  pthread_mutex_unlock(&w->lock);
+  int rc = ct_background_task(w->b->sup, run_task, j, &o, NULL);
+  if (rc != 0) {
+    ct__broker_log(w->b, CT_LOG_ERROR, "task %s: the supervisor refused it (%s)", j->msg.id,
+                   ct_strerror(rc));
+    task_done(NULL, j);
+  }
+  return rc;
+}
+
+/* --- the fetch thread --------------------------------------------------- */
+
+/* Wait until a slot is free; returns how many, or 0 once stopping. */
+static int wait_for_slot(ct__bworker_t *w) {
+  pthread_mutex_lock(&w->lock);
+  while (!w->stopping && w->running >= w->concurrency)
+    pthread_cond_wait(&w->cond, &w->lock);
+  int free_slots = w->stopping ? 0 : w->concurrency - w->running;
+  pthread_mutex_unlock(&w->lock);
+  return free_slots;
+}
+
+/* Pause after an error, for at most `seconds`, or until a stop. */
+static void pause_for(ct__bworker_t *w, double seconds) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += (time_t)seconds;
+  until.tv_nsec += (long)((seconds - floor(seconds)) * 1e9);
+  if (until.tv_nsec >= 1000000000) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000;
+  }
+  pthread_mutex_lock(&w->lock);
+  while (!w->stopping && pthread_cond_timedwait(&w->cond, &w->lock, &until) == 0)
+    ;
+  pthread_mutex_unlock(&w->lock);
+}
+
+static int id_reply(const redisReply *r, void *data) {
+  if (r->type != REDIS_REPLY_INTEGER)
+    return CT_EINVAL;
+  *(long long *)data = r->integer;
+  return 0;
+}
+
+/* Publish the fetch connection's client id, so that a stop can end the
+ * blocking read at once. Returns false if stopping already. */
+static bool publish_blocked_id(ct__bworker_t *w) {
+  long long id = 0;
+  const char *argv[] = {"CLIENT", "ID"};
+  ct__rconn_command(w->fetch, 2, argv, NULL, id_reply, &id);
+  pthread_mutex_lock(&w->lock);
+  w->blocked_id = id;
+  bool stopping = w->stopping;
+  pthread_mutex_unlock(&w->lock);
+  return !stopping;
+}
+
+/* Block until a stream has an entry newer than the ids (or BLOCK_MS). */
+static void wait_for_entries(ct__bworker_t *w, const fetch_t *f) {
+  if (!publish_blocked_id(w))
+    return;
+  const char *argv[6 + 2 * CT__BLEVELS] = {"XREAD", "COUNT", "1", "BLOCK", BLOCK_MS,
+                                           "STREAMS"};
+  for (int i = 0; i < CT__BLEVELS; i++) {
+    argv[6 + i] = w->streams[i];
+    argv[6 + CT__BLEVELS + i] = f->ids[i][0] ? f->ids[i] : "0-0";
+  }
+  int rc = ct__rconn_command(w->fetch, 6 + 2 * CT__BLEVELS, argv, NULL, ok_reply, NULL);
+  pthread_mutex_lock(&w->lock);
+  w->blocked_id = 0;
+  pthread_mutex_unlock(&w->lock);
+  if (rc != 0)
+    pause_for(w, 0.5);
+}
+
+/* One round: fetch up to free_slots entries and start them, or wait. */
+static void fetch_round(ct__bworker_t *w, int free_slots) {
+  char count[16], lease[24], max[16], now[24];
+  snprintf(count, sizeof count, "%d", free_slots);
+  snprintf(lease, sizeof lease, "%.0f", w->lease * 1000);
+  snprintf(max, sizeof max, "%d", w->max_deliveries);
+  snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
+  const char *keys[CT__BLEVELS + 1] = {w->streams[0], w->streams[1], w->streams[2],
+                                       w->streams[3], w->dead};
+  const char *args[] = {CT__BGROUP, w->consumer, count, lease, max, w->b->prefix, now};
+  fetch_t f = {.w = w};
+  int rc = eval(w->fetch, fetch_script, CT__BLEVELS + 1, keys, 7, args, fetch_reply, &f);
+  bool took = f.jobs != NULL, refused = rc == CT_ESHUTDOWN;
+  while (f.jobs) {
+    job_t *j = f.jobs;
+    f.jobs = j->next;
+    if (j->reason && !refused) {
+      bury(w, j);
+    } else if (!refused) {
+      refused = start_job(w, j) != 0;
+      continue; /* the job is the task's now, or freed */
+    }
+    ct__bmsg_clear(&j->msg); /* after a refusal its entry stays pending */
+    free(j);
+  }
+  if (refused) { /* the supervisor is stopping or stopped: fetch nothing more */
+    pthread_mutex_lock(&w->lock);
+    w->stopping = true;
+    pthread_mutex_unlock(&w->lock);
+    return;
+  }
+  if (f.nogroup && create_groups(w) == 0)
+    return;
+  if (rc != 0) {
+    ct__broker_log(w->b, CT_LOG_ERROR, "fetching tasks failed (%s)", ct_strerror(rc));
+    pause_for(w, 0.5);
+  } else if (!took) {
+    wait_for_entries(w, &f);
+  }
+}
+
+static void *fetch_main(void *arg) {
+  ct__bworker_t *w = arg;
+  pthread_setname_np(pthread_self(), "ct-broker-fetch");
+  for (int free_slots; (free_slots = wait_for_slot(w)) > 0;)
+    fetch_round(w, free_slots);
+  pthread_mutex_lock(&w->lock);
+  w->fetch_done = true;
+  pthread_cond_broadcast(&w->cond);
+  pthread_mutex_unlock(&w->lock);
+  return NULL;
+}
+
+/* --- liveness ----------------------------------------------------------- */
+
+/* Arguments of the alive script; *json to free. NULL if out of memory. */
+static bool alive_args(ct__bworker_t *w, const char **argv, char **json, char *ttl,
+                       char *now) {
+  char host[128] = "";
+  gethostname(host, sizeof host - 1);
+  pthread_mutex_lock(&w->lock);
+  int in_flight = w->running;
+  pthread_mutex_unlock(&w->lock);
+  json_t *rec = json_pack("{s:s,s:i,s:O,s:i,s:i,s:f}", "host", host, "pid", (int)getpid(),
+                          "names", w->names, "concurrency", w->concurrency, "in_flight",
+                          in_flight, "lease", w->lease);
+  *json = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+  json_decref(rec);
+  if (!*json)
+    return false;
+  snprintf(ttl, 24, "%.0f", w->lease * 3000);
+  snprintf(now, 24, "%lld", (long long)ct__broker_unix_ms());
+  const char *a[] = {"EVAL", alive_script, "2", w->workers_key, w->alive_key, w->consumer,
+                     *json, ttl, now};
+  memcpy(argv, a, sizeof a);
+  return true;
+}
+
+/* Refresh the liveness record now, without waiting (the loop thread). */
+static void alive_tick(ct__bworker_t *w) {
+  const char *argv[9];
+  char *json, ttl[24], now[24];
+  if (!alive_args(w, argv, &json, ttl, now))
+    return; /* the next tick tries again */
+  ct__rconn_loop_send(w->b->conn, 9, argv, NULL, NULL, NULL);
+  free(json);
+}
+
+/* Write the liveness record, waiting for it (at start). */
+static int alive_now(ct__bworker_t *w) {
+  const char *argv[9];
+  char *json, ttl[24], now[24];
+  if (!alive_args(w, argv, &json, ttl, now))
+    return CT_ENOMEM;
+  int rc = ct__rconn_command(w->b->conn, 9, argv, NULL, ok_reply, NULL);
+  free(json);
+  return rc;
+}
+
+static void alive_remove(ct__bworker_t *w) {
+  const char *del[] = {"DEL", w->alive_key};
+  const char *zrem[] = {"ZREM", w->workers_key, w->consumer};
+  ct__rconn_command(w->b->conn, 2, del, NULL, ok_reply, NULL);
+  ct__rconn_command(w->b->conn, 3, zrem, NULL, ok_reply, NULL);
+}
+
+/* --- leases ------------------------------------------------------------- */
+
+/* A renewal's reply: the entries another worker has taken over. privdata
+ * is the handle, which outlives every command on its connection. */
+static void on_renewed(redisAsyncContext *ac, void *reply, void *privdata) {
+  (void)ac;
+  const redisReply *r = reply;
+  if (!r || r->type != REDIS_REPLY_ARRAY)
+    return;
+  for (size_t i = 0; i < r->elements; i++)
+    if (r->element[i]->type == REDIS_REPLY_STRING)
+      ct__broker_log(privdata, CT_LOG_WARNING,
+                     "entry %s: lease lost, another worker has taken it over",
+                     r->element[i]->str);
+}
+
+/* Renew the leases of the running tasks of one stream: one script, sent
+ * without waiting (this is the loop thread). Under w->lock: the ids belong
+ * to running jobs, and hiredis copies them into its buffer at once. */
+static void renew_level(ct__bworker_t *w, int level, const char **argv) {
+  int argc = 0;
+  argv[argc++] = "EVAL";
+  argv[argc++] = renew_script;
+  argv[argc++] = "1";
+  argv[argc++] = w->streams[level];
+  argv[argc++] = CT__BGROUP;
+  argv[argc++] = w->consumer;
+  int first = argc;
+  for (const job_t *j = w->running_jobs; j; j = j->next)
+    if (j->level == level)
+      argv[argc++] = j->entry;
+  if (argc > first)
+    ct__rconn_loop_send(w->b->conn, argc, argv, NULL, on_renewed, w->b);
+}
+
+static void on_renew(struct ev_loop *ev, ev_timer *t, int revents) {
+  (void)ev;
+  (void)revents;
+  ct__bworker_t *w = t->data;
+  const char **argv = calloc(6 + (size_t)w->concurrency, sizeof *argv);
+  if (!argv)
+    return; /* the next tick tries again, well within the lease */
+  pthread_mutex_lock(&w->lock);
+  for (int level = 0; level < CT__BLEVELS; level++)
+    renew_level(w, level, argv);
+  pthread_mutex_unlock(&w->lock);
+  free(argv);
+  alive_tick(w);
+}
+
+static void renew_start(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  ct__bworker_t *w = data;
+  ev_timer_init(&w->renew, on_renew, w->lease / 3, w->lease / 3);
+  w->renew.data = w;
+  ev_timer_start(ev, &w->renew);
+}
+
+typedef struct {
+  ct__bworker_t *w;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  bool done;
+} renew_stop_t;
+
+static void renew_stop_on_loop(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  renew_stop_t *s = data;
+  ev_timer_stop(ev, &s->w->renew);
+  pthread_mutex_lock(&s->lock);
+  s->done = true;
+  pthread_cond_signal(&s->cond);
+  pthread_mutex_unlock(&s->lock);
+}
+
+/* Stop the renewal timer and wait until it is stopped. A loop that has
+ * ended (its supervisor stopped) refuses the call: its timers are gone. */
+static void renew_stop(ct__bworker_t *w) {
+  renew_stop_t s = {w, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+  if (ct_loop_call(ct__rconn_loop(w->b->conn), renew_stop_on_loop, &s) == 0) {
+    pthread_mutex_lock(&s.lock);
+    while (!s.done)
+      pthread_cond_wait(&s.cond, &s.lock);
+    pthread_mutex_unlock(&s.lock);
+  }
+  pthread_cond_destroy(&s.cond);
+  pthread_mutex_destroy(&s.lock);
+}
+
+/* --- life --------------------------------------------------------------- */
+
+static char *default_consumer(void) {
+  static atomic_uint serial;
+  char host[128] = "host", *s = NULL;
+  gethostname(host, sizeof host - 1);
+  host[sizeof host - 1] = '\0';
+  if (asprintf(&s, "%s-%d-%u", host, (int)getpid(), atomic_fetch_add(&serial, 1)) < 0)
+    return NULL;
+  return s;
+}
+
+static void worker_destroy(ct__bworker_t *w) {
+  ct__rconn_free(w->fetch);
+  json_decref(w->names);
+  free(w->workers_key);
+  free(w->alive_key);
+  for (int i = 0; i < CT__BLEVELS; i++)
+    free(w->streams[i]);
+  free(w->dead);
+  free(w->consumer);
+  pthread_cond_destroy(&w->cond);
+  pthread_mutex_destroy(&w->lock);
+  free(w);
+}
+
+static ct__bworker_t *worker_new(ct_broker_t *b, const ct_broker_worker_opts_t *o) {
+  ct__bworker_t *w = calloc(1, sizeof *w);
+  if (!w)
+    return NULL;
+  pthread_mutex_init(&w->lock, NULL);
+  pthread_cond_init(&w->cond, NULL);
+  w->b = b;
+  w->concurrency = o && o->concurrency > 0 ? o->concurrency : DEFAULT_CONCURRENCY;
+  w->lease = o && o->lease > 0 ? o->lease : DEFAULT_LEASE;
+  w->max_deliveries = o && o->max_deliveries > 0 ? o->max_deliveries : DEFAULT_MAX_DELIVERIES;
+  w->consumer = o && o->consumer ? strdup(o->consumer) : default_consumer();
+  w->dead = ct__broker_key(b, "dead", "");
+  w->workers_key = ct__broker_key(b, "workers", "");
+  w->alive_key = w->consumer ? ct__broker_key(b, "worker:", w->consumer) : NULL;
+  w->names = json_array();
+  bool ok = w->consumer && w->dead && w->workers_key && w->alive_key && w->names;
+  for (int i = 0; i < CT__BLEVELS; i++)
+    ok = (w->streams[i] = ct__broker_key(b, "stream:", ct__blevel_names[i])) && ok;
+  if (!ok) {
+    worker_destroy(w);
+    return NULL;
+  }
+  return w;
+}
+
+static int policy_reply(const redisReply *r, void *data) {
+  char *policy = data;
+  if (r->type == REDIS_REPLY_ERROR) /* CONFIG disabled, as some services do */
+    return CT_ENOTSUP;
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+      r->element[1]->type != REDIS_REPLY_STRING)
+    return CT_EINVAL;
+  snprintf(policy, 32, "%s", r->element[1]->str);
+  return 0;
+}
+
+/* Refuse a server that may evict task data, unless allowed. */
+static int check_eviction(ct__bworker_t *w, bool allow) {
+  char policy[32] = "";
+  const char *argv[] = {"CONFIG", "GET", "maxmemory-policy"};
+  int rc = ct__rconn_command(w->b->conn, 3, argv, NULL, policy_reply, policy);
+  if (rc == CT_ENOTSUP) {
+    ct__broker_log(w->b, CT_LOG_WARNING, "cannot read maxmemory-policy: make sure it is "
+                   "noeviction, or tasks and results may be lost");
+    return 0;
+  }
+  if (rc != 0 || allow || strcmp(policy, "noeviction") == 0)
+    return rc;
+  ct__broker_log(w->b, CT_LOG_ERROR, "maxmemory-policy is %s, which may evict tasks and "
+                 "results: set it to noeviction (or allow eviction)", policy);
+  return CT_ENOTSUP;
+}
+
+/* Connect, publish the names, make the groups, start the fetch thread. */
+static int worker_begin(ct__bworker_t *w, bool allow_eviction) {
+  ct_broker_t *b = w->b;
+  ct__rconn_opts_t co = {b->sup, &b->url, b->connect_timeout,
+                         b->command_timeout + BLOCK_SECONDS, b->log, b->log_data};
+  int rc = check_eviction(w, allow_eviction);
+  if (rc == 0)
+    rc = ct__rconn_new(&co, &w->fetch);
+  if (rc == 0)
+    rc = add_names(w);
+  if (rc == 0)
+    rc = create_groups(w);
+  if (rc == 0)
+    rc = alive_now(w);
+  if (rc == 0)
+    rc = ct_loop_call(ct__rconn_loop(b->conn), renew_start, w);
+  if (rc != 0)
+    return rc;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old); /* the thread starts with signals blocked */
+  rc = pthread_create(&w->thread, NULL, fetch_main, w) == 0 ? 0 : CT_EAGAIN;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return rc;
+}
+
+int ct_broker_worker_start(ct_broker_t *b, const ct_broker_worker_opts_t *opts) {
+  if (!b || (opts && (opts->size != sizeof *opts || opts->concurrency < 0 ||
+                      opts->max_deliveries < 0 || isnan(opts->lease) ||
+                      (opts->lease != 0 &&
+                       !(opts->lease >= MIN_LEASE && opts->lease <= 86400)) ||
+                      (opts->consumer && !ct__bmsg_name_ok(opts->consumer,
+                                                           strlen(opts->consumer))))))
+    return CT_EINVAL;
+  ct__bworker_t *w = worker_new(b, opts);
+  if (!w)
+    return CT_ENOMEM;
+  pthread_mutex_lock(&b->lock);
+  int rc = b->worker ? CT_EBUSY : b->handlers ? 0 : CT_EINVAL;
+  if (rc == 0)
+    b->worker = w; /* closes registration */
+  pthread_mutex_unlock(&b->lock);
+  if (rc == 0)
+    rc = worker_begin(w, opts && opts->allow_eviction);
+  if (rc != 0) {
+    pthread_mutex_lock(&b->lock);
+    if (b->worker == w)
+      b->worker = NULL;
+    pthread_mutex_unlock(&b->lock);
+    renew_stop(w); /* harmless if it never started */
+    worker_destroy(w);
+  }
+  return rc;
+}
+
+/* Stop fetching and wait (as ct_broker_worker_stop) for the running tasks. */
+static int worker_stop(ct__bworker_t *w, double timeout) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  bool bounded = timeout > 0 && timeout < 1e9;
+  if (bounded) {
+    double end = (double)until.tv_sec + (double)until.tv_nsec / 1e9 + timeout;
+    until.tv_sec = (time_t)end;
+    until.tv_nsec = (long)((end - floor(end)) * 1e9);
+  }
+  pthread_mutex_lock(&w->lock);
+  w->stopping = true;
+  pthread_cond_broadcast(&w->cond);
+  long long blocked = w->blocked_id;
+  pthread_mutex_unlock(&w->lock);
+  if (blocked) { /* end the fetch thread's blocking read now */
+    char id[24];
+    snprintf(id, sizeof id, "%lld", blocked);
+    const char *argv[] = {"CLIENT", "UNBLOCK", id};
+    ct__rconn_command(w->b->conn, 3, argv, NULL, ok_reply, NULL);
+  }
+  pthread_mutex_lock(&w->lock);
+  int rc = 0;
+  while (timeout != 0 && (w->running > 0 || !w->fetch_done) && rc == 0)
+    rc = bounded ? pthread_cond_timedwait(&w->cond, &w->lock, &until)
+                 : pthread_cond_wait(&w->cond, &w->lock);
+  rc = w->running > 0 || !w->fetch_done ? CT_ETIMEDOUT : 0;
+  bool retire = rc == 0 && !w->retired;
+  w->retired = w->retired || retire;
+  pthread_mutex_unlock(&w->lock);
+  if (retire) { /* once: nothing runs any more */
+    renew_stop(w);
+    alive_remove(w);
+  }
+  return timeout == 0 ? 0 : rc;
+}
+
+int ct_broker_worker_stop(ct_broker_t *b, double timeout) {
+  if (!b || isnan(timeout))
+    return CT_EINVAL;
+  pthread_mutex_lock(&b->lock);
+  ct__bworker_t *w = b->worker;
+  pthread_mutex_unlock(&b->lock);
+  return w ? worker_stop(w, timeout) : CT_EINVAL;
+}
+
+void ct__bworker_free(ct__bworker_t *w) {
+  if (!w)
+    return;
+  worker_stop(w, -1); /* retires it */
+  pthread_join(w->thread, NULL);
+  worker_destroy(w);
+}

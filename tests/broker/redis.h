@@ -1,0 +1,187 @@
+/* A redis-server of the test's own, on a Unix socket in a temporary folder.
+ *
+ * test_redis_start() starts it (with extra `--option value` arguments, e.g.
+ * requirepass) and waits, at most 20 s, until it answers PING;
+ * test_redis_stop() stops it and removes the folder. If the test dies
+ * first (a failed CHECK aborts, meson's timeout sends SIGTERM), a signal
+ * handler kills the server and removes the folder, and the server is also
+ * told to die with the test (PR_SET_PDEATHSIG), so nothing is left behind.
+ * One server at a time per test binary. test_redis() is a synchronous
+ * hiredis client for the test's own checks.
+ */
+#ifndef CT_TESTS_BROKER_REDIS_H
+#define CT_TESTS_BROKER_REDIS_H
+
+#include <dirent.h>
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../check.h"
+
+typedef struct test_redis {
+  pid_t pid;
+  char dir[64];
+  char sock[128];
+  char url[160];
+  redisContext *client;
+} test_redis_t;
+
+static test_redis_t *test_redis_running;
+
+/* dir + "/" + name into path (no snprintf: also used by the fatal-signal
+ * handler). */
+static void test_redis_path(char *path, const char *dir, const char *name) {
+  size_t n = strlen(dir), m = strlen(name);
+  memcpy(path, dir, n);
+  path[n] = '/';
+  memcpy(path + n + 1, name, m + 1);
+}
+
+/* Remove what a server may leave in its folder (with AOF, the files of
+ * appendonlydir/), and the folder. */
+static void test_redis_clean_dir(const test_redis_t *r) {
+  static const char *const names[] = {"redis.sock", "redis.log", "dump.rdb"};
+  char path[192], aof[192], file[448];
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    test_redis_path(path, r->dir, names[i]);
+    unlink(path);
+  }
+  test_redis_path(aof, r->dir, "appendonlydir");
+  DIR *d = opendir(aof);
+  for (struct dirent *e; d && (e = readdir(d));) {
+    if (e->d_name[0] == '.')
+      continue;
+    test_redis_path(file, aof, e->d_name);
+    unlink(file);
+  }
+  if (d) {
+    closedir(d);
+    rmdir(aof);
+  }
+  rmdir(r->dir);
+}
+
+static void test_redis_on_fatal(int sig) {
+  test_redis_t *r = test_redis_running;
+  if (r && r->pid > 0) {
+    kill(r->pid, SIGKILL);
+    waitpid(r->pid, NULL, 0);
+    test_redis_clean_dir(r);
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+static pid_t test_redis_spawn(test_redis_t *r, const char *const *extra) {
+  const char *argv[32] = {"redis-server", "--port", "0", "--unixsocket", r->sock,
+                          "--unixsocketperm", "700", "--dir", r->dir, "--save", "",
+                          "--appendonly", "no", "--logfile", "redis.log"};
+  size_t argc = 15;
+  for (size_t i = 0; extra && extra[i] && argc < 31; i++)
+    argv[argc++] = extra[i];
+  argv[argc] = NULL;
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    execvp("redis-server", (char *const *)argv);
+    _exit(127);
+  }
+  return pid;
+}
+
+/* A synchronous client connected to the server, or NULL. */
+static redisContext *test_redis_connect(const test_redis_t *r) {
+  redisContext *c = redisConnectUnix(r->sock);
+  if (c && c->err) {
+    redisFree(c);
+    return NULL;
+  }
+  return c;
+}
+
+/* Wait until a fresh connection is answered PING (+PONG, or NOAUTH when a
+ * password is set: the server is up either way). */
+static void test_redis_wait_up(test_redis_t *r) {
+  for (int i = 0;; i++) {
+    CHECK(i < 2000); /* 20 s */
+    int status;
+    CHECK(waitpid(r->pid, &status, WNOHANG) == 0); /* it did not die */
+    redisContext *c = test_redis_connect(r);
+    redisReply *reply = c ? redisCommand(c, "PING") : NULL;
+    bool up = reply != NULL;
+    freeReplyObject(reply);
+    if (up) {
+      r->client = c;
+      return;
+    }
+    if (c)
+      redisFree(c);
+    check_sleep(0.01);
+  }
+}
+
+/* Start (again, with the same folder and socket when r->dir is set). */
+static void test_redis_start(test_redis_t *r, const char *const *extra) {
+  if (!r->dir[0]) {
+    strcpy(r->dir, "/tmp/ct-redis-XXXXXX");
+    CHECK(mkdtemp(r->dir) != NULL);
+    snprintf(r->sock, sizeof r->sock, "%s/redis.sock", r->dir);
+    snprintf(r->url, sizeof r->url, "unix://%s", r->sock);
+  }
+  test_redis_running = r;
+  signal(SIGABRT, test_redis_on_fatal);
+  signal(SIGTERM, test_redis_on_fatal);
+  r->pid = test_redis_spawn(r, extra);
+  test_redis_wait_up(r);
+}
+
+/* Stop the server (SIGTERM, then wait for it); the folder stays for a
+ * restart unless `remove`. */
+static void test_redis_halt(test_redis_t *r, bool remove) {
+  if (r->client)
+    redisFree(r->client);
+  r->client = NULL;
+  if (r->pid > 0) {
+    kill(r->pid, SIGTERM);
+    waitpid(r->pid, NULL, 0);
+  }
+  r->pid = 0;
+  if (remove) {
+    test_redis_clean_dir(r);
+    test_redis_running = NULL;
+    r->dir[0] = '\0';
+  }
+}
+
+static void test_redis_stop(test_redis_t *r) { test_redis_halt(r, true); }
+
+/* A command on the test's own client; the reply is owned by the caller. */
+static redisReply *test_redis(test_redis_t *r, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  redisReply *reply = redisvCommand(r->client, fmt, ap);
+  va_end(ap);
+  CHECK(reply != NULL);
+  return reply;
+}
+
+/* An integer reply's value. */
+static long long test_redis_int(test_redis_t *r, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  redisReply *reply = redisvCommand(r->client, fmt, ap);
+  va_end(ap);
+  CHECK(reply != NULL && reply->type == REDIS_REPLY_INTEGER);
+  long long v = reply->integer;
+  freeReplyObject(reply);
+  return v;
+}
+
+#endif

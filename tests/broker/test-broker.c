@@ -1,0 +1,396 @@
+/* The broker handle against a real redis-server (one per test, on a Unix
+ * socket in a temporary folder): connecting, AUTH and SELECT, deadlines
+ * and reconnection, submission by name into one stream per priority
+ * class, task records, TTLs, and calls from many threads.
+ * Never asserts a duration: deadlines are short, bounds are generous. */
+#include <pthread.h>
+#include <string.h>
+
+#include "ctasker.h"
+#include "redis.h"
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char log_text[8192];
+
+static void log_line(int level, const char *msg, void *data) {
+  (void)level;
+  (void)data;
+  pthread_mutex_lock(&log_lock);
+  size_t have = strlen(log_text);
+  snprintf(log_text + have, sizeof log_text - have, "%s\n", msg);
+  pthread_mutex_unlock(&log_lock);
+}
+
+static bool log_says(const char *part) {
+  pthread_mutex_lock(&log_lock);
+  bool found = strstr(log_text, part) != NULL;
+  pthread_mutex_unlock(&log_lock);
+  return found;
+}
+
+static void log_clear(void) {
+  pthread_mutex_lock(&log_lock);
+  log_text[0] = '\0';
+  pthread_mutex_unlock(&log_lock);
+}
+
+static ct_supervisor_t *sup_start(void) {
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(NULL, &sup));
+  CHECK_OK(ct_supervisor_start(sup));
+  return sup;
+}
+
+static void sup_end(ct_supervisor_t *sup) {
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
+  CHECK_OK(ct_supervisor_free(sup));
+}
+
+static ct_broker_t *broker_open(ct_supervisor_t *sup, const char *url, double command_timeout) {
+  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
+  o.url = url;
+  o.command_timeout = command_timeout;
+  o.connect_timeout = 10;
+  o.log = log_line;
+  ct_broker_t *b;
+  CHECK_OK(ct_broker_new(sup, &o, &b));
+  return b;
+}
+
+/* What a worker does when it registers a handler (wire format: the queue's
+ * names set), so that submissions of that name are accepted. */
+static void register_name(test_redis_t *r, const char *name) {
+  freeReplyObject(test_redis(r, "SADD ctasker:{default}:names %s", name));
+}
+
+TEST(unreachable_server_is_a_timeout_and_a_log_line) {
+  ct_supervisor_t *sup = sup_start();
+  char dir[] = "/tmp/ct-none-XXXXXX", url[96];
+  CHECK(mkdtemp(dir) != NULL);
+  snprintf(url, sizeof url, "unix://%s/none.sock", dir);
+  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
+  o.url = url;
+  o.log = log_line;
+  ct_broker_t *b = (ct_broker_t *)&o;
+  log_clear();
+  CHECK_EQ_INT(ct_broker_new(sup, &o, &b), CT_ETIMEDOUT);
+  CHECK(b == NULL);
+  CHECK(log_says("cannot connect"));
+  CHECK(log_says("none.sock"));
+  o.url = "redis://127.0.0.1:1"; /* nothing listens on port 1 */
+  CHECK_EQ_INT(ct_broker_new(sup, &o, &b), CT_ETIMEDOUT);
+  CHECK(log_says("127.0.0.1:1"));
+  rmdir(dir);
+  sup_end(sup);
+}
+
+TEST(bad_options_are_refused) {
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b;
+  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
+  CHECK_EQ_INT(ct_broker_new(sup, &o, &b), CT_EINVAL); /* no URL */
+  CHECK_EQ_INT(ct_broker_new(sup, NULL, &b), CT_EINVAL);
+  o.url = "redis://host:99999";
+  CHECK_EQ_INT(ct_broker_new(sup, &o, &b), CT_EINVAL);
+  o.url = "unix:///x.sock";
+  o.queue = "a}b";
+  CHECK_EQ_INT(ct_broker_new(sup, &o, &b), CT_EINVAL);
+  o.queue = NULL;
+  o.ns = "";
+  CHECK_EQ_INT(ct_broker_new(sup, &o, &b), CT_EINVAL);
+  o.ns = NULL;
+  o.command_timeout = -1;
+  CHECK_EQ_INT(ct_broker_new(sup, &o, &b), CT_EINVAL);
+  o.command_timeout = 0;
+  o.size = 1;
+  CHECK_EQ_INT(ct_broker_new(sup, &o, &b), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_new(sup, &o, NULL), CT_EINVAL);
+  ct_broker_free(NULL);
+  sup_end(sup);
+}
+
+TEST(unknown_name_is_refused_and_nothing_written) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b = broker_open(sup, r.url, 10);
+  char id[CT_BROKER_ID_SIZE] = "";
+  CHECK_EQ_INT(ct_broker_submit(b, "never.registered", NULL, NULL, id), CT_ENOENT);
+  CHECK_EQ_INT(test_redis_int(&r, "DBSIZE"), 0);
+  register_name(&r, "other");
+  CHECK_EQ_INT(ct_broker_submit(b, "never.registered", NULL, NULL, id), CT_ENOENT);
+  CHECK_EQ_INT(test_redis_int(&r, "DBSIZE"), 1); /* the names set only */
+  CHECK_EQ_STR(id, "");
+  CHECK_EQ_INT(ct_broker_submit(b, "", NULL, NULL, id), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_submit(b, "a\tb", NULL, NULL, id), CT_EINVAL);
+  json_t *list = json_array();
+  CHECK_EQ_INT(ct_broker_submit(b, "other", list, NULL, id), CT_EINVAL);
+  json_decref(list);
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  so.priority = 256;
+  CHECK_EQ_INT(ct_broker_submit(b, "other", NULL, &so, id), CT_EINVAL);
+  so.priority = 0;
+  so.result_ttl = -1;
+  CHECK_EQ_INT(ct_broker_submit(b, "other", NULL, &so, id), CT_EINVAL);
+  CHECK_EQ_INT(test_redis_int(&r, "DBSIZE"), 1);
+  ct_broker_free(b);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
+/* The one entry of a stream, as a field -> value JSON object. */
+static json_t *only_entry(test_redis_t *r, const char *stream) {
+  redisReply *x = test_redis(r, "XRANGE %s - +", stream);
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);
+  redisReply *fields = x->element[0]->element[1];
+  json_t *o = json_object();
+  for (size_t i = 0; i + 1 < fields->elements; i += 2)
+    json_object_set_new(o, fields->element[i]->str, json_string(fields->element[i + 1]->str));
+  freeReplyObject(x);
+  return o;
+}
+
+TEST(submit_writes_entry_and_record_and_get_reads_it) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b = broker_open(sup, r.url, 10);
+  register_name(&r, "resize");
+  json_t *kwargs = json_pack("{s:i,s:s}", "width", 640, "path", "/img/a.png");
+  char id[CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(b, "resize", kwargs, NULL, id));
+  CHECK_EQ_INT(strlen(id), 36);
+  json_t *e = only_entry(&r, "ctasker:{default}:stream:normal");
+  CHECK_EQ_STR(json_string_value(json_object_get(e, "id")), id);
+  CHECK_EQ_STR(json_string_value(json_object_get(e, "name")), "resize");
+  json_t *sent = json_loads(json_string_value(json_object_get(e, "kwargs")), 0, NULL);
+  CHECK(json_equal(sent, kwargs));
+  json_decref(sent);
+  json_decref(e);
+  long long ttl = test_redis_int(&r, "TTL ctasker:{default}:task:%s", id);
+  CHECK(ttl > 86000 && ttl <= 86400);
+  ct_broker_info_t info;
+  CHECK_OK(ct_broker_get(b, id, &info));
+  CHECK_EQ_INT(info.status, CT_BROKER_QUEUED);
+  CHECK_EQ_INT(info.attempts, 0);
+  CHECK(info.created > 1.6e9);
+  CHECK(info.started == 0 && info.finished == 0 && info.result == NULL);
+  char other[CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(b, "resize", NULL, NULL, other));
+  CHECK(strcmp(other, id) != 0);
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 2);
+  json_decref(kwargs);
+  ct_broker_free(b);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
+TEST(each_priority_class_has_its_stream) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b = broker_open(sup, r.url, 10);
+  register_name(&r, "t");
+  static const int prio[] = {0, 1, 50, 51, 100, 101, 255, 100};
+  for (size_t i = 0; i < sizeof prio / sizeof *prio; i++) {
+    ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+    so.priority = prio[i];
+    char id[CT_BROKER_ID_SIZE];
+    CHECK_OK(ct_broker_submit(b, "t", NULL, &so, id));
+  }
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:critical"), 1);
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:high"), 2);
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 3);
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:low"), 2);
+  ct_broker_free(b);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
+TEST(get_reads_results_and_refuses_bad_records) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b = broker_open(sup, r.url, 10);
+  const char *id = "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b";
+  ct_broker_info_t info;
+  CHECK_EQ_INT(ct_broker_get(b, id, &info), CT_ENOENT);
+  CHECK_EQ_INT(ct_broker_get(b, "not-an-id", &info), CT_EINVAL);
+  /* As a worker leaves a completed task (wire format). */
+  freeReplyObject(test_redis(&r,
+      "HSET ctasker:{default}:task:%s status completed name t created 1000 started 2000 "
+      "finished 3500 attempts 1 result %s", id, "{\"area\":42}"));
+  CHECK_OK(ct_broker_get(b, id, &info));
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  CHECK_EQ_INT(info.attempts, 1);
+  CHECK(info.finished == 3.5);
+  CHECK_EQ_INT(json_integer_value(json_object_get(info.result, "area")), 42);
+  json_decref(info.result);
+  freeReplyObject(test_redis(&r, "HSET ctasker:{default}:task:%s status failed result %s", id,
+                             "{\"exception\":{\"class\":\"ValueError\",\"args\":[\"x\"],"
+                             "\"str\":\"x\"}}"));
+  CHECK_OK(ct_broker_get(b, id, &info));
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_STR(ct_result_error_class(info.result), "ValueError");
+  json_decref(info.result);
+  freeReplyObject(test_redis(&r, "HSET ctasker:{default}:task:%s status finished", id));
+  log_clear();
+  CHECK_EQ_INT(ct_broker_get(b, id, &info), CT_EINVAL);
+  CHECK(info.result == NULL);
+  CHECK(log_says("malformed: missing or bad status"));
+  freeReplyObject(test_redis(&r, "SET ctasker:{default}:task:%s not-a-hash", id));
+  CHECK_EQ_INT(ct_broker_get(b, id, &info), CT_EINVAL); /* WRONGTYPE */
+  ct_broker_free(b);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
+TEST(record_is_gone_after_its_ttl) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b = broker_open(sup, r.url, 10);
+  register_name(&r, "t");
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  so.result_ttl = 0.2; /* rounded up to a second: EXPIRE's unit */
+  char id[CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(b, "t", NULL, &so, id));
+  CHECK_EQ_INT(test_redis_int(&r, "TTL ctasker:{default}:task:%s", id), 1);
+  ct_broker_info_t info;
+  WAIT_FOR(ct_broker_get(b, id, &info) == CT_ENOENT);
+  ct_broker_free(b);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
+TEST(auth_and_select_come_from_the_url) {
+  test_redis_t r = {0};
+  static const char *const conf[] = {"--requirepass", "s3cr@t", NULL};
+  test_redis_start(&r, conf);
+  freeReplyObject(test_redis(&r, "AUTH s3cr@t"));
+  freeReplyObject(test_redis(&r, "SELECT 3"));
+  register_name(&r, "t");
+  ct_supervisor_t *sup = sup_start();
+  char url[256];
+  snprintf(url, sizeof url, "unix://:s3cr%%40t@%s?db=3", r.sock);
+  ct_broker_t *b = broker_open(sup, url, 10);
+  char id[CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(b, "t", NULL, NULL, id));
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 1);
+  ct_broker_free(b);
+  snprintf(url, sizeof url, "unix://:wrong@%s?db=3", r.sock);
+  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
+  o.url = url;
+  o.log = log_line;
+  log_clear();
+  CHECK_EQ_INT(ct_broker_new(sup, &o, &b), CT_ETIMEDOUT);
+  CHECK(log_says("AUTH or SELECT refused"));
+  CHECK(!log_says("wrong")); /* the password is never logged */
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
+TEST(a_silent_server_is_a_command_timeout_then_recovers) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b = broker_open(sup, r.url, 0.5);
+  const char *id = "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b";
+  ct_broker_info_t info;
+  CHECK_EQ_INT(ct_broker_get(b, id, &info), CT_ENOENT);
+  log_clear();
+  CHECK(kill(r.pid, SIGSTOP) == 0);
+  CHECK_EQ_INT(ct_broker_get(b, id, &info), CT_ETIMEDOUT);
+  CHECK(log_says("no reply within the command timeout"));
+  CHECK(kill(r.pid, SIGCONT) == 0);
+  WAIT_FOR(ct_broker_get(b, id, &info) == CT_ENOENT);
+  CHECK(log_says("connected"));
+  ct_broker_free(b);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
+TEST(a_restarted_server_is_reconnected) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b = broker_open(sup, r.url, 0.5);
+  register_name(&r, "t");
+  char id[CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(b, "t", NULL, NULL, id));
+  log_clear();
+  test_redis_halt(&r, false);
+  CHECK_EQ_INT(ct_broker_submit(b, "t", NULL, NULL, id), CT_ETIMEDOUT);
+  /* hiredis answers the commands it held before it reports the loss. */
+  WAIT_FOR(log_says("connection lost") || log_says("cannot connect"));
+  test_redis_start(&r, NULL);
+  register_name(&r, "t"); /* a fresh server without persistence */
+  WAIT_FOR(ct_broker_submit(b, "t", NULL, NULL, id) == 0);
+  CHECK(log_says("connecting again"));
+  ct_broker_free(b);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
+enum { THREADS = 4, PER_THREAD = 50 };
+
+static void *submit_many(void *arg) {
+  ct_broker_t *b = arg;
+  for (int i = 0; i < PER_THREAD; i++) {
+    char id[CT_BROKER_ID_SIZE];
+    json_t *kw = json_pack("{s:i}", "i", i);
+    CHECK_OK(ct_broker_submit(b, "t", kw, NULL, id));
+    json_decref(kw);
+  }
+  return NULL;
+}
+
+TEST(calls_from_many_threads_all_land) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b = broker_open(sup, r.url, 10);
+  register_name(&r, "t");
+  pthread_t th[THREADS];
+  for (int i = 0; i < THREADS; i++)
+    CHECK(pthread_create(&th[i], NULL, submit_many, b) == 0);
+  for (int i = 0; i < THREADS; i++)
+    pthread_join(th[i], NULL);
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), THREADS * PER_THREAD);
+  ct_broker_free(b);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
+TEST(free_after_the_supervisor_stopped) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b = broker_open(sup, r.url, 10);
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
+  ct_broker_info_t info;
+  CHECK_EQ_INT(ct_broker_get(b, "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b", &info), CT_ESHUTDOWN);
+  ct_broker_free(b); /* its loop has ended: freed without it */
+  CHECK_OK(ct_supervisor_free(sup));
+  test_redis_stop(&r);
+}
+
+int main(void) {
+  if (system("command -v redis-server >/dev/null") != 0) {
+    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+    return 77;
+  }
+  RUN(unreachable_server_is_a_timeout_and_a_log_line);
+  RUN(bad_options_are_refused);
+  RUN(unknown_name_is_refused_and_nothing_written);
+  RUN(submit_writes_entry_and_record_and_get_reads_it);
+  RUN(each_priority_class_has_its_stream);
+  RUN(get_reads_results_and_refuses_bad_records);
+  RUN(record_is_gone_after_its_ttl);
+  RUN(auth_and_select_come_from_the_url);
+  RUN(a_silent_server_is_a_command_timeout_then_recovers);
+  RUN(a_restarted_server_is_reconnected);
+  RUN(calls_from_many_threads_all_land);
+  RUN(free_after_the_supervisor_stopped);
+  return check_done();
+}
