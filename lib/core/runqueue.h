@@ -87,6 +87,17 @@ static inline ct_task_t *ct__rq_cancel_all(ct__runqueue_t *rq, void (*release)(c
   return canceled;
 }
 
+/* Cancel one QUEUED task of a queue whose owner counts `queued` and
+ * `canceled` under its lock (held): true if this call made it CANCELED. The
+ * task leaves the run queue lazily, when it reaches the head. */
+static inline bool ct__rq_cancel_one(ct_task_t *t, uint64_t *queued, uint64_t *canceled) {
+  if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_CANCELED))
+    return false;
+  --*queued;
+  ++*canceled;
+  return true;
+}
+
 /* How many tasks may be running (of any priority) for a task of priority p
  * still to start: the reservation rule documented in supervisor.h. */
 static inline int ct__cap_for_priority(int p, int pool, int reserve_normal, int reserve_high) {

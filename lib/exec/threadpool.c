@@ -290,11 +290,7 @@ bool ct__pool_cancel_queued(ct__pool_t *p, ct_task_t *t) {
   pthread_mutex_lock(&p->lock);
   drain_intake(p); /* so that the counters include the task */
   wake_for_head(p);
-  bool won = ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_CANCELED);
-  if (won) {
-    p->queued--;
-    p->canceled++;
-  }
+  bool won = ct__rq_cancel_one(t, &p->queued, &p->canceled);
   pthread_mutex_unlock(&p->lock);
   return won;
 }

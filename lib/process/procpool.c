@@ -465,11 +465,7 @@ bool ct__procpool_stopped(ct__procpool_t *pool) {
 
 bool ct__procpool_cancel_queued(ct__procpool_t *pool, ct_task_t *t) {
   pthread_mutex_lock(&pool->lock);
-  bool won = ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_CANCELED);
-  if (won) {
-    pool->queued--;
-    pool->canceled++;
-  }
+  bool won = ct__rq_cancel_one(t, &pool->queued, &pool->canceled);
   pthread_mutex_unlock(&pool->lock);
   return won;
 }
