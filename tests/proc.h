@@ -20,6 +20,22 @@ static inline int count_fds(void) {
   return n;
 }
 
+/* The fields of /proc/PID/stat after the command name (field 3, the state
+ * letter, first), read into buf; NULL if there is no such process. A
+ * zombie still has an entry. */
+static inline const char *proc_stat_fields(int pid, char *buf, size_t size) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return NULL;
+  size_t len = fread(buf, 1, size - 1, f);
+  fclose(f);
+  buf[len] = 0;
+  char *close_paren = strrchr(buf, ')');
+  return close_paren && close_paren[1] == ' ' ? close_paren + 2 : NULL;
+}
+
 /* Pids whose parent is `ppid` (from /proc), at most max; returns how many. */
 static inline int children_of(int ppid, int *pids, int max) {
   int n = 0;
@@ -27,20 +43,11 @@ static inline int children_of(int ppid, int *pids, int max) {
   struct dirent *e;
   while ((e = readdir(d)) != NULL && n < max) {
     int pid = atoi(e->d_name);
-    if (pid <= 0)
-      continue;
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-      continue;
-    size_t len = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[len] = 0;
-    char *close_paren = strrchr(buf, ')');
+    char buf[512];
+    const char *fields = pid > 0 ? proc_stat_fields(pid, buf, sizeof buf) : NULL;
     int parent = 0;
     char state;
-    if (close_paren && sscanf(close_paren + 2, "%c %d", &state, &parent) == 2 && parent == ppid)
+    if (fields && sscanf(fields, "%c %d", &state, &parent) == 2 && parent == ppid)
       pids[n++] = pid;
   }
   closedir(d);
@@ -50,19 +57,9 @@ static inline int children_of(int ppid, int *pids, int max) {
 /* The state letter of pid from /proc/PID/stat ('R', 'S', 'Z', ...), or 0 if
  * there is no such process. */
 static inline char proc_state(int pid) {
-  char path[64], buf[512];
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (!f)
-    return 0;
-  size_t len = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[len] = 0;
-  char *close_paren = strrchr(buf, ')');
-  char state = 0;
-  if (!close_paren || sscanf(close_paren + 2, "%c", &state) != 1)
-    return 0;
-  return state;
+  char buf[512];
+  const char *fields = proc_stat_fields(pid, buf, sizeof buf);
+  return fields ? fields[0] : 0;
 }
 
 /* How many children of `ppid` are zombies (ended, not reaped). */

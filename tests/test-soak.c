@@ -212,20 +212,12 @@ static void print_threads(void) {
 /* Field 22 of /proc/PID/stat (start time), 0 if there is no such process;
  * *state gets its state letter. A zombie still has an entry. */
 static unsigned long long proc_start(int pid, char *state) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (!f)
-    return 0;
-  size_t len = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[len] = 0;
-  char *p = strrchr(buf, ')');
+  char buf[1024];
+  const char *p = proc_stat_fields(pid, buf, sizeof buf);
   if (!p)
     return 0;
-  *state = p[2];
-  p += 2; /* field 3 */
-  for (int field = 3; field < 22 && p; field++) {
+  *state = p[0];
+  for (int field = 3; field < 22 && p; field++) { /* p is at field 3 */
     p = strchr(p, ' ');
     if (p)
       p++;
