@@ -86,7 +86,8 @@ typedef struct ct_broker_submit_opts {
   int priority;      /**< CT_PRIORITY_CRITICAL..CT_PRIORITY_MAX; its class (as the
                         supervisor's: 0, 1..50, 51..100, 101..255) picks the stream */
   double result_ttl; /**< seconds the task record and result are kept after the task
-                        ends, and at most while it waits; 0: 86400 (a day) */
+                        ends, and at most while it waits; 0: 86400 (a day); from
+                        1e9 (over 30 years) on: 1e9 */
 } ct_broker_submit_opts_t;
 
 /** The default submission options (NORMAL priority, a day's TTL), with size set. */
