@@ -118,7 +118,8 @@ CT_EXPORT int ct_broker_submit(ct_broker_t *broker, const char *name, const json
  * ct_broker_submit(). The wait is a blocking read (BLPOP) on a connection
  * of its own, kept for the handle's next call: no polling.
  * Returns 0 and *result, a new reference to the result or to the exception
- * JSON (ct_result_is_error() tells); CT_ETIMEDOUT when the deadline passed
+ * JSON (ct_result_is_error() tells; a task moved to the dead letters
+ * answers with its DeliveryLimit exception); CT_ETIMEDOUT when the deadline passed
  * first (the task may still run, or have run); CT_EINVAL (as for submit,
  * a NULL result, a timeout not > 0 or over a day); CT_ENOENT (no worker
  * registered the name); CT_ESHUTDOWN; CT_ENOMEM. *result is NULL on error.

@@ -64,7 +64,9 @@ static const int level_priority[CT__BLEVELS] = {CT_PRIORITY_CRITICAL, CT_PRIORIT
 /* KEYS: the streams, highest class first, then the dead letters. ARGV:
  * group, consumer, count, lease (ms), max deliveries, key prefix, now (ms).
  * Per stream: first take over entries idle past the lease (XAUTOCLAIM),
- * burying those delivered too often, then read new ones. Returns
+ * burying those delivered too often (and waking a caller who waits for
+ * one, as a completion does: it would otherwise wait out its deadline for
+ * an answer that is known), then read new ones. Returns
  * {1, {{level, id, fields}...}} or, having found nothing,
  * {0, {last-generated ids}}. Task records are reached by the prefix: they
  * share the queue's hash tag. */
@@ -75,9 +77,10 @@ static const char fetch_script[] =
     "local function bury(i, id, fields, n)\n"
     "  local reason = 'delivered ' .. n .. ' times, more than ' .. ARGV[5]\n"
     "  local args = {'reason', reason, 'stream', levels[i], 'entry', id}\n"
-    "  local tid\n"
+    "  local tid, waited\n"
     "  for j = 1, #fields, 2 do\n"
     "    if fields[j] == 'id' then tid = fields[j + 1] end\n"
+    "    if fields[j] == 'deadline' then waited = true end\n"
     "    args[#args + 1] = fields[j]\n"
     "    args[#args + 1] = fields[j + 1]\n"
     "  end\n"
@@ -87,6 +90,11 @@ static const char fetch_script[] =
     "    redis.call('HSET', rec, 'status', 'dead', 'finished', ARGV[7], 'result',\n"
     "      cjson.encode({exception = {class = 'DeliveryLimit', args = {reason}, str = reason}}))\n"
     "    redis.call('EXPIRE', rec, redis.call('HGET', rec, 'ttl') or " DEFAULT_TTL ")\n"
+    "  end\n"
+    "  if tid and waited then\n"
+    "    local done = ARGV[6] .. 'done:' .. tid\n"
+    "    redis.call('RPUSH', done, 'dead')\n"
+    "    redis.call('EXPIRE', done, 60)\n"
     "  end\n"
     "  redis.call('XACK', KEYS[i], ARGV[1], id)\n"
     "  redis.call('XDEL', KEYS[i], id)\n"

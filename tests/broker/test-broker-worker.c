@@ -543,6 +543,49 @@ TEST(a_call_past_its_deadline_times_out_and_is_not_run) {
   env_end(&e);
 }
 
+typedef struct {
+  ct_broker_t *b;
+  int rc;
+  json_t *result;
+} dead_call_t;
+
+static void *call_job(void *p) {
+  dead_call_t *c = p;
+  json_t *kw = json_pack("{s:s}", "tag", "d");
+  c->rc = ct_broker_call(c->b, "job", kw, NULL, 20, &c->result);
+  json_decref(kw);
+  return NULL;
+}
+
+TEST(a_call_whose_task_goes_to_the_dead_letters_gets_its_exception) {
+  env_t e;
+  env_start(&e);
+  gate_reset();
+  freeReplyObject(test_redis(&e.r, "SADD ctasker:{default}:names job")); /* as a worker did */
+  freeReplyObject(test_redis(&e.r, "XGROUP CREATE " STREAM("normal") " workers 0 MKSTREAM"));
+  dead_call_t c = {e.b, -1, NULL};
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, call_job, &c) == 0);
+  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM("normal")) == 1);
+  /* A consumer takes the entry and goes silent: its lease lapses, and the
+   * next delivery is one more than the worker allows. */
+  freeReplyObject(test_redis(&e.r, "XREADGROUP GROUP workers ghost COUNT 1 STREAMS "
+                                   STREAM("normal") " >"));
+  CHECK_OK(ct_broker_register(e.b, "job", gated, NULL));
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.lease = 0.1;
+  wo.max_deliveries = 1;
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  pthread_join(th, NULL); /* before its 20 s deadline, or CT_ETIMEDOUT */
+  CHECK_OK(c.rc);
+  CHECK_EQ_STR(ct_result_error_class(c.result), "DeliveryLimit");
+  json_decref(c.result);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:dead"), 1);
+  CHECK_EQ_STR(order, ""); /* never run */
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
 /* --- leases: a worker in a child process, killed mid-task ------------------ */
 
 static int child_notify_fd = -1;
@@ -737,6 +780,7 @@ int main(int argc, char **argv) {
   RUN(stopping_the_supervisor_ends_the_worker);
   RUN(call_returns_the_result_or_the_exception);
   RUN(a_call_past_its_deadline_times_out_and_is_not_run);
+  RUN(a_call_whose_task_goes_to_the_dead_letters_gets_its_exception);
   RUN(a_killed_workers_task_is_reclaimed_after_its_lease);
   RUN(a_task_delivered_too_often_goes_to_the_dead_letters);
   RUN(a_cpu_bound_task_longer_than_its_lease_runs_once);
