@@ -209,7 +209,9 @@ typedef struct ct_broker_worker_opts {
  * with status DEAD and a DeliveryLimit exception. A task whose name has no
  * handler here fails with UnknownTask; a malformed entry goes to the
  * queue's dead-letter stream with the reason (capped at about 10000
- * entries). While it runs, the worker keeps a liveness record
+ * entries), and the task it names, if any, is DEAD with a MalformedTask
+ * exception (kwargs over the worker's 16 MiB limit make an entry
+ * malformed). While it runs, the worker keeps a liveness record
  * (`worker:<consumer>`: host, pid, names, concurrency, tasks in flight,
  * lease), refreshed every lease / 3 and expiring after three leases, and a
  * place in the `workers` set scored by that expiry; both go when it stops.

@@ -289,6 +289,44 @@ TEST(a_malformed_entry_goes_to_the_dead_letters) {
   env_end(&e);
 }
 
+/* kwargs over the worker's 16 MiB payload limit. */
+static json_t *oversized_kwargs(void) {
+  size_t len = (17u << 20);
+  char *big = malloc(len + 1);
+  CHECK(big != NULL);
+  memset(big, 'x', len);
+  big[len] = '\0';
+  json_t *kw = json_pack("{s:s}", "blob", big);
+  free(big);
+  CHECK(kw != NULL);
+  return kw;
+}
+
+TEST(an_oversized_task_is_dead_in_its_record_and_answers_its_caller) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  start_worker(&e, 1);
+  json_t *kw = oversized_kwargs();
+  char id[CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(e.b, "add", kw, NULL, id));
+  ct_broker_info_t info = wait_done(&e, id); /* never terminal before the fix */
+  CHECK_EQ_INT(info.status, CT_BROKER_DEAD);
+  CHECK_EQ_STR(ct_result_error_class(info.result), "MalformedTask");
+  CHECK_EQ_STR(ct_result_error_str(info.result), "kwargs over the payload limit");
+  json_decref(info.result);
+  json_t *result = NULL;
+  CHECK_OK(ct_broker_call(e.b, "add", kw, NULL, 20, &result)); /* not CT_ETIMEDOUT */
+  CHECK_EQ_STR(ct_result_error_class(result), "MalformedTask");
+  json_decref(result);
+  json_decref(kw);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:dead"), 2);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM("normal")), 0);
+  CHECK_EQ_INT(pending(&e, STREAM("normal")), 0);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
 TEST(the_first_completion_wins) {
   env_t e;
   env_start(&e);
@@ -772,6 +810,7 @@ int main(int argc, char **argv) {
   RUN(a_name_without_handler_here_fails_as_unknown_task);
   RUN(strict_priority_and_never_more_than_free_slots);
   RUN(a_malformed_entry_goes_to_the_dead_letters);
+  RUN(an_oversized_task_is_dead_in_its_record_and_answers_its_caller);
   RUN(the_first_completion_wins);
   RUN(stop_waits_for_running_tasks);
   RUN(a_worker_keeps_an_expiring_liveness_record);
