@@ -323,8 +323,13 @@ typedef struct {
 
 static int get_reply(const redisReply *r, void *data) {
   get_ctx_t *g = data;
-  if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0)
+  if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) {
+    /* Say why, as for a malformed hash: WRONGTYPE names a key some other
+     * program wrote where the record belongs. */
+    ct__broker_log(g->b, CT_LOG_ERROR, "task %s: its record is malformed: not a hash: %s",
+                   g->id, r->type == REDIS_REPLY_ERROR ? r->str : "an odd reply");
     return CT_EINVAL;
+  }
   if (r->elements == 0)
     return CT_ENOENT;
   size_t n = r->elements / 2;

@@ -239,7 +239,9 @@ TEST(get_reads_results_and_refuses_bad_records) {
   CHECK(info.result == NULL);
   CHECK(log_says("malformed: missing or bad status"));
   freeReplyObject(test_redis(&r, "SET ctasker:{default}:task:%s not-a-hash", id));
+  log_clear();
   CHECK_EQ_INT(ct_broker_get(b, id, &info), CT_EINVAL); /* WRONGTYPE */
+  CHECK(log_says("malformed: not a hash: WRONGTYPE"));
   ct_broker_free(b);
   sup_end(sup);
   test_redis_stop(&r);
