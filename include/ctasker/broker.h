@@ -51,8 +51,10 @@ typedef struct ct_broker_opts {
                              `unix://[user:password@]/path/to/socket[?db=N]`; copied */
   const char *ns;         /**< namespace, the first part of every key; NULL: "ctasker" */
   const char *queue;      /**< queue name (aio-task's routing key); NULL: "default" */
-  double connect_timeout; /**< seconds to connect, AUTH and SELECT included; 0: 5 */
-  double command_timeout; /**< seconds for the reply to any one command; 0: 5 */
+  double connect_timeout; /**< seconds to connect, AUTH and SELECT included; 0: 5;
+                             INFINITY or over a day: a day (a deadline must fire) */
+  double command_timeout; /**< seconds for the reply to any one command; 0: 5;
+                             INFINITY or over a day: a day */
   ct_log_fn log;          /**< connection failures and reconnections; NULL: none */
   void *log_data;         /**< given to log */
 } ct_broker_opts_t;
