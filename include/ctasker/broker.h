@@ -51,8 +51,10 @@ typedef struct ct_broker_opts {
                              `unix://[user:password@]/path/to/socket[?db=N]`; copied */
   const char *ns;         /**< namespace, the first part of every key; NULL: "ctasker" */
   const char *queue;      /**< queue name (aio-task's routing key); NULL: "default" */
-  double connect_timeout; /**< seconds to connect, AUTH and SELECT included; 0: 5 */
-  double command_timeout; /**< seconds for the reply to any one command; 0: 5 */
+  double connect_timeout; /**< seconds to connect, AUTH and SELECT included; 0: 5;
+                             INFINITY or over a day: a day (a deadline must fire) */
+  double command_timeout; /**< seconds for the reply to any one command; 0: 5;
+                             INFINITY or over a day: a day */
   ct_log_fn log;          /**< connection failures and reconnections; NULL: none */
   void *log_data;         /**< given to log */
 } ct_broker_opts_t;
@@ -86,7 +88,8 @@ typedef struct ct_broker_submit_opts {
   int priority;      /**< CT_PRIORITY_CRITICAL..CT_PRIORITY_MAX; its class (as the
                         supervisor's: 0, 1..50, 51..100, 101..255) picks the stream */
   double result_ttl; /**< seconds the task record and result are kept after the task
-                        ends, and at most while it waits; 0: 86400 (a day) */
+                        ends, and at most while it waits; 0: 86400 (a day); from
+                        1e9 (over 30 years) on: 1e9 */
 } ct_broker_submit_opts_t;
 
 /** The default submission options (NORMAL priority, a day's TTL), with size set. */
@@ -117,7 +120,8 @@ CT_EXPORT int ct_broker_submit(ct_broker_t *broker, const char *name, const json
  * ct_broker_submit(). The wait is a blocking read (BLPOP) on a connection
  * of its own, kept for the handle's next call: no polling.
  * Returns 0 and *result, a new reference to the result or to the exception
- * JSON (ct_result_is_error() tells); CT_ETIMEDOUT when the deadline passed
+ * JSON (ct_result_is_error() tells; a task moved to the dead letters
+ * answers with its DeliveryLimit exception); CT_ETIMEDOUT when the deadline passed
  * first (the task may still run, or have run); CT_EINVAL (as for submit,
  * a NULL result, a timeout not > 0 or over a day); CT_ENOENT (no worker
  * registered the name); CT_ESHUTDOWN; CT_ENOMEM. *result is NULL on error.
@@ -207,7 +211,9 @@ typedef struct ct_broker_worker_opts {
  * with status DEAD and a DeliveryLimit exception. A task whose name has no
  * handler here fails with UnknownTask; a malformed entry goes to the
  * queue's dead-letter stream with the reason (capped at about 10000
- * entries). While it runs, the worker keeps a liveness record
+ * entries), and the task it names, if any, is DEAD with a MalformedTask
+ * exception (kwargs over the worker's 16 MiB limit make an entry
+ * malformed). While it runs, the worker keeps a liveness record
  * (`worker:<consumer>`: host, pid, names, concurrency, tasks in flight,
  * lease), refreshed every lease / 3 and expiring after three leases, and a
  * place in the `workers` set scored by that expiry; both go when it stops.

@@ -21,6 +21,8 @@
 
 #define DEFAULT_TIMEOUT 5.0     /* connect and command timeouts */
 #define DEFAULT_TTL 86400.0     /* aio-task's result TTL: a day */
+#define TTL_MAX 1e9             /* longest TTL (over 30 years): EXPIRE fails far
+                                   beyond it, after the script wrote the record */
 #define NAME_PART_MAX 200       /* longest namespace or queue name */
 
 /* Checks the names set, writes the record (expiring) and the entry.
@@ -226,7 +228,7 @@ static int submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
   if (!m.kwargs)
     return CT_ENOMEM;
   int priority = opts ? opts->priority : CT_PRIORITY_NORMAL;
-  double ttl = opts && opts->result_ttl > 0 ? opts->result_ttl : DEFAULT_TTL;
+  double ttl = opts && opts->result_ttl > 0 ? fmin(opts->result_ttl, TTL_MAX) : DEFAULT_TTL;
   rc = run_submit(b, &m, level_of(priority), ttl);
   ct__bmsg_clear(&m);
   if (rc == 0)
@@ -321,8 +323,13 @@ typedef struct {
 
 static int get_reply(const redisReply *r, void *data) {
   get_ctx_t *g = data;
-  if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0)
+  if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) {
+    /* Say why, as for a malformed hash: WRONGTYPE names a key some other
+     * program wrote where the record belongs. */
+    ct__broker_log(g->b, CT_LOG_ERROR, "task %s: its record is malformed: not a hash: %s",
+                   g->id, r->type == REDIS_REPLY_ERROR ? r->str : "an odd reply");
     return CT_EINVAL;
+  }
   if (r->elements == 0)
     return CT_ENOENT;
   size_t n = r->elements / 2;

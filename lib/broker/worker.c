@@ -61,33 +61,60 @@
 static const int level_priority[CT__BLEVELS] = {CT_PRIORITY_CRITICAL, CT_PRIORITY_HIGH,
                                                 CT_PRIORITY_NORMAL, CT_PRIORITY_LOW};
 
+/* A Lua function for the scripts that bury an entry: its task (a UUID id
+ * from the entry's fields) becomes DEAD with an exception of `class` saying
+ * why, unless it has ended already (the first completion wins), and a
+ * caller who waits for it (the entry has a deadline) is woken as by a
+ * completion; keys of another type (a foreign producer's doing) are left
+ * alone, so that one entry cannot make the script fail for the rest. */
+#define DEAD_LUA                                                                          \
+  "local function dead(prefix, tid, waited, class, reason, now)\n"                       \
+  "  if not tid or not tid:match('^%x+%-%x+%-%x+%-%x+%-%x+$') or #tid ~= 36 then\n"      \
+  "    return\n"                                                                          \
+  "  end\n"                                                                               \
+  "  local rec = prefix .. 'task:' .. tid\n"                                              \
+  "  if redis.call('TYPE', rec).ok == 'hash' then\n"                                      \
+  "    local s = redis.call('HGET', rec, 'status')\n"                                     \
+  "    if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' then\n"                      \
+  "      redis.call('HSET', rec, 'status', 'dead', 'finished', now, 'result',\n"          \
+  "        cjson.encode({exception = {class = class, args = {reason}, str = reason}}))\n" \
+  "      redis.call('EXPIRE', rec, redis.call('HGET', rec, 'ttl') or " DEFAULT_TTL ")\n"  \
+  "    end\n"                                                                             \
+  "  end\n"                                                                               \
+  "  local done = prefix .. 'done:' .. tid\n"                                             \
+  "  local t = redis.call('TYPE', done).ok\n"                                             \
+  "  if waited and (t == 'none' or t == 'list') then\n"                                   \
+  "    redis.call('RPUSH', done, 'dead')\n"                                               \
+  "    redis.call('EXPIRE', done, 60)\n"                                                  \
+  "  end\n"                                                                               \
+  "end\n"
+
 /* KEYS: the streams, highest class first, then the dead letters. ARGV:
  * group, consumer, count, lease (ms), max deliveries, key prefix, now (ms).
  * Per stream: first take over entries idle past the lease (XAUTOCLAIM),
- * burying those delivered too often, then read new ones. Returns
+ * burying those delivered too often (and waking a caller who waits for
+ * one, as a completion does: it would otherwise wait out its deadline for
+ * an answer that is known), then read new ones. Returns
  * {1, {{level, id, fields}...}} or, having found nothing,
  * {0, {last-generated ids}}. Task records are reached by the prefix: they
  * share the queue's hash tag. */
 static const char fetch_script[] =
+    DEAD_LUA
     "local levels = {'critical', 'high', 'normal', 'low'}\n"
     "local want = tonumber(ARGV[3])\n"
     "local out = {}\n"
     "local function bury(i, id, fields, n)\n"
     "  local reason = 'delivered ' .. n .. ' times, more than ' .. ARGV[5]\n"
     "  local args = {'reason', reason, 'stream', levels[i], 'entry', id}\n"
-    "  local tid\n"
+    "  local tid, waited\n"
     "  for j = 1, #fields, 2 do\n"
     "    if fields[j] == 'id' then tid = fields[j + 1] end\n"
+    "    if fields[j] == 'deadline' then waited = true end\n"
     "    args[#args + 1] = fields[j]\n"
     "    args[#args + 1] = fields[j + 1]\n"
     "  end\n"
     "  redis.call('XADD', KEYS[5], 'MAXLEN', '~', " DEAD_MAX ", '*', unpack(args))\n"
-    "  local rec = ARGV[6] .. 'task:' .. (tid or '')\n"
-    "  if tid and redis.call('EXISTS', rec) == 1 then\n"
-    "    redis.call('HSET', rec, 'status', 'dead', 'finished', ARGV[7], 'result',\n"
-    "      cjson.encode({exception = {class = 'DeliveryLimit', args = {reason}, str = reason}}))\n"
-    "    redis.call('EXPIRE', rec, redis.call('HGET', rec, 'ttl') or " DEFAULT_TTL ")\n"
-    "  end\n"
+    "  dead(ARGV[6], tid, waited, 'DeliveryLimit', reason, ARGV[7])\n"
     "  redis.call('XACK', KEYS[i], ARGV[1], id)\n"
     "  redis.call('XDEL', KEYS[i], id)\n"
     "end\n"
@@ -181,14 +208,27 @@ static const char complete_script[] =
     "end\n"
     "return 1\n";
 
-/* KEYS: stream, dead letters. ARGV: entry id, group, reason, stream name.
- * The dead letter holds the reason, where it came from, and the entry's
- * own fields after those. */
+/* KEYS: stream, dead letters. ARGV: entry id, group, reason, stream name,
+ * key prefix, now (ms). The dead letter holds the reason, where it came
+ * from, and the entry's own fields after those; a task the entry names
+ * (say, one whose kwargs are over the payload limit) is DEAD with a
+ * MalformedTask exception, rather than queued for ever. */
 static const char bury_script[] =
+    DEAD_LUA
     "local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])\n"
     "local args = {'reason', ARGV[3], 'stream', ARGV[4], 'entry', ARGV[1]}\n"
-    "if e[1] then for _, v in ipairs(e[1][2]) do args[#args + 1] = v end end\n"
+    "local tid, waited\n"
+    "if e[1] then\n"
+    "  local f = e[1][2]\n"
+    "  for j = 1, #f, 2 do\n"
+    "    if f[j] == 'id' then tid = f[j + 1] end\n"
+    "    if f[j] == 'deadline' then waited = true end\n"
+    "    args[#args + 1] = f[j]\n"
+    "    args[#args + 1] = f[j + 1]\n"
+    "  end\n"
+    "end\n"
     "redis.call('XADD', KEYS[2], 'MAXLEN', '~', " DEAD_MAX ", '*', unpack(args))\n"
+    "dead(ARGV[5], tid, waited, 'MalformedTask', ARGV[3], ARGV[6])\n"
     "redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])\n"
     "redis.call('XDEL', KEYS[1], ARGV[1])\n"
     "return 1\n";
@@ -422,10 +462,13 @@ static int add_names(ct__bworker_t *w) {
 /* A malformed entry goes to the dead letters, with the reason. */
 static void bury(ct__bworker_t *w, const job_t *j) {
   const char *keys[] = {w->streams[j->level], w->dead};
-  const char *args[] = {j->entry, CT__BGROUP, j->reason, ct__blevel_names[j->level]};
+  char now[24];
+  snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
+  const char *args[] = {j->entry, CT__BGROUP, j->reason, ct__blevel_names[j->level],
+                        w->b->prefix, now};
   ct__broker_log(w->b, CT_LOG_ERROR, "entry %s of stream %s is malformed (%s): dead letter",
                  j->entry, ct__blevel_names[j->level], j->reason);
-  int rc = eval(w->fetch, bury_script, 2, keys, 4, args, ok_reply, NULL);
+  int rc = eval(w->fetch, bury_script, 2, keys, 6, args, ok_reply, NULL);
   if (rc != 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "entry %s: cannot move it to the dead letters: %s",
                    j->entry, ct_strerror(rc));

@@ -289,6 +289,44 @@ TEST(a_malformed_entry_goes_to_the_dead_letters) {
   env_end(&e);
 }
 
+/* kwargs over the worker's 16 MiB payload limit. */
+static json_t *oversized_kwargs(void) {
+  size_t len = (17u << 20);
+  char *big = malloc(len + 1);
+  CHECK(big != NULL);
+  memset(big, 'x', len);
+  big[len] = '\0';
+  json_t *kw = json_pack("{s:s}", "blob", big);
+  free(big);
+  CHECK(kw != NULL);
+  return kw;
+}
+
+TEST(an_oversized_task_is_dead_in_its_record_and_answers_its_caller) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  start_worker(&e, 1);
+  json_t *kw = oversized_kwargs();
+  char id[CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(e.b, "add", kw, NULL, id));
+  ct_broker_info_t info = wait_done(&e, id); /* never terminal before the fix */
+  CHECK_EQ_INT(info.status, CT_BROKER_DEAD);
+  CHECK_EQ_STR(ct_result_error_class(info.result), "MalformedTask");
+  CHECK_EQ_STR(ct_result_error_str(info.result), "kwargs over the payload limit");
+  json_decref(info.result);
+  json_t *result = NULL;
+  CHECK_OK(ct_broker_call(e.b, "add", kw, NULL, 20, &result)); /* not CT_ETIMEDOUT */
+  CHECK_EQ_STR(ct_result_error_class(result), "MalformedTask");
+  json_decref(result);
+  json_decref(kw);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:dead"), 2);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM("normal")), 0);
+  CHECK_EQ_INT(pending(&e, STREAM("normal")), 0);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
 TEST(the_first_completion_wins) {
   env_t e;
   env_start(&e);
@@ -543,6 +581,49 @@ TEST(a_call_past_its_deadline_times_out_and_is_not_run) {
   env_end(&e);
 }
 
+typedef struct {
+  ct_broker_t *b;
+  int rc;
+  json_t *result;
+} dead_call_t;
+
+static void *call_job(void *p) {
+  dead_call_t *c = p;
+  json_t *kw = json_pack("{s:s}", "tag", "d");
+  c->rc = ct_broker_call(c->b, "job", kw, NULL, 20, &c->result);
+  json_decref(kw);
+  return NULL;
+}
+
+TEST(a_call_whose_task_goes_to_the_dead_letters_gets_its_exception) {
+  env_t e;
+  env_start(&e);
+  gate_reset();
+  freeReplyObject(test_redis(&e.r, "SADD ctasker:{default}:names job")); /* as a worker did */
+  freeReplyObject(test_redis(&e.r, "XGROUP CREATE " STREAM("normal") " workers 0 MKSTREAM"));
+  dead_call_t c = {e.b, -1, NULL};
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, call_job, &c) == 0);
+  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM("normal")) == 1);
+  /* A consumer takes the entry and goes silent: its lease lapses, and the
+   * next delivery is one more than the worker allows. */
+  freeReplyObject(test_redis(&e.r, "XREADGROUP GROUP workers ghost COUNT 1 STREAMS "
+                                   STREAM("normal") " >"));
+  CHECK_OK(ct_broker_register(e.b, "job", gated, NULL));
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.lease = 0.1;
+  wo.max_deliveries = 1;
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  pthread_join(th, NULL); /* before its 20 s deadline, or CT_ETIMEDOUT */
+  CHECK_OK(c.rc);
+  CHECK_EQ_STR(ct_result_error_class(c.result), "DeliveryLimit");
+  json_decref(c.result);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:dead"), 1);
+  CHECK_EQ_STR(order, ""); /* never run */
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
 /* --- leases: a worker in a child process, killed mid-task ------------------ */
 
 static int child_notify_fd = -1;
@@ -729,6 +810,7 @@ int main(int argc, char **argv) {
   RUN(a_name_without_handler_here_fails_as_unknown_task);
   RUN(strict_priority_and_never_more_than_free_slots);
   RUN(a_malformed_entry_goes_to_the_dead_letters);
+  RUN(an_oversized_task_is_dead_in_its_record_and_answers_its_caller);
   RUN(the_first_completion_wins);
   RUN(stop_waits_for_running_tasks);
   RUN(a_worker_keeps_an_expiring_liveness_record);
@@ -737,6 +819,7 @@ int main(int argc, char **argv) {
   RUN(stopping_the_supervisor_ends_the_worker);
   RUN(call_returns_the_result_or_the_exception);
   RUN(a_call_past_its_deadline_times_out_and_is_not_run);
+  RUN(a_call_whose_task_goes_to_the_dead_letters_gets_its_exception);
   RUN(a_killed_workers_task_is_reclaimed_after_its_lease);
   RUN(a_task_delivered_too_often_goes_to_the_dead_letters);
   RUN(a_cpu_bound_task_longer_than_its_lease_runs_once);

@@ -239,7 +239,9 @@ TEST(get_reads_results_and_refuses_bad_records) {
   CHECK(info.result == NULL);
   CHECK(log_says("malformed: missing or bad status"));
   freeReplyObject(test_redis(&r, "SET ctasker:{default}:task:%s not-a-hash", id));
+  log_clear();
   CHECK_EQ_INT(ct_broker_get(b, id, &info), CT_EINVAL); /* WRONGTYPE */
+  CHECK(log_says("malformed: not a hash: WRONGTYPE"));
   ct_broker_free(b);
   sup_end(sup);
   test_redis_stop(&r);
@@ -258,6 +260,30 @@ TEST(record_is_gone_after_its_ttl) {
   CHECK_EQ_INT(test_redis_int(&r, "TTL ctasker:{default}:task:%s", id), 1);
   ct_broker_info_t info;
   WAIT_FOR(ct_broker_get(b, id, &info) == CT_ENOENT);
+  ct_broker_free(b);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
+TEST(huge_ttl_is_kept_whole_and_expiring) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b = broker_open(sup, r.url, 10);
+  register_name(&r, "t");
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  const double ttls[] = {1e9, 1e17, 1e300};
+  for (int i = 0; i < 3; i++) {
+    so.result_ttl = ttls[i];
+    char id[CT_BROKER_ID_SIZE];
+    CHECK_OK(ct_broker_submit(b, "t", NULL, &so, id));
+    /* an expiring record (-1 would be one kept for ever), and its entry */
+    CHECK(test_redis_int(&r, "TTL ctasker:{default}:task:%s", id) > 0);
+    ct_broker_info_t info;
+    CHECK_OK(ct_broker_get(b, id, &info));
+    CHECK_EQ_INT(info.status, CT_BROKER_QUEUED);
+  }
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 3);
   ct_broker_free(b);
   sup_end(sup);
   test_redis_stop(&r);
@@ -387,6 +413,7 @@ int main(void) {
   RUN(each_priority_class_has_its_stream);
   RUN(get_reads_results_and_refuses_bad_records);
   RUN(record_is_gone_after_its_ttl);
+  RUN(huge_ttl_is_kept_whole_and_expiring);
   RUN(auth_and_select_come_from_the_url);
   RUN(a_silent_server_is_a_command_timeout_then_recovers);
   RUN(a_restarted_server_is_reconnected);
