@@ -303,6 +303,40 @@ TEST(wait_returns_at_the_end_without_stopping) {
   rec_destroy(&r);
 }
 
+static void drop_and_wait(ct_worker_t *w, void *item, void *data) {
+  (void)item;
+  rec_t *r = data;
+  ct_worker_end_reason_t reason = CT_WORKER_END_NONE;
+  CHECK_OK(ct_worker_wait(w, -1, &reason, NULL)); /* its end is being told */
+  order_add(&r->order, T_STOP + (int)reason);
+}
+
+TEST(wait_from_on_drop_after_a_forced_end_does_not_wait_for_itself) {
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  rec_t r;
+  rec_init(&r);
+  r.hold_run = true;
+  ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
+  o.data = &r;
+  o.on_drop = drop_and_wait;
+  o.drop_data = &r;
+  ct_worker_t *w;
+  CHECK_OK(ct_worker_new(sup, CT_WORKER_QUEUE, recording_run, &o, &w));
+  CHECK_OK(ct_worker_start(w, NULL));
+  for (int i = 0; i < 3; i++)
+    CHECK_OK(ct_queue_worker_put(w, NULL, CT_PRIORITY_NORMAL));
+  gate_wait_arrived(&r.gate, 1);
+  /* the bound gives up on the held run; the two items left go back here */
+  CHECK_EQ_INT(ct_worker_stop(w, CT_WORKER_DRAIN, 0.2), CT_ETIMEDOUT);
+  CHECK_EQ_INT(count_of(&r), 3);
+  CHECK_EQ_INT(tags(&r, 1), T_STOP + CT_WORKER_END_FORCED);
+  CHECK_EQ_INT(tags(&r, 2), T_STOP + CT_WORKER_END_FORCED);
+  gate_open(&r.gate);
+  CHECK_OK(ct_worker_free(w)); /* released when the held run ends */
+  stop_and_free(sup);
+  rec_destroy(&r);
+}
+
 static int sleeping_run(ct_worker_run_t *run) {
   rec_t *r = run->data;
   CHECK_OK(ct_worker_sleep(run->worker, 0));
@@ -414,6 +448,7 @@ int main(void) {
   RUN(failing_run_stops_its_worker_with_reason_failed);
   RUN(bare_fail_stop_ends_with_a_worker_error_and_code_1);
   RUN(wait_returns_at_the_end_without_stopping);
+  RUN(wait_from_on_drop_after_a_forced_end_does_not_wait_for_itself);
   RUN(sleep_wakes_when_its_worker_is_asked_to_stop);
   RUN(owning_group_stops_members_in_reverse_start_order_and_frees_them);
   return check_done();

@@ -429,11 +429,14 @@ static int wait_stopped(ct_worker_t *w, bool bounded, const struct timespec *dea
 
 /* Lock held: wait until the worker has ended (final, on_stop returned),
  * or is INIT (never started); timeout 0 does not wait. Returns 0,
- * CT_ETIMEDOUT, or CT_EDEADLK from the worker's own run; from its own
- * on_stop the end counts as reached. */
+ * CT_ETIMEDOUT, or CT_EDEADLK from the worker's own run. From its own
+ * on_stop, or an on_drop this thread calls before it tells the end, the end
+ * counts as reached: the report waits for the caller. */
 static int await_end(ct_worker_t *w, double timeout, bool bounded,
                      const struct timespec *deadline) {
   while (state_of(w) != CT_WORKER_INIT && (!is_final(state_of(w)) || !end_reported(w))) {
+    if (is_final(state_of(w)) && handing_back(w))
+      return 0;
     if (ct__worker_current == w)
       return is_final(state_of(w)) ? 0 : CT_EDEADLK;
     if (timeout == 0)
