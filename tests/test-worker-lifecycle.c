@@ -23,6 +23,7 @@ typedef struct {
 } rec_t;
 
 static void rec_init(rec_t *r) {
+  *r = (rec_t){0};
   order_init(&r->order);
   gate_init(&r->gate);
   atomic_init(&r->runs, 0);
