@@ -410,7 +410,7 @@ typedef struct ct_worker_group_opts {
 CT_EXPORT int ct_worker_group_new(const ct_worker_group_opts_t *opts, ct_worker_group_t **out);
 
 /** Add a worker (in any state; it keeps its state) to the group; it is
- * borrowed. Returns 0; CT_EINVAL for NULL; CT_EBUSY if the worker already
+ * borrowed, or owned by a group made with opts.owns_members. Returns 0; CT_EINVAL for NULL; CT_EBUSY if the worker already
  * belongs to a group (this one or another); CT_ENOMEM.
  * Thread-safety: any thread. */
 CT_EXPORT int ct_worker_group_add(ct_worker_group_t *g, ct_worker_t *w);

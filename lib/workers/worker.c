@@ -14,6 +14,14 @@
  * and ends a pending stop. So at most one run executes at a time, and a
  * worker with nothing to do holds no thread.
  *
+ * Life cycle hooks: on_start runs on the starting thread with `starting`
+ * set, so no run is queued and no stop ends before it returns. How a start
+ * ends (normal, forced, failed) is decided when a failing run asks to stop
+ * or a bounded stop gives up, and kept as the last end when the state
+ * becomes final; on_stop is then told once, by the thread that hands back
+ * the dropped items (ct__worker_hand_back_and_report()), and a waiting stop
+ * or ct_worker_wait() returns only once it has returned (`ends_reported`).
+ *
  * References: the owner holds one, each task in flight and each message
  * posted to a loop hold one; the last unref frees the worker.
  */
