@@ -368,6 +368,52 @@ TEST(sleep_wakes_when_its_worker_is_asked_to_stop) {
   rec_destroy(&r);
 }
 
+/* In a pool child: every call fails. */
+static json_t *fn_refuse(uint64_t id, json_t *args, void *data) {
+  (void)args;
+  (void)data;
+  return ct_error_new("Refused", "call %llu", (unsigned long long)id);
+}
+
+static int fail_stop_on_error(ct_worker_t *w, ct_task_t *task, const json_t *result,
+                              void *data) {
+  (void)w;
+  (void)task;
+  (void)data;
+  return ct_result_is_error(result) ? CT_WORKER_FAIL_STOP : CT_WORKER_CONTINUE;
+}
+
+TEST(process_result_can_fail_and_stop_its_worker) {
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  CHECK_OK(ct_process_pool_create(sup, NULL));
+  rec_t r;
+  rec_init(&r);
+  ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
+  o.process = "refuse";
+  o.process_result = fail_stop_on_error;
+  o.on_error = on_error;
+  o.error_data = &r;
+  o.on_stop = on_stop;
+  o.hook_data = &r;
+  ct_worker_t *w;
+  CHECK_OK(ct_worker_new(sup, CT_WORKER_EVENT, NULL, &o, &w));
+  CHECK_OK(ct_worker_start(w, NULL));
+  CHECK_OK(ct_event_worker_trigger(w, false));
+  ct_worker_end_reason_t reason;
+  json_t *error;
+  CHECK_OK(ct_worker_wait(w, -1, &reason, &error));
+  CHECK_EQ_INT(reason, CT_WORKER_END_FAILED);
+  CHECK_EQ_STR(ct_result_error_class(error), "Refused"); /* the child's error */
+  json_decref(error);
+  CHECK_EQ_INT(count_of(&r), 2);
+  CHECK_EQ_INT(tags(&r, 0), T_ERROR);
+  CHECK_EQ_INT(tags(&r, 1), T_STOP + CT_WORKER_END_FAILED);
+  CHECK_EQ_INT(atomic_load(&r.stop_code), 1);
+  CHECK_OK(ct_worker_free(w));
+  stop_and_free(sup);
+  rec_destroy(&r);
+}
+
 /* Group members that record, in one shared order, their tag when they stop
  * and how many members were still running then. */
 typedef struct {
@@ -445,12 +491,14 @@ TEST(owning_group_stops_members_in_reverse_start_order_and_frees_them) {
 }
 
 int main(void) {
+  CHECK_OK(ct_process_register("refuse", fn_refuse, NULL)); /* before any pool */
   RUN(hooks_bracket_every_start_and_tell_the_reason);
   RUN(failing_run_stops_its_worker_with_reason_failed);
   RUN(bare_fail_stop_ends_with_a_worker_error_and_code_1);
   RUN(wait_returns_at_the_end_without_stopping);
   RUN(wait_from_on_drop_after_a_forced_end_does_not_wait_for_itself);
   RUN(sleep_wakes_when_its_worker_is_asked_to_stop);
+  RUN(process_result_can_fail_and_stop_its_worker);
   RUN(owning_group_stops_members_in_reverse_start_order_and_frees_them);
   return check_done();
 }

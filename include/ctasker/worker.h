@@ -322,8 +322,8 @@ CT_EXPORT int ct_worker_fail_stop(ct_worker_run_t *run, json_t *error, int code)
  * or INFINITY (1e9 and more) waits without bound, 0 does not wait, > 0
  * waits at most that long; NaN is CT_EINVAL. On return 0, *reason (if not
  * NULL) is the end's reason and *error (if not NULL) the error of the run
- * that ended it for CT_WORKER_END_FAILED, else NULL: a new reference the
- * caller must json_decref(). A worker never started returns 0 at once with
+ * that ended it for CT_WORKER_END_FAILED, else NULL (also out of memory): a
+ * new object, the caller's alone, to json_decref(). A worker never started returns 0 at once with
  * CT_WORKER_END_NONE.
  * Returns 0; CT_ETIMEDOUT at the bound (the worker is left running); CT_EDEADLK
  * if it must wait but is called from the worker's own run (on_error, on_drop,
@@ -335,8 +335,8 @@ CT_EXPORT int ct_worker_wait(ct_worker_t *w, double timeout, ct_worker_end_reaso
 /** How the worker's last start ended: its reason (CT_WORKER_END_NONE while
  * it runs or before its first end), *code (if not NULL; 0 for NONE and
  * NORMAL) and *error (if not NULL: for CT_WORKER_END_FAILED the error of the
- * run that ended it, a new reference the caller must json_decref(); else
- * NULL). Thread-safety: any thread. */
+ * run that ended it, a new object, the caller's alone, to json_decref();
+ * else NULL, also out of memory). Thread-safety: any thread. */
 CT_EXPORT ct_worker_end_reason_t ct_worker_last_end(ct_worker_t *w, int *code, json_t **error);
 
 /** Sleep in a run for `seconds`, waking early when the worker is asked to

@@ -131,7 +131,7 @@ void ct__worker_begin_stop(ct_worker_t *w, bool drop);
 
 /* Lock NOT held: report a failed run of `w` to on_error or the log;
  * `error` is stolen (NULL: a generic WorkerError). With `keep`, returns a
- * reference to the error reported (for ct__worker_fail_stop()), else NULL. */
+ * copy of the error reported (for ct__worker_fail_stop()), else NULL. */
 json_t *ct__worker_report(ct_worker_t *w, json_t *error, bool keep);
 
 /* Lock held: a run failed and asked to stop: record the end as failed with

@@ -204,7 +204,9 @@ void ct__worker_fail_stop(ct_worker_t *w, int code, json_t *error) {
 json_t *ct__worker_report(ct_worker_t *w, json_t *error, bool keep) {
   if (!error)
     error = ct_error_new("WorkerError", "a run of worker %s failed", w->name);
-  json_t *kept = keep ? json_incref(error) : NULL;
+  /* A copy, the worker's own: the error may be a task's result, shared with
+   * other threads, and jansson's reference counts are not thread-safe. */
+  json_t *kept = keep ? json_deep_copy(error) : NULL;
   ct_worker_t *outer = ct__worker_current;
   ct__worker_current = w; /* on_error is part of the run: a waiting stop
                              from it would wait for itself */
@@ -505,7 +507,8 @@ ct_worker_end_reason_t ct_worker_last_end(ct_worker_t *w, int *code, json_t **er
     if (is_final(state_of(w))) {
       reason = (ct_worker_end_reason_t)w->last_reason;
       c = w->last_code;
-      err = reason == CT_WORKER_END_FAILED ? json_incref(w->last_error) : NULL;
+      /* a copy: the caller's alone, whatever thread releases it */
+      err = reason == CT_WORKER_END_FAILED ? json_deep_copy(w->last_error) : NULL;
     }
     pthread_mutex_unlock(&w->lock);
   }
