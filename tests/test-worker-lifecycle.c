@@ -19,7 +19,7 @@ typedef struct {
   gate_t gate;            /* runs or on_stop that must hold, wait here */
   atomic_int runs, fail_at, deadlk, sleep_rc;
   atomic_int stop_code;
-  bool hold_run, hold_stop, put_in_start;
+  bool hold_run, hold_stop, hold_start, put_in_start;
 } rec_t;
 
 static void rec_init(rec_t *r) {
@@ -55,6 +55,8 @@ static int count_of(rec_t *r) {
 static void on_start(ct_worker_t *w, void *data) {
   rec_t *r = data;
   order_add(&r->order, T_START);
+  if (r->hold_start)
+    gate_pass(&r->gate);
   if (r->put_in_start) /* runs asked for now must wait for on_start */
     CHECK_OK(ct_queue_worker_put(w, NULL, CT_PRIORITY_NORMAL));
   order_add(&r->order, T_STARTED);
@@ -205,6 +207,37 @@ TEST(failing_run_stops_its_worker_with_reason_failed) {
   CHECK_OK(ct_worker_wait(w, -1, &reason, &error));
   CHECK_EQ_INT(reason, CT_WORKER_END_NORMAL);
   CHECK(error == NULL);
+  CHECK_OK(ct_worker_free(w));
+  stop_and_free(sup);
+  rec_destroy(&r);
+}
+
+static void *start_thread(void *arg) {
+  CHECK_OK(ct_worker_start(arg, NULL));
+  return NULL;
+}
+
+TEST(stop_forced_during_on_start_is_told_after_it) {
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  rec_t r;
+  rec_init(&r);
+  r.hold_start = true;
+  ct_worker_t *w = make(sup, CT_WORKER_EVENT, &r);
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, start_thread, w) == 0);
+  gate_wait_arrived(&r.gate, 1); /* on_start holds */
+  CHECK_EQ_INT(ct_worker_stop(w, CT_WORKER_DROP, 0.2), CT_ETIMEDOUT);
+  CHECK_EQ_INT(ct_worker_state(w), CT_WORKER_FORCE_STOPPED);
+  CHECK_EQ_INT(count_of(&r), 1); /* on_stop waits for on_start */
+  gate_open(&r.gate);
+  ct_worker_end_reason_t reason;
+  CHECK_OK(ct_worker_wait(w, -1, &reason, NULL));
+  CHECK_EQ_INT(reason, CT_WORKER_END_FORCED);
+  CHECK(pthread_join(th, NULL) == 0);
+  CHECK_EQ_INT(count_of(&r), 3);
+  CHECK_EQ_INT(tags(&r, 1), T_STARTED);
+  CHECK_EQ_INT(tags(&r, 2), T_STOP + CT_WORKER_END_FORCED);
+  CHECK_EQ_INT(atomic_load(&r.runs), 0);
   CHECK_OK(ct_worker_free(w));
   stop_and_free(sup);
   rec_destroy(&r);
@@ -493,6 +526,7 @@ TEST(owning_group_stops_members_in_reverse_start_order_and_frees_them) {
 int main(void) {
   CHECK_OK(ct_process_register("refuse", fn_refuse, NULL)); /* before any pool */
   RUN(hooks_bracket_every_start_and_tell_the_reason);
+  RUN(stop_forced_during_on_start_is_told_after_it);
   RUN(failing_run_stops_its_worker_with_reason_failed);
   RUN(bare_fail_stop_ends_with_a_worker_error_and_code_1);
   RUN(wait_returns_at_the_end_without_stopping);

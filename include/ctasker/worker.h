@@ -161,7 +161,8 @@ typedef int (*ct_worker_result_fn)(ct_worker_t *w, ct_task_t *task, const json_t
 
 /** Called once per start, on the thread that calls ct_worker_start(),
  * after the worker became RUNNING and before its first run is queued (runs
- * asked for meanwhile wait for it to return; so does the end of a stop). */
+ * asked for meanwhile wait for it to return; so does the end of a stop, and
+ * on_stop for a stop forced meanwhile). */
 typedef void (*ct_worker_start_fn)(ct_worker_t *w, void *data);
 
 /** Called once per end of a start (STOPPED or FORCE_STOPPED), after its

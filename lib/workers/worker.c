@@ -141,6 +141,10 @@ static bool end_reported(const ct_worker_t *w) { return w->ends_reported == w->e
 static void report_end(ct_worker_t *w) {
   pthread_mutex_lock(&w->lock);
   bool told = end_reported(w);
+  if (!told && w->starting) { /* a stop forced during on_start: the start */
+    atomic_store(&w->end_unreported, true); /* tells it once on_start returned */
+    told = true;
+  }
   uint64_t ends = w->ends;
   ct_worker_end_reason_t reason = (ct_worker_end_reason_t)w->last_reason;
   int code = w->last_code;
