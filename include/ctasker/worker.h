@@ -100,6 +100,7 @@ typedef struct ct_worker_run {
   double scheduled;    /**< interval workers: the time (ct_now() base) this run
                           was due; 0 for a manual trigger and other kinds */
   json_t *error;       /**< set through ct_worker_fail() */
+  int exit_code;       /**< with CT_WORKER_FAIL_STOP: the end's code (0: 1) */
 } ct_worker_run_t;
 
 /** What a run returns. */
@@ -107,10 +108,28 @@ enum ct_worker_outcome {
   CT_WORKER_CONTINUE = 0, /**< keep going */
   CT_WORKER_STOP = 1,     /**< stop this worker (pending queue items are
                              handed back), as atasker's `return False` */
-  CT_WORKER_FAILED = -1   /**< this run failed: on_error is called with
+  CT_WORKER_FAILED = -1,  /**< this run failed: on_error is called with
                              run->error (a generic WorkerError if unset) and
                              the worker keeps going */
+  CT_WORKER_FAIL_STOP = -2 /**< this run failed as CT_WORKER_FAILED (on_error
+                             runs first), then the worker stops as with
+                             CT_WORKER_STOP, its end reason
+                             CT_WORKER_END_FAILED; see ct_worker_fail_stop() */
 };
+
+/** Why a worker's last start ended (ct_worker_last_end(), on_stop). */
+typedef enum ct_worker_end_reason {
+  CT_WORKER_END_NONE = 0,   /**< it has not ended since its last start */
+  CT_WORKER_END_NORMAL = 1, /**< stopped: ct_worker_stop(), a run returning
+                               CT_WORKER_STOP, its group, its supervisor's
+                               stop; code 0 */
+  CT_WORKER_END_FORCED = 2, /**< a bounded stop gave up on the current run
+                               (FORCE_STOPPED); code CT_ETIMEDOUT */
+  CT_WORKER_END_FAILED = 3  /**< a run returned CT_WORKER_FAIL_STOP (code: its
+                               run->exit_code, 1 if it left it 0), or the
+                               worker could not queue a run (code: that
+                               error) */
+} ct_worker_end_reason_t;
 
 /** A worker's run function: returns a ct_worker_outcome. */
 typedef int (*ct_worker_fn)(ct_worker_run_t *run);
@@ -133,11 +152,29 @@ typedef void (*ct_worker_drop_fn)(ct_worker_t *w, void *item, void *data);
  * TimeoutError, UnknownTask, NotSerializable, or CancelledError for a run a
  * supervisor stop canceled) and the parent's task (borrowed). Returns
  * CT_WORKER_CONTINUE, CT_WORKER_STOP (stop the worker, as a run returning
- * it) or CT_WORKER_FAILED (on_error is then called with the result if it is
- * an error, else with a generic WorkerError). Runs on the supervisor's loop
+ * it), CT_WORKER_FAILED (on_error is then called with the result if it is
+ * an error, else with a generic WorkerError) or CT_WORKER_FAIL_STOP (as
+ * CT_WORKER_FAILED, then the worker stops with reason failed, code 1). Runs on the supervisor's loop
  * thread (see docs/threading.md): it must not block. */
 typedef int (*ct_worker_result_fn)(ct_worker_t *w, ct_task_t *task, const json_t *result,
                                    void *data);
+
+/** Called once per start, on the thread that calls ct_worker_start(),
+ * after the worker became RUNNING and before its first run is queued (runs
+ * asked for meanwhile wait for it to return; so does the end of a stop, and
+ * on_stop for a stop forced meanwhile). */
+typedef void (*ct_worker_start_fn)(ct_worker_t *w, void *data);
+
+/** Called once per end of a start (STOPPED or FORCE_STOPPED), after its
+ * last run returned (for a forced end: after the bounded stop gave up; that
+ * run may still execute) and its dropped items were handed back, with the
+ * reason and code (as ct_worker_last_end()), on the thread that ended the
+ * worker, no lock held. From here ct_worker_stop() and ct_worker_wait() on
+ * this worker do not wait. A restart from another thread does not wait for
+ * it (its end is then told once, after the restart's on_start may have run);
+ * restart after ct_worker_wait() to keep the order. */
+typedef void (*ct_worker_stop_fn)(ct_worker_t *w, ct_worker_end_reason_t reason, int code,
+                                  void *data);
 
 /** Worker options: start from CT_WORKER_OPTS_INIT. */
 typedef struct ct_worker_opts {
@@ -164,12 +201,17 @@ typedef struct ct_worker_opts {
                                        each run calls in a pool child */
   ct_worker_result_fn process_result; /**< NULL: error results go to on_error */
   void *result_data;                /**< given to process_result */
+  /* Life cycle hooks (see ct_worker_start_fn, ct_worker_stop_fn). */
+  ct_worker_start_fn on_start;      /**< NULL: none */
+  ct_worker_stop_fn on_stop;        /**< NULL: none */
+  void *hook_data;                  /**< given to on_start and on_stop */
 } ct_worker_opts_t;
 
 /** The default worker options, with size set. */
 #define CT_WORKER_OPTS_INIT                                                    \
   {sizeof(ct_worker_opts_t), NULL, CT_PRIORITY_NORMAL, NULL, NULL, NULL,      \
-   false, 0, NULL, NULL, 0.0, 0.0, 0.0, NULL, NULL, NULL, NULL}
+   false, 0, NULL, NULL, 0.0, 0.0, 0.0, NULL, NULL, NULL, NULL, NULL, NULL,   \
+   NULL}
 
 /** Create a worker of `kind` (state INIT) on `sup` (NULL: the default
  * supervisor). The caller owns *out and frees it with ct_worker_free().
@@ -227,8 +269,9 @@ enum ct_worker_stop_flags {
  * most that long, then makes the worker FORCE_STOPPED (pending items are
  * handed back) and returns CT_ETIMEDOUT; INFINITY or 1e9 and more wait as
  * < 0 does; NaN is CT_EINVAL.
- * Returns 0 once stopped (or under way, for timeout 0; also for a worker not
- * running); CT_ETIMEDOUT as above; CT_EDEADLK if it must wait but is called
+ * Returns 0 once stopped and its on_stop hook has returned (or under way,
+ * for timeout 0; also for a worker not running); CT_ETIMEDOUT as above (also
+ * if on_stop, running on another thread, outlasts the bound); CT_EDEADLK if it must wait but is called
  * from the worker's own run (the stop is under way all the same);
  * CT_EINVAL. Thread-safety: any thread, including the worker's run. */
 CT_EXPORT int ct_worker_stop(ct_worker_t *w, int flags, double timeout);
@@ -270,6 +313,41 @@ CT_EXPORT int ct_event_worker_trigger(ct_worker_t *w, bool force);
  * Returns CT_WORKER_FAILED, so a run can `return ct_worker_fail(run, e);`. */
 CT_EXPORT int ct_worker_fail(ct_worker_run_t *run, json_t *error);
 
+/** Make a run fail and stop its worker: as ct_worker_fail(), and sets
+ * run->exit_code to `code`. Returns CT_WORKER_FAIL_STOP, so a run can
+ * `return ct_worker_fail_stop(run, e, 3);`. */
+CT_EXPORT int ct_worker_fail_stop(ct_worker_run_t *run, json_t *error, int code);
+
+/** Wait for the worker's end without stopping it: until it is STOPPED or
+ * FORCE_STOPPED and its on_stop hook has returned. timeout in seconds: < 0
+ * or INFINITY (1e9 and more) waits without bound, 0 does not wait, > 0
+ * waits at most that long; NaN is CT_EINVAL. On return 0, *reason (if not
+ * NULL) is the end's reason and *error (if not NULL) the error of the run
+ * that ended it for CT_WORKER_END_FAILED, else NULL (also out of memory): a
+ * new object, the caller's alone, to json_decref(). A worker never started returns 0 at once with
+ * CT_WORKER_END_NONE.
+ * Returns 0; CT_ETIMEDOUT at the bound (the worker is left running); CT_EDEADLK
+ * if it must wait but is called from the worker's own run (on_error, on_drop,
+ * process_result included); CT_EINVAL (outputs are then untouched).
+ * Thread-safety: any thread. */
+CT_EXPORT int ct_worker_wait(ct_worker_t *w, double timeout, ct_worker_end_reason_t *reason,
+                             json_t **error);
+
+/** How the worker's last start ended: its reason (CT_WORKER_END_NONE while
+ * it runs or before its first end), *code (if not NULL; 0 for NONE and
+ * NORMAL) and *error (if not NULL: for CT_WORKER_END_FAILED the error of the
+ * run that ended it, a new object, the caller's alone, to json_decref();
+ * else NULL, also out of memory). Thread-safety: any thread. */
+CT_EXPORT ct_worker_end_reason_t ct_worker_last_end(ct_worker_t *w, int *code, json_t **error);
+
+/** Sleep in a run for `seconds`, waking early when the worker is asked to
+ * stop (a background run waiting between steps). Returns 0 after the whole
+ * sleep; CT_ESHUTDOWN at once or as soon as the worker is no longer RUNNING;
+ * CT_EINVAL for a NULL worker or NaN or negative seconds (INFINITY: until
+ * the stop). Blocks its thread: not for runs on an event loop.
+ * Thread-safety: any thread (meant for the worker's own runs). */
+CT_EXPORT int ct_worker_sleep(ct_worker_t *w, double seconds);
+
 /** Read-only attributes. Thread-safety: any thread. */
 /** The name of the current (or last) start. Borrowed: valid until the
  * worker is freed, even while other threads restart it with another name
@@ -296,7 +374,8 @@ typedef struct ct_worker_stats {
 CT_EXPORT int ct_worker_stats(ct_worker_t *w, ct_worker_stats_t *out);
 
 /** The same as a new JSON object {"name", "kind", "state", "runs",
- * "failures", "dropped", "pending", "last_run"}; NULL on bad input or out
+ * "failures", "dropped", "pending", "last_run", "end_reason" ("none",
+ * "normal", "forced" or "failed"), "end_code"}; NULL on bad input or out
  * of memory. Thread-safety: any thread. */
 CT_EXPORT json_t *ct_worker_stats_json(ct_worker_t *w);
 
@@ -305,7 +384,8 @@ CT_EXPORT json_t *ct_worker_stats_json(ct_worker_t *w);
  * A group gathers workers that start and stop together (aio-fluid's
  * worker set). The group borrows its members: the caller still owns each
  * worker and frees it with ct_worker_free(), which takes it out of its
- * group. A worker belongs to one group at most. With opts.one_for_all, a
+ * group; with opts.owns_members the group frees them when it is freed
+ * (ct_worker_group_shutdown() stops and frees in one call). A worker belongs to one group at most. With opts.one_for_all, a
  * member that reaches STOPPED or FORCE_STOPPED (its run returned
  * CT_WORKER_STOP, it was stopped, its supervisor stopped) makes the group
  * stop every other member, as by ct_worker_stop(w, CT_WORKER_DROP, 0): on
@@ -318,10 +398,12 @@ typedef struct ct_worker_group_opts {
   size_t size;       /**< sizeof(ct_worker_group_opts_t), set by CT_WORKER_GROUP_OPTS_INIT */
   const char *name;  /**< copied; NULL: "group-N" */
   bool one_for_all;  /**< one member's end stops them all */
+  bool owns_members; /**< the group owns its members: ct_worker_group_free()
+                        and ct_worker_group_shutdown() free them too */
 } ct_worker_group_opts_t;
 
 /** The default group options, with size set. */
-#define CT_WORKER_GROUP_OPTS_INIT {sizeof(ct_worker_group_opts_t), NULL, false}
+#define CT_WORKER_GROUP_OPTS_INIT {sizeof(ct_worker_group_opts_t), NULL, false, false}
 
 /** Create an empty group. opts may be NULL. The caller owns *out and frees
  * it with ct_worker_group_free(). Returns 0; CT_EINVAL for a NULL out or an
@@ -329,7 +411,7 @@ typedef struct ct_worker_group_opts {
 CT_EXPORT int ct_worker_group_new(const ct_worker_group_opts_t *opts, ct_worker_group_t **out);
 
 /** Add a worker (in any state; it keeps its state) to the group; it is
- * borrowed. Returns 0; CT_EINVAL for NULL; CT_EBUSY if the worker already
+ * borrowed, or owned by a group made with opts.owns_members. Returns 0; CT_EINVAL for NULL; CT_EBUSY if the worker already
  * belongs to a group (this one or another); CT_ENOMEM.
  * Thread-safety: any thread. */
 CT_EXPORT int ct_worker_group_add(ct_worker_group_t *g, ct_worker_t *w);
@@ -361,11 +443,25 @@ CT_EXPORT int ct_worker_group_stop(ct_worker_group_t *g, int flags, double timeo
 CT_EXPORT json_t *ct_worker_group_status_json(ct_worker_group_t *g);
 
 /** Free a group whose members are neither running nor stopping; the
- * members are not freed, only released from the group. Returns 0;
+ * members are released from the group, and freed (ct_worker_free()) if it
+ * owns them (opts.owns_members). Returns 0;
  * CT_EBUSY if a member is running or stopping (nothing is freed).
  * ct_worker_group_free(NULL) returns 0. Thread-safety: any thread, but
  * no other call may use the group at the same time or after. */
 CT_EXPORT int ct_worker_group_free(ct_worker_group_t *g);
+
+/** Stop and free in one call: stop the members one at a time in reverse
+ * order of their last start (the last started first; members never started
+ * last), each with `flags` and waiting for its end before the next one is
+ * stopped, the whole within `timeout` as ct_worker_group_stop(); then free
+ * the group as ct_worker_group_free() (and its members if it owns them).
+ * With one_for_all, the first member's end stops the rest at once.
+ * Returns 0; CT_ETIMEDOUT if a member was force-stopped (all is freed all
+ * the same); CT_EDEADLK if called from a member's run (nothing is stopped
+ * or freed); CT_EINVAL; CT_ENOMEM (nothing is freed).
+ * ct_worker_group_shutdown(NULL, ...) returns 0. Thread-safety: as
+ * ct_worker_group_free(). */
+CT_EXPORT int ct_worker_group_shutdown(ct_worker_group_t *g, int flags, double timeout);
 
 #ifdef __cplusplus
 }

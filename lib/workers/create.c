@@ -88,6 +88,9 @@ int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn,
   w->base_data = w->data = o.data;
   w->on_error = o.on_error;
   w->error_data = o.error_data;
+  w->on_start = o.on_start;
+  w->on_stop = o.on_stop;
+  w->hook_data = o.hook_data;
   w->loop = o.loop;
   w->exec = &ct__thread_exec;
   atomic_init(&w->refs, 1);

@@ -1,7 +1,9 @@
 /* Worker groups: workers started and stopped together, one status snapshot,
  * and one-for-all (a member's end stops the rest).
  *
- * A group borrows its members. Membership (each group's array and each
+ * A group borrows its members, or with owns_members frees them when it is
+ * freed (ct_worker_group_shutdown(): stopped one at a time, the last
+ * started first, then freed). Membership (each group's array and each
  * worker's `group` pointer) is guarded by one process-wide groups lock,
  * a leaf: no worker lock is held when it is taken and no worker call is
  * made while it is held (worker calls may call back into this file through
@@ -35,6 +37,7 @@ struct ct_worker_group {
   atomic_uint refs; /* the owner's, one per one-for-all stop under way */
   char *name;
   bool one_for_all;
+  bool owns_members;
   ct_worker_t **members; /* in the order added; under groups_lock */
   size_t n, cap;
   int starting;          /* group starts under way; under groups_lock */
@@ -75,6 +78,7 @@ int ct_worker_group_new(const ct_worker_group_opts_t *opts, ct_worker_group_t **
     return CT_ENOMEM;
   }
   g->one_for_all = o.one_for_all;
+  g->owns_members = o.owns_members;
   atomic_init(&g->refs, 1);
   *out = g;
   return 0;
@@ -254,12 +258,9 @@ static bool inside_member_run(ct_worker_group_t *g) {
   return inside;
 }
 
-/* Wait for every member to stop, all within `timeout` (< 0: no bound). */
-static int wait_members(ct_worker_group_t *g, int flags, double timeout) {
-  size_t n;
-  ct_worker_t **ws = members_of(g, &n);
-  if (!ws)
-    return n ? CT_ENOMEM : 0;
+/* Stop each of ws in order and wait for it, all within `timeout` (< 0: no
+ * bound). */
+static int stop_each(ct_worker_t **ws, size_t n, int flags, double timeout) {
   double deadline = ct__now() + timeout;
   int rc = 0;
   for (size_t i = 0; i < n; i++) {
@@ -269,6 +270,16 @@ static int wait_members(ct_worker_group_t *g, int flags, double timeout) {
     if (rc == 0)
       rc = one;
   }
+  return rc;
+}
+
+/* Wait for every member to stop, all within `timeout` (< 0: no bound). */
+static int wait_members(ct_worker_group_t *g, int flags, double timeout) {
+  size_t n;
+  ct_worker_t **ws = members_of(g, &n);
+  if (!ws)
+    return n ? CT_ENOMEM : 0;
+  int rc = stop_each(ws, n, flags, timeout);
   release(ws, n);
   return rc;
 }
@@ -317,11 +328,41 @@ int ct_worker_group_free(ct_worker_group_t *g) {
     busy = is_active(g->members[i]);
   for (size_t i = 0; !busy && i < g->n; i++)
     g->members[i]->group = NULL;
+  size_t owned = !busy && g->owns_members ? g->n : 0;
   if (!busy)
     g->n = 0; /* a one-for-all stop still under way finds no one */
   pthread_mutex_unlock(&groups_lock);
   if (busy)
     return CT_EBUSY;
+  for (size_t i = 0; i < owned; i++)
+    ct_worker_free(g->members[i]); /* out of the group: no one else frees it */
   group_unref(g);
   return 0;
+}
+
+/* Later starts first; members never started (0) last. */
+static int by_start_desc(const void *a, const void *b) {
+  uint64_t sa = atomic_load(&(*(ct_worker_t *const *)a)->start_seq);
+  uint64_t sb = atomic_load(&(*(ct_worker_t *const *)b)->start_seq);
+  return (sa < sb) - (sa > sb);
+}
+
+int ct_worker_group_shutdown(ct_worker_group_t *g, int flags, double timeout) {
+  if (!g)
+    return 0;
+  if ((flags != CT_WORKER_DRAIN && flags != CT_WORKER_DROP) ||
+      !ct__seconds_valid(timeout, CT__SEC_SIGNED))
+    return CT_EINVAL;
+  if (inside_member_run(g))
+    return CT_EDEADLK;
+  size_t n;
+  ct_worker_t **ws = members_of(g, &n);
+  if (!ws && n)
+    return CT_ENOMEM;
+  if (n)
+    qsort(ws, n, sizeof *ws, by_start_desc);
+  int rc = stop_each(ws, n, flags, timeout);
+  release(ws, n);
+  int freed = ct_worker_group_free(g);
+  return freed != 0 ? freed : rc;
 }

@@ -29,7 +29,8 @@
  * itself (await_due: a timed wait on the worker's condition variable, on
  * CLOCK_MONOTONIC, with the thread's timer slack made minimal): one thread
  * wake-up stands between the deadline and the run. A stop broadcasts the
- * condition, so a run waiting for its time is skipped at once. The pool
+ * condition (worker.c, leaving RUNNING), so a run waiting for its time is
+ * skipped at once. The pool
  * thread is held for at most LEAD before each run. Runs on an event loop
  * (opts.loop) get no lead: the loop thread must not wait.
  */
@@ -229,7 +230,6 @@ static int interval_start(ct_worker_t *w) {
 
 static void interval_stop(ct_worker_t *w) {
   as_interval(w)->ticked = false; /* the timer's runs end with the stop */
-  pthread_cond_broadcast(&w->cond); /* a run waiting for its time gives up */
   if (ct__worker_post(w, disarm) != 0)
     as_interval(w)->timer_live = false; /* the loop has ended: nothing is armed */
 }

@@ -59,14 +59,18 @@ static void process_done(ct_task_t *t, void *data) {
   ct_worker_t *w = data;
   bool failed = ct_task_failed(t);
   int outcome = judge(w, t, failed);
-  if (outcome == CT_WORKER_FAILED)
-    ct__worker_report(w, failed ? json_incref(ct_task_result(t)) : NULL);
+  bool fail_stop = outcome == CT_WORKER_FAIL_STOP;
+  json_t *kept = NULL;
+  if (outcome == CT_WORKER_FAILED || fail_stop)
+    kept = ct__worker_report(w, failed ? json_incref(ct_task_result(t)) : NULL, fail_stop);
   pthread_mutex_lock(&w->lock);
   w->inflight = w->in_run = false;
-  if (failed || outcome == CT_WORKER_FAILED)
+  if (failed || outcome == CT_WORKER_FAILED || fail_stop)
     w->failures++;
   if (w->ops->after_run)
     w->ops->after_run(w, ct__now());
+  if (fail_stop)
+    ct__worker_fail_stop(w, 1, kept);
   ct__worker_run_ended(w, outcome == CT_WORKER_STOP || ct_task_status(t) == CT_TASK_CANCELED);
 }
 

@@ -74,7 +74,8 @@ struct ct_worker {
                               otherwise); taken before the supervisor's
                               parts lock, the pools', the registry's and a
                               loop's (docs/threading.md), never after */
-  pthread_cond_t cond;     /* broadcast when the state becomes final */
+  pthread_cond_t cond;     /* broadcast when the state leaves RUNNING,
+                              becomes final and its end is reported */
   atomic_int state;
   char *base_name;         /* as created */
   char *_Atomic name;      /* this start's: base_name or one of `names`;
@@ -100,6 +101,21 @@ struct ct_worker {
   struct ct_worker_group *group; /* under the groups lock (group.c) */
   uint64_t runs, failures, dropped;
   double last_run;
+  /* Life cycle hooks and how the last start ended. */
+  ct_worker_start_fn on_start;
+  ct_worker_stop_fn on_stop;
+  void *hook_data;
+  bool starting;           /* on_start runs: no run is queued, no stop ends */
+  int end_reason, end_code; /* how this start is ending: a
+                               ct_worker_end_reason (NONE: not decided) */
+  json_t *end_error;       /* its failed run's error, or NULL */
+  int last_reason, last_code; /* how the last start ended, kept across a
+                                 restart until the next end */
+  json_t *last_error;
+  uint64_t ends, ends_reported; /* final states reached; those whose
+                                   on_stop has returned */
+  atomic_uint_fast64_t start_seq; /* order of its last start among all
+                                     workers' (0: never); read by group.c */
   /* Process workers (process-exec.c); NULL/unset for the others. */
   char *process;                      /* the process function's name */
   ct_worker_result_fn process_result;
@@ -114,8 +130,13 @@ extern _Thread_local ct_worker_t *ct__worker_current;
 void ct__worker_begin_stop(ct_worker_t *w, bool drop);
 
 /* Lock NOT held: report a failed run of `w` to on_error or the log;
- * `error` is stolen (NULL: a generic WorkerError). */
-void ct__worker_report(ct_worker_t *w, json_t *error);
+ * `error` is stolen (NULL: a generic WorkerError). With `keep`, returns a
+ * copy of the error reported (for ct__worker_fail_stop()), else NULL. */
+json_t *ct__worker_report(ct_worker_t *w, json_t *error, bool keep);
+
+/* Lock held: a run failed and asked to stop: record the end as failed with
+ * `code` and `error` (stolen), then stop as CT_WORKER_STOP does. */
+void ct__worker_fail_stop(ct_worker_t *w, int code, json_t *error);
 
 /* process-exec.c: at new, lock not held: check the process options and
  * set w->exec and the process fields. Returns 0 or a CT_E* code. */

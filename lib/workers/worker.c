@@ -14,6 +14,14 @@
  * and ends a pending stop. So at most one run executes at a time, and a
  * worker with nothing to do holds no thread.
  *
+ * Life cycle hooks: on_start runs on the starting thread with `starting`
+ * set, so no run is queued and no stop ends before it returns. How a start
+ * ends (normal, forced, failed) is decided when a failing run asks to stop
+ * or a bounded stop gives up, and kept as the last end when the state
+ * becomes final; on_stop is then told once, by the thread that hands back
+ * the dropped items (ct__worker_hand_back_and_report()), and a waiting stop
+ * or ct_worker_wait() returns only once it has returned (`ends_reported`).
+ *
  * References: the owner holds one, each task in flight and each message
  * posted to a loop hold one; the last unref frees the worker.
  */
@@ -33,9 +41,27 @@ _Thread_local ct_worker_t *ct__worker_current; /* whose run this thread executes
 static int state_of(const ct_worker_t *w) { return atomic_load(&w->state); }
 static void set_state(ct_worker_t *w, int s) { atomic_store(&w->state, s); }
 
-/* Lock held: the state just became STOPPED or FORCE_STOPPED. */
+static atomic_uint_fast64_t start_seq; /* starts of all workers, for groups */
+
+static bool is_final(int s) { return s == CT_WORKER_STOPPED || s == CT_WORKER_FORCE_STOPPED; }
+
+/* Lock held: the state just became STOPPED or FORCE_STOPPED. A failed end
+ * was recorded when its run asked to stop; anything else is normal unless
+ * forced. */
 static void became_final(ct_worker_t *w, int s) {
   set_state(w, s);
+  if (s == CT_WORKER_FORCE_STOPPED) {
+    w->end_reason = CT_WORKER_END_FORCED;
+    w->end_code = CT_ETIMEDOUT;
+  } else if (w->end_reason == CT_WORKER_END_NONE) {
+    w->end_reason = CT_WORKER_END_NORMAL;
+  }
+  w->last_reason = w->end_reason;
+  w->last_code = w->end_code;
+  json_decref(w->last_error);
+  w->last_error = w->end_error;
+  w->end_error = NULL;
+  w->ends++;
   atomic_store(&w->end_unreported, true);
   pthread_cond_broadcast(&w->cond);
 }
@@ -53,6 +79,8 @@ void ct__worker_unref(ct_worker_t *w) {
   free(w->names);
   free(w->base_name);
   free(w->process);
+  json_decref(w->end_error);
+  json_decref(w->last_error);
   pthread_mutex_destroy(&w->lock);
   pthread_cond_destroy(&w->cond);
   free(w);
@@ -62,11 +90,12 @@ void ct__worker_unref(ct_worker_t *w) {
 static bool may_run(ct_worker_t *w) {
   int s = state_of(w);
   bool allowed = s == CT_WORKER_RUNNING || (s == CT_WORKER_STOPPING && !w->dropping);
-  return allowed && w->ops->has_work(w);
+  return allowed && !w->starting && w->ops->has_work(w);
 }
 
 void ct__worker_end_stop_if_idle(ct_worker_t *w) {
-  if (state_of(w) != CT_WORKER_STOPPING || w->inflight || (w->ops->idle && !w->ops->idle(w)))
+  if (state_of(w) != CT_WORKER_STOPPING || w->inflight || w->starting ||
+      (w->ops->idle && !w->ops->idle(w)))
     return;
   if (w->ops->pending && w->ops->pending(w) > 0)
     w->dropping = true; /* a drain that could not go on: hand the rest back */
@@ -76,6 +105,7 @@ void ct__worker_end_stop_if_idle(ct_worker_t *w) {
 void ct__worker_begin_stop(ct_worker_t *w, bool drop) {
   if (state_of(w) == CT_WORKER_RUNNING) {
     set_state(w, CT_WORKER_STOPPING);
+    pthread_cond_broadcast(&w->cond); /* a ct_worker_sleep() wakes */
     if (w->ops->stop)
       w->ops->stop(w);
   }
@@ -100,6 +130,42 @@ static bool handing_back(const ct_worker_t *w) {
   return false;
 }
 
+/* Lock held: whether the last final state has been told to on_stop. */
+static bool end_reported(const ct_worker_t *w) { return w->ends_reported == w->ends; }
+
+/* Lock NOT held, after a final state: tell on_stop, then the group's hook,
+ * then let the waiters of ct_worker_wait() and ct_worker_stop() go. Ends
+ * that came before a report read them are told once, as the last. The
+ * hooks are part of the worker (ct__worker_current): a wait from them
+ * would wait for itself. */
+static void report_end(ct_worker_t *w) {
+  pthread_mutex_lock(&w->lock);
+  bool told = end_reported(w);
+  if (!told && w->starting) { /* a stop forced during on_start: the start */
+    atomic_store(&w->end_unreported, true); /* tells it once on_start returned */
+    told = true;
+  }
+  uint64_t ends = w->ends;
+  ct_worker_end_reason_t reason = (ct_worker_end_reason_t)w->last_reason;
+  int code = w->last_code;
+  pthread_mutex_unlock(&w->lock);
+  if (told)
+    return;
+  ct_worker_t *outer = ct__worker_current;
+  ct__worker_current = w;
+  if (w->on_stop)
+    w->on_stop(w, reason, code, w->hook_data);
+  ct__worker_current = outer;
+  ct__worker_end_fn on_end = atomic_load(&w->on_end);
+  if (on_end)
+    on_end(w);
+  pthread_mutex_lock(&w->lock);
+  if (ends > w->ends_reported)
+    w->ends_reported = ends;
+  pthread_cond_broadcast(&w->cond);
+  pthread_mutex_unlock(&w->lock);
+}
+
 /* An on_drop that calls into its own worker comes back here: the loop
  * already running further up this thread's stack hands back the rest, so
  * the stack does not grow by one frame per item. */
@@ -110,9 +176,8 @@ void ct__worker_hand_back_and_report(ct_worker_t *w) {
     w->ops->hand_back(w);
     handing = h.outer;
   }
-  ct__worker_end_fn on_end = atomic_load(&w->on_end);
-  if (atomic_exchange(&w->end_unreported, false) && on_end)
-    on_end(w);
+  if (atomic_exchange(&w->end_unreported, false))
+    report_end(w);
 }
 
 int ct__worker_kick(ct_worker_t *w) {
@@ -123,13 +188,29 @@ int ct__worker_kick(ct_worker_t *w) {
     return 0;
   ct__sup_log(w->sup, CT_LOG_ERROR, "ctasker: worker %s could not queue a run (%s); stopping it",
               w->name, ct_strerror(rc));
-  ct__worker_begin_stop(w, true);
+  ct__worker_fail_stop(w, rc,
+                       ct_error_new("WorkerError", "worker %s could not queue a run: %s",
+                                    w->name, ct_strerror(rc)));
   return rc;
 }
 
-void ct__worker_report(ct_worker_t *w, json_t *error) {
+void ct__worker_fail_stop(ct_worker_t *w, int code, json_t *error) {
+  if (is_final(state_of(w)) || w->end_reason == CT_WORKER_END_FAILED) {
+    json_decref(error); /* the end is decided: the first failure tells it */
+  } else {
+    w->end_reason = CT_WORKER_END_FAILED;
+    w->end_code = code;
+    w->end_error = error;
+  }
+  ct__worker_begin_stop(w, true);
+}
+
+json_t *ct__worker_report(ct_worker_t *w, json_t *error, bool keep) {
   if (!error)
     error = ct_error_new("WorkerError", "a run of worker %s failed", w->name);
+  /* A copy, the worker's own: the error may be a task's result, shared with
+   * other threads, and jansson's reference counts are not thread-safe. */
+  json_t *kept = keep ? json_deep_copy(error) : NULL;
   ct_worker_t *outer = ct__worker_current;
   ct__worker_current = w; /* on_error is part of the run: a waiting stop
                              from it would wait for itself */
@@ -141,6 +222,7 @@ void ct__worker_report(ct_worker_t *w, json_t *error) {
                 ct_result_error_str(error) ? ct_result_error_str(error) : "");
   ct__worker_current = outer;
   json_decref(error);
+  return kept;
 }
 
 /* Lock held on entry and return; released around the user's function. */
@@ -156,20 +238,24 @@ static void run_once(ct_worker_t *w, ct_task_t *self) {
   pthread_mutex_unlock(&w->lock);
 
   int outcome = w->fn(&run);
-  if (outcome == CT_WORKER_FAILED) {
-    ct__worker_report(w, run.error);
+  bool failed = outcome == CT_WORKER_FAILED || outcome == CT_WORKER_FAIL_STOP;
+  json_t *kept = NULL;
+  if (failed) {
+    kept = ct__worker_report(w, run.error, outcome == CT_WORKER_FAIL_STOP);
     run.error = NULL;
   }
   json_decref(run.error); /* set but not reported as a failure */
 
   pthread_mutex_lock(&w->lock);
   w->in_run = false;
-  if (outcome == CT_WORKER_FAILED)
+  if (failed)
     w->failures++;
   if (w->ops->after_run)
     w->ops->after_run(w, ct__now());
   if (outcome == CT_WORKER_STOP)
     ct__worker_begin_stop(w, true);
+  else if (outcome == CT_WORKER_FAIL_STOP)
+    ct__worker_fail_stop(w, run.exit_code ? run.exit_code : 1, kept);
 }
 
 void ct__worker_run_batch(ct_worker_t *w, ct_task_t *self, size_t batch) {
@@ -282,6 +368,23 @@ static void apply_overrides(ct_worker_t *w, const ct_worker_start_opts_t *o, cha
   w->args = o->args;
   w->wanted = false;
   w->dropping = false;
+  w->end_reason = CT_WORKER_END_NONE;
+  w->end_code = 0;
+  json_decref(w->end_error);
+  w->end_error = NULL;
+  atomic_store(&w->start_seq, atomic_fetch_add(&start_seq, 1) + 1);
+}
+
+/* Lock held, the worker just started: call on_start without the lock; no
+ * run is queued and no stop ends until it returns. */
+static void call_on_start(ct_worker_t *w) {
+  if (!w->on_start)
+    return;
+  w->starting = true;
+  pthread_mutex_unlock(&w->lock);
+  w->on_start(w, w->hook_data);
+  pthread_mutex_lock(&w->lock);
+  w->starting = false;
 }
 
 int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
@@ -310,8 +413,11 @@ int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
     if (rc != 0)
       set_state(w, prev);
   }
-  if (rc == 0)
+  if (rc == 0) {
+    call_on_start(w);
     rc = ct__worker_kick(w);
+    ct__worker_end_stop_if_idle(w); /* a stop that came during on_start */
+  }
   pthread_mutex_unlock(&w->lock);
   ct__worker_hand_back_and_report(w);
   return rc;
@@ -319,14 +425,12 @@ int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
 
 /* ---- stop ---- */
 
-/* Lock held: wait for the end of a stop; force it after `timeout`. */
-static int wait_stopped(ct_worker_t *w, double timeout) {
-  struct timespec deadline;
-  bool bounded = ct__timeout_deadline(timeout, &deadline);
+/* Lock held: wait for the end of a stop; force it at the deadline. */
+static int wait_stopped(ct_worker_t *w, bool bounded, const struct timespec *deadline) {
   while (state_of(w) == CT_WORKER_STOPPING) {
     if (!bounded) {
       pthread_cond_wait(&w->cond, &w->lock);
-    } else if (pthread_cond_timedwait(&w->cond, &w->lock, &deadline) != 0 &&
+    } else if (pthread_cond_timedwait(&w->cond, &w->lock, deadline) != 0 &&
                state_of(w) == CT_WORKER_STOPPING) {
       w->dropping = true;
       became_final(w, CT_WORKER_FORCE_STOPPED);
@@ -337,17 +441,104 @@ static int wait_stopped(ct_worker_t *w, double timeout) {
   return 0;
 }
 
+/* Lock held: wait until the worker has ended (final, on_stop returned),
+ * or is INIT (never started); timeout 0 does not wait. Returns 0,
+ * CT_ETIMEDOUT, or CT_EDEADLK from the worker's own run. From its own
+ * on_stop, or an on_drop this thread calls before it tells the end, the end
+ * counts as reached: the report waits for the caller. */
+static int await_end(ct_worker_t *w, double timeout, bool bounded,
+                     const struct timespec *deadline) {
+  while (state_of(w) != CT_WORKER_INIT && (!is_final(state_of(w)) || !end_reported(w))) {
+    if (is_final(state_of(w)) && handing_back(w))
+      return 0;
+    if (ct__worker_current == w)
+      return is_final(state_of(w)) ? 0 : CT_EDEADLK;
+    if (timeout == 0)
+      return CT_ETIMEDOUT;
+    if (!bounded)
+      pthread_cond_wait(&w->cond, &w->lock);
+    else if (pthread_cond_timedwait(&w->cond, &w->lock, deadline) != 0 &&
+             (!is_final(state_of(w)) || !end_reported(w)))
+      return CT_ETIMEDOUT;
+  }
+  return 0;
+}
+
 int ct_worker_stop(ct_worker_t *w, int flags, double timeout) {
   if (!w || (flags != CT_WORKER_DRAIN && flags != CT_WORKER_DROP) ||
       !ct__seconds_valid(timeout, CT__SEC_SIGNED))
     return CT_EINVAL;
+  struct timespec deadline;
+  bool bounded = ct__timeout_deadline(timeout, &deadline);
   pthread_mutex_lock(&w->lock);
   ct__worker_begin_stop(w, flags == CT_WORKER_DROP);
   int rc = 0;
   if (timeout != 0 && state_of(w) == CT_WORKER_STOPPING)
-    rc = ct__worker_current == w ? CT_EDEADLK : wait_stopped(w, timeout);
+    rc = ct__worker_current == w ? CT_EDEADLK : wait_stopped(w, bounded, &deadline);
   pthread_mutex_unlock(&w->lock);
   ct__worker_hand_back_and_report(w);
+  if (timeout != 0 && rc == 0) { /* on_stop may still run on another thread */
+    pthread_mutex_lock(&w->lock);
+    rc = is_final(state_of(w)) ? await_end(w, timeout, bounded, &deadline) : 0;
+    pthread_mutex_unlock(&w->lock);
+  }
+  return rc;
+}
+
+int ct_worker_wait(ct_worker_t *w, double timeout, ct_worker_end_reason_t *reason,
+                   json_t **error) {
+  if (!w || !ct__seconds_valid(timeout, CT__SEC_SIGNED))
+    return CT_EINVAL;
+  struct timespec deadline;
+  bool bounded = ct__timeout_deadline(timeout, &deadline);
+  pthread_mutex_lock(&w->lock);
+  int rc = await_end(w, timeout, bounded, &deadline);
+  pthread_mutex_unlock(&w->lock);
+  if (rc == 0) {
+    ct_worker_end_reason_t r = ct_worker_last_end(w, NULL, error);
+    if (reason)
+      *reason = r;
+  }
+  return rc;
+}
+
+ct_worker_end_reason_t ct_worker_last_end(ct_worker_t *w, int *code, json_t **error) {
+  ct_worker_end_reason_t reason = CT_WORKER_END_NONE;
+  json_t *err = NULL;
+  int c = 0;
+  if (w) {
+    pthread_mutex_lock(&w->lock);
+    if (is_final(state_of(w))) {
+      reason = (ct_worker_end_reason_t)w->last_reason;
+      c = w->last_code;
+      /* a copy: the caller's alone, whatever thread releases it */
+      err = reason == CT_WORKER_END_FAILED ? json_deep_copy(w->last_error) : NULL;
+    }
+    pthread_mutex_unlock(&w->lock);
+  }
+  if (code)
+    *code = c;
+  if (error)
+    *error = err;
+  else
+    json_decref(err);
+  return reason;
+}
+
+int ct_worker_sleep(ct_worker_t *w, double seconds) {
+  if (!w || !ct__seconds_valid(seconds, CT__SEC_LIMIT))
+    return CT_EINVAL;
+  struct timespec deadline;
+  bool bounded = ct__timeout_deadline(seconds, &deadline);
+  pthread_mutex_lock(&w->lock);
+  while (state_of(w) == CT_WORKER_RUNNING) {
+    if (!bounded)
+      pthread_cond_wait(&w->cond, &w->lock);
+    else if (pthread_cond_timedwait(&w->cond, &w->lock, &deadline) != 0)
+      break;
+  }
+  int rc = state_of(w) == CT_WORKER_RUNNING ? 0 : CT_ESHUTDOWN;
+  pthread_mutex_unlock(&w->lock);
   return rc;
 }
 
@@ -377,6 +568,13 @@ int ct_worker_fail(ct_worker_run_t *run, json_t *error) {
   return CT_WORKER_FAILED;
 }
 
+int ct_worker_fail_stop(ct_worker_run_t *run, json_t *error, int code) {
+  ct_worker_fail(run, error);
+  if (run)
+    run->exit_code = code;
+  return CT_WORKER_FAIL_STOP;
+}
+
 /* ---- attributes and statistics ---- */
 
 const char *ct_worker_name(const ct_worker_t *w) { return w ? atomic_load(&w->name) : ""; }
@@ -402,6 +600,11 @@ int ct_worker_stats(ct_worker_t *w, ct_worker_stats_t *out) {
   return 0;
 }
 
+static const char *end_name(int reason) {
+  static const char *const names[] = {"none", "normal", "forced", "failed"};
+  return names[reason];
+}
+
 static const char *state_name(int s) {
   static const char *const names[] = {"init", "running", "stopping", "stopped", "force_stopped"};
   return names[s];
@@ -411,12 +614,14 @@ json_t *ct_worker_stats_json(ct_worker_t *w) {
   ct_worker_stats_t s;
   if (ct_worker_stats(w, &s) != 0)
     return NULL;
+  int code;
+  ct_worker_end_reason_t end = ct_worker_last_end(w, &code, NULL);
   pthread_mutex_lock(&w->lock);
-  json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:f}", "name", w->name, "kind",
-                        w->ops->kind_name, "state", state_name(s.state), "runs",
+  json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:f, s:s, s:i}", "name", w->name,
+                        "kind", w->ops->kind_name, "state", state_name(s.state), "runs",
                         (json_int_t)s.runs, "failures", (json_int_t)s.failures, "dropped",
                         (json_int_t)s.dropped, "pending", (json_int_t)s.pending, "last_run",
-                        s.last_run);
+                        s.last_run, "end_reason", end_name(end), "end_code", code);
   pthread_mutex_unlock(&w->lock);
   return j;
 }
