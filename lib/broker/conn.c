@@ -456,6 +456,15 @@ static void conn_destroy(ct__rconn_t *c) {
   free(c);
 }
 
+/* Ending the loop closes the connection (on_cleanup, on the loop thread),
+ * whether it is still running or its supervisor has stopped it. */
+void ct__rconn_free(ct__rconn_t *c) {
+  if (!c)
+    return;
+  ct_loop_stop(c->loop, -1);
+  conn_destroy(c);
+}
+
 int ct__rconn_new(const ct__rconn_opts_t *o, ct__rconn_t **out) {
   ct__rconn_t *c = calloc(1, sizeof *c);
   if (!c)
@@ -467,8 +476,7 @@ int ct__rconn_new(const ct__rconn_opts_t *o, ct__rconn_t **out) {
   }
   c->first = call_new(NULL, NULL);
   if (!c->first) {
-    ct_loop_stop(c->loop, -1);
-    conn_destroy(c);
+    ct__rconn_free(c);
     return CT_ENOMEM;
   }
   ct__rcall_t *first = c->first;
@@ -476,8 +484,7 @@ int ct__rconn_new(const ct__rconn_opts_t *o, ct__rconn_t **out) {
   if (rc != 0) {
     call_unref(first);
     call_unref(first);
-    ct_loop_stop(c->loop, -1);
-    conn_destroy(c);
+    ct__rconn_free(c);
     return rc;
   }
   rc = call_wait(first, 2 * c->connect_timeout + 5);
@@ -487,15 +494,6 @@ int ct__rconn_new(const ct__rconn_opts_t *o, ct__rconn_t **out) {
   }
   *out = c;
   return 0;
-}
-
-/* Ending the loop closes the connection (on_cleanup, on the loop thread),
- * whether it is still running or its supervisor has stopped it. */
-void ct__rconn_free(ct__rconn_t *c) {
-  if (!c)
-    return;
-  ct_loop_stop(c->loop, -1);
-  conn_destroy(c);
 }
 
 int ct__rconn_command(ct__rconn_t *c, int argc, const char **argv, const size_t *argvlen,
