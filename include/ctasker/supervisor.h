@@ -157,7 +157,8 @@ typedef struct ct_task_opts {
  * another supervisor, a priority out of range, a negative, NaN or infinite
  * delay (a huge finite delay is kept: the task waits until canceled or
  * stopped); CT_ESHUTDOWN if the
- * supervisor is not running; CT_ENOMEM. On error nothing was queued and
+ * supervisor is not running (one never started also logs "not started");
+ * CT_ENOMEM. On error nothing was queued and
  * on_done is never called. Thread-safety: any thread, including task
  * functions and callbacks. */
 CT_EXPORT int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,

@@ -247,9 +247,9 @@ typedef struct ct_worker_start_opts {
 
 /** Start (or restart) a worker. opts may be NULL.
  * Returns 0; CT_ENOENT for a process worker whose supervisor has no process
- * pool (ct_process_pool_create()); CT_EBUSY if it is running or stopping, or force-stopped with
+ * pool (ct_process_pool_create(); logged as such); CT_EBUSY if it is running or stopping, or force-stopped with
  * its last run still executing; CT_ESHUTDOWN if the supervisor is not
- * running, or the worker's loop (opts.loop) has ended or was asked to stop;
+ * running (one never started also logs "not started"), or the worker's loop (opts.loop) has ended or was asked to stop;
  * CT_EINVAL for bad overrides (the worker is left as it was); CT_EMFILE
  * if an interval worker cannot have its timer for want of descriptors
  * (CT_EAGAIN for another reason; logged);

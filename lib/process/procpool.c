@@ -58,6 +58,7 @@
 #include "base/opts.h"
 #include "ctasker/result.h"
 #include "process/forkserver.h"
+#include "process/process-registry.h"
 
 typedef struct {
   ct__loop_msg_t msg;
@@ -343,6 +344,7 @@ ct__procpool_t *ct__procpool_new(const ct_process_pool_opts_t *o, const ct__proc
   pool->server.fd = -1;
   ev_timer_init(&pool->restart_timer, ct__proc_restart_server, 0., 0.);
   pool->restart_timer.data = pool;
+  ct__process_registry_hold();
   return pool;
 }
 
@@ -522,4 +524,5 @@ void ct__procpool_free(ct__procpool_t *pool) {
       ;
   }
   pool_delete(pool);
+  ct__process_registry_release();
 }

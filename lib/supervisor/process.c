@@ -72,9 +72,9 @@ int ct__sup_process_task(ct_supervisor_t *sup, const char *name, const json_t *a
     return CT_EINVAL;
   ct__procpool_t *pool = atomic_load(&sup->procpool);
   if (!pool)
-    return CT_ENOENT;
+    return ct__sup_refuse_no_procpool(sup, "ct_process_task");
   if (atomic_load(&sup->state) != CT__SUP_RUNNING)
-    return CT_ESHUTDOWN;
+    return ct__sup_refuse_not_running(sup, "ct_process_task");
   ct_task_t *t = ct__supervisor_new_task(sup, NULL, NULL, &o, out != NULL);
   if (!t)
     return CT_ENOMEM;

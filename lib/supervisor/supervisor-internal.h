@@ -87,6 +87,14 @@ struct ct_supervisor {
 void ct__sup_log(ct_supervisor_t *sup, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* refuse.c: the refusal of `what` (e.g. "ct_background_task") because the
+ * supervisor is not running: returns CT_ESHUTDOWN, and logs that it was
+ * never started if so (a stop needs no line). */
+int ct__sup_refuse_not_running(ct_supervisor_t *sup, const char *what);
+/* refuse.c: the refusal of `what` for want of a process pool: logs it and
+ * returns CT_ENOENT. */
+int ct__sup_refuse_no_procpool(ct_supervisor_t *sup, const char *what);
+
 /* Fill in a task's options from the caller's (NULL: defaults). Returns 0,
  * CT_EINVAL (unknown size, priority out of range, bad delay) or CT_ENOTSUP
  * (a delay for a task on a loop). */

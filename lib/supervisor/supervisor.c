@@ -499,7 +499,7 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
   if (!sup || !fn || rc != 0 || (o.loop && !ct__loop_is_own(sup, o.loop)))
     return rc ? rc : CT_EINVAL;
   if (!submission_enter(sup))
-    return CT_ESHUTDOWN;
+    return ct__sup_refuse_not_running(sup, "ct_background_task");
   ct_task_t *t = ct__supervisor_new_task(sup, fn, arg, &o, out != NULL);
   rc = t ? ct__supervisor_track(sup, t, out) : CT_ENOMEM;
   if (rc == 0)

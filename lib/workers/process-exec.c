@@ -106,7 +106,8 @@ static int process_submit(ct_worker_t *w) {
 }
 
 static int process_check_start(ct_worker_t *w) {
-  return atomic_load(&w->sup->procpool) ? 0 : CT_ENOENT;
+  return atomic_load(&w->sup->procpool) ? 0
+                                        : ct__sup_refuse_no_procpool(w->sup, "ct_worker_start");
 }
 
 static const ct__worker_exec_t process_exec = {

@@ -328,11 +328,11 @@ static int startable(ct_worker_t *w) {
 
 /* Lock held: switch to RUNNING unless the supervisor is stopping. */
 static int enter_running(ct_worker_t *w) {
-  int rc = ct__sup_parts_lock_open(w->sup) ? 0 : CT_ESHUTDOWN;
-  if (rc == 0)
+  bool open = ct__sup_parts_lock_open(w->sup);
+  if (open)
     set_state(w, CT_WORKER_RUNNING);
   ct__sup_parts_unlock(w->sup);
-  return rc;
+  return open ? 0 : ct__sup_refuse_not_running(w->sup, "ct_worker_start");
 }
 
 /* Lock held: the kept copy of a start's name override (NULL: none); `copy`
