@@ -2,6 +2,7 @@
  * supervisor never started from one that stopped, a missing process pool,
  * registration closed while a process pool exists. */
 #include <ctasker.h>
+#include <math.h>
 
 #include "check.h"
 #include "logcap.h"
@@ -111,6 +112,127 @@ TEST(registration_is_closed_while_a_process_pool_exists) {
   CHECK_OK(ct_process_register("late", child_echo, NULL));
 }
 
+TEST(supervisor_options_name_the_bad_field) {
+  logcap_t cap;
+  logcap_init(&cap);
+  ct_supervisor_opts_t o = CT_SUPERVISOR_OPTS_INIT;
+  o.log = logcap_fn;
+  o.log_data = &cap;
+  o.pool_size = -1;
+  o.idle_spin = 0.5;
+  ct_supervisor_t *sup;
+  CHECK_EQ_INT(ct_supervisor_new(&o, &sup), CT_EINVAL);
+  CHECK(sup == NULL);
+  /* Every bad field is told, each with its reason. */
+  CHECK(logcap_has(&cap, "ct_supervisor_opts_t.pool_size", "-1 is out of range"));
+  CHECK(logcap_has(&cap, "ct_supervisor_opts_t.idle_spin", "at most 0.001"));
+  CHECK_EQ_INT(logcap_lines(&cap), 2);
+  logcap_clear(&cap);
+  o = (ct_supervisor_opts_t)CT_SUPERVISOR_OPTS_INIT;
+  o.log = logcap_fn;
+  o.log_data = &cap;
+  o.pool_size = 2;
+  o.min_threads = 3;
+  o.keepalive = NAN;
+  CHECK_EQ_INT(ct_supervisor_new(&o, &sup), CT_EINVAL);
+  CHECK(logcap_has(&cap, "ct_supervisor_opts_t.keepalive", "NaN"));
+  logcap_clear(&cap);
+  o.keepalive = 0;
+  CHECK_EQ_INT(ct_supervisor_new(&o, &sup), CT_EINVAL);
+  CHECK(logcap_has(&cap, "ct_supervisor_opts_t.min_threads", "3 is out of range (0 to 2)"));
+  /* A size this library does not know: the struct's callback is not to be
+   * trusted then, so nothing is called; the code alone says it. */
+  logcap_clear(&cap);
+  o.min_threads = 0;
+  o.size = 3;
+  CHECK_EQ_INT(ct_supervisor_new(&o, &sup), CT_EINVAL);
+  CHECK_EQ_INT(logcap_lines(&cap), 0);
+}
+
+TEST(task_options_name_the_bad_field) {
+  logcap_t cap;
+  logcap_init(&cap);
+  ct_supervisor_t *sup = new_logged(&cap);
+  CHECK_OK(ct_supervisor_start(sup));
+  ct_task_opts_t o = CT_TASK_OPTS_INIT;
+  o.priority = 300;
+  CHECK_EQ_INT(ct_background_task(sup, nothing, NULL, &o, NULL), CT_EINVAL);
+  CHECK(logcap_has(&cap, "ct_background_task: invalid ct_task_opts_t.priority",
+                   "300 is out of range (0 to 255)"));
+  o = (ct_task_opts_t)CT_TASK_OPTS_INIT;
+  o.delay = INFINITY;
+  CHECK_EQ_INT(ct_background_task(sup, nothing, NULL, &o, NULL), CT_EINVAL);
+  CHECK(logcap_has(&cap, "ct_task_opts_t.delay", "must be finite"));
+  o = (ct_task_opts_t)CT_TASK_OPTS_INIT;
+  o.size = 1;
+  CHECK_EQ_INT(ct_background_task(sup, nothing, NULL, &o, NULL), CT_EINVAL);
+  CHECK(logcap_has(&cap, "ct_task_opts_t.size", "1 is not a size this library knows"));
+  ct_supervisor_t *other = new_logged(&cap);
+  CHECK_OK(ct_supervisor_start(other));
+  o = (ct_task_opts_t)CT_TASK_OPTS_INIT;
+  o.loop = ct_supervisor_loop(other);
+  CHECK_EQ_INT(ct_background_task(sup, nothing, NULL, &o, NULL), CT_EINVAL);
+  CHECK(logcap_has(&cap, "ct_task_opts_t.loop", "not a loop of this supervisor"));
+  CHECK_OK(ct_supervisor_stop(other, CT_STOP_DRAIN, -1));
+  CHECK_OK(ct_supervisor_free(other));
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
+  CHECK_OK(ct_supervisor_free(sup));
+}
+
+TEST(worker_options_name_the_bad_field) {
+  logcap_t cap;
+  logcap_init(&cap);
+  ct_supervisor_t *sup = new_logged(&cap);
+  ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
+  ct_worker_t *w;
+  o.priority = -5;
+  CHECK_EQ_INT(ct_worker_new(sup, CT_WORKER_EVENT, idle_run, &o, &w), CT_EINVAL);
+  CHECK(logcap_has(&cap, "ct_worker_new: invalid ct_worker_opts_t.priority", "-5"));
+  o = (ct_worker_opts_t)CT_WORKER_OPTS_INIT;
+  o.process = "echo";
+  CHECK_EQ_INT(ct_worker_new(sup, CT_WORKER_EVENT, idle_run, &o, &w), CT_EINVAL);
+  CHECK(logcap_has(&cap, "ct_worker_opts_t.process", "give one of them"));
+  o = (ct_worker_opts_t)CT_WORKER_OPTS_INIT;
+  o.interval = 1;
+  o.delay = 1;
+  CHECK_EQ_INT(ct_worker_new(sup, CT_WORKER_INTERVAL, idle_run, &o, &w), CT_EINVAL);
+  CHECK(logcap_has(&cap, "ct_worker_opts_t.interval", "exactly one of interval and delay"));
+  o.delay = 0;
+  CHECK_OK(ct_worker_new(sup, CT_WORKER_INTERVAL, idle_run, &o, &w));
+  ct_worker_start_opts_t so = CT_WORKER_START_OPTS_INIT;
+  so.priority = 999;
+  so.delay_before = NAN;
+  logcap_clear(&cap);
+  CHECK_EQ_INT(ct_worker_start(w, &so), CT_EINVAL);
+  CHECK(logcap_has(&cap, "ct_worker_start: invalid ct_worker_start_opts_t.priority", "999"));
+  so.priority = -1;
+  CHECK_EQ_INT(ct_worker_start(w, &so), CT_EINVAL);
+  CHECK(logcap_has(&cap, "ct_worker_start_opts_t.delay_before", "NaN"));
+  CHECK_OK(ct_worker_free(w));
+  CHECK_OK(ct_supervisor_free(sup));
+}
+
+TEST(process_options_name_the_bad_field) {
+  logcap_t cap;
+  logcap_init(&cap);
+  ct_supervisor_t *sup = new_logged(&cap);
+  ct_process_pool_opts_t po = CT_PROCESS_POOL_OPTS_INIT;
+  po.pool_size = 0;
+  po.task_timeout = -2;
+  CHECK_EQ_INT(ct_process_pool_create(sup, &po), CT_EINVAL);
+  CHECK(logcap_has(&cap, "ct_process_pool_create: invalid ct_process_pool_opts_t.pool_size",
+                   "0 is out of range (1 to 4096)"));
+  CHECK(logcap_has(&cap, "ct_process_pool_opts_t.task_timeout", "must not be negative"));
+  CHECK_OK(ct_supervisor_start(sup));
+  ct_task_opts_t o = CT_TASK_OPTS_INIT;
+  o.delay = 1;
+  logcap_clear(&cap);
+  CHECK_EQ_INT(ct_process_task(sup, "echo", NULL, &o, NULL), CT_EINVAL);
+  CHECK(logcap_has(&cap, "ct_process_task: invalid ct_task_opts_t.delay", NULL));
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
+  CHECK_OK(ct_supervisor_free(sup));
+}
+
 int main(void) {
   CHECK_OK(ct_process_register("echo", child_echo, NULL));
   RUN(err_name_names_success);
@@ -118,5 +240,9 @@ int main(void) {
   RUN(submission_after_stop_is_not_called_not_started);
   RUN(missing_process_pool_says_so);
   RUN(registration_is_closed_while_a_process_pool_exists);
+  RUN(supervisor_options_name_the_bad_field);
+  RUN(task_options_name_the_bad_field);
+  RUN(worker_options_name_the_bad_field);
+  RUN(process_options_name_the_bad_field);
   return check_done();
 }

@@ -27,4 +27,35 @@ static inline int ct__opts_copy(void *dst, size_t dst_size, const void *in, size
   return 0;
 }
 
+/* Checking a caller's options struct. Every CT_EINVAL an options struct
+ * causes goes through ct__opts_bad(), which logs one line naming the
+ * struct, the field and the reason through the log callback the check was
+ * given (the supervisor's, or the struct's own once its size is known good;
+ * NULL: nowhere), so a caller learns which field was wrong without a
+ * debugger. Checks go on after a failure, so every bad field is told. */
+typedef struct ct__opts_check {
+  const char *type; /* "ct_supervisor_opts_t" */
+  const char *fn;   /* the public call, "ct_supervisor_new" */
+  ct_log_fn log;
+  void *log_data;
+  int rc; /* 0, or CT_EINVAL once a field was refused */
+} ct__opts_check_t;
+
+/* Refuse `field`: log "ctasker: <fn>: invalid <type>.<field>: <why>" and
+ * make c->rc CT_EINVAL. Returns CT_EINVAL. */
+int ct__opts_bad(ct__opts_check_t *c, const char *field, const char *why, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ct__opts_copy(), refusing an unknown size through ct__opts_bad(). */
+int ct__opts_read(ct__opts_check_t *c, void *dst, size_t dst_size, const void *in,
+                  size_t oldest);
+
+/* `field` must lie in [lo, hi]. Returns whether it does. */
+bool ct__opts_int(ct__opts_check_t *c, const char *field, long long v, long long lo,
+                  long long hi);
+
+/* `field` is seconds of `kind` (base/clock.h): NaN, negative, or infinite
+ * for a delay, is refused with the rule it broke. Returns whether valid. */
+bool ct__opts_seconds(ct__opts_check_t *c, const char *field, double v, int kind);
+
 #endif

@@ -68,19 +68,26 @@ static int high_cap(const ct_supervisor_opts_t *o) {
 }
 
 /* Copy the caller's options (an older, smaller struct is fine) and fill in
- * defaults. Returns 0 or CT_EINVAL. */
+ * defaults. Returns 0 or CT_EINVAL, logged through the struct's own log
+ * callback once its size is known good. */
 static int read_options(const ct_supervisor_opts_t *in, ct_supervisor_opts_t *o) {
   ct_supervisor_opts_t defaults = CT_SUPERVISOR_OPTS_INIT;
+  ct__opts_check_t c = {"ct_supervisor_opts_t", "ct_supervisor_new", NULL, NULL, 0};
   *o = defaults;
-  if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_supervisor_opts_t, log_data)) != 0)
+  if (ct__opts_read(&c, o, sizeof *o, in, offsetof(ct_supervisor_opts_t, log_data)) != 0)
     return CT_EINVAL;
-  if (o->pool_size < 0 || o->reserve_normal < 0 || o->reserve_high < 0 || o->min_threads < 0)
-    return CT_EINVAL;
-  if (!ct__seconds_valid(o->keepalive, CT__SEC_LIMIT) ||
-      !ct__seconds_valid(o->timeout_warning, CT__SEC_LIMIT) ||
-      !ct__seconds_valid(o->timeout_critical, CT__SEC_LIMIT) ||
-      !ct__seconds_valid(o->idle_spin, CT__SEC_LIMIT) || o->idle_spin > 0.001)
-    return CT_EINVAL;
+  c.log = o->log;
+  c.log_data = o->log_data;
+  ct__opts_int(&c, "pool_size", o->pool_size, 0, 1 << 16);
+  ct__opts_int(&c, "reserve_normal", o->reserve_normal, 0, 1 << 16);
+  ct__opts_int(&c, "reserve_high", o->reserve_high, 0, 1 << 16);
+  ct__opts_seconds(&c, "keepalive", o->keepalive, CT__SEC_LIMIT);
+  ct__opts_seconds(&c, "timeout_warning", o->timeout_warning, CT__SEC_LIMIT);
+  ct__opts_seconds(&c, "timeout_critical", o->timeout_critical, CT__SEC_LIMIT);
+  if (ct__opts_seconds(&c, "idle_spin", o->idle_spin, CT__SEC_LIMIT) && o->idle_spin > 0.001)
+    ct__opts_bad(&c, "idle_spin", "%g seconds: at most 0.001", o->idle_spin);
+  if (c.rc != 0)
+    return c.rc;
   o->timeout_warning = limit_or_off(o->timeout_warning);
   o->timeout_critical = limit_or_off(o->timeout_critical);
   if (o->pool_size == 0) {
@@ -89,11 +96,8 @@ static int read_options(const ct_supervisor_opts_t *in, ct_supervisor_opts_t *o)
   }
   if (o->keepalive == 0)
     o->keepalive = CT__DEFAULT_KEEPALIVE;
-  if (o->reserve_normal > 1 << 16 || o->reserve_high > 1 << 16 || o->pool_size > 1 << 16)
-    return CT_EINVAL;
-  if (o->min_threads > high_cap(o))
-    return CT_EINVAL;
-  return 0;
+  ct__opts_int(&c, "min_threads", o->min_threads, 0, high_cap(o));
+  return c.rc;
 }
 
 /* The supervisor of a task owner (every supervisor embeds its own). */
@@ -390,17 +394,21 @@ int ct_supervisor_free(ct_supervisor_t *sup) {
   return 0;
 }
 
-int ct__read_task_options(const ct_task_opts_t *in, ct_task_opts_t *o) {
+int ct__read_task_options(ct_supervisor_t *sup, const char *fn, const ct_task_opts_t *in,
+                          ct_task_opts_t *o) {
   ct_task_opts_t defaults = CT_TASK_OPTS_INIT;
+  ct__opts_check_t c = ct__sup_opts_check(sup, "ct_task_opts_t", fn);
   *o = defaults;
   if (!in)
     return 0;
-  if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_task_opts_t, done_data)) != 0)
+  if (ct__opts_read(&c, o, sizeof *o, in, offsetof(ct_task_opts_t, done_data)) != 0)
     return CT_EINVAL;
-  if (o->priority < CT_PRIORITY_CRITICAL || o->priority > CT_PRIORITY_MAX)
-    return CT_EINVAL;
-  if (!ct__seconds_valid(o->delay, CT__SEC_DELAY))
-    return CT_EINVAL;
+  ct__opts_int(&c, "priority", o->priority, CT_PRIORITY_CRITICAL, CT_PRIORITY_MAX);
+  ct__opts_seconds(&c, "delay", o->delay, CT__SEC_DELAY);
+  if (c.rc == 0 && o->loop && sup && !ct__loop_is_own(sup, o->loop))
+    ct__opts_bad(&c, "loop", "not a loop of this supervisor");
+  if (c.rc != 0)
+    return c.rc;
   return o->loop && o->delay > 0 ? CT_ENOTSUP : 0;
 }
 
@@ -495,8 +503,8 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
     *out = NULL;
   if (!sup)
     sup = ct_supervisor_default();
-  int rc = ct__read_task_options(opts, &o);
-  if (!sup || !fn || rc != 0 || (o.loop && !ct__loop_is_own(sup, o.loop)))
+  int rc = ct__read_task_options(sup, "ct_background_task", opts, &o);
+  if (!sup || !fn || rc != 0)
     return rc ? rc : CT_EINVAL;
   if (!submission_enter(sup))
     return ct__sup_refuse_not_running(sup, "ct_background_task");

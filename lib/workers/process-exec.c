@@ -117,8 +117,6 @@ static const ct__worker_exec_t process_exec = {
 
 int ct__worker_process_setup(ct_worker_t *w, const ct_worker_opts_t *o) {
   void *data;
-  if (o->loop)
-    return CT_EINVAL;
   if (w->kind == CT_WORKER_BACKGROUND)
     return CT_ENOTSUP;
   if (!ct__process_lookup(o->process, &data))

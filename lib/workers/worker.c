@@ -307,12 +307,18 @@ int ct__worker_post(ct_worker_t *w, void (*fn)(ct_worker_t *w)) {
 
 /* ---- start ---- */
 
-static int read_start_options(const ct_worker_start_opts_t *in, ct_worker_start_opts_t *o) {
+/* Copy and check a start's overrides; each bad field is logged through
+ * the supervisor's log. Returns 0 or CT_EINVAL. */
+static int read_start_options(ct_worker_t *w, const ct_worker_start_opts_t *in,
+                              ct_worker_start_opts_t *o) {
   ct_worker_start_opts_t defaults = CT_WORKER_START_OPTS_INIT;
+  ct__opts_check_t c = ct__sup_opts_check(w->sup, "ct_worker_start_opts_t", "ct_worker_start");
   *o = defaults;
-  if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_worker_start_opts_t, delay_before)) != 0)
+  if (ct__opts_read(&c, o, sizeof *o, in, offsetof(ct_worker_start_opts_t, delay_before)) != 0)
     return CT_EINVAL;
-  return o->priority > CT_PRIORITY_MAX ? CT_EINVAL : 0;
+  if (o->priority > CT_PRIORITY_MAX)
+    ct__opts_bad(&c, "priority", "%d is above CT_PRIORITY_MAX (< 0: keep)", o->priority);
+  return c.rc;
 }
 
 /* Lock held: whether the worker may start now. */
@@ -389,7 +395,7 @@ static void call_on_start(ct_worker_t *w) {
 
 int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
   ct_worker_start_opts_t o;
-  if (!w || read_start_options(opts, &o) != 0)
+  if (!w || read_start_options(w, opts, &o) != 0)
     return CT_EINVAL;
   char *copy = NULL, *name = NULL;
   if (o.name && !(copy = strdup(o.name)))
