@@ -177,8 +177,15 @@ CT_EXPORT size_t ct_supervisor_registry_size(ct_supervisor_t *sup);
 /** A supervisor's counters (ct_supervisor_stats()). Every accepted task,
  * whatever runs it (pool thread, loop, process child, worker run), counts
  * once in `submitted` and, once terminal, once in completed, failed or
- * canceled: at rest submitted == completed + failed + canceled. */
+ * canceled: at rest submitted == completed + failed + canceled.
+ *
+ * The struct grows at its end as the library gains counters: set `size`
+ * (start from CT_STATS_INIT) and the library fills only the fields that fit
+ * in it, so a program built against an older, smaller struct keeps working
+ * and nothing past its end is written. */
 typedef struct ct_stats {
+  size_t size;         /**< sizeof(ct_stats_t), set by CT_STATS_INIT (see
+                          ct_supervisor_stats()) */
   uint64_t submitted;  /**< accepted tasks, thread, loop and process (total) */
   uint64_t queued;     /**< in the run queue now */
   uint64_t delayed;    /**< waiting for their delay now */
@@ -188,13 +195,32 @@ typedef struct ct_stats {
   uint64_t canceled;   /**< canceled (total) */
   uint64_t threads;    /**< pool threads alive now */
   uint64_t threads_idle; /**< pool threads waiting for work now */
+  /* The fields above are the smallest struct accepted. */
+  uint64_t registered; /**< tasks the registry holds now (with a handle, not
+                          yet terminal: ct_supervisor_registry_size()) */
+  uint64_t loop_tasks; /**< tasks accepted to run on a loop (total; also in
+                          submitted, and once terminal in completed, failed
+                          or canceled) */
+  uint64_t loop_active; /**< loop tasks queued or running now (not in queued
+                           or running, which count pools only) */
 } ct_stats_t;
 
-/** A consistent snapshot of the counters. Returns 0 or CT_EINVAL. */
+/** A ct_stats_t to fill: size set, every counter 0. */
+#define CT_STATS_INIT {sizeof(ct_stats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+
+/** A consistent snapshot of the counters into *out, whose `size` the caller
+ * set (CT_STATS_INIT): the fields that fit in `size` bytes are written,
+ * nothing past them; a size larger than this library's struct gets every
+ * field it knows, and out->size is then lowered to the bytes written (the
+ * fields past it keep what the caller put there).
+ * Returns 0, or CT_EINVAL for a NULL out or a size smaller than the first
+ * published struct (up to threads_idle; nothing is written then).
+ * Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out);
 
 /** The same counters and the pool's settings as a new JSON object, e.g.
- * {"state":"running","tasks":{"submitted":..},"pool":{"size":..}}.
+ * {"state":"running","tasks":{"submitted":..,"registered":..},
+ * "loops":{"tasks":..,"active":..},"pool":{"size":..}}.
  * Returns a new reference, or NULL on bad input / out of memory. */
 CT_EXPORT json_t *ct_supervisor_stats_json(ct_supervisor_t *sup);
 

@@ -359,18 +359,32 @@ CT_EXPORT ct_worker_state_t ct_worker_state(const ct_worker_t *w); /**< now */
 /** True once the worker is no longer RUNNING: a long run polls it. */
 CT_EXPORT bool ct_worker_stop_requested(const ct_worker_t *w);
 
-/** A worker's counters (ct_worker_stats()). */
+/** A worker's counters (ct_worker_stats()). The struct grows at its end,
+ * as ct_stats_t does: set `size` (start from CT_WORKER_STATS_INIT) and the
+ * library fills only the fields that fit. */
 typedef struct ct_worker_stats {
+  size_t size;         /**< sizeof(ct_worker_stats_t), set by CT_WORKER_STATS_INIT */
   uint64_t runs;       /**< runs started (total) */
   uint64_t failures;   /**< runs that failed (total) */
   uint64_t dropped;    /**< queue items handed back (total) */
   size_t pending;      /**< queue items waiting now */
   double last_run;     /**< ct_now() of the last run's start, or 0 */
   ct_worker_state_t state; /**< its state at the snapshot */
+  /* The fields above are the smallest struct accepted. */
+  ct_worker_end_reason_t end_reason; /**< as ct_worker_last_end() */
+  int end_code;                      /**< as ct_worker_last_end() */
 } ct_worker_stats_t;
 
-/** A snapshot of the worker's counters. Returns 0 or CT_EINVAL.
- * Thread-safety: any thread. */
+/** A ct_worker_stats_t to fill: size set, every counter 0. */
+#define CT_WORKER_STATS_INIT                                                   \
+  {sizeof(ct_worker_stats_t), 0, 0, 0, 0, 0.0, CT_WORKER_INIT, CT_WORKER_END_NONE, 0}
+
+/** A snapshot of the worker's counters into *out, whose `size` the caller
+ * set (CT_WORKER_STATS_INIT), filled as ct_supervisor_stats() fills a
+ * ct_stats_t: only the fields that fit, out->size lowered to the bytes
+ * written if it was larger than this library's struct. Returns 0, or
+ * CT_EINVAL for NULL or a size smaller than the first published struct (up
+ * to state; nothing is written then). Thread-safety: any thread. */
 CT_EXPORT int ct_worker_stats(ct_worker_t *w, ct_worker_stats_t *out);
 
 /** The same as a new JSON object {"name", "kind", "state", "runs",

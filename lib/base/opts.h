@@ -27,6 +27,24 @@ static inline int ct__opts_copy(void *dst, size_t dst_size, const void *in, size
   return 0;
 }
 
+/* The one fill of a caller's versioned output struct (ct_stats_t and the
+ * like), the mirror of ct__opts_copy(): `out` begins with the size the
+ * caller set; the library's whole snapshot `full` (`full_size` bytes, also
+ * beginning with a size) is copied up to the smaller of the two sizes, and
+ * out's size becomes the bytes written. `oldest` is the smallest size ever
+ * published. Returns 0, or CT_EINVAL for a size below it (nothing written). */
+static inline int ct__out_fill(void *out, const void *full, size_t full_size, size_t oldest) {
+  size_t size;
+  memcpy(&size, out, sizeof size);
+  if (size < oldest)
+    return CT_EINVAL;
+  if (size > full_size)
+    size = full_size;
+  memcpy((char *)out + sizeof size, (const char *)full + sizeof size, size - sizeof size);
+  memcpy(out, &size, sizeof size);
+  return 0;
+}
+
 /* Checking a caller's options struct. Every CT_EINVAL an options struct
  * causes goes through ct__opts_bad(), which logs one line naming the
  * struct, the field and the reason through the log callback the check was

@@ -586,17 +586,28 @@ size_t ct_supervisor_registry_size(ct_supervisor_t *sup) {
   return sup ? ct__registry_size(&sup->registry) : 0;
 }
 
-int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
-  if (!sup)
-    sup = ct_supervisor_default();
-  if (!sup || !out)
-    return CT_EINVAL;
+/* Loop tasks: the outcomes are read before the count of accepted tasks,
+ * which every outcome follows, so `active` never wraps below zero. */
+static void loop_stats(ct__loop_counts_t *lc, ct_stats_t *out) {
+  uint64_t done = atomic_load(&lc->completed) + atomic_load(&lc->failed) +
+                  atomic_load(&lc->canceled);
+  out->loop_tasks = atomic_load(&lc->accepted);
+  out->loop_active = out->loop_tasks - done;
+}
+
+/* The smallest ct_stats_t ever published: up to threads_idle. */
+#define CT__STATS_OLDEST (offsetof(ct_stats_t, threads_idle) + sizeof(uint64_t))
+
+/* Every counter this library has, into *out. */
+static void all_stats(ct_supervisor_t *sup, ct_stats_t *out) {
   ct__pool_counts_t pool;
   ct__pool_counts(&sup->pool, &pool);
-  *out = (ct_stats_t){.queued = pool.queued, .running = pool.running,
+  *out = (ct_stats_t){.size = sizeof *out, .queued = pool.queued, .running = pool.running,
                       .completed = pool.completed, .failed = pool.failed,
                       .canceled = pool.canceled, .threads = pool.threads,
                       .threads_idle = pool.threads_idle};
+  loop_stats(&sup->loop_counts, out);
+  out->registered = ct__registry_size(&sup->registry);
   /* Every submission takes an id, so the ids tell how many were accepted. */
   out->submitted = atomic_load(&sup->next_id) - 1 - atomic_load(&sup->refused);
   out->delayed = atomic_load(&sup->delayed);
@@ -610,7 +621,16 @@ int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
   out->completed += proc.completed;
   out->failed += proc.failed;
   out->canceled += proc.canceled;
-  return 0;
+}
+
+int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
+  if (!sup)
+    sup = ct_supervisor_default();
+  if (!sup || !out)
+    return CT_EINVAL;
+  ct_stats_t all;
+  all_stats(sup, &all);
+  return ct__out_fill(out, &all, sizeof all, CT__STATS_OLDEST);
 }
 
 static const char *state_name(int state) {
@@ -619,20 +639,21 @@ static const char *state_name(int state) {
 }
 
 json_t *ct_supervisor_stats_json(ct_supervisor_t *sup) {
-  ct_stats_t s;
+  ct_stats_t s = CT_STATS_INIT;
   if (!sup)
     sup = ct_supervisor_default();
   if (ct_supervisor_stats(sup, &s) != 0)
     return NULL;
   const ct_supervisor_opts_t *o = &sup->opts;
   json_t *j = json_pack(
-      "{s:s, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:i, s:i, s:i, s:i, s:I, s:I}}",
+      "{s:s, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I},"
+      " s:{s:i, s:i, s:i, s:i, s:i, s:I, s:I}}",
       "state", state_name(atomic_load(&sup->state)), "tasks", "submitted",
       (json_int_t)s.submitted, "queued", (json_int_t)s.queued, "delayed",
       (json_int_t)s.delayed, "running", (json_int_t)s.running, "completed",
       (json_int_t)s.completed, "failed", (json_int_t)s.failed, "canceled",
-      (json_int_t)s.canceled, "registered", (json_int_t)ct__registry_size(&sup->registry),
-      "pool", "size", o->pool_size, "reserve_normal", o->reserve_normal, "reserve_high",
+      (json_int_t)s.canceled, "registered", (json_int_t)s.registered, "loops", "tasks",
+      (json_int_t)s.loop_tasks, "active", (json_int_t)s.loop_active, "pool", "size", o->pool_size, "reserve_normal", o->reserve_normal, "reserve_high",
       o->reserve_high, "min_threads", o->min_threads, "max_threads", high_cap(o), "threads",
       (json_int_t)s.threads, "threads_idle", (json_int_t)s.threads_idle);
   /* Workers are the parts attached to a supervisor. */
