@@ -417,6 +417,61 @@ TEST(registered_and_loop_tasks_are_counted) {
   stop_and_free(sup);
 }
 
+static json_t *sleep_50ms(ct_task_t *self, void *arg) {
+  (void)self;
+  (void)arg;
+  check_sleep(0.05);
+  return NULL;
+}
+
+TEST(percentiles_of_wait_and_run_time_follow_known_sleeps) {
+  ct_supervisor_opts_t o = CT_SUPERVISOR_OPTS_INIT;
+  o.pool_size = 1; /* one thread: the tasks wait for each other */
+  o.stats_timing = true;
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(&o, &sup));
+  CHECK_OK(ct_supervisor_start(sup));
+  enum { N = 10 };
+  ct_task_t *t[N];
+  for (int i = 0; i < N; i++)
+    t[i] = submit(sup, sleep_50ms, NULL, CT_PRIORITY_NORMAL);
+  CHECK_OK(ct_wait_completed(t, N, WAIT_BOUND_S));
+  ct_stats_t st = CT_STATS_INIT;
+  CHECK_OK(ct_supervisor_stats(sup, &st));
+  CHECK_EQ_INT(st.timed, N);
+  /* Each ran at least 50 ms; bounds above are generous, order is exact. */
+  CHECK(st.run_p50 >= 0.05 && st.run_p50 <= st.run_p90 && st.run_p90 <= st.run_p99);
+  CHECK(st.run_p99 < WAIT_BOUND_S);
+  /* One thread: the last task waited for the nine before it. */
+  CHECK(st.wait_p50 <= st.wait_p90 && st.wait_p90 <= st.wait_p99);
+  CHECK(st.wait_p99 >= 0.2 && st.wait_p99 < WAIT_BOUND_S);
+  json_t *js = ct_supervisor_stats_json(sup);
+  json_t *timing = json_object_get(js, "timing");
+  CHECK_EQ_INT(json_integer_value(json_object_get(timing, "tasks")), N);
+  CHECK(json_real_value(json_object_get(json_object_get(timing, "run"), "p50")) == st.run_p50);
+  json_decref(js);
+  for (int i = 0; i < N; i++)
+    ct_task_unref(t[i]);
+  stop_and_free(sup);
+}
+
+TEST(percentiles_are_off_by_default) {
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(NULL, &sup));
+  CHECK_OK(ct_supervisor_start(sup));
+  ct_task_t *t = submit(sup, nothing, NULL, CT_PRIORITY_NORMAL);
+  CHECK_OK(ct_task_wait(t, WAIT_BOUND_S));
+  ct_stats_t st = CT_STATS_INIT;
+  CHECK_OK(ct_supervisor_stats(sup, &st));
+  CHECK_EQ_INT(st.timed, 0);
+  CHECK(st.wait_p99 == 0 && st.run_p99 == 0);
+  json_t *js = ct_supervisor_stats_json(sup);
+  CHECK(json_object_get(js, "timing") == NULL);
+  json_decref(js);
+  ct_task_unref(t);
+  stop_and_free(sup);
+}
+
 int main(void) {
   CHECK_OK(ct_process_register("echo", fn_echo, NULL));
   CHECK_OK(ct_process_register("fail", fn_fail, NULL));
@@ -426,5 +481,7 @@ int main(void) {
   RUN(old_size_stats_are_filled_without_writing_past_their_end);
   RUN(old_size_worker_stats_are_filled_without_writing_past_their_end);
   RUN(registered_and_loop_tasks_are_counted);
+  RUN(percentiles_of_wait_and_run_time_follow_known_sleeps);
+  RUN(percentiles_are_off_by_default);
   return check_done();
 }

@@ -188,6 +188,8 @@ static int init_members(ct_supervisor_t *sup) {
     goto no_lock;
   sup->owner.forget = forget_task;
   ct__list_init(&sup->delays);
+  if (sup->opts.stats_timing && !(sup->owner.timing = calloc(1, sizeof *sup->owner.timing)))
+    goto no_timing;
   if (ct__registry_init(&sup->registry) != 0)
     goto no_registry;
   if (ct__sup_parts_init(sup) != 0)
@@ -214,6 +216,8 @@ no_loops:
 no_parts:
   ct__registry_destroy(&sup->registry);
 no_registry:
+  free(sup->owner.timing);
+no_timing:
   pthread_mutex_destroy(&sup->state_lock);
 no_lock:
   pthread_cond_destroy(&sup->state_cond);
@@ -388,6 +392,7 @@ int ct_supervisor_free(ct_supervisor_t *sup) {
   ct__registry_destroy(&sup->registry);
   ct__loops_destroy(sup);
   ct__sup_parts_destroy(sup);
+  free(sup->owner.timing);
   pthread_mutex_destroy(&sup->state_lock);
   pthread_cond_destroy(&sup->state_cond);
   free(sup);
@@ -414,7 +419,7 @@ int ct__read_task_options(ct_supervisor_t *sup, const char *fn, const ct_task_op
 
 ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
                                    const ct_task_opts_t *o, bool tracked) {
-  bool extra = tracked || o->on_done || o->name || watchdog_on(sup);
+  bool extra = tracked || o->on_done || o->name || watchdog_on(sup) || sup->owner.timing;
   ct_task_t *t = ct__task_new(fn, arg, o->priority, extra);
   if (!t)
     return NULL;
@@ -598,6 +603,24 @@ static void loop_stats(ct__loop_counts_t *lc, ct_stats_t *out) {
 /* The smallest ct_stats_t ever published: up to threads_idle. */
 #define CT__STATS_OLDEST (offsetof(ct_stats_t, threads_idle) + sizeof(uint64_t))
 
+static void timing_stats(const ct__timing_t *tm, ct_stats_t *out) {
+  uint64_t n;
+  out->wait_p50 = ct__histogram_quantile(&tm->wait, 0.50, &n);
+  out->wait_p90 = ct__histogram_quantile(&tm->wait, 0.90, &n);
+  out->wait_p99 = ct__histogram_quantile(&tm->wait, 0.99, &n);
+  out->run_p50 = ct__histogram_quantile(&tm->run, 0.50, &n);
+  out->run_p90 = ct__histogram_quantile(&tm->run, 0.90, &n);
+  out->run_p99 = ct__histogram_quantile(&tm->run, 0.99, &n);
+  out->timed = n;
+}
+
+/* With stats_timing: {"tasks", "wait": {"p50", "p90", "p99"}, "run": {..}}. */
+static json_t *timing_json(const ct_stats_t *s) {
+  return json_pack("{s:I, s:{s:f, s:f, s:f}, s:{s:f, s:f, s:f}}", "tasks", (json_int_t)s->timed,
+                   "wait", "p50", s->wait_p50, "p90", s->wait_p90, "p99", s->wait_p99, "run",
+                   "p50", s->run_p50, "p90", s->run_p90, "p99", s->run_p99);
+}
+
 /* Every counter this library has, into *out. */
 static void all_stats(ct_supervisor_t *sup, ct_stats_t *out) {
   ct__pool_counts_t pool;
@@ -621,6 +644,8 @@ static void all_stats(ct_supervisor_t *sup, ct_stats_t *out) {
   out->completed += proc.completed;
   out->failed += proc.failed;
   out->canceled += proc.canceled;
+  if (sup->owner.timing)
+    timing_stats(sup->owner.timing, out);
 }
 
 int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
@@ -659,6 +684,10 @@ json_t *ct_supervisor_stats_json(ct_supervisor_t *sup) {
   /* Workers are the parts attached to a supervisor. */
   if (j && json_object_set_new(j, "workers", ct__sup_parts_json(sup)) != 0) {
     json_decref(j); /* out of memory: no partial answer */
+    j = NULL;
+  }
+  if (j && sup->owner.timing && json_object_set_new(j, "timing", timing_json(&s)) != 0) {
+    json_decref(j);
     j = NULL;
   }
   json_t *processes = ct__procpool_stats_json(atomic_load(&sup->procpool));
