@@ -86,6 +86,16 @@ TEST(missing_process_pool_says_so) {
   logcap_clear(&cap);
   CHECK_EQ_INT(ct_worker_start(w, NULL), CT_ENOENT);
   CHECK(logcap_has(&cap, "ct_worker_start", "no process pool"));
+  /* Nor does a group start it as if it had been freed: the group's start
+   * fails with the member's answer, and the log says why. */
+  ct_worker_group_t *g;
+  CHECK_OK(ct_worker_group_new(NULL, &g));
+  CHECK_OK(ct_worker_group_add(g, w));
+  logcap_clear(&cap);
+  CHECK_EQ_INT(ct_worker_group_start(g, NULL), CT_ENOENT);
+  CHECK(logcap_has(&cap, "ct_worker_start", "no process pool"));
+  CHECK_EQ_INT(ct_worker_state(w), CT_WORKER_INIT);
+  CHECK_OK(ct_worker_group_free(g));
   CHECK_OK(ct_worker_free(w));
   CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
   CHECK_OK(ct_supervisor_free(sup));

@@ -436,7 +436,8 @@ CT_EXPORT size_t ct_worker_group_size(ct_worker_group_t *g);
 /** Start every member (opts, possibly NULL, applies to each), in the order
  * they were added; all or nothing: if one cannot start, the members this
  * call started are stopped again (CT_WORKER_DROP, no wait) and its error is
- * returned. Returns 0; CT_EINVAL for NULL or an empty group; CT_EBUSY if a
+ * returned (CT_ENOENT, for instance, for a process worker whose supervisor
+ * has no process pool; a member freed meanwhile is skipped). Returns 0; CT_EINVAL for NULL or an empty group; CT_EBUSY if a
  * member is running or stopping (nothing is started); the error of
  * ct_worker_start(). Thread-safety: any thread. */
 CT_EXPORT int ct_worker_group_start(ct_worker_group_t *g, const ct_worker_start_opts_t *opts);

@@ -215,6 +215,14 @@ void ct__group_forget(ct_worker_t *w) {
   pthread_mutex_unlock(&groups_lock);
 }
 
+/* Whether the worker's owner has freed it (a group may still hold it). */
+static bool was_freed(ct_worker_t *w) {
+  pthread_mutex_lock(&w->lock);
+  bool freed = w->freed;
+  pthread_mutex_unlock(&w->lock);
+  return freed;
+}
+
 int ct_worker_group_start(ct_worker_group_t *g, const ct_worker_start_opts_t *opts) {
   size_t n;
   if (!g)
@@ -236,7 +244,7 @@ int ct_worker_group_start(ct_worker_group_t *g, const ct_worker_start_opts_t *op
   size_t started = 0;
   for (; rc == 0 && started < n; started++) {
     rc = ct_worker_start(ws[started], opts);
-    if (rc == CT_ENOENT)
+    if (rc == CT_ENOENT && was_freed(ws[started]))
       rc = 0; /* freed by its owner since the copy: no longer a member */
   }
   if (rc != 0)
