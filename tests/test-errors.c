@@ -80,8 +80,11 @@ TEST(missing_process_pool_says_so) {
   CHECK_EQ_INT(ct_process_task(sup, "echo", NULL, NULL, NULL), CT_ENOENT);
   CHECK(logcap_has(&cap, "ct_process_task", "no process pool"));
   ct_worker_opts_t wo = CT_WORKER_OPTS_INIT;
-  wo.process = "echo";
+  wo.process = "never.registered";
   ct_worker_t *w;
+  CHECK_EQ_INT(ct_worker_new(sup, CT_WORKER_EVENT, NULL, &wo, &w), CT_ENOENT);
+  CHECK(logcap_has(&cap, "ct_worker_opts_t.process", "\"never.registered\" is registered"));
+  wo.process = "echo";
   CHECK_OK(ct_worker_new(sup, CT_WORKER_EVENT, NULL, &wo, &w));
   logcap_clear(&cap);
   CHECK_EQ_INT(ct_worker_start(w, NULL), CT_ENOENT);

@@ -111,7 +111,8 @@ typedef struct ct_process_pool_opts {
  * pool_size + reserve_normal + reserve_high children. A supervisor has at
  * most one pool in its life. opts may be NULL (2 children).
  * Returns 0; CT_EINVAL (sup NULL without a default, pool_size <= 0, negative
- * reserves or timeout, opts.size unknown); CT_EBUSY if the supervisor
+ * reserves or timeout, opts.size unknown; each bad field is named in a
+ * line to the supervisor's log callback); CT_EBUSY if the supervisor
  * already has a pool; CT_ESHUTDOWN if it is stopping or stopped; CT_EAGAIN
  * if the fork server could not be forked; CT_EMFILE if no descriptor was
  * left for its socket; CT_ENOMEM.

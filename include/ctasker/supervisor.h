@@ -87,7 +87,9 @@ typedef struct ct_supervisor_opts {
 /** Create a supervisor (not started). opts may be NULL for defaults.
  * Returns 0 and *out, or CT_EINVAL for bad options (negative sizes or
  * times, NaN times, a pool size or reservation above 65536, min_threads above the HIGH
- * cap, idle_spin above 0.001, an opts.size this library does not know),
+ * cap, idle_spin above 0.001, an opts.size this library does not know;
+ * each bad field is named in a line to opts.log, except a bad size, which
+ * leaves the struct's log callback untrusted),
  * CT_ENOMEM, CT_EMFILE (no file descriptor for the loop's wake-up).
  * Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_new(const ct_supervisor_opts_t *opts, ct_supervisor_t **out);

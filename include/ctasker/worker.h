@@ -220,8 +220,9 @@ typedef struct ct_worker_opts {
  * or opts.process with opts.loop), opts.loop of another supervisor, an
  * unknown kind, a priority out of range, an unknown opts.size, bad
  * interval timing (both or neither of interval and delay, negative, NaN or
- * infinite seconds; huge finite ones are kept); CT_ENOENT if
- * opts.process names no registered process function; CT_ENOTSUP for a
+ * infinite seconds; huge finite ones are kept; each bad field is named in
+ * a line to the supervisor's log callback); CT_ENOENT if opts.process names
+ * no registered process function (logged); CT_ENOTSUP for a
  * background process worker; CT_ENOMEM.
  * Thread-safety: any thread. */
 CT_EXPORT int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn,
@@ -250,7 +251,8 @@ typedef struct ct_worker_start_opts {
  * pool (ct_process_pool_create(); logged as such); CT_EBUSY if it is running or stopping, or force-stopped with
  * its last run still executing; CT_ESHUTDOWN if the supervisor is not
  * running (one never started also logs "not started"), or the worker's loop (opts.loop) has ended or was asked to stop;
- * CT_EINVAL for bad overrides (the worker is left as it was); CT_EMFILE
+ * CT_EINVAL for bad overrides (the worker is left as it was; each is named
+ * in a line to the supervisor's log callback); CT_EMFILE
  * if an interval worker cannot have its timer for want of descriptors
  * (CT_EAGAIN for another reason; logged);
  * CT_ENOMEM. On error the worker is not running and may be started again.
@@ -421,7 +423,8 @@ typedef struct ct_worker_group_opts {
 
 /** Create an empty group. opts may be NULL. The caller owns *out and frees
  * it with ct_worker_group_free(). Returns 0; CT_EINVAL for a NULL out or an
- * unknown opts.size; CT_ENOMEM. Thread-safety: any thread. */
+ * unknown opts.size (not logged: a group has no log callback); CT_ENOMEM.
+ * Thread-safety: any thread. */
 CT_EXPORT int ct_worker_group_new(const ct_worker_group_opts_t *opts, ct_worker_group_t **out);
 
 /** Add a worker (in any state; it keeps its state) to the group; it is

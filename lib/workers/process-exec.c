@@ -119,8 +119,13 @@ int ct__worker_process_setup(ct_worker_t *w, const ct_worker_opts_t *o) {
   void *data;
   if (w->kind == CT_WORKER_BACKGROUND)
     return CT_ENOTSUP;
-  if (!ct__process_lookup(o->process, &data))
+  if (!ct__process_lookup(o->process, &data)) {
+    ct__sup_log(w->sup, CT_LOG_ERROR,
+                "ctasker: ct_worker_new: ct_worker_opts_t.process: no process function \"%s\" "
+                "is registered (ct_process_register())",
+                o->process);
     return CT_ENOENT;
+  }
   if (!(w->process = strdup(o->process)))
     return CT_ENOMEM;
   w->exec = &process_exec;
