@@ -214,7 +214,8 @@ typedef struct ct_stats {
   /* With ct_supervisor_opts_t.stats_timing (else all 0): percentiles over
    * every task that ran (pool, loop, process child, worker run) since the
    * supervisor was created, in seconds; each is the upper edge of a
-   * histogram bucket (within 25% above the true value, never below). */
+   * histogram bucket (within 25% above the true value, never below;
+   * anything under a microsecond reads as 1e-6). */
   uint64_t timed;  /**< tasks measured (total) */
   double wait_p50; /**< time from queued (or the end of its delay) to start */
   double wait_p90; /**< see wait_p50 */

@@ -96,7 +96,10 @@ static int read_options(const ct_supervisor_opts_t *in, ct_supervisor_opts_t *o)
   }
   if (o->keepalive == 0)
     o->keepalive = CT__DEFAULT_KEEPALIVE;
-  ct__opts_int(&c, "min_threads", o->min_threads, 0, high_cap(o));
+  if (o->min_threads < 0 || o->min_threads > high_cap(o))
+    ct__opts_bad(&c, "min_threads",
+                 "%d: from 0 to pool_size + reserve_normal + reserve_high (%d)", o->min_threads,
+                 high_cap(o));
   return c.rc;
 }
 
