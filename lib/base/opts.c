@@ -3,7 +3,6 @@
  * alike and name their field. */
 #include "base/opts.h"
 
-#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 

@@ -106,8 +106,8 @@ static inline ct__opts_check_t ct__sup_opts_check(const ct_supervisor_t *sup, co
 
 /* Fill in a task's options from the caller's (NULL: defaults) for the
  * public call `fn`. Returns 0, CT_EINVAL (unknown size, priority out of
- * range, bad delay, a loop not sup's; logged through sup's log, sup may be
- * NULL) or CT_ENOTSUP (a delay for a task on a loop). */
+ * range, bad delay; logged through sup's log, sup may be NULL) or
+ * CT_ENOTSUP (a delay for a task on a loop). */
 int ct__read_task_options(ct_supervisor_t *sup, const char *fn, const ct_task_opts_t *in,
                           ct_task_opts_t *o);
 

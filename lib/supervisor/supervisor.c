@@ -413,8 +413,6 @@ int ct__read_task_options(ct_supervisor_t *sup, const char *fn, const ct_task_op
     return CT_EINVAL;
   ct__opts_int(&c, "priority", o->priority, CT_PRIORITY_CRITICAL, CT_PRIORITY_MAX);
   ct__opts_seconds(&c, "delay", o->delay, CT__SEC_DELAY);
-  if (c.rc == 0 && o->loop && sup && !ct__loop_is_own(sup, o->loop))
-    ct__opts_bad(&c, "loop", "not a loop of this supervisor");
   if (c.rc != 0)
     return c.rc;
   return o->loop && o->delay > 0 ? CT_ENOTSUP : 0;
@@ -512,6 +510,10 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
   if (!sup)
     sup = ct_supervisor_default();
   int rc = ct__read_task_options(sup, "ct_background_task", opts, &o);
+  if (rc == 0 && sup && o.loop && !ct__loop_is_own(sup, o.loop)) {
+    ct__opts_check_t c = ct__sup_opts_check(sup, "ct_task_opts_t", "ct_background_task");
+    rc = ct__opts_bad(&c, "loop", "not a loop of this supervisor");
+  }
   if (!sup || !fn || rc != 0)
     return rc ? rc : CT_EINVAL;
   if (!submission_enter(sup))
