@@ -177,7 +177,7 @@ static void run_round(int round) {
 
   long accepted = 0;
   check_round(rd, &accepted);
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(rd->sup, &st));
   CHECK_EQ_INT(st.submitted, accepted);
   CHECK_EQ_INT(st.completed + st.failed + st.canceled, accepted);

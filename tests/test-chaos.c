@@ -137,7 +137,7 @@ TEST(fire_and_forget) {
   int rc = ct_background_task(sup, answer, NULL, NULL, NULL);
   CHECK(disarm());
   CHECK_EQ_INT(rc, CT_ENOMEM);
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &st));
   CHECK_EQ_INT(st.submitted, 0);
   stop_and_free(sup);

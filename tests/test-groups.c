@@ -372,7 +372,7 @@ TEST(one_for_all_spares_a_later_start) {
            atomic_load(&h.drops) == 2);
   CHECK_OK(ct_worker_group_start(g, NULL));
   gate_open(&h.drop_gate); /* the old stop goes on */
-  ct_stats_t s;
+  ct_stats_t s = CT_STATS_INIT;
   WAIT_FOR(ct_supervisor_stats(sup, &s) == 0 && s.running == 0);
   CHECK_EQ_INT(ct_worker_state(a), CT_WORKER_RUNNING);
   CHECK_EQ_INT(ct_worker_state(b), CT_WORKER_RUNNING);

@@ -126,7 +126,7 @@ TEST(task_on_a_loop) {
   (void)loop_thread(io); /* the loop has gone past the canceled task */
   CHECK(!atomic_load(&never.done) && never.count == 0 && !never.thread);
   ct_task_unref(t);
-  ct_stats_t s;
+  ct_stats_t s = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &s));
   CHECK_EQ_INT(s.queued, 0);
 
@@ -237,7 +237,7 @@ TEST(stop_waits_for_tasks_queued_on_extra_loops) {
   CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
   CHECK_EQ_INT(ct_task_status(t), CT_TASK_COMPLETED);
   CHECK_EQ_INT(atomic_load(&task.count), 1);
-  ct_stats_t s;
+  ct_stats_t s = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &s));
   CHECK_EQ_INT((int)s.submitted, 1);
   CHECK_EQ_INT((int)s.completed, 1);
@@ -294,7 +294,7 @@ TEST(loop_of_another_supervisor_is_refused) {
   CHECK_OK(ct_task_wait(t, -1));
   ct_task_unref(t);
   CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
-  ct_stats_t s; /* at rest: a loop counts its task after the callback */
+  ct_stats_t s = CT_STATS_INIT; /* at rest: a loop counts its task after the callback */
   CHECK_OK(ct_supervisor_stats(sup, &s));
   CHECK_EQ_INT((int)s.submitted, 1);
   CHECK_EQ_INT((int)s.completed, 1);

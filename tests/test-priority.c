@@ -32,7 +32,7 @@ TEST(priority_order_fifo_among_equals) {
   ct_task_t *t[N];
   for (int i = 0; i < N; i++)
     t[i] = submit_tag(sup, prios[i], prios[i] * 100 + i);
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &st));
   CHECK_EQ_INT(st.queued, N);
   CHECK_EQ_INT(st.running, 1);
@@ -95,7 +95,7 @@ static json_t *class_task(ct_task_t *self, void *arg) {
 }
 
 static void expect_running(ct_supervisor_t *sup, int running, int queued) {
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &st));
   CHECK_EQ_INT(st.running, running);
   CHECK_EQ_INT(st.queued, queued);
@@ -105,7 +105,7 @@ static void expect_running(ct_supervisor_t *sup, int running, int queued) {
  * it as running until just after its waiters wake). */
 static void wait_running(ct_supervisor_t *sup, int running) {
   double deadline = ct_now() + WAIT_BOUND_S;
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   for (;;) {
     CHECK_OK(ct_supervisor_stats(sup, &st));
     if (st.running == (uint64_t)running)

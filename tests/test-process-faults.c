@@ -136,7 +136,7 @@ static json_t *error_arg(ct_task_t *t, size_t i) {
 }
 
 static int running(ct_supervisor_t *sup) {
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &st));
   return (int)st.running;
 }
@@ -253,7 +253,7 @@ TEST(stop_completes_when_the_fork_server_died_under_a_hung_task) {
     ct_task_unref(tasks[i]);
   CHECK(atomic_load(&log_failed_start) >= 1);
   CHECK(atomic_load(&log_tasks_failed) >= 1);
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &st));
   CHECK_EQ_INT(st.failed, 4);
   CHECK_EQ_INT(st.completed, 1);

@@ -205,7 +205,7 @@ TEST(queue_worker_stopped_by_its_third_result) {
   for (size_t i = 0; i < 7; i++)
     CHECK_EQ_INT(json_integer_value(json_array_get(s.dropped, i)), (json_int_t)i + 4);
   CHECK_EQ_INT(json_array_size(s.errors), 0);
-  ct_worker_stats_t st;
+  ct_worker_stats_t st = CT_WORKER_STATS_INIT;
   CHECK_OK(ct_worker_stats(w, &st));
   CHECK_EQ_INT(st.runs, 3);
   CHECK_EQ_INT(st.dropped, 7);
@@ -244,7 +244,7 @@ TEST(event_worker_in_a_process) {
   CHECK(json_is_null(json_object_get(r, "args")));
   CHECK(json_object_get(r, "item") == NULL);
   CHECK(s.task_ids_ok);
-  ct_worker_stats_t st;
+  ct_worker_stats_t st = CT_WORKER_STATS_INIT;
   CHECK_OK(ct_worker_stats(w, &st));
   CHECK_EQ_INT(st.runs, 2);
   CHECK_OK(ct_worker_free(w));
@@ -267,7 +267,7 @@ TEST(interval_worker_in_a_process) {
   CHECK_EQ_INT(json_array_size(s.results), 3);
   for (size_t i = 0; i < 3; i++)
     CHECK(json_real_value(json_object_get(json_array_get(s.results, i), "scheduled")) > 0);
-  ct_worker_stats_t st;
+  ct_worker_stats_t st = CT_WORKER_STATS_INIT;
   CHECK_OK(ct_worker_stats(w, &st));
   CHECK_EQ_INT(st.runs, 3);
   CHECK_OK(ct_worker_free(w));
@@ -293,7 +293,7 @@ TEST(crashing_child_is_an_error_result_and_the_worker_goes_on) {
   CHECK_EQ_STR(error_class_at(s.results, 1), "ProcessCrashed");
   CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(s.results, 2), "item")), "b");
   CHECK_EQ_INT(json_array_size(s.errors), 0); /* the hook took them */
-  ct_worker_stats_t st;
+  ct_worker_stats_t st = CT_WORKER_STATS_INIT;
   CHECK_OK(ct_worker_stats(w, &st));
   CHECK_EQ_INT(st.runs, 3);
   CHECK_EQ_INT(st.failures, 1);
@@ -423,7 +423,7 @@ TEST(pending_json_items_without_on_drop_are_released) {
   CHECK(f != NULL);
   fclose(f);
   CHECK_OK(ct_worker_stop(w, CT_WORKER_DROP, -1));
-  ct_worker_stats_t st;
+  ct_worker_stats_t st = CT_WORKER_STATS_INIT;
   CHECK_OK(ct_worker_stats(w, &st));
   CHECK_EQ_INT(st.runs + st.dropped, 5); /* ASan: the dropped ones are released */
   CHECK_OK(ct_worker_free(w));

@@ -149,7 +149,7 @@ TEST(round_trip_created_before_start) {
   CHECK(json_equal(ct_task_result(t), want));
   json_decref(want);
   ct_task_unref(t);
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &st));
   CHECK_EQ_INT(st.completed, 4);
   json_t *js = ct_supervisor_stats_json(sup);
@@ -168,7 +168,7 @@ TEST(error_results_and_unknown_function) {
   t = run(sup, "no-such-function", NULL);
   CHECK_EQ_STR(error_class(t), "UnknownTask");
   ct_task_unref(t);
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &st));
   CHECK_EQ_INT(st.failed, 2);
   stop_sup(sup);
@@ -322,7 +322,7 @@ TEST(every_task_terminal_once_while_children_are_killed) {
   }
   fprintf(stderr, "ok %d, crashed %d, canceled %d\n", ok, crashed, canceled);
   CHECK_EQ_INT(ok + crashed + canceled, LOAD_TASKS);
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &st));
   CHECK_EQ_INT(st.completed + st.failed + st.canceled, LOAD_TASKS);
   CHECK_EQ_INT(st.queued + st.running, 0);
@@ -500,7 +500,7 @@ TEST(cancel_stop_after_drain_stop_cancels_queued_process_tasks) {
   CHECK_OK(ct_supervisor_stop(sup, CT_STOP_CANCEL, -1));
   CHECK_EQ_INT(ct_task_status(running), CT_TASK_COMPLETED);
   CHECK_EQ_INT(ct_task_status(queued), CT_TASK_CANCELED);
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &st));
   CHECK_EQ_INT((int)st.queued, 0);
   CHECK_EQ_INT((int)st.canceled, 1);

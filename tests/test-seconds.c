@@ -362,7 +362,7 @@ TEST(huge_keepalive_does_not_spin) {
     gate_wait_arrived(&gate, 2); /* two threads live */
     gate_open(&gate);
     CHECK_OK(ct_wait_completed(t, 2, -1));
-    ct_stats_t s;
+    ct_stats_t s = CT_STATS_INIT;
     WAIT_FOR(ct_supervisor_stats(sup, &s) == 0 && s.running == 0);
     double cpu0 = process_cpu_seconds();
     check_sleep(1.0);

@@ -344,7 +344,7 @@ static void *watchdog_main(void *arg) {
             bound);
     dump_counters();
     alarm(10); /* the library may hold the lock stats need */
-    ct_stats_t s;
+    ct_stats_t s = CT_STATS_INIT;
     if (sup && ct_supervisor_stats(sup, &s) == 0)
       fprintf(stderr, "soak:   stats: submitted %" PRIu64 " queued %" PRIu64 " delayed %" PRIu64
               " running %" PRIu64 " completed %" PRIu64 " failed %" PRIu64 " canceled %" PRIu64
@@ -449,7 +449,7 @@ static void queue_drop(ct_worker_t *w, void *item, void *data) {
   if (n > 0 || atomic_load(&it->ran) > 0)
     fail("queue item %p handed back %d times, ran %d", item, n + 1, atomic_load(&it->ran));
   /* Calls into its own worker, as a user's on_drop may. */
-  ct_worker_stats_t s;
+  ct_worker_stats_t s = CT_WORKER_STATS_INIT;
   CHECK_OK(ct_worker_stats(w, &s));
 }
 
@@ -812,7 +812,7 @@ static void stop_and_join(pthread_t *threads, int n) {
 
 /* Free workers, group and supervisor, each retried while still busy. */
 static void free_all(void) {
-  ct_stats_t s;
+  ct_stats_t s = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &s));
   if (s.submitted != s.completed + s.failed + s.canceled || s.queued || s.running || s.delayed)
     fail("stats at rest do not add up: submitted %" PRIu64 " != completed %" PRIu64

@@ -29,7 +29,7 @@ static json_int_t pool_value(json_t *js, const char *key) {
  * wait until the pool has counted n finished tasks. */
 static void wait_counted(ct_supervisor_t *sup, uint64_t n) {
   double deadline = ct_now() + WAIT_BOUND_S;
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   for (;;) {
     CHECK_OK(ct_supervisor_stats(sup, &st));
     if (st.completed + st.failed >= n)
@@ -47,7 +47,7 @@ TEST(counters) {
   o.min_threads = 1;
   ct_supervisor_t *sup;
   CHECK_OK(ct_supervisor_new(&o, &sup));
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_EQ_INT(ct_supervisor_stats(sup, NULL), CT_EINVAL);
   json_t *js = ct_supervisor_stats_json(sup);
   CHECK_EQ_STR(json_string_value(json_object_get(js, "state")), "init");
@@ -266,7 +266,7 @@ TEST(every_kind_of_task_adds_up) {
   drain_worker(queue_worker(sup, loop, false, 5));
   drain_worker(queue_worker(sup, NULL, true, 3));
 
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   wait_at_rest(sup, &st); /* all but the delayed one left are done */
   uint64_t submitted = st.submitted;
   CHECK(submitted >= (uint64_t)n + 1 + 2 + 3);
@@ -290,11 +290,198 @@ TEST(every_kind_of_task_adds_up) {
   CHECK_OK(ct_supervisor_free(sup));
 }
 
+/* The first published sizes: everything up to threads_idle and up to a
+ * worker's state. */
+#define STATS_OLDEST (offsetof(ct_stats_t, threads_idle) + sizeof(uint64_t))
+#define WORKER_STATS_OLDEST (offsetof(ct_worker_stats_t, state) + sizeof(ct_worker_state_t))
+#define GUARD 0xA5
+
+/* A caller's struct of `size` bytes inside guard bytes: room for the whole
+ * current struct and 64 more, every byte GUARD, size set. */
+typedef union {
+  unsigned char bytes[sizeof(ct_stats_t) + sizeof(ct_worker_stats_t) + 64];
+  size_t size; /* the first field of both structs */
+} guarded_t;
+
+static void guarded_init(guarded_t *g, size_t size) {
+  memset(g->bytes, GUARD, sizeof g->bytes);
+  memcpy(g->bytes, &size, sizeof size);
+}
+
+static bool guard_intact_from(const guarded_t *g, size_t from) {
+  for (size_t i = from; i < sizeof g->bytes; i++)
+    if (g->bytes[i] != GUARD)
+      return false;
+  return true;
+}
+
+TEST(old_size_stats_are_filled_without_writing_past_their_end) {
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(NULL, &sup));
+  CHECK_OK(ct_supervisor_start(sup));
+  ct_task_t *t[3];
+  for (int i = 0; i < 3; i++)
+    t[i] = submit(sup, nothing, NULL, CT_PRIORITY_NORMAL);
+  CHECK_OK(ct_wait_completed(t, 3, WAIT_BOUND_S));
+  wait_counted(sup, 3);
+  guarded_t g;
+  guarded_init(&g, STATS_OLDEST);
+  CHECK_OK(ct_supervisor_stats(sup, (ct_stats_t *)g.bytes));
+  ct_stats_t old;
+  memcpy(&old, g.bytes, STATS_OLDEST);
+  CHECK_EQ_INT(old.size, STATS_OLDEST);
+  CHECK_EQ_INT(old.submitted, 3);
+  CHECK_EQ_INT(old.completed, 3);
+  CHECK(guard_intact_from(&g, STATS_OLDEST));
+  /* A size larger than this library's struct: every field it knows, the
+   * size lowered to what was written, nothing past it. */
+  guarded_init(&g, sizeof(ct_stats_t) + 16);
+  CHECK_OK(ct_supervisor_stats(sup, (ct_stats_t *)g.bytes));
+  CHECK_EQ_INT(g.size, sizeof(ct_stats_t));
+  CHECK(guard_intact_from(&g, sizeof(ct_stats_t)));
+  /* Too small: refused, nothing written. */
+  guarded_init(&g, STATS_OLDEST - 1);
+  CHECK_EQ_INT(ct_supervisor_stats(sup, (ct_stats_t *)g.bytes), CT_EINVAL);
+  CHECK(guard_intact_from(&g, sizeof(size_t)));
+  guarded_init(&g, 0);
+  CHECK_EQ_INT(ct_supervisor_stats(sup, (ct_stats_t *)g.bytes), CT_EINVAL);
+  CHECK(guard_intact_from(&g, sizeof(size_t)));
+  for (int i = 0; i < 3; i++)
+    ct_task_unref(t[i]);
+  stop_and_free(sup);
+}
+
+static int stop_run(ct_worker_run_t *run) {
+  (void)run;
+  return CT_WORKER_STOP;
+}
+
+TEST(old_size_worker_stats_are_filled_without_writing_past_their_end) {
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(NULL, &sup));
+  CHECK_OK(ct_supervisor_start(sup));
+  ct_worker_t *w;
+  CHECK_OK(ct_worker_new(sup, CT_WORKER_EVENT, stop_run, NULL, &w));
+  CHECK_OK(ct_worker_start(w, NULL));
+  CHECK_OK(ct_event_worker_trigger(w, false));
+  CHECK_OK(ct_worker_wait(w, WAIT_BOUND_S, NULL, NULL));
+  guarded_t g;
+  guarded_init(&g, WORKER_STATS_OLDEST);
+  CHECK_OK(ct_worker_stats(w, (ct_worker_stats_t *)g.bytes));
+  ct_worker_stats_t old;
+  memcpy(&old, g.bytes, WORKER_STATS_OLDEST);
+  CHECK_EQ_INT(old.runs, 1);
+  CHECK_EQ_INT(old.state, CT_WORKER_STOPPED);
+  CHECK(guard_intact_from(&g, WORKER_STATS_OLDEST));
+  guarded_init(&g, WORKER_STATS_OLDEST - 1);
+  CHECK_EQ_INT(ct_worker_stats(w, (ct_worker_stats_t *)g.bytes), CT_EINVAL);
+  CHECK(guard_intact_from(&g, sizeof(size_t)));
+  /* The whole struct now has the end the JSON already told. */
+  ct_worker_stats_t s = CT_WORKER_STATS_INIT;
+  CHECK_OK(ct_worker_stats(w, &s));
+  CHECK_EQ_INT(s.size, sizeof s);
+  CHECK_EQ_INT(s.end_reason, CT_WORKER_END_NORMAL);
+  CHECK_EQ_INT(s.end_code, 0);
+  CHECK_OK(ct_worker_free(w));
+  stop_and_free(sup);
+}
+
+TEST(registered_and_loop_tasks_are_counted) {
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(NULL, &sup));
+  CHECK_OK(ct_supervisor_start(sup));
+  gate_t gate;
+  gate_init(&gate);
+  ct_task_t *on_loop = submit_on(sup, gate_task, &gate, ct_supervisor_loop(sup));
+  ct_task_t *on_pool = submit(sup, gate_task, &gate, CT_PRIORITY_NORMAL);
+  gate_wait_arrived(&gate, 2);
+  ct_stats_t st = CT_STATS_INIT;
+  CHECK_OK(ct_supervisor_stats(sup, &st));
+  CHECK_EQ_INT(st.registered, 2);
+  CHECK_EQ_INT(st.loop_tasks, 1);
+  CHECK_EQ_INT(st.loop_active, 1);
+  json_t *js = ct_supervisor_stats_json(sup);
+  CHECK_EQ_INT(task_count(js, "registered"), 2);
+  json_t *loops = json_object_get(js, "loops");
+  CHECK_EQ_INT(json_integer_value(json_object_get(loops, "tasks")), 1);
+  CHECK_EQ_INT(json_integer_value(json_object_get(loops, "active")), 1);
+  json_decref(js);
+  gate_open(&gate);
+  ct_task_t *both[2] = {on_loop, on_pool};
+  CHECK_OK(ct_wait_completed(both, 2, WAIT_BOUND_S));
+  WAIT_FOR(ct_supervisor_stats(sup, &st) == 0 && st.loop_active == 0 && st.registered == 0);
+  CHECK_EQ_INT(st.loop_tasks, 1);
+  ct_task_unref(on_loop);
+  ct_task_unref(on_pool);
+  gate_destroy(&gate);
+  stop_and_free(sup);
+}
+
+static json_t *sleep_50ms(ct_task_t *self, void *arg) {
+  (void)self;
+  (void)arg;
+  check_sleep(0.05);
+  return NULL;
+}
+
+TEST(percentiles_of_wait_and_run_time_follow_known_sleeps) {
+  ct_supervisor_opts_t o = CT_SUPERVISOR_OPTS_INIT;
+  o.pool_size = 1; /* one thread: the tasks wait for each other */
+  o.stats_timing = true;
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(&o, &sup));
+  CHECK_OK(ct_supervisor_start(sup));
+  enum { N = 10 };
+  ct_task_t *t[N];
+  for (int i = 0; i < N; i++)
+    t[i] = submit(sup, sleep_50ms, NULL, CT_PRIORITY_NORMAL);
+  CHECK_OK(ct_wait_completed(t, N, WAIT_BOUND_S));
+  ct_stats_t st = CT_STATS_INIT;
+  CHECK_OK(ct_supervisor_stats(sup, &st));
+  CHECK_EQ_INT(st.timed, N);
+  /* Each ran at least 50 ms; bounds above are generous, order is exact. */
+  CHECK(st.run_p50 >= 0.05 && st.run_p50 <= st.run_p90 && st.run_p90 <= st.run_p99);
+  CHECK(st.run_p99 < WAIT_BOUND_S);
+  /* One thread: the last task waited for the nine before it. */
+  CHECK(st.wait_p50 <= st.wait_p90 && st.wait_p90 <= st.wait_p99);
+  CHECK(st.wait_p99 >= 0.2 && st.wait_p99 < WAIT_BOUND_S);
+  json_t *js = ct_supervisor_stats_json(sup);
+  json_t *timing = json_object_get(js, "timing");
+  CHECK_EQ_INT(json_integer_value(json_object_get(timing, "tasks")), N);
+  CHECK(json_real_value(json_object_get(json_object_get(timing, "run"), "p50")) == st.run_p50);
+  json_decref(js);
+  for (int i = 0; i < N; i++)
+    ct_task_unref(t[i]);
+  stop_and_free(sup);
+}
+
+TEST(percentiles_are_off_by_default) {
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(NULL, &sup));
+  CHECK_OK(ct_supervisor_start(sup));
+  ct_task_t *t = submit(sup, nothing, NULL, CT_PRIORITY_NORMAL);
+  CHECK_OK(ct_task_wait(t, WAIT_BOUND_S));
+  ct_stats_t st = CT_STATS_INIT;
+  CHECK_OK(ct_supervisor_stats(sup, &st));
+  CHECK_EQ_INT(st.timed, 0);
+  CHECK(st.wait_p99 == 0 && st.run_p99 == 0);
+  json_t *js = ct_supervisor_stats_json(sup);
+  CHECK(json_object_get(js, "timing") == NULL);
+  json_decref(js);
+  ct_task_unref(t);
+  stop_and_free(sup);
+}
+
 int main(void) {
   CHECK_OK(ct_process_register("echo", fn_echo, NULL));
   CHECK_OK(ct_process_register("fail", fn_fail, NULL));
   RUN(counters);
   RUN(json_dumps);
   RUN(every_kind_of_task_adds_up);
+  RUN(old_size_stats_are_filled_without_writing_past_their_end);
+  RUN(old_size_worker_stats_are_filled_without_writing_past_their_end);
+  RUN(registered_and_loop_tasks_are_counted);
+  RUN(percentiles_of_wait_and_run_time_follow_known_sleeps);
+  RUN(percentiles_are_off_by_default);
   return check_done();
 }

@@ -207,7 +207,7 @@ TEST(many_tasks_nothing_lost) {
   CHECK_EQ_INT(ct_supervisor_registry_size(sup), 0);
 
   CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &st));
   CHECK_EQ_INT(st.submitted, n_tasks);
   CHECK_EQ_INT(st.completed, expect_completed);

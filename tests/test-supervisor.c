@@ -342,7 +342,7 @@ static void submit_from_callback_case(int mode) {
     CHECK_EQ_INT(ct_task_status(t[i]), mode == CT_STOP_DRAIN ? CT_TASK_COMPLETED : CT_TASK_CANCELED);
     ct_task_unref(t[i]);
   }
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(r.sup, &st));
   CHECK_EQ_INT(st.submitted, N + 1);
   CHECK_EQ_INT(st.completed + st.failed + st.canceled, N + 1);
@@ -386,7 +386,7 @@ TEST(default_supervisor) {
   CHECK_EQ_INT(ct_supervisor_get_task(NULL, 1, &t), CT_EINVAL);
   CHECK(t == NULL);
   CHECK_EQ_INT(ct_supervisor_registry_size(NULL), 0);
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_EQ_INT(ct_supervisor_stats(NULL, &st), CT_EINVAL);
   CHECK(ct_supervisor_stats_json(NULL) == NULL);
   CHECK_EQ_INT(ct_default_stop(CT_STOP_DRAIN, -1), CT_ENOENT);

@@ -99,7 +99,7 @@ TEST(bad_task_options) {
   CHECK_OK(ct_background_task(sup, answer, NULL, &o, &t));
   CHECK_OK(ct_task_wait(t, -1));
   ct_task_unref(t);
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &st));
   CHECK_EQ_INT(st.submitted, 1);
   stop_and_free(sup);
@@ -309,7 +309,7 @@ TEST(cancel_delayed) {
   ct_task_t *t = submit_where(sup, &w, 3600, true);
   CHECK_EQ_INT(ct_task_status(t), CT_TASK_DELAYED);
   CHECK(!ct_task_is_terminal(t));
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &st));
   CHECK_EQ_INT(st.delayed, 1);
   CHECK_OK(ct_task_cancel(t));

@@ -121,7 +121,7 @@ TEST(drain_stop_waits_for_threads_then_completes) {
   CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, WAIT_BOUND_S));
   CHECK_EQ_INT(counter_get(&ran), N);
   CHECK_EQ_INT(counter_get(&done_canceled), 0);
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &st));
   CHECK_EQ_INT(st.completed, N);
   CHECK_EQ_INT(st.queued, 0);
@@ -150,7 +150,7 @@ TEST(cancel_stop_ends_a_drain_stop_waiting_for_threads) {
   CHECK_OK(ct_supervisor_stop(sup, CT_STOP_CANCEL, WAIT_BOUND_S));
   CHECK_EQ_INT(counter_get(&ran), 0);
   CHECK_EQ_INT(counter_get(&done_canceled), N);
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &st));
   CHECK_EQ_INT(st.canceled, N);
   CHECK_EQ_INT(st.queued, 0);

@@ -65,7 +65,7 @@ static bool wait_started(long n) {
 }
 
 static void report_stranded(ct_supervisor_t *sup, long i) {
-  ct_stats_t st;
+  ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &st));
   fprintf(stderr,
           "task %ld not started after %.0f s: queued %" PRIu64 ", running %" PRIu64

@@ -79,7 +79,7 @@ static void drop_calling_back(ct_worker_t *w, void *item, void *data) {
   atomic_fetch_add(&r->drops, 1);
   if (ct_queue_worker_put(w, item, 100) == CT_ESHUTDOWN)
     atomic_fetch_add(&r->drop_put_refused, 1);
-  ct_worker_stats_t s;
+  ct_worker_stats_t s = CT_WORKER_STATS_INIT;
   CHECK_OK(ct_worker_stats(w, &s));
   CHECK(s.state != CT_WORKER_RUNNING);
   CHECK_OK(ct_worker_stop(w, CT_WORKER_DROP, 0));
@@ -105,7 +105,7 @@ TEST(on_drop_calling_its_worker_hands_many_items_back_without_recursion) {
   CHECK(atomic_load(&r.highest_frame) - atomic_load(&r.lowest_frame) < 64 * 1024);
   gate_open(&r.gate);
   CHECK_OK(ct_worker_stop(w, CT_WORKER_DROP, -1));
-  ct_worker_stats_t s;
+  ct_worker_stats_t s = CT_WORKER_STATS_INIT;
   CHECK_OK(ct_worker_stats(w, &s));
   CHECK_EQ_INT(s.state, CT_WORKER_STOPPED);
   CHECK_EQ_INT(s.dropped, MANY_ITEMS);

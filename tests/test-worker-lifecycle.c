@@ -187,7 +187,7 @@ TEST(failing_run_stops_its_worker_with_reason_failed) {
   CHECK_EQ_INT(tags(&r, 4), T_RUN);
   CHECK_EQ_INT(tags(&r, 5), T_ERROR);
   CHECK_EQ_INT(tags(&r, 6), T_STOP + CT_WORKER_END_FAILED);
-  ct_worker_stats_t s;
+  ct_worker_stats_t s = CT_WORKER_STATS_INIT;
   CHECK_OK(ct_worker_stats(w, &s));
   CHECK_EQ_INT(s.failures, 1);
   int code = 0;

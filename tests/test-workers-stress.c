@@ -97,7 +97,7 @@ static void stress_queue(bool by_priority) {
     }
   }
   CHECK_EQ_INT(atomic_load(&runs) + atomic_load(&drops), accepted_n);
-  ct_worker_stats_t s;
+  ct_worker_stats_t s = CT_WORKER_STATS_INIT;
   CHECK_OK(ct_worker_stats(w, &s));
   CHECK_EQ_INT(s.runs, atomic_load(&runs));
   CHECK_EQ_INT(s.dropped, atomic_load(&drops));

@@ -145,7 +145,7 @@ TEST(queue_bound_and_drop_hands_back) {
   atomic_store(&r.gate, true);
   CHECK_OK(ct_worker_stop(w, CT_WORKER_DROP, -1));
   CHECK_EQ_INT(atomic_load(&r.runs), 1);
-  ct_worker_stats_t s;
+  ct_worker_stats_t s = CT_WORKER_STATS_INIT;
   CHECK_OK(ct_worker_stats(w, &s));
   CHECK_EQ_INT(s.dropped, 3);
   CHECK_EQ_INT(s.pending, 0);
@@ -273,7 +273,7 @@ TEST(interval_stop_mid_wait_is_at_once) {
   CHECK_OK(ct_event_worker_trigger(w, false)); /* manual trigger */
   WAIT_FOR(atomic_load(&r.runs) == 2);
   CHECK(r.scheduled[1] == 0);
-  ct_stats_t s;
+  ct_stats_t s = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &s));
   CHECK_OK(ct_worker_stop(w, CT_WORKER_DRAIN, 30)); /* far less than an hour */
   CHECK_EQ_INT(ct_worker_state(w), CT_WORKER_STOPPED);
@@ -308,7 +308,7 @@ TEST(stop_value_runs_once_and_leaves_nothing) {
     WAIT_FOR(ct_worker_state(w) == CT_WORKER_STOPPED);
     CHECK_EQ_INT(atomic_load(&r.runs), 1);
     CHECK_EQ_INT(atomic_load(&r.dropped), kinds[k] == CT_WORKER_QUEUE ? 2 : 0);
-    ct_stats_t s;
+    ct_stats_t s = CT_STATS_INIT;
     WAIT_FOR(ct_supervisor_stats(sup, &s) == 0 && s.running == 0 && s.queued == 0);
     CHECK_EQ_INT(ct_supervisor_registry_size(sup), 0);
     CHECK(s.threads <= 2);
@@ -350,7 +350,7 @@ TEST(on_error_once_per_failure) {
       CHECK_OK(ct_queue_worker_put(w, (void *)i, 100));
     CHECK_OK(ct_worker_stop(w, CT_WORKER_DRAIN, -1));
     CHECK_EQ_INT(atomic_load(&r.errors), 5);
-    ct_worker_stats_t s;
+    ct_worker_stats_t s = CT_WORKER_STATS_INIT;
     CHECK_OK(ct_worker_stats(w, &s));
     CHECK_EQ_INT(s.runs, 10);
     CHECK_EQ_INT(s.failures, 5);
@@ -399,7 +399,7 @@ TEST(stop_wait_returns_after_current_run) {
   ct_worker_t *w = make(sup, CT_WORKER_BACKGROUND, run_slow_then_mark, &r, NULL);
   CHECK_OK(ct_worker_start(w, NULL));
   WAIT_FOR(atomic_load(&r.started) == 1);
-  ct_stats_t s;
+  ct_stats_t s = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &s));
   CHECK_EQ_INT(s.running, 1); /* a background worker holds one thread */
   CHECK_OK(ct_worker_stop(w, CT_WORKER_DRAIN, -1));
@@ -424,7 +424,7 @@ TEST(force_stop_after_grace_period) {
   CHECK_EQ_INT(ct_worker_start(w, NULL), CT_EBUSY); /* its run still executes */
   CHECK_OK(ct_worker_stop(w, CT_WORKER_DRAIN, -1)); /* already final */
   atomic_store(&r.gate, true);
-  ct_stats_t s;
+  ct_stats_t s = CT_STATS_INIT;
   WAIT_FOR(ct_supervisor_stats(sup, &s) == 0 && s.running == 0);
   CHECK_EQ_INT(atomic_load(&r.runs), 1);
   CHECK_EQ_INT(ct_worker_state(w), CT_WORKER_FORCE_STOPPED);
@@ -594,7 +594,7 @@ TEST(idle_workers_hold_no_thread_and_show_in_stats) {
   CHECK_OK(ct_worker_start(i, NULL));
   CHECK_OK(ct_queue_worker_put(q, NULL, 100));
   WAIT_FOR(atomic_load(&r.runs) == 1);
-  ct_stats_t s;
+  ct_stats_t s = CT_STATS_INIT;
   WAIT_FOR(ct_supervisor_stats(sup, &s) == 0 && s.running == 0);
   json_t *j = ct_supervisor_stats_json(sup);
   json_t *workers = json_object_get(j, "workers");

@@ -67,7 +67,8 @@ typedef struct ct_broker_opts {
  * done), or with an error after one attempt within connect_timeout.
  * Returns 0 and *out (owned: free it with ct_broker_free()); CT_EINVAL for a
  * bad URL, namespace or queue (empty, or holding `{`, `}` or a space), a
- * negative or NaN timeout, an opts.size this library does not know;
+ * negative or NaN timeout, an opts.size this library does not know; each
+ * bad field but the size is named in a line to opts.log);
  * CT_ETIMEDOUT if the server could not be reached, refused the connection,
  * AUTH or SELECT within connect_timeout (the reason is logged);
  * CT_ESHUTDOWN if the supervisor is not running; CT_ENOMEM; CT_EAGAIN or
@@ -104,7 +105,8 @@ typedef struct ct_broker_submit_opts {
  * submitted.
  * Returns 0; CT_EINVAL (NULL or empty name, a name over 200 bytes or with
  * control characters, kwargs not an object, a priority out of range, a
- * negative, NaN or infinite TTL); CT_ENOENT; CT_ETIMEDOUT (no reply within
+ * negative, NaN or infinite TTL; a bad option is named in a line to the
+ * handle's log); CT_ENOENT; CT_ETIMEDOUT (no reply within
  * command_timeout: the task may or may not have been submitted);
  * CT_ESHUTDOWN (the supervisor has stopped, and the handle's loop with it);
  * CT_ENOMEM.
@@ -225,7 +227,7 @@ typedef struct ct_broker_worker_opts {
  * GET is taken at its word: a warning is logged); CT_EINVAL (NULL broker,
  * no handler registered, bad opts: a
  * negative concurrency or max_deliveries, a lease that is not 0 or from
- * 0.1 s to a day);
+ * 0.1 s to a day; a bad option is named in a line to the handle's log);
  * CT_EBUSY if started already; CT_ETIMEDOUT (Redis did not answer);
  * CT_ESHUTDOWN; CT_ENOMEM; CT_EAGAIN (no thread).
  * Thread-safety: any thread but the handle's loop thread. */

@@ -28,10 +28,10 @@ extern "C" {
 #define CT_ERRNO_MAP(XX)                                                       \
   XX(EINVAL, EINVAL, "invalid argument")                                       \
   XX(ENOMEM, ENOMEM, "out of memory")                                          \
-  XX(ESHUTDOWN, ESHUTDOWN, "stopped or stopping: nothing new is accepted")    \
+  XX(ESHUTDOWN, ESHUTDOWN, "not running (not started, stopping or stopped)")  \
   XX(ETIMEDOUT, ETIMEDOUT, "timed out")                                        \
   XX(EBUSY, EBUSY, "running or in use")                                        \
-  XX(ENOENT, ENOENT, "no such task, worker, loop or name")                     \
+  XX(ENOENT, ENOENT, "no such task, worker, loop, name or process pool")       \
   XX(EALREADY, EALREADY, "already finished")                                   \
   XX(ENOBUFS, ENOBUFS, "queue is full")                                        \
   XX(EDEADLK, EDEADLK, "the call would wait for itself")                       \
@@ -39,8 +39,17 @@ extern "C" {
   XX(ENOTSUP, ENOTSUP, "not supported in this state or build")                 \
   XX(EMFILE, EMFILE, "out of file descriptors")
 
-/** The CT_E* codes: each is the negative errno value of its table entry. */
+/** The CT_E* codes: each is the negative errno value of its table entry.
+ * CT_OK (0) is success.
+ *
+ * A code says what kind of failure it was; the log callback says more. A
+ * refusal because the supervisor was never started is CT_ESHUTDOWN, as for
+ * one that stopped (callers that test for "not running" keep working), and
+ * is logged as "not started"; a process task or process worker refused for
+ * want of a process pool is CT_ENOENT, logged as such; every CT_EINVAL
+ * caused by an options struct logs which field was wrong and why. */
 enum ct_errno {
+  CT_OK = 0,
 #define CT__ERR_ENUM(name, val, msg) CT_##name = -(val),
   CT_ERRNO_MAP(CT__ERR_ENUM)
 #undef CT__ERR_ENUM
@@ -50,7 +59,7 @@ enum ct_errno {
  * Returns a static string. Thread-safety: any thread. */
 CT_EXPORT const char *ct_strerror(int err);
 
-/** Symbolic name of a CT_E* code ("CT_EINVAL"), or "CT_UNKNOWN".
+/** Symbolic name of a CT_E* code ("CT_EINVAL"), "CT_OK" for 0, or "CT_UNKNOWN".
  * Thread-safety: any thread. */
 CT_EXPORT const char *ct_err_name(int err);
 

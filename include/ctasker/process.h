@@ -16,7 +16,8 @@
  *
  * Failures are error results (result.h), never crashes of the caller:
  *   UnknownTask      no function of that name was registered before the pool
- *                    was created;
+ *                    was created (ct_process_register() refuses names while
+ *                    a pool exists);
  *   ProcessCrashed   the child died (args: [pid, "signal" | "exit", number];
  *                    seen when it dies, even if a process it started still
  *                    holds its pipe) or stopped talking (closed its pipe);
@@ -83,8 +84,13 @@ extern "C" {
 typedef json_t *(*ct_process_fn)(uint64_t task_id, json_t *args, void *data);
 
 /** Register fn under `name` (copied; at most 255 bytes) for pools created
- * later. Returns 0, CT_EINVAL (NULL or empty or too long name, NULL fn),
- * CT_EBUSY if the name is taken, CT_ENOMEM. Thread-safety: any thread. */
+ * later. Register every function before the first pool is created: while
+ * any process pool exists (from ct_process_pool_create() until its
+ * supervisor is freed), registration is closed, since that pool's children
+ * could never run the function (its tasks would end as UnknownTask).
+ * Returns 0, CT_EINVAL (NULL or empty or too long name, NULL fn),
+ * CT_ENOTSUP if a process pool exists (nothing is registered), CT_EBUSY if
+ * the name is taken, CT_ENOMEM. Thread-safety: any thread. */
 CT_EXPORT int ct_process_register(const char *name, ct_process_fn fn, void *data);
 
 /** Process pool options: start from CT_PROCESS_POOL_OPTS_INIT. */
@@ -105,7 +111,8 @@ typedef struct ct_process_pool_opts {
  * pool_size + reserve_normal + reserve_high children. A supervisor has at
  * most one pool in its life. opts may be NULL (2 children).
  * Returns 0; CT_EINVAL (sup NULL without a default, pool_size <= 0, negative
- * reserves or timeout, opts.size unknown); CT_EBUSY if the supervisor
+ * reserves or timeout, opts.size unknown; each bad field is named in a
+ * line to the supervisor's log callback); CT_EBUSY if the supervisor
  * already has a pool; CT_ESHUTDOWN if it is stopping or stopped; CT_EAGAIN
  * if the fork server could not be forked; CT_EMFILE if no descriptor was
  * left for its socket; CT_ENOMEM.
@@ -127,8 +134,9 @@ CT_EXPORT int ct_process_pool_stop(ct_supervisor_t *sup, double timeout);
  * ct_background_task() (name, priority, delay is not supported and must be
  * 0, on_done, done_data); out as for ct_background_task().
  * Returns 0; CT_EINVAL (NULL name, a delay, bad priority, args that cannot be
- * encoded or exceed max_frame); CT_ENOENT if no pool was created;
- * CT_ESHUTDOWN if the supervisor or the pool is not running; CT_ENOMEM.
+ * encoded or exceed max_frame); CT_ENOENT if no pool was created (logged
+ * as such); CT_ESHUTDOWN if the supervisor or the pool is not running (a
+ * supervisor never started is logged as "not started"); CT_ENOMEM.
  * An unknown name is not an error here: the task completes with an
  * UnknownTask error result. On error nothing was queued and on_done is
  * never called. Thread-safety: any thread. */

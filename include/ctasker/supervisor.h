@@ -73,15 +73,23 @@ typedef struct ct_supervisor_opts {
                            spin makes a task submitted right after the last
                            one start within a microsecond, but the spinning
                            thread is then woken later after a pause. */
+  bool stats_timing;    /**< record every task's queue wait and run time for
+                           the percentiles of ct_stats_t (wait_p50..run_p99)
+                           and "timing" in ct_supervisor_stats_json(): two
+                           clock reads and two atomic adds per task that ran;
+                           false (default): no clock is read for it */
 } ct_supervisor_opts_t;
 
 /** The default supervisor options, with size set. */
-#define CT_SUPERVISOR_OPTS_INIT {sizeof(ct_supervisor_opts_t), 0, 0, 0, 0, 0.0, 0.0, 0.0, NULL, NULL, NULL, NULL, 0.0}
+#define CT_SUPERVISOR_OPTS_INIT                                                \
+  {sizeof(ct_supervisor_opts_t), 0, 0, 0, 0, 0.0, 0.0, 0.0, NULL, NULL, NULL, NULL, 0.0, false}
 
 /** Create a supervisor (not started). opts may be NULL for defaults.
  * Returns 0 and *out, or CT_EINVAL for bad options (negative sizes or
  * times, NaN times, a pool size or reservation above 65536, min_threads above the HIGH
- * cap, idle_spin above 0.001, an opts.size this library does not know),
+ * cap, idle_spin above 0.001, an opts.size this library does not know;
+ * each bad field is named in a line to opts.log, except a bad size, which
+ * leaves the struct's log callback untrusted),
  * CT_ENOMEM, CT_EMFILE (no file descriptor for the loop's wake-up).
  * Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_new(const ct_supervisor_opts_t *opts, ct_supervisor_t **out);
@@ -157,7 +165,8 @@ typedef struct ct_task_opts {
  * another supervisor, a priority out of range, a negative, NaN or infinite
  * delay (a huge finite delay is kept: the task waits until canceled or
  * stopped); CT_ESHUTDOWN if the
- * supervisor is not running; CT_ENOMEM. On error nothing was queued and
+ * supervisor is not running (one never started also logs "not started");
+ * CT_ENOMEM. On error nothing was queued and
  * on_done is never called. Thread-safety: any thread, including task
  * functions and callbacks. */
 CT_EXPORT int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
@@ -176,8 +185,15 @@ CT_EXPORT size_t ct_supervisor_registry_size(ct_supervisor_t *sup);
 /** A supervisor's counters (ct_supervisor_stats()). Every accepted task,
  * whatever runs it (pool thread, loop, process child, worker run), counts
  * once in `submitted` and, once terminal, once in completed, failed or
- * canceled: at rest submitted == completed + failed + canceled. */
+ * canceled: at rest submitted == completed + failed + canceled.
+ *
+ * The struct grows at its end as the library gains counters: set `size`
+ * (start from CT_STATS_INIT) and the library fills only the fields that fit
+ * in it, so a program built against an older, smaller struct keeps working
+ * and nothing past its end is written. */
 typedef struct ct_stats {
+  size_t size;         /**< sizeof(ct_stats_t), set by CT_STATS_INIT (see
+                          ct_supervisor_stats()) */
   uint64_t submitted;  /**< accepted tasks, thread, loop and process (total) */
   uint64_t queued;     /**< in the run queue now */
   uint64_t delayed;    /**< waiting for their delay now */
@@ -187,13 +203,45 @@ typedef struct ct_stats {
   uint64_t canceled;   /**< canceled (total) */
   uint64_t threads;    /**< pool threads alive now */
   uint64_t threads_idle; /**< pool threads waiting for work now */
+  /* The fields above are the smallest struct accepted. */
+  uint64_t registered; /**< tasks the registry holds now (with a handle, not
+                          yet terminal: ct_supervisor_registry_size()) */
+  uint64_t loop_tasks; /**< tasks accepted to run on a loop (total; also in
+                          submitted, and once terminal in completed, failed
+                          or canceled) */
+  uint64_t loop_active; /**< loop tasks queued or running now (not in queued
+                           or running, which count pools only) */
+  /* With ct_supervisor_opts_t.stats_timing (else all 0): percentiles over
+   * every task that ran (pool, loop, process child, worker run) since the
+   * supervisor was created, in seconds; each is the upper edge of a
+   * histogram bucket (within 25% above the true value, never below;
+   * anything under a microsecond reads as 1e-6). */
+  uint64_t timed;  /**< tasks measured (total) */
+  double wait_p50; /**< time from queued (or the end of its delay) to start */
+  double wait_p90; /**< see wait_p50 */
+  double wait_p99; /**< see wait_p50 */
+  double run_p50;  /**< time from start to completion */
+  double run_p90;  /**< see run_p50 */
+  double run_p99;  /**< see run_p50 */
 } ct_stats_t;
 
-/** A consistent snapshot of the counters. Returns 0 or CT_EINVAL. */
+/** A ct_stats_t to fill: size set, every counter 0. */
+#define CT_STATS_INIT                                                          \
+  {sizeof(ct_stats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}
+
+/** A consistent snapshot of the counters into *out, whose `size` the caller
+ * set (CT_STATS_INIT): the fields that fit in `size` bytes are written,
+ * nothing past them; a size larger than this library's struct gets every
+ * field it knows, and out->size is then lowered to the bytes written (the
+ * fields past it keep what the caller put there).
+ * Returns 0, or CT_EINVAL for a NULL out or a size smaller than the first
+ * published struct (up to threads_idle; nothing is written then).
+ * Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out);
 
 /** The same counters and the pool's settings as a new JSON object, e.g.
- * {"state":"running","tasks":{"submitted":..},"pool":{"size":..}}.
+ * {"state":"running","tasks":{"submitted":..,"registered":..},
+ * "loops":{"tasks":..,"active":..},"pool":{"size":..}}.
  * Returns a new reference, or NULL on bad input / out of memory. */
 CT_EXPORT json_t *ct_supervisor_stats_json(ct_supervisor_t *sup);
 

@@ -220,8 +220,9 @@ typedef struct ct_worker_opts {
  * or opts.process with opts.loop), opts.loop of another supervisor, an
  * unknown kind, a priority out of range, an unknown opts.size, bad
  * interval timing (both or neither of interval and delay, negative, NaN or
- * infinite seconds; huge finite ones are kept); CT_ENOENT if
- * opts.process names no registered process function; CT_ENOTSUP for a
+ * infinite seconds; huge finite ones are kept; each bad field is named in
+ * a line to the supervisor's log callback); CT_ENOENT if opts.process names
+ * no registered process function (logged); CT_ENOTSUP for a
  * background process worker; CT_ENOMEM.
  * Thread-safety: any thread. */
 CT_EXPORT int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn,
@@ -247,10 +248,11 @@ typedef struct ct_worker_start_opts {
 
 /** Start (or restart) a worker. opts may be NULL.
  * Returns 0; CT_ENOENT for a process worker whose supervisor has no process
- * pool (ct_process_pool_create()); CT_EBUSY if it is running or stopping, or force-stopped with
+ * pool (ct_process_pool_create(); logged as such); CT_EBUSY if it is running or stopping, or force-stopped with
  * its last run still executing; CT_ESHUTDOWN if the supervisor is not
- * running, or the worker's loop (opts.loop) has ended or was asked to stop;
- * CT_EINVAL for bad overrides (the worker is left as it was); CT_EMFILE
+ * running (one never started also logs "not started"), or the worker's loop (opts.loop) has ended or was asked to stop;
+ * CT_EINVAL for bad overrides (the worker is left as it was; each is named
+ * in a line to the supervisor's log callback); CT_EMFILE
  * if an interval worker cannot have its timer for want of descriptors
  * (CT_EAGAIN for another reason; logged);
  * CT_ENOMEM. On error the worker is not running and may be started again.
@@ -359,18 +361,32 @@ CT_EXPORT ct_worker_state_t ct_worker_state(const ct_worker_t *w); /**< now */
 /** True once the worker is no longer RUNNING: a long run polls it. */
 CT_EXPORT bool ct_worker_stop_requested(const ct_worker_t *w);
 
-/** A worker's counters (ct_worker_stats()). */
+/** A worker's counters (ct_worker_stats()). The struct grows at its end,
+ * as ct_stats_t does: set `size` (start from CT_WORKER_STATS_INIT) and the
+ * library fills only the fields that fit. */
 typedef struct ct_worker_stats {
+  size_t size;         /**< sizeof(ct_worker_stats_t), set by CT_WORKER_STATS_INIT */
   uint64_t runs;       /**< runs started (total) */
   uint64_t failures;   /**< runs that failed (total) */
   uint64_t dropped;    /**< queue items handed back (total) */
   size_t pending;      /**< queue items waiting now */
   double last_run;     /**< ct_now() of the last run's start, or 0 */
   ct_worker_state_t state; /**< its state at the snapshot */
+  /* The fields above are the smallest struct accepted. */
+  ct_worker_end_reason_t end_reason; /**< as ct_worker_last_end() */
+  int end_code;                      /**< as ct_worker_last_end() */
 } ct_worker_stats_t;
 
-/** A snapshot of the worker's counters. Returns 0 or CT_EINVAL.
- * Thread-safety: any thread. */
+/** A ct_worker_stats_t to fill: size set, every counter 0. */
+#define CT_WORKER_STATS_INIT                                                   \
+  {sizeof(ct_worker_stats_t), 0, 0, 0, 0, 0.0, CT_WORKER_INIT, CT_WORKER_END_NONE, 0}
+
+/** A snapshot of the worker's counters into *out, whose `size` the caller
+ * set (CT_WORKER_STATS_INIT), filled as ct_supervisor_stats() fills a
+ * ct_stats_t: only the fields that fit, out->size lowered to the bytes
+ * written if it was larger than this library's struct. Returns 0, or
+ * CT_EINVAL for NULL or a size smaller than the first published struct (up
+ * to state; nothing is written then). Thread-safety: any thread. */
 CT_EXPORT int ct_worker_stats(ct_worker_t *w, ct_worker_stats_t *out);
 
 /** The same as a new JSON object {"name", "kind", "state", "runs",
@@ -407,7 +423,8 @@ typedef struct ct_worker_group_opts {
 
 /** Create an empty group. opts may be NULL. The caller owns *out and frees
  * it with ct_worker_group_free(). Returns 0; CT_EINVAL for a NULL out or an
- * unknown opts.size; CT_ENOMEM. Thread-safety: any thread. */
+ * unknown opts.size (not logged: a group has no log callback); CT_ENOMEM.
+ * Thread-safety: any thread. */
 CT_EXPORT int ct_worker_group_new(const ct_worker_group_opts_t *opts, ct_worker_group_t **out);
 
 /** Add a worker (in any state; it keeps its state) to the group; it is
@@ -422,7 +439,8 @@ CT_EXPORT size_t ct_worker_group_size(ct_worker_group_t *g);
 /** Start every member (opts, possibly NULL, applies to each), in the order
  * they were added; all or nothing: if one cannot start, the members this
  * call started are stopped again (CT_WORKER_DROP, no wait) and its error is
- * returned. Returns 0; CT_EINVAL for NULL or an empty group; CT_EBUSY if a
+ * returned (CT_ENOENT, for instance, for a process worker whose supervisor
+ * has no process pool; a member freed meanwhile is skipped). Returns 0; CT_EINVAL for NULL or an empty group; CT_EBUSY if a
  * member is running or stopping (nothing is started); the error of
  * ct_worker_start(). Thread-safety: any thread. */
 CT_EXPORT int ct_worker_group_start(ct_worker_group_t *g, const ct_worker_start_opts_t *opts);

@@ -19,6 +19,8 @@ const char *ct_strerror(int err) {
 
 const char *ct_err_name(int err) {
   switch (err) {
+  case CT_OK:
+    return "CT_OK";
 #define CT__ERR_NAME(name, val, msg)                                           \
   case CT_##name:                                                              \
     return "CT_" #name;

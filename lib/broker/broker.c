@@ -16,6 +16,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
+#include "base/opts.h"
 #include "broker-internal.h"
 #include "message.h"
 
@@ -59,16 +61,28 @@ static bool name_part_ok(const char *s) {
   return true;
 }
 
-static bool timeout_ok(double t) { return !isnan(t) && t >= 0; }
-
+/* Each bad field is logged through the struct's own log, once its size
+ * says the struct is the one this library knows. */
 static int check_opts(const ct_broker_opts_t *o) {
-  if (!o || o->size != sizeof(ct_broker_opts_t) || !o->url)
+  ct__opts_check_t c = {"ct_broker_opts_t", "ct_broker_new", NULL, NULL, 0};
+  if (!o)
     return CT_EINVAL;
-  if ((o->ns && !name_part_ok(o->ns)) || (o->queue && !name_part_ok(o->queue)))
-    return CT_EINVAL;
-  if (!timeout_ok(o->connect_timeout) || !timeout_ok(o->command_timeout))
-    return CT_EINVAL;
-  return 0;
+  if (o->size != sizeof(ct_broker_opts_t))
+    return ct__opts_bad(&c, "size", "%zu is not a size this library knows (%zu)", o->size,
+                        sizeof(ct_broker_opts_t));
+  c.log = o->log;
+  c.log_data = o->log_data;
+  if (!o->url)
+    ct__opts_bad(&c, "url", "NULL: a Redis URL is required");
+  if (o->ns && !name_part_ok(o->ns))
+    ct__opts_bad(&c, "ns", "\"%s\": 1 to %d printable characters, no space or brace", o->ns,
+                 NAME_PART_MAX);
+  if (o->queue && !name_part_ok(o->queue))
+    ct__opts_bad(&c, "queue", "\"%s\": 1 to %d printable characters, no space or brace",
+                 o->queue, NAME_PART_MAX);
+  ct__opts_seconds(&c, "connect_timeout", o->connect_timeout, CT__SEC_LIMIT);
+  ct__opts_seconds(&c, "command_timeout", o->command_timeout, CT__SEC_LIMIT);
+  return c.rc;
 }
 
 static int make_prefix(ct_broker_t *b, const ct_broker_opts_t *o) {
@@ -167,15 +181,19 @@ int64_t ct__broker_unix_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int check_submit(const char *name, const json_t *kwargs,
+static int check_submit(const ct_broker_t *b, const char *name, const json_t *kwargs,
                         const ct_broker_submit_opts_t *o) {
+  ct__opts_check_t c = {"ct_broker_submit_opts_t", "ct_broker_submit", b->log, b->log_data, 0};
   if (!name || !ct__bmsg_name_ok(name, strlen(name)) || (kwargs && !json_is_object(kwargs)))
     return CT_EINVAL;
-  if (o && (o->size != sizeof *o || o->priority < CT_PRIORITY_CRITICAL ||
-            o->priority > CT_PRIORITY_MAX || isnan(o->result_ttl) || o->result_ttl < 0 ||
-            isinf(o->result_ttl)))
-    return CT_EINVAL;
-  return 0;
+  if (!o)
+    return 0;
+  if (o->size != sizeof *o)
+    return ct__opts_bad(&c, "size", "%zu is not a size this library knows (%zu)", o->size,
+                        sizeof *o);
+  ct__opts_int(&c, "priority", o->priority, CT_PRIORITY_CRITICAL, CT_PRIORITY_MAX);
+  ct__opts_seconds(&c, "result_ttl", o->result_ttl, CT__SEC_DELAY);
+  return c.rc;
 }
 
 static int submit_reply(const redisReply *r, void *data) {
@@ -216,7 +234,7 @@ static int run_submit(ct_broker_t *b, const ct__bmsg_t *m, const char *level, do
 static int submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
                      const ct_broker_submit_opts_t *opts, int64_t deadline_ms,
                      char id[CT_BROKER_ID_SIZE]) {
-  int rc = b && id ? check_submit(name, kwargs, opts) : CT_EINVAL;
+  int rc = b && id ? check_submit(b, name, kwargs, opts) : CT_EINVAL;
   if (rc != 0)
     return rc;
   ct__bmsg_t m = {.enqueued_ms = ct__broker_unix_ms(), .deadline_ms = deadline_ms};

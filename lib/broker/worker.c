@@ -31,6 +31,7 @@
  * blocked_id; the only call made under it is the renewal's hiredis send,
  * which formats the command into hiredis's buffer and calls nothing back.
  */
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -42,6 +43,7 @@
 
 #include <ev.h>
 
+#include "base/opts.h"
 #include "broker-internal.h"
 #include "ctasker/result.h"
 #include "ctasker/task.h"
@@ -949,13 +951,27 @@ static int worker_begin(ct__bworker_t *w, bool allow_eviction) {
   return rc;
 }
 
+/* Each bad field is logged through the broker's log. */
+static int check_worker_opts(const ct_broker_t *b, const ct_broker_worker_opts_t *o) {
+  ct__opts_check_t c = {"ct_broker_worker_opts_t", "ct_broker_worker_start", b->log,
+                        b->log_data, 0};
+  if (!o)
+    return 0;
+  if (o->size != sizeof *o)
+    return ct__opts_bad(&c, "size", "%zu is not a size this library knows (%zu)", o->size,
+                        sizeof *o);
+  ct__opts_int(&c, "concurrency", o->concurrency, 0, INT_MAX);
+  ct__opts_int(&c, "max_deliveries", o->max_deliveries, 0, INT_MAX);
+  if (isnan(o->lease) || (o->lease != 0 && !(o->lease >= MIN_LEASE && o->lease <= 86400)))
+    ct__opts_bad(&c, "lease", "%g seconds: 0 (the default) or from %g to 86400", o->lease,
+                 MIN_LEASE);
+  if (o->consumer && !ct__bmsg_name_ok(o->consumer, strlen(o->consumer)))
+    ct__opts_bad(&c, "consumer", "\"%s\" is not a valid name", o->consumer);
+  return c.rc;
+}
+
 int ct_broker_worker_start(ct_broker_t *b, const ct_broker_worker_opts_t *opts) {
-  if (!b || (opts && (opts->size != sizeof *opts || opts->concurrency < 0 ||
-                      opts->max_deliveries < 0 || isnan(opts->lease) ||
-                      (opts->lease != 0 &&
-                       !(opts->lease >= MIN_LEASE && opts->lease <= 86400)) ||
-                      (opts->consumer && !ct__bmsg_name_ok(opts->consumer,
-                                                           strlen(opts->consumer))))))
+  if (!b || check_worker_opts(b, opts) != 0)
     return CT_EINVAL;
   ct__bworker_t *w = worker_new(b, opts);
   if (!w)

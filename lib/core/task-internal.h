@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 
 #include "base/clock.h"
+#include "core/timing.h"
 #include "ctasker/task.h"
 
 /* Who keeps a registered task (CT__F_REGISTERED) by id: the layer above
@@ -23,6 +24,9 @@ typedef struct ct__task_owner {
   /* The task is terminal and its callback has returned: drop it from the
    * owner's registry. Called by the finishing thread, no lock held. */
   void (*forget)(struct ct__task_owner *owner, ct_task_t *t);
+  /* NULL, or where the owner's tasks that ran record their wait and run
+   * times (core/timing.h); its tasks then all carry the extra part. */
+  struct ct__timing *timing;
 } ct__task_owner_t;
 
 enum ct__task_flag {
@@ -75,6 +79,11 @@ static inline void ct__task_stamp_queued(ct_task_t *t) {
 static inline void ct__task_stamp_started(ct_task_t *t) {
   if (t->x)
     t->x->t_started = ct__now();
+}
+
+/* Whether the task's owner records wait and run times. */
+static inline bool ct__task_timed(const ct_task_t *t) {
+  return t->owner && t->owner->timing;
 }
 
 static inline bool ct__task_try_status(ct_task_t *t, int from, int to) {

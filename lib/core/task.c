@@ -121,9 +121,10 @@ static void announce_terminal(ct_task_t *t) {
 bool ct__task_run_and_release(ct_task_t *t) {
   json_t *result = t->fn(t, t->arg);
   bool failed = ct_result_is_error(result);
-  /* Nobody else holds the task and nobody asked to hear of it: the cheap
-   * path skips the terminal bookkeeping nobody can observe. */
-  if (!(t->x && t->x->on_done) && atomic_load_explicit(&t->refs, memory_order_acquire) == 1) {
+  /* Nobody else holds the task and nobody asked to hear of it (nor for its
+   * times): the cheap path skips the terminal bookkeeping nobody can observe. */
+  if (!(t->x && (t->x->on_done || ct__task_timed(t))) &&
+      atomic_load_explicit(&t->refs, memory_order_acquire) == 1) {
     t->result = result;
     ct_task_unref(t);
     return failed;
@@ -137,6 +138,9 @@ void ct__task_finish(ct_task_t *t, json_t *result) {
   t->result = result ? result : json_null();
   if (t->x)
     t->x->t_completed = ct__now();
+  if (t->x && ct__task_timed(t) && t->x->t_started > 0)
+    ct__timing_record(t->owner->timing, t->x->t_started - t->x->t_queued,
+                      t->x->t_completed - t->x->t_started);
   /* A store, not a swap: STARTED is left only here, by the executor that
    * won QUEUED -> STARTED (a cancel then only sets a flag). */
   atomic_store(&t->status, CT_TASK_COMPLETED);

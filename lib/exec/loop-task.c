@@ -39,9 +39,12 @@ int ct__loop_exec(ct__loop_t *loop, ct_task_t *t, ct__loop_counts_t *counts) {
   m->task = t;
   m->counts = counts;
   atomic_fetch_or(&t->flags, CT__F_ON_LOOP);
+  atomic_fetch_add(&counts->accepted, 1);
   int rc = ct__loop_post(loop, &m->msg);
-  if (rc != 0)
+  if (rc != 0) {
+    atomic_fetch_sub(&counts->accepted, 1);
     free(m);
+  }
   return rc;
 }
 

@@ -103,6 +103,7 @@ void ct__loop_destroy(ct__loop_t *loop);
  * counts; the caller keeps them, as many loops may share one set. */
 typedef struct ct__loop_counts {
   atomic_uint_fast64_t completed, failed, canceled;
+  atomic_uint_fast64_t accepted; /* counted before the outcome: read it last */
 } ct__loop_counts_t;
 
 /* Run a QUEUED task on the loop's thread, in posting order; the loop takes

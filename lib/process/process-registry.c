@@ -2,6 +2,12 @@
  * one mutex. Registration happens before pools exist; look-ups happen in
  * pool children, single-threaded copies of the table, so a linear scan is
  * fine for the few dozen names a program registers.
+ *
+ * Registration is closed while any pool exists (`pools`, counted under the
+ * same mutex by ct__process_registry_hold/release): a name added then would
+ * be unknown to that pool's children (its tasks would end as UnknownTask)
+ * and known to the children of a fork server restarted later, so the
+ * caller is told at once instead (CT_ENOTSUP).
  */
 #include "process/process-registry.h"
 
@@ -20,6 +26,7 @@ typedef struct {
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static ct__process_entry_t *table;
 static size_t table_len, table_cap;
+static size_t pools; /* pools created and not yet freed */
 
 static ct__process_entry_t *find(const char *name) {
   for (size_t i = 0; i < table_len; i++)
@@ -44,7 +51,7 @@ int ct_process_register(const char *name, ct_process_fn fn, void *data) {
   if (!name || !fn || !name[0] || strlen(name) > CT__PROCESS_NAME_MAX)
     return CT_EINVAL;
   pthread_mutex_lock(&table_lock);
-  int rc = find(name) ? CT_EBUSY : grow();
+  int rc = pools ? CT_ENOTSUP : find(name) ? CT_EBUSY : grow();
   char *copy = rc == 0 ? strdup(name) : NULL;
   if (rc == 0 && !copy)
     rc = CT_ENOMEM;
@@ -66,3 +73,15 @@ ct_process_fn ct__process_lookup(const char *name, void **data) {
 
 void ct__process_registry_lock(void) { pthread_mutex_lock(&table_lock); }
 void ct__process_registry_unlock(void) { pthread_mutex_unlock(&table_lock); }
+
+void ct__process_registry_hold(void) {
+  pthread_mutex_lock(&table_lock);
+  pools++;
+  pthread_mutex_unlock(&table_lock);
+}
+
+void ct__process_registry_release(void) {
+  pthread_mutex_lock(&table_lock);
+  pools--;
+  pthread_mutex_unlock(&table_lock);
+}

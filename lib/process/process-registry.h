@@ -12,4 +12,8 @@ ct_process_fn ct__process_lookup(const char *name, void **data);
 void ct__process_registry_lock(void);
 void ct__process_registry_unlock(void);
 
+/* A pool was created / freed: registration is closed while any exists. */
+void ct__process_registry_hold(void);
+void ct__process_registry_release(void);
+
 #endif

@@ -58,6 +58,7 @@
 #include "base/opts.h"
 #include "ctasker/result.h"
 #include "process/forkserver.h"
+#include "process/process-registry.h"
 
 typedef struct {
   ct__loop_msg_t msg;
@@ -294,23 +295,24 @@ static void setup_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
 
 /* ---------- entry points (procpool.h) ---------- */
 
-int ct__procpool_read_options(const ct_process_pool_opts_t *in, ct_process_pool_opts_t *o) {
+int ct__procpool_read_options(ct__opts_check_t *c, const ct_process_pool_opts_t *in,
+                              ct_process_pool_opts_t *o) {
   ct_process_pool_opts_t defaults = CT_PROCESS_POOL_OPTS_INIT;
   *o = defaults;
-  if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_process_pool_opts_t, task_timeout)) != 0)
+  if (ct__opts_read(c, o, sizeof *o, in, offsetof(ct_process_pool_opts_t, task_timeout)) != 0)
     return CT_EINVAL;
-  if (o->pool_size <= 0 || o->reserve_normal < 0 || o->reserve_high < 0 || o->pool_size > 4096 ||
-      o->reserve_normal > 4096 || o->reserve_high > 4096)
-    return CT_EINVAL;
-  if (!ct__seconds_valid(o->task_timeout, CT__SEC_LIMIT))
-    return CT_EINVAL;
+  ct__opts_int(c, "pool_size", o->pool_size, 1, 4096);
+  ct__opts_int(c, "reserve_normal", o->reserve_normal, 0, 4096);
+  ct__opts_int(c, "reserve_high", o->reserve_high, 0, 4096);
+  ct__opts_seconds(c, "task_timeout", o->task_timeout, CT__SEC_LIMIT);
   if (o->task_timeout >= CT__SECONDS_FOREVER)
     o->task_timeout = 0; /* no bound: no timer */
   if (o->max_frame == 0)
     o->max_frame = CT__DEFAULT_MAX_FRAME;
   if (o->max_frame > UINT32_MAX - CT__FRAME_SLACK)
-    return CT_EINVAL;
-  return 0;
+    ct__opts_bad(c, "max_frame", "%zu bytes: at most %lu", o->max_frame,
+                 (unsigned long)(UINT32_MAX - CT__FRAME_SLACK));
+  return c->rc;
 }
 
 ct__procpool_t *ct__procpool_new(const ct_process_pool_opts_t *o, const ct__procpool_cfg_t *cfg) {
@@ -343,6 +345,7 @@ ct__procpool_t *ct__procpool_new(const ct_process_pool_opts_t *o, const ct__proc
   pool->server.fd = -1;
   ev_timer_init(&pool->restart_timer, ct__proc_restart_server, 0., 0.);
   pool->restart_timer.data = pool;
+  ct__process_registry_hold();
   return pool;
 }
 
@@ -522,4 +525,5 @@ void ct__procpool_free(ct__procpool_t *pool) {
       ;
   }
   pool_delete(pool);
+  ct__process_registry_release();
 }

@@ -6,6 +6,7 @@
 #ifndef CT_LIB_PROCPOOL_H
 #define CT_LIB_PROCPOOL_H
 
+#include "base/opts.h"
 #include "core/task-internal.h"
 #include "ctasker/process.h"
 #include "exec/loop.h"
@@ -25,9 +26,10 @@ typedef struct ct__procpool_cfg {
   void *data;
 } ct__procpool_cfg_t;
 
-/* Copy the caller's options (NULL: defaults) and check them. Returns 0 or
- * CT_EINVAL. */
-int ct__procpool_read_options(const ct_process_pool_opts_t *in, ct_process_pool_opts_t *o);
+/* Copy the caller's options (NULL: defaults) and check them through c
+ * (base/opts.h: each bad field is logged). Returns 0 or CT_EINVAL. */
+int ct__procpool_read_options(ct__opts_check_t *c, const ct_process_pool_opts_t *in,
+                              ct_process_pool_opts_t *o);
 
 /* A new pool with checked options, not started; NULL if out of memory. */
 ct__procpool_t *ct__procpool_new(const ct_process_pool_opts_t *o, const ct__procpool_cfg_t *cfg);

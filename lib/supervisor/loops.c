@@ -152,7 +152,7 @@ int ct_loop_create(ct_supervisor_t *sup, const char *name, ct_loop_t **out) {
     *out = l;
   }
   pthread_mutex_unlock(&sup->loops_lock);
-  return rc;
+  return rc == CT_ESHUTDOWN ? ct__sup_refuse_not_running(sup, "ct_loop_create") : rc;
 }
 
 int ct_loop_get(ct_supervisor_t *sup, const char *name, ct_loop_t **out) {

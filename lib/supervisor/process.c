@@ -22,7 +22,10 @@ int ct_process_pool_create(ct_supervisor_t *sup, const ct_process_pool_opts_t *o
   ct_process_pool_opts_t o;
   if (!sup)
     sup = ct_supervisor_default();
-  if (!sup || ct__procpool_read_options(opts, &o) != 0)
+  if (!sup)
+    return CT_EINVAL;
+  ct__opts_check_t c = ct__sup_opts_check(sup, "ct_process_pool_opts_t", "ct_process_pool_create");
+  if (ct__procpool_read_options(&c, opts, &o) != 0)
     return CT_EINVAL;
   if (ct__loop_is_own_thread(&sup->loop))
     return CT_EDEADLK;
@@ -50,9 +53,13 @@ int ct_process_pool_create(ct_supervisor_t *sup, const ct_process_pool_opts_t *o
 }
 
 /* A process task takes the common task options but no delay. */
-static int read_task_opts(const ct_task_opts_t *in, ct_task_opts_t *o) {
-  int rc = ct__read_task_options(in, o);
-  return rc == 0 && o->delay != 0 ? CT_EINVAL : rc;
+static int read_task_opts(ct_supervisor_t *sup, const ct_task_opts_t *in, ct_task_opts_t *o) {
+  int rc = ct__read_task_options(sup, "ct_process_task", in, o);
+  if (rc == 0 && o->delay != 0) {
+    ct__opts_check_t c = ct__sup_opts_check(sup, "ct_task_opts_t", "ct_process_task");
+    rc = ct__opts_bad(&c, "delay", "a process task takes no delay");
+  }
+  return rc;
 }
 
 /* Where a task submitted from this thread finishes (NULL: the pool's loop). */
@@ -68,13 +75,13 @@ int ct__sup_process_task(ct_supervisor_t *sup, const char *name, const json_t *a
     *out = NULL;
   if (!sup)
     sup = ct_supervisor_default();
-  if (!sup || !name || read_task_opts(opts, &o) != 0)
+  if (!sup || !name || read_task_opts(sup, opts, &o) != 0)
     return CT_EINVAL;
   ct__procpool_t *pool = atomic_load(&sup->procpool);
   if (!pool)
-    return CT_ENOENT;
+    return ct__sup_refuse_no_procpool(sup, "ct_process_task");
   if (atomic_load(&sup->state) != CT__SUP_RUNNING)
-    return CT_ESHUTDOWN;
+    return ct__sup_refuse_not_running(sup, "ct_process_task");
   ct_task_t *t = ct__supervisor_new_task(sup, NULL, NULL, &o, out != NULL);
   if (!t)
     return CT_ENOMEM;

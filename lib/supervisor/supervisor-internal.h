@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 
 #include "base/list.h"
+#include "base/opts.h"
 #include "ctasker/supervisor.h"
 #include "exec/loop.h"
 #include "core/registry.h"
@@ -87,10 +88,28 @@ struct ct_supervisor {
 void ct__sup_log(ct_supervisor_t *sup, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Fill in a task's options from the caller's (NULL: defaults). Returns 0,
- * CT_EINVAL (unknown size, priority out of range, bad delay) or CT_ENOTSUP
- * (a delay for a task on a loop). */
-int ct__read_task_options(const ct_task_opts_t *in, ct_task_opts_t *o);
+/* refuse.c: the refusal of `what` (e.g. "ct_background_task") because the
+ * supervisor is not running: returns CT_ESHUTDOWN, and logs that it was
+ * never started if so (a stop needs no line). */
+int ct__sup_refuse_not_running(ct_supervisor_t *sup, const char *what);
+/* refuse.c: the refusal of `what` for want of a process pool: logs it and
+ * returns CT_ENOENT. */
+int ct__sup_refuse_no_procpool(ct_supervisor_t *sup, const char *what);
+
+/* A check of an options struct of `type` given to the public call `fn`,
+ * whose refusals go to sup's log (base/opts.h; sup may be NULL: nowhere). */
+static inline ct__opts_check_t ct__sup_opts_check(const ct_supervisor_t *sup, const char *type,
+                                                  const char *fn) {
+  ct__opts_check_t c = {type, fn, sup ? sup->opts.log : NULL, sup ? sup->opts.log_data : NULL, 0};
+  return c;
+}
+
+/* Fill in a task's options from the caller's (NULL: defaults) for the
+ * public call `fn`. Returns 0, CT_EINVAL (unknown size, priority out of
+ * range, bad delay; logged through sup's log, sup may be NULL) or
+ * CT_ENOTSUP (a delay for a task on a loop). */
+int ct__read_task_options(ct_supervisor_t *sup, const char *fn, const ct_task_opts_t *in,
+                          ct_task_opts_t *o);
 
 /* A new task for `sup` (one reference, QUEUED, a fresh id) from read
  * options; it gets the extra part if tracked (a handle will be handed out)

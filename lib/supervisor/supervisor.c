@@ -68,19 +68,26 @@ static int high_cap(const ct_supervisor_opts_t *o) {
 }
 
 /* Copy the caller's options (an older, smaller struct is fine) and fill in
- * defaults. Returns 0 or CT_EINVAL. */
+ * defaults. Returns 0 or CT_EINVAL, logged through the struct's own log
+ * callback once its size is known good. */
 static int read_options(const ct_supervisor_opts_t *in, ct_supervisor_opts_t *o) {
   ct_supervisor_opts_t defaults = CT_SUPERVISOR_OPTS_INIT;
+  ct__opts_check_t c = {"ct_supervisor_opts_t", "ct_supervisor_new", NULL, NULL, 0};
   *o = defaults;
-  if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_supervisor_opts_t, log_data)) != 0)
+  if (ct__opts_read(&c, o, sizeof *o, in, offsetof(ct_supervisor_opts_t, log_data)) != 0)
     return CT_EINVAL;
-  if (o->pool_size < 0 || o->reserve_normal < 0 || o->reserve_high < 0 || o->min_threads < 0)
-    return CT_EINVAL;
-  if (!ct__seconds_valid(o->keepalive, CT__SEC_LIMIT) ||
-      !ct__seconds_valid(o->timeout_warning, CT__SEC_LIMIT) ||
-      !ct__seconds_valid(o->timeout_critical, CT__SEC_LIMIT) ||
-      !ct__seconds_valid(o->idle_spin, CT__SEC_LIMIT) || o->idle_spin > 0.001)
-    return CT_EINVAL;
+  c.log = o->log;
+  c.log_data = o->log_data;
+  ct__opts_int(&c, "pool_size", o->pool_size, 0, 1 << 16);
+  ct__opts_int(&c, "reserve_normal", o->reserve_normal, 0, 1 << 16);
+  ct__opts_int(&c, "reserve_high", o->reserve_high, 0, 1 << 16);
+  ct__opts_seconds(&c, "keepalive", o->keepalive, CT__SEC_LIMIT);
+  ct__opts_seconds(&c, "timeout_warning", o->timeout_warning, CT__SEC_LIMIT);
+  ct__opts_seconds(&c, "timeout_critical", o->timeout_critical, CT__SEC_LIMIT);
+  if (ct__opts_seconds(&c, "idle_spin", o->idle_spin, CT__SEC_LIMIT) && o->idle_spin > 0.001)
+    ct__opts_bad(&c, "idle_spin", "%g seconds: at most 0.001", o->idle_spin);
+  if (c.rc != 0)
+    return c.rc;
   o->timeout_warning = limit_or_off(o->timeout_warning);
   o->timeout_critical = limit_or_off(o->timeout_critical);
   if (o->pool_size == 0) {
@@ -89,11 +96,11 @@ static int read_options(const ct_supervisor_opts_t *in, ct_supervisor_opts_t *o)
   }
   if (o->keepalive == 0)
     o->keepalive = CT__DEFAULT_KEEPALIVE;
-  if (o->reserve_normal > 1 << 16 || o->reserve_high > 1 << 16 || o->pool_size > 1 << 16)
-    return CT_EINVAL;
-  if (o->min_threads > high_cap(o))
-    return CT_EINVAL;
-  return 0;
+  if (o->min_threads < 0 || o->min_threads > high_cap(o))
+    ct__opts_bad(&c, "min_threads",
+                 "%d: from 0 to pool_size + reserve_normal + reserve_high (%d)", o->min_threads,
+                 high_cap(o));
+  return c.rc;
 }
 
 /* The supervisor of a task owner (every supervisor embeds its own). */
@@ -184,6 +191,8 @@ static int init_members(ct_supervisor_t *sup) {
     goto no_lock;
   sup->owner.forget = forget_task;
   ct__list_init(&sup->delays);
+  if (sup->opts.stats_timing && !(sup->owner.timing = calloc(1, sizeof *sup->owner.timing)))
+    goto no_timing;
   if (ct__registry_init(&sup->registry) != 0)
     goto no_registry;
   if (ct__sup_parts_init(sup) != 0)
@@ -210,6 +219,8 @@ no_loops:
 no_parts:
   ct__registry_destroy(&sup->registry);
 no_registry:
+  free(sup->owner.timing);
+no_timing:
   pthread_mutex_destroy(&sup->state_lock);
 no_lock:
   pthread_cond_destroy(&sup->state_cond);
@@ -384,29 +395,32 @@ int ct_supervisor_free(ct_supervisor_t *sup) {
   ct__registry_destroy(&sup->registry);
   ct__loops_destroy(sup);
   ct__sup_parts_destroy(sup);
+  free(sup->owner.timing);
   pthread_mutex_destroy(&sup->state_lock);
   pthread_cond_destroy(&sup->state_cond);
   free(sup);
   return 0;
 }
 
-int ct__read_task_options(const ct_task_opts_t *in, ct_task_opts_t *o) {
+int ct__read_task_options(ct_supervisor_t *sup, const char *fn, const ct_task_opts_t *in,
+                          ct_task_opts_t *o) {
   ct_task_opts_t defaults = CT_TASK_OPTS_INIT;
+  ct__opts_check_t c = ct__sup_opts_check(sup, "ct_task_opts_t", fn);
   *o = defaults;
   if (!in)
     return 0;
-  if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_task_opts_t, done_data)) != 0)
+  if (ct__opts_read(&c, o, sizeof *o, in, offsetof(ct_task_opts_t, done_data)) != 0)
     return CT_EINVAL;
-  if (o->priority < CT_PRIORITY_CRITICAL || o->priority > CT_PRIORITY_MAX)
-    return CT_EINVAL;
-  if (!ct__seconds_valid(o->delay, CT__SEC_DELAY))
-    return CT_EINVAL;
+  ct__opts_int(&c, "priority", o->priority, CT_PRIORITY_CRITICAL, CT_PRIORITY_MAX);
+  ct__opts_seconds(&c, "delay", o->delay, CT__SEC_DELAY);
+  if (c.rc != 0)
+    return c.rc;
   return o->loop && o->delay > 0 ? CT_ENOTSUP : 0;
 }
 
 ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
                                    const ct_task_opts_t *o, bool tracked) {
-  bool extra = tracked || o->on_done || o->name || watchdog_on(sup);
+  bool extra = tracked || o->on_done || o->name || watchdog_on(sup) || sup->owner.timing;
   ct_task_t *t = ct__task_new(fn, arg, o->priority, extra);
   if (!t)
     return NULL;
@@ -495,11 +509,15 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
     *out = NULL;
   if (!sup)
     sup = ct_supervisor_default();
-  int rc = ct__read_task_options(opts, &o);
-  if (!sup || !fn || rc != 0 || (o.loop && !ct__loop_is_own(sup, o.loop)))
+  int rc = ct__read_task_options(sup, "ct_background_task", opts, &o);
+  if (rc == 0 && sup && o.loop && !ct__loop_is_own(sup, o.loop)) {
+    ct__opts_check_t c = ct__sup_opts_check(sup, "ct_task_opts_t", "ct_background_task");
+    rc = ct__opts_bad(&c, "loop", "not a loop of this supervisor");
+  }
+  if (!sup || !fn || rc != 0)
     return rc ? rc : CT_EINVAL;
   if (!submission_enter(sup))
-    return CT_ESHUTDOWN;
+    return ct__sup_refuse_not_running(sup, "ct_background_task");
   ct_task_t *t = ct__supervisor_new_task(sup, fn, arg, &o, out != NULL);
   rc = t ? ct__supervisor_track(sup, t, out) : CT_ENOMEM;
   if (rc == 0)
@@ -578,17 +596,46 @@ size_t ct_supervisor_registry_size(ct_supervisor_t *sup) {
   return sup ? ct__registry_size(&sup->registry) : 0;
 }
 
-int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
-  if (!sup)
-    sup = ct_supervisor_default();
-  if (!sup || !out)
-    return CT_EINVAL;
+/* Loop tasks: the outcomes are read before the count of accepted tasks,
+ * which every outcome follows, so `active` never wraps below zero. */
+static void loop_stats(ct__loop_counts_t *lc, ct_stats_t *out) {
+  uint64_t done = atomic_load(&lc->completed) + atomic_load(&lc->failed) +
+                  atomic_load(&lc->canceled);
+  out->loop_tasks = atomic_load(&lc->accepted);
+  out->loop_active = out->loop_tasks - done;
+}
+
+/* The smallest ct_stats_t ever published: up to threads_idle. */
+#define CT__STATS_OLDEST (offsetof(ct_stats_t, threads_idle) + sizeof(uint64_t))
+
+static void timing_stats(const ct__timing_t *tm, ct_stats_t *out) {
+  uint64_t n;
+  out->wait_p50 = ct__histogram_quantile(&tm->wait, 0.50, &n);
+  out->wait_p90 = ct__histogram_quantile(&tm->wait, 0.90, &n);
+  out->wait_p99 = ct__histogram_quantile(&tm->wait, 0.99, &n);
+  out->run_p50 = ct__histogram_quantile(&tm->run, 0.50, &n);
+  out->run_p90 = ct__histogram_quantile(&tm->run, 0.90, &n);
+  out->run_p99 = ct__histogram_quantile(&tm->run, 0.99, &n);
+  out->timed = n;
+}
+
+/* With stats_timing: {"tasks", "wait": {"p50", "p90", "p99"}, "run": {..}}. */
+static json_t *timing_json(const ct_stats_t *s) {
+  return json_pack("{s:I, s:{s:f, s:f, s:f}, s:{s:f, s:f, s:f}}", "tasks", (json_int_t)s->timed,
+                   "wait", "p50", s->wait_p50, "p90", s->wait_p90, "p99", s->wait_p99, "run",
+                   "p50", s->run_p50, "p90", s->run_p90, "p99", s->run_p99);
+}
+
+/* Every counter this library has, into *out. */
+static void all_stats(ct_supervisor_t *sup, ct_stats_t *out) {
   ct__pool_counts_t pool;
   ct__pool_counts(&sup->pool, &pool);
-  *out = (ct_stats_t){.queued = pool.queued, .running = pool.running,
+  *out = (ct_stats_t){.size = sizeof *out, .queued = pool.queued, .running = pool.running,
                       .completed = pool.completed, .failed = pool.failed,
                       .canceled = pool.canceled, .threads = pool.threads,
                       .threads_idle = pool.threads_idle};
+  loop_stats(&sup->loop_counts, out);
+  out->registered = ct__registry_size(&sup->registry);
   /* Every submission takes an id, so the ids tell how many were accepted. */
   out->submitted = atomic_load(&sup->next_id) - 1 - atomic_load(&sup->refused);
   out->delayed = atomic_load(&sup->delayed);
@@ -602,7 +649,18 @@ int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
   out->completed += proc.completed;
   out->failed += proc.failed;
   out->canceled += proc.canceled;
-  return 0;
+  if (sup->owner.timing)
+    timing_stats(sup->owner.timing, out);
+}
+
+int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
+  if (!sup)
+    sup = ct_supervisor_default();
+  if (!sup || !out)
+    return CT_EINVAL;
+  ct_stats_t all;
+  all_stats(sup, &all);
+  return ct__out_fill(out, &all, sizeof all, CT__STATS_OLDEST);
 }
 
 static const char *state_name(int state) {
@@ -611,25 +669,30 @@ static const char *state_name(int state) {
 }
 
 json_t *ct_supervisor_stats_json(ct_supervisor_t *sup) {
-  ct_stats_t s;
+  ct_stats_t s = CT_STATS_INIT;
   if (!sup)
     sup = ct_supervisor_default();
   if (ct_supervisor_stats(sup, &s) != 0)
     return NULL;
   const ct_supervisor_opts_t *o = &sup->opts;
   json_t *j = json_pack(
-      "{s:s, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:i, s:i, s:i, s:i, s:I, s:I}}",
+      "{s:s, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I},"
+      " s:{s:i, s:i, s:i, s:i, s:i, s:I, s:I}}",
       "state", state_name(atomic_load(&sup->state)), "tasks", "submitted",
       (json_int_t)s.submitted, "queued", (json_int_t)s.queued, "delayed",
       (json_int_t)s.delayed, "running", (json_int_t)s.running, "completed",
       (json_int_t)s.completed, "failed", (json_int_t)s.failed, "canceled",
-      (json_int_t)s.canceled, "registered", (json_int_t)ct__registry_size(&sup->registry),
-      "pool", "size", o->pool_size, "reserve_normal", o->reserve_normal, "reserve_high",
+      (json_int_t)s.canceled, "registered", (json_int_t)s.registered, "loops", "tasks",
+      (json_int_t)s.loop_tasks, "active", (json_int_t)s.loop_active, "pool", "size", o->pool_size, "reserve_normal", o->reserve_normal, "reserve_high",
       o->reserve_high, "min_threads", o->min_threads, "max_threads", high_cap(o), "threads",
       (json_int_t)s.threads, "threads_idle", (json_int_t)s.threads_idle);
   /* Workers are the parts attached to a supervisor. */
   if (j && json_object_set_new(j, "workers", ct__sup_parts_json(sup)) != 0) {
     json_decref(j); /* out of memory: no partial answer */
+    j = NULL;
+  }
+  if (j && sup->owner.timing && json_object_set_new(j, "timing", timing_json(&s)) != 0) {
+    json_decref(j);
     j = NULL;
   }
   json_t *processes = ct__procpool_stats_json(atomic_load(&sup->procpool));

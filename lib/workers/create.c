@@ -41,14 +41,24 @@ static char *default_name(ct_worker_fn fn) {
   return strdup(buf);
 }
 
-static int read_worker_options(const ct_worker_opts_t *in, ct_worker_opts_t *o) {
+/* Copy and check the options of a worker of sup running fn; each bad field
+ * is logged through sup's log. Returns 0 or CT_EINVAL. */
+static int read_worker_options(ct_supervisor_t *sup, ct_worker_fn fn, const ct_worker_opts_t *in,
+                               ct_worker_opts_t *o) {
   ct_worker_opts_t defaults = CT_WORKER_OPTS_INIT;
+  ct__opts_check_t c = ct__sup_opts_check(sup, "ct_worker_opts_t", "ct_worker_new");
   *o = defaults;
-  if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_worker_opts_t, loop)) != 0)
+  if (ct__opts_read(&c, o, sizeof *o, in, offsetof(ct_worker_opts_t, loop)) != 0)
     return CT_EINVAL;
-  if (o->priority < CT_PRIORITY_CRITICAL || o->priority > CT_PRIORITY_MAX)
-    return CT_EINVAL;
-  return 0;
+  ct__opts_int(&c, "priority", o->priority, CT_PRIORITY_CRITICAL, CT_PRIORITY_MAX);
+  if (!fn == !o->process)
+    ct__opts_bad(&c, "process", fn ? "given with a run function: give one of them"
+                                   : "NULL and no run function: give one of them");
+  if (o->loop && !ct__loop_is_own(sup, o->loop))
+    ct__opts_bad(&c, "loop", "not a loop of this supervisor");
+  if (o->loop && o->process)
+    ct__opts_bad(&c, "loop", "a process worker runs in pool children, not on a loop");
+  return c.rc;
 }
 
 static int init_sync(ct_worker_t *w) {
@@ -74,8 +84,7 @@ int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn,
     *out = NULL;
   if (!sup)
     sup = ct_supervisor_default();
-  if (!sup || !out || !ops || read_worker_options(opts, &o) != 0 || !fn == !o.process ||
-      (o.loop && !ct__loop_is_own(sup, o.loop)))
+  if (!sup || !out || !ops || read_worker_options(sup, fn, opts, &o) != 0)
     return CT_EINVAL;
   ct_worker_t *w = calloc(1, ops->size);
   if (!w)

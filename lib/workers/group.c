@@ -64,7 +64,9 @@ int ct_worker_group_new(const ct_worker_group_opts_t *opts, ct_worker_group_t **
   ct_worker_group_opts_t o = CT_WORKER_GROUP_OPTS_INIT;
   if (out)
     *out = NULL;
-  if (!out || ct__opts_copy(&o, sizeof o, opts, offsetof(ct_worker_group_opts_t, one_for_all)))
+  /* No supervisor, and the struct's size is what is wrong: nowhere to log. */
+  ct__opts_check_t c = {"ct_worker_group_opts_t", "ct_worker_group_new", NULL, NULL, 0};
+  if (!out || ct__opts_read(&c, &o, sizeof o, opts, offsetof(ct_worker_group_opts_t, one_for_all)))
     return CT_EINVAL;
   ct_worker_group_t *g = calloc(1, sizeof *g);
   if (!g)
@@ -213,6 +215,14 @@ void ct__group_forget(ct_worker_t *w) {
   pthread_mutex_unlock(&groups_lock);
 }
 
+/* Whether the worker's owner has freed it (a group may still hold it). */
+static bool was_freed(ct_worker_t *w) {
+  pthread_mutex_lock(&w->lock);
+  bool freed = w->freed;
+  pthread_mutex_unlock(&w->lock);
+  return freed;
+}
+
 int ct_worker_group_start(ct_worker_group_t *g, const ct_worker_start_opts_t *opts) {
   size_t n;
   if (!g)
@@ -234,7 +244,7 @@ int ct_worker_group_start(ct_worker_group_t *g, const ct_worker_start_opts_t *op
   size_t started = 0;
   for (; rc == 0 && started < n; started++) {
     rc = ct_worker_start(ws[started], opts);
-    if (rc == CT_ENOENT)
+    if (rc == CT_ENOENT && was_freed(ws[started]))
       rc = 0; /* freed by its owner since the copy: no longer a member */
   }
   if (rc != 0)

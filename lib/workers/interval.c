@@ -66,15 +66,23 @@ typedef struct {
 
 static ct__interval_worker_t *as_interval(ct_worker_t *w) { return (ct__interval_worker_t *)w; }
 
-static bool valid_timing(double interval, double delay, double before) {
-  return ct__seconds_valid(interval, CT__SEC_DELAY) && ct__seconds_valid(delay, CT__SEC_DELAY) &&
-         ct__seconds_valid(before, CT__SEC_DELAY) && ((interval > 0) != (delay > 0));
+/* Each time finite and >= 0, exactly one of interval and delay > 0; bad
+ * fields are refused through c. Returns 0 or CT_EINVAL. */
+static int check_timing(ct__opts_check_t *c, double interval, double delay, double before) {
+  ct__opts_seconds(c, "interval", interval, CT__SEC_DELAY);
+  ct__opts_seconds(c, "delay", delay, CT__SEC_DELAY);
+  ct__opts_seconds(c, "delay_before", before, CT__SEC_DELAY);
+  if (c->rc == 0 && (interval > 0) == (delay > 0))
+    ct__opts_bad(c, "interval", "%g with delay %g: exactly one of interval and delay must be > 0",
+                 interval, delay);
+  return c->rc;
 }
 
 static int interval_setup(ct_worker_t *w, const ct_worker_opts_t *o) {
   ct__interval_worker_t *iw = as_interval(w);
+  ct__opts_check_t c = ct__sup_opts_check(w->sup, "ct_worker_opts_t", "ct_worker_new");
   iw->fd = -1;
-  if (!valid_timing(o->interval, o->delay, o->delay_before))
+  if (check_timing(&c, o->interval, o->delay, o->delay_before) != 0)
     return CT_EINVAL;
   iw->interval = o->interval;
   iw->delay = o->delay;
@@ -84,9 +92,11 @@ static int interval_setup(ct_worker_t *w, const ct_worker_opts_t *o) {
 
 static int interval_configure(ct_worker_t *w, const ct_worker_start_opts_t *o) {
   ct__interval_worker_t *iw = as_interval(w);
-  if (!ct__seconds_valid(o->interval, CT__SEC_SIGNED) ||
-      !ct__seconds_valid(o->delay, CT__SEC_SIGNED) ||
-      !ct__seconds_valid(o->delay_before, CT__SEC_SIGNED))
+  ct__opts_check_t c = ct__sup_opts_check(w->sup, "ct_worker_start_opts_t", "ct_worker_start");
+  ct__opts_seconds(&c, "interval", o->interval, CT__SEC_SIGNED);
+  ct__opts_seconds(&c, "delay", o->delay, CT__SEC_SIGNED);
+  ct__opts_seconds(&c, "delay_before", o->delay_before, CT__SEC_SIGNED);
+  if (c.rc != 0)
     return CT_EINVAL; /* NaN would read as "keep" below */
   double interval = iw->interval, delay = iw->delay;
   double before = o->delay_before >= 0 ? o->delay_before : iw->delay_before;
@@ -94,7 +104,7 @@ static int interval_configure(ct_worker_t *w, const ct_worker_start_opts_t *o) {
     interval = o->interval > 0 ? o->interval : 0;
     delay = o->delay > 0 ? o->delay : 0;
   }
-  if (!valid_timing(interval, delay, before))
+  if (check_timing(&c, interval, delay, before) != 0)
     return CT_EINVAL;
   iw->cur_interval = interval;
   iw->cur_delay = delay;

@@ -106,7 +106,8 @@ static int process_submit(ct_worker_t *w) {
 }
 
 static int process_check_start(ct_worker_t *w) {
-  return atomic_load(&w->sup->procpool) ? 0 : CT_ENOENT;
+  return atomic_load(&w->sup->procpool) ? 0
+                                        : ct__sup_refuse_no_procpool(w->sup, "ct_worker_start");
 }
 
 static const ct__worker_exec_t process_exec = {
@@ -116,12 +117,15 @@ static const ct__worker_exec_t process_exec = {
 
 int ct__worker_process_setup(ct_worker_t *w, const ct_worker_opts_t *o) {
   void *data;
-  if (o->loop)
-    return CT_EINVAL;
   if (w->kind == CT_WORKER_BACKGROUND)
     return CT_ENOTSUP;
-  if (!ct__process_lookup(o->process, &data))
+  if (!ct__process_lookup(o->process, &data)) {
+    ct__sup_log(w->sup, CT_LOG_ERROR,
+                "ctasker: ct_worker_new: ct_worker_opts_t.process: no process function \"%s\" "
+                "is registered (ct_process_register())",
+                o->process);
     return CT_ENOENT;
+  }
   if (!(w->process = strdup(o->process)))
     return CT_ENOMEM;
   w->exec = &process_exec;

@@ -307,12 +307,18 @@ int ct__worker_post(ct_worker_t *w, void (*fn)(ct_worker_t *w)) {
 
 /* ---- start ---- */
 
-static int read_start_options(const ct_worker_start_opts_t *in, ct_worker_start_opts_t *o) {
+/* Copy and check a start's overrides; each bad field is logged through
+ * the supervisor's log. Returns 0 or CT_EINVAL. */
+static int read_start_options(ct_worker_t *w, const ct_worker_start_opts_t *in,
+                              ct_worker_start_opts_t *o) {
   ct_worker_start_opts_t defaults = CT_WORKER_START_OPTS_INIT;
+  ct__opts_check_t c = ct__sup_opts_check(w->sup, "ct_worker_start_opts_t", "ct_worker_start");
   *o = defaults;
-  if (ct__opts_copy(o, sizeof *o, in, offsetof(ct_worker_start_opts_t, delay_before)) != 0)
+  if (ct__opts_read(&c, o, sizeof *o, in, offsetof(ct_worker_start_opts_t, delay_before)) != 0)
     return CT_EINVAL;
-  return o->priority > CT_PRIORITY_MAX ? CT_EINVAL : 0;
+  if (o->priority > CT_PRIORITY_MAX)
+    ct__opts_bad(&c, "priority", "%d is above CT_PRIORITY_MAX (< 0: keep)", o->priority);
+  return c.rc;
 }
 
 /* Lock held: whether the worker may start now. */
@@ -328,11 +334,11 @@ static int startable(ct_worker_t *w) {
 
 /* Lock held: switch to RUNNING unless the supervisor is stopping. */
 static int enter_running(ct_worker_t *w) {
-  int rc = ct__sup_parts_lock_open(w->sup) ? 0 : CT_ESHUTDOWN;
-  if (rc == 0)
+  bool open = ct__sup_parts_lock_open(w->sup);
+  if (open)
     set_state(w, CT_WORKER_RUNNING);
   ct__sup_parts_unlock(w->sup);
-  return rc;
+  return open ? 0 : ct__sup_refuse_not_running(w->sup, "ct_worker_start");
 }
 
 /* Lock held: the kept copy of a start's name override (NULL: none); `copy`
@@ -389,7 +395,7 @@ static void call_on_start(ct_worker_t *w) {
 
 int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
   ct_worker_start_opts_t o;
-  if (!w || read_start_options(opts, &o) != 0)
+  if (!w || read_start_options(w, opts, &o) != 0)
     return CT_EINVAL;
   char *copy = NULL, *name = NULL;
   if (o.name && !(copy = strdup(o.name)))
@@ -586,18 +592,26 @@ bool ct_worker_stop_requested(const ct_worker_t *w) {
   return !w || state_of(w) != CT_WORKER_RUNNING;
 }
 
+/* The smallest ct_worker_stats_t ever published: up to state. */
+#define CT__WORKER_STATS_OLDEST (offsetof(ct_worker_stats_t, state) + sizeof(ct_worker_state_t))
+
 int ct_worker_stats(ct_worker_t *w, ct_worker_stats_t *out) {
   if (!w || !out)
     return CT_EINVAL;
+  ct_worker_stats_t all = {.size = sizeof all};
   pthread_mutex_lock(&w->lock);
-  out->runs = w->runs;
-  out->failures = w->failures;
-  out->dropped = w->dropped;
-  out->pending = w->ops->pending ? w->ops->pending(w) : 0;
-  out->last_run = w->last_run;
-  out->state = (ct_worker_state_t)state_of(w);
+  all.runs = w->runs;
+  all.failures = w->failures;
+  all.dropped = w->dropped;
+  all.pending = w->ops->pending ? w->ops->pending(w) : 0;
+  all.last_run = w->last_run;
+  all.state = (ct_worker_state_t)state_of(w);
+  if (is_final(all.state)) { /* as ct_worker_last_end(), in the same snapshot */
+    all.end_reason = (ct_worker_end_reason_t)w->last_reason;
+    all.end_code = w->last_code;
+  }
   pthread_mutex_unlock(&w->lock);
-  return 0;
+  return ct__out_fill(out, &all, sizeof all, CT__WORKER_STATS_OLDEST);
 }
 
 static const char *end_name(int reason) {
@@ -611,17 +625,16 @@ static const char *state_name(int s) {
 }
 
 json_t *ct_worker_stats_json(ct_worker_t *w) {
-  ct_worker_stats_t s;
+  ct_worker_stats_t s = CT_WORKER_STATS_INIT;
   if (ct_worker_stats(w, &s) != 0)
     return NULL;
-  int code;
-  ct_worker_end_reason_t end = ct_worker_last_end(w, &code, NULL);
   pthread_mutex_lock(&w->lock);
   json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:f, s:s, s:i}", "name", w->name,
                         "kind", w->ops->kind_name, "state", state_name(s.state), "runs",
                         (json_int_t)s.runs, "failures", (json_int_t)s.failures, "dropped",
                         (json_int_t)s.dropped, "pending", (json_int_t)s.pending, "last_run",
-                        s.last_run, "end_reason", end_name(end), "end_code", code);
+                        s.last_run, "end_reason", end_name(s.end_reason), "end_code",
+                        s.end_code);
   pthread_mutex_unlock(&w->lock);
   return j;
 }

@@ -3,6 +3,7 @@
  * and reconnection, submission by name into one stream per priority
  * class, task records, TTLs, and calls from many threads.
  * Never asserts a duration: deadlines are short, bounds are generous. */
+#include <math.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -401,6 +402,35 @@ TEST(free_after_the_supervisor_stopped) {
   test_redis_stop(&r);
 }
 
+TEST(bad_options_name_their_field_in_the_log) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
+  ct_broker_t *b;
+  o.url = r.url;
+  o.log = log_line;
+  o.ns = "a b";
+  o.connect_timeout = NAN;
+  log_clear();
+  CHECK_EQ_INT(ct_broker_new(sup, &o, &b), CT_EINVAL);
+  CHECK(log_says("ct_broker_new: invalid ct_broker_opts_t.ns"));
+  CHECK(log_says("ct_broker_opts_t.connect_timeout: NaN"));
+  b = broker_open(sup, r.url, 10);
+  char id[CT_BROKER_ID_SIZE] = "";
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  so.priority = 256;
+  CHECK_EQ_INT(ct_broker_submit(b, "x", NULL, &so, id), CT_EINVAL);
+  CHECK(log_says("ct_broker_submit: invalid ct_broker_submit_opts_t.priority: 256 is out"));
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.lease = 0.01;
+  CHECK_EQ_INT(ct_broker_worker_start(b, &wo), CT_EINVAL);
+  CHECK(log_says("ct_broker_worker_start: invalid ct_broker_worker_opts_t.lease"));
+  ct_broker_free(b);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
 int main(void) {
   if (system("command -v redis-server >/dev/null") != 0) {
     fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
@@ -419,5 +449,6 @@ int main(void) {
   RUN(a_restarted_server_is_reconnected);
   RUN(calls_from_many_threads_all_land);
   RUN(free_after_the_supervisor_stopped);
+  RUN(bad_options_name_their_field_in_the_log);
   return check_done();
 }
