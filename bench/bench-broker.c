@@ -170,9 +170,15 @@ static worker_proc_t spawn_worker(void) {
   return (worker_proc_t){pid, in[1]};
 }
 
-static void stop_worker(worker_proc_t *w) {
+/* End the worker; false (said on stderr) if it did not end cleanly. */
+static bool stop_worker(worker_proc_t *w) {
+  int status = 0;
   close(w->to_child);
-  waitpid(w->pid, NULL, 0);
+  waitpid(w->pid, &status, 0);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+    return true;
+  fprintf(stderr, "bench-broker: the ctasker worker ended with status %d\n", status);
+  return false;
 }
 
 /* ---- readings ---------------------------------------------------------------- */
@@ -586,9 +592,9 @@ int main(int argc, char **argv) {
   ct_broker_free(b);
   ct_supervisor_stop(sup, CT_STOP_DRAIN, -1);
   ct_supervisor_free(sup);
-  stop_worker(&worker);
+  bool worker_ok = stop_worker(&worker);
   sort_commandstats();
   cfg.json ? print_json(load0, load1) : print_text(load0, load1);
   test_redis_stop(&redis);
-  return 0;
+  return worker_ok ? 0 : 1;
 }
