@@ -903,9 +903,11 @@ static void child_memory(int b) {
     figure_add_run(f, v[i], bench_load1());
     figure_finish(f);
   }
+  /* Only once the pool has ended may the gate go: a task released from
+   * it may still be on its way out of sync_gate_pass(). */
+  be->close();
   sync_latch_destroy(&done);
   sync_gate_destroy(&gate);
-  be->close();
 }
 
 /* Child: the scaling grid's row for `threads` pool threads. */

@@ -2,7 +2,8 @@
 """Check the shape of `bench-pool --quick --json` (not its numbers), which
 bench/report reads: every table, every figure's fields, a measured value
 for ctasker in each figure, the whole scaling grid and the three task sizes
-of the realistic mix. Usage: check-json.py BENCH-POOL. Exit status 0 if the
+of the realistic mix. Usage: check-json.py BENCH-POOL. Under
+ThreadSanitizer (TSAN_OPTIONS set), bench/tsan.supp is added. Exit status 0 if the
 shape holds; otherwise each problem is printed and the status is 1.
 """
 import json
@@ -18,6 +19,9 @@ TABLES = {"throughput", "cpu", "csw", "latency", "mix", "size", "memory", "scali
 def main():
     env = dict(os.environ, CT_BENCH_TASKS="2000", CT_BENCH_SAMPLES="10", CT_BENCH_REPS="1",
                CT_BENCH_MAX_TASKS="10000", CT_BENCH_MEM_TASKS="2000")
+    if "TSAN_OPTIONS" in env:  # see tsan.supp
+        supp = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tsan.supp")
+        env["TSAN_OPTIONS"] += ":suppressions=" + supp
     out = subprocess.run([sys.argv[1], "--quick", "--json"], env=env, check=True,
                          stdout=subprocess.PIPE, text=True).stdout
     doc = json.loads(out)
