@@ -1,6 +1,8 @@
 /* Small helpers shared by the benchmarks: a clock, a countdown latch and a
  * gate that holds tasks back (tests/sync.h), submit->start probes, order statistics, the
- * heap in use and settings read from the environment.
+ * heap in use, the process's CPU time, context switches and resident set,
+ * the load average, calibrated busy work and settings read from the
+ * environment.
  *
  * Everything is header-only and static: each benchmark is one program.
  */
@@ -14,7 +16,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "sync.h"
@@ -92,6 +96,70 @@ static inline void bench_sort_u64(uint64_t *v, size_t n) {
 static inline size_t bench_heap_in_use(void) {
   struct mallinfo2 mi = mallinfo2();
   return mi.uordblks + mi.hblkhd;
+}
+
+/* What the whole process has used so far: CPU time of every thread (user
+ * and system) and context switches, voluntary and not. On a shared machine
+ * these per-task costs hold still where wall-clock throughput does not. */
+typedef struct bench_usage {
+  double cpu_s;
+  long csw;
+} bench_usage_t;
+
+static inline bench_usage_t bench_usage(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (bench_usage_t){(double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                             (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6,
+                         ru.ru_nvcsw + ru.ru_nivcsw};
+}
+
+/* The 1-minute load average, NAN if /proc/loadavg cannot be read. */
+static inline double bench_load1(void) {
+  double v = NAN;
+  FILE *f = fopen("/proc/loadavg", "r");
+  if (f) {
+    if (fscanf(f, "%lf", &v) != 1)
+      v = NAN;
+    fclose(f);
+  }
+  return v;
+}
+
+/* The process's resident set in bytes (VmRSS), 0 if unknown. */
+static inline size_t bench_rss_bytes(void) {
+  char line[128];
+  size_t kb = 0;
+  FILE *f = fopen("/proc/self/status", "r");
+  if (!f)
+    return 0;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmRSS: %zu kB", &kb) == 1)
+      break;
+  fclose(f);
+  return kb * 1024;
+}
+
+/* Busy work: `iters` steps of a dependent multiply-add that the compiler
+ * cannot drop. bench_calibrate_work() says how many steps take one
+ * microsecond on this CPU (the fastest of a few tries, so that a
+ * preemption during calibration does not shrink every later task). */
+static inline void bench_work(long iters) {
+  volatile uint64_t x = 1;
+  for (long i = 0; i < iters; i++)
+    x = x * 6364136223846793005u + 1442695040888963407u;
+}
+
+static inline double bench_calibrate_work(void) {
+  const long iters = 2000000;
+  uint64_t best = UINT64_MAX;
+  for (int i = 0; i < 7; i++) {
+    uint64_t t0 = bench_now_ns();
+    bench_work(iters);
+    uint64_t t = bench_now_ns() - t0;
+    best = t < best ? t : best;
+  }
+  return (double)iters * 1e3 / (double)(best ? best : 1);
 }
 
 /* A positive integer from the environment, or `fallback`. */

@@ -101,6 +101,7 @@ static inline int sync_gate_arrived(sync_gate_t *g) {
 typedef struct {
   atomic_long count;
   long target;
+  bool reached; /* set under the lock by the last count */
   pthread_mutex_t lock;
   pthread_cond_t cond;
 } sync_latch_t;
@@ -108,6 +109,7 @@ typedef struct {
 static inline void sync_latch_init(sync_latch_t *l, long target) {
   atomic_init(&l->count, 0);
   l->target = target;
+  l->reached = target <= 0;
   pthread_mutex_init(&l->lock, NULL);
   pthread_cond_init(&l->cond, NULL);
 }
@@ -117,10 +119,16 @@ static inline void sync_latch_destroy(sync_latch_t *l) {
   pthread_cond_destroy(&l->cond);
 }
 
+/* The latch may be destroyed as soon as the waiter returns, so a count
+ * touches it only before its add, and the last one only until it unlocks:
+ * the waiter returns once it has seen `reached`, which that count sets
+ * under the lock. */
 static inline void sync_latch_count(sync_latch_t *l) {
-  if (atomic_fetch_add_explicit(&l->count, 1, memory_order_acq_rel) + 1 != l->target)
+  long target = l->target;
+  if (atomic_fetch_add_explicit(&l->count, 1, memory_order_acq_rel) + 1 != target)
     return;
   pthread_mutex_lock(&l->lock);
+  l->reached = true;
   pthread_cond_broadcast(&l->cond);
   pthread_mutex_unlock(&l->lock);
 }
@@ -128,8 +136,7 @@ static inline void sync_latch_count(sync_latch_t *l) {
 static inline bool sync_latch_wait(sync_latch_t *l, double bound) {
   bool ok;
   pthread_mutex_lock(&l->lock);
-  SYNC_WAIT_UNTIL(&l->cond, &l->lock,
-                  atomic_load_explicit(&l->count, memory_order_acquire) >= l->target, bound, ok);
+  SYNC_WAIT_UNTIL(&l->cond, &l->lock, l->reached, bound, ok);
   pthread_mutex_unlock(&l->lock);
   return ok;
 }
