@@ -81,6 +81,9 @@ struct ct_supervisor {
   ct__list_t extra_loops;       /* N: linked through ct_loop.in_owner */
   struct ct_loop *default_loop; /* N: NULL: the supervisor's own */
   int loops_live;               /* N: extra loops whose threads have not ended */
+
+  /* Threads of its parts' own (threads.c). */
+  atomic_int own_threads; /* A: started and not yet ended; a stop waits for 0 */
 };
 
 /* Log through the user's callback, printf-style. */
@@ -156,6 +159,17 @@ void ct__sup_parts_stop_all(ct_supervisor_t *sup);
 bool ct__sup_parts_attached(ct_supervisor_t *sup);
 /* A new JSON array of every part's statistics, or NULL. */
 json_t *ct__sup_parts_json(ct_supervisor_t *sup);
+
+/* threads.c. Run fn(arg) on a thread of its own, outside the pool and its
+ * caps (signals blocked, named `name`, cut to 15 bytes, detached); the
+ * supervisor's stop completes only once fn has returned. Any thread; the
+ * caller is a part attached to `sup`. Returns 0; CT_ESHUTDOWN if the
+ * supervisor is not running; CT_EAGAIN (logged) if no thread can be
+ * started; CT_ENOMEM. On error fn is never called. */
+int ct__sup_thread_start(ct_supervisor_t *sup, const char *name, void (*fn)(void *arg),
+                         void *arg);
+/* Whether the calling thread is one of `sup`'s own threads (threads.c). */
+bool ct__sup_thread_is_own(const ct_supervisor_t *sup);
 
 /* watchdog.c, loop thread: start / stop the timeout watchdog. */
 void ct__watchdog_start(ct_supervisor_t *sup);
