@@ -321,6 +321,20 @@ CT_EXPORT int ct_queue_worker_put_json(ct_worker_t *w, json_t *item, int priorit
  * Thread-safety: any thread. */
 CT_EXPORT int ct_event_worker_trigger(ct_worker_t *w, bool force);
 
+/** Ask an event (or interval) worker for a run from a signal handler: the
+ * one ctasker call that is async-signal-safe (docs/threading.md). It only
+ * marks the worker and wakes the supervisor's loop thread (atomics and a
+ * write(2) to an eventfd; errno is kept), which then makes the call
+ * ct_event_worker_trigger(w, force) would: signals before that merge into
+ * one trigger (forced if any was). A stop that comes before the loop
+ * thread passes the mark on wins: the trigger is dropped and logged
+ * (warning). Returns 0; CT_ESHUTDOWN if the worker is not running;
+ * CT_EINVAL for NULL or another kind. The worker must not be freed while
+ * a handler may still call this (block the signal, or uninstall the
+ * handler, first).
+ * Thread-safety: any thread; async-signal-safe. */
+CT_EXPORT int ct_event_worker_signal(ct_worker_t *w, bool force);
+
 /** Make a run fail with `error` (stolen; NULL: a generic WorkerError).
  * Returns CT_WORKER_FAILED, so a run can `return ct_worker_fail(run, e);`. */
 CT_EXPORT int ct_worker_fail(ct_worker_run_t *run, json_t *error);

@@ -25,6 +25,11 @@ typedef struct ct__sup_part_ops {
   /* Keep the part alive across a hook call, and let go of it. */
   void (*hold)(struct ct__sup_part *part);
   void (*release)(struct ct__sup_part *part);
+  /* Optional, under parts_lock (no lock, no user code): whether the part
+   * was signaled (ct__sup_signal()) since on_signal last ran. */
+  bool (*has_signal)(struct ct__sup_part *part);
+  /* Optional, on the supervisor's loop thread, no lock held: act on it. */
+  void (*on_signal)(struct ct__sup_part *part);
 } ct__sup_part_ops_t;
 
 /* Embedded in the part (a worker). */
@@ -32,6 +37,7 @@ typedef struct ct__sup_part {
   const ct__sup_part_ops_t *ops;
   ct__list_t node; /* P: in the supervisor's parts */
   bool stopped;    /* P: the supervisor's stop has handled it */
+  struct ct__sup_part *signal_next; /* L: in a round of parts_signaled() */
 } ct__sup_part_t;
 
 /* Guards, as in docs/threading.md's lock table:
@@ -83,7 +89,7 @@ struct ct_supervisor {
   int loops_live;               /* N: extra loops whose threads have not ended */
 
   /* Threads of its parts' own (threads.c). */
-  atomic_int own_threads; /* A: started and not yet ended; a stop waits for 0 */
+  atomic_int own_threads; /* A: started and not yet ended; a stop waits for 0 */  ct__loop_kick_t part_signal; /* A to kick: a part was signaled (parts.c) */
 };
 
 /* Log through the user's callback, printf-style. */
@@ -155,6 +161,12 @@ int ct__sup_parts_init(ct_supervisor_t *sup);
 void ct__sup_parts_destroy(ct_supervisor_t *sup);
 /* Stop every part (its stop hook) and close the list to new starts. */
 void ct__sup_parts_stop_all(ct_supervisor_t *sup);
+/* Async-signal-safe (atomics and a write(2)): have every signaled part's
+ * on_signal hook run soon on the loop thread. Any thread, a signal handler
+ * included, while a part is attached. */
+void ct__sup_signal(ct_supervisor_t *sup);
+/* The part_signal kick's handler (loop thread). */
+void ct__sup_parts_signaled(ct__loop_t *loop, ct__loop_kick_t *kick);
 /* Whether any part is attached. */
 bool ct__sup_parts_attached(ct_supervisor_t *sup);
 /* A new JSON array of every part's statistics, or NULL. */

@@ -198,6 +198,7 @@ static int init_members(ct_supervisor_t *sup) {
   sup->loop.on_exit = on_loop_exit;
   ct__loop_add_kick(&sup->loop, &sup->stop_check, check_stopped, sup);
   ct__loop_add_kick(&sup->loop, &sup->spawn_failed, schedule_spawn_retry, sup);
+  ct__loop_add_kick(&sup->loop, &sup->part_signal, ct__sup_parts_signaled, sup);
   ev_init(&sup->spawn_retry, retry_spawn);
   sup->spawn_retry.data = sup;
   sup->spawn_backoff = CT__SPAWN_BACKOFF_MIN;
