@@ -25,7 +25,7 @@ public_layer() {
   common.h | version.h | result.h) echo base ;;
   task.h) echo core ;;
   process.h) echo process ;;
-  supervisor.h | loop.h) echo supervisor ;;
+  supervisor.h | loop.h | locker.h) echo supervisor ;;
   worker.h) echo workers ;;
   *) echo "${1%.h}" ;;
   esac

@@ -38,6 +38,13 @@ CT_EXPORT bool ct_result_is_error(const json_t *result);
 CT_EXPORT const char *ct_result_error_class(const json_t *result);
 CT_EXPORT const char *ct_result_error_str(const json_t *result); /**< see ct_result_error_class() */
 
+/** True if `result` is an error of class `cls` (for a NULL cls: any error,
+ * as ct_result_is_error()); false for NULL, a result that is not an error,
+ * or another class. So
+ * ct_result_is_error_class(ct_task_result(t), "TimeoutError") is safe for
+ * any task, NULL or not yet terminal included. Thread-safety: any thread. */
+CT_EXPORT bool ct_result_is_error_class(const json_t *result, const char *cls);
+
 #ifdef __cplusplus
 }
 #endif

@@ -46,7 +46,10 @@ enum ct_timeout_level { CT_TIMEOUT_WARNING = 1, CT_TIMEOUT_CRITICAL = 2 };
 
 /** Reports a task that has been queued or running longer than a threshold;
  * called once per task and threshold, on the supervisor's loop thread.
- * `task` is borrowed. `started` says whether it was running or still queued. */
+ * `task` is borrowed. `started` says whether it was running or still queued.
+ * A Locker (locker.h) that could not be taken in time reports here too, as
+ * CT_TIMEOUT_CRITICAL with a NULL task and `started` true, on the thread
+ * that tried to take it. */
 typedef void (*ct_timeout_fn)(ct_supervisor_t *sup, ct_task_t *task, int level,
                               bool started, void *data);
 

@@ -102,6 +102,40 @@ CT_EXPORT int ct_wait_completed(ct_task_t *const *tasks, size_t n, double timeou
 /** ct_wait_completed() for one task. */
 CT_EXPORT int ct_task_wait(ct_task_t *task, double timeout);
 
+/** Wait until any task of tasks[0..n) is terminal and its completion
+ * callback has returned, and set *index to its position: with several
+ * terminal, the lowest. NULL elements are skipped, so a caller takes the
+ * tasks in completion order (as Python's as_completed) by clearing each
+ * one it has taken:
+ *   size_t i;
+ *   while (ct_wait_any(tasks, n, 10, &i) == 0) {
+ *     use(ct_task_result(tasks[i]));
+ *     ct_task_unref(tasks[i]);
+ *     tasks[i] = NULL;
+ *   }
+ * timeout as ct_wait_completed() (one deadline; 0 only checks). Sleeps on
+ * a condition variable while it waits: no polling.
+ * Returns 0 and *index; CT_ETIMEDOUT at the deadline (*index untouched);
+ * CT_ENOENT if every element is NULL or n is 0 (nothing to wait for);
+ * CT_EINVAL for a NaN timeout, a NULL list with n > 0 or a NULL index.
+ * Thread-safety: as ct_wait_completed(). */
+CT_EXPORT int ct_wait_any(ct_task_t *const *tasks, size_t n, double timeout, size_t *index);
+
+/** ct_wait_completed(), then results[i] = ct_task_result(tasks[i]) for
+ * every i, in input order: borrowed, valid while the caller holds its
+ * reference to tasks[i]; a failed task's is its error result (see
+ * ct_result_is_error_class()). At CT_ETIMEDOUT the array is filled all the
+ * same, with NULL for each task not yet terminal. Returns as
+ * ct_wait_completed(), and CT_EINVAL for a NULL results with n > 0 (on
+ * CT_EINVAL the array is untouched). Thread-safety: as ct_wait_completed(). */
+CT_EXPORT int ct_wait_results(ct_task_t *const *tasks, size_t n, double timeout,
+                              json_t **results);
+
+/** Release a list of handles: ct_task_unref() on each of tasks[0..n) and
+ * set it to NULL (NULL elements are skipped; a NULL list does nothing).
+ * Thread-safety: any thread. */
+CT_EXPORT void ct_task_unref_list(ct_task_t **tasks, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

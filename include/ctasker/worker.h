@@ -2,7 +2,8 @@
  * ctasker — workers: long-lived units of work with a life cycle.
  *
  * One worker type, four kinds that differ only in what triggers a run:
- *   CT_WORKER_BACKGROUND  runs back to back in one pool thread until stopped;
+ *   CT_WORKER_BACKGROUND  runs back to back on a thread of its own until
+ *                         stopped;
  *   CT_WORKER_QUEUE       runs once per item put with ct_queue_worker_put(),
  *                         in FIFO order or, with opts.priority_queue, in item
  *                         priority order (lower first, FIFO among equals);
@@ -12,13 +13,20 @@
  *                         fixed grid, never overlapping) or `delay` (end to
  *                         start), plus `delay_before` before every run.
  *
- * Every run is a task submitted through the supervisor's run queue at the
- * worker's priority, so reservations, statistics and shutdown apply as for
- * any task. Idle queue, event and interval workers hold no thread (an
+ * Every run of a queue, event or interval worker is a task submitted
+ * through the supervisor's run queue at the worker's priority, so
+ * reservations, statistics and shutdown apply as for any task. Idle queue,
+ * event and interval workers hold no thread (an
  * interval run on the pool is queued 2 ms before it is due and waits on its
  * pool thread for the exact time, so a timer wake-up and a thread wake-up
- * do not both stand between the deadline and the run); a background worker
- * holds one pool thread while it runs. With opts.loop a
+ * do not both stand between the deadline and the run). A background
+ * worker runs "in a separate thread instantly", as atasker's does: each
+ * start gets a thread of its own, outside the pool and its caps (signals
+ * blocked, named after the worker, cut to 15 bytes), so background workers
+ * never take the pool's threads from tasks and other workers; its runs are
+ * no tasks (run->task_id is 0, the priority is not used, the supervisor's
+ * task counters and watchdog do not see them), and a supervisor stop waits
+ * for its thread to end. With opts.loop a
  * worker runs on an event loop thread instead (see loop.h): its run function
  * must then not block, and a background worker is re-queued after each run
  * instead of keeping the loop.
@@ -94,7 +102,8 @@ typedef struct ct_worker_run {
   const char *name;    /**< the worker's name for this start */
   void *data;          /**< the worker's user data */
   void *args;          /**< the start arguments (ct_worker_start_opts_t.args) */
-  uint64_t task_id;    /**< id of the task this run executes as */
+  uint64_t task_id;    /**< id of the task this run executes as (0 for a
+                          background worker's, on a thread of its own) */
   void *item;          /**< queue workers: the item (now owned by the run) */
   int item_priority;   /**< queue workers: the priority it was put with */
   double scheduled;    /**< interval workers: the time (ct_now() base) this run
@@ -252,7 +261,10 @@ typedef struct ct_worker_start_opts {
  * its last run still executing; CT_ESHUTDOWN if the supervisor is not
  * running (one never started also logs "not started"), or the worker's loop (opts.loop) has ended or was asked to stop;
  * CT_EINVAL for bad overrides (the worker is left as it was; each is named
- * in a line to the supervisor's log callback); CT_EMFILE
+ * in a line to the supervisor's log callback); CT_EAGAIN
+ * if a background worker's thread cannot be started (logged; the worker
+ * then ends as failed with that code, and on_start and on_stop have run);
+ * CT_EMFILE
  * if an interval worker cannot have its timer for want of descriptors
  * (CT_EAGAIN for another reason; logged);
  * CT_ENOMEM. On error the worker is not running and may be started again.
@@ -310,6 +322,20 @@ CT_EXPORT int ct_queue_worker_put_json(ct_worker_t *w, json_t *item, int priorit
  * Returns 0; CT_ESHUTDOWN if not running; CT_EINVAL for another kind.
  * Thread-safety: any thread. */
 CT_EXPORT int ct_event_worker_trigger(ct_worker_t *w, bool force);
+
+/** Ask an event (or interval) worker for a run from a signal handler: the
+ * one ctasker call that is async-signal-safe (docs/threading.md). It only
+ * marks the worker and wakes the supervisor's loop thread (atomics and a
+ * write(2) to an eventfd; errno is kept), which then makes the call
+ * ct_event_worker_trigger(w, force) would: signals before that merge into
+ * one trigger (forced if any was). A stop that comes before the loop
+ * thread passes the mark on wins: the trigger is dropped and logged
+ * (warning). Returns 0; CT_ESHUTDOWN if the worker is not running;
+ * CT_EINVAL for NULL or another kind. The worker must not be freed while
+ * a handler may still call this (block the signal, or uninstall the
+ * handler, first).
+ * Thread-safety: any thread; async-signal-safe. */
+CT_EXPORT int ct_event_worker_signal(ct_worker_t *w, bool force);
 
 /** Make a run fail with `error` (stolen; NULL: a generic WorkerError).
  * Returns CT_WORKER_FAILED, so a run can `return ct_worker_fail(run, e);`. */

@@ -1,6 +1,7 @@
 /* Results: the exception-shaped error object and questions about it. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "ctasker/result.h"
 
@@ -41,4 +42,11 @@ const char *ct_result_error_class(const json_t *result) {
 const char *ct_result_error_str(const json_t *result) {
   const json_t *exc = exception_of(result);
   return exc ? json_string_value(json_object_get(exc, "str")) : NULL;
+}
+
+bool ct_result_is_error_class(const json_t *result, const char *cls) {
+  if (!cls)
+    return ct_result_is_error(result);
+  const char *own = ct_result_error_class(result);
+  return own && strcmp(own, cls) == 0;
 }

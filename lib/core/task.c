@@ -10,7 +10,8 @@
  * waiter counts itself in task->waiters before it checks the DONE flag; a
  * finisher sets DONE before it reads waiters, and only broadcasts when
  * someone waits for that very task (both sequentially consistent), so tasks
- * nobody waits for pay one atomic load and no lock.
+ * nobody waits for pay one atomic load and no lock. ct_wait_any() counts
+ * itself on every task of its list, so the first to finish wakes it.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -212,4 +213,55 @@ int ct_task_wait(ct_task_t *task, double timeout) {
   if (!task)
     return CT_EINVAL;
   return ct_wait_completed(&task, 1, timeout);
+}
+
+/* The lowest index of a terminal task in the list (NULLs skipped). */
+static bool first_done(ct_task_t *const *tasks, size_t n, size_t *index) {
+  for (size_t i = 0; i < n; i++)
+    if (tasks[i] && task_done(tasks[i])) {
+      *index = i;
+      return true;
+    }
+  return false;
+}
+
+/* Counted as a waiter on every task of the list, so that the finisher of
+ * any of them wakes it (the others' finishers do not). */
+static int wait_first(ct_task_t *const *tasks, size_t n, const struct timespec *deadline,
+                      size_t *index) {
+  int rc = 0;
+  for (size_t i = 0; i < n; i++)
+    if (tasks[i])
+      atomic_fetch_add(&tasks[i]->waiters, 1);
+  pthread_mutex_lock(&wait_lock);
+  while (rc == 0 && !first_done(tasks, n, index)) {
+    if (!deadline)
+      pthread_cond_wait(&wait_cond, &wait_lock);
+    else if (pthread_cond_timedwait(&wait_cond, &wait_lock, deadline) != 0 &&
+             !first_done(tasks, n, index))
+      rc = CT_ETIMEDOUT;
+  }
+  pthread_mutex_unlock(&wait_lock);
+  for (size_t i = 0; i < n; i++)
+    if (tasks[i])
+      atomic_fetch_sub(&tasks[i]->waiters, 1);
+  return rc;
+}
+
+int ct_wait_any(ct_task_t *const *tasks, size_t n, double timeout, size_t *index) {
+  if (!ct__seconds_valid(timeout, CT__SEC_SIGNED) || (n > 0 && !tasks) || !index)
+    return CT_EINVAL;
+  size_t live = 0;
+  for (size_t i = 0; i < n; i++)
+    live += tasks[i] != NULL;
+  if (live == 0)
+    return CT_ENOENT;
+  if (first_done(tasks, n, index))
+    return 0;
+  if (timeout == 0)
+    return CT_ETIMEDOUT;
+  pthread_once(&wait_once, wait_cond_init);
+  struct timespec deadline;
+  bool bounded = ct__timeout_deadline(timeout, &deadline);
+  return wait_first(tasks, n, bounded ? &deadline : NULL, index);
 }

@@ -5,7 +5,13 @@
  *
  * The list is guarded by parts_lock, a leaf: a part's own lock may be held
  * when it is taken, and no hook is called while it is held (each hook call
- * is made on a part held through its hold hook, the lock released).
+ * is made on a part held through its hold hook, the lock released), but
+ * has_signal, which only reads an atomic.
+ *
+ * Signals: a part marks itself and calls ct__sup_signal(), which only kicks
+ * the loop (atomics and a write(2): safe in a signal handler); on the loop
+ * thread the kick's handler collects the marked parts and calls on_signal
+ * on each. Kicks that come before the handler runs merge into one round.
  */
 #include <stdlib.h>
 
@@ -68,6 +74,37 @@ void ct__sup_parts_stop_all(ct_supervisor_t *sup) {
   while ((part = next_to_stop(sup)) != NULL) {
     part->ops->stop(part);
     part->ops->release(part);
+  }
+}
+
+void ct__sup_signal(ct_supervisor_t *sup) { ct__loop_kick(&sup->loop, &sup->part_signal); }
+
+/* The signaled parts, each held, linked through signal_next; no hook but
+ * has_signal is called under the lock. */
+static ct__sup_part_t *take_signaled(ct_supervisor_t *sup) {
+  ct__list_t *node;
+  ct__sup_part_t *todo = NULL;
+  pthread_mutex_lock(&sup->parts_lock);
+  ct__list_foreach(node, &sup->parts) {
+    ct__sup_part_t *part = ct__list_entry(node, ct__sup_part_t, node);
+    if (part->ops->has_signal && part->ops->has_signal(part)) {
+      part->ops->hold(part);
+      part->signal_next = todo;
+      todo = part;
+    }
+  }
+  pthread_mutex_unlock(&sup->parts_lock);
+  return todo;
+}
+
+void ct__sup_parts_signaled(ct__loop_t *loop, ct__loop_kick_t *kick) {
+  (void)loop;
+  ct__sup_part_t *part = take_signaled(kick->data);
+  while (part) {
+    ct__sup_part_t *next = part->signal_next;
+    part->ops->on_signal(part);
+    part->ops->release(part);
+    part = next;
   }
 }
 

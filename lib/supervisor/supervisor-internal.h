@@ -26,6 +26,11 @@ typedef struct ct__sup_part_ops {
   /* Keep the part alive across a hook call, and let go of it. */
   void (*hold)(struct ct__sup_part *part);
   void (*release)(struct ct__sup_part *part);
+  /* Optional, under parts_lock (no lock, no user code): whether the part
+   * was signaled (ct__sup_signal()) since on_signal last ran. */
+  bool (*has_signal)(struct ct__sup_part *part);
+  /* Optional, on the supervisor's loop thread, no lock held: act on it. */
+  void (*on_signal)(struct ct__sup_part *part);
 } ct__sup_part_ops_t;
 
 /* Embedded in the part (a worker). */
@@ -33,6 +38,7 @@ typedef struct ct__sup_part {
   const ct__sup_part_ops_t *ops;
   ct__list_t node; /* P: in the supervisor's parts */
   bool stopped;    /* P: the supervisor's stop has handled it */
+  struct ct__sup_part *signal_next; /* L: in a round of parts_signaled() */
 } ct__sup_part_t;
 
 /* Guards, as in docs/threading.md's lock table:
@@ -82,6 +88,9 @@ struct ct_supervisor {
   ct__list_t extra_loops;       /* N: linked through ct_loop.in_owner */
   struct ct_loop *default_loop; /* N: NULL: the supervisor's own */
   int loops_live;               /* N: extra loops whose threads have not ended */
+
+  /* Threads of its parts' own (threads.c). */
+  atomic_int own_threads; /* A: started and not yet ended; a stop waits for 0 */  ct__loop_kick_t part_signal; /* A to kick: a part was signaled (parts.c) */
 };
 
 /* Log through the user's callback, printf-style. */
@@ -171,10 +180,27 @@ int ct__sup_parts_init(ct_supervisor_t *sup);
 void ct__sup_parts_destroy(ct_supervisor_t *sup);
 /* Stop every part (its stop hook) and close the list to new starts. */
 void ct__sup_parts_stop_all(ct_supervisor_t *sup);
+/* Async-signal-safe (atomics and a write(2)): have every signaled part's
+ * on_signal hook run soon on the loop thread. Any thread, a signal handler
+ * included, while a part is attached. */
+void ct__sup_signal(ct_supervisor_t *sup);
+/* The part_signal kick's handler (loop thread). */
+void ct__sup_parts_signaled(ct__loop_t *loop, ct__loop_kick_t *kick);
 /* Whether any part is attached. */
 bool ct__sup_parts_attached(ct_supervisor_t *sup);
 /* A new JSON array of every part's statistics, or NULL. */
 json_t *ct__sup_parts_json(ct_supervisor_t *sup);
+
+/* threads.c. Run fn(arg) on a thread of its own, outside the pool and its
+ * caps (signals blocked, named `name`, cut to 15 bytes, detached); the
+ * supervisor's stop completes only once fn has returned. Any thread; the
+ * caller is a part attached to `sup`. Returns 0; CT_ESHUTDOWN if the
+ * supervisor is not running; CT_EAGAIN (logged) if no thread can be
+ * started; CT_ENOMEM. On error fn is never called. */
+int ct__sup_thread_start(ct_supervisor_t *sup, const char *name, void (*fn)(void *arg),
+                         void *arg);
+/* Whether the calling thread is one of `sup`'s own threads (threads.c). */
+bool ct__sup_thread_is_own(const ct_supervisor_t *sup);
 
 /* watchdog.c, loop thread: start / stop the timeout watchdog. */
 void ct__watchdog_start(ct_supervisor_t *sup);

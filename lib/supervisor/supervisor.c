@@ -10,8 +10,9 @@
  * watcher. On the loop thread, the first poke cancels every delayed task and
  * the watchdog; every later poke (the pool's last thread sends one as it
  * leaves) checks whether the pool is drained, no delay is left, stop()
- * has finished the tasks it canceled, no submission is half-way and every
- * extra loop has run what it held and ended (each pokes as it ends). Then
+ * has finished the tasks it canceled, no submission is half-way, every
+ * extra loop has run what it held and ended (each pokes as it ends) and
+ * every thread of its parts' own (threads.c) has ended (each pokes). Then
  * the loop ends, and its thread marks the state STOPPED and wakes whoever
  * waits in stop().
  *
@@ -206,6 +207,7 @@ static int init_members(ct_supervisor_t *sup) {
   sup->loop.on_exit = on_loop_exit;
   ct__loop_add_kick(&sup->loop, &sup->stop_check, check_stopped, sup);
   ct__loop_add_kick(&sup->loop, &sup->spawn_failed, schedule_spawn_retry, sup);
+  ct__loop_add_kick(&sup->loop, &sup->part_signal, ct__sup_parts_signaled, sup);
   ev_init(&sup->spawn_retry, retry_spawn);
   sup->spawn_retry.data = sup;
   sup->spawn_backoff = CT__SPAWN_BACKOFF_MIN;
@@ -289,7 +291,8 @@ static void check_stopped(ct__loop_t *loop, ct__loop_kick_t *kick) {
   }
   if (ct__list_empty(&sup->delays) && atomic_load(&sup->cancels_in_flight) == 0 &&
       atomic_load(&sup->submitting) == 0 && ct__pool_drained(&sup->pool) &&
-      ct__procpool_stopped(atomic_load(&sup->procpool)) && ct__loops_ended(sup))
+      ct__procpool_stopped(atomic_load(&sup->procpool)) && ct__loops_ended(sup) &&
+      atomic_load(&sup->own_threads) == 0)
     ct__loop_quit(&sup->loop);
 }
 
@@ -308,7 +311,7 @@ static void finish_canceled_list(ct_task_t *t) {
 static bool is_own_thread(ct_supervisor_t *sup) {
   ct__loop_t *loop = ct__loop_current();
   return ct__pool_is_own_thread(&sup->pool) || (loop && loop->data == sup) ||
-         finishing_stop == sup;
+         finishing_stop == sup || ct__sup_thread_is_own(sup);
 }
 
 /* Wait for STOPPED and join the loop thread. state_lock held. */

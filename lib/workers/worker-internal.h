@@ -120,6 +120,9 @@ struct ct_worker {
   char *process;                      /* the process function's name */
   ct_worker_result_fn process_result;
   void *result_data;
+  /* Event and interval workers (signal.c): a trigger asked for from a
+   * signal handler, passed on from the supervisor's loop thread. */
+  atomic_uint signal_bits; /* A: CT__SIGNAL_* */
 };
 
 /* The worker whose run task (its runs and the items it hands back) or
@@ -178,6 +181,12 @@ void ct__group_forget(ct_worker_t *w);
  * statistics), or detach it (the owner frees it). */
 void ct__worker_attach(ct_worker_t *w);
 void ct__worker_detach(ct_worker_t *w);
+
+/* signal.c: ct_event_worker_signal()'s marks, and the part hooks that
+ * pass them on (part.c). */
+enum { CT__SIGNAL_WANTED = 1u, CT__SIGNAL_FORCE = 2u };
+bool ct__worker_has_signal(ct_worker_t *w);
+void ct__worker_on_signal(ct_worker_t *w);
 
 extern const ct__worker_exec_t ct__thread_exec; /* thread-exec.c */
 extern const ct__worker_ops_t ct__background_ops, ct__queue_ops, ct__event_ops,
