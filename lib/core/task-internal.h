@@ -7,7 +7,8 @@
  *   DELAYED -> QUEUED -> STARTED -> COMPLETED
  *   DELAYED | QUEUED -> CANCELED
  * A fire-and-forget task is 72 bytes (one 80-byte heap chunk); the extra
- * part of tracked tasks adds 48 (one 128-byte chunk, plus the name).
+ * part of tracked tasks adds 56 (one 144-byte chunk, plus the name); a
+ * task with an arg_free or a timeout has one more record (task-options.c).
  */
 #ifndef CT_LIB_TASK_INTERNAL_H
 #define CT_LIB_TASK_INTERNAL_H
@@ -23,6 +24,11 @@ typedef struct ct__task_owner {
   /* The task is terminal and its callback has returned: drop it from the
    * owner's registry. Called by the finishing thread, no lock held. */
   void (*forget)(struct ct__task_owner *owner, ct_task_t *t);
+  /* For a task with a timeout (task-options.c), on the thread that runs
+   * it: its function starts now (arm the deadline), and has returned
+   * (disarm it; `late`: the deadline had already finished the task). */
+  void (*deadline_start)(struct ct__task_owner *owner, ct_task_t *t);
+  void (*deadline_end)(struct ct__task_owner *owner, ct_task_t *t, bool late);
 } ct__task_owner_t;
 
 enum ct__task_flag {
@@ -34,7 +40,20 @@ enum ct__task_flag {
   CT__F_CRITICAL = 1u << 5,         /* reported past timeout_critical */
   CT__F_ON_LOOP = 1u << 6,          /* queued on a loop, not in the pool */
   CT__F_PROCESS = 1u << 7,          /* runs in the process pool */
+  /* A task with a timeout: exactly one of the two is ever set (task-options.c). */
+  CT__F_RETURNED = 1u << 8,  /* its function returned before its deadline */
+  CT__F_TIMED_OUT = 1u << 9, /* its deadline finished it; the function may still run */
+  CT__F_ARG_WAITS = 1u << 10, /* timed out: its end was told or its function
+                                 returned; the other frees the arg */
 };
+
+/* What fewer tasks still carry: an arg_free or a timeout. The layer above
+ * allocates it, first in a record of its own (the deadline's timer), and
+ * the task frees that record with free() when it is freed. */
+typedef struct ct__task_more {
+  void (*arg_free)(void *arg); /* called once: terminal, function returned */
+  double timeout;              /* seconds its function may run; 0: no bound */
+} ct__task_more_t;
 
 /* What only some tasks carry: those with a handle, a callback, a name, or a
  * supervisor watchdog. Allocated in the same block, right after the task;
@@ -44,6 +63,7 @@ struct ct__task_extra {
   void *done_data;
   char *name;
   double t_queued, t_started, t_completed;
+  ct__task_more_t *more; /* NULL unless an arg_free or a timeout was given */
 };
 
 struct ct_task {
@@ -97,5 +117,33 @@ void ct__task_finish(ct_task_t *t, json_t *result);
 /* Give a task that has just become CANCELED (the caller won the CAS) its
  * CancelledError result, run its callback and wake its waiters. */
 void ct__task_finish_canceled(ct_task_t *t);
+
+/* task-options.c. Whether the task has a timeout (its function's run is
+ * watched by the owner's deadline hooks). */
+static inline bool ct__task_has_timeout(const ct_task_t *t) {
+  return t->x && t->x->more && t->x->more->timeout > 0;
+}
+
+/* ct__task_run_and_release() for a task with a timeout: the owner arms the
+ * deadline, the function runs, and its return either finishes the task or,
+ * when the deadline finished it first, is discarded (the result freed, the
+ * argument freed now that the function has returned). Returns whether the
+ * task's result is an error (a late return's is: TimeoutError). */
+bool ct__task_run_timed(ct_task_t *t);
+
+/* The deadline of a STARTED task passed: unless its function has returned
+ * already, finish it with a TimeoutError result and set its cancel flag
+ * (its function goes on; its late return is discarded). True if this call
+ * finished it. Any thread but the task's own. */
+bool ct__task_time_out(ct_task_t *t);
+
+/* Call the task's arg_free, if any, on its argument: once, by the one
+ * thread that sees the task terminal with its function returned. */
+void ct__task_free_arg(ct_task_t *t);
+
+/* For a task its deadline finished: called once its end has been told
+ * (after on_done) and once its function has returned; the second call
+ * frees the argument. */
+void ct__task_timed_out_half(ct_task_t *t);
 
 #endif

@@ -1,9 +1,10 @@
 /* Tasks: allocation, reference counting, attributes, finishing, waiting.
  *
  * Finishing order (ct__task_finish): result, completion time, terminal
- * status, callback, the registry lets go, then the DONE flag and the
- * waiters' wake-up. So a waiter that returns sees the callback done and the
- * task gone from the registry.
+ * status, callback, arg_free (unless a timeout finished the task while its
+ * function still runs: task-options.c), the registry lets go, then the
+ * DONE flag and the waiters' wake-up. So a waiter that returns sees the
+ * callback done, the argument freed and the task gone from the registry.
  *
  * Waiting: one process-wide mutex and condition variable serve every
  * ct_wait_completed() call, which waits for its tasks one at a time. A
@@ -57,8 +58,10 @@ void ct_task_unref(ct_task_t *task) {
   if (!task || atomic_fetch_sub_explicit(&task->refs, 1, memory_order_acq_rel) != 1)
     return;
   json_decref(task->result);
-  if (task->x)
+  if (task->x) {
     free(task->x->name);
+    free(task->x->more);
+  }
   free(task);
 }
 
@@ -107,6 +110,10 @@ bool ct_task_cancel_requested(const ct_task_t *task) {
 static void announce_terminal(ct_task_t *t) {
   if (t->x && t->x->on_done)
     t->x->on_done(t, t->x->done_data);
+  if (!ct__task_has(t, CT__F_TIMED_OUT))
+    ct__task_free_arg(t);
+  else
+    ct__task_timed_out_half(t); /* its function may still run */
   if (ct__task_has(t, CT__F_REGISTERED))
     t->owner->forget(t->owner, t);
   atomic_fetch_or(&t->flags, CT__F_DONE);
@@ -119,11 +126,14 @@ static void announce_terminal(ct_task_t *t) {
 }
 
 bool ct__task_run_and_release(ct_task_t *t) {
+  if (ct__task_has_timeout(t))
+    return ct__task_run_timed(t);
   json_t *result = t->fn(t, t->arg);
   bool failed = ct_result_is_error(result);
   /* Nobody else holds the task and nobody asked to hear of it: the cheap
    * path skips the terminal bookkeeping nobody can observe. */
-  if (!(t->x && t->x->on_done) && atomic_load_explicit(&t->refs, memory_order_acquire) == 1) {
+  if (!(t->x && (t->x->on_done || t->x->more)) &&
+      atomic_load_explicit(&t->refs, memory_order_acquire) == 1) {
     t->result = result;
     ct_task_unref(t);
     return failed;
@@ -138,7 +148,9 @@ void ct__task_finish(ct_task_t *t, json_t *result) {
   if (t->x)
     t->x->t_completed = ct__now();
   /* A store, not a swap: STARTED is left only here, by the executor that
-   * won QUEUED -> STARTED (a cancel then only sets a flag). */
+   * won QUEUED -> STARTED (a cancel then only sets a flag), or by a
+   * deadline that won the claim against the function's return
+   * (task-options.c). */
   atomic_store(&t->status, CT_TASK_COMPLETED);
   announce_terminal(t);
 }

@@ -183,6 +183,8 @@ static int init_members(ct_supervisor_t *sup) {
   if (pthread_mutex_init(&sup->state_lock, NULL) != 0)
     goto no_lock;
   sup->owner.forget = forget_task;
+  sup->owner.deadline_start = ct__deadline_start;
+  sup->owner.deadline_end = ct__deadline_end;
   ct__list_init(&sup->delays);
   if (ct__registry_init(&sup->registry) != 0)
     goto no_registry;
@@ -399,19 +401,21 @@ int ct__read_task_options(const ct_task_opts_t *in, ct_task_opts_t *o) {
     return CT_EINVAL;
   if (o->priority < CT_PRIORITY_CRITICAL || o->priority > CT_PRIORITY_MAX)
     return CT_EINVAL;
-  if (!ct__seconds_valid(o->delay, CT__SEC_DELAY))
+  if (!ct__seconds_valid(o->delay, CT__SEC_DELAY) || !ct__seconds_valid(o->timeout, CT__SEC_LIMIT))
     return CT_EINVAL;
-  return o->loop && o->delay > 0 ? CT_ENOTSUP : 0;
+  return 0;
 }
 
 ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
                                    const ct_task_opts_t *o, bool tracked) {
-  bool extra = tracked || o->on_done || o->name || watchdog_on(sup);
+  bool more = o->arg_free || ct__deadline_bounded(o->timeout);
+  bool extra = tracked || o->on_done || o->name || watchdog_on(sup) || more;
   ct_task_t *t = ct__task_new(fn, arg, o->priority, extra);
   if (!t)
     return NULL;
-  if (o->name && !(t->x->name = strdup(o->name))) {
-    ct_task_unref(t);
+  if ((o->name && !(t->x->name = strdup(o->name))) ||
+      (more && !(t->x->more = ct__deadline_new(sup, o)))) {
+    ct_task_unref(t); /* arg stays the caller's: arg_free is not called */
     return NULL;
   }
   if (extra) {
@@ -478,9 +482,11 @@ static bool submission_enter(ct_supervisor_t *sup) {
  * owns the reference and may already have finished the task) or an error
  * (nothing was taken). */
 static int hand_over(ct_supervisor_t *sup, ct_task_t *t, const ct_task_opts_t *o) {
+  if (o->loop) /* from the start: a cancel of a delayed loop task looks there */
+    atomic_fetch_or(&t->flags, CT__F_ON_LOOP);
   if (o->delay > 0) {
     ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_DELAYED); /* nobody else sees t yet */
-    return ct__delay_start(sup, t, o->delay);
+    return ct__delay_start(sup, t, o->delay, o->loop);
   }
   ct__task_stamp_queued(t);
   if (o->loop)
@@ -498,6 +504,8 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
   int rc = ct__read_task_options(opts, &o);
   if (!sup || !fn || rc != 0 || (o.loop && !ct__loop_is_own(sup, o.loop)))
     return rc ? rc : CT_EINVAL;
+  if (o.loop == &sup->loop && ct__deadline_bounded(o.timeout))
+    return CT_ENOTSUP; /* the function would block the loop that ends it */
   if (!submission_enter(sup))
     return CT_ESHUTDOWN;
   ct_task_t *t = ct__supervisor_new_task(sup, fn, arg, &o, out != NULL);
@@ -595,6 +603,8 @@ int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
   out->completed += atomic_load(&sup->loop_counts.completed);
   out->failed += atomic_load(&sup->loop_counts.failed);
   out->canceled += atomic_load(&sup->canceled_delayed) + atomic_load(&sup->loop_counts.canceled);
+  out->overrun = atomic_load(&sup->overrun);
+  out->late_returns = atomic_load(&sup->late_returns);
   ct__procpool_counts_t proc; /* submitted: the ids count every task */
   ct__procpool_counts(atomic_load(&sup->procpool), &proc);
   out->queued += proc.queued;
@@ -627,6 +637,13 @@ json_t *ct_supervisor_stats_json(ct_supervisor_t *sup) {
       "pool", "size", o->pool_size, "reserve_normal", o->reserve_normal, "reserve_high",
       o->reserve_high, "min_threads", o->min_threads, "max_threads", high_cap(o), "threads",
       (json_int_t)s.threads, "threads_idle", (json_int_t)s.threads_idle);
+  json_t *tasks = json_object_get(j, "tasks");
+  if (tasks && (json_object_set_new(tasks, "overrun", json_integer((json_int_t)s.overrun)) != 0 ||
+                json_object_set_new(tasks, "late_returns",
+                                    json_integer((json_int_t)s.late_returns)) != 0)) {
+    json_decref(j);
+    j = NULL;
+  }
   /* Workers are the parts attached to a supervisor. */
   if (j && json_object_set_new(j, "workers", ct__sup_parts_json(sup)) != 0) {
     json_decref(j); /* out of memory: no partial answer */
