@@ -258,6 +258,38 @@ TEST(a_function_that_polls_its_cancel_flag_ends_at_the_timeout) {
   stop_and_free(sup);
 }
 
+/* The late return comes while the deadline's callback still runs: the
+ * argument must outlive the callback all the same. */
+static ct_supervisor_t *racing_sup;
+static void on_done_after_the_return(ct_task_t *task, void *data) {
+  (void)task;
+  arg_t *a = data;
+  ct_stats_t s;
+  do { /* the function's thread is done with the task: counted */
+    CHECK_OK(ct_supervisor_stats(racing_sup, &s));
+    check_sleep(0.001);
+  } while (s.failed == 0);
+  CHECK_EQ_INT(atomic_load(&a->freed), 0);
+  atomic_fetch_add(&a->done_calls, 1);
+}
+
+TEST(arg_free_waits_for_the_callback_when_the_late_return_comes_first) {
+  ct_supervisor_t *sup = racing_sup = start_supervisor(2, 0, 0);
+  arg_t a = {0};
+  ct_task_opts_t o = opts_for(&a);
+  o.on_done = on_done_after_the_return;
+  o.timeout = 0.05;
+  ct_task_t *t;
+  CHECK_OK(ct_background_task(sup, poll_cancel, &a, &o, &t));
+  CHECK_OK(ct_task_wait(t, WAIT_BOUND_S));
+  CHECK_EQ_INT(atomic_load(&a.done_calls), 1);
+  CHECK_EQ_INT(atomic_load(&a.freed), 1); /* by the callback's thread, after it */
+  CHECK_EQ_INT(atomic_load(&a.done_before_free), 1);
+  CHECK_EQ_INT(stats(sup).late_returns, 1);
+  ct_task_unref(t);
+  stop_and_free(sup);
+}
+
 TEST(a_task_that_returns_in_time_keeps_its_result) {
   ct_supervisor_t *sup = start_supervisor(2, 0, 0);
   enum { N = 100 };
@@ -430,6 +462,7 @@ int main(void) {
   RUN(timed_out_thread_task_completes_and_its_late_return_is_discarded);
   RUN(timed_out_loop_task_completes_and_its_late_return_is_discarded);
   RUN(a_function_that_polls_its_cancel_flag_ends_at_the_timeout);
+  RUN(arg_free_waits_for_the_callback_when_the_late_return_comes_first);
   RUN(a_task_that_returns_in_time_keeps_its_result);
   RUN(timeout_values_are_checked);
   RUN(a_delayed_loop_task_runs_on_its_loop_after_the_delay);
