@@ -7,8 +7,11 @@
  *   DELAYED -> QUEUED -> STARTED -> COMPLETED
  *   DELAYED | QUEUED -> CANCELED
  * A fire-and-forget task is 72 bytes (one 80-byte heap chunk); the extra
- * part of tracked tasks adds 56 (one 144-byte chunk, plus the name); a
- * task with an arg_free or a timeout has one more record (task-options.c).
+ * part of tracked tasks adds 48 (one 128-byte chunk, plus the name: the
+ * largest glibc keeps in fast bins, which a 144-byte chunk would leave,
+ * doubling the system time of a burst of tracked tasks); a task with an
+ * arg_free or a timeout carries a record of the layer above after its extra
+ * part, in the same block (task-options.c).
  */
 #ifndef CT_LIB_TASK_INTERNAL_H
 #define CT_LIB_TASK_INTERNAL_H
@@ -45,11 +48,12 @@ enum ct__task_flag {
   CT__F_TIMED_OUT = 1u << 9, /* its deadline finished it; the function may still run */
   CT__F_ARG_WAITS = 1u << 10, /* timed out: its end was told or its function
                                  returned; the other frees the arg */
+  CT__F_MORE = 1u << 11,      /* a ct__task_more_t follows the extra part */
 };
 
-/* What fewer tasks still carry: an arg_free or a timeout. The layer above
- * allocates it, first in a record of its own (the deadline's timer), and
- * the task frees that record with free() when it is freed. */
+/* What fewer tasks still carry: an arg_free or a timeout. It begins a
+ * record of the layer above (the deadline's timer), which ct__task_new_more()
+ * allocates after the extra part, in the task's own block. */
 typedef struct ct__task_more {
   void (*arg_free)(void *arg); /* called once: terminal, function returned */
   double timeout;              /* seconds its function may run; 0: no bound */
@@ -63,7 +67,6 @@ struct ct__task_extra {
   void *done_data;
   char *name;
   double t_queued, t_started, t_completed;
-  ct__task_more_t *more; /* NULL unless an arg_free or a timeout was given */
 };
 
 struct ct_task {
@@ -86,6 +89,17 @@ struct ct_task {
 /* A new task with one reference, status QUEUED, with or without the extra
  * part; NULL if out of memory. */
 ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority, bool extra);
+
+/* ct__task_new() with the extra part and, after it, `more_size` zeroed
+ * bytes for a record that begins with a ct__task_more_t (CT__F_MORE). */
+ct_task_t *ct__task_new_more(ct_task_fn fn, void *arg, int priority, size_t more_size);
+
+/* The record after the extra part, or NULL. */
+static inline ct__task_more_t *ct__task_more(const ct_task_t *t) {
+  return atomic_load_explicit(&t->flags, memory_order_relaxed) & CT__F_MORE
+             ? (ct__task_more_t *)(t->x + 1)
+             : NULL;
+}
 
 /* Timestamps, for tasks with the extra part (no-ops for the others). */
 static inline void ct__task_stamp_queued(ct_task_t *t) {
@@ -121,7 +135,8 @@ void ct__task_finish_canceled(ct_task_t *t);
 /* task-options.c. Whether the task has a timeout (its function's run is
  * watched by the owner's deadline hooks). */
 static inline bool ct__task_has_timeout(const ct_task_t *t) {
-  return t->x && t->x->more && t->x->more->timeout > 0;
+  ct__task_more_t *more = ct__task_more(t);
+  return more && more->timeout > 0;
 }
 
 /* ct__task_run_and_release() for a task with a timeout: the owner arms the

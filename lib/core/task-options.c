@@ -34,8 +34,9 @@ static bool claim(ct_task_t *t, unsigned mine, unsigned theirs) {
 }
 
 void ct__task_free_arg(ct_task_t *t) {
-  if (t->x && t->x->more && t->x->more->arg_free)
-    t->x->more->arg_free(t->arg);
+  ct__task_more_t *more = ct__task_more(t);
+  if (more && more->arg_free)
+    more->arg_free(t->arg);
 }
 
 void ct__task_timed_out_half(ct_task_t *t) {
@@ -64,6 +65,6 @@ bool ct__task_time_out(ct_task_t *t) {
     return false;
   atomic_fetch_or(&t->flags, CT__F_CANCEL_REQUESTED);
   ct__task_finish(t, ct_error_new("TimeoutError", "task %llu ran past its timeout of %g s",
-                                  (unsigned long long)t->id, t->x->more->timeout));
+                                  (unsigned long long)t->id, ct__task_more(t)->timeout));
   return true;
 }

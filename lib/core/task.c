@@ -33,8 +33,9 @@ static void wait_cond_init(void) {
   pthread_condattr_destroy(&attr);
 }
 
-ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority, bool extra) {
-  size_t size = sizeof(ct_task_t) + (extra ? sizeof(struct ct__task_extra) : 0);
+static ct_task_t *task_new(ct_task_fn fn, void *arg, int priority, bool extra,
+                           size_t more_size) {
+  size_t size = sizeof(ct_task_t) + (extra ? sizeof(struct ct__task_extra) : 0) + more_size;
   ct_task_t *t = malloc(size);
   if (!t)
     return NULL;
@@ -45,7 +46,16 @@ ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority, bool extra) {
   t->x = extra ? (struct ct__task_extra *)(t + 1) : NULL;
   atomic_init(&t->refs, 1);
   atomic_init(&t->status, CT_TASK_QUEUED);
+  atomic_init(&t->flags, more_size ? CT__F_MORE : 0);
   return t;
+}
+
+ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority, bool extra) {
+  return task_new(fn, arg, priority, extra, 0);
+}
+
+ct_task_t *ct__task_new_more(ct_task_fn fn, void *arg, int priority, size_t more_size) {
+  return task_new(fn, arg, priority, true, more_size);
 }
 
 ct_task_t *ct_task_ref(ct_task_t *task) {
@@ -58,10 +68,8 @@ void ct_task_unref(ct_task_t *task) {
   if (!task || atomic_fetch_sub_explicit(&task->refs, 1, memory_order_acq_rel) != 1)
     return;
   json_decref(task->result);
-  if (task->x) {
+  if (task->x)
     free(task->x->name);
-    free(task->x->more);
-  }
   free(task);
 }
 
@@ -132,7 +140,7 @@ bool ct__task_run_and_release(ct_task_t *t) {
   bool failed = ct_result_is_error(result);
   /* Nobody else holds the task and nobody asked to hear of it: the cheap
    * path skips the terminal bookkeeping nobody can observe. */
-  if (!(t->x && (t->x->on_done || t->x->more)) &&
+  if (!(t->x && t->x->on_done) && !ct__task_has(t, CT__F_MORE) &&
       atomic_load_explicit(&t->refs, memory_order_acquire) == 1) {
     t->result = result;
     ct_task_unref(t);

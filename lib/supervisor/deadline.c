@@ -2,8 +2,8 @@
  * supervisor's loop, like the delays (delay.c).
  *
  * A task with an arg_free or a timeout carries one record (ct__deadline_t,
- * allocated at submission so that starting the task allocates nothing and
- * cannot fail); the task frees it with itself. For a timeout, the thread
+ * in the task's own block: starting the task allocates nothing and cannot
+ * fail). For a timeout, the thread
  * that runs the task posts the record's `arm` message just before the
  * function runs (ct__deadline_start, with a reference to the task), and its
  * `disarm` message once the function has returned (ct__deadline_end). Both
@@ -23,13 +23,11 @@
  * takes it below zero; the late return takes it down and counts itself in
  * `late_returns`.
  */
-#include <stdlib.h>
-
 #include "base/clock.h"
 #include "supervisor/supervisor-internal.h"
 
 typedef struct ct__deadline {
-  ct__task_more_t more; /* first: the task frees the record through it */
+  ct__task_more_t more; /* first: what the task layer reads */
   ct__loop_msg_t arm, disarm;
   ev_timer timer; /* L */
   ct_task_t *task; /* while armed: a reference */
@@ -40,7 +38,7 @@ bool ct__deadline_bounded(double timeout) {
   return timeout > 0 && timeout < CT__SECONDS_FOREVER;
 }
 
-static ct__deadline_t *deadline_of(ct_task_t *t) { return (ct__deadline_t *)t->x->more; }
+static ct__deadline_t *deadline_of(ct_task_t *t) { return (ct__deadline_t *)ct__task_more(t); }
 
 /* Loop thread: the deadline passed before the function returned. */
 static void deadline_passed(struct ev_loop *ev, ev_timer *w, int revents) {
@@ -77,10 +75,10 @@ static void disarm_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
   ct_task_unref(t); /* may free d */
 }
 
-ct__task_more_t *ct__deadline_new(ct_supervisor_t *sup, const ct_task_opts_t *o) {
-  ct__deadline_t *d = calloc(1, sizeof *d);
-  if (!d)
-    return NULL;
+size_t ct__deadline_size(void) { return sizeof(ct__deadline_t); }
+
+void ct__deadline_init(ct_supervisor_t *sup, ct_task_t *t, const ct_task_opts_t *o) {
+  ct__deadline_t *d = deadline_of(t);
   d->more.arg_free = o->arg_free;
   d->more.timeout = ct__deadline_bounded(o->timeout) ? o->timeout : 0;
   d->arm.run = arm_on_loop;
@@ -88,7 +86,6 @@ ct__task_more_t *ct__deadline_new(ct_supervisor_t *sup, const ct_task_opts_t *o)
   ev_timer_init(&d->timer, deadline_passed, 0., 0.);
   d->timer.data = d;
   d->sup = sup;
-  return &d->more;
 }
 
 void ct__deadline_start(ct__task_owner_t *owner, ct_task_t *t) {

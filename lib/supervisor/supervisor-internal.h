@@ -163,9 +163,10 @@ json_t *ct__sup_parts_json(ct_supervisor_t *sup);
 /* deadline.c: per-task timeouts and arg_free. Whether a timeout bounds a
  * thread or loop task (> 0 and below CT__SECONDS_FOREVER). */
 bool ct__deadline_bounded(double timeout);
-/* The record of a new task with opts->arg_free or a bounded timeout, for
- * t->x->more (the task frees it), or NULL if out of memory. */
-ct__task_more_t *ct__deadline_new(ct_supervisor_t *sup, const ct_task_opts_t *o);
+/* The size of the record a task with opts->arg_free or a bounded timeout
+ * carries (ct__task_new_more()), and filling it in. */
+size_t ct__deadline_size(void);
+void ct__deadline_init(ct_supervisor_t *sup, ct_task_t *t, const ct_task_opts_t *o);
 /* The task owner's deadline hooks (task-internal.h). */
 void ct__deadline_start(ct__task_owner_t *owner, ct_task_t *t);
 void ct__deadline_end(ct__task_owner_t *owner, ct_task_t *t, bool late);

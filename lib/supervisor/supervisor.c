@@ -410,11 +410,13 @@ ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *ar
                                    const ct_task_opts_t *o, bool tracked) {
   bool more = o->arg_free || ct__deadline_bounded(o->timeout);
   bool extra = tracked || o->on_done || o->name || watchdog_on(sup) || more;
-  ct_task_t *t = ct__task_new(fn, arg, o->priority, extra);
+  ct_task_t *t = more ? ct__task_new_more(fn, arg, o->priority, ct__deadline_size())
+                      : ct__task_new(fn, arg, o->priority, extra);
   if (!t)
     return NULL;
-  if ((o->name && !(t->x->name = strdup(o->name))) ||
-      (more && !(t->x->more = ct__deadline_new(sup, o)))) {
+  if (more)
+    ct__deadline_init(sup, t, o);
+  if (o->name && !(t->x->name = strdup(o->name))) {
     ct_task_unref(t); /* arg stays the caller's: arg_free is not called */
     return NULL;
   }
