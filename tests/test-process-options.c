@@ -145,7 +145,7 @@ TEST(a_delayed_process_task_whose_pool_stopped_is_canceled_and_said) {
   ct_supervisor_t *sup = start_with_pool(0, 2);
   atomic_store(&done_calls, 0);
   ct_task_opts_t o = CT_TASK_OPTS_INIT;
-  o.delay = 1; /* the pool stops well before */
+  o.delay = 3; /* the pool stops well before */
   o.on_done = count_done;
   ct_task_t *t;
   CHECK_OK(ct_process_task(sup, "echo", NULL, &o, &t));

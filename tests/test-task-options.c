@@ -439,7 +439,7 @@ TEST(a_delayed_loop_task_whose_loop_ended_is_canceled_and_said) {
   arg_t a = {0};
   ct_task_opts_t o = opts_for(&a);
   o.loop = io;
-  o.delay = 1; /* the loop ends well before */
+  o.delay = 3; /* the loop ends well before */
   ct_task_t *t;
   CHECK_OK(ct_background_task(sup, touch, &a, &o, &t));
   CHECK_OK(ct_loop_stop(io, -1));
