@@ -1,12 +1,15 @@
 /* Cancel by id while tasks are being submitted, and stops in mid-flight.
  *
- * Submitters send thread, loop, delayed and process tasks, each with a
- * handle and a completion callback; cancelers guess the ids about to be
+ * Submitters send thread, loop, delayed (to the pool, a loop and the
+ * process pool), timed and process tasks, each with a handle and a
+ * completion callback, and all but process tasks with an arg_free;
+ * cancelers guess the ids about to be
  * given out (ids are sequential) and look them up with
  * ct_supervisor_get_task() in a tight loop, canceling whatever they find;
  * the main thread stops the supervisor while all of them are at work.
- * Then: every accepted task is terminal and its callback ran exactly once,
- * no refused submission's callback ever ran, the stop finished, the
+ * Then: every accepted task is terminal, its callback ran exactly once and
+ * its arg was freed exactly once, no refused submission's callback or
+ * arg_free ever ran, the stop finished, the
  * counters add up and the supervisor frees.
  */
 #include <pthread.h>
@@ -20,10 +23,13 @@
 #define PER_SUBMITTER 3000
 #define ID_WINDOW 8
 
-enum kind { THREAD, LOOP, DELAYED, DELAYED_LONG, PROCESS, KINDS };
+enum kind {
+  THREAD, LOOP, DELAYED, DELAYED_LONG, PROCESS, DELAYED_LOOP, DELAYED_PROCESS, TIMED, KINDS
+};
 
 typedef struct {
   atomic_int calls;
+  atomic_int freed; /* arg_free calls */
   atomic_int status_in_callback;
   int rc;
   ct_task_t *task;
@@ -63,24 +69,44 @@ static void on_done(ct_task_t *task, void *data) {
   atomic_fetch_add(&r->calls, 1);
 }
 
+static void arg_free(void *arg) {
+  record_t *r = arg;
+  atomic_fetch_add(&r->freed, 1);
+}
+
+static bool has_arg(int i) { return i % KINDS != PROCESS && i % KINDS != DELAYED_PROCESS; }
+
 static int submit_one(round_t *rd, int i, record_t *r) {
   ct_task_opts_t o = CT_TASK_OPTS_INIT;
   o.on_done = on_done;
   o.done_data = r;
+  o.arg_free = arg_free;
   switch (i % KINDS) {
   case LOOP:
     o.loop = rd->loop;
-    return ct_background_task(rd->sup, nothing, NULL, &o, &r->task);
+    return ct_background_task(rd->sup, nothing, r, &o, &r->task);
   case DELAYED:
     o.delay = 0.001;
-    return ct_background_task(rd->sup, nothing, NULL, &o, &r->task);
+    return ct_background_task(rd->sup, nothing, r, &o, &r->task);
   case DELAYED_LONG:
     o.delay = 3600; /* only a cancel or the stop ends it */
-    return ct_background_task(rd->sup, nothing, NULL, &o, &r->task);
+    return ct_background_task(rd->sup, nothing, r, &o, &r->task);
+  case DELAYED_LOOP:
+    o.loop = rd->loop;
+    o.delay = 0.001;
+    return ct_background_task(rd->sup, nothing, r, &o, &r->task);
+  case TIMED:
+    o.timeout = 60; /* armed and disarmed, never reached */
+    return ct_background_task(rd->sup, nothing, r, &o, &r->task);
+  case DELAYED_PROCESS:
+    o.delay = 0.001;
+    o.arg_free = NULL;
+    return ct_process_task(rd->sup, "echo", NULL, &o, &r->task);
   case PROCESS:
+    o.arg_free = NULL;
     return ct_process_task(rd->sup, "echo", NULL, &o, &r->task);
   default:
-    return ct_background_task(rd->sup, i % 3 ? nothing : fail, NULL, &o, &r->task);
+    return ct_background_task(rd->sup, i % 3 ? nothing : fail, r, &o, &r->task);
   }
 }
 
@@ -131,11 +157,13 @@ static void check_round(round_t *rd, long *accepted) {
       record_t *r = &rd->records[s][i];
       if (r->rc != 0) {
         CHECK_EQ_INT(atomic_load(&r->calls), 0); /* refused: never called back */
+        CHECK_EQ_INT(atomic_load(&r->freed), 0); /* nor its arg freed */
         continue;
       }
       (*accepted)++;
       CHECK_OK(ct_task_wait(r->task, WAIT_BOUND_S));
       CHECK_EQ_INT(atomic_load(&r->calls), 1);
+      CHECK_EQ_INT(atomic_load(&r->freed), has_arg(i + s) ? 1 : 0);
       CHECK(ct_task_is_terminal(r->task));
       CHECK_EQ_INT(atomic_load(&r->status_in_callback), ct_task_status(r->task));
       ct_task_unref(r->task);

@@ -239,10 +239,10 @@ TEST(process_options_name_the_bad_field) {
   CHECK(logcap_has(&cap, "ct_process_pool_opts_t.task_timeout", "must not be negative"));
   CHECK_OK(ct_supervisor_start(sup));
   ct_task_opts_t o = CT_TASK_OPTS_INIT;
-  o.delay = 1;
+  o.arg_free = free;
   logcap_clear(&cap);
   CHECK_EQ_INT(ct_process_task(sup, "echo", NULL, &o, NULL), CT_EINVAL);
-  CHECK(logcap_has(&cap, "ct_process_task: invalid ct_task_opts_t.delay", NULL));
+  CHECK(logcap_has(&cap, "ct_process_task: invalid ct_task_opts_t.arg_free", NULL));
   CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
   CHECK_OK(ct_supervisor_free(sup));
 }

@@ -246,9 +246,12 @@ TEST(bad_input) {
   CHECK_EQ_INT(ct_process_task(sup, "echo", bad, NULL, &t), CT_EINVAL);
   json_decref(bad);
   ct_task_opts_t to = CT_TASK_OPTS_INIT;
-  to.delay = 1;
+  to.arg_free = free; /* a process task has no arg to free */
   CHECK_EQ_INT(ct_process_task(sup, "echo", NULL, &to, &t), CT_EINVAL);
-  to.delay = 0;
+  to.arg_free = NULL;
+  to.timeout = -1;
+  CHECK_EQ_INT(ct_process_task(sup, "echo", NULL, &to, &t), CT_EINVAL);
+  to.timeout = 0;
   to.priority = 300;
   CHECK_EQ_INT(ct_process_task(sup, "echo", NULL, &to, &t), CT_EINVAL);
   CHECK_EQ_INT(ct_supervisor_registry_size(sup), 0);

@@ -327,7 +327,7 @@ TEST(old_size_stats_are_filled_without_writing_past_their_end) {
   guarded_t g;
   guarded_init(&g, STATS_OLDEST);
   CHECK_OK(ct_supervisor_stats(sup, (ct_stats_t *)g.bytes));
-  ct_stats_t old;
+  ct_stats_t old = CT_STATS_INIT;
   memcpy(&old, g.bytes, STATS_OLDEST);
   CHECK_EQ_INT(old.size, STATS_OLDEST);
   CHECK_EQ_INT(old.submitted, 3);

@@ -10,7 +10,9 @@
  * async executors): set ct_task_opts_t.loop for a one-off task or
  * ct_worker_opts_t.loop for a worker. Such tasks run in the order they were
  * submitted (priorities do not reorder them) and are not counted in the
- * thread pool's statistics.
+ * thread pool's statistics. They take a delay (posted when it has passed)
+ * and, on an extra loop, a timeout (the supervisor's own loop keeps the
+ * deadline, so a task blocking that loop could not be ended by it).
  *
  * Extra loops ("aloops") belong to a supervisor: created by name, found by
  * name, one of them (or the supervisor's own) is the default, and they are

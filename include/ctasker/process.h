@@ -22,8 +22,8 @@
  *                    seen when it dies, even if a process it started still
  *                    holds its pipe) or stopped talking (closed its pipe);
  *   ProtocolError    the child wrote something that is not a valid frame;
- *   TimeoutError     the task ran past the pool's task_timeout (the child is
- *                    killed);
+ *   TimeoutError     the task ran past its timeout (ct_task_opts_t.timeout)
+ *                    or else the pool's task_timeout (the child is killed);
  *   NotSerializable  the result could not be encoded, or a frame exceeded
  *                    the pool's max_frame;
  *   ProcessPoolUnavailable  the fork server died and no new one could be
@@ -101,7 +101,7 @@ typedef struct ct_process_pool_opts {
   int reserve_high;    /**< extra children only HIGH and CRITICAL tasks use */
   size_t max_frame;    /**< largest request or result in bytes of JSON; 0: 16 MiB */
   double task_timeout; /**< seconds a task may run in its child; 0 or INFINITY:
-                          no limit */
+                          no limit (a task's own timeout overrides it) */
 } ct_process_pool_opts_t;
 
 /** The default process pool options (2 children), with size set. */
@@ -130,13 +130,18 @@ CT_EXPORT int ct_process_pool_create(ct_supervisor_t *sup, const ct_process_pool
 CT_EXPORT int ct_process_pool_stop(ct_supervisor_t *sup, double timeout);
 
 /** Run the registered function `name` with `args` in a pool child. args is
- * borrowed and encoded at once (NULL means JSON null); opts as for
- * ct_background_task() (name, priority, delay is not supported and must be
- * 0, on_done, done_data); out as for ct_background_task().
- * Returns 0; CT_EINVAL (NULL name, a delay, bad priority, args that cannot be
- * encoded or exceed max_frame); CT_ENOENT if no pool was created (logged
- * as such); CT_ESHUTDOWN if the supervisor or the pool is not running (a
- * supervisor never started is logged as "not started"); CT_ENOMEM.
+ * borrowed and encoded at once, delay or not (NULL means JSON null); opts
+ * as for ct_background_task(): name, priority, on_done, done_data; delay
+ * (the task waits DELAYED, then is queued; if the pool has stopped by then
+ * it is canceled, with a log line); timeout, which overrides the pool's
+ * task_timeout for this task (0 keeps the pool's, INFINITY lifts it; the
+ * child is killed); not arg_free (a process task has no arg: CT_EINVAL);
+ * loop is not used. out as for ct_background_task().
+ * Returns 0; CT_EINVAL (NULL name, an arg_free, bad priority, delay or
+ * timeout, args that cannot be encoded or exceed max_frame); CT_ENOENT if
+ * no pool was created (logged as such); CT_ESHUTDOWN if the supervisor or
+ * the pool is not running (a supervisor never started is logged as "not
+ * started"); CT_ENOMEM.
  * An unknown name is not an error here: the task completes with an
  * UnknownTask error result. On error nothing was queued and on_done is
  * never called. Thread-safety: any thread. */

@@ -153,21 +153,61 @@ typedef struct ct_task_opts {
                               thread (a non-blocking fn; see loop.h): the
                               supervisor's own loop or one of its extra loops;
                               NULL: pool */
+  double timeout;          /**< seconds its function may run, counted from its
+                              start; 0 or INFINITY: no bound. A thread or loop
+                              task still running at the deadline completes
+                              with a TimeoutError result (callback, waiters)
+                              and its cancel flag is set; see ct_background_task()
+                              for what its thread still holds. A process task
+                              takes it as its own task_timeout (the child is
+                              killed): 0 keeps the pool's, INFINITY lifts it. */
+  void (*arg_free)(void *arg); /**< NULL, or called with the task's arg exactly
+                              once, when the task is terminal and its function
+                              (if it ran) has returned: done, failed, canceled
+                              or timed out. Not for process tasks (their args
+                              are JSON, copied at submission: CT_EINVAL). */
 } ct_task_opts_t;
 
 /** The default task options, with size set. */
-#define CT_TASK_OPTS_INIT {sizeof(ct_task_opts_t), NULL, CT_PRIORITY_NORMAL, 0.0, NULL, NULL, NULL}
+#define CT_TASK_OPTS_INIT {sizeof(ct_task_opts_t), NULL, CT_PRIORITY_NORMAL, 0.0, NULL, NULL, NULL, 0.0, NULL}
 
 /** Submit fn(task, arg) to run on a pool thread (or on opts->loop). opts may be NULL (NORMAL
- * priority, no name, no delay, no callback). A loop task may not have a
- * delay (CT_ENOTSUP); CT_ESHUTDOWN if its loop has ended. If out is not NULL it receives
+ * priority, no name, no delay, no callback). A loop task may have a delay:
+ * it is posted to its loop once the delay has passed, and canceled (with a
+ * log line) if its loop has ended by then; CT_ESHUTDOWN if its loop has
+ * ended already. If out is not NULL it receives
  * a new reference to the task, which is then also findable by id with
  * ct_supervisor_get_task() until it is terminal; with out NULL
  * (fire-and-forget) nothing is registered and no clock is read.
+ *
+ * arg: opts->arg_free, if set, frees it once the task is terminal and its
+ * function has returned, after on_done has returned, and before waiters
+ * wake unless the task timed out: on the thread that made the task
+ * terminal, or, after a timeout, on the later of the loop thread that
+ * called on_done and the thread whose function returned. If this call
+ * returns an error, arg_free is never called: arg is still the caller's.
+ * Without arg_free, arg is the caller's to free once the task is terminal
+ * and, if it timed out, its function has returned.
+ *
+ * Timeouts (opts->timeout): a thread cannot be killed. A task past its
+ * deadline is COMPLETED with TimeoutError at once (on_done runs on the
+ * supervisor's loop thread, waiters wake), but until its function returns
+ * it still holds its thread: a pool thread stays busy (it counts in
+ * `running` and against the caps and reservations, and a supervisor's stop
+ * waits for it), an extra loop runs nothing else; arg stays alive and
+ * the executor keeps its reference to the task. ct_stats_t.overrun counts
+ * such tasks. A function that polls ct_task_cancel_requested() returns
+ * soon; its late return is discarded (the result it returns is freed) and
+ * counted in late_returns, and only then is the task counted, once, as
+ * failed. A loop task's deadline is kept by the supervisor's own loop, so
+ * a loop task with a timeout must run on an extra loop (CT_ENOTSUP on the
+ * supervisor's own: the function would block the loop that ends it).
+ *
  * Returns 0; CT_EINVAL for a NULL fn, a NULL sup with no default, a loop of
  * another supervisor, a priority out of range, a negative, NaN or infinite
  * delay (a huge finite delay is kept: the task waits until canceled or
- * stopped); CT_ESHUTDOWN if the
+ * stopped), a negative or NaN timeout; CT_ENOTSUP for a timeout on the
+ * supervisor's own loop; CT_ESHUTDOWN if the
  * supervisor is not running (one never started also logs "not started");
  * CT_ENOMEM. On error nothing was queued and
  * on_done is never called. Thread-safety: any thread, including task
@@ -188,7 +228,8 @@ CT_EXPORT size_t ct_supervisor_registry_size(ct_supervisor_t *sup);
 /** A supervisor's counters (ct_supervisor_stats()). Every accepted task,
  * whatever runs it (pool thread, loop, process child, worker run), counts
  * once in `submitted` and, once terminal, once in completed, failed or
- * canceled: at rest submitted == completed + failed + canceled.
+ * canceled (a timed-out thread or loop task once its function has
+ * returned): at rest submitted == completed + failed + canceled.
  *
  * The struct grows at its end as the library gains counters: set `size`
  * (start from CT_STATS_INIT) and the library fills only the fields that fit
@@ -226,11 +267,15 @@ typedef struct ct_stats {
   double run_p50;  /**< time from start to completion */
   double run_p90;  /**< see run_p50 */
   double run_p99;  /**< see run_p50 */
+  uint64_t overrun;    /**< thread and loop tasks timed out whose functions
+                          still run now (a thread task's also counts in running) */
+  uint64_t late_returns; /**< functions of timed-out tasks that have returned
+                            since, their results discarded (total) */
 } ct_stats_t;
 
 /** A ct_stats_t to fill: size set, every counter 0. */
 #define CT_STATS_INIT                                                          \
-  {sizeof(ct_stats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}
+  {sizeof(ct_stats_t), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0}
 
 /** A consistent snapshot of the counters into *out, whose `size` the caller
  * set (CT_STATS_INIT): the fields that fit in `size` bytes are written,

@@ -39,7 +39,10 @@ typedef json_t *(*ct_task_fn)(ct_task_t *self, void *arg);
 /** Called exactly once when the task is terminal. `task` is borrowed; take a
  * reference to keep it. Runs on the thread that made the task terminal: the
  * pool thread that ran it, or the thread that canceled it (the one calling
- * ct_task_cancel() or ct_supervisor_stop()). It must not block for long. */
+ * ct_task_cancel() or ct_supervisor_stop()), or the supervisor's loop thread
+ * when the task's timeout ended it (ct_task_opts_t.timeout). The task's arg
+ * is still valid here; its arg_free, if any, runs after this returns. It
+ * must not block for long. */
 typedef void (*ct_task_done_fn)(ct_task_t *task, void *data);
 
 /** Take / drop a reference. ct_task_unref(NULL) does nothing.
@@ -84,8 +87,9 @@ CT_EXPORT bool ct_task_failed(const ct_task_t *task);
  * Thread-safety: any thread, including the task's own function. */
 CT_EXPORT int ct_task_cancel(ct_task_t *task);
 
-/** True once ct_task_cancel() was called on the task. A long-running task
- * function polls it and returns early. Thread-safety: any thread. */
+/** True once ct_task_cancel() was called on the task, or its timeout ended
+ * it. A long-running task function polls it and returns early.
+ * Thread-safety: any thread. */
 CT_EXPORT bool ct_task_cancel_requested(const ct_task_t *task);
 
 /** Wait until every task in tasks[0..n) is terminal and its completion

@@ -7,7 +7,11 @@
  *   DELAYED -> QUEUED -> STARTED -> COMPLETED
  *   DELAYED | QUEUED -> CANCELED
  * A fire-and-forget task is 72 bytes (one 80-byte heap chunk); the extra
- * part of tracked tasks adds 48 (one 128-byte chunk, plus the name).
+ * part of tracked tasks adds 48 (one 128-byte chunk, plus the name: the
+ * largest glibc keeps in fast bins, which a 144-byte chunk would leave,
+ * doubling the system time of a burst of tracked tasks); a task with an
+ * arg_free or a timeout carries a record of the layer above after its extra
+ * part, in the same block (task-options.c).
  */
 #ifndef CT_LIB_TASK_INTERNAL_H
 #define CT_LIB_TASK_INTERNAL_H
@@ -27,6 +31,11 @@ typedef struct ct__task_owner {
   /* NULL, or where the owner's tasks that ran record their wait and run
    * times (core/timing.h); its tasks then all carry the extra part. */
   struct ct__timing *timing;
+  /* For a task with a timeout (task-options.c), on the thread that runs
+   * it: its function starts now (arm the deadline), and has returned
+   * (disarm it; `late`: the deadline had already finished the task). */
+  void (*deadline_start)(struct ct__task_owner *owner, ct_task_t *t);
+  void (*deadline_end)(struct ct__task_owner *owner, ct_task_t *t, bool late);
 } ct__task_owner_t;
 
 enum ct__task_flag {
@@ -38,7 +47,21 @@ enum ct__task_flag {
   CT__F_CRITICAL = 1u << 5,         /* reported past timeout_critical */
   CT__F_ON_LOOP = 1u << 6,          /* queued on a loop, not in the pool */
   CT__F_PROCESS = 1u << 7,          /* runs in the process pool */
+  /* A task with a timeout: exactly one of the two is ever set (task-options.c). */
+  CT__F_RETURNED = 1u << 8,  /* its function returned before its deadline */
+  CT__F_TIMED_OUT = 1u << 9, /* its deadline finished it; the function may still run */
+  CT__F_ARG_WAITS = 1u << 10, /* timed out: its end was told or its function
+                                 returned; the other frees the arg */
+  CT__F_MORE = 1u << 11,      /* a ct__task_more_t follows the extra part */
 };
+
+/* What fewer tasks still carry: an arg_free or a timeout. It begins a
+ * record of the layer above (the deadline's timer), which ct__task_new_more()
+ * allocates after the extra part, in the task's own block. */
+typedef struct ct__task_more {
+  void (*arg_free)(void *arg); /* called once: terminal, function returned */
+  double timeout;              /* seconds its function may run; 0: no bound */
+} ct__task_more_t;
 
 /* What only some tasks carry: those with a handle, a callback, a name, or a
  * supervisor watchdog. Allocated in the same block, right after the task;
@@ -70,6 +93,17 @@ struct ct_task {
 /* A new task with one reference, status QUEUED, with or without the extra
  * part; NULL if out of memory. */
 ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority, bool extra);
+
+/* ct__task_new() with the extra part and, after it, `more_size` zeroed
+ * bytes for a record that begins with a ct__task_more_t (CT__F_MORE). */
+ct_task_t *ct__task_new_more(ct_task_fn fn, void *arg, int priority, size_t more_size);
+
+/* The record after the extra part, or NULL. */
+static inline ct__task_more_t *ct__task_more(const ct_task_t *t) {
+  return atomic_load_explicit(&t->flags, memory_order_relaxed) & CT__F_MORE
+             ? (ct__task_more_t *)(t->x + 1)
+             : NULL;
+}
 
 /* Timestamps, for tasks with the extra part (no-ops for the others). */
 static inline void ct__task_stamp_queued(ct_task_t *t) {
@@ -106,5 +140,34 @@ void ct__task_finish(ct_task_t *t, json_t *result);
 /* Give a task that has just become CANCELED (the caller won the CAS) its
  * CancelledError result, run its callback and wake its waiters. */
 void ct__task_finish_canceled(ct_task_t *t);
+
+/* task-options.c. Whether the task has a timeout (its function's run is
+ * watched by the owner's deadline hooks). */
+static inline bool ct__task_has_timeout(const ct_task_t *t) {
+  ct__task_more_t *more = ct__task_more(t);
+  return more && more->timeout > 0;
+}
+
+/* ct__task_run_and_release() for a task with a timeout: the owner arms the
+ * deadline, the function runs, and its return either finishes the task or,
+ * when the deadline finished it first, is discarded (the result freed, the
+ * argument freed now that the function has returned). Returns whether the
+ * task's result is an error (a late return's is: TimeoutError). */
+bool ct__task_run_timed(ct_task_t *t);
+
+/* The deadline of a STARTED task passed: unless its function has returned
+ * already, finish it with a TimeoutError result and set its cancel flag
+ * (its function goes on; its late return is discarded). True if this call
+ * finished it. Any thread but the task's own. */
+bool ct__task_time_out(ct_task_t *t);
+
+/* Call the task's arg_free, if any, on its argument: once, by the one
+ * thread that sees the task terminal with its function returned. */
+void ct__task_free_arg(ct_task_t *t);
+
+/* For a task its deadline finished: called once its end has been told
+ * (after on_done) and once its function has returned; the second call
+ * frees the argument. */
+void ct__task_timed_out_half(ct_task_t *t);
 
 #endif

@@ -1,9 +1,10 @@
 /* Tasks: allocation, reference counting, attributes, finishing, waiting.
  *
  * Finishing order (ct__task_finish): result, completion time, terminal
- * status, callback, the registry lets go, then the DONE flag and the
- * waiters' wake-up. So a waiter that returns sees the callback done and the
- * task gone from the registry.
+ * status, callback, arg_free (unless a timeout finished the task while its
+ * function still runs: task-options.c), the registry lets go, then the
+ * DONE flag and the waiters' wake-up. So a waiter that returns sees the
+ * callback done, the argument freed and the task gone from the registry.
  *
  * Waiting: one process-wide mutex and condition variable serve every
  * ct_wait_completed() call, which waits for its tasks one at a time. A
@@ -33,8 +34,9 @@ static void wait_cond_init(void) {
   pthread_condattr_destroy(&attr);
 }
 
-ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority, bool extra) {
-  size_t size = sizeof(ct_task_t) + (extra ? sizeof(struct ct__task_extra) : 0);
+static ct_task_t *task_new(ct_task_fn fn, void *arg, int priority, bool extra,
+                           size_t more_size) {
+  size_t size = sizeof(ct_task_t) + (extra ? sizeof(struct ct__task_extra) : 0) + more_size;
   ct_task_t *t = malloc(size);
   if (!t)
     return NULL;
@@ -45,7 +47,16 @@ ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority, bool extra) {
   t->x = extra ? (struct ct__task_extra *)(t + 1) : NULL;
   atomic_init(&t->refs, 1);
   atomic_init(&t->status, CT_TASK_QUEUED);
+  atomic_init(&t->flags, more_size ? CT__F_MORE : 0);
   return t;
+}
+
+ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority, bool extra) {
+  return task_new(fn, arg, priority, extra, 0);
+}
+
+ct_task_t *ct__task_new_more(ct_task_fn fn, void *arg, int priority, size_t more_size) {
+  return task_new(fn, arg, priority, true, more_size);
 }
 
 ct_task_t *ct_task_ref(ct_task_t *task) {
@@ -108,6 +119,10 @@ bool ct_task_cancel_requested(const ct_task_t *task) {
 static void announce_terminal(ct_task_t *t) {
   if (t->x && t->x->on_done)
     t->x->on_done(t, t->x->done_data);
+  if (!ct__task_has(t, CT__F_TIMED_OUT))
+    ct__task_free_arg(t);
+  else
+    ct__task_timed_out_half(t); /* its function may still run */
   if (ct__task_has(t, CT__F_REGISTERED))
     t->owner->forget(t->owner, t);
   atomic_fetch_or(&t->flags, CT__F_DONE);
@@ -120,11 +135,13 @@ static void announce_terminal(ct_task_t *t) {
 }
 
 bool ct__task_run_and_release(ct_task_t *t) {
+  if (ct__task_has_timeout(t))
+    return ct__task_run_timed(t);
   json_t *result = t->fn(t, t->arg);
   bool failed = ct_result_is_error(result);
   /* Nobody else holds the task and nobody asked to hear of it (nor for its
    * times): the cheap path skips the terminal bookkeeping nobody can observe. */
-  if (!(t->x && (t->x->on_done || ct__task_timed(t))) &&
+  if (!(t->x && (t->x->on_done || ct__task_timed(t))) && !ct__task_has(t, CT__F_MORE) &&
       atomic_load_explicit(&t->refs, memory_order_acquire) == 1) {
     t->result = result;
     ct_task_unref(t);
@@ -143,7 +160,9 @@ void ct__task_finish(ct_task_t *t, json_t *result) {
     ct__timing_record(t->owner->timing, t->x->t_started - t->x->t_queued,
                       t->x->t_completed - t->x->t_started);
   /* A store, not a swap: STARTED is left only here, by the executor that
-   * won QUEUED -> STARTED (a cancel then only sets a flag). */
+   * won QUEUED -> STARTED (a cancel then only sets a flag), or by a
+   * deadline that won the claim against the function's return
+   * (task-options.c). */
   atomic_store(&t->status, CT_TASK_COMPLETED);
   announce_terminal(t);
 }

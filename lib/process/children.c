@@ -53,7 +53,7 @@ static void on_task_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
   pthread_mutex_unlock(&s->pool->lock);
   ct__proc_slot_fail(s,
                      ct_error_new("TimeoutError", "process task %llu ran past %g s",
-                                  (unsigned long long)s->task->id, s->pool->opts.task_timeout),
+                                  (unsigned long long)s->task->id, s->call->timeout),
                      true);
   ct__proc_check_progress(s->pool);
 }
@@ -143,8 +143,8 @@ static void dispatch_to(ct__slot_t *s, ct_task_t *t) {
   s->call = t->arg;
   t->arg = NULL;
   s->state = SLOT_BUSY;
-  if (pool->opts.task_timeout > 0) {
-    ev_timer_init(&s->timer, on_task_timeout, pool->opts.task_timeout, 0.);
+  if (s->call->timeout > 0) {
+    ev_timer_init(&s->timer, on_task_timeout, s->call->timeout, 0.);
     ev_now_update(pool->cfg.loop->ev);
     ev_timer_start(pool->cfg.loop->ev, &s->timer);
   }

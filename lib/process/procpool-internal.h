@@ -37,6 +37,7 @@ typedef struct ct__proc_call {
   char *frame;
   size_t frame_len;
   ct__loop_t *reply_loop; /* where the task finishes (it outlives the pool), or NULL */
+  double timeout; /* seconds it may run in its child: the task's or the pool's; 0: no bound */
 } ct__proc_call_t;
 
 typedef struct ct__slot {

@@ -364,6 +364,13 @@ int ct__procpool_start(ct__procpool_t *pool) {
   return rc;
 }
 
+/* The task's own timeout, else the pool's (0: no bound). */
+static double call_timeout(const ct__procpool_t *pool, double timeout) {
+  if (timeout == 0)
+    return pool->opts.task_timeout;
+  return timeout >= CT__SECONDS_FOREVER ? 0 : timeout;
+}
+
 /* The request frame for a call. Returns 0 or CT_EINVAL / CT_ENOMEM. */
 static int make_call(ct__procpool_t *pool, uint64_t id, const char *name, const json_t *args,
                      ct__loop_t *reply_loop, ct__proc_call_t **out) {
@@ -402,14 +409,42 @@ static int enqueue(ct__procpool_t *pool, ct_task_t *t) {
   return rc;
 }
 
-int ct__procpool_submit(ct__procpool_t *pool, ct_task_t *t, const char *name, const json_t *args,
-                        ct__loop_t *reply_loop) {
+int ct__procpool_prepare(ct__procpool_t *pool, ct_task_t *t, const char *name,
+                         const json_t *args, ct__loop_t *reply_loop, double timeout) {
+  ct__proc_call_t *call;
+  int rc = make_call(pool, t->id, name, args, reply_loop, &call);
+  if (rc != 0)
+    return rc;
+  call->timeout = call_timeout(pool, timeout);
+  t->arg = call;
   atomic_fetch_or(&t->flags, CT__F_PROCESS);
-  int rc = make_call(pool, t->id, name, args, reply_loop, (ct__proc_call_t **)&t->arg);
-  if (rc == 0 && (rc = enqueue(pool, t)) == 0)
-    return 0;
-  ct__proc_call_free(t->arg);
-  t->arg = NULL;
+  return 0;
+}
+
+void ct__procpool_release_call(ct_task_t *t) { release_call(t); }
+
+int ct__procpool_submit(ct__procpool_t *pool, ct_task_t *t, const char *name, const json_t *args,
+                        ct__loop_t *reply_loop, double timeout) {
+  int rc = ct__procpool_prepare(pool, t, name, args, reply_loop, timeout);
+  if (rc == 0 && (rc = enqueue(pool, t)) != 0)
+    release_call(t);
+  return rc;
+}
+
+int ct__procpool_enqueue_delayed(ct__procpool_t *pool, ct_task_t *t) {
+  pthread_mutex_lock(&pool->lock);
+  int rc = pool->state != POOL_RUNNING                                   ? CT_ESHUTDOWN
+           : !ct__task_try_status(t, CT_TASK_DELAYED, CT_TASK_QUEUED) ? CT_EALREADY
+                                                                        : 0;
+  if (rc == 0) {
+    ct__task_stamp_queued(t);
+    ct__rq_push(&pool->rq, t);
+    pool->submitted++;
+    pool->queued++;
+  }
+  pthread_mutex_unlock(&pool->lock);
+  if (rc == 0)
+    kick(pool);
   return rc;
 }
 

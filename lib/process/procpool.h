@@ -39,13 +39,32 @@ ct__procpool_t *ct__procpool_new(const ct_process_pool_opts_t *o, const ct__proc
  * is still the caller's to free). */
 int ct__procpool_start(ct__procpool_t *pool);
 
-/* Queue a call of the process function `name` with `args` (borrowed) for a
- * QUEUED task with its id set. The task is finished on the pool's loop, or
- * on `reply_loop` if not NULL (a loop that lives as long as the pool).
- * Returns 0 (the pool holds the caller's reference) or CT_EINVAL (args too
- * big or not encodable), CT_ENOMEM, CT_ESHUTDOWN (nothing kept). */
+/* Prepare a task with its id set to call the process function `name` with
+ * `args` (borrowed): the request is encoded now and waits in the task. The
+ * task is finished on the pool's loop, or on `reply_loop` if not NULL (a
+ * loop that lives as long as the pool). `timeout`: seconds it may run in
+ * its child; 0: the pool's task_timeout; CT__SECONDS_FOREVER or more: no
+ * bound. Returns 0, or CT_EINVAL (args too big or not encodable), CT_ENOMEM
+ * (nothing prepared). */
+int ct__procpool_prepare(ct__procpool_t *pool, ct_task_t *t, const char *name,
+                         const json_t *args, ct__loop_t *reply_loop, double timeout);
+
+/* Free the call a prepared task carries that never reached the pool's
+ * queue (a delayed task canceled, a refused submission). */
+void ct__procpool_release_call(ct_task_t *t);
+
+/* ct__procpool_prepare(), then queue the QUEUED task. Returns 0 (the pool
+ * holds the caller's reference) or an error of either step, CT_ESHUTDOWN
+ * when the pool is stopping (nothing kept). */
 int ct__procpool_submit(ct__procpool_t *pool, ct_task_t *t, const char *name,
-                        const json_t *args, ct__loop_t *reply_loop);
+                        const json_t *args, ct__loop_t *reply_loop, double timeout);
+
+/* Queue a prepared DELAYED task whose delay has passed: DELAYED -> QUEUED
+ * under the pool's lock, so a cancel finds it either still DELAYED or in
+ * the queue. Returns 0 (the pool holds the caller's reference), CT_ESHUTDOWN
+ * (the pool is stopping: the task is still DELAYED) or CT_EALREADY (it was
+ * canceled). */
+int ct__procpool_enqueue_delayed(ct__procpool_t *pool, ct_task_t *t);
 
 /* The calls below accept a NULL pool. */
 

@@ -4,7 +4,13 @@
  * allocation) to the loop. On the loop thread the record is linked into
  * sup->delays and its timer started; while the task is DELAYED its `link`
  * points at the record. When the timer fires the task moves DELAYED ->
- * QUEUED and goes to the pool. A cancel from another thread wins the
+ * QUEUED and goes to its executor: the pool, its loop, or the process
+ * pool. A loop that has ended by then cancels the task (with a log line);
+ * so does a process pool that is stopping, which takes the task DELAYED ->
+ * QUEUED under its own lock only while it accepts work, so that a cancel
+ * never finds a QUEUED process task outside its queue. A process task's
+ * prepared call waits in its arg and is freed with the record if the task
+ * never goes. A cancel from another thread wins the
  * DELAYED -> CANCELED swap itself and posts a "forget" message so the loop
  * frees the timer at once instead of at its expiry. Only the loop thread
  * touches records and the list.
@@ -12,12 +18,14 @@
 #include <stdlib.h>
 
 #include "base/clock.h"
+#include "process/procpool.h"
 #include "supervisor/supervisor-internal.h"
 
 typedef struct ct__delay {
   ct__loop_msg_t msg;
   ev_timer timer;
   ct_task_t *task; /* the run queue's reference, until queued */
+  ct__loop_t *loop; /* where it goes, or NULL: the pool or the process pool */
   double after;
   ct__list_t node; /* in sup->delays */
   ct_supervisor_t *sup;
@@ -28,39 +36,28 @@ typedef struct {
   ct_task_t *task; /* a reference */
 } ct__forget_msg_t;
 
+/* Drop the record's reference to a task that never went to its executor
+ * (a process task's call goes with it). */
+static void release_task(ct_task_t *t) {
+  if (ct__task_has(t, CT__F_PROCESS))
+    ct__procpool_release_call(t);
+  ct_task_unref(t);
+}
+
 /* Stop and free a linked record. */
 static void drop_delay(ct__delay_t *d) {
   ct_supervisor_t *sup = d->sup;
   ev_timer_stop(sup->loop.ev, &d->timer);
   ct__list_remove(&d->node);
   d->task->link = NULL;
-  ct_task_unref(d->task);
+  release_task(d->task);
   free(d);
   if (ct__list_empty(&sup->delays) && sup->stop_seen)
     ct__loop_kick(&sup->loop, &sup->stop_check);
 }
 
-static void delay_expired(struct ev_loop *ev, ev_timer *w, int revents) {
-  (void)ev;
-  (void)revents;
-  ct__delay_t *d = w->data;
-  ct_task_t *t = d->task;
-  ct_supervisor_t *sup = d->sup;
-  if (ct__task_try_status(t, CT_TASK_DELAYED, CT_TASK_QUEUED)) {
-    atomic_fetch_sub(&sup->delayed, 1);
-    ct__task_stamp_queued(t);
-    d->task = NULL;
-    ev_timer_stop(sup->loop.ev, &d->timer);
-    ct__list_remove(&d->node);
-    free(d);
-    t->link = NULL;
-    ct__pool_submit(&sup->pool, t, true); /* the pool takes the reference */
-    return;
-  }
-  drop_delay(d); /* canceled meanwhile */
-}
-
-/* Loop thread: a cancel happened before the record's timer started. */
+/* Loop thread: cancel a task that is still DELAYED (a cancel that came
+ * before the record's timer started, a stop, a process pool that stopped). */
 static void cancel_on_loop(ct_supervisor_t *sup, ct_task_t *t) {
   if (ct__task_try_status(t, CT_TASK_DELAYED, CT_TASK_CANCELED)) {
     atomic_fetch_sub(&sup->delayed, 1);
@@ -69,13 +66,78 @@ static void cancel_on_loop(ct_supervisor_t *sup, ct_task_t *t) {
   }
 }
 
+/* A QUEUED loop task whose loop refused it (ended, or no memory for the
+ * message): cancel it unless a cancel got there first. Takes the reference. */
+static void refused_by_loop(ct_supervisor_t *sup, ct_task_t *t, int rc) {
+  if (ct__loop_cancel_queued(&sup->loop_counts, t)) {
+    ct__sup_log(sup, CT_LOG_WARNING, "ctasker: delayed task %llu (%s) canceled: its loop %s",
+                (unsigned long long)t->id, ct_task_name(t),
+                rc == CT_ESHUTDOWN ? "has ended" : "could not take it (out of memory)");
+    ct__task_finish_canceled(t);
+  }
+  ct_task_unref(t);
+}
+
+/* A process task's delay has passed: true if the process pool took it (and
+ * the record's reference); false if it was canceled meanwhile or is
+ * canceled now because the pool stopped. */
+static bool go_process(ct_supervisor_t *sup, ct_task_t *t) {
+  int rc = ct__procpool_enqueue_delayed(atomic_load(&sup->procpool), t);
+  if (rc == 0) {
+    atomic_fetch_sub(&sup->delayed, 1);
+    return true;
+  }
+  if (rc == CT_ESHUTDOWN) {
+    ct__sup_log(sup, CT_LOG_WARNING,
+                "ctasker: delayed process task %llu (%s) canceled: the process pool stopped",
+                (unsigned long long)t->id, ct_task_name(t));
+    cancel_on_loop(sup, t);
+  }
+  return false;
+}
+
+/* The delay has passed: hand the task (the record's reference) to its
+ * executor. False if it was canceled instead: the record must let go. */
+static bool go(ct__delay_t *d) {
+  ct_supervisor_t *sup = d->sup;
+  ct_task_t *t = d->task;
+  if (ct__task_has(t, CT__F_PROCESS))
+    return go_process(sup, t); /* its link is the pool's queue's from now on */
+  if (!ct__task_try_status(t, CT_TASK_DELAYED, CT_TASK_QUEUED))
+    return false; /* canceled meanwhile */
+  atomic_fetch_sub(&sup->delayed, 1);
+  ct__task_stamp_queued(t);
+  t->link = NULL;
+  if (!d->loop) {
+    ct__pool_submit(&sup->pool, t, true); /* the pool takes the reference */
+    return true;
+  }
+  int rc = ct__loop_exec(d->loop, t, &sup->loop_counts);
+  if (rc != 0)
+    refused_by_loop(sup, t, rc);
+  return true;
+}
+
+static void delay_expired(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev;
+  (void)revents;
+  ct__delay_t *d = w->data;
+  if (!go(d)) {
+    drop_delay(d);
+    return;
+  }
+  ev_timer_stop(d->sup->loop.ev, &d->timer);
+  ct__list_remove(&d->node);
+  free(d);
+}
+
 static void arm_delay(ct__loop_t *loop, ct__loop_msg_t *msg) {
   ct__delay_t *d = (ct__delay_t *)msg;
   ct_supervisor_t *sup = loop->data;
   if (sup->stop_seen)
     cancel_on_loop(sup, d->task);
   if (atomic_load(&d->task->status) != CT_TASK_DELAYED) {
-    ct_task_unref(d->task);
+    release_task(d->task);
     free(d);
     return;
   }
@@ -87,12 +149,13 @@ static void arm_delay(ct__loop_t *loop, ct__loop_msg_t *msg) {
   ev_timer_start(loop->ev, &d->timer);
 }
 
-int ct__delay_start(ct_supervisor_t *sup, ct_task_t *t, double delay) {
+int ct__delay_start(ct_supervisor_t *sup, ct_task_t *t, double delay, ct__loop_t *loop) {
   ct__delay_t *d = calloc(1, sizeof *d);
   if (!d)
     return CT_ENOMEM;
   d->msg.run = arm_delay;
   d->task = t;
+  d->loop = loop;
   d->after = delay;
   d->sup = sup;
   atomic_fetch_add(&sup->delayed, 1);

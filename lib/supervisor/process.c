@@ -52,12 +52,18 @@ int ct_process_pool_create(ct_supervisor_t *sup, const ct_process_pool_opts_t *o
   return rc;
 }
 
-/* A process task takes the common task options but no delay. */
-static int read_task_opts(ct_supervisor_t *sup, const ct_task_opts_t *in, ct_task_opts_t *o) {
+/* A process task takes the common task options but no arg_free (it has no
+ * arg: its args are JSON, copied at submission). Its timeout goes into its
+ * call (the child is killed), not into a deadline of the supervisor's: the
+ * options the task is made with have none. */
+static int read_task_opts(ct_supervisor_t *sup, const ct_task_opts_t *in, ct_task_opts_t *o,
+                          double *timeout) {
   int rc = ct__read_task_options(sup, "ct_process_task", in, o);
-  if (rc == 0 && o->delay != 0) {
+  *timeout = o->timeout;
+  o->timeout = 0;
+  if (rc == 0 && o->arg_free) {
     ct__opts_check_t c = ct__sup_opts_check(sup, "ct_task_opts_t", "ct_process_task");
-    rc = ct__opts_bad(&c, "delay", "a process task takes no delay");
+    rc = ct__opts_bad(&c, "arg_free", "a process task has no arg to free");
   }
   return rc;
 }
@@ -68,14 +74,33 @@ static ct__loop_t *reply_loop(ct_supervisor_t *sup) {
   return current && current != &sup->loop && current->data == sup ? current : NULL;
 }
 
+/* Give a new process task (our reference) to the pool, or, with a delay,
+ * its call prepared, to a delay timer (delay.c). Returns 0 or an error
+ * (nothing taken). */
+static int hand_over(ct_supervisor_t *sup, ct__procpool_t *pool, ct_task_t *t, const char *name,
+                     const json_t *args, double delay, double timeout) {
+  if (delay == 0) {
+    ct__task_stamp_queued(t);
+    return ct__procpool_submit(pool, t, name, args, reply_loop(sup), timeout);
+  }
+  int rc = ct__procpool_prepare(pool, t, name, args, reply_loop(sup), timeout);
+  if (rc != 0)
+    return rc;
+  ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_DELAYED); /* nobody else sees t yet */
+  if ((rc = ct__delay_start(sup, t, delay, NULL)) != 0)
+    ct__procpool_release_call(t);
+  return rc;
+}
+
 int ct__sup_process_task(ct_supervisor_t *sup, const char *name, const json_t *args,
                          const ct_task_opts_t *opts, ct_task_t **out) {
   ct_task_opts_t o;
+  double timeout;
   if (out)
     *out = NULL;
   if (!sup)
     sup = ct_supervisor_default();
-  if (!sup || !name || read_task_opts(sup, opts, &o) != 0)
+  if (!sup || !name || read_task_opts(sup, opts, &o, &timeout) != 0)
     return CT_EINVAL;
   ct__procpool_t *pool = atomic_load(&sup->procpool);
   if (!pool)
@@ -85,10 +110,11 @@ int ct__sup_process_task(ct_supervisor_t *sup, const char *name, const json_t *a
   ct_task_t *t = ct__supervisor_new_task(sup, NULL, NULL, &o, out != NULL);
   if (!t)
     return CT_ENOMEM;
-  ct__task_stamp_queued(t);
   int rc = ct__supervisor_track(sup, t, out);
-  if (rc == 0 && (rc = ct__procpool_submit(pool, t, name, args, reply_loop(sup))) == 0) {
-    ct__supervisor_publish(out); /* findable only once the pool counts it */
+  if (rc == 0)
+    rc = hand_over(sup, pool, t, name, args, o.delay, timeout);
+  if (rc == 0) {
+    ct__supervisor_publish(out); /* findable only once the pool or a delay holds it */
     return 0;
   }
   ct__supervisor_abandon(sup, t, out);

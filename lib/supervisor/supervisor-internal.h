@@ -61,6 +61,7 @@ struct ct_supervisor {
   atomic_uint_fast64_t next_id;  /* A: ids of accepted and refused submissions */
   atomic_uint_fast64_t refused;  /* A: submissions that got an id but an error */
   atomic_uint_fast64_t delayed, canceled_delayed; /* A */
+  atomic_uint_fast64_t overrun, late_returns; /* A: timed-out functions (deadline.c) */
   ct__loop_counts_t loop_counts; /* A: tasks run on loops, which no pool counts */
 
   atomic_int cancels_in_flight; /* A: stop() is still finishing canceled tasks */
@@ -147,8 +148,10 @@ void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out)
 int ct__sup_process_task(ct_supervisor_t *sup, const char *name, const json_t *args,
                          const ct_task_opts_t *opts, ct_task_t **out);
 
-/* delay.c: hand a DELAYED task (one reference) to the loop's timers. */
-int ct__delay_start(ct_supervisor_t *sup, ct_task_t *t, double delay);
+/* delay.c: hand a DELAYED task (one reference) to the loop's timers; once
+ * its delay has passed it goes to `loop` if not NULL, else to the process
+ * pool if it is a process task (its call prepared), else to the pool. */
+int ct__delay_start(ct_supervisor_t *sup, ct_task_t *t, double delay, ct__loop_t *loop);
 /* delay.c: a DELAYED task was canceled by another thread; free its timer. */
 void ct__delay_forget(ct_supervisor_t *sup, ct_task_t *t);
 /* delay.c, loop thread: cancel every delayed task (supervisor stop). */
@@ -201,6 +204,16 @@ int ct__sup_thread_start(ct_supervisor_t *sup, const char *name, void (*fn)(void
                          void *arg);
 /* Whether the calling thread is one of `sup`'s own threads (threads.c). */
 bool ct__sup_thread_is_own(const ct_supervisor_t *sup);
+/* deadline.c: per-task timeouts and arg_free. Whether a timeout bounds a
+ * thread or loop task (> 0 and below CT__SECONDS_FOREVER). */
+bool ct__deadline_bounded(double timeout);
+/* The size of the record a task with opts->arg_free or a bounded timeout
+ * carries (ct__task_new_more()), and filling it in. */
+size_t ct__deadline_size(void);
+void ct__deadline_init(ct_supervisor_t *sup, ct_task_t *t, const ct_task_opts_t *o);
+/* The task owner's deadline hooks (task-internal.h). */
+void ct__deadline_start(ct__task_owner_t *owner, ct_task_t *t);
+void ct__deadline_end(ct__task_owner_t *owner, ct_task_t *t, bool late);
 
 /* watchdog.c, loop thread: start / stop the timeout watchdog. */
 void ct__watchdog_start(ct_supervisor_t *sup);

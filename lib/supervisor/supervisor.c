@@ -191,6 +191,8 @@ static int init_members(ct_supervisor_t *sup) {
   if (pthread_mutex_init(&sup->state_lock, NULL) != 0)
     goto no_lock;
   sup->owner.forget = forget_task;
+  sup->owner.deadline_start = ct__deadline_start;
+  sup->owner.deadline_end = ct__deadline_end;
   ct__list_init(&sup->delays);
   if (sup->opts.stats_timing && !(sup->owner.timing = calloc(1, sizeof *sup->owner.timing)))
     goto no_timing;
@@ -416,19 +418,22 @@ int ct__read_task_options(ct_supervisor_t *sup, const char *fn, const ct_task_op
     return CT_EINVAL;
   ct__opts_int(&c, "priority", o->priority, CT_PRIORITY_CRITICAL, CT_PRIORITY_MAX);
   ct__opts_seconds(&c, "delay", o->delay, CT__SEC_DELAY);
-  if (c.rc != 0)
-    return c.rc;
-  return o->loop && o->delay > 0 ? CT_ENOTSUP : 0;
+  ct__opts_seconds(&c, "timeout", o->timeout, CT__SEC_LIMIT);
+  return c.rc;
 }
 
 ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
                                    const ct_task_opts_t *o, bool tracked) {
-  bool extra = tracked || o->on_done || o->name || watchdog_on(sup) || sup->owner.timing;
-  ct_task_t *t = ct__task_new(fn, arg, o->priority, extra);
+  bool more = o->arg_free || ct__deadline_bounded(o->timeout);
+  bool extra = tracked || o->on_done || o->name || watchdog_on(sup) || sup->owner.timing || more;
+  ct_task_t *t = more ? ct__task_new_more(fn, arg, o->priority, ct__deadline_size())
+                      : ct__task_new(fn, arg, o->priority, extra);
   if (!t)
     return NULL;
+  if (more)
+    ct__deadline_init(sup, t, o);
   if (o->name && !(t->x->name = strdup(o->name))) {
-    ct_task_unref(t);
+    ct_task_unref(t); /* arg stays the caller's: arg_free is not called */
     return NULL;
   }
   if (extra) {
@@ -495,9 +500,11 @@ static bool submission_enter(ct_supervisor_t *sup) {
  * owns the reference and may already have finished the task) or an error
  * (nothing was taken). */
 static int hand_over(ct_supervisor_t *sup, ct_task_t *t, const ct_task_opts_t *o) {
+  if (o->loop) /* from the start: a cancel of a delayed loop task looks there */
+    atomic_fetch_or(&t->flags, CT__F_ON_LOOP);
   if (o->delay > 0) {
     ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_DELAYED); /* nobody else sees t yet */
-    return ct__delay_start(sup, t, o->delay);
+    return ct__delay_start(sup, t, o->delay, o->loop);
   }
   ct__task_stamp_queued(t);
   if (o->loop)
@@ -519,6 +526,12 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
   }
   if (!sup || !fn || rc != 0)
     return rc ? rc : CT_EINVAL;
+  if (o.loop == &sup->loop && ct__deadline_bounded(o.timeout)) {
+    /* the function would block the loop that ends it */
+    ct__sup_log(sup, CT_LOG_ERROR,
+                "ctasker: ct_background_task: a timeout needs an extra loop, not the supervisor's own");
+    return CT_ENOTSUP;
+  }
   if (!submission_enter(sup))
     return ct__sup_refuse_not_running(sup, "ct_background_task");
   ct_task_t *t = ct__supervisor_new_task(sup, fn, arg, &o, out != NULL);
@@ -645,6 +658,8 @@ static void all_stats(ct_supervisor_t *sup, ct_stats_t *out) {
   out->completed += atomic_load(&sup->loop_counts.completed);
   out->failed += atomic_load(&sup->loop_counts.failed);
   out->canceled += atomic_load(&sup->canceled_delayed) + atomic_load(&sup->loop_counts.canceled);
+  out->overrun = atomic_load(&sup->overrun);
+  out->late_returns = atomic_load(&sup->late_returns);
   ct__procpool_counts_t proc; /* submitted: the ids count every task */
   ct__procpool_counts(atomic_load(&sup->procpool), &proc);
   out->queued += proc.queued;
@@ -679,15 +694,17 @@ json_t *ct_supervisor_stats_json(ct_supervisor_t *sup) {
     return NULL;
   const ct_supervisor_opts_t *o = &sup->opts;
   json_t *j = json_pack(
-      "{s:s, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I},"
+      "{s:s, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I},"
       " s:{s:i, s:i, s:i, s:i, s:i, s:I, s:I}}",
       "state", state_name(atomic_load(&sup->state)), "tasks", "submitted",
       (json_int_t)s.submitted, "queued", (json_int_t)s.queued, "delayed",
       (json_int_t)s.delayed, "running", (json_int_t)s.running, "completed",
       (json_int_t)s.completed, "failed", (json_int_t)s.failed, "canceled",
-      (json_int_t)s.canceled, "registered", (json_int_t)s.registered, "loops", "tasks",
-      (json_int_t)s.loop_tasks, "active", (json_int_t)s.loop_active, "pool", "size", o->pool_size, "reserve_normal", o->reserve_normal, "reserve_high",
-      o->reserve_high, "min_threads", o->min_threads, "max_threads", high_cap(o), "threads",
+      (json_int_t)s.canceled, "registered", (json_int_t)s.registered, "overrun",
+      (json_int_t)s.overrun, "late_returns", (json_int_t)s.late_returns, "loops", "tasks",
+      (json_int_t)s.loop_tasks, "active", (json_int_t)s.loop_active, "pool", "size",
+      o->pool_size, "reserve_normal", o->reserve_normal, "reserve_high", o->reserve_high,
+      "min_threads", o->min_threads, "max_threads", high_cap(o), "threads",
       (json_int_t)s.threads, "threads_idle", (json_int_t)s.threads_idle);
   /* Workers are the parts attached to a supervisor. */
   if (j && json_object_set_new(j, "workers", ct__sup_parts_json(sup)) != 0) {
