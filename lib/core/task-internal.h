@@ -6,8 +6,9 @@
  * compare-and-swap, so exactly one of "start", "cancel" and "finish" wins:
  *   DELAYED -> QUEUED -> STARTED -> COMPLETED
  *   DELAYED | QUEUED -> CANCELED
- * A fire-and-forget task is 72 bytes (one 80-byte heap chunk); the extra
- * part of tracked tasks adds 48 (one 128-byte chunk, plus the name).
+ * Records come from slabs (slab.h): a fire-and-forget task is 72 bytes (an
+ * 80-byte record); the extra part of tracked tasks adds 48 (a 128-byte
+ * record, plus the name).
  */
 #ifndef CT_LIB_TASK_INTERNAL_H
 #define CT_LIB_TASK_INTERNAL_H
@@ -66,6 +67,10 @@ struct ct_task {
 /* A new task with one reference, status QUEUED, with or without the extra
  * part; NULL if out of memory. */
 ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority, bool extra);
+
+/* Bytes the task slabs hold mapped now: records in use, free records kept
+ * for reuse and a few spare pages (see slab.c). */
+size_t ct__task_slab_bytes(void);
 
 /* Timestamps, for tasks with the extra part (no-ops for the others). */
 static inline void ct__task_stamp_queued(ct_task_t *t) {

@@ -14,11 +14,16 @@
  */
 #include <pthread.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "base/clock.h"
 #include "ctasker/result.h"
+#include "core/slab.h"
 #include "core/task-internal.h"
+
+/* Task records, with and without the extra part: one slab each. */
+static ct__slab_t task_slab = CT__SLAB_INIT(sizeof(ct_task_t), 0);
+static ct__slab_t task_extra_slab =
+    CT__SLAB_INIT(sizeof(ct_task_t) + sizeof(struct ct__task_extra), 1);
 
 static pthread_mutex_t wait_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wait_cond;
@@ -32,19 +37,26 @@ static void wait_cond_init(void) {
   pthread_condattr_destroy(&attr);
 }
 
+/* Every field is written here, not zeroed by memset first: a slab record
+ * is reused, and one pass over it is all the hot path pays. */
 ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority, bool extra) {
-  size_t size = sizeof(ct_task_t) + (extra ? sizeof(struct ct__task_extra) : 0);
-  ct_task_t *t = malloc(size);
+  ct_task_t *t = ct__slab_alloc(extra ? &task_extra_slab : &task_slab);
   if (!t)
     return NULL;
-  memset(t, 0, size);
-  t->fn = fn;
-  t->arg = arg;
-  t->priority = (uint8_t)priority;
-  t->x = extra ? (struct ct__task_extra *)(t + 1) : NULL;
+  *t = (ct_task_t){.fn = fn, .arg = arg, .priority = (uint8_t)priority};
   atomic_init(&t->refs, 1);
   atomic_init(&t->status, CT_TASK_QUEUED);
+  atomic_init(&t->flags, 0);
+  atomic_init(&t->waiters, 0);
+  if (extra) {
+    t->x = (struct ct__task_extra *)(t + 1);
+    *t->x = (struct ct__task_extra){0};
+  }
   return t;
+}
+
+size_t ct__task_slab_bytes(void) {
+  return ct__slab_bytes(&task_slab) + ct__slab_bytes(&task_extra_slab);
 }
 
 ct_task_t *ct_task_ref(ct_task_t *task) {
@@ -59,7 +71,7 @@ void ct_task_unref(ct_task_t *task) {
   json_decref(task->result);
   if (task->x)
     free(task->x->name);
-  free(task);
+  ct__slab_free(task);
 }
 
 uint64_t ct_task_id(const ct_task_t *task) { return task ? task->id : 0; }

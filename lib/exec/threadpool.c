@@ -54,6 +54,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "core/slab.h"
 
 #define CT__POOL_STACK_SIZE (4u << 20)
 
@@ -334,6 +335,17 @@ static bool spin_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
   return false;
 }
 
+/* Before a thread sleeps: the task records it freed go back to their slab,
+ * and pages whose records are all free go back to the system (slab.h), so
+ * memory comes back after a burst. Outside the lock: after a burst that
+ * is a pass over every freed record. A claim meanwhile is seen by the
+ * caller, which has not started to wait yet. Lock held on entry and return. */
+static void give_back_memory(ct__pool_t *p) {
+  pthread_mutex_unlock(&p->lock);
+  ct__slab_idle();
+  pthread_mutex_lock(&p->lock);
+}
+
 /* Go idle until claimed or work arrives; false if the thread should exit.
  * Lock held on entry and on return. */
 static bool wait_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
@@ -342,6 +354,7 @@ static bool wait_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
   p->idle = w;
   if (spin_for_work(p, w))
     goto woken;
+  give_back_memory(p);
   while (!atomic_load_explicit(&w->claimed, memory_order_acquire)) {
     struct timespec deadline = ct__deadline(p->cfg.keepalive);
     w->sleeping = true;
