@@ -90,6 +90,23 @@ static inline bool ct__task_has(const ct_task_t *t, unsigned flag) {
   return (atomic_load_explicit(&t->flags, memory_order_relaxed) & flag) != 0;
 }
 
+/* Whether another thread may reach the task: a task without the extra part
+ * has no handle, no callback and no watchdog, so only its executor holds it
+ * (its own function may take a reference once it runs). */
+static inline bool ct__task_private(const ct_task_t *t) { return t->x == NULL; }
+
+/* QUEUED -> STARTED, for the executor that took the task off its run queue
+ * under its lock. A private task can be canceled only by a stop, under that
+ * same lock, so a store does what the compare-and-swap does for the others.
+ * Returns false if the task was canceled first. */
+static inline bool ct__task_start(ct_task_t *t) {
+  if (ct__task_private(t)) {
+    atomic_store_explicit(&t->status, CT_TASK_STARTED, memory_order_relaxed);
+    return true;
+  }
+  return ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED);
+}
+
 /* Run a task whose status is already STARTED (and t_started set, under the
  * executor's lock), finish it with what its function returned and drop the
  * executor's reference. Returns whether the result is an error. */

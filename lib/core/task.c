@@ -65,13 +65,17 @@ ct_task_t *ct_task_ref(ct_task_t *task) {
   return task;
 }
 
-void ct_task_unref(ct_task_t *task) {
-  if (!task || atomic_fetch_sub_explicit(&task->refs, 1, memory_order_acq_rel) != 1)
-    return;
+static void task_free(ct_task_t *task) {
   json_decref(task->result);
   if (task->x)
     free(task->x->name);
   ct__slab_free(task);
+}
+
+void ct_task_unref(ct_task_t *task) {
+  if (!task || atomic_fetch_sub_explicit(&task->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  task_free(task);
 }
 
 uint64_t ct_task_id(const ct_task_t *task) { return task ? task->id : 0; }
@@ -136,8 +140,10 @@ bool ct__task_run_and_release(ct_task_t *t) {
   /* Nobody else holds the task and nobody asked to hear of it: the cheap
    * path skips the terminal bookkeeping nobody can observe. */
   if (!(t->x && t->x->on_done) && atomic_load_explicit(&t->refs, memory_order_acquire) == 1) {
+    /* ... and, as ours is the last reference, frees it without the
+     * decrement: nobody is left who could take another. */
     t->result = result;
-    ct_task_unref(t);
+    task_free(t);
     return failed;
   }
   ct__task_finish(t, result);

@@ -111,6 +111,12 @@ static void add_busy(ct__pool_t *p, int delta) {
  * calls this outside a pool thread's loop calls wake_for_head() after it:
  * spinning threads watch only the intake. */
 static void drain_intake(ct__pool_t *p) {
+  /* Nearly always empty when a busy thread looks: a load keeps the line
+   * shared with the submitters; only work there is worth the exchange.
+   * A push this load misses is seen by the thread's later sequentially
+   * consistent look (give_up_slot()) or wakes a thread itself. */
+  if (!atomic_load_explicit(&p->intake, memory_order_relaxed))
+    return;
   ct_task_t *newest = atomic_exchange(&p->intake, NULL);
   ct_task_t *oldest = NULL;
   while (newest) { /* reverse */
@@ -151,7 +157,7 @@ static ct_task_t *take_runnable(ct__pool_t *p, ct__pool_thread_t *w) {
       p->canceled++;
       return t;
     }
-    if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED)) {
+    if (!ct__task_start(t)) {
       ct_task_unref(t); /* canceled between the check and here */
       continue;
     }

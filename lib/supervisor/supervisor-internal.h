@@ -12,6 +12,9 @@
 
 enum ct__sup_state { CT__SUP_INIT, CT__SUP_RUNNING, CT__SUP_STOPPING, CT__SUP_STOPPED };
 
+/* Shards of the count of submissions in flight (see `submitting`). */
+#define CT__SUBMIT_SHARDS 16
+
 struct ct__procpool;
 struct ct__sup_part;
 
@@ -57,8 +60,10 @@ struct ct_supervisor {
   ct__loop_counts_t loop_counts; /* A: tasks run on loops, which no pool counts */
 
   atomic_int cancels_in_flight; /* A: stop() is still finishing canceled tasks */
-  atomic_int submitting;        /* A: submissions between their state check and
-                                   the hand-over: the loop ends only at 0 */
+  /* A: submissions between their state check and the hand-over, counted
+   * on the submitting thread's shard (its own cache line, so producers do
+   * not share one): the loop ends only when every shard is at 0. */
+  struct { _Alignas(64) atomic_int n; } submitting[CT__SUBMIT_SHARDS];
 
   /* S to set (once), A to read: the process pool (process.c), or NULL. */
   _Atomic(struct ct__procpool *) procpool;

@@ -30,6 +30,7 @@
  */
 #include "supervisor/supervisor-internal.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -265,6 +266,16 @@ int ct_supervisor_start(ct_supervisor_t *sup) {
   return rc;
 }
 
+/* Whether no submission is between its state check and its hand-over.
+ * Each shard is read after the state became STOPPING: a submission counted
+ * on a shard after it was read sees that state and kicks the loop again. */
+static bool no_submission_in_flight(ct_supervisor_t *sup) {
+  for (int i = 0; i < CT__SUBMIT_SHARDS; i++)
+    if (atomic_load(&sup->submitting[i].n) != 0)
+      return false;
+  return true;
+}
+
 /* Loop thread: the stop_check kick. */
 static void check_stopped(ct__loop_t *loop, ct__loop_kick_t *kick) {
   (void)loop;
@@ -277,7 +288,7 @@ static void check_stopped(ct__loop_t *loop, ct__loop_kick_t *kick) {
     ct__delay_cancel_all(sup);
   }
   if (ct__list_empty(&sup->delays) && atomic_load(&sup->cancels_in_flight) == 0 &&
-      atomic_load(&sup->submitting) == 0 && ct__pool_drained(&sup->pool) &&
+      no_submission_in_flight(sup) && ct__pool_drained(&sup->pool) &&
       ct__procpool_stopped(atomic_load(&sup->procpool)) && ct__loops_ended(sup))
     ct__loop_quit(&sup->loop);
 }
@@ -455,23 +466,37 @@ void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out)
   ct_task_unref(t);
 }
 
+/* The calling thread's shard of `submitting`: threads take shards in
+ * turn, so a few producers each count on a cache line of their own. */
+static atomic_uint next_submit_shard;
+static _Thread_local unsigned submit_shard = UINT_MAX;
+
+static atomic_int *submitting_count(ct_supervisor_t *sup) {
+  if (submit_shard == UINT_MAX)
+    submit_shard = atomic_fetch_add_explicit(&next_submit_shard, 1, memory_order_relaxed) %
+                   CT__SUBMIT_SHARDS;
+  return &sup->submitting[submit_shard].n;
+}
+
 /* Leave a submission. A stop that began meanwhile may have seen the count
  * already: tell its loop to look again. */
-static void submission_leave(ct_supervisor_t *sup) {
-  atomic_fetch_sub(&sup->submitting, 1);
+static void submission_leave(ct_supervisor_t *sup, atomic_int *count) {
+  atomic_fetch_sub(count, 1);
   if (atomic_load(&sup->state) != CT__SUP_RUNNING)
     ct__loop_kick(&sup->loop, &sup->stop_check);
 }
 
-/* Enter a submission: false (left again) unless the supervisor runs.
- * Counted before the state is read, so a stop whose loop did not see the
- * count is a stop this check sees (both sequentially consistent). */
-static bool submission_enter(ct_supervisor_t *sup) {
-  atomic_fetch_add(&sup->submitting, 1);
+/* Enter a submission: its shard's count, or NULL (left again) unless the
+ * supervisor runs. Counted before the state is read, so a stop whose loop
+ * did not see the count is a stop this check sees (both sequentially
+ * consistent). */
+static atomic_int *submission_enter(ct_supervisor_t *sup) {
+  atomic_int *count = submitting_count(sup);
+  atomic_fetch_add(count, 1);
   if (atomic_load(&sup->state) == CT__SUP_RUNNING)
-    return true;
-  submission_leave(sup);
-  return false;
+    return count;
+  submission_leave(sup, count);
+  return NULL;
 }
 
 /* Give a new task (our reference) to its executor. Returns 0 (the executor
@@ -498,7 +523,8 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
   int rc = ct__read_task_options(opts, &o);
   if (!sup || !fn || rc != 0 || (o.loop && !ct__loop_is_own(sup, o.loop)))
     return rc ? rc : CT_EINVAL;
-  if (!submission_enter(sup))
+  atomic_int *in_flight = submission_enter(sup);
+  if (!in_flight)
     return CT_ESHUTDOWN;
   ct_task_t *t = ct__supervisor_new_task(sup, fn, arg, &o, out != NULL);
   rc = t ? ct__supervisor_track(sup, t, out) : CT_ENOMEM;
@@ -508,7 +534,7 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
     ct__supervisor_publish(out);
   else if (t)
     ct__supervisor_abandon(sup, t, out);
-  submission_leave(sup);
+  submission_leave(sup, in_flight);
   return rc;
 }
 
