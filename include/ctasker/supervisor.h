@@ -68,11 +68,14 @@ typedef struct ct_supervisor_opts {
   ct_log_fn log;        /**< NULL: no logging */
   void *log_data;       /**< given to log */
   double idle_spin;     /**< seconds (at most 0.001) a pool thread that finds no
-                           work spins before it sleeps, when no other thread
+                           work may spin before it sleeps, when no other thread
                            runs or spins; 0 (default): it sleeps at once. A
                            spin makes a task submitted right after the last
                            one start within a microsecond, but the spinning
-                           thread is then woken later after a pause. */
+                           thread is then woken later after a pause; so the
+                           spin adapts: it shortens, down to none, while work
+                           comes after pauses longer than idle_spin, and
+                           lengthens again once work comes within it. */
 } ct_supervisor_opts_t;
 
 /** The default supervisor options, with size set. */

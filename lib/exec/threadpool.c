@@ -26,7 +26,12 @@
  * Spinning is off by default: a thread that spins after every task is, to
  * the kernel's scheduler, one that used its time, and is woken later when
  * work comes after a pause (measured here: submit-to-start p99 of about
- * 1.8 ms instead of 70 us on an idle pool). Each side publishes before it
+ * 1.8 ms instead of 70 us on an idle pool). So the spin adapts to how
+ * often it pays off: `spin_for` doubles (up to idle_spin) after a spin that
+ * found work, or after a sleep that work ended within idle_spin (a spin
+ * would have caught it), and is quartered after a sleep that lasted longer,
+ * down to no spin at all; work that arrives in bursts keeps it up, work
+ * that comes after pauses turns it off within a few pauses. Each side publishes before it
  * looks at the other (intake push, then `busy` and `spinning`; a thread's
  * `busy` or `spinning` decrement, then the intake), all sequentially
  * consistent, so a task is never left with every thread asleep. A thread
@@ -48,6 +53,7 @@
  */
 #include "exec/threadpool.h"
 
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +93,7 @@ static void pool_log(ct__pool_t *p, int level, const char *msg) {
 int ct__pool_init(ct__pool_t *p, const ct__pool_cfg_t *cfg) {
   memset(p, 0, sizeof *p);
   p->cfg = *cfg;
+  p->spin_for = cfg->idle_spin;
   ct__rq_init(&p->rq);
   ct__list_init(&p->all);
   atomic_init(&p->intake, NULL);
@@ -310,7 +317,27 @@ static bool claimed_or_work(ct__pool_t *p, ct__pool_thread_t *w) {
   return atomic_load_explicit(&w->claimed, memory_order_acquire) || work_waiting(p);
 }
 
-/* Spin for work for cfg.idle_spin seconds at most; true if the thread should
+/* Below this, a spin is not worth its clock reads: no spin. */
+#define CT__SPIN_MIN 1e-6
+
+/* The spin found work: spin longer next time. Lock held. Returns true. */
+static bool spin_paid(ct__pool_t *p) {
+  p->spins_paid++;
+  p->spin_for = fmin(p->cfg.idle_spin, fmax(2 * p->spin_for, CT__SPIN_MIN));
+  return true;
+}
+
+/* A thread slept `pause` seconds before it was claimed (or its keepalive
+ * ran out): had a spin of idle_spin caught that, spin longer; otherwise
+ * spin less, and below CT__SPIN_MIN not at all. Lock held. */
+static void learn_from_sleep(ct__pool_t *p, double pause) {
+  if (pause <= p->cfg.idle_spin)
+    p->spin_for = fmin(p->cfg.idle_spin, fmax(2 * p->spin_for, fmax(2 * pause, CT__SPIN_MIN)));
+  else if ((p->spin_for /= 4) < CT__SPIN_MIN)
+    p->spin_for = 0;
+}
+
+/* Spin for work for spin_for seconds at most (see the header comment); true if the thread should
  * look again now (it was claimed, or work arrived and it left the idle
  * stack). A thread spins only when no other pool thread spins or runs a
  * task: spinning beside busy threads takes the cores that they and the
@@ -318,12 +345,12 @@ static bool claimed_or_work(ct__pool_t *p, ct__pool_thread_t *w) {
  * and starts the next task without a wake-up. Lock held on entry and
  * return, released while spinning. */
 static bool spin_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
-  if (p->cfg.idle_spin <= 0 || atomic_load(&p->spinning) > 0 || atomic_load(&p->busy) > 0)
+  if (p->spin_for <= 0 || atomic_load(&p->spinning) > 0 || atomic_load(&p->busy) > 0)
     return false;
   w->spinning = true;
   atomic_fetch_add(&p->spinning, 1);
+  double until = ct__now() + p->spin_for;
   pthread_mutex_unlock(&p->lock);
-  double until = ct__now() + p->cfg.idle_spin;
   while (!claimed_or_work(p, w)) {
     for (int i = 0; i < 32 && !claimed_or_work(p, w); i++)
       cpu_relax();
@@ -331,11 +358,12 @@ static bool spin_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
       break;
   }
   pthread_mutex_lock(&p->lock);
+  p->spins++;
   if (atomic_load_explicit(&w->claimed, memory_order_acquire))
-    return true;
+    return spin_paid(p);
   leave_idle(w); /* stop spinning first, then look: see the header comment */
   if (work_waiting(p))
-    return true;
+    return spin_paid(p);
   w->next_idle = p->idle; /* back on the stack, to sleep */
   p->idle = w;
   return false;
@@ -361,11 +389,17 @@ static bool wait_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
   if (spin_for_work(p, w))
     goto woken;
   give_back_memory(p);
+  bool learn = p->cfg.idle_spin > 0; /* only then is the clock read here */
+  double slept_at = learn ? ct__now() : 0;
   while (!atomic_load_explicit(&w->claimed, memory_order_acquire)) {
     struct timespec deadline = ct__deadline(p->cfg.keepalive);
     w->sleeping = true;
     int rc = pthread_cond_timedwait(&w->cond, &p->lock, &deadline);
     w->sleeping = false;
+    if (learn) {
+      learn_from_sleep(p, ct__now() - slept_at);
+      learn = false;
+    }
     if (rc != 0 && !atomic_load(&w->claimed) && p->threads > p->cfg.min_threads) {
       leave_idle(w);
       return false;
