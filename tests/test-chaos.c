@@ -89,7 +89,7 @@ static void count_callback(ct_task_t *task, void *data) {
 /* Submit with every option that allocates, failing allocation k. Returns
  * whether allocation k was reached. */
 static bool submit_failing(long k, double delay) {
-  ct_supervisor_t *sup = start_supervisor(1, 0, 0); /* a fresh, empty registry */
+  ct_supervisor_t *sup = start_supervisor(1, 0, 0); /* a fresh, empty handle table */
   ct_task_opts_t o = CT_TASK_OPTS_INIT;
   o.name = "chaos";
   o.delay = delay;
@@ -118,7 +118,7 @@ TEST(background_task) {
   long k = 0;
   while (submit_failing(k, 0))
     k++;
-  CHECK(k >= 2); /* its name, the registry (the task's record comes from a slab) */
+  CHECK(k >= 2); /* its name, the handle table (the task's record comes from a slab) */
   fprintf(stderr, "   %ld allocations, each failed once\n", k);
 }
 

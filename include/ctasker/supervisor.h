@@ -169,7 +169,11 @@ CT_EXPORT int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
 /** A new reference to the task with this id while the supervisor still knows
  * it (a task submitted with a handle, from the moment its submission has
  * handed it to the pool, loop, delay timer or process pool, until it is
- * terminal: a task is never found half-submitted).
+ * terminal: a task is never found half-submitted). The id of a task that
+ * has become terminal, or of no task, answers CT_ENOENT; a tracked task's
+ * id names a slot of the handle table and its generation, so an old id
+ * never finds the task that uses the slot next (a generation repeats only
+ * after 2^30 tasks in one slot). Lookups take no shared lock.
  * Returns 0 and *out, CT_ENOENT, or CT_EINVAL. Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_get_task(ct_supervisor_t *sup, uint64_t id, ct_task_t **out);
 

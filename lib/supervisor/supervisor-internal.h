@@ -7,7 +7,7 @@
 #include "base/list.h"
 #include "ctasker/supervisor.h"
 #include "exec/loop.h"
-#include "core/registry.h"
+#include "core/handles.h"
 #include "exec/threadpool.h"
 
 enum ct__sup_state { CT__SUP_INIT, CT__SUP_RUNNING, CT__SUP_STOPPING, CT__SUP_STOPPED };
@@ -42,19 +42,20 @@ typedef struct ct__sup_part {
  *   S: state_lock.   P: parts_lock.   N: loops_lock.
  *   A: atomic, read and written by any thread.
  *   L: the loop thread only (set up before it starts).
- * The pool, loop and registry lock themselves. */
+ * The pool, loop and handle table lock themselves. */
 struct ct_supervisor {
   ct_supervisor_opts_t opts; /* I */
-  ct__task_owner_t owner;    /* I: every task's; its forget hook leaves the registry */
+  ct__task_owner_t owner;    /* I: every task's; its forget hook leaves the handle table */
   ct__pool_t pool;
   ct__loop_t loop;
-  ct__registry_t registry;
+  ct__handles_t handles;     /* tasks with a handle, by id */
 
   pthread_mutex_t state_lock;
   pthread_cond_t state_cond;  /* S: broadcast when state becomes STOPPED */
   atomic_int state;           /* S for changes, A for reads */
 
-  atomic_uint_fast64_t next_id;  /* A: ids of accepted and refused submissions */
+  atomic_uint_fast64_t next_id;  /* A: counts accepted and refused submissions;
+                                    the id of a task without a handle */
   atomic_uint_fast64_t refused;  /* A: submissions that got an id but an error */
   atomic_uint_fast64_t delayed, canceled_delayed; /* A */
   ct__loop_counts_t loop_counts; /* A: tasks run on loops, which no pool counts */

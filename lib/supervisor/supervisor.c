@@ -1,7 +1,7 @@
 /* The supervisor: options, life cycle, submission, cancel, statistics and
  * the process-wide default.
  *
- * It owns a thread pool, a loop thread and a registry. Locks: state_lock
+ * It owns a thread pool, a loop thread and a handle table. Locks: state_lock
  * is taken first, before the thread pool's, the process pool's, the process
  * function table's and a loop's; docs/threading.md has the whole order.
  *
@@ -15,12 +15,13 @@
  * the loop ends, and its thread marks the state STOPPED and wakes whoever
  * waits in stop().
  *
- * Submission: create (a fresh id), register if a handle is asked for (not
- * yet findable), hand over to the executor (pool, loop, delay timers), and
+ * Submission: create (counted in next_id, which is the id of a task
+ * without a handle), register if a handle is asked for (the handle table
+ * gives it its id; not yet findable), hand over to the executor (pool, loop, delay timers), and
  * only then publish: a task is findable by id only once its executor holds
  * it, so a cancel by id meets a task that is counted where it is. The
  * executor may finish the task before it is published; it leaves the
- * registry then (it was registered first) and is never published. A
+ * handle table then (it was registered first) and is never published. A
  * submission counts itself in `submitting` around its state check and
  * hand-over, so a stop begun meanwhile waits for what it hands over.
 
@@ -102,9 +103,9 @@ static ct_supervisor_t *sup_of(ct__task_owner_t *owner) {
   return (ct_supervisor_t *)((char *)owner - offsetof(ct_supervisor_t, owner));
 }
 
-/* The task owner's hook: a terminal task leaves the registry. */
+/* The task owner's hook: a terminal task leaves the handle table. */
 static void forget_task(ct__task_owner_t *owner, ct_task_t *t) {
-  ct__registry_remove(&sup_of(owner)->registry, t);
+  ct__handles_remove(&sup_of(owner)->handles, t);
 }
 
 static void on_pool_drained(void *data) {
@@ -185,8 +186,8 @@ static int init_members(ct_supervisor_t *sup) {
     goto no_lock;
   sup->owner.forget = forget_task;
   ct__list_init(&sup->delays);
-  if (ct__registry_init(&sup->registry) != 0)
-    goto no_registry;
+  if (ct__handles_init(&sup->handles) != 0)
+    goto no_handles;
   if (ct__sup_parts_init(sup) != 0)
     goto no_parts;
   if (ct__loops_init(sup) != 0)
@@ -209,15 +210,15 @@ no_pool:
 no_loops:
   ct__sup_parts_destroy(sup);
 no_parts:
-  ct__registry_destroy(&sup->registry);
-no_registry:
+  ct__handles_destroy(&sup->handles);
+no_handles:
   pthread_mutex_destroy(&sup->state_lock);
 no_lock:
   pthread_cond_destroy(&sup->state_cond);
   return rc ? rc : CT_ENOMEM;
 }
 
-/* A zeroed supervisor. The pool and the registry keep their hot fields on
+/* A zeroed supervisor. The pool and the handle table keep their hot fields on
  * cache lines of their own (_Alignas(64)), an alignment calloc() does not
  * promise; sizeof is a multiple of the alignment, as aligned_alloc() needs. */
 static ct_supervisor_t *alloc_supervisor(void) {
@@ -392,7 +393,7 @@ int ct_supervisor_free(ct_supervisor_t *sup) {
   ct__loop_destroy(&sup->loop); /* first: its inbox may hold the pool's message */
   ct__procpool_free(atomic_load(&sup->procpool));
   ct__pool_destroy(&sup->pool);
-  ct__registry_destroy(&sup->registry);
+  ct__handles_destroy(&sup->handles);
   ct__loops_destroy(sup);
   ct__sup_parts_destroy(sup);
   pthread_mutex_destroy(&sup->state_lock);
@@ -437,7 +438,7 @@ ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *ar
 int ct__supervisor_track(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out) {
   if (!out)
     return 0;
-  if (ct__registry_add(&sup->registry, t) != 0)
+  if (ct__handles_add(&sup->handles, t) != 0)
     return CT_ENOMEM;
   atomic_fetch_or(&t->flags, CT__F_REGISTERED);
   *out = ct_task_ref(t);
@@ -458,7 +459,7 @@ void ct__supervisor_publish(ct_task_t **out) {
 void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out) {
   atomic_fetch_add(&sup->refused, 1);
   if (ct__task_has(t, CT__F_REGISTERED))
-    ct__registry_remove(&sup->registry, t);
+    ct__handles_remove(&sup->handles, t);
   if (out && *out) {
     ct_task_unref(*out);
     *out = NULL;
@@ -589,7 +590,7 @@ int ct_supervisor_get_task(ct_supervisor_t *sup, uint64_t id, ct_task_t **out) {
     sup = ct_supervisor_default();
   if (!sup || !out)
     return CT_EINVAL;
-  ct_task_t *t = ct__registry_get(&sup->registry, id);
+  ct_task_t *t = ct__handles_get(&sup->handles, id);
   if (t && !(atomic_load_explicit(&t->flags, memory_order_acquire) & CT__F_PUBLISHED)) {
     ct_task_unref(t); /* still being handed over: not known yet */
     t = NULL;
@@ -601,7 +602,7 @@ int ct_supervisor_get_task(ct_supervisor_t *sup, uint64_t id, ct_task_t **out) {
 size_t ct_supervisor_registry_size(ct_supervisor_t *sup) {
   if (!sup)
     sup = ct_supervisor_default();
-  return sup ? ct__registry_size(&sup->registry) : 0;
+  return sup ? ct__handles_size(&sup->handles) : 0;
 }
 
 int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
@@ -615,13 +616,14 @@ int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
                       .completed = pool.completed, .failed = pool.failed,
                       .canceled = pool.canceled, .threads = pool.threads,
                       .threads_idle = pool.threads_idle};
-  /* Every submission takes an id, so the ids tell how many were accepted. */
+  /* Every submission takes a number from next_id (a tracked task's id is
+   * then its handle's), so they tell how many were accepted. */
   out->submitted = atomic_load(&sup->next_id) - 1 - atomic_load(&sup->refused);
   out->delayed = atomic_load(&sup->delayed);
   out->completed += atomic_load(&sup->loop_counts.completed);
   out->failed += atomic_load(&sup->loop_counts.failed);
   out->canceled += atomic_load(&sup->canceled_delayed) + atomic_load(&sup->loop_counts.canceled);
-  ct__procpool_counts_t proc; /* submitted: the ids count every task */
+  ct__procpool_counts_t proc; /* submitted: next_id counts every task */
   ct__procpool_counts(atomic_load(&sup->procpool), &proc);
   out->queued += proc.queued;
   out->running += proc.running;
@@ -649,7 +651,7 @@ json_t *ct_supervisor_stats_json(ct_supervisor_t *sup) {
       (json_int_t)s.submitted, "queued", (json_int_t)s.queued, "delayed",
       (json_int_t)s.delayed, "running", (json_int_t)s.running, "completed",
       (json_int_t)s.completed, "failed", (json_int_t)s.failed, "canceled",
-      (json_int_t)s.canceled, "registered", (json_int_t)ct__registry_size(&sup->registry),
+      (json_int_t)s.canceled, "registered", (json_int_t)ct__handles_size(&sup->handles),
       "pool", "size", o->pool_size, "reserve_normal", o->reserve_normal, "reserve_high",
       o->reserve_high, "min_threads", o->min_threads, "max_threads", high_cap(o), "threads",
       (json_int_t)s.threads, "threads_idle", (json_int_t)s.threads_idle);
