@@ -470,7 +470,8 @@ void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out)
 /* The calling thread's shard of `submitting`: threads take shards in
  * turn, so a few producers each count on a cache line of their own. */
 static atomic_uint next_submit_shard;
-static _Thread_local unsigned submit_shard = UINT_MAX;
+static _Thread_local __attribute__((tls_model("initial-exec"))) unsigned submit_shard =
+    UINT_MAX; /* initial-exec: see slab.c */
 
 static atomic_int *submitting_count(ct_supervisor_t *sup) {
   if (submit_shard == UINT_MAX)
