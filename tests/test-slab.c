@@ -44,7 +44,7 @@ TEST(burst_freed_on_another_thread_comes_back_when_idle) {
   for (int i = 0; i < BURST; i++) {
     records[i] = ct__slab_alloc(&burst_slab);
     CHECK(records[i]);
-    CHECK_EQ_INT((uintptr_t)records[i] % 16, 0);
+    CHECK_EQ_INT((uintptr_t)records[i] % 8, 0);
     memset(records[i], 0xab, 80); /* the whole record is the caller's */
   }
   size_t held = ct__slab_bytes(&burst_slab);

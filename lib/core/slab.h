@@ -16,7 +16,8 @@ struct ct__slab_page;
 
 /* Guards: D: the slab's lock.  A: atomic, any thread.  I: constant. */
 typedef struct ct__slab {
-  size_t size;      /* I: record size, a multiple of 16, at most 4096 */
+  size_t size;      /* I: record size, a multiple of 8 (the records'
+                       alignment), at least 16, at most 4096 */
   unsigned index;   /* I: < CT__SLAB_CLASSES, distinct per slab */
   _Alignas(64) _Atomic(void *) returned; /* A: chains of freed records */
   _Alignas(64) pthread_mutex_t lock;
@@ -27,7 +28,7 @@ typedef struct ct__slab {
 } ct__slab_t;
 
 #define CT__SLAB_INIT(record_size, slot)                                                 \
-  {.size = ((record_size) + 15) & ~(size_t)15, .index = (slot), .returned = NULL,         \
+  {.size = ((record_size) + 7) & ~(size_t)7, .index = (slot), .returned = NULL,           \
    .lock = PTHREAD_MUTEX_INITIALIZER}
 
 /* A record of s->size bytes (contents undefined), or NULL if out of memory.

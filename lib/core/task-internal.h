@@ -6,9 +6,9 @@
  * compare-and-swap, so exactly one of "start", "cancel" and "finish" wins:
  *   DELAYED -> QUEUED -> STARTED -> COMPLETED
  *   DELAYED | QUEUED -> CANCELED
- * Records come from slabs (slab.h): a fire-and-forget task is 72 bytes (an
- * 80-byte record); the extra part of tracked tasks adds 48 (a 128-byte
- * record, plus the name).
+ * Records come from slabs (slab.h), sized to the byte: a fire-and-forget
+ * task is a 72-byte record; the extra part of tracked tasks adds 48 (a
+ * 120-byte record, plus the name).
  */
 #ifndef CT_LIB_TASK_INTERNAL_H
 #define CT_LIB_TASK_INTERNAL_H

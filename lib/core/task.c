@@ -21,6 +21,8 @@
 #include "core/task-internal.h"
 
 /* Task records, with and without the extra part: one slab each. */
+_Static_assert(_Alignof(ct_task_t) <= 8 && _Alignof(struct ct__task_extra) <= 8,
+               "slab records are aligned to 8");
 static ct__slab_t task_slab = CT__SLAB_INIT(sizeof(ct_task_t), 0);
 static ct__slab_t task_extra_slab =
     CT__SLAB_INIT(sizeof(ct_task_t) + sizeof(struct ct__task_extra), 1);
