@@ -178,6 +178,7 @@ TEST(idle_spin_backs_off_after_pauses_and_returns_for_bursts) {
   }
   CHECK(ct__pool_stop(p, false) == NULL);
   counter_wait_at_least(&drains, 1);
+  CHECK(ct__pool_drained(p)); /* the last thread has let go of the lock */
   ct__pool_destroy(p);
   free(p);
   counter_destroy(&drains);
