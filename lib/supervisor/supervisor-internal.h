@@ -12,8 +12,10 @@
 
 enum ct__sup_state { CT__SUP_INIT, CT__SUP_RUNNING, CT__SUP_STOPPING, CT__SUP_STOPPED };
 
-/* Shards of the count of submissions in flight (see `submitting`). */
+/* Shards of the count of submissions in flight (see `submitting`); the
+ * shard is in bits 56..61 of an untracked task's id. */
 #define CT__SUBMIT_SHARDS 16
+#define CT__SUBMIT_SHARD_SHIFT 56
 
 struct ct__procpool;
 struct ct__sup_part;
@@ -54,17 +56,20 @@ struct ct_supervisor {
   pthread_cond_t state_cond;  /* S: broadcast when state becomes STOPPED */
   atomic_int state;           /* S for changes, A for reads */
 
-  atomic_uint_fast64_t next_id;  /* A: counts accepted and refused submissions;
-                                    the id of a task without a handle */
-  atomic_uint_fast64_t refused;  /* A: submissions that got an id but an error */
+  atomic_uint_fast64_t refused;  /* A: submissions that created a task but failed */
   atomic_uint_fast64_t delayed, canceled_delayed; /* A */
   ct__loop_counts_t loop_counts; /* A: tasks run on loops, which no pool counts */
 
   atomic_int cancels_in_flight; /* A: stop() is still finishing canceled tasks */
-  /* A: submissions between their state check and the hand-over, counted
-   * on the submitting thread's shard (its own cache line, so producers do
-   * not share one): the loop ends only when every shard is at 0. */
-  struct { _Alignas(64) atomic_int n; } submitting[CT__SUBMIT_SHARDS];
+  /* A, counted on the submitting thread's shard (its own cache line, so
+   * producers do not share one): `n`, submissions between their state
+   * check and the hand-over (the loop ends only when every shard is at 0);
+   * `created`, tasks created, accepted or refused later, whose count on
+   * the shard makes the id of a task without a handle. */
+  struct {
+    _Alignas(64) atomic_int n;
+    atomic_uint_fast64_t created;
+  } submitting[CT__SUBMIT_SHARDS];
 
   /* S to set (once), A to read: the process pool (process.c), or NULL. */
   _Atomic(struct ct__procpool *) procpool;
@@ -98,7 +103,8 @@ void ct__sup_log(ct_supervisor_t *sup, int level, const char *fmt, ...)
  * (a delay for a task on a loop). */
 int ct__read_task_options(const ct_task_opts_t *in, ct_task_opts_t *o);
 
-/* A new task for `sup` (one reference, QUEUED, a fresh id) from read
+/* A new task for `sup` (one reference, QUEUED, a fresh id: shard and
+ * count, which no handle table id ever is) from read
  * options; it gets the extra part if tracked (a handle will be handed out)
  * or if the options or the watchdog need it. NULL if out of memory. */
 ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,

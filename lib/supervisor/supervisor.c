@@ -15,9 +15,10 @@
  * the loop ends, and its thread marks the state STOPPED and wakes whoever
  * waits in stop().
  *
- * Submission: create (counted in next_id, which is the id of a task
- * without a handle), register if a handle is asked for (the handle table
- * gives it its id; not yet findable), hand over to the executor (pool, loop, delay timers), and
+ * Submission: create (counted on the thread's shard, whose count makes
+ * the id of a task without a handle: no line shared between producers),
+ * register if a handle is asked for (the handle table gives it its id;
+ * not yet findable), hand over to the executor (pool, loop, delay timers), and
  * only then publish: a task is findable by id only once its executor holds
  * it, so a cancel by id meets a task that is counted where it is. The
  * executor may finish the task before it is published; it leaves the
@@ -54,6 +55,19 @@ static _Atomic(ct_supervisor_t *) default_sup;
 /* The supervisor whose stop() is running the callbacks of the tasks it
  * canceled on this thread: waiting for that stop here would wait for itself. */
 static _Thread_local ct_supervisor_t *finishing_stop;
+
+/* The calling thread's shard of `submitting`: threads take shards in
+ * turn, so a few producers each count on a cache line of their own. */
+static atomic_uint next_submit_shard;
+static _Thread_local __attribute__((tls_model("initial-exec"))) unsigned submit_shard =
+    UINT_MAX; /* initial-exec: see slab.c */
+
+static unsigned submit_shard_of_thread(void) {
+  if (submit_shard == UINT_MAX)
+    submit_shard = atomic_fetch_add_explicit(&next_submit_shard, 1, memory_order_relaxed) %
+                   CT__SUBMIT_SHARDS;
+  return submit_shard;
+}
 
 void ct__sup_log(ct_supervisor_t *sup, int level, const char *fmt, ...) {
   va_list ap;
@@ -242,7 +256,6 @@ int ct_supervisor_new(const ct_supervisor_opts_t *opts, ct_supervisor_t **out) {
     free(sup);
     return rc;
   }
-  atomic_init(&sup->next_id, 1);
   atomic_init(&sup->state, CT__SUP_INIT);
   *out = sup;
   return 0;
@@ -431,7 +444,10 @@ ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *ar
     t->x->done_data = o->done_data;
   }
   t->owner = &sup->owner;
-  t->id = atomic_fetch_add_explicit(&sup->next_id, 1, memory_order_relaxed);
+  unsigned shard = submit_shard_of_thread();
+  uint64_t n = atomic_fetch_add_explicit(&sup->submitting[shard].created, 1,
+                                         memory_order_relaxed);
+  t->id = (uint64_t)shard << CT__SUBMIT_SHARD_SHIFT | (n + 1);
   return t;
 }
 
@@ -467,17 +483,8 @@ void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out)
   ct_task_unref(t);
 }
 
-/* The calling thread's shard of `submitting`: threads take shards in
- * turn, so a few producers each count on a cache line of their own. */
-static atomic_uint next_submit_shard;
-static _Thread_local __attribute__((tls_model("initial-exec"))) unsigned submit_shard =
-    UINT_MAX; /* initial-exec: see slab.c */
-
 static atomic_int *submitting_count(ct_supervisor_t *sup) {
-  if (submit_shard == UINT_MAX)
-    submit_shard = atomic_fetch_add_explicit(&next_submit_shard, 1, memory_order_relaxed) %
-                   CT__SUBMIT_SHARDS;
-  return &sup->submitting[submit_shard].n;
+  return &sup->submitting[submit_shard_of_thread()].n;
 }
 
 /* Leave a submission. A stop that began meanwhile may have seen the count
@@ -617,14 +624,17 @@ int ct_supervisor_stats(ct_supervisor_t *sup, ct_stats_t *out) {
                       .completed = pool.completed, .failed = pool.failed,
                       .canceled = pool.canceled, .threads = pool.threads,
                       .threads_idle = pool.threads_idle};
-  /* Every submission takes a number from next_id (a tracked task's id is
-   * then its handle's), so they tell how many were accepted. */
-  out->submitted = atomic_load(&sup->next_id) - 1 - atomic_load(&sup->refused);
+  /* Every submission creates its task on a shard first, so the shards'
+   * counts less the refused tell how many were accepted. */
+  uint64_t created = 0;
+  for (int i = 0; i < CT__SUBMIT_SHARDS; i++)
+    created += atomic_load(&sup->submitting[i].created);
+  out->submitted = created - atomic_load(&sup->refused);
   out->delayed = atomic_load(&sup->delayed);
   out->completed += atomic_load(&sup->loop_counts.completed);
   out->failed += atomic_load(&sup->loop_counts.failed);
   out->canceled += atomic_load(&sup->canceled_delayed) + atomic_load(&sup->loop_counts.canceled);
-  ct__procpool_counts_t proc; /* submitted: next_id counts every task */
+  ct__procpool_counts_t proc; /* submitted: the shards count every task */
   ct__procpool_counts(atomic_load(&sup->procpool), &proc);
   out->queued += proc.queued;
   out->running += proc.running;
