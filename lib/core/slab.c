@@ -219,10 +219,13 @@ static void flush_cache(cache_t *c) {
   c->n = 0;
 }
 
+/* At thread exit. A record freed by a later destructor keys the cache
+ * again, and the key's destructor then runs once more. */
 static void cache_destructor(void *arg) {
   cache_t *all = arg;
   for (int i = 0; i < CT__SLAB_CLASSES; i++)
     flush_cache(&all[i]);
+  mine.keyed = false;
 }
 
 static void cache_key_create(void) { pthread_key_create(&cache_key, cache_destructor); }

@@ -31,8 +31,8 @@
  * found work, or after a sleep that work ended within idle_spin (a spin
  * would have caught it), and is quartered after a sleep that lasted longer,
  * down to no spin at all; work that arrives in bursts keeps it up, work
- * that comes after pauses turns it off within a few pauses. Each side publishes before it
- * looks at the other (intake push, then `busy` and `spinning`; a thread's
+ * that comes after pauses turns it off within a few pauses. Each side
+ * publishes before it looks at the other (intake push, then `busy` and `spinning`; a thread's
  * `busy` or `spinning` decrement, then the intake), all sequentially
  * consistent, so a task is never left with every thread asleep. A thread
  * that starts a task wakes another if more work could start (bursts fan
@@ -337,8 +337,8 @@ static void learn_from_sleep(ct__pool_t *p, double pause) {
     p->spin_for = 0;
 }
 
-/* Spin for work for spin_for seconds at most (see the header comment); true if the thread should
- * look again now (it was claimed, or work arrived and it left the idle
+/* Spin for work for spin_for seconds at most (see the header comment);
+ * true if the thread should look again now (it was claimed, or work arrived and it left the idle
  * stack). A thread spins only when no other pool thread spins or runs a
  * task: spinning beside busy threads takes the cores that they and the
  * submitting threads need, while an idle pool's one spinner costs little
