@@ -1,20 +1,20 @@
-/* The core layer on its own: tasks, the run queue and the registry, linked
+/* The core layer on its own: tasks, the run queue and the handle table, linked
  * without any executor, supervisor or worker code (tests/meson.build). */
 #include "check.h"
-#include "core/registry.h"
+#include "core/handles.h"
 #include "core/runqueue.h"
 #include "gate.h"
 
 typedef struct {
   ct__task_owner_t owner;
-  ct__registry_t registry;
+  ct__handles_t *handles;
   int forgotten;
 } owner_t;
 
 static void forget(ct__task_owner_t *o, ct_task_t *t) {
   owner_t *own = (owner_t *)o;
   own->forgotten++;
-  ct__registry_remove(&own->registry, t);
+  ct__handles_remove(own->handles, t);
 }
 
 static json_t *answer(ct_task_t *self, void *arg) {
@@ -22,32 +22,76 @@ static json_t *answer(ct_task_t *self, void *arg) {
   return json_integer(*(int *)arg);
 }
 
-TEST(registry_finds_added_tasks_until_removed) {
-  ct__registry_t r;
-  CHECK_OK(ct__registry_init(&r));
-  ct_task_t *tasks[1000];
-  for (int i = 0; i < 1000; i++) {
+/* A heap copy of the table (it is large and 64-byte aligned). */
+static ct__handles_t *new_handles(void) {
+  ct__handles_t *h = aligned_alloc(_Alignof(ct__handles_t), sizeof *h);
+  CHECK(h);
+  CHECK_OK(ct__handles_init(h));
+  return h;
+}
+
+static void free_handles(ct__handles_t *h) {
+  ct__handles_destroy(h);
+  free(h);
+}
+
+TEST(handle_table_finds_added_tasks_until_removed) {
+  ct__handles_t *h = new_handles();
+  enum { N = 10000 }; /* more than one chunk of slots */
+  static ct_task_t *tasks[N];
+  static uint64_t ids[N];
+  for (int i = 0; i < N; i++) {
     tasks[i] = ct__task_new(answer, NULL, CT_PRIORITY_NORMAL, false);
     CHECK(tasks[i]);
-    tasks[i]->id = (uint64_t)i + 1;
-    CHECK_OK(ct__registry_add(&r, tasks[i]));
+    CHECK_OK(ct__handles_add(h, tasks[i]));
+    ids[i] = tasks[i]->id;
+    CHECK(ids[i] > 0);
+    CHECK(i == 0 || ids[i] != ids[i - 1]);
   }
-  CHECK_EQ_INT(ct__registry_size(&r), 1000);
-  for (int i = 0; i < 1000; i += 2)
-    ct__registry_remove(&r, tasks[i]);
-  CHECK_EQ_INT(ct__registry_size(&r), 500);
-  for (int i = 0; i < 1000; i++) {
-    ct_task_t *found = ct__registry_get(&r, (uint64_t)i + 1);
+  CHECK_EQ_INT(ct__handles_size(h), N);
+  for (int i = 0; i < N; i += 2)
+    ct__handles_remove(h, tasks[i]);
+  CHECK_EQ_INT(ct__handles_size(h), N / 2);
+  for (int i = 0; i < N; i++) {
+    ct_task_t *found = ct__handles_get(h, ids[i]);
     CHECK(i % 2 == 0 ? found == NULL : found == tasks[i]);
     ct_task_unref(found);
   }
-  CHECK(ct__registry_get(&r, 5000) == NULL);
-  for (int i = 1; i < 1000; i += 2)
-    ct__registry_remove(&r, tasks[i]);
-  CHECK_EQ_INT(ct__registry_size(&r), 0);
-  for (int i = 0; i < 1000; i++)
+  /* Ids the table never gave: no slot, or not an id of the table. */
+  CHECK(ct__handles_get(h, 0) == NULL);
+  CHECK(ct__handles_get(h, 5000) == NULL);
+  CHECK(ct__handles_get(h, CT__HANDLE_ID_MARK | (uint64_t)(N + 1)) == NULL);
+  for (int i = 1; i < N; i += 2)
+    ct__handles_remove(h, tasks[i]);
+  CHECK_EQ_INT(ct__handles_size(h), 0);
+  for (int i = 0; i < N; i++)
     ct_task_unref(tasks[i]);
-  ct__registry_destroy(&r);
+  free_handles(h);
+}
+
+/* A slot serves the next task once its task has left, under a new
+ * generation: the old id finds nothing, never the new task. */
+TEST(a_stale_id_finds_nothing_even_when_its_slot_serves_another_task) {
+  ct__handles_t *h = new_handles();
+  ct_task_t *first = ct__task_new(answer, NULL, CT_PRIORITY_NORMAL, false);
+  CHECK(first);
+  CHECK_OK(ct__handles_add(h, first));
+  uint64_t stale = first->id;
+  ct__handles_remove(h, first);
+  ct__handles_remove(h, first); /* not there any more: nothing happens */
+  ct_task_t *second = ct__task_new(answer, NULL, CT_PRIORITY_NORMAL, false);
+  CHECK(second);
+  CHECK_OK(ct__handles_add(h, second));
+  CHECK_EQ_INT((uint32_t)second->id, (uint32_t)stale); /* the same slot */
+  CHECK(second->id != stale);
+  CHECK(ct__handles_get(h, stale) == NULL);
+  ct_task_t *found = ct__handles_get(h, second->id);
+  CHECK(found == second);
+  ct_task_unref(found);
+  ct__handles_remove(h, second);
+  ct_task_unref(first);
+  ct_task_unref(second);
+  free_handles(h);
 }
 
 TEST(run_queue_pops_by_priority_then_in_push_order) {
@@ -74,21 +118,19 @@ TEST(run_queue_pops_by_priority_then_in_push_order) {
 /* A registered task that finishes is dropped by its owner's forget hook,
  * once, before its waiters return; an unregistered one never calls it. */
 TEST(finishing_a_registered_task_calls_its_owners_forget_hook_once) {
-  owner_t own = {.owner.forget = forget};
-  CHECK_OK(ct__registry_init(&own.registry));
+  owner_t own = {.owner.forget = forget, .handles = new_handles()};
   int value = 42;
   ct_task_t *t = ct__task_new(answer, &value, CT_PRIORITY_NORMAL, true);
   CHECK(t);
   t->owner = &own.owner;
-  t->id = 7;
-  CHECK_OK(ct__registry_add(&own.registry, t));
+  CHECK_OK(ct__handles_add(own.handles, t));
   atomic_fetch_or(&t->flags, CT__F_REGISTERED);
   ct_task_t *handle = ct_task_ref(t);
   CHECK(ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED));
   ct__task_run_and_release(t);
   CHECK_OK(ct_task_wait(handle, WAIT_BOUND_S));
   CHECK_EQ_INT(own.forgotten, 1);
-  CHECK_EQ_INT(ct__registry_size(&own.registry), 0);
+  CHECK_EQ_INT(ct__handles_size(own.handles), 0);
   CHECK_EQ_INT(json_integer_value(ct_task_result(handle)), 42);
   CHECK_EQ_INT(ct_task_status(handle), CT_TASK_COMPLETED);
   ct_task_unref(handle);
@@ -101,11 +143,12 @@ TEST(finishing_a_registered_task_calls_its_owners_forget_hook_once) {
   CHECK_EQ_INT(own.forgotten, 1);
   CHECK_EQ_INT(ct_task_status(handle), CT_TASK_COMPLETED);
   ct_task_unref(handle);
-  ct__registry_destroy(&own.registry);
+  free_handles(own.handles);
 }
 
 int main(void) {
-  RUN(registry_finds_added_tasks_until_removed);
+  RUN(handle_table_finds_added_tasks_until_removed);
+  RUN(a_stale_id_finds_nothing_even_when_its_slot_serves_another_task);
   RUN(run_queue_pops_by_priority_then_in_push_order);
   RUN(finishing_a_registered_task_calls_its_owners_forget_hook_once);
   return check_done();

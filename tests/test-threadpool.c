@@ -120,8 +120,73 @@ TEST(cancel_stop_returns_queued_tasks_and_drains) {
   counter_destroy(&drains);
 }
 
+static json_t *nothing(ct_task_t *self, void *arg) {
+  (void)self;
+  (void)arg;
+  return NULL;
+}
+
+/* Run one task and wait for it. */
+static void run_one(ct__pool_t *p) {
+  ct_task_t *t = queue(p, nothing, NULL, CT_PRIORITY_NORMAL);
+  CHECK_OK(ct_task_wait(t, WAIT_BOUND_S));
+  ct_task_unref(t);
+}
+
+static void spin_counts(ct__pool_t *p, double *spin_for, uint64_t *spins, uint64_t *paid) {
+  pthread_mutex_lock(&p->lock);
+  *spin_for = p->spin_for;
+  *spins = p->spins;
+  *paid = p->spins_paid;
+  pthread_mutex_unlock(&p->lock);
+}
+
+/* The idle spin backs off when work comes after pauses longer than
+ * idle_spin (each pause quarters it, from 1 ms to none within six) and
+ * then spins no more; work that comes right after the last task turns it
+ * on again. Counts, not times: the pauses are 20 ms, far above the 1 ms
+ * spin, and the back-to-back phase tries until a spin has paid off. */
+TEST(idle_spin_backs_off_after_pauses_and_returns_for_bursts) {
+  ct__pool_t *p = aligned_alloc(_Alignof(ct__pool_t), sizeof *p);
+  counter_t drains;
+  counter_init(&drains);
+  ct__pool_cfg_t cfg = {.pool_size = 1, .min_threads = 1, .keepalive = 60,
+                        .idle_spin = 0.001, .on_drained = drained, .data = &drains};
+  CHECK_OK(ct__pool_init(p, &cfg));
+  CHECK_OK(ct__pool_start(p));
+  double spin_for;
+  uint64_t spins, paid, spins_then;
+  for (int i = 0; i < 10; i++) {
+    check_sleep(0.02);
+    run_one(p);
+  }
+  check_sleep(0.02);
+  spin_counts(p, &spin_for, &spins, &paid);
+  CHECK(spin_for == 0);
+  CHECK(spins <= 7);
+  for (int i = 0; i < 5; i++) {
+    run_one(p);
+    check_sleep(0.02);
+  }
+  spin_counts(p, &spin_for, &spins_then, &paid);
+  CHECK_EQ_INT(spins_then, spins); /* off: no more spins after pauses */
+  uint64_t paid_before = paid;
+  for (int i = 0; paid == paid_before; i++) {
+    CHECK(i < 200000);
+    run_one(p);
+    spin_counts(p, &spin_for, &spins, &paid);
+  }
+  CHECK(ct__pool_stop(p, false) == NULL);
+  counter_wait_at_least(&drains, 1);
+  CHECK(ct__pool_drained(p)); /* the last thread has let go of the lock */
+  ct__pool_destroy(p);
+  free(p);
+  counter_destroy(&drains);
+}
+
 int main(void) {
   RUN(pool_runs_queued_tasks_by_priority_and_counts_them);
   RUN(cancel_stop_returns_queued_tasks_and_drains);
+  RUN(idle_spin_backs_off_after_pauses_and_returns_for_bursts);
   return check_done();
 }

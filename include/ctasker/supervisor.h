@@ -71,11 +71,14 @@ typedef struct ct_supervisor_opts {
   ct_log_fn log;        /**< NULL: no logging */
   void *log_data;       /**< given to log */
   double idle_spin;     /**< seconds (at most 0.001) a pool thread that finds no
-                           work spins before it sleeps, when no other thread
+                           work may spin before it sleeps, when no other thread
                            runs or spins; 0 (default): it sleeps at once. A
                            spin makes a task submitted right after the last
                            one start within a microsecond, but the spinning
-                           thread is then woken later after a pause. */
+                           thread is then woken later after a pause; so the
+                           spin adapts: it shortens, down to none, while work
+                           comes after pauses longer than idle_spin, and
+                           lengthens again once work comes within it. */
   bool stats_timing;    /**< record every task's queue wait and run time for
                            the percentiles of ct_stats_t (wait_p50..run_p99)
                            and "timing" in ct_supervisor_stats_json(): two
@@ -218,7 +221,11 @@ CT_EXPORT int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
 /** A new reference to the task with this id while the supervisor still knows
  * it (a task submitted with a handle, from the moment its submission has
  * handed it to the pool, loop, delay timer or process pool, until it is
- * terminal: a task is never found half-submitted).
+ * terminal: a task is never found half-submitted). The id of a task that
+ * has become terminal, or of no task, answers CT_ENOENT; a tracked task's
+ * id names a slot of the handle table and its generation, so an old id
+ * never finds the task that uses the slot next (a generation repeats only
+ * after 2^30 tasks in one slot). Lookups take no shared lock.
  * Returns 0 and *out, CT_ENOENT, or CT_EINVAL. Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_get_task(ct_supervisor_t *sup, uint64_t id, ct_task_t **out);
 

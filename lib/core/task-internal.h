@@ -6,12 +6,11 @@
  * compare-and-swap, so exactly one of "start", "cancel" and "finish" wins:
  *   DELAYED -> QUEUED -> STARTED -> COMPLETED
  *   DELAYED | QUEUED -> CANCELED
- * A fire-and-forget task is 72 bytes (one 80-byte heap chunk); the extra
- * part of tracked tasks adds 48 (one 128-byte chunk, plus the name: the
- * largest glibc keeps in fast bins, which a 144-byte chunk would leave,
- * doubling the system time of a burst of tracked tasks); a task with an
- * arg_free or a timeout carries a record of the layer above after its extra
- * part, in the same block (task-options.c).
+ * Records come from slabs (slab.h), sized to the byte: a fire-and-forget
+ * task is a 72-byte record; the extra part of tracked tasks adds 48 (a
+ * 120-byte record, plus the name); a task with an arg_free or a timeout
+ * carries a record of the layer above after its extra part, in one heap
+ * block (task-options.c).
  */
 #ifndef CT_LIB_TASK_INTERNAL_H
 #define CT_LIB_TASK_INTERNAL_H
@@ -105,6 +104,10 @@ static inline ct__task_more_t *ct__task_more(const ct_task_t *t) {
              : NULL;
 }
 
+/* Bytes the task slabs hold mapped now: records in use, free records kept
+ * for reuse and a few spare pages (see slab.c). */
+size_t ct__task_slab_bytes(void);
+
 /* Timestamps, for tasks with the extra part (no-ops for the others). */
 static inline void ct__task_stamp_queued(ct_task_t *t) {
   if (t->x)
@@ -126,6 +129,23 @@ static inline bool ct__task_try_status(ct_task_t *t, int from, int to) {
 
 static inline bool ct__task_has(const ct_task_t *t, unsigned flag) {
   return (atomic_load_explicit(&t->flags, memory_order_relaxed) & flag) != 0;
+}
+
+/* Whether another thread may reach the task: a task without the extra part
+ * has no handle, no callback and no watchdog, so only its executor holds it
+ * (its own function may take a reference once it runs). */
+static inline bool ct__task_private(const ct_task_t *t) { return t->x == NULL; }
+
+/* QUEUED -> STARTED, for the executor that took the task off its run queue
+ * under its lock. A private task can be canceled only by a stop, under that
+ * same lock, so a store does what the compare-and-swap does for the others.
+ * Returns false if the task was canceled first. */
+static inline bool ct__task_start(ct_task_t *t) {
+  if (ct__task_private(t)) {
+    atomic_store_explicit(&t->status, CT_TASK_STARTED, memory_order_relaxed);
+    return true;
+  }
+  return ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED);
 }
 
 /* Run a task whose status is already STARTED (and t_started set, under the

@@ -16,11 +16,18 @@
  */
 #include <pthread.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "base/clock.h"
 #include "ctasker/result.h"
+#include "core/slab.h"
 #include "core/task-internal.h"
+
+/* Task records, with and without the extra part: one slab each. */
+_Static_assert(_Alignof(ct_task_t) <= 8 && _Alignof(struct ct__task_extra) <= 8,
+               "slab records are aligned to 8");
+static ct__slab_t task_slab = CT__SLAB_INIT(sizeof(ct_task_t), 0);
+static ct__slab_t task_extra_slab =
+    CT__SLAB_INIT(sizeof(ct_task_t) + sizeof(struct ct__task_extra), 1);
 
 static pthread_mutex_t wait_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wait_cond;
@@ -34,29 +41,37 @@ static void wait_cond_init(void) {
   pthread_condattr_destroy(&attr);
 }
 
-static ct_task_t *task_new(ct_task_fn fn, void *arg, int priority, bool extra,
-                           size_t more_size) {
-  size_t size = sizeof(ct_task_t) + (extra ? sizeof(struct ct__task_extra) : 0) + more_size;
-  ct_task_t *t = malloc(size);
-  if (!t)
-    return NULL;
-  memset(t, 0, size);
-  t->fn = fn;
-  t->arg = arg;
-  t->priority = (uint8_t)priority;
-  t->x = extra ? (struct ct__task_extra *)(t + 1) : NULL;
+/* Every field is written here, not zeroed by memset first: a slab record
+ * is reused, and one pass over it is all the hot path pays. */
+static ct_task_t *task_init(ct_task_t *t, ct_task_fn fn, void *arg, int priority, bool extra,
+                            unsigned flags) {
+  *t = (ct_task_t){.fn = fn, .arg = arg, .priority = (uint8_t)priority};
   atomic_init(&t->refs, 1);
   atomic_init(&t->status, CT_TASK_QUEUED);
-  atomic_init(&t->flags, more_size ? CT__F_MORE : 0);
+  atomic_init(&t->flags, flags);
+  atomic_init(&t->waiters, 0);
+  if (extra) {
+    t->x = (struct ct__task_extra *)(t + 1);
+    *t->x = (struct ct__task_extra){0};
+  }
   return t;
 }
 
 ct_task_t *ct__task_new(ct_task_fn fn, void *arg, int priority, bool extra) {
-  return task_new(fn, arg, priority, extra, 0);
+  ct_task_t *t = ct__slab_alloc(extra ? &task_extra_slab : &task_slab);
+  return t ? task_init(t, fn, arg, priority, extra, 0) : NULL;
 }
 
+/* A task with a record of the layer above (an arg_free, a timeout) is the
+ * rarer kind, and the record's size is that layer's: it comes from the
+ * heap, zeroed, and goes back there (task_free). */
 ct_task_t *ct__task_new_more(ct_task_fn fn, void *arg, int priority, size_t more_size) {
-  return task_new(fn, arg, priority, true, more_size);
+  ct_task_t *t = calloc(1, sizeof(ct_task_t) + sizeof(struct ct__task_extra) + more_size);
+  return t ? task_init(t, fn, arg, priority, true, CT__F_MORE) : NULL;
+}
+
+size_t ct__task_slab_bytes(void) {
+  return ct__slab_bytes(&task_slab) + ct__slab_bytes(&task_extra_slab);
 }
 
 ct_task_t *ct_task_ref(ct_task_t *task) {
@@ -65,13 +80,20 @@ ct_task_t *ct_task_ref(ct_task_t *task) {
   return task;
 }
 
-void ct_task_unref(ct_task_t *task) {
-  if (!task || atomic_fetch_sub_explicit(&task->refs, 1, memory_order_acq_rel) != 1)
-    return;
+static void task_free(ct_task_t *task) {
   json_decref(task->result);
   if (task->x)
     free(task->x->name);
-  free(task);
+  if (ct__task_has(task, CT__F_MORE))
+    free(task);
+  else
+    ct__slab_free(task);
+}
+
+void ct_task_unref(ct_task_t *task) {
+  if (!task || atomic_fetch_sub_explicit(&task->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  task_free(task);
 }
 
 uint64_t ct_task_id(const ct_task_t *task) { return task ? task->id : 0; }
@@ -140,11 +162,14 @@ bool ct__task_run_and_release(ct_task_t *t) {
   json_t *result = t->fn(t, t->arg);
   bool failed = ct_result_is_error(result);
   /* Nobody else holds the task and nobody asked to hear of it (nor for its
-   * times): the cheap path skips the terminal bookkeeping nobody can observe. */
+   * times, its argument or its deadline): the cheap path skips the terminal
+   * bookkeeping nobody can observe. */
   if (!(t->x && (t->x->on_done || ct__task_timed(t))) && !ct__task_has(t, CT__F_MORE) &&
       atomic_load_explicit(&t->refs, memory_order_acquire) == 1) {
+    /* ... and, as ours is the last reference, frees it without the
+     * decrement: nobody is left who could take another. */
     t->result = result;
-    ct_task_unref(t);
+    task_free(t);
     return failed;
   }
   ct__task_finish(t, result);

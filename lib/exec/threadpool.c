@@ -26,8 +26,13 @@
  * Spinning is off by default: a thread that spins after every task is, to
  * the kernel's scheduler, one that used its time, and is woken later when
  * work comes after a pause (measured here: submit-to-start p99 of about
- * 1.8 ms instead of 70 us on an idle pool). Each side publishes before it
- * looks at the other (intake push, then `busy` and `spinning`; a thread's
+ * 1.8 ms instead of 70 us on an idle pool). So the spin adapts to how
+ * often it pays off: `spin_for` doubles (up to idle_spin) after a spin that
+ * found work, or after a sleep that work ended within idle_spin (a spin
+ * would have caught it), and is quartered after a sleep that lasted longer,
+ * down to no spin at all; work that arrives in bursts keeps it up, work
+ * that comes after pauses turns it off within a few pauses. Each side
+ * publishes before it looks at the other (intake push, then `busy` and `spinning`; a thread's
  * `busy` or `spinning` decrement, then the intake), all sequentially
  * consistent, so a task is never left with every thread asleep. A thread
  * that starts a task wakes another if more work could start (bursts fan
@@ -48,12 +53,14 @@
  */
 #include "exec/threadpool.h"
 
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/clock.h"
+#include "core/slab.h"
 
 #define CT__POOL_STACK_SIZE (4u << 20)
 
@@ -86,6 +93,7 @@ static void pool_log(ct__pool_t *p, int level, const char *msg) {
 int ct__pool_init(ct__pool_t *p, const ct__pool_cfg_t *cfg) {
   memset(p, 0, sizeof *p);
   p->cfg = *cfg;
+  p->spin_for = cfg->idle_spin;
   ct__rq_init(&p->rq);
   ct__list_init(&p->all);
   atomic_init(&p->intake, NULL);
@@ -110,6 +118,12 @@ static void add_busy(ct__pool_t *p, int delta) {
  * calls this outside a pool thread's loop calls wake_for_head() after it:
  * spinning threads watch only the intake. */
 static void drain_intake(ct__pool_t *p) {
+  /* Nearly always empty when a busy thread looks: a load keeps the line
+   * shared with the submitters; only work there is worth the exchange.
+   * A push this load misses is seen by the thread's later sequentially
+   * consistent look (give_up_slot()) or wakes a thread itself. */
+  if (!atomic_load_explicit(&p->intake, memory_order_relaxed))
+    return;
   ct_task_t *newest = atomic_exchange(&p->intake, NULL);
   ct_task_t *oldest = NULL;
   while (newest) { /* reverse */
@@ -150,7 +164,7 @@ static ct_task_t *take_runnable(ct__pool_t *p, ct__pool_thread_t *w) {
       p->canceled++;
       return t;
     }
-    if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED)) {
+    if (!ct__task_start(t)) {
       ct_task_unref(t); /* canceled between the check and here */
       continue;
     }
@@ -303,20 +317,40 @@ static bool claimed_or_work(ct__pool_t *p, ct__pool_thread_t *w) {
   return atomic_load_explicit(&w->claimed, memory_order_acquire) || work_waiting(p);
 }
 
-/* Spin for work for cfg.idle_spin seconds at most; true if the thread should
- * look again now (it was claimed, or work arrived and it left the idle
+/* Below this, a spin is not worth its clock reads: no spin. */
+#define CT__SPIN_MIN 1e-6
+
+/* The spin found work: spin longer next time. Lock held. Returns true. */
+static bool spin_paid(ct__pool_t *p) {
+  p->spins_paid++;
+  p->spin_for = fmin(p->cfg.idle_spin, fmax(2 * p->spin_for, CT__SPIN_MIN));
+  return true;
+}
+
+/* A thread slept `pause` seconds before it was claimed (or its keepalive
+ * ran out): had a spin of idle_spin caught that, spin longer; otherwise
+ * spin less, and below CT__SPIN_MIN not at all. Lock held. */
+static void learn_from_sleep(ct__pool_t *p, double pause) {
+  if (pause <= p->cfg.idle_spin)
+    p->spin_for = fmin(p->cfg.idle_spin, fmax(2 * p->spin_for, fmax(2 * pause, CT__SPIN_MIN)));
+  else if ((p->spin_for /= 4) < CT__SPIN_MIN)
+    p->spin_for = 0;
+}
+
+/* Spin for work for spin_for seconds at most (see the header comment);
+ * true if the thread should look again now (it was claimed, or work arrived and it left the idle
  * stack). A thread spins only when no other pool thread spins or runs a
  * task: spinning beside busy threads takes the cores that they and the
  * submitting threads need, while an idle pool's one spinner costs little
  * and starts the next task without a wake-up. Lock held on entry and
  * return, released while spinning. */
 static bool spin_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
-  if (p->cfg.idle_spin <= 0 || atomic_load(&p->spinning) > 0 || atomic_load(&p->busy) > 0)
+  if (p->spin_for <= 0 || atomic_load(&p->spinning) > 0 || atomic_load(&p->busy) > 0)
     return false;
   w->spinning = true;
   atomic_fetch_add(&p->spinning, 1);
+  double until = ct__now() + p->spin_for;
   pthread_mutex_unlock(&p->lock);
-  double until = ct__now() + p->cfg.idle_spin;
   while (!claimed_or_work(p, w)) {
     for (int i = 0; i < 32 && !claimed_or_work(p, w); i++)
       cpu_relax();
@@ -324,14 +358,26 @@ static bool spin_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
       break;
   }
   pthread_mutex_lock(&p->lock);
+  p->spins++;
   if (atomic_load_explicit(&w->claimed, memory_order_acquire))
-    return true;
+    return spin_paid(p);
   leave_idle(w); /* stop spinning first, then look: see the header comment */
   if (work_waiting(p))
-    return true;
+    return spin_paid(p);
   w->next_idle = p->idle; /* back on the stack, to sleep */
   p->idle = w;
   return false;
+}
+
+/* Before a thread sleeps: the task records it freed go back to their slab,
+ * and pages whose records are all free go back to the system (slab.h), so
+ * memory comes back after a burst. Outside the lock: after a burst that
+ * is a pass over every freed record. A claim meanwhile is seen by the
+ * caller, which has not started to wait yet. Lock held on entry and return. */
+static void give_back_memory(ct__pool_t *p) {
+  pthread_mutex_unlock(&p->lock);
+  ct__slab_idle();
+  pthread_mutex_lock(&p->lock);
 }
 
 /* Go idle until claimed or work arrives; false if the thread should exit.
@@ -342,11 +388,18 @@ static bool wait_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
   p->idle = w;
   if (spin_for_work(p, w))
     goto woken;
+  give_back_memory(p);
+  bool learn = p->cfg.idle_spin > 0; /* only then is the clock read here */
+  double slept_at = learn ? ct__now() : 0;
   while (!atomic_load_explicit(&w->claimed, memory_order_acquire)) {
     struct timespec deadline = ct__deadline(p->cfg.keepalive);
     w->sleeping = true;
     int rc = pthread_cond_timedwait(&w->cond, &p->lock, &deadline);
     w->sleeping = false;
+    if (learn) {
+      learn_from_sleep(p, ct__now() - slept_at);
+      learn = false;
+    }
     if (rc != 0 && !atomic_load(&w->claimed) && p->threads > p->cfg.min_threads) {
       leave_idle(w);
       return false;

@@ -16,7 +16,8 @@ struct ct__pool_thread;
 typedef struct ct__pool_cfg {
   int pool_size, reserve_normal, reserve_high, min_threads;
   double keepalive;
-  double idle_spin; /* seconds an idle thread spins before it sleeps; 0: never */
+  double idle_spin; /* most seconds an idle thread spins before it sleeps
+                       (adaptive, see threadpool.c); 0: never */
   bool watch_running; /* keep each running task reachable for ct__pool_each_task */
   /* Called under the pool lock when the pool is stopping and its last
    * thread exits: it must only post a message and return. */
@@ -50,6 +51,8 @@ typedef struct ct__pool {
   bool retry_owed;            /* L: on_spawn_failed was called; its retry is pending */
   unsigned spawn_failures;    /* L: failed thread starts since work last got one */
   uint64_t queued, completed, failed, canceled; /* L */
+  double spin_for;            /* L: seconds the next idle spin lasts, 0..idle_spin */
+  uint64_t spins, spins_paid; /* L: idle spins, and those that found work */
 } ct__pool_t;
 
 int ct__pool_init(ct__pool_t *p, const ct__pool_cfg_t *cfg);

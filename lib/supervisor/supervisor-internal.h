@@ -8,10 +8,15 @@
 #include "base/opts.h"
 #include "ctasker/supervisor.h"
 #include "exec/loop.h"
-#include "core/registry.h"
+#include "core/handles.h"
 #include "exec/threadpool.h"
 
 enum ct__sup_state { CT__SUP_INIT, CT__SUP_RUNNING, CT__SUP_STOPPING, CT__SUP_STOPPED };
+
+/* Shards of the count of submissions in flight (see `submitting`); the
+ * shard is in bits 56..61 of an untracked task's id. */
+#define CT__SUBMIT_SHARDS 16
+#define CT__SUBMIT_SHARD_SHIFT 56
 
 struct ct__procpool;
 struct ct__sup_part;
@@ -46,27 +51,33 @@ typedef struct ct__sup_part {
  *   S: state_lock.   P: parts_lock.   N: loops_lock.
  *   A: atomic, read and written by any thread.
  *   L: the loop thread only (set up before it starts).
- * The pool, loop and registry lock themselves. */
+ * The pool, loop and handle table lock themselves. */
 struct ct_supervisor {
   ct_supervisor_opts_t opts; /* I */
-  ct__task_owner_t owner;    /* I: every task's; its forget hook leaves the registry */
+  ct__task_owner_t owner;    /* I: every task's; its forget hook leaves the handle table */
   ct__pool_t pool;
   ct__loop_t loop;
-  ct__registry_t registry;
+  ct__handles_t handles;     /* tasks with a handle, by id */
 
   pthread_mutex_t state_lock;
   pthread_cond_t state_cond;  /* S: broadcast when state becomes STOPPED */
   atomic_int state;           /* S for changes, A for reads */
 
-  atomic_uint_fast64_t next_id;  /* A: ids of accepted and refused submissions */
-  atomic_uint_fast64_t refused;  /* A: submissions that got an id but an error */
+  atomic_uint_fast64_t refused;  /* A: submissions that created a task but failed */
   atomic_uint_fast64_t delayed, canceled_delayed; /* A */
   atomic_uint_fast64_t overrun, late_returns; /* A: timed-out functions (deadline.c) */
   ct__loop_counts_t loop_counts; /* A: tasks run on loops, which no pool counts */
 
   atomic_int cancels_in_flight; /* A: stop() is still finishing canceled tasks */
-  atomic_int submitting;        /* A: submissions between their state check and
-                                   the hand-over: the loop ends only at 0 */
+  /* A, counted on the submitting thread's shard (its own cache line, so
+   * producers do not share one): `n`, submissions between their state
+   * check and the hand-over (the loop ends only when every shard is at 0);
+   * `created`, tasks created, accepted or refused later, whose count on
+   * the shard makes the id of a task without a handle. */
+  struct {
+    _Alignas(64) atomic_int n;
+    atomic_uint_fast64_t created;
+  } submitting[CT__SUBMIT_SHARDS];
 
   /* S to set (once), A to read: the process pool (process.c), or NULL. */
   _Atomic(struct ct__procpool *) procpool;
@@ -121,7 +132,8 @@ static inline ct__opts_check_t ct__sup_opts_check(const ct_supervisor_t *sup, co
 int ct__read_task_options(ct_supervisor_t *sup, const char *fn, const ct_task_opts_t *in,
                           ct_task_opts_t *o);
 
-/* A new task for `sup` (one reference, QUEUED, a fresh id) from read
+/* A new task for `sup` (one reference, QUEUED, a fresh id: shard and
+ * count, which no handle table id ever is) from read
  * options; it gets the extra part if tracked (a handle will be handed out)
  * or if the options or the watchdog need it. NULL if out of memory. */
 ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,

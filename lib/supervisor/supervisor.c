@@ -1,7 +1,7 @@
 /* The supervisor: options, life cycle, submission, cancel, statistics and
  * the process-wide default.
  *
- * It owns a thread pool, a loop thread and a registry. Locks: state_lock
+ * It owns a thread pool, a loop thread and a handle table. Locks: state_lock
  * is taken first, before the thread pool's, the process pool's, the process
  * function table's and a loop's; docs/threading.md has the whole order.
  *
@@ -16,12 +16,14 @@
  * the loop ends, and its thread marks the state STOPPED and wakes whoever
  * waits in stop().
  *
- * Submission: create (a fresh id), register if a handle is asked for (not
- * yet findable), hand over to the executor (pool, loop, delay timers), and
+ * Submission: create (counted on the thread's shard, whose count makes
+ * the id of a task without a handle: no line shared between producers),
+ * register if a handle is asked for (the handle table gives it its id;
+ * not yet findable), hand over to the executor (pool, loop, delay timers), and
  * only then publish: a task is findable by id only once its executor holds
  * it, so a cancel by id meets a task that is counted where it is. The
  * executor may finish the task before it is published; it leaves the
- * registry then (it was registered first) and is never published. A
+ * handle table then (it was registered first) and is never published. A
  * submission counts itself in `submitting` around its state check and
  * hand-over, so a stop begun meanwhile waits for what it hands over.
 
@@ -31,6 +33,7 @@
  */
 #include "supervisor/supervisor-internal.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -53,6 +56,19 @@ static _Atomic(ct_supervisor_t *) default_sup;
 /* The supervisor whose stop() is running the callbacks of the tasks it
  * canceled on this thread: waiting for that stop here would wait for itself. */
 static _Thread_local ct_supervisor_t *finishing_stop;
+
+/* The calling thread's shard of `submitting`: threads take shards in
+ * turn, so a few producers each count on a cache line of their own. */
+static atomic_uint next_submit_shard;
+static _Thread_local __attribute__((tls_model("initial-exec"))) unsigned submit_shard =
+    UINT_MAX; /* initial-exec: see slab.c */
+
+static unsigned submit_shard_of_thread(void) {
+  if (submit_shard == UINT_MAX)
+    submit_shard = atomic_fetch_add_explicit(&next_submit_shard, 1, memory_order_relaxed) %
+                   CT__SUBMIT_SHARDS;
+  return submit_shard;
+}
 
 void ct__sup_log(ct_supervisor_t *sup, int level, const char *fmt, ...) {
   va_list ap;
@@ -109,9 +125,9 @@ static ct_supervisor_t *sup_of(ct__task_owner_t *owner) {
   return (ct_supervisor_t *)((char *)owner - offsetof(ct_supervisor_t, owner));
 }
 
-/* The task owner's hook: a terminal task leaves the registry. */
+/* The task owner's hook: a terminal task leaves the handle table. */
 static void forget_task(ct__task_owner_t *owner, ct_task_t *t) {
-  ct__registry_remove(&sup_of(owner)->registry, t);
+  ct__handles_remove(&sup_of(owner)->handles, t);
 }
 
 static void on_pool_drained(void *data) {
@@ -196,8 +212,8 @@ static int init_members(ct_supervisor_t *sup) {
   ct__list_init(&sup->delays);
   if (sup->opts.stats_timing && !(sup->owner.timing = calloc(1, sizeof *sup->owner.timing)))
     goto no_timing;
-  if (ct__registry_init(&sup->registry) != 0)
-    goto no_registry;
+  if (ct__handles_init(&sup->handles) != 0)
+    goto no_handles;
   if (ct__sup_parts_init(sup) != 0)
     goto no_parts;
   if (ct__loops_init(sup) != 0)
@@ -221,8 +237,8 @@ no_pool:
 no_loops:
   ct__sup_parts_destroy(sup);
 no_parts:
-  ct__registry_destroy(&sup->registry);
-no_registry:
+  ct__handles_destroy(&sup->handles);
+no_handles:
   free(sup->owner.timing);
 no_timing:
   pthread_mutex_destroy(&sup->state_lock);
@@ -231,7 +247,7 @@ no_lock:
   return rc ? rc : CT_ENOMEM;
 }
 
-/* A zeroed supervisor. The pool and the registry keep their hot fields on
+/* A zeroed supervisor. The pool and the handle table keep their hot fields on
  * cache lines of their own (_Alignas(64)), an alignment calloc() does not
  * promise; sizeof is a multiple of the alignment, as aligned_alloc() needs. */
 static ct_supervisor_t *alloc_supervisor(void) {
@@ -255,7 +271,6 @@ int ct_supervisor_new(const ct_supervisor_opts_t *opts, ct_supervisor_t **out) {
     free(sup);
     return rc;
   }
-  atomic_init(&sup->next_id, 1);
   atomic_init(&sup->state, CT__SUP_INIT);
   *out = sup;
   return 0;
@@ -280,6 +295,16 @@ int ct_supervisor_start(ct_supervisor_t *sup) {
   return rc;
 }
 
+/* Whether no submission is between its state check and its hand-over.
+ * Each shard is read after the state became STOPPING: a submission counted
+ * on a shard after it was read sees that state and kicks the loop again. */
+static bool no_submission_in_flight(ct_supervisor_t *sup) {
+  for (int i = 0; i < CT__SUBMIT_SHARDS; i++)
+    if (atomic_load(&sup->submitting[i].n) != 0)
+      return false;
+  return true;
+}
+
 /* Loop thread: the stop_check kick. */
 static void check_stopped(ct__loop_t *loop, ct__loop_kick_t *kick) {
   (void)loop;
@@ -292,7 +317,7 @@ static void check_stopped(ct__loop_t *loop, ct__loop_kick_t *kick) {
     ct__delay_cancel_all(sup);
   }
   if (ct__list_empty(&sup->delays) && atomic_load(&sup->cancels_in_flight) == 0 &&
-      atomic_load(&sup->submitting) == 0 && ct__pool_drained(&sup->pool) &&
+      no_submission_in_flight(sup) && ct__pool_drained(&sup->pool) &&
       ct__procpool_stopped(atomic_load(&sup->procpool)) && ct__loops_ended(sup) &&
       atomic_load(&sup->own_threads) == 0)
     ct__loop_quit(&sup->loop);
@@ -397,7 +422,7 @@ int ct_supervisor_free(ct_supervisor_t *sup) {
   ct__loop_destroy(&sup->loop); /* first: its inbox may hold the pool's message */
   ct__procpool_free(atomic_load(&sup->procpool));
   ct__pool_destroy(&sup->pool);
-  ct__registry_destroy(&sup->registry);
+  ct__handles_destroy(&sup->handles);
   ct__loops_destroy(sup);
   ct__sup_parts_destroy(sup);
   free(sup->owner.timing);
@@ -441,14 +466,17 @@ ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *ar
     t->x->done_data = o->done_data;
   }
   t->owner = &sup->owner;
-  t->id = atomic_fetch_add_explicit(&sup->next_id, 1, memory_order_relaxed);
+  unsigned shard = submit_shard_of_thread();
+  uint64_t n = atomic_fetch_add_explicit(&sup->submitting[shard].created, 1,
+                                         memory_order_relaxed);
+  t->id = (uint64_t)shard << CT__SUBMIT_SHARD_SHIFT | (n + 1);
   return t;
 }
 
 int ct__supervisor_track(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out) {
   if (!out)
     return 0;
-  if (ct__registry_add(&sup->registry, t) != 0)
+  if (ct__handles_add(&sup->handles, t) != 0)
     return CT_ENOMEM;
   atomic_fetch_or(&t->flags, CT__F_REGISTERED);
   *out = ct_task_ref(t);
@@ -469,7 +497,7 @@ void ct__supervisor_publish(ct_task_t **out) {
 void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out) {
   atomic_fetch_add(&sup->refused, 1);
   if (ct__task_has(t, CT__F_REGISTERED))
-    ct__registry_remove(&sup->registry, t);
+    ct__handles_remove(&sup->handles, t);
   if (out && *out) {
     ct_task_unref(*out);
     *out = NULL;
@@ -477,23 +505,29 @@ void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out)
   ct_task_unref(t);
 }
 
+static atomic_int *submitting_count(ct_supervisor_t *sup) {
+  return &sup->submitting[submit_shard_of_thread()].n;
+}
+
 /* Leave a submission. A stop that began meanwhile may have seen the count
  * already: tell its loop to look again. */
-static void submission_leave(ct_supervisor_t *sup) {
-  atomic_fetch_sub(&sup->submitting, 1);
+static void submission_leave(ct_supervisor_t *sup, atomic_int *count) {
+  atomic_fetch_sub(count, 1);
   if (atomic_load(&sup->state) != CT__SUP_RUNNING)
     ct__loop_kick(&sup->loop, &sup->stop_check);
 }
 
-/* Enter a submission: false (left again) unless the supervisor runs.
- * Counted before the state is read, so a stop whose loop did not see the
- * count is a stop this check sees (both sequentially consistent). */
-static bool submission_enter(ct_supervisor_t *sup) {
-  atomic_fetch_add(&sup->submitting, 1);
+/* Enter a submission: its shard's count, or NULL (left again) unless the
+ * supervisor runs. Counted before the state is read, so a stop whose loop
+ * did not see the count is a stop this check sees (both sequentially
+ * consistent). */
+static atomic_int *submission_enter(ct_supervisor_t *sup) {
+  atomic_int *count = submitting_count(sup);
+  atomic_fetch_add(count, 1);
   if (atomic_load(&sup->state) == CT__SUP_RUNNING)
-    return true;
-  submission_leave(sup);
-  return false;
+    return count;
+  submission_leave(sup, count);
+  return NULL;
 }
 
 /* Give a new task (our reference) to its executor. Returns 0 (the executor
@@ -532,7 +566,8 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
                 "ctasker: ct_background_task: a timeout needs an extra loop, not the supervisor's own");
     return CT_ENOTSUP;
   }
-  if (!submission_enter(sup))
+  atomic_int *in_flight = submission_enter(sup);
+  if (!in_flight)
     return ct__sup_refuse_not_running(sup, "ct_background_task");
   ct_task_t *t = ct__supervisor_new_task(sup, fn, arg, &o, out != NULL);
   rc = t ? ct__supervisor_track(sup, t, out) : CT_ENOMEM;
@@ -542,7 +577,7 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
     ct__supervisor_publish(out);
   else if (t)
     ct__supervisor_abandon(sup, t, out);
-  submission_leave(sup);
+  submission_leave(sup, in_flight);
   return rc;
 }
 
@@ -597,7 +632,7 @@ int ct_supervisor_get_task(ct_supervisor_t *sup, uint64_t id, ct_task_t **out) {
     sup = ct_supervisor_default();
   if (!sup || !out)
     return CT_EINVAL;
-  ct_task_t *t = ct__registry_get(&sup->registry, id);
+  ct_task_t *t = ct__handles_get(&sup->handles, id);
   if (t && !(atomic_load_explicit(&t->flags, memory_order_acquire) & CT__F_PUBLISHED)) {
     ct_task_unref(t); /* still being handed over: not known yet */
     t = NULL;
@@ -609,7 +644,7 @@ int ct_supervisor_get_task(ct_supervisor_t *sup, uint64_t id, ct_task_t **out) {
 size_t ct_supervisor_registry_size(ct_supervisor_t *sup) {
   if (!sup)
     sup = ct_supervisor_default();
-  return sup ? ct__registry_size(&sup->registry) : 0;
+  return sup ? ct__handles_size(&sup->handles) : 0;
 }
 
 /* Loop tasks: the outcomes are read before the count of accepted tasks,
@@ -651,16 +686,20 @@ static void all_stats(ct_supervisor_t *sup, ct_stats_t *out) {
                       .canceled = pool.canceled, .threads = pool.threads,
                       .threads_idle = pool.threads_idle};
   loop_stats(&sup->loop_counts, out);
-  out->registered = ct__registry_size(&sup->registry);
-  /* Every submission takes an id, so the ids tell how many were accepted. */
-  out->submitted = atomic_load(&sup->next_id) - 1 - atomic_load(&sup->refused);
+  out->registered = ct__handles_size(&sup->handles);
+  /* Every submission creates its task on a shard first, so the shards'
+   * counts less the refused tell how many were accepted. */
+  uint64_t created = 0;
+  for (int i = 0; i < CT__SUBMIT_SHARDS; i++)
+    created += atomic_load(&sup->submitting[i].created);
+  out->submitted = created - atomic_load(&sup->refused);
   out->delayed = atomic_load(&sup->delayed);
   out->completed += atomic_load(&sup->loop_counts.completed);
   out->failed += atomic_load(&sup->loop_counts.failed);
   out->canceled += atomic_load(&sup->canceled_delayed) + atomic_load(&sup->loop_counts.canceled);
   out->overrun = atomic_load(&sup->overrun);
   out->late_returns = atomic_load(&sup->late_returns);
-  ct__procpool_counts_t proc; /* submitted: the ids count every task */
+  ct__procpool_counts_t proc; /* submitted: the shards count every task */
   ct__procpool_counts(atomic_load(&sup->procpool), &proc);
   out->queued += proc.queued;
   out->running += proc.running;

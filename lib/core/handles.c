@@ -1,0 +1,194 @@
+/* The handle table (see handles.h).
+ *
+ * Slots live in chunks of 4096 that are allocated as the table grows and
+ * freed only with the table, so a slot found by index is always memory
+ * that may be read, whatever happened to its task. Each slot has one word,
+ * its generation and a lock bit; an id is CT__HANDLE_ID_MARK | generation
+ * (30 bits) << 32 | index + 1. Removing a task bumps the generation, so
+ * every id of the slot's earlier tasks stops matching at once; a
+ * generation repeats only after 2^30 tasks in the same slot.
+ *
+ * Lookup, insertion and removal lock only their slot, by setting its lock
+ * bit with a compare-and-swap on the word they expect, and hold it for a
+ * few instructions (taking or dropping a reference), so they meet only
+ * when they are about the same slot. Free slots form a lock-free stack
+ * whose top carries a tag against ABA: taking and giving back a slot are
+ * one compare-and-swap each. Only growing takes a lock (grow_lock, a
+ * leaf), once per new slot.
+ */
+#include "core/handles.h"
+
+#include <stdlib.h>
+
+#define CHUNK_SLOTS (1u << CT__HANDLE_CHUNK_BITS)
+#define GEN_MASK ((UINT64_C(1) << 30) - 1)
+
+typedef struct ct__handle_slot {
+  atomic_uint_fast64_t word; /* generation << 1 | locked */
+  _Atomic(ct_task_t *) task; /* written with the lock bit set */
+  atomic_uint next_free;     /* on the free stack: index + 1 of the next, 0: none */
+} slot_t;
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+int ct__handles_init(ct__handles_t *h) {
+  atomic_init(&h->free_top, 0);
+  atomic_init(&h->used, 0);
+  for (int i = 0; i < CT__HANDLE_CHUNKS; i++)
+    atomic_init(&h->chunks[i], NULL);
+  return pthread_mutex_init(&h->grow_lock, NULL) == 0 ? 0 : CT_ENOMEM;
+}
+
+/* A slot below `used` (its chunk was published before `used` grew). */
+static slot_t *slot_at(ct__handles_t *h, uint32_t index) {
+  slot_t *chunk = atomic_load_explicit(&h->chunks[index >> CT__HANDLE_CHUNK_BITS],
+                                       memory_order_acquire);
+  return &chunk[index & (CHUNK_SLOTS - 1)];
+}
+
+void ct__handles_destroy(ct__handles_t *h) {
+  uint32_t used = atomic_load(&h->used);
+  for (uint32_t i = 0; i < used; i++)
+    ct_task_unref(atomic_load_explicit(&slot_at(h, i)->task, memory_order_relaxed));
+  for (int i = 0; i < CT__HANDLE_CHUNKS; i++)
+    free(atomic_load_explicit(&h->chunks[i], memory_order_relaxed));
+  pthread_mutex_destroy(&h->grow_lock);
+}
+
+static bool pop_free(ct__handles_t *h, uint32_t *index) {
+  uint_fast64_t top = atomic_load_explicit(&h->free_top, memory_order_acquire);
+  for (;;) {
+    uint32_t first = (uint32_t)top;
+    if (first == 0)
+      return false;
+    /* The slot may be taken and given back meanwhile: then the tag has
+     * changed and the compare-and-swap fails. */
+    uint32_t next = atomic_load_explicit(&slot_at(h, first - 1)->next_free, memory_order_relaxed);
+    uint_fast64_t new_top = (((top >> 32) + 1) << 32) | next;
+    if (atomic_compare_exchange_weak_explicit(&h->free_top, &top, new_top, memory_order_acquire,
+                                              memory_order_acquire)) {
+      *index = first - 1;
+      return true;
+    }
+  }
+}
+
+static void push_free(ct__handles_t *h, uint32_t index) {
+  slot_t *s = slot_at(h, index);
+  uint_fast64_t top = atomic_load_explicit(&h->free_top, memory_order_relaxed), new_top;
+  do {
+    atomic_store_explicit(&s->next_free, (uint32_t)top, memory_order_relaxed);
+    new_top = (((top >> 32) + 1) << 32) | (index + 1);
+  } while (!atomic_compare_exchange_weak_explicit(&h->free_top, &top, new_top,
+                                                  memory_order_release, memory_order_relaxed));
+}
+
+/* A new slot at the end of the table. Returns 0 or CT_ENOMEM. */
+static int grow(ct__handles_t *h, uint32_t *index) {
+  int rc = 0;
+  pthread_mutex_lock(&h->grow_lock);
+  uint32_t n = atomic_load_explicit(&h->used, memory_order_relaxed);
+  uint32_t c = n >> CT__HANDLE_CHUNK_BITS;
+  if (c >= CT__HANDLE_CHUNKS) {
+    rc = CT_ENOMEM;
+  } else if (!atomic_load_explicit(&h->chunks[c], memory_order_relaxed)) {
+    slot_t *chunk = calloc(CHUNK_SLOTS, sizeof *chunk); /* generation 0, unlocked, empty */
+    if (chunk)
+      atomic_store_explicit(&h->chunks[c], chunk, memory_order_release);
+    else
+      rc = CT_ENOMEM;
+  }
+  if (rc == 0) {
+    atomic_store_explicit(&h->used, n + 1, memory_order_release);
+    *index = n;
+  }
+  pthread_mutex_unlock(&h->grow_lock);
+  return rc;
+}
+
+/* Set the slot's lock bit if its generation is `gen`; returns the locked
+ * word (lock bit clear), or UINT64_MAX if the generation is another. */
+static uint_fast64_t lock_slot(slot_t *s, uint64_t gen) {
+  uint_fast64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
+  for (;;) {
+    if (((w >> 1) & GEN_MASK) != gen)
+      return UINT64_MAX;
+    if (w & 1) {
+      cpu_relax();
+      w = atomic_load_explicit(&s->word, memory_order_relaxed);
+    } else if (atomic_compare_exchange_weak_explicit(&s->word, &w, w | 1, memory_order_acquire,
+                                                     memory_order_relaxed)) {
+      return w;
+    }
+  }
+}
+
+static void unlock_slot(slot_t *s, uint_fast64_t word) {
+  atomic_store_explicit(&s->word, word, memory_order_release);
+}
+
+int ct__handles_add(ct__handles_t *h, ct_task_t *t) {
+  uint32_t index;
+  if (!pop_free(h, &index) && grow(h, &index) != 0)
+    return CT_ENOMEM;
+  slot_t *s = slot_at(h, index);
+  /* A free slot is locked only by a lookup of its current generation,
+   * which no id names yet: this takes it at once. */
+  uint64_t gen = (atomic_load_explicit(&s->word, memory_order_relaxed) >> 1) & GEN_MASK;
+  uint_fast64_t w = lock_slot(s, gen);
+  atomic_store_explicit(&s->task, ct_task_ref(t), memory_order_relaxed);
+  t->id = CT__HANDLE_ID_MARK | gen << 32 | (index + 1);
+  unlock_slot(s, w);
+  return 0;
+}
+
+/* The slot an id names, or NULL if it names none; *gen its generation. */
+static slot_t *slot_of(ct__handles_t *h, uint64_t id, uint64_t *gen) {
+  uint32_t index1 = (uint32_t)id;
+  if (!(id & CT__HANDLE_ID_MARK) || index1 == 0 ||
+      index1 > atomic_load_explicit(&h->used, memory_order_acquire))
+    return NULL;
+  *gen = (id >> 32) & GEN_MASK;
+  return slot_at(h, index1 - 1);
+}
+
+void ct__handles_remove(ct__handles_t *h, ct_task_t *t) {
+  uint64_t gen;
+  slot_t *s = slot_of(h, t->id, &gen);
+  uint_fast64_t w = s ? lock_slot(s, gen) : UINT64_MAX;
+  if (w == UINT64_MAX)
+    return;
+  if (atomic_load_explicit(&s->task, memory_order_relaxed) != t) {
+    unlock_slot(s, w);
+    return;
+  }
+  atomic_store_explicit(&s->task, NULL, memory_order_relaxed);
+  unlock_slot(s, w + 2); /* the next generation: every id of this one is stale */
+  push_free(h, (uint32_t)t->id - 1);
+  ct_task_unref(t);
+}
+
+ct_task_t *ct__handles_get(ct__handles_t *h, uint64_t id) {
+  uint64_t gen;
+  slot_t *s = slot_of(h, id, &gen);
+  uint_fast64_t w = s ? lock_slot(s, gen) : UINT64_MAX;
+  if (w == UINT64_MAX)
+    return NULL;
+  ct_task_t *t = ct_task_ref(atomic_load_explicit(&s->task, memory_order_relaxed));
+  unlock_slot(s, w);
+  return t;
+}
+
+size_t ct__handles_size(ct__handles_t *h) {
+  size_t n = 0;
+  uint32_t used = atomic_load_explicit(&h->used, memory_order_acquire);
+  for (uint32_t i = 0; i < used; i++)
+    n += atomic_load_explicit(&slot_at(h, i)->task, memory_order_relaxed) != NULL;
+  return n;
+}

@@ -1,0 +1,110 @@
+/* The slab on its own (core layer): records allocated on one thread and
+ * freed on another come back to their pages, pages whose records are all
+ * free go back to the system once the freeing thread is idle, a thread's
+ * cache is handed back when it exits, and a page that cannot be mapped is
+ * a NULL record, not a crash. mmap is wrapped (tests/meson.build) so that
+ * the test can make it fail on the calling thread (as mmap64: the build
+ * asks for 64-bit file offsets). */
+#include <ctasker.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/mman.h>
+
+#include "check.h"
+#include "core/slab.h"
+
+void *__real_mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+void *__wrap_mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+
+static _Thread_local bool mmap_fails;
+
+void *__wrap_mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
+  return mmap_fails ? MAP_FAILED : __real_mmap64(addr, len, prot, flags, fd, off);
+}
+
+/* Each test has a slab of its own, so its counts start at 0. */
+static ct__slab_t burst_slab = CT__SLAB_INIT(80, 2);
+static ct__slab_t exit_slab = CT__SLAB_INIT(128, 3);
+static ct__slab_t fail_slab = CT__SLAB_INIT(48, 4);
+
+#define BURST 200000
+
+static void *records[BURST];
+
+static void *free_all(void *arg) {
+  (void)arg;
+  for (int i = 0; i < BURST; i++)
+    ct__slab_free(records[i]);
+  ct__slab_idle();
+  return NULL;
+}
+
+TEST(burst_freed_on_another_thread_comes_back_when_idle) {
+  for (int i = 0; i < BURST; i++) {
+    records[i] = ct__slab_alloc(&burst_slab);
+    CHECK(records[i]);
+    CHECK_EQ_INT((uintptr_t)records[i] % 8, 0);
+    memset(records[i], 0xab, 80); /* the whole record is the caller's */
+  }
+  size_t held = ct__slab_bytes(&burst_slab);
+  CHECK(held >= (size_t)BURST * 80);
+  pthread_t th;
+  CHECK_OK(pthread_create(&th, NULL, free_all, NULL));
+  CHECK_OK(pthread_join(th, NULL));
+  /* Only the spare pages are left (4 of 64 KiB), and the page of the
+   * records this thread still caches. */
+  CHECK(ct__slab_bytes(&burst_slab) <= (size_t)5 << 16);
+  /* And the records are reused: a second burst maps what the first did. */
+  for (int i = 0; i < BURST; i++)
+    CHECK((records[i] = ct__slab_alloc(&burst_slab)) != NULL);
+  CHECK(ct__slab_bytes(&burst_slab) <= held);
+  CHECK_OK(pthread_create(&th, NULL, free_all, NULL));
+  CHECK_OK(pthread_join(th, NULL));
+  CHECK(ct__slab_bytes(&burst_slab) <= (size_t)5 << 16);
+}
+
+static void *alloc_and_exit(void *arg) {
+  void **out = arg;
+  for (int i = 0; i < 100; i++)
+    ct__slab_free(ct__slab_alloc(&exit_slab));
+  *out = ct__slab_alloc(&exit_slab);
+  return NULL; /* its cache holds the other records */
+}
+
+TEST(a_thread_that_exits_hands_its_cache_back) {
+  void *kept = NULL;
+  pthread_t th;
+  CHECK_OK(pthread_create(&th, NULL, alloc_and_exit, &kept));
+  CHECK_OK(pthread_join(th, NULL));
+  CHECK(kept);
+  ct__slab_free(kept);
+  ct__slab_idle(); /* this thread's one record, and the exited thread's chain */
+  /* Every record is free: the page is a spare, still mapped, and the next
+   * record comes from it without mapping another. */
+  size_t one_page = ct__slab_bytes(&exit_slab);
+  CHECK_EQ_INT(one_page, (size_t)1 << 16);
+  void *again = ct__slab_alloc(&exit_slab);
+  CHECK(again);
+  CHECK_EQ_INT(ct__slab_bytes(&exit_slab), one_page);
+  ct__slab_free(again);
+  ct__slab_idle();
+}
+
+TEST(a_page_that_cannot_be_mapped_is_a_null_record) {
+  mmap_fails = true;
+  CHECK(ct__slab_alloc(&fail_slab) == NULL);
+  CHECK_EQ_INT(ct__slab_bytes(&fail_slab), 0);
+  mmap_fails = false;
+  void *r = ct__slab_alloc(&fail_slab);
+  CHECK(r);
+  ct__slab_free(r);
+  ct__slab_idle();
+}
+
+int main(void) {
+  RUN(burst_freed_on_another_thread_comes_back_when_idle);
+  RUN(a_thread_that_exits_hands_its_cache_back);
+  RUN(a_page_that_cannot_be_mapped_is_a_null_record);
+  return check_done();
+}
