@@ -90,10 +90,33 @@ typedef struct ct_broker_submit_opts {
   double result_ttl; /**< seconds the task record and result are kept after the task
                         ends, and at most while it waits; 0: 86400 (a day); from
                         1e9 (over 30 years) on: 1e9 */
+  double delay;      /**< seconds before the task may run (status DELAYED until
+                        then); 0: none. At most one of delay and eta */
+  double eta;        /**< Unix time (seconds) before which the task does not run
+                        (status DELAYED until then; a time past runs it now);
+                        0: none */
+  const char *key;   /**< idempotency key (1-200 bytes, no control characters),
+                        or NULL: while a task submitted with the same key is
+                        known (up to its result_ttl after that submission),
+                        its id is returned and nothing is enqueued */
+  int max_attempts;  /**< runs a task that fails may have in all (an error
+                        result; a lost or timed out run counts too); 0: 1,
+                        no retry */
+  double backoff;    /**< seconds before the first retry, doubled for each
+                        further one, with jitter (a random 50-100 %); 0: 1 */
+  double backoff_max; /**< longest pause before a retry, in seconds; 0: 3600 */
+  double timeout;    /**< seconds one run may take: past it the run is asked to
+                        cancel (ct_task_cancel_requested()) and fails with a
+                        TimeoutError, retried as any failure; 0: none */
+  size_t max_payload; /**< most bytes of kwargs as compact JSON text; a larger
+                         submission is refused (CT_EINVAL); 0: 1 MiB */
 } ct_broker_submit_opts_t;
 
-/** The default submission options (NORMAL priority, a day's TTL), with size set. */
-#define CT_BROKER_SUBMIT_OPTS_INIT {sizeof(ct_broker_submit_opts_t), CT_PRIORITY_NORMAL, 0.0}
+/** The default submission options (NORMAL priority, a day's TTL, no delay,
+ * no key, one attempt, no run timeout), with size set. */
+#define CT_BROKER_SUBMIT_OPTS_INIT                                                       \
+  {sizeof(ct_broker_submit_opts_t), CT_PRIORITY_NORMAL, 0.0, 0.0, 0.0, NULL, 0, 0.0, 0.0, \
+   0.0, 0}
 
 /** Submit the task `name` with keyword arguments `kwargs` (a JSON object,
  * borrowed; NULL: {}). opts may be NULL for the defaults. On success the
@@ -103,8 +126,12 @@ typedef struct ct_broker_submit_opts {
  * (task record and stream entry) are one script, so a task is never half
  * submitted.
  * Returns 0; CT_EINVAL (NULL or empty name, a name over 200 bytes or with
- * control characters, kwargs not an object, a priority out of range, a
- * negative, NaN or infinite TTL); CT_ENOENT; CT_ETIMEDOUT (no reply within
+ * control characters, kwargs not an object or over max_payload bytes, a
+ * priority out of range, a negative, NaN or infinite TTL, delay, eta,
+ * backoff, backoff_max or timeout, both delay and eta, a bad key, a
+ * negative max_attempts, an opts.size this library does not know);
+ * CT_ENOTSUP (delay, eta, key, max_attempts over 1 or timeout: not yet
+ * implemented); CT_ENOENT; CT_ETIMEDOUT (no reply within
  * command_timeout: the task may or may not have been submitted);
  * CT_ESHUTDOWN (the supervisor has stopped, and the handle's loop with it);
  * CT_ENOMEM.
@@ -137,7 +164,11 @@ typedef enum ct_broker_status {
   CT_BROKER_RUNNING = 1,   /**< a worker runs it */
   CT_BROKER_COMPLETED = 2, /**< terminal: finished with a result */
   CT_BROKER_FAILED = 3,    /**< terminal: finished with an exception */
-  CT_BROKER_DEAD = 4       /**< terminal: moved to the dead letters */
+  CT_BROKER_DEAD = 4,      /**< terminal: moved to the dead letters */
+  CT_BROKER_DELAYED = 5,   /**< waiting for its delay or ETA to pass */
+  CT_BROKER_RETRYING = 6,  /**< a run failed; waiting for its backoff to pass */
+  CT_BROKER_EXPIRED = 7    /**< terminal: an RPC whose caller's deadline passed
+                              before it could run */
 } ct_broker_status_t;
 
 /** What ct_broker_get() reports. Times are Unix times in seconds (they

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/opts.h"
 #include "broker-internal.h"
 #include "message.h"
 
@@ -24,6 +25,7 @@
 #define TTL_MAX 1e9             /* longest TTL (over 30 years): EXPIRE fails far
                                    beyond it, after the script wrote the record */
 #define NAME_PART_MAX 200       /* longest namespace or queue name */
+#define DEFAULT_MAX_PAYLOAD (1u << 20) /* bytes of kwargs text a submission may have */
 
 /* Checks the names set, writes the record (expiring) and the entry.
  * KEYS: names set, stream, record. ARGV: name, created (ms), ttl (s), then
@@ -167,15 +169,29 @@ int64_t ct__broker_unix_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* A seconds option: 0 or more, finite. */
+static bool seconds_ok(double t) { return isfinite(t) && t >= 0; }
+
 static int check_submit(const char *name, const json_t *kwargs,
                         const ct_broker_submit_opts_t *o) {
   if (!name || !ct__bmsg_name_ok(name, strlen(name)) || (kwargs && !json_is_object(kwargs)))
     return CT_EINVAL;
-  if (o && (o->size != sizeof *o || o->priority < CT_PRIORITY_CRITICAL ||
-            o->priority > CT_PRIORITY_MAX || isnan(o->result_ttl) || o->result_ttl < 0 ||
-            isinf(o->result_ttl)))
+  if (o->priority < CT_PRIORITY_CRITICAL || o->priority > CT_PRIORITY_MAX ||
+      !seconds_ok(o->result_ttl) || !seconds_ok(o->delay) || !seconds_ok(o->eta) ||
+      (o->delay > 0 && o->eta > 0) || (o->key && !ct__bmsg_name_ok(o->key, strlen(o->key))) ||
+      o->max_attempts < 0 || !seconds_ok(o->backoff) || !seconds_ok(o->backoff_max) ||
+      !seconds_ok(o->timeout))
     return CT_EINVAL;
+  if (o->delay > 0 || o->eta > 0 || o->key || o->max_attempts > 1 || o->timeout > 0)
+    return CT_ENOTSUP; /* not yet */
   return 0;
+}
+
+/* The caller's options over the defaults; an older, shorter struct (the
+ * first one published ended at result_ttl) keeps the defaults of the rest. */
+static int submit_opts(const ct_broker_submit_opts_t *in, ct_broker_submit_opts_t *o) {
+  *o = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
+  return ct__opts_copy(o, sizeof *o, in, offsetof(ct_broker_submit_opts_t, delay));
 }
 
 static int submit_reply(const redisReply *r, void *data) {
@@ -186,12 +202,15 @@ static int submit_reply(const redisReply *r, void *data) {
 }
 
 /* Run the submit script for message m. */
-static int run_submit(ct_broker_t *b, const ct__bmsg_t *m, const char *level, double ttl) {
+static int run_submit(ct_broker_t *b, const ct__bmsg_t *m, const char *level, double ttl,
+                      size_t max_payload) {
   ct__bmsg_wire_t w;
   char created[24], ttl_s[24];
   char *keys[3] = {ct__broker_key(b, "names", ""), ct__broker_key(b, "stream:", level),
                    ct__broker_key(b, "task:", m->id)};
   int rc = ct__bmsg_encode(m, &w);
+  if (rc == 0 && strlen(w.kwargs_text) > max_payload)
+    rc = CT_EINVAL;
   if (rc == 0 && (!keys[0] || !keys[1] || !keys[2]))
     rc = CT_ENOMEM;
   if (rc == 0) {
@@ -214,11 +233,15 @@ static int run_submit(ct_broker_t *b, const ct__bmsg_t *m, const char *level, do
 
 /* Submit, with the caller's deadline (Unix ms; 0: none) in the entry. */
 static int submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
-                     const ct_broker_submit_opts_t *opts, int64_t deadline_ms,
+                     const ct_broker_submit_opts_t *in, int64_t deadline_ms,
                      char id[CT_BROKER_ID_SIZE]) {
-  int rc = b && id ? check_submit(name, kwargs, opts) : CT_EINVAL;
+  ct_broker_submit_opts_t o;
+  int rc = b && id ? submit_opts(in, &o) : CT_EINVAL;
+  if (rc == 0)
+    rc = check_submit(name, kwargs, &o);
   if (rc != 0)
     return rc;
+  const ct_broker_submit_opts_t *opts = &o;
   ct__bmsg_t m = {.enqueued_ms = ct__broker_unix_ms(), .deadline_ms = deadline_ms};
   rc = ct__bmsg_new_id(m.id);
   if (rc != 0)
@@ -227,9 +250,10 @@ static int submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
   m.kwargs = kwargs ? json_deep_copy(kwargs) : json_object();
   if (!m.kwargs)
     return CT_ENOMEM;
-  int priority = opts ? opts->priority : CT_PRIORITY_NORMAL;
-  double ttl = opts && opts->result_ttl > 0 ? fmin(opts->result_ttl, TTL_MAX) : DEFAULT_TTL;
-  rc = run_submit(b, &m, level_of(priority), ttl);
+  int priority = opts->priority;
+  double ttl = opts->result_ttl > 0 ? fmin(opts->result_ttl, TTL_MAX) : DEFAULT_TTL;
+  rc = run_submit(b, &m, level_of(priority), ttl,
+                  opts->max_payload ? opts->max_payload : DEFAULT_MAX_PAYLOAD);
   ct__bmsg_clear(&m);
   if (rc == 0)
     memcpy(id, m.id, CT_BROKER_ID_SIZE);

@@ -3,7 +3,9 @@
  * and reconnection, submission by name into one stream per priority
  * class, task records, TTLs, and calls from many threads.
  * Never asserts a duration: deadlines are short, bounds are generous. */
+#include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "ctasker.h"
@@ -133,6 +135,52 @@ TEST(unknown_name_is_refused_and_nothing_written) {
   so.result_ttl = -1;
   CHECK_EQ_INT(ct_broker_submit(b, "other", NULL, &so, id), CT_EINVAL);
   CHECK_EQ_INT(test_redis_int(&r, "DBSIZE"), 1);
+  ct_broker_free(b);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
+/* Each bad submission option alone is refused, and nothing is written. */
+TEST(bad_submit_options_are_refused_and_nothing_written) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b = broker_open(sup, r.url, 10);
+  register_name(&r, "other");
+  char id[CT_BROKER_ID_SIZE] = "";
+  const ct_broker_submit_opts_t init = CT_BROKER_SUBMIT_OPTS_INIT;
+  ct_broker_submit_opts_t bad[] = {init, init, init, init, init, init,
+                                   init, init, init, init, init};
+  bad[0].delay = -1;
+  bad[1].delay = NAN;
+  bad[2].eta = INFINITY;
+  bad[3].delay = 1, bad[3].eta = 2e9; /* both */
+  bad[4].key = "";
+  bad[5].key = "a\nb";
+  bad[6].max_attempts = -1;
+  bad[7].backoff = -0.5;
+  bad[8].backoff_max = NAN;
+  bad[9].timeout = -1;
+  bad[10].size = 2;
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+    CHECK_EQ_INT(ct_broker_submit(b, "other", NULL, &bad[i], id), CT_EINVAL);
+  CHECK_EQ_STR(id, "");
+  /* kwargs over max_payload bytes (as compact JSON) are refused. */
+  ct_broker_submit_opts_t so = init;
+  so.max_payload = 16;
+  json_t *kwargs = json_pack("{s:s}", "k", "0123456789"); /* {"k":"0123456789"}: 18 */
+  CHECK_EQ_INT(ct_broker_submit(b, "other", kwargs, &so, id), CT_EINVAL);
+  so.max_payload = 18;
+  CHECK_OK(ct_broker_submit(b, "other", kwargs, &so, id));
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 1);
+  json_decref(kwargs);
+  /* An options struct of the first published size (ending at result_ttl)
+   * is still taken, the later fields at their defaults. */
+  so = init;
+  so.size = offsetof(ct_broker_submit_opts_t, delay);
+  so.delay = NAN; /* beyond its size: not read */
+  CHECK_OK(ct_broker_submit(b, "other", NULL, &so, id));
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 2);
   ct_broker_free(b);
   sup_end(sup);
   test_redis_stop(&r);
@@ -409,6 +457,7 @@ int main(void) {
   RUN(unreachable_server_is_a_timeout_and_a_log_line);
   RUN(bad_options_are_refused);
   RUN(unknown_name_is_refused_and_nothing_written);
+  RUN(bad_submit_options_are_refused_and_nothing_written);
   RUN(submit_writes_entry_and_record_and_get_reads_it);
   RUN(each_priority_class_has_its_stream);
   RUN(get_reads_results_and_refuses_bad_records);
