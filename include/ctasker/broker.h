@@ -124,14 +124,19 @@ typedef struct ct_broker_submit_opts {
  * The name must be one some worker has registered in this queue: otherwise
  * nothing is written and CT_ENOENT is returned. The check and the writes
  * (task record and stream entry) are one script, so a task is never half
- * submitted.
+ * submitted. A task with a delay or an ETA still ahead waits in the
+ * queue's delayed set (status DELAYED) until any worker of the queue, idle
+ * or freeing a slot, moves it into its stream once it is due; its record
+ * is kept for the wait and result_ttl. With a key that a task submitted
+ * earlier still holds, nothing is written and that task's id is returned
+ * (0), whatever the other options say.
  * Returns 0; CT_EINVAL (NULL or empty name, a name over 200 bytes or with
  * control characters, kwargs not an object or over max_payload bytes, a
  * priority out of range, a negative, NaN or infinite TTL, delay, eta,
  * backoff, backoff_max or timeout, both delay and eta, a bad key, a
  * negative max_attempts, an opts.size this library does not know);
- * CT_ENOTSUP (delay, eta, key, max_attempts over 1 or timeout: not yet
- * implemented); CT_ENOENT; CT_ETIMEDOUT (no reply within
+ * CT_ENOTSUP (max_attempts over 1 or timeout: not yet implemented);
+ * CT_ENOENT; CT_ETIMEDOUT (no reply within
  * command_timeout: the task may or may not have been submitted);
  * CT_ESHUTDOWN (the supervisor has stopped, and the handle's loop with it);
  * CT_ENOMEM.
@@ -143,9 +148,10 @@ CT_EXPORT int ct_broker_submit(ct_broker_t *broker, const char *name, const json
 /** Run the task `name` on some worker and wait for its result (RPC), at
  * most `timeout` seconds, a deadline the entry carries: a worker that takes
  * the task after it has passed does not run it (the record then says
- * FAILED with a TimeoutError). Arguments and opts as for
+ * EXPIRED with a TimeoutError). Arguments and opts as for
  * ct_broker_submit(). The wait is a blocking read (BLPOP) on a connection
  * of its own, kept for the handle's next call: no polling.
+ * A call may not carry a key (CT_EINVAL): it is answered once, to its caller.
  * Returns 0 and *result, a new reference to the result or to the exception
  * JSON (ct_result_is_error() tells; a task moved to the dead letters
  * answers with its DeliveryLimit exception); CT_ETIMEDOUT when the deadline passed
@@ -248,8 +254,10 @@ typedef struct ct_broker_worker_opts {
  * (`worker:<consumer>`: host, pid, names, concurrency, tasks in flight,
  * lease), refreshed every lease / 3 and expiring after three leases, and a
  * place in the `workers` set scored by that expiry; both go when it stops.
- * Not yet: retries of a failed run, delays, cancelling a task whose lease
- * was lost.
+ * Delayed tasks that are due are moved into their streams by the fetch
+ * thread before each fetch; while idle it blocks until the earliest one is
+ * due (at most 1 s), and a new delayed task wakes it to learn its time.
+ * Not yet: retries of a failed run, cancelling a task whose lease was lost.
  * Returns 0; CT_ENOTSUP (logged) if the server's maxmemory-policy is not
  * noeviction, so that it could evict streams, records or results before
  * their time, and allow_eviction is false (a server that refuses CONFIG

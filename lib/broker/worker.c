@@ -57,6 +57,8 @@
 #define MAX_KWARGS (16u << 20) /* bytes of kwargs a worker accepts */
 #define STORE_TRIES 3        /* attempts to store a result */
 #define DEFAULT_TTL "86400"  /* a record without its own TTL field */
+#define PROMOTE_BATCH 64     /* due delayed tasks moved per round */
+#define PROMOTE_BATCH_S "64"
 
 static const int level_priority[CT__BLEVELS] = {CT_PRIORITY_CRITICAL, CT_PRIORITY_HIGH,
                                                 CT_PRIORITY_NORMAL, CT_PRIORITY_LOW};
@@ -75,7 +77,7 @@ static const int level_priority[CT__BLEVELS] = {CT_PRIORITY_CRITICAL, CT_PRIORIT
   "  local rec = prefix .. 'task:' .. tid\n"                                              \
   "  if redis.call('TYPE', rec).ok == 'hash' then\n"                                      \
   "    local s = redis.call('HGET', rec, 'status')\n"                                     \
-  "    if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' then\n"                      \
+  "    if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' and s ~= 'expired' then\n"   \
   "      redis.call('HSET', rec, 'status', 'dead', 'finished', now, 'result',\n"          \
   "        cjson.encode({exception = {class = class, args = {reason}, str = reason}}))\n" \
   "      redis.call('EXPIRE', rec, redis.call('HGET', rec, 'ttl') or " DEFAULT_TTL ")\n"  \
@@ -89,15 +91,17 @@ static const int level_priority[CT__BLEVELS] = {CT_PRIORITY_CRITICAL, CT_PRIORIT
   "  end\n"                                                                               \
   "end\n"
 
-/* KEYS: the streams, highest class first, then the dead letters. ARGV:
+/* KEYS: the streams, highest class first, the dead letters, the delayed
+ * set, the wake stream. ARGV:
  * group, consumer, count, lease (ms), max deliveries, key prefix, now (ms).
  * Per stream: first take over entries idle past the lease (XAUTOCLAIM),
  * burying those delivered too often (and waking a caller who waits for
  * one, as a completion does: it would otherwise wait out its deadline for
  * an answer that is known), then read new ones. Returns
  * {1, {{level, id, fields}...}} or, having found nothing,
- * {0, {last-generated ids}}. Task records are reached by the prefix: they
- * share the queue's hash tag. */
+ * {0, {last-generated ids of the streams and the wake stream}, the
+ * earliest due time in the delayed set or ''}. Task records are reached by
+ * the prefix: they share the queue's hash tag. */
 static const char fetch_script[] =
     DEAD_LUA
     "local levels = {'critical', 'high', 'normal', 'low'}\n"
@@ -145,13 +149,17 @@ static const char fetch_script[] =
     "end\n"
     "if #out > 0 then return {1, out} end\n"
     "local ids = {}\n"
-    "for i = 1, 4 do\n"
-    "  local info = redis.call('XINFO', 'STREAM', KEYS[i])\n"
-    "  for j = 1, #info, 2 do\n"
-    "    if info[j] == 'last-generated-id' then ids[i] = info[j + 1] end\n"
+    "for i = 1, 5 do\n"
+    "  ids[i] = '0-0'\n"
+    "  if i < 5 or redis.call('EXISTS', KEYS[7]) == 1 then\n"
+    "    local info = redis.call('XINFO', 'STREAM', KEYS[i < 5 and i or 7])\n"
+    "    for j = 1, #info, 2 do\n"
+    "      if info[j] == 'last-generated-id' then ids[i] = info[j + 1] end\n"
+    "    end\n"
     "  end\n"
     "end\n"
-    "return {0, ids}\n";
+    "local first = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')\n"
+    "return {0, ids, first[2] or ''}\n";
 
 /* KEYS: a stream. ARGV: group, consumer, entry ids. Renews this consumer's
  * lease on each entry it still owns (XCLAIM JUSTID resets the idle time
@@ -182,7 +190,7 @@ static const char alive_script[] =
 /* KEYS: record. ARGV: now (ms). A record not yet terminal says RUNNING. */
 static const char start_script[] =
     "local s = redis.call('HGET', KEYS[1], 'status')\n"
-    "if s == 'queued' or s == 'running' then\n"
+    "if s == 'queued' or s == 'running' or s == 'delayed' or s == 'retrying' then\n"
     "  redis.call('HSET', KEYS[1], 'status', 'running', 'started', ARGV[1])\n"
     "  redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n"
     "end\n"
@@ -194,7 +202,7 @@ static const char start_script[] =
  * waiting caller is woken through the done list. */
 static const char complete_script[] =
     "local s = redis.call('HGET', KEYS[1], 'status')\n"
-    "if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' then\n"
+    "if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' and s ~= 'expired' then\n"
     "  redis.call('HSET', KEYS[1], 'status', ARGV[3], 'result', ARGV[4], 'finished', ARGV[5],"
     " 'name', ARGV[6])\n"
     "  redis.call('HSETNX', KEYS[1], 'created', ARGV[5])\n"
@@ -233,6 +241,30 @@ static const char bury_script[] =
     "redis.call('XDEL', KEYS[1], ARGV[1])\n"
     "return 1\n";
 
+/* KEYS: delayed set, the task's stream, its record. ARGV: the member (a
+ * JSON array: level name, then the entry's fields and values). Moves one
+ * due task into its stream, once: of several workers promoting it, only
+ * the one whose ZREM removed it writes the entry. A record still waiting
+ * says QUEUED. */
+static const char promote_script[] =
+    "if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
+    "local m = cjson.decode(ARGV[1])\n"
+    "local s = redis.call('HGET', KEYS[3], 'status')\n"
+    "if s == 'delayed' or s == 'retrying' then\n"
+    "  redis.call('HSET', KEYS[3], 'status', 'queued')\n"
+    "end\n"
+    "redis.call('XADD', KEYS[2], '*', unpack(m, 2))\n"
+    "return 1\n";
+
+/* KEYS: delayed set, dead letters. ARGV: member, reason. A member that is
+ * not one (another program's doing) goes to the dead letters. */
+static const char bury_member_script[] =
+    "if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then\n"
+    "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', " DEAD_MAX ", '*', 'reason', ARGV[2],"
+    " 'stream', 'delayed', 'member', ARGV[1])\n"
+    "end\n"
+    "return 1\n";
+
 typedef struct job job_t;
 struct job {
   job_t *next;               /* in the fetch's list, then in w->running_jobs */
@@ -253,6 +285,7 @@ struct ct__bworker {
   char *consumer;
   char *streams[CT__BLEVELS];
   char *dead;
+  char *delayed, *wake; /* the delayed set, the stream that wakes idle workers */
   pthread_mutex_t lock;
   pthread_cond_t cond;
   int running;      /* lock: tasks given to the supervisor, not yet done */
@@ -318,7 +351,8 @@ static int group_reply(const redisReply *r, void *data) {
 typedef struct {
   ct__bworker_t *w;
   job_t *jobs;           /* what the fetch took, in order */
-  char ids[CT__BLEVELS][48]; /* found nothing: last-generated ids */
+  char ids[CT__BLEVELS + 1][48]; /* found nothing: last-generated ids (streams, wake) */
+  int64_t due_ms;        /* found nothing: the earliest delayed task's due time; 0: none */
   bool nogroup;          /* the group is gone (the streams were deleted) */
 } fetch_t;
 
@@ -361,14 +395,18 @@ static job_t *entry_job(ct__bworker_t *w, const redisReply *e, int *err) {
 }
 
 static bool fetch_reply_ok(const redisReply *r) {
-  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
       r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_ARRAY)
+    return false;
+  bool idle = r->element[0]->integer == 0;
+  if (r->elements != (idle ? 3u : 2u) ||
+      (idle && r->element[2]->type != REDIS_REPLY_STRING))
     return false;
   const redisReply *list = r->element[1];
   for (size_t i = 0; i < list->elements; i++) {
     const redisReply *e = list->element[i];
-    if (r->element[0]->integer == 0) {
-      if (e->type != REDIS_REPLY_STRING || i >= CT__BLEVELS)
+    if (idle) {
+      if (e->type != REDIS_REPLY_STRING || i > CT__BLEVELS)
         return false;
     } else if (e->type != REDIS_REPLY_ARRAY || e->elements != 3 ||
                e->element[0]->type != REDIS_REPLY_INTEGER || e->element[0]->integer < 1 ||
@@ -393,6 +431,7 @@ static int fetch_reply(const redisReply *r, void *data) {
   if (r->element[0]->integer == 0) {
     for (size_t i = 0; i < list->elements; i++)
       snprintf(f->ids[i], sizeof f->ids[i], "%s", list->element[i]->str);
+    f->due_ms = (int64_t)strtod(r->element[2]->str, NULL);
     return 0;
   }
   job_t **tail = &f->jobs;
@@ -411,7 +450,7 @@ static int fetch_reply(const redisReply *r, void *data) {
 
 static int eval(ct__rconn_t *c, const char *script, int nkeys, const char *const *keys,
                 int nargs, const char *const *args, ct__rconn_reply_fn fn, void *data) {
-  const char *argv[16];
+  const char *argv[24];
   char numkeys[8];
   int argc = 0;
   snprintf(numkeys, sizeof numkeys, "%d", nkeys);
@@ -502,14 +541,13 @@ static char *result_text(json_t **result) {
 
 /* Store the result, then acknowledge and delete the entry; a few tries
  * (each bounded by the command timeout) before the entry is left pending. */
-static void store(ct__bworker_t *w, const job_t *j, json_t *result, const char *text) {
+static void store(ct__bworker_t *w, const job_t *j, const char *status, const char *text) {
   char *key = ct__broker_key(w->b, "task:", j->msg.id);
   char *done = ct__broker_key(w->b, "done:", j->msg.id);
   char finished[24];
   snprintf(finished, sizeof finished, "%lld", (long long)ct__broker_unix_ms());
   const char *keys[] = {key, w->streams[j->level], done};
-  const char *args[] = {j->entry, CT__BGROUP, ct_result_is_error(result) ? "failed" : "completed",
-                        text, finished, j->msg.name, DEFAULT_TTL,
+  const char *args[] = {j->entry, CT__BGROUP, status, text, finished, j->msg.name, DEFAULT_TTL,
                         j->msg.deadline_ms ? "1" : "0"};
   int rc = key && done && text ? CT_ETIMEDOUT : CT_ENOMEM;
   for (int i = 0; i < STORE_TRIES && rc == CT_ETIMEDOUT; i++)
@@ -525,16 +563,20 @@ static json_t *run_task(ct_task_t *self, void *arg) {
   job_t *j = arg;
   ct__bworker_t *w = j->w;
   json_t *result;
+  const char *status = NULL;
   if (j->msg.deadline_ms && ct__broker_unix_ms() > j->msg.deadline_ms) {
     result = ct_error_new("TimeoutError", "the caller's deadline passed before %s started",
                           j->msg.name);
+    status = "expired";
   } else {
     mark_running(w, j);
     result = j->h ? j->h->fn(self, j->msg.kwargs, j->h->data)
                   : ct_error_new("UnknownTask", "no handler for %s", j->msg.name);
   }
   char *text = result_text(&result);
-  store(w, j, result, text);
+  if (!status)
+    status = ct_result_is_error(result) ? "failed" : "completed";
+  store(w, j, status, text);
   free(text);
   return result;
 }
@@ -579,6 +621,107 @@ static int start_job(ct__bworker_t *w, job_t *j) {
     ct__broker_log(w->b, CT_LOG_ERROR, "task %s: the supervisor refused it (%s)", j->msg.id,
                    ct_strerror(rc));
     task_done(NULL, j);
+  }
+  return rc;
+}
+
+/* --- delayed tasks ------------------------------------------------------ */
+
+/* What a ZRANGEBYSCORE of due members returned: copies, owned. */
+typedef struct {
+  char *members[PROMOTE_BATCH];
+  size_t n;
+} due_t;
+
+static int due_reply(const redisReply *r, void *data) {
+  due_t *d = data;
+  if (r->type != REDIS_REPLY_ARRAY)
+    return CT_EINVAL;
+  for (size_t i = 0; i < r->elements && d->n < PROMOTE_BATCH; i++) {
+    if (r->element[i]->type != REDIS_REPLY_STRING)
+      continue;
+    d->members[d->n] = strndup(r->element[i]->str, r->element[i]->len);
+    if (!d->members[d->n])
+      return CT_ENOMEM;
+    d->n++;
+  }
+  return 0;
+}
+
+/* The level of a delayed-set member's array, or -1. */
+static int member_level(const json_t *a) {
+  const char *level = json_string_value(json_array_get(a, 0));
+  for (int i = 0; level && i < CT__BLEVELS; i++)
+    if (strcmp(level, ct__blevel_names[i]) == 0)
+      return i;
+  return -1;
+}
+
+/* The task id among a member's fields (after the level), or NULL. */
+static const char *member_id(const json_t *a) {
+  for (size_t i = 1; i + 1 < json_array_size(a); i += 2) {
+    const char *k = json_string_value(json_array_get(a, i));
+    const char *v = json_string_value(json_array_get(a, i + 1));
+    if (k && v && strcmp(k, "id") == 0)
+      return ct__bmsg_id_ok(v, strlen(v)) ? v : NULL;
+  }
+  return NULL;
+}
+
+/* The level and task id a delayed-set member names; NULL, or why it is not
+ * a member as ctasker writes them (a static string). */
+static const char *member_parts(const char *member, int *level, char *id) {
+  json_t *a = json_loads(member, JSON_REJECT_DUPLICATES, NULL);
+  const char *why = NULL;
+  const char *tid = NULL;
+  bool strings = json_is_array(a);
+  for (size_t i = 0; strings && i < json_array_size(a); i++)
+    strings = json_is_string(json_array_get(a, i));
+  if (!strings || json_array_size(a) % 2 == 0)
+    why = "not an array of a level and fields";
+  else if ((*level = member_level(a)) < 0)
+    why = "unknown level";
+  else if (!(tid = member_id(a)))
+    why = "missing or bad id";
+  else
+    memcpy(id, tid, CT_BROKER_ID_SIZE);
+  json_decref(a);
+  return why;
+}
+
+/* Move one due member into its stream (or, if it is not one, to the dead
+ * letters). */
+static int promote_one(ct__bworker_t *w, const char *member) {
+  int level = 0;
+  char id[CT_BROKER_ID_SIZE];
+  const char *why = member_parts(member, &level, id);
+  if (why) {
+    ct__broker_log(w->b, CT_LOG_ERROR, "a delayed task is malformed (%s): dead letter", why);
+    const char *keys[] = {w->delayed, w->dead};
+    const char *args[] = {member, why};
+    return eval(w->fetch, bury_member_script, 2, keys, 2, args, ok_reply, NULL);
+  }
+  char *rec = ct__broker_key(w->b, "task:", id);
+  const char *keys[] = {w->delayed, w->streams[level], rec};
+  const char *args[] = {member};
+  int rc = rec ? eval(w->fetch, promote_script, 3, keys, 1, args, ok_reply, NULL) : CT_ENOMEM;
+  free(rec);
+  return rc;
+}
+
+/* Move the delayed tasks that are due into their streams, a batch at a
+ * time: any worker may, and the script makes sure only one does for each. */
+static int promote_due(ct__bworker_t *w) {
+  char now[24];
+  snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
+  const char *argv[] = {"ZRANGEBYSCORE", w->delayed, "-inf", now, "LIMIT", "0",
+                        PROMOTE_BATCH_S};
+  due_t d = {.n = 0};
+  int rc = ct__rconn_command(w->fetch, 7, argv, NULL, due_reply, &d);
+  for (size_t i = 0; i < d.n; i++) {
+    if (rc == 0)
+      rc = promote_one(w, d.members[i]);
+    free(d.members[i]);
   }
   return rc;
 }
@@ -631,17 +774,24 @@ static bool publish_blocked_id(ct__bworker_t *w) {
   return !stopping;
 }
 
-/* Block until a stream has an entry newer than the ids (or BLOCK_MS). */
+/* Block until a stream or the wake stream has an entry newer than the ids,
+ * or until the earliest delayed task is due: the block is the timer armed
+ * for it (at most BLOCK_MS, so that a lost wake is made up for). */
 static void wait_for_entries(ct__bworker_t *w, const fetch_t *f) {
   if (!publish_blocked_id(w))
     return;
-  const char *argv[6 + 2 * CT__BLEVELS] = {"XREAD", "COUNT", "1", "BLOCK", BLOCK_MS,
-                                           "STREAMS"};
-  for (int i = 0; i < CT__BLEVELS; i++) {
-    argv[6 + i] = w->streams[i];
-    argv[6 + CT__BLEVELS + i] = f->ids[i][0] ? f->ids[i] : "0-0";
+  char block[24] = BLOCK_MS;
+  if (f->due_ms > 0) {
+    int64_t ms = f->due_ms - ct__broker_unix_ms();
+    snprintf(block, sizeof block, "%lld", (long long)(ms < 1 ? 1 : ms < 1000 ? ms : 1000));
   }
-  int rc = ct__rconn_command(w->fetch, 6 + 2 * CT__BLEVELS, argv, NULL, ok_reply, NULL);
+  enum { N = CT__BLEVELS + 1 };
+  const char *argv[6 + 2 * N] = {"XREAD", "COUNT", "1", "BLOCK", block, "STREAMS"};
+  for (int i = 0; i < N; i++) {
+    argv[6 + i] = i < CT__BLEVELS ? w->streams[i] : w->wake;
+    argv[6 + N + i] = f->ids[i][0] ? f->ids[i] : "0-0";
+  }
+  int rc = ct__rconn_command(w->fetch, 6 + 2 * N, argv, NULL, ok_reply, NULL);
   pthread_mutex_lock(&w->lock);
   w->blocked_id = 0;
   pthread_mutex_unlock(&w->lock);
@@ -656,11 +806,16 @@ static void fetch_round(ct__bworker_t *w, int free_slots) {
   snprintf(lease, sizeof lease, "%.0f", w->lease * 1000);
   snprintf(max, sizeof max, "%d", w->max_deliveries);
   snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
-  const char *keys[CT__BLEVELS + 1] = {w->streams[0], w->streams[1], w->streams[2],
-                                       w->streams[3], w->dead};
+  const char *keys[CT__BLEVELS + 3] = {w->streams[0], w->streams[1], w->streams[2],
+                                       w->streams[3], w->dead, w->delayed, w->wake};
   const char *args[] = {CT__BGROUP, w->consumer, count, lease, max, w->b->prefix, now};
   fetch_t f = {.w = w};
-  int rc = eval(w->fetch, fetch_script, CT__BLEVELS + 1, keys, 7, args, fetch_reply, &f);
+  int rc = promote_due(w);
+  if (rc != 0) { /* logged, and paused for: a due time past would not block */
+    ct__broker_log(w->b, CT_LOG_ERROR, "moving due delayed tasks failed (%s)", ct_strerror(rc));
+    pause_for(w, 0.5);
+  }
+  rc = eval(w->fetch, fetch_script, CT__BLEVELS + 3, keys, 7, args, fetch_reply, &f);
   bool took = f.jobs != NULL, refused = rc == CT_ESHUTDOWN;
   while (f.jobs) {
     job_t *j = f.jobs;
@@ -864,6 +1019,8 @@ static void worker_destroy(ct__bworker_t *w) {
   for (int i = 0; i < CT__BLEVELS; i++)
     free(w->streams[i]);
   free(w->dead);
+  free(w->delayed);
+  free(w->wake);
   free(w->consumer);
   pthread_cond_destroy(&w->cond);
   pthread_mutex_destroy(&w->lock);
@@ -882,10 +1039,12 @@ static ct__bworker_t *worker_new(ct_broker_t *b, const ct_broker_worker_opts_t *
   w->max_deliveries = o && o->max_deliveries > 0 ? o->max_deliveries : DEFAULT_MAX_DELIVERIES;
   w->consumer = o && o->consumer ? strdup(o->consumer) : default_consumer();
   w->dead = ct__broker_key(b, "dead", "");
+  w->delayed = ct__broker_key(b, "delayed", "");
+  w->wake = ct__broker_key(b, "wake", "");
   w->workers_key = ct__broker_key(b, "workers", "");
   w->alive_key = w->consumer ? ct__broker_key(b, "worker:", w->consumer) : NULL;
   w->names = json_array();
-  bool ok = w->consumer && w->dead && w->workers_key && w->alive_key && w->names;
+  bool ok = w->consumer && w->dead && w->delayed && w->wake && w->workers_key && w->alive_key && w->names;
   for (int i = 0; i < CT__BLEVELS; i++)
     ok = (w->streams[i] = ct__broker_key(b, "stream:", ct__blevel_names[i])) && ok;
   if (!ok) {
