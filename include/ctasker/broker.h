@@ -135,7 +135,6 @@ typedef struct ct_broker_submit_opts {
  * priority out of range, a negative, NaN or infinite TTL, delay, eta,
  * backoff, backoff_max or timeout, both delay and eta, a bad key, a
  * negative max_attempts, an opts.size this library does not know);
- * CT_ENOTSUP (max_attempts over 1 or timeout: not yet implemented);
  * CT_ENOENT; CT_ETIMEDOUT (no reply within
  * command_timeout: the task may or may not have been submitted);
  * CT_ESHUTDOWN (the supervisor has stopped, and the handle's loop with it);
@@ -202,9 +201,21 @@ CT_EXPORT int ct_broker_get(ct_broker_t *broker, const char *id, ct_broker_info_
  * call) and `self`, the supervisor task that runs it (ct_task_cancel_requested()
  * works as for any task). Returns the result as ct_task_fn does: a new
  * reference, NULL for JSON null, or an error made with ct_error_new(),
- * which is stored as the task's exception (status FAILED). A result that
- * cannot be written as JSON is stored as a NotSerializable exception. */
+ * which is stored as the task's exception (status FAILED) once it has no
+ * run left (see max_attempts, CT_BROKER_REJECT, CT_BROKER_RETRY). A result
+ * that cannot be written as JSON is stored as a NotSerializable exception. */
 typedef json_t *(*ct_broker_handler_fn)(ct_task_t *self, const json_t *kwargs, void *data);
+
+/** The exception class of a handler outcome that fails the task at once,
+ * without a retry whatever max_attempts says (aio-pika's RejectMessage):
+ * `return ct_error_new(CT_BROKER_REJECT, "why");` */
+#define CT_BROKER_REJECT "Reject"
+
+/** The exception class of a handler outcome that puts the task back at
+ * once, without the backoff (aio-pika's NackMessage with requeue), while
+ * it has runs left under max_attempts; on its last run it fails as any
+ * error: `return ct_error_new(CT_BROKER_RETRY, "why");` */
+#define CT_BROKER_RETRY "Retry"
 
 /** Register `fn` (with `data`) as the handler of the task `name` (copied)
  * in this handle's queue. Registration closes when the worker starts.
@@ -257,7 +268,14 @@ typedef struct ct_broker_worker_opts {
  * Delayed tasks that are due are moved into their streams by the fetch
  * thread before each fetch; while idle it blocks until the earliest one is
  * due (at most 1 s), and a new delayed task wakes it to learn its time.
- * Not yet: retries of a failed run, cancelling a task whose lease was lost.
+ * A run that fails (an error result, a TimeoutError past the task's
+ * timeout) while the task has runs left under its max_attempts goes back
+ * into the delayed set, due after its backoff (status RETRYING, the
+ * entry acknowledged); a Reject fails at once, a Retry comes back without
+ * the backoff. A run past its timeout, or whose entry another worker has
+ * taken over (learnt at a renewal), has its cooperative cancel flag set
+ * (ct_task_cancel_requested()); what a run whose lease was lost returns
+ * is dropped, its new owner's run counts.
  * Returns 0; CT_ENOTSUP (logged) if the server's maxmemory-policy is not
  * noeviction, so that it could evict streams, records or results before
  * their time, and allow_eviction is false (a server that refuses CONFIG

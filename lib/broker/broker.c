@@ -199,8 +199,6 @@ static int check_submit(const char *name, const json_t *kwargs,
       o->max_attempts < 0 || !seconds_ok(o->backoff) || !seconds_ok(o->backoff_max) ||
       !seconds_ok(o->timeout))
     return CT_EINVAL;
-  if (o->max_attempts > 1 || o->timeout > 0)
-    return CT_ENOTSUP; /* not yet */
   return 0;
 }
 

@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,6 +59,8 @@
 #define STORE_TRIES 3        /* attempts to store a result */
 #define DEFAULT_TTL "86400"  /* a record without its own TTL field */
 #define PROMOTE_BATCH 64     /* due delayed tasks moved per round */
+#define DEFAULT_BACKOFF 1.0  /* seconds before a first retry */
+#define DEFAULT_BACKOFF_MAX 3600.0 /* longest pause before a retry */
 #define PROMOTE_BATCH_S "64"
 
 static const int level_priority[CT__BLEVELS] = {CT_PRIORITY_CRITICAL, CT_PRIORITY_HIGH,
@@ -187,13 +190,43 @@ static const char alive_script[] =
     "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])\n"
     "return 1\n";
 
-/* KEYS: record. ARGV: now (ms). A record not yet terminal says RUNNING. */
+/* KEYS: record. ARGV: now (ms). A record not yet terminal says RUNNING.
+ * Returns the runs started so far, this one included (0 without a record
+ * to count them in). */
 static const char start_script[] =
     "local s = redis.call('HGET', KEYS[1], 'status')\n"
     "if s == 'queued' or s == 'running' or s == 'delayed' or s == 'retrying' then\n"
     "  redis.call('HSET', KEYS[1], 'status', 'running', 'started', ARGV[1])\n"
-    "  redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n"
+    "  return redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n"
     "end\n"
+    "return tonumber(s and redis.call('HGET', KEYS[1], 'attempts') or 0) or 0\n";
+
+/* KEYS: record, stream, delayed set, wake stream. ARGV: entry id, group,
+ * the run's exception (JSON), due (ms), level name, now (ms), default TTL
+ * (s). A failed run to be retried: unless the record is terminal already
+ * (the first completion wins), the entry's fields go back into the
+ * delayed set, due after the backoff, the record says RETRYING with the
+ * error and is kept for the wait too; then the entry is acknowledged and
+ * deleted, as by a completion. */
+static const char retry_script[] =
+    "local s = redis.call('HGET', KEYS[1], 'status')\n"
+    "if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' and s ~= 'expired' then\n"
+    "  local e = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])\n"
+    "  if e[1] then\n"
+    "    local m = {ARGV[5]}\n"
+    "    for _, v in ipairs(e[1][2]) do m[#m + 1] = v end\n"
+    "    redis.call('ZADD', KEYS[3], ARGV[4], cjson.encode(m))\n"
+    "    redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100, '*', 'due', ARGV[4])\n"
+    "    if s then\n"
+    "      redis.call('HSET', KEYS[1], 'status', 'retrying', 'error', ARGV[3], 'due', ARGV[4])\n"
+    "      local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl') or ARGV[7]) or 86400\n"
+    "      redis.call('EXPIRE', KEYS[1],"
+    " ttl + math.ceil((tonumber(ARGV[4]) - tonumber(ARGV[6])) / 1000))\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('XACK', KEYS[2], ARGV[2], ARGV[1])\n"
+    "redis.call('XDEL', KEYS[2], ARGV[1])\n"
     "return 1\n";
 
 /* KEYS: record, stream, done list. ARGV: entry id, group, status, result,
@@ -275,6 +308,10 @@ struct job {
   const char *reason;        /* malformed: why (static), else NULL */
   ct__bmsg_t msg;
   const ct__bhandler_t *h;   /* NULL: no handler here */
+  ct_task_t *task;           /* lock: the supervisor task while the handler runs */
+  double run_deadline;       /* lock: ct_now() past which the run times out; 0: none */
+  bool lost;                 /* lock: another worker has taken the entry over */
+  bool timed_out;            /* lock: the run overran its timeout */
 };
 
 struct ct__bworker {
@@ -293,6 +330,7 @@ struct ct__bworker {
   double lease;
   int max_deliveries;
   ev_timer renew;   /* on the handle's loop: renews the running tasks' leases */
+  ev_timer watch;   /* on the handle's loop: the earliest run deadline */
   bool stopping;    /* lock */
   bool fetch_done;  /* lock: the fetch thread has ended */
   long long blocked_id; /* lock: the fetch connection's client id while it may be
@@ -513,19 +551,67 @@ static void bury(ct__bworker_t *w, const job_t *j) {
                    j->entry, ct_strerror(rc));
 }
 
+/* --- run timeouts ------------------------------------------------------- */
+
+/* On the loop thread: time out every run past its deadline (set its flag,
+ * ask it to cancel), then arm the watch for the earliest deadline left. */
+static void watch_check(ct__bworker_t *w, struct ev_loop *ev) {
+  double now = ct_now(), next = 0;
+  pthread_mutex_lock(&w->lock);
+  for (job_t *j = w->running_jobs; j; j = j->next) {
+    if (j->run_deadline <= 0 || j->timed_out)
+      continue;
+    if (j->run_deadline <= now) {
+      j->timed_out = true;
+      ct_task_cancel(j->task); /* running: sets its cooperative flag */
+    } else if (next == 0 || j->run_deadline < next) {
+      next = j->run_deadline;
+    }
+  }
+  pthread_mutex_unlock(&w->lock);
+  ev_timer_stop(ev, &w->watch);
+  if (next > 0) {
+    ev_timer_set(&w->watch, next - now, 0.0);
+    ev_timer_start(ev, &w->watch);
+  }
+}
+
+static void on_watch(struct ev_loop *ev, ev_timer *t, int revents) {
+  (void)revents;
+  watch_check(t->data, ev);
+}
+
+/* Posted by a run that has a deadline: (re)arm the watch for it. */
+static void watch_arm(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  watch_check(data, ev);
+}
+
 /* --- running a task ----------------------------------------------------- */
 
-static void mark_running(ct__bworker_t *w, const job_t *j) {
+static int count_reply(const redisReply *r, void *data) {
+  if (r->type != REDIS_REPLY_INTEGER)
+    return CT_EINVAL;
+  *(long long *)data = r->integer;
+  return 0;
+}
+
+/* Mark the record RUNNING; returns the runs started so far, this one
+ * included (1 if the record cannot tell: the run counts as the first). */
+static long long mark_running(ct__bworker_t *w, const job_t *j) {
   char *key = ct__broker_key(w->b, "task:", j->msg.id);
   char now[24];
   snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
   const char *keys[] = {key};
   const char *args[] = {now};
-  int rc = key ? eval(w->b->conn, start_script, 1, keys, 1, args, ok_reply, NULL) : CT_ENOMEM;
+  long long attempts = 0;
+  int rc = key ? eval(w->b->conn, start_script, 1, keys, 1, args, count_reply, &attempts)
+               : CT_ENOMEM;
   if (rc != 0)
     ct__broker_log(w->b, CT_LOG_WARNING, "task %s: cannot mark it running: %s", j->msg.id,
                    ct_strerror(rc));
   free(key);
+  return attempts > 0 ? attempts : 1;
 }
 
 /* The handler's result as JSON text; a result jansson cannot write becomes
@@ -559,24 +645,100 @@ static void store(ct__bworker_t *w, const job_t *j, const char *status, const ch
   free(done);
 }
 
+/* Seconds before retry number `attempt` (1 for the first): the base
+ * doubled for each earlier retry, capped, then a random 50-100 % of it, so
+ * that tasks failed together do not come back together. */
+static double backoff_for(const ct__bmsg_t *m, long long attempt) {
+  double base = m->backoff_ms ? (double)m->backoff_ms / 1000 : DEFAULT_BACKOFF;
+  double cap = m->backoff_max_ms ? (double)m->backoff_max_ms / 1000 : DEFAULT_BACKOFF_MAX;
+  double pause = fmin(cap, base * pow(2, (double)(attempt > 60 ? 60 : attempt - 1)));
+  uint32_t r = 0;
+  if (getrandom(&r, sizeof r, GRND_NONBLOCK) != sizeof r)
+    r = (uint32_t)ct__broker_unix_ms() * 2654435761u; /* any spread will do */
+  return pause * (0.5 + 0.5 * ((double)r / 4294967295.0));
+}
+
+/* Put a failed run's task back, due after its backoff (now for a Retry
+ * outcome), rather than store its error. Returns 0, or an error (logged)
+ * after which the caller stores the error instead. */
+static int retry(ct__bworker_t *w, const job_t *j, long long attempt, bool now,
+                 const char *text) {
+  int64_t now_ms = ct__broker_unix_ms();
+  int64_t due = now_ms + (now ? 0 : (int64_t)ceil(backoff_for(&j->msg, attempt) * 1000));
+  char *rec = ct__broker_key(w->b, "task:", j->msg.id);
+  char due_s[24], now_s[24];
+  snprintf(due_s, sizeof due_s, "%lld", (long long)due);
+  snprintf(now_s, sizeof now_s, "%lld", (long long)now_ms);
+  const char *keys[] = {rec, w->streams[j->level], w->delayed, w->wake};
+  const char *args[] = {j->entry, CT__BGROUP, text, due_s, ct__blevel_names[j->level], now_s,
+                        DEFAULT_TTL};
+  int rc = rec && text ? CT_ETIMEDOUT : CT_ENOMEM;
+  for (int i = 0; i < STORE_TRIES && rc == CT_ETIMEDOUT; i++)
+    rc = eval(w->b->conn, retry_script, 4, keys, 7, args, ok_reply, NULL);
+  if (rc != 0)
+    ct__broker_log(w->b, CT_LOG_ERROR, "task %s: cannot retry it (%s): its error is stored",
+                   j->msg.id, ct_strerror(rc));
+  free(rec);
+  return rc;
+}
+
+/* Whether a failed run is tried again: not a Reject, and runs are left. */
+static bool retried(const job_t *j, const json_t *result, long long attempt) {
+  const char *cls = ct_result_error_class(result);
+  long long max = j->msg.max_attempts > 0 ? j->msg.max_attempts : 1;
+  return ct_result_is_error(result) && !(cls && strcmp(cls, CT_BROKER_REJECT) == 0) &&
+         attempt < max;
+}
+
+/* Run the handler, watched: its run deadline (if any) is armed on the loop
+ * thread, and lease loss or timeout set its cancel flag from there. */
+static json_t *run_handler(ct__bworker_t *w, job_t *j, ct_task_t *self, bool *lost) {
+  pthread_mutex_lock(&w->lock);
+  j->task = self;
+  j->run_deadline = j->msg.timeout_ms ? ct_now() + (double)j->msg.timeout_ms / 1000 : 0;
+  pthread_mutex_unlock(&w->lock);
+  if (j->run_deadline > 0)
+    ct_loop_call(ct__rconn_loop(w->b->conn), watch_arm, w);
+  json_t *result = j->h ? j->h->fn(self, j->msg.kwargs, j->h->data)
+                        : ct_error_new("UnknownTask", "no handler for %s", j->msg.name);
+  pthread_mutex_lock(&w->lock);
+  j->task = NULL;
+  j->run_deadline = 0;
+  bool timed_out = j->timed_out;
+  *lost = j->lost;
+  pthread_mutex_unlock(&w->lock);
+  if (timed_out) { /* what it returned after its time is not its result */
+    json_decref(result);
+    result = ct_error_new("TimeoutError", "a run of %s took over %.3f s", j->msg.name,
+                          (double)j->msg.timeout_ms / 1000);
+  }
+  return result;
+}
+
 static json_t *run_task(ct_task_t *self, void *arg) {
   job_t *j = arg;
   ct__bworker_t *w = j->w;
-  json_t *result;
-  const char *status = NULL;
   if (j->msg.deadline_ms && ct__broker_unix_ms() > j->msg.deadline_ms) {
-    result = ct_error_new("TimeoutError", "the caller's deadline passed before %s started",
-                          j->msg.name);
-    status = "expired";
-  } else {
-    mark_running(w, j);
-    result = j->h ? j->h->fn(self, j->msg.kwargs, j->h->data)
-                  : ct_error_new("UnknownTask", "no handler for %s", j->msg.name);
+    json_t *result = ct_error_new("TimeoutError",
+                                  "the caller's deadline passed before %s started", j->msg.name);
+    char *text = result_text(&result);
+    store(w, j, "expired", text);
+    free(text);
+    return result;
+  }
+  long long attempt = mark_running(w, j);
+  bool lost = false;
+  json_t *result = run_handler(w, j, self, &lost);
+  if (lost) { /* its new owner runs it; nothing of this run is stored */
+    ct__broker_log(w->b, CT_LOG_WARNING, "task %s: its lease was lost while it ran: "
+                   "its result is dropped", j->msg.id);
+    return result;
   }
   char *text = result_text(&result);
-  if (!status)
-    status = ct_result_is_error(result) ? "failed" : "completed";
-  store(w, j, status, text);
+  const char *cls = ct_result_error_class(result);
+  bool now = cls && strcmp(cls, CT_BROKER_RETRY) == 0;
+  if (!retried(j, result, attempt) || retry(w, j, attempt, now, text) != 0)
+    store(w, j, ct_result_is_error(result) ? "failed" : "completed", text);
   free(text);
   return result;
 }
@@ -912,8 +1074,26 @@ static void alive_remove(ct__bworker_t *w) {
 
 /* --- leases ------------------------------------------------------------- */
 
+/* A running task whose entry another worker has taken over: it is asked
+ * to cancel (its cooperative flag), and what it returns is not stored. */
+static void lose(ct__bworker_t *w, const char *entry) {
+  ct__broker_log(w->b, CT_LOG_WARNING, "entry %s: lease lost, another worker has taken it "
+                 "over: its run is asked to cancel", entry);
+  pthread_mutex_lock(&w->lock);
+  for (job_t *j = w->running_jobs; j; j = j->next) {
+    if (strcmp(j->entry, entry) != 0 || j->lost)
+      continue;
+    j->lost = true;
+    if (j->task)
+      ct_task_cancel(j->task); /* running: sets its cooperative flag */
+  }
+  pthread_mutex_unlock(&w->lock);
+}
+
 /* A renewal's reply: the entries another worker has taken over. privdata
- * is the handle, which outlives every command on its connection. */
+ * is the worker, which outlives its renewals: retiring it stops them on
+ * this thread, after the replies of those sent (a connection that closes
+ * answers them NULL first). */
 static void on_renewed(redisAsyncContext *ac, void *reply, void *privdata) {
   (void)ac;
   const redisReply *r = reply;
@@ -921,9 +1101,7 @@ static void on_renewed(redisAsyncContext *ac, void *reply, void *privdata) {
     return;
   for (size_t i = 0; i < r->elements; i++)
     if (r->element[i]->type == REDIS_REPLY_STRING)
-      ct__broker_log(privdata, CT_LOG_WARNING,
-                     "entry %s: lease lost, another worker has taken it over",
-                     r->element[i]->str);
+      lose(privdata, r->element[i]->str);
 }
 
 /* Renew the leases of the running tasks of one stream: one script, sent
@@ -942,7 +1120,7 @@ static void renew_level(ct__bworker_t *w, int level, const char **argv) {
     if (j->level == level)
       argv[argc++] = j->entry;
   if (argc > first)
-    ct__rconn_loop_send(w->b->conn, argc, argv, NULL, on_renewed, w->b);
+    ct__rconn_loop_send(w->b->conn, argc, argv, NULL, on_renewed, w);
 }
 
 static void on_renew(struct ev_loop *ev, ev_timer *t, int revents) {
@@ -966,6 +1144,8 @@ static void renew_start(ct_loop_t *loop, struct ev_loop *ev, void *data) {
   ev_timer_init(&w->renew, on_renew, w->lease / 3, w->lease / 3);
   w->renew.data = w;
   ev_timer_start(ev, &w->renew);
+  ev_timer_init(&w->watch, on_watch, 0.0, 0.0);
+  w->watch.data = w;
 }
 
 typedef struct {
@@ -979,6 +1159,7 @@ static void renew_stop_on_loop(ct_loop_t *loop, struct ev_loop *ev, void *data) 
   (void)loop;
   renew_stop_t *s = data;
   ev_timer_stop(ev, &s->w->renew);
+  ev_timer_stop(ev, &s->w->watch);
   pthread_mutex_lock(&s->lock);
   s->done = true;
   pthread_cond_signal(&s->cond);

@@ -26,6 +26,32 @@ static json_t *count_run(ct_task_t *self, const json_t *kwargs, void *data) {
   return json_string("ran");
 }
 
+/* Fails (or gives kwargs "outcome" as the class) while runs <= "fail",
+ * then returns "ok". */
+static json_t *flaky(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self;
+  (void)data;
+  int n = atomic_fetch_add(&runs, 1) + 1;
+  const char *cls = json_string_value(json_object_get(kwargs, "outcome"));
+  if (n <= json_integer_value(json_object_get(kwargs, "fail")))
+    return ct_error_new(cls ? cls : "ValueError", "run %d fails", n);
+  return json_string("ok");
+}
+
+static atomic_int started, saw_cancel;
+
+/* Runs until asked to cancel (at most 20 s), then returns "late". */
+static json_t *until_canceled(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)kwargs;
+  (void)data;
+  atomic_fetch_add(&started, 1);
+  for (int i = 0; i < 2000 && !ct_task_cancel_requested(self); i++)
+    check_sleep(0.01);
+  if (ct_task_cancel_requested(self))
+    atomic_fetch_add(&saw_cancel, 1);
+  return json_string("late");
+}
+
 typedef struct {
   test_redis_t r;
   ct_supervisor_t *sup;
@@ -35,6 +61,8 @@ typedef struct {
 static void env_start(env_t *e) {
   memset(e, 0, sizeof *e);
   atomic_store(&runs, 0);
+  atomic_store(&started, 0);
+  atomic_store(&saw_cancel, 0);
   test_redis_start(&e->r, NULL);
   CHECK_OK(ct_supervisor_new(NULL, &e->sup));
   CHECK_OK(ct_supervisor_start(e->sup));
@@ -195,6 +223,170 @@ TEST(the_same_key_returns_the_first_id_and_enqueues_nothing) {
   env_end(&e);
 }
 
+static void submit_with(env_t *e, const char *name, json_t *kwargs,
+                        const ct_broker_submit_opts_t *so, char id[CT_BROKER_ID_SIZE]) {
+  CHECK_OK(ct_broker_submit(e->b, name, kwargs, so, id));
+  json_decref(kwargs);
+}
+
+TEST(a_failed_run_is_retried_after_its_backoff_until_max_attempts) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "flaky", flaky, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  /* Fails twice, succeeds on its third and last run. */
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  so.max_attempts = 3;
+  so.backoff = 0.2;
+  so.backoff_max = 0.3;
+  char id[CT_BROKER_ID_SIZE];
+  double before = ct_now();
+  submit_with(&e, "flaky", json_pack("{s:i}", "fail", 2), &so, id);
+  ct_broker_info_t info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  CHECK_EQ_STR(json_string_value(info.result), "ok");
+  CHECK_EQ_INT(info.attempts, 3);
+  json_decref(info.result);
+  CHECK_EQ_INT(atomic_load(&runs), 3);
+  CHECK(ct_now() - before >= 0.1 + 0.15); /* at least half of each backoff */
+  /* Fails more often than it may run: FAILED after max_attempts runs,
+   * with the last run's exception; RETRYING while it waits. */
+  atomic_store(&runs, 0);
+  so.backoff = 1.5;
+  so.backoff_max = 0;
+  so.max_attempts = 2;
+  submit_with(&e, "flaky", json_pack("{s:i}", "fail", 9), &so, id);
+  WAIT_FOR(status_of(&e, id) == CT_BROKER_RETRYING);
+  CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 1);
+  info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_INT(info.attempts, 2);
+  CHECK_EQ_STR(ct_result_error_class(info.result), "ValueError");
+  CHECK_EQ_STR(ct_result_error_str(info.result), "run 2 fails");
+  json_decref(info.result);
+  CHECK_EQ_INT(atomic_load(&runs), 2);
+  /* Without max_attempts: one run, no retry. */
+  atomic_store(&runs, 0);
+  so = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
+  submit_with(&e, "flaky", json_pack("{s:i}", "fail", 9), &so, id);
+  info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_INT(info.attempts, 1);
+  json_decref(info.result);
+  CHECK_EQ_INT(atomic_load(&runs), 1);
+  CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 0);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 0);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+TEST(reject_fails_at_once_and_retry_requeues_without_backoff) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "flaky", flaky, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  so.max_attempts = 5;
+  so.backoff = 1000; /* a retry after the backoff would never come in time */
+  char id[CT_BROKER_ID_SIZE];
+  submit_with(&e, "flaky", json_pack("{s:i,s:s}", "fail", 9, "outcome", CT_BROKER_REJECT), &so,
+              id);
+  ct_broker_info_t info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_INT(info.attempts, 1);
+  CHECK_EQ_STR(ct_result_error_class(info.result), "Reject");
+  json_decref(info.result);
+  atomic_store(&runs, 0);
+  submit_with(&e, "flaky", json_pack("{s:i,s:s}", "fail", 2, "outcome", CT_BROKER_RETRY), &so,
+              id);
+  info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  CHECK_EQ_INT(info.attempts, 3);
+  json_decref(info.result);
+  CHECK_EQ_INT(atomic_load(&runs), 3);
+  /* A Retry on the last run fails as any error. */
+  atomic_store(&runs, 0);
+  so.max_attempts = 2;
+  submit_with(&e, "flaky", json_pack("{s:i,s:s}", "fail", 9, "outcome", CT_BROKER_RETRY), &so,
+              id);
+  info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_INT(info.attempts, 2);
+  CHECK_EQ_STR(ct_result_error_class(info.result), "Retry");
+  json_decref(info.result);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+TEST(a_run_past_its_timeout_is_asked_to_cancel_and_fails_with_timeout_error) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "slow", until_canceled, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  so.timeout = 0.3;
+  char id[CT_BROKER_ID_SIZE];
+  submit_with(&e, "slow", NULL, &so, id);
+  ct_broker_info_t info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_STR(ct_result_error_class(info.result), "TimeoutError");
+  json_decref(info.result);
+  CHECK_EQ_INT(atomic_load(&saw_cancel), 1); /* not its 20 s bound */
+  /* Retried as any failure. */
+  so.max_attempts = 2;
+  so.backoff = 0.1;
+  submit_with(&e, "slow", NULL, &so, id);
+  info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_INT(info.attempts, 2);
+  json_decref(info.result);
+  CHECK_EQ_INT(atomic_load(&saw_cancel), 3);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+/* Another worker takes the entry over while this one still runs it (as
+ * after a pause longer than the lease) and completes it first: this worker
+ * learns it at its next renewal, asks its run to cancel, and its late
+ * result neither overwrites the first nor acknowledges the other's entry. */
+TEST(a_run_whose_lease_is_lost_is_canceled_and_its_late_result_dropped) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "slow", until_canceled, NULL));
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.lease = 0.3;
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  char id[CT_BROKER_ID_SIZE];
+  submit_with(&e, "slow", NULL, NULL, id);
+  WAIT_FOR(atomic_load(&started) == 1);
+  redisReply *x = test_redis(&e.r, "XRANGE " PREFIX "stream:normal - +");
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);
+  char entry[48];
+  snprintf(entry, sizeof entry, "%s", x->element[0]->element[0]->str);
+  freeReplyObject(x);
+  freeReplyObject(test_redis(&e.r, "XCLAIM " PREFIX "stream:normal workers other 0 %s JUSTID",
+                             entry));
+  freeReplyObject(test_redis(&e.r, "HSET " PREFIX "task:%s status completed result \"first\" "
+                             "finished 5000", id));
+  /* Fetch nothing more (the entry, idle under "other", would be taken
+   * back after a lease); the running task goes on, and its renewals. */
+  CHECK_OK(ct_broker_worker_stop(e.b, 0));
+  WAIT_FOR(atomic_load(&saw_cancel) == 1);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1)); /* its run has ended */
+  CHECK_EQ_INT(atomic_load(&started), 1);
+  ct_broker_info_t info;
+  CHECK_OK(ct_broker_get(e.b, id, &info));
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  CHECK_EQ_STR(json_string_value(info.result), "first");
+  json_decref(info.result);
+  /* The entry is still the other worker's, pending: not acknowledged. */
+  x = test_redis(&e.r, "XPENDING " PREFIX "stream:normal workers - + 10");
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);
+  CHECK_EQ_STR(x->element[0]->element[1]->str, "other");
+  freeReplyObject(x);
+  env_end(&e);
+}
+
 int main(int argc, char **argv) {
   (void)argc;
   (void)argv;
@@ -206,5 +398,9 @@ int main(int argc, char **argv) {
   RUN(due_tasks_are_moved_once_among_several_workers);
   RUN(an_idle_worker_takes_a_delayed_task_submitted_while_it_blocks);
   RUN(the_same_key_returns_the_first_id_and_enqueues_nothing);
+  RUN(a_failed_run_is_retried_after_its_backoff_until_max_attempts);
+  RUN(reject_fails_at_once_and_retry_requeues_without_backoff);
+  RUN(a_run_past_its_timeout_is_asked_to_cancel_and_fails_with_timeout_error);
+  RUN(a_run_whose_lease_is_lost_is_canceled_and_its_late_result_dropped);
   return check_done();
 }
