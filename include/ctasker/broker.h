@@ -155,8 +155,11 @@ CT_EXPORT int ct_broker_submit(ct_broker_t *broker, const char *name, const json
  * JSON (ct_result_is_error() tells; a task moved to the dead letters
  * answers with its DeliveryLimit exception); CT_ETIMEDOUT when the deadline passed
  * first (the task may still run, or have run); CT_EINVAL (as for submit,
- * a NULL result, a timeout not > 0 or over a day); CT_ENOENT (no worker
- * registered the name); CT_ESHUTDOWN; CT_ENOMEM. *result is NULL on error.
+ * a NULL result, a timeout not > 0: INFINITY waits for ever); CT_ENOENT
+ * (no worker registered the name); CT_ESHUTDOWN; CT_ENOMEM. *result is NULL
+ * on error. Every command of the call is bounded by what is left of its
+ * timeout (and the command timeout), so a server that stalls holds it past
+ * its deadline by a fraction of a second at most.
  * Thread-safety: any thread but the handle's loop thread; calls from
  * several threads wait at once, each on its own connection. */
 CT_EXPORT int ct_broker_call(ct_broker_t *broker, const char *name, const json_t *kwargs,

@@ -26,6 +26,7 @@
                                    beyond it, after the script wrote the record */
 #define NAME_PART_MAX 200       /* longest namespace or queue name */
 #define DEFAULT_MAX_PAYLOAD (1u << 20) /* bytes of kwargs text a submission may have */
+#define CALL_GRACE 0.25         /* seconds a call's command may take past its end */
 
 /* Checks the names set and the idempotency key, writes the record
  * (expiring) and the entry, into its stream or, delayed, into the delayed
@@ -234,6 +235,7 @@ typedef struct {
   int64_t due_ms;    /* Unix ms it may run from; 0: now */
   size_t max_payload;
   const char *key;   /* idempotency key, or NULL */
+  double wait;       /* seconds for the reply */
 } submission_t;
 
 /* The delayed set's member for message m: a JSON array of the level's
@@ -293,7 +295,8 @@ static int run_submit(ct_broker_t *b, const ct__bmsg_t *m, const submission_t *s
     memcpy(argv + argc, w.argv, w.argc * sizeof *argv);
     memcpy(argvlen + argc, w.argvlen, w.argc * sizeof *argvlen);
     submit_ctx_t sc = {id};
-    rc = ct__rconn_command(b->conn, argc + (int)w.argc, argv, argvlen, submit_reply, &sc);
+    rc = ct__rconn_command_within(b->conn, sub->wait, argc + (int)w.argc, argv, argvlen,
+                                  submit_reply, &sc);
   }
   free(member);
   ct__bmsg_wire_free(&w);
@@ -334,9 +337,10 @@ static int message_of(const char *name, const json_t *kwargs, const ct_broker_su
   return m->kwargs ? 0 : CT_ENOMEM;
 }
 
-/* Submit, with the caller's deadline (Unix ms; 0: none) in the entry. */
+/* Submit, with the caller's deadline (Unix ms; 0: none) in the entry,
+ * waiting `wait` seconds for the reply. */
 static int submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
-                     const ct_broker_submit_opts_t *in, int64_t deadline_ms,
+                     const ct_broker_submit_opts_t *in, int64_t deadline_ms, double wait,
                      char id[CT_BROKER_ID_SIZE]) {
   ct_broker_submit_opts_t o = CT_BROKER_SUBMIT_OPTS_INIT;
   int rc = b && id ? submit_opts(in, &o) : CT_EINVAL;
@@ -349,7 +353,7 @@ static int submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
     rc = message_of(name, kwargs, &o, deadline_ms, &m);
   submission_t sub = {level_of(o.priority),
                       o.result_ttl > 0 ? fmin(o.result_ttl, TTL_MAX) : DEFAULT_TTL, 0,
-                      o.max_payload ? o.max_payload : DEFAULT_MAX_PAYLOAD, o.key};
+                      o.max_payload ? o.max_payload : DEFAULT_MAX_PAYLOAD, o.key, wait};
   if (rc == 0)
     rc = due_of(&o, m.enqueued_ms, &sub.due_ms);
   char got[CT_BROKER_ID_SIZE];
@@ -364,11 +368,14 @@ static int submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
 
 int ct_broker_submit(ct_broker_t *b, const char *name, const json_t *kwargs,
                      const ct_broker_submit_opts_t *opts, char id[CT_BROKER_ID_SIZE]) {
-  return submit_by(b, name, kwargs, opts, 0, id);
+  return submit_by(b, name, kwargs, opts, 0, b ? b->command_timeout : 0, id);
 }
 
-/* An idle connection for a call's blocking read, or a new one. */
-static int rpc_take(ct_broker_t *b, ct__rconn_t **out) {
+static int get_within(ct_broker_t *b, const char *id, double wait, ct_broker_info_t *out);
+
+/* An idle connection for a call's blocking read, or a new one, made
+ * within connect_timeout. */
+static int rpc_take(ct_broker_t *b, double connect_timeout, ct__rconn_t **out) {
   pthread_mutex_lock(&b->lock);
   ct__brpc_t *r = b->rpc_idle;
   if (r)
@@ -379,7 +386,7 @@ static int rpc_take(ct_broker_t *b, ct__rconn_t **out) {
     free(r);
     return 0;
   }
-  ct__rconn_opts_t co = {b->sup, &b->url, b->connect_timeout, b->command_timeout, b->log,
+  ct__rconn_opts_t co = {b->sup, &b->url, connect_timeout, b->command_timeout, b->log,
                          b->log_data};
   return ct__rconn_new(&co, out);
 }
@@ -405,37 +412,52 @@ static int blpop_reply(const redisReply *r, void *data) {
   return r->type == REDIS_REPLY_ARRAY ? 0 : CT_EINVAL;
 }
 
-/* Block on the task's done list until `remaining` seconds have passed. */
-static int wait_done(ct_broker_t *b, const char *id, double remaining) {
+/* Seconds a command of a call may take from now: what is left before the
+ * call's end, but at least CALL_GRACE (a reply already due still gets its
+ * chance) and at most the command timeout. */
+static double call_wait(const ct_broker_t *b, double end) {
+  return fmin(b->command_timeout, fmax(end - ct_now(), CALL_GRACE));
+}
+
+/* Block on the task's done list until the call's end (ct_now() time, may
+ * be INFINITY: the wait goes on a day at a time). Each blocking read is
+ * given CALL_GRACE beyond its own server-side timeout, so that a server
+ * that stalls cannot hold the call past its end by more than that. */
+static int wait_done(ct_broker_t *b, const char *id, double end) {
   char *k = ct__broker_key(b, "done:", id);
-  char secs[32];
-  snprintf(secs, sizeof secs, "%.3f", remaining);
   ct__rconn_t *c = NULL;
-  int rc = !k ? CT_ENOMEM : remaining < 0.001 ? CT_ETIMEDOUT : rpc_take(b, &c);
-  if (rc == 0) {
+  int rc = k ? CT_ETIMEDOUT : CT_ENOMEM;
+  for (double left; rc == CT_ETIMEDOUT && (left = end - ct_now()) >= 0.001;) {
+    left = fmin(left, DEFAULT_TTL);
+    if (!c && (rc = rpc_take(b, fmin(b->connect_timeout, fmax(left, CALL_GRACE)), &c)) != 0)
+      break;
+    char secs[32];
+    snprintf(secs, sizeof secs, "%.3f", left);
     const char *argv[] = {"BLPOP", k, secs};
-    rc = ct__rconn_command_within(c, remaining + b->command_timeout, 3, argv, NULL,
-                                  blpop_reply, NULL);
-    rpc_give(b, c);
+    rc = ct__rconn_command_within(c, left + CALL_GRACE, 3, argv, NULL, blpop_reply, NULL);
   }
+  if (c)
+    rpc_give(b, c);
   free(k);
   return rc;
 }
 
 int ct_broker_call(ct_broker_t *b, const char *name, const json_t *kwargs,
                    const ct_broker_submit_opts_t *opts, double timeout, json_t **result) {
-  if (!result || !(timeout > 0 && timeout <= DEFAULT_TTL))
+  if (!result || !(timeout > 0)) /* INFINITY waits for ever */
     return CT_EINVAL;
   *result = NULL;
+  if (!b)
+    return CT_EINVAL;
   double end = ct_now() + timeout;
   char id[CT_BROKER_ID_SIZE];
-  int rc = submit_by(b, name, kwargs, opts,
-                     ct__broker_unix_ms() + (int64_t)ceil(timeout * 1000), id);
+  int64_t deadline = ct__broker_unix_ms() + (int64_t)ceil(fmin(timeout, TTL_MAX) * 1000);
+  int rc = submit_by(b, name, kwargs, opts, deadline, call_wait(b, end), id);
   if (rc == 0)
-    rc = wait_done(b, id, end - ct_now());
+    rc = wait_done(b, id, end);
   ct_broker_info_t info;
   if (rc == 0)
-    rc = ct_broker_get(b, id, &info);
+    rc = get_within(b, id, call_wait(b, end), &info);
   if (rc == 0)
     *result = info.result;
   return rc;
@@ -479,7 +501,12 @@ static int get_reply(const redisReply *r, void *data) {
 }
 
 int ct_broker_get(ct_broker_t *b, const char *id, ct_broker_info_t *out) {
-  if (!b || !id || !out || !ct__bmsg_id_ok(id, strlen(id)))
+  return b ? get_within(b, id, b->command_timeout, out) : CT_EINVAL;
+}
+
+/* ct_broker_get() whose command has `wait` seconds for its reply. */
+static int get_within(ct_broker_t *b, const char *id, double wait, ct_broker_info_t *out) {
+  if (!id || !out || !ct__bmsg_id_ok(id, strlen(id)))
     return CT_EINVAL;
   memset(out, 0, sizeof *out);
   char *k = ct__broker_key(b, "task:", id);
@@ -487,7 +514,7 @@ int ct_broker_get(ct_broker_t *b, const char *id, ct_broker_info_t *out) {
     return CT_ENOMEM;
   get_ctx_t g = {b, id, out};
   const char *argv[2] = {"HGETALL", k};
-  int rc = ct__rconn_command(b->conn, 2, argv, NULL, get_reply, &g);
+  int rc = ct__rconn_command_within(b->conn, wait, 2, argv, NULL, get_reply, &g);
   free(k);
   return rc;
 }

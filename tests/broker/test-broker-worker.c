@@ -535,8 +535,14 @@ TEST(call_returns_the_result_or_the_exception) {
   CHECK_EQ_INT(ct_broker_call(e.b, "nobody", kw, NULL, 20, &result), CT_ENOENT);
   CHECK(result == NULL);
   CHECK_EQ_INT(ct_broker_call(e.b, "add", kw, NULL, 0, &result), CT_EINVAL);
-  CHECK_EQ_INT(ct_broker_call(e.b, "add", kw, NULL, INFINITY, &result), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_call(e.b, "add", kw, NULL, NAN, &result), CT_EINVAL);
   CHECK_EQ_INT(ct_broker_call(e.b, "add", kw, NULL, 1, NULL), CT_EINVAL);
+  /* No deadline at all: INFINITY waits as long as it takes. */
+  CHECK_OK(ct_broker_call(e.b, "add", kw, NULL, INFINITY, &result));
+  CHECK_EQ_INT(json_integer_value(json_object_get(result, "sum")), 42);
+  json_decref(result);
+  CHECK_OK(ct_broker_call(e.b, "add", kw, NULL, 1e12, &result)); /* longer than a day too */
+  json_decref(result);
   json_decref(kw);
   /* Calls from several threads wait at once, each on its own connection. */
   enum { N = 4 };

@@ -384,6 +384,58 @@ TEST(a_silent_server_is_a_command_timeout_then_recovers) {
   test_redis_stop(&r);
 }
 
+typedef struct {
+  ct_broker_t *b;
+  double timeout;
+  int rc;
+  double took;
+} stalled_call_t;
+
+static void *call_thread(void *p) {
+  stalled_call_t *c = p;
+  json_t *result = NULL;
+  double start = ct_now();
+  c->rc = ct_broker_call(c->b, "t", NULL, NULL, c->timeout, &result);
+  c->took = ct_now() - start;
+  json_decref(result);
+  return NULL;
+}
+
+/* A server that stops answering (SIGSTOP) holds a call no longer than its
+ * own timeout (plus a grace), not its timeout plus the command timeout:
+ * neither while it submits nor while it waits for the answer. */
+TEST(a_call_ends_by_its_deadline_when_the_server_stalls) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b = broker_open(sup, r.url, 10);
+  register_name(&r, "t"); /* no worker: nobody answers */
+  /* Stalled before the call: its submission. */
+  CHECK(kill(r.pid, SIGSTOP) == 0);
+  stalled_call_t c = {b, 0.5, 0, 0};
+  call_thread(&c);
+  CHECK(kill(r.pid, SIGCONT) == 0);
+  CHECK_EQ_INT(c.rc, CT_ETIMEDOUT);
+  CHECK(c.took < 5); /* the command timeout is 10 s */
+  /* Stalled while the call waits: its blocking read. */
+  WAIT_FOR(ct_broker_submit(b, "t", NULL, NULL, (char[CT_BROKER_ID_SIZE]){0}) == 0);
+  freeReplyObject(test_redis(&r, "DEL ctasker:{default}:stream:normal"));
+  c = (stalled_call_t){b, 2, 0, 0};
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, call_thread, &c) == 0);
+  WAIT_FOR(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal") == 1);
+  CHECK(kill(r.pid, SIGSTOP) == 0);
+  pthread_join(th, NULL);
+  CHECK(kill(r.pid, SIGCONT) == 0);
+  CHECK_EQ_INT(c.rc, CT_ETIMEDOUT);
+  CHECK(c.took < 7); /* 2 s, and not the command timeout's 10 s more */
+  ct_broker_info_t info;
+  WAIT_FOR(ct_broker_get(b, "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b", &info) == CT_ENOENT);
+  ct_broker_free(b);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
 TEST(a_restarted_server_is_reconnected) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
@@ -465,6 +517,7 @@ int main(void) {
   RUN(huge_ttl_is_kept_whole_and_expiring);
   RUN(auth_and_select_come_from_the_url);
   RUN(a_silent_server_is_a_command_timeout_then_recovers);
+  RUN(a_call_ends_by_its_deadline_when_the_server_stalls);
   RUN(a_restarted_server_is_reconnected);
   RUN(calls_from_many_threads_all_land);
   RUN(free_after_the_supervisor_stopped);
