@@ -337,6 +337,7 @@ struct ct__bworker {
                            blocked in XREAD (for CLIENT UNBLOCK), else 0 */
   bool retired;     /* lock: stopped, renewal ended, liveness record removed */
   json_t *names;    /* the handlers' names, for the liveness record */
+  bool alive_written; /* the start has (maybe) written the liveness record */
   char *workers_key, *alive_key;
 };
 
@@ -1275,8 +1276,10 @@ static int worker_begin(ct__bworker_t *w, bool allow_eviction) {
     rc = add_names(w);
   if (rc == 0)
     rc = create_groups(w);
-  if (rc == 0)
+  if (rc == 0) {
+    w->alive_written = true; /* maybe, even if the reply does not come */
     rc = alive_now(w);
+  }
   if (rc == 0)
     rc = ct_loop_call(ct__rconn_loop(b->conn), renew_start, w);
   if (rc != 0)
@@ -1313,6 +1316,8 @@ int ct_broker_worker_start(ct_broker_t *b, const ct_broker_worker_opts_t *opts) 
       b->worker = NULL;
     pthread_mutex_unlock(&b->lock);
     renew_stop(w); /* harmless if it never started */
+    if (w->alive_written) /* a worker that never ran is not listed as live */
+      alive_remove(w);
     worker_destroy(w);
   }
   return rc;
