@@ -66,65 +66,61 @@
 static const int level_priority[CT__BLEVELS] = {CT_PRIORITY_CRITICAL, CT_PRIORITY_HIGH,
                                                 CT_PRIORITY_NORMAL, CT_PRIORITY_LOW};
 
-/* A Lua function for the scripts that bury an entry: its task (a UUID id
- * from the entry's fields) becomes DEAD with an exception of `class` saying
- * why, unless it has ended already (the first completion wins), and a
- * caller who waits for it (the entry has a deadline) is woken as by a
- * completion; keys of another type (a foreign producer's doing) are left
- * alone, so that one entry cannot make the script fail for the rest. */
-#define DEAD_LUA                                                                          \
-  "local function dead(prefix, tid, waited, class, reason, now)\n"                       \
-  "  if not tid or not tid:match('^%x+%-%x+%-%x+%-%x+%-%x+$') or #tid ~= 36 then\n"      \
-  "    return\n"                                                                          \
-  "  end\n"                                                                               \
-  "  local rec = prefix .. 'task:' .. tid\n"                                              \
-  "  if redis.call('TYPE', rec).ok == 'hash' then\n"                                      \
-  "    local s = redis.call('HGET', rec, 'status')\n"                                     \
-  "    if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' and s ~= 'expired' then\n"   \
-  "      redis.call('HSET', rec, 'status', 'dead', 'finished', now, 'result',\n"          \
-  "        cjson.encode({exception = {class = class, args = {reason}, str = reason}}))\n" \
-  "      redis.call('EXPIRE', rec, redis.call('HGET', rec, 'ttl') or " DEFAULT_TTL ")\n"  \
-  "    end\n"                                                                             \
-  "  end\n"                                                                               \
-  "  local done = prefix .. 'done:' .. tid\n"                                             \
-  "  local t = redis.call('TYPE', done).ok\n"                                             \
-  "  if waited and (t == 'none' or t == 'list') then\n"                                   \
-  "    redis.call('RPUSH', done, 'dead')\n"                                               \
-  "    redis.call('EXPIRE', done, 60)\n"                                                  \
-  "  end\n"                                                                               \
-  "end\n"
+/* KEYS: stream, dead letters, and, when the entry names a task (a UUID
+ * id), its record and its done list. ARGV: entry id, group, reason, level
+ * name, now (ms), exception class. The entry goes to the dead letters with
+ * the reason, where it came from, and its own fields after those, and is
+ * acknowledged and deleted. Its task becomes DEAD with an exception of
+ * that class saying why, unless it has ended already (the first completion
+ * wins), rather than queued for ever; a caller who waits for it (the entry
+ * has a deadline) is woken as by a completion. Keys of another type (a
+ * foreign producer's doing) are left alone, so that one entry cannot make
+ * the script fail. */
+static const char bury_script[] =
+    "local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])\n"
+    "local args = {'reason', ARGV[3], 'stream', ARGV[4], 'entry', ARGV[1]}\n"
+    "local waited\n"
+    "if e[1] then\n"
+    "  local f = e[1][2]\n"
+    "  for j = 1, #f, 2 do\n"
+    "    if f[j] == 'deadline' then waited = true end\n"
+    "    args[#args + 1] = f[j]\n"
+    "    args[#args + 1] = f[j + 1]\n"
+    "  end\n"
+    "end\n"
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', " DEAD_MAX ", '*', unpack(args))\n"
+    "if KEYS[3] and redis.call('TYPE', KEYS[3]).ok == 'hash' then\n"
+    "  local s = redis.call('HGET', KEYS[3], 'status')\n"
+    "  if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' and s ~= 'expired' then\n"
+    "    redis.call('HSET', KEYS[3], 'status', 'dead', 'finished', ARGV[5], 'result',\n"
+    "      cjson.encode({exception = {class = ARGV[6], args = {ARGV[3]}, str = ARGV[3]}}))\n"
+    "    redis.call('EXPIRE', KEYS[3], redis.call('HGET', KEYS[3], 'ttl') or " DEFAULT_TTL ")\n"
+    "  end\n"
+    "end\n"
+    "if KEYS[4] and waited then\n"
+    "  local t = redis.call('TYPE', KEYS[4]).ok\n"
+    "  if t == 'none' or t == 'list' then\n"
+    "    redis.call('RPUSH', KEYS[4], 'dead')\n"
+    "    redis.call('EXPIRE', KEYS[4], 60)\n"
+    "  end\n"
+    "end\n"
+    "redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])\n"
+    "redis.call('XDEL', KEYS[1], ARGV[1])\n"
+    "return 1\n";
 
-/* KEYS: the streams, highest class first, the dead letters, the delayed
- * set, the wake stream. ARGV:
- * group, consumer, count, lease (ms), max deliveries, key prefix, now (ms).
- * Per stream: first take over entries idle past the lease (XAUTOCLAIM),
- * burying those delivered too often (and waking a caller who waits for
- * one, as a completion does: it would otherwise wait out its deadline for
- * an answer that is known), then read new ones. Returns
- * {1, {{level, id, fields}...}} or, having found nothing,
+/* KEYS: the streams, highest class first, the delayed set, the wake
+ * stream. ARGV: group, consumer, count, lease (ms), max deliveries. Per
+ * stream: first take over entries idle past the lease (XAUTOCLAIM), then
+ * read new ones, never more than count in all; an entry taken over that
+ * has been delivered more than max deliveries times is returned too,
+ * without counting, for the worker to bury (with the bury script, which
+ * names every key it touches). Returns
+ * {1, {{level, id, fields, deliveries}...}} or, having found nothing,
  * {0, {last-generated ids of the streams and the wake stream}, the
- * earliest due time in the delayed set or ''}. Task records are reached by
- * the prefix: they share the queue's hash tag. */
+ * earliest due time in the delayed set or ''}. */
 static const char fetch_script[] =
-    DEAD_LUA
-    "local levels = {'critical', 'high', 'normal', 'low'}\n"
     "local want = tonumber(ARGV[3])\n"
     "local out = {}\n"
-    "local function bury(i, id, fields, n)\n"
-    "  local reason = 'delivered ' .. n .. ' times, more than ' .. ARGV[5]\n"
-    "  local args = {'reason', reason, 'stream', levels[i], 'entry', id}\n"
-    "  local tid, waited\n"
-    "  for j = 1, #fields, 2 do\n"
-    "    if fields[j] == 'id' then tid = fields[j + 1] end\n"
-    "    if fields[j] == 'deadline' then waited = true end\n"
-    "    args[#args + 1] = fields[j]\n"
-    "    args[#args + 1] = fields[j + 1]\n"
-    "  end\n"
-    "  redis.call('XADD', KEYS[5], 'MAXLEN', '~', " DEAD_MAX ", '*', unpack(args))\n"
-    "  dead(ARGV[6], tid, waited, 'DeliveryLimit', reason, ARGV[7])\n"
-    "  redis.call('XACK', KEYS[i], ARGV[1], id)\n"
-    "  redis.call('XDEL', KEYS[i], id)\n"
-    "end\n"
     "for i = 1, 4 do\n"
     "  if want <= 0 then break end\n"
     "  local c = redis.call('XAUTOCLAIM', KEYS[i], ARGV[1], ARGV[2], ARGV[4], '0-0',"
@@ -132,19 +128,15 @@ static const char fetch_script[] =
     "  for _, e in ipairs(c[2]) do\n"
     "    local p = redis.call('XPENDING', KEYS[i], ARGV[1], e[1], e[1], 1)\n"
     "    local n = p[1] and p[1][4] or 1\n"
-    "    if n > tonumber(ARGV[5]) then\n"
-    "      bury(i, e[1], e[2], n)\n"
-    "    else\n"
-    "      out[#out + 1] = {i, e[1], e[2]}\n"
-    "      want = want - 1\n"
-    "    end\n"
+    "    out[#out + 1] = {i, e[1], e[2], n}\n"
+    "    if n <= tonumber(ARGV[5]) then want = want - 1 end\n"
     "  end\n"
     "  if want > 0 then\n"
     "    local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want,"
     " 'STREAMS', KEYS[i], '>')\n"
     "    if r then\n"
     "      for _, e in ipairs(r[1][2]) do\n"
-    "        out[#out + 1] = {i, e[1], e[2]}\n"
+    "        out[#out + 1] = {i, e[1], e[2], 1}\n"
     "        want = want - 1\n"
     "      end\n"
     "    end\n"
@@ -154,14 +146,14 @@ static const char fetch_script[] =
     "local ids = {}\n"
     "for i = 1, 5 do\n"
     "  ids[i] = '0-0'\n"
-    "  if i < 5 or redis.call('EXISTS', KEYS[7]) == 1 then\n"
-    "    local info = redis.call('XINFO', 'STREAM', KEYS[i < 5 and i or 7])\n"
+    "  if i < 5 or redis.call('EXISTS', KEYS[6]) == 1 then\n"
+    "    local info = redis.call('XINFO', 'STREAM', KEYS[i < 5 and i or 6])\n"
     "    for j = 1, #info, 2 do\n"
     "      if info[j] == 'last-generated-id' then ids[i] = info[j + 1] end\n"
     "    end\n"
     "  end\n"
     "end\n"
-    "local first = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')\n"
+    "local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')\n"
     "return {0, ids, first[2] or ''}\n";
 
 /* KEYS: a stream. ARGV: group, consumer, entry ids. Renews this consumer's
@@ -249,31 +241,6 @@ static const char complete_script[] =
     "end\n"
     "return 1\n";
 
-/* KEYS: stream, dead letters. ARGV: entry id, group, reason, stream name,
- * key prefix, now (ms). The dead letter holds the reason, where it came
- * from, and the entry's own fields after those; a task the entry names
- * (say, one whose kwargs are over the payload limit) is DEAD with a
- * MalformedTask exception, rather than queued for ever. */
-static const char bury_script[] =
-    DEAD_LUA
-    "local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])\n"
-    "local args = {'reason', ARGV[3], 'stream', ARGV[4], 'entry', ARGV[1]}\n"
-    "local tid, waited\n"
-    "if e[1] then\n"
-    "  local f = e[1][2]\n"
-    "  for j = 1, #f, 2 do\n"
-    "    if f[j] == 'id' then tid = f[j + 1] end\n"
-    "    if f[j] == 'deadline' then waited = true end\n"
-    "    args[#args + 1] = f[j]\n"
-    "    args[#args + 1] = f[j + 1]\n"
-    "  end\n"
-    "end\n"
-    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', " DEAD_MAX ", '*', unpack(args))\n"
-    "dead(ARGV[5], tid, waited, 'MalformedTask', ARGV[3], ARGV[6])\n"
-    "redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])\n"
-    "redis.call('XDEL', KEYS[1], ARGV[1])\n"
-    "return 1\n";
-
 /* KEYS: delayed set, the task's stream, its record. ARGV: the member (a
  * JSON array: level name, then the entry's fields and values). Moves one
  * due task into its stream, once: of several workers promoting it, only
@@ -305,7 +272,11 @@ struct job {
   ct__bworker_t *w;
   int level;
   char entry[48];            /* the stream entry id */
-  const char *reason;        /* malformed: why (static), else NULL */
+  const char *reason;        /* to bury: why (static, or why[]), else NULL */
+  const char *bury_class;    /* to bury: the exception class for its task, else NULL */
+  char why[64];              /* a reason made for this entry */
+  bool has_tid;              /* to bury: msg.id names its task */
+  bool over_delivered;       /* to bury: delivered more than max_deliveries times */
   ct__bmsg_t msg;
   const ct__bhandler_t *h;   /* NULL: no handler here */
   ct_task_t *task;           /* lock: the supervisor task while the handler runs */
@@ -392,6 +363,8 @@ typedef struct {
   job_t *jobs;           /* what the fetch took, in order */
   char ids[CT__BLEVELS + 1][48]; /* found nothing: last-generated ids (streams, wake) */
   int64_t due_ms;        /* found nothing: the earliest delayed task's due time; 0: none */
+  int want;              /* entries asked for: the free slots */
+  int over;              /* entries the reply held beyond those, left pending */
   bool nogroup;          /* the group is gone (the streams were deleted) */
 } fetch_t;
 
@@ -410,6 +383,21 @@ static ct__bfield_t *entry_fields(const redisReply *fields, size_t *n) {
 }
 
 /* One fetched entry {level, id, fields} as a job (decoded or malformed). */
+/* The task id an entry's fields name, even in an entry that is otherwise
+ * malformed (its task is then marked dead), into id; false if none. */
+static bool entry_task_id(const ct__bfield_t *f, size_t n, char *id) {
+  for (size_t i = 0; i < n; i++)
+    if (f[i].name_len == 2 && memcmp(f[i].name, "id", 2) == 0 &&
+        ct__bmsg_id_ok(f[i].value, f[i].value_len)) {
+      memcpy(id, f[i].value, CT_BROKER_ID_SIZE - 1);
+      id[CT_BROKER_ID_SIZE - 1] = '\0';
+      return true;
+    }
+  return false;
+}
+
+/* One fetched entry {level, id, fields, deliveries} as a job: decoded, or
+ * to be buried (malformed, or delivered more than max_deliveries times). */
 static job_t *entry_job(ct__bworker_t *w, const redisReply *e, int *err) {
   job_t *j = calloc(1, sizeof *j);
   if (!j) {
@@ -418,18 +406,30 @@ static job_t *entry_job(ct__bworker_t *w, const redisReply *e, int *err) {
   }
   j->w = w;
   j->level = (int)e->element[0]->integer - 1;
-  snprintf(j->entry, sizeof j->entry, "%s", e->element[1]->str);
+  memcpy(j->entry, e->element[1]->str, e->element[1]->len); /* length checked */
   size_t n;
   ct__bfield_t *f = entry_fields(e->element[2], &n);
   int rc = f ? ct__bmsg_decode(f, n, MAX_KWARGS, &j->msg, &j->reason) : CT_ENOMEM;
+  if (f && rc != 0)
+    j->has_tid = entry_task_id(f, n, j->msg.id);
   free(f);
   if (rc == CT_ENOMEM) {
     free(j);
     *err = rc;
     return NULL;
   }
-  if (rc == 0)
+  j->over_delivered = e->element[3]->integer > w->max_deliveries;
+  if (j->over_delivered) { /* first: the fetch did not count it as taken */
+    snprintf(j->why, sizeof j->why, "delivered %lld times, more than %d",
+             e->element[3]->integer, w->max_deliveries);
+    j->reason = j->why;
+    j->bury_class = "DeliveryLimit";
+    j->has_tid = j->has_tid || rc == 0;
+  } else if (rc != 0) {
+    j->bury_class = "MalformedTask";
+  } else {
     j->h = find_handler(w->b, j->msg.name);
+  }
   return j;
 }
 
@@ -447,11 +447,13 @@ static bool fetch_reply_ok(const redisReply *r) {
     if (idle) {
       if (e->type != REDIS_REPLY_STRING || i > CT__BLEVELS)
         return false;
-    } else if (e->type != REDIS_REPLY_ARRAY || e->elements != 3 ||
+    } else if (e->type != REDIS_REPLY_ARRAY || e->elements != 4 ||
                e->element[0]->type != REDIS_REPLY_INTEGER || e->element[0]->integer < 1 ||
                e->element[0]->integer > CT__BLEVELS ||
                e->element[1]->type != REDIS_REPLY_STRING ||
-               e->element[2]->type != REDIS_REPLY_ARRAY) {
+               e->element[1]->len >= sizeof ((job_t *)0)->entry ||
+               e->element[2]->type != REDIS_REPLY_ARRAY ||
+               e->element[3]->type != REDIS_REPLY_INTEGER) {
       return false;
     }
   }
@@ -473,12 +475,23 @@ static int fetch_reply(const redisReply *r, void *data) {
     f->due_ms = (int64_t)strtod(r->element[2]->str, NULL);
     return 0;
   }
+  /* Never more to run than was asked for, whatever the reply holds: the
+   * slots were counted. What is over stays pending, this consumer's, and is
+   * taken over after a lease like any entry whose owner let it be. */
   job_t **tail = &f->jobs;
+  int taken = 0;
   for (size_t i = 0; i < list->elements; i++) {
     int err = 0;
     job_t *j = entry_job(f->w, list->element[i], &err);
     if (!j)
       return err; /* the jobs taken so far still run; the rest stay pending */
+    taken += !j->over_delivered;
+    if (taken > f->want) {
+      f->over++;
+      ct__bmsg_clear(&j->msg);
+      free(j);
+      continue;
+    }
     *tail = j;
     tail = &j->next;
   }
@@ -538,18 +551,27 @@ static int add_names(ct__bworker_t *w) {
 }
 
 /* A malformed entry goes to the dead letters, with the reason. */
+/* An entry that is malformed or delivered too often goes to the dead
+ * letters with the reason, and the task it names is marked DEAD: every
+ * key the script touches is one of its KEYS. */
 static void bury(ct__bworker_t *w, const job_t *j) {
-  const char *keys[] = {w->streams[j->level], w->dead};
+  char *rec = j->has_tid ? ct__broker_key(w->b, "task:", j->msg.id) : NULL;
+  char *done = j->has_tid ? ct__broker_key(w->b, "done:", j->msg.id) : NULL;
+  const char *keys[] = {w->streams[j->level], w->dead, rec, done};
   char now[24];
   snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
-  const char *args[] = {j->entry, CT__BGROUP, j->reason, ct__blevel_names[j->level],
-                        w->b->prefix, now};
-  ct__broker_log(w->b, CT_LOG_ERROR, "entry %s of stream %s is malformed (%s): dead letter",
-                 j->entry, ct__blevel_names[j->level], j->reason);
-  int rc = eval(w->fetch, bury_script, 2, keys, 6, args, ok_reply, NULL);
+  const char *args[] = {j->entry, CT__BGROUP, j->reason, ct__blevel_names[j->level], now,
+                        j->bury_class};
+  ct__broker_log(w->b, CT_LOG_ERROR, "entry %s of stream %s: %s: dead letter", j->entry,
+                 ct__blevel_names[j->level], j->reason);
+  int rc = j->has_tid && (!rec || !done)
+               ? CT_ENOMEM
+               : eval(w->fetch, bury_script, j->has_tid ? 4 : 2, keys, 6, args, ok_reply, NULL);
   if (rc != 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "entry %s: cannot move it to the dead letters: %s",
                    j->entry, ct_strerror(rc));
+  free(rec);
+  free(done);
 }
 
 /* --- run timeouts ------------------------------------------------------- */
@@ -964,26 +986,28 @@ static void wait_for_entries(ct__bworker_t *w, const fetch_t *f) {
 
 /* One round: fetch up to free_slots entries and start them, or wait. */
 static void fetch_round(ct__bworker_t *w, int free_slots) {
-  char count[16], lease[24], max[16], now[24];
+  char count[16], lease[24], max[16];
   snprintf(count, sizeof count, "%d", free_slots);
   snprintf(lease, sizeof lease, "%.0f", w->lease * 1000);
   snprintf(max, sizeof max, "%d", w->max_deliveries);
-  snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
-  const char *keys[CT__BLEVELS + 3] = {w->streams[0], w->streams[1], w->streams[2],
-                                       w->streams[3], w->dead, w->delayed, w->wake};
-  const char *args[] = {CT__BGROUP, w->consumer, count, lease, max, w->b->prefix, now};
-  fetch_t f = {.w = w};
+  const char *keys[CT__BLEVELS + 2] = {w->streams[0], w->streams[1], w->streams[2],
+                                       w->streams[3], w->delayed, w->wake};
+  const char *args[] = {CT__BGROUP, w->consumer, count, lease, max};
+  fetch_t f = {.w = w, .want = free_slots};
   int rc = promote_due(w);
   if (rc != 0) { /* logged, and paused for: a due time past would not block */
     ct__broker_log(w->b, CT_LOG_ERROR, "moving due delayed tasks failed (%s)", ct_strerror(rc));
     pause_for(w, 0.5);
   }
-  rc = eval(w->fetch, fetch_script, CT__BLEVELS + 3, keys, 7, args, fetch_reply, &f);
+  rc = eval(w->fetch, fetch_script, CT__BLEVELS + 2, keys, 5, args, fetch_reply, &f);
+  if (f.over > 0)
+    ct__broker_log(w->b, CT_LOG_ERROR, "a fetch returned %d entries more than the %d asked "
+                   "for: they stay pending until their lease passes", f.over, free_slots);
   bool took = f.jobs != NULL, refused = rc == CT_ESHUTDOWN;
   while (f.jobs) {
     job_t *j = f.jobs;
     f.jobs = j->next;
-    if (j->reason && !refused) {
+    if (j->bury_class && !refused) {
       bury(w, j);
     } else if (!refused) {
       refused = start_job(w, j) != 0;
