@@ -8,28 +8,47 @@
  * the consumer group, taking no more entries than there are free slots
  * (one XREADGROUP per stream, each with what is left: COUNT applies per
  * stream); if it found nothing, the script returns each stream's
- * last-generated id, and the thread blocks in XREAD on exactly those ids,
+ * last-generated id (and the wake stream's, and the earliest due time of
+ * the delayed set), and the thread blocks in XREAD on exactly those ids,
  * which ends as soon as any stream gets a newer entry (no race with an
- * entry written between the two, and no polling: the block is 1 s long
- * only so that a stop is seen). Entries are decoded by the codec on the
- * connection's loop thread, within the reply callback.
+ * entry written between the two, and no polling: the block is at most 1 s
+ * long only so that a stop is seen, and no longer than until the earliest
+ * delayed task is due: it is that task's timer). A reply is not trusted to
+ * hold no more entries than asked for: the rest stay pending. Entries are
+ * decoded by the codec on the connection's loop thread, within the reply
+ * callback.
+ *
+ * Delays. Before each fetch the thread moves the due members of the
+ * delayed set (delays, ETAs, retries waiting for their backoff) into
+ * their streams, one script per task whose ZREM decides, among all the
+ * workers doing the same, which one writes the entry.
  *
  * Leases. The fetch script first takes over, in each stream, entries whose
- * owner has been silent past the lease (XAUTOCLAIM), burying those
- * delivered more than max_deliveries times. While tasks run, a timer on the
- * handle's loop thread (never a pool thread, so a CPU-bound handler cannot
- * starve it) renews their leases every lease / 3 with XCLAIM JUSTID, only
- * where this consumer still owns the entry.
+ * owner has been silent past the lease (XAUTOCLAIM), and returns those
+ * delivered more than max_deliveries times for the bury script. While
+ * tasks run, a timer on the handle's loop thread (never a pool thread, so
+ * a CPU-bound handler cannot starve it) renews their leases every
+ * lease / 3 with XCLAIM JUSTID, only where this consumer still owns the
+ * entry; a run whose entry another worker has taken over is marked lost
+ * and asked to cancel. A second timer there fires at the earliest run
+ * deadline (a task's timeout) and asks that run to cancel.
  *
  * A task runs on a pool thread (run_task): mark the record RUNNING, call
- * the handler, store the result with the complete script (first completion
- * wins; then XACK and XDEL of its own entry only, never a trim), return
- * the result to the supervisor. Its on_done frees the slot, whether it ran
- * or was canceled by a supervisor stop (its entry then stays pending).
+ * the handler, then either store the result with the complete script
+ * (first completion wins; then XACK and XDEL of its own entry only, never
+ * a trim), or, for a failed run with runs left, put the task back into the
+ * delayed set with the retry script (which acknowledges the entry too);
+ * a lost run stores nothing. The result goes back to the supervisor. Its
+ * on_done frees the slot, whether it ran or was canceled by a supervisor
+ * stop (its entry then stays pending).
  *
- * Lock: w->lock guards running, running_jobs, stopping, fetch_done and
- * blocked_id; the only call made under it is the renewal's hiredis send,
- * which formats the command into hiredis's buffer and calls nothing back.
+ * Lock: w->lock guards running, running_jobs, stopping, fetch_done,
+ * blocked_id and each running job's task, run_deadline, lost and
+ * timed_out. The calls made under it are the renewal's hiredis send,
+ * which formats the command into hiredis's buffer and calls nothing back,
+ * and ct_task_cancel() of a running task, which only sets its flag (the
+ * supervisor never calls back into the worker with a lock of its own
+ * held: task_done runs after the task has ended).
  */
 #include <math.h>
 #include <signal.h>
