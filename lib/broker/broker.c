@@ -4,10 +4,13 @@
  * `<ns>:{<queue>}:`: the braces make the queue name the hash tag of every
  * key, so a cluster client finds them all in one slot. The stream entry's
  * fields come from the codec (message.c); the check that the name is
- * registered and the writes (task record, stream entry) are one Lua script,
- * so a refused task leaves nothing behind and an accepted one is whole.
- * The handle holds no state of its own after creation: every call is one
- * command on the connection, and the connection serializes them.
+ * registered, the idempotency key and the writes (task record, and the
+ * stream entry, or for a delay or ETA ahead the delayed set's member) are
+ * one Lua script, so a refused task leaves nothing behind and an accepted
+ * one is whole. The handle holds no state of its own after creation but
+ * idle connections for calls: every call is one command on the connection,
+ * and the connection serializes them; a call's commands are each bounded
+ * by what is left of its own deadline.
  */
 #include <math.h>
 #include <stdarg.h>
