@@ -436,6 +436,41 @@ TEST(a_call_ends_by_its_deadline_when_the_server_stalls) {
   test_redis_stop(&r);
 }
 
+/* A server restarted with its data reads it back before it answers
+ * commands (LOADING until then, here for seconds: key-load-delay makes
+ * each key slow): a get or a submission in that time waits for it, within
+ * the command timeout, rather than failing. */
+TEST(commands_wait_while_a_restarted_server_loads_its_data) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b = broker_open(sup, r.url, 30);
+  register_name(&r, "t");
+  char id[CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(b, "t", NULL, NULL, id));
+  redisReply *x = test_redis(&r, "EVAL %s 0", "for i = 1, 8000 do redis.call('SET', 'k' .. i, i) end");
+  CHECK(x->type != REDIS_REPLY_ERROR);
+  freeReplyObject(x);
+  x = test_redis(&r, "SAVE");
+  CHECK(x->type == REDIS_REPLY_STATUS);
+  freeReplyObject(x);
+  test_redis_halt(&r, false);
+  static const char *const slow[] = {"--dbfilename", "dump.rdb", "--key-load-delay", "500",
+                                     "--loading-process-events-interval-bytes", "1024", NULL};
+  test_redis_start(&r, slow);
+  x = test_redis(&r, "GET k1");
+  CHECK(x->type == REDIS_REPLY_ERROR && strncmp(x->str, "LOADING", 7) == 0);
+  freeReplyObject(x);
+  ct_broker_info_t info;
+  CHECK_OK(ct_broker_get(b, id, &info)); /* not CT_EINVAL */
+  CHECK_EQ_INT(info.status, CT_BROKER_QUEUED);
+  CHECK_OK(ct_broker_submit(b, "t", NULL, NULL, id));
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 2);
+  ct_broker_free(b);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
 TEST(a_restarted_server_is_reconnected) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
@@ -518,6 +553,7 @@ int main(void) {
   RUN(auth_and_select_come_from_the_url);
   RUN(a_silent_server_is_a_command_timeout_then_recovers);
   RUN(a_call_ends_by_its_deadline_when_the_server_stalls);
+  RUN(commands_wait_while_a_restarted_server_loads_its_data);
   RUN(a_restarted_server_is_reconnected);
   RUN(calls_from_many_threads_all_land);
   RUN(free_after_the_supervisor_stopped);
