@@ -26,7 +26,11 @@
  * (before hiredis or we free it) when it fails or breaks, so callbacks that
  * hiredis runs while freeing an old context see ac != c->ac and do nothing.
  * A broken connection is made again after a pause growing from 0.1 s to
- * 5 s; commands posted meanwhile wait in `waiting` (FIFO) for it.
+ * 5 s; commands posted meanwhile wait in `waiting` (FIFO) for it. A server
+ * that answers LOADING (it is reading its data back after a restart) has
+ * run nothing: such a command goes back to `waiting`, and the connection
+ * holds every command for 0.1 s before it sends them again, each still
+ * under its own deadline.
  */
 #include "conn.h"
 
@@ -44,6 +48,7 @@
 
 #define RETRY_FIRST 0.1 /* seconds before the first reconnection */
 #define RETRY_MAX 5.0   /* longest pause between reconnections */
+#define LOADING_PAUSE 0.1 /* seconds between tries while the server loads its data */
 
 typedef struct ct__rcall {
   atomic_int refs;       /* caller and loop */
@@ -68,7 +73,7 @@ struct ct__rop {
   ct__rop_t *prev, *next; /* L: in c->waiting while not sent */
 };
 
-enum { DOWN, CONNECTING, READY };
+enum { DOWN, CONNECTING, READY, LOADING };
 
 struct ct__rconn {
   ct_loop_t *loop;
@@ -85,6 +90,7 @@ struct ct__rconn {
   double backoff;         /* L: pause before the next reconnection */
   ev_timer connect_timer; /* L: deadline of the attempt under way */
   ev_timer retry_timer;   /* L: the next attempt */
+  ev_timer loading_timer; /* L: the next try while the server loads its data */
   ct__rop_t *waiting, *waiting_tail; /* L */
   ct__rcall_t *first;     /* L: the creator's wait for the first attempt */
   ev_cleanup cleanup;     /* L: closes everything as the loop ends */
@@ -193,10 +199,38 @@ static void op_answer(ct__rop_t *op, const redisReply *r, int rc_without) {
   op->call = NULL;
 }
 
+static void waiting_append(ct__rconn_t *c, ct__rop_t *op) {
+  op->prev = c->waiting_tail;
+  op->next = NULL;
+  if (c->waiting_tail)
+    c->waiting_tail->next = op;
+  else
+    c->waiting = op;
+  c->waiting_tail = op;
+}
+
+/* A server that is still loading its data (after a restart) refuses every
+ * command with LOADING, having run none: the command waits, as for a
+ * connection, and is sent again after a pause, within its own deadline. */
+static bool loading(ct__rconn_t *c, ct__rop_t *op, const redisReply *r) {
+  if (!r || r->type != REDIS_REPLY_ERROR || strncmp(r->str, "LOADING", 7) != 0 || c->closing ||
+      c->ac == NULL)
+    return false;
+  op->sent = false;
+  waiting_append(c, op);
+  if (c->state == READY) {
+    c->state = LOADING;
+    ev_timer_set(&c->loading_timer, LOADING_PAUSE, 0.0);
+    ev_timer_start(c->ev, &c->loading_timer);
+  }
+  return true;
+}
+
 /* hiredis's reply callback: a reply, or NULL as it frees the context. */
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
-  (void)ac;
   ct__rop_t *op = privdata;
+  if (ac == op->c->ac && loading(op->c, op, reply))
+    return;
   ev_timer_stop(op->c->ev, &op->deadline);
   op_answer(op, reply, op->c->no_reply_rc);
   op_free(op);
@@ -237,12 +271,7 @@ static void on_loop_command(ct_loop_t *loop, struct ev_loop *ev, void *data) {
   ev_timer_init(&op->deadline, on_deadline, op->timeout, 0.0);
   op->deadline.data = op;
   ev_timer_start(c->ev, &op->deadline);
-  op->prev = c->waiting_tail;
-  if (c->waiting_tail)
-    c->waiting_tail->next = op;
-  else
-    c->waiting = op;
-  c->waiting_tail = op;
+  waiting_append(c, op);
   if (c->state == READY)
     send_op(c, op);
 }
@@ -273,6 +302,7 @@ static void drop(ct__rconn_t *c, const char *why) {
   c->ac = NULL;
   c->state = DOWN;
   ev_timer_stop(c->ev, &c->connect_timer);
+  ev_timer_stop(c->ev, &c->loading_timer);
   if (ac)
     redisAsyncFree(ac); /* deferred by hiredis inside its own callbacks */
   first_answer(c, CT_ETIMEDOUT);
@@ -373,6 +403,18 @@ static void connect_start(ct__rconn_t *c) {
   ev_timer_start(c->ev, &c->connect_timer);
 }
 
+/* The pause while the server loads is over: send what waits again. */
+static void on_loading_pause(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev;
+  (void)revents;
+  ct__rconn_t *c = w->data;
+  if (c->state != LOADING)
+    return;
+  c->state = READY;
+  while (c->waiting && c->state == READY)
+    send_op(c, c->waiting);
+}
+
 static void on_connect_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)ev;
   (void)revents;
@@ -399,6 +441,7 @@ static void on_cleanup(struct ev_loop *ev, ev_cleanup *w, int revents) {
   c->ac = NULL;
   ev_timer_stop(ev, &c->retry_timer);
   ev_timer_stop(ev, &c->connect_timer);
+  ev_timer_stop(ev, &c->loading_timer);
   while (c->waiting) {
     ct__rop_t *op = c->waiting;
     ev_timer_stop(ev, &op->deadline);
@@ -420,6 +463,8 @@ static void on_loop_start(ct_loop_t *loop, struct ev_loop *ev, void *data) {
   c->connect_timer.data = c;
   ev_timer_init(&c->retry_timer, on_retry, 0.0, 0.0);
   c->retry_timer.data = c;
+  ev_timer_init(&c->loading_timer, on_loading_pause, 0.0, 0.0);
+  c->loading_timer.data = c;
   ev_cleanup_init(&c->cleanup, on_cleanup);
   c->cleanup.data = c;
   ev_cleanup_start(ev, &c->cleanup);
