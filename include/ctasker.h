@@ -13,5 +13,6 @@
 #include "ctasker/worker.h"
 #include "ctasker/process.h"
 #include "ctasker/broker.h"
+#include "ctasker/broker-admin.h"
 
 #endif

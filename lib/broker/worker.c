@@ -46,6 +46,7 @@
 #include "ctasker/result.h"
 #include "ctasker/task.h"
 #include "message.h"
+#include "metrics.h"
 
 #define DEFAULT_CONCURRENCY 4
 #define DEFAULT_LEASE 30.0
@@ -525,6 +526,7 @@ static json_t *run_task(ct_task_t *self, void *arg) {
   job_t *j = arg;
   ct__bworker_t *w = j->w;
   json_t *result;
+  double started = ct__bmetrics_start(w->b, &j->msg, j->level);
   if (j->msg.deadline_ms && ct__broker_unix_ms() > j->msg.deadline_ms) {
     result = ct_error_new("TimeoutError", "the caller's deadline passed before %s started",
                           j->msg.name);
@@ -536,6 +538,7 @@ static json_t *run_task(ct_task_t *self, void *arg) {
   char *text = result_text(&result);
   store(w, j, result, text);
   free(text);
+  ct__bmetrics_end(w->b, &j->msg, j->level, ct_result_is_error(result), started);
   return result;
 }
 
