@@ -21,20 +21,24 @@ extern "C" {
 #endif
 
 /** The status's name as the task record stores it ("queued", "running",
- * "completed", "failed", "dead"), or NULL for a value out of range.
+ * "completed", "failed", "dead", "delayed", "retrying", "expired"), or NULL
+ * for a value out of range.
  * Thread-safety: any thread. */
 CT_EXPORT const char *ct_broker_status_name(ct_broker_status_t status);
 
 /** The handle's queue as it is now. *out is a new object:
  * `{"queue": name, "levels": [{"level": "critical", "ready": n, "pending": n,
- * "oldest_pending_age": seconds, "completed": n, "failed": n}, ...],
- * "dead": n, "workers": n}`, the levels highest class first. `ready`: entries
+ * "oldest_pending_age": seconds, "completed": n, "failed": n, "retried": n,
+ * "expired": n}, ...], "delayed": n, "dead": n, "workers": n}`, the levels
+ * highest class first. `ready`: entries
  * no worker has taken yet; `pending`: taken, not yet acknowledged (running,
  * or owned by a worker that died and not yet reclaimed);
  * `oldest_pending_age`: seconds since the oldest pending entry was
- * submitted (0 if none); `completed` and `failed`: tasks the queue's
+ * submitted (0 if none); `completed`, `failed`, `retried` (a retry
+ * scheduled) and `expired` (an RPC whose caller had gone): runs the queue's
  * workers have ended so, counted since the queue was made (a worker adds
  * its counts at least once a second while busy, and when it goes idle);
+ * `delayed`: tasks waiting for a delay, an ETA or a retry's backoff;
  * `dead`: entries in the dead letters; `workers`: live workers.
  * Returns 0; CT_EINVAL (NULL argument); CT_ETIMEDOUT; CT_ESHUTDOWN;
  * CT_ENOMEM. Thread-safety: any thread but the handle's loop thread. */
@@ -100,7 +104,10 @@ typedef struct ct_broker_event {
   const char *name;            /**< the task name */
   const char *id;              /**< the task id */
   const char *level;           /**< "critical", "high", "normal" or "low" */
-  ct_broker_status_t status;   /**< END: COMPLETED or FAILED; START: RUNNING */
+  ct_broker_status_t status;   /**< START: RUNNING. END: COMPLETED or FAILED (stored),
+                                  RETRYING (a retry is scheduled), EXPIRED (the
+                                  caller's deadline had passed), or RUNNING (its
+                                  lease was lost: another worker owns it now) */
   double queue_wait;           /**< seconds from submission to this start
                                   (across machines: clocks may differ; never < 0) */
   double run_time;             /**< END: seconds the run took; START: 0 */

@@ -90,10 +90,33 @@ typedef struct ct_broker_submit_opts {
   double result_ttl; /**< seconds the task record and result are kept after the task
                         ends, and at most while it waits; 0: 86400 (a day); from
                         1e9 (over 30 years) on: 1e9 */
+  double delay;      /**< seconds before the task may run (status DELAYED until
+                        then); 0: none. At most one of delay and eta */
+  double eta;        /**< Unix time (seconds) before which the task does not run
+                        (status DELAYED until then; a time past runs it now);
+                        0: none */
+  const char *key;   /**< idempotency key (1-200 bytes, no control characters),
+                        or NULL: while a task submitted with the same key is
+                        known (up to its result_ttl after that submission),
+                        its id is returned and nothing is enqueued */
+  int max_attempts;  /**< runs a task that fails may have in all (an error
+                        result; a lost or timed out run counts too); 0: 1,
+                        no retry */
+  double backoff;    /**< seconds before the first retry, doubled for each
+                        further one, with jitter (a random 50-100 %); 0: 1 */
+  double backoff_max; /**< longest pause before a retry, in seconds; 0: 3600 */
+  double timeout;    /**< seconds one run may take: past it the run is asked to
+                        cancel (ct_task_cancel_requested()) and fails with a
+                        TimeoutError, retried as any failure; 0: none */
+  size_t max_payload; /**< most bytes of kwargs as compact JSON text; a larger
+                         submission is refused (CT_EINVAL); 0: 1 MiB */
 } ct_broker_submit_opts_t;
 
-/** The default submission options (NORMAL priority, a day's TTL), with size set. */
-#define CT_BROKER_SUBMIT_OPTS_INIT {sizeof(ct_broker_submit_opts_t), CT_PRIORITY_NORMAL, 0.0}
+/** The default submission options (NORMAL priority, a day's TTL, no delay,
+ * no key, one attempt, no run timeout), with size set. */
+#define CT_BROKER_SUBMIT_OPTS_INIT                                                       \
+  {sizeof(ct_broker_submit_opts_t), CT_PRIORITY_NORMAL, 0.0, 0.0, 0.0, NULL, 0, 0.0, 0.0, \
+   0.0, 0}
 
 /** Submit the task `name` with keyword arguments `kwargs` (a JSON object,
  * borrowed; NULL: {}). opts may be NULL for the defaults. On success the
@@ -101,10 +124,18 @@ typedef struct ct_broker_submit_opts {
  * The name must be one some worker has registered in this queue: otherwise
  * nothing is written and CT_ENOENT is returned. The check and the writes
  * (task record and stream entry) are one script, so a task is never half
- * submitted.
+ * submitted. A task with a delay or an ETA still ahead waits in the
+ * queue's delayed set (status DELAYED) until any worker of the queue, idle
+ * or freeing a slot, moves it into its stream once it is due; its record
+ * is kept for the wait and result_ttl. With a key that a task submitted
+ * earlier still holds, nothing is written and that task's id is returned
+ * (0), whatever the other options say.
  * Returns 0; CT_EINVAL (NULL or empty name, a name over 200 bytes or with
- * control characters, kwargs not an object, a priority out of range, a
- * negative, NaN or infinite TTL); CT_ENOENT; CT_ETIMEDOUT (no reply within
+ * control characters, kwargs not an object or over max_payload bytes, a
+ * priority out of range, a negative, NaN or infinite TTL, delay, eta,
+ * backoff, backoff_max or timeout, both delay and eta, a bad key, a
+ * negative max_attempts, an opts.size this library does not know);
+ * CT_ENOENT; CT_ETIMEDOUT (no reply within
  * command_timeout: the task may or may not have been submitted);
  * CT_ESHUTDOWN (the supervisor has stopped, and the handle's loop with it);
  * CT_ENOMEM.
@@ -116,15 +147,19 @@ CT_EXPORT int ct_broker_submit(ct_broker_t *broker, const char *name, const json
 /** Run the task `name` on some worker and wait for its result (RPC), at
  * most `timeout` seconds, a deadline the entry carries: a worker that takes
  * the task after it has passed does not run it (the record then says
- * FAILED with a TimeoutError). Arguments and opts as for
+ * EXPIRED with a TimeoutError). Arguments and opts as for
  * ct_broker_submit(). The wait is a blocking read (BLPOP) on a connection
  * of its own, kept for the handle's next call: no polling.
+ * A call may not carry a key (CT_EINVAL): it is answered once, to its caller.
  * Returns 0 and *result, a new reference to the result or to the exception
  * JSON (ct_result_is_error() tells; a task moved to the dead letters
  * answers with its DeliveryLimit exception); CT_ETIMEDOUT when the deadline passed
  * first (the task may still run, or have run); CT_EINVAL (as for submit,
- * a NULL result, a timeout not > 0 or over a day); CT_ENOENT (no worker
- * registered the name); CT_ESHUTDOWN; CT_ENOMEM. *result is NULL on error.
+ * a NULL result, a timeout not > 0: INFINITY waits for ever); CT_ENOENT
+ * (no worker registered the name); CT_ESHUTDOWN; CT_ENOMEM. *result is NULL
+ * on error. Every command of the call is bounded by what is left of its
+ * timeout (and the command timeout), so a server that stalls holds it past
+ * its deadline by a fraction of a second at most.
  * Thread-safety: any thread but the handle's loop thread; calls from
  * several threads wait at once, each on its own connection. */
 CT_EXPORT int ct_broker_call(ct_broker_t *broker, const char *name, const json_t *kwargs,
@@ -137,7 +172,11 @@ typedef enum ct_broker_status {
   CT_BROKER_RUNNING = 1,   /**< a worker runs it */
   CT_BROKER_COMPLETED = 2, /**< terminal: finished with a result */
   CT_BROKER_FAILED = 3,    /**< terminal: finished with an exception */
-  CT_BROKER_DEAD = 4       /**< terminal: moved to the dead letters */
+  CT_BROKER_DEAD = 4,      /**< terminal: moved to the dead letters */
+  CT_BROKER_DELAYED = 5,   /**< waiting for its delay or ETA to pass */
+  CT_BROKER_RETRYING = 6,  /**< a run failed; waiting for its backoff to pass */
+  CT_BROKER_EXPIRED = 7    /**< terminal: an RPC whose caller's deadline passed
+                              before it could run */
 } ct_broker_status_t;
 
 /** What ct_broker_get() reports. Times are Unix times in seconds (they
@@ -165,9 +204,21 @@ CT_EXPORT int ct_broker_get(ct_broker_t *broker, const char *id, ct_broker_info_
  * call) and `self`, the supervisor task that runs it (ct_task_cancel_requested()
  * works as for any task). Returns the result as ct_task_fn does: a new
  * reference, NULL for JSON null, or an error made with ct_error_new(),
- * which is stored as the task's exception (status FAILED). A result that
- * cannot be written as JSON is stored as a NotSerializable exception. */
+ * which is stored as the task's exception (status FAILED) once it has no
+ * run left (see max_attempts, CT_BROKER_REJECT, CT_BROKER_RETRY). A result
+ * that cannot be written as JSON is stored as a NotSerializable exception. */
 typedef json_t *(*ct_broker_handler_fn)(ct_task_t *self, const json_t *kwargs, void *data);
+
+/** The exception class of a handler outcome that fails the task at once,
+ * without a retry whatever max_attempts says (aio-pika's RejectMessage):
+ * `return ct_error_new(CT_BROKER_REJECT, "why");` */
+#define CT_BROKER_REJECT "Reject"
+
+/** The exception class of a handler outcome that puts the task back at
+ * once, without the backoff (aio-pika's NackMessage with requeue), while
+ * it has runs left under max_attempts; on its last run it fails as any
+ * error: `return ct_error_new(CT_BROKER_RETRY, "why");` */
+#define CT_BROKER_RETRY "Retry"
 
 /** Register `fn` (with `data`) as the handler of the task `name` (copied)
  * in this handle's queue. Registration closes when the worker starts.
@@ -217,8 +268,17 @@ typedef struct ct_broker_worker_opts {
  * (`worker:<consumer>`: host, pid, names, concurrency, tasks in flight,
  * lease), refreshed every lease / 3 and expiring after three leases, and a
  * place in the `workers` set scored by that expiry; both go when it stops.
- * Not yet: retries of a failed run, delays, cancelling a task whose lease
- * was lost.
+ * Delayed tasks that are due are moved into their streams by the fetch
+ * thread before each fetch; while idle it blocks until the earliest one is
+ * due (at most 1 s), and a new delayed task wakes it to learn its time.
+ * A run that fails (an error result, a TimeoutError past the task's
+ * timeout) while the task has runs left under its max_attempts goes back
+ * into the delayed set, due after its backoff (status RETRYING, the
+ * entry acknowledged); a Reject fails at once, a Retry comes back without
+ * the backoff. A run past its timeout, or whose entry another worker has
+ * taken over (learnt at a renewal), has its cooperative cancel flag set
+ * (ct_task_cancel_requested()); what a run whose lease was lost returns
+ * is dropped, its new owner's run counts.
  * Returns 0; CT_ENOTSUP (logged) if the server's maxmemory-policy is not
  * noeviction, so that it could evict streams, records or results before
  * their time, and allow_eviction is false (a server that refuses CONFIG

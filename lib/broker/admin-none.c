@@ -3,7 +3,8 @@
 #include "ctasker/broker-admin.h"
 
 const char *ct_broker_status_name(ct_broker_status_t status) {
-  static const char *const names[] = {"queued", "running", "completed", "failed", "dead"};
+  static const char *const names[] = {"queued", "running",  "completed", "failed",
+                                      "dead",   "delayed", "retrying",  "expired"};
   return status >= 0 && status < (int)(sizeof names / sizeof *names) ? names[status] : NULL;
 }
 

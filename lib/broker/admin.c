@@ -22,10 +22,10 @@
 #define DEAD_LIST_MAX 1000 /* most dead letters one list call returns */
 
 /* KEYS: the four streams (highest class first), dead letters, counters,
- * workers set. ARGV: group, now (ms). Per stream: length, pending count,
- * oldest pending entry id ('' if none: a stream without its group yet has
- * none); then the dead letters' length, the counters hash, and the live
- * workers. */
+ * workers set, delayed set. ARGV: group, now (ms). Per stream: length,
+ * pending count, oldest pending entry id ('' if none: a stream without its
+ * group yet has none); then the dead letters' length, the counters hash,
+ * the live workers and the delayed tasks. */
 static const char stats_script[] =
     "local out = {}\n"
     "for i = 1, 4 do\n"
@@ -40,6 +40,7 @@ static const char stats_script[] =
     "out[5] = redis.call('XLEN', KEYS[5])\n"
     "out[6] = redis.call('HGETALL', KEYS[6])\n"
     "out[7] = redis.call('ZCOUNT', KEYS[7], ARGV[2], '+inf')\n"
+    "out[8] = redis.call('ZCARD', KEYS[8])\n"
     "return out\n";
 
 /* KEYS: dead letters. ARGV: entry id, key prefix, now (ms). The task goes
@@ -100,7 +101,8 @@ static const char workers_script[] =
     "return out\n";
 
 const char *ct_broker_status_name(ct_broker_status_t status) {
-  static const char *const names[] = {"queued", "running", "completed", "failed", "dead"};
+  static const char *const names[] = {"queued", "running",  "completed", "failed",
+                                      "dead",   "delayed", "retrying",  "expired"};
   return status >= 0 && status < (int)(sizeof names / sizeof *names) ? names[status] : NULL;
 }
 
@@ -184,11 +186,13 @@ static json_t *level_stats(const json_t *r, int i, long long now_ms) {
   const char *oldest = json_string_value(json_array_get(s, 2));
   double age = oldest && *oldest ? (double)(now_ms - entry_ms(oldest)) / 1000.0 : 0.0;
   const char *level = ct__blevel_names[i];
-  return json_pack("{s:s,s:I,s:I,s:f,s:I,s:I}", "level", level, "ready",
+  return json_pack("{s:s,s:I,s:I,s:f,s:I,s:I,s:I,s:I}", "level", level, "ready",
                    (json_int_t)(len > pending ? len - pending : 0), "pending",
                    (json_int_t)pending, "oldest_pending_age", age > 0 ? age : 0.0,
                    "completed", (json_int_t)counter(flat, level, "completed"), "failed",
-                   (json_int_t)counter(flat, level, "failed"));
+                   (json_int_t)counter(flat, level, "failed"), "retried",
+                   (json_int_t)counter(flat, level, "retried"), "expired",
+                   (json_int_t)counter(flat, level, "expired"));
 }
 
 static json_t *shape_stats(const ct_broker_t *b, const json_t *r) {
@@ -202,9 +206,9 @@ static json_t *shape_stats(const ct_broker_t *b, const json_t *r) {
   /* The queue's name, from the prefix "<ns>:{<queue>}:". */
   const char *open = strchr(b->prefix, '{');
   int qlen = (int)(strchr(open, '}') - open - 1);
-  return levels ? json_pack("{s:s%,s:o,s:I,s:I}", "queue", open + 1, (size_t)qlen, "levels",
-                            levels, "dead", (json_int_t)int_at(r, 4), "workers",
-                            (json_int_t)int_at(r, 6))
+  return levels ? json_pack("{s:s%,s:o,s:I,s:I,s:I}", "queue", open + 1, (size_t)qlen,
+                            "levels", levels, "delayed", (json_int_t)int_at(r, 7), "dead",
+                            (json_int_t)int_at(r, 4), "workers", (json_int_t)int_at(r, 6))
                 : NULL;
 }
 
@@ -212,28 +216,29 @@ int ct_broker_queue_stats(ct_broker_t *b, json_t **out) {
   if (!b || !out)
     return CT_EINVAL;
   *out = NULL;
-  char *keys[7] = {NULL};
+  char *keys[8] = {NULL};
   int rc = 0;
   for (int i = 0; i < CT__BLEVELS; i++)
     keys[i] = ct__broker_key(b, "stream:", ct__blevel_names[i]);
   keys[4] = ct__broker_key(b, "dead", "");
   keys[5] = ct__broker_key(b, "stats", "");
   keys[6] = ct__broker_key(b, "workers", "");
-  for (int i = 0; i < 7; i++)
+  keys[7] = ct__broker_key(b, "delayed", "");
+  for (int i = 0; i < 8; i++)
     if (!keys[i])
       rc = CT_ENOMEM;
   char now[24];
   snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
   json_t *r = NULL;
   if (rc == 0) {
-    const char *argv[] = {"EVAL", stats_script, "7", keys[0], keys[1], keys[2], keys[3],
-                          keys[4], keys[5], keys[6], CT__BGROUP, now};
-    rc = command_json(b, 12, argv, &r);
+    const char *argv[] = {"EVAL", stats_script, "8", keys[0], keys[1], keys[2], keys[3],
+                          keys[4], keys[5], keys[6], keys[7], CT__BGROUP, now};
+    rc = command_json(b, 13, argv, &r);
   }
   if (rc == 0 && !(*out = shape_stats(b, r)))
     rc = CT_ENOMEM;
   json_decref(r);
-  for (int i = 0; i < 7; i++)
+  for (int i = 0; i < 8; i++)
     free(keys[i]);
   return rc;
 }

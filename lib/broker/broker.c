@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/opts.h"
 #include "broker-internal.h"
 #include "message.h"
 #include "metrics.h"
@@ -25,17 +26,36 @@
 #define TTL_MAX 1e9             /* longest TTL (over 30 years): EXPIRE fails far
                                    beyond it, after the script wrote the record */
 #define NAME_PART_MAX 200       /* longest namespace or queue name */
+#define DEFAULT_MAX_PAYLOAD (1u << 20) /* bytes of kwargs text a submission may have */
+#define CALL_GRACE 0.25         /* seconds a call's command may take past its end */
 
-/* Checks the names set, writes the record (expiring) and the entry.
- * KEYS: names set, stream, record. ARGV: name, created (ms), ttl (s), then
- * the entry's fields and values. Returns 0 for an unknown name, else 1. */
+/* Checks the names set and the idempotency key, writes the record
+ * (expiring) and the entry, into its stream or, delayed, into the delayed
+ * set (waking idle workers through the wake stream, so that they arm their
+ * timers for it). KEYS: names set, stream, record, delayed set, wake
+ * stream, and the idempotency key if there is one. ARGV: name, created
+ * (ms), ttl (s), seconds to keep the record and the key, due (ms; 0: now),
+ * delayed-set member, task id, then the entry's fields and values. Returns
+ * {1}, {0} for an unknown name, or {2, id} for a key already used. */
 static const char submit_script[] =
-    "if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
-    "redis.call('HSET', KEYS[3], 'status', 'queued', 'name', ARGV[1],"
+    "if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return {0} end\n"
+    "if KEYS[6] then\n"
+    "  local first = redis.call('GET', KEYS[6])\n"
+    "  if first then return {2, first} end\n"
+    "  redis.call('SET', KEYS[6], ARGV[7], 'EX', ARGV[4])\n"
+    "end\n"
+    "local delayed = ARGV[5] ~= '0'\n"
+    "redis.call('HSET', KEYS[3], 'status', delayed and 'delayed' or 'queued', 'name', ARGV[1],"
     " 'created', ARGV[2], 'attempts', '0', 'ttl', ARGV[3])\n"
-    "redis.call('EXPIRE', KEYS[3], ARGV[3])\n"
-    "redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))\n"
-    "return 1\n";
+    "redis.call('EXPIRE', KEYS[3], ARGV[4])\n"
+    "if delayed then\n"
+    "  redis.call('HSET', KEYS[3], 'due', ARGV[5])\n"
+    "  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6])\n"
+    "  redis.call('XADD', KEYS[5], 'MAXLEN', '~', 100, '*', 'due', ARGV[5])\n"
+    "else\n"
+    "  redis.call('XADD', KEYS[2], '*', unpack(ARGV, 8))\n"
+    "end\n"
+    "return {1}\n";
 
 const char *const ct__blevel_names[CT__BLEVELS] = {"critical", "high", "normal", "low"};
 
@@ -169,82 +189,195 @@ int64_t ct__broker_unix_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* A seconds option: 0 or more, finite. */
+static bool seconds_ok(double t) { return isfinite(t) && t >= 0; }
+
 static int check_submit(const char *name, const json_t *kwargs,
                         const ct_broker_submit_opts_t *o) {
   if (!name || !ct__bmsg_name_ok(name, strlen(name)) || (kwargs && !json_is_object(kwargs)))
     return CT_EINVAL;
-  if (o && (o->size != sizeof *o || o->priority < CT_PRIORITY_CRITICAL ||
-            o->priority > CT_PRIORITY_MAX || isnan(o->result_ttl) || o->result_ttl < 0 ||
-            isinf(o->result_ttl)))
+  if (o->priority < CT_PRIORITY_CRITICAL || o->priority > CT_PRIORITY_MAX ||
+      !seconds_ok(o->result_ttl) || !seconds_ok(o->delay) || !seconds_ok(o->eta) ||
+      (o->delay > 0 && o->eta > 0) || (o->key && !ct__bmsg_name_ok(o->key, strlen(o->key))) ||
+      o->max_attempts < 0 || !seconds_ok(o->backoff) || !seconds_ok(o->backoff_max) ||
+      !seconds_ok(o->timeout))
     return CT_EINVAL;
   return 0;
 }
 
-static int submit_reply(const redisReply *r, void *data) {
-  (void)data;
-  if (r->type == REDIS_REPLY_INTEGER)
-    return r->integer == 1 ? 0 : CT_ENOENT;
-  return CT_EINVAL; /* a script error: the server is not one we can use */
+/* The caller's options over the defaults; an older, shorter struct (the
+ * first one published ended at result_ttl) keeps the defaults of the rest. */
+static int submit_opts(const ct_broker_submit_opts_t *in, ct_broker_submit_opts_t *o) {
+  *o = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
+  return ct__opts_copy(o, sizeof *o, in, offsetof(ct_broker_submit_opts_t, delay));
 }
 
+typedef struct {
+  char *id; /* in: the new task's id; out: the first task's, for a used key */
+} submit_ctx_t;
+
+static int submit_reply(const redisReply *r, void *data) {
+  submit_ctx_t *sc = data;
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+      r->element[0]->type != REDIS_REPLY_INTEGER)
+    return CT_EINVAL; /* a script error: the server is not one we can use */
+  long long code = r->element[0]->integer;
+  if (code == 2 && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING &&
+      ct__bmsg_id_ok(r->element[1]->str, r->element[1]->len)) {
+    memcpy(sc->id, r->element[1]->str, CT_BROKER_ID_SIZE); /* with its NUL */
+    return 0;
+  }
+  return code == 1 ? 0 : code == 0 ? CT_ENOENT : CT_EINVAL;
+}
+
+/* A submission's times and where it goes. */
+typedef struct {
+  const char *level; /* its stream's level name */
+  double ttl;        /* seconds, from the end */
+  int64_t due_ms;    /* Unix ms it may run from; 0: now */
+  size_t max_payload;
+  const char *key;   /* idempotency key, or NULL */
+  double wait;       /* seconds for the reply */
+} submission_t;
+
+/* The delayed set's member for message m: a JSON array of the level's
+ * name, then the entry's fields and values, so that the promotion can write
+ * the entry without reading anything else. NULL if out of memory. */
+static char *delayed_member(const ct__bmsg_wire_t *w, const char *level) {
+  json_t *a = json_array();
+  int bad = !a || json_array_append_new(a, json_string(level));
+  for (size_t i = 0; !bad && i < w->argc; i++)
+    bad = json_array_append_new(a, json_stringn(w->argv[i], w->argvlen[i]));
+  char *text = bad ? NULL : json_dumps(a, JSON_COMPACT);
+  json_decref(a);
+  return text;
+}
+
+#define SUBMIT_KEYS 6
+#define SUBMIT_ARGS 7
+
 /* Run the submit script for message m. */
-static int run_submit(ct_broker_t *b, const ct__bmsg_t *m, const char *level, double ttl) {
+static int run_submit(ct_broker_t *b, const ct__bmsg_t *m, const submission_t *sub, char *id) {
   ct__bmsg_wire_t w;
-  char created[24], ttl_s[24];
-  char *keys[3] = {ct__broker_key(b, "names", ""), ct__broker_key(b, "stream:", level),
-                   ct__broker_key(b, "task:", m->id)};
+  char created[24], ttl_s[24], keep_s[24], due_s[24], nkeys[4];
+  char *keys[SUBMIT_KEYS] = {ct__broker_key(b, "names", ""),
+                             ct__broker_key(b, "stream:", sub->level),
+                             ct__broker_key(b, "task:", m->id), ct__broker_key(b, "delayed", ""),
+                             ct__broker_key(b, "wake", ""),
+                             sub->key ? ct__broker_key(b, "key:", sub->key) : NULL};
+  int nk = sub->key ? SUBMIT_KEYS : SUBMIT_KEYS - 1;
   int rc = ct__bmsg_encode(m, &w);
-  if (rc == 0 && (!keys[0] || !keys[1] || !keys[2]))
+  if (rc == 0 && strlen(w.kwargs_text) > sub->max_payload)
+    rc = CT_EINVAL;
+  char *member = rc == 0 && sub->due_ms ? delayed_member(&w, sub->level) : NULL;
+  for (int i = 0; i < nk; i++)
+    if (rc == 0 && !keys[i])
+      rc = CT_ENOMEM;
+  if (rc == 0 && sub->due_ms && !member)
     rc = CT_ENOMEM;
   if (rc == 0) {
+    double wait = sub->due_ms ? fmax(0, (double)(sub->due_ms - m->enqueued_ms) / 1000) : 0;
+    snprintf(nkeys, sizeof nkeys, "%d", nk);
     snprintf(created, sizeof created, "%lld", (long long)m->enqueued_ms);
-    snprintf(ttl_s, sizeof ttl_s, "%.0f", fmax(1, ceil(ttl)));
-    const char *argv[9 + 2 * CT__BMSG_FIELDS] = {"EVAL", submit_script, "3", keys[0], keys[1],
-                                                 keys[2], m->name, created, ttl_s};
-    size_t argvlen[9 + 2 * CT__BMSG_FIELDS];
-    for (int i = 0; i < 9; i++)
+    snprintf(ttl_s, sizeof ttl_s, "%.0f", fmax(1, ceil(sub->ttl)));
+    snprintf(keep_s, sizeof keep_s, "%.0f", fmin(TTL_MAX, fmax(1, ceil(sub->ttl + wait))));
+    snprintf(due_s, sizeof due_s, "%lld", (long long)sub->due_ms);
+    const char *argv[3 + SUBMIT_KEYS + SUBMIT_ARGS + 2 * CT__BMSG_FIELDS] = {
+        "EVAL", submit_script, nkeys};
+    size_t argvlen[3 + SUBMIT_KEYS + SUBMIT_ARGS + 2 * CT__BMSG_FIELDS];
+    int argc = 3;
+    for (int i = 0; i < nk; i++)
+      argv[argc++] = keys[i];
+    const char *args[SUBMIT_ARGS] = {m->name, created, ttl_s, keep_s, due_s,
+                                     member ? member : "", m->id};
+    memcpy(argv + argc, args, sizeof args);
+    argc += SUBMIT_ARGS;
+    for (int i = 0; i < argc; i++)
       argvlen[i] = strlen(argv[i]);
-    memcpy(argv + 9, w.argv, w.argc * sizeof *argv);
-    memcpy(argvlen + 9, w.argvlen, w.argc * sizeof *argvlen);
-    rc = ct__rconn_command(b->conn, 9 + (int)w.argc, argv, argvlen, submit_reply, NULL);
+    memcpy(argv + argc, w.argv, w.argc * sizeof *argv);
+    memcpy(argvlen + argc, w.argvlen, w.argc * sizeof *argvlen);
+    submit_ctx_t sc = {id};
+    rc = ct__rconn_command_within(b->conn, sub->wait, argc + (int)w.argc, argv, argvlen,
+                                  submit_reply, &sc);
   }
+  free(member);
   ct__bmsg_wire_free(&w);
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < SUBMIT_KEYS; i++)
     free(keys[i]);
   return rc;
 }
 
-/* Submit, with the caller's deadline (Unix ms; 0: none) in the entry. */
+/* When the task may run, Unix ms (0: now), from delay or eta. CT_EINVAL
+ * for a time over TTL_MAX seconds away: its record could not expire. */
+static int due_of(const ct_broker_submit_opts_t *o, int64_t now_ms, int64_t *due_ms) {
+  double due = o->delay > 0 ? (double)now_ms + ceil(o->delay * 1000)
+               : o->eta > 0 ? ceil(o->eta * 1000) : 0;
+  if (due > (double)now_ms + TTL_MAX * 1000)
+    return CT_EINVAL;
+  *due_ms = due > (double)now_ms ? (int64_t)due : 0;
+  return 0;
+}
+
+/* Milliseconds of a seconds option (0 stays 0: the default). */
+static int64_t ms_of(double seconds) {
+  return seconds > 0 ? (int64_t)fmin(ceil(seconds * 1000), TTL_MAX * 1000) : 0;
+}
+
+/* The message of a submission (kwargs copied into it). */
+static int message_of(const char *name, const json_t *kwargs, const ct_broker_submit_opts_t *o,
+                      int64_t deadline_ms, ct__bmsg_t *m) {
+  *m = (ct__bmsg_t){.enqueued_ms = ct__broker_unix_ms(), .deadline_ms = deadline_ms};
+  int rc = ct__bmsg_new_id(m->id);
+  if (rc != 0)
+    return rc;
+  strcpy(m->name, name); /* length checked */
+  m->max_attempts = o->max_attempts > 1 ? o->max_attempts : 0;
+  m->backoff_ms = ms_of(o->backoff);
+  m->backoff_max_ms = ms_of(o->backoff_max);
+  m->timeout_ms = ms_of(o->timeout);
+  m->kwargs = kwargs ? json_deep_copy(kwargs) : json_object();
+  return m->kwargs ? 0 : CT_ENOMEM;
+}
+
+/* Submit, with the caller's deadline (Unix ms; 0: none) in the entry,
+ * waiting `wait` seconds for the reply. */
 static int submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
-                     const ct_broker_submit_opts_t *opts, int64_t deadline_ms,
+                     const ct_broker_submit_opts_t *in, int64_t deadline_ms, double wait,
                      char id[CT_BROKER_ID_SIZE]) {
-  int rc = b && id ? check_submit(name, kwargs, opts) : CT_EINVAL;
-  if (rc != 0)
-    return rc;
-  ct__bmsg_t m = {.enqueued_ms = ct__broker_unix_ms(), .deadline_ms = deadline_ms};
-  rc = ct__bmsg_new_id(m.id);
-  if (rc != 0)
-    return rc;
-  strcpy(m.name, name); /* length checked above */
-  m.kwargs = kwargs ? json_deep_copy(kwargs) : json_object();
-  if (!m.kwargs)
-    return CT_ENOMEM;
-  int priority = opts ? opts->priority : CT_PRIORITY_NORMAL;
-  double ttl = opts && opts->result_ttl > 0 ? fmin(opts->result_ttl, TTL_MAX) : DEFAULT_TTL;
-  rc = run_submit(b, &m, level_of(priority), ttl);
+  ct_broker_submit_opts_t o = CT_BROKER_SUBMIT_OPTS_INIT;
+  int rc = b && id ? submit_opts(in, &o) : CT_EINVAL;
+  if (rc == 0)
+    rc = check_submit(name, kwargs, &o);
+  if (rc == 0 && deadline_ms && o.key)
+    rc = CT_EINVAL; /* an RPC is answered once, to its own caller */
+  ct__bmsg_t m = {0};
+  if (rc == 0)
+    rc = message_of(name, kwargs, &o, deadline_ms, &m);
+  submission_t sub = {level_of(o.priority),
+                      o.result_ttl > 0 ? fmin(o.result_ttl, TTL_MAX) : DEFAULT_TTL, 0,
+                      o.max_payload ? o.max_payload : DEFAULT_MAX_PAYLOAD, o.key, wait};
+  if (rc == 0)
+    rc = due_of(&o, m.enqueued_ms, &sub.due_ms);
+  char got[CT_BROKER_ID_SIZE];
+  memcpy(got, m.id, CT_BROKER_ID_SIZE);
+  if (rc == 0)
+    rc = run_submit(b, &m, &sub, got);
   ct__bmsg_clear(&m);
   if (rc == 0)
-    memcpy(id, m.id, CT_BROKER_ID_SIZE);
+    memcpy(id, got, CT_BROKER_ID_SIZE);
   return rc;
 }
 
 int ct_broker_submit(ct_broker_t *b, const char *name, const json_t *kwargs,
                      const ct_broker_submit_opts_t *opts, char id[CT_BROKER_ID_SIZE]) {
-  return submit_by(b, name, kwargs, opts, 0, id);
+  return submit_by(b, name, kwargs, opts, 0, b ? b->command_timeout : 0, id);
 }
 
-/* An idle connection for a call's blocking read, or a new one. */
-static int rpc_take(ct_broker_t *b, ct__rconn_t **out) {
+static int get_within(ct_broker_t *b, const char *id, double wait, ct_broker_info_t *out);
+
+/* An idle connection for a call's blocking read, or a new one, made
+ * within connect_timeout. */
+static int rpc_take(ct_broker_t *b, double connect_timeout, ct__rconn_t **out) {
   pthread_mutex_lock(&b->lock);
   ct__brpc_t *r = b->rpc_idle;
   if (r)
@@ -255,7 +388,7 @@ static int rpc_take(ct_broker_t *b, ct__rconn_t **out) {
     free(r);
     return 0;
   }
-  ct__rconn_opts_t co = {b->sup, &b->url, b->connect_timeout, b->command_timeout, b->log,
+  ct__rconn_opts_t co = {b->sup, &b->url, connect_timeout, b->command_timeout, b->log,
                          b->log_data};
   return ct__rconn_new(&co, out);
 }
@@ -281,37 +414,52 @@ static int blpop_reply(const redisReply *r, void *data) {
   return r->type == REDIS_REPLY_ARRAY ? 0 : CT_EINVAL;
 }
 
-/* Block on the task's done list until `remaining` seconds have passed. */
-static int wait_done(ct_broker_t *b, const char *id, double remaining) {
+/* Seconds a command of a call may take from now: what is left before the
+ * call's end, but at least CALL_GRACE (a reply already due still gets its
+ * chance) and at most the command timeout. */
+static double call_wait(const ct_broker_t *b, double end) {
+  return fmin(b->command_timeout, fmax(end - ct_now(), CALL_GRACE));
+}
+
+/* Block on the task's done list until the call's end (ct_now() time, may
+ * be INFINITY: the wait goes on a day at a time). Each blocking read is
+ * given CALL_GRACE beyond its own server-side timeout, so that a server
+ * that stalls cannot hold the call past its end by more than that. */
+static int wait_done(ct_broker_t *b, const char *id, double end) {
   char *k = ct__broker_key(b, "done:", id);
-  char secs[32];
-  snprintf(secs, sizeof secs, "%.3f", remaining);
   ct__rconn_t *c = NULL;
-  int rc = !k ? CT_ENOMEM : remaining < 0.001 ? CT_ETIMEDOUT : rpc_take(b, &c);
-  if (rc == 0) {
+  int rc = k ? CT_ETIMEDOUT : CT_ENOMEM;
+  for (double left; rc == CT_ETIMEDOUT && (left = end - ct_now()) >= 0.001;) {
+    left = fmin(left, DEFAULT_TTL);
+    if (!c && (rc = rpc_take(b, fmin(b->connect_timeout, fmax(left, CALL_GRACE)), &c)) != 0)
+      break;
+    char secs[32];
+    snprintf(secs, sizeof secs, "%.3f", left);
     const char *argv[] = {"BLPOP", k, secs};
-    rc = ct__rconn_command_within(c, remaining + b->command_timeout, 3, argv, NULL,
-                                  blpop_reply, NULL);
-    rpc_give(b, c);
+    rc = ct__rconn_command_within(c, left + CALL_GRACE, 3, argv, NULL, blpop_reply, NULL);
   }
+  if (c)
+    rpc_give(b, c);
   free(k);
   return rc;
 }
 
 int ct_broker_call(ct_broker_t *b, const char *name, const json_t *kwargs,
                    const ct_broker_submit_opts_t *opts, double timeout, json_t **result) {
-  if (!result || !(timeout > 0 && timeout <= DEFAULT_TTL))
+  if (!result || !(timeout > 0)) /* INFINITY waits for ever */
     return CT_EINVAL;
   *result = NULL;
+  if (!b)
+    return CT_EINVAL;
   double end = ct_now() + timeout;
   char id[CT_BROKER_ID_SIZE];
-  int rc = submit_by(b, name, kwargs, opts,
-                     ct__broker_unix_ms() + (int64_t)ceil(timeout * 1000), id);
+  int64_t deadline = ct__broker_unix_ms() + (int64_t)ceil(fmin(timeout, TTL_MAX) * 1000);
+  int rc = submit_by(b, name, kwargs, opts, deadline, call_wait(b, end), id);
   if (rc == 0)
-    rc = wait_done(b, id, end - ct_now());
+    rc = wait_done(b, id, end);
   ct_broker_info_t info;
   if (rc == 0)
-    rc = ct_broker_get(b, id, &info);
+    rc = get_within(b, id, call_wait(b, end), &info);
   if (rc == 0)
     *result = info.result;
   return rc;
@@ -355,7 +503,12 @@ static int get_reply(const redisReply *r, void *data) {
 }
 
 int ct_broker_get(ct_broker_t *b, const char *id, ct_broker_info_t *out) {
-  if (!b || !id || !out || !ct__bmsg_id_ok(id, strlen(id)))
+  return b ? get_within(b, id, b->command_timeout, out) : CT_EINVAL;
+}
+
+/* ct_broker_get() whose command has `wait` seconds for its reply. */
+static int get_within(ct_broker_t *b, const char *id, double wait, ct_broker_info_t *out) {
+  if (!id || !out || !ct__bmsg_id_ok(id, strlen(id)))
     return CT_EINVAL;
   memset(out, 0, sizeof *out);
   char *k = ct__broker_key(b, "task:", id);
@@ -363,7 +516,7 @@ int ct_broker_get(ct_broker_t *b, const char *id, ct_broker_info_t *out) {
     return CT_ENOMEM;
   get_ctx_t g = {b, id, out};
   const char *argv[2] = {"HGETALL", k};
-  int rc = ct__rconn_command(b->conn, 2, argv, NULL, get_reply, &g);
+  int rc = ct__rconn_command_within(b->conn, wait, 2, argv, NULL, get_reply, &g);
   free(k);
   return rc;
 }

@@ -71,9 +71,16 @@ int ct__bmsg_encode(const ct__bmsg_t *m, ct__bmsg_wire_t *w) {
   wire_add(w, "name", m->name, strlen(m->name));
   wire_add(w, "kwargs", w->kwargs_text, strlen(w->kwargs_text));
   wire_add(w, "enqueued", w->enqueued, strlen(w->enqueued));
-  if (m->deadline_ms > 0) {
-    snprintf(w->deadline, sizeof w->deadline, "%" PRId64, m->deadline_ms);
-    wire_add(w, "deadline", w->deadline, strlen(w->deadline));
+  /* The optional fields, written only when set: an entry stays as short as
+   * the options it uses. */
+  const char *names[] = {"deadline", "max_attempts", "backoff", "backoff_max", "timeout"};
+  const int64_t values[] = {m->deadline_ms, m->max_attempts, m->backoff_ms,
+                            m->backoff_max_ms, m->timeout_ms};
+  for (size_t i = 0; i < sizeof values / sizeof *values; i++) {
+    if (values[i] <= 0)
+      continue;
+    snprintf(w->numbers[i], sizeof w->numbers[i], "%" PRId64, values[i]);
+    wire_add(w, names[i], w->numbers[i], strlen(w->numbers[i]));
   }
   return 0;
 }
@@ -150,6 +157,25 @@ static const char *check_message_fields(const ct__bfield_t *id, const ct__bfield
   return NULL;
 }
 
+/* The optional numeric fields: each absent, or once, a positive decimal. */
+static const char *decode_optional(const ct__bfield_t *f, size_t n, ct__bmsg_t *m) {
+  static const char *const names[] = {"deadline", "max_attempts", "backoff", "backoff_max",
+                                      "timeout"};
+  static const char *const bad[] = {"bad deadline", "bad max_attempts", "bad backoff",
+                                    "bad backoff_max", "bad timeout"};
+  int64_t *values[] = {&m->deadline_ms, &m->max_attempts, &m->backoff_ms, &m->backoff_max_ms,
+                       &m->timeout_ms};
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    bool repeated = false;
+    const ct__bfield_t *v = find_field(f, n, names[i], &repeated);
+    if (repeated)
+      return "a field occurs twice";
+    if (v && (!parse_count(v->value, v->value_len, values[i]) || *values[i] == 0))
+      return bad[i];
+  }
+  return NULL;
+}
+
 int ct__bmsg_decode(const ct__bfield_t *f, size_t n, size_t max_kwargs, ct__bmsg_t *m,
                     const char **reason) {
   bool repeated = false;
@@ -157,15 +183,12 @@ int ct__bmsg_decode(const ct__bfield_t *f, size_t n, size_t max_kwargs, ct__bmsg
   const ct__bfield_t *name = find_field(f, n, "name", &repeated);
   const ct__bfield_t *kwargs = find_field(f, n, "kwargs", &repeated);
   const ct__bfield_t *enq = find_field(f, n, "enqueued", &repeated);
-  const ct__bfield_t *deadline = find_field(f, n, "deadline", &repeated);
   memset(m, 0, sizeof *m);
   *reason = check_message_fields(id, name, kwargs, enq, repeated);
   if (!*reason && !parse_count(enq->value, enq->value_len, &m->enqueued_ms))
     *reason = "bad enqueued";
-  if (!*reason && deadline &&
-      (!parse_count(deadline->value, deadline->value_len, &m->deadline_ms) ||
-       m->deadline_ms == 0))
-    *reason = "bad deadline";
+  if (!*reason)
+    *reason = decode_optional(f, n, m);
   if (*reason)
     return CT_EINVAL;
   if (kwargs->value_len > max_kwargs) {
@@ -191,8 +214,14 @@ void ct__bmsg_clear(ct__bmsg_t *m) {
 static const char *const status_names[] = {
     [CT_BROKER_QUEUED] = "queued",       [CT_BROKER_RUNNING] = "running",
     [CT_BROKER_COMPLETED] = "completed", [CT_BROKER_FAILED] = "failed",
-    [CT_BROKER_DEAD] = "dead",
+    [CT_BROKER_DEAD] = "dead",           [CT_BROKER_DELAYED] = "delayed",
+    [CT_BROKER_RETRYING] = "retrying",   [CT_BROKER_EXPIRED] = "expired",
 };
+
+bool ct__bstatus_terminal(ct_broker_status_t s) {
+  return s == CT_BROKER_COMPLETED || s == CT_BROKER_FAILED || s == CT_BROKER_DEAD ||
+         s == CT_BROKER_EXPIRED;
+}
 
 static bool parse_status(const ct__bfield_t *v, ct_broker_status_t *out) {
   for (size_t i = 0; i < sizeof status_names / sizeof *status_names; i++) {
@@ -246,7 +275,7 @@ int ct__brecord_decode(const ct__bfield_t *f, size_t n, ct_broker_info_t *info,
     return CT_EINVAL;
   bool repeated = false;
   const ct__bfield_t *result = find_field(f, n, "result", &repeated);
-  if (info->status < CT_BROKER_COMPLETED)
+  if (!ct__bstatus_terminal(info->status))
     return 0; /* a result of an earlier run that failed is not the answer */
   if (!result || repeated) {
     *reason = "a terminal record without one result";

@@ -29,19 +29,23 @@ typedef struct ct__bmsg {
   json_t *kwargs;      /* owned; a JSON object */
   int64_t enqueued_ms; /* Unix time of the submission, milliseconds */
   int64_t deadline_ms; /* Unix ms after which the caller waits no more; 0: none */
+  int64_t max_attempts;   /* runs in all; 0: 1 */
+  int64_t backoff_ms;     /* pause before the first retry; 0: the default */
+  int64_t backoff_max_ms; /* longest pause before a retry; 0: the default */
+  int64_t timeout_ms;     /* longest run; 0: none */
 } ct__bmsg_t;
 
 /* Fields of the message encoded for a stream entry: argv/argvlen are
  * name, value, name, value...; the strings live in the struct (and in
  * kwargs_text, owned) until ct__bmsg_wire_free(). */
-#define CT__BMSG_FIELDS 5
+#define CT__BMSG_FIELDS 9
 typedef struct ct__bmsg_wire {
   size_t argc;
   const char *argv[2 * CT__BMSG_FIELDS];
   size_t argvlen[2 * CT__BMSG_FIELDS];
   char *kwargs_text;
   char enqueued[24];
-  char deadline[24];
+  char numbers[5][24]; /* the optional numeric fields' values */
 } ct__bmsg_wire_t;
 
 /* A new random (version 4) UUID string in id. Returns 0 or CT_EAGAIN if the
@@ -69,6 +73,9 @@ void ct__bmsg_wire_free(ct__bmsg_wire_t *w);
 int ct__bmsg_decode(const ct__bfield_t *f, size_t n, size_t max_kwargs, ct__bmsg_t *m,
                     const char **reason);
 void ct__bmsg_clear(ct__bmsg_t *m);
+
+/* True for a status no task leaves. */
+bool ct__bstatus_terminal(ct_broker_status_t s);
 
 /* Decode a task record's fields into *info (info->result a new reference or
  * NULL). Returns 0; CT_EINVAL with *reason for a malformed record;

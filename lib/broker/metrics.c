@@ -4,6 +4,7 @@
  * ct__bmetrics_end() once its outcome is stored, on the pool thread that
  * runs it. The observer (ct_broker_worker_observe()) hears both. The
  * counters of completed and failed tasks per level, which operators read
+ * (and retried and expired ones) per level, which operators read
  * with ct_broker_queue_stats(), live in Redis (`<prefix>stats`, a hash) so
  * that every worker's count adds up; writing them once per task would cost
  * a round trip per task, so they are kept here and added to the hash in one
@@ -25,6 +26,27 @@
 
 #define FLUSH_EVERY 1.0 /* seconds between counter writes while busy */
 
+/* The counters, by outcome: the hash's fields are "<level>:<name>". */
+#define NCOUNTERS 4
+static const char *const counter_names[NCOUNTERS] = {"completed", "failed", "retried",
+                                                     "expired"};
+
+/* The counter of an outcome, or -1 for one not counted (a lost lease). */
+static int counter_of(ct_broker_status_t outcome) {
+  switch (outcome) {
+  case CT_BROKER_COMPLETED:
+    return 0;
+  case CT_BROKER_FAILED:
+    return 1;
+  case CT_BROKER_RETRYING:
+    return 2;
+  case CT_BROKER_EXPIRED:
+    return 3;
+  default:
+    return -1;
+  }
+}
+
 /* KEYS: the counters hash. ARGV: field, increment, field, increment... */
 static const char add_script[] =
     "for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end\n"
@@ -34,7 +56,7 @@ struct ct__bmetrics {
   ct_broker_observe_fn fn; /* set before the worker starts, then read-only */
   void *data;
   pthread_mutex_t lock;
-  long long counts[CT__BLEVELS][2]; /* lock: [level][failed] not yet written */
+  long long counts[CT__BLEVELS][NCOUNTERS]; /* lock: not yet written */
   int in_flight;                    /* lock */
   double last_flush;                /* lock: ct_now() of the last write */
 };
@@ -105,18 +127,18 @@ static int add_reply(const redisReply *r, void *data) {
 
 /* Write the counts taken out of m; those that could not be written go
  * back. */
-static void flush(ct_broker_t *b, ct__bmetrics_t *m, long long counts[CT__BLEVELS][2]) {
-  static const char *const what[2] = {"completed", "failed"};
+static void flush(ct_broker_t *b, ct__bmetrics_t *m,
+                  long long counts[CT__BLEVELS][NCOUNTERS]) {
   char *key = ct__broker_key(b, "stats", "");
-  char fields[CT__BLEVELS * 2][40], values[CT__BLEVELS * 2][24];
-  const char *argv[4 + 4 * CT__BLEVELS] = {"EVAL", add_script, "1", key};
+  char fields[CT__BLEVELS * NCOUNTERS][40], values[CT__BLEVELS * NCOUNTERS][24];
+  const char *argv[4 + 2 * CT__BLEVELS * NCOUNTERS] = {"EVAL", add_script, "1", key};
   int argc = 4;
   for (int l = 0; l < CT__BLEVELS; l++)
-    for (int f = 0; f < 2; f++) {
+    for (int f = 0; f < NCOUNTERS; f++) {
       if (counts[l][f] == 0)
         continue;
       int i = (argc - 4) / 2;
-      snprintf(fields[i], sizeof fields[i], "%s:%s", ct__blevel_names[l], what[f]);
+      snprintf(fields[i], sizeof fields[i], "%s:%s", ct__blevel_names[l], counter_names[f]);
       snprintf(values[i], sizeof values[i], "%lld", counts[l][f]);
       argv[argc++] = fields[i];
       argv[argc++] = values[i];
@@ -129,23 +151,24 @@ static void flush(ct_broker_t *b, ct__bmetrics_t *m, long long counts[CT__BLEVEL
                  ct_strerror(rc));
   pthread_mutex_lock(&m->lock);
   for (int l = 0; l < CT__BLEVELS; l++)
-    for (int f = 0; f < 2; f++)
+    for (int f = 0; f < NCOUNTERS; f++)
       m->counts[l][f] += counts[l][f];
   pthread_mutex_unlock(&m->lock);
 }
 
-void ct__bmetrics_end(ct_broker_t *b, const ct__bmsg_t *msg, int level, bool failed,
-                      double started) {
+void ct__bmetrics_end(ct_broker_t *b, const ct__bmsg_t *msg, int level,
+                      ct_broker_status_t outcome, double started) {
   ct__bmetrics_t *m = metrics_of(b);
   if (!m)
     return;
   double now = ct_now();
-  tell(m, msg, level, CT_BROKER_EVENT_END, failed ? CT_BROKER_FAILED : CT_BROKER_COMPLETED,
-       0.0, fmax(now - started, 0.0));
-  long long taken[CT__BLEVELS][2] = {{0}};
+  tell(m, msg, level, CT_BROKER_EVENT_END, outcome, 0.0, fmax(now - started, 0.0));
+  long long taken[CT__BLEVELS][NCOUNTERS] = {{0}};
+  int counter = counter_of(outcome);
   pthread_mutex_lock(&m->lock);
   m->in_flight--;
-  m->counts[level][failed]++;
+  if (counter >= 0)
+    m->counts[level][counter]++;
   bool due = m->in_flight == 0 || now - m->last_flush >= FLUSH_EVERY;
   if (due) {
     memcpy(taken, m->counts, sizeof taken);

@@ -10,9 +10,11 @@ typedef struct ct__bmetrics ct__bmetrics_t;
  * Returns the start time (ct_now()), for ct__bmetrics_end(). */
 double ct__bmetrics_start(ct_broker_t *b, const ct__bmsg_t *m, int level);
 
-/* The task ended, its outcome stored; failed: it ended with an exception. */
-void ct__bmetrics_end(ct_broker_t *b, const ct__bmsg_t *m, int level, bool failed,
-                      double started);
+/* The run ended: outcome is COMPLETED or FAILED (stored), RETRYING (a
+ * retry is scheduled), EXPIRED (its caller's deadline had passed) or
+ * RUNNING (its lease was lost: nothing stored). */
+void ct__bmetrics_end(ct_broker_t *b, const ct__bmsg_t *m, int level,
+                      ct_broker_status_t outcome, double started);
 
 /* Free what the handle's metrics hold (NULL does nothing). */
 void ct__bmetrics_free(ct__bmetrics_t *m);

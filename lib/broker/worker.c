@@ -8,28 +8,47 @@
  * the consumer group, taking no more entries than there are free slots
  * (one XREADGROUP per stream, each with what is left: COUNT applies per
  * stream); if it found nothing, the script returns each stream's
- * last-generated id, and the thread blocks in XREAD on exactly those ids,
+ * last-generated id (and the wake stream's, and the earliest due time of
+ * the delayed set), and the thread blocks in XREAD on exactly those ids,
  * which ends as soon as any stream gets a newer entry (no race with an
- * entry written between the two, and no polling: the block is 1 s long
- * only so that a stop is seen). Entries are decoded by the codec on the
- * connection's loop thread, within the reply callback.
+ * entry written between the two, and no polling: the block is at most 1 s
+ * long only so that a stop is seen, and no longer than until the earliest
+ * delayed task is due: it is that task's timer). A reply is not trusted to
+ * hold no more entries than asked for: the rest stay pending. Entries are
+ * decoded by the codec on the connection's loop thread, within the reply
+ * callback.
+ *
+ * Delays. Before each fetch the thread moves the due members of the
+ * delayed set (delays, ETAs, retries waiting for their backoff) into
+ * their streams, one script per task whose ZREM decides, among all the
+ * workers doing the same, which one writes the entry.
  *
  * Leases. The fetch script first takes over, in each stream, entries whose
- * owner has been silent past the lease (XAUTOCLAIM), burying those
- * delivered more than max_deliveries times. While tasks run, a timer on the
- * handle's loop thread (never a pool thread, so a CPU-bound handler cannot
- * starve it) renews their leases every lease / 3 with XCLAIM JUSTID, only
- * where this consumer still owns the entry.
+ * owner has been silent past the lease (XAUTOCLAIM), and returns those
+ * delivered more than max_deliveries times for the bury script. While
+ * tasks run, a timer on the handle's loop thread (never a pool thread, so
+ * a CPU-bound handler cannot starve it) renews their leases every
+ * lease / 3 with XCLAIM JUSTID, only where this consumer still owns the
+ * entry; a run whose entry another worker has taken over is marked lost
+ * and asked to cancel. A second timer there fires at the earliest run
+ * deadline (a task's timeout) and asks that run to cancel.
  *
  * A task runs on a pool thread (run_task): mark the record RUNNING, call
- * the handler, store the result with the complete script (first completion
- * wins; then XACK and XDEL of its own entry only, never a trim), return
- * the result to the supervisor. Its on_done frees the slot, whether it ran
- * or was canceled by a supervisor stop (its entry then stays pending).
+ * the handler, then either store the result with the complete script
+ * (first completion wins; then XACK and XDEL of its own entry only, never
+ * a trim), or, for a failed run with runs left, put the task back into the
+ * delayed set with the retry script (which acknowledges the entry too);
+ * a lost run stores nothing. The result goes back to the supervisor. Its
+ * on_done frees the slot, whether it ran or was canceled by a supervisor
+ * stop (its entry then stays pending).
  *
- * Lock: w->lock guards running, running_jobs, stopping, fetch_done and
- * blocked_id; the only call made under it is the renewal's hiredis send,
- * which formats the command into hiredis's buffer and calls nothing back.
+ * Lock: w->lock guards running, running_jobs, stopping, fetch_done,
+ * blocked_id and each running job's task, run_deadline, lost and
+ * timed_out. The calls made under it are the renewal's hiredis send,
+ * which formats the command into hiredis's buffer and calls nothing back,
+ * and ct_task_cancel() of a running task, which only sets its flag (the
+ * supervisor never calls back into the worker with a lock of its own
+ * held: task_done runs after the task has ended).
  */
 #include <math.h>
 #include <signal.h>
@@ -37,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,67 +78,69 @@
 #define MAX_KWARGS (16u << 20) /* bytes of kwargs a worker accepts */
 #define STORE_TRIES 3        /* attempts to store a result */
 #define DEFAULT_TTL "86400"  /* a record without its own TTL field */
+#define PROMOTE_BATCH 64     /* due delayed tasks moved per round */
+#define DEFAULT_BACKOFF 1.0  /* seconds before a first retry */
+#define DEFAULT_BACKOFF_MAX 3600.0 /* longest pause before a retry */
+#define PROMOTE_BATCH_S "64"
 
 static const int level_priority[CT__BLEVELS] = {CT_PRIORITY_CRITICAL, CT_PRIORITY_HIGH,
                                                 CT_PRIORITY_NORMAL, CT_PRIORITY_LOW};
 
-/* A Lua function for the scripts that bury an entry: its task (a UUID id
- * from the entry's fields) becomes DEAD with an exception of `class` saying
- * why, unless it has ended already (the first completion wins), and a
- * caller who waits for it (the entry has a deadline) is woken as by a
- * completion; keys of another type (a foreign producer's doing) are left
- * alone, so that one entry cannot make the script fail for the rest. */
-#define DEAD_LUA                                                                          \
-  "local function dead(prefix, tid, waited, class, reason, now)\n"                       \
-  "  if not tid or not tid:match('^%x+%-%x+%-%x+%-%x+%-%x+$') or #tid ~= 36 then\n"      \
-  "    return\n"                                                                          \
-  "  end\n"                                                                               \
-  "  local rec = prefix .. 'task:' .. tid\n"                                              \
-  "  if redis.call('TYPE', rec).ok == 'hash' then\n"                                      \
-  "    local s = redis.call('HGET', rec, 'status')\n"                                     \
-  "    if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' then\n"                      \
-  "      redis.call('HSET', rec, 'status', 'dead', 'finished', now, 'result',\n"          \
-  "        cjson.encode({exception = {class = class, args = {reason}, str = reason}}))\n" \
-  "      redis.call('EXPIRE', rec, redis.call('HGET', rec, 'ttl') or " DEFAULT_TTL ")\n"  \
-  "    end\n"                                                                             \
-  "  end\n"                                                                               \
-  "  local done = prefix .. 'done:' .. tid\n"                                             \
-  "  local t = redis.call('TYPE', done).ok\n"                                             \
-  "  if waited and (t == 'none' or t == 'list') then\n"                                   \
-  "    redis.call('RPUSH', done, 'dead')\n"                                               \
-  "    redis.call('EXPIRE', done, 60)\n"                                                  \
-  "  end\n"                                                                               \
-  "end\n"
+/* KEYS: stream, dead letters, and, when the entry names a task (a UUID
+ * id), its record and its done list. ARGV: entry id, group, reason, level
+ * name, now (ms), exception class. The entry goes to the dead letters with
+ * the reason, where it came from, and its own fields after those, and is
+ * acknowledged and deleted. Its task becomes DEAD with an exception of
+ * that class saying why, unless it has ended already (the first completion
+ * wins), rather than queued for ever; a caller who waits for it (the entry
+ * has a deadline) is woken as by a completion. Keys of another type (a
+ * foreign producer's doing) are left alone, so that one entry cannot make
+ * the script fail. */
+static const char bury_script[] =
+    "local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])\n"
+    "local args = {'reason', ARGV[3], 'stream', ARGV[4], 'entry', ARGV[1]}\n"
+    "local waited\n"
+    "if e[1] then\n"
+    "  local f = e[1][2]\n"
+    "  for j = 1, #f, 2 do\n"
+    "    if f[j] == 'deadline' then waited = true end\n"
+    "    args[#args + 1] = f[j]\n"
+    "    args[#args + 1] = f[j + 1]\n"
+    "  end\n"
+    "end\n"
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', " DEAD_MAX ", '*', unpack(args))\n"
+    "if KEYS[3] and redis.call('TYPE', KEYS[3]).ok == 'hash' then\n"
+    "  local s = redis.call('HGET', KEYS[3], 'status')\n"
+    "  if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' and s ~= 'expired' then\n"
+    "    redis.call('HSET', KEYS[3], 'status', 'dead', 'finished', ARGV[5], 'result',\n"
+    "      cjson.encode({exception = {class = ARGV[6], args = {ARGV[3]}, str = ARGV[3]}}))\n"
+    "    redis.call('EXPIRE', KEYS[3], redis.call('HGET', KEYS[3], 'ttl') or " DEFAULT_TTL ")\n"
+    "  end\n"
+    "end\n"
+    "if KEYS[4] and waited then\n"
+    "  local t = redis.call('TYPE', KEYS[4]).ok\n"
+    "  if t == 'none' or t == 'list' then\n"
+    "    redis.call('RPUSH', KEYS[4], 'dead')\n"
+    "    redis.call('EXPIRE', KEYS[4], 60)\n"
+    "  end\n"
+    "end\n"
+    "redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])\n"
+    "redis.call('XDEL', KEYS[1], ARGV[1])\n"
+    "return 1\n";
 
-/* KEYS: the streams, highest class first, then the dead letters. ARGV:
- * group, consumer, count, lease (ms), max deliveries, key prefix, now (ms).
- * Per stream: first take over entries idle past the lease (XAUTOCLAIM),
- * burying those delivered too often (and waking a caller who waits for
- * one, as a completion does: it would otherwise wait out its deadline for
- * an answer that is known), then read new ones. Returns
- * {1, {{level, id, fields}...}} or, having found nothing,
- * {0, {last-generated ids}}. Task records are reached by the prefix: they
- * share the queue's hash tag. */
+/* KEYS: the streams, highest class first, the delayed set, the wake
+ * stream. ARGV: group, consumer, count, lease (ms), max deliveries. Per
+ * stream: first take over entries idle past the lease (XAUTOCLAIM), then
+ * read new ones, never more than count in all; an entry taken over that
+ * has been delivered more than max deliveries times is returned too,
+ * without counting, for the worker to bury (with the bury script, which
+ * names every key it touches). Returns
+ * {1, {{level, id, fields, deliveries}...}} or, having found nothing,
+ * {0, {last-generated ids of the streams and the wake stream}, the
+ * earliest due time in the delayed set or ''}. */
 static const char fetch_script[] =
-    DEAD_LUA
-    "local levels = {'critical', 'high', 'normal', 'low'}\n"
     "local want = tonumber(ARGV[3])\n"
     "local out = {}\n"
-    "local function bury(i, id, fields, n)\n"
-    "  local reason = 'delivered ' .. n .. ' times, more than ' .. ARGV[5]\n"
-    "  local args = {'reason', reason, 'stream', levels[i], 'entry', id}\n"
-    "  local tid, waited\n"
-    "  for j = 1, #fields, 2 do\n"
-    "    if fields[j] == 'id' then tid = fields[j + 1] end\n"
-    "    if fields[j] == 'deadline' then waited = true end\n"
-    "    args[#args + 1] = fields[j]\n"
-    "    args[#args + 1] = fields[j + 1]\n"
-    "  end\n"
-    "  redis.call('XADD', KEYS[5], 'MAXLEN', '~', " DEAD_MAX ", '*', unpack(args))\n"
-    "  dead(ARGV[6], tid, waited, 'DeliveryLimit', reason, ARGV[7])\n"
-    "  redis.call('XACK', KEYS[i], ARGV[1], id)\n"
-    "  redis.call('XDEL', KEYS[i], id)\n"
-    "end\n"
     "for i = 1, 4 do\n"
     "  if want <= 0 then break end\n"
     "  local c = redis.call('XAUTOCLAIM', KEYS[i], ARGV[1], ARGV[2], ARGV[4], '0-0',"
@@ -126,19 +148,15 @@ static const char fetch_script[] =
     "  for _, e in ipairs(c[2]) do\n"
     "    local p = redis.call('XPENDING', KEYS[i], ARGV[1], e[1], e[1], 1)\n"
     "    local n = p[1] and p[1][4] or 1\n"
-    "    if n > tonumber(ARGV[5]) then\n"
-    "      bury(i, e[1], e[2], n)\n"
-    "    else\n"
-    "      out[#out + 1] = {i, e[1], e[2]}\n"
-    "      want = want - 1\n"
-    "    end\n"
+    "    out[#out + 1] = {i, e[1], e[2], n}\n"
+    "    if n <= tonumber(ARGV[5]) then want = want - 1 end\n"
     "  end\n"
     "  if want > 0 then\n"
     "    local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want,"
     " 'STREAMS', KEYS[i], '>')\n"
     "    if r then\n"
     "      for _, e in ipairs(r[1][2]) do\n"
-    "        out[#out + 1] = {i, e[1], e[2]}\n"
+    "        out[#out + 1] = {i, e[1], e[2], 1}\n"
     "        want = want - 1\n"
     "      end\n"
     "    end\n"
@@ -146,13 +164,17 @@ static const char fetch_script[] =
     "end\n"
     "if #out > 0 then return {1, out} end\n"
     "local ids = {}\n"
-    "for i = 1, 4 do\n"
-    "  local info = redis.call('XINFO', 'STREAM', KEYS[i])\n"
-    "  for j = 1, #info, 2 do\n"
-    "    if info[j] == 'last-generated-id' then ids[i] = info[j + 1] end\n"
+    "for i = 1, 5 do\n"
+    "  ids[i] = '0-0'\n"
+    "  if i < 5 or redis.call('EXISTS', KEYS[6]) == 1 then\n"
+    "    local info = redis.call('XINFO', 'STREAM', KEYS[i < 5 and i or 6])\n"
+    "    for j = 1, #info, 2 do\n"
+    "      if info[j] == 'last-generated-id' then ids[i] = info[j + 1] end\n"
+    "    end\n"
     "  end\n"
     "end\n"
-    "return {0, ids}\n";
+    "local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')\n"
+    "return {0, ids, first[2] or ''}\n";
 
 /* KEYS: a stream. ARGV: group, consumer, entry ids. Renews this consumer's
  * lease on each entry it still owns (XCLAIM JUSTID resets the idle time
@@ -180,13 +202,43 @@ static const char alive_script[] =
     "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])\n"
     "return 1\n";
 
-/* KEYS: record. ARGV: now (ms). A record not yet terminal says RUNNING. */
+/* KEYS: record. ARGV: now (ms). A record not yet terminal says RUNNING.
+ * Returns the runs started so far, this one included (0 without a record
+ * to count them in). */
 static const char start_script[] =
     "local s = redis.call('HGET', KEYS[1], 'status')\n"
-    "if s == 'queued' or s == 'running' then\n"
+    "if s == 'queued' or s == 'running' or s == 'delayed' or s == 'retrying' then\n"
     "  redis.call('HSET', KEYS[1], 'status', 'running', 'started', ARGV[1])\n"
-    "  redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n"
+    "  return redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n"
     "end\n"
+    "return tonumber(s and redis.call('HGET', KEYS[1], 'attempts') or 0) or 0\n";
+
+/* KEYS: record, stream, delayed set, wake stream. ARGV: entry id, group,
+ * the run's exception (JSON), due (ms), level name, now (ms), default TTL
+ * (s). A failed run to be retried: unless the record is terminal already
+ * (the first completion wins), the entry's fields go back into the
+ * delayed set, due after the backoff, the record says RETRYING with the
+ * error and is kept for the wait too; then the entry is acknowledged and
+ * deleted, as by a completion. */
+static const char retry_script[] =
+    "local s = redis.call('HGET', KEYS[1], 'status')\n"
+    "if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' and s ~= 'expired' then\n"
+    "  local e = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])\n"
+    "  if e[1] then\n"
+    "    local m = {ARGV[5]}\n"
+    "    for _, v in ipairs(e[1][2]) do m[#m + 1] = v end\n"
+    "    redis.call('ZADD', KEYS[3], ARGV[4], cjson.encode(m))\n"
+    "    redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100, '*', 'due', ARGV[4])\n"
+    "    if s then\n"
+    "      redis.call('HSET', KEYS[1], 'status', 'retrying', 'error', ARGV[3], 'due', ARGV[4])\n"
+    "      local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl') or ARGV[7]) or 86400\n"
+    "      redis.call('EXPIRE', KEYS[1],"
+    " ttl + math.ceil((tonumber(ARGV[4]) - tonumber(ARGV[6])) / 1000))\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('XACK', KEYS[2], ARGV[2], ARGV[1])\n"
+    "redis.call('XDEL', KEYS[2], ARGV[1])\n"
     "return 1\n";
 
 /* KEYS: record, stream, done list. ARGV: entry id, group, status, result,
@@ -195,7 +247,7 @@ static const char start_script[] =
  * waiting caller is woken through the done list. */
 static const char complete_script[] =
     "local s = redis.call('HGET', KEYS[1], 'status')\n"
-    "if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' then\n"
+    "if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' and s ~= 'expired' then\n"
     "  redis.call('HSET', KEYS[1], 'status', ARGV[3], 'result', ARGV[4], 'finished', ARGV[5],"
     " 'name', ARGV[6])\n"
     "  redis.call('HSETNX', KEYS[1], 'created', ARGV[5])\n"
@@ -209,29 +261,28 @@ static const char complete_script[] =
     "end\n"
     "return 1\n";
 
-/* KEYS: stream, dead letters. ARGV: entry id, group, reason, stream name,
- * key prefix, now (ms). The dead letter holds the reason, where it came
- * from, and the entry's own fields after those; a task the entry names
- * (say, one whose kwargs are over the payload limit) is DEAD with a
- * MalformedTask exception, rather than queued for ever. */
-static const char bury_script[] =
-    DEAD_LUA
-    "local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])\n"
-    "local args = {'reason', ARGV[3], 'stream', ARGV[4], 'entry', ARGV[1]}\n"
-    "local tid, waited\n"
-    "if e[1] then\n"
-    "  local f = e[1][2]\n"
-    "  for j = 1, #f, 2 do\n"
-    "    if f[j] == 'id' then tid = f[j + 1] end\n"
-    "    if f[j] == 'deadline' then waited = true end\n"
-    "    args[#args + 1] = f[j]\n"
-    "    args[#args + 1] = f[j + 1]\n"
-    "  end\n"
+/* KEYS: delayed set, the task's stream, its record. ARGV: the member (a
+ * JSON array: level name, then the entry's fields and values). Moves one
+ * due task into its stream, once: of several workers promoting it, only
+ * the one whose ZREM removed it writes the entry. A record still waiting
+ * says QUEUED. */
+static const char promote_script[] =
+    "if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
+    "local m = cjson.decode(ARGV[1])\n"
+    "local s = redis.call('HGET', KEYS[3], 'status')\n"
+    "if s == 'delayed' or s == 'retrying' then\n"
+    "  redis.call('HSET', KEYS[3], 'status', 'queued')\n"
     "end\n"
-    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', " DEAD_MAX ", '*', unpack(args))\n"
-    "dead(ARGV[5], tid, waited, 'MalformedTask', ARGV[3], ARGV[6])\n"
-    "redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])\n"
-    "redis.call('XDEL', KEYS[1], ARGV[1])\n"
+    "redis.call('XADD', KEYS[2], '*', unpack(m, 2))\n"
+    "return 1\n";
+
+/* KEYS: delayed set, dead letters. ARGV: member, reason. A member that is
+ * not one (another program's doing) goes to the dead letters. */
+static const char bury_member_script[] =
+    "if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then\n"
+    "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', " DEAD_MAX ", '*', 'reason', ARGV[2],"
+    " 'stream', 'delayed', 'member', ARGV[1])\n"
+    "end\n"
     "return 1\n";
 
 typedef struct job job_t;
@@ -241,9 +292,17 @@ struct job {
   ct__bworker_t *w;
   int level;
   char entry[48];            /* the stream entry id */
-  const char *reason;        /* malformed: why (static), else NULL */
+  const char *reason;        /* to bury: why (static, or why[]), else NULL */
+  const char *bury_class;    /* to bury: the exception class for its task, else NULL */
+  char why[64];              /* a reason made for this entry */
+  bool has_tid;              /* to bury: msg.id names its task */
+  bool over_delivered;       /* to bury: delivered more than max_deliveries times */
   ct__bmsg_t msg;
   const ct__bhandler_t *h;   /* NULL: no handler here */
+  ct_task_t *task;           /* lock: the supervisor task while the handler runs */
+  double run_deadline;       /* lock: ct_now() past which the run times out; 0: none */
+  bool lost;                 /* lock: another worker has taken the entry over */
+  bool timed_out;            /* lock: the run overran its timeout */
 };
 
 struct ct__bworker {
@@ -254,6 +313,7 @@ struct ct__bworker {
   char *consumer;
   char *streams[CT__BLEVELS];
   char *dead;
+  char *delayed, *wake; /* the delayed set, the stream that wakes idle workers */
   pthread_mutex_t lock;
   pthread_cond_t cond;
   int running;      /* lock: tasks given to the supervisor, not yet done */
@@ -261,12 +321,14 @@ struct ct__bworker {
   double lease;
   int max_deliveries;
   ev_timer renew;   /* on the handle's loop: renews the running tasks' leases */
+  ev_timer watch;   /* on the handle's loop: the earliest run deadline */
   bool stopping;    /* lock */
   bool fetch_done;  /* lock: the fetch thread has ended */
   long long blocked_id; /* lock: the fetch connection's client id while it may be
                            blocked in XREAD (for CLIENT UNBLOCK), else 0 */
   bool retired;     /* lock: stopped, renewal ended, liveness record removed */
   json_t *names;    /* the handlers' names, for the liveness record */
+  bool alive_written; /* the start has (maybe) written the liveness record */
   char *workers_key, *alive_key;
 };
 
@@ -319,7 +381,10 @@ static int group_reply(const redisReply *r, void *data) {
 typedef struct {
   ct__bworker_t *w;
   job_t *jobs;           /* what the fetch took, in order */
-  char ids[CT__BLEVELS][48]; /* found nothing: last-generated ids */
+  char ids[CT__BLEVELS + 1][48]; /* found nothing: last-generated ids (streams, wake) */
+  int64_t due_ms;        /* found nothing: the earliest delayed task's due time; 0: none */
+  int want;              /* entries asked for: the free slots */
+  int over;              /* entries the reply held beyond those, left pending */
   bool nogroup;          /* the group is gone (the streams were deleted) */
 } fetch_t;
 
@@ -338,6 +403,21 @@ static ct__bfield_t *entry_fields(const redisReply *fields, size_t *n) {
 }
 
 /* One fetched entry {level, id, fields} as a job (decoded or malformed). */
+/* The task id an entry's fields name, even in an entry that is otherwise
+ * malformed (its task is then marked dead), into id; false if none. */
+static bool entry_task_id(const ct__bfield_t *f, size_t n, char *id) {
+  for (size_t i = 0; i < n; i++)
+    if (f[i].name_len == 2 && memcmp(f[i].name, "id", 2) == 0 &&
+        ct__bmsg_id_ok(f[i].value, f[i].value_len)) {
+      memcpy(id, f[i].value, CT_BROKER_ID_SIZE - 1);
+      id[CT_BROKER_ID_SIZE - 1] = '\0';
+      return true;
+    }
+  return false;
+}
+
+/* One fetched entry {level, id, fields, deliveries} as a job: decoded, or
+ * to be buried (malformed, or delivered more than max_deliveries times). */
 static job_t *entry_job(ct__bworker_t *w, const redisReply *e, int *err) {
   job_t *j = calloc(1, sizeof *j);
   if (!j) {
@@ -346,36 +426,54 @@ static job_t *entry_job(ct__bworker_t *w, const redisReply *e, int *err) {
   }
   j->w = w;
   j->level = (int)e->element[0]->integer - 1;
-  snprintf(j->entry, sizeof j->entry, "%s", e->element[1]->str);
+  memcpy(j->entry, e->element[1]->str, e->element[1]->len); /* length checked */
   size_t n;
   ct__bfield_t *f = entry_fields(e->element[2], &n);
   int rc = f ? ct__bmsg_decode(f, n, MAX_KWARGS, &j->msg, &j->reason) : CT_ENOMEM;
+  if (f && rc != 0)
+    j->has_tid = entry_task_id(f, n, j->msg.id);
   free(f);
   if (rc == CT_ENOMEM) {
     free(j);
     *err = rc;
     return NULL;
   }
-  if (rc == 0)
+  j->over_delivered = e->element[3]->integer > w->max_deliveries;
+  if (j->over_delivered) { /* first: the fetch did not count it as taken */
+    snprintf(j->why, sizeof j->why, "delivered %lld times, more than %d",
+             e->element[3]->integer, w->max_deliveries);
+    j->reason = j->why;
+    j->bury_class = "DeliveryLimit";
+    j->has_tid = j->has_tid || rc == 0;
+  } else if (rc != 0) {
+    j->bury_class = "MalformedTask";
+  } else {
     j->h = find_handler(w->b, j->msg.name);
+  }
   return j;
 }
 
 static bool fetch_reply_ok(const redisReply *r) {
-  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
       r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_ARRAY)
+    return false;
+  bool idle = r->element[0]->integer == 0;
+  if (r->elements != (idle ? 3u : 2u) ||
+      (idle && r->element[2]->type != REDIS_REPLY_STRING))
     return false;
   const redisReply *list = r->element[1];
   for (size_t i = 0; i < list->elements; i++) {
     const redisReply *e = list->element[i];
-    if (r->element[0]->integer == 0) {
-      if (e->type != REDIS_REPLY_STRING || i >= CT__BLEVELS)
+    if (idle) {
+      if (e->type != REDIS_REPLY_STRING || i > CT__BLEVELS)
         return false;
-    } else if (e->type != REDIS_REPLY_ARRAY || e->elements != 3 ||
+    } else if (e->type != REDIS_REPLY_ARRAY || e->elements != 4 ||
                e->element[0]->type != REDIS_REPLY_INTEGER || e->element[0]->integer < 1 ||
                e->element[0]->integer > CT__BLEVELS ||
                e->element[1]->type != REDIS_REPLY_STRING ||
-               e->element[2]->type != REDIS_REPLY_ARRAY) {
+               e->element[1]->len >= sizeof ((job_t *)0)->entry ||
+               e->element[2]->type != REDIS_REPLY_ARRAY ||
+               e->element[3]->type != REDIS_REPLY_INTEGER) {
       return false;
     }
   }
@@ -394,14 +492,26 @@ static int fetch_reply(const redisReply *r, void *data) {
   if (r->element[0]->integer == 0) {
     for (size_t i = 0; i < list->elements; i++)
       snprintf(f->ids[i], sizeof f->ids[i], "%s", list->element[i]->str);
+    f->due_ms = (int64_t)strtod(r->element[2]->str, NULL);
     return 0;
   }
+  /* Never more to run than was asked for, whatever the reply holds: the
+   * slots were counted. What is over stays pending, this consumer's, and is
+   * taken over after a lease like any entry whose owner let it be. */
   job_t **tail = &f->jobs;
+  int taken = 0;
   for (size_t i = 0; i < list->elements; i++) {
     int err = 0;
     job_t *j = entry_job(f->w, list->element[i], &err);
     if (!j)
       return err; /* the jobs taken so far still run; the rest stay pending */
+    taken += !j->over_delivered;
+    if (taken > f->want) {
+      f->over++;
+      ct__bmsg_clear(&j->msg);
+      free(j);
+      continue;
+    }
     *tail = j;
     tail = &j->next;
   }
@@ -412,7 +522,7 @@ static int fetch_reply(const redisReply *r, void *data) {
 
 static int eval(ct__rconn_t *c, const char *script, int nkeys, const char *const *keys,
                 int nargs, const char *const *args, ct__rconn_reply_fn fn, void *data) {
-  const char *argv[16];
+  const char *argv[24];
   char numkeys[8];
   int argc = 0;
   snprintf(numkeys, sizeof numkeys, "%d", nkeys);
@@ -461,33 +571,90 @@ static int add_names(ct__bworker_t *w) {
 }
 
 /* A malformed entry goes to the dead letters, with the reason. */
+/* An entry that is malformed or delivered too often goes to the dead
+ * letters with the reason, and the task it names is marked DEAD: every
+ * key the script touches is one of its KEYS. */
 static void bury(ct__bworker_t *w, const job_t *j) {
-  const char *keys[] = {w->streams[j->level], w->dead};
+  char *rec = j->has_tid ? ct__broker_key(w->b, "task:", j->msg.id) : NULL;
+  char *done = j->has_tid ? ct__broker_key(w->b, "done:", j->msg.id) : NULL;
+  const char *keys[] = {w->streams[j->level], w->dead, rec, done};
   char now[24];
   snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
-  const char *args[] = {j->entry, CT__BGROUP, j->reason, ct__blevel_names[j->level],
-                        w->b->prefix, now};
-  ct__broker_log(w->b, CT_LOG_ERROR, "entry %s of stream %s is malformed (%s): dead letter",
-                 j->entry, ct__blevel_names[j->level], j->reason);
-  int rc = eval(w->fetch, bury_script, 2, keys, 6, args, ok_reply, NULL);
+  const char *args[] = {j->entry, CT__BGROUP, j->reason, ct__blevel_names[j->level], now,
+                        j->bury_class};
+  ct__broker_log(w->b, CT_LOG_ERROR, "entry %s of stream %s: %s: dead letter", j->entry,
+                 ct__blevel_names[j->level], j->reason);
+  int rc = j->has_tid && (!rec || !done)
+               ? CT_ENOMEM
+               : eval(w->fetch, bury_script, j->has_tid ? 4 : 2, keys, 6, args, ok_reply, NULL);
   if (rc != 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "entry %s: cannot move it to the dead letters: %s",
                    j->entry, ct_strerror(rc));
+  free(rec);
+  free(done);
+}
+
+/* --- run timeouts ------------------------------------------------------- */
+
+/* On the loop thread: time out every run past its deadline (set its flag,
+ * ask it to cancel), then arm the watch for the earliest deadline left. */
+static void watch_check(ct__bworker_t *w, struct ev_loop *ev) {
+  double now = ct_now(), next = 0;
+  pthread_mutex_lock(&w->lock);
+  for (job_t *j = w->running_jobs; j; j = j->next) {
+    if (j->run_deadline <= 0 || j->timed_out)
+      continue;
+    if (j->run_deadline <= now) {
+      j->timed_out = true;
+      ct_task_cancel(j->task); /* running: sets its cooperative flag */
+    } else if (next == 0 || j->run_deadline < next) {
+      next = j->run_deadline;
+    }
+  }
+  pthread_mutex_unlock(&w->lock);
+  ev_timer_stop(ev, &w->watch);
+  if (next > 0) {
+    ev_timer_set(&w->watch, next - now, 0.0);
+    ev_timer_start(ev, &w->watch);
+  }
+}
+
+static void on_watch(struct ev_loop *ev, ev_timer *t, int revents) {
+  (void)revents;
+  watch_check(t->data, ev);
+}
+
+/* Posted by a run that has a deadline: (re)arm the watch for it. */
+static void watch_arm(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  watch_check(data, ev);
 }
 
 /* --- running a task ----------------------------------------------------- */
 
-static void mark_running(ct__bworker_t *w, const job_t *j) {
+static int count_reply(const redisReply *r, void *data) {
+  if (r->type != REDIS_REPLY_INTEGER)
+    return CT_EINVAL;
+  *(long long *)data = r->integer;
+  return 0;
+}
+
+/* Mark the record RUNNING; returns the runs started so far, this one
+ * included (1 if the record cannot tell: the run counts as the first). */
+static long long mark_running(ct__bworker_t *w, const job_t *j) {
   char *key = ct__broker_key(w->b, "task:", j->msg.id);
   char now[24];
   snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
   const char *keys[] = {key};
   const char *args[] = {now};
-  int rc = key ? eval(w->b->conn, start_script, 1, keys, 1, args, ok_reply, NULL) : CT_ENOMEM;
+  long long attempts = 0;
+  int rc = key ? eval(w->b->conn, start_script, 1, keys, 1, args, count_reply, &attempts)
+               : CT_ENOMEM;
   if (rc != 0)
     ct__broker_log(w->b, CT_LOG_WARNING, "task %s: cannot mark it running: %s", j->msg.id,
                    ct_strerror(rc));
   free(key);
+  return attempts > 0 ? attempts : 1;
 }
 
 /* The handler's result as JSON text; a result jansson cannot write becomes
@@ -503,14 +670,13 @@ static char *result_text(json_t **result) {
 
 /* Store the result, then acknowledge and delete the entry; a few tries
  * (each bounded by the command timeout) before the entry is left pending. */
-static void store(ct__bworker_t *w, const job_t *j, json_t *result, const char *text) {
+static void store(ct__bworker_t *w, const job_t *j, const char *status, const char *text) {
   char *key = ct__broker_key(w->b, "task:", j->msg.id);
   char *done = ct__broker_key(w->b, "done:", j->msg.id);
   char finished[24];
   snprintf(finished, sizeof finished, "%lld", (long long)ct__broker_unix_ms());
   const char *keys[] = {key, w->streams[j->level], done};
-  const char *args[] = {j->entry, CT__BGROUP, ct_result_is_error(result) ? "failed" : "completed",
-                        text, finished, j->msg.name, DEFAULT_TTL,
+  const char *args[] = {j->entry, CT__BGROUP, status, text, finished, j->msg.name, DEFAULT_TTL,
                         j->msg.deadline_ms ? "1" : "0"};
   int rc = key && done && text ? CT_ETIMEDOUT : CT_ENOMEM;
   for (int i = 0; i < STORE_TRIES && rc == CT_ETIMEDOUT; i++)
@@ -522,23 +688,116 @@ static void store(ct__bworker_t *w, const job_t *j, json_t *result, const char *
   free(done);
 }
 
-static json_t *run_task(ct_task_t *self, void *arg) {
-  job_t *j = arg;
+/* Seconds before retry number `attempt` (1 for the first): the base
+ * doubled for each earlier retry, capped, then a random 50-100 % of it, so
+ * that tasks failed together do not come back together. */
+static double backoff_for(const ct__bmsg_t *m, long long attempt) {
+  double base = m->backoff_ms ? (double)m->backoff_ms / 1000 : DEFAULT_BACKOFF;
+  double cap = m->backoff_max_ms ? (double)m->backoff_max_ms / 1000 : DEFAULT_BACKOFF_MAX;
+  double pause = fmin(cap, base * pow(2, (double)(attempt > 60 ? 60 : attempt - 1)));
+  uint32_t r = 0;
+  if (getrandom(&r, sizeof r, GRND_NONBLOCK) != sizeof r)
+    r = (uint32_t)ct__broker_unix_ms() * 2654435761u; /* any spread will do */
+  return pause * (0.5 + 0.5 * ((double)r / 4294967295.0));
+}
+
+/* Put a failed run's task back, due after its backoff (now for a Retry
+ * outcome), rather than store its error. Returns 0, or an error (logged)
+ * after which the caller stores the error instead. */
+static int retry(ct__bworker_t *w, const job_t *j, long long attempt, bool now,
+                 const char *text) {
+  int64_t now_ms = ct__broker_unix_ms();
+  int64_t due = now_ms + (now ? 0 : (int64_t)ceil(backoff_for(&j->msg, attempt) * 1000));
+  char *rec = ct__broker_key(w->b, "task:", j->msg.id);
+  char due_s[24], now_s[24];
+  snprintf(due_s, sizeof due_s, "%lld", (long long)due);
+  snprintf(now_s, sizeof now_s, "%lld", (long long)now_ms);
+  const char *keys[] = {rec, w->streams[j->level], w->delayed, w->wake};
+  const char *args[] = {j->entry, CT__BGROUP, text, due_s, ct__blevel_names[j->level], now_s,
+                        DEFAULT_TTL};
+  int rc = rec && text ? CT_ETIMEDOUT : CT_ENOMEM;
+  for (int i = 0; i < STORE_TRIES && rc == CT_ETIMEDOUT; i++)
+    rc = eval(w->b->conn, retry_script, 4, keys, 7, args, ok_reply, NULL);
+  if (rc != 0)
+    ct__broker_log(w->b, CT_LOG_ERROR, "task %s: cannot retry it (%s): its error is stored",
+                   j->msg.id, ct_strerror(rc));
+  free(rec);
+  return rc;
+}
+
+/* Whether a failed run is tried again: not a Reject, and runs are left. */
+static bool retried(const job_t *j, const json_t *result, long long attempt) {
+  const char *cls = ct_result_error_class(result);
+  long long max = j->msg.max_attempts > 0 ? j->msg.max_attempts : 1;
+  return ct_result_is_error(result) && !(cls && strcmp(cls, CT_BROKER_REJECT) == 0) &&
+         attempt < max;
+}
+
+/* Run the handler, watched: its run deadline (if any) is armed on the loop
+ * thread, and lease loss or timeout set its cancel flag from there. */
+static json_t *run_handler(ct__bworker_t *w, job_t *j, ct_task_t *self, bool *lost) {
+  pthread_mutex_lock(&w->lock);
+  j->task = self;
+  j->run_deadline = j->msg.timeout_ms ? ct_now() + (double)j->msg.timeout_ms / 1000 : 0;
+  pthread_mutex_unlock(&w->lock);
+  if (j->run_deadline > 0)
+    ct_loop_call(ct__rconn_loop(w->b->conn), watch_arm, w);
+  json_t *result = j->h ? j->h->fn(self, j->msg.kwargs, j->h->data)
+                        : ct_error_new("UnknownTask", "no handler for %s", j->msg.name);
+  pthread_mutex_lock(&w->lock);
+  j->task = NULL;
+  j->run_deadline = 0;
+  bool timed_out = j->timed_out;
+  *lost = j->lost;
+  pthread_mutex_unlock(&w->lock);
+  if (timed_out) { /* what it returned after its time is not its result */
+    json_decref(result);
+    result = ct_error_new("TimeoutError", "a run of %s took over %.3f s", j->msg.name,
+                          (double)j->msg.timeout_ms / 1000);
+  }
+  return result;
+}
+
+/* One run; *outcome: how it ended (RUNNING: its lease was lost, nothing
+ * stored). */
+static json_t *run_job(ct_task_t *self, job_t *j, ct_broker_status_t *outcome) {
   ct__bworker_t *w = j->w;
-  json_t *result;
-  double started = ct__bmetrics_start(w->b, &j->msg, j->level);
   if (j->msg.deadline_ms && ct__broker_unix_ms() > j->msg.deadline_ms) {
-    result = ct_error_new("TimeoutError", "the caller's deadline passed before %s started",
-                          j->msg.name);
-  } else {
-    mark_running(w, j);
-    result = j->h ? j->h->fn(self, j->msg.kwargs, j->h->data)
-                  : ct_error_new("UnknownTask", "no handler for %s", j->msg.name);
+    json_t *result = ct_error_new("TimeoutError",
+                                  "the caller's deadline passed before %s started", j->msg.name);
+    char *text = result_text(&result);
+    store(w, j, "expired", text);
+    free(text);
+    *outcome = CT_BROKER_EXPIRED;
+    return result;
+  }
+  long long attempt = mark_running(w, j);
+  bool lost = false;
+  json_t *result = run_handler(w, j, self, &lost);
+  *outcome = CT_BROKER_RUNNING;
+  if (lost) { /* its new owner runs it; nothing of this run is stored */
+    ct__broker_log(w->b, CT_LOG_WARNING, "task %s: its lease was lost while it ran: "
+                   "its result is dropped", j->msg.id);
+    return result;
   }
   char *text = result_text(&result);
-  store(w, j, result, text);
+  const char *cls = ct_result_error_class(result);
+  bool now = cls && strcmp(cls, CT_BROKER_RETRY) == 0;
+  *outcome = CT_BROKER_RETRYING;
+  if (!retried(j, result, attempt) || retry(w, j, attempt, now, text) != 0) {
+    store(w, j, ct_result_is_error(result) ? "failed" : "completed", text);
+    *outcome = ct_result_is_error(result) ? CT_BROKER_FAILED : CT_BROKER_COMPLETED;
+  }
   free(text);
-  ct__bmetrics_end(w->b, &j->msg, j->level, ct_result_is_error(result), started);
+  return result;
+}
+
+static json_t *run_task(ct_task_t *self, void *arg) {
+  job_t *j = arg;
+  double started = ct__bmetrics_start(j->w->b, &j->msg, j->level);
+  ct_broker_status_t outcome;
+  json_t *result = run_job(self, j, &outcome);
+  ct__bmetrics_end(j->w->b, &j->msg, j->level, outcome, started);
   return result;
 }
 
@@ -582,6 +841,107 @@ static int start_job(ct__bworker_t *w, job_t *j) {
     ct__broker_log(w->b, CT_LOG_ERROR, "task %s: the supervisor refused it (%s)", j->msg.id,
                    ct_strerror(rc));
     task_done(NULL, j);
+  }
+  return rc;
+}
+
+/* --- delayed tasks ------------------------------------------------------ */
+
+/* What a ZRANGEBYSCORE of due members returned: copies, owned. */
+typedef struct {
+  char *members[PROMOTE_BATCH];
+  size_t n;
+} due_t;
+
+static int due_reply(const redisReply *r, void *data) {
+  due_t *d = data;
+  if (r->type != REDIS_REPLY_ARRAY)
+    return CT_EINVAL;
+  for (size_t i = 0; i < r->elements && d->n < PROMOTE_BATCH; i++) {
+    if (r->element[i]->type != REDIS_REPLY_STRING)
+      continue;
+    d->members[d->n] = strndup(r->element[i]->str, r->element[i]->len);
+    if (!d->members[d->n])
+      return CT_ENOMEM;
+    d->n++;
+  }
+  return 0;
+}
+
+/* The level of a delayed-set member's array, or -1. */
+static int member_level(const json_t *a) {
+  const char *level = json_string_value(json_array_get(a, 0));
+  for (int i = 0; level && i < CT__BLEVELS; i++)
+    if (strcmp(level, ct__blevel_names[i]) == 0)
+      return i;
+  return -1;
+}
+
+/* The task id among a member's fields (after the level), or NULL. */
+static const char *member_id(const json_t *a) {
+  for (size_t i = 1; i + 1 < json_array_size(a); i += 2) {
+    const char *k = json_string_value(json_array_get(a, i));
+    const char *v = json_string_value(json_array_get(a, i + 1));
+    if (k && v && strcmp(k, "id") == 0)
+      return ct__bmsg_id_ok(v, strlen(v)) ? v : NULL;
+  }
+  return NULL;
+}
+
+/* The level and task id a delayed-set member names; NULL, or why it is not
+ * a member as ctasker writes them (a static string). */
+static const char *member_parts(const char *member, int *level, char *id) {
+  json_t *a = json_loads(member, JSON_REJECT_DUPLICATES, NULL);
+  const char *why = NULL;
+  const char *tid = NULL;
+  bool strings = json_is_array(a);
+  for (size_t i = 0; strings && i < json_array_size(a); i++)
+    strings = json_is_string(json_array_get(a, i));
+  if (!strings || json_array_size(a) % 2 == 0)
+    why = "not an array of a level and fields";
+  else if ((*level = member_level(a)) < 0)
+    why = "unknown level";
+  else if (!(tid = member_id(a)))
+    why = "missing or bad id";
+  else
+    memcpy(id, tid, CT_BROKER_ID_SIZE);
+  json_decref(a);
+  return why;
+}
+
+/* Move one due member into its stream (or, if it is not one, to the dead
+ * letters). */
+static int promote_one(ct__bworker_t *w, const char *member) {
+  int level = 0;
+  char id[CT_BROKER_ID_SIZE];
+  const char *why = member_parts(member, &level, id);
+  if (why) {
+    ct__broker_log(w->b, CT_LOG_ERROR, "a delayed task is malformed (%s): dead letter", why);
+    const char *keys[] = {w->delayed, w->dead};
+    const char *args[] = {member, why};
+    return eval(w->fetch, bury_member_script, 2, keys, 2, args, ok_reply, NULL);
+  }
+  char *rec = ct__broker_key(w->b, "task:", id);
+  const char *keys[] = {w->delayed, w->streams[level], rec};
+  const char *args[] = {member};
+  int rc = rec ? eval(w->fetch, promote_script, 3, keys, 1, args, ok_reply, NULL) : CT_ENOMEM;
+  free(rec);
+  return rc;
+}
+
+/* Move the delayed tasks that are due into their streams, a batch at a
+ * time: any worker may, and the script makes sure only one does for each. */
+static int promote_due(ct__bworker_t *w) {
+  char now[24];
+  snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
+  const char *argv[] = {"ZRANGEBYSCORE", w->delayed, "-inf", now, "LIMIT", "0",
+                        PROMOTE_BATCH_S};
+  due_t d = {.n = 0};
+  int rc = ct__rconn_command(w->fetch, 7, argv, NULL, due_reply, &d);
+  for (size_t i = 0; i < d.n; i++) {
+    if (rc == 0)
+      rc = promote_one(w, d.members[i]);
+    free(d.members[i]);
   }
   return rc;
 }
@@ -634,17 +994,24 @@ static bool publish_blocked_id(ct__bworker_t *w) {
   return !stopping;
 }
 
-/* Block until a stream has an entry newer than the ids (or BLOCK_MS). */
+/* Block until a stream or the wake stream has an entry newer than the ids,
+ * or until the earliest delayed task is due: the block is the timer armed
+ * for it (at most BLOCK_MS, so that a lost wake is made up for). */
 static void wait_for_entries(ct__bworker_t *w, const fetch_t *f) {
   if (!publish_blocked_id(w))
     return;
-  const char *argv[6 + 2 * CT__BLEVELS] = {"XREAD", "COUNT", "1", "BLOCK", BLOCK_MS,
-                                           "STREAMS"};
-  for (int i = 0; i < CT__BLEVELS; i++) {
-    argv[6 + i] = w->streams[i];
-    argv[6 + CT__BLEVELS + i] = f->ids[i][0] ? f->ids[i] : "0-0";
+  char block[24] = BLOCK_MS;
+  if (f->due_ms > 0) {
+    int64_t ms = f->due_ms - ct__broker_unix_ms();
+    snprintf(block, sizeof block, "%lld", (long long)(ms < 1 ? 1 : ms < 1000 ? ms : 1000));
   }
-  int rc = ct__rconn_command(w->fetch, 6 + 2 * CT__BLEVELS, argv, NULL, ok_reply, NULL);
+  enum { N = CT__BLEVELS + 1 };
+  const char *argv[6 + 2 * N] = {"XREAD", "COUNT", "1", "BLOCK", block, "STREAMS"};
+  for (int i = 0; i < N; i++) {
+    argv[6 + i] = i < CT__BLEVELS ? w->streams[i] : w->wake;
+    argv[6 + N + i] = f->ids[i][0] ? f->ids[i] : "0-0";
+  }
+  int rc = ct__rconn_command(w->fetch, 6 + 2 * N, argv, NULL, ok_reply, NULL);
   pthread_mutex_lock(&w->lock);
   w->blocked_id = 0;
   pthread_mutex_unlock(&w->lock);
@@ -654,21 +1021,28 @@ static void wait_for_entries(ct__bworker_t *w, const fetch_t *f) {
 
 /* One round: fetch up to free_slots entries and start them, or wait. */
 static void fetch_round(ct__bworker_t *w, int free_slots) {
-  char count[16], lease[24], max[16], now[24];
+  char count[16], lease[24], max[16];
   snprintf(count, sizeof count, "%d", free_slots);
   snprintf(lease, sizeof lease, "%.0f", w->lease * 1000);
   snprintf(max, sizeof max, "%d", w->max_deliveries);
-  snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
-  const char *keys[CT__BLEVELS + 1] = {w->streams[0], w->streams[1], w->streams[2],
-                                       w->streams[3], w->dead};
-  const char *args[] = {CT__BGROUP, w->consumer, count, lease, max, w->b->prefix, now};
-  fetch_t f = {.w = w};
-  int rc = eval(w->fetch, fetch_script, CT__BLEVELS + 1, keys, 7, args, fetch_reply, &f);
+  const char *keys[CT__BLEVELS + 2] = {w->streams[0], w->streams[1], w->streams[2],
+                                       w->streams[3], w->delayed, w->wake};
+  const char *args[] = {CT__BGROUP, w->consumer, count, lease, max};
+  fetch_t f = {.w = w, .want = free_slots};
+  int rc = promote_due(w);
+  if (rc != 0) { /* logged, and paused for: a due time past would not block */
+    ct__broker_log(w->b, CT_LOG_ERROR, "moving due delayed tasks failed (%s)", ct_strerror(rc));
+    pause_for(w, 0.5);
+  }
+  rc = eval(w->fetch, fetch_script, CT__BLEVELS + 2, keys, 5, args, fetch_reply, &f);
+  if (f.over > 0)
+    ct__broker_log(w->b, CT_LOG_ERROR, "a fetch returned %d entries more than the %d asked "
+                   "for: they stay pending until their lease passes", f.over, free_slots);
   bool took = f.jobs != NULL, refused = rc == CT_ESHUTDOWN;
   while (f.jobs) {
     job_t *j = f.jobs;
     f.jobs = j->next;
-    if (j->reason && !refused) {
+    if (j->bury_class && !refused) {
       bury(w, j);
     } else if (!refused) {
       refused = start_job(w, j) != 0;
@@ -760,8 +1134,26 @@ static void alive_remove(ct__bworker_t *w) {
 
 /* --- leases ------------------------------------------------------------- */
 
+/* A running task whose entry another worker has taken over: it is asked
+ * to cancel (its cooperative flag), and what it returns is not stored. */
+static void lose(ct__bworker_t *w, const char *entry) {
+  ct__broker_log(w->b, CT_LOG_WARNING, "entry %s: lease lost, another worker has taken it "
+                 "over: its run is asked to cancel", entry);
+  pthread_mutex_lock(&w->lock);
+  for (job_t *j = w->running_jobs; j; j = j->next) {
+    if (strcmp(j->entry, entry) != 0 || j->lost)
+      continue;
+    j->lost = true;
+    if (j->task)
+      ct_task_cancel(j->task); /* running: sets its cooperative flag */
+  }
+  pthread_mutex_unlock(&w->lock);
+}
+
 /* A renewal's reply: the entries another worker has taken over. privdata
- * is the handle, which outlives every command on its connection. */
+ * is the worker, which outlives its renewals: retiring it stops them on
+ * this thread, after the replies of those sent (a connection that closes
+ * answers them NULL first). */
 static void on_renewed(redisAsyncContext *ac, void *reply, void *privdata) {
   (void)ac;
   const redisReply *r = reply;
@@ -769,9 +1161,7 @@ static void on_renewed(redisAsyncContext *ac, void *reply, void *privdata) {
     return;
   for (size_t i = 0; i < r->elements; i++)
     if (r->element[i]->type == REDIS_REPLY_STRING)
-      ct__broker_log(privdata, CT_LOG_WARNING,
-                     "entry %s: lease lost, another worker has taken it over",
-                     r->element[i]->str);
+      lose(privdata, r->element[i]->str);
 }
 
 /* Renew the leases of the running tasks of one stream: one script, sent
@@ -790,7 +1180,7 @@ static void renew_level(ct__bworker_t *w, int level, const char **argv) {
     if (j->level == level)
       argv[argc++] = j->entry;
   if (argc > first)
-    ct__rconn_loop_send(w->b->conn, argc, argv, NULL, on_renewed, w->b);
+    ct__rconn_loop_send(w->b->conn, argc, argv, NULL, on_renewed, w);
 }
 
 static void on_renew(struct ev_loop *ev, ev_timer *t, int revents) {
@@ -814,6 +1204,8 @@ static void renew_start(ct_loop_t *loop, struct ev_loop *ev, void *data) {
   ev_timer_init(&w->renew, on_renew, w->lease / 3, w->lease / 3);
   w->renew.data = w;
   ev_timer_start(ev, &w->renew);
+  ev_timer_init(&w->watch, on_watch, 0.0, 0.0);
+  w->watch.data = w;
 }
 
 typedef struct {
@@ -827,6 +1219,7 @@ static void renew_stop_on_loop(ct_loop_t *loop, struct ev_loop *ev, void *data) 
   (void)loop;
   renew_stop_t *s = data;
   ev_timer_stop(ev, &s->w->renew);
+  ev_timer_stop(ev, &s->w->watch);
   pthread_mutex_lock(&s->lock);
   s->done = true;
   pthread_cond_signal(&s->cond);
@@ -867,6 +1260,8 @@ static void worker_destroy(ct__bworker_t *w) {
   for (int i = 0; i < CT__BLEVELS; i++)
     free(w->streams[i]);
   free(w->dead);
+  free(w->delayed);
+  free(w->wake);
   free(w->consumer);
   pthread_cond_destroy(&w->cond);
   pthread_mutex_destroy(&w->lock);
@@ -885,10 +1280,12 @@ static ct__bworker_t *worker_new(ct_broker_t *b, const ct_broker_worker_opts_t *
   w->max_deliveries = o && o->max_deliveries > 0 ? o->max_deliveries : DEFAULT_MAX_DELIVERIES;
   w->consumer = o && o->consumer ? strdup(o->consumer) : default_consumer();
   w->dead = ct__broker_key(b, "dead", "");
+  w->delayed = ct__broker_key(b, "delayed", "");
+  w->wake = ct__broker_key(b, "wake", "");
   w->workers_key = ct__broker_key(b, "workers", "");
   w->alive_key = w->consumer ? ct__broker_key(b, "worker:", w->consumer) : NULL;
   w->names = json_array();
-  bool ok = w->consumer && w->dead && w->workers_key && w->alive_key && w->names;
+  bool ok = w->consumer && w->dead && w->delayed && w->wake && w->workers_key && w->alive_key && w->names;
   for (int i = 0; i < CT__BLEVELS; i++)
     ok = (w->streams[i] = ct__broker_key(b, "stream:", ct__blevel_names[i])) && ok;
   if (!ok) {
@@ -938,8 +1335,10 @@ static int worker_begin(ct__bworker_t *w, bool allow_eviction) {
     rc = add_names(w);
   if (rc == 0)
     rc = create_groups(w);
-  if (rc == 0)
+  if (rc == 0) {
+    w->alive_written = true; /* maybe, even if the reply does not come */
     rc = alive_now(w);
+  }
   if (rc == 0)
     rc = ct_loop_call(ct__rconn_loop(b->conn), renew_start, w);
   if (rc != 0)
@@ -976,6 +1375,8 @@ int ct_broker_worker_start(ct_broker_t *b, const ct_broker_worker_opts_t *opts) 
       b->worker = NULL;
     pthread_mutex_unlock(&b->lock);
     renew_stop(w); /* harmless if it never started */
+    if (w->alive_written) /* a worker that never ran is not listed as live */
+      alive_remove(w);
     worker_destroy(w);
   }
   return rc;

@@ -132,7 +132,8 @@ static long long stat(env_t *e, const char *lv, const char *k) {
 TEST(status_names) {
   CHECK_EQ_STR(ct_broker_status_name(CT_BROKER_QUEUED), "queued");
   CHECK_EQ_STR(ct_broker_status_name(CT_BROKER_DEAD), "dead");
-  CHECK(ct_broker_status_name((ct_broker_status_t)5) == NULL);
+  CHECK_EQ_STR(ct_broker_status_name(CT_BROKER_EXPIRED), "expired");
+  CHECK(ct_broker_status_name((ct_broker_status_t)(CT_BROKER_EXPIRED + 1)) == NULL);
   CHECK(ct_broker_status_name((ct_broker_status_t)-1) == NULL);
 }
 
@@ -185,6 +186,28 @@ TEST(queue_stats_count_ready_pending_and_outcomes_per_level) {
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
   CHECK_EQ_INT(stat(&e, NULL, "workers"), 0);
   gate_set(false);
+  env_end(&e);
+}
+
+TEST(queue_stats_count_retries_and_delayed_tasks) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "fail", fail, NULL));
+  start_worker(&e, 1);
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  so.max_attempts = 3;
+  so.backoff = 0.05;
+  char id[CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(e.b, "fail", NULL, &so, id));
+  WAIT_FOR(status_of(&e, id) == CT_BROKER_FAILED);
+  WAIT_FOR(stat(&e, "normal", "retried") == 2 && stat(&e, "normal", "failed") == 1);
+  so = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
+  so.delay = 3600;
+  CHECK_OK(ct_broker_submit(e.b, "fail", NULL, &so, id));
+  CHECK_EQ_INT(status_of(&e, id), CT_BROKER_DELAYED);
+  CHECK_EQ_INT(stat(&e, NULL, "delayed"), 1);
+  CHECK_EQ_INT(stat(&e, "normal", "ready") + stat(&e, "normal", "expired"), 0);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
   env_end(&e);
 }
 
@@ -364,6 +387,7 @@ TEST(the_observer_hears_each_start_and_end) {
 int main(void) {
   RUN(status_names);
   RUN(queue_stats_count_ready_pending_and_outcomes_per_level);
+  RUN(queue_stats_count_retries_and_delayed_tasks);
   RUN(dead_letters_are_listed_shown_retried_and_purged);
   RUN(live_workers_are_listed);
   RUN(the_observer_hears_each_start_and_end);

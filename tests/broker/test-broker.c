@@ -3,7 +3,9 @@
  * and reconnection, submission by name into one stream per priority
  * class, task records, TTLs, and calls from many threads.
  * Never asserts a duration: deadlines are short, bounds are generous. */
+#include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "ctasker.h"
@@ -133,6 +135,52 @@ TEST(unknown_name_is_refused_and_nothing_written) {
   so.result_ttl = -1;
   CHECK_EQ_INT(ct_broker_submit(b, "other", NULL, &so, id), CT_EINVAL);
   CHECK_EQ_INT(test_redis_int(&r, "DBSIZE"), 1);
+  ct_broker_free(b);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
+/* Each bad submission option alone is refused, and nothing is written. */
+TEST(bad_submit_options_are_refused_and_nothing_written) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b = broker_open(sup, r.url, 10);
+  register_name(&r, "other");
+  char id[CT_BROKER_ID_SIZE] = "";
+  const ct_broker_submit_opts_t init = CT_BROKER_SUBMIT_OPTS_INIT;
+  ct_broker_submit_opts_t bad[] = {init, init, init, init, init, init,
+                                   init, init, init, init, init};
+  bad[0].delay = -1;
+  bad[1].delay = NAN;
+  bad[2].eta = INFINITY;
+  bad[3].delay = 1, bad[3].eta = 2e9; /* both */
+  bad[4].key = "";
+  bad[5].key = "a\nb";
+  bad[6].max_attempts = -1;
+  bad[7].backoff = -0.5;
+  bad[8].backoff_max = NAN;
+  bad[9].timeout = -1;
+  bad[10].size = 2;
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+    CHECK_EQ_INT(ct_broker_submit(b, "other", NULL, &bad[i], id), CT_EINVAL);
+  CHECK_EQ_STR(id, "");
+  /* kwargs over max_payload bytes (as compact JSON) are refused. */
+  ct_broker_submit_opts_t so = init;
+  so.max_payload = 16;
+  json_t *kwargs = json_pack("{s:s}", "k", "0123456789"); /* {"k":"0123456789"}: 18 */
+  CHECK_EQ_INT(ct_broker_submit(b, "other", kwargs, &so, id), CT_EINVAL);
+  so.max_payload = 18;
+  CHECK_OK(ct_broker_submit(b, "other", kwargs, &so, id));
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 1);
+  json_decref(kwargs);
+  /* An options struct of the first published size (ending at result_ttl)
+   * is still taken, the later fields at their defaults. */
+  so = init;
+  so.size = offsetof(ct_broker_submit_opts_t, delay);
+  so.delay = NAN; /* beyond its size: not read */
+  CHECK_OK(ct_broker_submit(b, "other", NULL, &so, id));
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 2);
   ct_broker_free(b);
   sup_end(sup);
   test_redis_stop(&r);
@@ -336,6 +384,58 @@ TEST(a_silent_server_is_a_command_timeout_then_recovers) {
   test_redis_stop(&r);
 }
 
+typedef struct {
+  ct_broker_t *b;
+  double timeout;
+  int rc;
+  double took;
+} stalled_call_t;
+
+static void *call_thread(void *p) {
+  stalled_call_t *c = p;
+  json_t *result = NULL;
+  double start = ct_now();
+  c->rc = ct_broker_call(c->b, "t", NULL, NULL, c->timeout, &result);
+  c->took = ct_now() - start;
+  json_decref(result);
+  return NULL;
+}
+
+/* A server that stops answering (SIGSTOP) holds a call no longer than its
+ * own timeout (plus a grace), not its timeout plus the command timeout:
+ * neither while it submits nor while it waits for the answer. */
+TEST(a_call_ends_by_its_deadline_when_the_server_stalls) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b = broker_open(sup, r.url, 10);
+  register_name(&r, "t"); /* no worker: nobody answers */
+  /* Stalled before the call: its submission. */
+  CHECK(kill(r.pid, SIGSTOP) == 0);
+  stalled_call_t c = {b, 0.5, 0, 0};
+  call_thread(&c);
+  CHECK(kill(r.pid, SIGCONT) == 0);
+  CHECK_EQ_INT(c.rc, CT_ETIMEDOUT);
+  CHECK(c.took < 5); /* the command timeout is 10 s */
+  /* Stalled while the call waits: its blocking read. */
+  WAIT_FOR(ct_broker_submit(b, "t", NULL, NULL, (char[CT_BROKER_ID_SIZE]){0}) == 0);
+  freeReplyObject(test_redis(&r, "DEL ctasker:{default}:stream:normal"));
+  c = (stalled_call_t){b, 2, 0, 0};
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, call_thread, &c) == 0);
+  WAIT_FOR(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal") == 1);
+  CHECK(kill(r.pid, SIGSTOP) == 0);
+  pthread_join(th, NULL);
+  CHECK(kill(r.pid, SIGCONT) == 0);
+  CHECK_EQ_INT(c.rc, CT_ETIMEDOUT);
+  CHECK(c.took < 7); /* 2 s, and not the command timeout's 10 s more */
+  ct_broker_info_t info;
+  WAIT_FOR(ct_broker_get(b, "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b", &info) == CT_ENOENT);
+  ct_broker_free(b);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
 TEST(a_restarted_server_is_reconnected) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
@@ -409,6 +509,7 @@ int main(void) {
   RUN(unreachable_server_is_a_timeout_and_a_log_line);
   RUN(bad_options_are_refused);
   RUN(unknown_name_is_refused_and_nothing_written);
+  RUN(bad_submit_options_are_refused_and_nothing_written);
   RUN(submit_writes_entry_and_record_and_get_reads_it);
   RUN(each_priority_class_has_its_stream);
   RUN(get_reads_results_and_refuses_bad_records);
@@ -416,6 +517,7 @@ int main(void) {
   RUN(huge_ttl_is_kept_whole_and_expiring);
   RUN(auth_and_select_come_from_the_url);
   RUN(a_silent_server_is_a_command_timeout_then_recovers);
+  RUN(a_call_ends_by_its_deadline_when_the_server_stalls);
   RUN(a_restarted_server_is_reconnected);
   RUN(calls_from_many_threads_all_land);
   RUN(free_after_the_supervisor_stopped);

@@ -147,6 +147,22 @@ wait_for "queues counts the tasks" sh -c "'$ctasker' queues --json >'$dir/q' &&
   python3 -c \"import json; j=json.load(open('$dir/q')); l={x['level']: x for x in j['levels']};
 assert l['normal']['completed'] == 1 and l['normal']['failed'] == 1, j
 assert l['high']['completed'] == 1 and j['workers'] == 1 and j['dead'] == 0, j\""
+# Options of the broker's submissions: an idempotency key, a delay, retries.
+expect 0 "submit with a key" "$ctasker" submit sleep '{"seconds": 0}' --key k1
+first=$(cat "$dir/out")
+expect 0 "submit with the same key" "$ctasker" submit sleep '{"seconds": 0}' --key k1
+[ "$(cat "$dir/out")" = "$first" ] && ok "the same key gives the same id" ||
+  fail "a second id for the same key: $(cat "$dir/out") after $first"
+expect 0 "submit with a delay" "$ctasker" submit sleep '{"seconds": 0}' --delay 3600
+later=$(cat "$dir/out")
+status_is "$later" delayed && ok "a delayed task says so" || fail "delayed: $(cat "$dir/st")"
+expect 2 "both --delay and --at" "$ctasker" submit sleep '{}' --delay 5 --at 2030-01-01T00:00:00Z
+expect 0 "submit a task failing twice" "$ctasker" submit fail '{}' --attempts 2 --backoff 0.1
+twice=$(cat "$dir/out")
+expect 1 "wait says it failed" "$ctasker" wait "$twice" --timeout 60
+wait_for "queues counts the retry and the delayed task" sh -c "'$ctasker' queues --json >'$dir/q' &&
+  python3 -c \"import json; j=json.load(open('$dir/q')); l={x['level']: x for x in j['levels']};
+assert l['normal']['retried'] == 1 and l['normal']['failed'] == 2 and j['delayed'] == 1, j\""
 expect 0 "queues (table)" "$ctasker" queues
 has "$dir/out" "READY" "the queues table has its header"
 
@@ -193,10 +209,12 @@ else
 fi
 has "$dir/metrics" 'ctasker_tasks_completed_total{queue="default",name="add"} 1' \
   "metrics count the completed add"
-has "$dir/metrics" 'ctasker_tasks_failed_total{queue="default",name="fail"} 1' \
+has "$dir/metrics" 'ctasker_tasks_failed_total{queue="default",name="fail"} 2' \
   "metrics count the failed call"
 has "$dir/metrics" 'ctasker_task_run_seconds_count{queue="default",name="echo"} 2' \
   "metrics have the run-time histogram"
+has "$dir/metrics" 'ctasker_tasks_retried_total{queue="default",name="fail"} 1' \
+  "metrics count the retry"
 has "$dir/metrics" 'ctasker_queue_ready{queue="default",level="normal"} 0' \
   "metrics have the queue's counts"
 has "$dir/metrics" 'ctasker_supervisor_threads ' "metrics have the supervisor's statistics"

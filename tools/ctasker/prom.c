@@ -1,8 +1,8 @@
 /* The worker's metrics, in Prometheus's text exposition format, served at
  * /metrics by libmicrohttpd on a thread of its own.
  *
- * Per queue and task name: completed and failed counters, run-time and
- * queue-wait histograms (from the broker's task events,
+ * Per queue and task name: completed, failed, retried and expired
+ * counters, run-time and queue-wait histograms (from the broker's task events,
  * ct_broker_worker_observe()); per queue: tasks in flight, and at scrape
  * time the queue's own counts from ct_broker_queue_stats() (ready and
  * pending per level, dead letters: what every worker of the queue sees);
@@ -36,7 +36,7 @@ typedef struct {
 typedef struct series {
   struct series *next;
   const prom_queue_t *queue;
-  unsigned long long completed, failed;
+  unsigned long long counts[4]; /* completed, failed, retried, expired */
   histogram_t run, wait;
   char name[];
 } series_t;
@@ -107,11 +107,14 @@ void prom_observe(const ct_broker_event_t *e, void *data) {
   } else {
     if (qi < 16)
       p->in_flight[qi]--;
-    if (s && e->status == CT_BROKER_FAILED)
-      s->failed++;
-    else if (s)
-      s->completed++;
-    if (s)
+    int c = e->status == CT_BROKER_COMPLETED ? 0
+            : e->status == CT_BROKER_FAILED  ? 1
+            : e->status == CT_BROKER_RETRYING ? 2
+            : e->status == CT_BROKER_EXPIRED ? 3
+                                             : -1; /* a lost lease: not this worker's end */
+    if (s && c >= 0)
+      s->counts[c]++;
+    if (s && c >= 0 && c != 3)
       histogram_add(&s->run, e->run_time);
   }
   pthread_mutex_unlock(&p->lock);
@@ -170,14 +173,17 @@ static void write_histogram(FILE *f, const char *metric, const series_t *s, cons
 static void write_series(FILE *f, prom_t *p) {
   static const struct {
     const char *name, *help;
-  } counters[2] = {{"ctasker_tasks_completed_total", "Tasks this worker completed."},
-                   {"ctasker_tasks_failed_total", "Tasks this worker ended with an exception."}};
-  for (int c = 0; c < 2; c++) {
+  } counters[4] = {
+      {"ctasker_tasks_completed_total", "Tasks this worker completed."},
+      {"ctasker_tasks_failed_total", "Tasks this worker ended with an exception."},
+      {"ctasker_tasks_retried_total", "Runs that failed and were scheduled to run again."},
+      {"ctasker_tasks_expired_total", "RPC tasks not run: the caller's deadline had passed."}};
+  for (int c = 0; c < 4; c++) {
     head(f, counters[c].name, "counter", counters[c].help);
     for (const series_t *s = p->series; s; s = s->next) {
       fprintf(f, "%s{", counters[c].name);
       labels(f, s);
-      fprintf(f, "} %llu\n", c == 0 ? s->completed : s->failed);
+      fprintf(f, "} %llu\n", s->counts[c]);
     }
   }
   head(f, "ctasker_task_run_seconds", "histogram", "Seconds a task's run took.");

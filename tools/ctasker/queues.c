@@ -11,8 +11,9 @@ static const char help[] =
     "Usage: ctasker queues [OPTIONS]\n"
     "\n"
     "Show the queue per priority level: ready (not yet taken), pending (taken,\n"
-    "not yet acknowledged), oldest pending age, completed and failed counters;\n"
-    "then the dead letters and live workers. Reads O(levels) keys: never a scan.\n"
+    "not yet acknowledged), oldest pending age, completed, failed, retried and\n"
+    "expired counters; then the delayed tasks, dead letters and live workers.\n"
+    "Reads O(levels) keys: never a scan.\n"
     "\n"
     "Options:\n"
     "  --watch[=S]          show again every S seconds (default: 2) until interrupted\n" CLI_COMMON_HELP
@@ -27,17 +28,19 @@ static long long get_int(const json_t *o, const char *k) {
 
 static void print_table(const json_t *s) {
   printf("queue %s\n", json_string_value(json_object_get(s, "queue")));
-  printf("%-9s %10s %10s %12s %12s %10s\n", "LEVEL", "READY", "PENDING", "OLDEST(s)",
-         "COMPLETED", "FAILED");
+  printf("%-9s %10s %10s %10s %12s %10s %10s %10s\n", "LEVEL", "READY", "PENDING",
+         "OLDEST(s)", "COMPLETED", "FAILED", "RETRIED", "EXPIRED");
   size_t i;
   const json_t *l;
   json_array_foreach(json_object_get(s, "levels"), i, l) {
-    printf("%-9s %10lld %10lld %12.1f %12lld %10lld\n",
+    printf("%-9s %10lld %10lld %10.1f %12lld %10lld %10lld %10lld\n",
            json_string_value(json_object_get(l, "level")), get_int(l, "ready"),
            get_int(l, "pending"), json_number_value(json_object_get(l, "oldest_pending_age")),
-           get_int(l, "completed"), get_int(l, "failed"));
+           get_int(l, "completed"), get_int(l, "failed"), get_int(l, "retried"),
+           get_int(l, "expired"));
   }
-  printf("dead letters: %lld   live workers: %lld\n", get_int(s, "dead"), get_int(s, "workers"));
+  printf("delayed: %lld   dead letters: %lld   live workers: %lld\n", get_int(s, "delayed"),
+         get_int(s, "dead"), get_int(s, "workers"));
 }
 
 int cmd_queues(int argc, char **argv) {

@@ -29,7 +29,7 @@ static const char wait_help[] =
     "Options:\n"
     "  --timeout S          give up after S seconds (default: wait for ever)\n" CLI_COMMON_HELP
     "\n"
-    "Exit status: 0 all completed, 1 a task failed or is dead, 2 usage, 3 Redis\n"
+    "Exit status: 0 all completed, 1 a task failed, is dead or expired, 2 usage, 3 Redis\n"
     "error, 4 timeout, 5 a task is unknown.\n";
 
 enum { OPT_TIMEOUT = OPT_FIRST_OWN };
@@ -123,6 +123,11 @@ static void progress(int done, int total) {
   fflush(stderr);
 }
 
+static bool terminal(ct_broker_status_t s) {
+  return s == CT_BROKER_COMPLETED || s == CT_BROKER_FAILED || s == CT_BROKER_DEAD ||
+         s == CT_BROKER_EXPIRED;
+}
+
 /* One round over the tasks not yet ended; returns an exit code if one must
  * end the wait, else -1. */
 static int wait_round(ct_broker_t *b, const cli_common_t *c, char **ids, int n, bool *ended,
@@ -138,7 +143,7 @@ static int wait_round(ct_broker_t *b, const cli_common_t *c, char **ids, int n, 
     }
     if (err != 0)
       return cli_broker_error(ids[i], err);
-    if (in.status >= CT_BROKER_COMPLETED) {
+    if (terminal(in.status)) {
       ended[i] = true;
       ++*n_ended;
       if (in.status != CT_BROKER_COMPLETED)

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -15,9 +16,18 @@ static const char submit_help[] =
     "\n"
     "Options:\n"
     "  --priority P         critical, high, normal, low, or 0..255 (default: normal)\n"
+    "  --delay S            run no sooner than S seconds from now\n"
+    "  --at TIME            run no sooner than TIME: Unix seconds, or UTC as\n"
+    "                       2026-01-02T03:04:05Z\n"
+    "  --key KEY            idempotency key: while a task submitted with KEY is\n"
+    "                       known, its id is returned and nothing is submitted\n"
+    "  --attempts N         runs a failing task may have in all (default: 1)\n"
+    "  --backoff S          seconds before the first retry, doubled after (default: 1)\n"
+    "  --run-timeout S      seconds one run may take (default: no limit)\n"
     "  --ttl S              seconds the record and result are kept (default: 86400)\n" CLI_COMMON_HELP
     "\n"
-    "Exit status: 0 submitted, 2 usage or bad JSON, 3 Redis error, 5 name not registered.\n";
+    "Exit status: 0 submitted, 2 usage, bad JSON or options the library refuses\n"
+    "(such as both --delay and --at), 3 Redis error, 5 name not registered.\n";
 
 static const char call_help[] =
     "Usage: ctasker call NAME [JSON] [OPTIONS]\n"
@@ -29,12 +39,23 @@ static const char call_help[] =
     "  --timeout S          seconds to wait (default: 30); a worker that takes the\n"
     "                       task later does not run it\n"
     "  --priority P         critical, high, normal, low, or 0..255 (default: normal)\n"
+    "  --delay S            run no sooner than S seconds from now\n"
+    "  --at TIME            run no sooner than TIME: Unix seconds, or UTC as\n"
+    "                       2026-01-02T03:04:05Z\n"
+    "  --key KEY            idempotency key: while a task submitted with KEY is\n"
+    "                       known, its id is returned and nothing is submitted\n"
+    "  --attempts N         runs a failing task may have in all (default: 1)\n"
+    "  --backoff S          seconds before the first retry, doubled after (default: 1)\n"
+    "  --run-timeout S      seconds one run may take (default: no limit)\n"
     "  --ttl S              seconds the record and result are kept (default: 86400)\n" CLI_COMMON_HELP
     "\n"
     "Exit status: 0 result, 1 the task failed (its exception is printed), 2 usage\n"
     "or bad JSON, 3 Redis error, 4 timeout, 5 name not registered.\n";
 
-enum { OPT_PRIORITY = OPT_FIRST_OWN, OPT_TTL, OPT_TIMEOUT };
+enum {
+  OPT_PRIORITY = OPT_FIRST_OWN, OPT_TTL, OPT_TIMEOUT, OPT_DELAY, OPT_AT, OPT_KEY, OPT_ATTEMPTS,
+  OPT_BACKOFF, OPT_RUN_TIMEOUT
+};
 
 typedef struct {
   cli_common_t c;
@@ -58,12 +79,49 @@ static bool parse_priority(const char *s, int *out) {
   return cli_int(s, CT_PRIORITY_CRITICAL, CT_PRIORITY_MAX, out);
 }
 
+/* "2026-01-02T03:04:05Z" (UTC) or Unix seconds. */
+static bool parse_time(const char *s, double *out) {
+  struct tm tm = {0};
+  const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (end && (*end == '\0' || strcmp(end, "Z") == 0)) {
+    *out = (double)timegm(&tm);
+    return true;
+  }
+  return cli_seconds(s, out) && *out > 0;
+}
+
+/* The options of delays, keys and retries; false after a message. */
+static bool parse_timing(const char *cmd, int o, const char *arg, ct_broker_submit_opts_t *so) {
+  bool ok = true;
+  if (o == OPT_DELAY)
+    ok = cli_seconds(arg, &so->delay);
+  else if (o == OPT_AT)
+    ok = parse_time(arg, &so->eta);
+  else if (o == OPT_KEY)
+    so->key = arg;
+  else if (o == OPT_ATTEMPTS)
+    ok = cli_int(arg, 1, 1000000, &so->max_attempts);
+  else if (o == OPT_BACKOFF)
+    ok = cli_seconds(arg, &so->backoff);
+  else if (o == OPT_RUN_TIMEOUT)
+    ok = cli_seconds(arg, &so->timeout);
+  if (!ok)
+    cli_usage_error(cmd, "bad value for this option: '%s'", arg);
+  return ok;
+}
+
 /* Parse; returns -1 to go on, else the exit code. */
 static int parse(const char *cmd, const char *help, int argc, char **argv, task_args_t *t) {
   static const struct option opts[] = {CLI_COMMON_OPTIONS,
                                        {"priority", required_argument, NULL, OPT_PRIORITY},
                                        {"ttl", required_argument, NULL, OPT_TTL},
                                        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+                                       {"delay", required_argument, NULL, OPT_DELAY},
+                                       {"at", required_argument, NULL, OPT_AT},
+                                       {"key", required_argument, NULL, OPT_KEY},
+                                       {"attempts", required_argument, NULL, OPT_ATTEMPTS},
+                                       {"backoff", required_argument, NULL, OPT_BACKOFF},
+                                       {"run-timeout", required_argument, NULL, OPT_RUN_TIMEOUT},
                                        {NULL, 0, NULL, 0}};
   cli_common_init(&t->c);
   t->so = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
@@ -80,6 +138,8 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, task_
       return cli_usage_error(cmd, "--priority: not a class or 0..255: '%s'", optarg);
     if (o == OPT_TTL && (!cli_seconds(optarg, &t->so.result_ttl) || t->so.result_ttl == 0))
       return cli_usage_error(cmd, "--ttl: not a number of seconds > 0: '%s'", optarg);
+    if (o >= OPT_DELAY && !parse_timing(cmd, o, optarg, &t->so))
+      return CLI_USAGE;
     if (o == OPT_TIMEOUT && (strcmp(cmd, "call") != 0 || !cli_seconds(optarg, &t->timeout) ||
                              t->timeout <= 0 || t->timeout > 86400))
       return cli_usage_error(cmd, "--timeout: not a number of seconds in (0, 86400]: '%s'",

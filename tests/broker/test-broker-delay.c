@@ -1,0 +1,406 @@
+/* The broker's delayed tasks, retries and idempotency keys against a real
+ * redis-server: a delayed or ETA task waits in the delayed set (status
+ * DELAYED) and runs once it is due, moved into its stream by any worker;
+ * a failed run is retried per max_attempts with a growing backoff; a
+ * handler's Reject fails at once and Retry requeues; a run past its
+ * timeout is asked to cancel and fails with TimeoutError; the same key
+ * returns the first id. Order and counts only; time bounds are generous
+ * (a delay is checked as "not before", never as "by then"). */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "ctasker.h"
+#include "redis.h"
+
+#define PREFIX "ctasker:{default}:"
+
+static atomic_int runs;
+
+static json_t *count_run(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self;
+  (void)kwargs;
+  (void)data;
+  atomic_fetch_add(&runs, 1);
+  return json_string("ran");
+}
+
+/* Fails (or gives kwargs "outcome" as the class) while runs <= "fail",
+ * then returns "ok". */
+static json_t *flaky(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self;
+  (void)data;
+  int n = atomic_fetch_add(&runs, 1) + 1;
+  const char *cls = json_string_value(json_object_get(kwargs, "outcome"));
+  if (n <= json_integer_value(json_object_get(kwargs, "fail")))
+    return ct_error_new(cls ? cls : "ValueError", "run %d fails", n);
+  return json_string("ok");
+}
+
+static atomic_int started, saw_cancel;
+
+/* Runs until asked to cancel (at most 20 s), then returns "late". */
+static json_t *until_canceled(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)kwargs;
+  (void)data;
+  atomic_fetch_add(&started, 1);
+  for (int i = 0; i < 2000 && !ct_task_cancel_requested(self); i++)
+    check_sleep(0.01);
+  if (ct_task_cancel_requested(self))
+    atomic_fetch_add(&saw_cancel, 1);
+  return json_string("late");
+}
+
+typedef struct {
+  test_redis_t r;
+  ct_supervisor_t *sup;
+  ct_broker_t *b;
+} env_t;
+
+static void env_start(env_t *e) {
+  memset(e, 0, sizeof *e);
+  atomic_store(&runs, 0);
+  atomic_store(&started, 0);
+  atomic_store(&saw_cancel, 0);
+  test_redis_start(&e->r, NULL);
+  CHECK_OK(ct_supervisor_new(NULL, &e->sup));
+  CHECK_OK(ct_supervisor_start(e->sup));
+  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
+  o.url = e->r.url;
+  o.command_timeout = 10;
+  CHECK_OK(ct_broker_new(e->sup, &o, &e->b));
+}
+
+static void env_end(env_t *e) {
+  ct_broker_free(e->b);
+  CHECK_OK(ct_supervisor_stop(e->sup, CT_STOP_DRAIN, -1));
+  CHECK_OK(ct_supervisor_free(e->sup));
+  test_redis_stop(&e->r);
+}
+
+/* Unix time, as the broker's times are. */
+static double unix_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static bool terminal(ct_broker_status_t s) {
+  return s == CT_BROKER_COMPLETED || s == CT_BROKER_FAILED || s == CT_BROKER_DEAD ||
+         s == CT_BROKER_EXPIRED;
+}
+
+/* Wait (at most 30 s) until the task is terminal; its info. */
+static ct_broker_info_t wait_done(env_t *e, const char *id) {
+  ct_broker_info_t info;
+  for (int i = 0;; i++) {
+    CHECK(i < 3000);
+    CHECK_OK(ct_broker_get(e->b, id, &info));
+    if (terminal(info.status))
+      return info;
+    check_sleep(0.01);
+  }
+}
+
+static ct_broker_status_t status_of(env_t *e, const char *id) {
+  ct_broker_info_t info;
+  CHECK_OK(ct_broker_get(e->b, id, &info));
+  json_decref(info.result);
+  return info.status;
+}
+
+TEST(a_delayed_task_waits_in_the_delayed_set_then_runs_once) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "count", count_run, NULL));
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  so.delay = 1.5;
+  char id[CT_BROKER_ID_SIZE];
+  double before = ct_now();
+  CHECK_OK(ct_broker_submit(e.b, "count", NULL, &so, id));
+  /* Not in a stream: in the delayed set, DELAYED, with its due time. */
+  CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 1);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 0);
+  ct_broker_status_t st = status_of(&e, id);
+  CHECK(st == CT_BROKER_DELAYED || ct_now() - before >= 1.5);
+  ct_broker_info_t info = wait_done(&e, id);
+  CHECK(ct_now() - before >= 1.4); /* never before it was due */
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  CHECK_EQ_STR(json_string_value(info.result), "ran");
+  CHECK_EQ_INT(info.attempts, 1);
+  json_decref(info.result);
+  CHECK_EQ_INT(atomic_load(&runs), 1);
+  CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 0);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+/* Two workers (two handles) share the delayed set: each due task is moved
+ * into its stream once and run once; an ETA in the past runs now. */
+TEST(due_tasks_are_moved_once_among_several_workers) {
+  env_t e;
+  env_start(&e);
+  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
+  o.url = e.r.url;
+  o.command_timeout = 10;
+  ct_broker_t *b2;
+  CHECK_OK(ct_broker_new(e.sup, &o, &b2));
+  CHECK_OK(ct_broker_register(e.b, "count", count_run, NULL));
+  CHECK_OK(ct_broker_register(b2, "count", count_run, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  CHECK_OK(ct_broker_worker_start(b2, NULL));
+  enum { N = 20 };
+  char ids[N + 1][CT_BROKER_ID_SIZE];
+  for (int i = 0; i < N; i++) {
+    ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+    so.delay = 0.05 * (i % 5);
+    so.priority = i % 2 ? CT_PRIORITY_HIGH : CT_PRIORITY_LOW;
+    CHECK_OK(ct_broker_submit(e.b, "count", NULL, &so, ids[i]));
+  }
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  so.eta = unix_now() - 60; /* past: runs now */
+  CHECK_OK(ct_broker_submit(e.b, "count", NULL, &so, ids[N]));
+  for (int i = 0; i <= N; i++) {
+    ct_broker_info_t info = wait_done(&e, ids[i]);
+    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+    CHECK_EQ_INT(info.attempts, 1);
+    json_decref(info.result);
+  }
+  CHECK_EQ_INT(atomic_load(&runs), N + 1);
+  CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 0);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  CHECK_OK(ct_broker_worker_stop(b2, -1));
+  ct_broker_free(b2);
+  env_end(&e);
+}
+
+/* A task due later than the worker's idle block is still taken when due:
+ * the worker arms its wait for the due time it learns of through the wake
+ * stream, whether it was blocked when the task came or not. */
+TEST(an_idle_worker_takes_a_delayed_task_submitted_while_it_blocks) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "count", count_run, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  check_sleep(0.3); /* blocked in Redis by now */
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  so.eta = unix_now() + 2.5;
+  char id[CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(e.b, "count", NULL, &so, id));
+  ct_broker_info_t info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  CHECK(info.started >= so.eta - 0.01); /* not before its ETA */
+  json_decref(info.result);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+TEST(the_same_key_returns_the_first_id_and_enqueues_nothing) {
+  env_t e;
+  env_start(&e);
+  freeReplyObject(test_redis(&e.r, "SADD " PREFIX "names count"));
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  so.key = "order-17";
+  char first[CT_BROKER_ID_SIZE], again[CT_BROKER_ID_SIZE], other[CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(e.b, "count", NULL, &so, first));
+  so.priority = CT_PRIORITY_HIGH; /* the rest of the options do not matter */
+  CHECK_OK(ct_broker_submit(e.b, "count", NULL, &so, again));
+  CHECK_EQ_STR(again, first);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 1);
+  CHECK_EQ_INT(test_redis_int(&e.r, "EXISTS " PREFIX "stream:high"), 0);
+  so.key = "order-18";
+  CHECK_OK(ct_broker_submit(e.b, "count", NULL, &so, other));
+  CHECK(strcmp(other, first) != 0);
+  /* The key lives as long as the first task's record may. */
+  long long ttl = test_redis_int(&e.r, "TTL " PREFIX "key:order-17");
+  CHECK(ttl > 86000 && ttl <= 86400);
+  /* A call may not carry a key: an RPC is answered once, to its caller. */
+  json_t *result = NULL;
+  CHECK_EQ_INT(ct_broker_call(e.b, "count", NULL, &so, 1, &result), CT_EINVAL);
+  env_end(&e);
+}
+
+static void submit_with(env_t *e, const char *name, json_t *kwargs,
+                        const ct_broker_submit_opts_t *so, char id[CT_BROKER_ID_SIZE]) {
+  CHECK_OK(ct_broker_submit(e->b, name, kwargs, so, id));
+  json_decref(kwargs);
+}
+
+TEST(a_failed_run_is_retried_after_its_backoff_until_max_attempts) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "flaky", flaky, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  /* Fails twice, succeeds on its third and last run. */
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  so.max_attempts = 3;
+  so.backoff = 0.2;
+  so.backoff_max = 0.3;
+  char id[CT_BROKER_ID_SIZE];
+  double before = ct_now();
+  submit_with(&e, "flaky", json_pack("{s:i}", "fail", 2), &so, id);
+  ct_broker_info_t info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  CHECK_EQ_STR(json_string_value(info.result), "ok");
+  CHECK_EQ_INT(info.attempts, 3);
+  json_decref(info.result);
+  CHECK_EQ_INT(atomic_load(&runs), 3);
+  CHECK(ct_now() - before >= 0.1 + 0.15); /* at least half of each backoff */
+  /* Fails more often than it may run: FAILED after max_attempts runs,
+   * with the last run's exception; RETRYING while it waits. */
+  atomic_store(&runs, 0);
+  so.backoff = 1.5;
+  so.backoff_max = 0;
+  so.max_attempts = 2;
+  submit_with(&e, "flaky", json_pack("{s:i}", "fail", 9), &so, id);
+  WAIT_FOR(status_of(&e, id) == CT_BROKER_RETRYING);
+  CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 1);
+  info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_INT(info.attempts, 2);
+  CHECK_EQ_STR(ct_result_error_class(info.result), "ValueError");
+  CHECK_EQ_STR(ct_result_error_str(info.result), "run 2 fails");
+  json_decref(info.result);
+  CHECK_EQ_INT(atomic_load(&runs), 2);
+  /* Without max_attempts: one run, no retry. */
+  atomic_store(&runs, 0);
+  so = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
+  submit_with(&e, "flaky", json_pack("{s:i}", "fail", 9), &so, id);
+  info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_INT(info.attempts, 1);
+  json_decref(info.result);
+  CHECK_EQ_INT(atomic_load(&runs), 1);
+  CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 0);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 0);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+TEST(reject_fails_at_once_and_retry_requeues_without_backoff) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "flaky", flaky, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  so.max_attempts = 5;
+  so.backoff = 1000; /* a retry after the backoff would never come in time */
+  char id[CT_BROKER_ID_SIZE];
+  submit_with(&e, "flaky", json_pack("{s:i,s:s}", "fail", 9, "outcome", CT_BROKER_REJECT), &so,
+              id);
+  ct_broker_info_t info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_INT(info.attempts, 1);
+  CHECK_EQ_STR(ct_result_error_class(info.result), "Reject");
+  json_decref(info.result);
+  atomic_store(&runs, 0);
+  submit_with(&e, "flaky", json_pack("{s:i,s:s}", "fail", 2, "outcome", CT_BROKER_RETRY), &so,
+              id);
+  info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  CHECK_EQ_INT(info.attempts, 3);
+  json_decref(info.result);
+  CHECK_EQ_INT(atomic_load(&runs), 3);
+  /* A Retry on the last run fails as any error. */
+  atomic_store(&runs, 0);
+  so.max_attempts = 2;
+  submit_with(&e, "flaky", json_pack("{s:i,s:s}", "fail", 9, "outcome", CT_BROKER_RETRY), &so,
+              id);
+  info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_INT(info.attempts, 2);
+  CHECK_EQ_STR(ct_result_error_class(info.result), "Retry");
+  json_decref(info.result);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+TEST(a_run_past_its_timeout_is_asked_to_cancel_and_fails_with_timeout_error) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "slow", until_canceled, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  so.timeout = 0.3;
+  char id[CT_BROKER_ID_SIZE];
+  submit_with(&e, "slow", NULL, &so, id);
+  ct_broker_info_t info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_STR(ct_result_error_class(info.result), "TimeoutError");
+  json_decref(info.result);
+  CHECK_EQ_INT(atomic_load(&saw_cancel), 1); /* not its 20 s bound */
+  /* Retried as any failure. */
+  so.max_attempts = 2;
+  so.backoff = 0.1;
+  submit_with(&e, "slow", NULL, &so, id);
+  info = wait_done(&e, id);
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_INT(info.attempts, 2);
+  json_decref(info.result);
+  CHECK_EQ_INT(atomic_load(&saw_cancel), 3);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+/* Another worker takes the entry over while this one still runs it (as
+ * after a pause longer than the lease) and completes it first: this worker
+ * learns it at its next renewal, asks its run to cancel, and its late
+ * result neither overwrites the first nor acknowledges the other's entry. */
+TEST(a_run_whose_lease_is_lost_is_canceled_and_its_late_result_dropped) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "slow", until_canceled, NULL));
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.lease = 0.3;
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  char id[CT_BROKER_ID_SIZE];
+  submit_with(&e, "slow", NULL, NULL, id);
+  WAIT_FOR(atomic_load(&started) == 1);
+  redisReply *x = test_redis(&e.r, "XRANGE " PREFIX "stream:normal - +");
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);
+  char entry[48];
+  snprintf(entry, sizeof entry, "%s", x->element[0]->element[0]->str);
+  freeReplyObject(x);
+  freeReplyObject(test_redis(&e.r, "XCLAIM " PREFIX "stream:normal workers other 0 %s JUSTID",
+                             entry));
+  freeReplyObject(test_redis(&e.r, "HSET " PREFIX "task:%s status completed result \"first\" "
+                             "finished 5000", id));
+  /* Fetch nothing more (the entry, idle under "other", would be taken
+   * back after a lease); the running task goes on, and its renewals. */
+  CHECK_OK(ct_broker_worker_stop(e.b, 0));
+  WAIT_FOR(atomic_load(&saw_cancel) == 1);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1)); /* its run has ended */
+  CHECK_EQ_INT(atomic_load(&started), 1);
+  ct_broker_info_t info;
+  CHECK_OK(ct_broker_get(e.b, id, &info));
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  CHECK_EQ_STR(json_string_value(info.result), "first");
+  json_decref(info.result);
+  /* The entry is still the other worker's, pending: not acknowledged. */
+  x = test_redis(&e.r, "XPENDING " PREFIX "stream:normal workers - + 10");
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);
+  CHECK_EQ_STR(x->element[0]->element[1]->str, "other");
+  freeReplyObject(x);
+  env_end(&e);
+}
+
+int main(int argc, char **argv) {
+  (void)argc;
+  (void)argv;
+  if (system("command -v redis-server >/dev/null") != 0) {
+    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+    return 77;
+  }
+  RUN(a_delayed_task_waits_in_the_delayed_set_then_runs_once);
+  RUN(due_tasks_are_moved_once_among_several_workers);
+  RUN(an_idle_worker_takes_a_delayed_task_submitted_while_it_blocks);
+  RUN(the_same_key_returns_the_first_id_and_enqueues_nothing);
+  RUN(a_failed_run_is_retried_after_its_backoff_until_max_attempts);
+  RUN(reject_fails_at_once_and_retry_requeues_without_backoff);
+  RUN(a_run_past_its_timeout_is_asked_to_cancel_and_fails_with_timeout_error);
+  RUN(a_run_whose_lease_is_lost_is_canceled_and_its_late_result_dropped);
+  return check_done();
+}
