@@ -2,9 +2,11 @@
  * its live workers, read with commands whose cost does not grow with the
  * number of tasks.
  *
- * Each call is one command on the handle's connection, mostly a Lua script
- * so that what it reads is one consistent view (and, for a retry, one
- * atomic change). Replies are turned into JSON on the loop thread, in the
+ * Each call is a command or two on the handle's connection: a Lua script
+ * where what it reads must be one consistent view (the counts) or its
+ * change atomic (a retry, whose keys come from the dead letter read
+ * first: every script names every key it touches, as the wire format
+ * requires). Replies are turned into JSON on the loop thread, in the
  * reply callback (a redisReply lives only there), and shaped into the
  * documented objects on the caller's thread. Ready entries are the stream's
  * length less its pending ones: acknowledged entries are deleted (XDEL), so
@@ -43,17 +45,18 @@ static const char stats_script[] =
     "out[8] = redis.call('ZCARD', KEYS[8])\n"
     "return out\n";
 
-/* KEYS: dead letters. ARGV: entry id, key prefix, now (ms). The task goes
- * back to its stream with its own fields less the dead letter's and its
- * deadline, and a fresh `enqueued`; its record is queued again (made anew
- * if it has expired). Returns the task id, 0 for no such entry, -1 for one
- * that cannot be retried. */
+/* KEYS: dead letters, the task's stream, its record. ARGV: entry id, now
+ * (ms), task id, level name (the caller read them from the entry, and the
+ * script checks that they still hold). The task goes back to its stream
+ * with its own fields less the dead letter's and its deadline, and a fresh
+ * `enqueued`; its record is queued again (made anew if it has expired).
+ * Returns 1, 0 for no such entry, -1 for one that changed or a record
+ * that is not a hash. */
 static const char retry_script[] =
     "local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])\n"
     "if not e[1] then return 0 end\n"
     "local skip = {reason = true, stream = true, entry = true, deadline = true,"
     " enqueued = true}\n"
-    "local levels = {critical = true, high = true, normal = true, low = true}\n"
     "local f, fields, v = e[1][2], {}, {}\n"
     "for j = 1, #f, 2 do\n"
     "  v[f[j]] = f[j + 1]\n"
@@ -62,43 +65,31 @@ static const char retry_script[] =
     "    fields[#fields + 1] = f[j + 1]\n"
     "  end\n"
     "end\n"
-    "local tid = v.id\n"
-    "if not (v.stream and levels[v.stream] and v.name and v.kwargs and tid and #tid == 36\n"
-    "        and tid:match('^%x+%-%x+%-%x+%-%x+%-%x+$')) then return -1 end\n"
-    "local rec = ARGV[2] .. 'task:' .. tid\n"
-    "local t = redis.call('TYPE', rec).ok\n"
+    "if v.id ~= ARGV[3] or v.stream ~= ARGV[4] or not v.name or not v.kwargs then\n"
+    "  return -1\n"
+    "end\n"
+    "local t = redis.call('TYPE', KEYS[3]).ok\n"
     "if t == 'hash' then\n"
-    "  redis.call('HDEL', rec, 'result', 'finished')\n"
-    "  redis.call('HSET', rec, 'status', 'queued')\n"
+    "  redis.call('HDEL', KEYS[3], 'result', 'finished')\n"
+    "  redis.call('HSET', KEYS[3], 'status', 'queued')\n"
     "elseif t == 'none' then\n"
-    "  redis.call('HSET', rec, 'status', 'queued', 'name', v.name, 'created', ARGV[3],"
+    "  redis.call('HSET', KEYS[3], 'status', 'queued', 'name', v.name, 'created', ARGV[2],"
     " 'attempts', '0', 'ttl', '86400')\n"
     "else\n"
     "  return -1\n"
     "end\n"
-    "redis.call('EXPIRE', rec, redis.call('HGET', rec, 'ttl') or 86400)\n"
+    "redis.call('EXPIRE', KEYS[3], redis.call('HGET', KEYS[3], 'ttl') or 86400)\n"
     "fields[#fields + 1] = 'enqueued'\n"
-    "fields[#fields + 1] = ARGV[3]\n"
-    "redis.call('XADD', ARGV[2] .. 'stream:' .. v.stream, '*', unpack(fields))\n"
+    "fields[#fields + 1] = ARGV[2]\n"
+    "redis.call('XADD', KEYS[2], '*', unpack(fields))\n"
     "redis.call('XDEL', KEYS[1], ARGV[1])\n"
-    "return tid\n";
+    "return 1\n";
 
 /* KEYS: dead letters. Deletes them all; returns how many there were. */
 static const char purge_script[] =
     "local n = redis.call('XLEN', KEYS[1])\n"
     "redis.call('UNLINK', KEYS[1])\n"
     "return n\n";
-
-/* KEYS: workers set. ARGV: now (ms), key prefix. Returns {consumer,
- * expiry (ms), record JSON} of each live worker whose record is there. */
-static const char workers_script[] =
-    "local w = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES')\n"
-    "local out = {}\n"
-    "for i = 1, #w, 2 do\n"
-    "  local rec = redis.pcall('GET', ARGV[2] .. 'worker:' .. w[i])\n"
-    "  if type(rec) == 'string' then out[#out + 1] = {w[i], w[i + 1], rec} end\n"
-    "end\n"
-    "return out\n";
 
 const char *ct_broker_status_name(ct_broker_status_t status) {
   static const char *const names[] = {"queued", "running",  "completed", "failed",
@@ -313,23 +304,43 @@ int ct_broker_dead_get(ct_broker_t *b, const char *entry, json_t **out) {
   return rc;
 }
 
+/* The level name of a dead letter's "stream" field, or NULL. */
+static const char *level_name(const char *s) {
+  for (int i = 0; s && i < CT__BLEVELS; i++)
+    if (strcmp(s, ct__blevel_names[i]) == 0)
+      return ct__blevel_names[i];
+  return NULL;
+}
+
 int ct_broker_dead_retry(ct_broker_t *b, const char *entry, char id[CT_BROKER_ID_SIZE]) {
   if (!b || !entry || !id || !entry_id_ok(entry))
     return CT_EINVAL;
-  char *key = ct__broker_key(b, "dead", "");
+  json_t *d;
+  int rc = ct_broker_dead_get(b, entry, &d);
+  if (rc != 0)
+    return rc;
+  const char *tid = json_string_value(json_object_get(d, "id"));
+  const char *level = level_name(json_string_value(json_object_get(d, "stream")));
+  if (!tid || !ct__bmsg_id_ok(tid, strlen(tid)) || !level) {
+    json_decref(d);
+    return CT_EINVAL; /* malformed: it would only be buried again */
+  }
+  char *keys[3] = {ct__broker_key(b, "dead", ""), ct__broker_key(b, "stream:", level),
+                   ct__broker_key(b, "task:", tid)};
   char now[24];
   snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
   json_t *r = NULL;
-  const char *argv[] = {"EVAL", retry_script, "1", key, entry, b->prefix, now};
-  int rc = key ? command_json(b, 7, argv, &r) : CT_ENOMEM;
-  free(key);
-  if (rc == 0 && json_is_integer(r))
-    rc = json_integer_value(r) == 0 ? CT_ENOENT : CT_EINVAL;
-  else if (rc == 0 && json_string_length(r) == CT_BROKER_ID_SIZE - 1)
-    memcpy(id, json_string_value(r), CT_BROKER_ID_SIZE);
-  else if (rc == 0)
-    rc = CT_EINVAL;
+  const char *argv[] = {"EVAL", retry_script, "3", keys[0], keys[1], keys[2],
+                        entry, now, tid, level};
+  rc = keys[0] && keys[1] && keys[2] ? command_json(b, 10, argv, &r) : CT_ENOMEM;
+  if (rc == 0)
+    rc = json_integer_value(r) == 1 ? 0 : json_integer_value(r) == 0 ? CT_ENOENT : CT_EINVAL;
+  if (rc == 0)
+    memcpy(id, tid, CT_BROKER_ID_SIZE);
   json_decref(r);
+  json_decref(d);
+  for (int i = 0; i < 3; i++)
+    free(keys[i]);
   return rc;
 }
 
@@ -376,6 +387,30 @@ static json_t *worker_object(const json_t *w) {
   return o;
 }
 
+/* The records (MGET) of the live workers in the flat [name, score...]
+ * reply of ZRANGEBYSCORE ... WITHSCORES. */
+static int worker_records(ct_broker_t *b, const json_t *live, json_t **out) {
+  size_t n = json_array_size(live) / 2;
+  const char **argv = calloc(n + 1, sizeof *argv);
+  char **keys = calloc(n + 1, sizeof *keys);
+  int rc = argv && keys ? 0 : CT_ENOMEM;
+  if (rc == 0)
+    argv[0] = "MGET";
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    keys[i] = ct__broker_key(b, "worker:", json_string_value(json_array_get(live, 2 * i)));
+    argv[i + 1] = keys[i];
+    if (!keys[i])
+      rc = CT_ENOMEM;
+  }
+  if (rc == 0)
+    rc = command_json(b, (int)n + 1, argv, out);
+  for (size_t i = 0; keys && i < n; i++)
+    free(keys[i]);
+  free(keys);
+  free(argv);
+  return rc;
+}
+
 int ct_broker_workers(ct_broker_t *b, json_t **out) {
   if (out)
     *out = NULL;
@@ -384,15 +419,25 @@ int ct_broker_workers(ct_broker_t *b, json_t **out) {
   char *key = ct__broker_key(b, "workers", "");
   char now[24];
   snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
-  json_t *r = NULL;
-  const char *argv[] = {"EVAL", workers_script, "1", key, now, b->prefix};
-  int rc = key ? command_json(b, 6, argv, &r) : CT_ENOMEM;
+  json_t *live = NULL, *recs = NULL;
+  const char *argv[] = {"ZRANGEBYSCORE", key, now, "+inf", "WITHSCORES"};
+  int rc = key ? command_json(b, 5, argv, &live) : CT_ENOMEM;
   free(key);
+  if (rc == 0 && json_array_size(live) > 0)
+    rc = worker_records(b, live, &recs);
   json_t *list = rc == 0 ? json_array() : NULL;
-  for (size_t i = 0; rc == 0 && i < json_array_size(r); i++)
-    if (!list || json_array_append_new(list, worker_object(json_array_get(r, i))) != 0)
+  for (size_t i = 0; rc == 0 && i < json_array_size(recs); i++) {
+    const json_t *rec = json_array_get(recs, i);
+    if (json_is_null(rec))
+      continue; /* expired between the two reads */
+    json_t *w = json_pack("[O,O,O]", json_array_get(live, 2 * i), json_array_get(live, 2 * i + 1),
+                          rec);
+    if (!list || !w || json_array_append_new(list, worker_object(w)) != 0)
       rc = CT_ENOMEM;
-  json_decref(r);
+    json_decref(w);
+  }
+  json_decref(live);
+  json_decref(recs);
   if (rc != 0)
     json_decref(list);
   *out = rc == 0 ? list : NULL;
