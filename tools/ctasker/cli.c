@@ -221,16 +221,7 @@ void cli_close(ct_supervisor_t *sup, ct_broker_t *b) {
 
 int cli_broker_error(const char *what, int rc) {
   cli_error("%s: %s", what, ct_strerror(rc));
-  switch (rc) {
-  case CT_ENOENT:
-    return CLI_NOT_FOUND;
-  case CT_EINVAL:
-    return CLI_USAGE;
-  case CT_ETIMEDOUT:
-    return CLI_REDIS;
-  default:
-    return CLI_REDIS;
-  }
+  return rc == CT_ENOENT ? CLI_NOT_FOUND : rc == CT_EINVAL ? CLI_USAGE : CLI_REDIS;
 }
 
 void cli_print_json(const json_t *j) {

@@ -31,7 +31,7 @@ typedef struct cli_common {
 
 /* getopt_long codes of the common options, and their table entries (to
  * put at the start of each subcommand's table). */
-enum { OPT_URL = 1000, OPT_NS, OPT_QUEUE, OPT_JSON, OPT_HELP, OPT_REDIS_TIMEOUT, OPT_FIRST_OWN };
+enum { OPT_URL = 1000, OPT_NS, OPT_QUEUE, OPT_JSON, OPT_REDIS_TIMEOUT, OPT_FIRST_OWN };
 #define CLI_COMMON_OPTIONS                                                     \
   {"url", required_argument, NULL, OPT_URL},                                   \
   {"namespace", required_argument, NULL, OPT_NS},                              \
