@@ -640,7 +640,7 @@ static int count_reply(const redisReply *r, void *data) {
 }
 
 /* Mark the record RUNNING; returns the runs started so far, this one
- * included (1 if the record cannot tell: the run counts as the first). */
+ * included, or 0 if there is no record to count them in. */
 static long long mark_running(ct__bworker_t *w, const job_t *j) {
   char *key = ct__broker_key(w->b, "task:", j->msg.id);
   char now[24];
@@ -654,7 +654,7 @@ static long long mark_running(ct__bworker_t *w, const job_t *j) {
     ct__broker_log(w->b, CT_LOG_WARNING, "task %s: cannot mark it running: %s", j->msg.id,
                    ct_strerror(rc));
   free(key);
-  return attempts > 0 ? attempts : 1;
+  return attempts;
 }
 
 /* The handler's result as JSON text; a result jansson cannot write becomes
@@ -725,12 +725,14 @@ static int retry(ct__bworker_t *w, const job_t *j, long long attempt, bool now,
   return rc;
 }
 
-/* Whether a failed run is tried again: not a Reject, and runs are left. */
+/* Whether a failed run is tried again: not a Reject, and runs are left by
+ * the record's count (without a record, say after its TTL, runs cannot be
+ * counted, and a retry could come back for ever: none). */
 static bool retried(const job_t *j, const json_t *result, long long attempt) {
   const char *cls = ct_result_error_class(result);
   long long max = j->msg.max_attempts > 0 ? j->msg.max_attempts : 1;
   return ct_result_is_error(result) && !(cls && strcmp(cls, CT_BROKER_REJECT) == 0) &&
-         attempt < max;
+         attempt > 0 && attempt < max;
 }
 
 /* Run the handler, watched: its run deadline (if any) is armed on the loop

@@ -28,8 +28,9 @@ static json_t *work(ct_task_t *self, const json_t *kwargs, void *data) {
 }
 
 /* The worker process: serves "job" until SIGTERM, then stops within the
- * grace. Exits 0 once drained, 4 if tasks still ran when the grace ended
- * (their entries stay pending), 3 if it could not start. */
+ * grace. Exits 0 once drained; if tasks still ran when the grace ended
+ * (their entries stay pending), it says "t" and kills itself; 3 if it
+ * could not start. */
 static int worker_process(const char *url, const char *fd, const char *grace) {
   notify_fd = atoi(fd);
   sigset_t term;
@@ -51,8 +52,10 @@ static int worker_process(const char *url, const char *fd, const char *grace) {
   int sig;
   sigwait(&term, &sig);
   int rc = ct_broker_worker_stop(b, atof(grace));
-  if (rc != 0)
-    _exit(4); /* as a host whose grace is over: no waiting for the rest */
+  if (rc != 0) { /* as a host whose grace is over: no waiting for the rest */
+    (void)!write(notify_fd, "t", 1);
+    kill(getpid(), SIGKILL);
+  }
   ct_broker_free(b);
   ct_supervisor_stop(sup, CT_STOP_DRAIN, -1);
   ct_supervisor_free(sup);
@@ -117,11 +120,11 @@ static void wait_running(env_t *e) {
   CHECK(read(e->fds[0], &c, 1) == 1);
 }
 
+/* The child's exit status, or 100 + the signal that ended it. */
 static int child_exit(env_t *e) {
   int status;
   CHECK(waitpid(e->child, &status, 0) == e->child);
-  CHECK(WIFEXITED(status));
-  return WEXITSTATUS(status);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
 }
 
 static ct_broker_info_t wait_done(env_t *e, const char *id) {
@@ -177,7 +180,10 @@ TEST(a_task_past_the_grace_stays_pending_and_is_taken_over) {
   submit_job(&e, 60, id);
   wait_running(&e);
   CHECK(kill(e.child, SIGTERM) == 0);
-  CHECK_EQ_INT(child_exit(&e), 4); /* the grace ended first */
+  CHECK_EQ_INT(child_exit(&e), 100 + SIGKILL);
+  char c = 0;
+  CHECK(read(e.fds[0], &c, 1) == 1);
+  CHECK_EQ_INT(c, 't'); /* the grace ended first */
   /* Not lost: pending under the stopped worker, its record RUNNING. */
   redisReply *x = test_redis(&e.r, "XPENDING " STREAM " workers - + 10");
   CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);

@@ -23,9 +23,27 @@ typedef struct {
   int listen_fd;
 } proxy_t;
 
+/* One proxied connection: client and server sockets, closed by whichever
+ * of its two copying threads ends last. */
+typedef struct {
+  int client, server;
+  atomic_int refs;
+} conn_t;
+
 typedef struct {
   int from, to;
+  conn_t *conn;
 } pipe_t;
+
+static void pipe_end(pipe_t *c) {
+  shutdown(c->to, SHUT_RDWR); /* ends the other direction too */
+  if (atomic_fetch_sub(&c->conn->refs, 1) == 1) {
+    close(c->conn->client);
+    close(c->conn->server);
+    free(c->conn);
+  }
+  free(c);
+}
 
 static void write_all(int fd, const char *p, size_t n) {
   while (n > 0) {
@@ -45,8 +63,7 @@ static void *copy_down(void *p) {
   char buf[65536];
   for (ssize_t n; (n = read(c->from, buf, sizeof buf)) > 0;)
     write_all(c->to, buf, (size_t)n);
-  shutdown(c->to, SHUT_RDWR);
-  free(c);
+  pipe_end(c);
   return NULL;
 }
 
@@ -54,7 +71,7 @@ static void *copy_down(void *p) {
  * requests): the fetch script's count (its third ARGV) is raised. */
 static void *copy_up(void *p) {
   pipe_t *c = p;
-  FILE *in = fdopen(c->from, "r");
+  FILE *in = fdopen(dup(c->from), "r"); /* its own descriptor to close */
   char line[64];
   while (in && fgets(line, sizeof line, in) && line[0] == '*') {
     int argc = atoi(line + 1);
@@ -89,8 +106,7 @@ static void *copy_up(void *p) {
   }
   if (in)
     fclose(in);
-  shutdown(c->to, SHUT_RDWR);
-  free(c);
+  pipe_end(c);
   return NULL;
 }
 
@@ -108,10 +124,10 @@ static int unix_socket(const char *path, bool listening) {
   return fd;
 }
 
-static void spawn(void *(*fn)(void *), int from, int to) {
+static void spawn(void *(*fn)(void *), int from, int to, conn_t *conn) {
   pipe_t *c = malloc(sizeof *c);
   CHECK(c != NULL);
-  *c = (pipe_t){from, to};
+  *c = (pipe_t){from, to, conn};
   pthread_t th;
   CHECK(pthread_create(&th, NULL, fn, c) == 0);
   pthread_detach(th);
@@ -121,8 +137,13 @@ static void *accept_main(void *p) {
   proxy_t *x = p;
   for (int cfd; (cfd = accept(x->listen_fd, NULL, NULL)) >= 0;) {
     int sfd = unix_socket(x->redis_sock, false);
-    spawn(copy_up, cfd, sfd);
-    spawn(copy_down, sfd, cfd);
+    conn_t *conn = malloc(sizeof *conn);
+    CHECK(conn != NULL);
+    conn->client = cfd;
+    conn->server = sfd;
+    atomic_init(&conn->refs, 2);
+    spawn(copy_up, cfd, sfd, conn);
+    spawn(copy_down, sfd, cfd, conn);
   }
   return NULL;
 }
