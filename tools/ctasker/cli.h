@@ -81,7 +81,7 @@ ct_supervisor_t *cli_supervisor(void);
 int cli_connect(const cli_common_t *c, ct_supervisor_t *sup, const char *queue,
                 ct_log_fn log, void *log_data, ct_broker_t **out);
 
-/* An operator command's session: its supervisor and one handle on c's
+/* What an operator command opens: its supervisor and one handle on c's
  * queue. Returns CLI_OK, or the exit code after a message. */
 int cli_open(const cli_common_t *c, ct_supervisor_t **sup, ct_broker_t **b);
 void cli_close(ct_supervisor_t *sup, ct_broker_t *b);
