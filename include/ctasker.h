@@ -14,5 +14,6 @@
 #include "ctasker/process.h"
 #include "ctasker/broker.h"
 #include "ctasker/locker.h"
+#include "ctasker/broker-admin.h"
 
 #endif

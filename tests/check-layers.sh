@@ -27,6 +27,7 @@ public_layer() {
   process.h) echo process ;;
   supervisor.h | loop.h | locker.h) echo supervisor ;;
   worker.h) echo workers ;;
+  broker-admin.h | plugin.h) echo broker ;;
   *) echo "${1%.h}" ;;
   esac
 }

@@ -44,6 +44,7 @@ struct ct_broker {
   ct__bhandler_t *handlers; /* lock until the worker starts, then read-only */
   ct__bworker_t *worker;    /* lock: set once by ct_broker_worker_start() */
   ct__brpc_t *rpc_idle;     /* lock: connections for calls, idle */
+  struct ct__bmetrics *metrics; /* lock: made on first use (metrics.c) */
 };
 
 /* A new key "<prefix><a><c>", or NULL. */

@@ -24,6 +24,7 @@
 #include "base/opts.h"
 #include "broker-internal.h"
 #include "message.h"
+#include "metrics.h"
 
 #define DEFAULT_TIMEOUT 5.0     /* connect and command timeouts */
 #define DEFAULT_TTL 86400.0     /* aio-task's result TTL: a day */
@@ -164,6 +165,7 @@ void ct_broker_free(ct_broker_t *b) {
   if (!b)
     return;
   ct__bworker_free(b->worker);
+  ct__bmetrics_free(b->metrics);
   while (b->rpc_idle) {
     ct__brpc_t *r = b->rpc_idle;
     b->rpc_idle = r->next;

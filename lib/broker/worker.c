@@ -68,6 +68,7 @@
 #include "ctasker/result.h"
 #include "ctasker/task.h"
 #include "message.h"
+#include "metrics.h"
 
 #define DEFAULT_CONCURRENCY 4
 #define DEFAULT_LEASE 30.0
@@ -761,8 +762,9 @@ static json_t *run_handler(ct__bworker_t *w, job_t *j, ct_task_t *self, bool *lo
   return result;
 }
 
-static json_t *run_task(ct_task_t *self, void *arg) {
-  job_t *j = arg;
+/* One run; *outcome: how it ended (RUNNING: its lease was lost, nothing
+ * stored). */
+static json_t *run_job(ct_task_t *self, job_t *j, ct_broker_status_t *outcome) {
   ct__bworker_t *w = j->w;
   if (j->msg.deadline_ms && ct__broker_unix_ms() > j->msg.deadline_ms) {
     json_t *result = ct_error_new("TimeoutError",
@@ -770,11 +772,13 @@ static json_t *run_task(ct_task_t *self, void *arg) {
     char *text = result_text(&result);
     store(w, j, "expired", text);
     free(text);
+    *outcome = CT_BROKER_EXPIRED;
     return result;
   }
   long long attempt = mark_running(w, j);
   bool lost = false;
   json_t *result = run_handler(w, j, self, &lost);
+  *outcome = CT_BROKER_RUNNING;
   if (lost) { /* its new owner runs it; nothing of this run is stored */
     ct__broker_log(w->b, CT_LOG_WARNING, "task %s: its lease was lost while it ran: "
                    "its result is dropped", j->msg.id);
@@ -783,9 +787,21 @@ static json_t *run_task(ct_task_t *self, void *arg) {
   char *text = result_text(&result);
   const char *cls = ct_result_error_class(result);
   bool now = cls && strcmp(cls, CT_BROKER_RETRY) == 0;
-  if (!retried(j, result, attempt) || retry(w, j, attempt, now, text) != 0)
+  *outcome = CT_BROKER_RETRYING;
+  if (!retried(j, result, attempt) || retry(w, j, attempt, now, text) != 0) {
     store(w, j, ct_result_is_error(result) ? "failed" : "completed", text);
+    *outcome = ct_result_is_error(result) ? CT_BROKER_FAILED : CT_BROKER_COMPLETED;
+  }
   free(text);
+  return result;
+}
+
+static json_t *run_task(ct_task_t *self, void *arg) {
+  job_t *j = arg;
+  double started = ct__bmetrics_start(j->w->b, &j->msg, j->level);
+  ct_broker_status_t outcome;
+  json_t *result = run_job(self, j, &outcome);
+  ct__bmetrics_end(j->w->b, &j->msg, j->level, outcome, started);
   return result;
 }
 

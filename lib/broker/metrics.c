@@ -1,0 +1,188 @@
+/* A worker's task events: the user's observer, and the queue's counters.
+ *
+ * worker.c calls ct__bmetrics_start() before a task's handler and
+ * ct__bmetrics_end() once its outcome is stored, on the pool thread that
+ * runs it. The observer (ct_broker_worker_observe()) hears both. The
+ * counters of completed and failed tasks per level, which operators read
+ * (and retried and expired ones) per level, which operators read
+ * with ct_broker_queue_stats(), live in Redis (`<prefix>stats`, a hash) so
+ * that every worker's count adds up; writing them once per task would cost
+ * a round trip per task, so they are kept here and added to the hash in one
+ * command at most once a second while the worker is busy, and as soon as
+ * no task of it runs (so a stopping worker, whose last task ends, adds its
+ * last counts). A write that fails is kept for the next one.
+ *
+ * Lock: m->lock guards the counts, in_flight and last_flush; the write to
+ * Redis is made outside it.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker-internal.h"
+#include "ctasker/broker-admin.h"
+#include "metrics.h"
+
+#define FLUSH_EVERY 1.0 /* seconds between counter writes while busy */
+
+/* The counters, by outcome: the hash's fields are "<level>:<name>". */
+#define NCOUNTERS 4
+static const char *const counter_names[NCOUNTERS] = {"completed", "failed", "retried",
+                                                     "expired"};
+
+/* The counter of an outcome, or -1 for one not counted (a lost lease). */
+static int counter_of(ct_broker_status_t outcome) {
+  switch (outcome) {
+  case CT_BROKER_COMPLETED:
+    return 0;
+  case CT_BROKER_FAILED:
+    return 1;
+  case CT_BROKER_RETRYING:
+    return 2;
+  case CT_BROKER_EXPIRED:
+    return 3;
+  default:
+    return -1;
+  }
+}
+
+/* KEYS: the counters hash. ARGV: field, increment, field, increment... */
+static const char add_script[] =
+    "for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end\n"
+    "return 1\n";
+
+struct ct__bmetrics {
+  ct_broker_observe_fn fn; /* set before the worker starts, then read-only */
+  void *data;
+  pthread_mutex_t lock;
+  long long counts[CT__BLEVELS][NCOUNTERS]; /* lock: not yet written */
+  int in_flight;                    /* lock */
+  double last_flush;                /* lock: ct_now() of the last write */
+};
+
+/* The handle's metrics, made on first use (under the handle's lock). */
+static ct__bmetrics_t *metrics_of(ct_broker_t *b) {
+  pthread_mutex_lock(&b->lock);
+  if (!b->metrics) {
+    ct__bmetrics_t *m = calloc(1, sizeof *m);
+    if (m && pthread_mutex_init(&m->lock, NULL) != 0) {
+      free(m);
+      m = NULL;
+    }
+    if (m)
+      m->last_flush = ct_now();
+    b->metrics = m;
+  }
+  ct__bmetrics_t *m = b->metrics;
+  pthread_mutex_unlock(&b->lock);
+  if (!m)
+    ct__broker_log(b, CT_LOG_WARNING, "no memory for the worker's counters: a task goes uncounted");
+  return m;
+}
+
+int ct_broker_worker_observe(ct_broker_t *b, ct_broker_observe_fn fn, void *data) {
+  if (!b)
+    return CT_EINVAL;
+  ct__bmetrics_t *m = metrics_of(b);
+  if (!m)
+    return CT_ENOMEM;
+  pthread_mutex_lock(&b->lock);
+  int rc = b->worker ? CT_EBUSY : 0;
+  if (rc == 0) {
+    m->fn = fn;
+    m->data = data;
+  }
+  pthread_mutex_unlock(&b->lock);
+  return rc;
+}
+
+static void tell(const ct__bmetrics_t *m, const ct__bmsg_t *msg, int level,
+                 ct_broker_event_kind_t kind, ct_broker_status_t status, double wait,
+                 double run) {
+  if (!m->fn)
+    return;
+  ct_broker_event_t e = {kind, msg->name, msg->id, ct__blevel_names[level], status,
+                         wait, run};
+  m->fn(&e, m->data);
+}
+
+double ct__bmetrics_start(ct_broker_t *b, const ct__bmsg_t *msg, int level) {
+  double now = ct_now();
+  ct__bmetrics_t *m = metrics_of(b);
+  if (!m)
+    return now;
+  pthread_mutex_lock(&m->lock);
+  m->in_flight++;
+  pthread_mutex_unlock(&m->lock);
+  double wait = (double)(ct__broker_unix_ms() - msg->enqueued_ms) / 1000.0;
+  tell(m, msg, level, CT_BROKER_EVENT_START, CT_BROKER_RUNNING, fmax(wait, 0.0), 0.0);
+  return now;
+}
+
+static int add_reply(const redisReply *r, void *data) {
+  (void)data;
+  return r->type == REDIS_REPLY_ERROR ? CT_EINVAL : 0;
+}
+
+/* Write the counts taken out of m; those that could not be written go
+ * back. */
+static void flush(ct_broker_t *b, ct__bmetrics_t *m,
+                  long long counts[CT__BLEVELS][NCOUNTERS]) {
+  char *key = ct__broker_key(b, "stats", "");
+  char fields[CT__BLEVELS * NCOUNTERS][40], values[CT__BLEVELS * NCOUNTERS][24];
+  const char *argv[4 + 2 * CT__BLEVELS * NCOUNTERS] = {"EVAL", add_script, "1", key};
+  int argc = 4;
+  for (int l = 0; l < CT__BLEVELS; l++)
+    for (int f = 0; f < NCOUNTERS; f++) {
+      if (counts[l][f] == 0)
+        continue;
+      int i = (argc - 4) / 2;
+      snprintf(fields[i], sizeof fields[i], "%s:%s", ct__blevel_names[l], counter_names[f]);
+      snprintf(values[i], sizeof values[i], "%lld", counts[l][f]);
+      argv[argc++] = fields[i];
+      argv[argc++] = values[i];
+    }
+  int rc = key ? ct__rconn_command(b->conn, argc, argv, NULL, add_reply, NULL) : CT_ENOMEM;
+  free(key);
+  if (rc == 0)
+    return;
+  ct__broker_log(b, CT_LOG_WARNING, "the queue's counters were not written (%s): kept for later",
+                 ct_strerror(rc));
+  pthread_mutex_lock(&m->lock);
+  for (int l = 0; l < CT__BLEVELS; l++)
+    for (int f = 0; f < NCOUNTERS; f++)
+      m->counts[l][f] += counts[l][f];
+  pthread_mutex_unlock(&m->lock);
+}
+
+void ct__bmetrics_end(ct_broker_t *b, const ct__bmsg_t *msg, int level,
+                      ct_broker_status_t outcome, double started) {
+  ct__bmetrics_t *m = metrics_of(b);
+  if (!m)
+    return;
+  double now = ct_now();
+  tell(m, msg, level, CT_BROKER_EVENT_END, outcome, 0.0, fmax(now - started, 0.0));
+  long long taken[CT__BLEVELS][NCOUNTERS] = {{0}};
+  int counter = counter_of(outcome);
+  pthread_mutex_lock(&m->lock);
+  m->in_flight--;
+  if (counter >= 0)
+    m->counts[level][counter]++;
+  bool due = m->in_flight == 0 || now - m->last_flush >= FLUSH_EVERY;
+  if (due) {
+    memcpy(taken, m->counts, sizeof taken);
+    memset(m->counts, 0, sizeof m->counts);
+    m->last_flush = now;
+  }
+  pthread_mutex_unlock(&m->lock);
+  if (due)
+    flush(b, m, taken);
+}
+
+void ct__bmetrics_free(ct__bmetrics_t *m) {
+  if (!m)
+    return;
+  pthread_mutex_destroy(&m->lock);
+  free(m);
+}

@@ -1,0 +1,22 @@
+/* What a worker tells metrics.c of each task it runs (see metrics.c). */
+#ifndef CT_BROKER_METRICS_H
+#define CT_BROKER_METRICS_H
+
+#include "message.h"
+
+typedef struct ct__bmetrics ct__bmetrics_t;
+
+/* A task of `level` is about to run (its handler, or its refusal).
+ * Returns the start time (ct_now()), for ct__bmetrics_end(). */
+double ct__bmetrics_start(ct_broker_t *b, const ct__bmsg_t *m, int level);
+
+/* The run ended: outcome is COMPLETED or FAILED (stored), RETRYING (a
+ * retry is scheduled), EXPIRED (its caller's deadline had passed) or
+ * RUNNING (its lease was lost: nothing stored). */
+void ct__bmetrics_end(ct_broker_t *b, const ct__bmsg_t *m, int level,
+                      ct_broker_status_t outcome, double started);
+
+/* Free what the handle's metrics hold (NULL does nothing). */
+void ct__bmetrics_free(ct__bmetrics_t *m);
+
+#endif
