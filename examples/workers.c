@@ -8,16 +8,10 @@
 #include <ctasker.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
-
-static void nap(double s) {
-  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-  nanosleep(&ts, NULL);
-}
 
 static int count(ct_worker_run_t *run) {
   (*(long *)run->data)++;
-  nap(0.01);
+  ct_worker_sleep(run->worker, 0.01); /* returns early when the worker is stopped */
   return CT_WORKER_CONTINUE;
 }
 
@@ -68,8 +62,7 @@ int main(void) {
   for (int i = 0; i < 3; i++)
     ct_event_worker_trigger(event, false); /* quick triggers merge */
 
-  while (ct_worker_state(interval) != CT_WORKER_STOPPED)
-    nap(0.05);
+  ct_worker_wait(interval, -1, NULL, NULL); /* until it stops itself */
   ct_worker_stop(bg, CT_WORKER_DRAIN, -1);
   ct_worker_stop(queue, CT_WORKER_DRAIN, -1);
   ct_worker_stop(event, CT_WORKER_DRAIN, -1);

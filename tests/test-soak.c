@@ -4,9 +4,10 @@
  * A cycle creates a supervisor with an extra loop and a process pool, then
  * runs at once: submitters of thread, loop, delayed and process tasks (with
  * completion callbacks, most with handles, some canceled by handle at once,
- * some waited for with an infinite timeout); cancelers that find upcoming
- * and recent ids with ct_supervisor_get_task() and cancel them while they
- * are being submitted; queue, event, interval and background workers in a
+ * some waited for with an infinite timeout); cancelers that find recent
+ * ids (a ring the submitters fill) and the next ids of their handle-table
+ * slots with ct_supervisor_get_task() and cancel them while tasks are
+ * being submitted; queue, event, interval and background workers in a
  * one-for-all group that a manager stops and starts again, with queue items
  * put and triggers fired from several threads; a killer that SIGKILLs pool
  * children from outside (and, once per run, the fork server) and opens
@@ -113,7 +114,9 @@ static _Atomic(ct_loop_t *) xloop;
 static ct_worker_t *qw, *ew, *iw, *bw, *lw; /* lw: on the extra loop, outside the group */
 static ct_worker_group_t *group;
 static atomic_bool quit;
-static atomic_uint_fast64_t max_id;
+#define ID_RING 64
+static atomic_uint_fast64_t id_ring[ID_RING]; /* ids of tracked tasks, newest at id_next - 1 */
+static atomic_uint id_next;
 static atomic_int inflight[SUBMITTERS];
 static atomic_int inflight_proc[SUBMITTERS];
 static list_t recs = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0};
@@ -139,7 +142,7 @@ int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(voi
 
 /* Totals over the run, for the closing line. */
 static atomic_long total_accepted, total_items, children_killed,
-    servers_killed, hangs, helpers, cancels_ok, threads_refused;
+    servers_killed, hangs, helpers, cancels_ok, threads_refused, cancels_by_id;
 
 int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg) {
   if (atomic_load(&thread_faults)) {
@@ -506,9 +509,7 @@ static int submit_one(rec_t *r, unsigned *seed, bool with_handle) {
   }
   if (r->rc == 0 && r->task) {
     r->id = ct_task_id(r->task);
-    uint64_t m = atomic_load(&max_id);
-    while (r->id > m && !atomic_compare_exchange_weak(&max_id, &m, r->id))
-      ;
+    atomic_store(&id_ring[atomic_fetch_add(&id_next, 1) % ID_RING], r->id);
   }
   atomic_store(&r->published, true);
   return r->rc;
@@ -572,13 +573,18 @@ static bool cancelable(const char *name) {
   return false;
 }
 
-/* Cancel by id: tasks just submitted or about to be, found by id. */
+/* Cancel by id: tasks just submitted, and those about to be in the slots
+ * of the handle table they name (the same slot's next generation: ids are
+ * not sequential), found by id. */
 static void *canceler_main(void *arg) {
   int me = (int)(intptr_t)arg;
   unsigned seed = (unsigned)(cycle * 31 + me + 5);
   while (!atomic_load(&quit)) {
-    uint64_t base = atomic_load(&max_id);
-    for (uint64_t id = base > 4 ? base - 4 : 1; id < base + 12; id++) {
+    unsigned next = atomic_load(&id_next);
+    for (unsigned k = 0; k < 16 && k < 2 * next; k++) {
+      uint64_t id = atomic_load(&id_ring[(next - 1 - k / 2) % ID_RING]);
+      if (k % 2)
+        id += UINT64_C(1) << 32; /* the slot's next generation */
       ct_task_t *t;
       if (ct_supervisor_get_task(sup, id, &t) != 0)
         continue;
@@ -588,6 +594,7 @@ static void *canceler_main(void *arg) {
       }
       if (ct_task_cancel(t) == 0) {
         atomic_fetch_add(&cancels_ok, 1);
+        atomic_fetch_add(&cancels_by_id, 1);
         if (ct_task_status(t) != CT_TASK_CANCELED)
           fail("task %" PRIu64 " %s: cancel by id returned 0 but status %d", id,
                ct_task_name(t), (int)ct_task_status(t));
@@ -958,7 +965,7 @@ static void run_cycle(double seconds, bool kill_the_server) {
   int threads0 = count_threads(), fds0 = count_fds();
   atomic_store(&cycle_failures, 0);
   atomic_store(&quit, false);
-  atomic_store(&max_id, 0);
+  atomic_store(&id_next, 0);
   for (int i = 0; i < SUBMITTERS; i++) {
     atomic_store(&inflight[i], 0);
     atomic_store(&inflight_proc[i], 0);
@@ -1034,10 +1041,11 @@ int main(int argc, char **argv) {
   phase("done", 1e9);
   fprintf(stderr, "soak: %d cycles, %ld tasks, %ld queue items, faults injected: %ld children "
           "killed, %ld fork server killed, %ld hung children, %ld children dead with a helper, "
-          "%ld threads refused, %ld cancels; %.1f s\n", cycles, atomic_load(&total_accepted),
-          atomic_load(&total_items), atomic_load(&children_killed), atomic_load(&servers_killed),
-          atomic_load(&hangs), atomic_load(&helpers), atomic_load(&threads_refused),
-          atomic_load(&cancels_ok), ct_now() - start);
+          "%ld threads refused, %ld cancels (%ld by id); %.1f s\n", cycles,
+          atomic_load(&total_accepted), atomic_load(&total_items), atomic_load(&children_killed),
+          atomic_load(&servers_killed), atomic_load(&hangs), atomic_load(&helpers),
+          atomic_load(&threads_refused), atomic_load(&cancels_ok), atomic_load(&cancels_by_id),
+          ct_now() - start);
   if (atomic_load(&failures) > 0) {
     fprintf(stderr, "soak: FAILED: %ld failures\n", atomic_load(&failures));
     return 1;

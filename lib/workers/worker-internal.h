@@ -72,8 +72,9 @@ struct ct_worker {
 
   pthread_mutex_t lock;    /* guards everything below (but what says
                               otherwise); taken before the supervisor's
-                              parts lock, the pools', the registry's and a
-                              loop's (docs/threading.md), never after */
+                              parts lock, the pools', the handle table's
+                              grow lock and a loop's (docs/threading.md),
+                              never after */
   pthread_cond_t cond;     /* broadcast when the state leaves RUNNING,
                               becomes final and its end is reported */
   atomic_int state;

@@ -2,8 +2,8 @@
  *
  * A worker owns its lock and, through its kind, what triggers a run (queue
  * items, a trigger flag, a timer). Lock order: worker lock -> supervisor
- * parts_lock | thread or process pool lock | registry | loop inbox lock
- * (docs/threading.md). User code (run, on_error, on_drop) is never called
+ * parts_lock | thread or process pool lock | handle table grow lock | loop
+ * inbox lock (docs/threading.md). User code (run, on_error, on_drop) is never called
  * with the lock held.
  *
  * Work enters through ct__worker_kick(): when the worker may run, has work
