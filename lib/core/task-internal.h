@@ -7,8 +7,8 @@
  *   DELAYED -> QUEUED -> STARTED -> COMPLETED
  *   DELAYED | QUEUED -> CANCELED
  * Records come from slabs (slab.h), sized to the byte: a fire-and-forget
- * task is a 72-byte record; the extra part of tracked tasks adds 48 (a
- * 120-byte record, plus the name); a task with an arg_free or a timeout
+ * task is a 64-byte record; the extra part of tracked tasks adds 48 (a
+ * 112-byte record, plus the name); a task with an arg_free or a timeout
  * carries a record of the layer above after its extra part, in one heap
  * block (task-options.c).
  */
@@ -52,6 +52,7 @@ enum ct__task_flag {
   CT__F_ARG_WAITS = 1u << 10, /* timed out: its end was told or its function
                                  returned; the other frees the arg */
   CT__F_MORE = 1u << 11,      /* a ct__task_more_t follows the extra part */
+  CT__F_EXTRA = 1u << 12,     /* the extra part follows the task (ct__task_x()) */
 };
 
 /* What fewer tasks still carry: an arg_free or a timeout. It begins a
@@ -63,8 +64,9 @@ typedef struct ct__task_more {
 } ct__task_more_t;
 
 /* What only some tasks carry: those with a handle, a callback, a name, or a
- * supervisor watchdog. Allocated in the same block, right after the task;
- * a task without it reads no clock. */
+ * supervisor watchdog. Allocated in the same block, right after the task,
+ * so a flag (CT__F_EXTRA) says where it is and the task spends no pointer
+ * on it; a task without it reads no clock. */
 struct ct__task_extra {
   ct_task_done_fn on_done;
   void *done_data;
@@ -80,7 +82,6 @@ struct ct_task {
   void *arg;
   ct__task_owner_t *owner; /* set before the task is handed over */
   json_t *result; /* written once, before the status becomes terminal */
-  struct ct__task_extra *x; /* NULL on the cheap path */
   uint64_t id;
   atomic_uint refs;
   atomic_int status;
@@ -88,6 +89,16 @@ struct ct_task {
   atomic_ushort waiters; /* threads in ct_wait_completed() on this task */
   uint8_t priority;
 };
+
+/* A fire-and-forget task is one cache line: what a queued task costs. */
+_Static_assert(sizeof(struct ct_task) <= 64, "a task record fits in 64 bytes");
+
+/* The extra part, or NULL on the cheap path. */
+static inline struct ct__task_extra *ct__task_x(const ct_task_t *t) {
+  return atomic_load_explicit(&t->flags, memory_order_relaxed) & CT__F_EXTRA
+             ? (struct ct__task_extra *)(t + 1)
+             : NULL;
+}
 
 /* A new task with one reference, status QUEUED, with or without the extra
  * part; NULL if out of memory. */
@@ -100,7 +111,7 @@ ct_task_t *ct__task_new_more(ct_task_fn fn, void *arg, int priority, size_t more
 /* The record after the extra part, or NULL. */
 static inline ct__task_more_t *ct__task_more(const ct_task_t *t) {
   return atomic_load_explicit(&t->flags, memory_order_relaxed) & CT__F_MORE
-             ? (ct__task_more_t *)(t->x + 1)
+             ? (ct__task_more_t *)(ct__task_x(t) + 1)
              : NULL;
 }
 
@@ -110,12 +121,14 @@ size_t ct__task_slab_bytes(void);
 
 /* Timestamps, for tasks with the extra part (no-ops for the others). */
 static inline void ct__task_stamp_queued(ct_task_t *t) {
-  if (t->x)
-    t->x->t_queued = ct__now();
+  struct ct__task_extra *x = ct__task_x(t);
+  if (x)
+    x->t_queued = ct__now();
 }
 static inline void ct__task_stamp_started(ct_task_t *t) {
-  if (t->x)
-    t->x->t_started = ct__now();
+  struct ct__task_extra *x = ct__task_x(t);
+  if (x)
+    x->t_started = ct__now();
 }
 
 /* Whether the task's owner records wait and run times. */
@@ -134,7 +147,7 @@ static inline bool ct__task_has(const ct_task_t *t, unsigned flag) {
 /* Whether another thread may reach the task: a task without the extra part
  * has no handle, no callback and no watchdog, so only its executor holds it
  * (its own function may take a reference once it runs). */
-static inline bool ct__task_private(const ct_task_t *t) { return t->x == NULL; }
+static inline bool ct__task_private(const ct_task_t *t) { return ct__task_x(t) == NULL; }
 
 /* QUEUED -> STARTED, for the executor that took the task off its run queue
  * under its lock. A private task can be canceled only by a stop, under that

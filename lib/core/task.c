@@ -48,12 +48,10 @@ static ct_task_t *task_init(ct_task_t *t, ct_task_fn fn, void *arg, int priority
   *t = (ct_task_t){.fn = fn, .arg = arg, .priority = (uint8_t)priority};
   atomic_init(&t->refs, 1);
   atomic_init(&t->status, CT_TASK_QUEUED);
-  atomic_init(&t->flags, flags);
+  atomic_init(&t->flags, extra ? flags | CT__F_EXTRA : flags);
   atomic_init(&t->waiters, 0);
-  if (extra) {
-    t->x = (struct ct__task_extra *)(t + 1);
-    *t->x = (struct ct__task_extra){0};
-  }
+  if (extra)
+    *ct__task_x(t) = (struct ct__task_extra){0};
   return t;
 }
 
@@ -82,8 +80,9 @@ ct_task_t *ct_task_ref(ct_task_t *task) {
 
 static void task_free(ct_task_t *task) {
   json_decref(task->result);
-  if (task->x)
-    free(task->x->name);
+  struct ct__task_extra *x = ct__task_x(task);
+  if (x)
+    free(x->name);
   if (ct__task_has(task, CT__F_MORE))
     free(task);
   else
@@ -98,7 +97,8 @@ void ct_task_unref(ct_task_t *task) {
 
 uint64_t ct_task_id(const ct_task_t *task) { return task ? task->id : 0; }
 const char *ct_task_name(const ct_task_t *task) {
-  return task && task->x && task->x->name ? task->x->name : "";
+  struct ct__task_extra *x = task ? ct__task_x(task) : NULL;
+  return x && x->name ? x->name : "";
 }
 int ct_task_priority(const ct_task_t *task) { return task ? task->priority : -1; }
 void *ct_task_arg(const ct_task_t *task) {
@@ -115,14 +115,20 @@ bool ct_task_is_terminal(const ct_task_t *task) {
 }
 
 /* Timestamps are written before the status change that publishes them. */
+static struct ct__task_extra *extra_of(const ct_task_t *task) {
+  return task ? ct__task_x(task) : NULL;
+}
 double ct_task_time_queued(const ct_task_t *task) {
-  return task && task->x ? task->x->t_queued : 0;
+  struct ct__task_extra *x = extra_of(task);
+  return x ? x->t_queued : 0;
 }
 double ct_task_time_started(const ct_task_t *task) {
-  return task && task->x && ct_task_status(task) >= CT_TASK_STARTED ? task->x->t_started : 0;
+  struct ct__task_extra *x = extra_of(task);
+  return x && ct_task_status(task) >= CT_TASK_STARTED ? x->t_started : 0;
 }
 double ct_task_time_completed(const ct_task_t *task) {
-  return task && task->x && ct_task_is_terminal(task) ? task->x->t_completed : 0;
+  struct ct__task_extra *x = extra_of(task);
+  return x && ct_task_is_terminal(task) ? x->t_completed : 0;
 }
 
 /* NULL reads as terminal (ct_task_status) but has no result to borrow. */
@@ -139,8 +145,9 @@ bool ct_task_cancel_requested(const ct_task_t *task) {
 }
 
 static void announce_terminal(ct_task_t *t) {
-  if (t->x && t->x->on_done)
-    t->x->on_done(t, t->x->done_data);
+  struct ct__task_extra *x = ct__task_x(t);
+  if (x && x->on_done)
+    x->on_done(t, x->done_data);
   if (!ct__task_has(t, CT__F_TIMED_OUT))
     ct__task_free_arg(t);
   else
@@ -161,10 +168,11 @@ bool ct__task_run_and_release(ct_task_t *t) {
     return ct__task_run_timed(t);
   json_t *result = t->fn(t, t->arg);
   bool failed = ct_result_is_error(result);
+  struct ct__task_extra *x = ct__task_x(t);
   /* Nobody else holds the task and nobody asked to hear of it (nor for its
    * times, its argument or its deadline): the cheap path skips the terminal
    * bookkeeping nobody can observe. */
-  if (!(t->x && (t->x->on_done || ct__task_timed(t))) && !ct__task_has(t, CT__F_MORE) &&
+  if (!(x && (x->on_done || ct__task_timed(t))) && !ct__task_has(t, CT__F_MORE) &&
       atomic_load_explicit(&t->refs, memory_order_acquire) == 1) {
     /* ... and, as ours is the last reference, frees it without the
      * decrement: nobody is left who could take another. */
@@ -179,11 +187,12 @@ bool ct__task_run_and_release(ct_task_t *t) {
 
 void ct__task_finish(ct_task_t *t, json_t *result) {
   t->result = result ? result : json_null();
-  if (t->x)
-    t->x->t_completed = ct__now();
-  if (t->x && ct__task_timed(t) && t->x->t_started > 0)
-    ct__timing_record(t->owner->timing, t->x->t_started - t->x->t_queued,
-                      t->x->t_completed - t->x->t_started);
+  struct ct__task_extra *x = ct__task_x(t);
+  if (x)
+    x->t_completed = ct__now();
+  if (x && ct__task_timed(t) && x->t_started > 0)
+    ct__timing_record(t->owner->timing, x->t_started - x->t_queued,
+                      x->t_completed - x->t_started);
   /* A store, not a swap: STARTED is left only here, by the executor that
    * won QUEUED -> STARTED (a cancel then only sets a flag), or by a
    * deadline that won the claim against the function's return
@@ -195,8 +204,8 @@ void ct__task_finish(ct_task_t *t, json_t *result) {
 void ct__task_finish_canceled(ct_task_t *t) {
   t->result = ct_error_new("CancelledError", "task %llu was canceled",
                            (unsigned long long)t->id);
-  if (t->x)
-    t->x->t_completed = ct__now();
+  if (ct__task_x(t))
+    ct__task_x(t)->t_completed = ct__now();
   announce_terminal(t);
 }
 

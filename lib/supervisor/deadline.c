@@ -61,7 +61,7 @@ static void arm_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
   ct_task_t *t = d->task;
   if (ct__task_has(t, CT__F_RETURNED))
     return; /* back already: its disarm follows */
-  double left = t->x->t_started + d->more.timeout - ct__now();
+  double left = ct__task_x(t)->t_started + d->more.timeout - ct__now();
   ev_timer_set(&d->timer, left > 0 ? left : 0, 0.);
   ev_now_update(loop->ev);
   ev_timer_start(loop->ev, &d->timer);

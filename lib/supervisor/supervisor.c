@@ -457,13 +457,13 @@ ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *ar
     return NULL;
   if (more)
     ct__deadline_init(sup, t, o);
-  if (o->name && !(t->x->name = strdup(o->name))) {
+  if (o->name && !(ct__task_x(t)->name = strdup(o->name))) {
     ct_task_unref(t); /* arg stays the caller's: arg_free is not called */
     return NULL;
   }
   if (extra) {
-    t->x->on_done = o->on_done;
-    t->x->done_data = o->done_data;
+    ct__task_x(t)->on_done = o->on_done;
+    ct__task_x(t)->done_data = o->done_data;
   }
   t->owner = &sup->owner;
   unsigned shard = submit_shard_of_thread();

@@ -45,9 +45,10 @@ static double lowest_threshold(const ct_supervisor_t *sup) {
 
 static bool check_task(ct_task_t *t, bool started, void *data) {
   ct__scan_t *scan = data;
-  if (!t->x || atomic_load(&t->status) == CT_TASK_CANCELED)
+  struct ct__task_extra *x = ct__task_x(t);
+  if (!x || atomic_load(&t->status) == CT_TASK_CANCELED)
     return true;
-  double age = scan->now - (started ? t->x->t_started : t->x->t_queued);
+  double age = scan->now - (started ? x->t_started : x->t_queued);
   if (age < scan->lowest)
     return false; /* every later task of this level is younger */
   if (scan->warning > 0 && age >= scan->warning && !ct__task_has(t, CT__F_WARNED))
