@@ -9,7 +9,6 @@
 #ifndef CT_BENCH_H
 #define CT_BENCH_H
 
-#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -90,12 +89,6 @@ static inline uint64_t bench_quantile(const uint64_t *sorted, size_t n, double q
 
 static inline void bench_sort_u64(uint64_t *v, size_t n) {
   qsort(v, n, sizeof *v, bench_cmp_u64);
-}
-
-/* Bytes the allocator has handed out and not had back, over all arenas. */
-static inline size_t bench_heap_in_use(void) {
-  struct mallinfo2 mi = mallinfo2();
-  return mi.uordblks + mi.hblkhd;
 }
 
 /* What the whole process has used so far: CPU time of every thread (user
