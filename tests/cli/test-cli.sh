@@ -123,7 +123,7 @@ has "$dir/err" "registered no handler" "an empty plugin says so"
 expect 5 "submit before any worker registered the name" "$ctasker" submit add '{}'
 has "$dir/err" "no worker has registered 'add'" "an unregistered name says so"
 
-start_worker "$dir/w1.log" --metrics 127.0.0.1:0 --log-format json --grace 60
+start_worker "$dir/w1.log" --metrics 127.0.0.1:0 --log-format json --grace 60 --processes 2
 has "$dir/w1.log" '"level":"info"' "the log is JSON lines"
 
 expect 0 "call add" "$ctasker" call add '{"a": 2, "b": 3}' --timeout 30
@@ -218,6 +218,13 @@ has "$dir/metrics" 'ctasker_tasks_retried_total{queue="default",name="fail"} 1' 
 has "$dir/metrics" 'ctasker_queue_ready{queue="default",level="normal"} 0' \
   "metrics have the queue's counts"
 has "$dir/metrics" 'ctasker_supervisor_threads ' "metrics have the supervisor's statistics"
+has "$dir/metrics" 'ctasker_tasks_dead_total{queue="default",name="echo"} 1' \
+  "metrics count the entry buried in the dead letters, by its name"
+has "$dir/metrics" 'ctasker_tasks_dead_total{queue="default",name="add"} 0' \
+  "a name with no dead letters counts none"
+has "$dir/metrics" 'ctasker_process_children 2' "metrics have the process pool's children"
+has "$dir/metrics" 'ctasker_process_children_forked_total 2' \
+  "metrics count the children forked"
 if command -v promtool >/dev/null; then
   if promtool check metrics <"$dir/metrics" >"$dir/promtool" 2>&1; then
     ok "promtool check metrics"
