@@ -17,9 +17,11 @@ passed=0
 failed=0
 redis_pid=
 worker_pid=
+watch_pid=
 
 cleanup() {
   [ -n "$worker_pid" ] && kill -KILL "$worker_pid" 2>/dev/null
+  [ -n "$watch_pid" ] && kill -KILL "$watch_pid" 2>/dev/null
   [ -n "$redis_pid" ] && kill -TERM "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
   rm -rf "$dir"
 }
@@ -266,6 +268,53 @@ stop_worker 1 "a second SIGTERM stops at once with exit 1"
 expect 0 "queues after the fast stop" "$ctasker" queues --json
 json "$dir/out" "[l for l in j['levels'] if l['level'] == 'low'][0]['pending'] == 1" &&
   ok "the abandoned task is left pending for another worker" || fail "queues: $(cat "$dir/out")"
+
+# A grace that runs out: exit 4, and the task still running is left
+# pending for another worker (the one abandoned above is left alone:
+# its lease of 30 s outlasts this part).
+TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}report_thread_leaks=0" \
+  start_worker "$dir/w3.log" --grace 1
+expect 0 "submit a task longer than the grace" "$ctasker" submit sleep '{"seconds": 60}' \
+  --priority critical
+over=$(cat "$dir/out")
+wait_for "it runs as well" status_is "$over" running
+stop_worker 4 "a drain whose grace runs out exits 4"
+has "$dir/w3.log" "ran out" "the grace running out is logged"
+status_is "$over" running && ok "the task is not marked ended" || fail "over: $(cat "$dir/st")"
+expect 0 "queues after the grace ran out" "$ctasker" queues --json
+json "$dir/out" "[l for l in j['levels'] if l['level'] == 'critical'][0]['pending'] == 1" &&
+  ok "the task the grace cut short is left pending" || fail "queues: $(cat "$dir/out")"
+
+# queues --watch shows the queue again and again until interrupted: a
+# change made while it runs shows up in a later table.
+"$ctasker" queues --json --watch=0.2 >"$dir/watch" 2>"$dir/watch.err" &
+watch_pid=$!
+delayed_now() { # the delayed count of the last table shown is $1
+  python3 - "$dir/watch" "$1" <<'PY'
+import json, sys
+text = open(sys.argv[1]).read()
+dec, i, last = json.JSONDecoder(), 0, None
+while True:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i >= len(text):
+        break
+    try:
+        last, i = dec.raw_decode(text, i)
+    except ValueError:
+        break  # a table still being written
+sys.exit(0 if last is not None and last['delayed'] == int(sys.argv[2]) else 1)
+PY
+}
+wait_for "queues --watch shows the queue" delayed_now 1
+expect 0 "submit another delayed task" "$ctasker" submit sleep '{"seconds": 0}' --delay 3600
+wait_for "queues --watch shows the change" delayed_now 2
+kill -0 "$watch_pid" 2>/dev/null && ok "queues --watch keeps going" || fail "queues --watch ended"
+kill -TERM "$watch_pid"
+wait "$watch_pid" 2>/dev/null
+watch_pid=
+[ "$(grep -c '"queue":' "$dir/watch")" -ge 2 ] && ok "queues --watch showed it more than once" ||
+  fail "queues --watch: $(cat "$dir/watch")"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
