@@ -202,6 +202,23 @@ json "$dir/out" "j['removed'] == 1" && ok "purge removed the one left" || fail "
 expect 0 "dead list after purge" "$ctasker" dead list --json
 json "$dir/out" "j == []" && ok "no dead letters left" || fail "dead list: $(cat "$dir/out")"
 
+# Deadlines: a call and a wait that time out exit 4 and say so; on a
+# terminal, wait draws a progress bar.
+expect 4 "a call that times out" "$ctasker" call sleep '{"seconds": 2}' --timeout 0.3
+has "$dir/err" "no result within 0.3 s" "a call that times out says so"
+expect 0 "submit a task for a wait" "$ctasker" submit sleep '{"seconds": 2}'
+slow=$(cat "$dir/out")
+expect 4 "a wait that times out" "$ctasker" wait "$slow" --timeout 0.3
+has "$dir/err" "1 of 1 tasks still not ended" "a wait that times out says so"
+if command -v script >/dev/null; then
+  expect 0 "wait on a terminal" script -qec "'$ctasker' wait '$slow' '$id' --timeout 30" /dev/null
+  has "$dir/out" "] 2/2 ended" "wait draws a progress bar on a terminal"
+  grep -q "$slow completed" "$dir/out" && fail "wait printed lines on a terminal" ||
+    ok "wait prints no lines on a terminal"
+else
+  echo "skip - script(1) not installed: no terminal for wait's progress bar"
+fi
+
 # Metrics.
 port=$(grep -o 'metrics at http://127.0.0.1:[0-9]*' "$dir/w1.log" | grep -o '[0-9]*$')
 if curl -sf "http://127.0.0.1:$port/metrics" -o "$dir/metrics"; then
