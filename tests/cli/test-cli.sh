@@ -302,6 +302,27 @@ expect 0 "queues after the grace ran out" "$ctasker" queues --json
 json "$dir/out" "[l for l in j['levels'] if l['level'] == 'critical'][0]['pending'] == 1" &&
   ok "the task the grace cut short is left pending" || fail "queues: $(cat "$dir/out")"
 
+# Reservations and timeouts of the supervisor: with one pool thread and
+# one reserved for normal tasks, two normal tasks run at once; one that
+# runs past --timeout-warning is logged. A queue of its own, so that the
+# tasks abandoned above stay out of its way.
+start_worker "$dir/w4.log" --queue q4 --threads 1 --reserve-normal 1 --concurrency 2 \
+  --timeout-warning 0.5
+expect 0 "submit a first normal task" "$ctasker" submit sleep '{"seconds": 3}' --queue q4
+r1=$(cat "$dir/out")
+expect 0 "submit a second normal task" "$ctasker" submit sleep '{"seconds": 3}' --queue q4
+r2=$(cat "$dir/out")
+both_running() {
+  "$ctasker" status --json --queue q4 "$r1" "$r2" >"$dir/st" 2>/dev/null &&
+    json "$dir/st" "[t['status'] for t in j] == ['running', 'running']"
+}
+wait_for "the reserved thread runs the second normal task beside the first" both_running
+wait_for "a task past --timeout-warning is logged" grep -q "longer than the warning timeout" \
+  "$dir/w4.log"
+stop_worker 0 "the worker with reservations drains and exits 0"
+expect 2 "a bad --reserve-high" "$ctasker" worker --handlers "$handlers" --reserve-high lots
+has "$dir/err" "--reserve-high: not a number" "a bad --reserve-high says so"
+
 # queues --watch shows the queue again and again until interrupted: a
 # change made while it runs shows up in a later table.
 "$ctasker" queues --json --watch=0.2 >"$dir/watch" 2>"$dir/watch.err" &
