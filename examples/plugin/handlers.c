@@ -2,14 +2,17 @@
  *
  * Four thread handlers: add (a + b), echo (its kwargs back), sleep (waits
  * `seconds`, ending early if the task is canceled) and fail (an exception
- * with the class and message it is given). CT_PLUGIN_HANDLERS exports the
- * entry point that registers them (ctasker/plugin.h).
+ * with the class and message it is given); and a process handler, pid,
+ * which runs in a child of the worker's process pool (`--processes N`)
+ * and answers with the child's pid. CT_PLUGIN_ENTRY exports the entry
+ * point that registers them (ctasker/plugin.h).
  *
  *   cc -shared -fPIC $(pkg-config --cflags ctasker) handlers.c -o handlers.so
  *   ctasker worker --url unix:///tmp/redis.sock --handlers ./handlers.so
  *   ctasker call add '{"a": 2, "b": 3}' --url unix:///tmp/redis.sock
  */
 #include <time.h>
+#include <unistd.h>
 
 #include <ctasker.h>
 #include <ctasker/plugin.h>
@@ -51,10 +54,34 @@ static json_t *fail(ct_task_t *self, const json_t *kwargs, void *data) {
   return ct_error_new(cls ? cls : "ValueError", "%s", msg ? msg : "failed as asked");
 }
 
+/* In a pool child: {"pid": its pid}. */
+static json_t *child_pid(uint64_t id, json_t *args, void *data) {
+  (void)id;
+  (void)args;
+  (void)data;
+  return json_pack("{s:i}", "pid", (int)getpid());
+}
+
 static const ct_plugin_handler_t handlers[] = {
     {"add", add, NULL},
     {"echo", echo, NULL},
     {"sleep", sleep_for, NULL},
     {"fail", fail, NULL},
 };
-CT_PLUGIN_HANDLERS(handlers)
+
+/* The thread handlers, then the process handler. The process function is
+ * registered once per process (the entry point runs once per --queue:
+ * CT_EBUSY the next times), before the worker creates its pool. */
+static int register_all(ct_broker_t *broker) {
+  for (size_t i = 0; i < sizeof handlers / sizeof *handlers; i++) {
+    int rc = ct_broker_register(broker, handlers[i].name, handlers[i].fn, handlers[i].data);
+    if (rc != 0)
+      return rc;
+  }
+  int rc = ct_process_register("example.pid", child_pid, NULL);
+  if (rc != 0 && rc != CT_EBUSY)
+    return rc;
+  rc = ct_broker_register_process(broker, "pid", "example.pid", 30);
+  return rc != 0 ? rc : (int)(sizeof handlers / sizeof *handlers) + 1;
+}
+CT_PLUGIN_ENTRY(register_all)

@@ -94,32 +94,42 @@ CT_EXPORT int ct_broker_workers(ct_broker_t *broker, json_t **out);
 /** What a worker tells its observer (ct_broker_worker_observe()). */
 typedef enum ct_broker_event_kind {
   CT_BROKER_EVENT_START = 0, /**< a task's handler is about to run */
-  CT_BROKER_EVENT_END = 1    /**< a task ended and its outcome was stored (or
+  CT_BROKER_EVENT_END = 1,   /**< a task ended and its outcome was stored (or
                                 could not be: then it stays pending) */
+  CT_BROKER_EVENT_DEAD = 2   /**< this worker moved an entry to the dead letters
+                                (delivered too often, or malformed), without
+                                running it; told on the worker's fetch thread */
 } ct_broker_event_kind_t;
 
 /** One event of a worker's task. Strings are borrowed for the call. */
 typedef struct ct_broker_event {
-  ct_broker_event_kind_t kind; /**< start or end */
-  const char *name;            /**< the task name */
-  const char *id;              /**< the task id */
-  const char *level;           /**< "critical", "high", "normal" or "low" */
+  ct_broker_event_kind_t kind; /**< start, end or dead */
+  const char *name;            /**< the task name ("" for a dead entry that
+                                  names none) */
+  const char *id;              /**< the task id ("" for a dead entry without a
+                                  valid one) */
+  const char *level;           /**< "critical", "high", "normal" or "low"
+                                  ("delayed" for a malformed member of the
+                                  delayed set, buried from there) */
   ct_broker_status_t status;   /**< START: RUNNING. END: COMPLETED or FAILED (stored),
                                   RETRYING (a retry is scheduled), EXPIRED (the
                                   caller's deadline had passed), or RUNNING (its
-                                  lease was lost: another worker owns it now) */
+                                  lease was lost: another worker owns it now).
+                                  DEAD: DEAD */
   double queue_wait;           /**< seconds from submission to this start
                                   (across machines: clocks may differ; never < 0) */
-  double run_time;             /**< END: seconds the run took; START: 0 */
+  double run_time;             /**< END: seconds the run took; START, DEAD: 0 */
 } ct_broker_event_t;
 
 /** Called on the pool thread that runs the task, before its handler and
- * after its outcome is stored; must be quick and thread-safe (several
- * tasks run at once). */
+ * after its outcome is stored, and on the worker's fetch thread for an
+ * entry it buries; must be quick and thread-safe (several tasks run at
+ * once). It should ignore kinds it does not know: more may come. */
 typedef void (*ct_broker_observe_fn)(const ct_broker_event_t *event, void *data);
 
 /** Have `fn` (with `data`) told of every task this handle's worker starts
- * and ends, e.g. to keep per-name metrics. Set it before
+ * and ends, and of every entry it moves to the dead letters, e.g. to keep
+ * per-name metrics. Set it before
  * ct_broker_worker_start(); NULL removes it.
  * Returns 0; CT_EINVAL (NULL broker); CT_EBUSY once the worker has started;
  * CT_ENOTSUP without the redis feature. Thread-safety: any thread. */

@@ -229,6 +229,25 @@ typedef json_t *(*ct_broker_handler_fn)(ct_task_t *self, const json_t *kwargs, v
 CT_EXPORT int ct_broker_register(ct_broker_t *broker, const char *name, ct_broker_handler_fn fn,
                                  void *data);
 
+/** Register the process function `function` (registered with
+ * ct_process_register(), process.h) as the handler of the task `name`:
+ * each run calls it in a child of the supervisor's process pool (create
+ * the pool with ct_process_pool_create() before the worker starts) with
+ * the task's kwargs, and its result is the task's; a child that crashes or
+ * runs past `timeout` seconds (a hard timeout: the child is killed;
+ * INFINITY: none) gives
+ * a ProcessCrashed or TimeoutError exception, retried per the task's
+ * policy as any error. A run canceled while its child works (its lease was
+ * lost, or its run timeout passed) ends at once as canceled; the child
+ * runs on until it ends or its timeout kills it, and its result is
+ * dropped. Registration closes when the worker starts.
+ * Returns 0; CT_EINVAL (NULL broker or function, an empty function, a
+ * timeout not > 0, a bad name as for ct_broker_register()); CT_EBUSY (the
+ * name is registered already, or the worker has started); CT_ENOMEM;
+ * CT_ENOTSUP without the redis feature. Thread-safety: any thread. */
+CT_EXPORT int ct_broker_register_process(ct_broker_t *broker, const char *name,
+                                         const char *function, double timeout);
+
 /** Worker options: start from CT_BROKER_WORKER_OPTS_INIT. */
 typedef struct ct_broker_worker_opts {
   size_t size;         /**< sizeof(ct_broker_worker_opts_t), set by CT_BROKER_WORKER_OPTS_INIT */

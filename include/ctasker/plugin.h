@@ -24,8 +24,11 @@
  *
  * Build it with `cc -shared -fPIC $(pkg-config --cflags ctasker) x.c -o x.so`.
  * Handlers run on the worker's pool threads, several at once; the plugin
- * stays loaded until the command exits. The handlers the Redis mode runs
- * today are thread handlers (ct_broker_handler_fn).
+ * stays loaded until the command exits. A plugin registers thread
+ * handlers (ct_broker_handler_fn), and process handlers with
+ * ct_broker_register_process() for process functions it registers with
+ * ct_process_register() (once per process: the entry point runs once per
+ * --queue), which need `ctasker worker --processes N`.
  */
 #ifndef CTASKER_PLUGIN_H
 #define CTASKER_PLUGIN_H

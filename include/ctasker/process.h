@@ -57,10 +57,16 @@
  * drops them); it must not use the supervisor; pool children it still holds
  * descriptors of may outlive the pool's stop until it exits or execs.
  *
- * The fork server and the children run with default signal handlers and
- * share the host's process group: a terminal's Ctrl-C (SIGINT) ends them
- * too, even where the host handles SIGINT itself; their tasks then become
- * ProcessCrashed results. A child ends with _exit(): what a function leaves
+ * The fork server and the children run with default signal handlers in a
+ * process group of their own (the fork server leads it): what a terminal
+ * sends to its foreground group (Ctrl-C's SIGINT, SIGQUIT, Ctrl-Z's
+ * SIGTSTP) reaches the host alone, which decides what it means (stopping
+ * the pool, or letting running tasks end); when the host exits, the fork
+ * server sees its socket close and ends every child. Being outside the
+ * terminal's foreground group, a process function that reads the terminal
+ * is stopped (SIGTTIN), as a background job would be. Signals sent to the
+ * host's process group from elsewhere do not reach them either: send them
+ * to the pool's group, or let the host stop the pool. A child ends with _exit(): what a function leaves
  * in stdio buffers without fflush() is lost, and the parent's own unflushed
  * output is not written again by children.
  */

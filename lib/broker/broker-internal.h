@@ -25,6 +25,9 @@ struct ct__bhandler {
 
 typedef struct ct__bworker ct__bworker_t;
 
+/* A process handler's settings (process-handler.c). */
+typedef struct ct__bproc ct__bproc_t;
+
 /* An idle connection kept for a call's blocking read. */
 typedef struct ct__brpc ct__brpc_t;
 struct ct__brpc {
@@ -45,6 +48,7 @@ struct ct_broker {
   ct__bworker_t *worker;    /* lock: set once by ct_broker_worker_start() */
   ct__brpc_t *rpc_idle;     /* lock: connections for calls, idle */
   struct ct__bmetrics *metrics; /* lock: made on first use (metrics.c) */
+  ct__bproc_t *procs;           /* lock: process handlers' settings */
 };
 
 /* A new key "<prefix><a><c>", or NULL. */
@@ -56,6 +60,9 @@ void ct__broker_log(const ct_broker_t *b, int level, const char *fmt, ...)
 
 /* Unix time in milliseconds: task times cross machines. */
 int64_t ct__broker_unix_ms(void);
+
+/* Free a list of process handlers' settings (NULL does nothing). */
+void ct__bprocs_free(ct__bproc_t *p);
 
 /* Stop the worker, waiting for its running tasks, and free it. */
 void ct__bworker_free(ct__bworker_t *w);

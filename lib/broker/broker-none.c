@@ -38,6 +38,15 @@ int ct_broker_register(ct_broker_t *broker, const char *name, ct_broker_handler_
   return CT_ENOTSUP;
 }
 
+int ct_broker_register_process(ct_broker_t *broker, const char *name, const char *function,
+                               double timeout) {
+  (void)broker;
+  (void)name;
+  (void)function;
+  (void)timeout;
+  return CT_ENOTSUP;
+}
+
 int ct_broker_worker_start(ct_broker_t *broker, const ct_broker_worker_opts_t *opts) {
   (void)broker;
   (void)opts;

@@ -2,7 +2,10 @@
  *
  * worker.c calls ct__bmetrics_start() before a task's handler and
  * ct__bmetrics_end() once its outcome is stored, on the pool thread that
- * runs it. The observer (ct_broker_worker_observe()) hears both. The
+ * runs it, and ct__bmetrics_dead() on its fetch thread for each entry it
+ * moved to the dead letters (by the name the bury script read from the
+ * entry itself). The observer (ct_broker_worker_observe()) hears all
+ * three; the dead letters' count in Redis is their stream's length. The
  * counters of completed and failed tasks per level, which operators read
  * (and retried and expired ones) per level, which operators read
  * with ct_broker_queue_stats(), live in Redis (`<prefix>stats`, a hash) so
@@ -178,6 +181,16 @@ void ct__bmetrics_end(ct_broker_t *b, const ct__bmsg_t *msg, int level,
   pthread_mutex_unlock(&m->lock);
   if (due)
     flush(b, m, taken);
+}
+
+void ct__bmetrics_dead(ct_broker_t *b, const char *name, const char *id, int level) {
+  ct__bmetrics_t *m = metrics_of(b);
+  if (!m || !m->fn)
+    return;
+  ct_broker_event_t e = {CT_BROKER_EVENT_DEAD, name, id,
+                         level >= 0 ? ct__blevel_names[level] : "delayed", CT_BROKER_DEAD,
+                         0.0, 0.0};
+  m->fn(&e, m->data);
 }
 
 void ct__bmetrics_free(ct__bmetrics_t *m) {

@@ -16,6 +16,10 @@ double ct__bmetrics_start(ct_broker_t *b, const ct__bmsg_t *m, int level);
 void ct__bmetrics_end(ct_broker_t *b, const ct__bmsg_t *m, int level,
                       ct_broker_status_t outcome, double started);
 
+/* The worker moved an entry of `level` (-1: a member of the delayed set)
+ * to the dead letters; name and id as the entry had them ("" if none). */
+void ct__bmetrics_dead(ct_broker_t *b, const char *name, const char *id, int level);
+
 /* Free what the handle's metrics hold (NULL does nothing). */
 void ct__bmetrics_free(ct__bmetrics_t *m);
 

@@ -97,15 +97,17 @@ static const int level_priority[CT__BLEVELS] = {CT_PRIORITY_CRITICAL, CT_PRIORIT
  * wins), rather than queued for ever; a caller who waits for it (the entry
  * has a deadline) is woken as by a completion. Keys of another type (a
  * foreign producer's doing) are left alone, so that one entry cannot make
- * the script fail. */
+ * the script fail. Returns the entry's name field ('' if none), so that
+ * the worker counts what was buried by the name the entry really had. */
 static const char bury_script[] =
     "local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])\n"
     "local args = {'reason', ARGV[3], 'stream', ARGV[4], 'entry', ARGV[1]}\n"
-    "local waited\n"
+    "local waited, name\n"
     "if e[1] then\n"
     "  local f = e[1][2]\n"
     "  for j = 1, #f, 2 do\n"
     "    if f[j] == 'deadline' then waited = true end\n"
+    "    if f[j] == 'name' then name = f[j + 1] end\n"
     "    args[#args + 1] = f[j]\n"
     "    args[#args + 1] = f[j + 1]\n"
     "  end\n"
@@ -128,7 +130,7 @@ static const char bury_script[] =
     "end\n"
     "redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])\n"
     "redis.call('XDEL', KEYS[1], ARGV[1])\n"
-    "return 1\n";
+    "return name or ''\n";
 
 /* KEYS: the streams, highest class first, the delayed set, the wake
  * stream. ARGV: group, consumer, count, lease (ms), max deliveries. Per
@@ -279,13 +281,15 @@ static const char promote_script[] =
     "return 1\n";
 
 /* KEYS: delayed set, dead letters. ARGV: member, reason. A member that is
- * not one (another program's doing) goes to the dead letters. */
+ * not one (another program's doing) goes to the dead letters. Returns 1 if
+ * this call moved it, 0 if another worker had. */
 static const char bury_member_script[] =
     "if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then\n"
     "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', " DEAD_MAX ", '*', 'reason', ARGV[2],"
     " 'stream', 'delayed', 'member', ARGV[1])\n"
+    "  return 1\n"
     "end\n"
-    "return 1\n";
+    "return 0\n";
 
 typedef struct job job_t;
 struct job {
@@ -370,6 +374,14 @@ int ct_broker_register(ct_broker_t *b, const char *name, ct_broker_handler_fn fn
 static int ok_reply(const redisReply *r, void *data) {
   (void)data;
   return r->type == REDIS_REPLY_ERROR ? CT_EINVAL : 0;
+}
+
+/* An integer reply, into *(long long *)data. */
+static int int_reply(const redisReply *r, void *data) {
+  if (r->type != REDIS_REPLY_INTEGER)
+    return CT_EINVAL;
+  *(long long *)data = r->integer;
+  return 0;
 }
 
 /* XGROUP CREATE's reply: a group that exists already is fine. */
@@ -572,10 +584,19 @@ static int add_names(ct__bworker_t *w) {
   return rc;
 }
 
-/* A malformed entry goes to the dead letters, with the reason. */
+/* The bury script's reply: the name the buried entry had, into data (a
+ * buffer of BURIED_NAME_MAX bytes; a longer name is cut). */
+#define BURIED_NAME_MAX 256 /* bytes of a buried entry's name kept for the observer */
+static int bury_reply(const redisReply *r, void *data) {
+  if (r->type != REDIS_REPLY_STRING)
+    return CT_EINVAL;
+  snprintf(data, BURIED_NAME_MAX, "%.*s", (int)r->len, r->str);
+  return 0;
+}
+
 /* An entry that is malformed or delivered too often goes to the dead
  * letters with the reason, and the task it names is marked DEAD: every
- * key the script touches is one of its KEYS. */
+ * key the script touches is one of its KEYS. The observer hears of it. */
 static void bury(ct__bworker_t *w, const job_t *j) {
   char *rec = j->has_tid ? ct__broker_key(w->b, "task:", j->msg.id) : NULL;
   char *done = j->has_tid ? ct__broker_key(w->b, "done:", j->msg.id) : NULL;
@@ -584,14 +605,17 @@ static void bury(ct__bworker_t *w, const job_t *j) {
   snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
   const char *args[] = {j->entry, CT__BGROUP, j->reason, ct__blevel_names[j->level], now,
                         j->bury_class};
+  char name[BURIED_NAME_MAX] = "";
   ct__broker_log(w->b, CT_LOG_ERROR, "entry %s of stream %s: %s: dead letter", j->entry,
                  ct__blevel_names[j->level], j->reason);
   int rc = j->has_tid && (!rec || !done)
                ? CT_ENOMEM
-               : eval(w->fetch, bury_script, j->has_tid ? 4 : 2, keys, 6, args, ok_reply, NULL);
+               : eval(w->fetch, bury_script, j->has_tid ? 4 : 2, keys, 6, args, bury_reply, name);
   if (rc != 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "entry %s: cannot move it to the dead letters: %s",
                    j->entry, ct_strerror(rc));
+  else
+    ct__bmetrics_dead(w->b, name, j->has_tid ? j->msg.id : "", j->level);
   free(rec);
   free(done);
 }
@@ -923,7 +947,11 @@ static int promote_one(ct__bworker_t *w, const char *member) {
     ct__broker_log(w->b, CT_LOG_ERROR, "a delayed task is malformed (%s): dead letter", why);
     const char *keys[] = {w->delayed, w->dead};
     const char *args[] = {member, why};
-    return eval(w->fetch, bury_member_script, 2, keys, 2, args, ok_reply, NULL);
+    long long moved = 0;
+    int rc = eval(w->fetch, bury_member_script, 2, keys, 2, args, int_reply, &moved);
+    if (rc == 0 && moved == 1)
+      ct__bmetrics_dead(w->b, "", "", -1);
+    return rc;
   }
   char *rec = ct__broker_key(w->b, "task:", id);
   const char *keys[] = {w->delayed, w->streams[level], rec};

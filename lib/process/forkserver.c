@@ -7,7 +7,12 @@
  * locked across the fork; glibc keeps malloc usable after fork). The server
  * keeps fd 0-2 and its socket on fd 3, closes every other descriptor,
  * restores default signal dispositions and an empty mask, and then serves
- * spawn and reap requests one at a time. Children are forked from it and so
+ * spawn and reap requests one at a time. It leads a process group of its
+ * own, which its children share: the signals a terminal sends to its
+ * foreground group (Ctrl-C's SIGINT, Ctrl-\'s SIGQUIT, Ctrl-Z's SIGTSTP)
+ * reach the host program alone, and the host decides (a drain lets
+ * running process tasks end). The host's own end still ends them: the
+ * server sees its socket close and reaps every child. Children are forked from it and so
  * inherit nothing of the parent's threads; each keeps fd 0-2 and its own
  * socket on fd 3, close-on-exec, so a program a child execs does not keep
  * the child's channel open after the child is gone.
@@ -369,6 +374,10 @@ int ct__forkserver_start(size_t max_frame, pid_t *pid, int *fd) {
   pthread_sigmask(SIG_SETMASK, &all, &old);
   pid_t p = fork();
   if (p == 0) {
+    /* A process group of its own (its children inherit it), joined while
+     * every signal is still blocked: a terminal's Ctrl-C reaches the host,
+     * which decides what it means, not the pool behind its back. */
+    setpgid(0, 0);
     ct__process_registry_unlock();
     close(sv[0]);
     server_main(sv[1], max_frame);

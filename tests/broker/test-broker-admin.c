@@ -384,6 +384,43 @@ TEST(the_observer_hears_each_start_and_end) {
   env_end(&e);
 }
 
+/* Records each DEAD event as "<name>@<level>#<id or ->;". */
+static void observe_dead(const ct_broker_event_t *ev, void *data) {
+  events_t *e = data;
+  if (ev->kind != CT_BROKER_EVENT_DEAD)
+    return;
+  CHECK_EQ_INT(ev->status, CT_BROKER_DEAD);
+  CHECK(ev->run_time == 0 && ev->queue_wait == 0);
+  pthread_mutex_lock(&e->lock);
+  size_t n = strlen(e->seen);
+  snprintf(e->seen + n, sizeof e->seen - n, "%s@%s#%s;", ev->name, ev->level,
+           *ev->id ? ev->id : "-");
+  pthread_mutex_unlock(&e->lock);
+}
+
+TEST(the_observer_hears_each_entry_buried_by_the_name_it_had) {
+  env_t e;
+  env_start(&e);
+  events_t ev = {PTHREAD_MUTEX_INITIALIZER, "", 0, 0};
+  CHECK_OK(ct_broker_worker_observe(e.b, observe_dead, &ev));
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  start_worker(&e, 1);
+  /* Malformed: no kwargs; then no name nor id; then a delayed member that
+   * is not one. */
+  freeReplyObject(test_redis(&e.r, "XADD " PREFIX "stream:high * id %s name add enqueued 1",
+                             "11111111-1111-4111-8111-111111111111"));
+  WAIT_FOR(stat(&e, NULL, "dead") == 1);
+  freeReplyObject(test_redis(&e.r, "XADD " PREFIX "stream:low * x y"));
+  WAIT_FOR(stat(&e, NULL, "dead") == 2);
+  freeReplyObject(test_redis(&e.r, "ZADD " PREFIX "delayed 1 not-a-member"));
+  WAIT_FOR(stat(&e, NULL, "dead") == 3);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  pthread_mutex_lock(&ev.lock);
+  CHECK_EQ_STR(ev.seen, "add@high#11111111-1111-4111-8111-111111111111;@low#-;@delayed#-;");
+  pthread_mutex_unlock(&ev.lock);
+  env_end(&e);
+}
+
 int main(void) {
   RUN(status_names);
   RUN(queue_stats_count_ready_pending_and_outcomes_per_level);
@@ -391,5 +428,6 @@ int main(void) {
   RUN(dead_letters_are_listed_shown_retried_and_purged);
   RUN(live_workers_are_listed);
   RUN(the_observer_hears_each_start_and_end);
+  RUN(the_observer_hears_each_entry_buried_by_the_name_it_had);
   return check_done();
 }

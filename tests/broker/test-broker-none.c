@@ -14,6 +14,7 @@ TEST(broker_calls_are_not_supported) {
   ct_broker_info_t info;
   CHECK_EQ_INT(ct_broker_get(NULL, "x", &info), CT_ENOTSUP);
   CHECK_EQ_INT(ct_broker_register(NULL, "t", NULL, NULL), CT_ENOTSUP);
+  CHECK_EQ_INT(ct_broker_register_process(NULL, "t", "f", 1), CT_ENOTSUP);
   CHECK_EQ_INT(ct_broker_worker_start(NULL, NULL), CT_ENOTSUP);
   CHECK_EQ_INT(ct_broker_worker_stop(NULL, -1), CT_ENOTSUP);
   ct_broker_free(NULL);

@@ -17,9 +17,11 @@ passed=0
 failed=0
 redis_pid=
 worker_pid=
+watch_pid=
 
 cleanup() {
   [ -n "$worker_pid" ] && kill -KILL "$worker_pid" 2>/dev/null
+  [ -n "$watch_pid" ] && kill -KILL "$watch_pid" 2>/dev/null
   [ -n "$redis_pid" ] && kill -TERM "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
   rm -rf "$dir"
 }
@@ -123,11 +125,14 @@ has "$dir/err" "registered no handler" "an empty plugin says so"
 expect 5 "submit before any worker registered the name" "$ctasker" submit add '{}'
 has "$dir/err" "no worker has registered 'add'" "an unregistered name says so"
 
-start_worker "$dir/w1.log" --metrics 127.0.0.1:0 --log-format json --grace 60
+start_worker "$dir/w1.log" --metrics 127.0.0.1:0 --log-format json --grace 60 --processes 2
 has "$dir/w1.log" '"level":"info"' "the log is JSON lines"
 
 expect 0 "call add" "$ctasker" call add '{"a": 2, "b": 3}' --timeout 30
 [ "$(cat "$dir/out")" = 5 ] && ok "call prints the result" || fail "call printed $(cat "$dir/out")"
+expect 0 "call of the plugin's process handler" "$ctasker" call pid '{}' --timeout 30 --json
+json "$dir/out" "j['result']['pid'] not in (0, $worker_pid)" && ok "a pool child ran the process handler" ||
+  fail "pid: $(cat "$dir/out")"
 expect 1 "call of a failing task" "$ctasker" call fail '{"message": "no way"}' --timeout 30
 has "$dir/out" '"class": "ValueError"' "a failed call prints the exception"
 expect 0 "submit echo" "$ctasker" submit echo '{"x": 1}' --priority high
@@ -145,7 +150,7 @@ expect 5 "submit of a name no worker serves" "$ctasker" submit nosuchname '{}'
 # The counters reach Redis once the worker is idle again.
 wait_for "queues counts the tasks" sh -c "'$ctasker' queues --json >'$dir/q' &&
   python3 -c \"import json; j=json.load(open('$dir/q')); l={x['level']: x for x in j['levels']};
-assert l['normal']['completed'] == 1 and l['normal']['failed'] == 1, j
+assert l['normal']['completed'] == 2 and l['normal']['failed'] == 1, j
 assert l['high']['completed'] == 1 and j['workers'] == 1 and j['dead'] == 0, j\""
 # Options of the broker's submissions: an idempotency key, a delay, retries.
 expect 0 "submit with a key" "$ctasker" submit sleep '{"seconds": 0}' --key k1
@@ -200,6 +205,23 @@ json "$dir/out" "j['removed'] == 1" && ok "purge removed the one left" || fail "
 expect 0 "dead list after purge" "$ctasker" dead list --json
 json "$dir/out" "j == []" && ok "no dead letters left" || fail "dead list: $(cat "$dir/out")"
 
+# Deadlines: a call and a wait that time out exit 4 and say so; on a
+# terminal, wait draws a progress bar.
+expect 4 "a call that times out" "$ctasker" call sleep '{"seconds": 2}' --timeout 0.3
+has "$dir/err" "no result within 0.3 s" "a call that times out says so"
+expect 0 "submit a task for a wait" "$ctasker" submit sleep '{"seconds": 2}'
+slow=$(cat "$dir/out")
+expect 4 "a wait that times out" "$ctasker" wait "$slow" --timeout 0.3
+has "$dir/err" "1 of 1 tasks still not ended" "a wait that times out says so"
+if command -v script >/dev/null; then
+  expect 0 "wait on a terminal" script -qec "'$ctasker' wait '$slow' '$id' --timeout 30" /dev/null
+  has "$dir/out" "] 2/2 ended" "wait draws a progress bar on a terminal"
+  grep -q "$slow completed" "$dir/out" && fail "wait printed lines on a terminal" ||
+    ok "wait prints no lines on a terminal"
+else
+  echo "skip - script(1) not installed: no terminal for wait's progress bar"
+fi
+
 # Metrics.
 port=$(grep -o 'metrics at http://127.0.0.1:[0-9]*' "$dir/w1.log" | grep -o '[0-9]*$')
 if curl -sf "http://127.0.0.1:$port/metrics" -o "$dir/metrics"; then
@@ -218,6 +240,13 @@ has "$dir/metrics" 'ctasker_tasks_retried_total{queue="default",name="fail"} 1' 
 has "$dir/metrics" 'ctasker_queue_ready{queue="default",level="normal"} 0' \
   "metrics have the queue's counts"
 has "$dir/metrics" 'ctasker_supervisor_threads ' "metrics have the supervisor's statistics"
+has "$dir/metrics" 'ctasker_tasks_dead_total{queue="default",name="echo"} 1' \
+  "metrics count the entry buried in the dead letters, by its name"
+has "$dir/metrics" 'ctasker_tasks_dead_total{queue="default",name="add"} 0' \
+  "a name with no dead letters counts none"
+has "$dir/metrics" 'ctasker_process_children 2' "metrics have the process pool's children"
+has "$dir/metrics" 'ctasker_process_children_forked_total 2' \
+  "metrics count the children forked"
 if command -v promtool >/dev/null; then
   if promtool check metrics <"$dir/metrics" >"$dir/promtool" 2>&1; then
     ok "promtool check metrics"
@@ -259,6 +288,74 @@ stop_worker 1 "a second SIGTERM stops at once with exit 1"
 expect 0 "queues after the fast stop" "$ctasker" queues --json
 json "$dir/out" "[l for l in j['levels'] if l['level'] == 'low'][0]['pending'] == 1" &&
   ok "the abandoned task is left pending for another worker" || fail "queues: $(cat "$dir/out")"
+
+# A grace that runs out: exit 4, and the task still running is left
+# pending for another worker (the one abandoned above is left alone:
+# its lease of 30 s outlasts this part).
+TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}report_thread_leaks=0" \
+  start_worker "$dir/w3.log" --grace 1
+expect 0 "submit a task longer than the grace" "$ctasker" submit sleep '{"seconds": 60}' \
+  --priority critical
+over=$(cat "$dir/out")
+wait_for "it runs as well" status_is "$over" running
+stop_worker 4 "a drain whose grace runs out exits 4"
+has "$dir/w3.log" "ran out" "the grace running out is logged"
+status_is "$over" running && ok "the task is not marked ended" || fail "over: $(cat "$dir/st")"
+expect 0 "queues after the grace ran out" "$ctasker" queues --json
+json "$dir/out" "[l for l in j['levels'] if l['level'] == 'critical'][0]['pending'] == 1" &&
+  ok "the task the grace cut short is left pending" || fail "queues: $(cat "$dir/out")"
+
+# Reservations and timeouts of the supervisor: with one pool thread and
+# one reserved for normal tasks, two normal tasks run at once; one that
+# runs past --timeout-warning is logged. A queue of its own, so that the
+# tasks abandoned above stay out of its way.
+start_worker "$dir/w4.log" --queue q4 --threads 1 --reserve-normal 1 --concurrency 2 \
+  --timeout-warning 0.5
+expect 0 "submit a first normal task" "$ctasker" submit sleep '{"seconds": 3}' --queue q4
+r1=$(cat "$dir/out")
+expect 0 "submit a second normal task" "$ctasker" submit sleep '{"seconds": 3}' --queue q4
+r2=$(cat "$dir/out")
+both_running() {
+  "$ctasker" status --json --queue q4 "$r1" "$r2" >"$dir/st" 2>/dev/null &&
+    json "$dir/st" "[t['status'] for t in j] == ['running', 'running']"
+}
+wait_for "the reserved thread runs the second normal task beside the first" both_running
+wait_for "a task past --timeout-warning is logged" grep -q "longer than the warning timeout" \
+  "$dir/w4.log"
+stop_worker 0 "the worker with reservations drains and exits 0"
+expect 2 "a bad --reserve-high" "$ctasker" worker --handlers "$handlers" --reserve-high lots
+has "$dir/err" "--reserve-high: not a number" "a bad --reserve-high says so"
+
+# queues --watch shows the queue again and again until interrupted: a
+# change made while it runs shows up in a later table.
+"$ctasker" queues --json --watch=0.2 >"$dir/watch" 2>"$dir/watch.err" &
+watch_pid=$!
+delayed_now() { # the delayed count of the last table shown is $1
+  python3 - "$dir/watch" "$1" <<'PY'
+import json, sys
+text = open(sys.argv[1]).read()
+dec, i, last = json.JSONDecoder(), 0, None
+while True:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i >= len(text):
+        break
+    try:
+        last, i = dec.raw_decode(text, i)
+    except ValueError:
+        break  # a table still being written
+sys.exit(0 if last is not None and last['delayed'] == int(sys.argv[2]) else 1)
+PY
+}
+wait_for "queues --watch shows the queue" delayed_now 1
+expect 0 "submit another delayed task" "$ctasker" submit sleep '{"seconds": 0}' --delay 3600
+wait_for "queues --watch shows the change" delayed_now 2
+kill -0 "$watch_pid" 2>/dev/null && ok "queues --watch keeps going" || fail "queues --watch ended"
+kill -TERM "$watch_pid"
+wait "$watch_pid" 2>/dev/null
+watch_pid=
+[ "$(grep -c '"queue":' "$dir/watch")" -ge 2 ] && ok "queues --watch showed it more than once" ||
+  fail "queues --watch: $(cat "$dir/watch")"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,13 +1,15 @@
 /* The worker's metrics, in Prometheus's text exposition format, served at
  * /metrics by libmicrohttpd on a thread of its own.
  *
- * Per queue and task name: completed, failed, retried and expired
- * counters, run-time and queue-wait histograms (from the broker's task events,
+ * Per queue and task name: completed, failed, retried, expired and dead
+ * counters (dead: entries this worker moved to the dead letters, by the
+ * name the entry had; "_unnamed" for one without a name), run-time and queue-wait histograms (from the broker's task events,
  * ct_broker_worker_observe()); per queue: tasks in flight, and at scrape
  * time the queue's own counts from ct_broker_queue_stats() (ready and
  * pending per level, dead letters: what every worker of the queue sees);
- * the supervisor's counters and threads; attempts to connect to Redis
- * again. Task names come from producers, so at most MAX_SERIES series of
+ * the supervisor's counters and threads; the process pool's children
+ * (from the "processes" object of ct_supervisor_stats_json()) when there
+ * is a pool; attempts to connect to Redis again. Task names come from producers, so at most MAX_SERIES series of
  * names are kept: the rest are counted under name="_other".
  */
 #include "prom.h"
@@ -36,7 +38,7 @@ typedef struct {
 typedef struct series {
   struct series *next;
   const prom_queue_t *queue;
-  unsigned long long counts[4]; /* completed, failed, retried, expired */
+  unsigned long long counts[5]; /* completed, failed, retried, expired, dead */
   histogram_t run, wait;
   char name[];
 } series_t;
@@ -98,13 +100,16 @@ void prom_observe(const ct_broker_event_t *e, void *data) {
   prom_t *p = q->prom;
   int qi = (int)(q - p->queues);
   pthread_mutex_lock(&p->lock);
-  series_t *s = series_of(p, q, e->name);
-  if (e->kind == CT_BROKER_EVENT_START) {
+  series_t *s = series_of(p, q, *e->name ? e->name : "_unnamed");
+  if (e->kind == CT_BROKER_EVENT_DEAD) {
+    if (s)
+      s->counts[4]++;
+  } else if (e->kind == CT_BROKER_EVENT_START) {
     if (qi < 16)
       p->in_flight[qi]++;
     if (s)
       histogram_add(&s->wait, e->queue_wait);
-  } else {
+  } else if (e->kind == CT_BROKER_EVENT_END) {
     if (qi < 16)
       p->in_flight[qi]--;
     int c = e->status == CT_BROKER_COMPLETED ? 0
@@ -173,12 +178,14 @@ static void write_histogram(FILE *f, const char *metric, const series_t *s, cons
 static void write_series(FILE *f, prom_t *p) {
   static const struct {
     const char *name, *help;
-  } counters[4] = {
+  } counters[5] = {
       {"ctasker_tasks_completed_total", "Tasks this worker completed."},
       {"ctasker_tasks_failed_total", "Tasks this worker ended with an exception."},
       {"ctasker_tasks_retried_total", "Runs that failed and were scheduled to run again."},
-      {"ctasker_tasks_expired_total", "RPC tasks not run: the caller's deadline had passed."}};
-  for (int c = 0; c < 4; c++) {
+      {"ctasker_tasks_expired_total", "RPC tasks not run: the caller's deadline had passed."},
+      {"ctasker_tasks_dead_total",
+       "Entries this worker moved to the dead letters (delivered too often, or malformed)."}};
+  for (int c = 0; c < 5; c++) {
     head(f, counters[c].name, "counter", counters[c].help);
     for (const series_t *s = p->series; s; s = s->next) {
       fprintf(f, "%s{", counters[c].name);
@@ -230,6 +237,31 @@ static void write_supervisor(FILE *f, prom_t *p) {
   }
 }
 
+/* The process pool's children, if the supervisor has a pool. */
+static void write_processes(FILE *f, prom_t *p) {
+  json_t *all = ct_supervisor_stats_json(p->sup);
+  const json_t *pp = json_object_get(all, "processes");
+  const struct {
+    const char *name, *type, *what, *field;
+  } m[] = {
+      {"ctasker_process_children", "gauge", "Children the process pool keeps (its size).",
+       "size"},
+      {"ctasker_process_children_busy", "gauge", "Children running a task now.", "running"},
+      {"ctasker_process_children_forked_total", "counter",
+       "Children forked, first ones and replacements.", "children_forked"},
+      {"ctasker_process_children_crashed_total", "counter",
+       "Children that died while running a task.", "crashed"},
+      {"ctasker_process_timeouts_total", "counter", "Children killed for overrunning a task's timeout.",
+       "timeouts"},
+      {"ctasker_process_tasks_queued", "gauge", "Process tasks waiting for a child.", "queued"},
+  };
+  for (size_t i = 0; pp && i < sizeof m / sizeof *m; i++) {
+    head(f, m[i].name, m[i].type, m[i].what);
+    fprintf(f, "%s %lld\n", m[i].name, (long long)json_integer_value(json_object_get(pp, m[i].field)));
+  }
+  json_decref(all);
+}
+
 /* The queues' own counts, read from Redis now; ctasker_redis_up says
  * whether that worked. */
 static void write_queues(FILE *f, prom_t *p) {
@@ -278,6 +310,7 @@ static char *exposition(prom_t *p, size_t *len) {
   write_series(f, p);
   pthread_mutex_unlock(&p->lock);
   write_supervisor(f, p);
+  write_processes(f, p);
   write_queues(f, p);
   if (fclose(f) != 0) {
     free(buf);

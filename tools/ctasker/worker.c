@@ -49,6 +49,14 @@ static const char help[] =
     "  --processes N        children of a process pool for the handlers'\n"
     "                       ct_process_task() calls (default: 0, none)\n"
     "  --concurrency N      tasks run at once per queue (default: --threads, else 4)\n"
+    "  --reserve-normal N   extra pool threads only normal, high and critical tasks\n"
+    "                       use (default: 0)\n"
+    "  --reserve-high N     extra pool threads only high and critical tasks use\n"
+    "                       (default: 0)\n"
+    "  --timeout-warning S  log a warning for a task queued or running longer\n"
+    "                       (default: off)\n"
+    "  --timeout-critical S log an error for a task queued or running longer\n"
+    "                       (default: off)\n"
     "  --grace S            seconds running tasks get to end on stop (default: 30)\n"
     "  --lease S            seconds a task stays this worker's unrenewed (default: 30)\n"
     "  --max-deliveries N   deliveries before a task goes to the dead letters (default: 5)\n"
@@ -72,7 +80,8 @@ static const char help[] =
 enum {
   OPT_HANDLERS = OPT_FIRST_OWN, OPT_THREADS, OPT_PROCESSES, OPT_CONCURRENCY, OPT_GRACE,
   OPT_LEASE, OPT_MAX_DELIVERIES, OPT_ALLOW_EVICTION, OPT_METRICS, OPT_LOG_LEVEL,
-  OPT_LOG_FORMAT, OPT_LOG_FILE
+  OPT_LOG_FORMAT, OPT_LOG_FILE, OPT_RESERVE_NORMAL, OPT_RESERVE_HIGH, OPT_TIMEOUT_WARNING,
+  OPT_TIMEOUT_CRITICAL
 };
 
 typedef struct {
@@ -82,7 +91,8 @@ typedef struct {
   const char *queues[MAX_QUEUES];
   int nqueues;
   int threads, processes, concurrency, max_deliveries, log_level;
-  double grace, lease;
+  int reserve_normal, reserve_high;
+  double grace, lease, timeout_warning, timeout_critical;
   bool allow_eviction, log_json;
   const char *metrics, *log_file;
 } worker_args_t;
@@ -147,6 +157,18 @@ static int parse_own(worker_args_t *a, int o, const char *arg) {
   case OPT_LOG_FILE:
     a->log_file = arg;
     return -1;
+  case OPT_RESERVE_NORMAL:
+    return cli_int(arg, 0, 4096, &a->reserve_normal) ? -1
+           : cli_usage_error("worker", "--reserve-normal: not a number in 0..4096: '%s'", arg);
+  case OPT_RESERVE_HIGH:
+    return cli_int(arg, 0, 4096, &a->reserve_high) ? -1
+           : cli_usage_error("worker", "--reserve-high: not a number in 0..4096: '%s'", arg);
+  case OPT_TIMEOUT_WARNING:
+    return cli_seconds(arg, &a->timeout_warning) ? -1
+           : cli_usage_error("worker", "--timeout-warning: not a number of seconds: '%s'", arg);
+  case OPT_TIMEOUT_CRITICAL:
+    return cli_seconds(arg, &a->timeout_critical) ? -1
+           : cli_usage_error("worker", "--timeout-critical: not a number of seconds: '%s'", arg);
   default:
     return cli_usage_error("worker", "bad option");
   }
@@ -168,6 +190,10 @@ static int parse(int argc, char **argv, worker_args_t *a) {
       {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
       {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
       {"log-file", required_argument, NULL, OPT_LOG_FILE},
+      {"reserve-normal", required_argument, NULL, OPT_RESERVE_NORMAL},
+      {"reserve-high", required_argument, NULL, OPT_RESERVE_HIGH},
+      {"timeout-warning", required_argument, NULL, OPT_TIMEOUT_WARNING},
+      {"timeout-critical", required_argument, NULL, OPT_TIMEOUT_CRITICAL},
       {NULL, 0, NULL, 0}};
   memset(a, 0, sizeof *a);
   cli_common_init(&a->c);
@@ -207,6 +233,10 @@ static void worker_log(int level, const char *msg, void *data) {
 static int start_supervisor(daemon_t *d) {
   ct_supervisor_opts_t o = CT_SUPERVISOR_OPTS_INIT;
   o.pool_size = d->a.threads;
+  o.reserve_normal = d->a.reserve_normal;
+  o.reserve_high = d->a.reserve_high;
+  o.timeout_warning = d->a.timeout_warning;
+  o.timeout_critical = d->a.timeout_critical;
   o.log = worker_log;
   o.log_data = d;
   int rc = ct_supervisor_new(&o, &d->sup);
