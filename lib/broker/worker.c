@@ -33,8 +33,11 @@
  * and asked to cancel. A second timer there fires at the earliest run
  * deadline (a task's timeout) and asks that run to cancel.
  *
- * A task runs on a pool thread (run_task): mark the record RUNNING, call
- * the handler, then either store the result with the complete script
+ * The tasks of one fetch are marked RUNNING together, by one script on the
+ * fetch thread (their records are its KEYS: the fetch script cannot know
+ * them in advance), which returns each one's runs so far. A task then runs
+ * on a pool thread (run_task): call the handler, then either store the
+ * result with the complete script
  * (first completion wins; then XACK and XDEL of its own entry only, never
  * a trim), or, for a failed run with runs left, put the task back into the
  * delayed set with the retry script (which acknowledges the entry too);
@@ -69,6 +72,7 @@
 #include "ctasker/task.h"
 #include "message.h"
 #include "metrics.h"
+#include "script.h"
 
 #define DEFAULT_CONCURRENCY 4
 #define DEFAULT_LEASE 30.0
@@ -129,6 +133,7 @@ static const char bury_script[] =
     "redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])\n"
     "redis.call('XDEL', KEYS[1], ARGV[1])\n"
     "return 1\n";
+static ct__bscript_t bury_lua = CT__BSCRIPT_INIT(bury_script);
 
 /* KEYS: the streams, highest class first, the delayed set, the wake
  * stream. ARGV: group, consumer, count, lease (ms), max deliveries. Per
@@ -177,6 +182,7 @@ static const char fetch_script[] =
     "end\n"
     "local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')\n"
     "return {0, ids, first[2] or ''}\n";
+static ct__bscript_t fetch_lua = CT__BSCRIPT_INIT(fetch_script);
 
 /* KEYS: a stream. ARGV: group, consumer, entry ids. Renews this consumer's
  * lease on each entry it still owns (XCLAIM JUSTID resets the idle time
@@ -204,16 +210,23 @@ static const char alive_script[] =
     "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])\n"
     "return 1\n";
 
-/* KEYS: record. ARGV: now (ms). A record not yet terminal says RUNNING.
- * Returns the runs started so far, this one included (0 without a record
- * to count them in). */
+/* KEYS: the records of the tasks a fetch is about to start. ARGV: now
+ * (ms). Each record not yet terminal says RUNNING. Returns, for each, the
+ * runs started so far, this one included (0 without a record to count
+ * them in). */
 static const char start_script[] =
-    "local s = redis.call('HGET', KEYS[1], 'status')\n"
-    "if s == 'queued' or s == 'running' or s == 'delayed' or s == 'retrying' then\n"
-    "  redis.call('HSET', KEYS[1], 'status', 'running', 'started', ARGV[1])\n"
-    "  return redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n"
+    "local out = {}\n"
+    "for i, k in ipairs(KEYS) do\n"
+    "  local r = redis.call('HMGET', k, 'status', 'attempts')\n"
+    "  local s, n = r[1], tonumber(r[2]) or 0\n"
+    "  if s == 'queued' or s == 'running' or s == 'delayed' or s == 'retrying' then\n"
+    "    n = n + 1\n"
+    "    redis.call('HSET', k, 'status', 'running', 'started', ARGV[1], 'attempts', n)\n"
+    "  end\n"
+    "  out[i] = n\n"
     "end\n"
-    "return tonumber(s and redis.call('HGET', KEYS[1], 'attempts') or 0) or 0\n";
+    "return out\n";
+static ct__bscript_t start_lua = CT__BSCRIPT_INIT(start_script);
 
 /* KEYS: record, stream, delayed set, wake stream. ARGV: entry id, group,
  * the run's exception (JSON), due (ms), level name, now (ms), default TTL
@@ -242,18 +255,19 @@ static const char retry_script[] =
     "redis.call('XACK', KEYS[2], ARGV[2], ARGV[1])\n"
     "redis.call('XDEL', KEYS[2], ARGV[1])\n"
     "return 1\n";
+static ct__bscript_t retry_lua = CT__BSCRIPT_INIT(retry_script);
 
 /* KEYS: record, stream, done list. ARGV: entry id, group, status, result,
  * finished (ms), name, default TTL (s), "1" if a caller waits (RPC). The
  * first completion wins; then the entry is acknowledged and deleted, and a
  * waiting caller is woken through the done list. */
 static const char complete_script[] =
-    "local s = redis.call('HGET', KEYS[1], 'status')\n"
+    "local r = redis.call('HMGET', KEYS[1], 'status', 'ttl', 'created')\n"
+    "local s = r[1]\n"
     "if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' and s ~= 'expired' then\n"
     "  redis.call('HSET', KEYS[1], 'status', ARGV[3], 'result', ARGV[4], 'finished', ARGV[5],"
-    " 'name', ARGV[6])\n"
-    "  redis.call('HSETNX', KEYS[1], 'created', ARGV[5])\n"
-    "  redis.call('EXPIRE', KEYS[1], redis.call('HGET', KEYS[1], 'ttl') or ARGV[7])\n"
+    " 'name', ARGV[6], 'created', r[3] or ARGV[5])\n"
+    "  redis.call('EXPIRE', KEYS[1], r[2] or ARGV[7])\n"
     "end\n"
     "redis.call('XACK', KEYS[2], ARGV[2], ARGV[1])\n"
     "redis.call('XDEL', KEYS[2], ARGV[1])\n"
@@ -262,6 +276,7 @@ static const char complete_script[] =
     "  redis.call('EXPIRE', KEYS[3], 60)\n"
     "end\n"
     "return 1\n";
+static ct__bscript_t complete_lua = CT__BSCRIPT_INIT(complete_script);
 
 /* KEYS: delayed set, the task's stream, its record. ARGV: the member (a
  * JSON array: level name, then the entry's fields and values). Moves one
@@ -277,6 +292,7 @@ static const char promote_script[] =
     "end\n"
     "redis.call('XADD', KEYS[2], '*', unpack(m, 2))\n"
     "return 1\n";
+static ct__bscript_t promote_lua = CT__BSCRIPT_INIT(promote_script);
 
 /* KEYS: delayed set, dead letters. ARGV: member, reason. A member that is
  * not one (another program's doing) goes to the dead letters. */
@@ -286,6 +302,7 @@ static const char bury_member_script[] =
     " 'stream', 'delayed', 'member', ARGV[1])\n"
     "end\n"
     "return 1\n";
+static ct__bscript_t bury_member_lua = CT__BSCRIPT_INIT(bury_member_script);
 
 typedef struct job job_t;
 struct job {
@@ -299,6 +316,7 @@ struct job {
   char why[64];              /* a reason made for this entry */
   bool has_tid;              /* to bury: msg.id names its task */
   bool over_delivered;       /* to bury: delivered more than max_deliveries times */
+  long long attempts;        /* runs started, this one included, as its record counts them */
   ct__bmsg_t msg;
   const ct__bhandler_t *h;   /* NULL: no handler here */
   ct_task_t *task;           /* lock: the supervisor task while the handler runs */
@@ -522,20 +540,18 @@ static int fetch_reply(const redisReply *r, void *data) {
 
 /* --- commands ----------------------------------------------------------- */
 
-static int eval(ct__rconn_t *c, const char *script, int nkeys, const char *const *keys,
+static int eval(ct__rconn_t *c, ct__bscript_t *script, int nkeys, const char *const *keys,
                 int nargs, const char *const *args, ct__rconn_reply_fn fn, void *data) {
   const char *argv[24];
   char numkeys[8];
-  int argc = 0;
+  int argc = 2; /* room for EVALSHA and the SHA1 */
   snprintf(numkeys, sizeof numkeys, "%d", nkeys);
-  argv[argc++] = "EVAL";
-  argv[argc++] = script;
   argv[argc++] = numkeys;
   for (int i = 0; i < nkeys; i++)
     argv[argc++] = keys[i];
   for (int i = 0; i < nargs; i++)
     argv[argc++] = args[i];
-  return ct__rconn_command(c, argc, argv, NULL, fn, data);
+  return ct__bscript_run(c, script, 0, argc, argv, NULL, fn, data);
 }
 
 static int create_groups(ct__bworker_t *w) {
@@ -588,7 +604,7 @@ static void bury(ct__bworker_t *w, const job_t *j) {
                  ct__blevel_names[j->level], j->reason);
   int rc = j->has_tid && (!rec || !done)
                ? CT_ENOMEM
-               : eval(w->fetch, bury_script, j->has_tid ? 4 : 2, keys, 6, args, ok_reply, NULL);
+               : eval(w->fetch, &bury_lua, j->has_tid ? 4 : 2, keys, 6, args, ok_reply, NULL);
   if (rc != 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "entry %s: cannot move it to the dead letters: %s",
                    j->entry, ct_strerror(rc));
@@ -634,29 +650,67 @@ static void watch_arm(ct_loop_t *loop, struct ev_loop *ev, void *data) {
 
 /* --- running a task ----------------------------------------------------- */
 
-static int count_reply(const redisReply *r, void *data) {
-  if (r->type != REDIS_REPLY_INTEGER)
+typedef struct {
+  job_t **jobs;
+  size_t n;
+} marked_t;
+
+static int attempts_reply(const redisReply *r, void *data) {
+  marked_t *m = data;
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != m->n)
     return CT_EINVAL;
-  *(long long *)data = r->integer;
+  for (size_t i = 0; i < m->n; i++)
+    if (r->element[i]->type == REDIS_REPLY_INTEGER)
+      m->jobs[i]->attempts = r->element[i]->integer;
   return 0;
 }
 
-/* Mark the record RUNNING; returns the runs started so far, this one
- * included, or 0 if there is no record to count them in. */
-static long long mark_running(ct__bworker_t *w, const job_t *j) {
-  char *key = ct__broker_key(w->b, "task:", j->msg.id);
-  char now[24];
-  snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
-  const char *keys[] = {key};
-  const char *args[] = {now};
-  long long attempts = 0;
-  int rc = key ? eval(w->b->conn, start_script, 1, keys, 1, args, count_reply, &attempts)
-               : CT_ENOMEM;
+/* Whether a fetched job starts its handler: not to bury, and not past its
+ * caller's deadline (run_job() stores that as EXPIRED). */
+static bool starts_handler(const job_t *j, int64_t now_ms) {
+  return !j->bury_class && !(j->msg.deadline_ms && now_ms > j->msg.deadline_ms);
+}
+
+/* Mark the records of the jobs a fetch is about to start RUNNING, all in
+ * one script: one round trip per fetch rather than one per task. Each
+ * job's attempts: the runs started so far, this one included; 0 if there
+ * is no record to count them in or they could not be counted (logged). */
+static void mark_running(ct__bworker_t *w, job_t *jobs) {
+  int64_t now_ms = ct__broker_unix_ms();
+  size_t n = 0, k = 0;
+  for (const job_t *j = jobs; j; j = j->next)
+    n += starts_handler(j, now_ms);
+  if (n == 0)
+    return;
+  const char **argv = calloc(n + 4, sizeof *argv);
+  char **keys = calloc(n, sizeof *keys);
+  job_t **marked = calloc(n, sizeof *marked);
+  int rc = argv && keys && marked ? 0 : CT_ENOMEM;
+  for (job_t *j = jobs; j && rc == 0; j = j->next) {
+    if (!starts_handler(j, now_ms))
+      continue;
+    marked[k] = j;
+    keys[k] = ct__broker_key(w->b, "task:", j->msg.id);
+    rc = keys[k++] ? 0 : CT_ENOMEM;
+  }
+  if (rc == 0) {
+    char nkeys[24], now[24];
+    snprintf(nkeys, sizeof nkeys, "%zu", n);
+    snprintf(now, sizeof now, "%lld", (long long)now_ms);
+    argv[2] = nkeys; /* 0 and 1: EVALSHA and the SHA1 */
+    memcpy(argv + 3, keys, n * sizeof *keys);
+    argv[3 + n] = now;
+    marked_t m = {marked, n};
+    rc = ct__bscript_run(w->fetch, &start_lua, 0, (int)n + 4, argv, NULL, attempts_reply, &m);
+  }
   if (rc != 0)
-    ct__broker_log(w->b, CT_LOG_WARNING, "task %s: cannot mark it running: %s", j->msg.id,
+    ct__broker_log(w->b, CT_LOG_WARNING, "%zu tasks: cannot mark them running: %s", n,
                    ct_strerror(rc));
-  free(key);
-  return attempts;
+  for (size_t i = 0; i < k; i++)
+    free(keys[i]);
+  free(keys);
+  free(argv);
+  free(marked);
 }
 
 /* The handler's result as JSON text; a result jansson cannot write becomes
@@ -682,7 +736,7 @@ static void store(ct__bworker_t *w, const job_t *j, const char *status, const ch
                         j->msg.deadline_ms ? "1" : "0"};
   int rc = key && done && text ? CT_ETIMEDOUT : CT_ENOMEM;
   for (int i = 0; i < STORE_TRIES && rc == CT_ETIMEDOUT; i++)
-    rc = eval(w->b->conn, complete_script, 3, keys, 8, args, ok_reply, NULL);
+    rc = eval(w->b->conn, &complete_lua, 3, keys, 8, args, ok_reply, NULL);
   if (rc != 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "task %s: result not stored (%s): its entry stays pending",
                    j->msg.id, ct_strerror(rc));
@@ -719,7 +773,7 @@ static int retry(ct__bworker_t *w, const job_t *j, long long attempt, bool now,
                         DEFAULT_TTL};
   int rc = rec && text ? CT_ETIMEDOUT : CT_ENOMEM;
   for (int i = 0; i < STORE_TRIES && rc == CT_ETIMEDOUT; i++)
-    rc = eval(w->b->conn, retry_script, 4, keys, 7, args, ok_reply, NULL);
+    rc = eval(w->b->conn, &retry_lua, 4, keys, 7, args, ok_reply, NULL);
   if (rc != 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "task %s: cannot retry it (%s): its error is stored",
                    j->msg.id, ct_strerror(rc));
@@ -775,7 +829,7 @@ static json_t *run_job(ct_task_t *self, job_t *j, ct_broker_status_t *outcome) {
     *outcome = CT_BROKER_EXPIRED;
     return result;
   }
-  long long attempt = mark_running(w, j);
+  long long attempt = j->attempts;
   bool lost = false;
   json_t *result = run_handler(w, j, self, &lost);
   *outcome = CT_BROKER_RUNNING;
@@ -923,12 +977,12 @@ static int promote_one(ct__bworker_t *w, const char *member) {
     ct__broker_log(w->b, CT_LOG_ERROR, "a delayed task is malformed (%s): dead letter", why);
     const char *keys[] = {w->delayed, w->dead};
     const char *args[] = {member, why};
-    return eval(w->fetch, bury_member_script, 2, keys, 2, args, ok_reply, NULL);
+    return eval(w->fetch, &bury_member_lua, 2, keys, 2, args, ok_reply, NULL);
   }
   char *rec = ct__broker_key(w->b, "task:", id);
   const char *keys[] = {w->delayed, w->streams[level], rec};
   const char *args[] = {member};
-  int rc = rec ? eval(w->fetch, promote_script, 3, keys, 1, args, ok_reply, NULL) : CT_ENOMEM;
+  int rc = rec ? eval(w->fetch, &promote_lua, 3, keys, 1, args, ok_reply, NULL) : CT_ENOMEM;
   free(rec);
   return rc;
 }
@@ -1038,11 +1092,13 @@ static void fetch_round(ct__bworker_t *w, int free_slots) {
     ct__broker_log(w->b, CT_LOG_ERROR, "moving due delayed tasks failed (%s)", ct_strerror(rc));
     pause_for(w, 0.5);
   }
-  rc = eval(w->fetch, fetch_script, CT__BLEVELS + 2, keys, 5, args, fetch_reply, &f);
+  rc = eval(w->fetch, &fetch_lua, CT__BLEVELS + 2, keys, 5, args, fetch_reply, &f);
   if (f.over > 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "a fetch returned %d entries more than the %d asked "
                    "for: they stay pending until their lease passes", f.over, free_slots);
   bool took = f.jobs != NULL, refused = rc == CT_ESHUTDOWN;
+  if (!refused)
+    mark_running(w, f.jobs);
   while (f.jobs) {
     job_t *j = f.jobs;
     f.jobs = j->next;

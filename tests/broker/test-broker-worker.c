@@ -807,6 +807,42 @@ TEST(a_cpu_bound_task_longer_than_its_lease_runs_once) {
   env_end(&e);
 }
 
+/* How many times the server ran a command, from INFO commandstats. */
+static long long command_calls(env_t *e, const char *name) {
+  redisReply *r = test_redis(&e->r, "INFO commandstats");
+  CHECK(r && r->type == REDIS_REPLY_STRING);
+  char tag[64];
+  snprintf(tag, sizeof tag, "cmdstat_%s:calls=", name);
+  const char *p = strstr(r->str, tag);
+  long long n = p ? atoll(p + strlen(tag)) : 0;
+  freeReplyObject(r);
+  return n;
+}
+
+static void rpc_add(env_t *e, long long a, long long b) {
+  json_t *kw = json_pack("{s:I,s:I}", "a", a, "b", b), *result = NULL;
+  CHECK_OK(ct_broker_call(e->b, "add", kw, NULL, 20, &result));
+  CHECK_EQ_INT(json_integer_value(json_object_get(result, "sum")), a + b);
+  json_decref(result);
+  json_decref(kw);
+}
+
+TEST(scripts_run_by_sha_and_are_loaded_again_when_the_server_forgets_them) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  start_worker(&e, 1);
+  rpc_add(&e, 1, 2);
+  freeReplyObject(test_redis(&e.r, "SCRIPT FLUSH")); /* as a restarted server has none */
+  rpc_add(&e, 3, 4);
+  rpc_add(&e, 5, 6);
+  /* submit, fetch, start and complete of each call: by SHA1, not by text */
+  CHECK(command_calls(&e, "evalsha") >= 12);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM("normal")), 0);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
 int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "--worker") == 0)
     return worker_process(argv[2], argv[3]);
@@ -832,5 +868,6 @@ int main(int argc, char **argv) {
   RUN(a_killed_workers_task_is_reclaimed_after_its_lease);
   RUN(a_task_delivered_too_often_goes_to_the_dead_letters);
   RUN(a_cpu_bound_task_longer_than_its_lease_runs_once);
+  RUN(scripts_run_by_sha_and_are_loaded_again_when_the_server_forgets_them);
   return check_done();
 }
