@@ -37,9 +37,9 @@
  * fetch thread (their records are its KEYS: the fetch script cannot know
  * them in advance), which returns each one's runs so far. A task then runs
  * on a pool thread (run_task): call the handler, then either store the
- * result with the complete script
- * (first completion wins; then XACK and XDEL of its own entry only, never
- * a trim), or, for a failed run with runs left, put the task back into the
+ * result with the complete script, together with any other results
+ * waiting to be stored (store.c; first completion wins; then XACK and XDEL
+ * of its own entry only, never a trim), or, for a failed run with runs left, put the task back into the
  * delayed set with the retry script (which acknowledges the entry too);
  * a lost run stores nothing. The result goes back to the supervisor. Its
  * on_done frees the slot, whether it ran or was canceled by a supervisor
@@ -73,6 +73,7 @@
 #include "message.h"
 #include "metrics.h"
 #include "script.h"
+#include "store.h"
 
 #define DEFAULT_CONCURRENCY 4
 #define DEFAULT_LEASE 30.0
@@ -257,27 +258,6 @@ static const char retry_script[] =
     "return 1\n";
 static ct__bscript_t retry_lua = CT__BSCRIPT_INIT(retry_script);
 
-/* KEYS: record, stream, done list. ARGV: entry id, group, status, result,
- * finished (ms), name, default TTL (s), "1" if a caller waits (RPC). The
- * first completion wins; then the entry is acknowledged and deleted, and a
- * waiting caller is woken through the done list. */
-static const char complete_script[] =
-    "local r = redis.call('HMGET', KEYS[1], 'status', 'ttl', 'created')\n"
-    "local s = r[1]\n"
-    "if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' and s ~= 'expired' then\n"
-    "  redis.call('HSET', KEYS[1], 'status', ARGV[3], 'result', ARGV[4], 'finished', ARGV[5],"
-    " 'name', ARGV[6], 'created', r[3] or ARGV[5])\n"
-    "  redis.call('EXPIRE', KEYS[1], r[2] or ARGV[7])\n"
-    "end\n"
-    "redis.call('XACK', KEYS[2], ARGV[2], ARGV[1])\n"
-    "redis.call('XDEL', KEYS[2], ARGV[1])\n"
-    "if ARGV[8] == '1' then\n"
-    "  redis.call('RPUSH', KEYS[3], ARGV[3])\n"
-    "  redis.call('EXPIRE', KEYS[3], 60)\n"
-    "end\n"
-    "return 1\n";
-static ct__bscript_t complete_lua = CT__BSCRIPT_INIT(complete_script);
-
 /* KEYS: delayed set, the task's stream, its record. ARGV: the member (a
  * JSON array: level name, then the entry's fields and values). Moves one
  * due task into its stream, once: of several workers promoting it, only
@@ -338,6 +318,7 @@ struct ct__bworker {
   pthread_cond_t cond;
   int running;      /* lock: tasks given to the supervisor, not yet done */
   job_t *running_jobs; /* lock: those tasks, for lease renewal */
+  ct__bstore_t store;  /* results, on the handle's connection */
   double lease;
   int max_deliveries;
   ev_timer renew;   /* on the handle's loop: renews the running tasks' leases */
@@ -724,19 +705,19 @@ static char *result_text(json_t **result) {
   return *result ? json_dumps(*result, JSON_COMPACT) : NULL;
 }
 
-/* Store the result, then acknowledge and delete the entry; a few tries
- * (each bounded by the command timeout) before the entry is left pending. */
+/* Store the result, then acknowledge and delete the entry (with other
+ * results finishing at the same time: store.c); a few tries before the
+ * entry is left pending. */
 static void store(ct__bworker_t *w, const job_t *j, const char *status, const char *text) {
   char *key = ct__broker_key(w->b, "task:", j->msg.id);
   char *done = ct__broker_key(w->b, "done:", j->msg.id);
   char finished[24];
   snprintf(finished, sizeof finished, "%lld", (long long)ct__broker_unix_ms());
   const char *keys[] = {key, w->streams[j->level], done};
-  const char *args[] = {j->entry, CT__BGROUP, status, text, finished, j->msg.name, DEFAULT_TTL,
-                        j->msg.deadline_ms ? "1" : "0"};
-  int rc = key && done && text ? CT_ETIMEDOUT : CT_ENOMEM;
-  for (int i = 0; i < STORE_TRIES && rc == CT_ETIMEDOUT; i++)
-    rc = eval(w->b->conn, &complete_lua, 3, keys, 8, args, ok_reply, NULL);
+  int rc = key && done && text ? ct__bstore_complete(&w->store, keys, j->entry, status, text,
+                                                     finished, j->msg.name,
+                                                     j->msg.deadline_ms != 0)
+                               : CT_ENOMEM;
   if (rc != 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "task %s: result not stored (%s): its entry stays pending",
                    j->msg.id, ct_strerror(rc));
@@ -1323,6 +1304,7 @@ static void worker_destroy(ct__bworker_t *w) {
   free(w->delayed);
   free(w->wake);
   free(w->consumer);
+  ct__bstore_destroy(&w->store);
   pthread_cond_destroy(&w->cond);
   pthread_mutex_destroy(&w->lock);
   free(w);
@@ -1334,6 +1316,7 @@ static ct__bworker_t *worker_new(ct_broker_t *b, const ct_broker_worker_opts_t *
     return NULL;
   pthread_mutex_init(&w->lock, NULL);
   pthread_cond_init(&w->cond, NULL);
+  ct__bstore_init(&w->store, b->conn, CT__BGROUP, DEFAULT_TTL, STORE_TRIES);
   w->b = b;
   w->concurrency = o && o->concurrency > 0 ? o->concurrency : DEFAULT_CONCURRENCY;
   w->lease = o && o->lease > 0 ? o->lease : DEFAULT_LEASE;

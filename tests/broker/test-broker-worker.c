@@ -100,16 +100,23 @@ typedef struct {
   ct_broker_t *b;
 } env_t;
 
-static void env_start(env_t *e) {
+/* pool_size: the supervisor's (0: its default). */
+static void env_start_pool(env_t *e, int pool_size) {
   memset(e, 0, sizeof *e);
   test_redis_start(&e->r, NULL);
-  CHECK_OK(ct_supervisor_new(NULL, &e->sup));
+  ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
+  so.pool_size = pool_size;
+  CHECK_OK(ct_supervisor_new(&so, &e->sup));
   CHECK_OK(ct_supervisor_start(e->sup));
   ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
   o.url = e->r.url;
   o.log = log_line;
   o.command_timeout = 10;
   CHECK_OK(ct_broker_new(e->sup, &o, &e->b));
+}
+
+static void env_start(env_t *e) {
+  env_start_pool(e, 0);
 }
 
 static void env_end(env_t *e) {
@@ -843,6 +850,59 @@ TEST(scripts_run_by_sha_and_are_loaded_again_when_the_server_forgets_them) {
   env_end(&e);
 }
 
+/* From the server's slow log (which logs every command here): how many
+ * calls of the complete script it ran (an EVALSHA whose third key is a
+ * done list), and how many results they stored in all. */
+static void complete_calls(env_t *e, int *calls, int *results) {
+  redisReply *r = test_redis(&e->r, "SLOWLOG GET -1");
+  CHECK(r && r->type == REDIS_REPLY_ARRAY);
+  *calls = *results = 0;
+  for (size_t i = 0; i < r->elements; i++) {
+    const redisReply *args = r->element[i]->element[3];
+    if (args->elements >= 6 && strcasecmp(args->element[0]->str, "EVALSHA") == 0 &&
+        strstr(args->element[5]->str, "}:done:")) {
+      ++*calls;
+      *results += atoi(args->element[2]->str) / 3;
+    }
+  }
+  freeReplyObject(r);
+}
+
+TEST(results_that_finish_together_are_stored_in_one_call) {
+  enum { N = 8 };
+  env_t e;
+  env_start_pool(&e, N);
+  gate_reset();
+  CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  start_worker(&e, N);
+  rpc_add(&e, 1, 2); /* this server has the scripts now: no NOSCRIPT below */
+  char ids[N][CT_BROKER_ID_SIZE];
+  for (int i = 0; i < N; i++)
+    submit(&e, "gated", json_pack("{s:s}", "tag", "a"), 100, ids[i]);
+  WAIT_FOR(waiting_at_gate() == N);
+  freeReplyObject(test_redis(&e.r, "CONFIG SET slowlog-max-len 10000"));
+  freeReplyObject(test_redis(&e.r, "CONFIG SET slowlog-log-slower-than 0"));
+  freeReplyObject(test_redis(&e.r, "SLOWLOG RESET"));
+  /* The first store waits in the server; the others queue up behind it. */
+  freeReplyObject(test_redis(&e.r, "CLIENT PAUSE 2000 WRITE"));
+  for (int i = 0; i < N; i++)
+    gate_pass_one();
+  for (int i = 0; i < N; i++) {
+    ct_broker_info_t info = wait_done(&e, ids[i]);
+    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+    json_decref(info.result);
+  }
+  int calls, results;
+  complete_calls(&e, &calls, &results);
+  CHECK_EQ_INT(results, N); /* each stored once */
+  CHECK(calls < N);         /* one call each before */
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM("normal")), 0);
+  CHECK_EQ_INT(pending(&e, STREAM("normal")), 0);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
 int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "--worker") == 0)
     return worker_process(argv[2], argv[3]);
@@ -869,5 +929,6 @@ int main(int argc, char **argv) {
   RUN(a_task_delivered_too_often_goes_to_the_dead_letters);
   RUN(a_cpu_bound_task_longer_than_its_lease_runs_once);
   RUN(scripts_run_by_sha_and_are_loaded_again_when_the_server_forgets_them);
+  RUN(results_that_finish_together_are_stored_in_one_call);
   return check_done();
 }
