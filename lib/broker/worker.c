@@ -18,8 +18,9 @@
  * decoded by the codec on the connection's loop thread, within the reply
  * callback.
  *
- * Delays. Before each fetch the thread moves the due members of the
- * delayed set (delays, ETAs, retries waiting for their backoff) into
+ * Delays. Before a fetch, if the last one saw a due time now past in the
+ * delayed set (delays, ETAs, retries waiting for their backoff; every
+ * fetch reply says its earliest), the thread moves the due members into
  * their streams, one script per task whose ZREM decides, among all the
  * workers doing the same, which one writes the entry.
  *
@@ -143,9 +144,10 @@ static ct__bscript_t bury_lua = CT__BSCRIPT_INIT(bury_script);
  * has been delivered more than max deliveries times is returned too,
  * without counting, for the worker to bury (with the bury script, which
  * names every key it touches). Returns
- * {1, {{level, id, fields, deliveries}...}} or, having found nothing,
- * {0, {last-generated ids of the streams and the wake stream}, the
- * earliest due time in the delayed set or ''}. */
+ * {1, {{level, id, fields, deliveries}...}, due} or, having found nothing,
+ * {0, {last-generated ids of the streams and the wake stream}, due}, where
+ * due is the earliest due time in the delayed set or '' (so that the
+ * worker moves due tasks only when some are due). */
 static const char fetch_script[] =
     "local want = tonumber(ARGV[3])\n"
     "local out = {}\n"
@@ -170,7 +172,8 @@ static const char fetch_script[] =
     "    end\n"
     "  end\n"
     "end\n"
-    "if #out > 0 then return {1, out} end\n"
+    "local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')\n"
+    "if #out > 0 then return {1, out, first[2] or ''} end\n"
     "local ids = {}\n"
     "for i = 1, 5 do\n"
     "  ids[i] = '0-0'\n"
@@ -181,7 +184,6 @@ static const char fetch_script[] =
     "    end\n"
     "  end\n"
     "end\n"
-    "local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')\n"
     "return {0, ids, first[2] or ''}\n";
 static ct__bscript_t fetch_lua = CT__BSCRIPT_INIT(fetch_script);
 
@@ -319,6 +321,8 @@ struct ct__bworker {
   int running;      /* lock: tasks given to the supervisor, not yet done */
   job_t *running_jobs; /* lock: those tasks, for lease renewal */
   ct__bstore_t store;  /* results, on the handle's connection */
+  int64_t next_due_ms; /* fetch thread: the earliest due time the last fetch saw;
+                          0: none; -1: unknown (move what is due before the next) */
   double lease;
   int max_deliveries;
   ev_timer renew;   /* on the handle's loop: renews the running tasks' leases */
@@ -383,7 +387,7 @@ typedef struct {
   ct__bworker_t *w;
   job_t *jobs;           /* what the fetch took, in order */
   char ids[CT__BLEVELS + 1][48]; /* found nothing: last-generated ids (streams, wake) */
-  int64_t due_ms;        /* found nothing: the earliest delayed task's due time; 0: none */
+  int64_t due_ms;        /* the earliest delayed task's due time; 0: none */
   int want;              /* entries asked for: the free slots */
   int over;              /* entries the reply held beyond those, left pending */
   bool nogroup;          /* the group is gone (the streams were deleted) */
@@ -459,8 +463,7 @@ static bool fetch_reply_ok(const redisReply *r) {
       r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_ARRAY)
     return false;
   bool idle = r->element[0]->integer == 0;
-  if (r->elements != (idle ? 3u : 2u) ||
-      (idle && r->element[2]->type != REDIS_REPLY_STRING))
+  if (r->elements != 3 || r->element[2]->type != REDIS_REPLY_STRING)
     return false;
   const redisReply *list = r->element[1];
   for (size_t i = 0; i < list->elements; i++) {
@@ -490,10 +493,10 @@ static int fetch_reply(const redisReply *r, void *data) {
   if (!fetch_reply_ok(r))
     return CT_EINVAL;
   const redisReply *list = r->element[1];
+  f->due_ms = (int64_t)strtod(r->element[2]->str, NULL);
   if (r->element[0]->integer == 0) {
     for (size_t i = 0; i < list->elements; i++)
       snprintf(f->ids[i], sizeof f->ids[i], "%s", list->element[i]->str);
-    f->due_ms = (int64_t)strtod(r->element[2]->str, NULL);
     return 0;
   }
   /* Never more to run than was asked for, whatever the reply holds: the
@@ -1068,12 +1071,15 @@ static void fetch_round(ct__bworker_t *w, int free_slots) {
                                        w->streams[3], w->delayed, w->wake};
   const char *args[] = {CT__BGROUP, w->consumer, count, lease, max};
   fetch_t f = {.w = w, .want = free_slots};
-  int rc = promote_due(w);
+  int rc = w->next_due_ms < 0 || (w->next_due_ms > 0 && w->next_due_ms <= ct__broker_unix_ms())
+               ? promote_due(w)
+               : 0;
   if (rc != 0) { /* logged, and paused for: a due time past would not block */
     ct__broker_log(w->b, CT_LOG_ERROR, "moving due delayed tasks failed (%s)", ct_strerror(rc));
     pause_for(w, 0.5);
   }
   rc = eval(w->fetch, &fetch_lua, CT__BLEVELS + 2, keys, 5, args, fetch_reply, &f);
+  w->next_due_ms = rc == 0 ? f.due_ms : -1;
   if (f.over > 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "a fetch returned %d entries more than the %d asked "
                    "for: they stay pending until their lease passes", f.over, free_slots);
@@ -1317,6 +1323,7 @@ static ct__bworker_t *worker_new(ct_broker_t *b, const ct_broker_worker_opts_t *
   pthread_mutex_init(&w->lock, NULL);
   pthread_cond_init(&w->cond, NULL);
   ct__bstore_init(&w->store, b->conn, CT__BGROUP, DEFAULT_TTL, STORE_TRIES);
+  w->next_due_ms = -1;
   w->b = b;
   w->concurrency = o && o->concurrency > 0 ? o->concurrency : DEFAULT_CONCURRENCY;
   w->lease = o && o->lease > 0 ? o->lease : DEFAULT_LEASE;
