@@ -8,11 +8,14 @@
  * calls grow with the load. Each result's thread waits until its own is
  * stored: the entry is never acknowledged before its result is written,
  * and every result is the script's to store exactly as the single one was
- * (first completion wins, per task, in the same script call).
+ * (first completion wins, per task, in the same script call). A batch
+ * the server refuses is sent again one result at a time, so that one
+ * result it cannot take (a key of the wrong type, say) holds up no other
+ * (a batch that timed out has had its tries: each result gets that error).
  *
- * Lock: s->lock guards head, tail, sending, and the rc and done of every
- * queued request; the sender reads a batch's strings without it, which
- * stay valid because their threads wait for done. */
+ * Lock: s->lock guards head, tail, sending, and the done of every queued
+ * request; the sender reads a batch's strings and writes its rc without
+ * it, which is safe because their threads wait for done. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -27,7 +30,7 @@ struct ct__bstore_req {
   ct__bstore_req_t *next;
   const char *const *keys;
   const char *args[TASK_ARGS];
-  int rc;    /* lock */
+  int rc;    /* the sender's until done */
   bool done; /* lock */
 };
 
@@ -88,7 +91,8 @@ static int send_batch(ct__bstore_t *s, ct__bstore_req_t *batch, size_t n) {
   const char **k = argv + 3, **a = argv + 3 + n * TASK_KEYS;
   *a++ = s->group;
   *a++ = s->default_ttl;
-  for (ct__bstore_req_t *q = batch; n > 0 && q; q = q->next) {
+  ct__bstore_req_t *q = batch;
+  for (size_t t = 0; t < n; t++, q = q->next) {
     for (int i = 0; i < TASK_KEYS; i++)
       *k++ = q->keys[i];
     for (int i = 0; i < TASK_ARGS; i++)
@@ -133,12 +137,13 @@ int ct__bstore_complete(ct__bstore_t *s, const char *const keys[3], const char *
     s->sending = true;
     pthread_mutex_unlock(&s->lock);
     int rc = send_batch(s, batch, n);
+    for (ct__bstore_req_t *q = batch; q; q = q->next)
+      q->rc = rc == 0 || n == 1 || rc == CT_ETIMEDOUT || rc == CT_ESHUTDOWN
+                  ? rc
+                  : send_batch(s, q, 1);
     pthread_mutex_lock(&s->lock);
-    for (ct__bstore_req_t *q = batch, *next; q; q = next) {
-      next = q->next; /* q may be gone once done is seen */
-      q->rc = rc;
+    for (ct__bstore_req_t *q = batch; q; q = q->next)
       q->done = true;
-    }
     s->sending = false;
     pthread_cond_broadcast(&s->cond);
   }

@@ -216,11 +216,13 @@ static const char alive_script[] =
 /* KEYS: the records of the tasks a fetch is about to start. ARGV: now
  * (ms). Each record not yet terminal says RUNNING. Returns, for each, the
  * runs started so far, this one included (0 without a record to count
- * them in). */
+ * them in, or a key of another type: a foreign program's doing, which
+ * must not make the others uncounted). */
 static const char start_script[] =
     "local out = {}\n"
     "for i, k in ipairs(KEYS) do\n"
-    "  local r = redis.call('HMGET', k, 'status', 'attempts')\n"
+    "  local r = redis.pcall('HMGET', k, 'status', 'attempts')\n"
+    "  if r.err then r = {} end\n"
     "  local s, n = r[1], tonumber(r[2]) or 0\n"
     "  if s == 'queued' or s == 'running' or s == 'delayed' or s == 'retrying' then\n"
     "    n = n + 1\n"

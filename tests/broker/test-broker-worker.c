@@ -22,12 +22,15 @@ static int gate_passed;
 static char order[64];
 
 static atomic_int fetch_failures;
+static atomic_int unstored; /* "result not stored" log lines */
 
 static void log_line(int level, const char *msg, void *data) {
   (void)level;
   (void)data;
   if (strstr(msg, "fetching tasks failed"))
     atomic_fetch_add(&fetch_failures, 1);
+  if (strstr(msg, "result not stored"))
+    atomic_fetch_add(&unstored, 1);
 }
 
 static json_t *add(ct_task_t *self, const json_t *kwargs, void *data) {
@@ -903,6 +906,60 @@ TEST(results_that_finish_together_are_stored_in_one_call) {
   env_end(&e);
 }
 
+/* Returns once `late_after` tasks have passed the gate, a little after
+ * them: its result comes while theirs are being stored. */
+static int late_after;
+
+static json_t *late(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self;
+  (void)kwargs;
+  (void)data;
+  pthread_mutex_lock(&lock);
+  while (gate_passed < late_after)
+    pthread_cond_wait(&cond, &lock);
+  pthread_mutex_unlock(&lock);
+  check_sleep(0.2);
+  return json_true();
+}
+
+/* A result the server refuses (its record is a key of another type, a
+ * foreign program's doing) holds up none of those stored with it: they
+ * are stored, their runs counted, and only its entry stays pending. */
+TEST(a_refused_result_holds_up_none_stored_with_it) {
+  enum { N = 4 };
+  env_t e;
+  env_start_pool(&e, N);
+  gate_reset();
+  late_after = N - 1;
+  CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
+  CHECK_OK(ct_broker_register(e.b, "late", late, NULL));
+  freeReplyObject(test_redis(&e.r, "SADD ctasker:{default}:names gated late"));
+  char ids[N][CT_BROKER_ID_SIZE];
+  submit(&e, "late", NULL, 100, ids[0]);
+  for (int i = 1; i < N; i++)
+    submit(&e, "gated", json_pack("{s:s}", "tag", "a"), 100, ids[i]);
+  freeReplyObject(test_redis(&e.r, "DEL ctasker:{default}:task:%s", ids[0]));
+  freeReplyObject(test_redis(&e.r, "SET ctasker:{default}:task:%s x", ids[0]));
+  start_worker(&e, N);
+  WAIT_FOR(waiting_at_gate() == N - 1);
+  /* The first result waits in the server; the late one queues up behind
+   * it with the others. */
+  freeReplyObject(test_redis(&e.r, "CLIENT PAUSE 2000 WRITE"));
+  for (int i = 1; i < N; i++)
+    gate_pass_one();
+  for (int i = 1; i < N; i++) {
+    ct_broker_info_t info = wait_done(&e, ids[i]);
+    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+    CHECK_EQ_INT(info.attempts, 1);
+    json_decref(info.result);
+  }
+  WAIT_FOR(atomic_load(&unstored) == 1);
+  CHECK_EQ_INT(pending(&e, STREAM("normal")), 1);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM("normal")), 1);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
 int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "--worker") == 0)
     return worker_process(argv[2], argv[3]);
@@ -930,5 +987,6 @@ int main(int argc, char **argv) {
   RUN(a_cpu_bound_task_longer_than_its_lease_runs_once);
   RUN(scripts_run_by_sha_and_are_loaded_again_when_the_server_forgets_them);
   RUN(results_that_finish_together_are_stored_in_one_call);
+  RUN(a_refused_result_holds_up_none_stored_with_it);
   return check_done();
 }
