@@ -25,6 +25,7 @@
 #include "broker-internal.h"
 #include "message.h"
 #include "metrics.h"
+#include "script.h"
 
 #define DEFAULT_TIMEOUT 5.0     /* connect and command timeouts */
 #define DEFAULT_TTL 86400.0     /* aio-task's result TTL: a day */
@@ -61,6 +62,7 @@ static const char submit_script[] =
     "  redis.call('XADD', KEYS[2], '*', unpack(ARGV, 8))\n"
     "end\n"
     "return {1}\n";
+static ct__bscript_t submit = CT__BSCRIPT_INIT(submit_script);
 
 const char *const ct__blevel_names[CT__BLEVELS] = {"critical", "high", "normal", "low"};
 
@@ -307,7 +309,7 @@ static int run_submit(ct_broker_t *b, const ct__bmsg_t *m, const submission_t *s
     snprintf(keep_s, sizeof keep_s, "%.0f", fmin(TTL_MAX, fmax(1, ceil(sub->ttl + wait))));
     snprintf(due_s, sizeof due_s, "%lld", (long long)sub->due_ms);
     const char *argv[3 + SUBMIT_KEYS + SUBMIT_ARGS + 2 * CT__BMSG_FIELDS] = {
-        "EVAL", submit_script, nkeys};
+        NULL, NULL, nkeys};
     size_t argvlen[3 + SUBMIT_KEYS + SUBMIT_ARGS + 2 * CT__BMSG_FIELDS];
     int argc = 3;
     for (int i = 0; i < nk; i++)
@@ -316,13 +318,13 @@ static int run_submit(ct_broker_t *b, const ct__bmsg_t *m, const submission_t *s
                                      member ? member : "", m->id};
     memcpy(argv + argc, args, sizeof args);
     argc += SUBMIT_ARGS;
-    for (int i = 0; i < argc; i++)
+    for (int i = 2; i < argc; i++) /* 0 and 1: the script's, filled when it runs */
       argvlen[i] = strlen(argv[i]);
     memcpy(argv + argc, w.argv, w.argc * sizeof *argv);
     memcpy(argvlen + argc, w.argvlen, w.argc * sizeof *argvlen);
     submit_ctx_t sc = {id};
-    rc = ct__rconn_command_within(b->conn, sub->wait, argc + (int)w.argc, argv, argvlen,
-                                  submit_reply, &sc);
+    rc = ct__bscript_run(b->conn, &submit, sub->wait, argc + (int)w.argc, argv, argvlen,
+                         submit_reply, &sc);
   }
   free(member);
   ct__bmsg_wire_free(&w);

@@ -18,8 +18,9 @@
  * decoded by the codec on the connection's loop thread, within the reply
  * callback.
  *
- * Delays. Before each fetch the thread moves the due members of the
- * delayed set (delays, ETAs, retries waiting for their backoff) into
+ * Delays. Before a fetch, if the last one saw a due time now past in the
+ * delayed set (delays, ETAs, retries waiting for their backoff; every
+ * fetch reply says its earliest), the thread moves the due members into
  * their streams, one script per task whose ZREM decides, among all the
  * workers doing the same, which one writes the entry.
  *
@@ -33,10 +34,13 @@
  * and asked to cancel. A second timer there fires at the earliest run
  * deadline (a task's timeout) and asks that run to cancel.
  *
- * A task runs on a pool thread (run_task): mark the record RUNNING, call
- * the handler, then either store the result with the complete script
- * (first completion wins; then XACK and XDEL of its own entry only, never
- * a trim), or, for a failed run with runs left, put the task back into the
+ * The tasks of one fetch are marked RUNNING together, by one script on the
+ * fetch thread (their records are its KEYS: the fetch script cannot know
+ * them in advance), which returns each one's runs so far. A task then runs
+ * on a pool thread (run_task): call the handler, then either store the
+ * result with the complete script, together with any other results
+ * waiting to be stored (store.c; first completion wins; then XACK and XDEL
+ * of its own entry only, never a trim), or, for a failed run with runs left, put the task back into the
  * delayed set with the retry script (which acknowledges the entry too);
  * a lost run stores nothing. The result goes back to the supervisor. Its
  * on_done frees the slot, whether it ran or was canceled by a supervisor
@@ -69,6 +73,8 @@
 #include "ctasker/task.h"
 #include "message.h"
 #include "metrics.h"
+#include "script.h"
+#include "store.h"
 
 #define DEFAULT_CONCURRENCY 4
 #define DEFAULT_LEASE 30.0
@@ -131,6 +137,7 @@ static const char bury_script[] =
     "redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])\n"
     "redis.call('XDEL', KEYS[1], ARGV[1])\n"
     "return name or ''\n";
+static ct__bscript_t bury_lua = CT__BSCRIPT_INIT(bury_script);
 
 /* KEYS: the streams, highest class first, the delayed set, the wake
  * stream. ARGV: group, consumer, count, lease (ms), max deliveries. Per
@@ -139,9 +146,10 @@ static const char bury_script[] =
  * has been delivered more than max deliveries times is returned too,
  * without counting, for the worker to bury (with the bury script, which
  * names every key it touches). Returns
- * {1, {{level, id, fields, deliveries}...}} or, having found nothing,
- * {0, {last-generated ids of the streams and the wake stream}, the
- * earliest due time in the delayed set or ''}. */
+ * {1, {{level, id, fields, deliveries}...}, due} or, having found nothing,
+ * {0, {last-generated ids of the streams and the wake stream}, due}, where
+ * due is the earliest due time in the delayed set or '' (so that the
+ * worker moves due tasks only when some are due). */
 static const char fetch_script[] =
     "local want = tonumber(ARGV[3])\n"
     "local out = {}\n"
@@ -166,7 +174,8 @@ static const char fetch_script[] =
     "    end\n"
     "  end\n"
     "end\n"
-    "if #out > 0 then return {1, out} end\n"
+    "local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')\n"
+    "if #out > 0 then return {1, out, first[2] or ''} end\n"
     "local ids = {}\n"
     "for i = 1, 5 do\n"
     "  ids[i] = '0-0'\n"
@@ -177,8 +186,8 @@ static const char fetch_script[] =
     "    end\n"
     "  end\n"
     "end\n"
-    "local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')\n"
     "return {0, ids, first[2] or ''}\n";
+static ct__bscript_t fetch_lua = CT__BSCRIPT_INIT(fetch_script);
 
 /* KEYS: a stream. ARGV: group, consumer, entry ids. Renews this consumer's
  * lease on each entry it still owns (XCLAIM JUSTID resets the idle time
@@ -206,16 +215,25 @@ static const char alive_script[] =
     "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])\n"
     "return 1\n";
 
-/* KEYS: record. ARGV: now (ms). A record not yet terminal says RUNNING.
- * Returns the runs started so far, this one included (0 without a record
- * to count them in). */
+/* KEYS: the records of the tasks a fetch is about to start. ARGV: now
+ * (ms). Each record not yet terminal says RUNNING. Returns, for each, the
+ * runs started so far, this one included (0 without a record to count
+ * them in, or a key of another type: a foreign program's doing, which
+ * must not make the others uncounted). */
 static const char start_script[] =
-    "local s = redis.call('HGET', KEYS[1], 'status')\n"
-    "if s == 'queued' or s == 'running' or s == 'delayed' or s == 'retrying' then\n"
-    "  redis.call('HSET', KEYS[1], 'status', 'running', 'started', ARGV[1])\n"
-    "  return redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n"
+    "local out = {}\n"
+    "for i, k in ipairs(KEYS) do\n"
+    "  local r = redis.pcall('HMGET', k, 'status', 'attempts')\n"
+    "  if r.err then r = {} end\n"
+    "  local s, n = r[1], tonumber(r[2]) or 0\n"
+    "  if s == 'queued' or s == 'running' or s == 'delayed' or s == 'retrying' then\n"
+    "    n = n + 1\n"
+    "    redis.call('HSET', k, 'status', 'running', 'started', ARGV[1], 'attempts', n)\n"
+    "  end\n"
+    "  out[i] = n\n"
     "end\n"
-    "return tonumber(s and redis.call('HGET', KEYS[1], 'attempts') or 0) or 0\n";
+    "return out\n";
+static ct__bscript_t start_lua = CT__BSCRIPT_INIT(start_script);
 
 /* KEYS: record, stream, delayed set, wake stream. ARGV: entry id, group,
  * the run's exception (JSON), due (ms), level name, now (ms), default TTL
@@ -244,26 +262,7 @@ static const char retry_script[] =
     "redis.call('XACK', KEYS[2], ARGV[2], ARGV[1])\n"
     "redis.call('XDEL', KEYS[2], ARGV[1])\n"
     "return 1\n";
-
-/* KEYS: record, stream, done list. ARGV: entry id, group, status, result,
- * finished (ms), name, default TTL (s), "1" if a caller waits (RPC). The
- * first completion wins; then the entry is acknowledged and deleted, and a
- * waiting caller is woken through the done list. */
-static const char complete_script[] =
-    "local s = redis.call('HGET', KEYS[1], 'status')\n"
-    "if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' and s ~= 'expired' then\n"
-    "  redis.call('HSET', KEYS[1], 'status', ARGV[3], 'result', ARGV[4], 'finished', ARGV[5],"
-    " 'name', ARGV[6])\n"
-    "  redis.call('HSETNX', KEYS[1], 'created', ARGV[5])\n"
-    "  redis.call('EXPIRE', KEYS[1], redis.call('HGET', KEYS[1], 'ttl') or ARGV[7])\n"
-    "end\n"
-    "redis.call('XACK', KEYS[2], ARGV[2], ARGV[1])\n"
-    "redis.call('XDEL', KEYS[2], ARGV[1])\n"
-    "if ARGV[8] == '1' then\n"
-    "  redis.call('RPUSH', KEYS[3], ARGV[3])\n"
-    "  redis.call('EXPIRE', KEYS[3], 60)\n"
-    "end\n"
-    "return 1\n";
+static ct__bscript_t retry_lua = CT__BSCRIPT_INIT(retry_script);
 
 /* KEYS: delayed set, the task's stream, its record. ARGV: the member (a
  * JSON array: level name, then the entry's fields and values). Moves one
@@ -279,6 +278,7 @@ static const char promote_script[] =
     "end\n"
     "redis.call('XADD', KEYS[2], '*', unpack(m, 2))\n"
     "return 1\n";
+static ct__bscript_t promote_lua = CT__BSCRIPT_INIT(promote_script);
 
 /* KEYS: delayed set, dead letters. ARGV: member, reason. A member that is
  * not one (another program's doing) goes to the dead letters. Returns 1 if
@@ -290,6 +290,7 @@ static const char bury_member_script[] =
     "  return 1\n"
     "end\n"
     "return 0\n";
+static ct__bscript_t bury_member_lua = CT__BSCRIPT_INIT(bury_member_script);
 
 typedef struct job job_t;
 struct job {
@@ -303,6 +304,7 @@ struct job {
   char why[64];              /* a reason made for this entry */
   bool has_tid;              /* to bury: msg.id names its task */
   bool over_delivered;       /* to bury: delivered more than max_deliveries times */
+  long long attempts;        /* runs started, this one included, as its record counts them */
   ct__bmsg_t msg;
   const ct__bhandler_t *h;   /* NULL: no handler here */
   ct_task_t *task;           /* lock: the supervisor task while the handler runs */
@@ -324,6 +326,9 @@ struct ct__bworker {
   pthread_cond_t cond;
   int running;      /* lock: tasks given to the supervisor, not yet done */
   job_t *running_jobs; /* lock: those tasks, for lease renewal */
+  ct__bstore_t store;  /* results, on the handle's connection */
+  int64_t next_due_ms; /* fetch thread: the earliest due time the last fetch saw;
+                          0: none; -1: unknown (move what is due before the next) */
   double lease;
   int max_deliveries;
   ev_timer renew;   /* on the handle's loop: renews the running tasks' leases */
@@ -396,7 +401,7 @@ typedef struct {
   ct__bworker_t *w;
   job_t *jobs;           /* what the fetch took, in order */
   char ids[CT__BLEVELS + 1][48]; /* found nothing: last-generated ids (streams, wake) */
-  int64_t due_ms;        /* found nothing: the earliest delayed task's due time; 0: none */
+  int64_t due_ms;        /* the earliest delayed task's due time; 0: none */
   int want;              /* entries asked for: the free slots */
   int over;              /* entries the reply held beyond those, left pending */
   bool nogroup;          /* the group is gone (the streams were deleted) */
@@ -472,8 +477,7 @@ static bool fetch_reply_ok(const redisReply *r) {
       r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_ARRAY)
     return false;
   bool idle = r->element[0]->integer == 0;
-  if (r->elements != (idle ? 3u : 2u) ||
-      (idle && r->element[2]->type != REDIS_REPLY_STRING))
+  if (r->elements != 3 || r->element[2]->type != REDIS_REPLY_STRING)
     return false;
   const redisReply *list = r->element[1];
   for (size_t i = 0; i < list->elements; i++) {
@@ -503,10 +507,10 @@ static int fetch_reply(const redisReply *r, void *data) {
   if (!fetch_reply_ok(r))
     return CT_EINVAL;
   const redisReply *list = r->element[1];
+  f->due_ms = (int64_t)strtod(r->element[2]->str, NULL);
   if (r->element[0]->integer == 0) {
     for (size_t i = 0; i < list->elements; i++)
       snprintf(f->ids[i], sizeof f->ids[i], "%s", list->element[i]->str);
-    f->due_ms = (int64_t)strtod(r->element[2]->str, NULL);
     return 0;
   }
   /* Never more to run than was asked for, whatever the reply holds: the
@@ -534,20 +538,18 @@ static int fetch_reply(const redisReply *r, void *data) {
 
 /* --- commands ----------------------------------------------------------- */
 
-static int eval(ct__rconn_t *c, const char *script, int nkeys, const char *const *keys,
+static int eval(ct__rconn_t *c, ct__bscript_t *script, int nkeys, const char *const *keys,
                 int nargs, const char *const *args, ct__rconn_reply_fn fn, void *data) {
   const char *argv[24];
   char numkeys[8];
-  int argc = 0;
+  int argc = 2; /* room for EVALSHA and the SHA1 */
   snprintf(numkeys, sizeof numkeys, "%d", nkeys);
-  argv[argc++] = "EVAL";
-  argv[argc++] = script;
   argv[argc++] = numkeys;
   for (int i = 0; i < nkeys; i++)
     argv[argc++] = keys[i];
   for (int i = 0; i < nargs; i++)
     argv[argc++] = args[i];
-  return ct__rconn_command(c, argc, argv, NULL, fn, data);
+  return ct__bscript_run(c, script, 0, argc, argv, NULL, fn, data);
 }
 
 static int create_groups(ct__bworker_t *w) {
@@ -610,7 +612,7 @@ static void bury(ct__bworker_t *w, const job_t *j) {
                  ct__blevel_names[j->level], j->reason);
   int rc = j->has_tid && (!rec || !done)
                ? CT_ENOMEM
-               : eval(w->fetch, bury_script, j->has_tid ? 4 : 2, keys, 6, args, bury_reply, name);
+               : eval(w->fetch, &bury_lua, j->has_tid ? 4 : 2, keys, 6, args, bury_reply, name);
   if (rc != 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "entry %s: cannot move it to the dead letters: %s",
                    j->entry, ct_strerror(rc));
@@ -658,29 +660,67 @@ static void watch_arm(ct_loop_t *loop, struct ev_loop *ev, void *data) {
 
 /* --- running a task ----------------------------------------------------- */
 
-static int count_reply(const redisReply *r, void *data) {
-  if (r->type != REDIS_REPLY_INTEGER)
+typedef struct {
+  job_t **jobs;
+  size_t n;
+} marked_t;
+
+static int attempts_reply(const redisReply *r, void *data) {
+  marked_t *m = data;
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != m->n)
     return CT_EINVAL;
-  *(long long *)data = r->integer;
+  for (size_t i = 0; i < m->n; i++)
+    if (r->element[i]->type == REDIS_REPLY_INTEGER)
+      m->jobs[i]->attempts = r->element[i]->integer;
   return 0;
 }
 
-/* Mark the record RUNNING; returns the runs started so far, this one
- * included, or 0 if there is no record to count them in. */
-static long long mark_running(ct__bworker_t *w, const job_t *j) {
-  char *key = ct__broker_key(w->b, "task:", j->msg.id);
-  char now[24];
-  snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
-  const char *keys[] = {key};
-  const char *args[] = {now};
-  long long attempts = 0;
-  int rc = key ? eval(w->b->conn, start_script, 1, keys, 1, args, count_reply, &attempts)
-               : CT_ENOMEM;
+/* Whether a fetched job starts its handler: not to bury, and not past its
+ * caller's deadline (run_job() stores that as EXPIRED). */
+static bool starts_handler(const job_t *j, int64_t now_ms) {
+  return !j->bury_class && !(j->msg.deadline_ms && now_ms > j->msg.deadline_ms);
+}
+
+/* Mark the records of the jobs a fetch is about to start RUNNING, all in
+ * one script: one round trip per fetch rather than one per task. Each
+ * job's attempts: the runs started so far, this one included; 0 if there
+ * is no record to count them in or they could not be counted (logged). */
+static void mark_running(ct__bworker_t *w, job_t *jobs) {
+  int64_t now_ms = ct__broker_unix_ms();
+  size_t n = 0, k = 0;
+  for (const job_t *j = jobs; j; j = j->next)
+    n += starts_handler(j, now_ms);
+  if (n == 0)
+    return;
+  const char **argv = calloc(n + 4, sizeof *argv);
+  char **keys = calloc(n, sizeof *keys);
+  job_t **marked = calloc(n, sizeof *marked);
+  int rc = argv && keys && marked ? 0 : CT_ENOMEM;
+  for (job_t *j = jobs; j && rc == 0; j = j->next) {
+    if (!starts_handler(j, now_ms))
+      continue;
+    marked[k] = j;
+    keys[k] = ct__broker_key(w->b, "task:", j->msg.id);
+    rc = keys[k++] ? 0 : CT_ENOMEM;
+  }
+  if (rc == 0) {
+    char nkeys[24], now[24];
+    snprintf(nkeys, sizeof nkeys, "%zu", n);
+    snprintf(now, sizeof now, "%lld", (long long)now_ms);
+    argv[2] = nkeys; /* 0 and 1: EVALSHA and the SHA1 */
+    memcpy(argv + 3, keys, n * sizeof *keys);
+    argv[3 + n] = now;
+    marked_t m = {marked, n};
+    rc = ct__bscript_run(w->fetch, &start_lua, 0, (int)n + 4, argv, NULL, attempts_reply, &m);
+  }
   if (rc != 0)
-    ct__broker_log(w->b, CT_LOG_WARNING, "task %s: cannot mark it running: %s", j->msg.id,
+    ct__broker_log(w->b, CT_LOG_WARNING, "%zu tasks: cannot mark them running: %s", n,
                    ct_strerror(rc));
-  free(key);
-  return attempts;
+  for (size_t i = 0; i < k; i++)
+    free(keys[i]);
+  free(keys);
+  free(argv);
+  free(marked);
 }
 
 /* The handler's result as JSON text; a result jansson cannot write becomes
@@ -694,19 +734,19 @@ static char *result_text(json_t **result) {
   return *result ? json_dumps(*result, JSON_COMPACT) : NULL;
 }
 
-/* Store the result, then acknowledge and delete the entry; a few tries
- * (each bounded by the command timeout) before the entry is left pending. */
+/* Store the result, then acknowledge and delete the entry (with other
+ * results finishing at the same time: store.c); a few tries before the
+ * entry is left pending. */
 static void store(ct__bworker_t *w, const job_t *j, const char *status, const char *text) {
   char *key = ct__broker_key(w->b, "task:", j->msg.id);
   char *done = ct__broker_key(w->b, "done:", j->msg.id);
   char finished[24];
   snprintf(finished, sizeof finished, "%lld", (long long)ct__broker_unix_ms());
   const char *keys[] = {key, w->streams[j->level], done};
-  const char *args[] = {j->entry, CT__BGROUP, status, text, finished, j->msg.name, DEFAULT_TTL,
-                        j->msg.deadline_ms ? "1" : "0"};
-  int rc = key && done && text ? CT_ETIMEDOUT : CT_ENOMEM;
-  for (int i = 0; i < STORE_TRIES && rc == CT_ETIMEDOUT; i++)
-    rc = eval(w->b->conn, complete_script, 3, keys, 8, args, ok_reply, NULL);
+  int rc = key && done && text ? ct__bstore_complete(&w->store, keys, j->entry, status, text,
+                                                     finished, j->msg.name,
+                                                     j->msg.deadline_ms != 0)
+                               : CT_ENOMEM;
   if (rc != 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "task %s: result not stored (%s): its entry stays pending",
                    j->msg.id, ct_strerror(rc));
@@ -743,7 +783,7 @@ static int retry(ct__bworker_t *w, const job_t *j, long long attempt, bool now,
                         DEFAULT_TTL};
   int rc = rec && text ? CT_ETIMEDOUT : CT_ENOMEM;
   for (int i = 0; i < STORE_TRIES && rc == CT_ETIMEDOUT; i++)
-    rc = eval(w->b->conn, retry_script, 4, keys, 7, args, ok_reply, NULL);
+    rc = eval(w->b->conn, &retry_lua, 4, keys, 7, args, ok_reply, NULL);
   if (rc != 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "task %s: cannot retry it (%s): its error is stored",
                    j->msg.id, ct_strerror(rc));
@@ -799,7 +839,7 @@ static json_t *run_job(ct_task_t *self, job_t *j, ct_broker_status_t *outcome) {
     *outcome = CT_BROKER_EXPIRED;
     return result;
   }
-  long long attempt = mark_running(w, j);
+  long long attempt = j->attempts;
   bool lost = false;
   json_t *result = run_handler(w, j, self, &lost);
   *outcome = CT_BROKER_RUNNING;
@@ -948,7 +988,7 @@ static int promote_one(ct__bworker_t *w, const char *member) {
     const char *keys[] = {w->delayed, w->dead};
     const char *args[] = {member, why};
     long long moved = 0;
-    int rc = eval(w->fetch, bury_member_script, 2, keys, 2, args, int_reply, &moved);
+    int rc = eval(w->fetch, &bury_member_lua, 2, keys, 2, args, int_reply, &moved);
     if (rc == 0 && moved == 1)
       ct__bmetrics_dead(w->b, "", "", -1);
     return rc;
@@ -956,7 +996,7 @@ static int promote_one(ct__bworker_t *w, const char *member) {
   char *rec = ct__broker_key(w->b, "task:", id);
   const char *keys[] = {w->delayed, w->streams[level], rec};
   const char *args[] = {member};
-  int rc = rec ? eval(w->fetch, promote_script, 3, keys, 1, args, ok_reply, NULL) : CT_ENOMEM;
+  int rc = rec ? eval(w->fetch, &promote_lua, 3, keys, 1, args, ok_reply, NULL) : CT_ENOMEM;
   free(rec);
   return rc;
 }
@@ -1061,16 +1101,21 @@ static void fetch_round(ct__bworker_t *w, int free_slots) {
                                        w->streams[3], w->delayed, w->wake};
   const char *args[] = {CT__BGROUP, w->consumer, count, lease, max};
   fetch_t f = {.w = w, .want = free_slots};
-  int rc = promote_due(w);
+  int rc = w->next_due_ms < 0 || (w->next_due_ms > 0 && w->next_due_ms <= ct__broker_unix_ms())
+               ? promote_due(w)
+               : 0;
   if (rc != 0) { /* logged, and paused for: a due time past would not block */
     ct__broker_log(w->b, CT_LOG_ERROR, "moving due delayed tasks failed (%s)", ct_strerror(rc));
     pause_for(w, 0.5);
   }
-  rc = eval(w->fetch, fetch_script, CT__BLEVELS + 2, keys, 5, args, fetch_reply, &f);
+  rc = eval(w->fetch, &fetch_lua, CT__BLEVELS + 2, keys, 5, args, fetch_reply, &f);
+  w->next_due_ms = rc == 0 ? f.due_ms : -1;
   if (f.over > 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "a fetch returned %d entries more than the %d asked "
                    "for: they stay pending until their lease passes", f.over, free_slots);
   bool took = f.jobs != NULL, refused = rc == CT_ESHUTDOWN;
+  if (!refused)
+    mark_running(w, f.jobs);
   while (f.jobs) {
     job_t *j = f.jobs;
     f.jobs = j->next;
@@ -1295,6 +1340,7 @@ static void worker_destroy(ct__bworker_t *w) {
   free(w->delayed);
   free(w->wake);
   free(w->consumer);
+  ct__bstore_destroy(&w->store);
   pthread_cond_destroy(&w->cond);
   pthread_mutex_destroy(&w->lock);
   free(w);
@@ -1306,6 +1352,8 @@ static ct__bworker_t *worker_new(ct_broker_t *b, const ct_broker_worker_opts_t *
     return NULL;
   pthread_mutex_init(&w->lock, NULL);
   pthread_cond_init(&w->cond, NULL);
+  ct__bstore_init(&w->store, b->conn, CT__BGROUP, DEFAULT_TTL, STORE_TRIES);
+  w->next_due_ms = -1;
   w->b = b;
   w->concurrency = o && o->concurrency > 0 ? o->concurrency : DEFAULT_CONCURRENCY;
   w->lease = o && o->lease > 0 ? o->lease : DEFAULT_LEASE;

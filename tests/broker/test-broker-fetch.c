@@ -67,8 +67,33 @@ static void *copy_down(void *p) {
   return NULL;
 }
 
+/* The fetch script's SHA1, learnt from the worker's SCRIPT LOAD. */
+static pthread_mutex_t sha_lock = PTHREAD_MUTEX_INITIALIZER;
+static char fetch_sha[41];
+static const char *redis_path;
+
+static void learn_fetch_sha(const char *text, size_t len) {
+  redisContext *c = redisConnectUnix(redis_path);
+  CHECK(c && !c->err);
+  redisReply *r = redisCommand(c, "SCRIPT LOAD %b", text, len);
+  CHECK(r && r->type == REDIS_REPLY_STRING && r->len == 40);
+  pthread_mutex_lock(&sha_lock);
+  memcpy(fetch_sha, r->str, 41);
+  pthread_mutex_unlock(&sha_lock);
+  freeReplyObject(r);
+  redisFree(c);
+}
+
+static bool is_fetch_sha(const char *sha) {
+  pthread_mutex_lock(&sha_lock);
+  bool is = memcmp(sha, fetch_sha, 40) == 0;
+  pthread_mutex_unlock(&sha_lock);
+  return is;
+}
+
 /* Client to server, one command at a time (hiredis sends multibulk
- * requests): the fetch script's count (its third ARGV) is raised. */
+ * requests): the fetch script's count (its third ARGV) is raised. The
+ * script runs by its SHA1, which the proxy learns when it sees it loaded. */
 static void *copy_up(void *p) {
   pipe_t *c = p;
   FILE *in = fdopen(dup(c->from), "r"); /* its own descriptor to close */
@@ -84,8 +109,11 @@ static void *copy_up(void *p) {
       argv[i] = malloc(len[i] + 2);
       CHECK(argv[i] && fread(argv[i], 1, len[i] + 2, in) == len[i] + 2);
     }
-    if (argc > 3 && len[0] == 4 && memcmp(argv[0], "EVAL", 4) == 0 &&
-        memmem(argv[1], len[1], "XAUTOCLAIM", 10)) {
+    if (argc == 3 && len[0] == 6 && memcmp(argv[0], "SCRIPT", 6) == 0 &&
+        memmem(argv[2], len[2], "XAUTOCLAIM", 10))
+      learn_fetch_sha(argv[2], len[2]);
+    if (argc > 3 && len[0] == 7 && memcmp(argv[0], "EVALSHA", 7) == 0 && len[1] == 40 &&
+        is_fetch_sha(argv[1])) {
       int count_at = 3 + atoi(argv[2]) + 2;
       CHECK(count_at < argc);
       free(argv[count_at]);
@@ -154,6 +182,7 @@ static void proxy_start(proxy_t *x, const char *redis_sock) {
   snprintf(x->path, sizeof x->path, "%s/proxy.sock", x->dir);
   snprintf(x->url, sizeof x->url, "unix://%s", x->path);
   x->redis_sock = redis_sock;
+  redis_path = redis_sock;
   x->listen_fd = unix_socket(x->path, true);
   pthread_t th;
   CHECK(pthread_create(&th, NULL, accept_main, x) == 0);

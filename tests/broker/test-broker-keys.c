@@ -4,7 +4,7 @@
  * a producer and a worker do — submissions, delays, a retry, an RPC, a
  * malformed entry and one delivered too often going to the dead letters,
  * renewals and liveness — and each command a script ran is checked, with
- * COMMAND GETKEYS, against the KEYS of the EVAL that ran it. */
+ * COMMAND GETKEYS, against the KEYS of the EVAL or EVALSHA that ran it. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -102,7 +102,8 @@ static int check_declared(test_redis_t *r, monitor_t *m) {
     char *argv[MAX];
     bool lua;
     size_t argc = monitor_args(m->lines[i], argv, MAX, &lua);
-    if (!lua && argc >= 3 && strcasecmp(argv[0], "EVAL") == 0) {
+    if (!lua && argc >= 3 &&
+        (strcasecmp(argv[0], "EVAL") == 0 || strcasecmp(argv[0], "EVALSHA") == 0)) {
       for (size_t k = 0; k < nkeys; k++)
         free(keys[k]);
       nkeys = (size_t)atoi(argv[2]);

@@ -22,12 +22,15 @@ static int gate_passed;
 static char order[64];
 
 static atomic_int fetch_failures;
+static atomic_int unstored; /* "result not stored" log lines */
 
 static void log_line(int level, const char *msg, void *data) {
   (void)level;
   (void)data;
   if (strstr(msg, "fetching tasks failed"))
     atomic_fetch_add(&fetch_failures, 1);
+  if (strstr(msg, "result not stored"))
+    atomic_fetch_add(&unstored, 1);
 }
 
 static json_t *add(ct_task_t *self, const json_t *kwargs, void *data) {
@@ -100,16 +103,23 @@ typedef struct {
   ct_broker_t *b;
 } env_t;
 
-static void env_start(env_t *e) {
+/* pool_size: the supervisor's (0: its default). */
+static void env_start_pool(env_t *e, int pool_size) {
   memset(e, 0, sizeof *e);
   test_redis_start(&e->r, NULL);
-  CHECK_OK(ct_supervisor_new(NULL, &e->sup));
+  ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
+  so.pool_size = pool_size;
+  CHECK_OK(ct_supervisor_new(&so, &e->sup));
   CHECK_OK(ct_supervisor_start(e->sup));
   ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
   o.url = e->r.url;
   o.log = log_line;
   o.command_timeout = 10;
   CHECK_OK(ct_broker_new(e->sup, &o, &e->b));
+}
+
+static void env_start(env_t *e) {
+  env_start_pool(e, 0);
 }
 
 static void env_end(env_t *e) {
@@ -807,6 +817,149 @@ TEST(a_cpu_bound_task_longer_than_its_lease_runs_once) {
   env_end(&e);
 }
 
+/* How many times the server ran a command, from INFO commandstats. */
+static long long command_calls(env_t *e, const char *name) {
+  redisReply *r = test_redis(&e->r, "INFO commandstats");
+  CHECK(r && r->type == REDIS_REPLY_STRING);
+  char tag[64];
+  snprintf(tag, sizeof tag, "cmdstat_%s:calls=", name);
+  const char *p = strstr(r->str, tag);
+  long long n = p ? atoll(p + strlen(tag)) : 0;
+  freeReplyObject(r);
+  return n;
+}
+
+static void rpc_add(env_t *e, long long a, long long b) {
+  json_t *kw = json_pack("{s:I,s:I}", "a", a, "b", b), *result = NULL;
+  CHECK_OK(ct_broker_call(e->b, "add", kw, NULL, 20, &result));
+  CHECK_EQ_INT(json_integer_value(json_object_get(result, "sum")), a + b);
+  json_decref(result);
+  json_decref(kw);
+}
+
+TEST(scripts_run_by_sha_and_are_loaded_again_when_the_server_forgets_them) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  start_worker(&e, 1);
+  rpc_add(&e, 1, 2);
+  freeReplyObject(test_redis(&e.r, "SCRIPT FLUSH")); /* as a restarted server has none */
+  rpc_add(&e, 3, 4);
+  rpc_add(&e, 5, 6);
+  /* submit, fetch, start and complete of each call: by SHA1, not by text */
+  CHECK(command_calls(&e, "evalsha") >= 12);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM("normal")), 0);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+/* From the server's slow log (which logs every command here): how many
+ * calls of the complete script it ran (an EVALSHA whose third key is a
+ * done list), and how many results they stored in all. */
+static void complete_calls(env_t *e, int *calls, int *results) {
+  redisReply *r = test_redis(&e->r, "SLOWLOG GET -1");
+  CHECK(r && r->type == REDIS_REPLY_ARRAY);
+  *calls = *results = 0;
+  for (size_t i = 0; i < r->elements; i++) {
+    const redisReply *args = r->element[i]->element[3];
+    if (args->elements >= 6 && strcasecmp(args->element[0]->str, "EVALSHA") == 0 &&
+        strstr(args->element[5]->str, "}:done:")) {
+      ++*calls;
+      *results += atoi(args->element[2]->str) / 3;
+    }
+  }
+  freeReplyObject(r);
+}
+
+TEST(results_that_finish_together_are_stored_in_one_call) {
+  enum { N = 8 };
+  env_t e;
+  env_start_pool(&e, N);
+  gate_reset();
+  CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  start_worker(&e, N);
+  rpc_add(&e, 1, 2); /* this server has the scripts now: no NOSCRIPT below */
+  char ids[N][CT_BROKER_ID_SIZE];
+  for (int i = 0; i < N; i++)
+    submit(&e, "gated", json_pack("{s:s}", "tag", "a"), 100, ids[i]);
+  WAIT_FOR(waiting_at_gate() == N);
+  freeReplyObject(test_redis(&e.r, "CONFIG SET slowlog-max-len 10000"));
+  freeReplyObject(test_redis(&e.r, "CONFIG SET slowlog-log-slower-than 0"));
+  freeReplyObject(test_redis(&e.r, "SLOWLOG RESET"));
+  /* The first store waits in the server; the others queue up behind it. */
+  freeReplyObject(test_redis(&e.r, "CLIENT PAUSE 2000 WRITE"));
+  for (int i = 0; i < N; i++)
+    gate_pass_one();
+  for (int i = 0; i < N; i++) {
+    ct_broker_info_t info = wait_done(&e, ids[i]);
+    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+    json_decref(info.result);
+  }
+  int calls, results;
+  complete_calls(&e, &calls, &results);
+  CHECK_EQ_INT(results, N); /* each stored once */
+  CHECK(calls < N);         /* one call each before */
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM("normal")), 0);
+  CHECK_EQ_INT(pending(&e, STREAM("normal")), 0);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
+/* Returns once `late_after` tasks have passed the gate, a little after
+ * them: its result comes while theirs are being stored. */
+static int late_after;
+
+static json_t *late(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self;
+  (void)kwargs;
+  (void)data;
+  pthread_mutex_lock(&lock);
+  while (gate_passed < late_after)
+    pthread_cond_wait(&cond, &lock);
+  pthread_mutex_unlock(&lock);
+  check_sleep(0.2);
+  return json_true();
+}
+
+/* A result the server refuses (its record is a key of another type, a
+ * foreign program's doing) holds up none of those stored with it: they
+ * are stored, their runs counted, and only its entry stays pending. */
+TEST(a_refused_result_holds_up_none_stored_with_it) {
+  enum { N = 4 };
+  env_t e;
+  env_start_pool(&e, N);
+  gate_reset();
+  late_after = N - 1;
+  CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
+  CHECK_OK(ct_broker_register(e.b, "late", late, NULL));
+  freeReplyObject(test_redis(&e.r, "SADD ctasker:{default}:names gated late"));
+  char ids[N][CT_BROKER_ID_SIZE];
+  submit(&e, "late", NULL, 100, ids[0]);
+  for (int i = 1; i < N; i++)
+    submit(&e, "gated", json_pack("{s:s}", "tag", "a"), 100, ids[i]);
+  freeReplyObject(test_redis(&e.r, "DEL ctasker:{default}:task:%s", ids[0]));
+  freeReplyObject(test_redis(&e.r, "SET ctasker:{default}:task:%s x", ids[0]));
+  start_worker(&e, N);
+  WAIT_FOR(waiting_at_gate() == N - 1);
+  /* The first result waits in the server; the late one queues up behind
+   * it with the others. */
+  freeReplyObject(test_redis(&e.r, "CLIENT PAUSE 2000 WRITE"));
+  for (int i = 1; i < N; i++)
+    gate_pass_one();
+  for (int i = 1; i < N; i++) {
+    ct_broker_info_t info = wait_done(&e, ids[i]);
+    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+    CHECK_EQ_INT(info.attempts, 1);
+    json_decref(info.result);
+  }
+  WAIT_FOR(atomic_load(&unstored) == 1);
+  CHECK_EQ_INT(pending(&e, STREAM("normal")), 1);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM("normal")), 1);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  env_end(&e);
+}
+
 int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "--worker") == 0)
     return worker_process(argv[2], argv[3]);
@@ -832,5 +985,8 @@ int main(int argc, char **argv) {
   RUN(a_killed_workers_task_is_reclaimed_after_its_lease);
   RUN(a_task_delivered_too_often_goes_to_the_dead_letters);
   RUN(a_cpu_bound_task_longer_than_its_lease_runs_once);
+  RUN(scripts_run_by_sha_and_are_loaded_again_when_the_server_forgets_them);
+  RUN(results_that_finish_together_are_stored_in_one_call);
+  RUN(a_refused_result_holds_up_none_stored_with_it);
   return check_done();
 }
