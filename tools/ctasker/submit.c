@@ -8,6 +8,17 @@
 
 #include "cli.h"
 
+/* The options submit and call share. */
+#define TASK_OPTIONS_HELP                                                                 \
+  "  --priority P         critical, high, normal, low, or 0..255 (default: normal)\n"   \
+  "  --delay S            run no sooner than S seconds from now\n"                      \
+  "  --at TIME            run no sooner than TIME: Unix seconds, or UTC as\n"            \
+  "                       2026-01-02T03:04:05Z\n"                                       \
+  "  --attempts N         runs a failing task may have in all (default: 1)\n"           \
+  "  --backoff S          seconds before the first retry, doubled after (default: 1)\n" \
+  "  --run-timeout S      seconds one run may take (default: no limit)\n"               \
+  "  --ttl S              seconds the record and result are kept (default: 86400)\n" CLI_COMMON_HELP
+
 static const char submit_help[] =
     "Usage: ctasker submit NAME [JSON] [OPTIONS]\n"
     "\n"
@@ -15,16 +26,9 @@ static const char submit_help[] =
     "and print its id. A name no worker has registered in the queue is refused.\n"
     "\n"
     "Options:\n"
-    "  --priority P         critical, high, normal, low, or 0..255 (default: normal)\n"
-    "  --delay S            run no sooner than S seconds from now\n"
-    "  --at TIME            run no sooner than TIME: Unix seconds, or UTC as\n"
-    "                       2026-01-02T03:04:05Z\n"
     "  --key KEY            idempotency key: while a task submitted with KEY is\n"
     "                       known, its id is returned and nothing is submitted\n"
-    "  --attempts N         runs a failing task may have in all (default: 1)\n"
-    "  --backoff S          seconds before the first retry, doubled after (default: 1)\n"
-    "  --run-timeout S      seconds one run may take (default: no limit)\n"
-    "  --ttl S              seconds the record and result are kept (default: 86400)\n" CLI_COMMON_HELP
+    TASK_OPTIONS_HELP
     "\n"
     "Exit status: 0 submitted, 2 usage, bad JSON or options the library refuses\n"
     "(such as both --delay and --at), 3 Redis error, 5 name not registered.\n";
@@ -38,16 +42,7 @@ static const char call_help[] =
     "Options:\n"
     "  --timeout S          seconds to wait (default: 30); a worker that takes the\n"
     "                       task later does not run it\n"
-    "  --priority P         critical, high, normal, low, or 0..255 (default: normal)\n"
-    "  --delay S            run no sooner than S seconds from now\n"
-    "  --at TIME            run no sooner than TIME: Unix seconds, or UTC as\n"
-    "                       2026-01-02T03:04:05Z\n"
-    "  --key KEY            idempotency key: while a task submitted with KEY is\n"
-    "                       known, its id is returned and nothing is submitted\n"
-    "  --attempts N         runs a failing task may have in all (default: 1)\n"
-    "  --backoff S          seconds before the first retry, doubled after (default: 1)\n"
-    "  --run-timeout S      seconds one run may take (default: no limit)\n"
-    "  --ttl S              seconds the record and result are kept (default: 86400)\n" CLI_COMMON_HELP
+    TASK_OPTIONS_HELP
     "\n"
     "Exit status: 0 result, 1 the task failed (its exception is printed), 2 usage\n"
     "or bad JSON, 3 Redis error, 4 timeout, 5 name not registered.\n";
@@ -138,6 +133,8 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, task_
       return cli_usage_error(cmd, "--priority: not a class or 0..255: '%s'", optarg);
     if (o == OPT_TTL && (!cli_seconds(optarg, &t->so.result_ttl) || t->so.result_ttl == 0))
       return cli_usage_error(cmd, "--ttl: not a number of seconds > 0: '%s'", optarg);
+    if (o == OPT_KEY && strcmp(cmd, "call") == 0)
+      return cli_usage_error(cmd, "--key: a call is answered once, to its caller; use submit");
     if (o >= OPT_DELAY && !parse_timing(cmd, o, optarg, &t->so))
       return CLI_USAGE;
     if (o == OPT_TIMEOUT && (strcmp(cmd, "call") != 0 || !cli_seconds(optarg, &t->timeout) ||
