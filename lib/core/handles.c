@@ -20,6 +20,8 @@
 
 #include <stdlib.h>
 
+#include "base/cpu.h"
+
 #define CHUNK_SLOTS (1u << CT__HANDLE_CHUNK_BITS)
 #define GEN_MASK ((UINT64_C(1) << 30) - 1)
 
@@ -28,14 +30,6 @@ typedef struct ct__handle_slot {
   _Atomic(ct_task_t *) task; /* written with the lock bit set */
   atomic_uint next_free;     /* on the free stack: index + 1 of the next, 0: none */
 } slot_t;
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
 
 int ct__handles_init(ct__handles_t *h) {
   atomic_init(&h->free_top, 0);
@@ -120,7 +114,7 @@ static uint_fast64_t lock_slot(slot_t *s, uint64_t gen) {
     if (((w >> 1) & GEN_MASK) != gen)
       return UINT64_MAX;
     if (w & 1) {
-      cpu_relax();
+      ct__cpu_relax();
       w = atomic_load_explicit(&s->word, memory_order_relaxed);
     } else if (atomic_compare_exchange_weak_explicit(&s->word, &w, w | 1, memory_order_acquire,
                                                      memory_order_relaxed)) {

@@ -65,6 +65,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "base/cpu.h"
 #include "core/slab.h"
 
 #define CT__POOL_STACK_SIZE (4u << 20)
@@ -81,14 +82,6 @@ typedef struct ct__pool_thread {
 } ct__pool_thread_t;
 
 static _Thread_local ct__pool_t *own_pool;
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
 
 static void pool_log(ct__pool_t *p, int level, const char *msg) {
   if (p->cfg.log)
@@ -358,7 +351,7 @@ static bool spin_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
   pthread_mutex_unlock(&p->lock);
   while (!claimed_or_work(p, w)) {
     for (int i = 0; i < 32 && !claimed_or_work(p, w); i++)
-      cpu_relax();
+      ct__cpu_relax();
     if (ct__now() > until)
       break;
   }
