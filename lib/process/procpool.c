@@ -394,11 +394,17 @@ static int make_call(ct__procpool_t *pool, uint64_t id, const char *name, const 
   return 0;
 }
 
-/* Queue a task. Returns 0 or CT_ESHUTDOWN. */
-static int enqueue(ct__procpool_t *pool, ct_task_t *t) {
+/* Queue a task; a `delayed` one moves DELAYED -> QUEUED under the pool's
+ * lock, so that a cancel never finds it QUEUED but not yet in the queue.
+ * Returns 0, CT_ESHUTDOWN, or CT_EALREADY (a delayed task canceled first). */
+static int enqueue(ct__procpool_t *pool, ct_task_t *t, bool delayed) {
   pthread_mutex_lock(&pool->lock);
-  int rc = pool->state == POOL_RUNNING ? 0 : CT_ESHUTDOWN;
+  int rc = pool->state != POOL_RUNNING                                             ? CT_ESHUTDOWN
+           : delayed && !ct__task_try_status(t, CT_TASK_DELAYED, CT_TASK_QUEUED) ? CT_EALREADY
+                                                                                  : 0;
   if (rc == 0) {
+    if (delayed)
+      ct__task_stamp_queued(t);
     ct__rq_push(&pool->rq, t);
     pool->submitted++;
     pool->queued++;
@@ -426,26 +432,13 @@ void ct__procpool_release_call(ct_task_t *t) { release_call(t); }
 int ct__procpool_submit(ct__procpool_t *pool, ct_task_t *t, const char *name, const json_t *args,
                         ct__loop_t *reply_loop, double timeout) {
   int rc = ct__procpool_prepare(pool, t, name, args, reply_loop, timeout);
-  if (rc == 0 && (rc = enqueue(pool, t)) != 0)
+  if (rc == 0 && (rc = enqueue(pool, t, false)) != 0)
     release_call(t);
   return rc;
 }
 
 int ct__procpool_enqueue_delayed(ct__procpool_t *pool, ct_task_t *t) {
-  pthread_mutex_lock(&pool->lock);
-  int rc = pool->state != POOL_RUNNING                                   ? CT_ESHUTDOWN
-           : !ct__task_try_status(t, CT_TASK_DELAYED, CT_TASK_QUEUED) ? CT_EALREADY
-                                                                        : 0;
-  if (rc == 0) {
-    ct__task_stamp_queued(t);
-    ct__rq_push(&pool->rq, t);
-    pool->submitted++;
-    pool->queued++;
-  }
-  pthread_mutex_unlock(&pool->lock);
-  if (rc == 0)
-    kick(pool);
-  return rc;
+  return enqueue(pool, t, true);
 }
 
 ct_task_t *ct__procpool_stop_begin(ct__procpool_t *pool, bool cancel_queued) {
