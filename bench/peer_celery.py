@@ -48,21 +48,12 @@ def main():
         done = pc.wait_until(lambda: db1.dbsize() - base, tasks)
         t1, r1, p1, w1 = time.monotonic(), pc.redis_cpu(db0), pc.own_cpu(), pc.proc_cpu(w.pid)
         completed = db1.dbsize() - base
-        rpc_us = []
-        for _ in range(rpc):
-            s = time.monotonic()
-            empty.delay().get(timeout=10)
-            rpc_us.append((time.monotonic() - s) * 1e6)
+        rpc_us = pc.round_trips_us(lambda: empty.delay().get(timeout=10), rpc)
         pc.report("Celery", celery.__version__, tasks, t1 - t0, r1 - r0, p1 - p0, w1 - w0,
                   completed, rpc_us, "threads pool, concurrency 8; RPC: delay().get()"
                   + ("" if done else "; timed out waiting for the results"))
     finally:
-        w.terminate()
-        try:
-            w.wait(10)
-        except subprocess.TimeoutExpired:
-            w.kill()
-            w.wait()
+        pc.stop(w)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,26 @@ def quantile(sorted_values, q):
     return sorted_values[rank - 1]
 
 
+def round_trips_us(call, n):
+    """Microseconds of each of n calls of call(), one at a time."""
+    times = []
+    for _ in range(n):
+        s = time.monotonic()
+        call()
+        times.append((time.monotonic() - s) * 1e6)
+    return times
+
+
+def stop(worker):
+    """End the worker process: politely, then by force after 10 s."""
+    worker.terminate()
+    try:
+        worker.wait(10)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
 def report(name, version, tasks, seconds, redis_s, producer_s, worker_s, completed, rpc_us, note):
     rpc_us.sort()
     print(json.dumps({

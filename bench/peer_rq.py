@@ -54,21 +54,12 @@ def main():
         done = pc.wait_until(lambda: conn.zcard(finished.key) - base, tasks)
         t1, r1, p1, w1 = time.monotonic(), pc.redis_cpu(conn), pc.own_cpu(), pc.proc_cpu(w.pid)
         completed = conn.zcard(finished.key) - base
-        rpc_us = []
-        for _ in range(rpc):
-            s = time.monotonic()
-            call(q)
-            rpc_us.append((time.monotonic() - s) * 1e6)
+        rpc_us = pc.round_trips_us(lambda: call(q), rpc)
         pc.report("RQ", rq.__version__, tasks, t1 - t0, r1 - r0, p1 - p0, w1 - w0, completed,
                   rpc_us, "SimpleWorker, one process; RPC: enqueue, then poll every 1 ms"
                   + ("" if done else "; timed out waiting for the results"))
     finally:
-        w.terminate()
-        try:
-            w.wait(10)
-        except subprocess.TimeoutExpired:
-            w.kill()
-            w.wait()
+        pc.stop(w)
 
 
 if __name__ == "__main__":
