@@ -190,6 +190,10 @@ TEST(an_idle_worker_takes_a_delayed_task_submitted_while_it_blocks) {
   so.eta = unix_now() + 2.5;
   char id[CT_BROKER_ID_SIZE];
   CHECK_OK(ct_broker_submit(e.b, "count", NULL, &so, id));
+  /* The submission woke the blocked worker through the wake stream (the
+   * block's own cap would also let it see the task, later: only the
+   * producer's half can be told apart without timing it). */
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "wake"), 1);
   ct_broker_info_t info = wait_done(&e, id);
   CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
   CHECK(info.started >= so.eta - 0.01); /* not before its ETA */
