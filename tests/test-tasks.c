@@ -72,6 +72,32 @@ TEST(result_helpers) {
   CHECK_EQ_STR(ct_err_name(1), "CT_UNKNOWN");
 }
 
+/* The message of an error made from input that is not UTF-8 (JSON text
+ * must be): each bad byte becomes U+FFFD and the result is still an error,
+ * never the NULL that a task function's caller takes for a null result. */
+static void check_error_message(const char *input, const char *expected) {
+  json_t *e = ct_error_new("ValueError", "[%s]", input);
+  CHECK(ct_result_is_error(e));
+  CHECK_EQ_STR(ct_result_error_str(e), expected);
+  json_decref(e);
+}
+
+#define FFFD "\xef\xbf\xbd"
+
+TEST(an_error_message_that_is_not_utf8_is_repaired_not_lost) {
+  check_error_message("caf\xc3\xa9 \xf0\x9f\x98\x80", "[caf\xc3\xa9 \xf0\x9f\x98\x80]");
+  check_error_message("\xff\xfe", "[" FFFD FFFD "]");
+  check_error_message("\xc0\x80", "[" FFFD FFFD "]");        /* overlong NUL */
+  check_error_message("\xe0\x80\xaf", "[" FFFD FFFD FFFD "]"); /* overlong '/' */
+  check_error_message("\xed\xa0\x80", "[" FFFD FFFD FFFD "]"); /* a surrogate */
+  check_error_message("\xf4\x90\x80\x80", "[" FFFD FFFD FFFD FFFD "]"); /* past U+10FFFF */
+  check_error_message("\xe2\x82", "[" FFFD FFFD "]");         /* cut short */
+  check_error_message("a\x80" "b", "[a" FFFD "b]"); /* a stray continuation */
+  json_t *e = ct_error_new("Bad\xff" "Class", "x");
+  CHECK_EQ_STR(ct_result_error_class(e), "Bad" FFFD "Class");
+  json_decref(e);
+}
+
 TEST(bad_task_options) {
   ct_supervisor_t *sup = start_supervisor(1, 0, 0);
   ct_task_opts_t o = CT_TASK_OPTS_INIT;
@@ -423,6 +449,7 @@ TEST(getters_accept_null) {
 int main(void) {
   RUN(results_and_errors);
   RUN(result_helpers);
+  RUN(an_error_message_that_is_not_utf8_is_repaired_not_lost);
   RUN(bad_task_options);
   RUN(getters_accept_null);
   RUN(callback_once_on_the_running_thread);

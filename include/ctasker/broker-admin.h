@@ -105,7 +105,9 @@ typedef enum ct_broker_event_kind {
 typedef struct ct_broker_event {
   ct_broker_event_kind_t kind; /**< start, end or dead */
   const char *name;            /**< the task name ("" for a dead entry that
-                                  names none) */
+                                  names none); always UTF-8: a dead entry's
+                                  bytes that are not are each replaced by
+                                  U+FFFD */
   const char *id;              /**< the task id ("" for a dead entry without a
                                   valid one) */
   const char *level;           /**< "critical", "high", "normal" or "low"

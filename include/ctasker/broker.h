@@ -96,7 +96,7 @@ typedef struct ct_broker_submit_opts {
   double eta;        /**< Unix time (seconds) before which the task does not run
                         (status DELAYED until then; a time past runs it now);
                         0: none */
-  const char *key;   /**< idempotency key (1-200 bytes, no control characters),
+  const char *key;   /**< idempotency key (1-200 bytes of UTF-8, no control characters),
                         or NULL: while a task submitted with the same key is
                         known (up to its result_ttl after that submission),
                         its id is returned and nothing is enqueued */
@@ -131,8 +131,8 @@ typedef struct ct_broker_submit_opts {
  * is kept for the wait and result_ttl. With a key that a task submitted
  * earlier still holds, nothing is written and that task's id is returned
  * (0), whatever the other options say.
- * Returns 0; CT_EINVAL (NULL or empty name, a name over 200 bytes or with
- * control characters, kwargs not an object or over max_payload bytes, a
+ * Returns 0; CT_EINVAL (NULL or empty name, a name over 200 bytes, not
+ * UTF-8 or with control characters, kwargs not an object or over max_payload bytes, a
  * priority out of range, a negative, NaN or infinite TTL, delay, eta,
  * backoff, backoff_max or timeout, both delay and eta, a bad key, a
  * negative max_attempts, an opts.size this library does not know; a bad

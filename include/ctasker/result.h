@@ -23,7 +23,10 @@ extern "C" {
 #endif
 
 /** A new error result of class `cls` whose message is printf-formatted.
- * Returns a new reference, or NULL if out of memory or cls is NULL.
+ * Bytes of the class or the message that are not valid UTF-8 (JSON text
+ * must be) are each replaced by U+FFFD, so a message made from any input
+ * still gives an error. Returns a new reference, or NULL if out of memory
+ * or cls is NULL.
  * Thread-safety: any thread. */
 CT_EXPORT json_t *ct_error_new(const char *cls, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -3,17 +3,36 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/utf8.h"
 #include "ctasker/result.h"
 
+/* `text` as valid UTF-8: itself, or else a repaired copy put in *copy
+ * (NULL if out of memory). */
+static const char *valid_text(const char *text, char **copy) {
+  *copy = NULL;
+  if (ct__utf8_valid(text, strlen(text)))
+    return text;
+  return *copy = ct__utf8_repair(text);
+}
+
+/* A message is often made from outside input (a name, a path, a peer's
+ * bytes): jansson would refuse it if it were not UTF-8, and a NULL from a
+ * task function means a null result, so a failure would pass for a
+ * success. The message and the class are repaired instead. */
 json_t *ct_error_newv(const char *cls, const char *fmt, va_list ap) {
   if (!cls)
     return NULL;
   char *msg = NULL;
   if (vasprintf(&msg, fmt ? fmt : "", ap) < 0)
     return NULL;
-  json_t *result = json_pack("{s:{s:s, s:[s], s:s}}", "exception", "class", cls,
-                             "args", msg, "str", msg);
+  char *msg_copy, *cls_copy;
+  const char *m = valid_text(msg, &msg_copy), *c = valid_text(cls, &cls_copy);
+  json_t *result = m && c ? json_pack("{s:{s:s, s:[s], s:s}}", "exception", "class", c, "args",
+                                      m, "str", m)
+                          : NULL;
   free(msg);
+  free(msg_copy);
+  free(cls_copy);
   return result;
 }
 

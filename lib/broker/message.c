@@ -7,6 +7,7 @@
  * letters, never a crash. Numbers are plain decimal, as Redis writes them.
  */
 #include "message.h"
+#include "base/utf8.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -40,7 +41,7 @@ bool ct__bmsg_name_ok(const char *name, size_t len) {
   for (size_t i = 0; i < len; i++)
     if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
       return false;
-  return true;
+  return ct__utf8_valid(name, len);
 }
 
 bool ct__bmsg_id_ok(const char *s, size_t len) {

@@ -52,7 +52,8 @@ typedef struct ct__bmsg_wire {
  * system has no randomness to give. */
 int ct__bmsg_new_id(char id[CT_BROKER_ID_SIZE]);
 
-/* True if name is a valid task name: 1..CT__BMSG_NAME_MAX bytes, none of
+/* True if name is a valid task name: 1..CT__BMSG_NAME_MAX bytes of UTF-8
+ * (names go into JSON: liveness records, events, metrics labels), none of
  * them a control character. */
 bool ct__bmsg_name_ok(const char *name, size_t len);
 

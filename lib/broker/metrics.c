@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/utf8.h"
 #include "broker-internal.h"
 #include "ctasker/broker-admin.h"
 #include "metrics.h"
@@ -183,14 +184,20 @@ void ct__bmetrics_end(ct_broker_t *b, const ct__bmsg_t *msg, int level,
     flush(b, m, taken);
 }
 
+/* The name comes from a malformed entry as it was (and cut to fit): it is
+ * made UTF-8 for the observer, who may put it in JSON or a metrics label
+ * (a label that is not UTF-8 spoils a whole Prometheus scrape). */
 void ct__bmetrics_dead(ct_broker_t *b, const char *name, const char *id, int level) {
   ct__bmetrics_t *m = metrics_of(b);
   if (!m || !m->fn)
     return;
-  ct_broker_event_t e = {CT_BROKER_EVENT_DEAD, name, id,
+  bool valid = ct__utf8_valid(name, strlen(name));
+  char *repaired = valid ? NULL : ct__utf8_repair(name);
+  ct_broker_event_t e = {CT_BROKER_EVENT_DEAD, valid ? name : repaired ? repaired : "", id,
                          level >= 0 ? ct__blevel_names[level] : "delayed", CT_BROKER_DEAD,
                          0.0, 0.0};
   m->fn(&e, m->data);
+  free(repaired);
 }
 
 void ct__bmetrics_free(ct__bmetrics_t *m) {

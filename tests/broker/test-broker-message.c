@@ -83,6 +83,8 @@ TEST(malformed_messages_are_refused_with_a_reason) {
   refuse(nul_name, 4, CT_EINVAL, "name");
   ct__bfield_t empty_name[] = {ok[0], F("name", ""), ok[2], ok[3]};
   refuse(empty_name, 4, CT_EINVAL, "name");
+  ct__bfield_t latin1_name[] = {ok[0], F("name", "caf\xe9"), ok[2], ok[3]};
+  refuse(latin1_name, 4, CT_EINVAL, "name");
   ct__bfield_t array[] = {ok[0], ok[1], F("kwargs", "[1]"), ok[3]};
   refuse(array, 4, CT_EINVAL, "object");
   ct__bfield_t junk[] = {ok[0], ok[1], F("kwargs", "{\"a\":"), ok[3]};
@@ -147,6 +149,9 @@ TEST(task_names_are_checked) {
   CHECK(!ct__bmsg_name_ok("", 0));
   CHECK(!ct__bmsg_name_ok("a\nb", 3));
   CHECK(!ct__bmsg_name_ok("a\x7f", 2));
+  CHECK(ct__bmsg_name_ok("caf\xc3\xa9", 5));  /* UTF-8 */
+  CHECK(!ct__bmsg_name_ok("caf\xe9", 4));      /* Latin-1: not UTF-8 */
+  CHECK(!ct__bmsg_name_ok("\xc3\xa9", 1));    /* a sequence cut by the length */
   char longest[CT__BMSG_NAME_MAX + 2];
   memset(longest, 'n', sizeof longest);
   CHECK(ct__bmsg_name_ok(longest, CT__BMSG_NAME_MAX));

@@ -206,6 +206,14 @@ expect 0 "dead purge --all" "$ctasker" dead purge --all --json
 json "$dir/out" "j['removed'] == 1" && ok "purge removed the one left" || fail "purge: $(cat "$dir/out")"
 expect 0 "dead list after purge" "$ctasker" dead list --json
 json "$dir/out" "j == []" && ok "no dead letters left" || fail "dead list: $(cat "$dir/out")"
+# A name that is not UTF-8 (Latin-1 "caf\xe9", from some other producer)
+# makes the entry malformed: it is buried rather than run, and its metrics
+# label carries U+FFFD instead of the bad byte (checked below), so the page
+# stays valid for Prometheus. redis-cli reads \xNN escapes from its input.
+printf '%s\n' 'XADD ctasker:{default}:stream:normal * id 33333333-3333-4333-8333-333333333333 name "caf\xe9" kwargs {} enqueued 1' |
+  rcli >/dev/null
+wait_for "an entry whose name is not UTF-8 reaches the dead letters" sh -c \
+  "'$ctasker' queues --json | python3 -c 'import json,sys; assert json.load(sys.stdin)[\"dead\"] == 1'"
 
 # Deadlines: a call and a wait that time out exit 4 and say so; on a
 # terminal, wait draws a progress bar.
@@ -246,6 +254,8 @@ has "$dir/metrics" 'ctasker_tasks_dead_total{queue="default",name="echo"} 1' \
   "metrics count the entry buried in the dead letters, by its name"
 has "$dir/metrics" 'ctasker_tasks_dead_total{queue="default",name="add"} 0' \
   "a name with no dead letters counts none"
+has "$dir/metrics" "$(printf 'ctasker_tasks_dead_total{queue="default",name="caf\357\277\275"} 1')" \
+  "a dead entry's name that is not UTF-8 is labelled with U+FFFD"
 has "$dir/metrics" 'ctasker_process_children 2' "metrics have the process pool's children"
 has "$dir/metrics" 'ctasker_process_children_forked_total 2' \
   "metrics count the children forked"
