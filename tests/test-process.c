@@ -224,6 +224,7 @@ TEST(bad_input) {
   CHECK_OK(ct_supervisor_new(NULL, &sup));
   CHECK_EQ_INT(ct_process_register(NULL, fn_echo, NULL), CT_EINVAL);
   CHECK_EQ_INT(ct_process_register("", fn_echo, NULL), CT_EINVAL);
+  CHECK_EQ_INT(ct_process_register("caf\xe9", fn_echo, NULL), CT_EINVAL); /* not UTF-8 */
   CHECK_EQ_INT(ct_process_register("x", NULL, NULL), CT_EINVAL);
   CHECK_EQ_INT(ct_process_register("echo", fn_echo, NULL), CT_EBUSY);
   ct_process_pool_opts_t o = CT_PROCESS_POOL_OPTS_INIT;

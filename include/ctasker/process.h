@@ -94,7 +94,7 @@ typedef json_t *(*ct_process_fn)(uint64_t task_id, json_t *args, void *data);
  * any process pool exists (from ct_process_pool_create() until its
  * supervisor is freed), registration is closed, since that pool's children
  * could never run the function (its tasks would end as UnknownTask).
- * Returns 0, CT_EINVAL (NULL or empty or too long name, NULL fn),
+ * Returns 0, CT_EINVAL (NULL or empty or too long name, one not UTF-8, NULL fn),
  * CT_ENOTSUP if a process pool exists (nothing is registered), CT_EBUSY if
  * the name is taken, CT_ENOMEM. Thread-safety: any thread. */
 CT_EXPORT int ct_process_register(const char *name, ct_process_fn fn, void *data);

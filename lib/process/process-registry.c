@@ -10,6 +10,7 @@
  * caller is told at once instead (CT_ENOTSUP).
  */
 #include "process/process-registry.h"
+#include "base/utf8.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -48,7 +49,9 @@ static int grow(void) {
 }
 
 int ct_process_register(const char *name, ct_process_fn fn, void *data) {
-  if (!name || !fn || !name[0] || strlen(name) > CT__PROCESS_NAME_MAX)
+  /* The name crosses to the fork server in JSON, which must be UTF-8. */
+  if (!name || !fn || !name[0] || strlen(name) > CT__PROCESS_NAME_MAX ||
+      !ct__utf8_valid(name, strlen(name)))
     return CT_EINVAL;
   pthread_mutex_lock(&table_lock);
   int rc = pools ? CT_ENOTSUP : find(name) ? CT_EBUSY : grow();
