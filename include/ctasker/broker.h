@@ -299,8 +299,9 @@ CT_EXPORT int ct_broker_register_loop(ct_broker_t *broker, const char *name, con
 /** Complete a loop handler's run with `result` (stolen: a new reference,
  * NULL for JSON null, or an error made with ct_error_new()). Call it
  * exactly once per run, on the run's loop thread; `run` is invalid
- * afterwards. A run that was asked to cancel, or whose run has been
- * given up on, must still be completed: its result is then dropped.
+ * afterwards. A run that was asked to cancel, or that the worker has
+ * given up on (its loop ended), must still be completed if its loop runs:
+ * its result is then dropped.
  * ct_broker_run_complete(NULL, r) drops r. Thread-safety: the run's loop
  * thread only. */
 CT_EXPORT void ct_broker_run_complete(ct_broker_run_t *run, json_t *result);
@@ -312,8 +313,11 @@ CT_EXPORT bool ct_broker_run_canceled(ct_broker_run_t *run);
 
 /** Have fn(run, ev, data) called on the run's loop thread if the run is asked
  * to cancel before it is completed (at most once; a later call replaces
- * the callback, NULL removes it). The callback typically stops the
- * handler's watchers and completes the run. Does nothing for NULL.
+ * the callback, NULL removes it). Set it in the handler itself: the notice
+ * comes after the handler has returned, and a callback set after the
+ * notice has come is not called (ct_broker_run_canceled() tells). The
+ * callback typically stops the handler's watchers and completes the run.
+ * Does nothing for NULL.
  * Thread-safety: the run's loop thread only. */
 CT_EXPORT void ct_broker_run_on_cancel(ct_broker_run_t *run, ct_broker_cancel_fn fn,
                                        void *data);

@@ -5,7 +5,8 @@
  * NotSerializable); a deferred run holds a worker slot until it completes,
  * sees its cancel when its timeout passes or its lease is lost (its late
  * completion dropped), is waited for by a stop, and fails with
- * LoopUnavailable when its loop ends; bad registrations are refused.
+ * LoopUnavailable when its loop ends (so that a supervisor's stop ends
+ * too); bad registrations are refused.
  * Order and counts only; every wait has a generous bound. */
 #include <ev.h>
 #include <pthread.h>
@@ -471,6 +472,21 @@ TEST(a_run_whose_loop_ends_fails_with_loop_unavailable) {
   env_end(&e);
 }
 
+/* The supervisor stops with a run still open on an extra loop: the loop
+ * ends with it, and the run is given up rather than waited for. */
+TEST(a_supervisor_stop_completes_while_a_deferred_run_is_open) {
+  env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register_loop(e.b, "stuck", "io", stuck, &e.at_io));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  char id[CT_BROKER_ID_SIZE];
+  submit_with(&e, "stuck", NULL, NULL, id);
+  WAIT_FOR(atomic_load(&started) == 1);
+  CHECK_OK(ct_supervisor_stop(e.sup, CT_STOP_DRAIN, 60));
+  CHECK_OK(ct_broker_worker_stop(e.b, 60));
+  env_end(&e);
+}
+
 int main(void) {
   if (system("command -v redis-server >/dev/null") != 0) {
     fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
@@ -483,5 +499,6 @@ int main(void) {
   RUN(a_deferred_run_whose_lease_is_lost_is_canceled_and_its_completion_dropped);
   RUN(stop_waits_for_a_deferred_run_and_stores_its_result);
   RUN(a_run_whose_loop_ends_fails_with_loop_unavailable);
+  RUN(a_supervisor_stop_completes_while_a_deferred_run_is_open);
   return check_done();
 }
