@@ -257,8 +257,9 @@ struct ev_loop;
  * `name` it was registered for, on its loop's thread, with `ev`, that
  * loop's libev loop (for the handler's own watchers, on this thread only,
  * as in a ct_loop_fn), and `kwargs` (the run's own copy, borrowed: valid
- * until the run is completed). It must not block. It ends the run by calling ct_broker_run_complete() exactly once,
- * on that loop's thread: before it returns (a result at once), or later
+ * until the run is completed). It must not block. It ends the run by
+ * calling ct_broker_run_complete() exactly once, on that loop's thread:
+ * before it returns (a result at once), or later
  * from a watcher of its own on that loop (waiting for I/O without holding
  * the loop). The outcome is a thread handler's: a result, an error made
  * with ct_error_new() (CT_BROKER_REJECT, CT_BROKER_RETRY as there), a
@@ -299,9 +300,8 @@ CT_EXPORT int ct_broker_register_loop(ct_broker_t *broker, const char *name, con
 /** Complete a loop handler's run with `result` (stolen: a new reference,
  * NULL for JSON null, or an error made with ct_error_new()). Call it
  * exactly once per run, on the run's loop thread; `run` is invalid
- * afterwards. A run that was asked to cancel, or that the worker has
- * given up on (its loop ended), must still be completed if its loop runs:
- * its result is then dropped.
+ * afterwards. A run that was asked to cancel must still be completed
+ * (its record is freed then): its result is dropped.
  * ct_broker_run_complete(NULL, r) drops r. Thread-safety: the run's loop
  * thread only. */
 CT_EXPORT void ct_broker_run_complete(ct_broker_run_t *run, json_t *result);

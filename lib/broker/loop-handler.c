@@ -12,10 +12,17 @@
  * cancel flag (a lost lease, a run timeout): then it marks the run
  * canceled, posts the notice to the loop (ct_broker_run_on_cancel()) and
  * ends the run as canceled at once; what the handler completes it with
- * later is dropped. It also asks, every PING_EVERY, whether the loop still
+ * later is dropped. It also asks, every second, whether the loop still
  * takes calls: a loop that has ended (ct_loop_stop(), a supervisor's stop)
  * never runs the handler's watchers again, so once its thread is gone the
  * run ends with a LoopUnavailable error instead of waiting for ever.
+ *
+ * Why a pool thread waits, rather than the loop alone carrying the run:
+ * the worker stores a result and acknowledges its entry with blocking
+ * commands on the thread that ran the task, and the supervisor counts,
+ * drains and cancels it as a task; going through that path unchanged
+ * keeps every guarantee of a thread handler. The cost is a pool thread
+ * per run in flight, which the worker's concurrency bounds.
  *
  * A run (ct_broker_run_t) is shared by the waiting pool thread and the
  * loop, and counted: one reference for each side (the loop's is dropped
@@ -30,7 +37,6 @@
  * a loop may run after that.
  */
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
 #include "broker-internal.h"
@@ -39,7 +45,7 @@
 #include "ctasker/task.h"
 
 #define WATCH_EVERY 0.05 /* seconds between looks at the cancel flag */
-#define PING_EVERY 20    /* looks between asks whether the loop still runs */
+#define PING_EVERY 20    /* looks between asks whether the loop still runs: 1 s */
 
 struct ct__bloop {
   ct__bloop_t *next;
@@ -149,9 +155,10 @@ static bool loop_gone(ct_loop_t *loop) {
   return rc == CT_ESHUTDOWN && ct_loop_stop(loop, -1) == 0;
 }
 
-/* The pool thread: give up on the run. The loop's side is dropped here too
- * if the loop has ended, since nothing can complete the run any more. */
-static void run_abandon(ct_broker_run_t *run, bool loop_ended) {
+/* The pool thread: let go of the run, done with it or giving up on it.
+ * The loop's side is dropped here too if the loop has ended, since nothing
+ * can complete the run any more. */
+static void run_leave(ct_broker_run_t *run, bool loop_ended) {
   pthread_mutex_lock(&run->lock);
   run->abandoned = true;
   int drop = 1 + (loop_ended && !run->completed);
@@ -166,7 +173,7 @@ static json_t *run_cancel(ct_broker_run_t *run) {
   run->canceled = true;
   pthread_mutex_unlock(&run->lock);
   bool ended = run_post(run, run_notify) == CT_ESHUTDOWN && loop_gone(run->loop);
-  run_abandon(run, ended);
+  run_leave(run, ended);
   return ct_error_new("CancelledError", "the run was canceled");
 }
 
@@ -177,9 +184,12 @@ static void deadline_in(struct timespec *ts, double seconds) {
   ts->tv_nsec %= 1000000000;
 }
 
+/* How a wait for a run's completion ended. */
+enum { COMPLETED, CANCELED, LOOP_ENDED };
+
 /* The pool thread: wait for the completion, watching the cancel flag and
- * the loop. Returns the result, or NULL with *why set. */
-static json_t *run_wait(ct_broker_run_t *run, ct_task_t *self, const char **why) {
+ * the loop. Returns how it ended, with the result if COMPLETED. */
+static int run_wait(ct_broker_run_t *run, ct_task_t *self, json_t **result) {
   pthread_mutex_lock(&run->lock);
   for (int looks = 1; !run->completed; looks++) {
     struct timespec ts;
@@ -187,20 +197,19 @@ static json_t *run_wait(ct_broker_run_t *run, ct_task_t *self, const char **why)
     if (pthread_cond_timedwait(&run->cond, &run->lock, &ts) == 0 || run->completed)
       continue;
     pthread_mutex_unlock(&run->lock);
-    if (ct_task_cancel_requested(self)) {
-      *why = "canceled";
-      return NULL;
-    }
-    if (looks % PING_EVERY == 0 && loop_gone(run->loop)) {
-      *why = "loop ended";
-      return NULL;
-    }
+    if (ct_task_cancel_requested(self))
+      return CANCELED;
+    bool gone = looks % PING_EVERY == 0 && loop_gone(run->loop);
     pthread_mutex_lock(&run->lock);
+    if (gone && !run->completed) { /* what the loop held last did not complete it */
+      pthread_mutex_unlock(&run->lock);
+      return LOOP_ENDED;
+    }
   }
-  json_t *result = run->result;
+  *result = run->result;
   run->result = NULL;
   pthread_mutex_unlock(&run->lock);
-  return result;
+  return COMPLETED;
 }
 
 static json_t *run_loop(ct_task_t *self, const json_t *kwargs, void *data) {
@@ -215,15 +224,15 @@ static json_t *run_loop(ct_task_t *self, const json_t *kwargs, void *data) {
     return ct_error_new("LoopUnavailable", "loop \"%s\" cannot run the handler: %s",
                         ct_loop_name(h->loop), ct_strerror(rc));
   }
-  const char *why = NULL;
-  json_t *result = run_wait(run, self, &why);
-  if (!why) {
-    run_abandon(run, false);
+  json_t *result = NULL;
+  int how = run_wait(run, self, &result);
+  if (how == COMPLETED) {
+    run_leave(run, false); /* the pool thread's reference */
     return result;
   }
-  if (strcmp(why, "canceled") == 0)
+  if (how == CANCELED)
     return run_cancel(run);
-  run_abandon(run, true);
+  run_leave(run, true);
   return ct_error_new("LoopUnavailable", "loop \"%s\" ended before the run completed",
                       ct_loop_name(h->loop));
 }
