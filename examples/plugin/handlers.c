@@ -81,10 +81,14 @@ static void after_end(struct ev_loop *ev, after_t *a, json_t *result) {
   free(a);
 }
 
+/* The value itself is the result: a value the loop thread kept a
+ * reference to could not be released here while the worker uses it. */
 static void after_fire(struct ev_loop *ev, ev_timer *t, int revents) {
   (void)revents;
   after_t *a = t->data;
-  after_end(ev, a, json_incref(a->value));
+  json_t *value = a->value;
+  a->value = NULL;
+  after_end(ev, a, value);
 }
 
 /* Asked to cancel (a run timeout, a lost lease): stop at once. */

@@ -25,11 +25,13 @@
  * per run in flight, which the worker's concurrency bounds.
  *
  * A run (ct_broker_run_t) is shared by the waiting pool thread and the
- * loop, and counted: one reference for each side (the loop's is dropped
- * by the completion), one for each call posted to the loop and not yet
- * run. Its lock guards refs, completed, abandoned, canceled, result and
+ * loop, and counted: one reference for each side (the loop's, taken by
+ * the posted start and then the handler, is dropped by the completion),
+ * one for a cancel notice posted and not yet run. Its lock guards refs, completed, abandoned, canceled, result and
  * on_cancel; the run owns a copy of the kwargs, so that a handler may read
- * them until it completes, even after the worker has given up on it.
+ * them until it completes, even after the worker has given up on it, and
+ * drops it on the loop thread as it completes, before the result changes
+ * threads (a result may share values with the kwargs).
  *
  * The settings live as long as the handle: each is linked into b->loops
  * (under b->lock) and freed by ct_broker_free(), after the worker's tasks
@@ -67,7 +69,7 @@ struct ct_broker_run {
   ct_loop_t *loop;
   ct_broker_loop_fn fn;
   void *data;
-  json_t *kwargs;          /* the run's own copy */
+  json_t *kwargs;          /* the run's own copy, the loop's until the completion */
 };
 
 static void run_release(ct_broker_run_t *run, int n) {
@@ -95,7 +97,7 @@ static ct_broker_run_t *run_new(const ct__bloop_t *h, const json_t *kwargs) {
   }
   pthread_mutex_init(&run->lock, NULL);
   pthread_cond_init(&run->cond, NULL);
-  run->refs = 3; /* the pool thread, the loop's side, the posted start */
+  run->refs = 2; /* the pool thread, the loop's side (the start's, then the handler's) */
   run->loop = h->loop;
   run->fn = h->fn;
   run->data = h->data;
@@ -103,7 +105,8 @@ static ct_broker_run_t *run_new(const ct__bloop_t *h, const json_t *kwargs) {
 }
 
 /* On the loop: call the handler, unless the run was given up before it
- * could start (it is then completed here, with nothing). */
+ * could start (it is then completed here, with nothing). The run is not
+ * touched after the handler: it may have completed it. */
 static void run_start(ct_loop_t *loop, struct ev_loop *ev, void *data) {
   (void)loop;
   ct_broker_run_t *run = data;
@@ -114,7 +117,6 @@ static void run_start(ct_loop_t *loop, struct ev_loop *ev, void *data) {
     ct_broker_run_complete(run, NULL);
   else
     run->fn(run, ev, run->kwargs, run->data);
-  run_release(run, 1); /* the start's own reference: kwargs lived through the call */
 }
 
 /* On the loop: tell a run still going that it is asked to cancel. */
@@ -220,7 +222,7 @@ static json_t *run_loop(ct_task_t *self, const json_t *kwargs, void *data) {
                         ct_loop_name(h->loop));
   int rc = ct_loop_call(run->loop, run_start, run);
   if (rc != 0) {
-    run_release(run, 3);
+    run_release(run, 2);
     return ct_error_new("LoopUnavailable", "loop \"%s\" cannot run the handler: %s",
                         ct_loop_name(h->loop), ct_strerror(rc));
   }
@@ -242,6 +244,10 @@ void ct_broker_run_complete(ct_broker_run_t *run, json_t *result) {
     json_decref(result);
     return;
   }
+  /* Before the result is handed over: values the result shares with the
+   * kwargs then change hands with it, their counts touched in order. */
+  json_decref(run->kwargs);
+  run->kwargs = NULL;
   pthread_mutex_lock(&run->lock);
   bool first = !run->completed && !run->abandoned;
   run->completed = true;
