@@ -248,6 +248,80 @@ CT_EXPORT int ct_broker_register(ct_broker_t *broker, const char *name, ct_broke
 CT_EXPORT int ct_broker_register_process(ct_broker_t *broker, const char *name,
                                          const char *function, double timeout);
 
+typedef struct ct_broker_run ct_broker_run_t; /**< One run of a loop handler: opaque, the
+                                                  handler's until it completes it. */
+
+struct ev_loop;
+
+/** A loop handler (ct_broker_register_loop()): starts one run of the task
+ * `name` it was registered for, on its loop's thread, with `ev`, that
+ * loop's libev loop (for the handler's own watchers, on this thread only,
+ * as in a ct_loop_fn), and `kwargs` (the run's own copy, borrowed: valid
+ * until the run is completed). It must not block. It ends the run by
+ * calling ct_broker_run_complete() exactly once, on that loop's thread:
+ * before it returns (a result at once), or later
+ * from a watcher of its own on that loop (waiting for I/O without holding
+ * the loop). The outcome is a thread handler's: a result, an error made
+ * with ct_error_new() (CT_BROKER_REJECT, CT_BROKER_RETRY as there), a
+ * result that cannot be written as JSON stored as NotSerializable. */
+typedef void (*ct_broker_loop_fn)(ct_broker_run_t *run, struct ev_loop *ev,
+                                  const json_t *kwargs, void *data);
+
+/** Called on a loop handler's loop thread, with its libev loop, when its
+ * run is asked to cancel (ct_broker_run_on_cancel()). */
+typedef void (*ct_broker_cancel_fn)(ct_broker_run_t *run, struct ev_loop *ev, void *data);
+
+/** Register `fn` (with `data`) as the handler of the task `name` in this
+ * handle's queue, run on the loop named `loop` (see loop.h; NULL: the
+ * supervisor's default loop, as it is now) rather than on a pool thread,
+ * for non-blocking work. Each run counts as any task of the worker: it
+ * holds one of the worker's slots (concurrency) from its fetch until it
+ * completes, its lease is renewed, its result stored before its entry is
+ * acknowledged (the first completion wins), a failure retried per the
+ * task's policy; a pool thread of the supervisor waits for the
+ * completion (so that the worker and the supervisor count the run as
+ * they count any other) while the handler runs on the loop. A run whose
+ * lease is lost, or whose run timeout passes, or that is canceled
+ * otherwise, is asked to cancel: ct_broker_run_canceled() says so, and the
+ * callback given to ct_broker_run_on_cancel() runs on the loop; the run
+ * ends at once as canceled (a TimeoutError past its timeout) and what the
+ * handler completes it with afterwards is dropped. A run whose loop ends
+ * (ct_loop_stop(), the supervisor's stop) before it is completed, or that
+ * cannot be posted to its loop, fails with a LoopUnavailable exception.
+ * A stop of the worker waits for runs still to be completed, as for any
+ * running task. Registration closes when the worker starts.
+ * Returns 0; CT_EINVAL (NULL broker or fn, a bad name as for
+ * ct_broker_register()); CT_ENOENT (no loop of that name); CT_EBUSY (the
+ * name is registered already, or the worker has started); CT_ENOMEM;
+ * CT_ENOTSUP without the redis feature. Thread-safety: any thread. */
+CT_EXPORT int ct_broker_register_loop(ct_broker_t *broker, const char *name, const char *loop,
+                                      ct_broker_loop_fn fn, void *data);
+
+/** Complete a loop handler's run with `result` (stolen: a new reference,
+ * NULL for JSON null, or an error made with ct_error_new()). Call it
+ * exactly once per run, on the run's loop thread; `run` is invalid
+ * afterwards. A run that was asked to cancel must still be completed
+ * (its record is freed then): its result is dropped.
+ * ct_broker_run_complete(NULL, r) drops r. Thread-safety: the run's loop
+ * thread only. */
+CT_EXPORT void ct_broker_run_complete(ct_broker_run_t *run, json_t *result);
+
+/** True once the run has been asked to cancel (its lease was lost, its run
+ * timeout passed, its supervisor task was canceled); false for NULL.
+ * Thread-safety: any thread, while the run is not completed. */
+CT_EXPORT bool ct_broker_run_canceled(ct_broker_run_t *run);
+
+/** Have fn(run, ev, data) called on the run's loop thread if the run is asked
+ * to cancel before it is completed (at most once; a later call replaces
+ * the callback, NULL removes it). Set it in the handler itself: the notice
+ * comes after the handler has returned, and a callback set after the
+ * notice has come is not called (ct_broker_run_canceled() tells). The
+ * callback typically stops the handler's watchers and completes the run.
+ * Does nothing for NULL.
+ * Thread-safety: the run's loop thread only. */
+CT_EXPORT void ct_broker_run_on_cancel(ct_broker_run_t *run, ct_broker_cancel_fn fn,
+                                       void *data);
+
 /** Worker options: start from CT_BROKER_WORKER_OPTS_INIT. */
 typedef struct ct_broker_worker_opts {
   size_t size;         /**< sizeof(ct_broker_worker_opts_t), set by CT_BROKER_WORKER_OPTS_INIT */

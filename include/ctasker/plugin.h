@@ -28,7 +28,10 @@
  * handlers (ct_broker_handler_fn), and process handlers with
  * ct_broker_register_process() for process functions it registers with
  * ct_process_register() (once per process: the entry point runs once per
- * --queue), which need `ctasker worker --processes N`.
+ * --queue), which need `ctasker worker --processes N`, and loop handlers
+ * with ct_broker_register_loop() on the command's default loop (a NULL
+ * loop name), from an entry point of its own (CT_PLUGIN_ENTRY()), as
+ * examples/plugin/handlers.c does.
  */
 #ifndef CTASKER_PLUGIN_H
 #define CTASKER_PLUGIN_H

@@ -28,6 +28,9 @@ typedef struct ct__bworker ct__bworker_t;
 /* A process handler's settings (process-handler.c). */
 typedef struct ct__bproc ct__bproc_t;
 
+/* A loop handler's settings (loop-handler.c). */
+typedef struct ct__bloop ct__bloop_t;
+
 /* An idle connection kept for a call's blocking read. */
 typedef struct ct__brpc ct__brpc_t;
 struct ct__brpc {
@@ -49,6 +52,7 @@ struct ct_broker {
   ct__brpc_t *rpc_idle;     /* lock: connections for calls, idle */
   struct ct__bmetrics *metrics; /* lock: made on first use (metrics.c) */
   ct__bproc_t *procs;           /* lock: process handlers' settings */
+  ct__bloop_t *loops;           /* lock: loop handlers' settings */
 };
 
 /* A new key "<prefix><a><c>", or NULL. */
@@ -63,6 +67,9 @@ int64_t ct__broker_unix_ms(void);
 
 /* Free a list of process handlers' settings (NULL does nothing). */
 void ct__bprocs_free(ct__bproc_t *p);
+
+/* Free a list of loop handlers' settings (NULL does nothing). */
+void ct__bloops_free(ct__bloop_t *h);
 
 /* Stop the worker, waiting for its running tasks, and free it. */
 void ct__bworker_free(ct__bworker_t *w);

@@ -70,3 +70,30 @@ int ct_broker_call(ct_broker_t *broker, const char *name, const json_t *kwargs,
     *result = NULL;
   return CT_ENOTSUP;
 }
+
+int ct_broker_register_loop(ct_broker_t *broker, const char *name, const char *loop,
+                            ct_broker_loop_fn fn, void *data) {
+  (void)broker;
+  (void)name;
+  (void)loop;
+  (void)fn;
+  (void)data;
+  return CT_ENOTSUP;
+}
+
+/* No run is ever made without the redis feature: the result is dropped. */
+void ct_broker_run_complete(ct_broker_run_t *run, json_t *result) {
+  (void)run;
+  json_decref(result);
+}
+
+bool ct_broker_run_canceled(ct_broker_run_t *run) {
+  (void)run;
+  return false;
+}
+
+void ct_broker_run_on_cancel(ct_broker_run_t *run, ct_broker_cancel_fn fn, void *data) {
+  (void)run;
+  (void)fn;
+  (void)data;
+}

@@ -181,6 +181,7 @@ void ct_broker_free(ct_broker_t *b) {
     free(h);
   }
   ct__bprocs_free(b->procs); /* their handlers have ended with the worker */
+  ct__bloops_free(b->loops);
   pthread_mutex_destroy(&b->lock);
   ct__redis_url_free(&b->url);
   free(b->prefix);

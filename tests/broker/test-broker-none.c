@@ -15,6 +15,10 @@ TEST(broker_calls_are_not_supported) {
   CHECK_EQ_INT(ct_broker_get(NULL, "x", &info), CT_ENOTSUP);
   CHECK_EQ_INT(ct_broker_register(NULL, "t", NULL, NULL), CT_ENOTSUP);
   CHECK_EQ_INT(ct_broker_register_process(NULL, "t", "f", 1), CT_ENOTSUP);
+  CHECK_EQ_INT(ct_broker_register_loop(NULL, "t", NULL, NULL, NULL), CT_ENOTSUP);
+  ct_broker_run_complete(NULL, json_string("dropped")); /* no leak */
+  CHECK(!ct_broker_run_canceled(NULL));
+  ct_broker_run_on_cancel(NULL, NULL, NULL);
   CHECK_EQ_INT(ct_broker_worker_start(NULL, NULL), CT_ENOTSUP);
   CHECK_EQ_INT(ct_broker_worker_stop(NULL, -1), CT_ENOTSUP);
   ct_broker_free(NULL);

@@ -135,6 +135,9 @@ expect 0 "call add" "$ctasker" call add '{"a": 2, "b": 3}' --timeout 30
 expect 0 "call of the plugin's process handler" "$ctasker" call pid '{}' --timeout 30 --json
 json "$dir/out" "j['result']['pid'] not in (0, $worker_pid)" && ok "a pool child ran the process handler" ||
   fail "pid: $(cat "$dir/out")"
+expect 0 "call of the plugin's loop handler" "$ctasker" call after '{"seconds": 0.1, "value": 7}' --timeout 30
+[ "$(cat "$dir/out")" = 7 ] && ok "a loop handler answers from its timer" ||
+  fail "after printed $(cat "$dir/out")"
 expect 1 "call of a failing task" "$ctasker" call fail '{"message": "no way"}' --timeout 30
 has "$dir/out" '"class": "ValueError"' "a failed call prints the exception"
 expect 0 "submit echo" "$ctasker" submit echo '{"x": 1}' --priority high
@@ -152,7 +155,7 @@ expect 5 "submit of a name no worker serves" "$ctasker" submit nosuchname '{}'
 # The counters reach Redis once the worker is idle again.
 wait_for "queues counts the tasks" sh -c "'$ctasker' queues --json >'$dir/q' &&
   python3 -c \"import json; j=json.load(open('$dir/q')); l={x['level']: x for x in j['levels']};
-assert l['normal']['completed'] == 2 and l['normal']['failed'] == 1, j
+assert l['normal']['completed'] == 3 and l['normal']['failed'] == 1, j
 assert l['high']['completed'] == 1 and j['workers'] == 1 and j['dead'] == 0, j\""
 # Options of the broker's submissions: an idempotency key, a delay, retries.
 expect 0 "submit with a key" "$ctasker" submit sleep '{"seconds": 0}' --key k1
