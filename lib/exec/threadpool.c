@@ -368,14 +368,17 @@ static bool spin_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
 }
 
 /* Before a thread sleeps: the task records it freed go back to their slab,
- * and pages whose records are all free go back to the system (slab.h), so
- * memory comes back after a burst. Outside the lock: after a burst that
- * is a pass over every freed record. A claim meanwhile is seen by the
- * caller, which has not started to wait yet. Lock held on entry and return. */
-static void give_back_memory(ct__pool_t *p) {
+ * and pages whose records have all been free for a while go back to the
+ * system (slab.h), so memory comes back after a burst. Outside the lock:
+ * after a burst that is a pass over every freed record. A claim meanwhile
+ * is seen by the caller, which has not started to wait yet. Returns true
+ * if the thread should pass again after CT__SLAB_DECAY seconds (pages too
+ * recently freed are left). Lock held on entry and return. */
+static bool give_back_memory(ct__pool_t *p) {
   pthread_mutex_unlock(&p->lock);
-  ct__slab_idle();
+  bool again = ct__slab_idle();
   pthread_mutex_lock(&p->lock);
+  return again;
 }
 
 /* Go idle until claimed or work arrives; false if the thread should exit.
@@ -386,11 +389,12 @@ static bool wait_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
   p->idle = w;
   if (spin_for_work(p, w))
     goto woken;
-  give_back_memory(p);
+  bool trim = give_back_memory(p);
   bool learn = p->cfg.idle_spin > 0; /* only then is the clock read here */
   double slept_at = learn ? ct__now() : 0;
   while (!atomic_load_explicit(&w->claimed, memory_order_acquire)) {
-    struct timespec deadline = ct__deadline(p->cfg.keepalive);
+    /* Owing the slab a second pass, wake for it first: not a keepalive end. */
+    struct timespec deadline = ct__deadline(trim ? CT__SLAB_DECAY : p->cfg.keepalive);
     w->sleeping = true;
     int rc = pthread_cond_timedwait(&w->cond, &p->lock, &deadline);
     w->sleeping = false;
@@ -398,7 +402,9 @@ static bool wait_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
       learn_from_sleep(p, ct__now() - slept_at);
       learn = false;
     }
-    if (rc != 0 && !atomic_load(&w->claimed) && p->threads > p->cfg.min_threads) {
+    if (rc != 0 && trim) {
+      trim = give_back_memory(p);
+    } else if (rc != 0 && !atomic_load(&w->claimed) && p->threads > p->cfg.min_threads) {
       leave_idle(w);
       return false;
     }
