@@ -62,8 +62,9 @@
  * Settings (environment): CT_BENCH_REPS (7), CT_BENCH_TASKS (200000, per
  * throughput run), CT_BENCH_PRODUCERS (4), CT_BENCH_SAMPLES (1000 latency
  * samples per run), CT_BENCH_MAX_TASKS (10000000), CT_BENCH_PEER_SECONDS
- * (10), CT_BENCH_MEM_TASKS (1000000), CT_BENCH_SPIN_US (0: ctasker's
- * idle_spin option in microseconds; the peers do not spin), CT_BENCH_ONLY
+ * (10), CT_BENCH_MEM_TASKS (1000000), CT_BENCH_SPIN_US (unset: ctasker's
+ * default idle_spin; else that option in microseconds, 0 for none; the
+ * peers do not spin), CT_BENCH_ONLY
  * (every section: or a comma-separated list of memory, throughput,
  * tracked, latency, mix, size, scaling; "throughput" is the
  * fire-and-forget half, "tracked" the other).
@@ -214,7 +215,9 @@ static int ct_open(int threads) {
   ct_supervisor_opts_t opts = CT_SUPERVISOR_OPTS_INIT;
   opts.pool_size = threads;
   opts.min_threads = threads;
-  opts.idle_spin = (double)bench_env_long("CT_BENCH_SPIN_US", 0) * 1e-6;
+  const char *spin_us = getenv("CT_BENCH_SPIN_US"); /* unset: the library's default */
+  if (spin_us && *spin_us)
+    opts.idle_spin = atof(spin_us) * 1e-6;
   int rc = ct_supervisor_new(&opts, &ct_sup);
   return rc != 0 ? rc : ct_supervisor_start(ct_sup);
 }
