@@ -7,6 +7,14 @@
 
 #include "gate.h"
 
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+
 #define TASKS 2000
 
 static json_t *raise_flag(ct_task_t *self, void *arg) {
@@ -41,7 +49,12 @@ TEST(back_to_back_tasks_find_the_pool_thread_spinning_by_default) {
   }
   long switches = voluntary_switches() - before;
   fprintf(stderr, "   %ld voluntary context switches for %d tasks\n", switches, TASKS);
+#ifndef UNDER_TSAN
   CHECK(switches < TASKS / 4);
+#else
+  (void)switches; /* a submission takes longer than the spin lasts here: the
+                     path runs for the race checks, the count tells nothing */
+#endif
   CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, WAIT_BOUND_S));
   CHECK_OK(ct_supervisor_free(sup));
 }
