@@ -24,13 +24,12 @@
  * enough: after a burst the memory comes back once the pool has been idle
  * that long, while bursts that follow each other sooner reuse the pages
  * the last one faulted in instead of mapping and faulting them afresh
- * (unmapping at once made a burst of 10^4 tasks cost a third more per
- * task than one of 10^7: bench-pool's per-task cost). Spares are taken
- * newest first, so the ones a steady load does not need grow old, and a
- * thread that takes a batch unmaps old ones too (a pool that never goes
- * idle). A
- * thread's cache goes back to the slab when the thread exits (a
- * thread-specific key's destructor).
+ * (unmapping at the first idle pass cost every burst after a pause of a
+ * few milliseconds its page faults again: about 60 per 10^4 tasks,
+ * measured). Spares are taken newest first, so the ones a steady load does
+ * not need grow old, and a thread that takes a batch unmaps old ones too
+ * (a pool that never goes idle). A thread's cache goes back to the slab
+ * when the thread exits (a thread-specific key's destructor).
  *
  * Locks: each slab's lock is a leaf; nothing is called under it but mmap,
  * munmap and the clock.
