@@ -9,7 +9,8 @@
  *
  * What is measured:
  *   throughput, fire-and-forget  producers submit N empty tasks that each
- *     count a latch; the time runs from the start until the last one has
+ *     count a latch; the time runs from the first producer's start (its
+ *     thread already running) until the last task has
  *     counted (and, for libuv, until every producer's loop has reaped its
  *     requests);
  *   throughput, tracked  each producer submits batches of BATCH tasks, each
@@ -34,7 +35,8 @@
  *     GLib's own way to prioritise; libuv has no priorities, so it is FIFO;
  *   per-task cost  fire-and-forget, one producer, from 10^4 up to
  *     CT_BENCH_MAX_TASKS tasks (peers stop where a size would take longer
- *     than CT_BENCH_PEER_SECONDS);
+ *     than CT_BENCH_PEER_SECONDS), each size after one run of it that is
+ *     not counted, for every pool;
  *   memory  in a fresh process per pool (so that no allocator cache of an
  *     earlier run hides anything): both workers are held in gate tasks,
  *     MEM_TASKS tasks are queued, the growth of the resident set per
@@ -60,10 +62,14 @@
  * Settings (environment): CT_BENCH_REPS (7), CT_BENCH_TASKS (200000, per
  * throughput run), CT_BENCH_PRODUCERS (4), CT_BENCH_SAMPLES (1000 latency
  * samples per run), CT_BENCH_MAX_TASKS (10000000), CT_BENCH_PEER_SECONDS
- * (10), CT_BENCH_MEM_TASKS (1000000), CT_BENCH_SPIN_US (0: ctasker's
- * idle_spin option in microseconds; the peers do not spin).
- * `bench-pool profile [TASKS [PRODUCERS]]` runs only ctasker's
- * fire-and-forget path, for a profiler.
+ * (10), CT_BENCH_MEM_TASKS (1000000), CT_BENCH_SPIN_US (unset: ctasker's
+ * default idle_spin; else that option in microseconds, 0 for none; the
+ * peers do not spin), CT_BENCH_ONLY
+ * (every section: or a comma-separated list of memory, throughput,
+ * tracked, latency, mix, size, scaling; "throughput" is the
+ * fire-and-forget half, "tracked" the other).
+ * `bench-pool profile [TASKS [PRODUCERS [tracked]]]` runs only ctasker's
+ * fire-and-forget (or tracked) path, for a profiler.
  */
 #include <ctasker.h>
 #include <glib.h>
@@ -209,7 +215,9 @@ static int ct_open(int threads) {
   ct_supervisor_opts_t opts = CT_SUPERVISOR_OPTS_INIT;
   opts.pool_size = threads;
   opts.min_threads = threads;
-  opts.idle_spin = (double)bench_env_long("CT_BENCH_SPIN_US", 0) * 1e-6;
+  const char *spin_us = getenv("CT_BENCH_SPIN_US"); /* unset: the library's default */
+  if (spin_us && *spin_us)
+    opts.idle_spin = atof(spin_us) * 1e-6;
   int rc = ct_supervisor_new(&opts, &ct_sup);
   return rc != 0 ? rc : ct_supervisor_start(ct_sup);
 }
@@ -472,6 +480,19 @@ static struct {
   double work_iters_per_us;
 } cfg;
 
+static const char *only_sections;
+
+/* Whether CT_BENCH_ONLY asks for this section (unset: every section). */
+static bool want(const char *section) {
+  if (!only_sections)
+    return true;
+  size_t len = strlen(section);
+  for (const char *s = only_sections; (s = strstr(s, section)) != NULL; s += len)
+    if ((s == only_sections || s[-1] == ',') && (s[len] == ',' || s[len] == '\0'))
+      return true;
+  return false;
+}
+
 static void read_settings(void) {
   bool q = cfg.quick;
   cfg.reps = bench_env_long("CT_BENCH_REPS", q ? 2 : 7);
@@ -482,6 +503,7 @@ static void read_settings(void) {
   cfg.max_tasks = bench_env_long("CT_BENCH_MAX_TASKS", q ? 100000 : 10000000);
   cfg.peer_seconds = bench_env_long("CT_BENCH_PEER_SECONDS", q ? 1 : 10);
   cfg.mem_tasks = bench_env_long("CT_BENCH_MEM_TASKS", q ? 50000 : 1000000);
+  only_sections = getenv("CT_BENCH_ONLY");
 }
 
 /* ---- figures: per-run values, medians and medians of per-run ratios ------ */
@@ -596,11 +618,13 @@ typedef struct producer {
   long n;
   sync_latch_t *done;
   pthread_barrier_t *start;
+  uint64_t started_ns; /* when it passed the barrier */
 } producer_t;
 
 static void *producer_main(void *arg) {
   producer_t *p = arg;
   pthread_barrier_wait(p->start);
+  p->started_ns = bench_now_ns();
   if (p->tracked)
     p->b->produce_tracked(p->n);
   else
@@ -620,14 +644,17 @@ static double run_throughput(const backend_t *b, long n, int producers, bool tra
     ps[i] = (producer_t){.b = b, .tracked = tracked, .n = share, .done = &done, .start = &start};
     pthread_create(&ps[i].thread, NULL, producer_main, &ps[i]);
   }
-  /* The clock starts before the producers can: a main thread descheduled
-   * just after the barrier must not miss the start of a short run. */
-  uint64_t t0 = bench_now_ns();
+  /* The clock starts when the first producer passes the barrier, which
+   * each stamps itself: neither starting the producer threads (a fixed
+   * cost that would weigh on short runs only) nor a main thread
+   * descheduled just after the barrier is counted. */
   pthread_barrier_wait(&start);
   sync_latch_wait(&done, -1);
   for (int i = 0; i < producers; i++)
     pthread_join(ps[i].thread, NULL);
-  uint64_t t1 = bench_now_ns();
+  uint64_t t1 = bench_now_ns(), t0 = t1;
+  for (int i = 0; i < producers; i++)
+    t0 = ps[i].started_ns < t0 ? ps[i].started_ns : t0;
   pthread_barrier_destroy(&start);
   sync_latch_destroy(&done);
   return (double)(t1 - t0) / 1e9;
@@ -791,7 +818,11 @@ static void measure_mix(double work_us) {
 
 /* Nanoseconds per fire-and-forget task for n = 10^4, 10^5, ... up to
  * cfg.max_tasks. Large sizes are repeated fewer times; a peer skips a size
- * whose projected run time exceeds cfg.peer_seconds. */
+ * whose projected run time exceeds cfg.peer_seconds. Each pool first makes
+ * one run of the size that is not counted, so that what a pool does once
+ * for a size (fault in the memory its queue needs, grow its allocator's
+ * caches) weighs on no size's per-task figure: a small size's one run
+ * would pay it in full, a large size's would spread it thin. */
 static void measure_cost_by_size(void) {
   double last_ns[NBACKENDS] = {0};
   for (long n = 10000; n <= cfg.max_tasks; n *= 10) {
@@ -801,8 +832,11 @@ static void measure_cost_by_size(void) {
     snprintf(label, sizeof label, "per-task cost, %.0e tasks", (double)n);
     figure_t *f = add_figure("size", label, "ns/task", false);
     bool skip[NBACKENDS];
-    for (int b = 0; b < NBACKENDS; b++)
+    for (int b = 0; b < NBACKENDS; b++) {
       skip[b] = b != B_CT && last_ns[b] * 1e-9 * (double)n > (double)cfg.peer_seconds;
+      if (!skip[b])
+        run_throughput(backends[b], n, 1, false); /* the warm-up run */
+    }
     for (long r = 0; r < reps; r++) {
       double v[NBACKENDS], load = bench_load1();
       for (int b = 0; b < NBACKENDS; b++)
@@ -1061,16 +1095,18 @@ static void warm_up(void) {
   }
 }
 
-/* `bench-pool profile [TASKS [PRODUCERS]]`: only ctasker's fire-and-forget
- * path, for perf, callgrind or strace; prints its throughput. */
+/* `bench-pool profile [TASKS [PRODUCERS [tracked]]]`: only ctasker's
+ * fire-and-forget (or tracked) path, for perf, callgrind or strace; prints
+ * its throughput. */
 static int profile_ctasker(int argc, char **argv) {
   long n = argc > 2 ? atol(argv[2]) : 2000000;
   int producers = argc > 3 ? atoi(argv[3]) : 1;
+  bool tracked = argc > 4 && strcmp(argv[4], "tracked") == 0;
   if (n < 1 || producers < 1 || ct_open(POOL_THREADS) != 0)
     return 2;
-  double s = run_throughput(&ctasker_backend, n, producers, false);
-  printf("ctasker fire-and-forget: %ld tasks, %d producer(s): %.3f Mtask/s\n", n, producers,
-         n / s / 1e6);
+  double s = run_throughput(&ctasker_backend, n, producers, tracked);
+  printf("ctasker %s: %ld tasks, %d producer(s): %.3f Mtask/s\n",
+         tracked ? "tracked" : "fire-and-forget", n, producers, n / s / 1e6);
   ct_close();
   return 0;
 }
@@ -1087,7 +1123,7 @@ static void print_header(void) {
 }
 
 static int usage(void) {
-  fprintf(stderr, "usage: bench-pool [--quick] [--json] | profile [TASKS [PRODUCERS]]\n");
+  fprintf(stderr, "usage: bench-pool [--quick] [--json] | profile [TASKS [PRODUCERS [tracked]]]\n");
   return 2;
 }
 
@@ -1122,7 +1158,8 @@ int main(int argc, char **argv) {
   double load0 = bench_load1();
   if (!cfg.json)
     print_header();
-  measure_memory(); /* fresh processes, before this one has threads */
+  if (want("memory"))
+    measure_memory(); /* fresh processes, before this one has threads */
   for (int b = 0; b < NBACKENDS; b++)
     if (backends[b]->open(POOL_THREADS) != 0) {
       fprintf(stderr, "could not start %s\n", backends[b]->name);
@@ -1130,23 +1167,33 @@ int main(int argc, char **argv) {
     }
   warm_up();
   print_section("Throughput runs (each run: the three pools in turn)");
-  measure_throughput("fire-and-forget", 1, false);
-  measure_throughput("fire-and-forget", (int)cfg.producers, false);
-  measure_throughput("tracked (handle + wait)", 1, true);
-  measure_throughput("tracked (handle + wait)", (int)cfg.producers, true);
+  if (want("throughput")) {
+    measure_throughput("fire-and-forget", 1, false);
+    measure_throughput("fire-and-forget", (int)cfg.producers, false);
+  }
+  if (want("tracked")) {
+    measure_throughput("tracked (handle + wait)", 1, true);
+    measure_throughput("tracked (handle + wait)", (int)cfg.producers, true);
+  }
   print_section("Latency runs (p99 shown)");
-  measure_latency(true);
-  measure_latency(false);
+  if (want("latency")) {
+    measure_latency(true);
+    measure_latency(false);
+  }
   print_section("Realistic mix runs");
-  measure_mix(1);
-  measure_mix(10);
-  measure_mix(100);
+  if (want("mix")) {
+    measure_mix(1);
+    measure_mix(10);
+    measure_mix(100);
+  }
   print_section("Per-task cost by run size");
-  measure_cost_by_size();
+  if (want("size"))
+    measure_cost_by_size();
   for (int b = 0; b < NBACKENDS; b++)
     backends[b]->close();
   print_section("Scaling grid (a fresh process per thread count)");
-  measure_scaling();
+  if (want("scaling"))
+    measure_scaling();
   double load1 = bench_load1();
   cfg.json ? print_json(load0, load1) : print_report(load0, load1);
   return 0;

@@ -1,15 +1,18 @@
 /* The slab on its own (core layer): records allocated on one thread and
  * freed on another come back to their pages, pages whose records are all
- * free go back to the system once the freeing thread is idle, a thread's
+ * free go back to the system once they have stayed free CT__SLAB_DECAY
+ * seconds, a burst that follows sooner reuses them, a thread's
  * cache is handed back when it exits, and a page that cannot be mapped is
  * a NULL record, not a crash. mmap is wrapped (tests/meson.build) so that
  * the test can make it fail on the calling thread (as mmap64: the build
  * asks for 64-bit file offsets). */
 #include <ctasker.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "check.h"
 #include "core/slab.h"
@@ -18,15 +21,20 @@ void *__real_mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t o
 void *__wrap_mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 
 static _Thread_local bool mmap_fails;
+static atomic_long maps; /* pages mapped, by any thread */
 
 void *__wrap_mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
-  return mmap_fails ? MAP_FAILED : __real_mmap64(addr, len, prot, flags, fd, off);
+  if (mmap_fails)
+    return MAP_FAILED;
+  atomic_fetch_add(&maps, 1);
+  return __real_mmap64(addr, len, prot, flags, fd, off);
 }
 
 /* Each test has a slab of its own, so its counts start at 0. */
 static ct__slab_t burst_slab = CT__SLAB_INIT(80, 2);
 static ct__slab_t exit_slab = CT__SLAB_INIT(128, 3);
 static ct__slab_t fail_slab = CT__SLAB_INIT(48, 4);
+static ct__slab_t reuse_slab = CT__SLAB_INIT(80, 5);
 
 #define BURST 200000
 
@@ -40,18 +48,42 @@ static void *free_all(void *arg) {
   return NULL;
 }
 
-TEST(burst_freed_on_another_thread_comes_back_when_idle) {
+static void alloc_all(ct__slab_t *s) {
   for (int i = 0; i < BURST; i++) {
-    records[i] = ct__slab_alloc(&burst_slab);
+    records[i] = ct__slab_alloc(s);
     CHECK(records[i]);
     CHECK_EQ_INT((uintptr_t)records[i] % 8, 0);
     memset(records[i], 0xab, 80); /* the whole record is the caller's */
   }
-  size_t held = ct__slab_bytes(&burst_slab);
-  CHECK(held >= (size_t)BURST * 80);
+}
+
+static void free_all_on_another_thread(void) {
   pthread_t th;
   CHECK_OK(pthread_create(&th, NULL, free_all, NULL));
   CHECK_OK(pthread_join(th, NULL));
+}
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Idle passes until the slab has nothing left to give back: each waits
+ * until the spares of the last are old enough. */
+static void idle_until_trimmed(void) {
+  while (ct__slab_idle()) {
+    struct timespec pause = {0, (long)(CT__SLAB_DECAY * 1e9)};
+    nanosleep(&pause, NULL);
+  }
+}
+
+TEST(burst_freed_on_another_thread_comes_back_when_idle) {
+  alloc_all(&burst_slab);
+  size_t held = ct__slab_bytes(&burst_slab);
+  CHECK(held >= (size_t)BURST * 80);
+  free_all_on_another_thread();
+  idle_until_trimmed();
   /* Only the spare pages are left (4 of 64 KiB), and the page of the
    * records this thread still caches. */
   CHECK(ct__slab_bytes(&burst_slab) <= (size_t)5 << 16);
@@ -59,9 +91,34 @@ TEST(burst_freed_on_another_thread_comes_back_when_idle) {
   for (int i = 0; i < BURST; i++)
     CHECK((records[i] = ct__slab_alloc(&burst_slab)) != NULL);
   CHECK(ct__slab_bytes(&burst_slab) <= held);
-  CHECK_OK(pthread_create(&th, NULL, free_all, NULL));
-  CHECK_OK(pthread_join(th, NULL));
+  free_all_on_another_thread();
+  idle_until_trimmed();
   CHECK(ct__slab_bytes(&burst_slab) <= (size_t)5 << 16);
+}
+
+/* A burst that comes before the last one's pages have been spares for
+ * CT__SLAB_DECAY seconds takes them back: it maps no page, and faults none
+ * in again. A try the machine stalls past the decay tells nothing and is
+ * made again. */
+TEST(a_burst_soon_after_the_last_maps_no_pages) {
+  alloc_all(&reuse_slab);
+  size_t held = ct__slab_bytes(&reuse_slab);
+  bool told = false;
+  for (int try = 0; try < 20 && !told; try++) {
+    free_all_on_another_thread(); /* that thread went idle: a pass */
+    double freed = now();
+    long maps_before = atomic_load(&maps);
+    alloc_all(&reuse_slab);
+    told = now() - freed < CT__SLAB_DECAY;
+    if (told) {
+      CHECK_EQ_INT(atomic_load(&maps), maps_before);
+      CHECK_EQ_INT(ct__slab_bytes(&reuse_slab), held);
+    }
+  }
+  CHECK(told);
+  free_all_on_another_thread();
+  idle_until_trimmed();
+  CHECK(ct__slab_bytes(&reuse_slab) <= (size_t)5 << 16);
 }
 
 static void *alloc_and_exit(void *arg) {
@@ -104,6 +161,7 @@ TEST(a_page_that_cannot_be_mapped_is_a_null_record) {
 
 int main(void) {
   RUN(burst_freed_on_another_thread_comes_back_when_idle);
+  RUN(a_burst_soon_after_the_last_maps_no_pages);
   RUN(a_thread_that_exits_hands_its_cache_back);
   RUN(a_page_that_cannot_be_mapped_is_a_null_record);
   return check_done();

@@ -72,13 +72,14 @@ typedef struct ct_supervisor_opts {
   void *log_data;       /**< given to log */
   double idle_spin;     /**< seconds (at most 0.001) a pool thread that finds no
                            work may spin before it sleeps, when no other thread
-                           runs or spins; 0 (default): it sleeps at once. A
-                           spin makes a task submitted right after the last
-                           one start within a microsecond, but the spinning
-                           thread is then woken later after a pause; so the
-                           spin adapts: it shortens, down to none, while work
-                           comes after pauses longer than idle_spin, and
-                           lengthens again once work comes within it. */
+                           runs or spins; default 20e-6; 0: it sleeps at once.
+                           A spin makes a task submitted right after the last
+                           one start within a microsecond, without a wake-up,
+                           but the spinning thread is then woken later after a
+                           pause; so the spin adapts: it shortens, down to
+                           none, while work comes after pauses longer than
+                           idle_spin, and lengthens again once work comes
+                           within it. */
   bool stats_timing;    /**< record every task's queue wait and run time for
                            the percentiles of ct_stats_t (wait_p50..run_p99)
                            and "timing" in ct_supervisor_stats_json(): two
@@ -88,7 +89,7 @@ typedef struct ct_supervisor_opts {
 
 /** The default supervisor options, with size set. */
 #define CT_SUPERVISOR_OPTS_INIT                                                \
-  {sizeof(ct_supervisor_opts_t), 0, 0, 0, 0, 0.0, 0.0, 0.0, NULL, NULL, NULL, NULL, 0.0, false}
+  {sizeof(ct_supervisor_opts_t), 0, 0, 0, 0, 0.0, 0.0, 0.0, NULL, NULL, NULL, NULL, 20e-6, false}
 
 /** Create a supervisor (not started). opts may be NULL for defaults.
  * Returns 0 and *out, or CT_EINVAL for bad options (negative sizes or

@@ -15,22 +15,32 @@
  * lock, sorting the returned chains into their pages first. So the lock
  * and the atomic are paid once per batch, not once per record.
  *
- * A page whose records are all free becomes a spare; beyond
- * CT__SLAB_SPARE_PAGES spares it is unmapped. Chains are sorted into pages
- * when a thread takes a batch and when a thread goes idle
- * (ct__slab_idle(): the pool threads call it before they sleep), so after a
- * burst the memory comes back once the pool is idle. A thread's cache goes
- * back to the slab when the thread exits (a thread-specific key's
- * destructor).
+ * A page whose records are all free becomes a spare, stamped with the
+ * time. Chains are sorted into pages when a thread takes a batch and when
+ * a thread goes idle (ct__slab_idle(): the pool threads call it before they
+ * sleep). An idle pass unmaps the spares beyond CT__SLAB_SPARE_PAGES that
+ * have been spare for CT__SLAB_DECAY seconds, and says whether younger ones
+ * are left, so that the idle thread passes again once they are old
+ * enough: after a burst the memory comes back once the pool has been idle
+ * that long, while bursts that follow each other sooner reuse the pages
+ * the last one faulted in instead of mapping and faulting them afresh
+ * (unmapping at the first idle pass cost every burst after a pause of a
+ * few milliseconds its page faults again: about 60 per 10^4 tasks,
+ * measured). Spares are taken newest first, so the ones a steady load does
+ * not need grow old, and a thread that takes a batch unmaps old ones too
+ * (a pool that never goes idle). A thread's cache goes back to the slab
+ * when the thread exits (a thread-specific key's destructor).
  *
- * Locks: each slab's lock is a leaf; nothing is called under it but mmap
- * and munmap.
+ * Locks: each slab's lock is a leaf; nothing is called under it but mmap,
+ * munmap and the clock.
  */
 #include "core/slab.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/mman.h>
+
+#include "base/clock.h"
 
 #define CT__SLAB_PAGE ((size_t)64 << 10)
 #define CT__SLAB_BATCH 64u
@@ -43,6 +53,7 @@ typedef struct ct__slab_page {
   struct ct__slab_page *prev, *next; /* D: in slab->partial or slab->empty */
   void *free;                       /* D: free records not in any cache */
   unsigned nfree, capacity;         /* D, I */
+  double spare_since;               /* D: when it became a spare (PAGE_EMPTY) */
   enum { PAGE_FULL, PAGE_PARTIAL, PAGE_EMPTY } where; /* D: which list */
 } page_t;
 
@@ -129,17 +140,39 @@ static void unmap_page(ct__slab_t *s, page_t *p) {
   munmap(p, CT__SLAB_PAGE);
 }
 
-/* A page that just had every record given back: keep it as a spare or
- * unmap it. Lock held. */
+/* A page that just had every record given back: a spare, the newest.
+ * Lock held. */
 static void page_emptied(ct__slab_t *s, page_t *p) {
   list_remove(&s->partial, p);
-  if (s->empty_pages >= CT__SLAB_SPARE_PAGES) {
-    unmap_page(s, p);
-    return;
-  }
   p->where = PAGE_EMPTY;
+  p->spare_since = ct__now();
+  if (!s->empty)
+    s->oldest_empty = p;
   list_push(&s->empty, p);
   s->empty_pages++;
+}
+
+/* Take a spare off the list. Lock held. */
+static void spare_remove(ct__slab_t *s, page_t *p) {
+  if (s->oldest_empty == p)
+    s->oldest_empty = p->prev;
+  list_remove(&s->empty, p);
+  s->empty_pages--;
+}
+
+/* Unmap the oldest spares, beyond CT__SLAB_SPARE_PAGES, that have been
+ * spares for CT__SLAB_DECAY seconds; returns whether spares beyond that
+ * number are left. Lock held. */
+static bool trim_spares(ct__slab_t *s) {
+  if (s->empty_pages <= CT__SLAB_SPARE_PAGES)
+    return false;
+  double before = ct__now() - CT__SLAB_DECAY;
+  while (s->empty_pages > CT__SLAB_SPARE_PAGES && s->oldest_empty->spare_since < before) {
+    page_t *p = s->oldest_empty;
+    spare_remove(s, p);
+    unmap_page(s, p);
+  }
+  return s->empty_pages > CT__SLAB_SPARE_PAGES;
 }
 
 /* Give one free record back to its page. Lock held. */
@@ -175,8 +208,7 @@ static void take_returned(ct__slab_t *s) {
 static record_t *take_batch(ct__slab_t *s, unsigned *n) {
   page_t *p = s->partial;
   if (!p && (p = s->empty) != NULL) {
-    list_remove(&s->empty, p);
-    s->empty_pages--;
+    spare_remove(s, p);
   } else if (!p && (p = map_page(s)) == NULL) {
     return NULL;
   }
@@ -253,6 +285,7 @@ void *ct__slab_alloc(ct__slab_t *s) {
   if (!c->head) {
     pthread_mutex_lock(&s->lock);
     take_returned(s);
+    trim_spares(s); /* a pool that never idles gives back what it no longer needs */
     c->head = take_batch(s, &c->n);
     pthread_mutex_unlock(&s->lock);
     if (!c->head)
@@ -282,18 +315,19 @@ void ct__slab_free(void *record) {
   c->n++;
 }
 
-void ct__slab_idle(void) {
+bool ct__slab_idle(void) {
+  bool again = false;
   for (int i = 0; i < CT__SLAB_CLASSES; i++) {
     cache_t *c = &mine.caches[i];
     if (!c->slab)
       continue;
     flush_cache(c);
-    if (!atomic_load_explicit(&c->slab->returned, memory_order_relaxed))
-      continue;
     pthread_mutex_lock(&c->slab->lock);
     take_returned(c->slab);
+    again |= trim_spares(c->slab);
     pthread_mutex_unlock(&c->slab->lock);
   }
+  return again;
 }
 
 size_t ct__slab_bytes(ct__slab_t *s) {

@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* How many slabs may exist (each has a slot in every thread's cache). */
@@ -22,7 +23,8 @@ typedef struct ct__slab {
   _Alignas(64) _Atomic(void *) returned; /* A: chains of freed records */
   _Alignas(64) pthread_mutex_t lock;
   struct ct__slab_page *partial; /* D: pages with free and used records */
-  struct ct__slab_page *empty;   /* D: spare pages, every record free */
+  struct ct__slab_page *empty;   /* D: spare pages, every record free, newest first */
+  struct ct__slab_page *oldest_empty; /* D: the last of them */
   size_t empty_pages;            /* D */
   atomic_size_t bytes;           /* A (written under D): pages mapped */
 } ct__slab_t;
@@ -38,9 +40,15 @@ void *ct__slab_alloc(ct__slab_t *s);
 /* Give back a record from any slab. Any thread. */
 void ct__slab_free(void *record);
 
+/* Seconds a page whose records are all free stays mapped as a spare
+ * (beyond the few that always stay) before an idle pass unmaps it. */
+#define CT__SLAB_DECAY 0.25
+
 /* The calling thread goes idle: give its cached records back and let the
- * slabs unmap pages whose records are all free (beyond a few spares). */
-void ct__slab_idle(void);
+ * slabs unmap pages whose records have all been free for CT__SLAB_DECAY
+ * seconds (beyond a few spares). Returns true if more such pages are left,
+ * younger: call again once they are old enough, to give them back too. */
+bool ct__slab_idle(void);
 
 /* Bytes of pages a slab holds mapped now (records in use or free). */
 size_t ct__slab_bytes(ct__slab_t *s);

@@ -196,8 +196,10 @@ void ct__task_finish(ct_task_t *t, json_t *result) {
   /* A store, not a swap: STARTED is left only here, by the executor that
    * won QUEUED -> STARTED (a cancel then only sets a flag), or by a
    * deadline that won the claim against the function's return
-   * (task-options.c). */
-  atomic_store(&t->status, CT_TASK_COMPLETED);
+   * (task-options.c). Release: whoever reads the status as terminal reads
+   * the result and the time after it; nobody orders a later load by it
+   * (waiters have the DONE flag). */
+  atomic_store_explicit(&t->status, CT_TASK_COMPLETED, memory_order_release);
   announce_terminal(t);
 }
 

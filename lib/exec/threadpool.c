@@ -28,15 +28,19 @@
  * an otherwise idle pool first spins that long, watching the intake and its
  * own claim flag, so a task submitted moments after the last one starts
  * without a system call; then it sleeps on its own condition variable.
- * Spinning is off by default: a thread that spins after every task is, to
- * the kernel's scheduler, one that used its time, and is woken later when
- * work comes after a pause (measured here: submit-to-start p99 of about
- * 1.8 ms instead of 70 us on an idle pool). So the spin adapts to how
- * often it pays off: `spin_for` doubles (up to idle_spin) after a spin that
- * found work, or after a sleep that work ended within idle_spin (a spin
- * would have caught it), and is quartered after a sleep that lasted longer,
- * down to no spin at all; work that arrives in bursts keeps it up, work
- * that comes after pauses turns it off within a few pauses. Each side
+ * A thread that spins after every task is, to the kernel's scheduler, one
+ * that used its time, and is woken later when work comes after a pause
+ * (measured here: submit-to-start p99 of about 1.8 ms instead of 70 us on
+ * an idle pool). So the spin adapts to how often it pays off: `spin_for`
+ * doubles (up to idle_spin) after a spin that found work, or after a sleep
+ * that work ended within idle_spin of the thread going idle (a spin would
+ * have caught it: measured to the claim, not to the wake-up, which a busy
+ * machine delays past any spin), and is quartered after a sleep that
+ * lasted longer, down to no spin at all; work that arrives in bursts keeps
+ * it up, work that comes after pauses turns it off within a few pauses.
+ * After its first microseconds a spin yields the core between looks, so
+ * that on a machine with more runnable threads than cores it does not hold
+ * the core the submitting thread waits for. Each side
  * publishes before it looks at the other (intake push, then `busy` and `spinning`; a thread's
  * `busy` or `spinning` decrement, then the intake), all sequentially
  * consistent, so a task is never left with every thread asleep. A thread
@@ -59,6 +63,7 @@
 #include "exec/threadpool.h"
 
 #include <math.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +82,7 @@ typedef struct ct__pool_thread {
   ct_task_t *current;
   pthread_cond_t cond;
   atomic_bool claimed;
+  double claimed_at; /* L: when it was last claimed (with idle_spin only) */
   bool spinning, sleeping;
   bool has_slot; /* holds one unit of `busy`: from a claim or a running task */
 } ct__pool_thread_t;
@@ -185,6 +191,8 @@ static void claim(ct__pool_thread_t *w) {
     atomic_fetch_sub(&p->spinning, 1);
   w->spinning = false;
   add_busy(p, 1);
+  if (p->cfg.idle_spin > 0)
+    w->claimed_at = ct__now(); /* when the work came: see wait_for_work() */
   atomic_store_explicit(&w->claimed, true, memory_order_release);
   if (w->sleeping)
     pthread_cond_signal(&w->cond);
@@ -317,6 +325,10 @@ static bool claimed_or_work(ct__pool_t *p, ct__pool_thread_t *w) {
 
 /* Below this, a spin is not worth its clock reads: no spin. */
 #define CT__SPIN_MIN 1e-6
+/* A spin this long yields the core between looks: on a machine with more
+ * runnable threads than cores, the thread that would submit the work may
+ * be waiting for this very core, and a spin that holds it waits in vain. */
+#define CT__SPIN_YIELD_AFTER 2e-6
 
 /* The spin found work: spin longer next time. Lock held. Returns true. */
 static bool spin_paid(ct__pool_t *p) {
@@ -325,9 +337,9 @@ static bool spin_paid(ct__pool_t *p) {
   return true;
 }
 
-/* A thread slept `pause` seconds before it was claimed (or its keepalive
- * ran out): had a spin of idle_spin caught that, spin longer; otherwise
- * spin less, and below CT__SPIN_MIN not at all. Lock held. */
+/* A thread went idle `pause` seconds before it was claimed (or before its
+ * sleep timed out): had a spin of idle_spin caught that, spin longer;
+ * otherwise spin less, and below CT__SPIN_MIN not at all. Lock held. */
 static void learn_from_sleep(ct__pool_t *p, double pause) {
   if (pause <= p->cfg.idle_spin)
     p->spin_for = fmin(p->cfg.idle_spin, fmax(2 * p->spin_for, fmax(2 * pause, CT__SPIN_MIN)));
@@ -347,13 +359,16 @@ static bool spin_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
     return false;
   w->spinning = true;
   atomic_fetch_add(&p->spinning, 1);
-  double until = ct__now() + p->spin_for;
+  double start = ct__now(), until = start + p->spin_for;
   pthread_mutex_unlock(&p->lock);
   while (!claimed_or_work(p, w)) {
     for (int i = 0; i < 32 && !claimed_or_work(p, w); i++)
       ct__cpu_relax();
-    if (ct__now() > until)
+    double now = ct__now();
+    if (now > until)
       break;
+    if (now > start + CT__SPIN_YIELD_AFTER)
+      sched_yield(); /* to a submitter that shares this core, if any */
   }
   pthread_mutex_lock(&p->lock);
   p->spins++;
@@ -368,41 +383,52 @@ static bool spin_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
 }
 
 /* Before a thread sleeps: the task records it freed go back to their slab,
- * and pages whose records are all free go back to the system (slab.h), so
- * memory comes back after a burst. Outside the lock: after a burst that
- * is a pass over every freed record. A claim meanwhile is seen by the
- * caller, which has not started to wait yet. Lock held on entry and return. */
-static void give_back_memory(ct__pool_t *p) {
+ * and pages whose records have all been free for a while go back to the
+ * system (slab.h), so memory comes back after a burst. Outside the lock:
+ * after a burst that is a pass over every freed record. A claim meanwhile
+ * is seen by the caller, which has not started to wait yet. Returns true
+ * if the thread should pass again after CT__SLAB_DECAY seconds (pages too
+ * recently freed are left). Lock held on entry and return. */
+static bool give_back_memory(ct__pool_t *p) {
   pthread_mutex_unlock(&p->lock);
-  ct__slab_idle();
+  bool again = ct__slab_idle();
   pthread_mutex_lock(&p->lock);
+  return again;
 }
 
 /* Go idle until claimed or work arrives; false if the thread should exit.
  * Lock held on entry and on return. */
 static bool wait_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
+  bool learn = p->cfg.idle_spin > 0; /* only then is the clock read here */
+  double idle_since = learn ? ct__now() : 0;
   atomic_store_explicit(&w->claimed, false, memory_order_relaxed);
   w->next_idle = p->idle;
   p->idle = w;
   if (spin_for_work(p, w))
     goto woken;
-  give_back_memory(p);
-  bool learn = p->cfg.idle_spin > 0; /* only then is the clock read here */
-  double slept_at = learn ? ct__now() : 0;
+  bool trim = give_back_memory(p);
   while (!atomic_load_explicit(&w->claimed, memory_order_acquire)) {
-    struct timespec deadline = ct__deadline(p->cfg.keepalive);
+    /* Owing the slab a second pass, wake for it first: not a keepalive end. */
+    struct timespec deadline = ct__deadline(trim ? CT__SLAB_DECAY : p->cfg.keepalive);
     w->sleeping = true;
     int rc = pthread_cond_timedwait(&w->cond, &p->lock, &deadline);
     w->sleeping = false;
-    if (learn) {
-      learn_from_sleep(p, ct__now() - slept_at);
+    if (learn && rc != 0 && !atomic_load(&w->claimed)) { /* no work came while it slept */
+      learn_from_sleep(p, ct__now() - idle_since);
       learn = false;
     }
-    if (rc != 0 && !atomic_load(&w->claimed) && p->threads > p->cfg.min_threads) {
+    if (rc != 0 && trim) {
+      trim = give_back_memory(p);
+    } else if (rc != 0 && !atomic_load(&w->claimed) && p->threads > p->cfg.min_threads) {
       leave_idle(w);
       return false;
     }
   }
+  /* Claimed: the work came claimed_at. Measured from then, not from when
+   * the thread woke, which a busy machine delays past any spin; counted
+   * also when the claim came before the thread slept. */
+  if (learn)
+    learn_from_sleep(p, w->claimed_at - idle_since);
 woken:
   if (atomic_load_explicit(&w->claimed, memory_order_relaxed))
     w->has_slot = true; /* the claim's unit of `busy` is this thread's now */

@@ -476,10 +476,19 @@ ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *ar
 int ct__supervisor_track(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out) {
   if (!out)
     return 0;
-  if (ct__handles_add(&sup->handles, t) != 0)
+  /* Until the table has it, nobody else can reach the new task: the
+   * handle's reference and the flag are counted with plain stores, which
+   * the table's insertion publishes, not with read-modify-writes. */
+  unsigned refs = atomic_load_explicit(&t->refs, memory_order_relaxed);
+  unsigned flags = atomic_load_explicit(&t->flags, memory_order_relaxed);
+  atomic_store_explicit(&t->refs, refs + 1, memory_order_relaxed);
+  atomic_store_explicit(&t->flags, flags | CT__F_REGISTERED, memory_order_relaxed);
+  if (ct__handles_add(&sup->handles, t) != 0) {
+    atomic_store_explicit(&t->refs, refs, memory_order_relaxed);
+    atomic_store_explicit(&t->flags, flags, memory_order_relaxed);
     return CT_ENOMEM;
-  atomic_fetch_or(&t->flags, CT__F_REGISTERED);
-  *out = ct_task_ref(t);
+  }
+  *out = t;
   return 0;
 }
 
