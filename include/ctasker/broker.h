@@ -83,7 +83,9 @@ CT_EXPORT int ct_broker_new(ct_supervisor_t *sup, const ct_broker_opts_t *opts,
 
 /** Close the connection, end the handle's loop and free the handle. Free it
  * before the supervisor is freed (stopping the supervisor first is fine),
- * once no other thread uses it. ct_broker_free(NULL) does nothing.
+ * once no other thread uses it; asynchronous calls still in flight are
+ * answered CT_ESHUTDOWN (their callbacks posted to their loops) as it
+ * ends the handle's loop. ct_broker_free(NULL) does nothing.
  * Thread-safety: any thread but the handle's own loop thread. */
 CT_EXPORT void ct_broker_free(ct_broker_t *broker);
 
