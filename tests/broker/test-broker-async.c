@@ -430,6 +430,56 @@ TEST(many_calls_from_the_handles_own_loop_share_one_connection) {
   test_redis_stop(&r);
 }
 
+/* Whether the server has read its data back (it answers LOADING until). */
+static bool loaded(test_redis_t *r) {
+  redisReply *x = test_redis(r, "XLEN " STREAM);
+  bool up = x->type == REDIS_REPLY_INTEGER;
+  freeReplyObject(x);
+  return up;
+}
+
+/* Calls waiting while the server restarts (with its data: AOF) are
+ * answered once it is back: the waiting connection is made again and
+ * blocks again on their lists. */
+TEST(calls_waiting_through_a_server_restart_are_answered) {
+  static const char *const aof[] = {"--appendonly", "yes", NULL};
+  test_redis_t r = {0};
+  test_redis_start(&r, aof);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b = broker_open(sup, r.url, 5);
+  register_name(&r, "echo");
+  answer_t c[IN_FLIGHT] = {0};
+  for (int i = 0; i < IN_FLIGHT; i++) {
+    json_t *kw = json_pack("{s:i}", "x", i);
+    CHECK_OK(ct_broker_call_async(b, "echo", kw, NULL, 60, NULL, on_call, &c[i]));
+    json_decref(kw);
+  }
+  WAIT_FOR(test_redis_int(&r, "XLEN " STREAM) == IN_FLIGHT);
+  settle(b, NULL);
+  WAIT_FOR(blpop_clients(&r) == 1);
+  test_redis_halt(&r, false);
+  test_redis_start(&r, aof);
+  WAIT_FOR(loaded(&r));
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN " STREAM), IN_FLIGHT);
+  ct_broker_t *wb = broker_open(sup, r.url, 5);
+  CHECK_OK(ct_broker_register(wb, "echo", echo, NULL));
+  CHECK_OK(ct_broker_worker_start(wb, NULL));
+  for (int i = 0; i < IN_FLIGHT; i++) {
+    WAIT_FOR(atomic_load(&c[i].count) == 1);
+    CHECK_OK(c[i].rc);
+    CHECK_EQ_INT((int)json_integer_value(json_object_get(c[i].result, "x")), i);
+  }
+  settle(b, NULL);
+  for (int i = 0; i < IN_FLIGHT; i++) {
+    CHECK_EQ_INT(atomic_load(&c[i].count), 1);
+    json_decref(c[i].result);
+  }
+  ct_broker_free(wb);
+  ct_broker_free(b);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
 /* What the blocking forms refuse is refused at once, with their codes, and
  * never answered; kwargs over the payload limit too. */
 TEST(bad_input_is_refused_at_once_and_never_answered) {
@@ -531,6 +581,7 @@ int main(void) {
   RUN(a_call_answers_at_its_deadline_while_the_server_is_stopped);
   RUN(calls_in_flight_answer_shutdown_when_the_handle_goes);
   RUN(many_calls_from_the_handles_own_loop_share_one_connection);
+  RUN(calls_waiting_through_a_server_restart_are_answered);
   RUN(bad_input_is_refused_at_once_and_never_answered);
   RUN(a_forgotten_script_is_sent_again);
   RUN(an_answer_for_an_ended_loop_is_not_lost);
