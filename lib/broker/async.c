@@ -7,7 +7,9 @@
  * caller's kwargs are copied by then. From there on it lives on the loop
  * thread of the handle's connection: everything marked L below is touched
  * there only, and nothing there ever waits, since every command is posted
- * (ct__rconn_post()) and its completion comes back to that thread.
+ * (ct__rconn_post()) and its completion comes back to that thread. No lock
+ * of its own: the handle's lock only to make this side on first use, the
+ * submit script's lock only around its SHA1.
  *
  * Waiting for calls. A call's task pushes its final status onto its done
  * list (docs/wire-format.md), as for ct_broker_call(). All the calls of a
@@ -19,8 +21,8 @@
  * waiting. A call that starts waiting while a BLPOP blocks ends it with
  * CLIENT UNBLOCK (the waiter's client id is asked with CLIENT ID just ahead
  * of each BLPOP), once per BLPOP however many calls start meanwhile; an
- * unblock that misses (the waiter reconnected in between) costs at most
- * the bound. So one connection serves any number of calls, and the wire
+ * unblock that misses (the waiter reconnected in between, or the BLPOP
+ * reached the server after it) costs at most the bound. So one connection serves any number of calls, and the wire
  * format is the blocking call's: any worker answers an asynchronous call.
  * The price is that each BLPOP costs O(calls waiting) in Redis, once per
  * answer: with 1000 calls waiting at once, about 0.13 ms of Redis CPU per
