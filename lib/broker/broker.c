@@ -8,11 +8,10 @@
  * stream entry, or for a delay or ETA ahead the delayed set's member) are
  * one Lua script, so a refused task leaves nothing behind and an accepted
  * one is whole. The handle holds no state of its own after creation but
- * idle connections for calls and, made on first use, the side of the
- * asynchronous calls (async.c, which sends what ct__broker_submit_by()
- * checked and encoded): every call is one command on the connection, and
- * the connection serializes them; a call's commands are each bounded by
- * what is left of its own deadline.
+ * idle connections for calls: every call is one command on the connection,
+ * and the connection serializes them; a call's commands are each bounded
+ * by what is left of its own deadline. The asynchronous calls (async.c,
+ * made on first use) send what ct__broker_submit_by() checked and encoded.
  */
 #include <limits.h>
 #include <math.h>

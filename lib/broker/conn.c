@@ -6,15 +6,15 @@
  * Threads. Everything marked L below is touched on the loop thread only.
  * Another thread enters only through ct_loop_call(): it formats its command
  * (pure, thread-safe), posts it, and sleeps on a small shared record, the
- * call, until the loop answers; or, posting it with ct__rconn_post(), it
- * leaves a completion that the loop calls instead of waking anyone. Every
- * call is answered: by its reply, by its deadline, or, when the loop ends
- * (ct__rconn_free() stops it, or its supervisor stopped), by an ev_cleanup
- * watcher that closes everything on the loop thread just before libev
- * destroys the loop. The call is counted
+ * call, until the loop answers. Every call is answered: by its reply, by
+ * its deadline, or, when the loop ends (ct__rconn_free() stops it, or its
+ * supervisor stopped), by an ev_cleanup watcher that closes everything on
+ * the loop thread just before libev destroys the loop. The call is counted
  * (caller and loop); a caller that gives up anyway (a generous bound, a
  * guard against a hang) marks it abandoned under its lock, so the loop
- * never writes into a caller that has gone.
+ * never writes into a caller that has gone. A command posted with
+ * ct__rconn_post() has nobody sleeping on it: where a call would be
+ * answered, the loop calls its completion instead.
  *
  * Deadlines. hiredis 0.14 has none for async contexts, so each command
  * carries an ev_timer from the moment it reaches the loop: a command still
@@ -67,8 +67,8 @@ typedef struct ct__rop ct__rop_t;
 struct ct__rop {
   ct__rconn_t *c;
   ct__rcall_t *call; /* L: NULL once answered */
-  ct__rconn_done_fn done; /* L: a posted command's completion, NULL once answered */
-  ct__rconn_reply_fn reply; /* a posted command's reader */
+  ct__rconn_done_fn done;   /* L: a posted command's completion, NULL once answered */
+  ct__rconn_reply_fn reply; /* L: a posted command's reader, NULL once answered */
   void *data;               /* given to reply and done */
   char *cmd;         /* the formatted command */
   size_t len;
