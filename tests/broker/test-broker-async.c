@@ -480,6 +480,64 @@ TEST(calls_waiting_through_a_server_restart_are_answered) {
   test_redis_stop(&r);
 }
 
+static json_t *nap(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self;
+  (void)data;
+  check_sleep((double)json_integer_value(json_object_get(kwargs, "ms")) / 1000);
+  return json_deep_copy(kwargs);
+}
+
+#define RACED 300
+
+/* Deadlines that fire as replies come, and the handle freed under calls
+ * of every kind: still one answer each, with a right result, a deadline
+ * or the shutdown. */
+TEST(deadlines_replies_and_free_race_yet_answer_once) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *wb = broker_open(sup, r.url, 30);
+  CHECK_OK(ct_broker_register(wb, "nap", nap, NULL));
+  CHECK_OK(ct_broker_worker_start(wb, NULL));
+  ct_broker_t *b = broker_open(sup, r.url, 30);
+  static answer_t a[RACED];
+  memset(a, 0, sizeof a);
+  for (int i = 0; i < RACED; i++) {
+    json_t *kw = json_pack("{s:i,s:i}", "ms", i % 7, "i", i);
+    if (i % 3 == 0)
+      CHECK_OK(ct_broker_submit_async(b, "nap", kw, NULL, NULL, on_submit, &a[i]));
+    else if (i % 3 == 1)
+      CHECK_OK(ct_broker_get_async(b, "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b", NULL, on_get,
+                                   &a[i]));
+    else
+      CHECK_OK(ct_broker_call_async(b, "nap", kw, NULL, 0.001 * (i % 50 + 1), NULL, on_call,
+                                    &a[i]));
+    json_decref(kw);
+  }
+  WAIT_FOR(atomic_load(&a[RACED / 2].count) == 1);
+  ct_broker_free(b);
+  int ok = 0, late = 0, gone = 0;
+  for (int i = 0; i < RACED; i++) {
+    WAIT_FOR(atomic_load(&a[i].count) == 1);
+    int rc = a[i].rc;
+    CHECK(rc == 0 || rc == CT_ENOENT || rc == CT_ETIMEDOUT || rc == CT_ESHUTDOWN);
+    if (rc == 0 && i % 3 == 2)
+      CHECK_EQ_INT((int)json_integer_value(json_object_get(a[i].result, "i")), i);
+    ok += rc == 0 || rc == CT_ENOENT;
+    late += rc == CT_ETIMEDOUT;
+    gone += rc == CT_ESHUTDOWN;
+  }
+  settle(wb, NULL);
+  for (int i = 0; i < RACED; i++) {
+    CHECK_EQ_INT(atomic_load(&a[i].count), 1);
+    json_decref(a[i].result);
+  }
+  printf("raced: %d answered, %d past their deadline, %d shut down\n", ok, late, gone);
+  ct_broker_free(wb);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
 /* What the blocking forms refuse is refused at once, with their codes, and
  * never answered; kwargs over the payload limit too. */
 TEST(bad_input_is_refused_at_once_and_never_answered) {
@@ -582,6 +640,7 @@ int main(void) {
   RUN(calls_in_flight_answer_shutdown_when_the_handle_goes);
   RUN(many_calls_from_the_handles_own_loop_share_one_connection);
   RUN(calls_waiting_through_a_server_restart_are_answered);
+  RUN(deadlines_replies_and_free_race_yet_answer_once);
   RUN(bad_input_is_refused_at_once_and_never_answered);
   RUN(a_forgotten_script_is_sent_again);
   RUN(an_answer_for_an_ended_loop_is_not_lost);
