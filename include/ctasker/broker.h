@@ -229,7 +229,8 @@ typedef void (*ct_broker_call_cb)(int rc, json_t *result, void *data);
  * cb(rc, id, data) runs later on `loop` (NULL: the supervisor's default
  * loop, ct_loop_get()) with what ct_broker_submit() would have returned:
  * 0 and the id, CT_ENOENT, CT_ETIMEDOUT (no reply within command_timeout),
- * or CT_ESHUTDOWN if the handle is freed or its supervisor stops first.
+ * CT_ENOMEM, or CT_ESHUTDOWN if the handle is freed or its supervisor
+ * stops first.
  * Returns 0: cb runs exactly once, on `loop`'s thread (or, if that loop has
  * ended by then, at once on the handle's own loop thread); CT_EINVAL (NULL
  * broker or cb, and as ct_broker_submit()); CT_ESHUTDOWN (the handle's loop
@@ -256,8 +257,8 @@ CT_EXPORT int ct_broker_get_async(ct_broker_t *broker, const char *id, ct_loop_t
  * run it), and cb(rc, result, data) runs later on `loop` (NULL: the
  * default loop) with the result or the exception JSON (0), CT_ETIMEDOUT
  * when the deadline passes first (at the deadline, even if Redis stalls:
- * the timer is the handle's own), CT_ENOENT, or CT_ESHUTDOWN if the handle
- * is freed or its supervisor stops first. All the calls of a handle wait
+ * the timer is the handle's own), CT_ENOENT, CT_ENOMEM, or CT_ESHUTDOWN if
+ * the handle is freed or its supervisor stops first. All the calls of a handle wait
  * on one connection of its own, made on first use: one blocking read
  * (BLPOP) on the done lists of every call waiting, so many calls in flight
  * cost one connection, not one each.
