@@ -20,7 +20,10 @@
  * Every connection failure goes to the log callback with its reason.
  *
  * Calls wait for their reply on the calling thread, so they may be made from
- * any thread but the handle's own loop thread (CT_EDEADLK there).
+ * any thread but the handle's own loop thread (CT_EDEADLK there). Their
+ * asynchronous forms (ct_broker_submit_async(), ct_broker_get_async(),
+ * ct_broker_call_async()) never wait: they may be made from any thread, a
+ * loop's included, and answer through a callback on a loop.
  *
  * Built without the `redis` feature (hiredis), every call returns
  * CT_ENOTSUP.
@@ -31,6 +34,7 @@
 #include <jansson.h>
 
 #include "common.h"
+#include "loop.h"
 #include "supervisor.h"
 
 #ifdef __cplusplus
@@ -79,7 +83,9 @@ CT_EXPORT int ct_broker_new(ct_supervisor_t *sup, const ct_broker_opts_t *opts,
 
 /** Close the connection, end the handle's loop and free the handle. Free it
  * before the supervisor is freed (stopping the supervisor first is fine),
- * once no other thread uses it. ct_broker_free(NULL) does nothing.
+ * once no other thread uses it; asynchronous calls still in flight are
+ * answered CT_ESHUTDOWN (their callbacks posted to their loops) as it
+ * ends the handle's loop. ct_broker_free(NULL) does nothing.
  * Thread-safety: any thread but the handle's own loop thread. */
 CT_EXPORT void ct_broker_free(ct_broker_t *broker);
 
@@ -199,6 +205,71 @@ typedef struct ct_broker_info {
  * the wire format: the reason is logged); CT_ETIMEDOUT; CT_ESHUTDOWN;
  * CT_ENOMEM. Thread-safety: any thread but the handle's loop thread. */
 CT_EXPORT int ct_broker_get(ct_broker_t *broker, const char *id, ct_broker_info_t *out);
+
+/** The answer of ct_broker_submit_async(): rc as ct_broker_submit()
+ * returns it and, if 0, the task id (valid during the callback: copy it to
+ * keep it), else NULL. Runs on the loop the call named. */
+typedef void (*ct_broker_submit_cb)(int rc, const char *id, void *data);
+
+/** The answer of ct_broker_get_async(): rc as ct_broker_get() returns it
+ * and, if 0, the task's info, else NULL. info and its result are valid
+ * during the callback (json_incref() the result to keep it). Runs on the
+ * loop the call named. */
+typedef void (*ct_broker_get_cb)(int rc, const ct_broker_info_t *info, void *data);
+
+/** The answer of ct_broker_call_async(): rc as ct_broker_call() returns it
+ * and, if 0, the result or the exception JSON (ct_result_is_error()
+ * tells), valid during the callback (json_incref() it to keep it), else
+ * NULL. Runs on the loop the call named. */
+typedef void (*ct_broker_call_cb)(int rc, json_t *result, void *data);
+
+/** ct_broker_submit() that does not wait: the submission is checked now
+ * (every error ct_broker_submit() finds without Redis is returned here, the
+ * same, and cb is never called), kwargs are copied before it returns, and
+ * cb(rc, id, data) runs later on `loop` (NULL: the supervisor's default
+ * loop, ct_loop_get()) with what ct_broker_submit() would have returned:
+ * 0 and the id, CT_ENOENT, CT_ETIMEDOUT (no reply within command_timeout),
+ * CT_ENOMEM, or CT_ESHUTDOWN if the handle is freed or its supervisor
+ * stops first.
+ * Returns 0: cb runs exactly once, on `loop`'s thread (or, if that loop has
+ * ended by then, at once on the handle's own loop thread); CT_EINVAL (NULL
+ * broker or cb, and as ct_broker_submit()); CT_ESHUTDOWN (the handle's loop
+ * has ended); CT_ENOMEM.
+ * Thread-safety: any thread, loop threads included (the handle's own
+ * too). */
+CT_EXPORT int ct_broker_submit_async(ct_broker_t *broker, const char *name,
+                                     const json_t *kwargs,
+                                     const ct_broker_submit_opts_t *opts, ct_loop_t *loop,
+                                     ct_broker_submit_cb cb, void *data);
+
+/** ct_broker_get() that does not wait: cb(rc, info, data) runs later on
+ * `loop` (NULL: the default loop) with what ct_broker_get() would have
+ * returned, or CT_ESHUTDOWN if the handle is freed or its supervisor
+ * stops first. Returns 0: cb runs exactly once, as for
+ * ct_broker_submit_async(); CT_EINVAL (NULL broker or cb, an id that is
+ * not a task id); CT_ESHUTDOWN; CT_ENOMEM (cb is then never called).
+ * Thread-safety: any thread, loop threads included. */
+CT_EXPORT int ct_broker_get_async(ct_broker_t *broker, const char *id, ct_loop_t *loop,
+                                  ct_broker_get_cb cb, void *data);
+
+/** ct_broker_call() that does not wait: the task is submitted with the
+ * same deadline (a worker that takes it after `timeout` seconds does not
+ * run it), and cb(rc, result, data) runs later on `loop` (NULL: the
+ * default loop) with the result or the exception JSON (0), CT_ETIMEDOUT
+ * when the deadline passes first (at the deadline, even if Redis stalls:
+ * the timer is the handle's own), CT_ENOENT, CT_ENOMEM, or CT_ESHUTDOWN if
+ * the handle is freed or its supervisor stops first. All the calls of a handle wait
+ * on one connection of its own, made on first use: one blocking read
+ * (BLPOP) on the done lists of every call waiting, so many calls in flight
+ * cost one connection, not one each.
+ * Returns 0: cb runs exactly once, as for ct_broker_submit_async();
+ * CT_EINVAL (NULL broker or cb, a timeout not > 0: INFINITY waits for
+ * ever, and as ct_broker_call()); CT_ESHUTDOWN; CT_ENOMEM (cb is then
+ * never called). Thread-safety: any thread, loop threads included. */
+CT_EXPORT int ct_broker_call_async(ct_broker_t *broker, const char *name,
+                                   const json_t *kwargs, const ct_broker_submit_opts_t *opts,
+                                   double timeout, ct_loop_t *loop, ct_broker_call_cb cb,
+                                   void *data);
 
 /** A task handler: runs the task `name` it was registered for, on a pool
  * thread of the supervisor, with `kwargs` (borrowed: valid during the

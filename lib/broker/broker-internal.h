@@ -6,6 +6,7 @@
 
 #include "conn.h"
 #include "ctasker/broker.h"
+#include "script.h"
 #include "url.h"
 
 /* The streams, highest priority class first. */
@@ -24,6 +25,10 @@ struct ct__bhandler {
 };
 
 typedef struct ct__bworker ct__bworker_t;
+
+/* The asynchronous calls of a handle, and one of them (async.c). */
+typedef struct ct__basync ct__basync_t;
+typedef struct ct__basync_call ct__basync_call_t;
 
 /* A process handler's settings (process-handler.c). */
 typedef struct ct__bproc ct__bproc_t;
@@ -53,6 +58,7 @@ struct ct_broker {
   struct ct__bmetrics *metrics; /* lock: made on first use (metrics.c) */
   ct__bproc_t *procs;           /* lock: process handlers' settings */
   ct__bloop_t *loops;           /* lock: loop handlers' settings */
+  ct__basync_t *async;          /* lock: made on first use (async.c) */
 };
 
 /* A new key "<prefix><a><c>", or NULL. */
@@ -70,6 +76,41 @@ void ct__bprocs_free(ct__bproc_t *p);
 
 /* Free a list of loop handlers' settings (NULL does nothing). */
 void ct__bloops_free(ct__bloop_t *h);
+/* Check and encode a submission as ct_broker_submit() does, with the
+ * caller's deadline (Unix ms; 0: none) in the entry, then run its script:
+ * here, waiting `wait` seconds for the reply, which writes the task id to
+ * id (post NULL), or through ct__basync_script() for `post` (id unused:
+ * the call's own gets it). Returns ct_broker_submit()'s codes; with post,
+ * 0 once the command is ready to send. */
+int ct__broker_submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
+                         const ct_broker_submit_opts_t *opts, int64_t deadline_ms, double wait,
+                         ct__basync_call_t *post, char id[CT_BROKER_ID_SIZE]);
+
+/* The Unix ms of a call's deadline, `timeout` seconds (> 0) from now. */
+int64_t ct__broker_deadline_ms(double timeout);
+
+/* Check a task id as ct_broker_get() does and make its record's key.
+ * Returns 0 and *key (free it); CT_EINVAL; CT_ENOMEM. */
+int ct__broker_record_key(const ct_broker_t *b, const char *id, char **key);
+
+/* What a task record's reply (HGETALL) says, as ct_broker_get() reads it:
+ * a ct__rconn_reply_fn whose data is a ct__bget_t. */
+typedef struct ct__bget {
+  ct_broker_t *b;
+  const char *id;
+  ct_broker_info_t *info; /* zeroed by the caller */
+} ct__bget_t;
+int ct__broker_get_reply(const redisReply *r, void *data);
+
+/* Take a submission's script command (argv as for ct__bscript_run(); the
+ * reply goes to fn with the call's own copy of id) for the call to send:
+ * copies what it needs. Returns 0 or CT_ENOMEM. */
+int ct__basync_script(ct__basync_call_t *call, ct__bscript_t *s, int argc, const char **argv,
+                      const size_t *argvlen, ct__rconn_reply_fn fn, const char *id);
+
+/* End a handle's asynchronous side once its connection's loop has ended
+ * (every call has been answered): NULL does nothing. */
+void ct__basync_free(ct__basync_t *a);
 
 /* Stop the worker, waiting for its running tasks, and free it. */
 void ct__bworker_free(ct__bworker_t *w);

@@ -97,3 +97,40 @@ void ct_broker_run_on_cancel(ct_broker_run_t *run, ct_broker_cancel_fn fn, void 
   (void)fn;
   (void)data;
 }
+
+int ct_broker_submit_async(ct_broker_t *broker, const char *name, const json_t *kwargs,
+                           const ct_broker_submit_opts_t *opts, ct_loop_t *loop,
+                           ct_broker_submit_cb cb, void *data) {
+  (void)broker;
+  (void)name;
+  (void)kwargs;
+  (void)opts;
+  (void)loop;
+  (void)cb;
+  (void)data;
+  return CT_ENOTSUP;
+}
+
+int ct_broker_get_async(ct_broker_t *broker, const char *id, ct_loop_t *loop, ct_broker_get_cb cb,
+                        void *data) {
+  (void)broker;
+  (void)id;
+  (void)loop;
+  (void)cb;
+  (void)data;
+  return CT_ENOTSUP;
+}
+
+int ct_broker_call_async(ct_broker_t *broker, const char *name, const json_t *kwargs,
+                         const ct_broker_submit_opts_t *opts, double timeout, ct_loop_t *loop,
+                         ct_broker_call_cb cb, void *data) {
+  (void)broker;
+  (void)name;
+  (void)kwargs;
+  (void)opts;
+  (void)timeout;
+  (void)loop;
+  (void)cb;
+  (void)data;
+  return CT_ENOTSUP;
+}

@@ -10,7 +10,8 @@
  * one is whole. The handle holds no state of its own after creation but
  * idle connections for calls: every call is one command on the connection,
  * and the connection serializes them; a call's commands are each bounded
- * by what is left of its own deadline.
+ * by what is left of its own deadline. The asynchronous calls (async.c,
+ * made on first use) send what ct__broker_submit_by() checked and encoded.
  */
 #include <limits.h>
 #include <math.h>
@@ -175,6 +176,7 @@ void ct_broker_free(ct_broker_t *b) {
     free(r);
   }
   ct__rconn_free(b->conn);
+  ct__basync_free(b->async); /* after its calls were answered as the loop ended */
   while (b->handlers) {
     ct__bhandler_t *h = b->handlers;
     b->handlers = h->next;
@@ -239,19 +241,16 @@ static int submit_opts(const ct_broker_t *b, const ct_broker_submit_opts_t *in,
   return ct__opts_read(&c, o, sizeof *o, in, offsetof(ct_broker_submit_opts_t, delay));
 }
 
-typedef struct {
-  char *id; /* in: the new task's id; out: the first task's, for a used key */
-} submit_ctx_t;
-
+/* data: the new task's id, replaced by the first task's for a used key. */
 static int submit_reply(const redisReply *r, void *data) {
-  submit_ctx_t *sc = data;
+  char *id = data;
   if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
       r->element[0]->type != REDIS_REPLY_INTEGER)
     return CT_EINVAL; /* a script error: the server is not one we can use */
   long long code = r->element[0]->integer;
   if (code == 2 && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING &&
       ct__bmsg_id_ok(r->element[1]->str, r->element[1]->len)) {
-    memcpy(sc->id, r->element[1]->str, CT_BROKER_ID_SIZE); /* with its NUL */
+    memcpy(id, r->element[1]->str, CT_BROKER_ID_SIZE); /* with its NUL */
     return 0;
   }
   return code == 1 ? 0 : code == 0 ? CT_ENOENT : CT_EINVAL;
@@ -265,6 +264,7 @@ typedef struct {
   size_t max_payload;
   const char *key;   /* idempotency key, or NULL */
   double wait;       /* seconds for the reply */
+  ct__basync_call_t *post; /* NULL: wait for the reply here; else async.c's */
 } submission_t;
 
 /* The delayed set's member for message m: a JSON array of the level's
@@ -323,9 +323,10 @@ static int run_submit(ct_broker_t *b, const ct__bmsg_t *m, const submission_t *s
       argvlen[i] = strlen(argv[i]);
     memcpy(argv + argc, w.argv, w.argc * sizeof *argv);
     memcpy(argvlen + argc, w.argvlen, w.argc * sizeof *argvlen);
-    submit_ctx_t sc = {id};
-    rc = ct__bscript_run(b->conn, &submit, sub->wait, argc + (int)w.argc, argv, argvlen,
-                         submit_reply, &sc);
+    rc = sub->post ? ct__basync_script(sub->post, &submit, argc + (int)w.argc, argv, argvlen,
+                                       submit_reply, id)
+                   : ct__bscript_run(b->conn, &submit, sub->wait, argc + (int)w.argc, argv,
+                                     argvlen, submit_reply, id);
   }
   free(member);
   ct__bmsg_wire_free(&w);
@@ -366,13 +367,11 @@ static int message_of(const char *name, const json_t *kwargs, const ct_broker_su
   return m->kwargs ? 0 : CT_ENOMEM;
 }
 
-/* Submit, with the caller's deadline (Unix ms; 0: none) in the entry,
- * waiting `wait` seconds for the reply. */
-static int submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
-                     const ct_broker_submit_opts_t *in, int64_t deadline_ms, double wait,
-                     char id[CT_BROKER_ID_SIZE]) {
+int ct__broker_submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
+                         const ct_broker_submit_opts_t *in, int64_t deadline_ms, double wait,
+                         ct__basync_call_t *post, char id[CT_BROKER_ID_SIZE]) {
   ct_broker_submit_opts_t o = CT_BROKER_SUBMIT_OPTS_INIT;
-  int rc = b && id ? submit_opts(b, in, &o) : CT_EINVAL;
+  int rc = b && (id || post) ? submit_opts(b, in, &o) : CT_EINVAL;
   if (rc == 0)
     rc = check_submit(b, name, kwargs, &o);
   if (rc == 0 && deadline_ms && o.key)
@@ -382,7 +381,7 @@ static int submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
     rc = message_of(name, kwargs, &o, deadline_ms, &m);
   submission_t sub = {level_of(o.priority),
                       o.result_ttl > 0 ? fmin(o.result_ttl, TTL_MAX) : DEFAULT_TTL, 0,
-                      o.max_payload ? o.max_payload : DEFAULT_MAX_PAYLOAD, o.key, wait};
+                      o.max_payload ? o.max_payload : DEFAULT_MAX_PAYLOAD, o.key, wait, post};
   if (rc == 0)
     rc = due_of(&o, m.enqueued_ms, &sub.due_ms);
   char got[CT_BROKER_ID_SIZE];
@@ -390,14 +389,18 @@ static int submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
   if (rc == 0)
     rc = run_submit(b, &m, &sub, got);
   ct__bmsg_clear(&m);
-  if (rc == 0)
+  if (rc == 0 && !post)
     memcpy(id, got, CT_BROKER_ID_SIZE);
   return rc;
 }
 
 int ct_broker_submit(ct_broker_t *b, const char *name, const json_t *kwargs,
                      const ct_broker_submit_opts_t *opts, char id[CT_BROKER_ID_SIZE]) {
-  return submit_by(b, name, kwargs, opts, 0, b ? b->command_timeout : 0, id);
+  return ct__broker_submit_by(b, name, kwargs, opts, 0, b ? b->command_timeout : 0, NULL, id);
+}
+
+int64_t ct__broker_deadline_ms(double timeout) {
+  return ct__broker_unix_ms() + (int64_t)ceil(fmin(timeout, TTL_MAX) * 1000);
 }
 
 static int get_within(ct_broker_t *b, const char *id, double wait, ct_broker_info_t *out);
@@ -480,8 +483,8 @@ int ct_broker_call(ct_broker_t *b, const char *name, const json_t *kwargs,
     return CT_EINVAL;
   double end = ct_now() + timeout;
   char id[CT_BROKER_ID_SIZE];
-  int64_t deadline = ct__broker_unix_ms() + (int64_t)ceil(fmin(timeout, TTL_MAX) * 1000);
-  int rc = submit_by(b, name, kwargs, opts, deadline, call_wait(b, end), id);
+  int rc = ct__broker_submit_by(b, name, kwargs, opts, ct__broker_deadline_ms(timeout),
+                                call_wait(b, end), NULL, id);
   if (rc == 0)
     rc = wait_done(b, id, end);
   ct_broker_info_t info;
@@ -492,14 +495,8 @@ int ct_broker_call(ct_broker_t *b, const char *name, const json_t *kwargs,
   return rc;
 }
 
-typedef struct {
-  ct_broker_t *b;
-  const char *id;
-  ct_broker_info_t *info;
-} get_ctx_t;
-
-static int get_reply(const redisReply *r, void *data) {
-  get_ctx_t *g = data;
+int ct__broker_get_reply(const redisReply *r, void *data) {
+  ct__bget_t *g = data;
   if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) {
     /* Say why, as for a malformed hash: WRONGTYPE names a key some other
      * program wrote where the record belongs. */
@@ -533,17 +530,23 @@ int ct_broker_get(ct_broker_t *b, const char *id, ct_broker_info_t *out) {
   return b ? get_within(b, id, b->command_timeout, out) : CT_EINVAL;
 }
 
+int ct__broker_record_key(const ct_broker_t *b, const char *id, char **key) {
+  if (!b || !id || !ct__bmsg_id_ok(id, strlen(id)))
+    return CT_EINVAL;
+  *key = ct__broker_key(b, "task:", id);
+  return *key ? 0 : CT_ENOMEM;
+}
+
 /* ct_broker_get() whose command has `wait` seconds for its reply. */
 static int get_within(ct_broker_t *b, const char *id, double wait, ct_broker_info_t *out) {
-  if (!id || !out || !ct__bmsg_id_ok(id, strlen(id)))
-    return CT_EINVAL;
+  char *k = NULL;
+  int rc = out ? ct__broker_record_key(b, id, &k) : CT_EINVAL;
+  if (rc != 0)
+    return rc;
   memset(out, 0, sizeof *out);
-  char *k = ct__broker_key(b, "task:", id);
-  if (!k)
-    return CT_ENOMEM;
-  get_ctx_t g = {b, id, out};
+  ct__bget_t g = {b, id, out};
   const char *argv[2] = {"HGETALL", k};
-  int rc = ct__rconn_command_within(b->conn, wait, 2, argv, NULL, get_reply, &g);
+  rc = ct__rconn_command_within(b->conn, wait, 2, argv, NULL, ct__broker_get_reply, &g);
   free(k);
   return rc;
 }

@@ -12,7 +12,9 @@
  * the loop thread just before libev destroys the loop. The call is counted
  * (caller and loop); a caller that gives up anyway (a generous bound, a
  * guard against a hang) marks it abandoned under its lock, so the loop
- * never writes into a caller that has gone.
+ * never writes into a caller that has gone. A command posted with
+ * ct__rconn_post() has nobody sleeping on it: where a call would be
+ * answered, the loop calls its completion instead.
  *
  * Deadlines. hiredis 0.14 has none for async contexts, so each command
  * carries an ev_timer from the moment it reaches the loop: a command still
@@ -65,6 +67,9 @@ typedef struct ct__rop ct__rop_t;
 struct ct__rop {
   ct__rconn_t *c;
   ct__rcall_t *call; /* L: NULL once answered */
+  ct__rconn_done_fn done;   /* L: a posted command's completion, NULL once answered */
+  ct__rconn_reply_fn reply; /* L: a posted command's reader, NULL once answered */
+  void *data;               /* given to reply and done */
   char *cmd;         /* the formatted command */
   size_t len;
   bool sent;         /* L: hiredis holds it and will call on_reply */
@@ -193,6 +198,16 @@ static void op_free(ct__rop_t *op) {
 
 /* Answer op's caller with a reply, or with rc_without if none. */
 static void op_answer(ct__rop_t *op, const redisReply *r, int rc_without) {
+  if (!op->call && (op->reply || op->done)) { /* posted: nobody waits */
+    ct__rconn_reply_fn reply = op->reply;
+    ct__rconn_done_fn done = op->done;
+    op->reply = NULL;
+    op->done = NULL;
+    int rc = r && reply ? reply(r, op->data) : r ? 0 : rc_without;
+    if (done)
+      done(rc, op->data);
+    return;
+  }
   if (!op->call)
     return;
   call_answer(op->call, r, rc_without);
@@ -572,6 +587,43 @@ int ct__rconn_command_within(ct__rconn_t *c, double timeout, int argc, const cha
     return rc;
   }
   return call_wait(call, 2 * timeout + 5);
+}
+
+int ct__rconn_open(const ct__rconn_opts_t *o, ct__rconn_t **out) {
+  ct__rconn_t *c = calloc(1, sizeof *c);
+  if (!c)
+    return CT_ENOMEM;
+  int rc = conn_init(c, o);
+  if (rc != 0) {
+    conn_destroy(c);
+    return rc;
+  }
+  rc = ct_loop_call(c->loop, on_loop_start, c);
+  if (rc != 0) {
+    ct__rconn_free(c);
+    return rc;
+  }
+  *out = c;
+  return 0;
+}
+
+int ct__rconn_post(ct__rconn_t *c, double timeout, int argc, const char **argv,
+                   const size_t *argvlen, ct__rconn_reply_fn reply, ct__rconn_done_fn done,
+                   void *data) {
+  ct__rop_t *op = calloc(1, sizeof *op);
+  if (!op)
+    return CT_ENOMEM;
+  int len = redisFormatCommandArgv(&op->cmd, argc, argv, argvlen);
+  if (len < 0) {
+    op_free(op);
+    return CT_ENOMEM;
+  }
+  *op = (ct__rop_t){.c = c, .done = done, .reply = reply, .data = data, .cmd = op->cmd,
+                    .len = (size_t)len, .timeout = timeout};
+  int rc = ct_loop_call(c->loop, on_loop_command, op);
+  if (rc != 0)
+    op_free(op);
+  return rc;
 }
 
 ct_loop_t *ct__rconn_loop(ct__rconn_t *c) { return c->loop; }

@@ -45,6 +45,28 @@ int ct__rconn_command(ct__rconn_t *c, int argc, const char **argv, const size_t 
 int ct__rconn_command_within(ct__rconn_t *c, double timeout, int argc, const char **argv,
                              const size_t *argvlen, ct__rconn_reply_fn on_reply, void *data);
 
+/* Make the loop and start connecting, without waiting: commands posted
+ * meanwhile wait for the connection, each within its own timeout, and a
+ * failed attempt is made again with the same pause as a lost connection.
+ * Returns 0 and *out; CT_ENOMEM, CT_EAGAIN, CT_EMFILE, CT_ESHUTDOWN from
+ * making the loop. */
+int ct__rconn_open(const ct__rconn_opts_t *o, ct__rconn_t **out);
+
+/* Called on the loop thread once a command posted with ct__rconn_post() is
+ * answered: rc is what its reader returned (0 without a reader), or, with
+ * no reply, CT_ETIMEDOUT (none within its timeout, or the connection broke
+ * after it was sent) or CT_ESHUTDOWN (the loop ended). */
+typedef void (*ct__rconn_done_fn)(int rc, void *data);
+
+/* Send one command without waiting for it: reply (may be NULL) reads the
+ * reply, if one comes, and done (may be NULL) is called exactly once, both
+ * on the loop thread, after which the connection no longer touches data. Returns 0; CT_ESHUTDOWN if
+ * the loop has ended, CT_ENOMEM (done is then never called).
+ * Thread-safety: any thread, the loop's included. */
+int ct__rconn_post(ct__rconn_t *c, double timeout, int argc, const char **argv,
+                   const size_t *argvlen, ct__rconn_reply_fn reply, ct__rconn_done_fn done,
+                   void *data);
+
 /* The connection's loop (borrowed, valid until ct__rconn_free()), for
  * timers that go with the connection. */
 ct_loop_t *ct__rconn_loop(ct__rconn_t *c);

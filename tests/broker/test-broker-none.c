@@ -21,6 +21,9 @@ TEST(broker_calls_are_not_supported) {
   ct_broker_run_on_cancel(NULL, NULL, NULL);
   CHECK_EQ_INT(ct_broker_worker_start(NULL, NULL), CT_ENOTSUP);
   CHECK_EQ_INT(ct_broker_worker_stop(NULL, -1), CT_ENOTSUP);
+  CHECK_EQ_INT(ct_broker_submit_async(NULL, "t", NULL, NULL, NULL, NULL, NULL), CT_ENOTSUP);
+  CHECK_EQ_INT(ct_broker_get_async(NULL, "x", NULL, NULL, NULL), CT_ENOTSUP);
+  CHECK_EQ_INT(ct_broker_call_async(NULL, "t", NULL, NULL, 1, NULL, NULL, NULL), CT_ENOTSUP);
   ct_broker_free(NULL);
 }
 
