@@ -31,12 +31,23 @@
  * run nothing: such a command goes back to `waiting`, and the connection
  * holds every command for 0.1 s before it sends them again, each still
  * under its own deadline.
+ *
+ * Writes. hiredis's libev adapter starts a write watcher for every command
+ * and writes once the loop polls again, which costs two epoll_ctl calls and
+ * a loop iteration per command. Here a command only goes into hiredis's
+ * output buffer; an ev_prepare watcher, which runs after every callback of
+ * the iteration and before the poll, writes the whole buffer at once: the
+ * commands that reached the loop together (several threads' calls, a
+ * batch of renewals) go out in one write, and a write that completes
+ * leaves the watcher as it was, so libev changes nothing in epoll. A
+ * partial write keeps the watcher, which finishes it as before.
  */
 #include "conn.h"
 
 #include <ev.h>
 #include <hiredis/adapters/libev.h>
 #include <hiredis/async.h>
+#include <hiredis/sds.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -93,6 +104,7 @@ struct ct__rconn {
   ev_timer loading_timer; /* L: the next try while the server loads its data */
   ct__rop_t *waiting, *waiting_tail; /* L */
   ct__rcall_t *first;     /* L: the creator's wait for the first attempt */
+  ev_prepare flush;       /* L: writes what the iteration's commands added */
   ev_cleanup cleanup;     /* L: closes everything as the loop ends */
   bool closing;           /* L */
   int no_reply_rc;        /* L: what a command without a reply returns */
@@ -427,6 +439,18 @@ static void on_retry(struct ev_loop *ev, ev_timer *w, int revents) {
   connect_start(w->data);
 }
 
+/* Before the loop polls: write the commands added in this iteration, all
+ * in one write, while connected (during a connect, hiredis's own write
+ * watcher finds out when the socket is ready). A write error drops the
+ * connection through on_disconnect, as it would from the write watcher. */
+static void on_flush(struct ev_loop *ev, ev_prepare *w, int revents) {
+  (void)ev;
+  (void)revents;
+  ct__rconn_t *c = w->data;
+  if (c->ac && (c->ac->c.flags & REDIS_CONNECTED) && sdslen(c->ac->c.obuf) > 0)
+    redisAsyncHandleWrite(c->ac);
+}
+
 /* The loop is ending (ct__rconn_free() stops it, or its supervisor
  * stopped): libev calls this before it destroys the loop, after the last
  * posted call ran. Every command still here is answered CT_ESHUTDOWN:
@@ -442,6 +466,7 @@ static void on_cleanup(struct ev_loop *ev, ev_cleanup *w, int revents) {
   ev_timer_stop(ev, &c->retry_timer);
   ev_timer_stop(ev, &c->connect_timer);
   ev_timer_stop(ev, &c->loading_timer);
+  ev_prepare_stop(ev, &c->flush);
   while (c->waiting) {
     ct__rop_t *op = c->waiting;
     ev_timer_stop(ev, &op->deadline);
@@ -465,6 +490,9 @@ static void on_loop_start(ct_loop_t *loop, struct ev_loop *ev, void *data) {
   c->retry_timer.data = c;
   ev_timer_init(&c->loading_timer, on_loading_pause, 0.0, 0.0);
   c->loading_timer.data = c;
+  ev_prepare_init(&c->flush, on_flush);
+  c->flush.data = c;
+  ev_prepare_start(ev, &c->flush);
   ev_cleanup_init(&c->cleanup, on_cleanup);
   c->cleanup.data = c;
   ev_cleanup_start(ev, &c->cleanup);
