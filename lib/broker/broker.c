@@ -399,6 +399,230 @@ int ct_broker_submit(ct_broker_t *b, const char *name, const json_t *kwargs,
   return submit_by(b, name, kwargs, opts, 0, b ? b->command_timeout : 0, id);
 }
 
+/* --- many submissions in one script ------------------------------------ */
+
+#define MANY_MAX 1024 /* most tasks in one ct_broker_submit_many() */
+
+/* Submits a batch of tasks that share their options, each checked and
+ * written on its own as by the submit script (no idempotency key: a key
+ * names one task). KEYS: names set, the batch's stream, delayed set, wake
+ * stream, then each task's record. ARGV: ttl (s), seconds to keep the
+ * record, due (ms; 0: now), then per task: name, created (ms), its
+ * delayed-set member ('' when not delayed), the count of its entry's
+ * fields and values, then those. A task's entry (or member) is written
+ * before its record, so that a shared key of the wrong type (another
+ * program's doing) fails the script at the first known name, before
+ * anything of it is written. Returns, per task, 1 (written) or 0 (a name
+ * no worker has registered: nothing written). */
+static const char submit_many_script[] =
+    "local delayed = ARGV[3] ~= '0'\n"
+    "local out, a = {}, 4\n"
+    "for i = 5, #KEYS do\n"
+    "  local name, nf = ARGV[a], tonumber(ARGV[a + 3])\n"
+    "  if redis.call('SISMEMBER', KEYS[1], name) == 0 then\n"
+    "    out[#out + 1] = 0\n"
+    "  else\n"
+    "    if delayed then\n"
+    "      redis.call('ZADD', KEYS[3], ARGV[3], ARGV[a + 2])\n"
+    "      redis.call('HSET', KEYS[i], 'status', 'delayed', 'name', name, 'created',"
+    " ARGV[a + 1], 'attempts', '0', 'ttl', ARGV[1], 'due', ARGV[3])\n"
+    "    else\n"
+    "      redis.call('XADD', KEYS[2], '*', unpack(ARGV, a + 4, a + 3 + nf))\n"
+    "      redis.call('HSET', KEYS[i], 'status', 'queued', 'name', name, 'created',"
+    " ARGV[a + 1], 'attempts', '0', 'ttl', ARGV[1])\n"
+    "    end\n"
+    "    redis.call('EXPIRE', KEYS[i], ARGV[2])\n"
+    "    out[#out + 1] = 1\n"
+    "  end\n"
+    "  a = a + 4 + nf\n"
+    "end\n"
+    "if delayed then\n"
+    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100, '*', 'due', ARGV[3])\n"
+    "end\n"
+    "return out\n";
+static ct__bscript_t submit_many_lua = CT__BSCRIPT_INIT(submit_many_script);
+
+/* One task of a batch, ready to send: its message and what the script
+ * needs of it (all owned). */
+typedef struct {
+  ct__bmsg_t m;
+  ct__bmsg_wire_t w;
+  char *record, *member;
+  char created[24], nfields[8];
+  int *rc; /* the caller's rcs[i] */
+} many_task_t;
+
+typedef struct {
+  many_task_t **t; /* the tasks sent, in order */
+  size_t n;
+} many_ctx_t;
+
+static int many_reply(const redisReply *r, void *data) {
+  many_ctx_t *x = data;
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != x->n)
+    return CT_EINVAL; /* a script error: the server is not one we can use */
+  for (size_t i = 0; i < x->n; i++) {
+    const redisReply *e = r->element[i];
+    if (e->type != REDIS_REPLY_INTEGER || (e->integer != 0 && e->integer != 1))
+      return CT_EINVAL;
+  }
+  for (size_t i = 0; i < x->n; i++)
+    *x->t[i]->rc = r->element[i]->integer == 1 ? 0 : CT_ENOENT;
+  return 0;
+}
+
+/* Make one task of a batch ready; its own error (CT_EINVAL for a bad name,
+ * kwargs or payload, CT_ENOMEM) is left in *t->rc. */
+static void many_prepare(ct_broker_t *b, const char *name, const json_t *kwargs,
+                         const ct_broker_submit_opts_t *o, const submission_t *sub,
+                         many_task_t *t) {
+  int rc = name && ct__bmsg_name_ok(name, strlen(name)) && (!kwargs || json_is_object(kwargs))
+               ? message_of(name, kwargs, o, 0, &t->m)
+               : CT_EINVAL;
+  if (rc == 0)
+    rc = ct__bmsg_encode(&t->m, &t->w);
+  if (rc == 0 && strlen(t->w.kwargs_text) > sub->max_payload)
+    rc = CT_EINVAL;
+  if (rc == 0 && sub->due_ms && !(t->member = delayed_member(&t->w, sub->level)))
+    rc = CT_ENOMEM;
+  if (rc == 0 && !(t->record = ct__broker_key(b, "task:", t->m.id)))
+    rc = CT_ENOMEM;
+  snprintf(t->created, sizeof t->created, "%lld", (long long)t->m.enqueued_ms);
+  snprintf(t->nfields, sizeof t->nfields, "%zu", t->w.argc);
+  *t->rc = rc;
+}
+
+/* The arguments of the submit-many script for the k tasks of ready. */
+typedef struct {
+  const char **argv;
+  size_t *argvlen;
+  size_t argc;
+} many_args_t;
+
+static void many_put(many_args_t *a, const char *s, size_t len) {
+  a->argv[a->argc] = s;
+  a->argvlen[a->argc++] = len;
+}
+
+/* Send the k ready tasks in one script call; each one's outcome goes to
+ * its *rc (the call's own error, if it fails as a whole). */
+static void many_send(ct_broker_t *b, many_task_t **ready, size_t k, const submission_t *sub,
+                      char *const shared_keys[4]) {
+  size_t max = 3 + 4 + k + 3;
+  for (size_t i = 0; i < k; i++)
+    max += 4 + ready[i]->w.argc;
+  many_args_t a = {calloc(max, sizeof *a.argv), calloc(max, sizeof *a.argvlen), 2};
+  char nkeys[24], ttl_s[24], keep_s[24], due_s[24];
+  int rc = a.argv && a.argvlen ? 0 : CT_ENOMEM;
+  if (rc == 0) {
+    double wait = sub->due_ms ? fmax(0, (double)(sub->due_ms - ready[0]->m.enqueued_ms) / 1000)
+                              : 0;
+    snprintf(nkeys, sizeof nkeys, "%zu", 4 + k);
+    snprintf(ttl_s, sizeof ttl_s, "%.0f", fmax(1, ceil(sub->ttl)));
+    snprintf(keep_s, sizeof keep_s, "%.0f", fmin(TTL_MAX, fmax(1, ceil(sub->ttl + wait))));
+    snprintf(due_s, sizeof due_s, "%lld", (long long)sub->due_ms);
+    const char *fixed[] = {nkeys, shared_keys[0], shared_keys[1], shared_keys[2],
+                           shared_keys[3]}; /* 0 and 1: the script's, filled when it runs */
+    for (size_t i = 0; i < 5; i++)
+      many_put(&a, fixed[i], strlen(fixed[i]));
+    for (size_t i = 0; i < k; i++)
+      many_put(&a, ready[i]->record, strlen(ready[i]->record));
+    const char *times[] = {ttl_s, keep_s, due_s};
+    for (size_t i = 0; i < 3; i++)
+      many_put(&a, times[i], strlen(times[i]));
+    for (size_t i = 0; i < k; i++) {
+      many_task_t *t = ready[i];
+      const char *head[] = {t->m.name, t->created, t->member ? t->member : "", t->nfields};
+      for (size_t j = 0; j < 4; j++)
+        many_put(&a, head[j], strlen(head[j]));
+      for (size_t j = 0; j < t->w.argc; j++)
+        many_put(&a, t->w.argv[j], t->w.argvlen[j]);
+    }
+    many_ctx_t x = {ready, k};
+    rc = ct__bscript_run(b->conn, &submit_many_lua, 0, (int)a.argc, a.argv, a.argvlen,
+                         many_reply, &x);
+  }
+  for (size_t i = 0; i < k && rc != 0; i++)
+    *ready[i]->rc = rc;
+  free(a.argv);
+  free(a.argvlen);
+}
+
+/* The options of a batch, checked once, and where its tasks go. Returns 0
+ * or CT_EINVAL (logged). */
+static int many_options(ct_broker_t *b, const ct_broker_submit_opts_t *in,
+                        ct_broker_submit_opts_t *o, submission_t *sub) {
+  int rc = submit_opts(b, in, o);
+  /* A name that passes, so that only the options are judged (and logged). */
+  if (rc == 0)
+    rc = check_submit(b, "ct_broker_submit_many", NULL, o);
+  if (rc == 0 && o->key) {
+    ct__broker_log(b, CT_LOG_ERROR, "ct_broker_submit_many: ct_broker_submit_opts_t.key: "
+                   "a key names one task: give none");
+    rc = CT_EINVAL;
+  }
+  *sub = (submission_t){level_of(o->priority),
+                        o->result_ttl > 0 ? fmin(o->result_ttl, TTL_MAX) : DEFAULT_TTL, 0,
+                        o->max_payload ? o->max_payload : DEFAULT_MAX_PAYLOAD, NULL,
+                        b->command_timeout};
+  if (rc == 0)
+    rc = due_of(o, ct__broker_unix_ms(), &sub->due_ms);
+  return rc;
+}
+
+static void many_free(many_task_t *t, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    ct__bmsg_clear(&t[i].m);
+    ct__bmsg_wire_free(&t[i].w);
+    free(t[i].record);
+    free(t[i].member);
+  }
+  free(t);
+}
+
+int ct_broker_submit_many(ct_broker_t *b, size_t n, const char *const names[],
+                          const json_t *const kwargs[], const ct_broker_submit_opts_t *opts,
+                          char (*ids)[CT_BROKER_ID_SIZE], int rcs[]) {
+  if (!b || n > MANY_MAX || (n > 0 && (!names || !ids || !rcs)))
+    return CT_EINVAL;
+  ct_broker_submit_opts_t o;
+  submission_t sub;
+  int rc = many_options(b, opts, &o, &sub);
+  many_task_t *t = rc == 0 && n > 0 ? calloc(n, sizeof *t) : NULL;
+  many_task_t **ready = t ? calloc(n, sizeof *ready) : NULL;
+  char *shared[4] = {NULL};
+  if (rc == 0 && n > 0) {
+    shared[0] = ct__broker_key(b, "names", "");
+    shared[1] = ct__broker_key(b, "stream:", sub.level);
+    shared[2] = ct__broker_key(b, "delayed", "");
+    shared[3] = ct__broker_key(b, "wake", "");
+    rc = ready && shared[0] && shared[1] && shared[2] && shared[3] ? 0 : CT_ENOMEM;
+  }
+  size_t k = 0;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    t[i].rc = &rcs[i];
+    many_prepare(b, names[i], kwargs ? kwargs[i] : NULL, &o, &sub, &t[i]);
+    if (rcs[i] == 0)
+      ready[k++] = &t[i];
+  }
+  if (rc == 0 && k > 0)
+    many_send(b, ready, k, &sub, shared);
+  for (size_t i = 0; i < n; i++) {
+    if (rc != 0)
+      rcs[i] = rc;
+    else if (rcs[i] == 0)
+      memcpy(ids[i], t[i].m.id, CT_BROKER_ID_SIZE);
+  }
+  for (size_t i = 0; i < n && rc == 0; i++)
+    rc = rcs[i];
+  if (t)
+    many_free(t, n);
+  free(ready);
+  for (int i = 0; i < 4; i++)
+    free(shared[i]);
+  return rc;
+}
+
 static int get_within(ct_broker_t *b, const char *id, double wait, ct_broker_info_t *out);
 
 /* An idle connection for a call's blocking read, or a new one, made

@@ -78,7 +78,7 @@ static void wait_completed(env_t *e, char ids[][CT_BROKER_ID_SIZE], int n, doubl
 /* A worker busy with many tasks, one at a time (a fetch each), runs the
  * take-over scan about once a second, not once per fetch and stream. */
 static void test_a_busy_worker_does_not_scan_for_silent_owners_on_every_fetch(void) {
-  env_t e;
+  env_t e = {0};
   env_start(&e);
   enum { N = 200 };
   static char ids[N][CT_BROKER_ID_SIZE];
@@ -104,7 +104,7 @@ static void test_a_busy_worker_does_not_scan_for_silent_owners_on_every_fetch(vo
 /* Entries of a silent owner, more than the worker's free slots, are all
  * taken over fetch after fetch; none waits for the next take-over time. */
 static void test_a_take_over_cut_short_by_free_slots_goes_on_in_the_next_fetch(void) {
-  env_t e;
+  env_t e = {0};
   env_start(&e);
   enum { N = 12 };
   char ids[N][CT_BROKER_ID_SIZE];
