@@ -36,10 +36,12 @@ struct ct__bstore_req {
 
 /* KEYS: per result: record, stream, done list. ARGV: group, default TTL
  * (s), then per result: entry id, status, result, finished (ms), name, "1"
- * if a caller waits (RPC). For each: the first completion wins; then the
- * entry is acknowledged and deleted, and a waiting caller is woken through
- * the done list. */
+ * if a caller waits (RPC). For each: the first completion wins; a waiting
+ * caller is woken through the done list. Then every entry is acknowledged
+ * and deleted, with one XACK and one XDEL per stream for all of its
+ * entries (each command has a cost of its own, larger than an id's). */
 static const char complete_script[] =
+    "local acks, streams = {}, {}\n"
     "for i = 0, #KEYS / 3 - 1 do\n"
     "  local rec, stream, a = KEYS[3 * i + 1], KEYS[3 * i + 2], 2 + 6 * i\n"
     "  local r = redis.call('HMGET', rec, 'status', 'ttl', 'created')\n"
@@ -49,12 +51,19 @@ static const char complete_script[] =
     " 'finished', ARGV[a + 4], 'name', ARGV[a + 5], 'created', r[3] or ARGV[a + 4])\n"
     "    redis.call('EXPIRE', rec, r[2] or ARGV[2])\n"
     "  end\n"
-    "  redis.call('XACK', stream, ARGV[1], ARGV[a + 1])\n"
-    "  redis.call('XDEL', stream, ARGV[a + 1])\n"
+    "  if not acks[stream] then\n"
+    "    acks[stream] = {}\n"
+    "    streams[#streams + 1] = stream\n"
+    "  end\n"
+    "  table.insert(acks[stream], ARGV[a + 1])\n"
     "  if ARGV[a + 6] == '1' then\n"
     "    redis.call('RPUSH', KEYS[3 * i + 3], ARGV[a + 2])\n"
     "    redis.call('EXPIRE', KEYS[3 * i + 3], 60)\n"
     "  end\n"
+    "end\n"
+    "for _, stream in ipairs(streams) do\n"
+    "  redis.call('XACK', stream, ARGV[1], unpack(acks[stream]))\n"
+    "  redis.call('XDEL', stream, unpack(acks[stream]))\n"
     "end\n"
     "return #KEYS / 3\n";
 static ct__bscript_t complete_lua = CT__BSCRIPT_INIT(complete_script);
