@@ -10,7 +10,12 @@
  * one is whole. The handle holds no state of its own after creation but
  * idle connections for calls: every call is one command on the connection,
  * and the connection serializes them; a call's commands are each bounded
- * by what is left of its own deadline.
+ * by what is left of its own deadline. A call waits on a connection of its
+ * own with a blocking read of the task's done list and, pipelined right
+ * behind it, the read of its record, which the server runs as soon as the
+ * blocking read returns: the result comes back without a round trip more.
+ * Many tasks that share their options go in one script call
+ * (ct_broker_submit_many()).
  */
 #include <limits.h>
 #include <math.h>
@@ -671,28 +676,7 @@ static double call_wait(const ct_broker_t *b, double end) {
   return fmin(b->command_timeout, fmax(end - ct_now(), CALL_GRACE));
 }
 
-/* Block on the task's done list until the call's end (ct_now() time, may
- * be INFINITY: the wait goes on a day at a time). Each blocking read is
- * given CALL_GRACE beyond its own server-side timeout, so that a server
- * that stalls cannot hold the call past its end by more than that. */
-static int wait_done(ct_broker_t *b, const char *id, double end) {
-  char *k = ct__broker_key(b, "done:", id);
-  ct__rconn_t *c = NULL;
-  int rc = k ? CT_ETIMEDOUT : CT_ENOMEM;
-  for (double left; rc == CT_ETIMEDOUT && (left = end - ct_now()) >= 0.001;) {
-    left = fmin(left, DEFAULT_TTL);
-    if (!c && (rc = rpc_take(b, fmin(b->connect_timeout, fmax(left, CALL_GRACE)), &c)) != 0)
-      break;
-    char secs[32];
-    snprintf(secs, sizeof secs, "%.3f", left);
-    const char *argv[] = {"BLPOP", k, secs};
-    rc = ct__rconn_command_within(c, left + CALL_GRACE, 3, argv, NULL, blpop_reply, NULL);
-  }
-  if (c)
-    rpc_give(b, c);
-  free(k);
-  return rc;
-}
+static int wait_result(ct_broker_t *b, const char *id, double end, ct_broker_info_t *info);
 
 int ct_broker_call(ct_broker_t *b, const char *name, const json_t *kwargs,
                    const ct_broker_submit_opts_t *opts, double timeout, json_t **result) {
@@ -705,11 +689,9 @@ int ct_broker_call(ct_broker_t *b, const char *name, const json_t *kwargs,
   char id[CT_BROKER_ID_SIZE];
   int64_t deadline = ct__broker_unix_ms() + (int64_t)ceil(fmin(timeout, TTL_MAX) * 1000);
   int rc = submit_by(b, name, kwargs, opts, deadline, call_wait(b, end), id);
-  if (rc == 0)
-    rc = wait_done(b, id, end);
   ct_broker_info_t info;
   if (rc == 0)
-    rc = get_within(b, id, call_wait(b, end), &info);
+    rc = wait_result(b, id, end, &info);
   if (rc == 0)
     *result = info.result;
   return rc;
@@ -749,6 +731,56 @@ static int get_reply(const redisReply *r, void *data) {
   free(f);
   if (rc == CT_EINVAL)
     ct__broker_log(g->b, CT_LOG_ERROR, "task %s: its record is malformed: %s", g->id, reason);
+  return rc;
+}
+
+/* One wait of a call: a blocking read of the task's done list for `left`
+ * seconds, with the read of its record right behind it on the same
+ * connection, which the server runs as soon as the blocking read returns:
+ * no round trip more for the result. Returns 0 and *info once the record
+ * is terminal (a wake through the done list, or an end just after the
+ * read timed out); CT_ETIMEDOUT (nothing yet); or an error. */
+static int wait_once(ct_broker_t *b, ct__rconn_t *c, const char *done, const char *id,
+                     double left, ct_broker_info_t *info) {
+  char secs[32];
+  snprintf(secs, sizeof secs, "%.3f", left);
+  char *rec = ct__broker_key(b, "task:", id);
+  if (!rec)
+    return CT_ENOMEM;
+  const char *blpop[] = {"BLPOP", done, secs}, *hgetall[] = {"HGETALL", rec};
+  get_ctx_t g = {b, id, info};
+  ct__rconn_cmd_t cmds[2] = {{3, blpop, NULL, blpop_reply, NULL, 0},
+                             {2, hgetall, NULL, get_reply, &g, 0}};
+  memset(info, 0, sizeof *info);
+  int rc = ct__rconn_pipeline(c, left + CALL_GRACE, 2, cmds);
+  free(rec);
+  if (rc != 0 || cmds[0].rc == 0)
+    return rc != 0 ? rc : cmds[1].rc; /* woken: the record is terminal */
+  if (cmds[0].rc == CT_ETIMEDOUT && cmds[1].rc == 0 && ct__bstatus_terminal(info->status))
+    return 0; /* it ended just after the read timed out */
+  if (cmds[1].rc == 0)
+    json_decref(info->result);
+  return cmds[0].rc;
+}
+
+/* Wait for the task's end until the call's end (ct_now() time, may be
+ * INFINITY: the wait goes on a day at a time), on a connection of the
+ * call's own, and read its record. Each blocking read is given CALL_GRACE
+ * beyond its own server-side timeout, so that a server that stalls cannot
+ * hold the call past its end by more than that. */
+static int wait_result(ct_broker_t *b, const char *id, double end, ct_broker_info_t *info) {
+  char *k = ct__broker_key(b, "done:", id);
+  ct__rconn_t *c = NULL;
+  int rc = k ? CT_ETIMEDOUT : CT_ENOMEM;
+  for (double left; rc == CT_ETIMEDOUT && (left = end - ct_now()) >= 0.001;) {
+    left = fmin(left, DEFAULT_TTL);
+    if (!c && (rc = rpc_take(b, fmin(b->connect_timeout, fmax(left, CALL_GRACE)), &c)) != 0)
+      break;
+    rc = wait_once(b, c, k, id, left, info);
+  }
+  if (c)
+    rpc_give(b, c);
+  free(k);
   return rc;
 }
 

@@ -574,32 +574,89 @@ int ct__rconn_command(ct__rconn_t *c, int argc, const char **argv, const size_t 
   return ct__rconn_command_within(c, c->command_timeout, argc, argv, argvlen, on_reply_fn, data);
 }
 
+/* A command formatted, with its caller's wait; NULL if out of memory. */
+static ct__rop_t *op_new(ct__rconn_t *c, double timeout, int argc, const char **argv,
+                         const size_t *argvlen, ct__rconn_reply_fn on_reply_fn, void *data) {
+  ct__rop_t *op = calloc(1, sizeof *op);
+  if (!op)
+    return NULL;
+  int len = redisFormatCommandArgv(&op->cmd, argc, argv, argvlen);
+  op->call = len < 0 ? NULL : call_new(on_reply_fn, data);
+  if (!op->call) {
+    op_free(op);
+    return NULL;
+  }
+  op->len = (size_t)len;
+  op->c = c;
+  op->timeout = timeout;
+  return op;
+}
+
+/* An op that never reached the loop: both counts of its call go. */
+static void op_drop(ct__rop_t *op) {
+  call_unref(op->call);
+  call_unref(op->call);
+  op_free(op);
+}
+
 int ct__rconn_command_within(ct__rconn_t *c, double timeout, int argc, const char **argv,
                              const size_t *argvlen, ct__rconn_reply_fn on_reply_fn,
                              void *data) {
   if (pthread_equal(pthread_self(), c->loop_thread))
     return CT_EDEADLK;
-  ct__rop_t *op = calloc(1, sizeof *op);
+  ct__rop_t *op = op_new(c, timeout, argc, argv, argvlen, on_reply_fn, data);
   if (!op)
     return CT_ENOMEM;
-  int len = redisFormatCommandArgv(&op->cmd, argc, argv, argvlen);
-  op->call = len < 0 ? NULL : call_new(on_reply_fn, data);
-  if (!op->call) {
-    op_free(op);
-    return CT_ENOMEM;
-  }
-  op->len = (size_t)len;
-  op->c = c;
-  op->timeout = timeout;
   ct__rcall_t *call = op->call;
   int rc = ct_loop_call(c->loop, on_loop_command, op);
   if (rc != 0) {
-    call_unref(call);
-    call_unref(call);
-    op_free(op);
+    op_drop(op);
     return rc;
   }
   return call_wait(call, 2 * timeout + 5);
+}
+
+/* The ops of a pipeline, posted together (freed on the loop). */
+typedef struct {
+  size_t n;
+  ct__rop_t *ops[];
+} pipeline_t;
+
+static void on_loop_pipeline(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  pipeline_t *p = data;
+  for (size_t i = 0; i < p->n; i++)
+    on_loop_command(loop, ev, p->ops[i]);
+  free(p);
+}
+
+int ct__rconn_pipeline(ct__rconn_t *c, double timeout, size_t n, ct__rconn_cmd_t *cmds) {
+  if (pthread_equal(pthread_self(), c->loop_thread))
+    return CT_EDEADLK;
+  pipeline_t *p = calloc(1, sizeof *p + n * sizeof *p->ops);
+  ct__rcall_t **calls = calloc(n ? n : 1, sizeof *calls);
+  int rc = p && calls ? 0 : CT_ENOMEM;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    p->ops[i] = op_new(c, timeout, cmds[i].argc, cmds[i].argv, cmds[i].argvlen,
+                       cmds[i].on_reply, cmds[i].data);
+    rc = p->ops[i] ? 0 : CT_ENOMEM;
+    p->n += rc == 0;
+  }
+  if (rc == 0) {
+    for (size_t i = 0; i < n; i++)
+      calls[i] = p->ops[i]->call;
+    rc = ct_loop_call(c->loop, on_loop_pipeline, p);
+  }
+  if (rc != 0) {
+    for (size_t i = 0; p && i < p->n; i++)
+      op_drop(p->ops[i]);
+    free(p);
+    free(calls);
+    return rc;
+  }
+  for (size_t i = 0; i < n; i++)
+    cmds[i].rc = call_wait(calls[i], 2 * timeout + 5);
+  free(calls);
+  return 0;
 }
 
 ct_loop_t *ct__rconn_loop(ct__rconn_t *c) { return c->loop; }
