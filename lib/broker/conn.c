@@ -108,6 +108,7 @@ struct ct__rconn {
   ev_cleanup cleanup;     /* L: closes everything as the loop ends */
   bool closing;           /* L */
   int no_reply_rc;        /* L: what a command without a reply returns */
+  atomic_llong client_id; /* the server's CLIENT ID of the connection; 0: none */
 };
 
 static void conn_log(ct__rconn_t *c, int level, const char *fmt, ...)
@@ -312,6 +313,7 @@ static void drop(ct__rconn_t *c, const char *why) {
   redisAsyncContext *ac = c->ac;
   conn_log(c, CT_LOG_ERROR, "redis %s: %s", c->display, why);
   c->ac = NULL;
+  atomic_store(&c->client_id, 0);
   c->state = DOWN;
   ev_timer_stop(c->ev, &c->connect_timer);
   ev_timer_stop(c->ev, &c->loading_timer);
@@ -321,8 +323,19 @@ static void drop(ct__rconn_t *c, const char *why) {
   schedule_retry(c);
 }
 
+/* CLIENT ID's reply, asked for as the connection becomes ready. */
+static void on_client_id(redisAsyncContext *ac, void *reply, void *privdata) {
+  ct__rconn_t *c = privdata;
+  const redisReply *r = reply;
+  if (ac == c->ac && r && r->type == REDIS_REPLY_INTEGER)
+    atomic_store(&c->client_id, r->integer);
+}
+
 static void ready(ct__rconn_t *c) {
   ev_timer_stop(c->ev, &c->connect_timer);
+  /* First, ahead of every command waiting: a blocking read sent later is
+   * then known by this id (a reply not yet come leaves 0: unknown). */
+  redisAsyncCommand(c->ac, on_client_id, c, "CLIENT ID");
   c->state = READY;
   c->backoff = RETRY_FIRST;
   conn_log(c, CT_LOG_INFO, "redis %s: connected", c->display);
@@ -511,6 +524,7 @@ static int conn_init(ct__rconn_t *c, const ct__rconn_opts_t *o) {
   c->log_data = o->log_data;
   c->backoff = RETRY_FIRST;
   c->no_reply_rc = CT_ETIMEDOUT;
+  atomic_init(&c->client_id, 0);
   c->url = *o->url;
   c->url.host = o->url->host ? strdup(o->url->host) : NULL;
   c->url.path = o->url->path ? strdup(o->url->path) : NULL;
@@ -660,6 +674,8 @@ int ct__rconn_pipeline(ct__rconn_t *c, double timeout, size_t n, ct__rconn_cmd_t
 }
 
 ct_loop_t *ct__rconn_loop(ct__rconn_t *c) { return c->loop; }
+
+long long ct__rconn_client_id(ct__rconn_t *c) { return atomic_load(&c->client_id); }
 
 int ct__rconn_loop_send(ct__rconn_t *c, int argc, const char **argv, const size_t *argvlen,
                         redisCallbackFn *fn, void *data) {

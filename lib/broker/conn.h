@@ -69,6 +69,12 @@ int ct__rconn_pipeline(ct__rconn_t *c, double timeout, size_t n, ct__rconn_cmd_t
  * timers that go with the connection. */
 ct_loop_t *ct__rconn_loop(ct__rconn_t *c);
 
+/* The server's CLIENT ID of the connection as it now is (asked for as
+ * each connection becomes ready, ahead of every other command), or 0 while
+ * not connected or not yet known. A connection made again has another.
+ * Thread-safety: any thread. */
+long long ct__rconn_client_id(ct__rconn_t *c);
+
 /* On the connection's loop thread only: send a command now without
  * waiting and without a deadline of its own (a command with one that
  * overruns drops the connection, and this one with it); fn (may be NULL)

@@ -1066,19 +1066,11 @@ static void pause_for(ct__bworker_t *w, double seconds) {
   pthread_mutex_unlock(&w->lock);
 }
 
-static int id_reply(const redisReply *r, void *data) {
-  if (r->type != REDIS_REPLY_INTEGER)
-    return CT_EINVAL;
-  *(long long *)data = r->integer;
-  return 0;
-}
-
-/* Publish the fetch connection's client id, so that a stop can end the
+/* Publish the fetch connection's client id (the connection learns it as
+ * it connects: no round trip per wait), so that a stop can end the
  * blocking read at once. Returns false if stopping already. */
 static bool publish_blocked_id(ct__bworker_t *w) {
-  long long id = 0;
-  const char *argv[] = {"CLIENT", "ID"};
-  ct__rconn_command(w->fetch, 2, argv, NULL, id_reply, &id);
+  long long id = ct__rconn_client_id(w->fetch);
   pthread_mutex_lock(&w->lock);
   w->blocked_id = id;
   bool stopping = w->stopping;
