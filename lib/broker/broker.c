@@ -417,14 +417,16 @@ int ct_broker_submit(ct_broker_t *b, const char *name, const json_t *kwargs,
  * fields and values, then those. A task's entry (or member) is written
  * before its record, so that a shared key of the wrong type (another
  * program's doing) fails the script at the first known name, before
- * anything of it is written. Returns, per task, 1 (written) or 0 (a name
- * no worker has registered: nothing written). */
+ * anything of it is written. Each name is looked up once. Returns, per
+ * task, 1 (written) or 0 (a name no worker has registered: nothing
+ * written). */
 static const char submit_many_script[] =
     "local delayed = ARGV[3] ~= '0'\n"
-    "local out, a = {}, 4\n"
+    "local out, known, a = {}, {}, 4\n"
     "for i = 5, #KEYS do\n"
     "  local name, nf = ARGV[a], tonumber(ARGV[a + 3])\n"
-    "  if redis.call('SISMEMBER', KEYS[1], name) == 0 then\n"
+    "  if known[name] == nil then known[name] = redis.call('SISMEMBER', KEYS[1], name) end\n"
+    "  if known[name] == 0 then\n"
     "    out[#out + 1] = 0\n"
     "  else\n"
     "    if delayed then\n"
