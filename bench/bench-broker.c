@@ -32,8 +32,10 @@
  *
  * Usage: bench-broker [--quick] [--json]. Settings (environment):
  * CT_BENCH_BROKER_TASKS (20000), CT_BENCH_PEER_TASKS (2000: the peers are
- * much slower), CT_BENCH_BROKER_PRODUCERS (4), CT_BENCH_BROKER_CONCURRENCY
- * (8), CT_BENCH_RPC_CALLS (1000), CT_BENCH_ROUNDS (3), CT_BENCH_SCRIPTS
+ * much slower), CT_BENCH_BROKER_PRODUCERS (4), CT_BENCH_BROKER_BATCH (1:
+ * ctasker's producers submit one task per call, ct_broker_submit(); N > 1:
+ * N per call, ct_broker_submit_many(); the peers always submit one at a
+ * time), CT_BENCH_BROKER_CONCURRENCY (8), CT_BENCH_RPC_CALLS (1000), CT_BENCH_ROUNDS (3), CT_BENCH_SCRIPTS
  * (the folder of the peer scripts; default: this source folder).
  */
 #include <ctasker.h>
@@ -64,7 +66,7 @@ static const char *const field_names[NFIELDS] = {
 
 static struct {
   bool quick, json;
-  long tasks, peer_tasks, producers, concurrency, rpc_calls, rounds;
+  long tasks, peer_tasks, producers, batch, concurrency, rpc_calls, rounds;
   const char *scripts;
 } cfg;
 
@@ -270,8 +272,23 @@ typedef struct producer {
 
 static void *producer_main(void *arg) {
   producer_t *p = arg;
-  for (long i = p->first; i < p->first + p->n; i++)
-    die_rc("ct_broker_submit", ct_broker_submit(p->broker, "empty", NULL, NULL, p->ids[i]));
+  if (cfg.batch <= 1) {
+    for (long i = p->first; i < p->first + p->n; i++)
+      die_rc("ct_broker_submit", ct_broker_submit(p->broker, "empty", NULL, NULL, p->ids[i]));
+    return NULL;
+  }
+  const char **names = calloc((size_t)cfg.batch, sizeof *names);
+  int *rcs = calloc((size_t)cfg.batch, sizeof *rcs);
+  CHECK(names && rcs);
+  for (long i = 0; i < cfg.batch; i++)
+    names[i] = "empty";
+  for (long i = p->first, end = p->first + p->n; i < end; i += cfg.batch) {
+    long n = end - i < cfg.batch ? end - i : cfg.batch;
+    die_rc("ct_broker_submit_many", ct_broker_submit_many(p->broker, (size_t)n, names, NULL,
+                                                          NULL, p->ids + i, rcs));
+  }
+  free(names);
+  free(rcs);
   return NULL;
 }
 
@@ -514,9 +531,10 @@ static void print_json(double load0, double load1) {
   json_object_set_new(o, "benchmark", json_string("bench-broker"));
   json_object_set_new(o, "redis_version", json_string(redis_version()));
   json_object_set_new(o, "settings",
-                      json_pack("{s:b,s:i,s:i,s:i,s:i,s:i,s:i}", "quick", cfg.quick, "tasks",
+                      json_pack("{s:b,s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "quick", cfg.quick, "tasks",
                                 (json_int_t)cfg.tasks, "peer_tasks", (json_int_t)cfg.peer_tasks,
-                                "producers", (json_int_t)cfg.producers, "concurrency",
+                                "producers", (json_int_t)cfg.producers, "batch",
+                                (json_int_t)(cfg.batch > 1 ? cfg.batch : 1), "concurrency",
                                 (json_int_t)cfg.concurrency, "rpc_calls",
                                 (json_int_t)cfg.rpc_calls, "rounds", (json_int_t)cfg.rounds));
   json_object_set_new(o, "load_before", json_real(load0));
@@ -535,6 +553,7 @@ static void read_settings(void) {
   cfg.tasks = bench_env_long("CT_BENCH_BROKER_TASKS", q ? 2000 : 20000);
   cfg.peer_tasks = bench_env_long("CT_BENCH_PEER_TASKS", q ? 200 : 2000);
   cfg.producers = bench_env_long("CT_BENCH_BROKER_PRODUCERS", 4);
+  cfg.batch = bench_env_long("CT_BENCH_BROKER_BATCH", 1);
   cfg.concurrency = bench_env_long("CT_BENCH_BROKER_CONCURRENCY", 8);
   cfg.rpc_calls = bench_env_long("CT_BENCH_RPC_CALLS", q ? 100 : 1000);
   cfg.rounds = bench_env_long("CT_BENCH_ROUNDS", q ? 1 : 3);
@@ -573,8 +592,10 @@ int main(int argc, char **argv) {
   if (!cfg.json) {
     printf("bench-broker: empty tasks end to end (submit -> result stored), producer and worker"
            " in separate processes,\none redis-server %s on a Unix socket; ctasker %ld tasks"
-           " per round, peers %ld; %ld producer threads; worker concurrency %ld; %ld RPC calls%s\n",
-           redis_version(), cfg.tasks, cfg.peer_tasks, cfg.producers, cfg.concurrency,
+           " per round, peers %ld; %ld producer threads (ctasker: %ld per submit call);"
+           " worker concurrency %ld; %ld RPC calls%s\n",
+           redis_version(), cfg.tasks, cfg.peer_tasks, cfg.producers,
+           cfg.batch > 1 ? cfg.batch : 1, cfg.concurrency,
            cfg.rpc_calls, cfg.quick ? " (--quick: not for comparison)" : "");
     for (int p = P_CT + 1; p < NPEERS; p++)
       if (res.missing[p][0])

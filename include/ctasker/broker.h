@@ -151,6 +151,32 @@ CT_EXPORT int ct_broker_submit(ct_broker_t *broker, const char *name, const json
                                const ct_broker_submit_opts_t *opts,
                                char id[CT_BROKER_ID_SIZE]);
 
+/** Submit n tasks at once, in one script call (one round trip, one script
+ * run in Redis: far cheaper per task than n ct_broker_submit() calls):
+ * task i is the task names[i] with kwargs[i] (borrowed; kwargs may be
+ * NULL, and so may kwargs[i]: {}), all with the options opts (NULL: the
+ * defaults), which may not carry a key (a key names one task). Each task
+ * is checked and written on its own, as by ct_broker_submit(), all or
+ * nothing: rcs[i] is 0 and ids[i] its id, or rcs[i] says why task i was
+ * not submitted and nothing of it was written: CT_EINVAL (its name or
+ * kwargs are bad, or its kwargs are over max_payload bytes), CT_ENOENT (no
+ * worker registered its name), CT_ENOMEM. The tasks go into their stream
+ * in the order given.
+ * Returns 0 if every task was submitted; otherwise rcs[i] of the first
+ * that was not; CT_EINVAL with every rcs[i] set to it (NULL broker, names,
+ * ids or rcs with n > 0, n over 1024, bad options as for ct_broker_submit(),
+ * a key); and, for the call as a whole, with every task that was sent
+ * given the same code: CT_ETIMEDOUT (no reply within command_timeout: the
+ * tasks may or may not have been submitted), CT_EINVAL (the server refused
+ * the script: a key of the queue is of another type, or it is out of
+ * memory; the tasks before the one it failed on may have been submitted),
+ * CT_ESHUTDOWN, CT_ENOMEM. n = 0 does nothing and returns 0.
+ * Thread-safety: any thread but the handle's loop thread. */
+CT_EXPORT int ct_broker_submit_many(ct_broker_t *broker, size_t n, const char *const names[],
+                                    const json_t *const kwargs[],
+                                    const ct_broker_submit_opts_t *opts,
+                                    char (*ids)[CT_BROKER_ID_SIZE], int rcs[]);
+
 /** Run the task `name` on some worker and wait for its result (RPC), at
  * most `timeout` seconds, a deadline the entry carries: a worker that takes
  * the task after it has passed does not run it (the record then says

@@ -22,6 +22,19 @@ int ct_broker_submit(ct_broker_t *broker, const char *name, const json_t *kwargs
   return CT_ENOTSUP;
 }
 
+int ct_broker_submit_many(ct_broker_t *broker, size_t n, const char *const names[],
+                          const json_t *const kwargs[], const ct_broker_submit_opts_t *opts,
+                          char (*ids)[CT_BROKER_ID_SIZE], int rcs[]) {
+  (void)broker;
+  (void)names;
+  (void)kwargs;
+  (void)opts;
+  (void)ids;
+  for (size_t i = 0; rcs && i < n; i++)
+    rcs[i] = CT_ENOTSUP;
+  return CT_ENOTSUP;
+}
+
 int ct_broker_get(ct_broker_t *broker, const char *id, ct_broker_info_t *out) {
   (void)broker;
   (void)id;

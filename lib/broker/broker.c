@@ -10,8 +10,14 @@
  * one is whole. The handle holds no state of its own after creation but
  * idle connections for calls: every call is one command on the connection,
  * and the connection serializes them; a call's commands are each bounded
- * by what is left of its own deadline. The asynchronous calls (async.c,
- * made on first use) send what ct__broker_submit_by() checked and encoded.
+ * by what is left of its own deadline. A call waits on a connection of its
+ * own with a blocking read of the task's done list and, pipelined right
+ * behind it, the read of its record, which the server runs as soon as the
+ * blocking read returns: the result comes back without a round trip more.
+ * Many tasks that share their options go in one script call
+ * (ct_broker_submit_many()).
+ * The asynchronous calls (async.c, made on first use) send what
+ * ct__broker_submit_by() checked and encoded.
  */
 #include <limits.h>
 #include <math.h>
@@ -403,6 +409,232 @@ int64_t ct__broker_deadline_ms(double timeout) {
   return ct__broker_unix_ms() + (int64_t)ceil(fmin(timeout, TTL_MAX) * 1000);
 }
 
+/* --- many submissions in one script ------------------------------------ */
+
+#define MANY_MAX 1024 /* most tasks in one ct_broker_submit_many() */
+
+/* Submits a batch of tasks that share their options, each checked and
+ * written on its own as by the submit script (no idempotency key: a key
+ * names one task). KEYS: names set, the batch's stream, delayed set, wake
+ * stream, then each task's record. ARGV: ttl (s), seconds to keep the
+ * record, due (ms; 0: now), then per task: name, created (ms), its
+ * delayed-set member ('' when not delayed), the count of its entry's
+ * fields and values, then those. A task's entry (or member) is written
+ * before its record, so that a shared key of the wrong type (another
+ * program's doing) fails the script at the first known name, before
+ * anything of it is written. Each name is looked up once. Returns, per
+ * task, 1 (written) or 0 (a name no worker has registered: nothing
+ * written). */
+static const char submit_many_script[] =
+    "local delayed = ARGV[3] ~= '0'\n"
+    "local out, known, a = {}, {}, 4\n"
+    "for i = 5, #KEYS do\n"
+    "  local name, nf = ARGV[a], tonumber(ARGV[a + 3])\n"
+    "  if known[name] == nil then known[name] = redis.call('SISMEMBER', KEYS[1], name) end\n"
+    "  if known[name] == 0 then\n"
+    "    out[#out + 1] = 0\n"
+    "  else\n"
+    "    if delayed then\n"
+    "      redis.call('ZADD', KEYS[3], ARGV[3], ARGV[a + 2])\n"
+    "      redis.call('HSET', KEYS[i], 'status', 'delayed', 'name', name, 'created',"
+    " ARGV[a + 1], 'attempts', '0', 'ttl', ARGV[1], 'due', ARGV[3])\n"
+    "    else\n"
+    "      redis.call('XADD', KEYS[2], '*', unpack(ARGV, a + 4, a + 3 + nf))\n"
+    "      redis.call('HSET', KEYS[i], 'status', 'queued', 'name', name, 'created',"
+    " ARGV[a + 1], 'attempts', '0', 'ttl', ARGV[1])\n"
+    "    end\n"
+    "    redis.call('EXPIRE', KEYS[i], ARGV[2])\n"
+    "    out[#out + 1] = 1\n"
+    "  end\n"
+    "  a = a + 4 + nf\n"
+    "end\n"
+    "if delayed then\n"
+    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100, '*', 'due', ARGV[3])\n"
+    "end\n"
+    "return out\n";
+static ct__bscript_t submit_many_lua = CT__BSCRIPT_INIT(submit_many_script);
+
+/* One task of a batch, ready to send: its message and what the script
+ * needs of it (all owned). */
+typedef struct {
+  ct__bmsg_t m;
+  ct__bmsg_wire_t w;
+  char *record, *member;
+  char created[24], nfields[8];
+  int *rc; /* the caller's rcs[i] */
+} many_task_t;
+
+typedef struct {
+  many_task_t **t; /* the tasks sent, in order */
+  size_t n;
+} many_ctx_t;
+
+static int many_reply(const redisReply *r, void *data) {
+  many_ctx_t *x = data;
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != x->n)
+    return CT_EINVAL; /* a script error: the server is not one we can use */
+  for (size_t i = 0; i < x->n; i++) {
+    const redisReply *e = r->element[i];
+    if (e->type != REDIS_REPLY_INTEGER || (e->integer != 0 && e->integer != 1))
+      return CT_EINVAL;
+  }
+  for (size_t i = 0; i < x->n; i++)
+    *x->t[i]->rc = r->element[i]->integer == 1 ? 0 : CT_ENOENT;
+  return 0;
+}
+
+/* Make one task of a batch ready; its own error (CT_EINVAL for a bad name,
+ * kwargs or payload, CT_ENOMEM) is left in *t->rc. */
+static void many_prepare(ct_broker_t *b, const char *name, const json_t *kwargs,
+                         const ct_broker_submit_opts_t *o, const submission_t *sub,
+                         many_task_t *t) {
+  int rc = name && ct__bmsg_name_ok(name, strlen(name)) && (!kwargs || json_is_object(kwargs))
+               ? message_of(name, kwargs, o, 0, &t->m)
+               : CT_EINVAL;
+  if (rc == 0)
+    rc = ct__bmsg_encode(&t->m, &t->w);
+  if (rc == 0 && strlen(t->w.kwargs_text) > sub->max_payload)
+    rc = CT_EINVAL;
+  if (rc == 0 && sub->due_ms && !(t->member = delayed_member(&t->w, sub->level)))
+    rc = CT_ENOMEM;
+  if (rc == 0 && !(t->record = ct__broker_key(b, "task:", t->m.id)))
+    rc = CT_ENOMEM;
+  snprintf(t->created, sizeof t->created, "%lld", (long long)t->m.enqueued_ms);
+  snprintf(t->nfields, sizeof t->nfields, "%zu", t->w.argc);
+  *t->rc = rc;
+}
+
+/* The arguments of the submit-many script for the k tasks of ready. */
+typedef struct {
+  const char **argv;
+  size_t *argvlen;
+  size_t argc;
+} many_args_t;
+
+static void many_put(many_args_t *a, const char *s, size_t len) {
+  a->argv[a->argc] = s;
+  a->argvlen[a->argc++] = len;
+}
+
+/* Send the k ready tasks in one script call; each one's outcome goes to
+ * its *rc (the call's own error, if it fails as a whole). */
+static void many_send(ct_broker_t *b, many_task_t **ready, size_t k, const submission_t *sub,
+                      char *const shared_keys[4]) {
+  size_t max = 3 + 4 + k + 3;
+  for (size_t i = 0; i < k; i++)
+    max += 4 + ready[i]->w.argc;
+  many_args_t a = {calloc(max, sizeof *a.argv), calloc(max, sizeof *a.argvlen), 2};
+  char nkeys[24], ttl_s[24], keep_s[24], due_s[24];
+  int rc = a.argv && a.argvlen ? 0 : CT_ENOMEM;
+  if (rc == 0) {
+    double wait = sub->due_ms ? fmax(0, (double)(sub->due_ms - ready[0]->m.enqueued_ms) / 1000)
+                              : 0;
+    snprintf(nkeys, sizeof nkeys, "%zu", 4 + k);
+    snprintf(ttl_s, sizeof ttl_s, "%.0f", fmax(1, ceil(sub->ttl)));
+    snprintf(keep_s, sizeof keep_s, "%.0f", fmin(TTL_MAX, fmax(1, ceil(sub->ttl + wait))));
+    snprintf(due_s, sizeof due_s, "%lld", (long long)sub->due_ms);
+    const char *fixed[] = {nkeys, shared_keys[0], shared_keys[1], shared_keys[2],
+                           shared_keys[3]}; /* 0 and 1: the script's, filled when it runs */
+    for (size_t i = 0; i < 5; i++)
+      many_put(&a, fixed[i], strlen(fixed[i]));
+    for (size_t i = 0; i < k; i++)
+      many_put(&a, ready[i]->record, strlen(ready[i]->record));
+    const char *times[] = {ttl_s, keep_s, due_s};
+    for (size_t i = 0; i < 3; i++)
+      many_put(&a, times[i], strlen(times[i]));
+    for (size_t i = 0; i < k; i++) {
+      many_task_t *t = ready[i];
+      const char *head[] = {t->m.name, t->created, t->member ? t->member : "", t->nfields};
+      for (size_t j = 0; j < 4; j++)
+        many_put(&a, head[j], strlen(head[j]));
+      for (size_t j = 0; j < t->w.argc; j++)
+        many_put(&a, t->w.argv[j], t->w.argvlen[j]);
+    }
+    many_ctx_t x = {ready, k};
+    rc = ct__bscript_run(b->conn, &submit_many_lua, 0, (int)a.argc, a.argv, a.argvlen,
+                         many_reply, &x);
+  }
+  for (size_t i = 0; i < k && rc != 0; i++)
+    *ready[i]->rc = rc;
+  free(a.argv);
+  free(a.argvlen);
+}
+
+/* The options of a batch, checked once, and where its tasks go. Returns 0
+ * or CT_EINVAL (logged). */
+static int many_options(ct_broker_t *b, const ct_broker_submit_opts_t *in,
+                        ct_broker_submit_opts_t *o, submission_t *sub) {
+  int rc = submit_opts(b, in, o);
+  /* A name that passes, so that only the options are judged (and logged). */
+  if (rc == 0)
+    rc = check_submit(b, "ct_broker_submit_many", NULL, o);
+  if (rc == 0 && o->key) {
+    ct__broker_log(b, CT_LOG_ERROR, "ct_broker_submit_many: ct_broker_submit_opts_t.key: "
+                   "a key names one task: give none");
+    rc = CT_EINVAL;
+  }
+  *sub = (submission_t){level_of(o->priority),
+                        o->result_ttl > 0 ? fmin(o->result_ttl, TTL_MAX) : DEFAULT_TTL, 0,
+                        o->max_payload ? o->max_payload : DEFAULT_MAX_PAYLOAD, NULL,
+                        b->command_timeout, NULL};
+  if (rc == 0)
+    rc = due_of(o, ct__broker_unix_ms(), &sub->due_ms);
+  return rc;
+}
+
+static void many_free(many_task_t *t, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    ct__bmsg_clear(&t[i].m);
+    ct__bmsg_wire_free(&t[i].w);
+    free(t[i].record);
+    free(t[i].member);
+  }
+  free(t);
+}
+
+int ct_broker_submit_many(ct_broker_t *b, size_t n, const char *const names[],
+                          const json_t *const kwargs[], const ct_broker_submit_opts_t *opts,
+                          char (*ids)[CT_BROKER_ID_SIZE], int rcs[]) {
+  if (!b || n > MANY_MAX || (n > 0 && (!names || !ids || !rcs)))
+    return CT_EINVAL;
+  ct_broker_submit_opts_t o;
+  submission_t sub;
+  int rc = many_options(b, opts, &o, &sub);
+  many_task_t *t = rc == 0 && n > 0 ? calloc(n, sizeof *t) : NULL;
+  many_task_t **ready = t ? calloc(n, sizeof *ready) : NULL;
+  char *shared[4] = {NULL};
+  if (rc == 0 && n > 0) {
+    shared[0] = ct__broker_key(b, "names", "");
+    shared[1] = ct__broker_key(b, "stream:", sub.level);
+    shared[2] = ct__broker_key(b, "delayed", "");
+    shared[3] = ct__broker_key(b, "wake", "");
+    rc = ready && shared[0] && shared[1] && shared[2] && shared[3] ? 0 : CT_ENOMEM;
+  }
+  size_t k = 0;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    t[i].rc = &rcs[i];
+    many_prepare(b, names[i], kwargs ? kwargs[i] : NULL, &o, &sub, &t[i]);
+    if (rcs[i] == 0)
+      ready[k++] = &t[i];
+  }
+  if (rc == 0 && k > 0)
+    many_send(b, ready, k, &sub, shared);
+  for (size_t i = 0; i < n; i++) {
+    if (rc != 0)
+      rcs[i] = rc;
+    else if (rcs[i] == 0)
+      memcpy(ids[i], t[i].m.id, CT_BROKER_ID_SIZE);
+  }
+  for (size_t i = 0; i < n && rc == 0; i++)
+    rc = rcs[i];
+  if (t)
+    many_free(t, n);
+  free(ready);
+  for (int i = 0; i < 4; i++)
+    free(shared[i]);
+  return rc;
+}
+
 static int get_within(ct_broker_t *b, const char *id, double wait, ct_broker_info_t *out);
 
 /* An idle connection for a call's blocking read, or a new one, made
@@ -451,28 +683,7 @@ static double call_wait(const ct_broker_t *b, double end) {
   return fmin(b->command_timeout, fmax(end - ct_now(), CALL_GRACE));
 }
 
-/* Block on the task's done list until the call's end (ct_now() time, may
- * be INFINITY: the wait goes on a day at a time). Each blocking read is
- * given CALL_GRACE beyond its own server-side timeout, so that a server
- * that stalls cannot hold the call past its end by more than that. */
-static int wait_done(ct_broker_t *b, const char *id, double end) {
-  char *k = ct__broker_key(b, "done:", id);
-  ct__rconn_t *c = NULL;
-  int rc = k ? CT_ETIMEDOUT : CT_ENOMEM;
-  for (double left; rc == CT_ETIMEDOUT && (left = end - ct_now()) >= 0.001;) {
-    left = fmin(left, DEFAULT_TTL);
-    if (!c && (rc = rpc_take(b, fmin(b->connect_timeout, fmax(left, CALL_GRACE)), &c)) != 0)
-      break;
-    char secs[32];
-    snprintf(secs, sizeof secs, "%.3f", left);
-    const char *argv[] = {"BLPOP", k, secs};
-    rc = ct__rconn_command_within(c, left + CALL_GRACE, 3, argv, NULL, blpop_reply, NULL);
-  }
-  if (c)
-    rpc_give(b, c);
-  free(k);
-  return rc;
-}
+static int wait_result(ct_broker_t *b, const char *id, double end, ct_broker_info_t *info);
 
 int ct_broker_call(ct_broker_t *b, const char *name, const json_t *kwargs,
                    const ct_broker_submit_opts_t *opts, double timeout, json_t **result) {
@@ -485,11 +696,9 @@ int ct_broker_call(ct_broker_t *b, const char *name, const json_t *kwargs,
   char id[CT_BROKER_ID_SIZE];
   int rc = ct__broker_submit_by(b, name, kwargs, opts, ct__broker_deadline_ms(timeout),
                                 call_wait(b, end), NULL, id);
-  if (rc == 0)
-    rc = wait_done(b, id, end);
   ct_broker_info_t info;
   if (rc == 0)
-    rc = get_within(b, id, call_wait(b, end), &info);
+    rc = wait_result(b, id, end, &info);
   if (rc == 0)
     *result = info.result;
   return rc;
@@ -523,6 +732,56 @@ int ct__broker_get_reply(const redisReply *r, void *data) {
   free(f);
   if (rc == CT_EINVAL)
     ct__broker_log(g->b, CT_LOG_ERROR, "task %s: its record is malformed: %s", g->id, reason);
+  return rc;
+}
+
+/* One wait of a call: a blocking read of the task's done list for `left`
+ * seconds, with the read of its record right behind it on the same
+ * connection, which the server runs as soon as the blocking read returns:
+ * no round trip more for the result. Returns 0 and *info once the record
+ * is terminal (a wake through the done list, or an end just after the
+ * read timed out); CT_ETIMEDOUT (nothing yet); or an error. */
+static int wait_once(ct_broker_t *b, ct__rconn_t *c, const char *done, const char *id,
+                     double left, ct_broker_info_t *info) {
+  char secs[32];
+  snprintf(secs, sizeof secs, "%.3f", left);
+  char *rec = ct__broker_key(b, "task:", id);
+  if (!rec)
+    return CT_ENOMEM;
+  const char *blpop[] = {"BLPOP", done, secs}, *hgetall[] = {"HGETALL", rec};
+  ct__bget_t g = {b, id, info};
+  ct__rconn_cmd_t cmds[2] = {{3, blpop, NULL, blpop_reply, NULL, 0},
+                             {2, hgetall, NULL, ct__broker_get_reply, &g, 0}};
+  memset(info, 0, sizeof *info);
+  int rc = ct__rconn_pipeline(c, left + CALL_GRACE, 2, cmds);
+  free(rec);
+  if (rc != 0 || cmds[0].rc == 0)
+    return rc != 0 ? rc : cmds[1].rc; /* woken: the record is terminal */
+  if (cmds[0].rc == CT_ETIMEDOUT && cmds[1].rc == 0 && ct__bstatus_terminal(info->status))
+    return 0; /* it ended just after the read timed out */
+  if (cmds[1].rc == 0)
+    json_decref(info->result);
+  return cmds[0].rc;
+}
+
+/* Wait for the task's end until the call's end (ct_now() time, may be
+ * INFINITY: the wait goes on a day at a time), on a connection of the
+ * call's own, and read its record. Each blocking read is given CALL_GRACE
+ * beyond its own server-side timeout, so that a server that stalls cannot
+ * hold the call past its end by more than that. */
+static int wait_result(ct_broker_t *b, const char *id, double end, ct_broker_info_t *info) {
+  char *k = ct__broker_key(b, "done:", id);
+  ct__rconn_t *c = NULL;
+  int rc = k ? CT_ETIMEDOUT : CT_ENOMEM;
+  for (double left; rc == CT_ETIMEDOUT && (left = end - ct_now()) >= 0.001;) {
+    left = fmin(left, DEFAULT_TTL);
+    if (!c && (rc = rpc_take(b, fmin(b->connect_timeout, fmax(left, CALL_GRACE)), &c)) != 0)
+      break;
+    rc = wait_once(b, c, k, id, left, info);
+  }
+  if (c)
+    rpc_give(b, c);
+  free(k);
   return rc;
 }
 

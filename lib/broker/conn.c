@@ -33,12 +33,23 @@
  * run nothing: such a command goes back to `waiting`, and the connection
  * holds every command for 0.1 s before it sends them again, each still
  * under its own deadline.
+ *
+ * Writes. hiredis's libev adapter starts a write watcher for every command
+ * and writes once the loop polls again, which costs two epoll_ctl calls and
+ * a loop iteration per command. Here a command only goes into hiredis's
+ * output buffer; an ev_prepare watcher, which runs after every callback of
+ * the iteration and before the poll, writes the whole buffer at once: the
+ * commands that reached the loop together (several threads' calls, a
+ * batch of renewals) go out in one write, and a write that completes
+ * leaves the watcher as it was, so libev changes nothing in epoll. A
+ * partial write keeps the watcher, which finishes it as before.
  */
 #include "conn.h"
 
 #include <ev.h>
 #include <hiredis/adapters/libev.h>
 #include <hiredis/async.h>
+#include <hiredis/sds.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -98,9 +109,11 @@ struct ct__rconn {
   ev_timer loading_timer; /* L: the next try while the server loads its data */
   ct__rop_t *waiting, *waiting_tail; /* L */
   ct__rcall_t *first;     /* L: the creator's wait for the first attempt */
+  ev_prepare flush;       /* L: writes what the iteration's commands added */
   ev_cleanup cleanup;     /* L: closes everything as the loop ends */
   bool closing;           /* L */
   int no_reply_rc;        /* L: what a command without a reply returns */
+  atomic_llong client_id; /* the server's CLIENT ID of the connection; 0: none */
 };
 
 static void conn_log(ct__rconn_t *c, int level, const char *fmt, ...)
@@ -315,6 +328,7 @@ static void drop(ct__rconn_t *c, const char *why) {
   redisAsyncContext *ac = c->ac;
   conn_log(c, CT_LOG_ERROR, "redis %s: %s", c->display, why);
   c->ac = NULL;
+  atomic_store(&c->client_id, 0);
   c->state = DOWN;
   ev_timer_stop(c->ev, &c->connect_timer);
   ev_timer_stop(c->ev, &c->loading_timer);
@@ -324,8 +338,19 @@ static void drop(ct__rconn_t *c, const char *why) {
   schedule_retry(c);
 }
 
+/* CLIENT ID's reply, asked for as the connection becomes ready. */
+static void on_client_id(redisAsyncContext *ac, void *reply, void *privdata) {
+  ct__rconn_t *c = privdata;
+  const redisReply *r = reply;
+  if (ac == c->ac && r && r->type == REDIS_REPLY_INTEGER)
+    atomic_store(&c->client_id, r->integer);
+}
+
 static void ready(ct__rconn_t *c) {
   ev_timer_stop(c->ev, &c->connect_timer);
+  /* First, ahead of every command waiting: a blocking read sent later is
+   * then known by this id (a reply not yet come leaves 0: unknown). */
+  redisAsyncCommand(c->ac, on_client_id, c, "CLIENT ID");
   c->state = READY;
   c->backoff = RETRY_FIRST;
   conn_log(c, CT_LOG_INFO, "redis %s: connected", c->display);
@@ -442,6 +467,18 @@ static void on_retry(struct ev_loop *ev, ev_timer *w, int revents) {
   connect_start(w->data);
 }
 
+/* Before the loop polls: write the commands added in this iteration, all
+ * in one write, while connected (during a connect, hiredis's own write
+ * watcher finds out when the socket is ready). A write error drops the
+ * connection through on_disconnect, as it would from the write watcher. */
+static void on_flush(struct ev_loop *ev, ev_prepare *w, int revents) {
+  (void)ev;
+  (void)revents;
+  ct__rconn_t *c = w->data;
+  if (c->ac && (c->ac->c.flags & REDIS_CONNECTED) && sdslen(c->ac->c.obuf) > 0)
+    redisAsyncHandleWrite(c->ac);
+}
+
 /* The loop is ending (ct__rconn_free() stops it, or its supervisor
  * stopped): libev calls this before it destroys the loop, after the last
  * posted call ran. Every command still here is answered CT_ESHUTDOWN:
@@ -457,6 +494,7 @@ static void on_cleanup(struct ev_loop *ev, ev_cleanup *w, int revents) {
   ev_timer_stop(ev, &c->retry_timer);
   ev_timer_stop(ev, &c->connect_timer);
   ev_timer_stop(ev, &c->loading_timer);
+  ev_prepare_stop(ev, &c->flush);
   while (c->waiting) {
     ct__rop_t *op = c->waiting;
     ev_timer_stop(ev, &op->deadline);
@@ -480,6 +518,9 @@ static void on_loop_start(ct_loop_t *loop, struct ev_loop *ev, void *data) {
   c->retry_timer.data = c;
   ev_timer_init(&c->loading_timer, on_loading_pause, 0.0, 0.0);
   c->loading_timer.data = c;
+  ev_prepare_init(&c->flush, on_flush);
+  c->flush.data = c;
+  ev_prepare_start(ev, &c->flush);
   ev_cleanup_init(&c->cleanup, on_cleanup);
   c->cleanup.data = c;
   ev_cleanup_start(ev, &c->cleanup);
@@ -498,6 +539,7 @@ static int conn_init(ct__rconn_t *c, const ct__rconn_opts_t *o) {
   c->log_data = o->log_data;
   c->backoff = RETRY_FIRST;
   c->no_reply_rc = CT_ETIMEDOUT;
+  atomic_init(&c->client_id, 0);
   c->url = *o->url;
   c->url.host = o->url->host ? strdup(o->url->host) : NULL;
   c->url.path = o->url->path ? strdup(o->url->path) : NULL;
@@ -561,29 +603,43 @@ int ct__rconn_command(ct__rconn_t *c, int argc, const char **argv, const size_t 
   return ct__rconn_command_within(c, c->command_timeout, argc, argv, argvlen, on_reply_fn, data);
 }
 
+/* A command formatted, with its caller's wait; NULL if out of memory. */
+static ct__rop_t *op_new(ct__rconn_t *c, double timeout, int argc, const char **argv,
+                         const size_t *argvlen, ct__rconn_reply_fn on_reply_fn, void *data) {
+  ct__rop_t *op = calloc(1, sizeof *op);
+  if (!op)
+    return NULL;
+  int len = redisFormatCommandArgv(&op->cmd, argc, argv, argvlen);
+  op->call = len < 0 ? NULL : call_new(on_reply_fn, data);
+  if (!op->call) {
+    op_free(op);
+    return NULL;
+  }
+  op->len = (size_t)len;
+  op->c = c;
+  op->timeout = timeout;
+  return op;
+}
+
+/* An op that never reached the loop: both counts of its call go. */
+static void op_drop(ct__rop_t *op) {
+  call_unref(op->call);
+  call_unref(op->call);
+  op_free(op);
+}
+
 int ct__rconn_command_within(ct__rconn_t *c, double timeout, int argc, const char **argv,
                              const size_t *argvlen, ct__rconn_reply_fn on_reply_fn,
                              void *data) {
   if (pthread_equal(pthread_self(), c->loop_thread))
     return CT_EDEADLK;
-  ct__rop_t *op = calloc(1, sizeof *op);
+  ct__rop_t *op = op_new(c, timeout, argc, argv, argvlen, on_reply_fn, data);
   if (!op)
     return CT_ENOMEM;
-  int len = redisFormatCommandArgv(&op->cmd, argc, argv, argvlen);
-  op->call = len < 0 ? NULL : call_new(on_reply_fn, data);
-  if (!op->call) {
-    op_free(op);
-    return CT_ENOMEM;
-  }
-  op->len = (size_t)len;
-  op->c = c;
-  op->timeout = timeout;
   ct__rcall_t *call = op->call;
   int rc = ct_loop_call(c->loop, on_loop_command, op);
   if (rc != 0) {
-    call_unref(call);
-    call_unref(call);
-    op_free(op);
+    op_drop(op);
     return rc;
   }
   return call_wait(call, 2 * timeout + 5);
@@ -626,7 +682,52 @@ int ct__rconn_post(ct__rconn_t *c, double timeout, int argc, const char **argv,
   return rc;
 }
 
+/* The ops of a pipeline, posted together (freed on the loop). */
+typedef struct {
+  size_t n;
+  ct__rop_t *ops[];
+} pipeline_t;
+
+static void on_loop_pipeline(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  pipeline_t *p = data;
+  for (size_t i = 0; i < p->n; i++)
+    on_loop_command(loop, ev, p->ops[i]);
+  free(p);
+}
+
+int ct__rconn_pipeline(ct__rconn_t *c, double timeout, size_t n, ct__rconn_cmd_t *cmds) {
+  if (pthread_equal(pthread_self(), c->loop_thread))
+    return CT_EDEADLK;
+  pipeline_t *p = calloc(1, sizeof *p + n * sizeof *p->ops);
+  ct__rcall_t **calls = calloc(n ? n : 1, sizeof *calls);
+  int rc = p && calls ? 0 : CT_ENOMEM;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    p->ops[i] = op_new(c, timeout, cmds[i].argc, cmds[i].argv, cmds[i].argvlen,
+                       cmds[i].on_reply, cmds[i].data);
+    rc = p->ops[i] ? 0 : CT_ENOMEM;
+    p->n += rc == 0;
+  }
+  if (rc == 0) {
+    for (size_t i = 0; i < n; i++)
+      calls[i] = p->ops[i]->call;
+    rc = ct_loop_call(c->loop, on_loop_pipeline, p);
+  }
+  if (rc != 0) {
+    for (size_t i = 0; p && i < p->n; i++)
+      op_drop(p->ops[i]);
+    free(p);
+    free(calls);
+    return rc;
+  }
+  for (size_t i = 0; i < n; i++)
+    cmds[i].rc = call_wait(calls[i], 2 * timeout + 5);
+  free(calls);
+  return 0;
+}
+
 ct_loop_t *ct__rconn_loop(ct__rconn_t *c) { return c->loop; }
+
+long long ct__rconn_client_id(ct__rconn_t *c) { return atomic_load(&c->client_id); }
 
 int ct__rconn_loop_send(ct__rconn_t *c, int argc, const char **argv, const size_t *argvlen,
                         redisCallbackFn *fn, void *data) {

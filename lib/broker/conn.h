@@ -67,9 +67,35 @@ int ct__rconn_post(ct__rconn_t *c, double timeout, int argc, const char **argv,
                    const size_t *argvlen, ct__rconn_reply_fn reply, ct__rconn_done_fn done,
                    void *data);
 
+/* One command of a pipeline: argc, argv and argvlen (NULL: strlen) and the
+ * reply function and its data as for ct__rconn_command(); rc: its code. */
+typedef struct ct__rconn_cmd {
+  int argc;
+  const char **argv;
+  const size_t *argvlen;
+  ct__rconn_reply_fn on_reply;
+  void *data;
+  int rc; /* out */
+} ct__rconn_cmd_t;
+
+/* Send the n commands in one go (one hop to the loop, one write), in
+ * order, each with the reply timeout `timeout` (seconds, > 0), and wait
+ * for every reply: a command sent behind a blocking one (BLPOP) runs as
+ * soon as that one returns, without another round trip. Returns 0 once
+ * every cmds[i].rc is set (as ct__rconn_command() returns); CT_EDEADLK,
+ * CT_ESHUTDOWN or CT_ENOMEM if none was sent. Thread-safety: any other
+ * thread. */
+int ct__rconn_pipeline(ct__rconn_t *c, double timeout, size_t n, ct__rconn_cmd_t *cmds);
+
 /* The connection's loop (borrowed, valid until ct__rconn_free()), for
  * timers that go with the connection. */
 ct_loop_t *ct__rconn_loop(ct__rconn_t *c);
+
+/* The server's CLIENT ID of the connection as it now is (asked for as
+ * each connection becomes ready, ahead of every other command), or 0 while
+ * not connected or not yet known. A connection made again has another.
+ * Thread-safety: any thread. */
+long long ct__rconn_client_id(ct__rconn_t *c);
 
 /* On the connection's loop thread only: send a command now without
  * waiting and without a deadline of its own (a command with one that

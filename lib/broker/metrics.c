@@ -27,6 +27,7 @@
 #include "broker-internal.h"
 #include "ctasker/broker-admin.h"
 #include "metrics.h"
+#include "script.h"
 
 #define FLUSH_EVERY 1.0 /* seconds between counter writes while busy */
 
@@ -55,6 +56,7 @@ static int counter_of(ct_broker_status_t outcome) {
 static const char add_script[] =
     "for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end\n"
     "return 1\n";
+static ct__bscript_t add_lua = CT__BSCRIPT_INIT(add_script);
 
 struct ct__bmetrics {
   ct_broker_observe_fn fn; /* set before the worker starts, then read-only */
@@ -135,7 +137,8 @@ static void flush(ct_broker_t *b, ct__bmetrics_t *m,
                   long long counts[CT__BLEVELS][NCOUNTERS]) {
   char *key = ct__broker_key(b, "stats", "");
   char fields[CT__BLEVELS * NCOUNTERS][40], values[CT__BLEVELS * NCOUNTERS][24];
-  const char *argv[4 + 2 * CT__BLEVELS * NCOUNTERS] = {"EVAL", add_script, "1", key};
+  /* 0 and 1: EVALSHA and the SHA1, filled when the script runs */
+  const char *argv[4 + 2 * CT__BLEVELS * NCOUNTERS] = {NULL, NULL, "1", key};
   int argc = 4;
   for (int l = 0; l < CT__BLEVELS; l++)
     for (int f = 0; f < NCOUNTERS; f++) {
@@ -147,7 +150,8 @@ static void flush(ct_broker_t *b, ct__bmetrics_t *m,
       argv[argc++] = fields[i];
       argv[argc++] = values[i];
     }
-  int rc = key ? ct__rconn_command(b->conn, argc, argv, NULL, add_reply, NULL) : CT_ENOMEM;
+  int rc = key ? ct__bscript_run(b->conn, &add_lua, 0, argc, argv, NULL, add_reply, NULL)
+               : CT_ENOMEM;
   free(key);
   if (rc == 0)
     return;

@@ -13,9 +13,17 @@
  * result it cannot take (a key of the wrong type, say) holds up no other
  * (a batch that timed out has had its tries: each result gets that error).
  *
+ * Each waiting thread sleeps on a condition of its own, in its request:
+ * the sender wakes the threads of the batch it stored, and the thread at
+ * the head of the queue to send the next one, and no other (a broadcast
+ * to every waiter would wake them all to find the lock taken and most of
+ * them with nothing to do).
+ *
  * Lock: s->lock guards head, tail, sending, and the done of every queued
  * request; the sender reads a batch's strings and writes its rc without
- * it, which is safe because their threads wait for done. */
+ * it, which is safe because their threads wait for done. A request's
+ * condition is signaled under the lock, so its thread, which must retake
+ * the lock to return, cannot free it under the signal. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -32,14 +40,17 @@ struct ct__bstore_req {
   const char *args[TASK_ARGS];
   int rc;    /* the sender's until done */
   bool done; /* lock */
+  pthread_cond_t cond; /* its thread waits on it */
 };
 
 /* KEYS: per result: record, stream, done list. ARGV: group, default TTL
  * (s), then per result: entry id, status, result, finished (ms), name, "1"
- * if a caller waits (RPC). For each: the first completion wins; then the
- * entry is acknowledged and deleted, and a waiting caller is woken through
- * the done list. */
+ * if a caller waits (RPC). For each: the first completion wins; a waiting
+ * caller is woken through the done list. Then every entry is acknowledged
+ * and deleted, with one XACK and one XDEL per stream for all of its
+ * entries (each command has a cost of its own, larger than an id's). */
 static const char complete_script[] =
+    "local acks, streams = {}, {}\n"
     "for i = 0, #KEYS / 3 - 1 do\n"
     "  local rec, stream, a = KEYS[3 * i + 1], KEYS[3 * i + 2], 2 + 6 * i\n"
     "  local r = redis.call('HMGET', rec, 'status', 'ttl', 'created')\n"
@@ -49,12 +60,19 @@ static const char complete_script[] =
     " 'finished', ARGV[a + 4], 'name', ARGV[a + 5], 'created', r[3] or ARGV[a + 4])\n"
     "    redis.call('EXPIRE', rec, r[2] or ARGV[2])\n"
     "  end\n"
-    "  redis.call('XACK', stream, ARGV[1], ARGV[a + 1])\n"
-    "  redis.call('XDEL', stream, ARGV[a + 1])\n"
+    "  if not acks[stream] then\n"
+    "    acks[stream] = {}\n"
+    "    streams[#streams + 1] = stream\n"
+    "  end\n"
+    "  table.insert(acks[stream], ARGV[a + 1])\n"
     "  if ARGV[a + 6] == '1' then\n"
     "    redis.call('RPUSH', KEYS[3 * i + 3], ARGV[a + 2])\n"
     "    redis.call('EXPIRE', KEYS[3 * i + 3], 60)\n"
     "  end\n"
+    "end\n"
+    "for _, stream in ipairs(streams) do\n"
+    "  redis.call('XACK', stream, ARGV[1], unpack(acks[stream]))\n"
+    "  redis.call('XDEL', stream, unpack(acks[stream]))\n"
     "end\n"
     "return #KEYS / 3\n";
 static ct__bscript_t complete_lua = CT__BSCRIPT_INIT(complete_script);
@@ -64,12 +82,10 @@ void ct__bstore_init(ct__bstore_t *s, ct__rconn_t *conn, const char *group,
   *s = (ct__bstore_t){.conn = conn, .group = group, .default_ttl = default_ttl,
                       .tries = tries};
   pthread_mutex_init(&s->lock, NULL);
-  pthread_cond_init(&s->cond, NULL);
   s->tail = &s->head;
 }
 
 void ct__bstore_destroy(ct__bstore_t *s) {
-  pthread_cond_destroy(&s->cond);
   pthread_mutex_destroy(&s->lock);
 }
 
@@ -124,12 +140,13 @@ int ct__bstore_complete(ct__bstore_t *s, const char *const keys[3], const char *
                         const char *name, bool waited) {
   ct__bstore_req_t req = {.keys = keys,
                           .args = {entry, status, result, finished, name, waited ? "1" : "0"}};
+  pthread_cond_init(&req.cond, NULL);
   pthread_mutex_lock(&s->lock);
   *s->tail = &req;
   s->tail = &req.next;
   while (!req.done) {
     if (s->sending) {
-      pthread_cond_wait(&s->cond, &s->lock);
+      pthread_cond_wait(&req.cond, &s->lock);
       continue;
     }
     size_t n;
@@ -142,12 +159,16 @@ int ct__bstore_complete(ct__bstore_t *s, const char *const keys[3], const char *
                   ? rc
                   : send_batch(s, q, 1);
     pthread_mutex_lock(&s->lock);
-    for (ct__bstore_req_t *q = batch; q; q = q->next)
+    for (ct__bstore_req_t *q = batch; q; q = q->next) {
       q->done = true;
+      pthread_cond_signal(&q->cond);
+    }
     s->sending = false;
-    pthread_cond_broadcast(&s->cond);
+    if (s->head) /* the next batch's sender */
+      pthread_cond_signal(&s->head->cond);
   }
   int rc = req.rc;
   pthread_mutex_unlock(&s->lock);
+  pthread_cond_destroy(&req.cond);
   return rc;
 }

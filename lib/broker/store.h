@@ -16,7 +16,6 @@ typedef struct ct__bstore {
   const char *default_ttl;    /* borrowed: seconds, for a record without its own */
   int tries;                  /* sends of a batch that timed out */
   pthread_mutex_t lock;
-  pthread_cond_t cond;
   ct__bstore_req_t *head;     /* lock: results waiting to be sent, oldest first */
   ct__bstore_req_t **tail;    /* lock */
   bool sending;               /* lock: a thread is sending a batch */

@@ -26,7 +26,13 @@
  *
  * Leases. The fetch script first takes over, in each stream, entries whose
  * owner has been silent past the lease (XAUTOCLAIM), and returns those
- * delivered more than max_deliveries times for the bury script. While
+ * delivered more than max_deliveries times for the bury script. It does
+ * so in the first fetch, then in the first fetch after each
+ * min(lease / 3, 1 s), not in every one: the scan costs Redis as much as
+ * the rest of a fetch, and an entry's lease is counted in tens of
+ * seconds (it is taken over at most that much later; an idle worker
+ * fetched only once a second anyway). A take-over that the count cut
+ * short goes on in the next fetch. While
  * tasks run, a timer on the handle's loop thread (never a pool thread, so
  * a CPU-bound handler cannot starve it) renews their leases every
  * lease / 3 with XCLAIM JUSTID, only where this consumer still owns the
@@ -90,6 +96,7 @@
 #define DEFAULT_BACKOFF 1.0  /* seconds before a first retry */
 #define DEFAULT_BACKOFF_MAX 3600.0 /* longest pause before a retry */
 #define PROMOTE_BATCH_S "64"
+#define TAKEOVER_EVERY_MAX 1.0 /* longest pause, seconds, between take-overs */
 
 static const int level_priority[CT__BLEVELS] = {CT_PRIORITY_CRITICAL, CT_PRIORITY_HIGH,
                                                 CT_PRIORITY_NORMAL, CT_PRIORITY_LOW};
@@ -140,28 +147,36 @@ static const char bury_script[] =
 static ct__bscript_t bury_lua = CT__BSCRIPT_INIT(bury_script);
 
 /* KEYS: the streams, highest class first, the delayed set, the wake
- * stream. ARGV: group, consumer, count, lease (ms), max deliveries. Per
- * stream: first take over entries idle past the lease (XAUTOCLAIM), then
- * read new ones, never more than count in all; an entry taken over that
- * has been delivered more than max deliveries times is returned too,
- * without counting, for the worker to bury (with the bury script, which
- * names every key it touches). Returns
- * {1, {{level, id, fields, deliveries}...}, due} or, having found nothing,
- * {0, {last-generated ids of the streams and the wake stream}, due}, where
- * due is the earliest due time in the delayed set or '' (so that the
- * worker moves due tasks only when some are due). */
+ * stream. ARGV: group, consumer, count, lease (ms), max deliveries, '1' to
+ * take over. Per stream: first, if asked to, take over entries idle past
+ * the lease (XAUTOCLAIM), then read new ones, never more than count in
+ * all; an entry taken over that has been delivered more than max
+ * deliveries times is returned too, without counting, for the worker to
+ * bury (with the bury script, which names every key it touches). Returns
+ * {1, {{level, id, fields, deliveries}...}, due, more} or, having found
+ * nothing, {0, {last-generated ids of the streams and the wake stream},
+ * due, more}, where due is the earliest due time in the delayed set or ''
+ * (so that the worker moves due tasks only when some are due), and more
+ * is 1 if a take-over in a stream was cut short (by the count, or by
+ * XAUTOCLAIM's own limit on entries scanned): the next fetch takes over
+ * again. A stream that new entries of a higher one kept the fetch from
+ * reaching waits for the next take-over, as its new entries wait. */
 static const char fetch_script[] =
     "local want = tonumber(ARGV[3])\n"
     "local out = {}\n"
+    "local more = 0\n"
     "for i = 1, 4 do\n"
     "  if want <= 0 then break end\n"
-    "  local c = redis.call('XAUTOCLAIM', KEYS[i], ARGV[1], ARGV[2], ARGV[4], '0-0',"
+    "  if ARGV[6] == '1' then\n"
+    "    local c = redis.call('XAUTOCLAIM', KEYS[i], ARGV[1], ARGV[2], ARGV[4], '0-0',"
     " 'COUNT', want)\n"
-    "  for _, e in ipairs(c[2]) do\n"
-    "    local p = redis.call('XPENDING', KEYS[i], ARGV[1], e[1], e[1], 1)\n"
-    "    local n = p[1] and p[1][4] or 1\n"
-    "    out[#out + 1] = {i, e[1], e[2], n}\n"
-    "    if n <= tonumber(ARGV[5]) then want = want - 1 end\n"
+    "    for _, e in ipairs(c[2]) do\n"
+    "      local p = redis.call('XPENDING', KEYS[i], ARGV[1], e[1], e[1], 1)\n"
+    "      local n = p[1] and p[1][4] or 1\n"
+    "      out[#out + 1] = {i, e[1], e[2], n}\n"
+    "      if n <= tonumber(ARGV[5]) then want = want - 1 end\n"
+    "    end\n"
+    "    if c[1] ~= '0-0' or want <= 0 then more = 1 end\n"
     "  end\n"
     "  if want > 0 then\n"
     "    local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want,"
@@ -175,7 +190,7 @@ static const char fetch_script[] =
     "  end\n"
     "end\n"
     "local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')\n"
-    "if #out > 0 then return {1, out, first[2] or ''} end\n"
+    "if #out > 0 then return {1, out, first[2] or '', more} end\n"
     "local ids = {}\n"
     "for i = 1, 5 do\n"
     "  ids[i] = '0-0'\n"
@@ -186,7 +201,7 @@ static const char fetch_script[] =
     "    end\n"
     "  end\n"
     "end\n"
-    "return {0, ids, first[2] or ''}\n";
+    "return {0, ids, first[2] or '', more}\n";
 static ct__bscript_t fetch_lua = CT__BSCRIPT_INIT(fetch_script);
 
 /* KEYS: a stream. ARGV: group, consumer, entry ids. Renews this consumer's
@@ -329,6 +344,8 @@ struct ct__bworker {
   ct__bstore_t store;  /* results, on the handle's connection */
   int64_t next_due_ms; /* fetch thread: the earliest due time the last fetch saw;
                           0: none; -1: unknown (move what is due before the next) */
+  double next_takeover; /* fetch thread: ct_now() from which a fetch takes over
+                           entries of silent owners; 0: the first fetch does */
   double lease;
   int max_deliveries;
   ev_timer renew;   /* on the handle's loop: renews the running tasks' leases */
@@ -403,6 +420,7 @@ typedef struct {
   char ids[CT__BLEVELS + 1][48]; /* found nothing: last-generated ids (streams, wake) */
   int64_t due_ms;        /* the earliest delayed task's due time; 0: none */
   int want;              /* entries asked for: the free slots */
+  bool more;             /* a take-over was cut short: go on in the next fetch */
   int over;              /* entries the reply held beyond those, left pending */
   bool nogroup;          /* the group is gone (the streams were deleted) */
 } fetch_t;
@@ -477,7 +495,8 @@ static bool fetch_reply_ok(const redisReply *r) {
       r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_ARRAY)
     return false;
   bool idle = r->element[0]->integer == 0;
-  if (r->elements != 3 || r->element[2]->type != REDIS_REPLY_STRING)
+  if (r->elements != 4 || r->element[2]->type != REDIS_REPLY_STRING ||
+      r->element[3]->type != REDIS_REPLY_INTEGER)
     return false;
   const redisReply *list = r->element[1];
   for (size_t i = 0; i < list->elements; i++) {
@@ -508,6 +527,7 @@ static int fetch_reply(const redisReply *r, void *data) {
     return CT_EINVAL;
   const redisReply *list = r->element[1];
   f->due_ms = (int64_t)strtod(r->element[2]->str, NULL);
+  f->more = r->element[3]->integer != 0;
   if (r->element[0]->integer == 0) {
     for (size_t i = 0; i < list->elements; i++)
       snprintf(f->ids[i], sizeof f->ids[i], "%s", list->element[i]->str);
@@ -1046,19 +1066,11 @@ static void pause_for(ct__bworker_t *w, double seconds) {
   pthread_mutex_unlock(&w->lock);
 }
 
-static int id_reply(const redisReply *r, void *data) {
-  if (r->type != REDIS_REPLY_INTEGER)
-    return CT_EINVAL;
-  *(long long *)data = r->integer;
-  return 0;
-}
-
-/* Publish the fetch connection's client id, so that a stop can end the
+/* Publish the fetch connection's client id (the connection learns it as
+ * it connects: no round trip per wait), so that a stop can end the
  * blocking read at once. Returns false if stopping already. */
 static bool publish_blocked_id(ct__bworker_t *w) {
-  long long id = 0;
-  const char *argv[] = {"CLIENT", "ID"};
-  ct__rconn_command(w->fetch, 2, argv, NULL, id_reply, &id);
+  long long id = ct__rconn_client_id(w->fetch);
   pthread_mutex_lock(&w->lock);
   w->blocked_id = id;
   bool stopping = w->stopping;
@@ -1099,7 +1111,8 @@ static void fetch_round(ct__bworker_t *w, int free_slots) {
   snprintf(max, sizeof max, "%d", w->max_deliveries);
   const char *keys[CT__BLEVELS + 2] = {w->streams[0], w->streams[1], w->streams[2],
                                        w->streams[3], w->delayed, w->wake};
-  const char *args[] = {CT__BGROUP, w->consumer, count, lease, max};
+  bool takeover = ct_now() >= w->next_takeover;
+  const char *args[] = {CT__BGROUP, w->consumer, count, lease, max, takeover ? "1" : "0"};
   fetch_t f = {.w = w, .want = free_slots};
   int rc = w->next_due_ms < 0 || (w->next_due_ms > 0 && w->next_due_ms <= ct__broker_unix_ms())
                ? promote_due(w)
@@ -1108,8 +1121,10 @@ static void fetch_round(ct__bworker_t *w, int free_slots) {
     ct__broker_log(w->b, CT_LOG_ERROR, "moving due delayed tasks failed (%s)", ct_strerror(rc));
     pause_for(w, 0.5);
   }
-  rc = eval(w->fetch, &fetch_lua, CT__BLEVELS + 2, keys, 5, args, fetch_reply, &f);
+  rc = eval(w->fetch, &fetch_lua, CT__BLEVELS + 2, keys, 6, args, fetch_reply, &f);
   w->next_due_ms = rc == 0 ? f.due_ms : -1;
+  if (rc == 0 && takeover && !f.more)
+    w->next_takeover = ct_now() + fmin(w->lease / 3, TAKEOVER_EVERY_MAX);
   if (f.over > 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "a fetch returned %d entries more than the %d asked "
                    "for: they stay pending until their lease passes", f.over, free_slots);

@@ -1,10 +1,11 @@
 /* Every key a broker script touches is one of its KEYS, so that a cluster
  * client can route each script (all keys of a queue share one hash tag,
  * and Redis checks declared keys only): a MONITOR connection records what
- * a producer and a worker do — submissions, delays, a retry, an RPC, a
- * malformed entry and one delivered too often going to the dead letters,
- * renewals and liveness — and each command a script ran is checked, with
- * COMMAND GETKEYS, against the KEYS of the EVAL or EVALSHA that ran it. */
+ * a producer and a worker do — submissions (one and many), delays, a
+ * retry, an RPC, a malformed entry and one delivered too often going to
+ * the dead letters, renewals and liveness — and each command a script
+ * ran is checked, with COMMAND GETKEYS, against the KEYS of the EVAL or
+ * EVALSHA that ran it. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -193,6 +194,14 @@ TEST(every_key_a_script_touches_is_declared) {
   json_t *kw = json_pack("{s:b}", "fail_once", 1);
   CHECK_OK(ct_broker_submit(b, "flaky", kw, &so, retried));
   json_decref(kw);
+  /* Batches, one now and one delayed (ct_broker_submit_many). */
+  const char *many_names[] = {"flaky", "flaky"};
+  char many[4][CT_BROKER_ID_SIZE];
+  int many_rcs[2];
+  CHECK_OK(ct_broker_submit_many(b, 2, many_names, NULL, NULL, many, many_rcs));
+  so = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
+  so.delay = 0.3;
+  CHECK_OK(ct_broker_submit_many(b, 2, many_names, NULL, &so, many + 2, many_rcs));
   ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
   wo.lease = 0.2;
   wo.max_deliveries = 1;
@@ -204,6 +213,8 @@ TEST(every_key_a_script_touches_is_declared) {
   wait_status(b, ghost, CT_BROKER_DEAD);
   wait_status(b, delayed, CT_BROKER_COMPLETED);
   wait_status(b, retried, CT_BROKER_COMPLETED);
+  for (int i = 0; i < 4; i++)
+    wait_status(b, many[i], CT_BROKER_COMPLETED);
   WAIT_FOR(test_redis_int(&r, "XLEN " PREFIX "dead") == 2); /* the malformed one too */
   CHECK_OK(ct_broker_worker_stop(b, -1));
   atomic_store(&m.stop, true);

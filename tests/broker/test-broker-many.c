@@ -1,0 +1,172 @@
+/* ct_broker_submit_many(): n tasks in one script call, each checked and
+ * written on its own as ct_broker_submit() would (all or nothing per
+ * task), in the order given; refused calls write nothing. */
+#include <stdatomic.h>
+#include <string.h>
+
+#include "ctasker.h"
+#include "redis.h"
+
+#define PREFIX "ctasker:{default}:"
+
+static atomic_int runs;
+
+static json_t *echo(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self, (void)data;
+  atomic_fetch_add(&runs, 1);
+  return json_deep_copy(kwargs);
+}
+
+typedef struct {
+  test_redis_t r;
+  ct_supervisor_t *sup;
+  ct_broker_t *b;
+} env_t;
+
+static void env_start(env_t *e) {
+  test_redis_start(&e->r, NULL);
+  ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
+  so.pool_size = 2;
+  CHECK_OK(ct_supervisor_new(&so, &e->sup));
+  CHECK_OK(ct_supervisor_start(e->sup));
+  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
+  o.url = e->r.url;
+  CHECK_OK(ct_broker_new(e->sup, &o, &e->b));
+  CHECK_OK(ct_broker_register(e->b, "echo", echo, NULL));
+  freeReplyObject(test_redis(&e->r, "SADD " PREFIX "names echo"));
+  atomic_store(&runs, 0);
+}
+
+static void env_stop(env_t *e) {
+  ct_broker_free(e->b);
+  CHECK_OK(ct_supervisor_stop(e->sup, CT_STOP_DRAIN, -1));
+  CHECK_OK(ct_supervisor_free(e->sup));
+  test_redis_stop(&e->r);
+}
+
+static ct_broker_status_t status_of(env_t *e, const char *id) {
+  ct_broker_info_t info;
+  CHECK_OK(ct_broker_get(e->b, id, &info));
+  json_decref(info.result);
+  return info.status;
+}
+
+/* Every task is written, queued, in the order given, then run once with
+ * its own kwargs. */
+static void test_submit_many_writes_each_task_in_order_and_each_runs_once(void) {
+  env_t e = {0};
+  env_start(&e);
+  enum { N = 100 };
+  const char *names[N];
+  json_t *kw[N];
+  char ids[N][CT_BROKER_ID_SIZE];
+  int rcs[N];
+  for (int i = 0; i < N; i++) {
+    names[i] = "echo";
+    kw[i] = json_pack("{s:i}", "i", i);
+  }
+  CHECK_OK(ct_broker_submit_many(e.b, N, names, (const json_t *const *)kw, NULL, ids, rcs));
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), N);
+  redisReply *x = test_redis(&e.r, "XRANGE " PREFIX "stream:normal - +");
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == N);
+  for (int i = 0; i < N; i++) {
+    CHECK_EQ_INT(rcs[i], 0);
+    CHECK_EQ_INT(status_of(&e, ids[i]), CT_BROKER_QUEUED);
+    const redisReply *f = x->element[i]->element[1];
+    bool has_id = false;
+    for (size_t j = 0; j + 1 < f->elements; j += 2)
+      has_id = has_id || (strcmp(f->element[j]->str, "id") == 0 &&
+                          strcmp(f->element[j + 1]->str, ids[i]) == 0);
+    CHECK(has_id); /* entry i is task i */
+  }
+  freeReplyObject(x);
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  for (int i = 0; i < N; i++) {
+    ct_broker_info_t info = {0};
+    for (int t = 0; t < 3000 && info.status != CT_BROKER_COMPLETED; t++) {
+      json_decref(info.result);
+      CHECK_OK(ct_broker_get(e.b, ids[i], &info));
+      if (info.status != CT_BROKER_COMPLETED)
+        check_sleep(0.01);
+    }
+    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+    CHECK_EQ_INT(json_integer_value(json_object_get(info.result, "i")), i);
+    json_decref(info.result);
+    json_decref(kw[i]);
+  }
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  CHECK_EQ_INT(atomic_load(&runs), N);
+  env_stop(&e);
+}
+
+/* An unknown name, a bad name, kwargs that are not an object or too large
+ * are refused each on its own: nothing of them is written, every other
+ * task is. */
+static void test_submit_many_refuses_bad_tasks_one_by_one_and_writes_the_others(void) {
+  env_t e = {0};
+  env_start(&e);
+  json_t *arr = json_array(), *big = json_pack("{s:s}", "s", "0123456789012345678901234567");
+  const char *names[] = {"echo", "nobody", "echo", "bad\nname", "echo", "echo"};
+  const json_t *kw[] = {NULL, NULL, arr, NULL, big, NULL};
+  enum { N = 6 };
+  char ids[N][CT_BROKER_ID_SIZE];
+  int rcs[N];
+  ct_broker_submit_opts_t o = CT_BROKER_SUBMIT_OPTS_INIT;
+  o.max_payload = 20;
+  CHECK_EQ_INT(ct_broker_submit_many(e.b, N, names, kw, &o, ids, rcs), CT_ENOENT);
+  const int want[N] = {0, CT_ENOENT, CT_EINVAL, CT_EINVAL, CT_EINVAL, 0};
+  for (int i = 0; i < N; i++)
+    CHECK_EQ_INT(rcs[i], want[i]);
+  CHECK_EQ_INT(status_of(&e, ids[0]), CT_BROKER_QUEUED);
+  CHECK_EQ_INT(status_of(&e, ids[5]), CT_BROKER_QUEUED);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 2);
+  redisReply *x = test_redis(&e.r, "KEYS " PREFIX "task:*");
+  CHECK_EQ_INT(x->elements, 2); /* no record of a refused task */
+  freeReplyObject(x);
+  json_decref(arr);
+  json_decref(big);
+  env_stop(&e);
+}
+
+/* A key, bad options or too many tasks refuse the whole call: nothing is
+ * written, every rcs[i] says so. Delayed tasks wait in the delayed set. */
+static void test_submit_many_refused_as_a_whole_writes_nothing_and_delays_wait(void) {
+  env_t e = {0};
+  env_start(&e);
+  const char *names[] = {"echo", "echo"};
+  char ids[2][CT_BROKER_ID_SIZE];
+  int rcs[2] = {1, 1};
+  ct_broker_submit_opts_t o = CT_BROKER_SUBMIT_OPTS_INIT;
+  o.key = "k";
+  CHECK_EQ_INT(ct_broker_submit_many(e.b, 2, names, NULL, &o, ids, rcs), CT_EINVAL);
+  CHECK_EQ_INT(rcs[0], CT_EINVAL);
+  CHECK_EQ_INT(rcs[1], CT_EINVAL);
+  o = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
+  o.priority = -5;
+  CHECK_EQ_INT(ct_broker_submit_many(e.b, 2, names, NULL, &o, ids, rcs), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_submit_many(e.b, 2000, names, NULL, NULL, ids, rcs), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_submit_many(e.b, 2, NULL, NULL, NULL, ids, rcs), CT_EINVAL);
+  CHECK_OK(ct_broker_submit_many(e.b, 0, NULL, NULL, NULL, NULL, NULL));
+  CHECK_EQ_INT(test_redis_int(&e.r, "EXISTS " PREFIX "stream:normal"), 0);
+  o = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
+  o.delay = 3600;
+  o.priority = CT_PRIORITY_HIGH;
+  CHECK_OK(ct_broker_submit_many(e.b, 2, names, NULL, &o, ids, rcs));
+  CHECK_EQ_INT(status_of(&e, ids[0]), CT_BROKER_DELAYED);
+  CHECK_EQ_INT(status_of(&e, ids[1]), CT_BROKER_DELAYED);
+  CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 2);
+  CHECK_EQ_INT(test_redis_int(&e.r, "EXISTS " PREFIX "stream:high"), 0);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "wake"), 1);
+  env_stop(&e);
+}
+
+int main(void) {
+  if (system("command -v redis-server >/dev/null") != 0) {
+    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+    return 77;
+  }
+  RUN(submit_many_writes_each_task_in_order_and_each_runs_once);
+  RUN(submit_many_refuses_bad_tasks_one_by_one_and_writes_the_others);
+  RUN(submit_many_refused_as_a_whole_writes_nothing_and_delays_wait);
+  return check_done();
+}

@@ -1,0 +1,140 @@
+/* Taking over the entries of silent owners (XAUTOCLAIM) is done by a
+ * worker's fetches on a timer, not by every fetch: a busy worker does not
+ * scan the pending lists once per fetch, and a take-over that its free
+ * slots cut short goes on in the next fetch rather than waiting for the
+ * timer. The silent owner is a consumer that read entries with a raw
+ * XREADGROUP and never came back; XCLAIM ... IDLE makes them look silent
+ * for longer than the lease without waiting for it. */
+#include <stdatomic.h>
+#include <string.h>
+
+#include "ctasker.h"
+#include "redis.h"
+
+#define PREFIX "ctasker:{default}:"
+
+static atomic_int runs;
+
+static json_t *count_run(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self, (void)kwargs, (void)data;
+  atomic_fetch_add(&runs, 1);
+  return json_true();
+}
+
+typedef struct {
+  test_redis_t r;
+  ct_supervisor_t *sup;
+  ct_broker_t *b;
+} env_t;
+
+static void env_start(env_t *e) {
+  test_redis_start(&e->r, NULL);
+  ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
+  so.pool_size = 2;
+  CHECK_OK(ct_supervisor_new(&so, &e->sup));
+  CHECK_OK(ct_supervisor_start(e->sup));
+  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
+  o.url = e->r.url;
+  CHECK_OK(ct_broker_new(e->sup, &o, &e->b));
+  CHECK_OK(ct_broker_register(e->b, "count", count_run, NULL));
+  freeReplyObject(test_redis(&e->r, "SADD " PREFIX "names count"));
+  atomic_store(&runs, 0);
+}
+
+static void env_stop(env_t *e) {
+  CHECK_OK(ct_broker_worker_stop(e->b, -1));
+  ct_broker_free(e->b);
+  CHECK_OK(ct_supervisor_stop(e->sup, CT_STOP_DRAIN, -1));
+  CHECK_OK(ct_supervisor_free(e->sup));
+  test_redis_stop(&e->r);
+}
+
+/* Calls of a command since the last CONFIG RESETSTAT. */
+static long long calls_of(test_redis_t *r, const char *cmd) {
+  redisReply *x = test_redis(r, "INFO commandstats");
+  char key[64];
+  snprintf(key, sizeof key, "cmdstat_%s:calls=", cmd);
+  const char *p = strstr(x->str, key);
+  long long n = p ? atoll(p + strlen(key)) : 0;
+  freeReplyObject(x);
+  return n;
+}
+
+static void wait_completed(env_t *e, char ids[][CT_BROKER_ID_SIZE], int n, double bound) {
+  double end = ct_now() + bound;
+  for (int i = 0; i < n; i++) {
+    ct_broker_info_t info = {0};
+    CHECK_OK(ct_broker_get(e->b, ids[i], &info));
+    while (info.status != CT_BROKER_COMPLETED && ct_now() < end) {
+      check_sleep(0.01);
+      json_decref(info.result);
+      CHECK_OK(ct_broker_get(e->b, ids[i], &info));
+    }
+    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+    json_decref(info.result);
+  }
+}
+
+/* A worker busy with many tasks, one at a time (a fetch each), runs the
+ * take-over scan about once a second, not once per fetch and stream. */
+static void test_a_busy_worker_does_not_scan_for_silent_owners_on_every_fetch(void) {
+  env_t e = {0};
+  env_start(&e);
+  enum { N = 200 };
+  static char ids[N][CT_BROKER_ID_SIZE];
+  for (int i = 0; i < N; i++)
+    CHECK_OK(ct_broker_submit(e.b, "count", NULL, NULL, ids[i]));
+  freeReplyObject(test_redis(&e.r, "CONFIG RESETSTAT"));
+  double t0 = ct_now();
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.concurrency = 1;
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  wait_completed(&e, ids, N, 60);
+  double took = ct_now() - t0;
+  long long scans = calls_of(&e.r, "xautoclaim"), fetches = calls_of(&e.r, "xreadgroup");
+  CHECK(fetches >= N);
+  /* One scan per stream (4) per take-over: the first fetch's, then at
+   * most one a second; every fetch (the old way) made at least N. */
+  CHECK(scans <= 4 * (long long)(took + 2));
+  CHECK(scans < N / 2);
+  CHECK_EQ_INT(atomic_load(&runs), N);
+  env_stop(&e);
+}
+
+/* Entries of a silent owner, more than the worker's free slots, are all
+ * taken over fetch after fetch; none waits for the next take-over time. */
+static void test_a_take_over_cut_short_by_free_slots_goes_on_in_the_next_fetch(void) {
+  env_t e = {0};
+  env_start(&e);
+  enum { N = 12 };
+  char ids[N][CT_BROKER_ID_SIZE];
+  for (int i = 0; i < N; i++)
+    CHECK_OK(ct_broker_submit(e.b, "count", NULL, NULL, ids[i]));
+  freeReplyObject(test_redis(&e.r, "XGROUP CREATE " PREFIX "stream:normal workers 0 MKSTREAM"));
+  redisReply *x = test_redis(&e.r, "XREADGROUP GROUP workers gone COUNT %d STREAMS "
+                                   PREFIX "stream:normal >", N);
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->element[0]->element[1]->elements == N);
+  for (int i = 0; i < N; i++) /* silent for 100 s, longer than the lease */
+    freeReplyObject(test_redis(&e.r, "XCLAIM " PREFIX "stream:normal workers gone 0 %s IDLE "
+                                     "100000 JUSTID",
+                               x->element[0]->element[1]->element[i]->element[0]->str));
+  freeReplyObject(x);
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.concurrency = 1;
+  wo.lease = 30; /* a take-over every second at most: 11 s for one at a time */
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  wait_completed(&e, ids, N, 6);
+  CHECK_EQ_INT(atomic_load(&runs), N);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 0);
+  env_stop(&e);
+}
+
+int main(void) {
+  if (system("command -v redis-server >/dev/null") != 0) {
+    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+    return 77;
+  }
+  RUN(a_busy_worker_does_not_scan_for_silent_owners_on_every_fetch);
+  RUN(a_take_over_cut_short_by_free_slots_goes_on_in_the_next_fetch);
+  return check_done();
+}
