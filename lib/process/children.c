@@ -2,7 +2,8 @@
  * spawn is requested from the fork server and retried while it cannot be
  * sent; an idle child gets the first task that may start and its timeout
  * is armed; its one result frame finishes the task. A child that fails
- * (its socket ends or garbles, or its time runs out) is closed, its task
+ * (its socket ends or garbles, or its time runs out) or whose task is
+ * canceled is closed, its task
  * finished with an error, and the fork server asked to end it; the
  * report of its end requests a new one (server.c). Loop thread only.
  */
@@ -135,6 +136,25 @@ void ct__proc_slot_fail(ct__slot_t *s, json_t *error, bool kill_child) {
   s->pid = 0;
   s->orphan = false;
   ct__proc_request_spawn(s);
+}
+
+/* Kill the child of every running task whose cancel flag is set
+ * (ct_task_cancel()): the task ends now with a CancelledError result, and
+ * the child is killed (SIGKILL, no grace), reaped and replaced as after a
+ * crash. A task that ended first (its result, a crash, its timeout) is in
+ * no busy slot any more: its outcome stands. A slot already REAPING keeps
+ * its course: its child is being ended and its task finishes with it. */
+void ct__proc_kill_canceled(ct__procpool_t *pool) {
+  for (int i = 0; i < pool->nslots; i++) {
+    ct__slot_t *s = &pool->slots[i];
+    if (s->state != SLOT_BUSY || !ct__task_has(s->task, CT__F_CANCEL_REQUESTED))
+      continue;
+    ct__proc_slot_fail(s,
+                       ct_error_new("CancelledError",
+                                    "process task %llu was canceled; its child %d was killed",
+                                    (unsigned long long)s->task->id, (int)s->pid),
+                       true);
+  }
 }
 
 static void dispatch_to(ct__slot_t *s, ct_task_t *t) {

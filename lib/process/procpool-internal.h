@@ -67,6 +67,8 @@ struct ct__procpool {
   uint64_t submitted, queued, completed, failed, canceled; /* P */
   uint64_t crashed, timeouts, spawned;                     /* P */
   atomic_bool kick_posted;  /* A: kick_msg is in the loop's inbox */
+  atomic_bool kill_posted;  /* A: a running task's cancel flag was set since the
+                               loop last looked (the kick carries it) */
   ct__loop_msg_t kick_msg;  /* one suffices: kicks coalesce */
   ct__loop_msg_t setup_msg; /* posted once, by ct__procpool_start() */
 
@@ -105,6 +107,7 @@ void ct__proc_child_readable(struct ev_loop *ev, ev_io *w, int revents);
 void ct__proc_child_writable(struct ev_loop *ev, ev_io *w, int revents);
 void ct__proc_slot_fail(ct__slot_t *s, json_t *error, bool kill_child);
 void ct__proc_dispatch(ct__procpool_t *pool);
+void ct__proc_kill_canceled(ct__procpool_t *pool);
 
 /* server.c */
 int ct__proc_server_send(ct__procpool_t *pool, json_t *msg);

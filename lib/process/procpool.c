@@ -19,7 +19,10 @@
  * submitter named, or on the pool's loop) and the child is idle again.
  *
  * Failure: a socket that ends, a frame that does not decode or answers the
- * wrong task, or a timeout turns the slot to REAPING: its socket is closed,
+ * wrong task, a timeout, or a cancel of the running task (ct_task_cancel()
+ * sets the task's flag, then kicks the loop with kill_posted set; the loop
+ * looks for busy slots whose task has the flag) turns the slot to
+ * REAPING: its socket is closed,
  * the task finished with an error (at once, or once the fork server reports
  * how the child ended), the fork server asked to end the child (kill it
  * after a grace) and a new child is requested. The fork server also reports
@@ -268,8 +271,13 @@ static void kick_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
   (void)loop;
   ct__procpool_t *pool = (ct__procpool_t *)((char *)msg - offsetof(ct__procpool_t, kick_msg));
   atomic_store(&pool->kick_posted, false);
-  if (!ct__procpool_stopped(pool))
-    ct__proc_check_progress(pool);
+  if (ct__procpool_stopped(pool))
+    return;
+  /* Read after kick_posted is cleared: a cancel that found the kick still
+   * posted set kill_posted before, so it is seen here. */
+  if (atomic_exchange(&pool->kill_posted, false))
+    ct__proc_kill_canceled(pool);
+  ct__proc_check_progress(pool);
 }
 
 /* Any thread: have the loop look at the pool. Allocates nothing, so a
@@ -499,6 +507,11 @@ bool ct__procpool_cancel_queued(ct__procpool_t *pool, ct_task_t *t) {
   bool won = ct__rq_cancel_one(t, &pool->queued, &pool->canceled);
   pthread_mutex_unlock(&pool->lock);
   return won;
+}
+
+void ct__procpool_kill_canceled(ct__procpool_t *pool) {
+  atomic_store(&pool->kill_posted, true);
+  kick(pool);
 }
 
 void ct__procpool_counts(ct__procpool_t *pool, ct__procpool_counts_t *out) {
