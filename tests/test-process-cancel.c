@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,6 +33,22 @@ static json_t *fn_sleep(uint64_t id, json_t *args, void *data) {
   (void)data;
   check_sleep(json_number_value(args));
   return json_integer((json_int_t)getpid());
+}
+
+/* Forks a helper that keeps this child's socket open (and pauses), writes
+ * "child helper" pids to the file args names, then sleeps a minute. */
+static json_t *fn_helper_then_sleep(uint64_t id, json_t *args, void *data) {
+  (void)id;
+  (void)data;
+  pid_t helper = fork();
+  if (helper == 0)
+    for (;;)
+      pause();
+  FILE *f = fopen(json_string_value(args), "w");
+  fprintf(f, "%d %d\n", (int)getpid(), (int)helper);
+  fclose(f);
+  check_sleep(60);
+  return NULL;
 }
 
 /* ---- helpers ---- */
@@ -342,14 +359,108 @@ TEST(a_running_task_whose_fork_server_died_still_has_its_child_killed) {
   stop_and_check_nothing_left(sup, fds_before);
 }
 
+/* The pid given last in this pid namespace. */
+static int last_pid(void) {
+  FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "r");
+  int pid = 0;
+  CHECK(f && fscanf(f, "%d", &pid) == 1);
+  fclose(f);
+  return pid;
+}
+
+/* The parent of pid, from /proc, or 0. */
+static int parent_of(int pid) {
+  char buf[512], state;
+  const char *fields = proc_stat_fields(pid, buf, sizeof buf);
+  int ppid = 0;
+  return fields && sscanf(fields, "%c %d", &state, &ppid) == 2 ? ppid : 0;
+}
+
+/* Make the next process forked get `pid` if it is free (ns_last_pid: root
+ * only). Returns whether it could be set. */
+static bool next_pid_is(int pid) {
+  FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "w");
+  if (!f)
+    return false;
+  bool ok = fprintf(f, "%d", pid - 1) > 0;
+  return fclose(f) == 0 && ok;
+}
+
+/* The fork server died, so its running child is an orphan the pool can
+ * reach only by itself; that child dies while a helper it left keeps its
+ * socket open (the pool cannot tell), and its pid goes to an unrelated
+ * process. A cancel then must not kill that process. Needs ns_last_pid
+ * (root) to hand the pid on; without it, the test says so and passes. */
+TEST(a_cancel_never_kills_a_process_that_reused_an_orphans_pid) {
+  if (!next_pid_is(last_pid() + 1)) {
+    fprintf(stderr, "skipped: ns_last_pid cannot be set here\n");
+    return;
+  }
+  /* Orphans come to this process, so it can reap the child itself. */
+  CHECK_OK(prctl(PR_SET_CHILD_SUBREAPER, 1));
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/ct-cancel-%d", (int)getpid());
+  unlink(path);
+  ct_supervisor_t *sup = start_pool(1, 0);
+  ct_task_t *t = submit(sup, "helper_then_sleep", json_string(path), 0);
+  int child = 0, helper = 0;
+  for (int i = 0; i < 20000; i++) {
+    FILE *f = fopen(path, "r");
+    bool read = f && fscanf(f, "%d %d", &child, &helper) == 2;
+    if (f)
+      fclose(f);
+    if (read)
+      break;
+    check_sleep(0.001);
+  }
+  CHECK(child > 0 && helper > 0);
+  unlink(path);
+  CHECK_OK(kill(fork_server(), SIGKILL));
+  WAIT_FOR(atomic_load(&log_restarted) >= 1); /* the child is an orphan now */
+  WAIT_FOR(parent_of(child) == getpid());
+  CHECK_OK(kill(child, SIGKILL));
+  CHECK_EQ_INT(waitpid(child, NULL, 0), child); /* its pid is free */
+  pid_t victim = -1;
+  for (int attempt = 0; attempt < 5 && victim != child; attempt++) {
+    if (victim > 0) {
+      kill(victim, SIGKILL);
+      waitpid(victim, NULL, 0);
+    }
+    CHECK(next_pid_is(child));
+    victim = fork();
+    if (victim == 0)
+      for (;;)
+        pause();
+  }
+  bool reused = victim == child;
+  CHECK_EQ_INT(ct_task_cancel(t), CT_EBUSY);
+  CHECK_OK(ct_task_wait(t, 20));
+  CHECK_EQ_STR(error_class(t), "CancelledError");
+  ct_task_unref(t);
+  /* The slot is given a new child only after the kill (whatever it hit). */
+  CHECK(child_pid(sup) != child);
+  CHECK_EQ_INT(waitpid(victim, NULL, WNOHANG), 0); /* alive */
+  CHECK_OK(kill(victim, SIGKILL));
+  CHECK_EQ_INT(waitpid(victim, NULL, 0), victim);
+  CHECK_OK(kill(helper, SIGKILL));
+  CHECK_EQ_INT(waitpid(helper, NULL, 0), helper);
+  if (!reused)
+    fprintf(stderr, "the pid went elsewhere: the kill was not put to the test\n");
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, 60));
+  CHECK_OK(ct_supervisor_free(sup));
+  CHECK_OK(prctl(PR_SET_CHILD_SUBREAPER, 0));
+}
+
 int main(void) {
   CHECK_OK(ct_process_register("id", fn_id, NULL));
   CHECK_OK(ct_process_register("sleep", fn_sleep, NULL));
+  CHECK_OK(ct_process_register("helper_then_sleep", fn_helper_then_sleep, NULL));
   RUN(a_running_task_canceled_has_its_child_killed_and_ends_once_canceled);
   RUN(the_pools_other_tasks_are_unaffected_by_a_kill);
   RUN(a_queued_task_is_canceled_without_a_child_and_a_finished_one_is_left_alone);
   RUN(cancel_races_the_childs_end_and_the_timeout_with_exactly_one_outcome);
   RUN(stop_and_free_right_behind_the_cancels);
   RUN(a_running_task_whose_fork_server_died_still_has_its_child_killed);
+  RUN(a_cancel_never_kills_a_process_that_reused_an_orphans_pid);
   return check_done();
 }

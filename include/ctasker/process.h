@@ -37,10 +37,11 @@
  *                    first: exactly one outcome. A queued or delayed task is
  *                    CANCELED by ct_task_cancel() without a child, as any.
  * A child that failed is killed if needed, reaped and replaced by a fresh one.
- * The pool kills only its own children: through the fork server, which
- * knows each by pid and slot until it reaps it (so a pid the system has
- * given to another process is never signaled); after the fork server died,
- * its orphans by pid.
+ * The pool kills only its own children, never a process that took over a
+ * pid one of them had: through the fork server, which knows each child
+ * by pid and slot until it reaps it; after the fork server died, through
+ * the pidfd it handed over with each child (Linux 5.3 and later; without
+ * pidfds, by pid).
  * A fork server that dies is started again at once, then retried with a
  * growing delay (up to 5 s) while that fails; its children finish their
  * running tasks (task_timeout still applies) and are replaced when they end.

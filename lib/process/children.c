@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "ctasker/result.h"
@@ -111,6 +112,29 @@ void ct__proc_child_writable(struct ev_loop *ev, ev_io *w, int revents) {
   ct__proc_check_progress(s->pool);
 }
 
+/* Kill the slot's child without its fork server (an orphan, or a server
+ * that cannot be asked): through its pidfd, which names that process
+ * only, so a pid the system has since given to another is never hit.
+ * Without one (a kernel before Linux 5.3, or it could not be received),
+ * by pid, the only way left. */
+void ct__proc_kill_orphan(ct__slot_t *s) {
+#ifdef SYS_pidfd_send_signal
+  if (s->pidfd >= 0) {
+    syscall(SYS_pidfd_send_signal, s->pidfd, SIGKILL, NULL, 0);
+    return;
+  }
+#endif
+  kill(s->pid, SIGKILL);
+}
+
+/* The slot's child is reaped or given up: forget its pid and pidfd. */
+void ct__proc_slot_forget_child(ct__slot_t *s) {
+  s->pid = 0;
+  if (s->pidfd >= 0)
+    close(s->pidfd);
+  s->pidfd = -1;
+}
+
 /* The child is no longer usable: close its socket, finish its task now if
  * `error` is given (stolen), and ask the fork server to end it (at once if
  * kill_child) and report it; the report finishes a task still left and
@@ -129,11 +153,11 @@ void ct__proc_slot_fail(ct__slot_t *s, json_t *error, bool kill_child) {
       ct__proc_request_reap(pool, s->pid, s->index, kill_child ? 0 : CT__CLOSE_GRACE_MS) == 0)
     return;
   if (kill_child)
-    kill(s->pid, SIGKILL);
+    ct__proc_kill_orphan(s);
   if (s->task)
     ct__proc_slot_finish(
         s, ct_error_new("ProcessCrashed", "pool child %d stopped answering", (int)s->pid));
-  s->pid = 0;
+  ct__proc_slot_forget_child(s);
   s->orphan = false;
   ct__proc_request_spawn(s);
 }
