@@ -62,17 +62,21 @@ static void count_log(int level, const char *msg, void *data) {
     atomic_fetch_add(&log_restarted, 1);
 }
 
+/* A started supervisor with its pool. The pool is made first, while this
+ * thread is the only one: ASan's allocator (unlike glibc's malloc) is not
+ * made safe across fork(), so a fork server forked while the loop thread
+ * starts could inherit its lock held and hang in malloc. */
 static ct_supervisor_t *start_pool(int pool_size, double task_timeout) {
   atomic_store(&log_restarted, 0);
   ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
   so.log = count_log;
   ct_supervisor_t *sup;
   CHECK_OK(ct_supervisor_new(&so, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
   ct_process_pool_opts_t o = CT_PROCESS_POOL_OPTS_INIT;
   o.pool_size = pool_size;
   o.task_timeout = task_timeout;
   CHECK_OK(ct_process_pool_create(sup, &o));
+  CHECK_OK(ct_supervisor_start(sup));
   return sup;
 }
 
