@@ -335,9 +335,10 @@ CT_EXPORT int ct_broker_register(ct_broker_t *broker, const char *name, ct_broke
  * INFINITY: none) gives
  * a ProcessCrashed or TimeoutError exception, retried per the task's
  * policy as any error. A run canceled while its child works (its lease was
- * lost, or its run timeout passed) ends at once as canceled; the child
- * runs on until it ends or its timeout kills it, and its result is
- * dropped. Registration closes when the worker starts.
+ * lost, or its run timeout passed) has its child killed (ct_task_cancel()
+ * on its process task, process.h) and ends as canceled once the child's
+ * task has ended, at once after the kill: no child works on for a run
+ * that was given up. Registration closes when the worker starts.
  * Returns 0; CT_EINVAL (NULL broker or function, an empty function, a
  * timeout not > 0, a bad name as for ct_broker_register()); CT_EBUSY (the
  * name is registered already, or the worker has started); CT_ENOMEM;

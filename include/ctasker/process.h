@@ -28,8 +28,20 @@
  *                    the pool's max_frame;
  *   ProcessPoolUnavailable  the fork server died and no new one could be
  *                    started (fork() or descriptors failing), and no child
- *                    was left to run the task (also logged).
+ *                    was left to run the task (also logged);
+ *   CancelledError   ct_task_cancel() on the running task: it returns
+ *                    CT_EBUSY, the child is killed at once (SIGKILL, as at a
+ *                    timeout: no grace, no clean-up in the child) and the
+ *                    task completes (COMPLETED, callback as below) with
+ *                    this error, unless its result or another failure came
+ *                    first: exactly one outcome. A queued or delayed task is
+ *                    CANCELED by ct_task_cancel() without a child, as any.
  * A child that failed is killed if needed, reaped and replaced by a fresh one.
+ * The pool kills only its own children, never a process that took over a
+ * pid one of them had: through the fork server, which knows each child
+ * by pid and slot until it reaps it; after the fork server died, through
+ * the pidfd it handed over with each child (Linux 5.3 and later; without
+ * pidfds, by pid).
  * A fork server that dies is started again at once, then retried with a
  * growing delay (up to 5 s) while that fails; its children finish their
  * running tasks (task_timeout still applies) and are replaced when they end.

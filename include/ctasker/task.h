@@ -82,7 +82,9 @@ CT_EXPORT bool ct_task_failed(const ct_task_t *task);
  *   CancelledError result, its callback has run on this thread, and its
  *   function will never run;
  * CT_EBUSY if it is running: its cooperative cancel flag is now set (see
- *   ct_task_cancel_requested) and it goes on;
+ *   ct_task_cancel_requested) and it goes on; but a process task
+ *   (process.h) has its child killed: it completes soon after, on the
+ *   pool's loop thread, with a CancelledError result, unless it ended first;
  * CT_EALREADY if it was already terminal; CT_EINVAL for NULL.
  * Thread-safety: any thread, including the task's own function. */
 CT_EXPORT int ct_task_cancel(ct_task_t *task);

@@ -8,9 +8,10 @@
  * other task. The child's result (or its ProcessCrashed, TimeoutError or
  * UnknownTask exception) is the task's outcome. While it waits, the
  * handler watches its own cancel flag (a lost lease, a run timeout): then
- * it stops waiting and ends the run as canceled; the child cannot be
- * stopped from outside (the pool kills only at its timeout), so it runs on
- * until it ends or its timeout kills it, and its result is dropped.
+ * it cancels the process task, which has the pool kill its child, and
+ * ends the run as canceled once that task has ended (at once after the
+ * kill), so a canceled run leaves no child working on and holds no slot
+ * of the pool's past its end.
  *
  * The settings live as long as the handle: each is linked into b->procs
  * (under b->lock) and freed by ct_broker_free(), after the worker's tasks
@@ -43,17 +44,19 @@ static json_t *run_process(ct_task_t *self, const json_t *kwargs, void *data) {
   if (rc != 0)
     return ct_error_new("ProcessPoolUnavailable", "process function %s cannot start: %s",
                         p->function, ct_strerror(rc));
+  bool canceled = false;
   while (ct_task_wait(t, WATCH_EVERY) == CT_ETIMEDOUT)
-    if (ct_task_cancel_requested(self)) {
-      ct_task_unref(t);
-      return ct_error_new("CancelledError", "process function %s: the run was canceled",
-                          p->function);
+    if (!canceled && ct_task_cancel_requested(self)) {
+      ct_task_cancel(t); /* running: its child is killed, and t ends */
+      canceled = true;
     }
   /* A copy, not a reference: the pool's loop thread may drop its own
    * reference to the task (and so to this result) at any time, and
    * jansson's reference counts are not to be shared between threads
    * without an order between them. */
-  json_t *r = json_deep_copy(ct_task_result(t));
+  json_t *r = canceled ? ct_error_new("CancelledError", "process function %s: the run was canceled",
+                                      p->function)
+                       : json_deep_copy(ct_task_result(t));
   ct_task_unref(t);
   return r ? r : ct_error_new("MemoryError", "no memory for the result of %s", p->function);
 }

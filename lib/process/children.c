@@ -2,7 +2,8 @@
  * spawn is requested from the fork server and retried while it cannot be
  * sent; an idle child gets the first task that may start and its timeout
  * is armed; its one result frame finishes the task. A child that fails
- * (its socket ends or garbles, or its time runs out) is closed, its task
+ * (its socket ends or garbles, or its time runs out) or whose task is
+ * canceled is closed, its task
  * finished with an error, and the fork server asked to end it; the
  * report of its end requests a new one (server.c). Loop thread only.
  */
@@ -10,6 +11,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "ctasker/result.h"
@@ -110,6 +112,29 @@ void ct__proc_child_writable(struct ev_loop *ev, ev_io *w, int revents) {
   ct__proc_check_progress(s->pool);
 }
 
+/* Kill the slot's child without its fork server (an orphan, or a server
+ * that cannot be asked): through its pidfd, which names that process
+ * only, so a pid the system has since given to another is never hit.
+ * Without one (a kernel before Linux 5.3, or it could not be received),
+ * by pid, the only way left. */
+void ct__proc_kill_orphan(ct__slot_t *s) {
+#ifdef SYS_pidfd_send_signal
+  if (s->pidfd >= 0) {
+    syscall(SYS_pidfd_send_signal, s->pidfd, SIGKILL, NULL, 0);
+    return;
+  }
+#endif
+  kill(s->pid, SIGKILL);
+}
+
+/* The slot's child is reaped or given up: forget its pid and pidfd. */
+void ct__proc_slot_forget_child(ct__slot_t *s) {
+  s->pid = 0;
+  if (s->pidfd >= 0)
+    close(s->pidfd);
+  s->pidfd = -1;
+}
+
 /* The child is no longer usable: close its socket, finish its task now if
  * `error` is given (stolen), and ask the fork server to end it (at once if
  * kill_child) and report it; the report finishes a task still left and
@@ -128,13 +153,32 @@ void ct__proc_slot_fail(ct__slot_t *s, json_t *error, bool kill_child) {
       ct__proc_request_reap(pool, s->pid, s->index, kill_child ? 0 : CT__CLOSE_GRACE_MS) == 0)
     return;
   if (kill_child)
-    kill(s->pid, SIGKILL);
+    ct__proc_kill_orphan(s);
   if (s->task)
     ct__proc_slot_finish(
         s, ct_error_new("ProcessCrashed", "pool child %d stopped answering", (int)s->pid));
-  s->pid = 0;
+  ct__proc_slot_forget_child(s);
   s->orphan = false;
   ct__proc_request_spawn(s);
+}
+
+/* Kill the child of every running task whose cancel flag is set
+ * (ct_task_cancel()): the task ends now with a CancelledError result, and
+ * the child is killed (SIGKILL, no grace), reaped and replaced as after a
+ * crash. A task that ended first (its result, a crash, its timeout) is in
+ * no busy slot any more: its outcome stands. A slot already REAPING keeps
+ * its course: its child is being ended and its task finishes with it. */
+void ct__proc_kill_canceled(ct__procpool_t *pool) {
+  for (int i = 0; i < pool->nslots; i++) {
+    ct__slot_t *s = &pool->slots[i];
+    if (s->state != SLOT_BUSY || !ct__task_has(s->task, CT__F_CANCEL_REQUESTED))
+      continue;
+    ct__proc_slot_fail(s,
+                       ct_error_new("CancelledError",
+                                    "process task %llu was canceled; its child %d was killed",
+                                    (unsigned long long)s->task->id, (int)s->pid),
+                       true);
+  }
 }
 
 static void dispatch_to(ct__slot_t *s, ct_task_t *t) {

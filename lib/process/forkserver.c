@@ -17,6 +17,10 @@
  * socket on fd 3, close-on-exec, so a program a child execs does not keep
  * the child's channel open after the child is gone.
  *
+ * Each spawned child's socket goes to the parent with a pidfd of the child
+ * (opened before the child can be reaped, so it can never name another
+ * process): the parent's only safe way to signal a child of this server
+ * once the server is gone.
  * The server knows its children by pid and slot and reaps only them: as
  * soon as one exits (SIGCHLD, read from a signalfd, so a child's death is
  * seen even while a process the child started still holds its socket), on
@@ -37,6 +41,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -96,8 +101,9 @@ static int write_all(int fd, const char *buf, size_t len) {
   return 0;
 }
 
-/* Encode and send a frame (and, if fd_to_pass >= 0, a descriptor with it). */
-static int send_frame(int sock, json_t *msg, size_t max, int fd_to_pass) {
+/* Encode and send a frame, with the descriptors fds[0..nfds) (at most 2)
+ * passed along. */
+static int send_frame(int sock, json_t *msg, size_t max, const int *fds, int nfds) {
   char *buf;
   size_t len;
   int rc = ct__frame_encode(msg, max, &buf, &len);
@@ -105,20 +111,20 @@ static int send_frame(int sock, json_t *msg, size_t max, int fd_to_pass) {
   if (rc != 0)
     return -1;
   size_t sent = 0;
-  if (fd_to_pass >= 0) {
+  if (nfds > 0) {
     union {
       struct cmsghdr h;
-      char space[CMSG_SPACE(sizeof(int))];
+      char space[CMSG_SPACE(2 * sizeof(int))];
     } ctl;
     memset(&ctl, 0, sizeof ctl);
     struct iovec iov = {buf, len};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.space,
-                        .msg_controllen = sizeof ctl.space};
+                        .msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int))};
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd_to_pass, sizeof(int));
+    c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
     ssize_t n;
     while ((n = sendmsg(sock, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
       ;
@@ -131,6 +137,17 @@ static int send_frame(int sock, json_t *msg, size_t max, int fd_to_pass) {
   rc = write_all(sock, buf + sent, len - sent);
   free(buf);
   return rc;
+}
+
+/* A pidfd for our child `pid`, not yet reaped, or -1 (a kernel before
+ * Linux 5.3, or no descriptor free). */
+static int open_pidfd(pid_t pid) {
+#ifdef SYS_pidfd_open
+  return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+  (void)pid;
+  return -1;
+#endif
 }
 
 /* ---- a pool child ---- */
@@ -162,7 +179,7 @@ static int child_handle(void *ctx, json_t *req) {
     json_t *err = json_pack("{s:I, s:o}", "id", id, "result",
                             ct_error_new("NotSerializable", "the result cannot be sent: %s",
                                          ct__frame_strerror(rc)));
-    return send_frame(CT__CHANNEL_FD, err, max, -1) == 0 ? 0 : 1;
+    return send_frame(CT__CHANNEL_FD, err, max, NULL, 0) == 0 ? 0 : 1;
   }
   rc = write_all(CT__CHANNEL_FD, buf, len);
   free(buf);
@@ -222,14 +239,18 @@ static void spawn(ct__server_t *s, json_int_t slot) {
       close(sv[1]);
     }
     send_frame(CT__CHANNEL_FD, json_pack("{s:I, s:i, s:s}", "spawned", slot, "pid", 0,
-                                         "error", strerror(errno)), 4096, -1);
+                                         "error", strerror(errno)), 4096, NULL, 0);
     return;
   }
   close(sv[1]);
   s->kids[s->nkids++] = (ct__child_t){pid, slot};
-  send_frame(CT__CHANNEL_FD, json_pack("{s:I, s:i}", "spawned", slot, "pid", (int)pid), 4096,
-             sv[0]);
+  /* Opened before the child can be reaped, so it names this child. */
+  int fds[2] = {sv[0], open_pidfd(pid)};
+  send_frame(CT__CHANNEL_FD, json_pack("{s:I, s:i}", "spawned", slot, "pid", (int)pid), 4096, fds,
+             fds[1] >= 0 ? 2 : 1);
   close(sv[0]);
+  if (fds[1] >= 0)
+    close(fds[1]);
 }
 
 /* Wait up to grace_ms for pid to end by itself, then kill it; reap it. */
@@ -266,7 +287,7 @@ static void report_reaped(ct__server_t *s, size_t i, int status, bool killed) {
     json_object_set_new(msg, "signal", json_integer(WTERMSIG(status)));
   else
     json_object_set_new(msg, "exit", json_integer(WEXITSTATUS(status)));
-  send_frame(CT__CHANNEL_FD, msg, 4096, -1);
+  send_frame(CT__CHANNEL_FD, msg, 4096, NULL, 0);
 }
 
 /* The parent asks for a child to end (it failed, or its socket never

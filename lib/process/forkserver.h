@@ -6,7 +6,9 @@
  *                                             child (kill after the grace);
  *                                             ignored once it was reaped
  *   server -> parent  {"spawned":i,"pid":p}   with the parent's end of the
- *                                             child's socket (SCM_RIGHTS),
+ *                                             child's socket and, where the
+ *                                             kernel has them, a pidfd of the
+ *                                             child (SCM_RIGHTS, one set),
  *                     {"spawned":i,"pid":0,"error":"..."}  without one,
  *                     {"reaped":p,"slot":i,"exit":n | "signal":n |
  *                      "lost":true,"killed":bool}  once per child: when it

@@ -40,11 +40,18 @@ typedef struct ct__proc_call {
   double timeout; /* seconds it may run in its child: the task's or the pool's; 0: no bound */
 } ct__proc_call_t;
 
+/* What one "spawned" report brings along: the child's socket and its
+ * pidfd (each -1 if it did not arrive). */
+typedef struct ct__passed {
+  int sock, pidfd;
+} ct__passed_t;
+
 typedef struct ct__slot {
   struct ct__procpool *pool;
   int index;
   enum slot_state state;
   pid_t pid;
+  int pidfd; /* the child's pidfd from the fork server, or -1 (none given) */
   ct__conn_t conn;
   ev_timer timer; /* the running task's timeout, or a spawn retry */
   ct_task_t *task;
@@ -67,13 +74,15 @@ struct ct__procpool {
   uint64_t submitted, queued, completed, failed, canceled; /* P */
   uint64_t crashed, timeouts, spawned;                     /* P */
   atomic_bool kick_posted;  /* A: kick_msg is in the loop's inbox */
+  atomic_bool kill_posted;  /* A: a running task's cancel flag was set since the
+                               loop last looked (the kick carries it) */
   ct__loop_msg_t kick_msg;  /* one suffices: kicks coalesce */
   ct__loop_msg_t setup_msg; /* posted once, by ct__procpool_start() */
 
   pid_t server_pid;                   /* L */
   ct__conn_t server;                  /* L */
-  int passed_fds[CT__MAX_PASSED_FDS]; /* L */
-  int npassed;                        /* L */
+  ct__passed_t passed[CT__MAX_PASSED_FDS]; /* L: oldest first */
+  int npassed;                             /* L */
   bool server_gone, server_shut, on_loop; /* L */
   ev_timer restart_timer; /* L: starts a fork server again after restart_delay */
   double restart_delay;   /* L */
@@ -104,7 +113,10 @@ json_t *ct__proc_stream_error(ct__slot_t *s, int rc);
 void ct__proc_child_readable(struct ev_loop *ev, ev_io *w, int revents);
 void ct__proc_child_writable(struct ev_loop *ev, ev_io *w, int revents);
 void ct__proc_slot_fail(ct__slot_t *s, json_t *error, bool kill_child);
+void ct__proc_kill_orphan(ct__slot_t *s);
+void ct__proc_slot_forget_child(ct__slot_t *s);
 void ct__proc_dispatch(ct__procpool_t *pool);
+void ct__proc_kill_canceled(ct__procpool_t *pool);
 
 /* server.c */
 int ct__proc_server_send(ct__procpool_t *pool, json_t *msg);

@@ -19,19 +19,24 @@
  * submitter named, or on the pool's loop) and the child is idle again.
  *
  * Failure: a socket that ends, a frame that does not decode or answers the
- * wrong task, or a timeout turns the slot to REAPING: its socket is closed,
+ * wrong task, a timeout, or a cancel of the running task (ct_task_cancel()
+ * sets the task's flag, then kicks the loop with kill_posted set; the loop
+ * looks for busy slots whose task has the flag) turns the slot to
+ * REAPING: its socket is closed,
  * the task finished with an error (at once, or once the fork server reports
  * how the child ended), the fork server asked to end the child (kill it
  * after a grace) and a new child is requested. The fork server also reports
  * every child that ends by itself, so a death is seen even while a process
  * the child started holds its socket open. The fork server alone reaps
- * children and kills them, by pid; this file reaps only the fork server.
+ * children, and kills them by pid while it lives (a pid it has not reaped
+ * is still its child's); this file reaps only the fork server.
  * A child whose socket did not arrive (we were out of descriptors) is
  * ended by the fork server and requested again later.
  *
  * The fork server dies: its children live on as orphans (their sockets are
- * ours): running tasks go on, their timeouts still kill (by pid, the only
- * way left), and a new fork server is started at once, then again with a
+ * ours): running tasks go on, their timeouts and cancels still kill
+ * (through the pidfd that came with each child's socket, which names that
+ * child only), and a new fork server is started at once, then again with a
  * growing delay while that fails. While there is no fork server and no
  * child, queued and new tasks fail with ProcessPoolUnavailable and a log
  * line. A child of an earlier fork server is replaced by one of the current
@@ -239,7 +244,7 @@ static void wind_down(ct__procpool_t *pool) {
     if (s->state == SLOT_IDLE) {
       ct__conn_close(pool->cfg.loop->ev, &s->conn);
       s->state = SLOT_EMPTY;
-      s->pid = 0;
+      ct__proc_slot_forget_child(s);
       s->orphan = false;
     }
   }
@@ -268,8 +273,13 @@ static void kick_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
   (void)loop;
   ct__procpool_t *pool = (ct__procpool_t *)((char *)msg - offsetof(ct__procpool_t, kick_msg));
   atomic_store(&pool->kick_posted, false);
-  if (!ct__procpool_stopped(pool))
-    ct__proc_check_progress(pool);
+  if (ct__procpool_stopped(pool))
+    return;
+  /* Read after kick_posted is cleared: a cancel that found the kick still
+   * posted set kill_posted before, so it is seen here. */
+  if (atomic_exchange(&pool->kill_posted, false))
+    ct__proc_kill_canceled(pool);
+  ct__proc_check_progress(pool);
 }
 
 /* Any thread: have the loop look at the pool. Allocates nothing, so a
@@ -339,6 +349,7 @@ ct__procpool_t *ct__procpool_new(const ct_process_pool_opts_t *o, const ct__proc
     s->pool = pool;
     s->index = i;
     s->conn.fd = -1;
+    s->pidfd = -1;
     ev_timer_init(&s->timer, ct__proc_retry_spawn, 0., 0.);
     s->timer.data = s;
   }
@@ -501,6 +512,11 @@ bool ct__procpool_cancel_queued(ct__procpool_t *pool, ct_task_t *t) {
   return won;
 }
 
+void ct__procpool_kill_canceled(ct__procpool_t *pool) {
+  atomic_store(&pool->kill_posted, true);
+  kick(pool);
+}
+
 void ct__procpool_counts(ct__procpool_t *pool, ct__procpool_counts_t *out) {
   *out = (ct__procpool_counts_t){0};
   if (!pool)
@@ -537,6 +553,8 @@ static void pool_delete(ct__procpool_t *pool) {
   ct_task_t *t;
   while ((t = ct__rq_pop(&pool->rq)) != NULL)
     drop_queued(t);
+  for (int i = 0; i < pool->nslots; i++)
+    ct__proc_slot_forget_child(&pool->slots[i]);
   pthread_mutex_destroy(&pool->lock);
   pthread_cond_destroy(&pool->stopped_cond);
   free(pool->slots);

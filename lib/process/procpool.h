@@ -87,6 +87,11 @@ bool ct__procpool_stopped(ct__procpool_t *pool);
 /* CAS a QUEUED process task to CANCELED (ct_task_cancel). */
 bool ct__procpool_cancel_queued(ct__procpool_t *pool, ct_task_t *t);
 
+/* A STARTED process task's cancel flag has just been set (ct_task_cancel):
+ * have the loop kill its child and finish it with a CancelledError result,
+ * unless it ends first. Any thread; allocates nothing, so it cannot fail. */
+void ct__procpool_kill_canceled(ct__procpool_t *pool);
+
 /* The pool's task counters, read together (all 0 for a NULL pool). */
 typedef struct ct__procpool_counts {
   uint64_t queued, running, completed, failed, canceled;

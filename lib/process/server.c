@@ -60,10 +60,15 @@ static void on_spawned(ct__procpool_t *pool, json_t *msg) {
     ct__proc_schedule_spawn_retry(s);
     return;
   }
-  int fd = pool->npassed > 0 ? pool->passed_fds[0] : -1;
-  if (pool->npassed > 0)
-    memmove(pool->passed_fds, pool->passed_fds + 1, (size_t)--pool->npassed * sizeof(int));
+  ct__passed_t got = {-1, -1};
+  if (pool->npassed > 0) {
+    got = pool->passed[0];
+    memmove(pool->passed, pool->passed + 1, (size_t)--pool->npassed * sizeof got);
+  }
+  int fd = got.sock;
   if (fd < 0) {
+    if (got.pidfd >= 0)
+      close(got.pidfd);
     /* Its socket was dropped on the way in (no descriptor was free): the
      * child must not linger, nor may the next one be forked at once. */
     ct__proc_log(pool, CT_LOG_ERROR,
@@ -75,6 +80,7 @@ static void on_spawned(ct__procpool_t *pool, json_t *msg) {
     return;
   }
   s->pid = pid;
+  s->pidfd = got.pidfd;
   ct__conn_init(pool->cfg.loop->ev, &s->conn, fd, pool->opts.max_frame + CT__FRAME_SLACK,
                 ct__proc_child_readable, ct__proc_child_writable, s);
   s->state = SLOT_IDLE;
@@ -135,7 +141,7 @@ static void on_reaped(ct__procpool_t *pool, json_t *msg) {
       pthread_mutex_unlock(&pool->lock);
       ct__proc_slot_finish(s, err);
     }
-    s->pid = 0;
+    ct__proc_slot_forget_child(s);
     ct__proc_request_spawn(s);
   }
 }
@@ -150,11 +156,13 @@ static int server_frame(void *ctx, json_t *msg) {
   return 0;
 }
 
-/* Keep descriptors passed with the bytes just read, oldest first. One the
- * kernel had to drop (MSG_CTRUNC: no descriptor was free) is kept as -1, so
- * that each "spawned" frame still meets its own (the server passes one
- * descriptor per frame, and one recvmsg() returns at most one set). */
+/* Keep the descriptors passed with the bytes just read: the server passes
+ * one set per "spawned" frame (the child's socket, then its pidfd if it
+ * has one), and one recvmsg() returns at most one set, so each set is kept
+ * as one entry, oldest first, for its frame to meet. What the kernel had
+ * to drop (MSG_CTRUNC: no descriptor was free) is kept as -1. */
 static void take_passed_fds(ct__procpool_t *pool, struct msghdr *mh) {
+  int fds[2] = {-1, -1};
   size_t got = 0;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
@@ -163,14 +171,21 @@ static void take_passed_fds(ct__procpool_t *pool, struct msghdr *mh) {
     for (size_t i = 0; i < n; i++, got++) {
       int fd;
       memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      if (pool->npassed < CT__MAX_PASSED_FDS)
-        pool->passed_fds[pool->npassed++] = fd;
+      if (got < 2)
+        fds[got] = fd;
       else
         close(fd);
     }
   }
-  if ((mh->msg_flags & MSG_CTRUNC) && got == 0 && pool->npassed < CT__MAX_PASSED_FDS)
-    pool->passed_fds[pool->npassed++] = -1;
+  if (got == 0 && !(mh->msg_flags & MSG_CTRUNC))
+    return;
+  if (pool->npassed < CT__MAX_PASSED_FDS) {
+    pool->passed[pool->npassed++] = (ct__passed_t){fds[0], fds[1]};
+    return;
+  }
+  for (int i = 0; i < 2; i++)
+    if (fds[i] >= 0)
+      close(fds[i]);
 }
 
 /* Start a fork server and ask it for a child in every empty slot. On
@@ -226,12 +241,12 @@ static void server_lost(ct__procpool_t *pool, bool alive) {
   for (int i = 0; i < pool->nslots; i++) {
     ct__slot_t *s = &pool->slots[i];
     if (s->state == SLOT_REAPING) {
-      kill(s->pid, SIGKILL); /* an orphan now: the server cannot end it */
+      ct__proc_kill_orphan(s); /* the server cannot end it now (or has reaped it) */
       if (s->task)
         ct__proc_slot_finish(s, ct_error_new("ProcessCrashed",
                                              "pool child %d was lost with the fork server",
                                              (int)s->pid));
-      s->pid = 0;
+      ct__proc_slot_forget_child(s);
     }
     if (s->state == SLOT_REAPING || s->state == SLOT_SPAWNING)
       s->state = SLOT_EMPTY;
@@ -240,9 +255,13 @@ static void server_lost(ct__procpool_t *pool, bool alive) {
     else
       s->orphan = true; /* IDLE or BUSY: its timeout stays armed */
   }
-  while (pool->npassed > 0)
-    if (pool->passed_fds[--pool->npassed] >= 0)
-      close(pool->passed_fds[pool->npassed]);
+  while (pool->npassed > 0) {
+    ct__passed_t *p = &pool->passed[--pool->npassed];
+    if (p->sock >= 0)
+      close(p->sock);
+    if (p->pidfd >= 0)
+      close(p->pidfd);
+  }
   if (!pool->server_shut)
     start_server(pool);
 }

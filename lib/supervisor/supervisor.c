@@ -612,6 +612,8 @@ int ct_task_cancel(ct_task_t *task) {
       return CT_EALREADY;
     case CT_TASK_STARTED:
       atomic_fetch_or(&task->flags, CT__F_CANCEL_REQUESTED);
+      if (ct__task_has(task, CT__F_PROCESS)) /* its child is killed */
+        ct__procpool_kill_canceled(atomic_load(&sup->procpool));
       return CT_EBUSY;
     case CT_TASK_QUEUED:
       if (cancel_queued(sup, task)) {
