@@ -1,8 +1,9 @@
 /* A worker's task events: the user's observer, and the queue's counters.
  *
- * worker.c calls ct__bmetrics_start() before a task's handler and
- * ct__bmetrics_end() once its outcome is stored, on the pool thread that
- * runs it, and ct__bmetrics_dead() on its fetch thread for each entry it
+ * worker.c calls ct__bmetrics_start() before a task's handler, on the
+ * pool thread that runs it, and ct__bmetrics_end() once its outcome is
+ * stored, on the worker's store thread (on the pool thread for an outcome
+ * that stores nothing), and ct__bmetrics_dead() on its fetch thread for each entry it
  * moved to the dead letters (by the name the bury script read from the
  * entry itself). The observer (ct_broker_worker_observe()) hears all
  * three; the dead letters' count in Redis is their stream's length. The

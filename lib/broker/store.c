@@ -1,29 +1,25 @@
-/* Storing results in batches. Each stored result was one script call, so
- * one round trip and one script run in Redis per task; results that finish
- * close together now share one call. No result waits for a batch to fill:
- * the first thread to store, finding no call in flight, sends its result
- * at once; results that come while a call is in flight queue up, and when
- * it returns, one of their threads sends all of them (up to BATCH_MAX) in
- * the next call. So a lone result costs what it did, and under load the
- * calls grow with the load. Each result's thread waits until its own is
- * stored: the entry is never acknowledged before its result is written,
- * and every result is the script's to store exactly as the single one was
- * (first completion wins, per task, in the same script call). A batch
- * the server refuses is sent again one result at a time, so that one
- * result it cannot take (a key of the wrong type, say) holds up no other
- * (a batch that timed out has had its tries: each result gets that error).
+/* Storing results on a thread of their own, in batches. A handler's pool
+ * thread used to store its result itself and wait for the reply (a round
+ * trip, and futex hand-offs with the connection's loop thread, per task)
+ * before it could take the next task. Now it hands the result here and
+ * returns at once; the store thread sends what has queued up (up to
+ * BATCH_MAX results) in one script call, waits for the reply, tells each
+ * result's owner (its done callback, on this thread), and sends the next
+ * batch. No result waits for a batch to fill: a lone result is sent as it
+ * comes, and under load the calls grow with the load. The owner keeps its
+ * task's slot taken and its lease renewed until done is called, so the
+ * entry is never acknowledged before its result is written, and every
+ * result is the script's to store exactly as the single one was (first
+ * completion wins, per task, in the same script call). A batch that timed
+ * out is sent again, up to `tries` times in all (a connection that comes
+ * back within them stores it); a batch the server refuses is sent again
+ * one result at a time, so that one result it cannot take (a key of the
+ * wrong type, say) holds up no other.
  *
- * Each waiting thread sleeps on a condition of its own, in its request:
- * the sender wakes the threads of the batch it stored, and the thread at
- * the head of the queue to send the next one, and no other (a broadcast
- * to every waiter would wake them all to find the lock taken and most of
- * them with nothing to do).
- *
- * Lock: s->lock guards head, tail, sending, and the done of every queued
- * request; the sender reads a batch's strings and writes its rc without
- * it, which is safe because their threads wait for done. A request's
- * condition is signaled under the lock, so its thread, which must retake
- * the lock to return, cannot free it under the signal. */
+ * Lock: s->lock guards head, tail, idle and ending; a batch taken off the
+ * queue is the thread's alone, and its requests are their owners' again
+ * once done has been called. The thread is woken only when it is idle.
+ */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -33,15 +29,6 @@
 #define BATCH_MAX 64
 #define TASK_KEYS 3
 #define TASK_ARGS 6
-
-struct ct__bstore_req {
-  ct__bstore_req_t *next;
-  const char *const *keys;
-  const char *args[TASK_ARGS];
-  int rc;    /* the sender's until done */
-  bool done; /* lock */
-  pthread_cond_t cond; /* its thread waits on it */
-};
 
 /* KEYS: per result: record, stream, done list. ARGV: group, default TTL
  * (s), then per result: entry id, status, result, finished (ms), name, "1"
@@ -82,11 +69,8 @@ void ct__bstore_init(ct__bstore_t *s, ct__rconn_t *conn, const char *group,
   *s = (ct__bstore_t){.conn = conn, .group = group, .default_ttl = default_ttl,
                       .tries = tries};
   pthread_mutex_init(&s->lock, NULL);
+  pthread_cond_init(&s->cond, NULL);
   s->tail = &s->head;
-}
-
-void ct__bstore_destroy(ct__bstore_t *s) {
-  pthread_mutex_destroy(&s->lock);
 }
 
 static int stored_reply(const redisReply *r, void *data) {
@@ -135,40 +119,65 @@ static ct__bstore_req_t *take_batch(ct__bstore_t *s, size_t *n) {
   return batch;
 }
 
-int ct__bstore_complete(ct__bstore_t *s, const char *const keys[3], const char *entry,
-                        const char *status, const char *result, const char *finished,
-                        const char *name, bool waited) {
-  ct__bstore_req_t req = {.keys = keys,
-                          .args = {entry, status, result, finished, name, waited ? "1" : "0"}};
-  pthread_cond_init(&req.cond, NULL);
+/* Store one batch and tell each result's owner. */
+static void store_batch(ct__bstore_t *s, ct__bstore_req_t *batch, size_t n) {
+  int rc = send_batch(s, batch, n);
+  for (ct__bstore_req_t *q = batch, *next; q; q = next) {
+    next = q->next;
+    q->next = NULL; /* a batch of one, if sent again alone */
+    int own = rc == 0 || n == 1 || rc == CT_ETIMEDOUT || rc == CT_ESHUTDOWN
+                  ? rc
+                  : send_batch(s, q, 1);
+    q->done(q, own);
+  }
+}
+
+static void *store_main(void *arg) {
+  ct__bstore_t *s = arg;
+  pthread_setname_np(pthread_self(), "ct-broker-store");
   pthread_mutex_lock(&s->lock);
-  *s->tail = &req;
-  s->tail = &req.next;
-  while (!req.done) {
-    if (s->sending) {
-      pthread_cond_wait(&req.cond, &s->lock);
+  for (;;) {
+    if (!s->head) {
+      if (s->ending)
+        break;
+      s->idle = true;
+      pthread_cond_wait(&s->cond, &s->lock);
+      s->idle = false;
       continue;
     }
     size_t n;
     ct__bstore_req_t *batch = take_batch(s, &n);
-    s->sending = true;
     pthread_mutex_unlock(&s->lock);
-    int rc = send_batch(s, batch, n);
-    for (ct__bstore_req_t *q = batch; q; q = q->next)
-      q->rc = rc == 0 || n == 1 || rc == CT_ETIMEDOUT || rc == CT_ESHUTDOWN
-                  ? rc
-                  : send_batch(s, q, 1);
+    store_batch(s, batch, n);
     pthread_mutex_lock(&s->lock);
-    for (ct__bstore_req_t *q = batch; q; q = q->next) {
-      q->done = true;
-      pthread_cond_signal(&q->cond);
-    }
-    s->sending = false;
-    if (s->head) /* the next batch's sender */
-      pthread_cond_signal(&s->head->cond);
   }
-  int rc = req.rc;
   pthread_mutex_unlock(&s->lock);
-  pthread_cond_destroy(&req.cond);
-  return rc;
+  return NULL;
+}
+
+int ct__bstore_start(ct__bstore_t *s) {
+  s->started = pthread_create(&s->thread, NULL, store_main, s) == 0;
+  return s->started ? 0 : CT_EAGAIN;
+}
+
+void ct__bstore_destroy(ct__bstore_t *s) {
+  if (s->started) {
+    pthread_mutex_lock(&s->lock);
+    s->ending = true;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    pthread_join(s->thread, NULL);
+  }
+  pthread_cond_destroy(&s->cond);
+  pthread_mutex_destroy(&s->lock);
+}
+
+void ct__bstore_put(ct__bstore_t *s, ct__bstore_req_t *req) {
+  req->next = NULL;
+  pthread_mutex_lock(&s->lock);
+  *s->tail = req;
+  s->tail = &req->next;
+  if (s->idle)
+    pthread_cond_signal(&s->cond);
+  pthread_mutex_unlock(&s->lock);
 }

@@ -43,18 +43,24 @@
  * The tasks of one fetch are marked RUNNING together, by one script on the
  * fetch thread (their records are its KEYS: the fetch script cannot know
  * them in advance), which returns each one's runs so far. A task then runs
- * on a pool thread (run_task): call the handler, then either store the
- * result with the complete script, together with any other results
- * waiting to be stored (store.c; first completion wins; then XACK and XDEL
- * of its own entry only, never a trim), or, for a failed run with runs left, put the task back into the
+ * on a pool thread (run_task): call the handler, then either hand the
+ * result to the store thread (store.c), which stores it with the complete
+ * script, together with any other results waiting to be stored (first
+ * completion wins; then XACK and XDEL of its own entry only, never a
+ * trim), or, for a failed run with runs left, put the task back into the
  * delayed set with the retry script (which acknowledges the entry too);
- * a lost run stores nothing. The result goes back to the supervisor. Its
- * on_done frees the slot, whether it ran or was canceled by a supervisor
- * stop (its entry then stays pending).
+ * a lost run stores nothing. The pool thread does not wait for the store:
+ * it returns the result to the supervisor at once and takes its next
+ * task. A job is held by its supervisor task, until its on_done (which
+ * runs whether it ran or was canceled by a supervisor stop: its entry then
+ * stays pending), and by its result while that is being stored; the last
+ * to let go frees the slot. So a slot stays taken, and its lease renewed,
+ * until the result is stored, the fetch never takes more than free slots,
+ * and a stop waits for the stores as for the runs.
  *
  * Lock: w->lock guards running, running_jobs, stopping, fetch_done,
- * blocked_id and each running job's task, run_deadline, lost and
- * timed_out. The calls made under it are the renewal's hiredis send,
+ * blocked_id and each running job's task, run_deadline, lost, timed_out
+ * and holds. The calls made under it are the renewal's hiredis send,
  * which formats the command into hiredis's buffer and calls nothing back,
  * and ct_task_cancel() of a running task, which only sets its flag (the
  * supervisor never calls back into the worker with a lock of its own
@@ -64,6 +70,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -326,6 +333,12 @@ struct job {
   double run_deadline;       /* lock: ct_now() past which the run times out; 0: none */
   bool lost;                 /* lock: another worker has taken the entry over */
   bool timed_out;            /* lock: the run overran its timeout */
+  int holds;                 /* lock: the supervisor task's, and a result's being stored */
+  double started;            /* ct_now() as its handler started, for the END event */
+  ct_broker_status_t outcome; /* how its run ended, once it has */
+  ct__bstore_req_t req;      /* its result, handed to the store thread */
+  char *rec_key, *done_key, *text; /* the request's strings, freed once stored */
+  char finished[24];
 };
 
 struct ct__bworker {
@@ -754,24 +767,68 @@ static char *result_text(json_t **result) {
   return *result ? json_dumps(*result, JSON_COMPACT) : NULL;
 }
 
-/* Store the result, then acknowledge and delete the entry (with other
- * results finishing at the same time: store.c); a few tries before the
- * entry is left pending. */
-static void store(ct__bworker_t *w, const job_t *j, const char *status, const char *text) {
-  char *key = ct__broker_key(w->b, "task:", j->msg.id);
-  char *done = ct__broker_key(w->b, "done:", j->msg.id);
-  char finished[24];
-  snprintf(finished, sizeof finished, "%lld", (long long)ct__broker_unix_ms());
-  const char *keys[] = {key, w->streams[j->level], done};
-  int rc = key && done && text ? ct__bstore_complete(&w->store, keys, j->entry, status, text,
-                                                     finished, j->msg.name,
-                                                     j->msg.deadline_ms != 0)
-                               : CT_ENOMEM;
+/* Drop one of a job's holds (its supervisor task's, its result's being
+ * stored); the last frees its slot and the job. */
+static void job_release(job_t *j) {
+  ct__bworker_t *w = j->w;
+  pthread_mutex_lock(&w->lock);
+  bool last = --j->holds == 0;
+  if (last) {
+    if (j->prev)
+      j->prev->next = j->next;
+    else
+      w->running_jobs = j->next;
+    if (j->next)
+      j->next->prev = j->prev;
+    w->running--;
+    pthread_cond_broadcast(&w->cond);
+  }
+  pthread_mutex_unlock(&w->lock);
+  if (!last)
+    return;
+  ct__bmsg_clear(&j->msg);
+  free(j);
+}
+
+/* On the store thread: the job's result is stored (or could not be: its
+ * entry stays pending, for its lease to pass). Its run has ended. */
+static void stored(ct__bstore_req_t *req, int rc) {
+  job_t *j = (job_t *)((char *)req - offsetof(job_t, req));
+  ct__bworker_t *w = j->w;
   if (rc != 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "task %s: result not stored (%s): its entry stays pending",
                    j->msg.id, ct_strerror(rc));
-  free(key);
-  free(done);
+  ct__bmetrics_end(w->b, &j->msg, j->level, j->outcome, j->started);
+  free(j->rec_key);
+  free(j->done_key);
+  free(j->text);
+  j->rec_key = j->done_key = j->text = NULL;
+  job_release(j);
+}
+
+/* Hand the result (text, taken) to the store thread, which stores it and
+ * then acknowledges and deletes the entry (with other results finishing at
+ * the same time: store.c), and return at once: the job keeps its slot, and
+ * its lease is renewed, until the store is done. */
+static void store(ct__bworker_t *w, job_t *j, const char *status, char *text,
+                  ct_broker_status_t outcome) {
+  j->outcome = outcome;
+  j->text = text;
+  j->rec_key = ct__broker_key(w->b, "task:", j->msg.id);
+  j->done_key = ct__broker_key(w->b, "done:", j->msg.id);
+  snprintf(j->finished, sizeof j->finished, "%lld", (long long)ct__broker_unix_ms());
+  j->req = (ct__bstore_req_t){
+      .keys = {j->rec_key, w->streams[j->level], j->done_key},
+      .args = {j->entry, status, text, j->finished, j->msg.name,
+               j->msg.deadline_ms != 0 ? "1" : "0"},
+      .done = stored};
+  pthread_mutex_lock(&w->lock);
+  j->holds++;
+  pthread_mutex_unlock(&w->lock);
+  if (j->rec_key && j->done_key && text)
+    ct__bstore_put(&w->store, &j->req);
+  else
+    stored(&j->req, CT_ENOMEM);
 }
 
 /* Seconds before retry number `attempt` (1 for the first): the base
@@ -846,66 +903,50 @@ static json_t *run_handler(ct__bworker_t *w, job_t *j, ct_task_t *self, bool *lo
   return result;
 }
 
-/* One run; *outcome: how it ended (RUNNING: its lease was lost, nothing
- * stored). */
-static json_t *run_job(ct_task_t *self, job_t *j, ct_broker_status_t *outcome) {
+/* One run: its outcome is stored (the store thread ends the run), or, for
+ * a retry or a lost lease, the run ends here. */
+static json_t *run_job(ct_task_t *self, job_t *j) {
   ct__bworker_t *w = j->w;
   if (j->msg.deadline_ms && ct__broker_unix_ms() > j->msg.deadline_ms) {
     json_t *result = ct_error_new("TimeoutError",
                                   "the caller's deadline passed before %s started", j->msg.name);
-    char *text = result_text(&result);
-    store(w, j, "expired", text);
-    free(text);
-    *outcome = CT_BROKER_EXPIRED;
+    store(w, j, "expired", result_text(&result), CT_BROKER_EXPIRED);
     return result;
   }
   long long attempt = j->attempts;
   bool lost = false;
   json_t *result = run_handler(w, j, self, &lost);
-  *outcome = CT_BROKER_RUNNING;
   if (lost) { /* its new owner runs it; nothing of this run is stored */
     ct__broker_log(w->b, CT_LOG_WARNING, "task %s: its lease was lost while it ran: "
                    "its result is dropped", j->msg.id);
+    ct__bmetrics_end(w->b, &j->msg, j->level, CT_BROKER_RUNNING, j->started);
     return result;
   }
   char *text = result_text(&result);
   const char *cls = ct_result_error_class(result);
   bool now = cls && strcmp(cls, CT_BROKER_RETRY) == 0;
-  *outcome = CT_BROKER_RETRYING;
-  if (!retried(j, result, attempt) || retry(w, j, attempt, now, text) != 0) {
-    store(w, j, ct_result_is_error(result) ? "failed" : "completed", text);
-    *outcome = ct_result_is_error(result) ? CT_BROKER_FAILED : CT_BROKER_COMPLETED;
+  if (retried(j, result, attempt) && retry(w, j, attempt, now, text) == 0) {
+    free(text);
+    ct__bmetrics_end(w->b, &j->msg, j->level, CT_BROKER_RETRYING, j->started);
+    return result;
   }
-  free(text);
+  bool failed = ct_result_is_error(result);
+  store(w, j, failed ? "failed" : "completed", text,
+        failed ? CT_BROKER_FAILED : CT_BROKER_COMPLETED);
   return result;
 }
 
 static json_t *run_task(ct_task_t *self, void *arg) {
   job_t *j = arg;
-  double started = ct__bmetrics_start(j->w->b, &j->msg, j->level);
-  ct_broker_status_t outcome;
-  json_t *result = run_job(self, j, &outcome);
-  ct__bmetrics_end(j->w->b, &j->msg, j->level, outcome, started);
-  return result;
+  j->started = ct__bmetrics_start(j->w->b, &j->msg, j->level);
+  return run_job(self, j);
 }
 
-/* Runs exactly once per task, ran or canceled: the slot is free again. */
+/* Runs exactly once per task, ran or canceled: unless its result is
+ * still being stored, the slot is free again. */
 static void task_done(ct_task_t *task, void *data) {
   (void)task;
-  job_t *j = data;
-  ct__bworker_t *w = j->w;
-  pthread_mutex_lock(&w->lock);
-  if (j->prev)
-    j->prev->next = j->next;
-  else
-    w->running_jobs = j->next;
-  if (j->next)
-    j->next->prev = j->prev;
-  w->running--;
-  pthread_cond_broadcast(&w->cond);
-  pthread_mutex_unlock(&w->lock);
-  ct__bmsg_clear(&j->msg);
-  free(j);
+  job_release(data);
 }
 
 /* Hand one job to the supervisor. Returns 0, or its error (the job is then
@@ -918,6 +959,7 @@ static int start_job(ct__bworker_t *w, job_t *j) {
   o.done_data = j;
   pthread_mutex_lock(&w->lock);
   w->running++;
+  j->holds = 1;
   j->prev = NULL;
   j->next = w->running_jobs;
   if (j->next)
@@ -1440,8 +1482,10 @@ static int worker_begin(ct__bworker_t *w, bool allow_eviction) {
     return rc;
   sigset_t all, old;
   sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old); /* the thread starts with signals blocked */
-  rc = pthread_create(&w->thread, NULL, fetch_main, w) == 0 ? 0 : CT_EAGAIN;
+  pthread_sigmask(SIG_SETMASK, &all, &old); /* the threads start with signals blocked */
+  rc = ct__bstore_start(&w->store);
+  if (rc == 0)
+    rc = pthread_create(&w->thread, NULL, fetch_main, w) == 0 ? 0 : CT_EAGAIN;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   return rc;
 }

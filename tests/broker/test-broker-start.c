@@ -47,7 +47,8 @@ TEST(a_failed_start_leaves_no_liveness_record) {
   ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
   wo.consumer = "w1";
   /* The start makes one thread for its fetch connection's loop, then the
-   * fetch thread, last, once the liveness record is written: refuse it. */
+   * store and fetch threads, last, once the liveness record is written:
+   * refuse the store thread. */
   atomic_store(&creates_left, 1);
   CHECK_EQ_INT(ct_broker_worker_start(b, &wo), CT_EAGAIN);
   CHECK_EQ_INT(atomic_load(&creates_left), -1); /* the refusal happened */

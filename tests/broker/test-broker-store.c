@@ -1,0 +1,162 @@
+/* Results are stored on the worker's store thread: a handler's pool thread
+ * hands its outcome over and returns, so the supervisor task ends at once.
+ * A result whose store cannot go through yet (redis-server is stopped with
+ * SIGSTOP by the handler itself) keeps its slot taken, its entry pending
+ * and its END event untold; once Redis answers again it is stored and its
+ * entry acknowledged, and only then does the next task start. A stop
+ * waits for such a store within its grace. Counts and order only; bounds
+ * are generous (the command timeout, 10 s, is longer than any wait here
+ * for a store that must not have happened). */
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "ctasker.h"
+#include "redis.h"
+
+#define PREFIX "ctasker:{default}:"
+#define STREAM PREFIX "stream:normal"
+
+static test_redis_t r;
+static atomic_int ends;            /* END events told */
+static atomic_int ends_when_after; /* END events told when "after" started; -1: not yet */
+static atomic_int unstored;        /* "result not stored" log lines */
+
+static void log_line(int level, const char *msg, void *data) {
+  (void)level;
+  (void)data;
+  if (strstr(msg, "result not stored"))
+    atomic_fetch_add(&unstored, 1);
+}
+
+static void observe(const ct_broker_event_t *e, void *data) {
+  (void)data;
+  if (e->kind == CT_BROKER_EVENT_END)
+    atomic_fetch_add(&ends, 1);
+}
+
+/* Stops redis-server, so that its own result cannot be stored yet. */
+static json_t *halt(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self;
+  (void)kwargs;
+  (void)data;
+  kill(r.pid, SIGSTOP);
+  return json_string("halted");
+}
+
+/* Notes how many results had been stored as it started. */
+static json_t *after(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self;
+  (void)kwargs;
+  (void)data;
+  atomic_store(&ends_when_after, atomic_load(&ends));
+  return json_string("after");
+}
+
+static uint64_t sup_completed(ct_supervisor_t *sup) {
+  ct_stats_t s = CT_STATS_INIT;
+  CHECK_OK(ct_supervisor_stats(sup, &s));
+  return s.completed;
+}
+
+/* Wait until the supervisor has completed n tasks, for at most 8 s: less
+ * than the command timeout, so a pool thread that waited for its store
+ * (with Redis stopped) would not have completed its task by then. */
+static void wait_completed(ct_supervisor_t *sup, uint64_t n) {
+  for (int i = 0; i < 800 && sup_completed(sup) < n; i++)
+    check_sleep(0.01);
+  CHECK_EQ_INT(sup_completed(sup), n);
+}
+
+static void setup(ct_supervisor_t **sup, ct_broker_t **b) {
+  atomic_store(&ends, 0);
+  atomic_store(&ends_when_after, -1);
+  atomic_store(&unstored, 0);
+  test_redis_start(&r, NULL);
+  CHECK_OK(ct_supervisor_new(NULL, sup));
+  CHECK_OK(ct_supervisor_start(*sup));
+  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
+  o.url = r.url;
+  o.command_timeout = 10;
+  o.log = log_line;
+  CHECK_OK(ct_broker_new(*sup, &o, b));
+  CHECK_OK(ct_broker_worker_observe(*b, observe, NULL));
+  CHECK_OK(ct_broker_register(*b, "halt", halt, NULL));
+  CHECK_OK(ct_broker_register(*b, "after", after, NULL));
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.concurrency = 1;
+  wo.consumer = "w";
+  CHECK_OK(ct_broker_worker_start(*b, &wo));
+}
+
+static void teardown(ct_supervisor_t *sup, ct_broker_t *b) {
+  ct_broker_free(b);
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
+  CHECK_OK(ct_supervisor_free(sup));
+  test_redis_stop(&r);
+}
+
+/* The task's record says completed with the handler's result, and no entry
+ * is left, pending or not. */
+static void check_stored(const char *id) {
+  redisReply *x = test_redis(&r, "HMGET " PREFIX "task:%s status result", id);
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 2);
+  CHECK_EQ_STR(x->element[0]->str, "completed");
+  CHECK_EQ_STR(x->element[1]->str, "\"halted\"");
+  freeReplyObject(x);
+  x = test_redis(&r, "XPENDING " STREAM " workers");
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->element[0]->type == REDIS_REPLY_INTEGER);
+  CHECK_EQ_INT(x->element[0]->integer, 0);
+  freeReplyObject(x);
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN " STREAM), 0);
+}
+
+TEST(a_result_being_stored_keeps_its_slot_until_stored) {
+  ct_supervisor_t *sup;
+  ct_broker_t *b;
+  setup(&sup, &b);
+  char first[CT_BROKER_ID_SIZE], second[CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(b, "halt", NULL, NULL, first));
+  CHECK_OK(ct_broker_submit(b, "after", NULL, NULL, second));
+  /* The handler stopped Redis and returned: its task has ended, but its
+   * result is not stored, so its run has not ended and its slot (the only
+   * one) is still taken. */
+  wait_completed(sup, 1);
+  CHECK_EQ_INT(atomic_load(&ends), 0);
+  CHECK_EQ_INT(atomic_load(&ends_when_after), -1);
+  kill(r.pid, SIGCONT);
+  WAIT_FOR(atomic_load(&ends) == 2);
+  CHECK_EQ_INT(atomic_load(&ends_when_after), 1); /* the first was stored before */
+  CHECK_EQ_INT(atomic_load(&unstored), 0);
+  check_stored(first);
+  CHECK_OK(ct_broker_worker_stop(b, -1));
+  teardown(sup, b);
+}
+
+TEST(a_stop_waits_for_a_result_being_stored) {
+  ct_supervisor_t *sup;
+  ct_broker_t *b;
+  setup(&sup, &b);
+  char id[CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(b, "halt", NULL, NULL, id));
+  wait_completed(sup, 1);
+  /* Its store cannot end while Redis is stopped: nor can a stop. */
+  CHECK_EQ_INT(ct_broker_worker_stop(b, 0.5), CT_ETIMEDOUT);
+  CHECK_EQ_INT(atomic_load(&ends), 0);
+  kill(r.pid, SIGCONT);
+  CHECK_OK(ct_broker_worker_stop(b, 30));
+  CHECK_EQ_INT(atomic_load(&ends), 1);
+  CHECK_EQ_INT(atomic_load(&unstored), 0);
+  check_stored(id);
+  teardown(sup, b);
+}
+
+int main(void) {
+  if (system("command -v redis-server >/dev/null") != 0) {
+    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+    return 77;
+  }
+  RUN(a_result_being_stored_keeps_its_slot_until_stored);
+  RUN(a_stop_waits_for_a_result_being_stored);
+  return check_done();
+}
