@@ -14,13 +14,15 @@
  * Waiting for calls. A call's task pushes its final status onto its done
  * list (docs/wire-format.md), as for ct_broker_call(). All the calls of a
  * handle wait on one connection, the waiter, made on first use without
- * waiting for it: one BLPOP names the done lists of every call waiting
- * (bounded at WAIT_BOUND seconds); when it returns, the list that had an
- * entry names its call, which reads its record (HGETALL on the handle's
- * connection) and completes, and the BLPOP goes again with the lists still
- * waiting. A call that starts waiting while a BLPOP blocks ends it with
- * CLIENT UNBLOCK (the waiter's client id is asked with CLIENT ID just ahead
- * of each BLPOP), once per BLPOP however many calls start meanwhile; an
+ * waiting for it: one BLPOP names the done lists of every call waiting,
+ * oldest first (of several lists with an entry, BLPOP takes the first:
+ * the oldest call's), bounded at WAIT_BOUND seconds; when it returns, the
+ * list that had an entry names its call, which reads its record (HGETALL
+ * on the handle's connection) and completes, and the BLPOP goes again with
+ * the lists still waiting. A call that starts waiting while a BLPOP
+ * blocks ends it with CLIENT UNBLOCK (the waiter's client id is asked
+ * with CLIENT ID just ahead of each BLPOP), once per BLPOP however many
+ * calls start meanwhile; an
  * unblock that misses (the waiter reconnected in between, or the BLPOP
  * reached the server after it) costs at most the bound. So one connection
  * serves any number of calls, and the wire format is the blocking call's:
@@ -104,7 +106,8 @@ struct ct__basync {
   struct ev_loop *ev;          /* L */
   ev_cleanup cleanup;          /* L */
   ct__basync_call_t *calls;    /* L: every call not freed */
-  ct__basync_call_t *waiting;  /* L: calls waiting for their done list */
+  ct__basync_call_t *waiting;  /* L: calls waiting for their done list, oldest first */
+  ct__basync_call_t *waiting_tail; /* L: the newest of them */
   size_t nwaiting;             /* L */
   bool blocked;                /* L: a BLPOP is in flight */
   unsigned gen;                /* L: which BLPOP */
@@ -231,8 +234,26 @@ static void waiting_remove(ct__basync_call_t *call) {
     a->waiting = call->wnext;
   if (call->wnext)
     call->wnext->wprev = call->wprev;
+  else
+    a->waiting_tail = call->wprev;
   call->waiting = false;
   a->nwaiting--;
+}
+
+/* The newest at the end: BLPOP takes the first of its lists that has an
+ * entry, so the oldest call, nearest its deadline, is answered first
+ * when several are ready at once. */
+static void waiting_append(ct__basync_call_t *call) {
+  ct__basync_t *a = call->a;
+  call->waiting = true;
+  call->wnext = NULL;
+  call->wprev = a->waiting_tail;
+  if (a->waiting_tail)
+    a->waiting_tail->wnext = call;
+  else
+    a->waiting = call;
+  a->waiting_tail = call;
+  a->nwaiting++;
 }
 
 static void maybe_free(ct__basync_call_t *call) {
@@ -285,12 +306,7 @@ static void script_done(int rc, void *data) {
     maybe_free(call);
     return;
   }
-  call->waiting = true;
-  call->wnext = call->a->waiting;
-  if (call->wnext)
-    call->wnext->wprev = call;
-  call->a->waiting = call;
-  call->a->nwaiting++;
+  waiting_append(call);
   kick(call->a);
 }
 
