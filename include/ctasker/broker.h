@@ -284,10 +284,11 @@ CT_EXPORT int ct_broker_get_async(ct_broker_t *broker, const char *id, ct_loop_t
  * default loop) with the result or the exception JSON (0), CT_ETIMEDOUT
  * when the deadline passes first (at the deadline, even if Redis stalls:
  * the timer is the handle's own), CT_ENOENT, CT_ENOMEM, or CT_ESHUTDOWN if
- * the handle is freed or its supervisor stops first. All the calls of a handle wait
- * on one connection of its own, made on first use: one blocking read
- * (BLPOP) on the done lists of every call waiting, so many calls in flight
- * cost one connection, not one each.
+ * the handle is freed or its supervisor stops first. The calls of a handle
+ * wait on connections of its own, made as needed, each with one blocking
+ * read (BLPOP) on the done lists of up to 256 calls waiting: many calls in
+ * flight cost a connection (and its loop thread) per 256, not one each,
+ * and an answer costs Redis the same whatever the number in flight.
  * Returns 0: cb runs exactly once, as for ct_broker_submit_async();
  * CT_EINVAL (NULL broker or cb, a timeout not > 0: INFINITY waits for
  * ever, and as ct_broker_call()); CT_ESHUTDOWN; CT_ENOMEM (cb is then

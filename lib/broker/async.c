@@ -12,24 +12,32 @@
  * submit script's lock only around its SHA1.
  *
  * Waiting for calls. A call's task pushes its final status onto its done
- * list (docs/wire-format.md), as for ct_broker_call(). All the calls of a
- * handle wait on one connection, the waiter, made on first use without
- * waiting for it: one BLPOP names the done lists of every call waiting
- * (bounded at WAIT_BOUND seconds); when it returns, the list that had an
- * entry names its call, which reads its record (HGETALL on the handle's
- * connection) and completes, and the BLPOP goes again with the lists still
- * waiting. A call that starts waiting while a BLPOP blocks ends it with
- * CLIENT UNBLOCK (the waiter's client id is asked with CLIENT ID just ahead
- * of each BLPOP), once per BLPOP however many calls start meanwhile; an
- * unblock that misses (the waiter reconnected in between, or the BLPOP
- * reached the server after it) costs at most the bound. So one connection
- * serves any number of calls, and the wire format is the blocking call's:
- * any worker answers an asynchronous call.
- * The price is that each BLPOP costs O(calls waiting) in Redis, once per
- * answer: measured here with 1000 calls waiting at once, about 0.19 ms of
- * Redis CPU per call against 0.07 ms per plain task, 0.29 ms with 3000 (a
- * list per handle that workers push task ids onto would make it O(1), but
- * is a change of the wire format for every worker).
+ * list (docs/wire-format.md), as for ct_broker_call(). The calls of a
+ * handle wait on waiters, each a connection made without waiting for it
+ * and up to WAIT_KEYS calls (a call waits with the first waiter that has
+ * room, a new one if none has): a waiter's one BLPOP names the done lists
+ * of its calls, oldest first (of several lists with an entry, BLPOP takes
+ * the first: the oldest call's), bounded at WAIT_BOUND seconds; when it
+ * returns, the list that had an entry names its call, which reads its
+ * record (HGETALL on the handle's connection) and completes, and the BLPOP
+ * goes again with the lists still waiting. A call that starts waiting
+ * while its waiter's BLPOP blocks ends it with CLIENT UNBLOCK (the
+ * waiter's client id is asked with CLIENT ID just ahead of each BLPOP),
+ * once per BLPOP however many calls start meanwhile; an unblock that
+ * misses (the waiter reconnected in between, or the BLPOP reached the
+ * server after it) costs at most the bound. The wire format is the
+ * blocking call's: any worker answers an asynchronous call.
+ * Why WAIT_KEYS: a BLPOP costs Redis O(lists named), and it goes again
+ * after every answer. With one waiter for all, n calls in flight cost
+ * O(n) per answer, O(n^2) in all: measured here, one BLPOP naming 10,000
+ * lists took 1.2-1.6 ms of Redis CPU and 570 kB of command, so that
+ * 10,000 calls in flight could be answered at a few hundred a second at
+ * most. Bounded, an answer costs what it costs with 256 calls in flight
+ * (0.05 ms of Redis CPU, 15 kB), and the price is one
+ * connection, with its loop thread, per WAIT_KEYS calls waiting, kept
+ * until the handle is freed (a list per handle that workers push task ids
+ * onto would need one, but is a change of the wire format for every
+ * worker).
  *
  * Deadlines. A call's deadline is a timer on the loop thread, armed as the
  * call reaches it: when it fires the call completes with CT_ETIMEDOUT,
@@ -55,8 +63,12 @@
 #define WAIT_BOUND "1" /* seconds a BLPOP blocks at most: an unblock that
                           missed costs no more */
 #define WAIT_BOUND_S 1.0
+#define WAIT_KEYS 256 /* most done lists one BLPOP names: its cost in Redis,
+                         paid once per answer, grows with them */
 
 enum { SUBMIT, GET, CALL };
+
+typedef struct ct__bwaiter ct__bwaiter_t;
 
 /* What a callback gets, made with its call and posted to the caller's
  * loop, which frees it. */
@@ -76,12 +88,13 @@ typedef struct {
 struct ct__basync_call {
   ct__basync_t *a;
   ct__basync_call_t *prev, *next;   /* L: in a->calls */
-  ct__basync_call_t *wprev, *wnext; /* L: in a->waiting while waiting */
+  ct__basync_call_t *wprev, *wnext; /* L: in w->waiting while waiting */
   int kind;
   ct_loop_t *loop;       /* the caller's */
   answer_t *answer;      /* L: NULL once posted */
   bool in_flight;        /* L: a command of the call is posted */
-  bool waiting;          /* L: in a->waiting */
+  bool waiting;          /* L: in w->waiting */
+  ct__bwaiter_t *w;      /* L: its waiter while waiting */
   bool timed;            /* L: timer is armed */
   bool noscript, reloaded; /* L: the server did not know the script; sent again */
   double end;            /* CALL: its deadline, ct_now() time (INFINITY: none) */
@@ -97,14 +110,13 @@ struct ct__basync_call {
   ct_broker_info_t info; /* L */
 };
 
-struct ct__basync {
-  ct_broker_t *b;
-  ct_loop_t *loop;             /* the handle connection's */
-  ct__rconn_t *waiter;         /* L: made on first wait; read by free once ended */
-  struct ev_loop *ev;          /* L */
-  ev_cleanup cleanup;          /* L */
-  ct__basync_call_t *calls;    /* L: every call not freed */
-  ct__basync_call_t *waiting;  /* L: calls waiting for their done list */
+/* A waiter: a connection and the calls, WAIT_KEYS at most, whose done
+ * lists its BLPOP names. */
+struct ct__bwaiter {
+  ct__basync_t *a;
+  ct__rconn_t *conn;           /* L: made on first wait; read by free once ended */
+  ct__basync_call_t *waiting;  /* L: calls waiting for their done list, oldest first */
+  ct__basync_call_t *waiting_tail; /* L: the newest of them */
   size_t nwaiting;             /* L */
   bool blocked;                /* L: a BLPOP is in flight */
   unsigned gen;                /* L: which BLPOP */
@@ -113,9 +125,19 @@ struct ct__basync {
   bool unblock_sent;           /* L */
 };
 
-/* A reply of the waiter, carried from its loop thread to the handle's. */
+struct ct__basync {
+  ct_broker_t *b;
+  ct_loop_t *loop;             /* the handle connection's */
+  struct ev_loop *ev;          /* L */
+  ev_cleanup cleanup;          /* L */
+  ct__basync_call_t *calls;    /* L: every call not freed */
+  ct__bwaiter_t **waiters;     /* L: made as needed, kept until free; read by free once ended */
+  size_t nwaiters;             /* L */
+};
+
+/* A reply of a waiter, carried from its loop thread to the handle's. */
 typedef struct {
-  ct__basync_t *a;
+  ct__bwaiter_t *w;
   unsigned gen;
   bool pop;            /* BLPOP's, else CLIENT ID's */
   int rc;
@@ -124,7 +146,7 @@ typedef struct {
 } wake_t;
 
 static void complete(ct__basync_call_t *call, int rc);
-static void kick(ct__basync_t *a);
+static void kick(ct__bwaiter_t *w);
 
 /* --- the caller's side ------------------------------------------------ */
 
@@ -222,17 +244,58 @@ static void call_unlink(ct__basync_call_t *call) {
 }
 
 static void waiting_remove(ct__basync_call_t *call) {
-  ct__basync_t *a = call->a;
+  ct__bwaiter_t *w = call->w;
   if (!call->waiting)
     return;
   if (call->wprev)
     call->wprev->wnext = call->wnext;
   else
-    a->waiting = call->wnext;
+    w->waiting = call->wnext;
   if (call->wnext)
     call->wnext->wprev = call->wprev;
+  else
+    w->waiting_tail = call->wprev;
   call->waiting = false;
-  a->nwaiting--;
+  w->nwaiting--;
+}
+
+/* A waiter with room for one more call, made if none has; NULL if out of
+ * memory. */
+static ct__bwaiter_t *waiter_with_room(ct__basync_t *a) {
+  for (size_t i = 0; i < a->nwaiters; i++)
+    if (a->waiters[i]->nwaiting < WAIT_KEYS)
+      return a->waiters[i];
+  ct__bwaiter_t **more = realloc(a->waiters, (a->nwaiters + 1) * sizeof *more);
+  if (!more)
+    return NULL;
+  a->waiters = more;
+  ct__bwaiter_t *w = calloc(1, sizeof *w);
+  if (w) {
+    w->a = a;
+    a->waiters[a->nwaiters++] = w;
+  }
+  return w;
+}
+
+/* The call waits with a waiter that has room, the newest at the end:
+ * BLPOP takes the first of its lists that has an entry, so the oldest
+ * call, nearest its deadline, is answered first when several are ready at
+ * once. Returns the waiter, or NULL if out of memory. */
+static ct__bwaiter_t *waiting_append(ct__basync_call_t *call) {
+  ct__bwaiter_t *w = waiter_with_room(call->a);
+  if (!w)
+    return NULL;
+  call->w = w;
+  call->waiting = true;
+  call->wnext = NULL;
+  call->wprev = w->waiting_tail;
+  if (w->waiting_tail)
+    w->waiting_tail->wnext = call;
+  else
+    w->waiting = call;
+  w->waiting_tail = call;
+  w->nwaiting++;
+  return w;
 }
 
 static void maybe_free(ct__basync_call_t *call) {
@@ -280,18 +343,13 @@ static void script_done(int rc, void *data) {
     return;
   }
   call->key = ct__broker_key(call->a->b, "done:", call->id);
-  if (!call->key) {
+  ct__bwaiter_t *w = call->key ? waiting_append(call) : NULL;
+  if (!w) {
     complete(call, CT_ENOMEM);
     maybe_free(call);
     return;
   }
-  call->waiting = true;
-  call->wnext = call->a->waiting;
-  if (call->wnext)
-    call->wnext->wprev = call;
-  call->a->waiting = call;
-  call->a->nwaiting++;
-  kick(call->a);
+  kick(w);
 }
 
 /* EVALSHA while the SHA1 is known (and not refused); else EVAL with the
@@ -411,9 +469,9 @@ static void on_start(ct_loop_t *loop, struct ev_loop *ev, void *data) {
 
 /* --- the waiter ------------------------------------------------------- */
 
-static void fail_waiting(ct__basync_t *a, int rc) {
-  while (a->waiting) {
-    ct__basync_call_t *call = a->waiting;
+static void fail_waiting(ct__bwaiter_t *w, int rc) {
+  while (w->waiting) {
+    ct__basync_call_t *call = w->waiting;
     complete(call, rc);
     maybe_free(call);
   }
@@ -426,7 +484,7 @@ static void on_wake(ct_loop_t *loop, struct ev_loop *ev, void *data);
 static void wake_post(int rc, void *data) {
   wake_t *m = data;
   m->rc = rc;
-  if (ct_loop_call(m->a->loop, on_wake, m) != 0) {
+  if (ct_loop_call(m->w->a->loop, on_wake, m) != 0) {
     free(m->key);
     free(m);
   }
@@ -444,7 +502,7 @@ static int pop_reply(const redisReply *r, void *data) {
     return CT_ETIMEDOUT; /* the bound, or an unblock */
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
       r->element[0]->type != REDIS_REPLY_STRING) {
-    ct__broker_log(m->a->b, CT_LOG_ERROR, "asynchronous calls: BLPOP refused: %s",
+    ct__broker_log(m->w->a->b, CT_LOG_ERROR, "asynchronous calls: BLPOP refused: %s",
                    r->type == REDIS_REPLY_ERROR ? r->str : "an odd reply");
     return CT_EINVAL;
   }
@@ -452,19 +510,20 @@ static int pop_reply(const redisReply *r, void *data) {
   return m->key ? 0 : CT_ENOMEM;
 }
 
-static void send_unblock(ct__basync_t *a) {
-  if (!a->blocked || !a->blocked_id || !a->unblock_wanted || a->unblock_sent)
+static void send_unblock(ct__bwaiter_t *w) {
+  if (!w->blocked || !w->blocked_id || !w->unblock_wanted || w->unblock_sent)
     return;
   char id[24];
-  snprintf(id, sizeof id, "%lld", a->blocked_id);
+  snprintf(id, sizeof id, "%lld", w->blocked_id);
   const char *argv[] = {"CLIENT", "UNBLOCK", id};
-  a->unblock_sent = ct__rconn_post(a->b->conn, a->b->command_timeout, 3, argv, NULL, NULL,
-                                   NULL, NULL) == 0;
+  ct_broker_t *b = w->a->b;
+  w->unblock_sent = ct__rconn_post(b->conn, b->command_timeout, 3, argv, NULL, NULL, NULL,
+                                   NULL) == 0;
 }
 
 /* The call whose done list had an entry reads its record. */
-static void popped(ct__basync_t *a, const char *key) {
-  for (ct__basync_call_t *call = a->waiting; call; call = call->wnext)
+static void popped(ct__bwaiter_t *w, const char *key) {
+  for (ct__basync_call_t *call = w->waiting; call; call = call->wnext)
     if (strcmp(call->key, key) == 0) {
       waiting_remove(call);
       send_get(call);
@@ -478,55 +537,55 @@ static void on_wake(ct_loop_t *loop, struct ev_loop *ev, void *data) {
   (void)loop;
   (void)ev;
   wake_t *m = data;
-  ct__basync_t *a = m->a;
-  if (m->gen == a->gen && a->blocked) {
+  ct__bwaiter_t *w = m->w;
+  if (m->gen == w->gen && w->blocked) {
     if (!m->pop) {
-      a->blocked_id = m->client_id;
-      send_unblock(a);
+      w->blocked_id = m->client_id;
+      send_unblock(w);
     } else {
-      a->blocked = false;
+      w->blocked = false;
       if (m->key)
-        popped(a, m->key);
+        popped(w, m->key);
       if (m->rc == CT_ETIMEDOUT || m->rc == 0)
-        kick(a);
+        kick(w);
       else
-        fail_waiting(a, m->rc); /* the waiter's loop ended, a refusal, no memory */
+        fail_waiting(w, m->rc); /* the waiter's loop ended, a refusal, no memory */
     }
   }
   free(m->key);
   free(m);
 }
 
-static int waiter_open(ct__basync_t *a) {
-  if (a->waiter)
+static int waiter_open(ct__bwaiter_t *w) {
+  if (w->conn)
     return 0;
-  ct_broker_t *b = a->b;
+  ct_broker_t *b = w->a->b;
   ct__rconn_opts_t co = {b->sup, &b->url, b->connect_timeout, b->command_timeout, b->log,
                          b->log_data};
-  return ct__rconn_open(&co, &a->waiter);
+  return ct__rconn_open(&co, &w->conn);
 }
 
 /* BLPOP on the done lists of every call waiting, after CLIENT ID. */
-static int send_blpop(ct__basync_t *a) {
-  size_t n = a->nwaiting + 2, i = 0;
+static int send_blpop(ct__bwaiter_t *w) {
+  size_t n = w->nwaiting + 2, i = 0;
   const char **argv = malloc(n * sizeof *argv);
   wake_t *idm = calloc(1, sizeof *idm), *pop = calloc(1, sizeof *pop);
-  int rc = argv && idm && pop ? waiter_open(a) : CT_ENOMEM;
+  int rc = argv && idm && pop ? waiter_open(w) : CT_ENOMEM;
   if (rc == 0) {
     argv[i++] = "BLPOP";
-    for (ct__basync_call_t *call = a->waiting; call; call = call->wnext)
+    for (ct__basync_call_t *call = w->waiting; call; call = call->wnext)
       argv[i++] = call->key;
     argv[i++] = WAIT_BOUND;
-    a->gen++;
-    *idm = (wake_t){a, a->gen, false, 0, 0, NULL};
-    *pop = (wake_t){a, a->gen, true, 0, 0, NULL};
+    w->gen++;
+    *idm = (wake_t){w, w->gen, false, 0, 0, NULL};
+    *pop = (wake_t){w, w->gen, true, 0, 0, NULL};
     const char *id_argv[] = {"CLIENT", "ID"};
-    if (ct__rconn_post(a->waiter, a->b->command_timeout, 2, id_argv, NULL, id_reply, wake_post,
-                       idm) != 0)
+    double timeout = w->a->b->command_timeout;
+    if (ct__rconn_post(w->conn, timeout, 2, id_argv, NULL, id_reply, wake_post, idm) != 0)
       free(idm); /* no unblock for this one: the bound serves */
     idm = NULL;
-    rc = ct__rconn_post(a->waiter, a->b->command_timeout + WAIT_BOUND_S, (int)n, argv, NULL,
-                        pop_reply, wake_post, pop);
+    rc = ct__rconn_post(w->conn, timeout + WAIT_BOUND_S, (int)n, argv, NULL, pop_reply,
+                        wake_post, pop);
   }
   if (rc == 0)
     pop = NULL;
@@ -538,21 +597,21 @@ static int send_blpop(ct__basync_t *a) {
 
 /* A call has started waiting, or a BLPOP has returned: block again on
  * what waits now, or, while a BLPOP blocks, have it end. */
-static void kick(ct__basync_t *a) {
-  if (!a->waiting)
+static void kick(ct__bwaiter_t *w) {
+  if (!w->waiting)
     return;
-  if (a->blocked) {
-    a->unblock_wanted = true;
-    send_unblock(a);
+  if (w->blocked) {
+    w->unblock_wanted = true;
+    send_unblock(w);
     return;
   }
-  a->blocked = true;
-  a->blocked_id = 0;
-  a->unblock_wanted = a->unblock_sent = false;
-  int rc = send_blpop(a);
+  w->blocked = true;
+  w->blocked_id = 0;
+  w->unblock_wanted = w->unblock_sent = false;
+  int rc = send_blpop(w);
   if (rc != 0) {
-    a->blocked = false;
-    fail_waiting(a, rc);
+    w->blocked = false;
+    fail_waiting(w, rc);
   }
 }
 
@@ -616,7 +675,11 @@ static int call_start(ct_broker_t *b, ct__basync_call_t *call, int rc) {
 void ct__basync_free(ct__basync_t *a) {
   if (!a)
     return;
-  ct__rconn_free(a->waiter); /* its replies find the loop thread ended */
+  for (size_t i = 0; i < a->nwaiters; i++)
+    ct__rconn_free(a->waiters[i]->conn); /* its replies find the loop thread ended */
+  for (size_t i = 0; i < a->nwaiters; i++)
+    free(a->waiters[i]);
+  free(a->waiters);
   free(a);
 }
 

@@ -3,8 +3,8 @@
  * outcome (a result, an exception, an unknown name, a deadline while the
  * server is stopped, the handle freed or the supervisor stopped meanwhile);
  * a refused call answers never; many calls made from the handle's own loop
- * thread share one waiting connection. Counts and order only; time bounds
- * are generous. */
+ * thread share a few waiting connections, each blocking on 256 lists at
+ * most. Counts and order only; time bounds are generous. */
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -327,6 +327,8 @@ TEST(calls_in_flight_answer_shutdown_when_the_handle_goes) {
 }
 
 #define MANY 1000
+#define WAIT_KEYS 256 /* most done lists one blocking read names (async.c) */
+#define WAITERS ((MANY + WAIT_KEYS - 1) / WAIT_KEYS)
 
 typedef struct {
   ct_broker_t *b;
@@ -390,8 +392,10 @@ static int blpop_clients(test_redis_t *r) {
 }
 
 /* All the calls wait at once (no worker runs until they are all
- * submitted), on one connection; the worker then answers them all. */
-TEST(many_calls_from_the_handles_own_loop_share_one_connection) {
+ * submitted), on a connection per WAIT_KEYS calls, not one per call nor
+ * one for all (whose BLPOP, sent again after each answer, would cost
+ * Redis O(calls waiting) each time); the worker then answers them all. */
+TEST(many_calls_from_the_handles_own_loop_share_a_few_connections) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
   ct_supervisor_t *sup = sup_start();
@@ -406,7 +410,7 @@ TEST(many_calls_from_the_handles_own_loop_share_one_connection) {
   CHECK_OK(ct_loop_call(many.loop, make_many, NULL));
   WAIT_FOR(test_redis_int(&r, "XLEN " STREAM) == MANY);
   settle(b, NULL); /* every submission's reply is in: all wait */
-  WAIT_FOR(blpop_clients(&r) == 1);
+  WAIT_FOR(blpop_clients(&r) == WAITERS);
   double waited = ct_now() - start;
   ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
   wo.concurrency = 8;
@@ -417,7 +421,7 @@ TEST(many_calls_from_the_handles_own_loop_share_one_connection) {
   CHECK_EQ_INT(many.made, MANY);
   CHECK_EQ_INT(atomic_load(&many.right), MANY);
   CHECK_EQ_INT(atomic_load(&many.on_loop), MANY);
-  CHECK_EQ_INT(blpop_clients(&r), 1); /* not one per call */
+  CHECK_EQ_INT(blpop_clients(&r), WAITERS); /* not one per call */
   redisReply *x = test_redis(&r, "INFO commandstats");
   const char *blpop = strstr(x->str, "cmdstat_blpop:");
   CHECK(blpop != NULL);
@@ -425,6 +429,78 @@ TEST(many_calls_from_the_handles_own_loop_share_one_connection) {
          MANY, waited, took, (int)strcspn(blpop, "\r\n"), blpop);
   freeReplyObject(x);
   ct_broker_free(wb);
+  ct_broker_free(b);
+  sup_end(sup);
+  test_redis_stop(&r);
+}
+
+#define READY 8
+
+/* The order in which the READY calls below answer. */
+static atomic_int ready_next, ready_done;
+static int ready_order[READY];
+
+static void on_ready(int rc, json_t *result, void *data) {
+  (void)data;
+  int at = atomic_fetch_add(&ready_next, 1);
+  if (at < READY)
+    ready_order[at] = rc == 0 ? (int)json_integer_value(json_object_get(result, "i")) : -1;
+  atomic_fetch_add(&ready_done, 1); /* after the write: the test reads it then */
+}
+
+/* Calls whose answers are all ready at once are answered oldest first: the
+ * oldest is nearest its deadline, and one answered last whatever its age
+ * could wait for ever under a steady load. The tasks are ended by hand,
+ * all in one script, in the order they were submitted. */
+TEST(calls_ready_at_once_answer_oldest_first) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = sup_start();
+  ct_broker_t *b = broker_open(sup, r.url, 30);
+  register_name(&r, "echo");
+  for (int i = 0; i < READY; i++) {
+    json_t *kw = json_pack("{s:i}", "i", i);
+    CHECK_OK(ct_broker_call_async(b, "echo", kw, NULL, 60, NULL, on_ready, NULL));
+    json_decref(kw);
+  }
+  WAIT_FOR(test_redis_int(&r, "XLEN " STREAM) == READY);
+  settle(b, NULL); /* every submission's reply is in: all wait */
+  WAIT_FOR(blpop_clients(&r) == 1);
+  redisReply *x = test_redis(&r, "XRANGE " STREAM " - +");
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == READY);
+  const char *argv[3 + 3 * READY];
+  size_t argc = 0;
+  argv[argc++] = "EVAL";
+  argv[argc++] = "for i = 1, #ARGV do redis.call('HSET', KEYS[2 * i - 1], 'status', "
+                 "'completed', 'result', ARGV[i]) redis.call('RPUSH', KEYS[2 * i], "
+                 "'completed') end";
+  argv[argc++] = "16";
+  char keys[2 * READY][100];
+  const char *results[READY];
+  for (size_t i = 0; i < READY; i++) { /* submission order: the stream's */
+    const redisReply *f = x->element[i]->element[1];
+    const char *id = NULL;
+    for (size_t j = 0; j + 1 < f->elements; j += 2) {
+      if (strcmp(f->element[j]->str, "id") == 0)
+        id = f->element[j + 1]->str;
+      if (strcmp(f->element[j]->str, "kwargs") == 0)
+        results[i] = f->element[j + 1]->str; /* {"i": i} */
+    }
+    CHECK(id != NULL);
+    snprintf(keys[2 * i], sizeof keys[0], "ctasker:{default}:task:%s", id);
+    snprintf(keys[2 * i + 1], sizeof keys[0], "ctasker:{default}:done:%s", id);
+    argv[argc++] = keys[2 * i];
+    argv[argc++] = keys[2 * i + 1];
+  }
+  for (size_t i = 0; i < READY; i++)
+    argv[argc++] = results[i];
+  redisReply *y = redisCommandArgv(r.client, (int)argc, argv, NULL);
+  CHECK(y != NULL && y->type != REDIS_REPLY_ERROR);
+  freeReplyObject(y);
+  freeReplyObject(x);
+  WAIT_FOR(atomic_load(&ready_done) == READY);
+  for (int i = 0; i < READY; i++)
+    CHECK_EQ_INT(ready_order[i], i);
   ct_broker_free(b);
   sup_end(sup);
   test_redis_stop(&r);
@@ -638,7 +714,8 @@ int main(void) {
   RUN(every_outcome_answers_once_on_the_named_loop);
   RUN(a_call_answers_at_its_deadline_while_the_server_is_stopped);
   RUN(calls_in_flight_answer_shutdown_when_the_handle_goes);
-  RUN(many_calls_from_the_handles_own_loop_share_one_connection);
+  RUN(many_calls_from_the_handles_own_loop_share_a_few_connections);
+  RUN(calls_ready_at_once_answer_oldest_first);
   RUN(calls_waiting_through_a_server_restart_are_answered);
   RUN(deadlines_replies_and_free_race_yet_answer_once);
   RUN(bad_input_is_refused_at_once_and_never_answered);
