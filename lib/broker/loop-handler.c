@@ -18,8 +18,8 @@
  * run ends with a LoopUnavailable error instead of waiting for ever.
  *
  * Why a pool thread waits, rather than the loop alone carrying the run:
- * the worker stores a result and acknowledges its entry with blocking
- * commands on the thread that ran the task, and the supervisor counts,
+ * the worker hands a run's outcome to its store from the thread that ran
+ * the task, once the task function returns, and the supervisor counts,
  * drains and cancels it as a task; going through that path unchanged
  * keeps every guarantee of a thread handler. The cost is a pool thread
  * per run in flight, which the worker's concurrency bounds.
