@@ -184,4 +184,16 @@ static long long test_redis_int(test_redis_t *r, const char *fmt, ...) {
   return v;
 }
 
+/* Give the one entry pending in `stream` (a whole key) to the consumer
+ * "other" of the group "workers", as a worker that took it over would:
+ * its owner learns at its next renewal that it lost the lease. */
+static inline void test_redis_take_over_only_entry(test_redis_t *r, const char *stream) {
+  redisReply *x = test_redis(r, "XRANGE %s - +", stream);
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);
+  char entry[48];
+  snprintf(entry, sizeof entry, "%s", x->element[0]->element[0]->str);
+  freeReplyObject(x);
+  freeReplyObject(test_redis(r, "XCLAIM %s workers other 0 %s JUSTID", stream, entry));
+}
+
 #endif

@@ -399,13 +399,7 @@ TEST(a_deferred_run_whose_lease_is_lost_is_canceled_and_its_completion_dropped) 
   char id[CT_BROKER_ID_SIZE];
   submit_with(&e, "slow", NULL, NULL, id);
   WAIT_FOR(atomic_load(&started) == 1);
-  redisReply *x = test_redis(&e.r, "XRANGE " PREFIX "stream:normal - +");
-  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);
-  char entry[48];
-  snprintf(entry, sizeof entry, "%s", x->element[0]->element[0]->str);
-  freeReplyObject(x);
-  freeReplyObject(test_redis(&e.r, "XCLAIM " PREFIX "stream:normal workers other 0 %s JUSTID",
-                             entry));
+  test_redis_take_over_only_entry(&e.r, PREFIX "stream:normal");
   freeReplyObject(test_redis(&e.r, "HSET " PREFIX "task:%s status completed result \"first\" "
                              "finished 5000", id));
   CHECK_OK(ct_broker_worker_stop(e.b, 0)); /* fetch nothing more */
@@ -417,7 +411,7 @@ TEST(a_deferred_run_whose_lease_is_lost_is_canceled_and_its_completion_dropped) 
   CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
   CHECK_EQ_STR(json_string_value(info.result), "first");
   json_decref(info.result);
-  x = test_redis(&e.r, "XPENDING " PREFIX "stream:normal workers - + 10");
+  redisReply *x = test_redis(&e.r, "XPENDING " PREFIX "stream:normal workers - + 10");
   CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);
   CHECK_EQ_STR(x->element[0]->element[1]->str, "other");
   freeReplyObject(x);

@@ -241,20 +241,14 @@ TEST(a_run_whose_lease_is_lost_has_its_child_killed) {
   CHECK_OK(ct_broker_submit(e.b, "sleep", kw, NULL, id));
   json_decref(kw);
   int pid = sleeper_pid(&e);
-  redisReply *x = test_redis(&e.r, "XRANGE " PREFIX "stream:normal - +");
-  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);
-  char entry[48];
-  snprintf(entry, sizeof entry, "%s", x->element[0]->element[0]->str);
-  freeReplyObject(x);
-  freeReplyObject(test_redis(&e.r, "XCLAIM " PREFIX "stream:normal workers other 0 %s JUSTID",
-                             entry));
+  test_redis_take_over_only_entry(&e.r, PREFIX "stream:normal");
   /* Fetch nothing more (the entry, idle under "other", would be taken
    * back after a lease); the running task goes on, and its renewals. */
   CHECK_OK(ct_broker_worker_stop(e.b, 0));
   WAIT_FOR(gone(pid));
   CHECK_OK(ct_broker_worker_stop(e.b, -1)); /* its run has ended */
   /* The entry is still the other worker's, pending: not acknowledged. */
-  x = test_redis(&e.r, "XPENDING " PREFIX "stream:normal workers - + 10");
+  redisReply *x = test_redis(&e.r, "XPENDING " PREFIX "stream:normal workers - + 10");
   CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);
   CHECK_EQ_STR(x->element[0]->element[1]->str, "other");
   freeReplyObject(x);
