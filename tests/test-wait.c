@@ -1,6 +1,12 @@
 /* ct_wait_completed(): one overall deadline for a list, timeout 0 and
- * negative, bad input, that it sleeps while it waits, and that it returns
- * only after the callbacks. */
+ * negative, bad input, that it sleeps while it waits, that it returns
+ * only after the callbacks, and that a finish wakes only its waiters. */
+#include <sched.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include "gate.h"
 
 static json_t *nothing(ct_task_t *self, void *arg) {
@@ -184,6 +190,91 @@ TEST(many_waiters) {
   gate_destroy(&gate);
 }
 
+/* ---- a finish wakes only the waiters of its task ---- */
+
+typedef struct {
+  ct_task_t *task;
+  atomic_int tid; /* set once the thread is about to wait */
+  long wakes;     /* its voluntary context switches while it waited */
+} lone_waiter_t;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static long own_voluntary_switches(void) {
+  struct rusage ru;
+  CHECK_OK(getrusage(RUSAGE_THREAD, &ru));
+  return ru.ru_nvcsw;
+}
+
+static void *wait_alone(void *arg) {
+  lone_waiter_t *w = arg;
+  long before = own_voluntary_switches();
+  atomic_store(&w->tid, (int)gettid());
+  CHECK_OK(ct_task_wait(w->task, -1));
+  w->wakes = own_voluntary_switches() - before;
+  return NULL;
+}
+
+/* True if thread `tid` of this process is asleep (state S). */
+static bool asleep(int tid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+  FILE *f = fopen(path, "r");
+  CHECK(f != NULL);
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char *paren = strrchr(buf, ')');
+  return paren && paren[1] == ' ' && paren[2] == 'S';
+}
+
+/* Waits (bounded) until every waiter from `first` on sleeps in its wait. */
+static void wait_until_asleep(lone_waiter_t *w, int first, int n) {
+  for (double until = now_s() + WAIT_BOUND_S; now_s() < until;) {
+    bool all = true;
+    for (int i = first; i < n && all; i++)
+      all = atomic_load(&w[i].tid) != 0 && asleep(atomic_load(&w[i].tid));
+    if (all)
+      return;
+    sched_yield();
+  }
+  CHECK(!"waiters fell asleep");
+}
+
+/* Four threads each wait for a task of their own; the tasks finish one at
+ * a time, each after every waiter still waiting has fallen asleep. A wait
+ * woken by every finish in the process sleeps again after each, so the
+ * last waiter would sleep four times; woken by its own task only, once. */
+TEST(a_finish_wakes_only_the_waiters_of_its_task) {
+  enum { W = 4 };
+  ct_supervisor_t *sup = start_supervisor(W, 0, 0);
+  gate_t gate[W];
+  lone_waiter_t w[W];
+  pthread_t th[W];
+  for (int i = 0; i < W; i++) {
+    gate_init(&gate[i]);
+    w[i] = (lone_waiter_t){.task = submit(sup, gate_task, &gate[i], CT_PRIORITY_NORMAL)};
+    atomic_init(&w[i].tid, 0);
+    CHECK(pthread_create(&th[i], NULL, wait_alone, &w[i]) == 0);
+  }
+  for (int i = 0; i < W; i++) {
+    wait_until_asleep(w, i, W);
+    gate_open(&gate[i]);
+    pthread_join(th[i], NULL);
+  }
+  fprintf(stderr, "   the last waiter slept %ld times\n", w[W - 1].wakes);
+  CHECK(w[W - 1].wakes < W - 1);
+  for (int i = 0; i < W; i++) {
+    ct_task_unref(w[i].task);
+    gate_destroy(&gate[i]);
+  }
+  stop_and_free(sup);
+}
+
 int main(void) {
   RUN(bad_input);
   RUN(deadline_for_a_list);
@@ -191,5 +282,6 @@ int main(void) {
   RUN(negative_waits_forever);
   RUN(returns_after_the_callback);
   RUN(many_waiters);
+  RUN(a_finish_wakes_only_the_waiters_of_its_task);
   return check_done();
 }

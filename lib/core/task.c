@@ -6,16 +6,26 @@
  * DONE flag and the waiters' wake-up. So a waiter that returns sees the
  * callback done, the argument freed and the task gone from the registry.
  *
- * Waiting: one process-wide mutex and condition variable serve every
- * ct_wait_completed() call, which waits for its tasks one at a time. A
- * waiter counts itself in task->waiters before it checks the DONE flag; a
- * finisher sets DONE before it reads waiters, and only broadcasts when
- * someone waits for that very task (both sequentially consistent), so tasks
- * nobody waits for pay one atomic load and no lock. ct_wait_any() counts
- * itself on every task of its list, so the first to finish wakes it.
+ * Waiting: ct_wait_completed() waits for its tasks one at a time, each on
+ * a futex on that task's flags word, so a finisher wakes only the threads
+ * that wait for its task: with several producers each waiting for its own
+ * batch, a process-wide condition variable woke every waiter at every
+ * finish, and they met on its mutex. A waiter counts itself in
+ * task->waiters before it checks the DONE flag; a finisher sets DONE before
+ * it reads waiters, and only wakes when someone waits for that very task
+ * (both sequentially consistent), so tasks nobody waits for pay one atomic
+ * load and no system call. ct_wait_any(), which waits for the first of
+ * several tasks, uses one process-wide mutex and condition variable: it
+ * counts itself on every task of its list and in `any_waiting`, and a
+ * finisher that sees both broadcasts.
  */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "base/clock.h"
 #include "ctasker/result.h"
@@ -32,6 +42,7 @@ static ct__slab_t task_extra_slab =
 static pthread_mutex_t wait_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wait_cond;
 static pthread_once_t wait_once = PTHREAD_ONCE_INIT;
+static atomic_uint any_waiting; /* threads in ct_wait_any() */
 
 static void wait_cond_init(void) {
   pthread_condattr_t attr;
@@ -155,7 +166,10 @@ static void announce_terminal(ct_task_t *t) {
   if (ct__task_has(t, CT__F_REGISTERED))
     t->owner->forget(t->owner, t);
   atomic_fetch_or(&t->flags, CT__F_DONE);
-  if (atomic_load(&t->waiters) > 0) {
+  if (atomic_load(&t->waiters) == 0)
+    return;
+  syscall(SYS_futex, &t->flags, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+  if (atomic_load(&any_waiting) > 0) {
     pthread_once(&wait_once, wait_cond_init);
     pthread_mutex_lock(&wait_lock);
     pthread_cond_broadcast(&wait_cond);
@@ -217,21 +231,23 @@ static bool task_done(const ct_task_t *t) {
   return (atomic_load_explicit(&t->flags, memory_order_acquire) & CT__F_DONE) != 0;
 }
 
-/* Wait for one task's DONE flag until `deadline` (NULL: no deadline).
- * Returns 0 or CT_ETIMEDOUT. Counted as a waiter only on this task, so
- * finishers of other tasks in the list do not wake us. */
+/* Wait for one task's DONE flag until `deadline` (an absolute
+ * CLOCK_MONOTONIC time; NULL: no deadline). Returns 0 or CT_ETIMEDOUT.
+ * Sleeps on the flags word while it still holds the value seen without
+ * DONE (any change of it, as a cancel request's, just makes us look again),
+ * counted as a waiter only on this task, so finishers of other tasks do not
+ * wake us. */
 static int wait_one(ct_task_t *t, const struct timespec *deadline) {
   int rc = 0;
   atomic_fetch_add(&t->waiters, 1);
-  pthread_mutex_lock(&wait_lock);
-  while (rc == 0 && !task_done(t)) {
-    if (!deadline)
-      pthread_cond_wait(&wait_cond, &wait_lock);
-    else if (pthread_cond_timedwait(&wait_cond, &wait_lock, deadline) != 0 &&
-             !task_done(t))
+  unsigned seen;
+  while (rc == 0 &&
+         !((seen = atomic_load_explicit(&t->flags, memory_order_acquire)) & CT__F_DONE)) {
+    if (syscall(SYS_futex, &t->flags, FUTEX_WAIT_BITSET_PRIVATE, seen, deadline, NULL,
+                FUTEX_BITSET_MATCH_ANY) != 0 &&
+        errno == ETIMEDOUT && !task_done(t))
       rc = CT_ETIMEDOUT;
   }
-  pthread_mutex_unlock(&wait_lock);
   atomic_fetch_sub(&t->waiters, 1);
   return rc;
 }
@@ -246,7 +262,6 @@ int ct_wait_completed(ct_task_t *const *tasks, size_t n, double timeout) {
   for (size_t i = 0; i < n; i++)
     if (!tasks[i])
       return CT_EINVAL;
-  pthread_once(&wait_once, wait_cond_init);
   struct timespec deadline;
   bool bounded = ct__timeout_deadline(timeout, &deadline);
   /* One task at a time, the last first: tasks mostly finish in the order
@@ -285,6 +300,7 @@ static bool first_done(ct_task_t *const *tasks, size_t n, size_t *index) {
 static int wait_first(ct_task_t *const *tasks, size_t n, const struct timespec *deadline,
                       size_t *index) {
   int rc = 0;
+  atomic_fetch_add(&any_waiting, 1);
   for (size_t i = 0; i < n; i++)
     if (tasks[i])
       atomic_fetch_add(&tasks[i]->waiters, 1);
@@ -300,6 +316,7 @@ static int wait_first(ct_task_t *const *tasks, size_t n, const struct timespec *
   for (size_t i = 0; i < n; i++)
     if (tasks[i])
       atomic_fetch_sub(&tasks[i]->waiters, 1);
+  atomic_fetch_sub(&any_waiting, 1);
   return rc;
 }
 
