@@ -40,15 +40,7 @@
  * it up, work that comes after pauses turns it off within a few pauses.
  * After its first microseconds a spin yields the core between looks, so
  * that on a machine with more runnable threads than cores it does not hold
- * the core the submitting thread waits for. But a yield hands the core to
- * whatever else may run there, and a busy thread keeps it for a whole time
- * slice (milliseconds), while submitters, seeing a thread spin, wake
- * nobody: measured with a busy thread on the pool thread's core, most
- * back-to-back tasks waited a slice. So a spin whose yield came back after
- * the spin's end turns yielding off (`spin_keeps_core`): later spins hold
- * the core for spin_for at most; and a spin that held the core until its
- * end without seeing work turns it on again (the submitter may be waiting
- * for this very core). Each side
+ * the core the submitting thread waits for. Each side
  * publishes before it looks at the other (intake push, then `busy` and `spinning`; a thread's
  * `busy` or `spinning` decrement, then the intake), all sequentially
  * consistent, so a task is never left with every thread asleep. A thread
@@ -368,7 +360,6 @@ static bool spin_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
   w->spinning = true;
   atomic_fetch_add(&p->spinning, 1);
   double start = ct__now(), until = start + p->spin_for;
-  bool keep_core = p->spin_keeps_core, yield_lost_core = false;
   pthread_mutex_unlock(&p->lock);
   while (!claimed_or_work(p, w)) {
     for (int i = 0; i < 32 && !claimed_or_work(p, w); i++)
@@ -376,17 +367,11 @@ static bool spin_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
     double now = ct__now();
     if (now > until)
       break;
-    if (!keep_core && now > start + CT__SPIN_YIELD_AFTER) {
+    if (now > start + CT__SPIN_YIELD_AFTER)
       sched_yield(); /* to a submitter that shares this core, if any */
-      yield_lost_core = yield_lost_core || ct__now() > until;
-    }
   }
   pthread_mutex_lock(&p->lock);
   p->spins++;
-  if (yield_lost_core)
-    p->spin_keeps_core = true;
-  else if (keep_core && !claimed_or_work(p, w))
-    p->spin_keeps_core = false; /* held to the end in vain */
   if (atomic_load_explicit(&w->claimed, memory_order_acquire))
     return spin_paid(p);
   leave_idle(w); /* stop spinning first, then look: see the header comment */

@@ -53,7 +53,6 @@ typedef struct ct__pool {
   uint64_t queued, completed, failed, canceled; /* L */
   double spin_for;            /* L: seconds the next idle spin lasts, 0..idle_spin */
   uint64_t spins, spins_paid; /* L: idle spins, and those that found work */
-  bool spin_keeps_core;       /* L: the next spin does not yield (threadpool.c) */
 } ct__pool_t;
 
 int ct__pool_init(ct__pool_t *p, const ct__pool_cfg_t *cfg);
