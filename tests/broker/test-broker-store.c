@@ -21,6 +21,7 @@ static test_redis_t r;
 static atomic_int ends;            /* END events told */
 static atomic_int ends_when_after; /* END events told when "after" started; -1: not yet */
 static atomic_int unstored;        /* "result not stored" log lines */
+static atomic_bool may_halt;       /* the test's own submissions are done */
 
 static void log_line(int level, const char *msg, void *data) {
   (void)level;
@@ -35,11 +36,15 @@ static void observe(const ct_broker_event_t *e, void *data) {
     atomic_fetch_add(&ends, 1);
 }
 
-/* Stops redis-server, so that its own result cannot be stored yet. */
+/* Stops redis-server, so that its own result cannot be stored yet; not
+ * before the test has submitted all it needs (a submission to a stopped
+ * server would time out). */
 static json_t *halt(ct_task_t *self, const json_t *kwargs, void *data) {
   (void)self;
   (void)kwargs;
   (void)data;
+  for (int i = 0; i < 3000 && !atomic_load(&may_halt); i++)
+    check_sleep(0.01);
   kill(r.pid, SIGSTOP);
   return json_string("halted");
 }
@@ -72,6 +77,7 @@ static void setup(ct_supervisor_t **sup, ct_broker_t **b) {
   atomic_store(&ends, 0);
   atomic_store(&ends_when_after, -1);
   atomic_store(&unstored, 0);
+  atomic_store(&may_halt, false);
   test_redis_start(&r, NULL);
   CHECK_OK(ct_supervisor_new(NULL, sup));
   CHECK_OK(ct_supervisor_start(*sup));
@@ -118,6 +124,7 @@ TEST(a_result_being_stored_keeps_its_slot_until_stored) {
   char first[CT_BROKER_ID_SIZE], second[CT_BROKER_ID_SIZE];
   CHECK_OK(ct_broker_submit(b, "halt", NULL, NULL, first));
   CHECK_OK(ct_broker_submit(b, "after", NULL, NULL, second));
+  atomic_store(&may_halt, true);
   /* The handler stopped Redis and returned: its task has ended, but its
    * result is not stored, so its run has not ended and its slot (the only
    * one) is still taken. */
@@ -138,6 +145,7 @@ TEST(a_stop_waits_for_a_result_being_stored) {
   ct_broker_t *b;
   setup(&sup, &b);
   char id[CT_BROKER_ID_SIZE];
+  atomic_store(&may_halt, true);
   CHECK_OK(ct_broker_submit(b, "halt", NULL, NULL, id));
   wait_completed(sup, 1);
   /* Its store cannot end while Redis is stopped: nor can a stop. */
