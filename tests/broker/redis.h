@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "../check.h"
+#include "ctasker.h"
 
 typedef struct test_redis {
   pid_t pid;
@@ -194,6 +195,38 @@ static inline void test_redis_take_over_only_entry(test_redis_t *r, const char *
   snprintf(entry, sizeof entry, "%s", x->element[0]->element[0]->str);
   freeReplyObject(x);
   freeReplyObject(test_redis(r, "XCLAIM %s workers other 0 %s JUSTID", stream, entry));
+}
+
+/* What a worker does when it registers a handler (wire format: the queue's
+ * names set), so that submissions of that name are accepted. */
+static inline void test_redis_register_name(test_redis_t *r, const char *name) {
+  freeReplyObject(test_redis(r, "SADD ctasker:{default}:names %s", name));
+}
+
+/* A started supervisor with the default options, for a broker test. */
+static inline ct_supervisor_t *test_sup_start(void) {
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(NULL, &sup));
+  CHECK_OK(ct_supervisor_start(sup));
+  return sup;
+}
+
+static inline void test_sup_end(ct_supervisor_t *sup) {
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
+  CHECK_OK(ct_supervisor_free(sup));
+}
+
+/* A broker handle on `url` (10 s to connect), its lines to log (may be NULL). */
+static inline ct_broker_t *test_broker_open(ct_supervisor_t *sup, const char *url,
+                                            double command_timeout, ct_log_fn log) {
+  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
+  o.url = url;
+  o.command_timeout = command_timeout;
+  o.connect_timeout = 10;
+  o.log = log;
+  ct_broker_t *b;
+  CHECK_OK(ct_broker_new(sup, &o, &b));
+  return b;
 }
 
 #endif

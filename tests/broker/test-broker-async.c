@@ -74,32 +74,6 @@ static json_t *fail(ct_task_t *self, const json_t *kwargs, void *data) {
   return ct_error_new("ValueError", "bad input");
 }
 
-static ct_supervisor_t *sup_start(void) {
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(NULL, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  return sup;
-}
-
-static void sup_end(ct_supervisor_t *sup) {
-  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
-  CHECK_OK(ct_supervisor_free(sup));
-}
-
-static ct_broker_t *broker_open(ct_supervisor_t *sup, const char *url, double command_timeout) {
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = url;
-  o.command_timeout = command_timeout;
-  o.connect_timeout = 10;
-  ct_broker_t *b;
-  CHECK_OK(ct_broker_new(sup, &o, &b));
-  return b;
-}
-
-static void register_name(test_redis_t *r, const char *name) {
-  freeReplyObject(test_redis(r, "SADD ctasker:{default}:names %s", name));
-}
-
 typedef struct {
   pthread_t thread;
   atomic_bool set;
@@ -133,12 +107,12 @@ static void settle(ct_broker_t *b, ct_loop_t *loop) {
 TEST(every_outcome_answers_once_on_the_named_loop) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
+  ct_supervisor_t *sup = test_sup_start();
   ct_loop_t *loop;
   CHECK_OK(ct_loop_create(sup, "answers", &loop));
   pthread_t loop_thread = thread_of(loop);
   pthread_t default_thread = thread_of(ct_supervisor_loop(sup));
-  ct_broker_t *b = broker_open(sup, r.url, 10);
+  ct_broker_t *b = test_broker_open(sup, r.url, 10, NULL);
   CHECK_OK(ct_broker_register(b, "echo", echo, NULL));
   CHECK_OK(ct_broker_register(b, "fail", fail, NULL));
   CHECK_OK(ct_broker_worker_start(b, NULL));
@@ -191,7 +165,7 @@ TEST(every_outcome_answers_once_on_the_named_loop) {
     json_decref(all[i]->result);
   }
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
@@ -201,9 +175,9 @@ TEST(every_outcome_answers_once_on_the_named_loop) {
 TEST(a_call_answers_at_its_deadline_while_the_server_is_stopped) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 30);
-  register_name(&r, "echo"); /* no worker yet: nobody answers */
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
+  test_redis_register_name(&r, "echo"); /* no worker yet: nobody answers */
 
   answer_t c = {0};
   CHECK(kill(r.pid, SIGSTOP) == 0); /* before the call: its submission stalls */
@@ -232,7 +206,7 @@ TEST(a_call_answers_at_its_deadline_while_the_server_is_stopped) {
   CHECK(w.at - start < 20);
 
   /* A worker now finds the deadlines passed: nothing runs. */
-  ct_broker_t *wb = broker_open(sup, r.url, 10);
+  ct_broker_t *wb = test_broker_open(sup, r.url, 10, NULL);
   CHECK_OK(ct_broker_register(wb, "echo", echo, NULL));
   CHECK_OK(ct_broker_worker_start(wb, NULL));
   WAIT_FOR(test_redis_int(&r, "XLEN " STREAM) == 0);
@@ -252,7 +226,7 @@ TEST(a_call_answers_at_its_deadline_while_the_server_is_stopped) {
   CHECK_EQ_INT(atomic_load(&w.count), 1);
   ct_broker_free(wb);
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
@@ -265,12 +239,12 @@ TEST(a_call_answers_at_its_deadline_while_the_server_is_stopped) {
 TEST(calls_in_flight_answer_shutdown_when_the_handle_goes) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
+  ct_supervisor_t *sup = test_sup_start();
   ct_loop_t *loop;
   CHECK_OK(ct_loop_create(sup, "answers", &loop));
   pthread_t loop_thread = thread_of(loop);
-  ct_broker_t *b = broker_open(sup, r.url, 30);
-  register_name(&r, "t");
+  ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
+  test_redis_register_name(&r, "t");
   answer_t waiting[IN_FLIGHT] = {0}, stalled[3 * IN_FLIGHT] = {0};
   for (int i = 0; i < IN_FLIGHT; i++)
     CHECK_OK(ct_broker_call_async(b, "t", NULL, NULL, 60, loop, on_call, &waiting[i]));
@@ -398,14 +372,14 @@ static int blpop_clients(test_redis_t *r) {
 TEST(many_calls_from_the_handles_own_loop_share_a_few_connections) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 30);
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
   many.b = b;
   many.loop = handle_loop(sup);
   many.thread = thread_of(many.loop);
-  ct_broker_t *wb = broker_open(sup, r.url, 30);
+  ct_broker_t *wb = test_broker_open(sup, r.url, 30, NULL);
   CHECK_OK(ct_broker_register(wb, "echo", echo, NULL));
-  register_name(&r, "echo");
+  test_redis_register_name(&r, "echo");
   double start = ct_now();
   CHECK_OK(ct_loop_call(many.loop, make_many, NULL));
   WAIT_FOR(test_redis_int(&r, "XLEN " STREAM) == MANY);
@@ -430,7 +404,7 @@ TEST(many_calls_from_the_handles_own_loop_share_a_few_connections) {
   freeReplyObject(x);
   ct_broker_free(wb);
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
@@ -455,9 +429,9 @@ static void on_ready(int rc, json_t *result, void *data) {
 TEST(calls_ready_at_once_answer_oldest_first) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 30);
-  register_name(&r, "echo");
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
+  test_redis_register_name(&r, "echo");
   for (int i = 0; i < READY; i++) {
     json_t *kw = json_pack("{s:i}", "i", i);
     CHECK_OK(ct_broker_call_async(b, "echo", kw, NULL, 60, NULL, on_ready, NULL));
@@ -502,7 +476,7 @@ TEST(calls_ready_at_once_answer_oldest_first) {
   for (int i = 0; i < READY; i++)
     CHECK_EQ_INT(ready_order[i], i);
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
@@ -521,9 +495,9 @@ TEST(calls_waiting_through_a_server_restart_are_answered) {
   static const char *const aof[] = {"--appendonly", "yes", NULL};
   test_redis_t r = {0};
   test_redis_start(&r, aof);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 5);
-  register_name(&r, "echo");
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 5, NULL);
+  test_redis_register_name(&r, "echo");
   answer_t c[IN_FLIGHT] = {0};
   for (int i = 0; i < IN_FLIGHT; i++) {
     json_t *kw = json_pack("{s:i}", "x", i);
@@ -537,7 +511,7 @@ TEST(calls_waiting_through_a_server_restart_are_answered) {
   test_redis_start(&r, aof);
   WAIT_FOR(loaded(&r));
   CHECK_EQ_INT(test_redis_int(&r, "XLEN " STREAM), IN_FLIGHT);
-  ct_broker_t *wb = broker_open(sup, r.url, 5);
+  ct_broker_t *wb = test_broker_open(sup, r.url, 5, NULL);
   CHECK_OK(ct_broker_register(wb, "echo", echo, NULL));
   CHECK_OK(ct_broker_worker_start(wb, NULL));
   for (int i = 0; i < IN_FLIGHT; i++) {
@@ -552,7 +526,7 @@ TEST(calls_waiting_through_a_server_restart_are_answered) {
   }
   ct_broker_free(wb);
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
@@ -571,11 +545,11 @@ static json_t *nap(ct_task_t *self, const json_t *kwargs, void *data) {
 TEST(deadlines_replies_and_free_race_yet_answer_once) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *wb = broker_open(sup, r.url, 30);
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *wb = test_broker_open(sup, r.url, 30, NULL);
   CHECK_OK(ct_broker_register(wb, "nap", nap, NULL));
   CHECK_OK(ct_broker_worker_start(wb, NULL));
-  ct_broker_t *b = broker_open(sup, r.url, 30);
+  ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
   static answer_t a[RACED];
   memset(a, 0, sizeof a);
   for (int i = 0; i < RACED; i++) {
@@ -610,7 +584,7 @@ TEST(deadlines_replies_and_free_race_yet_answer_once) {
   }
   printf("raced: %d answered, %d past their deadline, %d shut down\n", ok, late, gone);
   ct_broker_free(wb);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
@@ -619,9 +593,9 @@ TEST(deadlines_replies_and_free_race_yet_answer_once) {
 TEST(bad_input_is_refused_at_once_and_never_answered) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 10);
-  register_name(&r, "t");
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 10, NULL);
+  test_redis_register_name(&r, "t");
   answer_t a = {0};
   CHECK_EQ_INT(ct_broker_submit_async(NULL, "t", NULL, NULL, NULL, on_submit, &a), CT_EINVAL);
   CHECK_EQ_INT(ct_broker_submit_async(b, "t", NULL, NULL, NULL, NULL, &a), CT_EINVAL);
@@ -657,7 +631,7 @@ TEST(bad_input_is_refused_at_once_and_never_answered) {
   CHECK_EQ_INT(atomic_load(&a.count), 0);
   CHECK_EQ_INT(test_redis_int(&r, "DBSIZE"), 1); /* the names set only */
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
@@ -666,9 +640,9 @@ TEST(bad_input_is_refused_at_once_and_never_answered) {
 TEST(a_forgotten_script_is_sent_again) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 10);
-  register_name(&r, "t");
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 10, NULL);
+  test_redis_register_name(&r, "t");
   char id[CT_BROKER_ID_SIZE];
   CHECK_OK(ct_broker_submit(b, "t", NULL, NULL, id)); /* the SHA1 is known */
   freeReplyObject(test_redis(&r, "SCRIPT FLUSH"));
@@ -678,7 +652,7 @@ TEST(a_forgotten_script_is_sent_again) {
   CHECK_OK(s.rc);
   CHECK_EQ_INT(test_redis_int(&r, "XLEN " STREAM), 2);
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
@@ -687,10 +661,10 @@ TEST(a_forgotten_script_is_sent_again) {
 TEST(an_answer_for_an_ended_loop_is_not_lost) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 10);
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 10, NULL);
   pthread_t handle_thread = thread_of(handle_loop(sup));
-  register_name(&r, "t");
+  test_redis_register_name(&r, "t");
   ct_loop_t *loop;
   CHECK_OK(ct_loop_create(sup, "gone", &loop));
   CHECK_OK(ct_loop_stop(loop, -1));
@@ -702,7 +676,7 @@ TEST(an_answer_for_an_ended_loop_is_not_lost) {
   settle(b, NULL);
   CHECK_EQ_INT(atomic_load(&s.count), 1);
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 

@@ -36,37 +36,8 @@ static void log_clear(void) {
   pthread_mutex_unlock(&log_lock);
 }
 
-static ct_supervisor_t *sup_start(void) {
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(NULL, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  return sup;
-}
-
-static void sup_end(ct_supervisor_t *sup) {
-  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
-  CHECK_OK(ct_supervisor_free(sup));
-}
-
-static ct_broker_t *broker_open(ct_supervisor_t *sup, const char *url, double command_timeout) {
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = url;
-  o.command_timeout = command_timeout;
-  o.connect_timeout = 10;
-  o.log = log_line;
-  ct_broker_t *b;
-  CHECK_OK(ct_broker_new(sup, &o, &b));
-  return b;
-}
-
-/* What a worker does when it registers a handler (wire format: the queue's
- * names set), so that submissions of that name are accepted. */
-static void register_name(test_redis_t *r, const char *name) {
-  freeReplyObject(test_redis(r, "SADD ctasker:{default}:names %s", name));
-}
-
 TEST(unreachable_server_is_a_timeout_and_a_log_line) {
-  ct_supervisor_t *sup = sup_start();
+  ct_supervisor_t *sup = test_sup_start();
   char dir[] = "/tmp/ct-none-XXXXXX", url[96];
   CHECK(mkdtemp(dir) != NULL);
   snprintf(url, sizeof url, "unix://%s/none.sock", dir);
@@ -83,11 +54,11 @@ TEST(unreachable_server_is_a_timeout_and_a_log_line) {
   CHECK_EQ_INT(ct_broker_new(sup, &o, &b), CT_ETIMEDOUT);
   CHECK(log_says("127.0.0.1:1"));
   rmdir(dir);
-  sup_end(sup);
+  test_sup_end(sup);
 }
 
 TEST(bad_options_are_refused) {
-  ct_supervisor_t *sup = sup_start();
+  ct_supervisor_t *sup = test_sup_start();
   ct_broker_t *b;
   ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
   CHECK_EQ_INT(ct_broker_new(sup, &o, &b), CT_EINVAL); /* no URL */
@@ -108,18 +79,18 @@ TEST(bad_options_are_refused) {
   CHECK_EQ_INT(ct_broker_new(sup, &o, &b), CT_EINVAL);
   CHECK_EQ_INT(ct_broker_new(sup, &o, NULL), CT_EINVAL);
   ct_broker_free(NULL);
-  sup_end(sup);
+  test_sup_end(sup);
 }
 
 TEST(unknown_name_is_refused_and_nothing_written) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 10);
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
   char id[CT_BROKER_ID_SIZE] = "";
   CHECK_EQ_INT(ct_broker_submit(b, "never.registered", NULL, NULL, id), CT_ENOENT);
   CHECK_EQ_INT(test_redis_int(&r, "DBSIZE"), 0);
-  register_name(&r, "other");
+  test_redis_register_name(&r, "other");
   CHECK_EQ_INT(ct_broker_submit(b, "never.registered", NULL, NULL, id), CT_ENOENT);
   CHECK_EQ_INT(test_redis_int(&r, "DBSIZE"), 1); /* the names set only */
   CHECK_EQ_STR(id, "");
@@ -136,7 +107,7 @@ TEST(unknown_name_is_refused_and_nothing_written) {
   CHECK_EQ_INT(ct_broker_submit(b, "other", NULL, &so, id), CT_EINVAL);
   CHECK_EQ_INT(test_redis_int(&r, "DBSIZE"), 1);
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
@@ -144,9 +115,9 @@ TEST(unknown_name_is_refused_and_nothing_written) {
 TEST(bad_submit_options_are_refused_and_nothing_written) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 10);
-  register_name(&r, "other");
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
+  test_redis_register_name(&r, "other");
   char id[CT_BROKER_ID_SIZE] = "";
   const ct_broker_submit_opts_t init = CT_BROKER_SUBMIT_OPTS_INIT;
   ct_broker_submit_opts_t bad[] = {init, init, init, init, init, init,
@@ -182,7 +153,7 @@ TEST(bad_submit_options_are_refused_and_nothing_written) {
   CHECK_OK(ct_broker_submit(b, "other", NULL, &so, id));
   CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 2);
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
@@ -201,9 +172,9 @@ static json_t *only_entry(test_redis_t *r, const char *stream) {
 TEST(submit_writes_entry_and_record_and_get_reads_it) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 10);
-  register_name(&r, "resize");
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
+  test_redis_register_name(&r, "resize");
   json_t *kwargs = json_pack("{s:i,s:s}", "width", 640, "path", "/img/a.png");
   char id[CT_BROKER_ID_SIZE];
   CHECK_OK(ct_broker_submit(b, "resize", kwargs, NULL, id));
@@ -229,16 +200,16 @@ TEST(submit_writes_entry_and_record_and_get_reads_it) {
   CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 2);
   json_decref(kwargs);
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
 TEST(each_priority_class_has_its_stream) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 10);
-  register_name(&r, "t");
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
+  test_redis_register_name(&r, "t");
   static const int prio[] = {0, 1, 50, 51, 100, 101, 255, 100};
   for (size_t i = 0; i < sizeof prio / sizeof *prio; i++) {
     ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
@@ -251,15 +222,15 @@ TEST(each_priority_class_has_its_stream) {
   CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 3);
   CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:low"), 2);
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
 TEST(get_reads_results_and_refuses_bad_records) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 10);
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
   const char *id = "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b";
   ct_broker_info_t info;
   CHECK_EQ_INT(ct_broker_get(b, id, &info), CT_ENOENT);
@@ -291,16 +262,16 @@ TEST(get_reads_results_and_refuses_bad_records) {
   CHECK_EQ_INT(ct_broker_get(b, id, &info), CT_EINVAL); /* WRONGTYPE */
   CHECK(log_says("malformed: not a hash: WRONGTYPE"));
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
 TEST(record_is_gone_after_its_ttl) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 10);
-  register_name(&r, "t");
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
+  test_redis_register_name(&r, "t");
   ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
   so.result_ttl = 0.2; /* rounded up to a second: EXPIRE's unit */
   char id[CT_BROKER_ID_SIZE];
@@ -309,16 +280,16 @@ TEST(record_is_gone_after_its_ttl) {
   ct_broker_info_t info;
   WAIT_FOR(ct_broker_get(b, id, &info) == CT_ENOENT);
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
 TEST(huge_ttl_is_kept_whole_and_expiring) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 10);
-  register_name(&r, "t");
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
+  test_redis_register_name(&r, "t");
   ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
   const double ttls[] = {1e9, 1e17, 1e300};
   for (int i = 0; i < 3; i++) {
@@ -333,7 +304,7 @@ TEST(huge_ttl_is_kept_whole_and_expiring) {
   }
   CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 3);
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
@@ -343,11 +314,11 @@ TEST(auth_and_select_come_from_the_url) {
   test_redis_start(&r, conf);
   freeReplyObject(test_redis(&r, "AUTH s3cr@t"));
   freeReplyObject(test_redis(&r, "SELECT 3"));
-  register_name(&r, "t");
-  ct_supervisor_t *sup = sup_start();
+  test_redis_register_name(&r, "t");
+  ct_supervisor_t *sup = test_sup_start();
   char url[256];
   snprintf(url, sizeof url, "unix://:s3cr%%40t@%s?db=3", r.sock);
-  ct_broker_t *b = broker_open(sup, url, 10);
+  ct_broker_t *b = test_broker_open(sup, url, 10, log_line);
   char id[CT_BROKER_ID_SIZE];
   CHECK_OK(ct_broker_submit(b, "t", NULL, NULL, id));
   CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 1);
@@ -360,15 +331,15 @@ TEST(auth_and_select_come_from_the_url) {
   CHECK_EQ_INT(ct_broker_new(sup, &o, &b), CT_ETIMEDOUT);
   CHECK(log_says("AUTH or SELECT refused"));
   CHECK(!log_says("wrong")); /* the password is never logged */
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
 TEST(a_silent_server_is_a_command_timeout_then_recovers) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 0.5);
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 0.5, log_line);
   const char *id = "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b";
   ct_broker_info_t info;
   CHECK_EQ_INT(ct_broker_get(b, id, &info), CT_ENOENT);
@@ -380,7 +351,7 @@ TEST(a_silent_server_is_a_command_timeout_then_recovers) {
   WAIT_FOR(ct_broker_get(b, id, &info) == CT_ENOENT);
   CHECK(log_says("connected"));
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
@@ -407,9 +378,9 @@ static void *call_thread(void *p) {
 TEST(a_call_ends_by_its_deadline_when_the_server_stalls) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 10);
-  register_name(&r, "t"); /* no worker: nobody answers */
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
+  test_redis_register_name(&r, "t"); /* no worker: nobody answers */
   /* Stalled before the call: its submission. */
   CHECK(kill(r.pid, SIGSTOP) == 0);
   stalled_call_t c = {b, 0.5, 0, 0};
@@ -432,7 +403,7 @@ TEST(a_call_ends_by_its_deadline_when_the_server_stalls) {
   ct_broker_info_t info;
   WAIT_FOR(ct_broker_get(b, "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b", &info) == CT_ENOENT);
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
@@ -443,9 +414,9 @@ TEST(a_call_ends_by_its_deadline_when_the_server_stalls) {
 TEST(commands_wait_while_a_restarted_server_loads_its_data) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 30);
-  register_name(&r, "t");
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 30, log_line);
+  test_redis_register_name(&r, "t");
   char id[CT_BROKER_ID_SIZE];
   CHECK_OK(ct_broker_submit(b, "t", NULL, NULL, id));
   redisReply *x = test_redis(&r, "EVAL %s 0", "for i = 1, 8000 do redis.call('SET', 'k' .. i, i) end");
@@ -467,16 +438,16 @@ TEST(commands_wait_while_a_restarted_server_loads_its_data) {
   CHECK_OK(ct_broker_submit(b, "t", NULL, NULL, id));
   CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 2);
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
 TEST(a_restarted_server_is_reconnected) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 0.5);
-  register_name(&r, "t");
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 0.5, log_line);
+  test_redis_register_name(&r, "t");
   char id[CT_BROKER_ID_SIZE];
   CHECK_OK(ct_broker_submit(b, "t", NULL, NULL, id));
   log_clear();
@@ -485,11 +456,11 @@ TEST(a_restarted_server_is_reconnected) {
   /* hiredis answers the commands it held before it reports the loss. */
   WAIT_FOR(log_says("connection lost") || log_says("cannot connect"));
   test_redis_start(&r, NULL);
-  register_name(&r, "t"); /* a fresh server without persistence */
+  test_redis_register_name(&r, "t"); /* a fresh server without persistence */
   WAIT_FOR(ct_broker_submit(b, "t", NULL, NULL, id) == 0);
   CHECK(log_says("connecting again"));
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
@@ -509,9 +480,9 @@ static void *submit_many(void *arg) {
 TEST(calls_from_many_threads_all_land) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 10);
-  register_name(&r, "t");
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
+  test_redis_register_name(&r, "t");
   pthread_t th[THREADS];
   for (int i = 0; i < THREADS; i++)
     CHECK(pthread_create(&th[i], NULL, submit_many, b) == 0);
@@ -519,15 +490,15 @@ TEST(calls_from_many_threads_all_land) {
     pthread_join(th[i], NULL);
   CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), THREADS * PER_THREAD);
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
 TEST(free_after_the_supervisor_stopped) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
-  ct_broker_t *b = broker_open(sup, r.url, 10);
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
   CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
   ct_broker_info_t info;
   CHECK_EQ_INT(ct_broker_get(b, "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b", &info), CT_ESHUTDOWN);
@@ -539,7 +510,7 @@ TEST(free_after_the_supervisor_stopped) {
 TEST(bad_options_name_their_field_in_the_log) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = sup_start();
+  ct_supervisor_t *sup = test_sup_start();
   ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
   ct_broker_t *b;
   o.url = r.url;
@@ -550,7 +521,7 @@ TEST(bad_options_name_their_field_in_the_log) {
   CHECK_EQ_INT(ct_broker_new(sup, &o, &b), CT_EINVAL);
   CHECK(log_says("ct_broker_new: invalid ct_broker_opts_t.ns"));
   CHECK(log_says("ct_broker_opts_t.connect_timeout: NaN"));
-  b = broker_open(sup, r.url, 10);
+  b = test_broker_open(sup, r.url, 10, log_line);
   char id[CT_BROKER_ID_SIZE] = "";
   ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
   so.priority = 256;
@@ -561,7 +532,7 @@ TEST(bad_options_name_their_field_in_the_log) {
   CHECK_EQ_INT(ct_broker_worker_start(b, &wo), CT_EINVAL);
   CHECK(log_says("ct_broker_worker_start: invalid ct_broker_worker_opts_t.lease"));
   ct_broker_free(b);
-  sup_end(sup);
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 
