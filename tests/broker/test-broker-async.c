@@ -408,78 +408,6 @@ TEST(many_calls_from_the_handles_own_loop_share_a_few_connections) {
   test_redis_stop(&r);
 }
 
-#define READY 8
-
-/* The order in which the READY calls below answer. */
-static atomic_int ready_next, ready_done;
-static int ready_order[READY];
-
-static void on_ready(int rc, json_t *result, void *data) {
-  (void)data;
-  int at = atomic_fetch_add(&ready_next, 1);
-  if (at < READY)
-    ready_order[at] = rc == 0 ? (int)json_integer_value(json_object_get(result, "i")) : -1;
-  atomic_fetch_add(&ready_done, 1); /* after the write: the test reads it then */
-}
-
-/* Calls whose answers are all ready at once are answered oldest first: the
- * oldest is nearest its deadline, and one answered last whatever its age
- * could wait for ever under a steady load. The tasks are ended by hand,
- * all in one script, in the order they were submitted. */
-TEST(calls_ready_at_once_answer_oldest_first) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
-  test_redis_register_name(&r, "echo");
-  for (int i = 0; i < READY; i++) {
-    json_t *kw = json_pack("{s:i}", "i", i);
-    CHECK_OK(ct_broker_call_async(b, "echo", kw, NULL, 60, NULL, on_ready, NULL));
-    json_decref(kw);
-  }
-  WAIT_FOR(test_redis_int(&r, "XLEN " STREAM) == READY);
-  settle(b, NULL); /* every submission's reply is in: all wait */
-  WAIT_FOR(blpop_clients(&r) == 1);
-  redisReply *x = test_redis(&r, "XRANGE " STREAM " - +");
-  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == READY);
-  const char *argv[3 + 3 * READY];
-  size_t argc = 0;
-  argv[argc++] = "EVAL";
-  argv[argc++] = "for i = 1, #ARGV do redis.call('HSET', KEYS[2 * i - 1], 'status', "
-                 "'completed', 'result', ARGV[i]) redis.call('RPUSH', KEYS[2 * i], "
-                 "'completed') end";
-  argv[argc++] = "16";
-  char keys[2 * READY][100];
-  const char *results[READY];
-  for (size_t i = 0; i < READY; i++) { /* submission order: the stream's */
-    const redisReply *f = x->element[i]->element[1];
-    const char *id = NULL;
-    for (size_t j = 0; j + 1 < f->elements; j += 2) {
-      if (strcmp(f->element[j]->str, "id") == 0)
-        id = f->element[j + 1]->str;
-      if (strcmp(f->element[j]->str, "kwargs") == 0)
-        results[i] = f->element[j + 1]->str; /* {"i": i} */
-    }
-    CHECK(id != NULL);
-    snprintf(keys[2 * i], sizeof keys[0], "ctasker:{default}:task:%s", id);
-    snprintf(keys[2 * i + 1], sizeof keys[0], "ctasker:{default}:done:%s", id);
-    argv[argc++] = keys[2 * i];
-    argv[argc++] = keys[2 * i + 1];
-  }
-  for (size_t i = 0; i < READY; i++)
-    argv[argc++] = results[i];
-  redisReply *y = redisCommandArgv(r.client, (int)argc, argv, NULL);
-  CHECK(y != NULL && y->type != REDIS_REPLY_ERROR);
-  freeReplyObject(y);
-  freeReplyObject(x);
-  WAIT_FOR(atomic_load(&ready_done) == READY);
-  for (int i = 0; i < READY; i++)
-    CHECK_EQ_INT(ready_order[i], i);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
-}
-
 /* Whether the server has read its data back (it answers LOADING until). */
 static bool loaded(test_redis_t *r) {
   redisReply *x = test_redis(r, "XLEN " STREAM);
@@ -689,7 +617,6 @@ int main(void) {
   RUN(a_call_answers_at_its_deadline_while_the_server_is_stopped);
   RUN(calls_in_flight_answer_shutdown_when_the_handle_goes);
   RUN(many_calls_from_the_handles_own_loop_share_a_few_connections);
-  RUN(calls_ready_at_once_answer_oldest_first);
   RUN(calls_waiting_through_a_server_restart_are_answered);
   RUN(deadlines_replies_and_free_race_yet_answer_once);
   RUN(bad_input_is_refused_at_once_and_never_answered);
