@@ -17,10 +17,12 @@
  *     with a handle, waits for the whole batch and drops the handles; equal
  *     work for all: ctasker through ct_task_t handles and ct_wait_completed();
  *     the peers through a handle of their own, as a program would write one
- *     (malloc'd, an id, a status, a result slot, an atomic reference count
- *     shared by the producer and the pool, freed by the last owner), waited
- *     for with a latch (GLib) or the after-work callback on the producer's
- *     own loop (libuv, whose native completion path that is);
+ *     (malloc'd, an id, a status, a result slot, the three timestamps a
+ *     ct_task_t keeps: queued, started, completed, one clock read each, an
+ *     atomic reference count shared by the producer and the pool, freed by
+ *     the last owner), waited for with a latch (GLib) or the after-work
+ *     callback on the producer's own loop (libuv, whose native completion
+ *     path that is);
  *   with each throughput run: the process's CPU time (getrusage: user and
  *     system, every thread) per task and its context switches per 1000
  *     tasks; the pools not under test sleep meanwhile;
@@ -90,13 +92,17 @@
 /* ---- the work items that are not plain counters ---------------------------- */
 
 /* A handle for the peers' tracked path: what ct_task_t gives a ctasker
- * user (an id, a status, a result, a shared reference count), built as a
- * peer's user would build it. */
+ * user (an id, a status, a result, its times, a shared reference count),
+ * built as a peer's user would build it. The times are what a ctasker
+ * handle always carries (ct_task_time_queued() and the others), so the
+ * peers read the clock as often: once when the task is queued, once when
+ * it starts and once when it ends. */
 typedef struct peer_handle {
   uv_work_t req; /* libuv only */
   atomic_int refs;
   atomic_int status; /* 0 queued, 1 done */
   uint64_t id;
+  uint64_t t_queued, t_started, t_completed; /* bench_now_ns() */
   void *result;
   sync_latch_t *batch; /* GLib: counted once done */
 } peer_handle_t;
@@ -112,6 +118,8 @@ static peer_handle_t *peer_handle_new(sync_latch_t *batch) {
   h->id = atomic_fetch_add_explicit(&peer_next_id, 1, memory_order_relaxed);
   h->result = NULL;
   h->batch = batch;
+  h->t_started = h->t_completed = 0;
+  h->t_queued = bench_now_ns(); /* just before it is queued */
   return h;
 }
 
@@ -120,9 +128,15 @@ static void peer_handle_unref(peer_handle_t *h) {
     free(h);
 }
 
-/* The pool's side: publish the (empty) result, then drop its reference. */
-static void peer_handle_complete(peer_handle_t *h) {
+/* The task itself, on a pool thread: its start, its (empty) result, its end. */
+static void peer_handle_run(peer_handle_t *h) {
+  h->t_started = bench_now_ns();
   h->result = NULL;
+  h->t_completed = bench_now_ns();
+}
+
+/* Its completion: publish the result, then drop the pool's reference. */
+static void peer_handle_complete(peer_handle_t *h) {
   atomic_store_explicit(&h->status, 1, memory_order_release);
   sync_latch_t *batch = h->batch;
   peer_handle_unref(h);
@@ -284,6 +298,7 @@ static void glib_run(gpointer data, gpointer user) {
     sync_latch_count(obj);
     break;
   case G_TRACKED:
+    peer_handle_run(obj);
     peer_handle_complete(obj);
     break;
   case G_PROBE:
@@ -379,10 +394,7 @@ static void luv_free_after(uv_work_t *req, int status) {
 
 /* The handle's "started and finished" is the work function; its
  * completion is the after-work callback on the producer's loop. */
-static void luv_tracked_work(uv_work_t *req) {
-  peer_handle_t *h = (peer_handle_t *)req;
-  h->result = NULL;
-}
+static void luv_tracked_work(uv_work_t *req) { peer_handle_run((peer_handle_t *)req); }
 
 static void luv_tracked_after(uv_work_t *req, int status) {
   (void)status;

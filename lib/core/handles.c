@@ -8,10 +8,11 @@
  * every id of the slot's earlier tasks stops matching at once; a
  * generation repeats only after 2^30 tasks in the same slot.
  *
- * Lookup, insertion and removal lock only their slot, by setting its lock
- * bit with a compare-and-swap on the word they expect, and hold it for a
- * few instructions (taking or dropping a reference), so they meet only
- * when they are about the same slot. Free slots form a lock-free stack
+ * Lookup and removal lock only their slot, by setting its lock bit with a
+ * compare-and-swap on the word they expect, and hold it for a few
+ * instructions (taking or dropping a reference), so they meet only when
+ * they are about the same slot. Insertion needs no lock: it fills a free
+ * slot, whose generation no id names yet. Free slots form a lock-free stack
  * whose top carries a tag against ABA: taking and giving back a slot are
  * one compare-and-swap each. Only growing takes a lock (grow_lock, a
  * leaf), once per new slot.
@@ -132,13 +133,15 @@ int ct__handles_add(ct__handles_t *h, ct_task_t *t) {
   if (!pop_free(h, &index) && grow(h, &index) != 0)
     return CT_ENOMEM;
   slot_t *s = slot_at(h, index);
-  /* A free slot is locked only by a lookup of its current generation,
-   * which no id names yet: this takes it at once. */
   uint64_t gen = (atomic_load_explicit(&s->word, memory_order_relaxed) >> 1) & GEN_MASK;
-  uint_fast64_t w = lock_slot(s, gen);
-  atomic_store_explicit(&s->task, ct_task_ref(t), memory_order_relaxed);
   t->id = CT__HANDLE_ID_MARK | gen << 32 | (index + 1);
-  unlock_slot(s, w);
+  /* Nobody else reaches t yet: its reference is counted with a plain
+   * store. The slot is not locked: a free slot's generation is named by no
+   * id the table gave, so only a lookup of a made-up id can meet this
+   * store, and it reads NULL or t, both whole (release: with t's count). */
+  atomic_store_explicit(&t->refs, atomic_load_explicit(&t->refs, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+  atomic_store_explicit(&s->task, t, memory_order_release);
   return 0;
 }
 
@@ -174,7 +177,7 @@ ct_task_t *ct__handles_get(ct__handles_t *h, uint64_t id) {
   uint_fast64_t w = s ? lock_slot(s, gen) : UINT64_MAX;
   if (w == UINT64_MAX)
     return NULL;
-  ct_task_t *t = ct_task_ref(atomic_load_explicit(&s->task, memory_order_relaxed));
+  ct_task_t *t = ct_task_ref(atomic_load_explicit(&s->task, memory_order_acquire));
   unlock_slot(s, w);
   return t;
 }

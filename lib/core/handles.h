@@ -2,8 +2,8 @@
  * submission until they are terminal (see handles.c). An id names a slot
  * and the slot's generation, so a lookup goes straight to its slot and an
  * id whose task has left answers nothing, even once the slot serves
- * another task. No shared lock: a lookup, an insertion and a removal each
- * hold only their slot's lock bit, for a few instructions. */
+ * another task. No shared lock: a lookup and a removal each hold only
+ * their slot's lock bit, for a few instructions; an insertion none. */
 #ifndef CT_LIB_HANDLES_H
 #define CT_LIB_HANDLES_H
 
@@ -33,7 +33,8 @@ int ct__handles_init(ct__handles_t *h);
 /* Drop the table's reference to every task still in it, free the table. */
 void ct__handles_destroy(ct__handles_t *h);
 
-/* Give the task a slot and its id (t->id); the table takes a reference.
+/* Give a task that no other thread can reach yet a slot and its id
+ * (t->id); the table takes a reference (a plain store: see handles.c).
  * Returns 0 or CT_ENOMEM (nothing taken, t->id unchanged). */
 int ct__handles_add(ct__handles_t *h, ct_task_t *t);
 

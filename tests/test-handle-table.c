@@ -1,0 +1,132 @@
+/* The handle table under several threads, linked with the core layer only:
+ * slots freed by one thread serve the others, and insertion takes no lock
+ * (core/handles.c). */
+#include <pthread.h>
+
+#include "check.h"
+#include "core/handles.h"
+
+static json_t *nothing(ct_task_t *self, void *arg) {
+  (void)self;
+  (void)arg;
+  return NULL;
+}
+
+/* A heap copy of the table (it is large and 64-byte aligned). */
+static ct__handles_t *new_handles(void) {
+  ct__handles_t *h = aligned_alloc(_Alignof(ct__handles_t), sizeof *h);
+  CHECK(h);
+  CHECK_OK(ct__handles_init(h));
+  return h;
+}
+
+static void free_handles(ct__handles_t *h) {
+  ct__handles_destroy(h);
+  free(h);
+}
+
+enum { MANY = 5000 }; /* more than one chunk of slots */
+
+/* Fill the table with MANY tasks, then empty it; tasks[] keep one
+ * reference each. */
+static void add_and_remove_many(ct__handles_t *h, ct_task_t **tasks) {
+  for (int i = 0; i < MANY; i++) {
+    CHECK(tasks[i] = ct__task_new(nothing, NULL, CT_PRIORITY_NORMAL, false));
+    CHECK_OK(ct__handles_add(h, tasks[i]));
+  }
+  for (int i = 0; i < MANY; i++)
+    ct__handles_remove(h, tasks[i]);
+}
+
+static void unref_all(ct_task_t **tasks) {
+  for (int i = 0; i < MANY; i++)
+    ct_task_unref(tasks[i]);
+}
+
+typedef struct {
+  ct__handles_t *h;
+  ct_task_t *tasks[MANY];
+} batch_t;
+
+static void *add_and_remove_thread(void *arg) {
+  batch_t *b = arg;
+  add_and_remove_many(b->h, b->tasks);
+  return NULL;
+}
+
+/* Slots that a thread freed serve the threads that come after it: the
+ * table does not grow while free slots are left. */
+TEST(the_table_does_not_grow_while_another_threads_free_slots_are_left) {
+  static batch_t first, second;
+  first.h = new_handles();
+  pthread_t th;
+  CHECK_OK(pthread_create(&th, NULL, add_and_remove_thread, &first));
+  CHECK_OK(pthread_join(th, NULL));
+  CHECK_EQ_INT(atomic_load(&first.h->used), MANY);
+  for (int round = 0; round < 4; round++) {
+    second.h = first.h;
+    CHECK_OK(pthread_create(&th, NULL, add_and_remove_thread, &second));
+    CHECK_OK(pthread_join(th, NULL));
+    unref_all(second.tasks);
+    CHECK_EQ_INT(atomic_load(&first.h->used), MANY);
+  }
+  CHECK_EQ_INT(ct__handles_size(first.h), 0);
+  unref_all(first.tasks);
+  free_handles(first.h);
+}
+
+/* A lookup of an id the table has not given yet (the next generation of a
+ * slot, which the next insertion into that slot gives) meets that
+ * insertion without a lock on its side: it finds nothing or the very task
+ * with that id, never another, and every reference it takes is counted
+ * (ASan sees a leak or a use after free otherwise, TSan a race). */
+typedef struct {
+  ct__handles_t *h;
+  atomic_uint_fast64_t next_id; /* the id the slot's next task gets */
+  atomic_bool done;
+} race_t;
+
+static void *lookup_thread(void *arg) {
+  race_t *r = arg;
+  while (!atomic_load(&r->done)) {
+    uint64_t id = atomic_load(&r->next_id);
+    ct_task_t *t = ct__handles_get(r->h, id);
+    if (t) {
+      CHECK(ct_task_id(t) == id);
+      ct_task_unref(t);
+    }
+  }
+  return NULL;
+}
+
+TEST(a_lookup_racing_an_insertion_finds_nothing_or_the_task_with_its_id) {
+  enum { ROUNDS = 100000 };
+  race_t r = {.h = new_handles()};
+  ct_task_t *t = ct__task_new(nothing, NULL, CT_PRIORITY_NORMAL, false);
+  CHECK(t);
+  CHECK_OK(ct__handles_add(r.h, t)); /* the slot every round uses */
+  uint64_t gen_step = UINT64_C(1) << 32;
+  atomic_store(&r.next_id, t->id + gen_step);
+  ct__handles_remove(r.h, t);
+  ct_task_unref(t);
+  pthread_t th;
+  CHECK_OK(pthread_create(&th, NULL, lookup_thread, &r));
+  for (int i = 0; i < ROUNDS; i++) {
+    CHECK(t = ct__task_new(nothing, NULL, CT_PRIORITY_NORMAL, false));
+    CHECK_OK(ct__handles_add(r.h, t));
+    CHECK(t->id == atomic_load(&r.next_id));
+    atomic_store(&r.next_id, t->id + gen_step);
+    ct__handles_remove(r.h, t);
+    ct_task_unref(t);
+  }
+  atomic_store(&r.done, true);
+  CHECK_OK(pthread_join(th, NULL));
+  CHECK_EQ_INT(ct__handles_size(r.h), 0);
+  free_handles(r.h);
+}
+
+int main(void) {
+  RUN(the_table_does_not_grow_while_another_threads_free_slots_are_left);
+  RUN(a_lookup_racing_an_insertion_finds_nothing_or_the_task_with_its_id);
+  return check_done();
+}
