@@ -37,8 +37,9 @@
  *     GLib's own way to prioritise; libuv has no priorities, so it is FIFO;
  *   per-task cost  fire-and-forget, one producer, from 10^4 up to
  *     CT_BENCH_MAX_TASKS tasks (peers stop where a size would take longer
- *     than CT_BENCH_PEER_SECONDS), each size after one run of it that is
- *     not counted, for every pool;
+ *     than CT_BENCH_PEER_SECONDS), wall time and CPU time per task, each
+ *     pool's runs of a size after one run of it that is not counted, made
+ *     right before them, for every pool alike;
  *   memory  in a fresh process per pool (so that no allocator cache of an
  *     earlier run hides anything): both workers are held in gate tasks,
  *     MEM_TASKS tasks are queued, the growth of the resident set per
@@ -829,12 +830,21 @@ static void measure_mix(double work_us) {
 /* ---- per-task cost by run size ---------------------------------------------- */
 
 /* Nanoseconds per fire-and-forget task for n = 10^4, 10^5, ... up to
- * cfg.max_tasks. Large sizes are repeated fewer times; a peer skips a size
- * whose projected run time exceeds cfg.peer_seconds. Each pool first makes
- * one run of the size that is not counted, so that what a pool does once
- * for a size (fault in the memory its queue needs, grow its allocator's
- * caches) weighs on no size's per-task figure: a small size's one run
- * would pay it in full, a large size's would spread it thin. */
+ * cfg.max_tasks, wall time and the process's CPU time (every thread): a
+ * run's fixed costs that are waits, not work (the wake-ups of sleeping
+ * pool threads and of the main thread, milliseconds on a loaded machine),
+ * weigh on a small size's wall figure but not on its CPU figure, and a
+ * large size's wall figure counts the time slices other processes take.
+ * Large sizes are repeated fewer times; a peer skips a size whose
+ * projected run time exceeds cfg.peer_seconds. Before its first counted
+ * run of a size, each pool makes one that is not counted, right before it
+ * (not all pools' in a row, which left the first pool idle for the others'
+ * warm-ups: seconds at 10^7, after which ctasker had given its slab pages
+ * back, as it does after a quarter second of idleness, and faulted them in
+ * again in the counted run), so that what a pool does once for a size
+ * (fault in the memory its queue needs, grow its allocator's caches)
+ * weighs on no size's per-task figure: a small size's one run would pay it
+ * in full, a large size's would spread it thin. */
 static void measure_cost_by_size(void) {
   double last_ns[NBACKENDS] = {0};
   for (long n = 10000; n <= cfg.max_tasks; n *= 10) {
@@ -843,20 +853,29 @@ static void measure_cost_by_size(void) {
     reps = reps > cfg.reps ? cfg.reps : reps;
     snprintf(label, sizeof label, "per-task cost, %.0e tasks", (double)n);
     figure_t *f = add_figure("size", label, "ns/task", false);
+    snprintf(label, sizeof label, "per-task CPU, %.0e tasks", (double)n);
+    figure_t *fc = add_figure("sizecpu", label, "ns/task", false);
     bool skip[NBACKENDS];
-    for (int b = 0; b < NBACKENDS; b++) {
+    for (int b = 0; b < NBACKENDS; b++)
       skip[b] = b != B_CT && last_ns[b] * 1e-9 * (double)n > (double)cfg.peer_seconds;
-      if (!skip[b])
-        run_throughput(backends[b], n, 1, false); /* the warm-up run */
-    }
     for (long r = 0; r < reps; r++) {
-      double v[NBACKENDS], load = bench_load1();
-      for (int b = 0; b < NBACKENDS; b++)
-        v[b] = skip[b] ? NAN : run_throughput(backends[b], n, 1, false) * 1e9 / (double)n;
+      double v[NBACKENDS], c[NBACKENDS], load = bench_load1();
+      for (int b = 0; b < NBACKENDS; b++) {
+        v[b] = c[b] = NAN;
+        if (skip[b])
+          continue;
+        if (r == 0)
+          run_throughput(backends[b], n, 1, false); /* the warm-up run */
+        bench_usage_t u0 = bench_usage();
+        v[b] = run_throughput(backends[b], n, 1, false) * 1e9 / (double)n;
+        c[b] = (bench_usage().cpu_s - u0.cpu_s) * 1e9 / (double)n;
+      }
       figure_add_run(f, v, load);
+      figure_add_run(fc, c, load);
       print_run(f);
     }
     figure_finish(f);
+    figure_finish(fc);
     for (int b = 0; b < NBACKENDS; b++)
       last_ns[b] = skip[b] ? INFINITY : f->value[b];
   }
@@ -1096,6 +1115,7 @@ static void print_report(double load0, double load1) {
   print_table("latency", "Submit->start latency, one task at a time");
   print_table("mix", "Realistic mix, 10% HIGH / 60% NORMAL / 30% LOW, 64 in flight");
   print_table("size", "Cost per fire-and-forget task by run size");
+  print_table("sizecpu", "CPU time per fire-and-forget task by run size, all threads");
   print_table("memory", "Memory, a fresh process per pool, tasks queued behind held workers");
   print_table("scaling", "Scaling grid, fire-and-forget");
 }

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 POOLS = ["ctasker", "GThreadPool", "libuv"]
-TABLES = {"throughput", "cpu", "csw", "latency", "mix", "size", "memory", "scaling"}
+TABLES = {"throughput", "cpu", "csw", "latency", "mix", "size", "sizecpu", "memory", "scaling"}
 
 
 def main():

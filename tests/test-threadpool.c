@@ -184,9 +184,49 @@ TEST(idle_spin_backs_off_after_pauses_and_returns_for_bursts) {
   counter_destroy(&drains);
 }
 
+/* Only a pause of the whole pool teaches the spin: a thread spins only in
+ * an otherwise idle pool, so a thread claimed while another runs a task
+ * says nothing of a spin. Here each claim comes after a pause fifty times
+ * idle_spin, while a gate holds the other thread; learning from them, as
+ * the spin once did, would have turned it off. */
+TEST(claims_while_another_thread_runs_leave_the_spin_alone) {
+  ct__pool_t *p = aligned_alloc(_Alignof(ct__pool_t), sizeof *p);
+  counter_t drains;
+  gate_t gate;
+  counter_init(&drains);
+  gate_init(&gate);
+  ct__pool_cfg_t cfg = {.pool_size = 2, .min_threads = 2, .keepalive = 60,
+                        .idle_spin = 0.001, .on_drained = drained, .data = &drains};
+  CHECK_OK(ct__pool_init(p, &cfg));
+  CHECK_OK(ct__pool_start(p));
+  ct_task_t *hold = queue(p, gate_task, &gate, CT_PRIORITY_NORMAL);
+  gate_wait_arrived(&gate, 1);
+  double before, after;
+  uint64_t spins, paid;
+  spin_counts(p, &before, &spins, &paid);
+  for (int i = 0; i < 8; i++) {
+    check_sleep(0.02);
+    run_one(p);
+  }
+  spin_counts(p, &after, &spins, &paid);
+  CHECK(before > 0);
+  CHECK(after == before);
+  gate_open(&gate);
+  CHECK_OK(ct_task_wait(hold, WAIT_BOUND_S));
+  ct_task_unref(hold);
+  CHECK(ct__pool_stop(p, false) == NULL);
+  counter_wait_at_least(&drains, 1);
+  CHECK(ct__pool_drained(p));
+  ct__pool_destroy(p);
+  free(p);
+  gate_destroy(&gate);
+  counter_destroy(&drains);
+}
+
 int main(void) {
   RUN(pool_runs_queued_tasks_by_priority_and_counts_them);
   RUN(cancel_stop_returns_queued_tasks_and_drains);
   RUN(idle_spin_backs_off_after_pauses_and_returns_for_bursts);
+  RUN(claims_while_another_thread_runs_leave_the_spin_alone);
   return check_done();
 }

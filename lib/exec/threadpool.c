@@ -32,12 +32,16 @@
  * that used its time, and is woken later when work comes after a pause
  * (measured here: submit-to-start p99 of about 1.8 ms instead of 70 us on
  * an idle pool). So the spin adapts to how often it pays off: `spin_for`
- * doubles (up to idle_spin) after a spin that found work, or after a sleep
- * that work ended within idle_spin of the thread going idle (a spin would
- * have caught it: measured to the claim, not to the wake-up, which a busy
- * machine delays past any spin), and is quartered after a sleep that
- * lasted longer, down to no spin at all; work that arrives in bursts keeps
- * it up, work that comes after pauses turns it off within a few pauses.
+ * doubles (up to idle_spin) after a spin that found work, or when work came
+ * within idle_spin of the pool going idle (`busy` falling to 0: a spin would
+ * have caught it; measured to the claim, not to the wake-up, which a busy
+ * machine delays past any spin), and is quartered when it came later, or
+ * not before a sleep timed out, down to no spin at all; once per time the
+ * pool goes idle. A thread claimed while another runs teaches nothing: no
+ * thread would have spun then (counting each thread's own idle time
+ * instead, claims of a second thread while the first ran a long task
+ * turned the spin off). Work that arrives in bursts keeps it up, work that
+ * comes after pauses turns it off within a few pauses.
  * After its first microseconds a spin yields the core between looks, so
  * that on a machine with more runnable threads than cores it does not hold
  * the core the submitting thread waits for. Each side
@@ -82,7 +86,6 @@ typedef struct ct__pool_thread {
   ct_task_t *current;
   pthread_cond_t cond;
   atomic_bool claimed;
-  double claimed_at; /* L: when it was last claimed (with idle_spin only) */
   bool spinning, sleeping;
   bool has_slot; /* holds one unit of `busy`: from a claim or a running task */
 } ct__pool_thread_t;
@@ -191,8 +194,6 @@ static void claim(ct__pool_thread_t *w) {
     atomic_fetch_sub(&p->spinning, 1);
   w->spinning = false;
   add_busy(p, 1);
-  if (p->cfg.idle_spin > 0)
-    w->claimed_at = ct__now(); /* when the work came: see wait_for_work() */
   atomic_store_explicit(&w->claimed, true, memory_order_release);
   if (w->sleeping)
     pthread_cond_signal(&w->cond);
@@ -263,12 +264,31 @@ static int spawn_for_work(ct__pool_t *p) {
   return rc;
 }
 
+/* Below this, a spin is not worth its clock reads: no spin. */
+#define CT__SPIN_MIN 1e-6
+
+/* Work came `pause` seconds after the pool went idle (or none came before
+ * a sleep timed out): had a spin of idle_spin caught that, spin longer;
+ * otherwise spin less, and below CT__SPIN_MIN not at all. Once per time
+ * the pool goes idle. Lock held. */
+static void learn_from_pause(ct__pool_t *p, double pause) {
+  if (!p->pause_unlearned)
+    return;
+  p->pause_unlearned = false;
+  if (pause <= p->cfg.idle_spin)
+    p->spin_for = fmin(p->cfg.idle_spin, fmax(2 * p->spin_for, fmax(2 * pause, CT__SPIN_MIN)));
+  else if ((p->spin_for /= 4) < CT__SPIN_MIN)
+    p->spin_for = 0;
+}
+
 /* If the first queued task may start, hand it a thread. Returns false if it
  * needed a new thread and none could be started. Lock held. */
 static bool wake_for_head(ct__pool_t *p) {
   ct_task_t *head = ct__rq_peek(&p->rq);
   if (!head || atomic_load_explicit(&p->busy, memory_order_relaxed) >= cap_of(p, head->priority))
     return true;
+  if (p->idle && p->pause_unlearned && atomic_load_explicit(&p->busy, memory_order_relaxed) == 0)
+    learn_from_pause(p, ct__now() - p->idle_since); /* to the claim, not to the wake-up */
   if (p->idle)
     claim(p->idle);
   else if (spawn_for_work(p) != 0)
@@ -323,8 +343,6 @@ static bool claimed_or_work(ct__pool_t *p, ct__pool_thread_t *w) {
   return atomic_load_explicit(&w->claimed, memory_order_acquire) || work_waiting(p);
 }
 
-/* Below this, a spin is not worth its clock reads: no spin. */
-#define CT__SPIN_MIN 1e-6
 /* A spin this long yields the core between looks: on a machine with more
  * runnable threads than cores, the thread that would submit the work may
  * be waiting for this very core, and a spin that holds it waits in vain. */
@@ -333,18 +351,8 @@ static bool claimed_or_work(ct__pool_t *p, ct__pool_thread_t *w) {
 /* The spin found work: spin longer next time. Lock held. Returns true. */
 static bool spin_paid(ct__pool_t *p) {
   p->spins_paid++;
-  p->spin_for = fmin(p->cfg.idle_spin, fmax(2 * p->spin_for, CT__SPIN_MIN));
+  learn_from_pause(p, 0);
   return true;
-}
-
-/* A thread went idle `pause` seconds before it was claimed (or before its
- * sleep timed out): had a spin of idle_spin caught that, spin longer;
- * otherwise spin less, and below CT__SPIN_MIN not at all. Lock held. */
-static void learn_from_sleep(ct__pool_t *p, double pause) {
-  if (pause <= p->cfg.idle_spin)
-    p->spin_for = fmin(p->cfg.idle_spin, fmax(2 * p->spin_for, fmax(2 * pause, CT__SPIN_MIN)));
-  else if ((p->spin_for /= 4) < CT__SPIN_MIN)
-    p->spin_for = 0;
 }
 
 /* Spin for work for spin_for seconds at most (see the header comment);
@@ -399,8 +407,6 @@ static bool give_back_memory(ct__pool_t *p) {
 /* Go idle until claimed or work arrives; false if the thread should exit.
  * Lock held on entry and on return. */
 static bool wait_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
-  bool learn = p->cfg.idle_spin > 0; /* only then is the clock read here */
-  double idle_since = learn ? ct__now() : 0;
   atomic_store_explicit(&w->claimed, false, memory_order_relaxed);
   w->next_idle = p->idle;
   p->idle = w;
@@ -413,10 +419,8 @@ static bool wait_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
     w->sleeping = true;
     int rc = pthread_cond_timedwait(&w->cond, &p->lock, &deadline);
     w->sleeping = false;
-    if (learn && rc != 0 && !atomic_load(&w->claimed)) { /* no work came while it slept */
-      learn_from_sleep(p, ct__now() - idle_since);
-      learn = false;
-    }
+    if (rc != 0 && p->pause_unlearned && atomic_load(&p->busy) == 0)
+      learn_from_pause(p, ct__now() - p->idle_since); /* no work came while it slept */
     if (rc != 0 && trim) {
       trim = give_back_memory(p);
     } else if (rc != 0 && !atomic_load(&w->claimed) && p->threads > p->cfg.min_threads) {
@@ -424,11 +428,6 @@ static bool wait_for_work(ct__pool_t *p, ct__pool_thread_t *w) {
       return false;
     }
   }
-  /* Claimed: the work came claimed_at. Measured from then, not from when
-   * the thread woke, which a busy machine delays past any spin; counted
-   * also when the claim came before the thread slept. */
-  if (learn)
-    learn_from_sleep(p, w->claimed_at - idle_since);
 woken:
   if (atomic_load_explicit(&w->claimed, memory_order_relaxed))
     w->has_slot = true; /* the claim's unit of `busy` is this thread's now */
@@ -495,7 +494,10 @@ static void init_thread(ct__pool_t *p, ct__pool_thread_t *w) {
  * woke nobody, so the thread looks at the intake again after publishing
  * (both sides sequentially consistent, as with `spinning`). Lock held. */
 static bool give_up_slot(ct__pool_t *p, ct__pool_thread_t *w) {
-  add_busy(p, -1);
+  if (atomic_fetch_sub(&p->busy, 1) == 1 && p->cfg.idle_spin > 0) {
+    p->idle_since = ct__now(); /* the pool is idle: see learn_from_pause() */
+    p->pause_unlearned = true;
+  }
   w->has_slot = false;
   return work_waiting(p);
 }

@@ -53,6 +53,8 @@ typedef struct ct__pool {
   uint64_t queued, completed, failed, canceled; /* L */
   double spin_for;            /* L: seconds the next idle spin lasts, 0..idle_spin */
   uint64_t spins, spins_paid; /* L: idle spins, and those that found work */
+  double idle_since;          /* L: when `busy` last fell to 0 (with idle_spin only) */
+  bool pause_unlearned;       /* L: the spin has not yet learned from that pause */
 } ct__pool_t;
 
 int ct__pool_init(ct__pool_t *p, const ct__pool_cfg_t *cfg);
