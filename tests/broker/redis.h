@@ -128,6 +128,15 @@ static void test_redis_wait_up(test_redis_t *r) {
   }
 }
 
+/* Whether redis-server is installed; says so on stderr when not (the test
+ * then exits 77, which meson counts as skipped). */
+static inline bool test_redis_installed(void) {
+  if (system("command -v redis-server >/dev/null") == 0)
+    return true;
+  fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  return false;
+}
+
 /* Start (again, with the same folder and socket when r->dir is set). */
 static void test_redis_start(test_redis_t *r, const char *const *extra) {
   if (!r->dir[0]) {

@@ -152,10 +152,7 @@ static void env_start(env_t *e, double lease) {
    * not made safe across fork(), glibc's is). */
   CHECK_OK(ct_process_pool_create(e->sup, &po));
   CHECK_OK(ct_supervisor_start(e->sup));
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = e->r.url;
-  o.command_timeout = 10;
-  CHECK_OK(ct_broker_new(e->sup, &o, &e->b));
+  e->b = test_broker_open(e->sup, e->r.url, 10, NULL);
   CHECK_OK(ct_broker_register_process(e->b, "sleep", "sleeper", 120));
   CHECK_OK(ct_broker_register_process(e->b, "add", "add", 30));
   ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
