@@ -83,6 +83,15 @@ static inline ct_broker_info_t test_broker_wait_done(ct_broker_t *b, const char 
   }
 }
 
+/* Wait for the task as test_broker_wait_done() does: it must have
+ * completed. Returns how many runs it took. */
+static inline int test_broker_wait_completed(ct_broker_t *b, const char *id, int seconds) {
+  ct_broker_info_t info = test_broker_wait_done(b, id, seconds);
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  json_decref(info.result);
+  return info.attempts;
+}
+
 /* Another worker takes over the entry of `id` (the one entry of the normal
  * stream) while this handle's worker still runs it, as after a pause longer
  * than the lease, and completes the task first ("first"). The run counts

@@ -123,6 +123,19 @@ static long long pending(test_env_t *e, const char *stream) {
   return n;
 }
 
+/* Entries pending in the four priority streams together. */
+static long long pending_everywhere(test_env_t *e) {
+  return pending(e, STREAM("critical")) + pending(e, STREAM("high")) +
+         pending(e, STREAM("normal")) + pending(e, STREAM("low"));
+}
+
+/* Wait until the normal stream is empty (its entries acknowledged and
+ * deleted); nothing of it may be left pending. */
+static void wait_normal_stream_done(test_env_t *e) {
+  WAIT_FOR(test_redis_int(&e->r, "XLEN " STREAM("normal")) == 0);
+  CHECK_EQ_INT(pending(e, STREAM("normal")), 0);
+}
+
 TEST(registration_closes_at_start) {
   test_env_t e;
   env_start(&e);
@@ -214,20 +227,15 @@ TEST(strict_priority_and_never_more_than_free_slots) {
   submit(&e, "gated", json_pack("{s:s}", "tag", "C"), CT_PRIORITY_CRITICAL, id[4]);
   /* One slot, taken: nothing more was fetched. */
   check_sleep(0.3);
-  CHECK_EQ_INT(pending(&e, STREAM("critical")) + pending(&e, STREAM("high")) +
-                   pending(&e, STREAM("normal")) + pending(&e, STREAM("low")), 1);
+  CHECK_EQ_INT(pending_everywhere(&e), 1);
   for (int i = 0; i < 4; i++) {
     gate_pass_one();
     WAIT_FOR(waiting_at_gate() == 1);
-    CHECK_EQ_INT(pending(&e, STREAM("critical")) + pending(&e, STREAM("high")) +
-                     pending(&e, STREAM("normal")) + pending(&e, STREAM("low")), 1);
+    CHECK_EQ_INT(pending_everywhere(&e), 1);
   }
   gate_pass_one();
-  for (int i = 0; i < 5; i++) {
-    ct_broker_info_t info = test_broker_wait_done(e.b, id[i], 20);
-    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
-    json_decref(info.result);
-  }
+  for (int i = 0; i < 5; i++)
+    test_broker_wait_completed(e.b, id[i], 20);
   CHECK_EQ_STR(order, "1CHNL");
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
   test_env_end(&e);
@@ -243,9 +251,7 @@ TEST(a_malformed_entry_goes_to_the_dead_letters) {
                              "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b name add kwargs [1] enqueued 1"));
   char id[CT_BROKER_ID_SIZE];
   submit(&e, "add", json_pack("{s:i,s:i}", "a", 1, "b", 2), CT_PRIORITY_NORMAL, id);
-  ct_broker_info_t info = test_broker_wait_done(e.b, id, 20);
-  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
-  json_decref(info.result);
+  test_broker_wait_completed(e.b, id, 20);
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:dead"), 2);
   redisReply *x = test_redis(&e.r, "XRANGE ctasker:{default}:dead - +");
   CHECK_EQ_STR(x->element[0]->element[1]->element[0]->str, "reason");
@@ -253,8 +259,7 @@ TEST(a_malformed_entry_goes_to_the_dead_letters) {
   CHECK_EQ_STR(x->element[1]->element[1]->element[1]->str, "kwargs is not a JSON object");
   CHECK_EQ_STR(x->element[1]->element[1]->element[3]->str, "normal");
   freeReplyObject(x);
-  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM("normal")) == 0);
-  CHECK_EQ_INT(pending(&e, STREAM("normal")), 0);
+  wait_normal_stream_done(&e);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
   test_env_end(&e);
 }
@@ -424,15 +429,10 @@ TEST(a_restarted_server_loses_no_task_and_doubles_no_result) {
   test_redis_start(&e.r, aof);
   gate_pass_one();              /* the task that waited in the stream */
   const char *ids[] = {running, waiting};
-  for (int i = 0; i < 2; i++) {
-    ct_broker_info_t info = test_broker_wait_done(e.b, ids[i], 20);
-    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
-    CHECK_EQ_INT(info.attempts, 1);
-    json_decref(info.result);
-  }
+  for (int i = 0; i < 2; i++)
+    CHECK_EQ_INT(test_broker_wait_completed(e.b, ids[i], 20), 1);
   CHECK_EQ_STR(order, "rw"); /* each ran once */
-  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM("normal")) == 0);
-  CHECK_EQ_INT(pending(&e, STREAM("normal")), 0);
+  wait_normal_stream_done(&e);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
   test_env_end(&e);
 }
@@ -669,6 +669,18 @@ static void task_of_a_killed_worker(test_env_t *e, char id[CT_BROKER_ID_SIZE]) {
   CHECK_EQ_INT(pending(e, STREAM("normal")), 1);
 }
 
+/* The task of a killed worker, and "job" registered here to wait at the
+ * gate: the options of the worker that is to take the task over (a lease
+ * of 1 s). */
+static ct_broker_worker_opts_t after_a_killed_worker(test_env_t *e, char id[CT_BROKER_ID_SIZE]) {
+  gate_reset();
+  task_of_a_killed_worker(e, id);
+  CHECK_OK(ct_broker_register(e->b, "job", gated, NULL));
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.lease = 1.0;
+  return wo;
+}
+
 /* The start of the one pending entry: consumer and delivery count. */
 static void only_pending(test_env_t *e, char *consumer, size_t size, long long *deliveries) {
   redisReply *x = test_redis(&e->r, "XPENDING " STREAM("normal") " workers - + 10");
@@ -681,12 +693,8 @@ static void only_pending(test_env_t *e, char *consumer, size_t size, long long *
 TEST(a_killed_workers_task_is_reclaimed_after_its_lease) {
   test_env_t e;
   env_start(&e);
-  gate_reset();
   char id[CT_BROKER_ID_SIZE];
-  task_of_a_killed_worker(&e, id);
-  CHECK_OK(ct_broker_register(e.b, "job", gated, NULL));
-  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
-  wo.lease = 1.0;
+  ct_broker_worker_opts_t wo = after_a_killed_worker(&e, id);
   wo.consumer = "survivor";
   CHECK_OK(ct_broker_worker_start(e.b, &wo));
   WAIT_FOR(waiting_at_gate() == 1);
@@ -702,8 +710,7 @@ TEST(a_killed_workers_task_is_reclaimed_after_its_lease) {
   CHECK(json_is_true(info.result));
   json_decref(info.result);
   CHECK_EQ_STR(order, "k"); /* run once here */
-  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM("normal")) == 0);
-  CHECK_EQ_INT(pending(&e, STREAM("normal")), 0);
+  wait_normal_stream_done(&e);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
   test_env_end(&e);
 }
@@ -711,12 +718,8 @@ TEST(a_killed_workers_task_is_reclaimed_after_its_lease) {
 TEST(a_task_delivered_too_often_goes_to_the_dead_letters) {
   test_env_t e;
   env_start(&e);
-  gate_reset();
   char id[CT_BROKER_ID_SIZE];
-  task_of_a_killed_worker(&e, id);
-  CHECK_OK(ct_broker_register(e.b, "job", gated, NULL));
-  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
-  wo.lease = 1.0;
+  ct_broker_worker_opts_t wo = after_a_killed_worker(&e, id);
   wo.max_deliveries = 1;
   CHECK_OK(ct_broker_worker_start(e.b, &wo));
   ct_broker_info_t info = test_broker_wait_done(e.b, id, 20);
@@ -766,10 +769,7 @@ TEST(a_cpu_bound_task_longer_than_its_lease_runs_once) {
   atomic_store(&spins, 0);
   char id[CT_BROKER_ID_SIZE];
   submit(&e, "spin", NULL, CT_PRIORITY_NORMAL, id);
-  ct_broker_info_t info = test_broker_wait_done(e.b, id, 20);
-  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
-  CHECK_EQ_INT(info.attempts, 1);
-  json_decref(info.result);
+  CHECK_EQ_INT(test_broker_wait_completed(e.b, id, 20), 1);
   CHECK_EQ_INT(atomic_load(&spins), 1);
   ct_broker_free(other);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
@@ -850,11 +850,8 @@ TEST(results_that_finish_together_are_stored_in_one_call) {
   freeReplyObject(test_redis(&e.r, "CLIENT PAUSE 2000 WRITE"));
   for (int i = 0; i < N; i++)
     gate_pass_one();
-  for (int i = 0; i < N; i++) {
-    ct_broker_info_t info = test_broker_wait_done(e.b, ids[i], 20);
-    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
-    json_decref(info.result);
-  }
+  for (int i = 0; i < N; i++)
+    test_broker_wait_completed(e.b, ids[i], 20);
   int calls, results;
   complete_calls(&e, &calls, &results);
   CHECK_EQ_INT(results, N); /* each stored once */
@@ -906,12 +903,8 @@ TEST(a_refused_result_holds_up_none_stored_with_it) {
   freeReplyObject(test_redis(&e.r, "CLIENT PAUSE 2000 WRITE"));
   for (int i = 1; i < N; i++)
     gate_pass_one();
-  for (int i = 1; i < N; i++) {
-    ct_broker_info_t info = test_broker_wait_done(e.b, ids[i], 20);
-    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
-    CHECK_EQ_INT(info.attempts, 1);
-    json_decref(info.result);
-  }
+  for (int i = 1; i < N; i++)
+    CHECK_EQ_INT(test_broker_wait_completed(e.b, ids[i], 20), 1);
   WAIT_FOR(atomic_load(&unstored) == 1);
   CHECK_EQ_INT(pending(&e, STREAM("normal")), 1);
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM("normal")), 1);
