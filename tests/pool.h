@@ -48,6 +48,18 @@ static inline ct_supervisor_t *pool_sup_start_pool_last(const ct_supervisor_opts
   return sup;
 }
 
+/* Run `fn` (a process function registered as pool_fn_pid) to completion;
+ * the pid of the child that ran it. */
+static inline int pool_child_pid(ct_supervisor_t *sup, const char *fn) {
+  ct_task_t *t;
+  CHECK_OK(ct_process_task(sup, fn, NULL, NULL, &t));
+  CHECK_OK(ct_task_wait(t, 60));
+  CHECK(!ct_task_failed(t));
+  int pid = (int)json_integer_value(ct_task_result(t));
+  ct_task_unref(t);
+  return pid;
+}
+
 /* Stop and free sup; no child, zombie or descriptor of its left. */
 static inline void pool_stop_and_check_nothing_left(ct_supervisor_t *sup, int fds_before) {
   CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, 60));

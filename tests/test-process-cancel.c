@@ -87,16 +87,6 @@ static ct_task_t *submit(ct_supervisor_t *sup, const char *fn, json_t *args, int
   return submit_opts(sup, fn, args, slot, 0);
 }
 
-/* Run "id" to completion; the pid of the child that ran it. */
-static int child_pid(ct_supervisor_t *sup) {
-  ct_task_t *t = submit(sup, "id", NULL, 511);
-  CHECK_OK(ct_task_wait(t, 60));
-  CHECK(!ct_task_failed(t));
-  int pid = (int)json_integer_value(ct_task_result(t));
-  ct_task_unref(t);
-  return pid;
-}
-
 static const char *error_class(ct_task_t *t) { return ct_result_error_class(ct_task_result(t)); }
 
 /* A counter of the pool's, from the supervisor's statistics. */
@@ -114,7 +104,7 @@ static int running(ct_supervisor_t *sup) { return (int)processes_stat(sup, "runn
 TEST(a_running_task_canceled_has_its_child_killed_and_ends_once_canceled) {
   int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 0);
-  int pid = child_pid(sup); /* the one child, which runs the next task */
+  int pid = pool_child_pid(sup, "id"); /* the one child, which runs the next task */
   ct_task_t *t = submit(sup, "sleep", json_real(60), 0);
   WAIT_FOR(running(sup) == 1);
   CHECK_EQ_INT(ct_task_cancel(t), CT_EBUSY); /* running: ends soon, not here */
@@ -128,7 +118,7 @@ TEST(a_running_task_canceled_has_its_child_killed_and_ends_once_canceled) {
   WAIT_FOR(pool_gone(pid)); /* killed and reaped */
   ct_task_unref(t);
   /* Replaced, and the pool goes on. */
-  CHECK(child_pid(sup) != pid);
+  CHECK(pool_child_pid(sup, "id") != pid);
   CHECK_EQ_INT(processes_stat(sup, "failed"), 1);
   CHECK_EQ_INT(processes_stat(sup, "crashed"), 0);
   CHECK_EQ_INT(processes_stat(sup, "completed"), 2);
@@ -150,7 +140,7 @@ TEST(the_pools_other_tasks_are_unaffected_by_a_kill) {
   int other_pid = (int)json_integer_value(ct_task_result(other));
   CHECK(!pool_gone(other_pid));
   for (int i = 0; i < 6; i++)
-    CHECK(child_pid(sup) > 0);
+    CHECK(pool_child_pid(sup, "id") > 0);
   CHECK_EQ_INT(atomic_load(&done_calls[0]), 1);
   CHECK_EQ_INT(atomic_load(&done_calls[1]), 1);
   ct_task_unref(doomed);
@@ -161,7 +151,7 @@ TEST(the_pools_other_tasks_are_unaffected_by_a_kill) {
 TEST(a_queued_task_is_canceled_without_a_child_and_a_finished_one_is_left_alone) {
   int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 0);
-  int pid = child_pid(sup);
+  int pid = pool_child_pid(sup, "id");
   ct_task_t *busy = submit(sup, "sleep", json_real(60), 0);
   WAIT_FOR(running(sup) == 1);
   ct_task_t *queued = submit(sup, "id", NULL, 1);
@@ -176,12 +166,12 @@ TEST(a_queued_task_is_canceled_without_a_child_and_a_finished_one_is_left_alone)
   CHECK_EQ_STR(error_class(busy), "CancelledError");
   WAIT_FOR(pool_gone(pid));
   /* A finished task: cancel is a no-op, its result and child stay. */
-  int next = child_pid(sup);
+  int next = pool_child_pid(sup, "id");
   ct_task_t *finished = submit(sup, "id", NULL, 2);
   CHECK_OK(ct_task_wait(finished, 60));
   CHECK_EQ_INT(ct_task_cancel(finished), CT_EALREADY);
   CHECK_EQ_INT(json_integer_value(ct_task_result(finished)), next);
-  CHECK_EQ_INT(child_pid(sup), next); /* the same child serves on */
+  CHECK_EQ_INT(pool_child_pid(sup, "id"), next); /* the same child serves on */
   CHECK_EQ_INT(atomic_load(&done_calls[2]), 1);
   ct_task_unref(busy);
   ct_task_unref(queued);
@@ -261,7 +251,7 @@ TEST(cancel_races_the_childs_end_and_the_timeout_with_exactly_one_outcome) {
   CHECK_EQ_INT(st.completed + st.failed + st.canceled, ROUNDS * BATCH);
   CHECK_EQ_INT(st.canceled, never_started);
   /* The pool is whole: two children, each answering. */
-  CHECK(child_pid(sup) > 0);
+  CHECK(pool_child_pid(sup, "id") > 0);
   int kids[8];
   WAIT_FOR(children_of(pool_fork_server(), kids, 8) == 2);
   pool_stop_and_check_nothing_left(sup, fds_before);
@@ -298,7 +288,7 @@ TEST(stop_and_free_right_behind_the_cancels) {
 TEST(a_running_task_whose_fork_server_died_still_has_its_child_killed) {
   int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 0);
-  int old_child = child_pid(sup);
+  int old_child = pool_child_pid(sup, "id");
   int old_server = pool_fork_server();
   ct_task_t *t = submit(sup, "sleep", json_real(60), 0);
   WAIT_FOR(running(sup) == 1);
@@ -310,7 +300,7 @@ TEST(a_running_task_whose_fork_server_died_still_has_its_child_killed) {
   CHECK_EQ_INT(atomic_load(&done_calls[0]), 1);
   ct_task_unref(t);
   WAIT_FOR(pool_ended(old_child)); /* the orphan was killed */
-  int new_child = child_pid(sup);
+  int new_child = pool_child_pid(sup, "id");
   CHECK(new_child != old_child);
   int kids[4];
   CHECK_EQ_INT(children_of(pool_fork_server(), kids, 4), 1);
@@ -397,7 +387,7 @@ TEST(a_cancel_never_kills_a_process_that_reused_an_orphans_pid) {
   CHECK_EQ_STR(error_class(t), "CancelledError");
   ct_task_unref(t);
   /* The slot is given a new child only after the kill (whatever it hit). */
-  CHECK(child_pid(sup) != child);
+  CHECK(pool_child_pid(sup, "id") != child);
   CHECK_EQ_INT(waitpid(victim, NULL, WNOHANG), 0); /* alive */
   CHECK_OK(kill(victim, SIGKILL));
   CHECK_EQ_INT(waitpid(victim, NULL, 0), victim);

@@ -85,16 +85,6 @@ static ct_task_t *submit(ct_supervisor_t *sup, const char *fn, json_t *args) {
   return t;
 }
 
-/* Run "id" to completion; the pid of the child that ran it. */
-static int child_pid(ct_supervisor_t *sup) {
-  ct_task_t *t = submit(sup, "id", NULL);
-  CHECK_OK(ct_task_wait(t, 60));
-  CHECK(!ct_task_failed(t));
-  int pid = (int)json_integer_value(ct_task_result(t));
-  ct_task_unref(t);
-  return pid;
-}
-
 static const char *error_class(ct_task_t *t) { return ct_result_error_class(ct_task_result(t)); }
 
 static json_t *error_arg(ct_task_t *t, size_t i) {
@@ -125,7 +115,7 @@ static void helper_then_crash(ct_supervisor_t *sup, bool exec) {
   char path[64];
   snprintf(path, sizeof path, "/tmp/ct-helper-%d", (int)getpid());
   unlink(path);
-  int before = child_pid(sup);
+  int before = pool_child_pid(sup, "id");
   ct_task_t *t =
       submit(sup, "helper_then_crash", json_pack("{s:s, s:b}", "path", path, "exec", exec));
   CHECK_OK(ct_task_wait(t, 10)); /* seen at once, not when the helper ends */
@@ -147,7 +137,7 @@ static void helper_then_crash(ct_supervisor_t *sup, bool exec) {
   }
   CHECK_OK(kill(helper, SIGKILL));
   WAIT_FOR(pool_ended(helper));
-  CHECK(child_pid(sup) != before); /* replaced; the pool goes on */
+  CHECK(pool_child_pid(sup, "id") != before); /* replaced; the pool goes on */
 }
 
 TEST(a_child_that_leaves_a_helper_and_crashes_is_seen_crashed_at_once) {
@@ -163,7 +153,7 @@ TEST(a_child_that_leaves_a_helper_and_crashes_is_seen_crashed_at_once) {
 TEST(fork_server_killed_is_replaced_and_a_hung_task_still_times_out) {
   int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 2);
-  int old_child = child_pid(sup);
+  int old_child = pool_child_pid(sup, "id");
   int old_server = pool_fork_server();
   ct_task_t *hung = submit(sup, "hang", NULL);
   WAIT_FOR(running(sup) == 1);
@@ -173,7 +163,7 @@ TEST(fork_server_killed_is_replaced_and_a_hung_task_still_times_out) {
   ct_task_unref(hung);
   WAIT_FOR(pool_ended(old_child)); /* the orphan was killed */
   WAIT_FOR(atomic_load(&log_restarted) >= 1);
-  int new_child = child_pid(sup);
+  int new_child = pool_child_pid(sup, "id");
   CHECK(new_child != old_child);
   int new_server = pool_fork_server();
   CHECK(new_server != old_server);
@@ -186,7 +176,7 @@ TEST(fork_server_killed_is_replaced_and_a_hung_task_still_times_out) {
 TEST(stop_completes_when_the_fork_server_died_under_a_hung_task) {
   int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 2);
-  int old_child = child_pid(sup);
+  int old_child = pool_child_pid(sup, "id");
   ct_task_t *tasks[4];
   tasks[0] = submit(sup, "hang", NULL);
   WAIT_FOR(running(sup) == 1);
@@ -218,7 +208,7 @@ TEST(stop_completes_when_the_fork_server_died_under_a_hung_task) {
 TEST(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back) {
   int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 0);
-  int old_child = child_pid(sup);
+  int old_child = pool_child_pid(sup, "id");
   atomic_store(&fail_fork, true);
   CHECK_OK(kill(pool_fork_server(), SIGKILL));
   WAIT_FOR(atomic_load(&log_failed_start) >= 1);
@@ -255,7 +245,7 @@ TEST(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back) {
 TEST(no_zombie_when_out_of_descriptors_while_a_child_is_replaced) {
   int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 0);
-  int old_child = child_pid(sup);
+  int old_child = pool_child_pid(sup, "id");
   int server = pool_fork_server();
   /* At the limit, even once the old child's socket is closed: the soft
    * limit is below every descriptor number the pool could free. */

@@ -92,15 +92,33 @@ static inline int test_broker_wait_completed(ct_broker_t *b, const char *id, int
   return info.attempts;
 }
 
-/* Another worker takes over the entry of `id` (the one entry of the normal
- * stream) while this handle's worker still runs it, as after a pause longer
- * than the lease, and completes the task first ("first"). The run counts
- * itself in *started and, once asked to cancel, in *saw_cancel; this
- * worker must learn of the loss at its next renewal (its lease short), ask
+/* The same for a task that must have failed, with an exception of class
+ * `cls` (NULL: any). */
+static inline int test_broker_wait_failed(ct_broker_t *b, const char *id, int seconds,
+                                          const char *cls) {
+  ct_broker_info_t info = test_broker_wait_done(b, id, seconds);
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  if (cls)
+    CHECK_EQ_STR(ct_result_error_class(info.result), cls);
+  json_decref(info.result);
+  return info.attempts;
+}
+
+/* A run that loses its lease: b has "slow" registered (a handler whose run
+ * counts itself in *started and, once asked to cancel, in *saw_cancel);
+ * its worker starts with a short lease (0.3 s) and takes one "slow" task.
+ * Another worker takes over the entry while this one still runs it, as
+ * after a pause longer than the lease, and completes the task first
+ * ("first"). This worker must learn of the loss at its next renewal, ask
  * the run to cancel and drop its late result, which neither overwrites the
  * first nor acknowledges the other's entry. Stops the worker. */
-static inline void test_broker_lose_lease(test_redis_t *r, ct_broker_t *b, const char *id,
-                                          atomic_int *started, atomic_int *saw_cancel) {
+static inline void test_broker_lose_lease(test_redis_t *r, ct_broker_t *b, atomic_int *started,
+                                          atomic_int *saw_cancel) {
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.lease = 0.3;
+  CHECK_OK(ct_broker_worker_start(b, &wo));
+  char id[CT_BROKER_ID_SIZE];
+  test_broker_submit(b, "slow", NULL, NULL, id);
   WAIT_FOR(atomic_load(started) == 1);
   test_redis_take_over_only_entry(r, "ctasker:{default}:stream:normal");
   freeReplyObject(test_redis(r, "HSET ctasker:{default}:task:%s status completed "

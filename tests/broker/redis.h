@@ -194,6 +194,19 @@ static long long test_redis_int(test_redis_t *r, const char *fmt, ...) {
   return v;
 }
 
+/* How many times the server ran `cmd` (lower case) since it started or
+ * since CONFIG RESETSTAT, from INFO commandstats. */
+static inline long long test_redis_calls(test_redis_t *r, const char *cmd) {
+  redisReply *x = test_redis(r, "INFO commandstats");
+  CHECK(x->type == REDIS_REPLY_STRING);
+  char key[64];
+  snprintf(key, sizeof key, "cmdstat_%s:calls=", cmd);
+  const char *p = strstr(x->str, key);
+  long long n = p ? atoll(p + strlen(key)) : 0;
+  freeReplyObject(x);
+  return n;
+}
+
 /* Give the one entry pending in `stream` (a whole key) to the consumer
  * "other" of the group "workers", as a worker that took it over would:
  * its owner learns at its next renewal that it lost the lease. */

@@ -215,10 +215,7 @@ TEST(a_failed_run_is_retried_after_its_backoff_until_max_attempts) {
   atomic_store(&runs, 0);
   so = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
   test_broker_submit(e.b, "flaky", json_pack("{s:i}", "fail", 9), &so, id);
-  info = test_broker_wait_done(e.b, id, 30);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_INT(info.attempts, 1);
-  json_decref(info.result);
+  CHECK_EQ_INT(test_broker_wait_failed(e.b, id, 30, NULL), 1);
   CHECK_EQ_INT(atomic_load(&runs), 1);
   CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 0);
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 0);
@@ -298,19 +295,13 @@ TEST(a_run_past_its_timeout_is_asked_to_cancel_and_fails_with_timeout_error) {
   so.timeout = 0.3;
   char id[CT_BROKER_ID_SIZE];
   test_broker_submit(e.b, "slow", NULL, &so, id);
-  ct_broker_info_t info = test_broker_wait_done(e.b, id, 30);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_STR(ct_result_error_class(info.result), "TimeoutError");
-  json_decref(info.result);
+  test_broker_wait_failed(e.b, id, 30, "TimeoutError");
   CHECK_EQ_INT(atomic_load(&saw_cancel), 1); /* not its 20 s bound */
   /* Retried as any failure. */
   so.max_attempts = 2;
   so.backoff = 0.1;
   test_broker_submit(e.b, "slow", NULL, &so, id);
-  info = test_broker_wait_done(e.b, id, 30);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_INT(info.attempts, 2);
-  json_decref(info.result);
+  CHECK_EQ_INT(test_broker_wait_failed(e.b, id, 30, NULL), 2);
   CHECK_EQ_INT(atomic_load(&saw_cancel), 3);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
   test_env_end(&e);
@@ -324,12 +315,7 @@ TEST(a_run_whose_lease_is_lost_is_canceled_and_its_late_result_dropped) {
   test_env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register(e.b, "slow", until_canceled, NULL));
-  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
-  wo.lease = 0.3;
-  CHECK_OK(ct_broker_worker_start(e.b, &wo));
-  char id[CT_BROKER_ID_SIZE];
-  test_broker_submit(e.b, "slow", NULL, NULL, id);
-  test_broker_lose_lease(&e.r, e.b, id, &started, &saw_cancel);
+  test_broker_lose_lease(&e.r, e.b, &started, &saw_cancel);
   test_env_end(&e);
 }
 

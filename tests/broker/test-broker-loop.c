@@ -271,10 +271,7 @@ TEST(loop_handlers_run_on_their_loop_and_store_a_thread_handlers_outcomes) {
 
   char id[CT_BROKER_ID_SIZE];
   test_broker_submit(e.b, "unwritable", NULL, NULL, id);
-  ct_broker_info_t info = test_broker_wait_done(e.b, id, 30);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_STR(ct_result_error_class(info.result), "NotSerializable");
-  json_decref(info.result);
+  test_broker_wait_failed(e.b, id, 30, "NotSerializable");
 
   /* An error is retried per max_attempts; a Reject fails at once; a Retry
    * comes back without the backoff. */
@@ -283,7 +280,7 @@ TEST(loop_handlers_run_on_their_loop_and_store_a_thread_handlers_outcomes) {
   so.backoff = 0.05;
   atomic_store(&runs, 0);
   test_broker_submit(e.b, "flaky", json_pack("{s:i}", "fail", 1), &so, id);
-  info = test_broker_wait_done(e.b, id, 30);
+  ct_broker_info_t info = test_broker_wait_done(e.b, id, 30);
   CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
   CHECK_EQ_INT(info.attempts, 2);
   CHECK_EQ_STR(json_string_value(info.result), "ok");
@@ -341,19 +338,13 @@ TEST(a_deferred_run_past_its_timeout_sees_its_cancel_and_fails_with_timeout_erro
   so.timeout = 0.3;
   char id[CT_BROKER_ID_SIZE];
   test_broker_submit(e.b, "slow", NULL, &so, id);
-  ct_broker_info_t info = test_broker_wait_done(e.b, id, 30);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_STR(ct_result_error_class(info.result), "TimeoutError");
-  json_decref(info.result);
+  test_broker_wait_failed(e.b, id, 30, "TimeoutError");
   WAIT_FOR(atomic_load(&saw_cancel) == 1); /* not its 20 s timer */
   /* Retried as any failure, each run canceled in turn. */
   so.max_attempts = 2;
   so.backoff = 0.05;
   test_broker_submit(e.b, "slow", NULL, &so, id);
-  info = test_broker_wait_done(e.b, id, 30);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_INT(info.attempts, 2);
-  json_decref(info.result);
+  CHECK_EQ_INT(test_broker_wait_failed(e.b, id, 30, NULL), 2);
   WAIT_FOR(atomic_load(&saw_cancel) == 3);
   CHECK_EQ_INT(atomic_load(&started), 3);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
@@ -366,12 +357,7 @@ TEST(a_deferred_run_whose_lease_is_lost_is_canceled_and_its_completion_dropped) 
   env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register_loop(e.b, "slow", "io", until_canceled, &e.at_io));
-  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
-  wo.lease = 0.3;
-  CHECK_OK(ct_broker_worker_start(e.b, &wo));
-  char id[CT_BROKER_ID_SIZE];
-  test_broker_submit(e.b, "slow", NULL, NULL, id);
-  test_broker_lose_lease(&e.r, e.b, id, &started, &saw_cancel);
+  test_broker_lose_lease(&e.r, e.b, &started, &saw_cancel);
   env_end(&e);
 }
 
@@ -408,16 +394,10 @@ TEST(a_run_whose_loop_ends_fails_with_loop_unavailable) {
   test_broker_submit(e.b, "stuck", NULL, NULL, id);
   WAIT_FOR(atomic_load(&started) == 1);
   CHECK_OK(ct_loop_stop(brief, -1));
-  ct_broker_info_t info = test_broker_wait_done(e.b, id, 30);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_STR(ct_result_error_class(info.result), "LoopUnavailable");
-  json_decref(info.result);
+  test_broker_wait_failed(e.b, id, 30, "LoopUnavailable");
   /* A run that its loop, ended, refuses fails the same way. */
   test_broker_submit(e.b, "stuck", NULL, NULL, id);
-  info = test_broker_wait_done(e.b, id, 30);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_STR(ct_result_error_class(info.result), "LoopUnavailable");
-  json_decref(info.result);
+  test_broker_wait_failed(e.b, id, 30, "LoopUnavailable");
   CHECK_EQ_INT(atomic_load(&started), 1);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
   env_end(&e);

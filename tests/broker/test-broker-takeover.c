@@ -35,17 +35,6 @@ static void env_stop(test_env_t *e) {
   test_env_end(e);
 }
 
-/* Calls of a command since the last CONFIG RESETSTAT. */
-static long long calls_of(test_redis_t *r, const char *cmd) {
-  redisReply *x = test_redis(r, "INFO commandstats");
-  char key[64];
-  snprintf(key, sizeof key, "cmdstat_%s:calls=", cmd);
-  const char *p = strstr(x->str, key);
-  long long n = p ? atoll(p + strlen(key)) : 0;
-  freeReplyObject(x);
-  return n;
-}
-
 static void wait_completed(test_env_t *e, char ids[][CT_BROKER_ID_SIZE], int n,
                            double bound) {
   double end = ct_now() + bound;
@@ -78,7 +67,8 @@ static void test_a_busy_worker_does_not_scan_for_silent_owners_on_every_fetch(vo
   CHECK_OK(ct_broker_worker_start(e.b, &wo));
   wait_completed(&e, ids, N, 60);
   double took = ct_now() - t0;
-  long long scans = calls_of(&e.r, "xautoclaim"), fetches = calls_of(&e.r, "xreadgroup");
+  long long scans = test_redis_calls(&e.r, "xautoclaim");
+  long long fetches = test_redis_calls(&e.r, "xreadgroup");
   CHECK(fetches >= N);
   /* One scan per stream (4) per take-over: the first fetch's, then at
    * most one a second; every fetch (the old way) made at least N. */

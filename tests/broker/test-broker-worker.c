@@ -170,14 +170,8 @@ TEST(tasks_run_and_results_are_stored_before_the_entry_goes) {
   CHECK(info.started > 0 && info.finished >= info.started && info.created > 0);
   CHECK_EQ_INT(json_integer_value(json_object_get(info.result, "sum")), 42);
   json_decref(info.result);
-  info = test_broker_wait_done(e.b, bad, 20);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_STR(ct_result_error_class(info.result), "ValueError");
-  json_decref(info.result);
-  info = test_broker_wait_done(e.b, odd, 20);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_STR(ct_result_error_class(info.result), "NotSerializable");
-  json_decref(info.result);
+  test_broker_wait_failed(e.b, bad, 20, "ValueError");
+  test_broker_wait_failed(e.b, odd, 20, "NotSerializable");
   /* Acknowledged and deleted: nothing pending, nothing left in the streams. */
   WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM("normal")) == 0 &&
            test_redis_int(&e.r, "XLEN " STREAM("high")) == 0 &&
@@ -204,10 +198,7 @@ TEST(a_name_without_handler_here_fails_as_unknown_task) {
   freeReplyObject(test_redis(&e.r, "SADD ctasker:{default}:names elsewhere"));
   char id[CT_BROKER_ID_SIZE];
   submit(&e, "elsewhere", NULL, CT_PRIORITY_NORMAL, id);
-  ct_broker_info_t info = test_broker_wait_done(e.b, id, 20);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_STR(ct_result_error_class(info.result), "UnknownTask");
-  json_decref(info.result);
+  test_broker_wait_failed(e.b, id, 20, "UnknownTask");
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
   test_env_end(&e);
 }
@@ -776,18 +767,6 @@ TEST(a_cpu_bound_task_longer_than_its_lease_runs_once) {
   test_env_end(&e);
 }
 
-/* How many times the server ran a command, from INFO commandstats. */
-static long long command_calls(test_env_t *e, const char *name) {
-  redisReply *r = test_redis(&e->r, "INFO commandstats");
-  CHECK(r && r->type == REDIS_REPLY_STRING);
-  char tag[64];
-  snprintf(tag, sizeof tag, "cmdstat_%s:calls=", name);
-  const char *p = strstr(r->str, tag);
-  long long n = p ? atoll(p + strlen(tag)) : 0;
-  freeReplyObject(r);
-  return n;
-}
-
 static void rpc_add(test_env_t *e, long long a, long long b) {
   json_t *kw = json_pack("{s:I,s:I}", "a", a, "b", b), *result = NULL;
   CHECK_OK(ct_broker_call(e->b, "add", kw, NULL, 20, &result));
@@ -806,7 +785,7 @@ TEST(scripts_run_by_sha_and_are_loaded_again_when_the_server_forgets_them) {
   rpc_add(&e, 3, 4);
   rpc_add(&e, 5, 6);
   /* submit, fetch, start and complete of each call: by SHA1, not by text */
-  CHECK(command_calls(&e, "evalsha") >= 12);
+  CHECK(test_redis_calls(&e.r, "evalsha") >= 12);
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM("normal")), 0);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
   test_env_end(&e);
