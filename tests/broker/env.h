@@ -27,7 +27,8 @@ typedef struct test_env {
 } test_env_t;
 
 /* Start a server, a supervisor of `pool_size` threads (0: its default) and
- * a handle (command_timeout 0: the library's default; log may be NULL). */
+ * a handle on the server (test_broker_open(): 10 s to connect;
+ * command_timeout 0: the library's default; log may be NULL). */
 static inline void test_env_start(test_env_t *e, int pool_size, double command_timeout,
                                   ct_log_fn log) {
   memset(e, 0, sizeof *e);
