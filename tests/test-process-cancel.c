@@ -20,6 +20,7 @@
 
 /* ---- functions the children run ---- */
 
+/* Sleeps args seconds, then returns its pid. */
 static json_t *fn_sleep(uint64_t id, json_t *args, void *data) {
   (void)id;
   (void)data;

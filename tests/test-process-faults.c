@@ -32,6 +32,9 @@ pid_t __wrap_fork(void) {
 
 /* ---- functions the children run ---- */
 
+/* Start a helper that keeps every inherited descriptor (or execs `sleep`,
+ * which keeps what is not close-on-exec), write its pid to args.path, and
+ * die. The helper ends by itself after a minute should a test not kill it. */
 static json_t *fn_helper_then_crash(uint64_t id, json_t *args, void *data) {
   (void)id;
   (void)data;
