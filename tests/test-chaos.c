@@ -3,72 +3,13 @@
  * leaks nothing (the sanitizer build checks leaks) and never runs a
  * callback for work it refused.
  *
- * The library's allocations are redirected here with the linker's --wrap
- * (see tests/meson.build), jansson's with json_set_alloc_funcs(). Only the
- * calling thread's allocations are counted, so the library's own threads
- * are not disturbed. Works under ASan and TSan: the real allocator is
- * reached through the __real_ symbols, which the sanitizers intercept.
+ * The library's allocations fail on demand through chaos.h (the linker's
+ * --wrap), jansson's too with json_set_alloc_funcs(). Only the calling
+ * thread's allocations are counted, so the library's own threads are not
+ * disturbed.
  */
+#include "chaos.h"
 #include "gate.h"
-
-void *__real_malloc(size_t size);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t size);
-void *__real_aligned_alloc(size_t align, size_t size);
-char *__real_strdup(const char *s);
-int __real_vasprintf(char **out, const char *fmt, va_list ap);
-void *__wrap_malloc(size_t size);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t size);
-void *__wrap_aligned_alloc(size_t align, size_t size);
-char *__wrap_strdup(const char *s);
-int __wrap_vasprintf(char **out, const char *fmt, va_list ap);
-
-/* The index of the allocation to fail on this thread, or -1; and how many
- * have been made since arm(). */
-static _Thread_local long fail_at = -1;
-static _Thread_local long allocs;
-static _Thread_local bool failed;
-
-static void arm(long n) {
-  fail_at = n;
-  allocs = 0;
-  failed = false;
-}
-
-/* Stop failing; returns whether the armed allocation was reached. */
-static bool disarm(void) {
-  fail_at = -1;
-  return failed;
-}
-
-static bool should_fail(void) {
-  if (fail_at < 0)
-    return false;
-  if (allocs++ != fail_at)
-    return false;
-  failed = true;
-  return true;
-}
-
-void *__wrap_malloc(size_t size) { return should_fail() ? NULL : __real_malloc(size); }
-void *__wrap_calloc(size_t n, size_t size) {
-  return should_fail() ? NULL : __real_calloc(n, size);
-}
-void *__wrap_realloc(void *p, size_t size) {
-  return should_fail() ? NULL : __real_realloc(p, size);
-}
-void *__wrap_aligned_alloc(size_t align, size_t size) {
-  return should_fail() ? NULL : __real_aligned_alloc(align, size);
-}
-char *__wrap_strdup(const char *s) { return should_fail() ? NULL : __real_strdup(s); }
-int __wrap_vasprintf(char **out, const char *fmt, va_list ap) {
-  if (should_fail()) {
-    *out = NULL;
-    return -1;
-  }
-  return __real_vasprintf(out, fmt, ap);
-}
 
 static void *json_alloc(size_t size) { return __wrap_malloc(size); }
 
@@ -96,9 +37,9 @@ static bool submit_failing(long k, double delay) {
   o.on_done = count_callback;
   ct_task_t *t = (ct_task_t *)1;
   long before = counter_get(&callbacks);
-  arm(k);
+  chaos_arm(k);
   int rc = ct_background_task(sup, answer, NULL, &o, &t);
-  bool reached = disarm();
+  bool reached = chaos_disarm();
   if (reached) {
     CHECK_EQ_INT(rc, CT_ENOMEM);
     CHECK(t == NULL);
@@ -136,9 +77,9 @@ TEST(background_task_delayed) {
 TEST(fire_and_forget) {
   ct_supervisor_t *sup = start_supervisor(1, 0, 0);
   CHECK_OK(ct_background_task(sup, answer, NULL, NULL, NULL));
-  arm(0);
+  chaos_arm(0);
   int rc = ct_background_task(sup, answer, NULL, NULL, NULL);
-  CHECK(!disarm());
+  CHECK(!chaos_disarm());
   CHECK_OK(rc);
   stop_and_free(sup);
 }
@@ -146,9 +87,9 @@ TEST(fire_and_forget) {
 TEST(supervisor_new) {
   for (long k = 0;; k++) {
     ct_supervisor_t *sup = (ct_supervisor_t *)1;
-    arm(k);
+    chaos_arm(k);
     int rc = ct_supervisor_new(NULL, &sup);
-    bool reached = disarm();
+    bool reached = chaos_disarm();
     if (!reached) {
       CHECK_OK(rc);
       CHECK_OK(ct_supervisor_free(sup));
@@ -161,9 +102,9 @@ TEST(supervisor_new) {
 
 TEST(error_results_and_stats_json) {
   for (long k = 0;; k++) {
-    arm(k);
+    chaos_arm(k);
     json_t *e = ct_error_new("ValueError", "number %d", 42);
-    bool reached = disarm();
+    bool reached = chaos_disarm();
     if (!reached) {
       CHECK_EQ_STR(ct_result_error_str(e), "number 42");
       json_decref(e);
@@ -173,9 +114,9 @@ TEST(error_results_and_stats_json) {
   }
   ct_supervisor_t *sup = start_supervisor(1, 0, 0);
   for (long k = 0;; k++) {
-    arm(k);
+    chaos_arm(k);
     json_t *js = ct_supervisor_stats_json(sup);
-    bool reached = disarm();
+    bool reached = chaos_disarm();
     if (!reached) {
       CHECK(js != NULL);
       json_decref(js);
@@ -198,17 +139,17 @@ TEST(cancel_delayed_without_memory) {
   CHECK_OK(ct_background_task(sup, answer, NULL, &o, &t));
   /* Let the CancelledError result be made; fail the loop message. */
   for (long k = 0;; k++) {
-    arm(k);
+    chaos_arm(k);
     json_t *probe = ct_error_new("CancelledError", "task %llu was canceled", 1ULL);
-    bool reached = disarm();
+    bool reached = chaos_disarm();
     json_decref(probe);
     if (!reached) {
-      arm(k);
+      chaos_arm(k);
       break;
     }
   }
   int rc = ct_task_cancel(t);
-  CHECK(disarm());
+  CHECK(chaos_disarm());
   CHECK_OK(rc);
   CHECK_EQ_INT(ct_task_status(t), CT_TASK_CANCELED);
   CHECK_EQ_STR(ct_result_error_class(ct_task_result(t)), "CancelledError");

@@ -16,16 +16,9 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "proc.h"
+#include "pool.h"
 
 /* ---- functions the children run ---- */
-
-static json_t *fn_id(uint64_t id, json_t *args, void *data) {
-  (void)id;
-  (void)args;
-  (void)data;
-  return json_integer((json_int_t)getpid());
-}
 
 /* Sleeps args seconds, then returns its pid. */
 static json_t *fn_sleep(uint64_t id, json_t *args, void *data) {
@@ -62,22 +55,12 @@ static void count_log(int level, const char *msg, void *data) {
     atomic_fetch_add(&log_restarted, 1);
 }
 
-/* A started supervisor with its pool. The pool is made first, while this
- * thread is the only one: ASan's allocator (unlike glibc's malloc) is not
- * made safe across fork(), so a fork server forked while the loop thread
- * starts could inherit its lock held and hang in malloc. */
+/* A started supervisor with its pool (made first), its log counted. */
 static ct_supervisor_t *start_pool(int pool_size, double task_timeout) {
   atomic_store(&log_restarted, 0);
   ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
   so.log = count_log;
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(&so, &sup));
-  ct_process_pool_opts_t o = CT_PROCESS_POOL_OPTS_INIT;
-  o.pool_size = pool_size;
-  o.task_timeout = task_timeout;
-  CHECK_OK(ct_process_pool_create(sup, &o));
-  CHECK_OK(ct_supervisor_start(sup));
-  return sup;
+  return pool_sup_start(&so, pool_size, task_timeout);
 }
 
 static atomic_int done_calls[512];
@@ -105,16 +88,6 @@ static ct_task_t *submit(ct_supervisor_t *sup, const char *fn, json_t *args, int
   return submit_opts(sup, fn, args, slot, 0);
 }
 
-/* Run "id" to completion; the pid of the child that ran it. */
-static int child_pid(ct_supervisor_t *sup) {
-  ct_task_t *t = submit(sup, "id", NULL, 511);
-  CHECK_OK(ct_task_wait(t, 60));
-  CHECK(!ct_task_failed(t));
-  int pid = (int)json_integer_value(ct_task_result(t));
-  ct_task_unref(t);
-  return pid;
-}
-
 static const char *error_class(ct_task_t *t) { return ct_result_error_class(ct_task_result(t)); }
 
 /* A counter of the pool's, from the supervisor's statistics. */
@@ -127,39 +100,12 @@ static long long processes_stat(ct_supervisor_t *sup, const char *key) {
 
 static int running(ct_supervisor_t *sup) { return (int)processes_stat(sup, "running"); }
 
-/* Reaped, and so gone: kill(pid, 0) fails with ESRCH. */
-static bool gone(int pid) { return kill(pid, 0) != 0 && errno == ESRCH; }
-
-/* No longer running: gone, or a zombie of whoever adopted it (an orphan's
- * reaper is not ours to wait for). */
-static bool ended(int pid) {
-  char st = proc_state(pid);
-  return st == 0 || st == 'Z';
-}
-
-/* The one fork server (this process's only child). */
-static int fork_server(void) {
-  int pids[4];
-  CHECK_EQ_INT(children_of(getpid(), pids, 4), 1);
-  return pids[0];
-}
-
-/* Stop and free sup; no child, zombie or descriptor of its left. */
-static void stop_and_check_nothing_left(ct_supervisor_t *sup, int fds_before) {
-  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, 60));
-  CHECK_OK(ct_supervisor_free(sup));
-  int kids[4];
-  CHECK_EQ_INT(children_of(getpid(), kids, 4), 0);
-  CHECK_EQ_INT(waitpid(-1, NULL, WNOHANG), -1); /* not even a zombie */
-  CHECK_EQ_INT(count_fds(), fds_before);
-}
-
 /* ---- tests ---- */
 
 TEST(a_running_task_canceled_has_its_child_killed_and_ends_once_canceled) {
   int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 0);
-  int pid = child_pid(sup); /* the one child, which runs the next task */
+  int pid = pool_child_pid(sup, "id"); /* the one child, which runs the next task */
   ct_task_t *t = submit(sup, "sleep", json_real(60), 0);
   WAIT_FOR(running(sup) == 1);
   CHECK_EQ_INT(ct_task_cancel(t), CT_EBUSY); /* running: ends soon, not here */
@@ -170,15 +116,15 @@ TEST(a_running_task_canceled_has_its_child_killed_and_ends_once_canceled) {
   CHECK_EQ_STR(error_class(t), "CancelledError");
   CHECK_EQ_INT(atomic_load(&done_calls[0]), 1);
   CHECK_EQ_INT(ct_task_cancel(t), CT_EALREADY);
-  WAIT_FOR(gone(pid)); /* killed and reaped */
+  WAIT_FOR(pool_gone(pid)); /* killed and reaped */
   ct_task_unref(t);
   /* Replaced, and the pool goes on. */
-  CHECK(child_pid(sup) != pid);
+  CHECK(pool_child_pid(sup, "id") != pid);
   CHECK_EQ_INT(processes_stat(sup, "failed"), 1);
   CHECK_EQ_INT(processes_stat(sup, "crashed"), 0);
   CHECK_EQ_INT(processes_stat(sup, "completed"), 2);
   CHECK_EQ_INT(atomic_load(&done_calls[0]), 1);
-  stop_and_check_nothing_left(sup, fds_before);
+  pool_stop_and_check_nothing_left(sup, fds_before);
 }
 
 TEST(the_pools_other_tasks_are_unaffected_by_a_kill) {
@@ -193,20 +139,20 @@ TEST(the_pools_other_tasks_are_unaffected_by_a_kill) {
   CHECK_OK(ct_task_wait(other, 60));
   CHECK(!ct_task_failed(other)); /* its child ran on to its own result */
   int other_pid = (int)json_integer_value(ct_task_result(other));
-  CHECK(!gone(other_pid));
+  CHECK(!pool_gone(other_pid));
   for (int i = 0; i < 6; i++)
-    CHECK(child_pid(sup) > 0);
+    CHECK(pool_child_pid(sup, "id") > 0);
   CHECK_EQ_INT(atomic_load(&done_calls[0]), 1);
   CHECK_EQ_INT(atomic_load(&done_calls[1]), 1);
   ct_task_unref(doomed);
   ct_task_unref(other);
-  stop_and_check_nothing_left(sup, fds_before);
+  pool_stop_and_check_nothing_left(sup, fds_before);
 }
 
 TEST(a_queued_task_is_canceled_without_a_child_and_a_finished_one_is_left_alone) {
   int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 0);
-  int pid = child_pid(sup);
+  int pid = pool_child_pid(sup, "id");
   ct_task_t *busy = submit(sup, "sleep", json_real(60), 0);
   WAIT_FOR(running(sup) == 1);
   ct_task_t *queued = submit(sup, "id", NULL, 1);
@@ -215,23 +161,23 @@ TEST(a_queued_task_is_canceled_without_a_child_and_a_finished_one_is_left_alone)
   CHECK_EQ_STR(error_class(queued), "CancelledError");
   CHECK_EQ_INT(atomic_load(&done_calls[1]), 1);
   CHECK_EQ_INT(ct_task_status(busy), CT_TASK_STARTED); /* its child untouched */
-  CHECK(!gone(pid));
+  CHECK(!pool_gone(pid));
   CHECK_EQ_INT(ct_task_cancel(busy), CT_EBUSY);
   CHECK_OK(ct_task_wait(busy, 20));
   CHECK_EQ_STR(error_class(busy), "CancelledError");
-  WAIT_FOR(gone(pid));
+  WAIT_FOR(pool_gone(pid));
   /* A finished task: cancel is a no-op, its result and child stay. */
-  int next = child_pid(sup);
+  int next = pool_child_pid(sup, "id");
   ct_task_t *finished = submit(sup, "id", NULL, 2);
   CHECK_OK(ct_task_wait(finished, 60));
   CHECK_EQ_INT(ct_task_cancel(finished), CT_EALREADY);
   CHECK_EQ_INT(json_integer_value(ct_task_result(finished)), next);
-  CHECK_EQ_INT(child_pid(sup), next); /* the same child serves on */
+  CHECK_EQ_INT(pool_child_pid(sup, "id"), next); /* the same child serves on */
   CHECK_EQ_INT(atomic_load(&done_calls[2]), 1);
   ct_task_unref(busy);
   ct_task_unref(queued);
   ct_task_unref(finished);
-  stop_and_check_nothing_left(sup, fds_before);
+  pool_stop_and_check_nothing_left(sup, fds_before);
 }
 
 /* ---- races ---- */
@@ -306,10 +252,10 @@ TEST(cancel_races_the_childs_end_and_the_timeout_with_exactly_one_outcome) {
   CHECK_EQ_INT(st.completed + st.failed + st.canceled, ROUNDS * BATCH);
   CHECK_EQ_INT(st.canceled, never_started);
   /* The pool is whole: two children, each answering. */
-  CHECK(child_pid(sup) > 0);
+  CHECK(pool_child_pid(sup, "id") > 0);
   int kids[8];
-  WAIT_FOR(children_of(fork_server(), kids, 8) == 2);
-  stop_and_check_nothing_left(sup, fds_before);
+  WAIT_FOR(children_of(pool_fork_server(), kids, 8) == 2);
+  pool_stop_and_check_nothing_left(sup, fds_before);
 }
 
 TEST(stop_and_free_right_behind_the_cancels) {
@@ -343,8 +289,8 @@ TEST(stop_and_free_right_behind_the_cancels) {
 TEST(a_running_task_whose_fork_server_died_still_has_its_child_killed) {
   int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 0);
-  int old_child = child_pid(sup);
-  int old_server = fork_server();
+  int old_child = pool_child_pid(sup, "id");
+  int old_server = pool_fork_server();
   ct_task_t *t = submit(sup, "sleep", json_real(60), 0);
   WAIT_FOR(running(sup) == 1);
   CHECK_OK(kill(old_server, SIGKILL));
@@ -354,13 +300,13 @@ TEST(a_running_task_whose_fork_server_died_still_has_its_child_killed) {
   CHECK_EQ_STR(error_class(t), "CancelledError");
   CHECK_EQ_INT(atomic_load(&done_calls[0]), 1);
   ct_task_unref(t);
-  WAIT_FOR(ended(old_child)); /* the orphan was killed */
-  int new_child = child_pid(sup);
+  WAIT_FOR(pool_ended(old_child)); /* the orphan was killed */
+  int new_child = pool_child_pid(sup, "id");
   CHECK(new_child != old_child);
   int kids[4];
-  CHECK_EQ_INT(children_of(fork_server(), kids, 4), 1);
+  CHECK_EQ_INT(children_of(pool_fork_server(), kids, 4), 1);
   CHECK_EQ_INT(kids[0], new_child);
-  stop_and_check_nothing_left(sup, fds_before);
+  pool_stop_and_check_nothing_left(sup, fds_before);
 }
 
 /* The pid given last in this pid namespace. */
@@ -419,7 +365,7 @@ TEST(a_cancel_never_kills_a_process_that_reused_an_orphans_pid) {
   }
   CHECK(child > 0 && helper > 0);
   unlink(path);
-  CHECK_OK(kill(fork_server(), SIGKILL));
+  CHECK_OK(kill(pool_fork_server(), SIGKILL));
   WAIT_FOR(atomic_load(&log_restarted) >= 1); /* the child is an orphan now */
   WAIT_FOR(parent_of(child) == getpid());
   CHECK_OK(kill(child, SIGKILL));
@@ -442,7 +388,7 @@ TEST(a_cancel_never_kills_a_process_that_reused_an_orphans_pid) {
   CHECK_EQ_STR(error_class(t), "CancelledError");
   ct_task_unref(t);
   /* The slot is given a new child only after the kill (whatever it hit). */
-  CHECK(child_pid(sup) != child);
+  CHECK(pool_child_pid(sup, "id") != child);
   CHECK_EQ_INT(waitpid(victim, NULL, WNOHANG), 0); /* alive */
   CHECK_OK(kill(victim, SIGKILL));
   CHECK_EQ_INT(waitpid(victim, NULL, 0), victim);
@@ -456,7 +402,7 @@ TEST(a_cancel_never_kills_a_process_that_reused_an_orphans_pid) {
 }
 
 int main(void) {
-  CHECK_OK(ct_process_register("id", fn_id, NULL));
+  CHECK_OK(ct_process_register("id", pool_fn_pid, NULL));
   CHECK_OK(ct_process_register("sleep", fn_sleep, NULL));
   CHECK_OK(ct_process_register("helper_then_sleep", fn_helper_then_sleep, NULL));
   RUN(a_running_task_canceled_has_its_child_killed_and_ends_once_canceled);

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "proc.h"
+#include "pool.h"
 
 /* ---- fork(), failing on demand (the library's calls are routed here) ---- */
 
@@ -31,22 +31,6 @@ pid_t __wrap_fork(void) {
 }
 
 /* ---- functions the children run ---- */
-
-static json_t *fn_id(uint64_t id, json_t *args, void *data) {
-  (void)id;
-  (void)args;
-  (void)data;
-  return json_integer((json_int_t)getpid());
-}
-
-static json_t *fn_hang(uint64_t id, json_t *args, void *data) {
-  (void)id;
-  (void)args;
-  (void)data;
-  for (;;)
-    pause();
-  return NULL;
-}
 
 /* Start a helper that keeps every inherited descriptor (or execs `sleep`,
  * which keeps what is not close-on-exec), write its pid to args.path, and
@@ -94,14 +78,7 @@ static ct_supervisor_t *start_pool(int pool_size, double task_timeout) {
   atomic_store(&log_tasks_failed, 0);
   ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
   so.log = count_log;
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(&so, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  ct_process_pool_opts_t o = CT_PROCESS_POOL_OPTS_INIT;
-  o.pool_size = pool_size;
-  o.task_timeout = task_timeout;
-  CHECK_OK(ct_process_pool_create(sup, &o));
-  return sup;
+  return pool_sup_start_pool_last(&so, pool_size, task_timeout);
 }
 
 static ct_task_t *submit(ct_supervisor_t *sup, const char *fn, json_t *args) {
@@ -109,23 +86,6 @@ static ct_task_t *submit(ct_supervisor_t *sup, const char *fn, json_t *args) {
   CHECK_OK(ct_process_task(sup, fn, args, NULL, &t));
   json_decref(args);
   return t;
-}
-
-/* Run "id" to completion; the pid of the child that ran it. */
-static int child_pid(ct_supervisor_t *sup) {
-  ct_task_t *t = submit(sup, "id", NULL);
-  CHECK_OK(ct_task_wait(t, 60));
-  CHECK(!ct_task_failed(t));
-  int pid = (int)json_integer_value(ct_task_result(t));
-  ct_task_unref(t);
-  return pid;
-}
-
-/* The one fork server (this process's only child). */
-static int fork_server(void) {
-  int pids[4];
-  CHECK_EQ_INT(children_of(getpid(), pids, 4), 1);
-  return pids[0];
 }
 
 static const char *error_class(ct_task_t *t) { return ct_result_error_class(ct_task_result(t)); }
@@ -139,23 +99,6 @@ static int running(ct_supervisor_t *sup) {
   ct_stats_t st = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &st));
   return (int)st.running;
-}
-
-/* Stop and free sup; no child, zombie or descriptor of its left. */
-static void stop_and_check_nothing_left(ct_supervisor_t *sup, int fds_before) {
-  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, 60));
-  CHECK_OK(ct_supervisor_free(sup));
-  int kids[4];
-  CHECK_EQ_INT(children_of(getpid(), kids, 4), 0);
-  CHECK_EQ_INT(waitpid(-1, NULL, WNOHANG), -1); /* not even a zombie */
-  CHECK_EQ_INT(count_fds(), fds_before);
-}
-
-/* A process that is no longer running: gone, or a zombie of whoever adopted
- * it (an orphan's reaper is not ours to wait for). */
-static bool ended(int pid) {
-  char st = proc_state(pid);
-  return st == 0 || st == 'Z';
 }
 
 /* ---- a child that starts a helper, then crashes ---- */
@@ -175,7 +118,7 @@ static void helper_then_crash(ct_supervisor_t *sup, bool exec) {
   char path[64];
   snprintf(path, sizeof path, "/tmp/ct-helper-%d", (int)getpid());
   unlink(path);
-  int before = child_pid(sup);
+  int before = pool_child_pid(sup, "id");
   ct_task_t *t =
       submit(sup, "helper_then_crash", json_pack("{s:s, s:b}", "path", path, "exec", exec));
   CHECK_OK(ct_task_wait(t, 10)); /* seen at once, not when the helper ends */
@@ -196,8 +139,8 @@ static void helper_then_crash(ct_supervisor_t *sup, bool exec) {
     CHECK_EQ_INT(sockets_of(helper), 0);
   }
   CHECK_OK(kill(helper, SIGKILL));
-  WAIT_FOR(ended(helper));
-  CHECK(child_pid(sup) != before); /* replaced; the pool goes on */
+  WAIT_FOR(pool_ended(helper));
+  CHECK(pool_child_pid(sup, "id") != before); /* replaced; the pool goes on */
 }
 
 TEST(a_child_that_leaves_a_helper_and_crashes_is_seen_crashed_at_once) {
@@ -205,7 +148,7 @@ TEST(a_child_that_leaves_a_helper_and_crashes_is_seen_crashed_at_once) {
   ct_supervisor_t *sup = start_pool(1, 0);
   helper_then_crash(sup, false);
   helper_then_crash(sup, true);
-  stop_and_check_nothing_left(sup, fds_before);
+  pool_stop_and_check_nothing_left(sup, fds_before);
 }
 
 /* ---- the fork server is killed ---- */
@@ -213,37 +156,37 @@ TEST(a_child_that_leaves_a_helper_and_crashes_is_seen_crashed_at_once) {
 TEST(fork_server_killed_is_replaced_and_a_hung_task_still_times_out) {
   int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 2);
-  int old_child = child_pid(sup);
-  int old_server = fork_server();
+  int old_child = pool_child_pid(sup, "id");
+  int old_server = pool_fork_server();
   ct_task_t *hung = submit(sup, "hang", NULL);
   WAIT_FOR(running(sup) == 1);
   CHECK_OK(kill(old_server, SIGKILL));
   CHECK_OK(ct_task_wait(hung, 30));
   CHECK_EQ_STR(error_class(hung), "TimeoutError");
   ct_task_unref(hung);
-  WAIT_FOR(ended(old_child)); /* the orphan was killed */
+  WAIT_FOR(pool_ended(old_child)); /* the orphan was killed */
   WAIT_FOR(atomic_load(&log_restarted) >= 1);
-  int new_child = child_pid(sup);
+  int new_child = pool_child_pid(sup, "id");
   CHECK(new_child != old_child);
-  int new_server = fork_server();
+  int new_server = pool_fork_server();
   CHECK(new_server != old_server);
   int kids[4];
   CHECK_EQ_INT(children_of(new_server, kids, 4), 1);
   CHECK_EQ_INT(kids[0], new_child);
-  stop_and_check_nothing_left(sup, fds_before);
+  pool_stop_and_check_nothing_left(sup, fds_before);
 }
 
 TEST(stop_completes_when_the_fork_server_died_under_a_hung_task) {
   int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 2);
-  int old_child = child_pid(sup);
+  int old_child = pool_child_pid(sup, "id");
   ct_task_t *tasks[4];
   tasks[0] = submit(sup, "hang", NULL);
   WAIT_FOR(running(sup) == 1);
   for (int i = 1; i < 4; i++)
     tasks[i] = submit(sup, "id", NULL);
   atomic_store(&fail_fork, true); /* no new fork server */
-  CHECK_OK(kill(fork_server(), SIGKILL));
+  CHECK_OK(kill(pool_fork_server(), SIGKILL));
   CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, 30));
   atomic_store(&fail_fork, false);
   CHECK_EQ_STR(error_class(tasks[0]), "TimeoutError");
@@ -258,7 +201,7 @@ TEST(stop_completes_when_the_fork_server_died_under_a_hung_task) {
   CHECK_EQ_INT(st.failed, 4);
   CHECK_EQ_INT(st.completed, 1);
   CHECK_EQ_INT(st.queued + st.running, 0);
-  WAIT_FOR(ended(old_child));
+  WAIT_FOR(pool_ended(old_child));
   CHECK_OK(ct_supervisor_free(sup));
   int kids[4];
   CHECK_EQ_INT(children_of(getpid(), kids, 4), 0);
@@ -268,9 +211,9 @@ TEST(stop_completes_when_the_fork_server_died_under_a_hung_task) {
 TEST(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back) {
   int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 0);
-  int old_child = child_pid(sup);
+  int old_child = pool_child_pid(sup, "id");
   atomic_store(&fail_fork, true);
-  CHECK_OK(kill(fork_server(), SIGKILL));
+  CHECK_OK(kill(pool_fork_server(), SIGKILL));
   WAIT_FOR(atomic_load(&log_failed_start) >= 1);
   CHECK_OK(kill(old_child, SIGKILL)); /* the orphan it left, the last child */
   /* A task may still meet the dying orphan; the next ones fail clearly. */
@@ -297,7 +240,7 @@ TEST(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back) {
   CHECK_OK(ct_task_wait(t, 60));
   CHECK(!ct_task_failed(t));
   ct_task_unref(t);
-  stop_and_check_nothing_left(sup, fds_before);
+  pool_stop_and_check_nothing_left(sup, fds_before);
 }
 
 /* ---- out of descriptors while a child is replaced ---- */
@@ -305,8 +248,8 @@ TEST(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back) {
 TEST(no_zombie_when_out_of_descriptors_while_a_child_is_replaced) {
   int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 0);
-  int old_child = child_pid(sup);
-  int server = fork_server();
+  int old_child = pool_child_pid(sup, "id");
+  int server = pool_fork_server();
   /* At the limit, even once the old child's socket is closed: the soft
    * limit is below every descriptor number the pool could free. */
   struct rlimit old_limit, low;
@@ -332,7 +275,7 @@ TEST(no_zombie_when_out_of_descriptors_while_a_child_is_replaced) {
   CHECK_EQ_INT(children_of(server, kids, 16), 1);
   CHECK_EQ_INT(kids[0], new_child);
   CHECK(new_child != old_child);
-  stop_and_check_nothing_left(sup, fds_before);
+  pool_stop_and_check_nothing_left(sup, fds_before);
 }
 
 /* With an argument, runs only the test of that name. */
@@ -343,8 +286,8 @@ TEST(no_zombie_when_out_of_descriptors_while_a_child_is_replaced) {
   } while (0)
 
 int main(int argc, char **argv) {
-  CHECK_OK(ct_process_register("id", fn_id, NULL));
-  CHECK_OK(ct_process_register("hang", fn_hang, NULL));
+  CHECK_OK(ct_process_register("id", pool_fn_pid, NULL));
+  CHECK_OK(ct_process_register("hang", pool_fn_hang, NULL));
   CHECK_OK(ct_process_register("helper_then_crash", fn_helper_then_crash, NULL));
   RUN_SELECTED(a_child_that_leaves_a_helper_and_crashes_is_seen_crashed_at_once);
   RUN_SELECTED(fork_server_killed_is_replaced_and_a_hung_task_still_times_out);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "gate.h"
+#include "pool.h"
 
 /* Sleep args.sleep seconds, then answer with our pid. */
 static json_t *fn_sleep(uint64_t id, json_t *args, void *data) {
@@ -41,14 +42,7 @@ static ct_supervisor_t *start_with_pool(double task_timeout, int children) {
   ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
   so.pool_size = 2;
   so.log = watch_log;
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(&so, &sup));
-  ct_process_pool_opts_t po = CT_PROCESS_POOL_OPTS_INIT;
-  po.task_timeout = task_timeout;
-  po.pool_size = children;
-  CHECK_OK(ct_process_pool_create(sup, &po));
-  CHECK_OK(ct_supervisor_start(sup));
-  return sup;
+  return pool_sup_start(&so, children, task_timeout);
 }
 
 static ct_task_t *submit_sleep(ct_supervisor_t *sup, double sleep, double timeout) {

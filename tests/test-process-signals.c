@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "pool.h"
 
 static bool exists(const char *dir, const char *name) {
   char path[256];
@@ -66,12 +67,7 @@ static int interrupted_helper(void) {
   char dir[] = "/tmp/ct-signals-XXXXXX";
   CHECK(mkdtemp(dir) != NULL);
   CHECK_OK(ct_process_register("hold", fn_hold, NULL));
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(NULL, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  ct_process_pool_opts_t po = CT_PROCESS_POOL_OPTS_INIT;
-  po.pool_size = 1;
-  CHECK_OK(ct_process_pool_create(sup, &po));
+  ct_supervisor_t *sup = pool_sup_start_pool_last(NULL, 1, 0);
   json_t *args = json_pack("{s:s}", "dir", dir);
   ct_task_t *t;
   CHECK_OK(ct_process_task(sup, "hold", args, NULL, &t));

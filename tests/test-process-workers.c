@@ -10,7 +10,7 @@
 
 #include "check.h"
 #include "gate.h"
-#include "proc.h"
+#include "pool.h"
 
 static char release_path[64]; /* the "block" child waits until this exists */
 
@@ -33,14 +33,6 @@ static json_t *fn_crashy(uint64_t id, json_t *args, void *data) {
 }
 
 /* Every run dies of SIGKILL. */
-static json_t *fn_crash(uint64_t id, json_t *args, void *data) {
-  (void)id;
-  (void)args;
-  (void)data;
-  raise(SIGKILL);
-  return NULL;
-}
-
 static json_t *fn_block(uint64_t id, json_t *args, void *data) {
   (void)id;
   (void)args;
@@ -60,13 +52,7 @@ static int thread_run(ct_worker_run_t *run) {
 
 
 static ct_supervisor_t *start_sup(int children) {
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(NULL, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  ct_process_pool_opts_t o = CT_PROCESS_POOL_OPTS_INIT;
-  o.pool_size = children;
-  CHECK_OK(ct_process_pool_create(sup, &o));
-  return sup;
+  return pool_sup_start_pool_last(NULL, children, 0);
 }
 
 static void stop_sup(ct_supervisor_t *sup) {
@@ -437,7 +423,7 @@ int main(void) {
   snprintf(release_path, sizeof release_path, "/tmp/ct-procworker-%d", (int)getpid());
   CHECK_OK(ct_process_register("echo", fn_echo, NULL));
   CHECK_OK(ct_process_register("crashy", fn_crashy, NULL));
-  CHECK_OK(ct_process_register("crash", fn_crash, NULL));
+  CHECK_OK(ct_process_register("crash", pool_fn_killed, NULL));
   CHECK_OK(ct_process_register("block", fn_block, NULL));
   RUN(queue_worker_stopped_by_its_third_result);
   RUN(event_worker_in_a_process);

@@ -78,6 +78,13 @@ static ct_worker_t *make(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_
   return w;
 }
 
+/* The worker's counters now. */
+static ct_worker_stats_t stats_of(ct_worker_t *w) {
+  ct_worker_stats_t s = CT_WORKER_STATS_INIT;
+  CHECK_OK(ct_worker_stats(w, &s));
+  return s;
+}
+
 TEST(queue_fifo_order) {
   ct_supervisor_t *sup = start_supervisor(4, 0, 0);
   rec_t r = {0};
@@ -145,8 +152,7 @@ TEST(queue_bound_and_drop_hands_back) {
   atomic_store(&r.gate, true);
   CHECK_OK(ct_worker_stop(w, CT_WORKER_DROP, -1));
   CHECK_EQ_INT(atomic_load(&r.runs), 1);
-  ct_worker_stats_t s = CT_WORKER_STATS_INIT;
-  CHECK_OK(ct_worker_stats(w, &s));
+  ct_worker_stats_t s = stats_of(w);
   CHECK_EQ_INT(s.dropped, 3);
   CHECK_EQ_INT(s.pending, 0);
   CHECK_OK(ct_worker_free(w));
@@ -350,8 +356,7 @@ TEST(on_error_once_per_failure) {
       CHECK_OK(ct_queue_worker_put(w, (void *)i, 100));
     CHECK_OK(ct_worker_stop(w, CT_WORKER_DRAIN, -1));
     CHECK_EQ_INT(atomic_load(&r.errors), 5);
-    ct_worker_stats_t s = CT_WORKER_STATS_INIT;
-    CHECK_OK(ct_worker_stats(w, &s));
+    ct_worker_stats_t s = stats_of(w);
     CHECK_EQ_INT(s.runs, 10);
     CHECK_EQ_INT(s.failures, 5);
     CHECK_OK(ct_worker_free(w));
@@ -441,13 +446,19 @@ static int run_stop_self(ct_worker_run_t *run) {
   return note_end(r, CT_WORKER_CONTINUE);
 }
 
+/* Start w, an event worker whose one run stops it (from the run, or from
+ * its on_error), trigger that run and wait until w has stopped. */
+static void run_once_until_stopped(ct_worker_t *w) {
+  CHECK_OK(ct_worker_start(w, NULL));
+  CHECK_OK(ct_event_worker_trigger(w, false));
+  WAIT_FOR(ct_worker_state(w) == CT_WORKER_STOPPED);
+}
+
 TEST(stop_from_own_run_would_deadlock) {
   ct_supervisor_t *sup = start_supervisor(2, 0, 0);
   rec_t r = {0};
   ct_worker_t *w = make(sup, CT_WORKER_EVENT, run_stop_self, &r, NULL);
-  CHECK_OK(ct_worker_start(w, NULL));
-  CHECK_OK(ct_event_worker_trigger(w, false));
-  WAIT_FOR(ct_worker_state(w) == CT_WORKER_STOPPED);
+  run_once_until_stopped(w);
   CHECK_EQ_INT(r.stop_rc, CT_EDEADLK);
   CHECK_EQ_INT(atomic_load(&r.runs), 1);
   CHECK_OK(ct_worker_free(w));
@@ -476,9 +487,7 @@ TEST(stop_from_on_error_would_deadlock) {
   o.on_error = on_error_stop_and_wait;
   o.error_data = &r;
   ct_worker_t *w = make(sup, CT_WORKER_EVENT, run_fail, &r, &o);
-  CHECK_OK(ct_worker_start(w, NULL));
-  CHECK_OK(ct_event_worker_trigger(w, false));
-  WAIT_FOR(ct_worker_state(w) == CT_WORKER_STOPPED);
+  run_once_until_stopped(w);
   WAIT_FOR(atomic_load(&r.errors) == 1);
   CHECK_EQ_INT(r.stop_rc, CT_EDEADLK);
   CHECK_EQ_INT(atomic_load(&r.runs), 1);

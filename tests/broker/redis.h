@@ -128,6 +128,15 @@ static void test_redis_wait_up(test_redis_t *r) {
   }
 }
 
+/* Whether redis-server is installed; says so on stderr when not (the test
+ * then exits 77, which meson counts as skipped). */
+static inline bool test_redis_installed(void) {
+  if (system("command -v redis-server >/dev/null") == 0)
+    return true;
+  fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  return false;
+}
+
 /* Start (again, with the same folder and socket when r->dir is set). */
 static void test_redis_start(test_redis_t *r, const char *const *extra) {
   if (!r->dir[0]) {
@@ -183,6 +192,19 @@ static long long test_redis_int(test_redis_t *r, const char *fmt, ...) {
   long long v = reply->integer;
   freeReplyObject(reply);
   return v;
+}
+
+/* How many times the server ran `cmd` (lower case) since it started or
+ * since CONFIG RESETSTAT, from INFO commandstats. */
+static inline long long test_redis_calls(test_redis_t *r, const char *cmd) {
+  redisReply *x = test_redis(r, "INFO commandstats");
+  CHECK(x->type == REDIS_REPLY_STRING);
+  char key[64];
+  snprintf(key, sizeof key, "cmdstat_%s:calls=", cmd);
+  const char *p = strstr(x->str, key);
+  long long n = p ? atoll(p + strlen(key)) : 0;
+  freeReplyObject(x);
+  return n;
 }
 
 /* Give the one entry pending in `stream` (a whole key) to the consumer

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "ctasker.h"
-#include "redis.h"
+#include "env.h"
 
 #define PREFIX "ctasker:{default}:"
 
@@ -59,49 +59,12 @@ static int waiting_at_gate(void) {
   return n;
 }
 
-typedef struct {
-  test_redis_t r;
-  ct_supervisor_t *sup;
-  ct_broker_t *b;
-} env_t;
-
-static void env_start(env_t *e) {
-  memset(e, 0, sizeof *e);
-  test_redis_start(&e->r, NULL);
-  CHECK_OK(ct_supervisor_new(NULL, &e->sup));
-  CHECK_OK(ct_supervisor_start(e->sup));
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = e->r.url;
-  o.command_timeout = 10;
-  CHECK_OK(ct_broker_new(e->sup, &o, &e->b));
-}
-
-static void env_end(env_t *e) {
-  ct_broker_free(e->b);
-  CHECK_OK(ct_supervisor_stop(e->sup, CT_STOP_DRAIN, -1));
-  CHECK_OK(ct_supervisor_free(e->sup));
-  test_redis_stop(&e->r);
-}
-
-static void start_worker(env_t *e, int concurrency) {
-  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
-  wo.concurrency = concurrency;
-  CHECK_OK(ct_broker_worker_start(e->b, &wo));
-}
-
-static void submit(env_t *e, const char *name, int priority, char id[CT_BROKER_ID_SIZE]) {
+static void submit(test_env_t *e, const char *name, int priority, char id[CT_BROKER_ID_SIZE]) {
   ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
   so.priority = priority;
   json_t *kw = json_pack("{s:i,s:i}", "a", 1, "b", 2);
   CHECK_OK(ct_broker_submit(e->b, name, kw, &so, id));
   json_decref(kw);
-}
-
-static ct_broker_status_t status_of(env_t *e, const char *id) {
-  ct_broker_info_t info;
-  CHECK_OK(ct_broker_get(e->b, id, &info));
-  json_decref(info.result);
-  return info.status;
 }
 
 /* The level's object of a queue_stats result. */
@@ -121,7 +84,7 @@ static long long field(const json_t *o, const char *k) {
 }
 
 /* queue_stats' field k of level `lv` (NULL: the top level). */
-static long long stat(env_t *e, const char *lv, const char *k) {
+static long long stat(test_env_t *e, const char *lv, const char *k) {
   json_t *s;
   CHECK_OK(ct_broker_queue_stats(e->b, &s));
   long long v = field(lv ? level(s, lv) : s, k);
@@ -138,8 +101,8 @@ TEST(status_names) {
 }
 
 TEST(queue_stats_count_ready_pending_and_outcomes_per_level) {
-  env_t e;
-  env_start(&e);
+  test_env_t e;
+  test_env_start(&e, 0, 10, NULL);
   json_t *s;
   CHECK_EQ_INT(ct_broker_queue_stats(NULL, &s), CT_EINVAL);
   CHECK_EQ_INT(ct_broker_queue_stats(e.b, NULL), CT_EINVAL);
@@ -156,7 +119,7 @@ TEST(queue_stats_count_ready_pending_and_outcomes_per_level) {
   CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
   CHECK_OK(ct_broker_register(e.b, "fail", fail, NULL));
   CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
-  start_worker(&e, 1);
+  test_broker_worker_start(e.b, 1);
   CHECK_EQ_INT(stat(&e, NULL, "workers"), 1);
   char g[CT_BROKER_ID_SIZE], id[CT_BROKER_ID_SIZE];
   /* One slot, held by a gated task: what comes after it stays ready. */
@@ -186,34 +149,34 @@ TEST(queue_stats_count_ready_pending_and_outcomes_per_level) {
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
   CHECK_EQ_INT(stat(&e, NULL, "workers"), 0);
   gate_set(false);
-  env_end(&e);
+  test_env_end(&e);
 }
 
 TEST(queue_stats_count_retries_and_delayed_tasks) {
-  env_t e;
-  env_start(&e);
+  test_env_t e;
+  test_env_start(&e, 0, 10, NULL);
   CHECK_OK(ct_broker_register(e.b, "fail", fail, NULL));
-  start_worker(&e, 1);
+  test_broker_worker_start(e.b, 1);
   ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
   so.max_attempts = 3;
   so.backoff = 0.05;
   char id[CT_BROKER_ID_SIZE];
   CHECK_OK(ct_broker_submit(e.b, "fail", NULL, &so, id));
-  WAIT_FOR(status_of(&e, id) == CT_BROKER_FAILED);
+  WAIT_FOR(test_broker_status(e.b, id) == CT_BROKER_FAILED);
   WAIT_FOR(stat(&e, "normal", "retried") == 2 && stat(&e, "normal", "failed") == 1);
   so = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
   so.delay = 3600;
   CHECK_OK(ct_broker_submit(e.b, "fail", NULL, &so, id));
-  CHECK_EQ_INT(status_of(&e, id), CT_BROKER_DELAYED);
+  CHECK_EQ_INT(test_broker_status(e.b, id), CT_BROKER_DELAYED);
   CHECK_EQ_INT(stat(&e, NULL, "delayed"), 1);
   CHECK_EQ_INT(stat(&e, "normal", "ready") + stat(&e, "normal", "expired"), 0);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 TEST(dead_letters_are_listed_shown_retried_and_purged) {
-  env_t e;
-  env_start(&e);
+  test_env_t e;
+  test_env_start(&e, 0, 10, NULL);
   json_t *l, *d;
   char id[CT_BROKER_ID_SIZE];
   long long n;
@@ -228,7 +191,7 @@ TEST(dead_letters_are_listed_shown_retried_and_purged) {
   json_decref(l);
 
   CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
-  start_worker(&e, 2);
+  test_broker_worker_start(e.b, 2);
   /* A malformed entry (no kwargs) is buried by the worker. */
   freeReplyObject(test_redis(&e.r, "XADD " PREFIX "stream:normal * id %s name add enqueued 1",
                              "11111111-1111-4111-8111-111111111111"));
@@ -273,7 +236,7 @@ TEST(dead_letters_are_listed_shown_retried_and_purged) {
   CHECK_EQ_INT(ct_broker_dead_retry(e.b, bad, id), CT_EINVAL);
   CHECK_OK(ct_broker_dead_retry(e.b, good, id));
   CHECK_EQ_STR(id, "22222222-2222-4222-8222-222222222222");
-  WAIT_FOR(status_of(&e, id) == CT_BROKER_COMPLETED);
+  WAIT_FOR(test_broker_status(e.b, id) == CT_BROKER_COMPLETED);
   ct_broker_info_t info;
   CHECK_OK(ct_broker_get(e.b, id, &info));
   CHECK_EQ_INT(json_integer_value(info.result), 42);
@@ -294,7 +257,7 @@ TEST(dead_letters_are_listed_shown_retried_and_purged) {
   snprintf(good, sizeof good, "%s", x->str);
   freeReplyObject(x);
   CHECK_OK(ct_broker_dead_retry(e.b, good, id));
-  WAIT_FOR(status_of(&e, id) == CT_BROKER_COMPLETED);
+  WAIT_FOR(test_broker_status(e.b, id) == CT_BROKER_COMPLETED);
   CHECK_OK(ct_broker_get(e.b, id, &info));
   CHECK_EQ_INT(json_integer_value(info.result), 2);
   json_decref(info.result);
@@ -306,12 +269,12 @@ TEST(dead_letters_are_listed_shown_retried_and_purged) {
   CHECK_EQ_INT(n, 3);
   CHECK_EQ_INT(stat(&e, NULL, "dead"), 0);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 TEST(live_workers_are_listed) {
-  env_t e;
-  env_start(&e);
+  test_env_t e;
+  test_env_start(&e, 0, 10, NULL);
   json_t *l;
   CHECK_OK(ct_broker_workers(e.b, &l));
   CHECK_EQ_INT(json_array_size(l), 0);
@@ -336,7 +299,7 @@ TEST(live_workers_are_listed) {
   CHECK_OK(ct_broker_workers(e.b, &l));
   CHECK_EQ_INT(json_array_size(l), 0);
   json_decref(l);
-  env_end(&e);
+  test_env_end(&e);
 }
 
 typedef struct {
@@ -363,25 +326,25 @@ static void observe(const ct_broker_event_t *ev, void *data) {
 }
 
 TEST(the_observer_hears_each_start_and_end) {
-  env_t e;
-  env_start(&e);
+  test_env_t e;
+  test_env_start(&e, 0, 10, NULL);
   events_t ev = {PTHREAD_MUTEX_INITIALIZER, "", 0, 0};
   CHECK_EQ_INT(ct_broker_worker_observe(NULL, observe, &ev), CT_EINVAL);
   CHECK_OK(ct_broker_worker_observe(e.b, observe, &ev));
   CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
   CHECK_OK(ct_broker_register(e.b, "fail", fail, NULL));
-  start_worker(&e, 1);
+  test_broker_worker_start(e.b, 1);
   CHECK_EQ_INT(ct_broker_worker_observe(e.b, NULL, NULL), CT_EBUSY);
   char a[CT_BROKER_ID_SIZE], f[CT_BROKER_ID_SIZE];
   submit(&e, "add", CT_PRIORITY_NORMAL, a);
-  WAIT_FOR(status_of(&e, a) == CT_BROKER_COMPLETED);
+  WAIT_FOR(test_broker_status(e.b, a) == CT_BROKER_COMPLETED);
   submit(&e, "fail", CT_PRIORITY_NORMAL, f);
-  WAIT_FOR(status_of(&e, f) == CT_BROKER_FAILED);
+  WAIT_FOR(test_broker_status(e.b, f) == CT_BROKER_FAILED);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
   pthread_mutex_lock(&ev.lock);
   CHECK_EQ_STR(ev.seen, "+add-add+fail!fail");
   pthread_mutex_unlock(&ev.lock);
-  env_end(&e);
+  test_env_end(&e);
 }
 
 /* Records each DEAD event as "<name>@<level>#<id or ->;". */
@@ -399,12 +362,12 @@ static void observe_dead(const ct_broker_event_t *ev, void *data) {
 }
 
 TEST(the_observer_hears_each_entry_buried_by_the_name_it_had) {
-  env_t e;
-  env_start(&e);
+  test_env_t e;
+  test_env_start(&e, 0, 10, NULL);
   events_t ev = {PTHREAD_MUTEX_INITIALIZER, "", 0, 0};
   CHECK_OK(ct_broker_worker_observe(e.b, observe_dead, &ev));
   CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
-  start_worker(&e, 1);
+  test_broker_worker_start(e.b, 1);
   /* Malformed: no kwargs; then no name nor id; then a delayed member that
    * is not one. */
   freeReplyObject(test_redis(&e.r, "XADD " PREFIX "stream:high * id %s name add enqueued 1",
@@ -418,7 +381,7 @@ TEST(the_observer_hears_each_entry_buried_by_the_name_it_had) {
   pthread_mutex_lock(&ev.lock);
   CHECK_EQ_STR(ev.seen, "add@high#11111111-1111-4111-8111-111111111111;@low#-;@delayed#-;");
   pthread_mutex_unlock(&ev.lock);
-  env_end(&e);
+  test_env_end(&e);
 }
 
 int main(void) {

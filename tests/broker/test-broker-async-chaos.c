@@ -6,58 +6,16 @@
  * and never answers, or answers exactly once (a result, or the error that
  * the failure caused); nothing leaks (the sanitizer build checks leaks).
  *
- * The library's allocations are redirected here with the linker's --wrap
- * (as tests/test-chaos.c does); only the armed thread's are counted, so
- * the worker and the other loops are not disturbed.
+ * The library's allocations fail on demand through tests/chaos.h (the
+ * linker's --wrap, as in tests/test-chaos.c); only the armed thread's are
+ * counted, so the worker and the other loops are not disturbed.
  */
 #include <stdatomic.h>
 #include <string.h>
 
+#include "../chaos.h"
 #include "ctasker.h"
 #include "redis.h"
-
-void *__real_malloc(size_t size);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t size);
-void *__real_aligned_alloc(size_t align, size_t size);
-char *__real_strdup(const char *s);
-int __real_vasprintf(char **out, const char *fmt, va_list ap);
-void *__wrap_malloc(size_t size);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t size);
-void *__wrap_aligned_alloc(size_t align, size_t size);
-char *__wrap_strdup(const char *s);
-int __wrap_vasprintf(char **out, const char *fmt, va_list ap);
-
-static _Thread_local long fail_at = -1;
-static _Thread_local long allocs;
-static _Thread_local bool failed;
-
-static bool should_fail(void) {
-  if (fail_at < 0 || allocs++ != fail_at)
-    return false;
-  failed = true;
-  return true;
-}
-
-void *__wrap_malloc(size_t size) { return should_fail() ? NULL : __real_malloc(size); }
-void *__wrap_calloc(size_t n, size_t size) {
-  return should_fail() ? NULL : __real_calloc(n, size);
-}
-void *__wrap_realloc(void *p, size_t size) {
-  return should_fail() ? NULL : __real_realloc(p, size);
-}
-void *__wrap_aligned_alloc(size_t align, size_t size) {
-  return should_fail() ? NULL : __real_aligned_alloc(align, size);
-}
-char *__wrap_strdup(const char *s) { return should_fail() ? NULL : __real_strdup(s); }
-int __wrap_vasprintf(char **out, const char *fmt, va_list ap) {
-  if (should_fail()) {
-    *out = NULL;
-    return -1;
-  }
-  return __real_vasprintf(out, fmt, ap);
-}
 
 enum { SUBMIT, GET, CALL };
 
@@ -103,9 +61,7 @@ static void try_on_loop(ct_loop_t *loop, struct ev_loop *ev, void *data) {
   (void)ev;
   try_t *t = data;
   json_t *kw = json_pack("{s:i}", "x", 7); /* jansson's allocator is not wrapped */
-  fail_at = t->k;
-  allocs = 0;
-  failed = false;
+  chaos_arm(t->k);
   if (t->kind == SUBMIT)
     t->rc = ct_broker_submit_async(t->b, "echo", kw, NULL, loop, on_submit, t);
   else if (t->kind == GET)
@@ -120,8 +76,7 @@ static void disarm_on_loop(ct_loop_t *loop, struct ev_loop *ev, void *data) {
   (void)loop;
   (void)ev;
   try_t *t = data;
-  fail_at = -1;
-  t->reached = failed;
+  t->reached = chaos_disarm();
   atomic_store(&t->disarmed, true);
 }
 

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "ctasker.h"
-#include "redis.h"
+#include "env.h"
 
 #define PREFIX "ctasker:{default}:"
 
@@ -52,31 +52,11 @@ static json_t *until_canceled(ct_task_t *self, const json_t *kwargs, void *data)
   return json_string("late");
 }
 
-typedef struct {
-  test_redis_t r;
-  ct_supervisor_t *sup;
-  ct_broker_t *b;
-} env_t;
-
-static void env_start(env_t *e) {
-  memset(e, 0, sizeof *e);
+static void env_start(test_env_t *e) {
   atomic_store(&runs, 0);
   atomic_store(&started, 0);
   atomic_store(&saw_cancel, 0);
-  test_redis_start(&e->r, NULL);
-  CHECK_OK(ct_supervisor_new(NULL, &e->sup));
-  CHECK_OK(ct_supervisor_start(e->sup));
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = e->r.url;
-  o.command_timeout = 10;
-  CHECK_OK(ct_broker_new(e->sup, &o, &e->b));
-}
-
-static void env_end(env_t *e) {
-  ct_broker_free(e->b);
-  CHECK_OK(ct_supervisor_stop(e->sup, CT_STOP_DRAIN, -1));
-  CHECK_OK(ct_supervisor_free(e->sup));
-  test_redis_stop(&e->r);
+  test_env_start(e, 0, 10, NULL);
 }
 
 /* Unix time, as the broker's times are. */
@@ -86,32 +66,8 @@ static double unix_now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static bool terminal(ct_broker_status_t s) {
-  return s == CT_BROKER_COMPLETED || s == CT_BROKER_FAILED || s == CT_BROKER_DEAD ||
-         s == CT_BROKER_EXPIRED;
-}
-
-/* Wait (at most 30 s) until the task is terminal; its info. */
-static ct_broker_info_t wait_done(env_t *e, const char *id) {
-  ct_broker_info_t info;
-  for (int i = 0;; i++) {
-    CHECK(i < 3000);
-    CHECK_OK(ct_broker_get(e->b, id, &info));
-    if (terminal(info.status))
-      return info;
-    check_sleep(0.01);
-  }
-}
-
-static ct_broker_status_t status_of(env_t *e, const char *id) {
-  ct_broker_info_t info;
-  CHECK_OK(ct_broker_get(e->b, id, &info));
-  json_decref(info.result);
-  return info.status;
-}
-
 TEST(a_delayed_task_waits_in_the_delayed_set_then_runs_once) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register(e.b, "count", count_run, NULL));
   ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
@@ -124,9 +80,9 @@ TEST(a_delayed_task_waits_in_the_delayed_set_then_runs_once) {
   /* Not in a stream: in the delayed set, DELAYED, with its due time. */
   CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 1);
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 0);
-  ct_broker_status_t st = status_of(&e, id);
+  ct_broker_status_t st = test_broker_status(e.b, id);
   CHECK(st == CT_BROKER_DELAYED || ct_now() - before >= 1.5);
-  ct_broker_info_t info = wait_done(&e, id);
+  ct_broker_info_t info = test_broker_wait_done(e.b, id, 30);
   CHECK(ct_now() - before >= 1.4); /* never before it was due */
   CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
   CHECK_EQ_STR(json_string_value(info.result), "ran");
@@ -135,19 +91,15 @@ TEST(a_delayed_task_waits_in_the_delayed_set_then_runs_once) {
   CHECK_EQ_INT(atomic_load(&runs), 1);
   CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 0);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 /* Two workers (two handles) share the delayed set: each due task is moved
  * into its stream once and run once; an ETA in the past runs now. */
 TEST(due_tasks_are_moved_once_among_several_workers) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = e.r.url;
-  o.command_timeout = 10;
-  ct_broker_t *b2;
-  CHECK_OK(ct_broker_new(e.sup, &o, &b2));
+  ct_broker_t *b2 = test_broker_open(e.sup, e.r.url, 10, NULL);
   CHECK_OK(ct_broker_register(e.b, "count", count_run, NULL));
   CHECK_OK(ct_broker_register(b2, "count", count_run, NULL));
   CHECK_OK(ct_broker_worker_start(e.b, NULL));
@@ -163,25 +115,21 @@ TEST(due_tasks_are_moved_once_among_several_workers) {
   ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
   so.eta = unix_now() - 60; /* past: runs now */
   CHECK_OK(ct_broker_submit(e.b, "count", NULL, &so, ids[N]));
-  for (int i = 0; i <= N; i++) {
-    ct_broker_info_t info = wait_done(&e, ids[i]);
-    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
-    CHECK_EQ_INT(info.attempts, 1);
-    json_decref(info.result);
-  }
+  for (int i = 0; i <= N; i++)
+    CHECK_EQ_INT(test_broker_wait_completed(e.b, ids[i], 30), 1);
   CHECK_EQ_INT(atomic_load(&runs), N + 1);
   CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 0);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
   CHECK_OK(ct_broker_worker_stop(b2, -1));
   ct_broker_free(b2);
-  env_end(&e);
+  test_env_end(&e);
 }
 
 /* A task due later than the worker's idle block is still taken when due:
  * the worker arms its wait for the due time it learns of through the wake
  * stream, whether it was blocked when the task came or not. */
 TEST(an_idle_worker_takes_a_delayed_task_submitted_while_it_blocks) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register(e.b, "count", count_run, NULL));
   CHECK_OK(ct_broker_worker_start(e.b, NULL));
@@ -194,16 +142,16 @@ TEST(an_idle_worker_takes_a_delayed_task_submitted_while_it_blocks) {
    * block's own cap would also let it see the task, later: only the
    * producer's half can be told apart without timing it). */
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "wake"), 1);
-  ct_broker_info_t info = wait_done(&e, id);
+  ct_broker_info_t info = test_broker_wait_done(e.b, id, 30);
   CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
   CHECK(info.started >= so.eta - 0.01); /* not before its ETA */
   json_decref(info.result);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 TEST(the_same_key_returns_the_first_id_and_enqueues_nothing) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   freeReplyObject(test_redis(&e.r, "SADD " PREFIX "names count"));
   ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
@@ -224,17 +172,11 @@ TEST(the_same_key_returns_the_first_id_and_enqueues_nothing) {
   /* A call may not carry a key: an RPC is answered once, to its caller. */
   json_t *result = NULL;
   CHECK_EQ_INT(ct_broker_call(e.b, "count", NULL, &so, 1, &result), CT_EINVAL);
-  env_end(&e);
-}
-
-static void submit_with(env_t *e, const char *name, json_t *kwargs,
-                        const ct_broker_submit_opts_t *so, char id[CT_BROKER_ID_SIZE]) {
-  CHECK_OK(ct_broker_submit(e->b, name, kwargs, so, id));
-  json_decref(kwargs);
+  test_env_end(&e);
 }
 
 TEST(a_failed_run_is_retried_after_its_backoff_until_max_attempts) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register(e.b, "flaky", flaky, NULL));
   CHECK_OK(ct_broker_worker_start(e.b, NULL));
@@ -245,8 +187,8 @@ TEST(a_failed_run_is_retried_after_its_backoff_until_max_attempts) {
   so.backoff_max = 0.3;
   char id[CT_BROKER_ID_SIZE];
   double before = ct_now();
-  submit_with(&e, "flaky", json_pack("{s:i}", "fail", 2), &so, id);
-  ct_broker_info_t info = wait_done(&e, id);
+  test_broker_submit(e.b, "flaky", json_pack("{s:i}", "fail", 2), &so, id);
+  ct_broker_info_t info = test_broker_wait_done(e.b, id, 30);
   CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
   CHECK_EQ_STR(json_string_value(info.result), "ok");
   CHECK_EQ_INT(info.attempts, 3);
@@ -259,10 +201,10 @@ TEST(a_failed_run_is_retried_after_its_backoff_until_max_attempts) {
   so.backoff = 1.5;
   so.backoff_max = 0;
   so.max_attempts = 2;
-  submit_with(&e, "flaky", json_pack("{s:i}", "fail", 9), &so, id);
-  WAIT_FOR(status_of(&e, id) == CT_BROKER_RETRYING);
+  test_broker_submit(e.b, "flaky", json_pack("{s:i}", "fail", 9), &so, id);
+  WAIT_FOR(test_broker_status(e.b, id) == CT_BROKER_RETRYING);
   CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 1);
-  info = wait_done(&e, id);
+  info = test_broker_wait_done(e.b, id, 30);
   CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
   CHECK_EQ_INT(info.attempts, 2);
   CHECK_EQ_STR(ct_result_error_class(info.result), "ValueError");
@@ -272,23 +214,20 @@ TEST(a_failed_run_is_retried_after_its_backoff_until_max_attempts) {
   /* Without max_attempts: one run, no retry. */
   atomic_store(&runs, 0);
   so = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
-  submit_with(&e, "flaky", json_pack("{s:i}", "fail", 9), &so, id);
-  info = wait_done(&e, id);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_INT(info.attempts, 1);
-  json_decref(info.result);
+  test_broker_submit(e.b, "flaky", json_pack("{s:i}", "fail", 9), &so, id);
+  CHECK_EQ_INT(test_broker_wait_failed(e.b, id, 30, NULL), 1);
   CHECK_EQ_INT(atomic_load(&runs), 1);
   CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 0);
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 0);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 /* A task whose record is gone (its TTL passed, or another program deleted
  * it) cannot count its runs: a failure is final rather than retried for
  * ever. */
 TEST(a_task_without_its_record_is_not_retried) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register(e.b, "flaky", flaky, NULL));
   freeReplyObject(test_redis(&e.r, "SADD " PREFIX "names flaky"));
@@ -296,24 +235,24 @@ TEST(a_task_without_its_record_is_not_retried) {
   so.max_attempts = 3;
   so.backoff = 0.05;
   char id[CT_BROKER_ID_SIZE];
-  submit_with(&e, "flaky", json_pack("{s:i}", "fail", 9), &so, id);
+  test_broker_submit(e.b, "flaky", json_pack("{s:i}", "fail", 9), &so, id);
   CHECK_EQ_INT(test_redis_int(&e.r, "DEL " PREFIX "task:%s", id), 1);
   CHECK_OK(ct_broker_worker_start(e.b, NULL));
   /* The failure's record is written by the completion (no record: no
    * retry, which would have written none). */
   WAIT_FOR(test_redis_int(&e.r, "EXISTS " PREFIX "task:%s", id) == 1);
-  ct_broker_info_t info = wait_done(&e, id);
+  ct_broker_info_t info = test_broker_wait_done(e.b, id, 30);
   CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
   json_decref(info.result);
   check_sleep(0.3); /* a retry, due after 0.05 s, would have run by now */
   CHECK_EQ_INT(atomic_load(&runs), 1);
   CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 0);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 TEST(reject_fails_at_once_and_retry_requeues_without_backoff) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register(e.b, "flaky", flaky, NULL));
   CHECK_OK(ct_broker_worker_start(e.b, NULL));
@@ -321,60 +260,51 @@ TEST(reject_fails_at_once_and_retry_requeues_without_backoff) {
   so.max_attempts = 5;
   so.backoff = 1000; /* a retry after the backoff would never come in time */
   char id[CT_BROKER_ID_SIZE];
-  submit_with(&e, "flaky", json_pack("{s:i,s:s}", "fail", 9, "outcome", CT_BROKER_REJECT), &so,
-              id);
-  ct_broker_info_t info = wait_done(&e, id);
+  test_broker_submit(e.b, "flaky", json_pack("{s:i,s:s}", "fail", 9, "outcome", CT_BROKER_REJECT),
+                     &so, id);
+  ct_broker_info_t info = test_broker_wait_done(e.b, id, 30);
   CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
   CHECK_EQ_INT(info.attempts, 1);
   CHECK_EQ_STR(ct_result_error_class(info.result), "Reject");
   json_decref(info.result);
   atomic_store(&runs, 0);
-  submit_with(&e, "flaky", json_pack("{s:i,s:s}", "fail", 2, "outcome", CT_BROKER_RETRY), &so,
-              id);
-  info = wait_done(&e, id);
-  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
-  CHECK_EQ_INT(info.attempts, 3);
-  json_decref(info.result);
+  test_broker_submit(e.b, "flaky", json_pack("{s:i,s:s}", "fail", 2, "outcome", CT_BROKER_RETRY),
+                     &so, id);
+  CHECK_EQ_INT(test_broker_wait_completed(e.b, id, 30), 3);
   CHECK_EQ_INT(atomic_load(&runs), 3);
   /* A Retry on the last run fails as any error. */
   atomic_store(&runs, 0);
   so.max_attempts = 2;
-  submit_with(&e, "flaky", json_pack("{s:i,s:s}", "fail", 9, "outcome", CT_BROKER_RETRY), &so,
-              id);
-  info = wait_done(&e, id);
+  test_broker_submit(e.b, "flaky", json_pack("{s:i,s:s}", "fail", 9, "outcome", CT_BROKER_RETRY),
+                     &so, id);
+  info = test_broker_wait_done(e.b, id, 30);
   CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
   CHECK_EQ_INT(info.attempts, 2);
   CHECK_EQ_STR(ct_result_error_class(info.result), "Retry");
   json_decref(info.result);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 TEST(a_run_past_its_timeout_is_asked_to_cancel_and_fails_with_timeout_error) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register(e.b, "slow", until_canceled, NULL));
   CHECK_OK(ct_broker_worker_start(e.b, NULL));
   ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
   so.timeout = 0.3;
   char id[CT_BROKER_ID_SIZE];
-  submit_with(&e, "slow", NULL, &so, id);
-  ct_broker_info_t info = wait_done(&e, id);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_STR(ct_result_error_class(info.result), "TimeoutError");
-  json_decref(info.result);
+  test_broker_submit(e.b, "slow", NULL, &so, id);
+  test_broker_wait_failed(e.b, id, 30, "TimeoutError");
   CHECK_EQ_INT(atomic_load(&saw_cancel), 1); /* not its 20 s bound */
   /* Retried as any failure. */
   so.max_attempts = 2;
   so.backoff = 0.1;
-  submit_with(&e, "slow", NULL, &so, id);
-  info = wait_done(&e, id);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_INT(info.attempts, 2);
-  json_decref(info.result);
+  test_broker_submit(e.b, "slow", NULL, &so, id);
+  CHECK_EQ_INT(test_broker_wait_failed(e.b, id, 30, NULL), 2);
   CHECK_EQ_INT(atomic_load(&saw_cancel), 3);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 /* Another worker takes the entry over while this one still runs it (as
@@ -382,44 +312,18 @@ TEST(a_run_past_its_timeout_is_asked_to_cancel_and_fails_with_timeout_error) {
  * learns it at its next renewal, asks its run to cancel, and its late
  * result neither overwrites the first nor acknowledges the other's entry. */
 TEST(a_run_whose_lease_is_lost_is_canceled_and_its_late_result_dropped) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register(e.b, "slow", until_canceled, NULL));
-  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
-  wo.lease = 0.3;
-  CHECK_OK(ct_broker_worker_start(e.b, &wo));
-  char id[CT_BROKER_ID_SIZE];
-  submit_with(&e, "slow", NULL, NULL, id);
-  WAIT_FOR(atomic_load(&started) == 1);
-  test_redis_take_over_only_entry(&e.r, PREFIX "stream:normal");
-  freeReplyObject(test_redis(&e.r, "HSET " PREFIX "task:%s status completed result \"first\" "
-                             "finished 5000", id));
-  /* Fetch nothing more (the entry, idle under "other", would be taken
-   * back after a lease); the running task goes on, and its renewals. */
-  CHECK_OK(ct_broker_worker_stop(e.b, 0));
-  WAIT_FOR(atomic_load(&saw_cancel) == 1);
-  CHECK_OK(ct_broker_worker_stop(e.b, -1)); /* its run has ended */
-  CHECK_EQ_INT(atomic_load(&started), 1);
-  ct_broker_info_t info;
-  CHECK_OK(ct_broker_get(e.b, id, &info));
-  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
-  CHECK_EQ_STR(json_string_value(info.result), "first");
-  json_decref(info.result);
-  /* The entry is still the other worker's, pending: not acknowledged. */
-  redisReply *x = test_redis(&e.r, "XPENDING " PREFIX "stream:normal workers - + 10");
-  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);
-  CHECK_EQ_STR(x->element[0]->element[1]->str, "other");
-  freeReplyObject(x);
-  env_end(&e);
+  test_broker_lose_lease(&e.r, e.b, &started, &saw_cancel);
+  test_env_end(&e);
 }
 
 int main(int argc, char **argv) {
   (void)argc;
   (void)argv;
-  if (system("command -v redis-server >/dev/null") != 0) {
-    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  if (!test_redis_installed())
     return 77;
-  }
   RUN(a_delayed_task_waits_in_the_delayed_set_then_runs_once);
   RUN(due_tasks_are_moved_once_among_several_workers);
   RUN(an_idle_worker_takes_a_delayed_task_submitted_while_it_blocks);

@@ -86,12 +86,8 @@ typedef struct {
 static void env_start(env_t *e, const char *grace) {
   memset(e, 0, sizeof *e);
   test_redis_start(&e->r, NULL);
-  CHECK_OK(ct_supervisor_new(NULL, &e->sup));
-  CHECK_OK(ct_supervisor_start(e->sup));
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = e->r.url;
-  o.command_timeout = 10;
-  CHECK_OK(ct_broker_new(e->sup, &o, &e->b));
+  e->sup = test_sup_start();
+  e->b = test_broker_open(e->sup, e->r.url, 10, NULL);
   CHECK(pipe(e->fds) == 0);
   e->child = spawn_worker(e->r.url, e->fds[1], grace);
   close(e->fds[1]);
@@ -101,8 +97,7 @@ static void env_start(env_t *e, const char *grace) {
 static void env_end(env_t *e) {
   close(e->fds[0]);
   ct_broker_free(e->b);
-  CHECK_OK(ct_supervisor_stop(e->sup, CT_STOP_DRAIN, -1));
-  CHECK_OK(ct_supervisor_free(e->sup));
+  test_sup_end(e->sup);
   test_redis_stop(&e->r);
 }
 
@@ -210,10 +205,8 @@ TEST(a_task_past_the_grace_stays_pending_and_is_taken_over) {
 int main(int argc, char **argv) {
   if (argc == 5 && strcmp(argv[1], "--worker") == 0)
     return worker_process(argv[2], argv[3], argv[4]);
-  if (system("command -v redis-server >/dev/null") != 0) {
-    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  if (!test_redis_installed())
     return 77;
-  }
   RUN(sigterm_drains_the_running_task_and_leaves_the_rest_queued);
   RUN(a_task_past_the_grace_stays_pending_and_is_taken_over);
   return check_done();

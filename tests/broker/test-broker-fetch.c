@@ -217,14 +217,8 @@ TEST(a_fetch_reply_larger_than_asked_starts_no_more_than_free_slots) {
   test_redis_start(&r, NULL);
   proxy_t x;
   proxy_start(&x, r.sock);
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(NULL, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = x.url;
-  o.command_timeout = 10;
-  ct_broker_t *b;
-  CHECK_OK(ct_broker_new(sup, &o, &b));
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, x.url, 10, NULL); /* through the proxy */
   CHECK_OK(ct_broker_register(b, "busy", busy, NULL));
   freeReplyObject(test_redis(&r, "SADD " PREFIX "names busy"));
   enum { N = 4 };
@@ -250,17 +244,14 @@ TEST(a_fetch_reply_larger_than_asked_starts_no_more_than_free_slots) {
   CHECK_OK(ct_broker_worker_stop(b, -1));
   CHECK_EQ_INT(test_redis_int(&r, "XLEN " PREFIX "stream:normal"), 0);
   ct_broker_free(b);
-  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
-  CHECK_OK(ct_supervisor_free(sup));
+  test_sup_end(sup);
   proxy_stop(&x);
   test_redis_stop(&r);
 }
 
 int main(void) {
-  if (system("command -v redis-server >/dev/null") != 0) {
-    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  if (!test_redis_installed())
     return 77;
-  }
   RUN(a_fetch_reply_larger_than_asked_starts_no_more_than_free_slots);
   return check_done();
 }

@@ -12,7 +12,7 @@
 #include <strings.h>
 
 #include "ctasker.h"
-#include "redis.h"
+#include "env.h"
 
 #define PREFIX "ctasker:{default}:"
 
@@ -158,84 +158,71 @@ static void wait_status(ct_broker_t *b, const char *id, ct_broker_status_t want)
 }
 
 TEST(every_key_a_script_touches_is_declared) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(NULL, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = r.url;
-  o.command_timeout = 10;
-  ct_broker_t *b;
-  CHECK_OK(ct_broker_new(sup, &o, &b));
-  monitor_t m = {.c = test_redis_connect(&r)};
+  test_env_t e;
+  test_env_start(&e, 0, 10, NULL);
+  monitor_t m = {.c = test_redis_connect(&e.r)};
   CHECK(m.c != NULL);
   pthread_t th;
   CHECK(pthread_create(&th, NULL, monitor_main, &m) == 0);
-  CHECK_OK(ct_broker_register(b, "flaky", flaky, NULL));
-  freeReplyObject(test_redis(&r, "SADD " PREFIX "names flaky"));
+  CHECK_OK(ct_broker_register(e.b, "flaky", flaky, NULL));
+  freeReplyObject(test_redis(&e.r, "SADD " PREFIX "names flaky"));
   /* A task a worker that died had taken: delivered twice by the reclaim. */
   char ghost[CT_BROKER_ID_SIZE], delayed[CT_BROKER_ID_SIZE], retried[CT_BROKER_ID_SIZE];
-  CHECK_OK(ct_broker_submit(b, "flaky", NULL, NULL, ghost));
-  freeReplyObject(test_redis(&r, "XGROUP CREATE " PREFIX "stream:normal workers 0 MKSTREAM"));
-  freeReplyObject(test_redis(&r, "XREADGROUP GROUP workers ghost COUNT 1 STREAMS "
+  CHECK_OK(ct_broker_submit(e.b, "flaky", NULL, NULL, ghost));
+  freeReplyObject(test_redis(&e.r, "XGROUP CREATE " PREFIX "stream:normal workers 0 MKSTREAM"));
+  freeReplyObject(test_redis(&e.r, "XREADGROUP GROUP workers ghost COUNT 1 STREAMS "
                              PREFIX "stream:normal >"));
   /* A malformed entry that names a task. */
-  freeReplyObject(test_redis(&r, "XADD " PREFIX "stream:high * id "
+  freeReplyObject(test_redis(&e.r, "XADD " PREFIX "stream:high * id "
                              "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b name flaky kwargs [1] "
                              "enqueued 1"));
   ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
   so.delay = 0.3;
   so.key = "once";
-  CHECK_OK(ct_broker_submit(b, "flaky", NULL, &so, delayed));
+  CHECK_OK(ct_broker_submit(e.b, "flaky", NULL, &so, delayed));
   so = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
   so.max_attempts = 2;
   so.backoff = 0.1;
   json_t *kw = json_pack("{s:b}", "fail_once", 1);
-  CHECK_OK(ct_broker_submit(b, "flaky", kw, &so, retried));
+  CHECK_OK(ct_broker_submit(e.b, "flaky", kw, &so, retried));
   json_decref(kw);
   /* Batches, one now and one delayed (ct_broker_submit_many). */
   const char *many_names[] = {"flaky", "flaky"};
   char many[4][CT_BROKER_ID_SIZE];
   int many_rcs[2];
-  CHECK_OK(ct_broker_submit_many(b, 2, many_names, NULL, NULL, many, many_rcs));
+  CHECK_OK(ct_broker_submit_many(e.b, 2, many_names, NULL, NULL, many, many_rcs));
   so = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
   so.delay = 0.3;
-  CHECK_OK(ct_broker_submit_many(b, 2, many_names, NULL, &so, many + 2, many_rcs));
+  CHECK_OK(ct_broker_submit_many(e.b, 2, many_names, NULL, &so, many + 2, many_rcs));
   ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
   wo.lease = 0.2;
   wo.max_deliveries = 1;
-  CHECK_OK(ct_broker_worker_start(b, &wo));
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
   json_t *result = NULL;
-  CHECK_OK(ct_broker_call(b, "flaky", NULL, NULL, 20, &result));
+  CHECK_OK(ct_broker_call(e.b, "flaky", NULL, NULL, 20, &result));
   CHECK(json_is_true(result));
   json_decref(result);
-  wait_status(b, ghost, CT_BROKER_DEAD);
-  wait_status(b, delayed, CT_BROKER_COMPLETED);
-  wait_status(b, retried, CT_BROKER_COMPLETED);
+  wait_status(e.b, ghost, CT_BROKER_DEAD);
+  wait_status(e.b, delayed, CT_BROKER_COMPLETED);
+  wait_status(e.b, retried, CT_BROKER_COMPLETED);
   for (int i = 0; i < 4; i++)
-    wait_status(b, many[i], CT_BROKER_COMPLETED);
-  WAIT_FOR(test_redis_int(&r, "XLEN " PREFIX "dead") == 2); /* the malformed one too */
-  CHECK_OK(ct_broker_worker_stop(b, -1));
+    wait_status(e.b, many[i], CT_BROKER_COMPLETED);
+  WAIT_FOR(test_redis_int(&e.r, "XLEN " PREFIX "dead") == 2); /* the malformed one too */
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
   atomic_store(&m.stop, true);
-  freeReplyObject(test_redis(&r, "PING")); /* a last line ends the monitor's wait */
+  freeReplyObject(test_redis(&e.r, "PING")); /* a last line ends the monitor's wait */
   pthread_join(th, NULL);
-  CHECK(check_declared(&r, &m) > 20);
+  CHECK(check_declared(&e.r, &m) > 20);
   for (size_t i = 0; i < m.n; i++)
     free(m.lines[i]);
   free(m.lines);
   redisFree(m.c);
-  ct_broker_free(b);
-  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
-  CHECK_OK(ct_supervisor_free(sup));
-  test_redis_stop(&r);
+  test_env_end(&e);
 }
 
 int main(void) {
-  if (system("command -v redis-server >/dev/null") != 0) {
-    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  if (!test_redis_installed())
     return 77;
-  }
   RUN(every_key_a_script_touches_is_declared);
   return check_done();
 }

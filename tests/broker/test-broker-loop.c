@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "ctasker.h"
-#include "redis.h"
+#include "env.h"
 
 #define PREFIX "ctasker:{default}:"
 
@@ -211,42 +211,18 @@ static void env_start(env_t *e) {
   atomic_store(&max_in_flight, 0);
   atomic_store(&completions, 0);
   test_redis_start(&e->r, NULL);
-  CHECK_OK(ct_supervisor_new(NULL, &e->sup));
-  CHECK_OK(ct_supervisor_start(e->sup));
+  e->sup = test_sup_start();
   CHECK_OK(ct_loop_create(e->sup, "io", &e->io));
   where_init(&e->at_io, e->io);
   where_init(&e->at_default, ct_supervisor_loop(e->sup));
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = e->r.url;
-  o.command_timeout = 10;
-  CHECK_OK(ct_broker_new(e->sup, &o, &e->b));
+  e->b = test_broker_open(e->sup, e->r.url, 10, NULL);
 }
 
 static void env_end(env_t *e) {
   ct_broker_free(e->b);
-  CHECK_OK(ct_supervisor_stop(e->sup, CT_STOP_DRAIN, -1));
-  CHECK_OK(ct_supervisor_free(e->sup));
+  test_sup_end(e->sup);
   test_redis_stop(&e->r);
   CHECK_EQ_INT(atomic_load(&off_loop), 0);
-}
-
-static void submit_with(env_t *e, const char *name, json_t *kwargs,
-                        const ct_broker_submit_opts_t *so, char id[CT_BROKER_ID_SIZE]) {
-  CHECK_OK(ct_broker_submit(e->b, name, kwargs, so, id));
-  json_decref(kwargs);
-}
-
-/* Wait (at most 30 s) until the task is terminal; its info. */
-static ct_broker_info_t wait_done(env_t *e, const char *id) {
-  ct_broker_info_t info;
-  for (int i = 0;; i++) {
-    CHECK(i < 3000);
-    CHECK_OK(ct_broker_get(e->b, id, &info));
-    if (info.status == CT_BROKER_COMPLETED || info.status == CT_BROKER_FAILED ||
-        info.status == CT_BROKER_DEAD || info.status == CT_BROKER_EXPIRED)
-      return info;
-    check_sleep(0.01);
-  }
 }
 
 TEST(registration_checks_its_input_and_closes_at_start) {
@@ -294,11 +270,8 @@ TEST(loop_handlers_run_on_their_loop_and_store_a_thread_handlers_outcomes) {
   CHECK_EQ_INT(atomic_load(&runs), 2);
 
   char id[CT_BROKER_ID_SIZE];
-  submit_with(&e, "unwritable", NULL, NULL, id);
-  ct_broker_info_t info = wait_done(&e, id);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_STR(ct_result_error_class(info.result), "NotSerializable");
-  json_decref(info.result);
+  test_broker_submit(e.b, "unwritable", NULL, NULL, id);
+  test_broker_wait_failed(e.b, id, 30, "NotSerializable");
 
   /* An error is retried per max_attempts; a Reject fails at once; a Retry
    * comes back without the backoff. */
@@ -306,16 +279,16 @@ TEST(loop_handlers_run_on_their_loop_and_store_a_thread_handlers_outcomes) {
   so.max_attempts = 3;
   so.backoff = 0.05;
   atomic_store(&runs, 0);
-  submit_with(&e, "flaky", json_pack("{s:i}", "fail", 1), &so, id);
-  info = wait_done(&e, id);
+  test_broker_submit(e.b, "flaky", json_pack("{s:i}", "fail", 1), &so, id);
+  ct_broker_info_t info = test_broker_wait_done(e.b, id, 30);
   CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
   CHECK_EQ_INT(info.attempts, 2);
   CHECK_EQ_STR(json_string_value(info.result), "ok");
   json_decref(info.result);
   atomic_store(&runs, 0);
-  submit_with(&e, "flaky", json_pack("{s:i,s:s}", "fail", 9, "outcome", CT_BROKER_REJECT), &so,
-              id);
-  info = wait_done(&e, id);
+  test_broker_submit(e.b, "flaky", json_pack("{s:i,s:s}", "fail", 9, "outcome", CT_BROKER_REJECT),
+                     &so, id);
+  info = test_broker_wait_done(e.b, id, 30);
   CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
   CHECK_EQ_INT(info.attempts, 1);
   CHECK_EQ_STR(ct_result_error_class(info.result), "Reject");
@@ -323,12 +296,9 @@ TEST(loop_handlers_run_on_their_loop_and_store_a_thread_handlers_outcomes) {
   CHECK_EQ_INT(atomic_load(&runs), 1);
   atomic_store(&runs, 0);
   so.backoff = 3600; /* a Retry does not wait for it */
-  submit_with(&e, "flaky", json_pack("{s:i,s:s}", "fail", 1, "outcome", CT_BROKER_RETRY), &so,
-              id);
-  info = wait_done(&e, id);
-  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
-  CHECK_EQ_INT(info.attempts, 2);
-  json_decref(info.result);
+  test_broker_submit(e.b, "flaky", json_pack("{s:i,s:s}", "fail", 1, "outcome", CT_BROKER_RETRY),
+                     &so, id);
+  CHECK_EQ_INT(test_broker_wait_completed(e.b, id, 30), 2);
   CHECK_EQ_INT(atomic_load(&runs), 2);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
   env_end(&e);
@@ -344,9 +314,9 @@ TEST(deferred_runs_complete_from_their_watchers_and_hold_their_slots) {
   enum { N = 6 };
   char ids[N][CT_BROKER_ID_SIZE];
   for (int i = 0; i < N; i++)
-    submit_with(&e, "later", json_pack("{s:i,s:f}", "tag", i, "after", 0.2), NULL, ids[i]);
+    test_broker_submit(e.b, "later", json_pack("{s:i,s:f}", "tag", i, "after", 0.2), NULL, ids[i]);
   for (int i = 0; i < N; i++) {
-    ct_broker_info_t info = wait_done(&e, ids[i]);
+    ct_broker_info_t info = test_broker_wait_done(e.b, ids[i], 30);
     CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
     CHECK_EQ_INT(json_integer_value(json_object_get(info.result, "tag")), i);
     CHECK(json_is_false(json_object_get(info.result, "canceled")));
@@ -367,20 +337,14 @@ TEST(a_deferred_run_past_its_timeout_sees_its_cancel_and_fails_with_timeout_erro
   ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
   so.timeout = 0.3;
   char id[CT_BROKER_ID_SIZE];
-  submit_with(&e, "slow", NULL, &so, id);
-  ct_broker_info_t info = wait_done(&e, id);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_STR(ct_result_error_class(info.result), "TimeoutError");
-  json_decref(info.result);
+  test_broker_submit(e.b, "slow", NULL, &so, id);
+  test_broker_wait_failed(e.b, id, 30, "TimeoutError");
   WAIT_FOR(atomic_load(&saw_cancel) == 1); /* not its 20 s timer */
   /* Retried as any failure, each run canceled in turn. */
   so.max_attempts = 2;
   so.backoff = 0.05;
-  submit_with(&e, "slow", NULL, &so, id);
-  info = wait_done(&e, id);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_INT(info.attempts, 2);
-  json_decref(info.result);
+  test_broker_submit(e.b, "slow", NULL, &so, id);
+  CHECK_EQ_INT(test_broker_wait_failed(e.b, id, 30, NULL), 2);
   WAIT_FOR(atomic_load(&saw_cancel) == 3);
   CHECK_EQ_INT(atomic_load(&started), 3);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
@@ -393,28 +357,7 @@ TEST(a_deferred_run_whose_lease_is_lost_is_canceled_and_its_completion_dropped) 
   env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register_loop(e.b, "slow", "io", until_canceled, &e.at_io));
-  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
-  wo.lease = 0.3;
-  CHECK_OK(ct_broker_worker_start(e.b, &wo));
-  char id[CT_BROKER_ID_SIZE];
-  submit_with(&e, "slow", NULL, NULL, id);
-  WAIT_FOR(atomic_load(&started) == 1);
-  test_redis_take_over_only_entry(&e.r, PREFIX "stream:normal");
-  freeReplyObject(test_redis(&e.r, "HSET " PREFIX "task:%s status completed result \"first\" "
-                             "finished 5000", id));
-  CHECK_OK(ct_broker_worker_stop(e.b, 0)); /* fetch nothing more */
-  WAIT_FOR(atomic_load(&saw_cancel) == 1);
-  CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  CHECK_EQ_INT(atomic_load(&started), 1);
-  ct_broker_info_t info;
-  CHECK_OK(ct_broker_get(e.b, id, &info));
-  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
-  CHECK_EQ_STR(json_string_value(info.result), "first");
-  json_decref(info.result);
-  redisReply *x = test_redis(&e.r, "XPENDING " PREFIX "stream:normal workers - + 10");
-  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);
-  CHECK_EQ_STR(x->element[0]->element[1]->str, "other");
-  freeReplyObject(x);
+  test_broker_lose_lease(&e.r, e.b, &started, &saw_cancel);
   env_end(&e);
 }
 
@@ -424,7 +367,7 @@ TEST(stop_waits_for_a_deferred_run_and_stores_its_result) {
   CHECK_OK(ct_broker_register_loop(e.b, "gated", "io", gated, &e.at_io));
   CHECK_OK(ct_broker_worker_start(e.b, NULL));
   char id[CT_BROKER_ID_SIZE];
-  submit_with(&e, "gated", NULL, NULL, id);
+  test_broker_submit(e.b, "gated", NULL, NULL, id);
   WAIT_FOR(atomic_load(&started) == 1);
   CHECK_EQ_INT(ct_broker_worker_stop(e.b, 0.2), CT_ETIMEDOUT); /* the gate is shut */
   CHECK_OK(ct_loop_call(e.io, open_gate, NULL));
@@ -448,19 +391,13 @@ TEST(a_run_whose_loop_ends_fails_with_loop_unavailable) {
   CHECK_OK(ct_broker_register_loop(e.b, "stuck", "brief", stuck, &at_brief));
   CHECK_OK(ct_broker_worker_start(e.b, NULL));
   char id[CT_BROKER_ID_SIZE];
-  submit_with(&e, "stuck", NULL, NULL, id);
+  test_broker_submit(e.b, "stuck", NULL, NULL, id);
   WAIT_FOR(atomic_load(&started) == 1);
   CHECK_OK(ct_loop_stop(brief, -1));
-  ct_broker_info_t info = wait_done(&e, id);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_STR(ct_result_error_class(info.result), "LoopUnavailable");
-  json_decref(info.result);
+  test_broker_wait_failed(e.b, id, 30, "LoopUnavailable");
   /* A run that its loop, ended, refuses fails the same way. */
-  submit_with(&e, "stuck", NULL, NULL, id);
-  info = wait_done(&e, id);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_STR(ct_result_error_class(info.result), "LoopUnavailable");
-  json_decref(info.result);
+  test_broker_submit(e.b, "stuck", NULL, NULL, id);
+  test_broker_wait_failed(e.b, id, 30, "LoopUnavailable");
   CHECK_EQ_INT(atomic_load(&started), 1);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
   env_end(&e);
@@ -474,7 +411,7 @@ TEST(a_supervisor_stop_completes_while_a_deferred_run_is_open) {
   CHECK_OK(ct_broker_register_loop(e.b, "stuck", "io", stuck, &e.at_io));
   CHECK_OK(ct_broker_worker_start(e.b, NULL));
   char id[CT_BROKER_ID_SIZE];
-  submit_with(&e, "stuck", NULL, NULL, id);
+  test_broker_submit(e.b, "stuck", NULL, NULL, id);
   WAIT_FOR(atomic_load(&started) == 1);
   CHECK_OK(ct_supervisor_stop(e.sup, CT_STOP_DRAIN, 60));
   CHECK_OK(ct_broker_worker_stop(e.b, 60));
@@ -482,10 +419,8 @@ TEST(a_supervisor_stop_completes_while_a_deferred_run_is_open) {
 }
 
 int main(void) {
-  if (system("command -v redis-server >/dev/null") != 0) {
-    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  if (!test_redis_installed())
     return 77;
-  }
   RUN(registration_checks_its_input_and_closes_at_start);
   RUN(loop_handlers_run_on_their_loop_and_store_a_thread_handlers_outcomes);
   RUN(deferred_runs_complete_from_their_watchers_and_hold_their_slots);

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "ctasker.h"
-#include "redis.h"
+#include "env.h"
 
 #define PREFIX "ctasker:{default}:"
 
@@ -17,44 +17,19 @@ static json_t *echo(ct_task_t *self, const json_t *kwargs, void *data) {
   return json_deep_copy(kwargs);
 }
 
-typedef struct {
-  test_redis_t r;
-  ct_supervisor_t *sup;
-  ct_broker_t *b;
-} env_t;
-
-static void env_start(env_t *e) {
-  test_redis_start(&e->r, NULL);
-  ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
-  so.pool_size = 2;
-  CHECK_OK(ct_supervisor_new(&so, &e->sup));
-  CHECK_OK(ct_supervisor_start(e->sup));
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = e->r.url;
-  CHECK_OK(ct_broker_new(e->sup, &o, &e->b));
+/* The supervisor has two threads; "echo" is registered, and known to
+ * producers as a worker's start would make it. */
+static void env_start(test_env_t *e) {
+  test_env_start(e, 2, 0, NULL);
   CHECK_OK(ct_broker_register(e->b, "echo", echo, NULL));
-  freeReplyObject(test_redis(&e->r, "SADD " PREFIX "names echo"));
+  test_redis_register_name(&e->r, "echo");
   atomic_store(&runs, 0);
-}
-
-static void env_stop(env_t *e) {
-  ct_broker_free(e->b);
-  CHECK_OK(ct_supervisor_stop(e->sup, CT_STOP_DRAIN, -1));
-  CHECK_OK(ct_supervisor_free(e->sup));
-  test_redis_stop(&e->r);
-}
-
-static ct_broker_status_t status_of(env_t *e, const char *id) {
-  ct_broker_info_t info;
-  CHECK_OK(ct_broker_get(e->b, id, &info));
-  json_decref(info.result);
-  return info.status;
 }
 
 /* Every task is written, queued, in the order given, then run once with
  * its own kwargs. */
 static void test_submit_many_writes_each_task_in_order_and_each_runs_once(void) {
-  env_t e = {0};
+  test_env_t e;
   env_start(&e);
   enum { N = 100 };
   const char *names[N];
@@ -71,7 +46,7 @@ static void test_submit_many_writes_each_task_in_order_and_each_runs_once(void) 
   CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == N);
   for (int i = 0; i < N; i++) {
     CHECK_EQ_INT(rcs[i], 0);
-    CHECK_EQ_INT(status_of(&e, ids[i]), CT_BROKER_QUEUED);
+    CHECK_EQ_INT(test_broker_status(e.b, ids[i]), CT_BROKER_QUEUED);
     const redisReply *f = x->element[i]->element[1];
     bool has_id = false;
     for (size_t j = 0; j + 1 < f->elements; j += 2)
@@ -96,14 +71,14 @@ static void test_submit_many_writes_each_task_in_order_and_each_runs_once(void) 
   }
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
   CHECK_EQ_INT(atomic_load(&runs), N);
-  env_stop(&e);
+  test_env_end(&e);
 }
 
 /* An unknown name, a bad name, kwargs that are not an object or too large
  * are refused each on its own: nothing of them is written, every other
  * task is. */
 static void test_submit_many_refuses_bad_tasks_one_by_one_and_writes_the_others(void) {
-  env_t e = {0};
+  test_env_t e;
   env_start(&e);
   json_t *arr = json_array(), *big = json_pack("{s:s}", "s", "0123456789012345678901234567");
   const char *names[] = {"echo", "nobody", "echo", "bad\nname", "echo", "echo"};
@@ -117,21 +92,21 @@ static void test_submit_many_refuses_bad_tasks_one_by_one_and_writes_the_others(
   const int want[N] = {0, CT_ENOENT, CT_EINVAL, CT_EINVAL, CT_EINVAL, 0};
   for (int i = 0; i < N; i++)
     CHECK_EQ_INT(rcs[i], want[i]);
-  CHECK_EQ_INT(status_of(&e, ids[0]), CT_BROKER_QUEUED);
-  CHECK_EQ_INT(status_of(&e, ids[5]), CT_BROKER_QUEUED);
+  CHECK_EQ_INT(test_broker_status(e.b, ids[0]), CT_BROKER_QUEUED);
+  CHECK_EQ_INT(test_broker_status(e.b, ids[5]), CT_BROKER_QUEUED);
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 2);
   redisReply *x = test_redis(&e.r, "KEYS " PREFIX "task:*");
   CHECK_EQ_INT(x->elements, 2); /* no record of a refused task */
   freeReplyObject(x);
   json_decref(arr);
   json_decref(big);
-  env_stop(&e);
+  test_env_end(&e);
 }
 
 /* A key, bad options or too many tasks refuse the whole call: nothing is
  * written, every rcs[i] says so. Delayed tasks wait in the delayed set. */
 static void test_submit_many_refused_as_a_whole_writes_nothing_and_delays_wait(void) {
-  env_t e = {0};
+  test_env_t e;
   env_start(&e);
   const char *names[] = {"echo", "echo"};
   char ids[2][CT_BROKER_ID_SIZE];
@@ -152,19 +127,17 @@ static void test_submit_many_refused_as_a_whole_writes_nothing_and_delays_wait(v
   o.delay = 3600;
   o.priority = CT_PRIORITY_HIGH;
   CHECK_OK(ct_broker_submit_many(e.b, 2, names, NULL, &o, ids, rcs));
-  CHECK_EQ_INT(status_of(&e, ids[0]), CT_BROKER_DELAYED);
-  CHECK_EQ_INT(status_of(&e, ids[1]), CT_BROKER_DELAYED);
+  CHECK_EQ_INT(test_broker_status(e.b, ids[0]), CT_BROKER_DELAYED);
+  CHECK_EQ_INT(test_broker_status(e.b, ids[1]), CT_BROKER_DELAYED);
   CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 2);
   CHECK_EQ_INT(test_redis_int(&e.r, "EXISTS " PREFIX "stream:high"), 0);
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "wake"), 1);
-  env_stop(&e);
+  test_env_end(&e);
 }
 
 int main(void) {
-  if (system("command -v redis-server >/dev/null") != 0) {
-    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  if (!test_redis_installed())
     return 77;
-  }
   RUN(submit_many_writes_each_task_in_order_and_each_runs_once);
   RUN(submit_many_refuses_bad_tasks_one_by_one_and_writes_the_others);
   RUN(submit_many_refused_as_a_whole_writes_nothing_and_delays_wait);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "ctasker.h"
+#include "../pool.h"
 #include "redis.h"
 
 /* In the child: {"pid": its pid, "sum": a + b}. */
@@ -19,23 +20,6 @@ static json_t *fn_add(uint64_t id, json_t *args, void *data) {
   return json_pack("{s:i,s:I}", "pid", (int)getpid(), "sum",
                    json_integer_value(json_object_get(args, "a")) +
                        json_integer_value(json_object_get(args, "b")));
-}
-
-static json_t *fn_crash(uint64_t id, json_t *args, void *data) {
-  (void)id;
-  (void)args;
-  (void)data;
-  raise(SIGKILL);
-  return NULL;
-}
-
-static json_t *fn_hang(uint64_t id, json_t *args, void *data) {
-  (void)id;
-  (void)args;
-  (void)data;
-  for (;;)
-    pause();
-  return NULL;
 }
 
 /* Writes its pid to the file kwargs "path" names, then sleeps a minute. */
@@ -56,12 +40,7 @@ static const char *class_of(const json_t *r) {
 TEST(process_handlers_run_in_the_pool_and_store_their_outcomes) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(NULL, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  ct_process_pool_opts_t po = CT_PROCESS_POOL_OPTS_INIT;
-  po.pool_size = 1;
-  CHECK_OK(ct_process_pool_create(sup, &po));
+  ct_supervisor_t *sup = pool_sup_start_pool_last(NULL, 1, 0);
   ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
   o.url = r.url;
   o.command_timeout = 10;
@@ -145,17 +124,8 @@ static void env_start(env_t *e, double lease) {
   memset(e, 0, sizeof *e);
   test_redis_start(&e->r, NULL);
   snprintf(e->path, sizeof e->path, "%s/sleeper.pid", e->r.dir);
-  CHECK_OK(ct_supervisor_new(NULL, &e->sup));
-  ct_process_pool_opts_t po = CT_PROCESS_POOL_OPTS_INIT;
-  po.pool_size = 1;
-  /* Before the start: forked while no other thread runs (ASan's malloc is
-   * not made safe across fork(), glibc's is). */
-  CHECK_OK(ct_process_pool_create(e->sup, &po));
-  CHECK_OK(ct_supervisor_start(e->sup));
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = e->r.url;
-  o.command_timeout = 10;
-  CHECK_OK(ct_broker_new(e->sup, &o, &e->b));
+  e->sup = pool_sup_start(NULL, 1, 0); /* the pool made before the start */
+  e->b = test_broker_open(e->sup, e->r.url, 10, NULL);
   CHECK_OK(ct_broker_register_process(e->b, "sleep", "sleeper", 120));
   CHECK_OK(ct_broker_register_process(e->b, "add", "add", 30));
   ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
@@ -188,9 +158,6 @@ static int sleeper_pid(env_t *e) {
   return pid;
 }
 
-/* Reaped, and so gone: kill(pid, 0) fails with ESRCH. */
-static bool gone(int pid) { return kill(pid, 0) != 0 && errno == ESRCH; }
-
 static ct_broker_info_t wait_terminal(env_t *e, const char *id) {
   ct_broker_info_t info;
   for (int i = 0;; i++) {
@@ -218,7 +185,7 @@ TEST(a_run_past_its_timeout_has_its_child_killed) {
   CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
   CHECK_EQ_STR(class_of(info.result), "TimeoutError");
   json_decref(info.result);
-  WAIT_FOR(gone(pid)); /* killed and reaped, not left to sleep its minute */
+  WAIT_FOR(pool_gone(pid)); /* killed and reaped, not left to sleep its minute */
   /* The pool's one child is a new one, and serves the next task. */
   kw = json_pack("{s:i,s:i}", "a", 1, "b", 2);
   json_t *res = NULL;
@@ -245,7 +212,7 @@ TEST(a_run_whose_lease_is_lost_has_its_child_killed) {
   /* Fetch nothing more (the entry, idle under "other", would be taken
    * back after a lease); the running task goes on, and its renewals. */
   CHECK_OK(ct_broker_worker_stop(e.b, 0));
-  WAIT_FOR(gone(pid));
+  WAIT_FOR(pool_gone(pid));
   CHECK_OK(ct_broker_worker_stop(e.b, -1)); /* its run has ended */
   /* The entry is still the other worker's, pending: not acknowledged. */
   redisReply *x = test_redis(&e.r, "XPENDING " PREFIX "stream:normal workers - + 10");
@@ -257,8 +224,8 @@ TEST(a_run_whose_lease_is_lost_has_its_child_killed) {
 
 int main(void) {
   CHECK_OK(ct_process_register("add", fn_add, NULL));
-  CHECK_OK(ct_process_register("crash", fn_crash, NULL));
-  CHECK_OK(ct_process_register("hang", fn_hang, NULL));
+  CHECK_OK(ct_process_register("crash", pool_fn_killed, NULL));
+  CHECK_OK(ct_process_register("hang", pool_fn_hang, NULL));
   CHECK_OK(ct_process_register("sleeper", fn_sleeper, NULL));
   RUN(process_handlers_run_in_the_pool_and_store_their_outcomes);
   RUN(a_run_past_its_timeout_has_its_child_killed);

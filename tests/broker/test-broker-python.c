@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "ctasker.h"
-#include "redis.h"
+#include "env.h"
 
 static json_t *add(ct_task_t *self, const json_t *kwargs, void *data) {
   (void)self;
@@ -50,23 +50,15 @@ static const char *python(void) {
 static const char *page;
 
 TEST(the_documented_python_producer_runs_against_a_worker) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
+  test_env_t e;
+  test_env_start(&e, 0, 10, NULL);
   char script[128];
-  snprintf(script, sizeof script, "%s/producer.py", r.dir);
+  snprintf(script, sizeof script, "%s/producer.py", e.r.dir);
   extract(page, script);
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(NULL, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = r.url;
-  o.command_timeout = 10;
-  ct_broker_t *b;
-  CHECK_OK(ct_broker_new(sup, &o, &b));
-  CHECK_OK(ct_broker_register(b, "add", add, NULL));
-  CHECK_OK(ct_broker_worker_start(b, NULL));
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
   char cmd[512];
-  snprintf(cmd, sizeof cmd, "%s %s %s", python(), script, r.sock);
+  snprintf(cmd, sizeof cmd, "%s %s %s", python(), script, e.r.sock);
   FILE *out = popen(cmd, "r");
   CHECK(out != NULL);
   char line[2][256] = {"", ""};
@@ -79,32 +71,27 @@ TEST(the_documented_python_producer_runs_against_a_worker) {
   json_decref(called);
   line[1][strcspn(line[1], "\n")] = '\0';
   ct_broker_info_t info;
-  CHECK_OK(ct_broker_get(b, line[1], &info)); /* an id as ctasker makes them */
+  CHECK_OK(ct_broker_get(e.b, line[1], &info)); /* an id as ctasker makes them */
   CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
   CHECK_EQ_INT(info.attempts, 1);
   CHECK_EQ_INT(json_integer_value(json_object_get(info.result, "sum")), 3);
   json_decref(info.result);
-  redisReply *x = test_redis(&r, "HGET ctasker:{default}:task:%s ttl", line[1]);
+  redisReply *x = test_redis(&e.r, "HGET ctasker:{default}:task:%s ttl", line[1]);
   CHECK_EQ_STR(x->str, "86400");
   freeReplyObject(x);
   /* Both entries were acknowledged and deleted, as any producer's. */
-  WAIT_FOR(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal") +
-               test_redis_int(&r, "XLEN ctasker:{default}:stream:high") == 0);
+  WAIT_FOR(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:normal") +
+               test_redis_int(&e.r, "XLEN ctasker:{default}:stream:high") == 0);
   unlink(script);
-  CHECK_OK(ct_broker_worker_stop(b, -1));
-  ct_broker_free(b);
-  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
-  CHECK_OK(ct_supervisor_free(sup));
-  test_redis_stop(&r);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  test_env_end(&e);
 }
 
 int main(int argc, char **argv) {
   CHECK(argc == 2);
   page = argv[1];
-  if (system("command -v redis-server >/dev/null") != 0) {
-    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  if (!test_redis_installed())
     return 77;
-  }
   if (!python()) {
     fprintf(stderr, "python3 with redis-py (python3-redis) is missing (.ci/deps installs it)\n");
     return getenv("CI") ? 1 : 77;

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "ctasker.h"
-#include "redis.h"
+#include "env.h"
 
 int __real_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
 
@@ -33,44 +33,31 @@ static json_t *nothing(ct_task_t *self, const json_t *kwargs, void *data) {
 }
 
 TEST(a_failed_start_leaves_no_liveness_record) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(NULL, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = r.url;
-  o.command_timeout = 10;
-  ct_broker_t *b;
-  CHECK_OK(ct_broker_new(sup, &o, &b));
-  CHECK_OK(ct_broker_register(b, "nothing", nothing, NULL));
+  test_env_t e;
+  test_env_start(&e, 0, 10, NULL);
+  CHECK_OK(ct_broker_register(e.b, "nothing", nothing, NULL));
   ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
   wo.consumer = "w1";
   /* The start makes one thread for its fetch connection's loop, then the
    * store and fetch threads, last, once the liveness record is written:
    * refuse the store thread. */
   atomic_store(&creates_left, 1);
-  CHECK_EQ_INT(ct_broker_worker_start(b, &wo), CT_EAGAIN);
+  CHECK_EQ_INT(ct_broker_worker_start(e.b, &wo), CT_EAGAIN);
   CHECK_EQ_INT(atomic_load(&creates_left), -1); /* the refusal happened */
-  CHECK_EQ_INT(test_redis_int(&r, "EXISTS ctasker:{default}:worker:w1"), 0);
-  redisReply *x = test_redis(&r, "ZSCORE ctasker:{default}:workers w1");
+  CHECK_EQ_INT(test_redis_int(&e.r, "EXISTS ctasker:{default}:worker:w1"), 0);
+  redisReply *x = test_redis(&e.r, "ZSCORE ctasker:{default}:workers w1");
   CHECK(x->type == REDIS_REPLY_NIL);
   freeReplyObject(x);
   /* Registration is open again, and a start now works. */
-  CHECK_OK(ct_broker_worker_start(b, &wo));
-  CHECK_EQ_INT(test_redis_int(&r, "EXISTS ctasker:{default}:worker:w1"), 1);
-  CHECK_OK(ct_broker_worker_stop(b, -1));
-  ct_broker_free(b);
-  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
-  CHECK_OK(ct_supervisor_free(sup));
-  test_redis_stop(&r);
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  CHECK_EQ_INT(test_redis_int(&e.r, "EXISTS ctasker:{default}:worker:w1"), 1);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  test_env_end(&e);
 }
 
 int main(void) {
-  if (system("command -v redis-server >/dev/null") != 0) {
-    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  if (!test_redis_installed())
     return 77;
-  }
   RUN(a_failed_start_leaves_no_liveness_record);
   return check_done();
 }

@@ -160,10 +160,8 @@ TEST(a_stop_waits_for_a_result_being_stored) {
 }
 
 int main(void) {
-  if (system("command -v redis-server >/dev/null") != 0) {
-    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  if (!test_redis_installed())
     return 77;
-  }
   RUN(a_result_being_stored_keeps_its_slot_until_stored);
   RUN(a_stop_waits_for_a_result_being_stored);
   return check_done();

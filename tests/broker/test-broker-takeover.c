@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "ctasker.h"
-#include "redis.h"
+#include "env.h"
 
 #define PREFIX "ctasker:{default}:"
 
@@ -21,46 +21,22 @@ static json_t *count_run(ct_task_t *self, const json_t *kwargs, void *data) {
   return json_true();
 }
 
-typedef struct {
-  test_redis_t r;
-  ct_supervisor_t *sup;
-  ct_broker_t *b;
-} env_t;
-
-static void env_start(env_t *e) {
-  test_redis_start(&e->r, NULL);
-  ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
-  so.pool_size = 2;
-  CHECK_OK(ct_supervisor_new(&so, &e->sup));
-  CHECK_OK(ct_supervisor_start(e->sup));
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = e->r.url;
-  CHECK_OK(ct_broker_new(e->sup, &o, &e->b));
+/* The supervisor has two threads; "count" is registered, and known to
+ * producers as a worker's start would make it. */
+static void env_start(test_env_t *e) {
+  test_env_start(e, 2, 0, NULL);
   CHECK_OK(ct_broker_register(e->b, "count", count_run, NULL));
-  freeReplyObject(test_redis(&e->r, "SADD " PREFIX "names count"));
+  test_redis_register_name(&e->r, "count");
   atomic_store(&runs, 0);
 }
 
-static void env_stop(env_t *e) {
+static void env_stop(test_env_t *e) {
   CHECK_OK(ct_broker_worker_stop(e->b, -1));
-  ct_broker_free(e->b);
-  CHECK_OK(ct_supervisor_stop(e->sup, CT_STOP_DRAIN, -1));
-  CHECK_OK(ct_supervisor_free(e->sup));
-  test_redis_stop(&e->r);
+  test_env_end(e);
 }
 
-/* Calls of a command since the last CONFIG RESETSTAT. */
-static long long calls_of(test_redis_t *r, const char *cmd) {
-  redisReply *x = test_redis(r, "INFO commandstats");
-  char key[64];
-  snprintf(key, sizeof key, "cmdstat_%s:calls=", cmd);
-  const char *p = strstr(x->str, key);
-  long long n = p ? atoll(p + strlen(key)) : 0;
-  freeReplyObject(x);
-  return n;
-}
-
-static void wait_completed(env_t *e, char ids[][CT_BROKER_ID_SIZE], int n, double bound) {
+static void wait_completed(test_env_t *e, char ids[][CT_BROKER_ID_SIZE], int n,
+                           double bound) {
   double end = ct_now() + bound;
   for (int i = 0; i < n; i++) {
     ct_broker_info_t info = {0};
@@ -78,7 +54,7 @@ static void wait_completed(env_t *e, char ids[][CT_BROKER_ID_SIZE], int n, doubl
 /* A worker busy with many tasks, one at a time (a fetch each), runs the
  * take-over scan about once a second, not once per fetch and stream. */
 static void test_a_busy_worker_does_not_scan_for_silent_owners_on_every_fetch(void) {
-  env_t e = {0};
+  test_env_t e;
   env_start(&e);
   enum { N = 200 };
   static char ids[N][CT_BROKER_ID_SIZE];
@@ -91,7 +67,8 @@ static void test_a_busy_worker_does_not_scan_for_silent_owners_on_every_fetch(vo
   CHECK_OK(ct_broker_worker_start(e.b, &wo));
   wait_completed(&e, ids, N, 60);
   double took = ct_now() - t0;
-  long long scans = calls_of(&e.r, "xautoclaim"), fetches = calls_of(&e.r, "xreadgroup");
+  long long scans = test_redis_calls(&e.r, "xautoclaim");
+  long long fetches = test_redis_calls(&e.r, "xreadgroup");
   CHECK(fetches >= N);
   /* One scan per stream (4) per take-over: the first fetch's, then at
    * most one a second; every fetch (the old way) made at least N. */
@@ -104,7 +81,7 @@ static void test_a_busy_worker_does_not_scan_for_silent_owners_on_every_fetch(vo
 /* Entries of a silent owner, more than the worker's free slots, are all
  * taken over fetch after fetch; none waits for the next take-over time. */
 static void test_a_take_over_cut_short_by_free_slots_goes_on_in_the_next_fetch(void) {
-  env_t e = {0};
+  test_env_t e;
   env_start(&e);
   enum { N = 12 };
   char ids[N][CT_BROKER_ID_SIZE];
@@ -130,10 +107,8 @@ static void test_a_take_over_cut_short_by_free_slots_goes_on_in_the_next_fetch(v
 }
 
 int main(void) {
-  if (system("command -v redis-server >/dev/null") != 0) {
-    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  if (!test_redis_installed())
     return 77;
-  }
   RUN(a_busy_worker_does_not_scan_for_silent_owners_on_every_fetch);
   RUN(a_take_over_cut_short_by_free_slots_goes_on_in_the_next_fetch);
   return check_done();

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "ctasker.h"
-#include "redis.h"
+#include "env.h"
 
 #define PREFIX "ctasker:{default}:"
 
@@ -37,46 +37,34 @@ static long long blocked_reader(test_redis_t *r) {
 }
 
 static void test_a_stop_unblocks_the_fetch_connection_by_its_current_id(void) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(NULL, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = r.url;
-  ct_broker_t *b;
-  CHECK_OK(ct_broker_new(sup, &o, &b));
-  CHECK_OK(ct_broker_register(b, "nothing", nothing, NULL));
-  CHECK_OK(ct_broker_worker_start(b, NULL));
-  long long first = blocked_reader(&r);
+  test_env_t e;
+  test_env_start(&e, 0, 0, NULL);
+  CHECK_OK(ct_broker_register(e.b, "nothing", nothing, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  long long first = blocked_reader(&e.r);
   /* The fetch connection is made again, with a new id. */
-  freeReplyObject(test_redis(&r, "CLIENT KILL ID %lld", first));
+  freeReplyObject(test_redis(&e.r, "CLIENT KILL ID %lld", first));
   long long id = 0;
   for (int t = 0; t < 2000 && (id == 0 || id == first); t++) {
-    id = blocked_reader(&r);
+    id = blocked_reader(&e.r);
     if (id == first)
       check_sleep(0.01);
   }
   CHECK(id != first);
   /* The stop sends CLIENT UNBLOCK (MONITOR does not show admin commands:
    * the command counts do), with the id it published for the read. */
-  freeReplyObject(test_redis(&r, "CONFIG RESETSTAT"));
-  CHECK_OK(ct_broker_worker_stop(b, -1));
-  redisReply *x = test_redis(&r, "INFO commandstats");
+  freeReplyObject(test_redis(&e.r, "CONFIG RESETSTAT"));
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  redisReply *x = test_redis(&e.r, "INFO commandstats");
   CHECK(strstr(x->str, "cmdstat_client|unblock:calls=1,") != NULL);
   freeReplyObject(x);
-  CHECK_EQ_INT(test_redis_int(&r, "ZCARD " PREFIX "workers"), 0); /* the stop ended */
-  ct_broker_free(b);
-  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
-  CHECK_OK(ct_supervisor_free(sup));
-  test_redis_stop(&r);
+  CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "workers"), 0); /* the stop ended */
+  test_env_end(&e);
 }
 
 int main(void) {
-  if (system("command -v redis-server >/dev/null") != 0) {
-    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  if (!test_redis_installed())
     return 77;
-  }
   RUN(a_stop_unblocks_the_fetch_connection_by_its_current_id);
   return check_done();
 }

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "ctasker.h"
-#include "redis.h"
+#include "env.h"
 
 #define STREAM(level) "ctasker:{default}:stream:" level
 
@@ -97,45 +97,17 @@ static int waiting_at_gate(void) {
   return n;
 }
 
-typedef struct {
-  test_redis_t r;
-  ct_supervisor_t *sup;
-  ct_broker_t *b;
-} env_t;
-
-/* pool_size: the supervisor's (0: its default). */
-static void env_start_pool(env_t *e, int pool_size) {
-  memset(e, 0, sizeof *e);
-  test_redis_start(&e->r, NULL);
-  ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
-  so.pool_size = pool_size;
-  CHECK_OK(ct_supervisor_new(&so, &e->sup));
-  CHECK_OK(ct_supervisor_start(e->sup));
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = e->r.url;
-  o.log = log_line;
-  o.command_timeout = 10;
-  CHECK_OK(ct_broker_new(e->sup, &o, &e->b));
+/* Log lines to log_line(), commands 10 s; pool_size: the supervisor's (0:
+ * its default). */
+static void env_start_pool(test_env_t *e, int pool_size) {
+  test_env_start(e, pool_size, 10, log_line);
 }
 
-static void env_start(env_t *e) {
+static void env_start(test_env_t *e) {
   env_start_pool(e, 0);
 }
 
-static void env_end(env_t *e) {
-  ct_broker_free(e->b);
-  CHECK_OK(ct_supervisor_stop(e->sup, CT_STOP_DRAIN, -1));
-  CHECK_OK(ct_supervisor_free(e->sup));
-  test_redis_stop(&e->r);
-}
-
-static void start_worker(env_t *e, int concurrency) {
-  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
-  wo.concurrency = concurrency;
-  CHECK_OK(ct_broker_worker_start(e->b, &wo));
-}
-
-static void submit(env_t *e, const char *name, json_t *kwargs, int priority,
+static void submit(test_env_t *e, const char *name, json_t *kwargs, int priority,
                    char id[CT_BROKER_ID_SIZE]) {
   ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
   so.priority = priority;
@@ -143,20 +115,7 @@ static void submit(env_t *e, const char *name, json_t *kwargs, int priority,
   json_decref(kwargs);
 }
 
-/* Wait until the task is terminal; its info (result owned by the caller). */
-static ct_broker_info_t wait_done(env_t *e, const char *id) {
-  ct_broker_info_t info;
-  for (int i = 0;; i++) {
-    CHECK(i < 2000);
-    CHECK_OK(ct_broker_get(e->b, id, &info));
-    if (info.status == CT_BROKER_COMPLETED || info.status == CT_BROKER_FAILED ||
-        info.status == CT_BROKER_DEAD || info.status == CT_BROKER_EXPIRED)
-      return info;
-    check_sleep(0.01);
-  }
-}
-
-static long long pending(env_t *e, const char *stream) {
+static long long pending(test_env_t *e, const char *stream) {
   redisReply *x = test_redis(&e->r, "XPENDING %s workers", stream);
   CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 4);
   long long n = x->element[0]->integer;
@@ -164,8 +123,21 @@ static long long pending(env_t *e, const char *stream) {
   return n;
 }
 
+/* Entries pending in the four priority streams together. */
+static long long pending_everywhere(test_env_t *e) {
+  return pending(e, STREAM("critical")) + pending(e, STREAM("high")) +
+         pending(e, STREAM("normal")) + pending(e, STREAM("low"));
+}
+
+/* Wait until the normal stream is empty (its entries acknowledged and
+ * deleted); nothing of it may be left pending. */
+static void wait_normal_stream_done(test_env_t *e) {
+  WAIT_FOR(test_redis_int(&e->r, "XLEN " STREAM("normal")) == 0);
+  CHECK_EQ_INT(pending(e, STREAM("normal")), 0);
+}
+
 TEST(registration_closes_at_start) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   CHECK_EQ_INT(ct_broker_worker_start(e.b, NULL), CT_EINVAL); /* no handler */
   CHECK_EQ_INT(ct_broker_register(e.b, "add", NULL, NULL), CT_EINVAL);
@@ -173,39 +145,33 @@ TEST(registration_closes_at_start) {
   CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
   CHECK_EQ_INT(ct_broker_register(e.b, "add", fail, NULL), CT_EBUSY);
   CHECK_EQ_INT(ct_broker_worker_stop(e.b, -1), CT_EINVAL); /* never started */
-  start_worker(&e, 2);
+  test_broker_worker_start(e.b, 2);
   CHECK_EQ_INT(ct_broker_register(e.b, "late", add, NULL), CT_EBUSY);
   CHECK_EQ_INT(ct_broker_worker_start(e.b, NULL), CT_EBUSY);
   CHECK_EQ_INT(test_redis_int(&e.r, "SISMEMBER ctasker:{default}:names add"), 1);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 TEST(tasks_run_and_results_are_stored_before_the_entry_goes) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
   CHECK_OK(ct_broker_register(e.b, "fail", fail, NULL));
   CHECK_OK(ct_broker_register(e.b, "unwritable", unwritable, NULL));
-  start_worker(&e, 2);
+  test_broker_worker_start(e.b, 2);
   char id[CT_BROKER_ID_SIZE], bad[CT_BROKER_ID_SIZE], odd[CT_BROKER_ID_SIZE];
   submit(&e, "add", json_pack("{s:i,s:i}", "a", 2, "b", 40), CT_PRIORITY_NORMAL, id);
   submit(&e, "fail", NULL, CT_PRIORITY_HIGH, bad);
   submit(&e, "unwritable", NULL, CT_PRIORITY_LOW, odd);
-  ct_broker_info_t info = wait_done(&e, id);
+  ct_broker_info_t info = test_broker_wait_done(e.b, id, 20);
   CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
   CHECK_EQ_INT(info.attempts, 1);
   CHECK(info.started > 0 && info.finished >= info.started && info.created > 0);
   CHECK_EQ_INT(json_integer_value(json_object_get(info.result, "sum")), 42);
   json_decref(info.result);
-  info = wait_done(&e, bad);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_STR(ct_result_error_class(info.result), "ValueError");
-  json_decref(info.result);
-  info = wait_done(&e, odd);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_STR(ct_result_error_class(info.result), "NotSerializable");
-  json_decref(info.result);
+  test_broker_wait_failed(e.b, bad, 20, "ValueError");
+  test_broker_wait_failed(e.b, odd, 20, "NotSerializable");
   /* Acknowledged and deleted: nothing pending, nothing left in the streams. */
   WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM("normal")) == 0 &&
            test_redis_int(&e.r, "XLEN " STREAM("high")) == 0 &&
@@ -217,35 +183,32 @@ TEST(tasks_run_and_results_are_stored_before_the_entry_goes) {
   /* An idle worker still blocks in Redis and takes what comes later. */
   check_sleep(1.5);
   submit(&e, "add", json_pack("{s:i,s:i}", "a", 1, "b", 1), CT_PRIORITY_LOW, id);
-  info = wait_done(&e, id);
+  info = test_broker_wait_done(e.b, id, 20);
   CHECK_EQ_INT(json_integer_value(json_object_get(info.result, "sum")), 2);
   json_decref(info.result);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 TEST(a_name_without_handler_here_fails_as_unknown_task) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
-  start_worker(&e, 1);
+  test_broker_worker_start(e.b, 1);
   freeReplyObject(test_redis(&e.r, "SADD ctasker:{default}:names elsewhere"));
   char id[CT_BROKER_ID_SIZE];
   submit(&e, "elsewhere", NULL, CT_PRIORITY_NORMAL, id);
-  ct_broker_info_t info = wait_done(&e, id);
-  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
-  CHECK_EQ_STR(ct_result_error_class(info.result), "UnknownTask");
-  json_decref(info.result);
+  test_broker_wait_failed(e.b, id, 20, "UnknownTask");
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 TEST(strict_priority_and_never_more_than_free_slots) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   gate_reset();
   CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
-  start_worker(&e, 1);
+  test_broker_worker_start(e.b, 1);
   char id[5][CT_BROKER_ID_SIZE];
   submit(&e, "gated", json_pack("{s:s}", "tag", "1"), CT_PRIORITY_NORMAL, id[0]);
   WAIT_FOR(waiting_at_gate() == 1);
@@ -255,38 +218,31 @@ TEST(strict_priority_and_never_more_than_free_slots) {
   submit(&e, "gated", json_pack("{s:s}", "tag", "C"), CT_PRIORITY_CRITICAL, id[4]);
   /* One slot, taken: nothing more was fetched. */
   check_sleep(0.3);
-  CHECK_EQ_INT(pending(&e, STREAM("critical")) + pending(&e, STREAM("high")) +
-                   pending(&e, STREAM("normal")) + pending(&e, STREAM("low")), 1);
+  CHECK_EQ_INT(pending_everywhere(&e), 1);
   for (int i = 0; i < 4; i++) {
     gate_pass_one();
     WAIT_FOR(waiting_at_gate() == 1);
-    CHECK_EQ_INT(pending(&e, STREAM("critical")) + pending(&e, STREAM("high")) +
-                     pending(&e, STREAM("normal")) + pending(&e, STREAM("low")), 1);
+    CHECK_EQ_INT(pending_everywhere(&e), 1);
   }
   gate_pass_one();
-  for (int i = 0; i < 5; i++) {
-    ct_broker_info_t info = wait_done(&e, id[i]);
-    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
-    json_decref(info.result);
-  }
+  for (int i = 0; i < 5; i++)
+    test_broker_wait_completed(e.b, id[i], 20);
   CHECK_EQ_STR(order, "1CHNL");
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 TEST(a_malformed_entry_goes_to_the_dead_letters) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
-  start_worker(&e, 1);
+  test_broker_worker_start(e.b, 1);
   freeReplyObject(test_redis(&e.r, "XADD " STREAM("normal") " * id nonsense name add"));
   freeReplyObject(test_redis(&e.r, "XADD " STREAM("normal") " * id "
                              "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b name add kwargs [1] enqueued 1"));
   char id[CT_BROKER_ID_SIZE];
   submit(&e, "add", json_pack("{s:i,s:i}", "a", 1, "b", 2), CT_PRIORITY_NORMAL, id);
-  ct_broker_info_t info = wait_done(&e, id);
-  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
-  json_decref(info.result);
+  test_broker_wait_completed(e.b, id, 20);
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:dead"), 2);
   redisReply *x = test_redis(&e.r, "XRANGE ctasker:{default}:dead - +");
   CHECK_EQ_STR(x->element[0]->element[1]->element[0]->str, "reason");
@@ -294,10 +250,9 @@ TEST(a_malformed_entry_goes_to_the_dead_letters) {
   CHECK_EQ_STR(x->element[1]->element[1]->element[1]->str, "kwargs is not a JSON object");
   CHECK_EQ_STR(x->element[1]->element[1]->element[3]->str, "normal");
   freeReplyObject(x);
-  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM("normal")) == 0);
-  CHECK_EQ_INT(pending(&e, STREAM("normal")), 0);
+  wait_normal_stream_done(&e);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 /* kwargs over the worker's 16 MiB payload limit. */
@@ -314,16 +269,16 @@ static json_t *oversized_kwargs(void) {
 }
 
 TEST(an_oversized_task_is_dead_in_its_record_and_answers_its_caller) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
-  start_worker(&e, 1);
+  test_broker_worker_start(e.b, 1);
   json_t *kw = oversized_kwargs();
   char id[CT_BROKER_ID_SIZE];
   ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
   so.max_payload = 32u << 20; /* this producer allows what the worker refuses */
   CHECK_OK(ct_broker_submit(e.b, "add", kw, &so, id));
-  ct_broker_info_t info = wait_done(&e, id); /* never terminal before the fix */
+  ct_broker_info_t info = test_broker_wait_done(e.b, id, 20); /* never terminal before the fix */
   CHECK_EQ_INT(info.status, CT_BROKER_DEAD);
   CHECK_EQ_STR(ct_result_error_class(info.result), "MalformedTask");
   CHECK_EQ_STR(ct_result_error_str(info.result), "kwargs over the payload limit");
@@ -337,11 +292,11 @@ TEST(an_oversized_task_is_dead_in_its_record_and_answers_its_caller) {
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM("normal")), 0);
   CHECK_EQ_INT(pending(&e, STREAM("normal")), 0);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 TEST(the_first_completion_wins) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
   freeReplyObject(test_redis(&e.r, "SADD ctasker:{default}:names add")); /* as a worker did */
@@ -350,7 +305,7 @@ TEST(the_first_completion_wins) {
   /* Another worker completed it first (as after a reclaim). */
   freeReplyObject(test_redis(&e.r, "HSET ctasker:{default}:task:%s status completed "
                              "result \"first\" finished 5000", id));
-  start_worker(&e, 1);
+  test_broker_worker_start(e.b, 1);
   WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM("normal")) == 0);
   ct_broker_info_t info;
   CHECK_OK(ct_broker_get(e.b, id, &info));
@@ -359,15 +314,15 @@ TEST(the_first_completion_wins) {
   CHECK_EQ_INT(info.attempts, 0); /* not marked running again either */
   json_decref(info.result);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 TEST(stop_waits_for_running_tasks) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   gate_reset();
   CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
-  start_worker(&e, 2);
+  test_broker_worker_start(e.b, 2);
   char id[CT_BROKER_ID_SIZE];
   submit(&e, "gated", json_pack("{s:s}", "tag", "x"), CT_PRIORITY_NORMAL, id);
   WAIT_FOR(waiting_at_gate() == 1);
@@ -385,10 +340,10 @@ TEST(stop_waits_for_running_tasks) {
   CHECK_OK(ct_broker_get(e.b, later, &info));
   CHECK_EQ_INT(info.status, CT_BROKER_QUEUED);
   CHECK_EQ_STR(order, "x");
-  env_end(&e);
+  test_env_end(&e);
 }
 
-static json_t *liveness(env_t *e) {
+static json_t *liveness(test_env_t *e) {
   redisReply *x = test_redis(&e->r, "GET ctasker:{default}:worker:w1");
   json_t *j = x->type == REDIS_REPLY_STRING ? json_loads(x->str, 0, NULL) : NULL;
   freeReplyObject(x);
@@ -396,7 +351,7 @@ static json_t *liveness(env_t *e) {
 }
 
 TEST(a_worker_keeps_an_expiring_liveness_record) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   gate_reset();
   CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
@@ -438,12 +393,12 @@ TEST(a_worker_keeps_an_expiring_liveness_record) {
   x = test_redis(&e.r, "ZSCORE ctasker:{default}:workers w1");
   CHECK(x->type == REDIS_REPLY_NIL);
   freeReplyObject(x);
-  env_end(&e);
+  test_env_end(&e);
 }
 
 TEST(a_restarted_server_loses_no_task_and_doubles_no_result) {
   static const char *const aof[] = {"--appendonly", "yes", "--appendfsync", "always", NULL};
-  env_t e;
+  test_env_t e;
   memset(&e, 0, sizeof e);
   test_redis_start(&e.r, aof);
   CHECK_OK(ct_supervisor_new(NULL, &e.sup));
@@ -455,7 +410,7 @@ TEST(a_restarted_server_loses_no_task_and_doubles_no_result) {
   CHECK_OK(ct_broker_new(e.sup, &o, &e.b));
   gate_reset();
   CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
-  start_worker(&e, 1);
+  test_broker_worker_start(e.b, 1);
   char running[CT_BROKER_ID_SIZE], waiting[CT_BROKER_ID_SIZE];
   submit(&e, "gated", json_pack("{s:s}", "tag", "r"), CT_PRIORITY_NORMAL, running);
   WAIT_FOR(waiting_at_gate() == 1);
@@ -465,21 +420,16 @@ TEST(a_restarted_server_loses_no_task_and_doubles_no_result) {
   test_redis_start(&e.r, aof);
   gate_pass_one();              /* the task that waited in the stream */
   const char *ids[] = {running, waiting};
-  for (int i = 0; i < 2; i++) {
-    ct_broker_info_t info = wait_done(&e, ids[i]);
-    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
-    CHECK_EQ_INT(info.attempts, 1);
-    json_decref(info.result);
-  }
+  for (int i = 0; i < 2; i++)
+    CHECK_EQ_INT(test_broker_wait_completed(e.b, ids[i], 20), 1);
   CHECK_EQ_STR(order, "rw"); /* each ran once */
-  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM("normal")) == 0);
-  CHECK_EQ_INT(pending(&e, STREAM("normal")), 0);
+  wait_normal_stream_done(&e);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 TEST(a_server_that_may_evict_is_refused_unless_allowed) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   freeReplyObject(test_redis(&e.r, "CONFIG SET maxmemory-policy allkeys-lru"));
   CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
@@ -489,14 +439,14 @@ TEST(a_server_that_may_evict_is_refused_unless_allowed) {
   wo.allow_eviction = true;
   CHECK_OK(ct_broker_worker_start(e.b, &wo));
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 TEST(stopping_the_supervisor_ends_the_worker) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
-  start_worker(&e, 2);
+  test_broker_worker_start(e.b, 2);
   atomic_store(&fetch_failures, 0);
   CHECK_OK(ct_supervisor_stop(e.sup, CT_STOP_DRAIN, -1));
   check_sleep(1.5); /* a fetch thread still trying would fail every 0.5 s */
@@ -529,11 +479,11 @@ static void *call_add(void *p) {
 }
 
 TEST(call_returns_the_result_or_the_exception) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
   CHECK_OK(ct_broker_register(e.b, "fail", fail, NULL));
-  start_worker(&e, 4);
+  test_broker_worker_start(e.b, 4);
   json_t *result = NULL;
   json_t *kw = json_pack("{s:i,s:i}", "a", 20, "b", 22);
   CHECK_OK(ct_broker_call(e.b, "add", kw, NULL, 20, &result));
@@ -568,11 +518,11 @@ TEST(call_returns_the_result_or_the_exception) {
     CHECK_EQ_INT(args[i].sum, 1000 + i);
   }
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 TEST(a_call_past_its_deadline_times_out_and_is_not_run) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   gate_reset();
   freeReplyObject(test_redis(&e.r, "SADD ctasker:{default}:names gated")); /* as a worker did */
@@ -589,15 +539,15 @@ TEST(a_call_past_its_deadline_times_out_and_is_not_run) {
   CHECK_EQ_STR(f->element[8]->str, "deadline");
   freeReplyObject(x);
   CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
-  start_worker(&e, 1);
-  ct_broker_info_t info = wait_done(&e, id);
+  test_broker_worker_start(e.b, 1);
+  ct_broker_info_t info = test_broker_wait_done(e.b, id, 20);
   CHECK_EQ_INT(info.status, CT_BROKER_EXPIRED);
   CHECK_EQ_STR(ct_result_error_class(info.result), "TimeoutError");
   CHECK_EQ_INT(info.attempts, 0);
   json_decref(info.result);
   CHECK_EQ_STR(order, ""); /* the handler never ran */
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 typedef struct {
@@ -615,7 +565,7 @@ static void *call_job(void *p) {
 }
 
 TEST(a_call_whose_task_goes_to_the_dead_letters_gets_its_exception) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   gate_reset();
   freeReplyObject(test_redis(&e.r, "SADD ctasker:{default}:names job")); /* as a worker did */
@@ -640,7 +590,7 @@ TEST(a_call_whose_task_goes_to_the_dead_letters_gets_its_exception) {
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:dead"), 1);
   CHECK_EQ_STR(order, ""); /* never run */
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 /* --- leases: a worker in a child process, killed mid-task ------------------ */
@@ -692,7 +642,7 @@ static pid_t spawn_worker(const char *url, int notify_fd) {
 
 /* Submit "job", let a child worker take it, and kill the child mid-task:
  * the entry is left pending under a consumer that will never speak again. */
-static void task_of_a_killed_worker(env_t *e, char id[CT_BROKER_ID_SIZE]) {
+static void task_of_a_killed_worker(test_env_t *e, char id[CT_BROKER_ID_SIZE]) {
   int fds[2];
   CHECK(pipe(fds) == 0);
   child_notify_fd = fds[1];
@@ -710,8 +660,20 @@ static void task_of_a_killed_worker(env_t *e, char id[CT_BROKER_ID_SIZE]) {
   CHECK_EQ_INT(pending(e, STREAM("normal")), 1);
 }
 
+/* The task of a killed worker, and "job" registered here to wait at the
+ * gate: the options of the worker that is to take the task over (a lease
+ * of 1 s). */
+static ct_broker_worker_opts_t after_a_killed_worker(test_env_t *e, char id[CT_BROKER_ID_SIZE]) {
+  gate_reset();
+  task_of_a_killed_worker(e, id);
+  CHECK_OK(ct_broker_register(e->b, "job", gated, NULL));
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.lease = 1.0;
+  return wo;
+}
+
 /* The start of the one pending entry: consumer and delivery count. */
-static void only_pending(env_t *e, char *consumer, size_t size, long long *deliveries) {
+static void only_pending(test_env_t *e, char *consumer, size_t size, long long *deliveries) {
   redisReply *x = test_redis(&e->r, "XPENDING " STREAM("normal") " workers - + 10");
   CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);
   snprintf(consumer, size, "%s", x->element[0]->element[1]->str);
@@ -720,14 +682,10 @@ static void only_pending(env_t *e, char *consumer, size_t size, long long *deliv
 }
 
 TEST(a_killed_workers_task_is_reclaimed_after_its_lease) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
-  gate_reset();
   char id[CT_BROKER_ID_SIZE];
-  task_of_a_killed_worker(&e, id);
-  CHECK_OK(ct_broker_register(e.b, "job", gated, NULL));
-  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
-  wo.lease = 1.0;
+  ct_broker_worker_opts_t wo = after_a_killed_worker(&e, id);
   wo.consumer = "survivor";
   CHECK_OK(ct_broker_worker_start(e.b, &wo));
   WAIT_FOR(waiting_at_gate() == 1);
@@ -737,30 +695,25 @@ TEST(a_killed_workers_task_is_reclaimed_after_its_lease) {
   CHECK_EQ_STR(consumer, "survivor");
   CHECK_EQ_INT(deliveries, 2);
   gate_pass_one();
-  ct_broker_info_t info = wait_done(&e, id);
+  ct_broker_info_t info = test_broker_wait_done(e.b, id, 20);
   CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
   CHECK_EQ_INT(info.attempts, 2);
   CHECK(json_is_true(info.result));
   json_decref(info.result);
   CHECK_EQ_STR(order, "k"); /* run once here */
-  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM("normal")) == 0);
-  CHECK_EQ_INT(pending(&e, STREAM("normal")), 0);
+  wait_normal_stream_done(&e);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 TEST(a_task_delivered_too_often_goes_to_the_dead_letters) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
-  gate_reset();
   char id[CT_BROKER_ID_SIZE];
-  task_of_a_killed_worker(&e, id);
-  CHECK_OK(ct_broker_register(e.b, "job", gated, NULL));
-  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
-  wo.lease = 1.0;
+  ct_broker_worker_opts_t wo = after_a_killed_worker(&e, id);
   wo.max_deliveries = 1;
   CHECK_OK(ct_broker_worker_start(e.b, &wo));
-  ct_broker_info_t info = wait_done(&e, id);
+  ct_broker_info_t info = test_broker_wait_done(e.b, id, 20);
   CHECK_EQ_INT(info.status, CT_BROKER_DEAD);
   CHECK_EQ_STR(ct_result_error_class(info.result), "DeliveryLimit");
   CHECK(strstr(ct_result_error_str(info.result), "delivered 2 times") != NULL);
@@ -773,7 +726,7 @@ TEST(a_task_delivered_too_often_goes_to_the_dead_letters) {
   CHECK_EQ_INT(pending(&e, STREAM("normal")), 0);
   CHECK_EQ_STR(order, ""); /* never run here */
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 static atomic_int spins;
@@ -791,7 +744,7 @@ static json_t *spin(ct_task_t *self, const json_t *kwargs, void *data) {
 }
 
 TEST(a_cpu_bound_task_longer_than_its_lease_runs_once) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   ct_broker_t *other;
   ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
@@ -807,29 +760,14 @@ TEST(a_cpu_bound_task_longer_than_its_lease_runs_once) {
   atomic_store(&spins, 0);
   char id[CT_BROKER_ID_SIZE];
   submit(&e, "spin", NULL, CT_PRIORITY_NORMAL, id);
-  ct_broker_info_t info = wait_done(&e, id);
-  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
-  CHECK_EQ_INT(info.attempts, 1);
-  json_decref(info.result);
+  CHECK_EQ_INT(test_broker_wait_completed(e.b, id, 20), 1);
   CHECK_EQ_INT(atomic_load(&spins), 1);
   ct_broker_free(other);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
-/* How many times the server ran a command, from INFO commandstats. */
-static long long command_calls(env_t *e, const char *name) {
-  redisReply *r = test_redis(&e->r, "INFO commandstats");
-  CHECK(r && r->type == REDIS_REPLY_STRING);
-  char tag[64];
-  snprintf(tag, sizeof tag, "cmdstat_%s:calls=", name);
-  const char *p = strstr(r->str, tag);
-  long long n = p ? atoll(p + strlen(tag)) : 0;
-  freeReplyObject(r);
-  return n;
-}
-
-static void rpc_add(env_t *e, long long a, long long b) {
+static void rpc_add(test_env_t *e, long long a, long long b) {
   json_t *kw = json_pack("{s:I,s:I}", "a", a, "b", b), *result = NULL;
   CHECK_OK(ct_broker_call(e->b, "add", kw, NULL, 20, &result));
   CHECK_EQ_INT(json_integer_value(json_object_get(result, "sum")), a + b);
@@ -838,25 +776,25 @@ static void rpc_add(env_t *e, long long a, long long b) {
 }
 
 TEST(scripts_run_by_sha_and_are_loaded_again_when_the_server_forgets_them) {
-  env_t e;
+  test_env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
-  start_worker(&e, 1);
+  test_broker_worker_start(e.b, 1);
   rpc_add(&e, 1, 2);
   freeReplyObject(test_redis(&e.r, "SCRIPT FLUSH")); /* as a restarted server has none */
   rpc_add(&e, 3, 4);
   rpc_add(&e, 5, 6);
   /* submit, fetch, start and complete of each call: by SHA1, not by text */
-  CHECK(command_calls(&e, "evalsha") >= 12);
+  CHECK(test_redis_calls(&e.r, "evalsha") >= 12);
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM("normal")), 0);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 /* From the server's slow log (which logs every command here): how many
  * calls of the complete script it ran (an EVALSHA whose third key is a
  * done list), and how many results they stored in all. */
-static void complete_calls(env_t *e, int *calls, int *results) {
+static void complete_calls(test_env_t *e, int *calls, int *results) {
   redisReply *r = test_redis(&e->r, "SLOWLOG GET -1");
   CHECK(r && r->type == REDIS_REPLY_ARRAY);
   *calls = *results = 0;
@@ -873,12 +811,12 @@ static void complete_calls(env_t *e, int *calls, int *results) {
 
 TEST(results_that_finish_together_are_stored_in_one_call) {
   enum { N = 8 };
-  env_t e;
+  test_env_t e;
   env_start_pool(&e, N);
   gate_reset();
   CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
   CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
-  start_worker(&e, N);
+  test_broker_worker_start(e.b, N);
   rpc_add(&e, 1, 2); /* this server has the scripts now: no NOSCRIPT below */
   char ids[N][CT_BROKER_ID_SIZE];
   for (int i = 0; i < N; i++)
@@ -891,11 +829,8 @@ TEST(results_that_finish_together_are_stored_in_one_call) {
   freeReplyObject(test_redis(&e.r, "CLIENT PAUSE 2000 WRITE"));
   for (int i = 0; i < N; i++)
     gate_pass_one();
-  for (int i = 0; i < N; i++) {
-    ct_broker_info_t info = wait_done(&e, ids[i]);
-    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
-    json_decref(info.result);
-  }
+  for (int i = 0; i < N; i++)
+    test_broker_wait_completed(e.b, ids[i], 20);
   int calls, results;
   complete_calls(&e, &calls, &results);
   CHECK_EQ_INT(results, N); /* each stored once */
@@ -903,7 +838,7 @@ TEST(results_that_finish_together_are_stored_in_one_call) {
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM("normal")), 0);
   CHECK_EQ_INT(pending(&e, STREAM("normal")), 0);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 /* Returns once `late_after` tasks have passed the gate, a little after
@@ -927,7 +862,7 @@ static json_t *late(ct_task_t *self, const json_t *kwargs, void *data) {
  * are stored, their runs counted, and only its entry stays pending. */
 TEST(a_refused_result_holds_up_none_stored_with_it) {
   enum { N = 4 };
-  env_t e;
+  test_env_t e;
   env_start_pool(&e, N);
   gate_reset();
   late_after = N - 1;
@@ -940,33 +875,27 @@ TEST(a_refused_result_holds_up_none_stored_with_it) {
     submit(&e, "gated", json_pack("{s:s}", "tag", "a"), 100, ids[i]);
   freeReplyObject(test_redis(&e.r, "DEL ctasker:{default}:task:%s", ids[0]));
   freeReplyObject(test_redis(&e.r, "SET ctasker:{default}:task:%s x", ids[0]));
-  start_worker(&e, N);
+  test_broker_worker_start(e.b, N);
   WAIT_FOR(waiting_at_gate() == N - 1);
   /* The first result waits in the server; the late one queues up behind
    * it with the others. */
   freeReplyObject(test_redis(&e.r, "CLIENT PAUSE 2000 WRITE"));
   for (int i = 1; i < N; i++)
     gate_pass_one();
-  for (int i = 1; i < N; i++) {
-    ct_broker_info_t info = wait_done(&e, ids[i]);
-    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
-    CHECK_EQ_INT(info.attempts, 1);
-    json_decref(info.result);
-  }
+  for (int i = 1; i < N; i++)
+    CHECK_EQ_INT(test_broker_wait_completed(e.b, ids[i], 20), 1);
   WAIT_FOR(atomic_load(&unstored) == 1);
   CHECK_EQ_INT(pending(&e, STREAM("normal")), 1);
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM("normal")), 1);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  env_end(&e);
+  test_env_end(&e);
 }
 
 int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "--worker") == 0)
     return worker_process(argv[2], argv[3]);
-  if (system("command -v redis-server >/dev/null") != 0) {
-    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  if (!test_redis_installed())
     return 77;
-  }
   RUN(registration_closes_at_start);
   RUN(tasks_run_and_results_are_stored_before_the_entry_goes);
   RUN(a_name_without_handler_here_fails_as_unknown_task);

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "ctasker.h"
-#include "redis.h"
+#include "env.h"
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char log_text[8192];
@@ -83,41 +83,35 @@ TEST(bad_options_are_refused) {
 }
 
 TEST(unknown_name_is_refused_and_nothing_written) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
+  test_env_t e;
+  test_env_start(&e, 0, 10, log_line);
   char id[CT_BROKER_ID_SIZE] = "";
-  CHECK_EQ_INT(ct_broker_submit(b, "never.registered", NULL, NULL, id), CT_ENOENT);
-  CHECK_EQ_INT(test_redis_int(&r, "DBSIZE"), 0);
-  test_redis_register_name(&r, "other");
-  CHECK_EQ_INT(ct_broker_submit(b, "never.registered", NULL, NULL, id), CT_ENOENT);
-  CHECK_EQ_INT(test_redis_int(&r, "DBSIZE"), 1); /* the names set only */
+  CHECK_EQ_INT(ct_broker_submit(e.b, "never.registered", NULL, NULL, id), CT_ENOENT);
+  CHECK_EQ_INT(test_redis_int(&e.r, "DBSIZE"), 0);
+  test_redis_register_name(&e.r, "other");
+  CHECK_EQ_INT(ct_broker_submit(e.b, "never.registered", NULL, NULL, id), CT_ENOENT);
+  CHECK_EQ_INT(test_redis_int(&e.r, "DBSIZE"), 1); /* the names set only */
   CHECK_EQ_STR(id, "");
-  CHECK_EQ_INT(ct_broker_submit(b, "", NULL, NULL, id), CT_EINVAL);
-  CHECK_EQ_INT(ct_broker_submit(b, "a\tb", NULL, NULL, id), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_submit(e.b, "", NULL, NULL, id), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_submit(e.b, "a\tb", NULL, NULL, id), CT_EINVAL);
   json_t *list = json_array();
-  CHECK_EQ_INT(ct_broker_submit(b, "other", list, NULL, id), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_submit(e.b, "other", list, NULL, id), CT_EINVAL);
   json_decref(list);
   ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
   so.priority = 256;
-  CHECK_EQ_INT(ct_broker_submit(b, "other", NULL, &so, id), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_submit(e.b, "other", NULL, &so, id), CT_EINVAL);
   so.priority = 0;
   so.result_ttl = -1;
-  CHECK_EQ_INT(ct_broker_submit(b, "other", NULL, &so, id), CT_EINVAL);
-  CHECK_EQ_INT(test_redis_int(&r, "DBSIZE"), 1);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  CHECK_EQ_INT(ct_broker_submit(e.b, "other", NULL, &so, id), CT_EINVAL);
+  CHECK_EQ_INT(test_redis_int(&e.r, "DBSIZE"), 1);
+  test_env_end(&e);
 }
 
 /* Each bad submission option alone is refused, and nothing is written. */
 TEST(bad_submit_options_are_refused_and_nothing_written) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
-  test_redis_register_name(&r, "other");
+  test_env_t e;
+  test_env_start(&e, 0, 10, log_line);
+  test_redis_register_name(&e.r, "other");
   char id[CT_BROKER_ID_SIZE] = "";
   const ct_broker_submit_opts_t init = CT_BROKER_SUBMIT_OPTS_INIT;
   ct_broker_submit_opts_t bad[] = {init, init, init, init, init, init,
@@ -134,27 +128,25 @@ TEST(bad_submit_options_are_refused_and_nothing_written) {
   bad[9].timeout = -1;
   bad[10].size = 2;
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-    CHECK_EQ_INT(ct_broker_submit(b, "other", NULL, &bad[i], id), CT_EINVAL);
+    CHECK_EQ_INT(ct_broker_submit(e.b, "other", NULL, &bad[i], id), CT_EINVAL);
   CHECK_EQ_STR(id, "");
   /* kwargs over max_payload bytes (as compact JSON) are refused. */
   ct_broker_submit_opts_t so = init;
   so.max_payload = 16;
   json_t *kwargs = json_pack("{s:s}", "k", "0123456789"); /* {"k":"0123456789"}: 18 */
-  CHECK_EQ_INT(ct_broker_submit(b, "other", kwargs, &so, id), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_submit(e.b, "other", kwargs, &so, id), CT_EINVAL);
   so.max_payload = 18;
-  CHECK_OK(ct_broker_submit(b, "other", kwargs, &so, id));
-  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 1);
+  CHECK_OK(ct_broker_submit(e.b, "other", kwargs, &so, id));
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:normal"), 1);
   json_decref(kwargs);
   /* An options struct of the first published size (ending at result_ttl)
    * is still taken, the later fields at their defaults. */
   so = init;
   so.size = offsetof(ct_broker_submit_opts_t, delay);
   so.delay = NAN; /* beyond its size: not read */
-  CHECK_OK(ct_broker_submit(b, "other", NULL, &so, id));
-  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 2);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  CHECK_OK(ct_broker_submit(e.b, "other", NULL, &so, id));
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:normal"), 2);
+  test_env_end(&e);
 }
 
 /* The one entry of a stream, as a field -> value JSON object. */
@@ -170,142 +162,122 @@ static json_t *only_entry(test_redis_t *r, const char *stream) {
 }
 
 TEST(submit_writes_entry_and_record_and_get_reads_it) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
-  test_redis_register_name(&r, "resize");
+  test_env_t e;
+  test_env_start(&e, 0, 10, log_line);
+  test_redis_register_name(&e.r, "resize");
   json_t *kwargs = json_pack("{s:i,s:s}", "width", 640, "path", "/img/a.png");
   char id[CT_BROKER_ID_SIZE];
-  CHECK_OK(ct_broker_submit(b, "resize", kwargs, NULL, id));
+  CHECK_OK(ct_broker_submit(e.b, "resize", kwargs, NULL, id));
   CHECK_EQ_INT(strlen(id), 36);
-  json_t *e = only_entry(&r, "ctasker:{default}:stream:normal");
-  CHECK_EQ_STR(json_string_value(json_object_get(e, "id")), id);
-  CHECK_EQ_STR(json_string_value(json_object_get(e, "name")), "resize");
-  json_t *sent = json_loads(json_string_value(json_object_get(e, "kwargs")), 0, NULL);
+  json_t *entry = only_entry(&e.r, "ctasker:{default}:stream:normal");
+  CHECK_EQ_STR(json_string_value(json_object_get(entry, "id")), id);
+  CHECK_EQ_STR(json_string_value(json_object_get(entry, "name")), "resize");
+  json_t *sent = json_loads(json_string_value(json_object_get(entry, "kwargs")), 0, NULL);
   CHECK(json_equal(sent, kwargs));
   json_decref(sent);
-  json_decref(e);
-  long long ttl = test_redis_int(&r, "TTL ctasker:{default}:task:%s", id);
+  json_decref(entry);
+  long long ttl = test_redis_int(&e.r, "TTL ctasker:{default}:task:%s", id);
   CHECK(ttl > 86000 && ttl <= 86400);
   ct_broker_info_t info;
-  CHECK_OK(ct_broker_get(b, id, &info));
+  CHECK_OK(ct_broker_get(e.b, id, &info));
   CHECK_EQ_INT(info.status, CT_BROKER_QUEUED);
   CHECK_EQ_INT(info.attempts, 0);
   CHECK(info.created > 1.6e9);
   CHECK(info.started == 0 && info.finished == 0 && info.result == NULL);
   char other[CT_BROKER_ID_SIZE];
-  CHECK_OK(ct_broker_submit(b, "resize", NULL, NULL, other));
+  CHECK_OK(ct_broker_submit(e.b, "resize", NULL, NULL, other));
   CHECK(strcmp(other, id) != 0);
-  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 2);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:normal"), 2);
   json_decref(kwargs);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  test_env_end(&e);
 }
 
 TEST(each_priority_class_has_its_stream) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
-  test_redis_register_name(&r, "t");
+  test_env_t e;
+  test_env_start(&e, 0, 10, log_line);
+  test_redis_register_name(&e.r, "t");
   static const int prio[] = {0, 1, 50, 51, 100, 101, 255, 100};
   for (size_t i = 0; i < sizeof prio / sizeof *prio; i++) {
     ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
     so.priority = prio[i];
     char id[CT_BROKER_ID_SIZE];
-    CHECK_OK(ct_broker_submit(b, "t", NULL, &so, id));
+    CHECK_OK(ct_broker_submit(e.b, "t", NULL, &so, id));
   }
-  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:critical"), 1);
-  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:high"), 2);
-  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 3);
-  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:low"), 2);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:critical"), 1);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:high"), 2);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:normal"), 3);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:low"), 2);
+  test_env_end(&e);
 }
 
 TEST(get_reads_results_and_refuses_bad_records) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
+  test_env_t e;
+  test_env_start(&e, 0, 10, log_line);
   const char *id = "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b";
   ct_broker_info_t info;
-  CHECK_EQ_INT(ct_broker_get(b, id, &info), CT_ENOENT);
-  CHECK_EQ_INT(ct_broker_get(b, "not-an-id", &info), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_get(e.b, id, &info), CT_ENOENT);
+  CHECK_EQ_INT(ct_broker_get(e.b, "not-an-id", &info), CT_EINVAL);
   /* As a worker leaves a completed task (wire format). */
-  freeReplyObject(test_redis(&r,
+  freeReplyObject(test_redis(&e.r,
       "HSET ctasker:{default}:task:%s status completed name t created 1000 started 2000 "
       "finished 3500 attempts 1 result %s", id, "{\"area\":42}"));
-  CHECK_OK(ct_broker_get(b, id, &info));
+  CHECK_OK(ct_broker_get(e.b, id, &info));
   CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
   CHECK_EQ_INT(info.attempts, 1);
   CHECK(info.finished == 3.5);
   CHECK_EQ_INT(json_integer_value(json_object_get(info.result, "area")), 42);
   json_decref(info.result);
-  freeReplyObject(test_redis(&r, "HSET ctasker:{default}:task:%s status failed result %s", id,
+  freeReplyObject(test_redis(&e.r, "HSET ctasker:{default}:task:%s status failed result %s", id,
                              "{\"exception\":{\"class\":\"ValueError\",\"args\":[\"x\"],"
                              "\"str\":\"x\"}}"));
-  CHECK_OK(ct_broker_get(b, id, &info));
+  CHECK_OK(ct_broker_get(e.b, id, &info));
   CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
   CHECK_EQ_STR(ct_result_error_class(info.result), "ValueError");
   json_decref(info.result);
-  freeReplyObject(test_redis(&r, "HSET ctasker:{default}:task:%s status finished", id));
+  freeReplyObject(test_redis(&e.r, "HSET ctasker:{default}:task:%s status finished", id));
   log_clear();
-  CHECK_EQ_INT(ct_broker_get(b, id, &info), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_get(e.b, id, &info), CT_EINVAL);
   CHECK(info.result == NULL);
   CHECK(log_says("malformed: missing or bad status"));
-  freeReplyObject(test_redis(&r, "SET ctasker:{default}:task:%s not-a-hash", id));
+  freeReplyObject(test_redis(&e.r, "SET ctasker:{default}:task:%s not-a-hash", id));
   log_clear();
-  CHECK_EQ_INT(ct_broker_get(b, id, &info), CT_EINVAL); /* WRONGTYPE */
+  CHECK_EQ_INT(ct_broker_get(e.b, id, &info), CT_EINVAL); /* WRONGTYPE */
   CHECK(log_says("malformed: not a hash: WRONGTYPE"));
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  test_env_end(&e);
 }
 
 TEST(record_is_gone_after_its_ttl) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
-  test_redis_register_name(&r, "t");
+  test_env_t e;
+  test_env_start(&e, 0, 10, log_line);
+  test_redis_register_name(&e.r, "t");
   ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
   so.result_ttl = 0.2; /* rounded up to a second: EXPIRE's unit */
   char id[CT_BROKER_ID_SIZE];
-  CHECK_OK(ct_broker_submit(b, "t", NULL, &so, id));
-  CHECK_EQ_INT(test_redis_int(&r, "TTL ctasker:{default}:task:%s", id), 1);
+  CHECK_OK(ct_broker_submit(e.b, "t", NULL, &so, id));
+  CHECK_EQ_INT(test_redis_int(&e.r, "TTL ctasker:{default}:task:%s", id), 1);
   ct_broker_info_t info;
-  WAIT_FOR(ct_broker_get(b, id, &info) == CT_ENOENT);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  WAIT_FOR(ct_broker_get(e.b, id, &info) == CT_ENOENT);
+  test_env_end(&e);
 }
 
 TEST(huge_ttl_is_kept_whole_and_expiring) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
-  test_redis_register_name(&r, "t");
+  test_env_t e;
+  test_env_start(&e, 0, 10, log_line);
+  test_redis_register_name(&e.r, "t");
   ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
   const double ttls[] = {1e9, 1e17, 1e300};
   for (int i = 0; i < 3; i++) {
     so.result_ttl = ttls[i];
     char id[CT_BROKER_ID_SIZE];
-    CHECK_OK(ct_broker_submit(b, "t", NULL, &so, id));
+    CHECK_OK(ct_broker_submit(e.b, "t", NULL, &so, id));
     /* an expiring record (-1 would be one kept for ever), and its entry */
-    CHECK(test_redis_int(&r, "TTL ctasker:{default}:task:%s", id) > 0);
+    CHECK(test_redis_int(&e.r, "TTL ctasker:{default}:task:%s", id) > 0);
     ct_broker_info_t info;
-    CHECK_OK(ct_broker_get(b, id, &info));
+    CHECK_OK(ct_broker_get(e.b, id, &info));
     CHECK_EQ_INT(info.status, CT_BROKER_QUEUED);
   }
-  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 3);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:normal"), 3);
+  test_env_end(&e);
 }
 
 TEST(auth_and_select_come_from_the_url) {
@@ -336,23 +308,19 @@ TEST(auth_and_select_come_from_the_url) {
 }
 
 TEST(a_silent_server_is_a_command_timeout_then_recovers) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 0.5, log_line);
+  test_env_t e;
+  test_env_start(&e, 0, 0.5, log_line);
   const char *id = "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b";
   ct_broker_info_t info;
-  CHECK_EQ_INT(ct_broker_get(b, id, &info), CT_ENOENT);
+  CHECK_EQ_INT(ct_broker_get(e.b, id, &info), CT_ENOENT);
   log_clear();
-  CHECK(kill(r.pid, SIGSTOP) == 0);
-  CHECK_EQ_INT(ct_broker_get(b, id, &info), CT_ETIMEDOUT);
+  CHECK(kill(e.r.pid, SIGSTOP) == 0);
+  CHECK_EQ_INT(ct_broker_get(e.b, id, &info), CT_ETIMEDOUT);
   CHECK(log_says("no reply within the command timeout"));
-  CHECK(kill(r.pid, SIGCONT) == 0);
-  WAIT_FOR(ct_broker_get(b, id, &info) == CT_ENOENT);
+  CHECK(kill(e.r.pid, SIGCONT) == 0);
+  WAIT_FOR(ct_broker_get(e.b, id, &info) == CT_ENOENT);
   CHECK(log_says("connected"));
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  test_env_end(&e);
 }
 
 typedef struct {
@@ -376,35 +344,31 @@ static void *call_thread(void *p) {
  * own timeout (plus a grace), not its timeout plus the command timeout:
  * neither while it submits nor while it waits for the answer. */
 TEST(a_call_ends_by_its_deadline_when_the_server_stalls) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
-  test_redis_register_name(&r, "t"); /* no worker: nobody answers */
+  test_env_t e;
+  test_env_start(&e, 0, 10, log_line);
+  test_redis_register_name(&e.r, "t"); /* no worker: nobody answers */
   /* Stalled before the call: its submission. */
-  CHECK(kill(r.pid, SIGSTOP) == 0);
-  stalled_call_t c = {b, 0.5, 0, 0};
+  CHECK(kill(e.r.pid, SIGSTOP) == 0);
+  stalled_call_t c = {e.b, 0.5, 0, 0};
   call_thread(&c);
-  CHECK(kill(r.pid, SIGCONT) == 0);
+  CHECK(kill(e.r.pid, SIGCONT) == 0);
   CHECK_EQ_INT(c.rc, CT_ETIMEDOUT);
   CHECK(c.took < 5); /* the command timeout is 10 s */
   /* Stalled while the call waits: its blocking read. */
-  WAIT_FOR(ct_broker_submit(b, "t", NULL, NULL, (char[CT_BROKER_ID_SIZE]){0}) == 0);
-  freeReplyObject(test_redis(&r, "DEL ctasker:{default}:stream:normal"));
-  c = (stalled_call_t){b, 2, 0, 0};
+  WAIT_FOR(ct_broker_submit(e.b, "t", NULL, NULL, (char[CT_BROKER_ID_SIZE]){0}) == 0);
+  freeReplyObject(test_redis(&e.r, "DEL ctasker:{default}:stream:normal"));
+  c = (stalled_call_t){e.b, 2, 0, 0};
   pthread_t th;
   CHECK(pthread_create(&th, NULL, call_thread, &c) == 0);
-  WAIT_FOR(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal") == 1);
-  CHECK(kill(r.pid, SIGSTOP) == 0);
+  WAIT_FOR(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:normal") == 1);
+  CHECK(kill(e.r.pid, SIGSTOP) == 0);
   pthread_join(th, NULL);
-  CHECK(kill(r.pid, SIGCONT) == 0);
+  CHECK(kill(e.r.pid, SIGCONT) == 0);
   CHECK_EQ_INT(c.rc, CT_ETIMEDOUT);
   CHECK(c.took < 7); /* 2 s, and not the command timeout's 10 s more */
   ct_broker_info_t info;
-  WAIT_FOR(ct_broker_get(b, "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b", &info) == CT_ENOENT);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  WAIT_FOR(ct_broker_get(e.b, "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b", &info) == CT_ENOENT);
+  test_env_end(&e);
 }
 
 /* A server restarted with its data reads it back before it answers
@@ -412,56 +376,49 @@ TEST(a_call_ends_by_its_deadline_when_the_server_stalls) {
  * each key slow): a get or a submission in that time waits for it, within
  * the command timeout, rather than failing. */
 TEST(commands_wait_while_a_restarted_server_loads_its_data) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 30, log_line);
-  test_redis_register_name(&r, "t");
+  test_env_t e;
+  test_env_start(&e, 0, 30, log_line);
+  test_redis_register_name(&e.r, "t");
   char id[CT_BROKER_ID_SIZE];
-  CHECK_OK(ct_broker_submit(b, "t", NULL, NULL, id));
-  redisReply *x = test_redis(&r, "EVAL %s 0", "for i = 1, 8000 do redis.call('SET', 'k' .. i, i) end");
+  CHECK_OK(ct_broker_submit(e.b, "t", NULL, NULL, id));
+  redisReply *x =
+      test_redis(&e.r, "EVAL %s 0", "for i = 1, 8000 do redis.call('SET', 'k' .. i, i) end");
   CHECK(x->type != REDIS_REPLY_ERROR);
   freeReplyObject(x);
-  x = test_redis(&r, "SAVE");
+  x = test_redis(&e.r, "SAVE");
   CHECK(x->type == REDIS_REPLY_STATUS);
   freeReplyObject(x);
-  test_redis_halt(&r, false);
+  test_redis_halt(&e.r, false);
   static const char *const slow[] = {"--dbfilename", "dump.rdb", "--key-load-delay", "500",
                                      "--loading-process-events-interval-bytes", "1024", NULL};
-  test_redis_start(&r, slow);
-  x = test_redis(&r, "GET k1");
+  test_redis_start(&e.r, slow);
+  x = test_redis(&e.r, "GET k1");
   CHECK(x->type == REDIS_REPLY_ERROR && strncmp(x->str, "LOADING", 7) == 0);
   freeReplyObject(x);
   ct_broker_info_t info;
-  CHECK_OK(ct_broker_get(b, id, &info)); /* not CT_EINVAL */
+  CHECK_OK(ct_broker_get(e.b, id, &info)); /* not CT_EINVAL */
   CHECK_EQ_INT(info.status, CT_BROKER_QUEUED);
-  CHECK_OK(ct_broker_submit(b, "t", NULL, NULL, id));
-  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 2);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  CHECK_OK(ct_broker_submit(e.b, "t", NULL, NULL, id));
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:normal"), 2);
+  test_env_end(&e);
 }
 
 TEST(a_restarted_server_is_reconnected) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 0.5, log_line);
-  test_redis_register_name(&r, "t");
+  test_env_t e;
+  test_env_start(&e, 0, 0.5, log_line);
+  test_redis_register_name(&e.r, "t");
   char id[CT_BROKER_ID_SIZE];
-  CHECK_OK(ct_broker_submit(b, "t", NULL, NULL, id));
+  CHECK_OK(ct_broker_submit(e.b, "t", NULL, NULL, id));
   log_clear();
-  test_redis_halt(&r, false);
-  CHECK_EQ_INT(ct_broker_submit(b, "t", NULL, NULL, id), CT_ETIMEDOUT);
+  test_redis_halt(&e.r, false);
+  CHECK_EQ_INT(ct_broker_submit(e.b, "t", NULL, NULL, id), CT_ETIMEDOUT);
   /* hiredis answers the commands it held before it reports the loss. */
   WAIT_FOR(log_says("connection lost") || log_says("cannot connect"));
-  test_redis_start(&r, NULL);
-  test_redis_register_name(&r, "t"); /* a fresh server without persistence */
-  WAIT_FOR(ct_broker_submit(b, "t", NULL, NULL, id) == 0);
+  test_redis_start(&e.r, NULL);
+  test_redis_register_name(&e.r, "t"); /* a fresh server without persistence */
+  WAIT_FOR(ct_broker_submit(e.b, "t", NULL, NULL, id) == 0);
   CHECK(log_says("connecting again"));
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  test_env_end(&e);
 }
 
 enum { THREADS = 4, PER_THREAD = 50 };
@@ -478,20 +435,16 @@ static void *submit_many(void *arg) {
 }
 
 TEST(calls_from_many_threads_all_land) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
-  test_redis_register_name(&r, "t");
+  test_env_t e;
+  test_env_start(&e, 0, 10, log_line);
+  test_redis_register_name(&e.r, "t");
   pthread_t th[THREADS];
   for (int i = 0; i < THREADS; i++)
-    CHECK(pthread_create(&th[i], NULL, submit_many, b) == 0);
+    CHECK(pthread_create(&th[i], NULL, submit_many, e.b) == 0);
   for (int i = 0; i < THREADS; i++)
     pthread_join(th[i], NULL);
-  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), THREADS * PER_THREAD);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:normal"), THREADS * PER_THREAD);
+  test_env_end(&e);
 }
 
 TEST(free_after_the_supervisor_stopped) {
@@ -537,10 +490,8 @@ TEST(bad_options_name_their_field_in_the_log) {
 }
 
 int main(void) {
-  if (system("command -v redis-server >/dev/null") != 0) {
-    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  if (!test_redis_installed())
     return 77;
-  }
   RUN(unreachable_server_is_a_timeout_and_a_log_line);
   RUN(bad_options_are_refused);
   RUN(unknown_name_is_refused_and_nothing_written);
