@@ -731,14 +731,19 @@ TEST(a_task_delivered_too_often_goes_to_the_dead_letters) {
 
 static atomic_int spins;
 
-/* Hogs a CPU for 3 s (three leases), never yielding. */
+/* The lease of the CPU-bound test: long enough that renewals every third of
+ * it reach the server even on a loaded machine, where a 1 s lease was once
+ * lost while its owner lived. */
+#define SPIN_LEASE 2.0
+
+/* Hogs a CPU for three leases, never yielding. */
 static json_t *spin(ct_task_t *self, const json_t *kwargs, void *data) {
   (void)self;
   (void)kwargs;
   (void)data;
   atomic_fetch_add(&spins, 1);
   volatile unsigned long n = 0;
-  for (double end = ct_now() + 3; ct_now() < end;)
+  for (double end = ct_now() + 3 * SPIN_LEASE; ct_now() < end;)
     n++;
   return json_integer(1);
 }
@@ -751,7 +756,7 @@ TEST(a_cpu_bound_task_longer_than_its_lease_runs_once) {
   o.url = e.r.url;
   CHECK_OK(ct_broker_new(e.sup, &o, &other));
   ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
-  wo.lease = 1.0;
+  wo.lease = SPIN_LEASE;
   wo.concurrency = 1;
   CHECK_OK(ct_broker_register(e.b, "spin", spin, NULL));
   CHECK_OK(ct_broker_register(other, "spin", spin, NULL));
