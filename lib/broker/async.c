@@ -11,16 +11,18 @@
  * of its own: the handle's lock only to make this side on first use, the
  * submit script's lock only around its SHA1.
  *
- * Waiting for calls. A call's task pushes its final status onto its done
- * list (docs/wire-format.md), as for ct_broker_call(). The calls of a
+ * Waiting for calls. A call's task pushes its answer (final status and
+ * result) onto its done list (docs/wire-format.md), as for
+ * ct_broker_call(). The calls of a
  * handle wait on waiters, each a connection made without waiting for it
  * and up to WAIT_KEYS calls (a call waits with the first waiter that has
  * room, a new one if none has): a waiter's one BLPOP names the done lists
  * of its calls, oldest first (of several lists with an entry, BLPOP takes
  * the first: the oldest call's), bounded at WAIT_BOUND seconds; when it
- * returns, the list that had an entry names its call, which reads its
- * record (HGETALL on the handle's connection) and completes, and the BLPOP
- * goes again with the lists still waiting. A call that starts waiting
+ * returns, the list that had an entry names its call, which completes with
+ * the answer the entry carried (or, for an entry that is a bare status,
+ * reads its record with HGETALL on the handle's connection first), and
+ * the BLPOP goes again with the lists still waiting. A call that starts waiting
  * while its waiter's BLPOP blocks ends it with CLIENT UNBLOCK (the
  * waiter's client id is asked with CLIENT ID just ahead of each BLPOP),
  * once per BLPOP however many calls start meanwhile; an unblock that
@@ -59,6 +61,7 @@
 
 #include "base/clock.h"
 #include "broker-internal.h"
+#include "message.h"
 
 #define WAIT_BOUND "1" /* seconds a BLPOP blocks at most: an unblock that
                           missed costs no more */
@@ -143,6 +146,8 @@ typedef struct {
   int rc;
   long long client_id; /* CLIENT ID */
   char *key;           /* BLPOP: the list that had an entry */
+  bool answered;       /* BLPOP: its entry was the answer, in info */
+  ct_broker_info_t info;
 } wake_t;
 
 static void complete(ct__basync_call_t *call, int rc);
@@ -485,6 +490,7 @@ static void wake_post(int rc, void *data) {
   wake_t *m = data;
   m->rc = rc;
   if (ct_loop_call(m->w->a->loop, on_wake, m) != 0) {
+    json_decref(m->info.result);
     free(m->key);
     free(m);
   }
@@ -507,7 +513,13 @@ static int pop_reply(const redisReply *r, void *data) {
     return CT_EINVAL;
   }
   m->key = strndup(r->element[0]->str, r->element[0]->len);
-  return m->key ? 0 : CT_ENOMEM;
+  const redisReply *v = r->element[1];
+  int rc = m->key ? 0 : CT_ENOMEM;
+  if (rc == 0 && v->type == REDIS_REPLY_STRING) {
+    rc = ct__bdone_decode(v->str, v->len, &m->info);
+    m->answered = rc == 0;
+  }
+  return rc == CT_EAGAIN ? 0 : rc; /* an entry without the answer: the record has it */
 }
 
 static void send_unblock(ct__bwaiter_t *w) {
@@ -521,12 +533,19 @@ static void send_unblock(ct__bwaiter_t *w) {
                                    NULL) == 0;
 }
 
-/* The call whose done list had an entry reads its record. */
-static void popped(ct__bwaiter_t *w, const char *key) {
+/* The call whose done list had an entry completes with the answer the
+ * entry carried, or else reads its record. */
+static void popped(ct__bwaiter_t *w, wake_t *m) {
   for (ct__basync_call_t *call = w->waiting; call; call = call->wnext)
-    if (strcmp(call->key, key) == 0) {
+    if (strcmp(call->key, m->key) == 0) {
       waiting_remove(call);
-      send_get(call);
+      if (m->answered) {
+        call->info = m->info; /* the result moves to the call */
+        m->info.result = NULL;
+        complete(call, 0);
+      } else {
+        send_get(call);
+      }
       maybe_free(call);
       return;
     }
@@ -545,13 +564,14 @@ static void on_wake(ct_loop_t *loop, struct ev_loop *ev, void *data) {
     } else {
       w->blocked = false;
       if (m->key)
-        popped(w, m->key);
+        popped(w, m);
       if (m->rc == CT_ETIMEDOUT || m->rc == 0)
         kick(w);
       else
         fail_waiting(w, m->rc); /* the waiter's loop ended, a refusal, no memory */
     }
   }
+  json_decref(m->info.result);
   free(m->key);
   free(m);
 }
@@ -577,8 +597,8 @@ static int send_blpop(ct__bwaiter_t *w) {
       argv[i++] = call->key;
     argv[i++] = WAIT_BOUND;
     w->gen++;
-    *idm = (wake_t){w, w->gen, false, 0, 0, NULL};
-    *pop = (wake_t){w, w->gen, true, 0, 0, NULL};
+    *idm = (wake_t){.w = w, .gen = w->gen};
+    *pop = (wake_t){.w = w, .gen = w->gen, .pop = true};
     const char *id_argv[] = {"CLIENT", "ID"};
     double timeout = w->a->b->command_timeout;
     if (ct__rconn_post(w->conn, timeout, 2, id_argv, NULL, id_reply, wake_post, idm) != 0)
