@@ -13,18 +13,19 @@
  *
  * Waiting for calls. A call's task pushes its answer (final status and
  * result) onto its done list (docs/wire-format.md), as for
- * ct_broker_call(). The calls of a
- * handle wait on waiters, each a connection made without waiting for it
- * and up to WAIT_KEYS calls (a call waits with the first waiter that has
- * room, a new one if none has): a waiter's one BLPOP names the done lists
- * of its calls, oldest first (of several lists with an entry, BLPOP takes
- * the first: the oldest call's), bounded at WAIT_BOUND seconds; when it
- * returns, the list that had an entry names its call, which completes with
- * the answer the entry carried (or, for an entry that is a bare status,
- * reads its record with HGETALL on the handle's connection first), and
- * the BLPOP goes again with the lists still waiting. A call that starts waiting
- * while its waiter's BLPOP blocks ends it with CLIENT UNBLOCK (the
- * waiter's client id is asked with CLIENT ID just ahead of each BLPOP),
+ * ct_broker_call(). The calls of a handle wait on waiters, each a
+ * connection made without waiting for it and up to WAIT_KEYS calls (a call
+ * waits with the first waiter that has room, a new one if none has): a
+ * waiter's one BLPOP names the done lists of its calls, oldest first by
+ * the order the server ran their submissions (of several lists with an
+ * entry, BLPOP takes the first: the oldest call's; see waiting_append()),
+ * bounded at WAIT_BOUND seconds; when it returns, the list that had an
+ * entry names its call, which completes with the answer the entry carried
+ * (or, for an entry that is a bare status, reads its record with HGETALL
+ * on the handle's connection first), and the BLPOP goes again with the
+ * lists still waiting. A call that starts waiting while its waiter's
+ * BLPOP blocks ends it with CLIENT UNBLOCK (the waiter's client id is
+ * asked with CLIENT ID just ahead of each BLPOP),
  * once per BLPOP however many calls start meanwhile; an unblock that
  * misses (the waiter reconnected in between, or the BLPOP reached the
  * server after it) costs at most the bound. The wire format is the
@@ -282,10 +283,16 @@ static ct__bwaiter_t *waiter_with_room(ct__basync_t *a) {
   return w;
 }
 
-/* The call waits with a waiter that has room, the newest at the end:
- * BLPOP takes the first of its lists that has an entry, so the oldest
- * call, nearest its deadline, is answered first when several are ready at
- * once. Returns the waiter, or NULL if out of memory. */
+/* The call waits with a waiter that has room, the newest at the end.
+ * Calls join as their submissions' replies come, in the order the server
+ * ran the submissions, and BLPOP takes the first of its lists that has an
+ * entry: of the answers a BLPOP finds waiting, the oldest call's, nearest
+ * its deadline. Oldest by the server's order, not by the calls': a
+ * submission sent again after NOSCRIPT runs after those sent meanwhile,
+ * and ordering by call could not hold anyway while a BLPOP sent before
+ * an older call joined still blocks (it names the calls that waited when
+ * it was sent: a prefix of the server's order, never of the calls').
+ * Returns the waiter, or NULL if out of memory. */
 static ct__bwaiter_t *waiting_append(ct__basync_call_t *call) {
   ct__bwaiter_t *w = waiter_with_room(call->a);
   if (!w)

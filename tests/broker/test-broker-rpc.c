@@ -214,9 +214,108 @@ TEST(a_late_duplicate_answers_its_caller_with_the_first_result) {
   test_redis_stop(&r);
 }
 
+#define READY 8
+
+/* The order in which the READY calls below answer. */
+static atomic_int ready_next;
+static int ready_order[READY];
+
+static void on_ready(int rc, json_t *result, void *data) {
+  (void)data;
+  int at = atomic_load(&ready_next);
+  if (at < READY)
+    ready_order[at] = rc == 0 ? (int)json_integer_value(json_object_get(result, "i")) : -1;
+  atomic_store(&ready_next, at + 1); /* after the write: the test reads it then; one loop */
+}
+
+static void on_nothing(int rc, const ct_broker_info_t *info, void *data) {
+  (void)rc;
+  (void)info;
+  atomic_store((atomic_bool *)data, true);
+}
+
+/* Every reply the handle's connection owed before now has come: a read
+ * sent after them is answered after them. */
+static void settle(ct_broker_t *b) {
+  atomic_bool done = false;
+  CHECK_OK(ct_broker_get_async(b, "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b", NULL, on_nothing,
+                               &done));
+  WAIT_FOR(atomic_load(&done));
+}
+
+/* Calls whose answers are all in their done lists at once are answered in
+ * the order the server accepted their submissions (the stream's), the
+ * oldest first, whether or not a blocking read naming only some of them
+ * was still waiting when the answers came (it takes the first one pushed,
+ * here the oldest; the next reads find the rest waiting). That order is
+ * not always the order of the calls: the scripts are flushed before each
+ * round, and a submission sent again after NOSCRIPT lands behind those
+ * sent meanwhile (with the calls spaced by about a round trip, now and
+ * then), which is what made a test expecting the calls' order fail. */
+TEST(calls_ready_together_answer_in_the_order_the_server_took_them) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
+  test_redis_register_name(&r, "echo");
+  for (int round = 0; round < 12; round++) {
+    freeReplyObject(test_redis(&r, "SCRIPT FLUSH"));
+    atomic_store(&ready_next, 0);
+    for (int i = 0; i < READY; i++) {
+      json_t *kw = json_pack("{s:i}", "i", i);
+      CHECK_OK(ct_broker_call_async(b, "echo", kw, NULL, 60, NULL, on_ready, NULL));
+      json_decref(kw);
+      check_sleep(0.00001 * round); /* spaced by about a round trip, some rounds */
+    }
+    WAIT_FOR(test_redis_int(&r, "XLEN " STREAM) == READY);
+    settle(b); /* every submission's reply is in: all wait */
+    redisReply *x = test_redis(&r, "XRANGE " STREAM " - +");
+    CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == READY);
+    const char *argv[3 + 2 * READY];
+    size_t argc = 0;
+    argv[argc++] = "EVAL";
+    argv[argc++] = "for i = 1, #KEYS do redis.call('RPUSH', KEYS[i], "
+                   "'[\"completed\",' .. ARGV[i] .. ']') end";
+    argv[argc++] = "8";
+    char keys[READY][100];
+    const char *results[READY];
+    int accepted[READY];
+    for (size_t i = 0; i < READY; i++) { /* the order the server took them */
+      const redisReply *f = x->element[i]->element[1];
+      const char *id = NULL;
+      for (size_t j = 0; j + 1 < f->elements; j += 2) {
+        if (strcmp(f->element[j]->str, "id") == 0)
+          id = f->element[j + 1]->str;
+        if (strcmp(f->element[j]->str, "kwargs") == 0)
+          results[i] = f->element[j + 1]->str; /* {"i": i} */
+      }
+      CHECK(id != NULL);
+      json_t *kw = json_loads(results[i], 0, NULL);
+      accepted[i] = (int)json_integer_value(json_object_get(kw, "i"));
+      json_decref(kw);
+      snprintf(keys[i], sizeof keys[0], PREFIX "done:%s", id);
+      argv[argc++] = keys[i];
+    }
+    for (size_t i = 0; i < READY; i++)
+      argv[argc++] = results[i];
+    redisReply *y = redisCommandArgv(r.client, (int)argc, argv, NULL);
+    CHECK(y != NULL && y->type != REDIS_REPLY_ERROR);
+    freeReplyObject(y);
+    freeReplyObject(x);
+    freeReplyObject(test_redis(&r, "DEL " STREAM));
+    WAIT_FOR(atomic_load(&ready_next) == READY);
+    for (int i = 0; i < READY; i++)
+      CHECK_EQ_INT(ready_order[i], accepted[i]);
+  }
+  ct_broker_free(b);
+  test_sup_end(sup);
+  test_redis_stop(&r);
+}
+
 int main(void) {
   RUN(a_call_is_answered_by_its_done_list_without_reading_the_record);
   RUN(a_bare_status_in_the_done_list_sends_the_call_to_the_record);
   RUN(a_late_duplicate_answers_its_caller_with_the_first_result);
+  RUN(calls_ready_together_answer_in_the_order_the_server_took_them);
   return 0;
 }
