@@ -521,12 +521,11 @@ static int pop_reply(const redisReply *r, void *data) {
   }
   m->key = strndup(r->element[0]->str, r->element[0]->len);
   const redisReply *v = r->element[1];
-  int rc = m->key ? 0 : CT_ENOMEM;
-  if (rc == 0 && v->type == REDIS_REPLY_STRING) {
-    rc = ct__bdone_decode(v->str, v->len, &m->info);
-    m->answered = rc == 0;
-  }
-  return rc == CT_EAGAIN ? 0 : rc; /* an entry without the answer: the record has it */
+  /* An entry without the answer (or no memory to decode it): the record
+   * has it. */
+  m->answered = m->key && v->type == REDIS_REPLY_STRING &&
+                ct__bdone_decode(v->str, v->len, &m->info) == 0;
+  return m->key ? 0 : CT_ENOMEM;
 }
 
 static void send_unblock(ct__bwaiter_t *w) {

@@ -732,7 +732,7 @@ int ct__broker_get_reply(const redisReply *r, void *data) {
 /* A call's blocking read of its done list: the answer it brought. */
 typedef struct {
   ct_broker_info_t *info;
-  int rc; /* 0: info holds the answer; CT_EAGAIN: the record has it */
+  int rc; /* 0: info holds the answer; else the record has it */
 } done_read_t;
 
 static int done_reply(const redisReply *r, void *data) {
@@ -743,7 +743,7 @@ static int done_reply(const redisReply *r, void *data) {
       r->element[1]->type != REDIS_REPLY_STRING)
     return CT_EINVAL;
   d->rc = ct__bdone_decode(r->element[1]->str, r->element[1]->len, d->info);
-  return d->rc == CT_ENOMEM ? CT_ENOMEM : 0;
+  return 0; /* even out of memory: the record has the answer too */
 }
 
 /* One wait of a call: a blocking read of the task's done list for `left`
