@@ -732,12 +732,14 @@ int ct__broker_get_reply(const redisReply *r, void *data) {
 /* A call's blocking read of its done list: the answer it brought. */
 typedef struct {
   ct_broker_info_t *info;
-  int rc; /* 0: info holds the answer; else the record has it */
+  int rc;   /* 0: info holds the answer; else the record has it */
+  bool nil; /* the server answered that the read timed out */
 } done_read_t;
 
 static int done_reply(const redisReply *r, void *data) {
   done_read_t *d = data;
-  if (r->type == REDIS_REPLY_NIL)
+  d->nil = r->type == REDIS_REPLY_NIL;
+  if (d->nil)
     return CT_ETIMEDOUT;
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
       r->element[1]->type != REDIS_REPLY_STRING)
@@ -749,21 +751,21 @@ static int done_reply(const redisReply *r, void *data) {
 /* One wait of a call: a blocking read of the task's done list for `left`
  * seconds. Its entry is the answer (docs/wire-format.md): no read of the
  * record, unless the entry is a bare status (a dead letter, a late
- * duplicate, an older worker) or the read timed out (the task may have
- * ended just after). Returns 0 and *info once the task has ended;
+ * duplicate, an older worker) or the server says the read timed out (the
+ * task may have ended just after). Returns 0 and *info once the task has ended;
  * CT_ETIMEDOUT (nothing yet); or an error. */
 static int wait_once(ct_broker_t *b, ct__rconn_t *c, const char *done, const char *id,
                      double left, ct_broker_info_t *info) {
   char secs[32];
   snprintf(secs, sizeof secs, "%.3f", left);
   const char *blpop[] = {"BLPOP", done, secs};
-  done_read_t d = {info, CT_EAGAIN};
+  done_read_t d = {info, CT_EAGAIN, false};
   memset(info, 0, sizeof *info);
   int rc = ct__rconn_command_within(c, left + CALL_GRACE, 3, blpop, NULL, done_reply, &d);
   if (rc == 0 && d.rc == 0)
     return 0; /* the answer came with the wake */
-  if (rc != 0 && rc != CT_ETIMEDOUT)
-    return rc;
+  if (rc != 0 && !d.nil)
+    return rc; /* a server that stalls gets no second command */
   int got = get_on(b, c, id, CALL_GRACE, info);
   if (rc == 0)
     return got; /* woken: the record is terminal */
