@@ -289,6 +289,15 @@ CT_EXPORT int ct_broker_get_async(ct_broker_t *broker, const char *id, ct_loop_t
  * read (BLPOP) on the done lists of up to 256 calls waiting: many calls in
  * flight cost a connection (and its loop thread) per 256, not one each,
  * and an answer costs Redis the same whatever the number in flight.
+ * Order: answers that are all waiting when the calls' blocking read looks
+ * are taken oldest first, by the order in which the server took the
+ * submissions: the calls' order, except that a submission sent again
+ * because the server had lost the submit script (a restart, SCRIPT FLUSH)
+ * lands behind those sent meanwhile. An answer that comes while the read
+ * blocks is taken as it comes; one read from the task's record (a dead
+ * letter, a late duplicate) comes a round trip later, maybe after younger
+ * ones; calls on different connections (over 256 waiting) and callbacks
+ * on different loops have no order between them.
  * Returns 0: cb runs exactly once, as for ct_broker_submit_async();
  * CT_EINVAL (NULL broker or cb, a timeout not > 0: INFINITY waits for
  * ever, and as ct_broker_call()); CT_ESHUTDOWN; CT_ENOMEM (cb is then

@@ -11,18 +11,21 @@
  * of its own: the handle's lock only to make this side on first use, the
  * submit script's lock only around its SHA1.
  *
- * Waiting for calls. A call's task pushes its final status onto its done
- * list (docs/wire-format.md), as for ct_broker_call(). The calls of a
- * handle wait on waiters, each a connection made without waiting for it
- * and up to WAIT_KEYS calls (a call waits with the first waiter that has
- * room, a new one if none has): a waiter's one BLPOP names the done lists
- * of its calls, oldest first (of several lists with an entry, BLPOP takes
- * the first: the oldest call's), bounded at WAIT_BOUND seconds; when it
- * returns, the list that had an entry names its call, which reads its
- * record (HGETALL on the handle's connection) and completes, and the BLPOP
- * goes again with the lists still waiting. A call that starts waiting
- * while its waiter's BLPOP blocks ends it with CLIENT UNBLOCK (the
- * waiter's client id is asked with CLIENT ID just ahead of each BLPOP),
+ * Waiting for calls. A call's task pushes its answer (final status and
+ * result) onto its done list (docs/wire-format.md), as for
+ * ct_broker_call(). The calls of a handle wait on waiters, each a
+ * connection made without waiting for it and up to WAIT_KEYS calls (a call
+ * waits with the first waiter that has room, a new one if none has): a
+ * waiter's one BLPOP names the done lists of its calls, oldest first by
+ * the order the server ran their submissions (of several lists with an
+ * entry, BLPOP takes the first: the oldest call's; see waiting_append()),
+ * bounded at WAIT_BOUND seconds; when it returns, the list that had an
+ * entry names its call, which completes with the answer the entry carried
+ * (or, for an entry that is a bare status, reads its record with HGETALL
+ * on the handle's connection first), and the BLPOP goes again with the
+ * lists still waiting. A call that starts waiting while its waiter's
+ * BLPOP blocks ends it with CLIENT UNBLOCK (the waiter's client id is
+ * asked with CLIENT ID just ahead of each BLPOP),
  * once per BLPOP however many calls start meanwhile; an unblock that
  * misses (the waiter reconnected in between, or the BLPOP reached the
  * server after it) costs at most the bound. The wire format is the
@@ -59,6 +62,7 @@
 
 #include "base/clock.h"
 #include "broker-internal.h"
+#include "message.h"
 
 #define WAIT_BOUND "1" /* seconds a BLPOP blocks at most: an unblock that
                           missed costs no more */
@@ -143,6 +147,8 @@ typedef struct {
   int rc;
   long long client_id; /* CLIENT ID */
   char *key;           /* BLPOP: the list that had an entry */
+  bool answered;       /* BLPOP: its entry was the answer, in info */
+  ct_broker_info_t info;
 } wake_t;
 
 static void complete(ct__basync_call_t *call, int rc);
@@ -277,10 +283,16 @@ static ct__bwaiter_t *waiter_with_room(ct__basync_t *a) {
   return w;
 }
 
-/* The call waits with a waiter that has room, the newest at the end:
- * BLPOP takes the first of its lists that has an entry, so the oldest
- * call, nearest its deadline, is answered first when several are ready at
- * once. Returns the waiter, or NULL if out of memory. */
+/* The call waits with a waiter that has room, the newest at the end.
+ * Calls join as their submissions' replies come, in the order the server
+ * ran the submissions, and BLPOP takes the first of its lists that has an
+ * entry: of the answers a BLPOP finds waiting, the oldest call's, nearest
+ * its deadline. Oldest by the server's order, not by the calls': a
+ * submission sent again after NOSCRIPT runs after those sent meanwhile,
+ * and ordering by call could not hold anyway while a BLPOP sent before
+ * an older call joined still blocks (it names the calls that waited when
+ * it was sent: a prefix of the server's order, never of the calls').
+ * Returns the waiter, or NULL if out of memory. */
 static ct__bwaiter_t *waiting_append(ct__basync_call_t *call) {
   ct__bwaiter_t *w = waiter_with_room(call->a);
   if (!w)
@@ -485,6 +497,7 @@ static void wake_post(int rc, void *data) {
   wake_t *m = data;
   m->rc = rc;
   if (ct_loop_call(m->w->a->loop, on_wake, m) != 0) {
+    json_decref(m->info.result);
     free(m->key);
     free(m);
   }
@@ -507,6 +520,11 @@ static int pop_reply(const redisReply *r, void *data) {
     return CT_EINVAL;
   }
   m->key = strndup(r->element[0]->str, r->element[0]->len);
+  const redisReply *v = r->element[1];
+  /* An entry without the answer (or no memory to decode it): the record
+   * has it. */
+  m->answered = m->key && v->type == REDIS_REPLY_STRING &&
+                ct__bdone_decode(v->str, v->len, &m->info) == 0;
   return m->key ? 0 : CT_ENOMEM;
 }
 
@@ -521,12 +539,19 @@ static void send_unblock(ct__bwaiter_t *w) {
                                    NULL) == 0;
 }
 
-/* The call whose done list had an entry reads its record. */
-static void popped(ct__bwaiter_t *w, const char *key) {
+/* The call whose done list had an entry completes with the answer the
+ * entry carried, or else reads its record. */
+static void popped(ct__bwaiter_t *w, wake_t *m) {
   for (ct__basync_call_t *call = w->waiting; call; call = call->wnext)
-    if (strcmp(call->key, key) == 0) {
+    if (strcmp(call->key, m->key) == 0) {
       waiting_remove(call);
-      send_get(call);
+      if (m->answered) {
+        call->info = m->info; /* the result moves to the call */
+        m->info.result = NULL;
+        complete(call, 0);
+      } else {
+        send_get(call);
+      }
       maybe_free(call);
       return;
     }
@@ -545,13 +570,14 @@ static void on_wake(ct_loop_t *loop, struct ev_loop *ev, void *data) {
     } else {
       w->blocked = false;
       if (m->key)
-        popped(w, m->key);
+        popped(w, m);
       if (m->rc == CT_ETIMEDOUT || m->rc == 0)
         kick(w);
       else
         fail_waiting(w, m->rc); /* the waiter's loop ended, a refusal, no memory */
     }
   }
+  json_decref(m->info.result);
   free(m->key);
   free(m);
 }
@@ -577,8 +603,8 @@ static int send_blpop(ct__bwaiter_t *w) {
       argv[i++] = call->key;
     argv[i++] = WAIT_BOUND;
     w->gen++;
-    *idm = (wake_t){w, w->gen, false, 0, 0, NULL};
-    *pop = (wake_t){w, w->gen, true, 0, 0, NULL};
+    *idm = (wake_t){.w = w, .gen = w->gen};
+    *pop = (wake_t){.w = w, .gen = w->gen, .pop = true};
     const char *id_argv[] = {"CLIENT", "ID"};
     double timeout = w->a->b->command_timeout;
     if (ct__rconn_post(w->conn, timeout, 2, id_argv, NULL, id_reply, wake_post, idm) != 0)

@@ -11,9 +11,9 @@
  * idle connections for calls: every call is one command on the connection,
  * and the connection serializes them; a call's commands are each bounded
  * by what is left of its own deadline. A call waits on a connection of its
- * own with a blocking read of the task's done list and, pipelined right
- * behind it, the read of its record, which the server runs as soon as the
- * blocking read returns: the result comes back without a round trip more.
+ * own with a blocking read of the task's done list, whose entry carries
+ * the answer (status and result): the record is read only for an entry
+ * that does not (docs/wire-format.md) or when the read times out.
  * Many tasks that share their options go in one script call
  * (ct_broker_submit_many()).
  * The asynchronous calls (async.c, made on first use) send what
@@ -635,7 +635,8 @@ int ct_broker_submit_many(ct_broker_t *b, size_t n, const char *const names[],
   return rc;
 }
 
-static int get_within(ct_broker_t *b, const char *id, double wait, ct_broker_info_t *out);
+static int get_on(ct_broker_t *b, ct__rconn_t *c, const char *id, double wait,
+                  ct_broker_info_t *out);
 
 /* An idle connection for a call's blocking read, or a new one, made
  * within connect_timeout. */
@@ -667,13 +668,6 @@ static void rpc_give(ct_broker_t *b, ct__rconn_t *c) {
   r->next = b->rpc_idle;
   b->rpc_idle = r;
   pthread_mutex_unlock(&b->lock);
-}
-
-static int blpop_reply(const redisReply *r, void *data) {
-  (void)data;
-  if (r->type == REDIS_REPLY_NIL)
-    return CT_ETIMEDOUT;
-  return r->type == REDIS_REPLY_ARRAY ? 0 : CT_EINVAL;
 }
 
 /* Seconds a command of a call may take from now: what is left before the
@@ -735,38 +729,56 @@ int ct__broker_get_reply(const redisReply *r, void *data) {
   return rc;
 }
 
+/* A call's blocking read of its done list: the answer it brought. */
+typedef struct {
+  ct_broker_info_t *info;
+  int rc;   /* 0: info holds the answer; else the record has it */
+  bool nil; /* the server answered that the read timed out */
+} done_read_t;
+
+static int done_reply(const redisReply *r, void *data) {
+  done_read_t *d = data;
+  d->nil = r->type == REDIS_REPLY_NIL;
+  if (d->nil)
+    return CT_ETIMEDOUT;
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+      r->element[1]->type != REDIS_REPLY_STRING)
+    return CT_EINVAL;
+  d->rc = ct__bdone_decode(r->element[1]->str, r->element[1]->len, d->info);
+  return 0; /* even out of memory: the record has the answer too */
+}
+
 /* One wait of a call: a blocking read of the task's done list for `left`
- * seconds, with the read of its record right behind it on the same
- * connection, which the server runs as soon as the blocking read returns:
- * no round trip more for the result. Returns 0 and *info once the record
- * is terminal (a wake through the done list, or an end just after the
- * read timed out); CT_ETIMEDOUT (nothing yet); or an error. */
+ * seconds. Its entry is the answer (docs/wire-format.md): no read of the
+ * record, unless the entry is a bare status (a dead letter, a late
+ * duplicate, an older worker) or the server says the read timed out (the
+ * task may have ended just after). Returns 0 and *info once the task has ended;
+ * CT_ETIMEDOUT (nothing yet); or an error. */
 static int wait_once(ct_broker_t *b, ct__rconn_t *c, const char *done, const char *id,
                      double left, ct_broker_info_t *info) {
   char secs[32];
   snprintf(secs, sizeof secs, "%.3f", left);
-  char *rec = ct__broker_key(b, "task:", id);
-  if (!rec)
-    return CT_ENOMEM;
-  const char *blpop[] = {"BLPOP", done, secs}, *hgetall[] = {"HGETALL", rec};
-  ct__bget_t g = {b, id, info};
-  ct__rconn_cmd_t cmds[2] = {{3, blpop, NULL, blpop_reply, NULL, 0},
-                             {2, hgetall, NULL, ct__broker_get_reply, &g, 0}};
+  const char *blpop[] = {"BLPOP", done, secs};
+  done_read_t d = {info, CT_EAGAIN, false};
   memset(info, 0, sizeof *info);
-  int rc = ct__rconn_pipeline(c, left + CALL_GRACE, 2, cmds);
-  free(rec);
-  if (rc != 0 || cmds[0].rc == 0)
-    return rc != 0 ? rc : cmds[1].rc; /* woken: the record is terminal */
-  if (cmds[0].rc == CT_ETIMEDOUT && cmds[1].rc == 0 && ct__bstatus_terminal(info->status))
+  int rc = ct__rconn_command_within(c, left + CALL_GRACE, 3, blpop, NULL, done_reply, &d);
+  if (rc == 0 && d.rc == 0)
+    return 0; /* the answer came with the wake */
+  if (rc != 0 && !d.nil)
+    return rc; /* a server that stalls gets no second command */
+  int got = get_on(b, c, id, CALL_GRACE, info);
+  if (rc == 0)
+    return got; /* woken: the record is terminal */
+  if (got == 0 && ct__bstatus_terminal(info->status))
     return 0; /* it ended just after the read timed out */
-  if (cmds[1].rc == 0)
+  if (got == 0)
     json_decref(info->result);
-  return cmds[0].rc;
+  return CT_ETIMEDOUT;
 }
 
 /* Wait for the task's end until the call's end (ct_now() time, may be
  * INFINITY: the wait goes on a day at a time), on a connection of the
- * call's own, and read its record. Each blocking read is given CALL_GRACE
+ * call's own. Each blocking read is given CALL_GRACE
  * beyond its own server-side timeout, so that a server that stalls cannot
  * hold the call past its end by more than that. */
 static int wait_result(ct_broker_t *b, const char *id, double end, ct_broker_info_t *info) {
@@ -786,7 +798,7 @@ static int wait_result(ct_broker_t *b, const char *id, double end, ct_broker_inf
 }
 
 int ct_broker_get(ct_broker_t *b, const char *id, ct_broker_info_t *out) {
-  return b ? get_within(b, id, b->command_timeout, out) : CT_EINVAL;
+  return b ? get_on(b, b->conn, id, b->command_timeout, out) : CT_EINVAL;
 }
 
 int ct__broker_record_key(const ct_broker_t *b, const char *id, char **key) {
@@ -796,8 +808,10 @@ int ct__broker_record_key(const ct_broker_t *b, const char *id, char **key) {
   return *key ? 0 : CT_ENOMEM;
 }
 
-/* ct_broker_get() whose command has `wait` seconds for its reply. */
-static int get_within(ct_broker_t *b, const char *id, double wait, ct_broker_info_t *out) {
+/* ct_broker_get() on connection c, whose command has `wait` seconds for
+ * its reply. */
+static int get_on(ct_broker_t *b, ct__rconn_t *c, const char *id, double wait,
+                  ct_broker_info_t *out) {
   char *k = NULL;
   int rc = out ? ct__broker_record_key(b, id, &k) : CT_EINVAL;
   if (rc != 0)
@@ -805,7 +819,7 @@ static int get_within(ct_broker_t *b, const char *id, double wait, ct_broker_inf
   memset(out, 0, sizeof *out);
   ct__bget_t g = {b, id, out};
   const char *argv[2] = {"HGETALL", k};
-  rc = ct__rconn_command_within(b->conn, wait, 2, argv, NULL, ct__broker_get_reply, &g);
+  rc = ct__rconn_command_within(c, wait, 2, argv, NULL, ct__broker_get_reply, &g);
   free(k);
   return rc;
 }

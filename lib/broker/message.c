@@ -290,3 +290,23 @@ int ct__brecord_decode(const ct__bfield_t *f, size_t n, ct_broker_info_t *info,
   }
   return 0;
 }
+
+int ct__bdone_decode(const char *s, size_t len, ct_broker_info_t *info) {
+  memset(info, 0, sizeof *info);
+  if (len == 0 || s[0] != '[')
+    return CT_EAGAIN;
+  json_error_t jerr;
+  json_t *a = json_loadb(s, len, JSON_REJECT_DUPLICATES, &jerr);
+  if (!a)
+    return json_error_code(&jerr) == json_error_out_of_memory ? CT_ENOMEM : CT_EAGAIN;
+  json_t *status = json_array_get(a, 0);
+  ct__bfield_t v = {NULL, 0, json_string_value(status), json_string_length(status)};
+  int rc = json_array_size(a) == 2 && v.value && parse_status(&v, &info->status) &&
+                   ct__bstatus_terminal(info->status)
+               ? 0
+               : CT_EAGAIN;
+  if (rc == 0)
+    info->result = json_incref(json_array_get(a, 1));
+  json_decref(a);
+  return rc;
+}

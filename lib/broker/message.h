@@ -84,4 +84,11 @@ bool ct__bstatus_terminal(ct_broker_status_t s);
 int ct__brecord_decode(const ct__bfield_t *f, size_t n, ct_broker_info_t *info,
                        const char **reason);
 
+/* Decode an entry of a task's done list, `["<status>",<result JSON>]`
+ * (docs/wire-format.md), into info->status and info->result (a new
+ * reference). Returns 0; CT_EAGAIN for anything else (a bare status, as
+ * the bury script and workers before this form push, or an entry some
+ * other program wrote): the task's record has the answer; CT_ENOMEM. */
+int ct__bdone_decode(const char *s, size_t len, ct_broker_info_t *info);
+
 #endif

@@ -33,7 +33,10 @@
 /* KEYS: per result: record, stream, done list. ARGV: group, default TTL
  * (s), then per result: entry id, status, result, finished (ms), name, "1"
  * if a caller waits (RPC). For each: the first completion wins; a waiting
- * caller is woken through the done list. Then every entry is acknowledged
+ * caller is woken through the done list, with its answer, `[status,
+ * result]`, so that it need not read the record (a late duplicate pushes
+ * the bare status of the record instead: the caller reads the first
+ * completion's answer there). Then every entry is acknowledged
  * and deleted, with one XACK and one XDEL per stream for all of its
  * entries (each command has a cost of its own, larger than an id's). */
 static const char complete_script[] =
@@ -42,7 +45,8 @@ static const char complete_script[] =
     "  local rec, stream, a = KEYS[3 * i + 1], KEYS[3 * i + 2], 2 + 6 * i\n"
     "  local r = redis.call('HMGET', rec, 'status', 'ttl', 'created')\n"
     "  local s = r[1]\n"
-    "  if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' and s ~= 'expired' then\n"
+    "  local ended = s == 'completed' or s == 'failed' or s == 'dead' or s == 'expired'\n"
+    "  if not ended then\n"
     "    redis.call('HSET', rec, 'status', ARGV[a + 2], 'result', ARGV[a + 3],"
     " 'finished', ARGV[a + 4], 'name', ARGV[a + 5], 'created', r[3] or ARGV[a + 4])\n"
     "    redis.call('EXPIRE', rec, r[2] or ARGV[2])\n"
@@ -53,7 +57,8 @@ static const char complete_script[] =
     "  end\n"
     "  table.insert(acks[stream], ARGV[a + 1])\n"
     "  if ARGV[a + 6] == '1' then\n"
-    "    redis.call('RPUSH', KEYS[3 * i + 3], ARGV[a + 2])\n"
+    "    redis.call('RPUSH', KEYS[3 * i + 3],"
+    " ended and s or '[\"' .. ARGV[a + 2] .. '\",' .. ARGV[a + 3] .. ']')\n"
     "    redis.call('EXPIRE', KEYS[3 * i + 3], 60)\n"
     "  end\n"
     "end\n"

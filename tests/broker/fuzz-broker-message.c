@@ -1,6 +1,7 @@
 /* libFuzzer target for the broker's decoders (built with clang only): the
  * input is split at NUL bytes into field names and values, then decoded
- * as a stream entry and as a task record. */
+ * as a stream entry and as a task record; whole, it is decoded as a done
+ * list's entry. */
 #include <stdint.h>
 #include <string.h>
 
@@ -28,6 +29,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ct__bmsg_clear(&m);
   ct_broker_info_t info;
   if (ct__brecord_decode(f, n, &info, &reason) == 0)
+    json_decref(info.result);
+  if (ct__bdone_decode((const char *)data, size, &info) == 0)
     json_decref(info.result);
   return 0;
 }

@@ -260,6 +260,27 @@ TEST(bad_redis_urls_are_refused) {
   }
 }
 
+/* A done list's entry is the answer only as [terminal status, result];
+ * anything else sends the caller to the record. */
+TEST(done_entries_carry_the_answer_or_send_to_the_record) {
+  ct_broker_info_t info;
+  const char *ok = "[\"failed\",{\"exception\":{\"class\":\"E\",\"args\":[],\"str\":\"\"}}]";
+  CHECK_OK(ct__bdone_decode(ok, strlen(ok), &info));
+  CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK(json_is_object(json_object_get(info.result, "exception")));
+  json_decref(info.result);
+  CHECK_OK(ct__bdone_decode("[\"completed\",null]", 18, &info));
+  CHECK(json_is_null(info.result));
+  json_decref(info.result);
+  const char *other[] = {"completed", "dead", "", "[", "[\"completed\"]",
+                         "[\"running\",1]", "[\"completed\",1,2]", "[1,2]",
+                         "[\"completed\",1", "{\"status\":\"completed\"}"};
+  for (size_t i = 0; i < sizeof other / sizeof *other; i++) {
+    CHECK_EQ_INT(ct__bdone_decode(other[i], strlen(other[i]), &info), CT_EAGAIN);
+    CHECK(info.result == NULL);
+  }
+}
+
 int main(void) {
   RUN(new_ids_are_version_4_uuids_and_differ);
   RUN(encoded_message_decodes_to_the_same);
@@ -269,6 +290,7 @@ int main(void) {
   RUN(task_names_are_checked);
   RUN(records_decode_status_times_and_result);
   RUN(malformed_records_are_refused_with_a_reason);
+  RUN(done_entries_carry_the_answer_or_send_to_the_record);
   RUN(redis_urls_parse);
   RUN(bad_redis_urls_are_refused);
   return check_done();
