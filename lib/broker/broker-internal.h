@@ -59,6 +59,7 @@ struct ct_broker {
   ct__bproc_t *procs;           /* lock: process handlers' settings */
   ct__bloop_t *loops;           /* lock: loop handlers' settings */
   ct__basync_t *async;          /* lock: made on first use (async.c) */
+  struct ct__bknown *known;     /* lock: names seen registered (submit-tx.c) */
 };
 
 /* A new key "<prefix><a><c>", or NULL. */
@@ -111,6 +112,29 @@ int ct__basync_script(ct__basync_call_t *call, ct__bscript_t *s, int argc, const
 /* End a handle's asynchronous side once its connection's loop has ended
  * (every call has been answered): NULL does nothing. */
 void ct__basync_free(ct__basync_t *a);
+
+/* Whether a submission through the submit script has found the name
+ * registered (a set that only grows), and keep that it has. Thread-safety:
+ * any thread. */
+bool ct__bknown_has(ct_broker_t *b, const char *name);
+void ct__bknown_add(ct_broker_t *b, const char *name);
+
+/* Free what the handle keeps of known names (as the handle is freed). */
+void ct__bknown_free(ct_broker_t *b);
+
+/* An immediate submission of a known name, its strings the caller's: the
+ * task's record and stream keys, name, created (ms), TTL and seconds to
+ * keep the record, and its entry's encoded fields. */
+typedef struct ct__bsubmit_tx {
+  const char *record, *stream, *name, *created, *ttl, *keep;
+  const struct ct__bmsg_wire *w;
+} ct__bsubmit_tx_t;
+
+/* Write it as the submit script does, in one MULTI/EXEC sent in one go,
+ * each command given `wait` seconds (<= 0: the command timeout). Returns
+ * 0 or as ct__rconn_pipeline() does; CT_EINVAL if the server refuses it.
+ * Thread-safety: any thread but the connection's loop thread. */
+int ct__bsubmit_tx(ct_broker_t *b, const ct__bsubmit_tx_t *t, double wait);
 
 /* Stop the worker, waiting for its running tasks, and free it. */
 void ct__bworker_free(ct__bworker_t *w);

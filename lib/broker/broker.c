@@ -7,8 +7,11 @@
  * registered, the idempotency key and the writes (task record, and the
  * stream entry, or for a delay or ETA ahead the delayed set's member) are
  * one Lua script, so a refused task leaves nothing behind and an accepted
- * one is whole. The handle holds no state of its own after creation but
- * idle connections for calls: every call is one command on the connection,
+ * one is whole; once the script has found a name registered, the next
+ * immediate submissions of it are the same writes in a MULTI/EXEC, which
+ * costs Redis less (submit-tx.c). The handle holds no state of its own
+ * after creation but idle connections for calls and the names it has
+ * found registered: every call is one command on the connection,
  * and the connection serializes them; a call's commands are each bounded
  * by what is left of its own deadline. A call waits on a connection of its
  * own with a blocking read of the task's done list, whose entry carries
@@ -190,6 +193,7 @@ void ct_broker_free(ct_broker_t *b) {
   }
   ct__bprocs_free(b->procs); /* their handlers have ended with the worker */
   ct__bloops_free(b->loops);
+  ct__bknown_free(b);
   pthread_mutex_destroy(&b->lock);
   ct__redis_url_free(&b->url);
   free(b->prefix);
@@ -329,10 +333,15 @@ static int run_submit(ct_broker_t *b, const ct__bmsg_t *m, const submission_t *s
       argvlen[i] = strlen(argv[i]);
     memcpy(argv + argc, w.argv, w.argc * sizeof *argv);
     memcpy(argvlen + argc, w.argvlen, w.argc * sizeof *argvlen);
-    rc = sub->post ? ct__basync_script(sub->post, &submit, argc + (int)w.argc, argv, argvlen,
-                                       submit_reply, id)
-                   : ct__bscript_run(b->conn, &submit, sub->wait, argc + (int)w.argc, argv,
-                                     argvlen, submit_reply, id);
+    ct__bsubmit_tx_t tx = {keys[2], keys[1], m->name, created, ttl_s, keep_s, &w};
+    if (sub->post)
+      rc = ct__basync_script(sub->post, &submit, argc + (int)w.argc, argv, argvlen,
+                             submit_reply, id);
+    else if (!sub->key && !sub->due_ms && ct__bknown_has(b, m->name))
+      rc = ct__bsubmit_tx(b, &tx, sub->wait);
+    else if ((rc = ct__bscript_run(b->conn, &submit, sub->wait, argc + (int)w.argc, argv,
+                                   argvlen, submit_reply, id)) == 0)
+      ct__bknown_add(b, m->name); /* found in the names set */
   }
   free(member);
   ct__bmsg_wire_free(&w);

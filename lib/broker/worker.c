@@ -157,9 +157,11 @@ static ct__bscript_t bury_lua = CT__BSCRIPT_INIT(bury_script);
  * stream. ARGV: group, consumer, count, lease (ms), max deliveries, '1' to
  * take over. Per stream: first, if asked to, take over entries idle past
  * the lease (XAUTOCLAIM), then read new ones, never more than count in
- * all; an entry taken over that has been delivered more than max
- * deliveries times is returned too, without counting, for the worker to
- * bury (with the bury script, which names every key it touches). Returns
+ * all (a stream with no entry at all is not read: XLEN costs Redis a
+ * fraction of an XREADGROUP, and most streams are empty); an entry taken
+ * over that has been delivered more than max deliveries times is returned
+ * too, without counting, for the worker to bury (with the bury script,
+ * which names every key it touches). Returns
  * {1, {{level, id, fields, deliveries}...}, due, more} or, having found
  * nothing, {0, {last-generated ids of the streams and the wake stream},
  * due, more}, where due is the earliest due time in the delayed set or ''
@@ -185,7 +187,7 @@ static const char fetch_script[] =
     "    end\n"
     "    if c[1] ~= '0-0' or want <= 0 then more = 1 end\n"
     "  end\n"
-    "  if want > 0 then\n"
+    "  if want > 0 and redis.call('XLEN', KEYS[i]) > 0 then\n"
     "    local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want,"
     " 'STREAMS', KEYS[i], '>')\n"
     "    if r then\n"
