@@ -7,10 +7,12 @@
  * script, which reads each stream in turn, highest class first, through
  * the consumer group, taking no more entries than there are free slots
  * (one XREADGROUP per stream, each with what is left: COUNT applies per
- * stream); if it found nothing, the script returns each stream's
- * last-generated id (and the wake stream's, and the earliest due time of
- * the delayed set), and the thread blocks in XREAD on exactly those ids,
- * which ends as soon as any stream gets a newer entry (no race with an
+ * stream); if it found nothing, or fewer entries than that with no
+ * take-over cut short (every stream then read to its end: a second fetch
+ * would find nothing), the script returns each stream's last-generated id
+ * (and the wake stream's; and always the earliest due time of the delayed
+ * set), and the thread blocks in XREAD on exactly those ids, which ends
+ * as soon as any stream gets a newer entry (no race with an
  * entry written between the two, and no polling: the block is at most 1 s
  * long only so that a stop is seen, and no longer than until the earliest
  * delayed task is due: it is that task's timer). A reply is not trusted to
@@ -162,10 +164,13 @@ static ct__bscript_t bury_lua = CT__BSCRIPT_INIT(bury_script);
  * over that has been delivered more than max deliveries times is returned
  * too, without counting, for the worker to bury (with the bury script,
  * which names every key it touches). Returns
- * {1, {{level, id, fields, deliveries}...}, due, more} or, having found
- * nothing, {0, {last-generated ids of the streams and the wake stream},
- * due, more}, where due is the earliest due time in the delayed set or ''
- * (so that the worker moves due tasks only when some are due), and more
+ * {1, {{level, id, fields, deliveries}...}, due, more, ids} or, having
+ * found nothing, {0, ids, due, more}, where ids are the last-generated ids
+ * of the streams and the wake stream, for the worker to block on, when
+ * nothing new is left to read (found nothing, or fewer than count with no
+ * take-over cut short), and empty otherwise (the worker fetches again),
+ * due is the earliest due time in the delayed set or '' (so that the
+ * worker moves due tasks only when some are due), and more
  * is 1 if a take-over in a stream was cut short (by the count, or by
  * XAUTOCLAIM's own limit on entries scanned): the next fetch takes over
  * again. A stream that new entries of a higher one kept the fetch from
@@ -199,17 +204,19 @@ static const char fetch_script[] =
     "  end\n"
     "end\n"
     "local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')\n"
-    "if #out > 0 then return {1, out, first[2] or '', more} end\n"
     "local ids = {}\n"
-    "for i = 1, 5 do\n"
-    "  ids[i] = '0-0'\n"
-    "  if i < 5 or redis.call('EXISTS', KEYS[6]) == 1 then\n"
-    "    local info = redis.call('XINFO', 'STREAM', KEYS[i < 5 and i or 6])\n"
-    "    for j = 1, #info, 2 do\n"
-    "      if info[j] == 'last-generated-id' then ids[i] = info[j + 1] end\n"
+    "if #out == 0 or (want > 0 and more == 0) then\n"
+    "  for i = 1, 5 do\n"
+    "    ids[i] = '0-0'\n"
+    "    if i < 5 or redis.call('EXISTS', KEYS[6]) == 1 then\n"
+    "      local info = redis.call('XINFO', 'STREAM', KEYS[i < 5 and i or 6])\n"
+    "      for j = 1, #info, 2 do\n"
+    "        if info[j] == 'last-generated-id' then ids[i] = info[j + 1] end\n"
+    "      end\n"
     "    end\n"
     "  end\n"
     "end\n"
+    "if #out > 0 then return {1, out, first[2] or '', more, ids} end\n"
     "return {0, ids, first[2] or '', more}\n";
 static ct__bscript_t fetch_lua = CT__BSCRIPT_INIT(fetch_script);
 
@@ -432,7 +439,8 @@ static int group_reply(const redisReply *r, void *data) {
 typedef struct {
   ct__bworker_t *w;
   job_t *jobs;           /* what the fetch took, in order */
-  char ids[CT__BLEVELS + 1][48]; /* found nothing: last-generated ids (streams, wake) */
+  char ids[CT__BLEVELS + 1][48]; /* last-generated ids (streams, wake), if caught_up */
+  bool caught_up;        /* no new entry is left unread: block on ids rather than fetch */
   int64_t due_ms;        /* the earliest delayed task's due time; 0: none */
   int want;              /* entries asked for: the free slots */
   bool more;             /* a take-over was cut short: go on in the next fetch */
@@ -505,29 +513,38 @@ static job_t *entry_job(ct__bworker_t *w, const redisReply *e, int *err) {
   return j;
 }
 
+/* A fetch reply's list of last-generated ids: strings, one per stream and
+ * the wake stream at most. */
+static bool ids_ok(const redisReply *ids) {
+  if (ids->type != REDIS_REPLY_ARRAY || ids->elements > CT__BLEVELS + 1)
+    return false;
+  for (size_t i = 0; i < ids->elements; i++)
+    if (ids->element[i]->type != REDIS_REPLY_STRING)
+      return false;
+  return true;
+}
+
 static bool fetch_reply_ok(const redisReply *r) {
   if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
       r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_ARRAY)
     return false;
   bool idle = r->element[0]->integer == 0;
-  if (r->elements != 4 || r->element[2]->type != REDIS_REPLY_STRING ||
+  if (r->elements != (idle ? 4u : 5u) || r->element[2]->type != REDIS_REPLY_STRING ||
       r->element[3]->type != REDIS_REPLY_INTEGER)
+    return false;
+  if (idle)
+    return ids_ok(r->element[1]);
+  if (!ids_ok(r->element[4]))
     return false;
   const redisReply *list = r->element[1];
   for (size_t i = 0; i < list->elements; i++) {
     const redisReply *e = list->element[i];
-    if (idle) {
-      if (e->type != REDIS_REPLY_STRING || i > CT__BLEVELS)
-        return false;
-    } else if (e->type != REDIS_REPLY_ARRAY || e->elements != 4 ||
-               e->element[0]->type != REDIS_REPLY_INTEGER || e->element[0]->integer < 1 ||
-               e->element[0]->integer > CT__BLEVELS ||
-               e->element[1]->type != REDIS_REPLY_STRING ||
-               e->element[1]->len >= sizeof ((job_t *)0)->entry ||
-               e->element[2]->type != REDIS_REPLY_ARRAY ||
-               e->element[3]->type != REDIS_REPLY_INTEGER) {
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 4 ||
+        e->element[0]->type != REDIS_REPLY_INTEGER || e->element[0]->integer < 1 ||
+        e->element[0]->integer > CT__BLEVELS || e->element[1]->type != REDIS_REPLY_STRING ||
+        e->element[1]->len >= sizeof ((job_t *)0)->entry ||
+        e->element[2]->type != REDIS_REPLY_ARRAY || e->element[3]->type != REDIS_REPLY_INTEGER)
       return false;
-    }
   }
   return true;
 }
@@ -543,11 +560,12 @@ static int fetch_reply(const redisReply *r, void *data) {
   const redisReply *list = r->element[1];
   f->due_ms = (int64_t)strtod(r->element[2]->str, NULL);
   f->more = r->element[3]->integer != 0;
-  if (r->element[0]->integer == 0) {
-    for (size_t i = 0; i < list->elements; i++)
-      snprintf(f->ids[i], sizeof f->ids[i], "%s", list->element[i]->str);
+  const redisReply *ids = r->element[0]->integer == 0 ? list : r->element[4];
+  f->caught_up = ids->elements > 0;
+  for (size_t i = 0; i < ids->elements; i++)
+    snprintf(f->ids[i], sizeof f->ids[i], "%s", ids->element[i]->str);
+  if (ids == list)
     return 0;
-  }
   /* Never more to run than was asked for, whatever the reply holds: the
    * slots were counted. What is over stays pending, this consumer's, and is
    * taken over after a lease like any entry whose owner let it be. */
@@ -1198,7 +1216,7 @@ static void fetch_round(ct__bworker_t *w, int free_slots) {
   if (rc != 0) {
     ct__broker_log(w->b, CT_LOG_ERROR, "fetching tasks failed (%s)", ct_strerror(rc));
     pause_for(w, 0.5);
-  } else if (!took) {
+  } else if (!took || f.caught_up) { /* a fetch now would find nothing new */
     wait_for_entries(w, &f);
   }
 }

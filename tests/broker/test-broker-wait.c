@@ -1,0 +1,94 @@
+/* An idle worker's fetch thread goes back to its blocking read straight
+ * after a fetch that took fewer entries than it had free slots: that
+ * fetch has read every stream to its end, and returns the streams'
+ * last-generated ids to block on, so a second fetch would find nothing
+ * (it used to run one after every task taken: a script call and a round
+ * trip more per task). MONITOR shows the fetch connection's commands in
+ * the order it sent them, whatever the timing: between two of its
+ * blocking reads there is exactly one fetch (a read that times out after
+ * its second is followed by one fetch too). Counts and order only. */
+#include <string.h>
+
+#include "ctasker.h"
+#include "redis.h"
+
+#define CALLS 10
+#define MARK "end-of-test-broker-wait"
+
+static json_t *echo(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self;
+  (void)data;
+  return json_deep_copy(kwargs);
+}
+
+/* A MONITOR line's command: 'F' for the fetch script (six keys, the
+ * critical stream first), 'X' for the blocking read, 'E' for the end mark,
+ * 0 for anything else. Commands run by scripts ("[0 lua]") are not the
+ * connection's own. */
+static char kind_of(const char *line) {
+  if (strstr(line, "[0 lua]"))
+    return 0;
+  if (strstr(line, "\"XREAD\" \"COUNT\" \"1\" \"BLOCK\""))
+    return 'X';
+  if (strstr(line, "\"6\" \"ctasker:{default}:stream:critical\""))
+    return 'F';
+  return strstr(line, MARK) ? 'E' : 0;
+}
+
+TEST(after_taking_a_task_with_slots_left_the_worker_blocks_without_fetching_again) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  redisContext *mon = redisConnectUnix(r.sock);
+  CHECK(mon != NULL && mon->err == 0);
+  redisReply *ok = redisCommand(mon, "MONITOR");
+  CHECK(ok != NULL && ok->type == REDIS_REPLY_STATUS);
+  freeReplyObject(ok);
+
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
+  CHECK_OK(ct_broker_register(b, "echo", echo, NULL));
+  CHECK_OK(ct_broker_worker_start(b, NULL)); /* 4 slots: one call at a time leaves 3 */
+  for (int i = 0; i < CALLS; i++) {
+    json_t *kw = json_pack("{s:i}", "i", i), *result = NULL;
+    CHECK_OK(ct_broker_call(b, "echo", kw, NULL, 60, &result));
+    CHECK(json_equal(result, kw));
+    json_decref(result);
+    json_decref(kw);
+  }
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 0); /* all acked */
+  ct_broker_free(b); /* the fetch thread has ended: its sequence is complete */
+  test_sup_end(sup);
+  freeReplyObject(test_redis(&r, "ECHO " MARK));
+
+  char seq[4096];
+  size_t n = 0;
+  for (;;) {
+    redisReply *line = NULL;
+    CHECK(redisGetReply(mon, (void **)&line) == REDIS_OK && line != NULL);
+    CHECK(line->type == REDIS_REPLY_STATUS);
+    char k = kind_of(line->str);
+    freeReplyObject(line);
+    if (k == 'E')
+      break;
+    if (k && n + 1 < sizeof seq)
+      seq[n++] = k;
+  }
+  seq[n] = '\0';
+  redisFree(mon);
+  test_redis_stop(&r);
+
+  size_t fetches = 0;
+  for (size_t i = 0; i < n; i++)
+    fetches += seq[i] == 'F';
+  CHECK(fetches >= CALLS); /* each call's task was taken by a fetch */
+  const char *first = strchr(seq, 'X');
+  CHECK(first != NULL);
+  if (strstr(first, "FF") != NULL)
+    fprintf(stderr, "fetch connection's commands (F fetch, X blocking read): %s\n", seq);
+  CHECK(strstr(first, "FF") == NULL);
+}
+
+int main(void) {
+  RUN(after_taking_a_task_with_slots_left_the_worker_blocks_without_fetching_again);
+  return 0;
+}
