@@ -149,21 +149,31 @@ static inline bool ct__task_has(const ct_task_t *t, unsigned flag) {
  * (its own function may take a reference once it runs). */
 static inline bool ct__task_private(const ct_task_t *t) { return ct__task_x(t) == NULL; }
 
-/* QUEUED -> STARTED, for the executor that took the task off its run queue
- * under its lock. A private task can be canceled only by a stop, under that
- * same lock, so a store does what the compare-and-swap does for the others.
- * Returns false if the task was canceled first. */
+/* QUEUED -> STARTED by compare-and-swap, the start time stamped first: the
+ * status publishes the stamp, so whoever reads STARTED (ct_task_time_started()
+ * from any thread) reads the time, never 0 nor a time being written. A task
+ * canceled first keeps a stamp that nobody reads: the time is read only
+ * from STARTED on. Returns false if the task was canceled first. */
+static inline bool ct__task_try_start(ct_task_t *t) {
+  ct__task_stamp_started(t);
+  return ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED);
+}
+
+/* ct__task_try_start(), for the executor that took the task off its run
+ * queue under its lock. A private task can be canceled only by a stop,
+ * under that same lock, so a store does what the compare-and-swap does for
+ * the others (and it has no time to stamp). */
 static inline bool ct__task_start(ct_task_t *t) {
   if (ct__task_private(t)) {
     atomic_store_explicit(&t->status, CT_TASK_STARTED, memory_order_relaxed);
     return true;
   }
-  return ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED);
+  return ct__task_try_start(t);
 }
 
-/* Run a task whose status is already STARTED (and t_started set, under the
- * executor's lock), finish it with what its function returned and drop the
- * executor's reference. Returns whether the result is an error. */
+/* Run a task whose status is already STARTED (and t_started set with it),
+ * finish it with what its function returned and drop the executor's
+ * reference. Returns whether the result is an error. */
 bool ct__task_run_and_release(ct_task_t *t);
 
 /* Make a STARTED task COMPLETED with `result` (stolen; NULL means json

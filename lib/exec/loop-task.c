@@ -22,11 +22,10 @@ static void run_task_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
   ct_task_t *t = m->task;
   ct__loop_counts_t *counts = m->counts;
   free(m);
-  if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED)) {
+  if (!ct__task_try_start(t)) {
     ct_task_unref(t); /* canceled while it waited in the inbox */
     return;
   }
-  ct__task_stamp_started(t);
   bool failed = ct__task_run_and_release(t);
   atomic_fetch_add(failed ? &counts->failed : &counts->completed, 1);
 }

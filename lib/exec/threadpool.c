@@ -171,11 +171,10 @@ static ct_task_t *take_runnable(ct__pool_t *p, ct__pool_thread_t *w) {
       p->canceled++;
       return t;
     }
-    if (!ct__task_start(t)) {
+    if (!ct__task_start(t)) { /* stamps it under the lock: the watchdog reads it */
       ct_task_unref(t); /* canceled between the check and here */
       continue;
     }
-    ct__task_stamp_started(t); /* under the lock: the watchdog reads it */
     p->queued--;
     p->running++;
     if (!w->has_slot)

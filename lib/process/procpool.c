@@ -116,11 +116,10 @@ ct_task_t *ct__proc_take_runnable(ct__procpool_t *pool) {
     if (pool->running >= cap_of(pool, t->priority))
       return NULL;
     ct__rq_pop(&pool->rq);
-    if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED)) {
+    if (!ct__task_try_start(t)) {
       drop_queued(t);
       continue;
     }
-    ct__task_stamp_started(t);
     pool->queued--;
     pool->running++;
     return t;

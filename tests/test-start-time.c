@@ -1,0 +1,135 @@
+/* A task's start time, read from another thread while the task starts: a
+ * thread that polls a task's status and start time never sees it STARTED
+ * (or COMPLETED) without its start time, nor a start time earlier than its
+ * queueing time, whichever executor runs it (a pool thread, an extra loop,
+ * the process pool). The executor stamps the time before the status that
+ * publishes it; the other way round, a poller could read the status before
+ * the stamp (a start time of 0), and the two threads' accesses to the time
+ * were a data race (TSan reported it). Each task waits until the poller
+ * has seen it STARTED and said so, so every round checks a running task. */
+#include <fcntl.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+#include "gate.h"
+#include "pool.h"
+
+#define ROUNDS 2000
+#define PROCESS_ROUNDS 200
+
+/* Poll t from its submission to its end, checking its start time against
+ * its status and queueing time; the first time it is seen STARTED,
+ * tell(data) lets it return. */
+static void poll_until_completed(ct_task_t *t, void (*tell)(void *), void *data) {
+  double queued = ct_task_time_queued(t);
+  CHECK(queued > 0);
+  double give_up = ct_now() + WAIT_BOUND_S;
+  bool seen = false;
+  for (;;) {
+    ct_task_status_t status = ct_task_status(t);
+    double started = ct_task_time_started(t); /* read after the status */
+    if (status == CT_TASK_STARTED || status == CT_TASK_COMPLETED)
+      CHECK(started > 0);
+    if (started != 0)
+      CHECK(started >= queued);
+    if (status == CT_TASK_STARTED && !seen) {
+      seen = true;
+      tell(data);
+    }
+    if (status == CT_TASK_COMPLETED)
+      break;
+    CHECK(status == CT_TASK_QUEUED || status == CT_TASK_STARTED);
+    CHECK(ct_now() < give_up);
+  }
+  CHECK(seen);
+}
+
+static void tell_flag(void *flag) { atomic_store((atomic_bool *)flag, true); }
+
+/* On a pool thread or a loop: returns once the poller has seen it run (or
+ * after a generous bound: the poller then fails on its own check). */
+static json_t *wait_for_flag(ct_task_t *self, void *arg) {
+  (void)self;
+  atomic_bool *seen = arg;
+  double give_up = ct_now() + WAIT_BOUND_S;
+  while (!atomic_load(seen) && ct_now() < give_up)
+    sched_yield();
+  return NULL;
+}
+
+/* Submit wait_for_flag ROUNDS times to `loop` (NULL: the pool) and poll
+ * each task. */
+static void poll_rounds(ct_supervisor_t *sup, ct_loop_t *loop) {
+  for (int i = 0; i < ROUNDS; i++) {
+    atomic_bool seen = false;
+    ct_task_opts_t o = CT_TASK_OPTS_INIT;
+    o.loop = loop;
+    ct_task_t *t;
+    CHECK_OK(ct_background_task(sup, wait_for_flag, &seen, &o, &t));
+    poll_until_completed(t, tell_flag, &seen);
+    CHECK_OK(ct_task_wait(t, -1)); /* the executor is done with `seen` */
+    ct_task_unref(t);
+  }
+}
+
+TEST(a_pool_task_is_never_seen_started_without_its_start_time) {
+  ct_supervisor_t *sup = start_supervisor(1, 0, 0);
+  poll_rounds(sup, NULL);
+  stop_and_free(sup);
+}
+
+TEST(a_loop_task_is_never_seen_started_without_its_start_time) {
+  ct_supervisor_t *sup = start_supervisor(1, 0, 0);
+  ct_loop_t *loop;
+  CHECK_OK(ct_loop_create(sup, "poll", &loop));
+  poll_rounds(sup, loop);
+  stop_and_free(sup);
+}
+
+static void tell_file(void *path) {
+  int fd = open(path, O_CREAT | O_WRONLY, 0600);
+  CHECK(fd >= 0);
+  close(fd);
+}
+
+/* In a pool child: returns once the file args.path exists (or after a
+ * generous bound). */
+static json_t *wait_for_file(uint64_t task_id, json_t *args, void *data) {
+  (void)task_id;
+  (void)data;
+  const char *path = json_string_value(json_object_get(args, "path"));
+  double give_up = ct_now() + WAIT_BOUND_S;
+  while (access(path, F_OK) != 0 && ct_now() < give_up)
+    check_sleep(0.0001);
+  return NULL;
+}
+
+TEST(a_process_task_is_never_seen_started_without_its_start_time) {
+  char dir[] = "/tmp/ct-start-time-XXXXXX";
+  CHECK(mkdtemp(dir));
+  char path[sizeof dir + 16];
+  snprintf(path, sizeof path, "%s/seen", dir);
+  json_t *args = json_pack("{s:s}", "path", path);
+  CHECK_OK(ct_process_register("wait_for_file", wait_for_file, NULL));
+  ct_supervisor_t *sup = pool_sup_start(NULL, 1, 0);
+  for (int i = 0; i < PROCESS_ROUNDS; i++) {
+    ct_task_t *t;
+    CHECK_OK(ct_process_task(sup, "wait_for_file", args, NULL, &t));
+    poll_until_completed(t, tell_file, path);
+    CHECK_OK(ct_task_wait(t, -1));
+    CHECK(!ct_task_failed(t));
+    ct_task_unref(t);
+    CHECK_OK(unlink(path));
+  }
+  json_decref(args);
+  stop_and_free(sup);
+  CHECK_OK(rmdir(dir));
+}
+
+int main(void) {
+  /* The process pool first, while this thread is the only one (pool.h). */
+  RUN(a_process_task_is_never_seen_started_without_its_start_time);
+  RUN(a_pool_task_is_never_seen_started_without_its_start_time);
+  RUN(a_loop_task_is_never_seen_started_without_its_start_time);
+  return check_done();
+}
