@@ -186,10 +186,8 @@ TEST(asynchronous_calls_without_memory) {
 }
 
 int main(void) {
-  if (system("command -v redis-server >/dev/null") != 0) {
-    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  if (!test_redis_installed())
     return 77;
-  }
   RUN(asynchronous_calls_without_memory);
   return check_done();
 }

@@ -609,10 +609,8 @@ TEST(an_answer_for_an_ended_loop_is_not_lost) {
 }
 
 int main(void) {
-  if (system("command -v redis-server >/dev/null") != 0) {
-    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  if (!test_redis_installed())
     return 77;
-  }
   RUN(every_outcome_answers_once_on_the_named_loop);
   RUN(a_call_answers_at_its_deadline_while_the_server_is_stopped);
   RUN(calls_in_flight_answer_shutdown_when_the_handle_goes);

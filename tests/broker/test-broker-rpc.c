@@ -21,18 +21,6 @@ static json_t *echo(ct_task_t *self, const json_t *kwargs, void *data) {
   return json_deep_copy(kwargs);
 }
 
-/* How many times the server ran `cmd` since the last CONFIG RESETSTAT. */
-static long long calls_of(test_redis_t *r, const char *cmd) {
-  redisReply *x = test_redis(r, "INFO commandstats");
-  CHECK(x->type == REDIS_REPLY_STRING);
-  char key[64];
-  snprintf(key, sizeof key, "cmdstat_%s:calls=", cmd);
-  const char *p = strstr(x->str, key);
-  long long n = p ? atoll(p + strlen(key)) : 0;
-  freeReplyObject(x);
-  return n;
-}
-
 /* One asynchronous answer. */
 typedef struct {
   atomic_int count;
@@ -111,8 +99,8 @@ TEST(a_call_is_answered_by_its_done_list_without_reading_the_record) {
   json_decref(a.result);
   json_decref(kw);
 
-  CHECK_EQ_INT(calls_of(&r, "blpop"), 2);
-  CHECK_EQ_INT(calls_of(&r, "hgetall"), 0);
+  CHECK_EQ_INT(test_redis_calls(&r, "blpop"), 2);
+  CHECK_EQ_INT(test_redis_calls(&r, "hgetall"), 0);
   ct_broker_free(b);
   test_sup_end(sup);
   test_redis_stop(&r);

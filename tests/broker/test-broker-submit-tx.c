@@ -14,18 +14,6 @@
 
 #define PREFIX "ctasker:{default}:"
 
-/* Calls of `cmd` so far, from INFO commandstats (0 if never called). */
-static long long calls_of(test_redis_t *r, const char *cmd) {
-  redisReply *x = test_redis(r, "INFO commandstats");
-  CHECK(x->type == REDIS_REPLY_STRING);
-  char want[64];
-  snprintf(want, sizeof want, "cmdstat_%s:calls=", cmd);
-  const char *at = strstr(x->str, want);
-  long long n = at ? atoll(at + strlen(want)) : 0;
-  freeReplyObject(x);
-  return n;
-}
-
 /* The record's fields but created, as "k=v;" in the hash's order. */
 static void record_of(test_redis_t *r, const char *id, char *out, size_t size) {
   redisReply *x = test_redis(r, "HGETALL " PREFIX "task:%s", id);
@@ -62,11 +50,11 @@ TEST(a_known_name_is_submitted_whole_in_a_transaction) {
   json_t *kw = json_pack("{s:i}", "x", 1);
   char first[CT_BROKER_ID_SIZE], second[CT_BROKER_ID_SIZE];
   CHECK_OK(ct_broker_submit(b, "known", kw, NULL, first));
-  long long scripts = calls_of(&r, "evalsha"), execs = calls_of(&r, "exec");
+  long long scripts = test_redis_calls(&r, "evalsha"), execs = test_redis_calls(&r, "exec");
   CHECK_EQ_INT(execs, 0);
   CHECK_OK(ct_broker_submit(b, "known", kw, NULL, second));
-  CHECK_EQ_INT(calls_of(&r, "evalsha"), scripts); /* no script this time */
-  CHECK_EQ_INT(calls_of(&r, "exec"), 1);
+  CHECK_EQ_INT(test_redis_calls(&r, "evalsha"), scripts); /* no script this time */
+  CHECK_EQ_INT(test_redis_calls(&r, "exec"), 1);
   char a[512], c[512];
   record_of(&r, first, a, sizeof a);
   record_of(&r, second, c, sizeof c);
@@ -114,7 +102,7 @@ TEST(a_key_or_a_delay_keeps_the_script) {
   test_redis_register_name(&r, "known");
   char id[CT_BROKER_ID_SIZE], again[CT_BROKER_ID_SIZE];
   CHECK_OK(ct_broker_submit(b, "known", NULL, NULL, id)); /* the name is known now */
-  long long scripts = calls_of(&r, "evalsha");
+  long long scripts = test_redis_calls(&r, "evalsha");
   ct_broker_submit_opts_t o = CT_BROKER_SUBMIT_OPTS_INIT;
   o.key = "once";
   CHECK_OK(ct_broker_submit(b, "known", NULL, &o, id));
@@ -123,8 +111,8 @@ TEST(a_key_or_a_delay_keeps_the_script) {
   o.key = NULL;
   o.delay = 600;
   CHECK_OK(ct_broker_submit(b, "known", NULL, &o, id));
-  CHECK_EQ_INT(calls_of(&r, "evalsha"), scripts + 3);
-  CHECK_EQ_INT(calls_of(&r, "exec"), 0);
+  CHECK_EQ_INT(test_redis_calls(&r, "evalsha"), scripts + 3);
+  CHECK_EQ_INT(test_redis_calls(&r, "exec"), 0);
   CHECK_EQ_INT(test_redis_int(&r, "XLEN " PREFIX "stream:normal"), 2);
   CHECK_EQ_INT(test_redis_int(&r, "ZCARD " PREFIX "delayed"), 1);
   ct_broker_free(b);
@@ -133,10 +121,8 @@ TEST(a_key_or_a_delay_keeps_the_script) {
 }
 
 int main(void) {
-  if (system("command -v redis-server >/dev/null") != 0) {
-    fprintf(stderr, "redis-server is not installed (.ci/deps installs it)\n");
+  if (!test_redis_installed())
     return 77;
-  }
   RUN(a_known_name_is_submitted_whole_in_a_transaction);
   RUN(a_name_never_registered_is_refused_after_a_known_one);
   RUN(a_key_or_a_delay_keeps_the_script);
