@@ -187,7 +187,8 @@ CT_EXPORT int ct_broker_submit_many(ct_broker_t *broker, size_t n, const char *c
  * Returns 0 and *result, a new reference to the result or to the exception
  * JSON (ct_result_is_error() tells; a task moved to the dead letters
  * answers with its DeliveryLimit exception); CT_ETIMEDOUT when the deadline passed
- * first (the task may still run, or have run); CT_EINVAL (as for submit,
+ * first (the task may still run, or have run; also when a worker found the
+ * deadline passed and did not run it, its record EXPIRED); CT_EINVAL (as for submit,
  * a NULL result, a timeout not > 0: INFINITY waits for ever); CT_ENOENT
  * (no worker registered the name); CT_ESHUTDOWN; CT_ENOMEM. *result is NULL
  * on error. Every command of the call is bounded by what is left of its
@@ -283,7 +284,8 @@ CT_EXPORT int ct_broker_get_async(ct_broker_t *broker, const char *id, ct_loop_t
  * run it), and cb(rc, result, data) runs later on `loop` (NULL: the
  * default loop) with the result or the exception JSON (0), CT_ETIMEDOUT
  * when the deadline passes first (at the deadline, even if Redis stalls:
- * the timer is the handle's own), CT_ENOENT, CT_ENOMEM, or CT_ESHUTDOWN if
+ * the timer is the handle's own; or earlier, when a worker's answer says it
+ * found the deadline passed and did not run the task), CT_ENOENT, CT_ENOMEM, or CT_ESHUTDOWN if
  * the handle is freed or its supervisor stops first. The calls of a handle
  * wait on connections of its own, made as needed, each with one blocking
  * read (BLPOP) on the done lists of up to 256 calls waiting: many calls in

@@ -439,6 +439,8 @@ static void complete(ct__basync_call_t *call, int rc) {
   x->rc = rc;
   if (rc == 0 && call->kind == SUBMIT)
     memcpy(x->id, call->id, CT_BROKER_ID_SIZE);
+  if (rc == 0 && call->kind == CALL)
+    rc = x->rc = ct__bcall_outcome(&call->info);
   if (rc == 0 && call->kind != SUBMIT) {
     x->info = call->info; /* the result moves to the answer */
     call->info.result = NULL;

@@ -703,6 +703,8 @@ int ct_broker_call(ct_broker_t *b, const char *name, const json_t *kwargs,
   if (rc == 0)
     rc = wait_result(b, id, end, &info);
   if (rc == 0)
+    rc = ct__bcall_outcome(&info);
+  if (rc == 0)
     *result = info.result;
   return rc;
 }

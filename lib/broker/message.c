@@ -224,6 +224,14 @@ bool ct__bstatus_terminal(ct_broker_status_t s) {
          s == CT_BROKER_EXPIRED;
 }
 
+int ct__bcall_outcome(ct_broker_info_t *info) {
+  if (info->status != CT_BROKER_EXPIRED)
+    return 0;
+  json_decref(info->result);
+  info->result = NULL;
+  return CT_ETIMEDOUT;
+}
+
 static bool parse_status(const ct__bfield_t *v, ct_broker_status_t *out) {
   for (size_t i = 0; i < sizeof status_names / sizeof *status_names; i++) {
     if (v->value_len == strlen(status_names[i]) &&

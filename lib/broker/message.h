@@ -78,6 +78,13 @@ void ct__bmsg_clear(ct__bmsg_t *m);
 /* True for a status no task leaves. */
 bool ct__bstatus_terminal(ct_broker_status_t s);
 
+/* What an RPC's caller gets for its ended task: 0 (info->result is the
+ * answer), or CT_ETIMEDOUT for a task a worker did not run because the
+ * caller's deadline had passed (EXPIRED; its result is dropped): the
+ * deadline passed first, whichever of the caller's timer and the worker's
+ * answer comes first. */
+int ct__bcall_outcome(ct_broker_info_t *info);
+
 /* Decode a task record's fields into *info (info->result a new reference or
  * NULL). Returns 0; CT_EINVAL with *reason for a malformed record;
  * CT_ENOMEM. On error *info holds nothing to free. */

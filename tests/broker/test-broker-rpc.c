@@ -146,6 +146,51 @@ TEST(a_bare_status_in_the_done_list_sends_the_call_to_the_record) {
   test_redis_stop(&r);
 }
 
+/* A task a worker did not run because its caller's deadline had passed
+ * (EXPIRED) answers its caller CT_ETIMEDOUT, as the caller's own timer
+ * would, whether its answer comes in the done list or from the record,
+ * and whichever comes first: the caller's timer (60 s here) or the answer. */
+TEST(an_expired_task_answers_its_caller_timed_out) {
+  test_redis_t r = {0};
+  test_redis_start(&r, NULL);
+  ct_supervisor_t *sup = test_sup_start();
+  ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
+  test_redis_register_name(&r, "echo");
+  const char *timeout_error = "{\"exception\":{\"class\":\"TimeoutError\",\"args\":[],"
+                              "\"str\":\"the caller's deadline passed\"}}";
+  for (int way = 0; way < 4; way++) {
+    bool async = way & 1, in_list = way & 2;
+    caller_t c;
+    answer_t a = {0};
+    if (async)
+      CHECK_OK(ct_broker_call_async(b, "echo", NULL, NULL, 60, NULL, on_call, &a));
+    else
+      caller_start(&c, b, "echo", NULL);
+    char id[CT_BROKER_ID_SIZE];
+    only_entry_id(&r, id);
+    freeReplyObject(
+        test_redis(&r, "HSET " PREFIX "task:%s status expired result %s", id, timeout_error));
+    freeReplyObject(test_redis(&r, "DEL " STREAM));
+    if (in_list)
+      freeReplyObject(
+          test_redis(&r, "RPUSH " PREFIX "done:%s [\"expired\",%s]", id, timeout_error));
+    else
+      freeReplyObject(test_redis(&r, "RPUSH " PREFIX "done:%s expired", id));
+    if (async) {
+      WAIT_FOR(atomic_load(&a.count) == 1);
+      CHECK_EQ_INT(a.rc, CT_ETIMEDOUT);
+      CHECK(a.result == NULL);
+    } else {
+      caller_join(&c);
+      CHECK_EQ_INT(c.rc, CT_ETIMEDOUT);
+      CHECK(c.result == NULL);
+    }
+  }
+  ct_broker_free(b);
+  test_sup_end(sup);
+  test_redis_stop(&r);
+}
+
 static atomic_bool gate_started, gate_open;
 
 static json_t *gate(ct_task_t *self, const json_t *kwargs, void *data) {
@@ -303,6 +348,7 @@ TEST(calls_ready_together_answer_in_the_order_the_server_took_them) {
 int main(void) {
   RUN(a_call_is_answered_by_its_done_list_without_reading_the_record);
   RUN(a_bare_status_in_the_done_list_sends_the_call_to_the_record);
+  RUN(an_expired_task_answers_its_caller_timed_out);
   RUN(a_late_duplicate_answers_its_caller_with_the_first_result);
   RUN(calls_ready_together_answer_in_the_order_the_server_took_them);
   return 0;
