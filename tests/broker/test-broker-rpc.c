@@ -106,6 +106,40 @@ TEST(a_call_is_answered_by_its_done_list_without_reading_the_record) {
   test_redis_stop(&r);
 }
 
+/* A call of "echo" (blocking or asynchronous) whose task the test ends by
+ * hand: the record says `status` with `result`, and the done list gets the
+ * answer `["status",result]` (in_list) or the bare status. Returns the
+ * call's code, and its result in *out. */
+static int call_answered_by_hand(test_redis_t *r, ct_broker_t *b, bool async,
+                                 const char *status, const char *result,
+                                 bool in_list, json_t **out) {
+  caller_t c;
+  answer_t a = {0};
+  if (async)
+    CHECK_OK(
+        ct_broker_call_async(b, "echo", NULL, NULL, 60, NULL, on_call, &a));
+  else
+    caller_start(&c, b, "echo", NULL);
+  char id[CT_BROKER_ID_SIZE], entry[256];
+  only_entry_id(r, id);
+  freeReplyObject(test_redis(r, "HSET " PREFIX "task:%s status %s result %s",
+                             id, status, result));
+  freeReplyObject(test_redis(r, "DEL " STREAM));
+  if (in_list)
+    snprintf(entry, sizeof entry, "[\"%s\",%s]", status, result);
+  else
+    snprintf(entry, sizeof entry, "%s", status);
+  freeReplyObject(test_redis(r, "RPUSH " PREFIX "done:%s %s", id, entry));
+  if (async) {
+    WAIT_FOR(atomic_load(&a.count) == 1);
+    *out = a.result;
+    return a.rc;
+  }
+  caller_join(&c);
+  *out = c.result;
+  return c.rc;
+}
+
 /* What a worker that pushes a bare status does (and the bury script, for
  * a dead letter): the call reads the answer from the record. */
 TEST(a_bare_status_in_the_done_list_sends_the_call_to_the_record) {
@@ -115,28 +149,11 @@ TEST(a_bare_status_in_the_done_list_sends_the_call_to_the_record) {
   ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
   test_redis_register_name(&r, "echo");
   for (int async = 0; async <= 1; async++) {
-    caller_t c;
-    answer_t a = {0};
-    if (async)
-      CHECK_OK(ct_broker_call_async(b, "echo", NULL, NULL, 60, NULL, on_call, &a));
-    else
-      caller_start(&c, b, "echo", NULL);
-    char id[CT_BROKER_ID_SIZE];
-    only_entry_id(&r, id);
-    freeReplyObject(test_redis(&r, "HSET " PREFIX "task:%s status failed result %s", id,
-                               "{\"exception\":{\"class\":\"E\",\"args\":[],\"str\":\"old\"}}"));
-    freeReplyObject(test_redis(&r, "DEL " STREAM));
-    freeReplyObject(test_redis(&r, "RPUSH " PREFIX "done:%s failed", id));
     json_t *result;
-    if (async) {
-      WAIT_FOR(atomic_load(&a.count) == 1);
-      CHECK_OK(a.rc);
-      result = a.result;
-    } else {
-      caller_join(&c);
-      CHECK_OK(c.rc);
-      result = c.result;
-    }
+    CHECK_OK(call_answered_by_hand(
+        &r, b, async, "failed",
+        "{\"exception\":{\"class\":\"E\",\"args\":[],\"str\":\"old\"}}", false,
+        &result));
     CHECK(ct_result_is_error(result));
     CHECK(strcmp(ct_result_error_class(result), "E") == 0);
     json_decref(result);
@@ -156,35 +173,15 @@ TEST(an_expired_task_answers_its_caller_timed_out) {
   ct_supervisor_t *sup = test_sup_start();
   ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
   test_redis_register_name(&r, "echo");
-  const char *timeout_error = "{\"exception\":{\"class\":\"TimeoutError\",\"args\":[],"
-                              "\"str\":\"the caller's deadline passed\"}}";
+  const char *timeout_error =
+      "{\"exception\":{\"class\":\"TimeoutError\",\"args\":[],"
+      "\"str\":\"the caller's deadline passed\"}}";
   for (int way = 0; way < 4; way++) {
-    bool async = way & 1, in_list = way & 2;
-    caller_t c;
-    answer_t a = {0};
-    if (async)
-      CHECK_OK(ct_broker_call_async(b, "echo", NULL, NULL, 60, NULL, on_call, &a));
-    else
-      caller_start(&c, b, "echo", NULL);
-    char id[CT_BROKER_ID_SIZE];
-    only_entry_id(&r, id);
-    freeReplyObject(
-        test_redis(&r, "HSET " PREFIX "task:%s status expired result %s", id, timeout_error));
-    freeReplyObject(test_redis(&r, "DEL " STREAM));
-    if (in_list)
-      freeReplyObject(
-          test_redis(&r, "RPUSH " PREFIX "done:%s [\"expired\",%s]", id, timeout_error));
-    else
-      freeReplyObject(test_redis(&r, "RPUSH " PREFIX "done:%s expired", id));
-    if (async) {
-      WAIT_FOR(atomic_load(&a.count) == 1);
-      CHECK_EQ_INT(a.rc, CT_ETIMEDOUT);
-      CHECK(a.result == NULL);
-    } else {
-      caller_join(&c);
-      CHECK_EQ_INT(c.rc, CT_ETIMEDOUT);
-      CHECK(c.result == NULL);
-    }
+    json_t *result;
+    CHECK_EQ_INT(call_answered_by_hand(&r, b, way & 1, "expired", timeout_error,
+                                       way & 2, &result),
+                 CT_ETIMEDOUT);
+    CHECK(result == NULL);
   }
   ct_broker_free(b);
   test_sup_end(sup);
