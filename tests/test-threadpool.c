@@ -223,10 +223,105 @@ TEST(claims_while_another_thread_runs_leave_the_spin_alone) {
   counter_destroy(&drains);
 }
 
+static json_t *count_one(ct_task_t *self, void *arg) {
+  (void)self;
+  counter_add(arg, 1);
+  return NULL;
+}
+
+typedef struct {
+  ct__pool_t *p;
+  counter_t *ran;
+  atomic_bool done;
+} burst_t;
+
+static void *submit_burst(void *arg) {
+  burst_t *b = arg;
+  for (int i = 0; i < 15; i++)
+    ct_task_unref(queue(b->p, count_one, b->ran, CT_PRIORITY_NORMAL));
+  atomic_store(&b->done, true);
+  return NULL;
+}
+
+static bool all_idle(ct__pool_t *p) {
+  ct__pool_counts_t c;
+  ct__pool_counts(p, &c);
+  return c.threads_idle == (uint64_t)p->cfg.pool_size;
+}
+
+/* Submit one task into a pool of sleeping threads and take the pool's lock
+ * while the thread claimed for it is still on its way (it needs the lock to
+ * look at the queue). Returns with the lock held, or tries again. */
+static void lock_while_a_thread_wakes(ct__pool_t *p, counter_t *ran, long *submitted) {
+  for (int tries = 0;; tries++) {
+    CHECK(tries < 1000);
+    WAIT_FOR(all_idle(p));
+    ct_task_unref(queue(p, count_one, ran, CT_PRIORITY_NORMAL));
+    ++*submitted;
+    pthread_mutex_lock(&p->lock);
+    if (atomic_load(&p->waking) == 1)
+      return;
+    pthread_mutex_unlock(&p->lock);
+    counter_wait_at_least(ran, *submitted);
+  }
+}
+
+/* While a thread claimed for work is on its way, more submissions wake no
+ * other thread (nor take the pool's lock): the thread on its way takes the
+ * first task and wakes the next thread only if work is left, so a burst of
+ * short tasks wakes threads one at a time rather than one per task. Here
+ * the lock is held until a burst of 15 more has been submitted: claiming a
+ * thread for each submission, as the pool once did, blocked on it (the
+ * burst never ended). A burst of tasks that hold their threads still
+ * reaches every thread. */
+TEST(a_burst_wakes_threads_one_at_a_time_yet_reaches_them_all) {
+  enum { THREADS = 16 };
+  ct__pool_t *p = aligned_alloc(_Alignof(ct__pool_t), sizeof *p);
+  counter_t drains, ran;
+  gate_t gate;
+  counter_init(&drains);
+  counter_init(&ran);
+  gate_init(&gate);
+  ct__pool_cfg_t cfg = {.pool_size = THREADS, .min_threads = THREADS, .keepalive = 60,
+                        .on_drained = drained, .data = &drains};
+  CHECK_OK(ct__pool_init(p, &cfg));
+  CHECK_OK(ct__pool_start(p));
+  long submitted = 0;
+  lock_while_a_thread_wakes(p, &ran, &submitted);
+  burst_t b = {.p = p, .ran = &ran};
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, submit_burst, &b) == 0);
+  for (int i = 0; i < 10000 && !atomic_load(&b.done); i++)
+    check_sleep(0.001);
+  CHECK(atomic_load(&b.done));
+  pthread_mutex_unlock(&p->lock);
+  pthread_join(th, NULL);
+  counter_wait_at_least(&ran, submitted + 15);
+
+  ct_task_t *held[THREADS];
+  for (int i = 0; i < THREADS; i++)
+    held[i] = queue(p, gate_task, &gate, CT_PRIORITY_NORMAL);
+  gate_wait_arrived(&gate, THREADS);
+  gate_open(&gate);
+  for (int i = 0; i < THREADS; i++) {
+    CHECK_OK(ct_task_wait(held[i], WAIT_BOUND_S));
+    ct_task_unref(held[i]);
+  }
+  CHECK(ct__pool_stop(p, false) == NULL);
+  counter_wait_at_least(&drains, 1);
+  CHECK(ct__pool_drained(p));
+  ct__pool_destroy(p);
+  free(p);
+  gate_destroy(&gate);
+  counter_destroy(&drains);
+  counter_destroy(&ran);
+}
+
 int main(void) {
   RUN(pool_runs_queued_tasks_by_priority_and_counts_them);
   RUN(cancel_stop_returns_queued_tasks_and_drains);
   RUN(idle_spin_backs_off_after_pauses_and_returns_for_bursts);
   RUN(claims_while_another_thread_runs_leave_the_spin_alone);
+  RUN(a_burst_wakes_threads_one_at_a_time_yet_reaches_them_all);
   return check_done();
 }

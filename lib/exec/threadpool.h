@@ -39,6 +39,8 @@ typedef struct ct__pool {
   _Alignas(64) _Atomic(ct_task_t *) intake; /* newest first */
   _Alignas(64) atomic_int busy;     /* A: running + claimed-but-not-started */
   atomic_int spinning;              /* A: idle threads spinning, unclaimed */
+  atomic_int waking;                /* A: threads claimed or started that have
+                                       not yet looked at the queue */
   atomic_bool stopping;             /* A */
 
   _Alignas(64) pthread_mutex_t lock;
