@@ -12,9 +12,13 @@
  * with ct_broker_queue_stats(), live in Redis (`<prefix>stats`, a hash) so
  * that every worker's count adds up; writing them once per task would cost
  * a round trip per task, so they are kept here and added to the hash in one
- * command at most once a second while the worker is busy, and as soon as
- * no task of it runs (so a stopping worker, whose last task ends, adds its
- * last counts). A write that fails is kept for the next one.
+ * command at most once a second while tasks run, and at most every tenth of
+ * a second once none runs: when the last one ends, or when the fetch thread
+ * is about to wait for work (ct__bmetrics_idle(), at least once a second
+ * while it waits). So counts reach Redis within about a second of a task's
+ * end; writing them whenever no task ran cost a write per task or two to a
+ * worker whose tasks came one at a time. A retiring worker writes what is
+ * left (ct__bmetrics_final()). A write that fails is kept for the next one.
  *
  * Lock: m->lock guards the counts, in_flight and last_flush; the write to
  * Redis is made outside it.
@@ -30,7 +34,8 @@
 #include "metrics.h"
 #include "script.h"
 
-#define FLUSH_EVERY 1.0 /* seconds between counter writes while busy */
+#define FLUSH_EVERY 1.0       /* seconds between counter writes while tasks run */
+#define IDLE_FLUSH_EVERY 0.1  /* ... and while none runs */
 
 /* The counters, by outcome: the hash's fields are "<level>:<name>". */
 #define NCOUNTERS 4
@@ -165,6 +170,19 @@ static void flush(ct_broker_t *b, ct__bmetrics_t *m,
   pthread_mutex_unlock(&m->lock);
 }
 
+/* Under m->lock: if some counts are not yet written and the last write is
+ * at least `every` seconds old, move them to taken; true if it did. */
+static bool take_due(ct__bmetrics_t *m, double now, double every,
+                     long long taken[CT__BLEVELS][NCOUNTERS]) {
+  static const long long none[CT__BLEVELS][NCOUNTERS];
+  if (now - m->last_flush < every || memcmp(m->counts, none, sizeof none) == 0)
+    return false;
+  memcpy(taken, m->counts, sizeof m->counts);
+  memset(m->counts, 0, sizeof m->counts);
+  m->last_flush = now;
+  return true;
+}
+
 void ct__bmetrics_end(ct_broker_t *b, const ct__bmsg_t *msg, int level,
                       ct_broker_status_t outcome, double started) {
   ct__bmetrics_t *m = metrics_of(b);
@@ -172,22 +190,35 @@ void ct__bmetrics_end(ct_broker_t *b, const ct__bmsg_t *msg, int level,
     return;
   double now = ct_now();
   tell(m, msg, level, CT_BROKER_EVENT_END, outcome, 0.0, fmax(now - started, 0.0));
-  long long taken[CT__BLEVELS][NCOUNTERS] = {{0}};
+  long long taken[CT__BLEVELS][NCOUNTERS];
   int counter = counter_of(outcome);
   pthread_mutex_lock(&m->lock);
   m->in_flight--;
   if (counter >= 0)
     m->counts[level][counter]++;
-  bool due = m->in_flight == 0 || now - m->last_flush >= FLUSH_EVERY;
-  if (due) {
-    memcpy(taken, m->counts, sizeof taken);
-    memset(m->counts, 0, sizeof m->counts);
-    m->last_flush = now;
-  }
+  bool due = take_due(m, now, m->in_flight == 0 ? IDLE_FLUSH_EVERY : FLUSH_EVERY, taken);
   pthread_mutex_unlock(&m->lock);
   if (due)
     flush(b, m, taken);
 }
+
+/* Write what is not yet written, if no task runs and the last write is at
+ * least `every` seconds old (0: whenever no task runs). */
+static void flush_if_idle(ct_broker_t *b, double every) {
+  ct__bmetrics_t *m = metrics_of(b);
+  if (!m)
+    return;
+  long long taken[CT__BLEVELS][NCOUNTERS];
+  pthread_mutex_lock(&m->lock);
+  bool due = m->in_flight == 0 && take_due(m, ct_now(), every, taken);
+  pthread_mutex_unlock(&m->lock);
+  if (due)
+    flush(b, m, taken);
+}
+
+void ct__bmetrics_idle(ct_broker_t *b) { flush_if_idle(b, IDLE_FLUSH_EVERY); }
+
+void ct__bmetrics_final(ct_broker_t *b) { flush_if_idle(b, 0); }
 
 /* The name comes from a malformed entry as it was (and cut to fit): it is
  * made UTF-8 for the observer, who may put it in JSON or a metrics label

@@ -16,6 +16,13 @@ double ct__bmetrics_start(ct_broker_t *b, const ct__bmsg_t *m, int level);
 void ct__bmetrics_end(ct_broker_t *b, const ct__bmsg_t *m, int level,
                       ct_broker_status_t outcome, double started);
 
+/* The fetch thread is about to wait for work: counts not yet written are
+ * written, unless a task runs or the last write is recent. */
+void ct__bmetrics_idle(ct_broker_t *b);
+
+/* The worker retires (no task runs): counts not yet written are written. */
+void ct__bmetrics_final(ct_broker_t *b);
+
 /* The worker moved an entry of `level` (-1: a member of the delayed set)
  * to the dead letters; name and id as the entry had them ("" if none). */
 void ct__bmetrics_dead(ct_broker_t *b, const char *name, const char *id, int level);

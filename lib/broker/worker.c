@@ -1144,6 +1144,7 @@ static bool publish_blocked_id(ct__bworker_t *w) {
  * or until the earliest delayed task is due: the block is the timer armed
  * for it (at most BLOCK_MS, so that a lost wake is made up for). */
 static void wait_for_entries(ct__bworker_t *w, const fetch_t *f) {
+  ct__bmetrics_idle(w->b);
   if (!publish_blocked_id(w))
     return;
   char block[24] = BLOCK_MS;
@@ -1588,6 +1589,7 @@ static int worker_stop(ct__bworker_t *w, double timeout) {
   if (retire) { /* once: nothing runs any more */
     renew_stop(w);
     alive_remove(w);
+    ct__bmetrics_final(w->b);
   }
   return timeout == 0 ? 0 : rc;
 }

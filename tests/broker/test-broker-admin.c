@@ -174,6 +174,38 @@ TEST(queue_stats_count_retries_and_delayed_tasks) {
   test_env_end(&e);
 }
 
+/* A worker whose tasks come one at a time is idle after each: it writes
+ * its counters at most every tenth of a second, not after every task (it
+ * once wrote them whenever no task ran: 50 writes here). The bound on
+ * writes is taken from the time the tasks took, so a slow machine only
+ * loosens it. What is left is written when the worker retires. */
+TEST(an_idle_worker_writes_its_counters_at_most_every_tenth_of_a_second) {
+  enum { TASKS = 50 };
+  test_env_t e;
+  test_env_start(&e, 0, 10, NULL);
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  test_broker_worker_start(e.b, 1);
+  json_t *kw = json_pack("{s:i,s:i}", "a", 1, "b", 2), *result;
+  CHECK_OK(ct_broker_call(e.b, "add", kw, NULL, 60, &result)); /* the worker is ready */
+  json_decref(result);
+  WAIT_FOR(stat(&e, "normal", "completed") == 1);
+  long long writes = test_redis_calls(&e.r, "hincrby");
+  double start = ct_now();
+  for (int i = 0; i < TASKS; i++) {
+    CHECK_OK(ct_broker_call(e.b, "add", kw, NULL, 60, &result));
+    CHECK_EQ_INT(json_integer_value(result), 3);
+    json_decref(result);
+  }
+  double took = ct_now() - start;
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  writes = test_redis_calls(&e.r, "hincrby") - writes;
+  CHECK(writes >= 1);
+  CHECK(writes <= 2 + (long long)(took / 0.1));
+  CHECK_EQ_INT(stat(&e, "normal", "completed"), 1 + TASKS);
+  json_decref(kw);
+  test_env_end(&e);
+}
+
 TEST(dead_letters_are_listed_shown_retried_and_purged) {
   test_env_t e;
   test_env_start(&e, 0, 10, NULL);
@@ -388,6 +420,7 @@ int main(void) {
   RUN(status_names);
   RUN(queue_stats_count_ready_pending_and_outcomes_per_level);
   RUN(queue_stats_count_retries_and_delayed_tasks);
+  RUN(an_idle_worker_writes_its_counters_at_most_every_tenth_of_a_second);
   RUN(dead_letters_are_listed_shown_retried_and_purged);
   RUN(live_workers_are_listed);
   RUN(the_observer_hears_each_start_and_end);
