@@ -37,7 +37,8 @@ CT_EXPORT const char *ct_broker_status_name(ct_broker_status_t status);
  * submitted (0 if none); `completed`, `failed`, `retried` (a retry
  * scheduled) and `expired` (an RPC whose caller had gone): runs the queue's
  * workers have ended so, counted since the queue was made (a worker adds
- * its counts at least once a second while busy, and when it goes idle);
+ * its counts within about a second of a run's end, and what is left when
+ * it stops);
  * `delayed`: tasks waiting for a delay, an ETA or a retry's backoff;
  * `dead`: entries in the dead letters; `workers`: live workers.
  * Returns 0; CT_EINVAL (NULL argument); CT_ETIMEDOUT; CT_ESHUTDOWN;
