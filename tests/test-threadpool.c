@@ -141,6 +141,17 @@ static void spin_counts(ct__pool_t *p, double *spin_for, uint64_t *spins, uint64
   pthread_mutex_unlock(&p->lock);
 }
 
+/* Stop a pool made with aligned_alloc(), wait until its last thread has
+ * let go of its lock, and free it. */
+static void end_pool(ct__pool_t *p, counter_t *drains) {
+  CHECK(ct__pool_stop(p, false) == NULL);
+  counter_wait_at_least(drains, 1);
+  CHECK(ct__pool_drained(p)); /* the last thread has let go of the lock */
+  ct__pool_destroy(p);
+  free(p);
+  counter_destroy(drains);
+}
+
 /* The idle spin backs off when work comes after pauses longer than
  * idle_spin (each pause quarters it, from 1 ms to none within six) and
  * then spins no more; work that comes right after the last task turns it
@@ -176,12 +187,7 @@ TEST(idle_spin_backs_off_after_pauses_and_returns_for_bursts) {
     run_one(p);
     spin_counts(p, &spin_for, &spins, &paid);
   }
-  CHECK(ct__pool_stop(p, false) == NULL);
-  counter_wait_at_least(&drains, 1);
-  CHECK(ct__pool_drained(p)); /* the last thread has let go of the lock */
-  ct__pool_destroy(p);
-  free(p);
-  counter_destroy(&drains);
+  end_pool(p, &drains);
 }
 
 /* Only a pause of the whole pool teaches the spin: a thread spins only in
@@ -214,13 +220,8 @@ TEST(claims_while_another_thread_runs_leave_the_spin_alone) {
   gate_open(&gate);
   CHECK_OK(ct_task_wait(hold, WAIT_BOUND_S));
   ct_task_unref(hold);
-  CHECK(ct__pool_stop(p, false) == NULL);
-  counter_wait_at_least(&drains, 1);
-  CHECK(ct__pool_drained(p));
-  ct__pool_destroy(p);
-  free(p);
+  end_pool(p, &drains);
   gate_destroy(&gate);
-  counter_destroy(&drains);
 }
 
 static json_t *count_one(ct_task_t *self, void *arg) {
@@ -307,13 +308,8 @@ TEST(a_burst_wakes_threads_one_at_a_time_yet_reaches_them_all) {
     CHECK_OK(ct_task_wait(held[i], WAIT_BOUND_S));
     ct_task_unref(held[i]);
   }
-  CHECK(ct__pool_stop(p, false) == NULL);
-  counter_wait_at_least(&drains, 1);
-  CHECK(ct__pool_drained(p));
-  ct__pool_destroy(p);
-  free(p);
+  end_pool(p, &drains);
   gate_destroy(&gate);
-  counter_destroy(&drains);
   counter_destroy(&ran);
 }
 
