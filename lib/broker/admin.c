@@ -5,8 +5,8 @@
  * Each call is a command or two on the handle's connection: a Lua script
  * where what it reads must be one consistent view (the counts) or its
  * change atomic (a retry, whose keys come from the dead letter read
- * first: every script names every key it touches, as the wire format
- * requires). Replies are turned into JSON on the loop thread, in the
+ * first: this script names every key it touches, as the wire format
+ * asks of every script but the fetch). Replies are turned into JSON on the loop thread, in the
  * reply callback (a redisReply lives only there), and shaped into the
  * documented objects on the caller's thread. Ready entries are the stream's
  * length less its pending ones: acknowledged entries are deleted (XDEL), so

@@ -42,16 +42,17 @@
  * and asked to cancel. A second timer there fires at the earliest run
  * deadline (a task's timeout) and asks that run to cancel.
  *
- * The tasks of one fetch are marked RUNNING together, by one script on the
- * fetch thread (their records are its KEYS: the fetch script cannot know
- * them in advance), which returns each one's runs so far. A task then runs
- * on a pool thread (run_task): call the handler, then either hand the
- * result to the store thread (store.c), which stores it with the complete
- * script, together with any other results waiting to be stored (first
- * completion wins; then XACK and XDEL of its own entry only, never a
- * trim), or, for a failed run with runs left, put the task back into the
- * delayed set with the retry script (which acknowledges the entry too);
- * a lost run stores nothing. The pool thread does not wait for the store:
+ * The fetch script also marks RUNNING the records of the tasks it returns
+ * for the worker to start (not those to bury, nor those whose caller's
+ * deadline is past by the worker's clock), and returns each one's runs so
+ * far with its entry: a fetch is one script call, marks included. A task
+ * then runs on a pool thread (run_task): call the handler, then either
+ * hand the result to the store thread (store.c), which stores it with the
+ * complete script, together with any other results waiting to be stored
+ * (first completion wins; then XACK and XDEL of its own entry only, never
+ * a trim), or, for a failed run with runs left, put the task back into
+ * the delayed set with the retry script (which acknowledges the entry
+ * too); a lost run stores nothing. The pool thread does not wait for the store:
  * it returns the result to the supervisor at once and takes its next
  * task. A job is held by its supervisor task, until its on_done (which
  * runs whether it ran or was canceled by a supervisor stop: its entry then
@@ -157,15 +158,17 @@ static ct__bscript_t bury_lua = CT__BSCRIPT_INIT(bury_script);
 
 /* KEYS: the streams, highest class first, the delayed set, the wake
  * stream. ARGV: group, consumer, count, lease (ms), max deliveries, '1' to
- * take over. Per stream: first, if asked to, take over entries idle past
- * the lease (XAUTOCLAIM), then read new ones, never more than count in
+ * take over, now (Unix ms, by the worker's clock), the prefix of the task
+ * records' keys (a record's key is the prefix and the task id). Per
+ * stream: first, if asked to, take over entries idle past the lease
+ * (XAUTOCLAIM), then read new ones, never more than count in
  * all (a stream with no entry at all is not read: XLEN costs Redis a
  * fraction of an XREADGROUP, and most streams are empty); an entry taken
  * over that has been delivered more than max deliveries times is returned
  * too, without counting, for the worker to bury (with the bury script,
  * which names every key it touches). Returns
- * {1, {{level, id, fields, deliveries}...}, due, more, ids} or, having
- * found nothing, {0, ids, due, more}, where ids are the last-generated ids
+ * {1, {{level, id, fields, deliveries, runs}...}, due, more, ids} or,
+ * having found nothing, {0, ids, due, more}, where ids are the last-generated ids
  * of the streams and the wake stream, for the worker to block on, when
  * nothing new is left to read (found nothing, or fewer than count with no
  * take-over cut short), and empty otherwise (the worker fetches again),
@@ -174,11 +177,52 @@ static ct__bscript_t bury_lua = CT__BSCRIPT_INIT(bury_script);
  * is 1 if a take-over in a stream was cut short (by the count, or by
  * XAUTOCLAIM's own limit on entries scanned): the next fetch takes over
  * again. A stream that new entries of a higher one kept the fetch from
- * reaching waits for the next take-over, as its new entries wait. */
+ * reaching waits for the next take-over, as its new entries wait.
+ *
+ * Each entry returned for the worker to start (not to bury, with a task id
+ * in canonical form, and no caller's deadline before now) has its record
+ * marked in the same call, as start() says, and runs is that record's
+ * count of runs (0 for every other entry). The records are not among
+ * KEYS, which are sent before the entries are read: they are built from
+ * the prefix, which holds the queue's hash tag, so a cluster node that
+ * serves the streams serves them too (BullMQ's scripts build their job
+ * keys from a prefix in the same way). The worker still decides the rest:
+ * an entry it cannot decode (a bad field, kwargs too long or not JSON)
+ * may have been marked here if its id is good; it is buried, and the bury
+ * script marks that same record (the first good id field names it on both
+ * sides) DEAD, one run counted that never started. An entry fetched but
+ * not started (the worker out of memory as it decodes, a reply holding
+ * more than asked for) stays pending, marked, and is counted again when
+ * it is taken over. */
 static const char fetch_script[] =
     "local want = tonumber(ARGV[3])\n"
     "local out = {}\n"
     "local more = 0\n"
+    "local now = tonumber(ARGV[7])\n"
+    "local hex = '[0-9a-f]'\n"
+    "local uuid = '^' .. hex:rep(8) .. '%-' .. hex:rep(4) .. '%-' .. hex:rep(4) .. '%-' ..\n"
+    "  hex:rep(4) .. '%-' .. hex:rep(12) .. '$'\n"
+    /* A record not terminal says RUNNING, started now, one more run;
+     * returns its runs (0: no record, or a key of another type, a foreign
+     * program's doing, left alone: pcall, so that it cannot fail the
+     * fetch). */
+    "local function start(f)\n"
+    "  local id, deadline\n"
+    "  for j = 1, #f, 2 do\n"
+    "    if f[j] == 'id' and not id and string.find(f[j + 1], uuid) then id = f[j + 1] end\n"
+    "    if f[j] == 'deadline' then deadline = tonumber(f[j + 1]) end\n"
+    "  end\n"
+    "  if not id or (deadline and now > deadline) then return 0 end\n"
+    "  local k = ARGV[8] .. id\n"
+    "  local r = redis.pcall('HMGET', k, 'status', 'attempts')\n"
+    "  if r.err then return 0 end\n"
+    "  local s, n = r[1], tonumber(r[2]) or 0\n"
+    "  if s == 'queued' or s == 'running' or s == 'delayed' or s == 'retrying' then\n"
+    "    n = n + 1\n"
+    "    redis.call('HSET', k, 'status', 'running', 'started', ARGV[7], 'attempts', n)\n"
+    "  end\n"
+    "  return n\n"
+    "end\n"
     "for i = 1, 4 do\n"
     "  if want <= 0 then break end\n"
     "  if ARGV[6] == '1' then\n"
@@ -187,8 +231,12 @@ static const char fetch_script[] =
     "    for _, e in ipairs(c[2]) do\n"
     "      local p = redis.call('XPENDING', KEYS[i], ARGV[1], e[1], e[1], 1)\n"
     "      local n = p[1] and p[1][4] or 1\n"
-    "      out[#out + 1] = {i, e[1], e[2], n}\n"
-    "      if n <= tonumber(ARGV[5]) then want = want - 1 end\n"
+    "      local runs = 0\n"
+    "      if n <= tonumber(ARGV[5]) then\n"
+    "        want = want - 1\n"
+    "        runs = start(e[2])\n"
+    "      end\n"
+    "      out[#out + 1] = {i, e[1], e[2], n, runs}\n"
     "    end\n"
     "    if c[1] ~= '0-0' or want <= 0 then more = 1 end\n"
     "  end\n"
@@ -197,7 +245,7 @@ static const char fetch_script[] =
     " 'STREAMS', KEYS[i], '>')\n"
     "    if r then\n"
     "      for _, e in ipairs(r[1][2]) do\n"
-    "        out[#out + 1] = {i, e[1], e[2], 1}\n"
+    "        out[#out + 1] = {i, e[1], e[2], 1, start(e[2])}\n"
     "        want = want - 1\n"
     "      end\n"
     "    end\n"
@@ -245,26 +293,6 @@ static const char alive_script[] =
     "redis.call('ZADD', KEYS[1], tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[1])\n"
     "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])\n"
     "return 1\n";
-
-/* KEYS: the records of the tasks a fetch is about to start. ARGV: now
- * (ms). Each record not yet terminal says RUNNING. Returns, for each, the
- * runs started so far, this one included (0 without a record to count
- * them in, or a key of another type: a foreign program's doing, which
- * must not make the others uncounted). */
-static const char start_script[] =
-    "local out = {}\n"
-    "for i, k in ipairs(KEYS) do\n"
-    "  local r = redis.pcall('HMGET', k, 'status', 'attempts')\n"
-    "  if r.err then r = {} end\n"
-    "  local s, n = r[1], tonumber(r[2]) or 0\n"
-    "  if s == 'queued' or s == 'running' or s == 'delayed' or s == 'retrying' then\n"
-    "    n = n + 1\n"
-    "    redis.call('HSET', k, 'status', 'running', 'started', ARGV[1], 'attempts', n)\n"
-    "  end\n"
-    "  out[i] = n\n"
-    "end\n"
-    "return out\n";
-static ct__bscript_t start_lua = CT__BSCRIPT_INIT(start_script);
 
 /* KEYS: record, stream, delayed set, wake stream. ARGV: entry id, group,
  * the run's exception (JSON), due (ms), level name, now (ms), default TTL
@@ -335,7 +363,8 @@ struct job {
   char why[64];              /* a reason made for this entry */
   bool has_tid;              /* to bury: msg.id names its task */
   bool over_delivered;       /* to bury: delivered more than max_deliveries times */
-  long long attempts;        /* runs started, this one included, as its record counts them */
+  long long attempts;        /* runs started, this one included, as its record counts them
+                                (0: no record counts them); the fetch script's */
   ct__bmsg_t msg;
   const ct__bhandler_t *h;   /* NULL: no handler here */
   ct_task_t *task;           /* lock: the supervisor task while the handler runs */
@@ -359,6 +388,7 @@ struct ct__bworker {
   char *streams[CT__BLEVELS];
   char *dead;
   char *delayed, *wake; /* the delayed set, the stream that wakes idle workers */
+  char *records;        /* the prefix of task records' keys, for the fetch script */
   pthread_mutex_t lock;
   pthread_cond_t cond;
   int running;      /* lock: tasks given to the supervisor, not yet done */
@@ -476,8 +506,9 @@ static bool entry_task_id(const ct__bfield_t *f, size_t n, char *id) {
   return false;
 }
 
-/* One fetched entry {level, id, fields, deliveries} as a job: decoded, or
- * to be buried (malformed, or delivered more than max_deliveries times). */
+/* One fetched entry {level, id, fields, deliveries, runs} as a job:
+ * decoded, or to be buried (malformed, or delivered more than
+ * max_deliveries times). */
 static job_t *entry_job(ct__bworker_t *w, const redisReply *e, int *err) {
   job_t *j = calloc(1, sizeof *j);
   if (!j) {
@@ -498,6 +529,7 @@ static job_t *entry_job(ct__bworker_t *w, const redisReply *e, int *err) {
     *err = rc;
     return NULL;
   }
+  j->attempts = e->element[4]->integer;
   j->over_delivered = e->element[3]->integer > w->max_deliveries;
   if (j->over_delivered) { /* first: the fetch did not count it as taken */
     snprintf(j->why, sizeof j->why, "delivered %lld times, more than %d",
@@ -539,11 +571,12 @@ static bool fetch_reply_ok(const redisReply *r) {
   const redisReply *list = r->element[1];
   for (size_t i = 0; i < list->elements; i++) {
     const redisReply *e = list->element[i];
-    if (e->type != REDIS_REPLY_ARRAY || e->elements != 4 ||
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 5 ||
         e->element[0]->type != REDIS_REPLY_INTEGER || e->element[0]->integer < 1 ||
         e->element[0]->integer > CT__BLEVELS || e->element[1]->type != REDIS_REPLY_STRING ||
         e->element[1]->len >= sizeof ((job_t *)0)->entry ||
-        e->element[2]->type != REDIS_REPLY_ARRAY || e->element[3]->type != REDIS_REPLY_INTEGER)
+        e->element[2]->type != REDIS_REPLY_ARRAY || e->element[3]->type != REDIS_REPLY_INTEGER ||
+        e->element[4]->type != REDIS_REPLY_INTEGER || e->element[4]->integer < 0)
       return false;
   }
   return true;
@@ -712,69 +745,6 @@ static void watch_arm(ct_loop_t *loop, struct ev_loop *ev, void *data) {
 }
 
 /* --- running a task ----------------------------------------------------- */
-
-typedef struct {
-  job_t **jobs;
-  size_t n;
-} marked_t;
-
-static int attempts_reply(const redisReply *r, void *data) {
-  marked_t *m = data;
-  if (r->type != REDIS_REPLY_ARRAY || r->elements != m->n)
-    return CT_EINVAL;
-  for (size_t i = 0; i < m->n; i++)
-    if (r->element[i]->type == REDIS_REPLY_INTEGER)
-      m->jobs[i]->attempts = r->element[i]->integer;
-  return 0;
-}
-
-/* Whether a fetched job starts its handler: not to bury, and not past its
- * caller's deadline (run_job() stores that as EXPIRED). */
-static bool starts_handler(const job_t *j, int64_t now_ms) {
-  return !j->bury_class && !(j->msg.deadline_ms && now_ms > j->msg.deadline_ms);
-}
-
-/* Mark the records of the jobs a fetch is about to start RUNNING, all in
- * one script: one round trip per fetch rather than one per task. Each
- * job's attempts: the runs started so far, this one included; 0 if there
- * is no record to count them in or they could not be counted (logged). */
-static void mark_running(ct__bworker_t *w, job_t *jobs) {
-  int64_t now_ms = ct__broker_unix_ms();
-  size_t n = 0, k = 0;
-  for (const job_t *j = jobs; j; j = j->next)
-    n += starts_handler(j, now_ms);
-  if (n == 0)
-    return;
-  const char **argv = calloc(n + 4, sizeof *argv);
-  char **keys = calloc(n, sizeof *keys);
-  job_t **marked = calloc(n, sizeof *marked);
-  int rc = argv && keys && marked ? 0 : CT_ENOMEM;
-  for (job_t *j = jobs; j && rc == 0; j = j->next) {
-    if (!starts_handler(j, now_ms))
-      continue;
-    marked[k] = j;
-    keys[k] = ct__broker_key(w->b, "task:", j->msg.id);
-    rc = keys[k++] ? 0 : CT_ENOMEM;
-  }
-  if (rc == 0) {
-    char nkeys[24], now[24];
-    snprintf(nkeys, sizeof nkeys, "%zu", n);
-    snprintf(now, sizeof now, "%lld", (long long)now_ms);
-    argv[2] = nkeys; /* 0 and 1: EVALSHA and the SHA1 */
-    memcpy(argv + 3, keys, n * sizeof *keys);
-    argv[3 + n] = now;
-    marked_t m = {marked, n};
-    rc = ct__bscript_run(w->fetch, &start_lua, 0, (int)n + 4, argv, NULL, attempts_reply, &m);
-  }
-  if (rc != 0)
-    ct__broker_log(w->b, CT_LOG_WARNING, "%zu tasks: cannot mark them running: %s", n,
-                   ct_strerror(rc));
-  for (size_t i = 0; i < k; i++)
-    free(keys[i]);
-  free(keys);
-  free(argv);
-  free(marked);
-}
 
 /* The handler's result as JSON text; a result jansson cannot write becomes
  * a NotSerializable error (*result is then replaced). */
@@ -1175,7 +1145,9 @@ static void fetch_round(ct__bworker_t *w, int free_slots) {
   const char *keys[CT__BLEVELS + 2] = {w->streams[0], w->streams[1], w->streams[2],
                                        w->streams[3], w->delayed, w->wake};
   bool takeover = ct_now() >= w->next_takeover;
-  const char *args[] = {CT__BGROUP, w->consumer, count, lease, max, takeover ? "1" : "0"};
+  char now[24];
+  const char *args[] = {CT__BGROUP, w->consumer, count, lease, max, takeover ? "1" : "0",
+                        now, w->records};
   fetch_t f = {.w = w, .want = free_slots};
   int rc = w->next_due_ms < 0 || (w->next_due_ms > 0 && w->next_due_ms <= ct__broker_unix_ms())
                ? promote_due(w)
@@ -1184,7 +1156,8 @@ static void fetch_round(ct__bworker_t *w, int free_slots) {
     ct__broker_log(w->b, CT_LOG_ERROR, "moving due delayed tasks failed (%s)", ct_strerror(rc));
     pause_for(w, 0.5);
   }
-  rc = eval(w->fetch, &fetch_lua, CT__BLEVELS + 2, keys, 6, args, fetch_reply, &f);
+  snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
+  rc = eval(w->fetch, &fetch_lua, CT__BLEVELS + 2, keys, 8, args, fetch_reply, &f);
   w->next_due_ms = rc == 0 ? f.due_ms : -1;
   if (rc == 0 && takeover && !f.more)
     w->next_takeover = ct_now() + fmin(w->lease / 3, TAKEOVER_EVERY_MAX);
@@ -1192,8 +1165,6 @@ static void fetch_round(ct__bworker_t *w, int free_slots) {
     ct__broker_log(w->b, CT_LOG_ERROR, "a fetch returned %d entries more than the %d asked "
                    "for: they stay pending until their lease passes", f.over, free_slots);
   bool took = f.jobs != NULL, refused = rc == CT_ESHUTDOWN;
-  if (!refused)
-    mark_running(w, f.jobs);
   while (f.jobs) {
     job_t *j = f.jobs;
     f.jobs = j->next;
@@ -1417,6 +1388,7 @@ static void worker_destroy(ct__bworker_t *w) {
   free(w->dead);
   free(w->delayed);
   free(w->wake);
+  free(w->records);
   free(w->consumer);
   ct__bstore_destroy(&w->store);
   pthread_cond_destroy(&w->cond);
@@ -1440,10 +1412,12 @@ static ct__bworker_t *worker_new(ct_broker_t *b, const ct_broker_worker_opts_t *
   w->dead = ct__broker_key(b, "dead", "");
   w->delayed = ct__broker_key(b, "delayed", "");
   w->wake = ct__broker_key(b, "wake", "");
+  w->records = ct__broker_key(b, "task:", "");
   w->workers_key = ct__broker_key(b, "workers", "");
   w->alive_key = w->consumer ? ct__broker_key(b, "worker:", w->consumer) : NULL;
   w->names = json_array();
-  bool ok = w->consumer && w->dead && w->delayed && w->wake && w->workers_key && w->alive_key && w->names;
+  bool ok = w->consumer && w->dead && w->delayed && w->wake && w->records && w->workers_key &&
+            w->alive_key && w->names;
   for (int i = 0; i < CT__BLEVELS; i++)
     ok = (w->streams[i] = ct__broker_key(b, "stream:", ct__blevel_names[i])) && ok;
   if (!ok) {

@@ -789,7 +789,7 @@ TEST(scripts_run_by_sha_and_are_loaded_again_when_the_server_forgets_them) {
   freeReplyObject(test_redis(&e.r, "SCRIPT FLUSH")); /* as a restarted server has none */
   rpc_add(&e, 3, 4);
   rpc_add(&e, 5, 6);
-  /* submit, fetch, start and complete of each call: by SHA1, not by text */
+  /* the scripts of each call (fetch, complete, counters): by SHA1, not by text */
   CHECK(test_redis_calls(&e.r, "evalsha") >= 12);
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM("normal")), 0);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
