@@ -179,18 +179,21 @@ static ct__bscript_t bury_lua = CT__BSCRIPT_INIT(bury_script);
  * again. A stream that new entries of a higher one kept the fetch from
  * reaching waits for the next take-over, as its new entries wait.
  *
- * Each entry returned for the worker to start (not to bury, with a task id
- * in canonical form, and no caller's deadline before now) has its record
- * marked in the same call, as start() says, and runs is that record's
- * count of runs (0 for every other entry). The records are not among
+ * Each entry returned for the worker to start (not to bury, with an id
+ * field of a task id's length, and no caller's deadline before now) has
+ * its record marked in the same call, as start() says, and runs is that
+ * record's count of runs (0 for every other entry). The length is all the
+ * script checks of the id (matching the whole UUID form cost Redis about
+ * as much per entry as the separate mark script it replaces): the key it
+ * names is a record's, and only an existing record is marked. The records are not among
  * KEYS, which are sent before the entries are read: they are built from
  * the prefix, which holds the queue's hash tag, so a cluster node that
  * serves the streams serves them too (BullMQ's scripts build their job
  * keys from a prefix in the same way). The worker still decides the rest:
  * an entry it cannot decode (a bad field, kwargs too long or not JSON)
- * may have been marked here if its id is good; it is buried, and the bury
- * script marks that same record (the first good id field names it on both
- * sides) DEAD, one run counted that never started. An entry fetched but
+ * may have been marked here; it is buried, and, if its id is a good one,
+ * the bury script marks that same record DEAD, one run counted that never
+ * started. An entry fetched but
  * not started (the worker out of memory as it decodes, a reply holding
  * more than asked for) stays pending, marked, and is counted again when
  * it is taken over. */
@@ -199,9 +202,6 @@ static const char fetch_script[] =
     "local out = {}\n"
     "local more = 0\n"
     "local now = tonumber(ARGV[7])\n"
-    "local hex = '[0-9a-f]'\n"
-    "local uuid = '^' .. hex:rep(8) .. '%-' .. hex:rep(4) .. '%-' .. hex:rep(4) .. '%-' ..\n"
-    "  hex:rep(4) .. '%-' .. hex:rep(12) .. '$'\n"
     /* A record not terminal says RUNNING, started now, one more run;
      * returns its runs (0: no record, or a key of another type, a foreign
      * program's doing, left alone: pcall, so that it cannot fail the
@@ -209,7 +209,7 @@ static const char fetch_script[] =
     "local function start(f)\n"
     "  local id, deadline\n"
     "  for j = 1, #f, 2 do\n"
-    "    if f[j] == 'id' and not id and string.find(f[j + 1], uuid) then id = f[j + 1] end\n"
+    "    if f[j] == 'id' and not id and #f[j + 1] == 36 then id = f[j + 1] end\n"
     "    if f[j] == 'deadline' then deadline = tonumber(f[j + 1]) end\n"
     "  end\n"
     "  if not id or (deadline and now > deadline) then return 0 end\n"
