@@ -46,8 +46,9 @@ CT_EXPORT ct_loop_t *ct_supervisor_loop(ct_supervisor_t *sup);
 /** Create and start an extra loop named `name` (copied) with its own thread.
  * *out is borrowed: the supervisor owns the loop and frees it.
  * Returns 0; CT_EINVAL for NULL or empty name; CT_EBUSY if the name is
- * taken; CT_ESHUTDOWN if the supervisor is not running (one never started
- * also logs "not started"); CT_ENOMEM,
+ * taken; CT_ESHUTDOWN if the supervisor is not running, from the moment a
+ * stop has begun (a loop made later would hold that stop for ever; one
+ * never started also logs "not started"); CT_ENOMEM,
  * CT_EAGAIN (no thread), CT_EMFILE (no file descriptor).
  * Thread-safety: any thread. */
 CT_EXPORT int ct_loop_create(ct_supervisor_t *sup, const char *name, ct_loop_t **out);

@@ -15,6 +15,10 @@
  * last use of the supervisor, by counting itself out of `loops_live` and
  * poking the stop check, both under loops_lock: a stop check that sees
  * the count at 0 has seen every poke return.
+ * The stop asks the loops to end before the state leaves RUNNING, so the
+ * same walk under loops_lock closes the list (`loops_closed`): a loop made
+ * after it, the state still RUNNING, would never be asked, and the stop
+ * would wait for it for ever.
  * A call enters a loop only as an inbox message, so it runs on the loop
  * thread, in posting order (tasks too: exec/loop-task.c).
  */
@@ -38,6 +42,7 @@ int ct__loops_init(ct_supervisor_t *sup) {
   ct__list_init(&sup->extra_loops);
   sup->default_loop = NULL;
   sup->loops_live = 0;
+  sup->loops_closed = false;
   return pthread_mutex_init(&sup->loops_lock, NULL) == 0 ? 0 : CT_ENOMEM;
 }
 
@@ -69,6 +74,7 @@ static void post_quit(ct__loop_t *loop) {
 
 void ct__loops_stop_all(ct_supervisor_t *sup) {
   pthread_mutex_lock(&sup->loops_lock);
+  sup->loops_closed = true;
   ct__list_t *node;
   ct__list_foreach(node, &sup->extra_loops) {
     post_quit(loop_of(node));
@@ -140,9 +146,8 @@ int ct_loop_create(ct_supervisor_t *sup, const char *name, ct_loop_t **out) {
   if (!sup || !name || !*name || !out)
     return CT_EINVAL;
   pthread_mutex_lock(&sup->loops_lock);
-  int rc = atomic_load(&sup->state) != CT__SUP_RUNNING ? CT_ESHUTDOWN
-           : find_named(sup, name)                     ? CT_EBUSY
-                                                       : 0;
+  bool accepting = !sup->loops_closed && atomic_load(&sup->state) == CT__SUP_RUNNING;
+  int rc = !accepting ? CT_ESHUTDOWN : find_named(sup, name) ? CT_EBUSY : 0;
   ct__loop_t *l = NULL;
   if (rc == 0)
     rc = start_new_loop(sup, name, &l);

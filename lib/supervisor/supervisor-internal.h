@@ -100,6 +100,7 @@ struct ct_supervisor {
   ct__list_t extra_loops;       /* N: linked through ct_loop.in_owner */
   struct ct_loop *default_loop; /* N: NULL: the supervisor's own */
   int loops_live;               /* N: extra loops whose threads have not ended */
+  bool loops_closed;            /* N: a stop has asked them to end: no new one */
 
   /* Threads of its parts' own (threads.c). */
   atomic_int own_threads; /* A: started and not yet ended; a stop waits for 0 */  ct__loop_kick_t part_signal; /* A to kick: a part was signaled (parts.c) */
@@ -169,7 +170,8 @@ void ct__delay_forget(ct_supervisor_t *sup, ct_task_t *t);
 /* delay.c, loop thread: cancel every delayed task (supervisor stop). */
 void ct__delay_cancel_all(ct_supervisor_t *sup);
 
-/* loops.c: set up / free the extra loops; ask them to end (supervisor stop). */
+/* loops.c: set up / free the extra loops; ask them to end and refuse new
+ * ones (supervisor stop). */
 int ct__loops_init(ct_supervisor_t *sup);
 void ct__loops_destroy(ct_supervisor_t *sup);
 void ct__loops_stop_all(ct_supervisor_t *sup);
