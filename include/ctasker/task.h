@@ -53,7 +53,12 @@ CT_EXPORT void ct_task_unref(ct_task_t *task); /**< Drop a reference (see ct_tas
 /** Read-only attributes. Thread-safety: any thread. Every getter accepts
  * NULL: id 0, name "", priority -1, arg NULL, status CT_TASK_CANCELED (so
  * ct_task_is_terminal() is true), timestamps 0, result NULL, not failed,
- * cancel not requested. */
+ * cancel not requested.
+ * A status read publishes what goes with it: once a thread reads a task
+ * STARTED it reads its start time, and once it reads it terminal, its
+ * result and completion time. So a task being canceled on another thread
+ * still reads QUEUED until that thread has given it its result (its
+ * ct_task_cancel() may meanwhile return CT_EALREADY). */
 CT_EXPORT uint64_t ct_task_id(const ct_task_t *task);          /**< > 0, unique per supervisor */
 CT_EXPORT const char *ct_task_name(const ct_task_t *task);     /**< borrowed; "" if none */
 CT_EXPORT int ct_task_priority(const ct_task_t *task);          /**< as submitted */
@@ -62,9 +67,10 @@ CT_EXPORT ct_task_status_t ct_task_status(const ct_task_t *task); /**< now */
 CT_EXPORT bool ct_task_is_terminal(const ct_task_t *task);     /**< COMPLETED or CANCELED */
 
 /** Monotonic timestamps (ct_now() base) of queueing, start and completion,
- * or 0 if that has not happened yet. Tasks submitted without a handle, a
- * callback or a supervisor timeout carry no timestamps (all 0): the cheap
- * path does not read the clock. */
+ * or 0 if that has not happened yet (a delayed task is queued when its
+ * delay has passed; one canceled before keeps 0). Tasks submitted without
+ * a handle, a callback or a supervisor timeout carry no timestamps (all 0):
+ * the cheap path does not read the clock. */
 CT_EXPORT double ct_task_time_queued(const ct_task_t *task);
 CT_EXPORT double ct_task_time_started(const ct_task_t *task);   /**< see ct_task_time_queued() */
 CT_EXPORT double ct_task_time_completed(const ct_task_t *task); /**< see ct_task_time_queued() */
@@ -85,7 +91,8 @@ CT_EXPORT bool ct_task_failed(const ct_task_t *task);
  *   ct_task_cancel_requested) and it goes on; but a process task
  *   (process.h) has its child killed: it completes soon after, on the
  *   pool's loop thread, with a CancelledError result, unless it ended first;
- * CT_EALREADY if it was already terminal; CT_EINVAL for NULL.
+ * CT_EALREADY if it was already terminal or another thread is canceling
+ *   it (a cancel, a stop); CT_EINVAL for NULL.
  * Thread-safety: any thread, including the task's own function. */
 CT_EXPORT int ct_task_cancel(ct_task_t *task);
 

@@ -6,6 +6,13 @@
  * compare-and-swap, so exactly one of "start", "cancel" and "finish" wins:
  *   DELAYED -> QUEUED -> STARTED -> COMPLETED
  *   DELAYED | QUEUED -> CANCELED
+ * Every move publishes what was written for it before: the queued time
+ * (QUEUED), the start time (STARTED), the result and the completion time
+ * (COMPLETED). CANCELED cannot: the swap to it is how a cancel claims the
+ * task, so the result and the time are written after it, on the canceling
+ * thread, which then sets CT__F_CANCEL_WRITTEN (release). The public
+ * getters show a task CANCELED only once that flag is set, and QUEUED
+ * until then; the executors and the cancel paths read the status itself.
  * Records come from slabs (slab.h), sized to the byte: a fire-and-forget
  * task is a 64-byte record; the extra part of tracked tasks adds 48 (a
  * 112-byte record, plus the name); a task with an arg_free or a timeout
@@ -53,6 +60,8 @@ enum ct__task_flag {
                                  returned; the other frees the arg */
   CT__F_MORE = 1u << 11,      /* a ct__task_more_t follows the extra part */
   CT__F_EXTRA = 1u << 12,     /* the extra part follows the task (ct__task_x()) */
+  CT__F_CANCEL_WRITTEN = 1u << 13, /* CANCELED, its result and completion time
+                                      written: the getters show it CANCELED */
 };
 
 /* What fewer tasks still carry: an arg_free or a timeout. It begins a
@@ -71,6 +80,9 @@ struct ct__task_extra {
   ct_task_done_fn on_done;
   void *done_data;
   char *name;
+  /* Written before the status move that publishes each; t_queued of a
+   * delayed task is written while others may read it, so it is then
+   * accessed atomically (ct__task_try_queue_delayed(), ct_task_time_queued()). */
   double t_queued, t_started, t_completed;
 };
 
@@ -81,7 +93,7 @@ struct ct_task {
   ct_task_fn fn;
   void *arg;
   ct__task_owner_t *owner; /* set before the task is handed over */
-  json_t *result; /* written once, before the status becomes terminal */
+  json_t *result; /* written once, before the getters see the task terminal */
   uint64_t id;
   atomic_uint refs;
   atomic_int status;
@@ -144,6 +156,11 @@ static inline bool ct__task_has(const ct_task_t *t, unsigned flag) {
   return (atomic_load_explicit(&t->flags, memory_order_relaxed) & flag) != 0;
 }
 
+/* ct__task_has(), for a flag that publishes what was written before it. */
+static inline bool ct__task_has_acquire(const ct_task_t *t, unsigned flag) {
+  return (atomic_load_explicit(&t->flags, memory_order_acquire) & flag) != 0;
+}
+
 /* Whether another thread may reach the task: a task without the extra part
  * has no handle, no callback and no watchdog, so only its executor holds it
  * (its own function may take a reference once it runs). */
@@ -169,6 +186,26 @@ static inline bool ct__task_start(ct_task_t *t) {
     return true;
   }
   return ct__task_try_start(t);
+}
+
+/* DELAYED -> QUEUED by compare-and-swap, the queued time stamped first, as
+ * ct__task_try_start() does for the start: whoever reads QUEUED or later
+ * reads the time. A poller may read the time meanwhile, so it is written
+ * atomically (and read so: ct_task_time_queued()). If a cancel wins the
+ * swap, the time goes back to 0: a delayed task that never went to its
+ * executor has none. Returns false if the task was canceled first. */
+static inline bool ct__task_try_queue_delayed(ct_task_t *t) {
+  if (atomic_load_explicit(&t->status, memory_order_relaxed) != CT_TASK_DELAYED)
+    return false; /* canceled already: the time is left alone */
+  struct ct__task_extra *x = ct__task_x(t);
+  double now = x ? ct__now() : 0, none = 0;
+  if (x)
+    __atomic_store(&x->t_queued, &now, __ATOMIC_RELAXED);
+  if (ct__task_try_status(t, CT_TASK_DELAYED, CT_TASK_QUEUED))
+    return true;
+  if (x)
+    __atomic_store(&x->t_queued, &none, __ATOMIC_RELAXED);
+  return false;
 }
 
 /* Run a task whose status is already STARTED (and t_started set with it),

@@ -5,6 +5,13 @@
  * function still runs: task-options.c), the registry lets go, then the
  * DONE flag and the waiters' wake-up. So a waiter that returns sees the
  * callback done, the argument freed and the task gone from the registry.
+ * A canceled task is CANCELED before its result and completion time are
+ * written (the swap claims it), so ct__task_finish_canceled() writes them
+ * and then sets CT__F_CANCEL_WRITTEN, which stands for the terminal status
+ * in that order; the getters show CANCELED only with the flag (QUEUED
+ * before it), so a poller that reads a task terminal reads its result and
+ * its completion time, whichever way it ended. Tasks never canceled pay
+ * nothing for it: the flag is set and read on the cancel's side only.
  *
  * Waiting: ct_wait_completed() waits for its tasks one at a time, each on
  * a futex on that task's flags word, so a finisher wakes only the threads
@@ -116,8 +123,15 @@ void *ct_task_arg(const ct_task_t *task) {
   return task && !ct__task_has(task, CT__F_PROCESS) ? task->arg : NULL;
 }
 
+/* Acquire, as the flag's: a caller that reads a terminal status reads what
+ * was written before it (see the top of the file). */
 ct_task_status_t ct_task_status(const ct_task_t *task) {
-  return task ? (ct_task_status_t)atomic_load(&task->status) : CT_TASK_CANCELED;
+  if (!task)
+    return CT_TASK_CANCELED;
+  int s = atomic_load_explicit(&task->status, memory_order_acquire);
+  if (s == CT_TASK_CANCELED && !ct__task_has_acquire(task, CT__F_CANCEL_WRITTEN))
+    return CT_TASK_QUEUED; /* claimed by a cancel that has not written yet */
+  return (ct_task_status_t)s;
 }
 
 bool ct_task_is_terminal(const ct_task_t *task) {
@@ -125,13 +139,18 @@ bool ct_task_is_terminal(const ct_task_t *task) {
   return s == CT_TASK_COMPLETED || s == CT_TASK_CANCELED;
 }
 
-/* Timestamps are written before the status change that publishes them. */
+/* Timestamps are written before the status change that publishes them;
+ * a delayed task's queued time atomically, as others may read it then
+ * (ct__task_try_queue_delayed()). */
 static struct ct__task_extra *extra_of(const ct_task_t *task) {
   return task ? ct__task_x(task) : NULL;
 }
 double ct_task_time_queued(const ct_task_t *task) {
   struct ct__task_extra *x = extra_of(task);
-  return x ? x->t_queued : 0;
+  double t = 0;
+  if (x && ct_task_status(task) != CT_TASK_DELAYED)
+    __atomic_load(&x->t_queued, &t, __ATOMIC_RELAXED);
+  return t;
 }
 double ct_task_time_started(const ct_task_t *task) {
   struct ct__task_extra *x = extra_of(task);
@@ -222,6 +241,8 @@ void ct__task_finish_canceled(ct_task_t *t) {
                            (unsigned long long)t->id);
   if (ct__task_x(t))
     ct__task_x(t)->t_completed = ct__now();
+  /* Release: the getters show CANCELED from here on (see the top). */
+  atomic_fetch_or_explicit(&t->flags, CT__F_CANCEL_WRITTEN, memory_order_release);
   announce_terminal(t);
 }
 

@@ -409,12 +409,10 @@ static int make_call(ct__procpool_t *pool, uint64_t id, const char *name, const 
  * Returns 0, CT_ESHUTDOWN, or CT_EALREADY (a delayed task canceled first). */
 static int enqueue(ct__procpool_t *pool, ct_task_t *t, bool delayed) {
   pthread_mutex_lock(&pool->lock);
-  int rc = pool->state != POOL_RUNNING                                             ? CT_ESHUTDOWN
-           : delayed && !ct__task_try_status(t, CT_TASK_DELAYED, CT_TASK_QUEUED) ? CT_EALREADY
-                                                                                  : 0;
+  int rc = pool->state != POOL_RUNNING                 ? CT_ESHUTDOWN
+           : delayed && !ct__task_try_queue_delayed(t) ? CT_EALREADY
+                                                       : 0;
   if (rc == 0) {
-    if (delayed)
-      ct__task_stamp_queued(t);
     ct__rq_push(&pool->rq, t);
     pool->submitted++;
     pool->queued++;

@@ -103,10 +103,9 @@ static bool go(ct__delay_t *d) {
   ct_task_t *t = d->task;
   if (ct__task_has(t, CT__F_PROCESS))
     return go_process(sup, t); /* its link is the pool's queue's from now on */
-  if (!ct__task_try_status(t, CT_TASK_DELAYED, CT_TASK_QUEUED))
+  if (!ct__task_try_queue_delayed(t))
     return false; /* canceled meanwhile */
   atomic_fetch_sub(&sup->delayed, 1);
-  ct__task_stamp_queued(t);
   t->link = NULL;
   if (!d->loop) {
     ct__pool_submit(&sup->pool, t, true); /* the pool takes the reference */
