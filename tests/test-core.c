@@ -44,6 +44,7 @@ TEST(handle_table_finds_added_tasks_until_removed) {
     tasks[i] = ct__task_new(answer, NULL, CT_PRIORITY_NORMAL, false);
     CHECK(tasks[i]);
     CHECK_OK(ct__handles_add(h, tasks[i]));
+    ct__handles_publish(h, tasks[i]);
     ids[i] = tasks[i]->id;
     CHECK(ids[i] > 0);
     CHECK(i == 0 || ids[i] != ids[i - 1]);
@@ -82,6 +83,7 @@ TEST(a_stale_id_finds_nothing_even_when_its_slot_serves_another_task) {
   ct_task_t *second = ct__task_new(answer, NULL, CT_PRIORITY_NORMAL, false);
   CHECK(second);
   CHECK_OK(ct__handles_add(h, second));
+  ct__handles_publish(h, second);
   CHECK_EQ_INT((uint32_t)second->id, (uint32_t)stale); /* the same slot */
   CHECK(second->id != stale);
   CHECK(ct__handles_get(h, stale) == NULL);

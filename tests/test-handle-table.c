@@ -77,7 +77,7 @@ TEST(the_table_does_not_grow_while_another_threads_free_slots_are_left) {
 
 /* A lookup of an id the table has not given yet (the next generation of a
  * slot, which the next insertion into that slot gives) meets that
- * insertion without a lock on its side: it finds nothing or the very task
+ * insertion and its publication without a lock on their side: it finds nothing or the very task
  * with that id, never another, and every reference it takes is counted
  * (ASan sees a leak or a use after free otherwise, TSan a race). */
 typedef struct {
@@ -114,6 +114,7 @@ TEST(a_lookup_racing_an_insertion_finds_nothing_or_the_task_with_its_id) {
   for (int i = 0; i < ROUNDS; i++) {
     CHECK(t = ct__task_new(nothing, NULL, CT_PRIORITY_NORMAL, false));
     CHECK_OK(ct__handles_add(r.h, t));
+    ct__handles_publish(r.h, t);
     CHECK(t->id == atomic_load(&r.next_id));
     atomic_store(&r.next_id, t->id + gen_step);
     ct__handles_remove(r.h, t);
@@ -125,8 +126,45 @@ TEST(a_lookup_racing_an_insertion_finds_nothing_or_the_task_with_its_id) {
   free_handles(r.h);
 }
 
+/* A task is found from its publication until its removal; publishing one
+ * that has left already (its executor finished it first) leaves it gone,
+ * and leaves alone the next task in its slot. */
+TEST(a_task_is_found_only_from_its_publication_to_its_removal) {
+  ct__handles_t *h = new_handles();
+  ct_task_t *t = ct__task_new(nothing, NULL, CT_PRIORITY_NORMAL, false);
+  CHECK(t);
+  CHECK_OK(ct__handles_add(h, t));
+  CHECK(ct__handles_get(h, t->id) == NULL);
+  CHECK_EQ_INT(ct__handles_size(h), 1);
+  ct__handles_publish(h, t);
+  ct_task_t *found = ct__handles_get(h, t->id);
+  CHECK(found == t);
+  ct_task_unref(found);
+  ct__handles_remove(h, t);
+  CHECK(ct__handles_get(h, t->id) == NULL);
+
+  ct_task_t *late = ct__task_new(nothing, NULL, CT_PRIORITY_NORMAL, false);
+  CHECK(late);
+  CHECK_OK(ct__handles_add(h, late));
+  ct__handles_remove(h, late); /* finished before its submission published it */
+  ct_task_t *next = ct__task_new(nothing, NULL, CT_PRIORITY_NORMAL, false);
+  CHECK(next);
+  CHECK_OK(ct__handles_add(h, next)); /* the same slot, unpublished */
+  CHECK_EQ_INT((uint32_t)next->id, (uint32_t)late->id);
+  ct__handles_publish(h, late);
+  CHECK(ct__handles_get(h, late->id) == NULL);
+  CHECK(ct__handles_get(h, next->id) == NULL);
+  CHECK_EQ_INT(ct__handles_size(h), 1);
+  ct__handles_remove(h, next);
+  ct_task_unref(t);
+  ct_task_unref(late);
+  ct_task_unref(next);
+  free_handles(h);
+}
+
 int main(void) {
   RUN(the_table_does_not_grow_while_another_threads_free_slots_are_left);
+  RUN(a_task_is_found_only_from_its_publication_to_its_removal);
   RUN(a_lookup_racing_an_insertion_finds_nothing_or_the_task_with_its_id);
   return check_done();
 }

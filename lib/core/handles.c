@@ -12,9 +12,12 @@
  * compare-and-swap on the word they expect, and hold it for a few
  * instructions (taking or dropping a reference), so they meet only when
  * they are about the same slot. Insertion needs no lock: it fills a free
- * slot, whose generation no id names yet. Free slots form a lock-free stack
- * whose top carries a tag against ABA: taking and giving back a slot are
- * one compare-and-swap each. Only growing takes a lock (grow_lock, a
+ * slot, whose generation no id names yet. A task is found only once it is
+ * published, a bit beside it in its slot: a compare-and-swap there, on a
+ * line the submitting thread wrote moments before, and not on the task,
+ * whose lines its executor may hold by then. Free slots form a lock-free
+ * stack whose top carries a tag against ABA: taking and giving back a slot
+ * are one compare-and-swap each. Only growing takes a lock (grow_lock, a
  * leaf), once per new slot.
  */
 #include "core/handles.h"
@@ -26,11 +29,17 @@
 #define CHUNK_SLOTS (1u << CT__HANDLE_CHUNK_BITS)
 #define GEN_MASK ((UINT64_C(1) << 30) - 1)
 
+/* In a slot's task word, beside the task's address (8-byte aligned): its
+ * submission has handed it over, so lookups may find it. */
+#define PUBLISHED ((uintptr_t)1)
+
 typedef struct ct__handle_slot {
   atomic_uint_fast64_t word; /* generation << 1 | locked */
-  _Atomic(ct_task_t *) task; /* written with the lock bit set */
+  atomic_uintptr_t task;     /* the task | PUBLISHED, or 0; emptied with the lock bit set */
   atomic_uint next_free;     /* on the free stack: index + 1 of the next, 0: none */
 } slot_t;
+
+static ct_task_t *task_of(uintptr_t word) { return (ct_task_t *)(word & ~PUBLISHED); }
 
 int ct__handles_init(ct__handles_t *h) {
   atomic_init(&h->free_top, 0);
@@ -50,7 +59,7 @@ static slot_t *slot_at(ct__handles_t *h, uint32_t index) {
 void ct__handles_destroy(ct__handles_t *h) {
   uint32_t used = atomic_load(&h->used);
   for (uint32_t i = 0; i < used; i++)
-    ct_task_unref(atomic_load_explicit(&slot_at(h, i)->task, memory_order_relaxed));
+    ct_task_unref(task_of(atomic_load_explicit(&slot_at(h, i)->task, memory_order_relaxed)));
   for (int i = 0; i < CT__HANDLE_CHUNKS; i++)
     free(atomic_load_explicit(&h->chunks[i], memory_order_relaxed));
   pthread_mutex_destroy(&h->grow_lock);
@@ -138,10 +147,11 @@ int ct__handles_add(ct__handles_t *h, ct_task_t *t) {
   /* Nobody else reaches t yet: its reference is counted with a plain
    * store. The slot is not locked: a free slot's generation is named by no
    * id the table gave, so only a lookup of a made-up id can meet this
-   * store, and it reads NULL or t, both whole (release: with t's count). */
+   * store, and it reads an empty slot or t not yet published: nothing
+   * (release: with t's count). */
   atomic_store_explicit(&t->refs, atomic_load_explicit(&t->refs, memory_order_relaxed) + 1,
                         memory_order_relaxed);
-  atomic_store_explicit(&s->task, t, memory_order_release);
+  atomic_store_explicit(&s->task, (uintptr_t)t, memory_order_release);
   return 0;
 }
 
@@ -155,17 +165,29 @@ static slot_t *slot_of(ct__handles_t *h, uint64_t id, uint64_t *gen) {
   return slot_at(h, index1 - 1);
 }
 
+void ct__handles_publish(ct__handles_t *h, ct_task_t *t) {
+  uint64_t gen;
+  slot_t *s = slot_of(h, t->id, &gen);
+  uintptr_t expected = (uintptr_t)t;
+  /* Fails if t has left its slot: t is alive (the caller holds it), so no
+   * other task there has its address. The slot's line is mostly still
+   * the submitting thread's, unlike t's own once its executor has it. */
+  if (s)
+    atomic_compare_exchange_strong_explicit(&s->task, &expected, (uintptr_t)t | PUBLISHED,
+                                            memory_order_release, memory_order_relaxed);
+}
+
 void ct__handles_remove(ct__handles_t *h, ct_task_t *t) {
   uint64_t gen;
   slot_t *s = slot_of(h, t->id, &gen);
   uint_fast64_t w = s ? lock_slot(s, gen) : UINT64_MAX;
   if (w == UINT64_MAX)
     return;
-  if (atomic_load_explicit(&s->task, memory_order_relaxed) != t) {
+  if (task_of(atomic_load_explicit(&s->task, memory_order_relaxed)) != t) {
     unlock_slot(s, w);
     return;
   }
-  atomic_store_explicit(&s->task, NULL, memory_order_relaxed);
+  atomic_store_explicit(&s->task, 0, memory_order_relaxed);
   unlock_slot(s, w + 2); /* the next generation: every id of this one is stale */
   push_free(h, (uint32_t)t->id - 1);
   ct_task_unref(t);
@@ -177,7 +199,8 @@ ct_task_t *ct__handles_get(ct__handles_t *h, uint64_t id) {
   uint_fast64_t w = s ? lock_slot(s, gen) : UINT64_MAX;
   if (w == UINT64_MAX)
     return NULL;
-  ct_task_t *t = ct_task_ref(atomic_load_explicit(&s->task, memory_order_acquire));
+  uintptr_t word = atomic_load_explicit(&s->task, memory_order_acquire);
+  ct_task_t *t = word & PUBLISHED ? ct_task_ref(task_of(word)) : NULL;
   unlock_slot(s, w);
   return t;
 }
@@ -186,6 +209,6 @@ size_t ct__handles_size(ct__handles_t *h) {
   size_t n = 0;
   uint32_t used = atomic_load_explicit(&h->used, memory_order_acquire);
   for (uint32_t i = 0; i < used; i++)
-    n += atomic_load_explicit(&slot_at(h, i)->task, memory_order_relaxed) != NULL;
+    n += atomic_load_explicit(&slot_at(h, i)->task, memory_order_relaxed) != 0;
   return n;
 }

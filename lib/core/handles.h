@@ -35,14 +35,20 @@ void ct__handles_destroy(ct__handles_t *h);
 
 /* Give a task that no other thread can reach yet a slot and its id
  * (t->id); the table takes a reference (a plain store: see handles.c).
+ * Lookups do not find it before ct__handles_publish().
  * Returns 0 or CT_ENOMEM (nothing taken, t->id unchanged). */
 int ct__handles_add(ct__handles_t *h, ct_task_t *t);
+
+/* Make an added task findable by ct__handles_get(): once its submission has
+ * handed it over. No-op if it has left the table already. The caller holds
+ * a reference to t. */
+void ct__handles_publish(ct__handles_t *h, ct_task_t *t);
 
 /* Take the task out of its slot and drop the table's reference (no-op if
  * it is not there). */
 void ct__handles_remove(ct__handles_t *h, ct_task_t *t);
 
-/* A new reference to the task with this id, or NULL. */
+/* A new reference to the published task with this id, or NULL. */
 ct_task_t *ct__handles_get(ct__handles_t *h, uint64_t id);
 
 /* How many tasks the table holds (a pass over the slots). */

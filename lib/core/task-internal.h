@@ -41,7 +41,6 @@ enum ct__task_flag {
   CT__F_CANCEL_REQUESTED = 1u << 0, /* ct_task_cancel() was called */
   CT__F_DONE = 1u << 1,             /* terminal and callback returned */
   CT__F_REGISTERED = 1u << 2,       /* the registry holds a reference */
-  CT__F_PUBLISHED = 1u << 3,        /* handed over: findable by id */
   CT__F_WARNED = 1u << 4,           /* reported past timeout_warning */
   CT__F_CRITICAL = 1u << 5,         /* reported past timeout_critical */
   CT__F_ON_LOOP = 1u << 6,          /* queued on a loop, not in the pool */
