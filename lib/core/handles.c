@@ -15,13 +15,21 @@
  * slot, whose generation no id names yet. A task is found only once it is
  * published, a bit beside it in its slot: a compare-and-swap there, on a
  * line the submitting thread wrote moments before, and not on the task,
- * whose lines its executor may hold by then. Free slots form a lock-free
- * stack whose top carries a tag against ABA: taking and giving back a slot
- * are one compare-and-swap each. Only growing takes a lock (grow_lock, a
- * leaf), once per new slot.
+ * whose lines its executor may hold by then.
+ *
+ * Free slots form lock-free stacks whose tops carry a tag against ABA:
+ * taking and giving back a slot are one compare-and-swap each. There are
+ * CT__HANDLE_SHARDS stacks, each on its own line: a thread takes slots
+ * from the stack of its shard (threads are given shards in turn), and a
+ * removal gives a slot back to the stack it was taken from, so that the
+ * threads that submit tracked tasks do not meet on one line: each meets
+ * only the threads that finish its own tasks. A thread whose stack is
+ * empty takes a slot from the others' before the table grows. Only
+ * growing takes a lock (grow_lock, a leaf), once per new slot.
  */
 #include "core/handles.h"
 
+#include <limits.h>
 #include <stdlib.h>
 
 #include "base/cpu.h"
@@ -36,13 +44,27 @@
 typedef struct ct__handle_slot {
   atomic_uint_fast64_t word; /* generation << 1 | locked */
   atomic_uintptr_t task;     /* the task | PUBLISHED, or 0; emptied with the lock bit set */
-  atomic_uint next_free;     /* on the free stack: index + 1 of the next, 0: none */
+  atomic_uint next_free;     /* on a free stack: index + 1 of the next, 0: none */
+  atomic_uchar shard;        /* the free stack it was taken from */
 } slot_t;
+
+static atomic_uint next_shard;
+/* initial-exec: no __tls_get_addr call per use (see slab.c) */
+static _Thread_local __attribute__((tls_model("initial-exec"))) unsigned my_shard = UINT_MAX;
+
+/* The calling thread's shard, given at its first call. */
+static unsigned shard_of_thread(void) {
+  if (my_shard == UINT_MAX)
+    my_shard = atomic_fetch_add_explicit(&next_shard, 1, memory_order_relaxed) %
+               CT__HANDLE_SHARDS;
+  return my_shard;
+}
 
 static ct_task_t *task_of(uintptr_t word) { return (ct_task_t *)(word & ~PUBLISHED); }
 
 int ct__handles_init(ct__handles_t *h) {
-  atomic_init(&h->free_top, 0);
+  for (int i = 0; i < CT__HANDLE_SHARDS; i++)
+    atomic_init(&h->free[i].top, 0);
   atomic_init(&h->used, 0);
   for (int i = 0; i < CT__HANDLE_CHUNKS; i++)
     atomic_init(&h->chunks[i], NULL);
@@ -65,8 +87,9 @@ void ct__handles_destroy(ct__handles_t *h) {
   pthread_mutex_destroy(&h->grow_lock);
 }
 
-static bool pop_free(ct__handles_t *h, uint32_t *index) {
-  uint_fast64_t top = atomic_load_explicit(&h->free_top, memory_order_acquire);
+static bool pop_shard(ct__handles_t *h, unsigned shard, uint32_t *index) {
+  atomic_uint_fast64_t *top_of = &h->free[shard].top;
+  uint_fast64_t top = atomic_load_explicit(top_of, memory_order_acquire);
   for (;;) {
     uint32_t first = (uint32_t)top;
     if (first == 0)
@@ -75,7 +98,7 @@ static bool pop_free(ct__handles_t *h, uint32_t *index) {
      * changed and the compare-and-swap fails. */
     uint32_t next = atomic_load_explicit(&slot_at(h, first - 1)->next_free, memory_order_relaxed);
     uint_fast64_t new_top = (((top >> 32) + 1) << 32) | next;
-    if (atomic_compare_exchange_weak_explicit(&h->free_top, &top, new_top, memory_order_acquire,
+    if (atomic_compare_exchange_weak_explicit(top_of, &top, new_top, memory_order_acquire,
                                               memory_order_acquire)) {
       *index = first - 1;
       return true;
@@ -83,14 +106,29 @@ static bool pop_free(ct__handles_t *h, uint32_t *index) {
   }
 }
 
+/* A free slot, from the calling thread's stack or else another's; its
+ * removal gives it back to the caller's. */
+static bool pop_free(ct__handles_t *h, uint32_t *index) {
+  unsigned mine = shard_of_thread();
+  for (unsigned i = 0; i < CT__HANDLE_SHARDS; i++)
+    if (pop_shard(h, (mine + i) % CT__HANDLE_SHARDS, index)) {
+      atomic_store_explicit(&slot_at(h, *index)->shard, (unsigned char)mine,
+                            memory_order_relaxed);
+      return true;
+    }
+  return false;
+}
+
 static void push_free(ct__handles_t *h, uint32_t index) {
   slot_t *s = slot_at(h, index);
-  uint_fast64_t top = atomic_load_explicit(&h->free_top, memory_order_relaxed), new_top;
+  atomic_uint_fast64_t *top_of =
+      &h->free[atomic_load_explicit(&s->shard, memory_order_relaxed)].top;
+  uint_fast64_t top = atomic_load_explicit(top_of, memory_order_relaxed), new_top;
   do {
     atomic_store_explicit(&s->next_free, (uint32_t)top, memory_order_relaxed);
     new_top = (((top >> 32) + 1) << 32) | (index + 1);
-  } while (!atomic_compare_exchange_weak_explicit(&h->free_top, &top, new_top,
-                                                  memory_order_release, memory_order_relaxed));
+  } while (!atomic_compare_exchange_weak_explicit(top_of, &top, new_top, memory_order_release,
+                                                  memory_order_relaxed));
 }
 
 /* A new slot at the end of the table. Returns 0 or CT_ENOMEM. */
@@ -109,6 +147,8 @@ static int grow(ct__handles_t *h, uint32_t *index) {
       rc = CT_ENOMEM;
   }
   if (rc == 0) {
+    atomic_store_explicit(&slot_at(h, n)->shard, (unsigned char)shard_of_thread(),
+                          memory_order_relaxed);
     atomic_store_explicit(&h->used, n + 1, memory_order_release);
     *index = n;
   }

@@ -19,11 +19,16 @@
  * count from 1) is ever one of them. */
 #define CT__HANDLE_ID_MARK (UINT64_C(1) << 62)
 
+/* Free stacks: each thread takes slots from its own (see handles.c). */
+#define CT__HANDLE_SHARDS 8
+
 struct ct__handle_slot;
 
 /* Guards: A: atomic, any thread.  G: grow_lock. */
 typedef struct ct__handles {
-  _Alignas(64) atomic_uint_fast64_t free_top; /* A: free slots, tag << 32 | index + 1 */
+  struct {
+    _Alignas(64) atomic_uint_fast64_t top; /* A: free slots, tag << 32 | index + 1 */
+  } free[CT__HANDLE_SHARDS];
   _Alignas(64) pthread_mutex_t grow_lock;
   atomic_uint used;                           /* A (written under G): slots ever handed out */
   _Atomic(struct ct__handle_slot *) chunks[CT__HANDLE_CHUNKS]; /* A (written under G) */
