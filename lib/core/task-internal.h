@@ -7,8 +7,9 @@
  *   DELAYED -> QUEUED -> STARTED -> COMPLETED
  *   DELAYED | QUEUED -> CANCELED
  * Records come from slabs (slab.h), sized to the byte: a fire-and-forget
- * task is a 64-byte record; the extra part of tracked tasks adds 48 (a
- * 112-byte record, plus the name); a task with an arg_free or a timeout
+ * task is a 64-byte record; the extra part of tracked tasks adds 48 (in a
+ * 128-byte record: two whole cache lines, see task.c; plus the name); a
+ * task with an arg_free or a timeout
  * carries a record of the layer above after its extra part, in one heap
  * block (task-options.c).
  */
