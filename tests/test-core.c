@@ -44,6 +44,7 @@ TEST(handle_table_finds_added_tasks_until_removed) {
     tasks[i] = ct__task_new(answer, NULL, CT_PRIORITY_NORMAL, false);
     CHECK(tasks[i]);
     CHECK_OK(ct__handles_add(h, tasks[i]));
+    ct__handles_publish(h, tasks[i]);
     ids[i] = tasks[i]->id;
     CHECK(ids[i] > 0);
     CHECK(i == 0 || ids[i] != ids[i - 1]);
@@ -82,6 +83,7 @@ TEST(a_stale_id_finds_nothing_even_when_its_slot_serves_another_task) {
   ct_task_t *second = ct__task_new(answer, NULL, CT_PRIORITY_NORMAL, false);
   CHECK(second);
   CHECK_OK(ct__handles_add(h, second));
+  ct__handles_publish(h, second);
   CHECK_EQ_INT((uint32_t)second->id, (uint32_t)stale); /* the same slot */
   CHECK(second->id != stale);
   CHECK(ct__handles_get(h, stale) == NULL);
@@ -146,10 +148,26 @@ TEST(finishing_a_registered_task_calls_its_owners_forget_hook_once) {
   free_handles(own.handles);
 }
 
+/* A tracked task's record (with the extra part) is two whole cache lines,
+ * so that no two tasks share a line: the thread finishing one does not pull
+ * away the line of the next, which its submitter fills or another thread
+ * runs. */
+TEST(records_with_the_extra_part_take_whole_cache_lines) {
+  enum { N = 64 };
+  ct_task_t *t[N];
+  for (int i = 0; i < N; i++) {
+    CHECK(t[i] = ct__task_new(answer, NULL, CT_PRIORITY_NORMAL, true));
+    CHECK_EQ_INT((uintptr_t)t[i] % 64, 0);
+  }
+  for (int i = 0; i < N; i++)
+    ct_task_unref(t[i]);
+}
+
 int main(void) {
   RUN(handle_table_finds_added_tasks_until_removed);
   RUN(a_stale_id_finds_nothing_even_when_its_slot_serves_another_task);
   RUN(run_queue_pops_by_priority_then_in_push_order);
   RUN(finishing_a_registered_task_calls_its_owners_forget_hook_once);
+  RUN(records_with_the_extra_part_take_whole_cache_lines);
   return check_done();
 }

@@ -77,7 +77,7 @@ TEST(the_table_does_not_grow_while_another_threads_free_slots_are_left) {
 
 /* A lookup of an id the table has not given yet (the next generation of a
  * slot, which the next insertion into that slot gives) meets that
- * insertion without a lock on its side: it finds nothing or the very task
+ * insertion and its publication without a lock on their side: it finds nothing or the very task
  * with that id, never another, and every reference it takes is counted
  * (ASan sees a leak or a use after free otherwise, TSan a race). */
 typedef struct {
@@ -114,6 +114,7 @@ TEST(a_lookup_racing_an_insertion_finds_nothing_or_the_task_with_its_id) {
   for (int i = 0; i < ROUNDS; i++) {
     CHECK(t = ct__task_new(nothing, NULL, CT_PRIORITY_NORMAL, false));
     CHECK_OK(ct__handles_add(r.h, t));
+    ct__handles_publish(r.h, t);
     CHECK(t->id == atomic_load(&r.next_id));
     atomic_store(&r.next_id, t->id + gen_step);
     ct__handles_remove(r.h, t);
@@ -125,8 +126,99 @@ TEST(a_lookup_racing_an_insertion_finds_nothing_or_the_task_with_its_id) {
   free_handles(r.h);
 }
 
+/* A task is found from its publication until its removal; publishing one
+ * that has left already (its executor finished it first) leaves it gone,
+ * and leaves alone the next task in its slot. */
+TEST(a_task_is_found_only_from_its_publication_to_its_removal) {
+  ct__handles_t *h = new_handles();
+  ct_task_t *t = ct__task_new(nothing, NULL, CT_PRIORITY_NORMAL, false);
+  CHECK(t);
+  CHECK_OK(ct__handles_add(h, t));
+  CHECK(ct__handles_get(h, t->id) == NULL);
+  CHECK_EQ_INT(ct__handles_size(h), 1);
+  ct__handles_publish(h, t);
+  ct_task_t *found = ct__handles_get(h, t->id);
+  CHECK(found == t);
+  ct_task_unref(found);
+  ct__handles_remove(h, t);
+  CHECK(ct__handles_get(h, t->id) == NULL);
+
+  ct_task_t *late = ct__task_new(nothing, NULL, CT_PRIORITY_NORMAL, false);
+  CHECK(late);
+  CHECK_OK(ct__handles_add(h, late));
+  ct__handles_remove(h, late); /* finished before its submission published it */
+  ct_task_t *next = ct__task_new(nothing, NULL, CT_PRIORITY_NORMAL, false);
+  CHECK(next);
+  CHECK_OK(ct__handles_add(h, next)); /* the same slot, unpublished */
+  CHECK_EQ_INT((uint32_t)next->id, (uint32_t)late->id);
+  ct__handles_publish(h, late);
+  CHECK(ct__handles_get(h, late->id) == NULL);
+  CHECK(ct__handles_get(h, next->id) == NULL);
+  CHECK_EQ_INT(ct__handles_size(h), 1);
+  ct__handles_remove(h, next);
+  ct_task_unref(t);
+  ct_task_unref(late);
+  ct_task_unref(next);
+  free_handles(h);
+}
+
+/* A slot goes back to the free stack of the thread that took it, whichever
+ * thread removes its task, so that the thread takes it again next (with
+ * one stack for all, it would take the slot another thread gave up last). */
+typedef struct {
+  ct__handles_t *h;
+  pthread_barrier_t added, removed;
+  ct_task_t *first, *again, *other;
+} shards_t;
+
+static void *take_twice_thread(void *arg) {
+  shards_t *x = arg;
+  CHECK(x->first = ct__task_new(nothing, NULL, CT_PRIORITY_NORMAL, false));
+  CHECK_OK(ct__handles_add(x->h, x->first));
+  pthread_barrier_wait(&x->added);
+  pthread_barrier_wait(&x->removed);
+  CHECK(x->again = ct__task_new(nothing, NULL, CT_PRIORITY_NORMAL, false));
+  CHECK_OK(ct__handles_add(x->h, x->again));
+  return NULL;
+}
+
+static void *take_once_thread(void *arg) {
+  shards_t *x = arg;
+  CHECK(x->other = ct__task_new(nothing, NULL, CT_PRIORITY_NORMAL, false));
+  CHECK_OK(ct__handles_add(x->h, x->other));
+  pthread_barrier_wait(&x->added);
+  return NULL;
+}
+
+TEST(a_removed_slot_goes_back_to_the_thread_that_took_it) {
+  static shards_t x;
+  x.h = new_handles();
+  pthread_barrier_init(&x.added, NULL, 3);
+  pthread_barrier_init(&x.removed, NULL, 2);
+  pthread_t twice, once;
+  CHECK_OK(pthread_create(&twice, NULL, take_twice_thread, &x));
+  CHECK_OK(pthread_create(&once, NULL, take_once_thread, &x));
+  pthread_barrier_wait(&x.added);
+  ct__handles_remove(x.h, x.first);
+  ct__handles_remove(x.h, x.other); /* given up last */
+  pthread_barrier_wait(&x.removed);
+  CHECK_OK(pthread_join(twice, NULL));
+  CHECK_OK(pthread_join(once, NULL));
+  CHECK_EQ_INT((uint32_t)x.again->id, (uint32_t)x.first->id);
+  CHECK_EQ_INT(atomic_load(&x.h->used), 2);
+  ct__handles_remove(x.h, x.again);
+  ct_task_unref(x.first);
+  ct_task_unref(x.again);
+  ct_task_unref(x.other);
+  pthread_barrier_destroy(&x.added);
+  pthread_barrier_destroy(&x.removed);
+  free_handles(x.h);
+}
+
 int main(void) {
   RUN(the_table_does_not_grow_while_another_threads_free_slots_are_left);
+  RUN(a_task_is_found_only_from_its_publication_to_its_removal);
+  RUN(a_removed_slot_goes_back_to_the_thread_that_took_it);
   RUN(a_lookup_racing_an_insertion_finds_nothing_or_the_task_with_its_id);
   return check_done();
 }

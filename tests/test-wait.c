@@ -275,6 +275,61 @@ TEST(a_finish_wakes_only_the_waiters_of_its_task) {
   stop_and_free(sup);
 }
 
+/* ---- a batch wait sleeps once, not once per task ---- */
+
+typedef struct {
+  ct_task_t **tasks;
+  size_t n;
+  atomic_int tid; /* set once the thread is about to wait */
+  long wakes;     /* its voluntary context switches while it waited */
+} batch_waiter_t;
+
+static void *wait_batch(void *arg) {
+  batch_waiter_t *w = arg;
+  long before = own_voluntary_switches();
+  atomic_store(&w->tid, (int)gettid());
+  CHECK_OK(ct_wait_completed(w->tasks, w->n, -1));
+  w->wakes = own_voluntary_switches() - before;
+  return NULL;
+}
+
+/* One pool thread runs a batch in submission order, each task held until
+ * the waiter of the whole batch sleeps. A wait that followed the pool from
+ * the front of the list would be woken by every finish and sleep again;
+ * waiting for the last task first, it sleeps once. */
+TEST(a_batch_wait_sleeps_once_while_its_tasks_finish_in_order) {
+  enum { N = 8 };
+  ct_supervisor_t *sup = start_supervisor(1, 0, 0);
+  gate_t gate[N];
+  ct_task_t *t[N];
+  for (int i = 0; i < N; i++) {
+    gate_init(&gate[i]);
+    t[i] = submit(sup, gate_task, &gate[i], CT_PRIORITY_NORMAL);
+  }
+  batch_waiter_t w = {.tasks = t, .n = N};
+  atomic_init(&w.tid, 0);
+  lone_waiter_t probe = {0}; /* only its tid: wait_until_asleep() reads it */
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, wait_batch, &w) == 0);
+  for (int i = 0; i < N; i++) {
+    while (atomic_load(&w.tid) == 0)
+      sched_yield();
+    atomic_store(&probe.tid, atomic_load(&w.tid));
+    if (i > 0) /* the last finish is done, and woke whoever it wakes */
+      CHECK_OK(ct_task_wait(t[i - 1], WAIT_BOUND_S));
+    wait_until_asleep(&probe, 0, 1);
+    gate_open(&gate[i]);
+  }
+  pthread_join(th, NULL);
+  fprintf(stderr, "   the batch's waiter slept %ld times for %d tasks\n", w.wakes, N);
+  CHECK(w.wakes <= 2);
+  for (int i = 0; i < N; i++) {
+    ct_task_unref(t[i]);
+    gate_destroy(&gate[i]);
+  }
+  stop_and_free(sup);
+}
+
 int main(void) {
   RUN(bad_input);
   RUN(deadline_for_a_list);
@@ -283,5 +338,6 @@ int main(void) {
   RUN(returns_after_the_callback);
   RUN(many_waiters);
   RUN(a_finish_wakes_only_the_waiters_of_its_task);
+  RUN(a_batch_wait_sleeps_once_while_its_tasks_finish_in_order);
   return check_done();
 }

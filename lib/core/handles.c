@@ -12,13 +12,24 @@
  * compare-and-swap on the word they expect, and hold it for a few
  * instructions (taking or dropping a reference), so they meet only when
  * they are about the same slot. Insertion needs no lock: it fills a free
- * slot, whose generation no id names yet. Free slots form a lock-free stack
- * whose top carries a tag against ABA: taking and giving back a slot are
- * one compare-and-swap each. Only growing takes a lock (grow_lock, a
- * leaf), once per new slot.
+ * slot, whose generation no id names yet. A task is found only once it is
+ * published, a bit beside it in its slot: a compare-and-swap there, on a
+ * line the submitting thread wrote moments before, and not on the task,
+ * whose lines its executor may hold by then.
+ *
+ * Free slots form lock-free stacks whose tops carry a tag against ABA:
+ * taking and giving back a slot are one compare-and-swap each. There are
+ * CT__HANDLE_SHARDS stacks, each on its own line: a thread takes slots
+ * from the stack of its shard (threads are given shards in turn), and a
+ * removal gives a slot back to the stack it was taken from, so that the
+ * threads that submit tracked tasks do not meet on one line: each meets
+ * only the threads that finish its own tasks. A thread whose stack is
+ * empty takes a slot from the others' before the table grows. Only
+ * growing takes a lock (grow_lock, a leaf), once per new slot.
  */
 #include "core/handles.h"
 
+#include <limits.h>
 #include <stdlib.h>
 
 #include "base/cpu.h"
@@ -26,14 +37,34 @@
 #define CHUNK_SLOTS (1u << CT__HANDLE_CHUNK_BITS)
 #define GEN_MASK ((UINT64_C(1) << 30) - 1)
 
+/* In a slot's task word, beside the task's address (8-byte aligned): its
+ * submission has handed it over, so lookups may find it. */
+#define PUBLISHED ((uintptr_t)1)
+
 typedef struct ct__handle_slot {
   atomic_uint_fast64_t word; /* generation << 1 | locked */
-  _Atomic(ct_task_t *) task; /* written with the lock bit set */
-  atomic_uint next_free;     /* on the free stack: index + 1 of the next, 0: none */
+  atomic_uintptr_t task;     /* the task | PUBLISHED, or 0; emptied with the lock bit set */
+  atomic_uint next_free;     /* on a free stack: index + 1 of the next, 0: none */
+  atomic_uchar shard;        /* the free stack it was taken from */
 } slot_t;
 
+static atomic_uint next_shard;
+/* initial-exec: no __tls_get_addr call per use (see slab.c) */
+static _Thread_local __attribute__((tls_model("initial-exec"))) unsigned my_shard = UINT_MAX;
+
+/* The calling thread's shard, given at its first call. */
+static unsigned shard_of_thread(void) {
+  if (my_shard == UINT_MAX)
+    my_shard = atomic_fetch_add_explicit(&next_shard, 1, memory_order_relaxed) %
+               CT__HANDLE_SHARDS;
+  return my_shard;
+}
+
+static ct_task_t *task_of(uintptr_t word) { return (ct_task_t *)(word & ~PUBLISHED); }
+
 int ct__handles_init(ct__handles_t *h) {
-  atomic_init(&h->free_top, 0);
+  for (int i = 0; i < CT__HANDLE_SHARDS; i++)
+    atomic_init(&h->free[i].top, 0);
   atomic_init(&h->used, 0);
   for (int i = 0; i < CT__HANDLE_CHUNKS; i++)
     atomic_init(&h->chunks[i], NULL);
@@ -50,14 +81,15 @@ static slot_t *slot_at(ct__handles_t *h, uint32_t index) {
 void ct__handles_destroy(ct__handles_t *h) {
   uint32_t used = atomic_load(&h->used);
   for (uint32_t i = 0; i < used; i++)
-    ct_task_unref(atomic_load_explicit(&slot_at(h, i)->task, memory_order_relaxed));
+    ct_task_unref(task_of(atomic_load_explicit(&slot_at(h, i)->task, memory_order_relaxed)));
   for (int i = 0; i < CT__HANDLE_CHUNKS; i++)
     free(atomic_load_explicit(&h->chunks[i], memory_order_relaxed));
   pthread_mutex_destroy(&h->grow_lock);
 }
 
-static bool pop_free(ct__handles_t *h, uint32_t *index) {
-  uint_fast64_t top = atomic_load_explicit(&h->free_top, memory_order_acquire);
+static bool pop_shard(ct__handles_t *h, unsigned shard, uint32_t *index) {
+  atomic_uint_fast64_t *top_of = &h->free[shard].top;
+  uint_fast64_t top = atomic_load_explicit(top_of, memory_order_acquire);
   for (;;) {
     uint32_t first = (uint32_t)top;
     if (first == 0)
@@ -66,7 +98,7 @@ static bool pop_free(ct__handles_t *h, uint32_t *index) {
      * changed and the compare-and-swap fails. */
     uint32_t next = atomic_load_explicit(&slot_at(h, first - 1)->next_free, memory_order_relaxed);
     uint_fast64_t new_top = (((top >> 32) + 1) << 32) | next;
-    if (atomic_compare_exchange_weak_explicit(&h->free_top, &top, new_top, memory_order_acquire,
+    if (atomic_compare_exchange_weak_explicit(top_of, &top, new_top, memory_order_acquire,
                                               memory_order_acquire)) {
       *index = first - 1;
       return true;
@@ -74,14 +106,29 @@ static bool pop_free(ct__handles_t *h, uint32_t *index) {
   }
 }
 
+/* A free slot, from the calling thread's stack or else another's; its
+ * removal gives it back to the caller's. */
+static bool pop_free(ct__handles_t *h, uint32_t *index) {
+  unsigned mine = shard_of_thread();
+  for (unsigned i = 0; i < CT__HANDLE_SHARDS; i++)
+    if (pop_shard(h, (mine + i) % CT__HANDLE_SHARDS, index)) {
+      atomic_store_explicit(&slot_at(h, *index)->shard, (unsigned char)mine,
+                            memory_order_relaxed);
+      return true;
+    }
+  return false;
+}
+
 static void push_free(ct__handles_t *h, uint32_t index) {
   slot_t *s = slot_at(h, index);
-  uint_fast64_t top = atomic_load_explicit(&h->free_top, memory_order_relaxed), new_top;
+  atomic_uint_fast64_t *top_of =
+      &h->free[atomic_load_explicit(&s->shard, memory_order_relaxed)].top;
+  uint_fast64_t top = atomic_load_explicit(top_of, memory_order_relaxed), new_top;
   do {
     atomic_store_explicit(&s->next_free, (uint32_t)top, memory_order_relaxed);
     new_top = (((top >> 32) + 1) << 32) | (index + 1);
-  } while (!atomic_compare_exchange_weak_explicit(&h->free_top, &top, new_top,
-                                                  memory_order_release, memory_order_relaxed));
+  } while (!atomic_compare_exchange_weak_explicit(top_of, &top, new_top, memory_order_release,
+                                                  memory_order_relaxed));
 }
 
 /* A new slot at the end of the table. Returns 0 or CT_ENOMEM. */
@@ -100,6 +147,8 @@ static int grow(ct__handles_t *h, uint32_t *index) {
       rc = CT_ENOMEM;
   }
   if (rc == 0) {
+    atomic_store_explicit(&slot_at(h, n)->shard, (unsigned char)shard_of_thread(),
+                          memory_order_relaxed);
     atomic_store_explicit(&h->used, n + 1, memory_order_release);
     *index = n;
   }
@@ -138,10 +187,11 @@ int ct__handles_add(ct__handles_t *h, ct_task_t *t) {
   /* Nobody else reaches t yet: its reference is counted with a plain
    * store. The slot is not locked: a free slot's generation is named by no
    * id the table gave, so only a lookup of a made-up id can meet this
-   * store, and it reads NULL or t, both whole (release: with t's count). */
+   * store, and it reads an empty slot or t not yet published: nothing
+   * (release: with t's count). */
   atomic_store_explicit(&t->refs, atomic_load_explicit(&t->refs, memory_order_relaxed) + 1,
                         memory_order_relaxed);
-  atomic_store_explicit(&s->task, t, memory_order_release);
+  atomic_store_explicit(&s->task, (uintptr_t)t, memory_order_release);
   return 0;
 }
 
@@ -155,17 +205,29 @@ static slot_t *slot_of(ct__handles_t *h, uint64_t id, uint64_t *gen) {
   return slot_at(h, index1 - 1);
 }
 
+void ct__handles_publish(ct__handles_t *h, ct_task_t *t) {
+  uint64_t gen;
+  slot_t *s = slot_of(h, t->id, &gen);
+  uintptr_t expected = (uintptr_t)t;
+  /* Fails if t has left its slot: t is alive (the caller holds it), so no
+   * other task there has its address. The slot's line is mostly still
+   * the submitting thread's, unlike t's own once its executor has it. */
+  if (s)
+    atomic_compare_exchange_strong_explicit(&s->task, &expected, (uintptr_t)t | PUBLISHED,
+                                            memory_order_release, memory_order_relaxed);
+}
+
 void ct__handles_remove(ct__handles_t *h, ct_task_t *t) {
   uint64_t gen;
   slot_t *s = slot_of(h, t->id, &gen);
   uint_fast64_t w = s ? lock_slot(s, gen) : UINT64_MAX;
   if (w == UINT64_MAX)
     return;
-  if (atomic_load_explicit(&s->task, memory_order_relaxed) != t) {
+  if (task_of(atomic_load_explicit(&s->task, memory_order_relaxed)) != t) {
     unlock_slot(s, w);
     return;
   }
-  atomic_store_explicit(&s->task, NULL, memory_order_relaxed);
+  atomic_store_explicit(&s->task, 0, memory_order_relaxed);
   unlock_slot(s, w + 2); /* the next generation: every id of this one is stale */
   push_free(h, (uint32_t)t->id - 1);
   ct_task_unref(t);
@@ -177,7 +239,8 @@ ct_task_t *ct__handles_get(ct__handles_t *h, uint64_t id) {
   uint_fast64_t w = s ? lock_slot(s, gen) : UINT64_MAX;
   if (w == UINT64_MAX)
     return NULL;
-  ct_task_t *t = ct_task_ref(atomic_load_explicit(&s->task, memory_order_acquire));
+  uintptr_t word = atomic_load_explicit(&s->task, memory_order_acquire);
+  ct_task_t *t = word & PUBLISHED ? ct_task_ref(task_of(word)) : NULL;
   unlock_slot(s, w);
   return t;
 }
@@ -186,6 +249,6 @@ size_t ct__handles_size(ct__handles_t *h) {
   size_t n = 0;
   uint32_t used = atomic_load_explicit(&h->used, memory_order_acquire);
   for (uint32_t i = 0; i < used; i++)
-    n += atomic_load_explicit(&slot_at(h, i)->task, memory_order_relaxed) != NULL;
+    n += atomic_load_explicit(&slot_at(h, i)->task, memory_order_relaxed) != 0;
   return n;
 }

@@ -19,11 +19,16 @@
  * count from 1) is ever one of them. */
 #define CT__HANDLE_ID_MARK (UINT64_C(1) << 62)
 
+/* Free stacks: each thread takes slots from its own (see handles.c). */
+#define CT__HANDLE_SHARDS 8
+
 struct ct__handle_slot;
 
 /* Guards: A: atomic, any thread.  G: grow_lock. */
 typedef struct ct__handles {
-  _Alignas(64) atomic_uint_fast64_t free_top; /* A: free slots, tag << 32 | index + 1 */
+  struct {
+    _Alignas(64) atomic_uint_fast64_t top; /* A: free slots, tag << 32 | index + 1 */
+  } free[CT__HANDLE_SHARDS];
   _Alignas(64) pthread_mutex_t grow_lock;
   atomic_uint used;                           /* A (written under G): slots ever handed out */
   _Atomic(struct ct__handle_slot *) chunks[CT__HANDLE_CHUNKS]; /* A (written under G) */
@@ -35,14 +40,20 @@ void ct__handles_destroy(ct__handles_t *h);
 
 /* Give a task that no other thread can reach yet a slot and its id
  * (t->id); the table takes a reference (a plain store: see handles.c).
+ * Lookups do not find it before ct__handles_publish().
  * Returns 0 or CT_ENOMEM (nothing taken, t->id unchanged). */
 int ct__handles_add(ct__handles_t *h, ct_task_t *t);
+
+/* Make an added task findable by ct__handles_get(): once its submission has
+ * handed it over. No-op if it has left the table already. The caller holds
+ * a reference to t. */
+void ct__handles_publish(ct__handles_t *h, ct_task_t *t);
 
 /* Take the task out of its slot and drop the table's reference (no-op if
  * it is not there). */
 void ct__handles_remove(ct__handles_t *h, ct_task_t *t);
 
-/* A new reference to the task with this id, or NULL. */
+/* A new reference to the published task with this id, or NULL. */
 ct_task_t *ct__handles_get(ct__handles_t *h, uint64_t id);
 
 /* How many tasks the table holds (a pass over the slots). */

@@ -14,8 +14,9 @@
  * getters show a task CANCELED only once that flag is set, and QUEUED
  * until then; the executors and the cancel paths read the status itself.
  * Records come from slabs (slab.h), sized to the byte: a fire-and-forget
- * task is a 64-byte record; the extra part of tracked tasks adds 48 (a
- * 112-byte record, plus the name); a task with an arg_free or a timeout
+ * task is a 64-byte record; the extra part of tracked tasks adds 48 (in a
+ * 128-byte record: two whole cache lines, see task.c; plus the name); a
+ * task with an arg_free or a timeout
  * carries a record of the layer above after its extra part, in one heap
  * block (task-options.c).
  */
@@ -48,7 +49,6 @@ enum ct__task_flag {
   CT__F_CANCEL_REQUESTED = 1u << 0, /* ct_task_cancel() was called */
   CT__F_DONE = 1u << 1,             /* terminal and callback returned */
   CT__F_REGISTERED = 1u << 2,       /* the registry holds a reference */
-  CT__F_PUBLISHED = 1u << 3,        /* handed over: findable by id */
   CT__F_WARNED = 1u << 4,           /* reported past timeout_warning */
   CT__F_CRITICAL = 1u << 5,         /* reported past timeout_critical */
   CT__F_ON_LOOP = 1u << 6,          /* queued on a loop, not in the pool */

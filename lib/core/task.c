@@ -43,8 +43,16 @@
 _Static_assert(_Alignof(ct_task_t) <= 8 && _Alignof(struct ct__task_extra) <= 8,
                "slab records are aligned to 8");
 static ct__slab_t task_slab = CT__SLAB_INIT(sizeof(ct_task_t), 0);
-static ct__slab_t task_extra_slab =
-    CT__SLAB_INIT(sizeof(ct_task_t) + sizeof(struct ct__task_extra), 1);
+
+/* A record with the extra part (112 bytes) takes two whole cache lines
+ * (records start on a line: after the page's 64-byte header). At 112 bytes
+ * neighbours shared lines, so the thread that finished one task (its
+ * status, flags, count, times) pulled away the line that its submitter
+ * was filling, or another pool thread running, for the next one. */
+#define CT__TASK_EXTRA_RECORD 128
+_Static_assert(sizeof(ct_task_t) + sizeof(struct ct__task_extra) <= CT__TASK_EXTRA_RECORD,
+               "a task with its extra part fits in two cache lines");
+static ct__slab_t task_extra_slab = CT__SLAB_INIT(CT__TASK_EXTRA_RECORD, 1);
 
 static pthread_mutex_t wait_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wait_cond;

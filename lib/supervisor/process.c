@@ -114,7 +114,7 @@ int ct__sup_process_task(ct_supervisor_t *sup, const char *name, const json_t *a
   if (rc == 0)
     rc = hand_over(sup, pool, t, name, args, o.delay, timeout);
   if (rc == 0) {
-    ct__supervisor_publish(out); /* findable only once the pool or a delay holds it */
+    ct__supervisor_publish(sup, out); /* findable only once the pool or a delay holds it */
     return 0;
   }
   ct__supervisor_abandon(sup, t, out);

@@ -149,7 +149,7 @@ int ct__supervisor_track(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out);
 /* After a successful hand-over: make a tracked task findable by id (out as
  * given to ct__supervisor_track; no-op when NULL). The executor may have
  * finished it already; it then stays unfindable. */
-void ct__supervisor_publish(ct_task_t **out);
+void ct__supervisor_publish(ct_supervisor_t *sup, ct_task_t **out);
 
 /* Undo a submission that was refused after ct__supervisor_new_task():
  * nothing ran, no callback; counted as refused; *out released. */

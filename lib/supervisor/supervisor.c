@@ -498,9 +498,9 @@ bool ct__loop_is_own(const ct_supervisor_t *sup, const ct__loop_t *loop) {
   return loop->data == sup;
 }
 
-void ct__supervisor_publish(ct_task_t **out) {
+void ct__supervisor_publish(ct_supervisor_t *sup, ct_task_t **out) {
   if (out && *out)
-    atomic_fetch_or_explicit(&(*out)->flags, CT__F_PUBLISHED, memory_order_release);
+    ct__handles_publish(&sup->handles, *out);
 }
 
 void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out) {
@@ -583,7 +583,7 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
   if (rc == 0)
     rc = hand_over(sup, t, &o);
   if (rc == 0)
-    ct__supervisor_publish(out);
+    ct__supervisor_publish(sup, out);
   else if (t)
     ct__supervisor_abandon(sup, t, out);
   submission_leave(sup, in_flight);
@@ -643,11 +643,7 @@ int ct_supervisor_get_task(ct_supervisor_t *sup, uint64_t id, ct_task_t **out) {
     sup = ct_supervisor_default();
   if (!sup || !out)
     return CT_EINVAL;
-  ct_task_t *t = ct__handles_get(&sup->handles, id);
-  if (t && !(atomic_load_explicit(&t->flags, memory_order_acquire) & CT__F_PUBLISHED)) {
-    ct_task_unref(t); /* still being handed over: not known yet */
-    t = NULL;
-  }
+  ct_task_t *t = ct__handles_get(&sup->handles, id); /* none still being handed over */
   *out = t;
   return t ? 0 : CT_ENOENT;
 }
