@@ -124,10 +124,11 @@ typedef struct ct_broker_event {
   double run_time;             /**< END: seconds the run took; START, DEAD: 0 */
 } ct_broker_event_t;
 
-/** Called on the pool thread that runs the task, before its handler and
- * after its outcome is stored, and on the worker's fetch thread for an
- * entry it buries; must be quick and thread-safe (several tasks run at
- * once). It should ignore kinds it does not know: more may come. */
+/** Called before a task's handler on the pool thread that runs it, after
+ * its outcome is stored on the worker's store thread (on the pool thread
+ * for a retry or a lost lease, which store nothing), and on the worker's
+ * fetch thread for an entry it buries; must be quick and thread-safe
+ * (several tasks run at once). It should ignore kinds it does not know: more may come. */
 typedef void (*ct_broker_observe_fn)(const ct_broker_event_t *event, void *data);
 
 /** Have `fn` (with `data`) told of every task this handle's worker starts
