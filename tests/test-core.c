@@ -1,7 +1,7 @@
 /* The core layer on its own: tasks, the run queue and the handle table, linked
  * without any executor, supervisor or worker code (tests/meson.build). */
 #include "check.h"
-#include "core/handles.h"
+#include "handles.h"
 #include "core/runqueue.h"
 #include "gate.h"
 
@@ -20,19 +20,6 @@ static void forget(ct__task_owner_t *o, ct_task_t *t) {
 static json_t *answer(ct_task_t *self, void *arg) {
   (void)self;
   return json_integer(*(int *)arg);
-}
-
-/* A heap copy of the table (it is large and 64-byte aligned). */
-static ct__handles_t *new_handles(void) {
-  ct__handles_t *h = aligned_alloc(_Alignof(ct__handles_t), sizeof *h);
-  CHECK(h);
-  CHECK_OK(ct__handles_init(h));
-  return h;
-}
-
-static void free_handles(ct__handles_t *h) {
-  ct__handles_destroy(h);
-  free(h);
 }
 
 TEST(handle_table_finds_added_tasks_until_removed) {

@@ -4,25 +4,12 @@
 #include <pthread.h>
 
 #include "check.h"
-#include "core/handles.h"
+#include "handles.h"
 
 static json_t *nothing(ct_task_t *self, void *arg) {
   (void)self;
   (void)arg;
   return NULL;
-}
-
-/* A heap copy of the table (it is large and 64-byte aligned). */
-static ct__handles_t *new_handles(void) {
-  ct__handles_t *h = aligned_alloc(_Alignof(ct__handles_t), sizeof *h);
-  CHECK(h);
-  CHECK_OK(ct__handles_init(h));
-  return h;
-}
-
-static void free_handles(ct__handles_t *h) {
-  ct__handles_destroy(h);
-  free(h);
 }
 
 enum { MANY = 5000 }; /* more than one chunk of slots */
