@@ -55,7 +55,7 @@ static json_t *fn_helper_then_crash(uint64_t id, json_t *args, void *data) {
 
 /* ---- the log, as the user's callback sees it ---- */
 
-static atomic_int log_errors, log_restarted, log_failed_start, log_tasks_failed;
+static atomic_int log_errors, log_restarted, log_failed_start, log_tasks_failed, log_unanswered;
 
 static void count_log(int level, const char *msg, void *data) {
   (void)data;
@@ -67,6 +67,8 @@ static void count_log(int level, const char *msg, void *data) {
     atomic_fetch_add(&log_failed_start, 1);
   if (strstr(msg, "process task(s) failed"))
     atomic_fetch_add(&log_tasks_failed, 1);
+  if (strstr(msg, "left a request unanswered"))
+    atomic_fetch_add(&log_unanswered, 1);
 }
 
 /* ---- helpers ---- */
@@ -76,6 +78,7 @@ static ct_supervisor_t *start_pool(int pool_size, double task_timeout) {
   atomic_store(&log_restarted, 0);
   atomic_store(&log_failed_start, 0);
   atomic_store(&log_tasks_failed, 0);
+  atomic_store(&log_unanswered, 0);
   ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
   so.log = count_log;
   return pool_sup_start_pool_last(&so, pool_size, task_timeout);
@@ -173,6 +176,31 @@ TEST(fork_server_killed_is_replaced_and_a_hung_task_still_times_out) {
   int kids[4];
   CHECK_EQ_INT(children_of(new_server, kids, 4), 1);
   CHECK_EQ_INT(kids[0], new_child);
+  pool_stop_and_check_nothing_left(sup, fds_before);
+}
+
+/* A fork server that stops answering (stopped here with SIGSTOP; a fork
+ * server forked while another thread held a lock it needs hangs the same
+ * way) is killed once a request has waited CT__SERVER_ANSWER_MAX (10 s)
+ * for its answer, and replaced: a child that crashed meanwhile, whose reap
+ * the stopped server was asked for, finishes its task, and the pool works
+ * again. Before, the task waited for ever, and so did a stop. */
+TEST(a_fork_server_that_stops_answering_is_killed_and_replaced) {
+  int fds_before = count_fds();
+  ct_supervisor_t *sup = start_pool(1, 0);
+  int old_child = pool_child_pid(sup, "id");
+  int old_server = pool_fork_server();
+  CHECK_OK(kill(old_server, SIGSTOP));
+  ct_task_t *t = submit(sup, "killed", NULL);
+  CHECK_OK(ct_task_wait(t, 60));
+  CHECK_EQ_STR(error_class(t), "ProcessCrashed");
+  ct_task_unref(t);
+  CHECK_EQ_INT(atomic_load(&log_unanswered), 1);
+  WAIT_FOR(atomic_load(&log_restarted) >= 1);
+  CHECK(pool_gone(old_server));
+  int new_child = pool_child_pid(sup, "id");
+  CHECK(new_child != old_child);
+  CHECK(pool_fork_server() != old_server);
   pool_stop_and_check_nothing_left(sup, fds_before);
 }
 
@@ -288,9 +316,11 @@ TEST(no_zombie_when_out_of_descriptors_while_a_child_is_replaced) {
 int main(int argc, char **argv) {
   CHECK_OK(ct_process_register("id", pool_fn_pid, NULL));
   CHECK_OK(ct_process_register("hang", pool_fn_hang, NULL));
+  CHECK_OK(ct_process_register("killed", pool_fn_killed, NULL));
   CHECK_OK(ct_process_register("helper_then_crash", fn_helper_then_crash, NULL));
   RUN_SELECTED(a_child_that_leaves_a_helper_and_crashes_is_seen_crashed_at_once);
   RUN_SELECTED(fork_server_killed_is_replaced_and_a_hung_task_still_times_out);
+  RUN_SELECTED(a_fork_server_that_stops_answering_is_killed_and_replaced);
   RUN_SELECTED(stop_completes_when_the_fork_server_died_under_a_hung_task);
   RUN_SELECTED(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back);
   RUN_SELECTED(no_zombie_when_out_of_descriptors_while_a_child_is_replaced);

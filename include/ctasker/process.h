@@ -42,7 +42,9 @@
  * by pid and slot until it reaps it; after the fork server died, through
  * the pidfd it handed over with each child (Linux 5.3 and later; without
  * pidfds, by pid).
- * A fork server that dies is started again at once, then retried with a
+ * A fork server that dies, or leaves a request to fork or reap a child
+ * unanswered for 10 s (stopped, or hung: it is killed, and logged), is
+ * started again at once, then retried with a
  * growing delay (up to 5 s) while that fails; its children finish their
  * running tasks (task_timeout still applies) and are replaced when they end.
  * A child whose pipe cannot be received (the host is out of descriptors) is

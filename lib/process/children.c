@@ -24,15 +24,38 @@ void ct__proc_schedule_spawn_retry(ct__slot_t *s) {
   ev_timer_start(s->pool->cfg.loop->ev, &s->timer);
 }
 
+/* A spawn or reap request still unanswered: the fork server is taken for
+ * hung. */
+static void on_answer_overdue(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev;
+  (void)revents;
+  ct__slot_t *s = w->data;
+  if ((s->state == SLOT_SPAWNING || s->state == SLOT_REAPING) && !s->pool->server_gone)
+    ct__proc_server_unanswering(s->pool);
+  ct__proc_check_progress(s->pool);
+}
+
+/* Wait for the fork server's answer about s, at most CT__SERVER_ANSWER_MAX
+ * past `grace` seconds (the answer stops the timer). */
+static void await_answer(ct__slot_t *s, double grace) {
+  struct ev_loop *ev = s->pool->cfg.loop->ev;
+  ev_timer_stop(ev, &s->timer);
+  ev_timer_init(&s->timer, on_answer_overdue, CT__SERVER_ANSWER_MAX + grace, 0.);
+  ev_now_update(ev);
+  ev_timer_start(ev, &s->timer);
+}
+
 void ct__proc_request_spawn(ct__slot_t *s) {
   ct__procpool_t *pool = s->pool;
   s->state = SLOT_EMPTY;
   if (pool->server_gone)
     return;
-  if (ct__proc_server_send(pool, json_pack("{s:s, s:i}", "op", "spawn", "slot", s->index)) == 0)
-    s->state = SLOT_SPAWNING;
-  else
+  if (ct__proc_server_send(pool, json_pack("{s:s, s:i}", "op", "spawn", "slot", s->index)) != 0) {
     ct__proc_schedule_spawn_retry(s); /* out of memory: the pool must not shrink for good */
+    return;
+  }
+  s->state = SLOT_SPAWNING;
+  await_answer(s, 0);
 }
 
 void ct__proc_retry_spawn(struct ev_loop *ev, ev_timer *w, int revents) {
@@ -149,9 +172,12 @@ void ct__proc_slot_fail(ct__slot_t *s, json_t *error, bool kill_child) {
   else
     json_decref(error);
   s->state = SLOT_REAPING;
+  int grace_ms = kill_child ? 0 : CT__CLOSE_GRACE_MS;
   if (!s->orphan && !pool->server_gone &&
-      ct__proc_request_reap(pool, s->pid, s->index, kill_child ? 0 : CT__CLOSE_GRACE_MS) == 0)
+      ct__proc_request_reap(pool, s->pid, s->index, grace_ms) == 0) {
+    await_answer(s, grace_ms / 1000.0);
     return;
+  }
   if (kill_child)
     ct__proc_kill_orphan(s);
   if (s->task)

@@ -24,6 +24,12 @@
 #define CT__FRAME_SLACK 512     /* room for the request wrapper around args */
 #define CT__CLOSE_GRACE_MS 200  /* a child that closed its socket may exit */
 #define CT__SPAWN_RETRY 0.5
+/* A fork server that has not answered a spawn or reap request after this
+ * many seconds (past the reap's grace) is taken for hung (stopped, or
+ * deadlocked: a fork server forked while another thread held a lock its
+ * first steps need) and killed, as one that talks nonsense is; another is
+ * started. */
+#define CT__SERVER_ANSWER_MAX 10.0
 #define CT__RESTART_FIRST 0.1 /* first delay before starting a fork server again */
 #define CT__RESTART_MAX 5.0   /* the delay doubles up to this */
 #define CT__MAX_PASSED_FDS 16
@@ -53,7 +59,8 @@ typedef struct ct__slot {
   pid_t pid;
   int pidfd; /* the child's pidfd from the fork server, or -1 (none given) */
   ct__conn_t conn;
-  ev_timer timer; /* the running task's timeout, or a spawn retry */
+  ev_timer timer; /* the running task's timeout, a spawn retry, or the
+                     wait for the fork server's answer (spawn or reap) */
   ct_task_t *task;
   ct__proc_call_t *call;
   bool orphan; /* a child of a fork server that died: no one reports its end */
@@ -122,6 +129,11 @@ void ct__proc_kill_canceled(ct__procpool_t *pool);
 int ct__proc_server_send(ct__procpool_t *pool, json_t *msg);
 int ct__proc_request_reap(ct__procpool_t *pool, pid_t pid, int slot, int grace_ms);
 void ct__proc_restart_server(struct ev_loop *ev, ev_timer *w, int revents);
+
+/* The fork server left a request unanswered past CT__SERVER_ANSWER_MAX:
+ * kill and reap it, and start another unless the pool is winding down
+ * (server.c). */
+void ct__proc_server_unanswering(ct__procpool_t *pool);
 void ct__proc_server_readable(struct ev_loop *ev, ev_io *w, int revents);
 void ct__proc_server_writable(struct ev_loop *ev, ev_io *w, int revents);
 

@@ -1,8 +1,9 @@
 /* The process pool's link to its fork server (procpool-internal.h):
  * requests to spawn and to reap go out as frames; reports come back as
  * frames, a spawned child's socket passed along with its report. A fork
- * server that dies is reaped and started again (with a growing delay while
- * that fails); its children live on as orphans. Loop thread only; the
+ * server that dies, or leaves a request unanswered for CT__SERVER_ANSWER_MAX
+ * seconds (then it is killed first), is reaped and started again (with a
+ * growing delay while that fails); its children live on as orphans. Loop thread only; the
  * server itself is forkserver.c.
  */
 #include "process/procpool-internal.h"
@@ -54,6 +55,7 @@ static void on_spawned(ct__procpool_t *pool, json_t *msg) {
   if (index < 0 || index >= pool->nslots || pool->slots[index].state != SLOT_SPAWNING)
     return;
   ct__slot_t *s = &pool->slots[index];
+  ev_timer_stop(pool->cfg.loop->ev, &s->timer); /* the wait for this answer */
   if (pid <= 0) {
     ct__proc_log(pool, CT_LOG_ERROR, "ctasker: could not fork a pool child: %s",
                  json_string_value(json_object_get(msg, "error")));
@@ -264,6 +266,14 @@ static void server_lost(ct__procpool_t *pool, bool alive) {
   }
   if (!pool->server_shut)
     start_server(pool);
+}
+
+void ct__proc_server_unanswering(ct__procpool_t *pool) {
+  ct__proc_log(pool, CT_LOG_ERROR,
+               "ctasker: the process pool's fork server (pid %d) left a request "
+               "unanswered for %g s: killing it",
+               (int)pool->server_pid, CT__SERVER_ANSWER_MAX);
+  server_lost(pool, true);
 }
 
 void ct__proc_server_readable(struct ev_loop *ev, ev_io *w, int revents) {
