@@ -689,10 +689,16 @@ static void *killer_main(void *arg) {
 
 /* ---- one cycle ---- */
 
+/* Error lines, the first 200; of those the injected thread faults cause
+ * (many, all the time), the first 20 only, so that they cannot crowd out
+ * what a hang report needs (a fork server replaced, say). */
 static void log_fn(int level, const char *msg, void *data) {
   (void)data;
-  static atomic_int printed;
-  if (level >= CT_LOG_ERROR && atomic_fetch_add(&printed, 1) < 20)
+  static atomic_int printed, printed_faults;
+  if (level < CT_LOG_ERROR)
+    return;
+  bool fault = strstr(msg, "could not start a") || strstr(msg, "could not queue a run");
+  if (atomic_fetch_add(fault ? &printed_faults : &printed, 1) < (fault ? 20 : 200))
     fprintf(stderr, "soak: log %d: %s\n", level, msg);
 }
 
