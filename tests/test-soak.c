@@ -689,13 +689,17 @@ static void *killer_main(void *arg) {
 
 /* ---- one cycle ---- */
 
-/* Error lines, the first 200; of those the injected thread faults cause
- * (many, all the time), the first 20 only, so that they cannot crowd out
- * what a hang report needs (a fork server replaced, say). */
+/* Error lines, and a long stop's reports of what it waits for, the first
+ * 200; of the lines the injected thread faults cause (many, all the time),
+ * the first 20 only, so that they cannot crowd out what a hang report
+ * needs (a fork server replaced, say). A stop's missed wake-up (which its
+ * report makes up for) fails the run. */
 static void log_fn(int level, const char *msg, void *data) {
   (void)data;
   static atomic_int printed, printed_faults;
-  if (level < CT_LOG_ERROR)
+  if (strstr(msg, "missed wake-up"))
+    fail("%s", msg);
+  if (level < CT_LOG_ERROR && !strstr(msg, "the stop has waited"))
     return;
   bool fault = strstr(msg, "could not start a") || strstr(msg, "could not queue a run");
   if (atomic_fetch_add(fault ? &printed_faults : &printed, 1) < (fault ? 20 : 200))

@@ -128,7 +128,11 @@ enum ct_stop_mode {
  * as asked); a CANCEL stop after a DRAIN stop that is still under way
  * cancels the tasks still queued, for threads and for the process pool
  * alike. CT_EDEADLK if it must wait but is called from one of the
- * supervisor's own threads. Thread-safety: any thread. */
+ * supervisor's own threads. A stop still under way after 10 s says what
+ * it waits for (the pool's queued and running tasks and threads, the
+ * process pool, extra loops, workers' threads) in a warning to opts.log,
+ * then again after 20, 40 s and so on (at most every 10 minutes).
+ * Thread-safety: any thread. */
 CT_EXPORT int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout);
 
 /** Free a supervisor that was never started or has stopped completely.

@@ -1,4 +1,4 @@
-/* The supervisor struct, shared by supervisor.c, delay.c and watchdog.c. */
+/* The supervisor struct, shared by the files of lib/supervisor/. */
 #ifndef CT_LIB_SUPERVISOR_INTERNAL_H
 #define CT_LIB_SUPERVISOR_INTERNAL_H
 
@@ -85,6 +85,8 @@ struct ct_supervisor {
   ct__loop_kick_t stop_check; /* A to kick: "look whether the stop is done" */
   ct__list_t delays;        /* L: active delay timers (delay.c) */
   bool stop_seen;           /* L */
+  ev_timer stop_report;     /* L: what a long stop waits for (stop-check.c) */
+  double stop_report_after, stop_waited; /* L */
   ev_timer watchdog;        /* L */
   ct__loop_kick_t spawn_failed; /* A to kick: the pool could not start a thread */
   ev_timer spawn_retry;     /* L: then ct__pool_retry_spawn() after spawn_backoff s */
@@ -103,7 +105,8 @@ struct ct_supervisor {
   bool loops_closed;            /* N: a stop has asked them to end: no new one */
 
   /* Threads of its parts' own (threads.c). */
-  atomic_int own_threads; /* A: started and not yet ended; a stop waits for 0 */  ct__loop_kick_t part_signal; /* A to kick: a part was signaled (parts.c) */
+  atomic_int own_threads; /* A: started and not yet ended; a stop waits for 0 */
+  ct__loop_kick_t part_signal; /* A to kick: a part was signaled (parts.c) */
 };
 
 /* Log through the user's callback, printf-style. */
@@ -169,6 +172,11 @@ int ct__delay_start(ct_supervisor_t *sup, ct_task_t *t, double delay, ct__loop_t
 void ct__delay_forget(ct_supervisor_t *sup, ct_task_t *t);
 /* delay.c, loop thread: cancel every delayed task (supervisor stop). */
 void ct__delay_cancel_all(ct_supervisor_t *sup);
+
+/* stop-check.c: set up the stop_check kick and the report timer (before
+ * the loop starts); stop the timer (as the loop ends). */
+void ct__stop_check_init(ct_supervisor_t *sup);
+void ct__stop_check_end(ct_supervisor_t *sup);
 
 /* loops.c: set up / free the extra loops; ask them to end and refuse new
  * ones (supervisor stop). */

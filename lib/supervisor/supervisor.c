@@ -6,15 +6,13 @@
  * function table's and a loop's; docs/threading.md has the whole order.
  *
  * Stopping: stop() marks the state STOPPING, stops the pool (which drains
- * or cancels its queue) and pokes the loop through the `stop_check` async
- * watcher. On the loop thread, the first poke cancels every delayed task and
- * the watchdog; every later poke (the pool's last thread sends one as it
- * leaves) checks whether the pool is drained, no delay is left, stop()
- * has finished the tasks it canceled, no submission is half-way, every
- * extra loop has run what it held and ended (each pokes as it ends) and
- * every thread of its parts' own (threads.c) has ended (each pokes). Then
- * the loop ends, and its thread marks the state STOPPED and wakes whoever
- * waits in stop().
+ * or cancels its queue) and pokes the loop through the `stop_check` kick.
+ * On the loop thread, stop-check.c looks whether the stop is done (the pool
+ * drained, no delay left, stop() done with the tasks it canceled, no
+ * submission half-way, the process pool stopped, every extra loop and every
+ * thread of its parts' own ended) at each poke, and reports what a long
+ * stop waits for. Then the loop ends, and its thread marks the state
+ * STOPPED and wakes whoever waits in stop().
  *
  * Submission: create (counted on the thread's shard, whose count makes
  * the id of a task without a handle: no line shared between producers),
@@ -135,7 +133,6 @@ static void on_pool_drained(void *data) {
   ct__loop_kick(&sup->loop, &sup->stop_check);
 }
 
-static void check_stopped(ct__loop_t *loop, ct__loop_kick_t *kick);
 static void finish_canceled_list(ct_task_t *t);
 
 /* Under the pool lock: only post. */
@@ -172,6 +169,7 @@ static void retry_spawn(struct ev_loop *ev, ev_timer *w, int revents) {
 static void on_loop_exit(ct__loop_t *loop) {
   ct_supervisor_t *sup = loop->data;
   ev_timer_stop(loop->ev, &sup->spawn_retry);
+  ct__stop_check_end(sup);
   pthread_mutex_lock(&sup->state_lock);
   atomic_store(&sup->state, CT__SUP_STOPPED);
   pthread_cond_broadcast(&sup->state_cond);
@@ -223,7 +221,7 @@ static int init_members(ct_supervisor_t *sup) {
   if ((rc = ct__loop_init(&sup->loop, sup)) != 0)
     goto no_loop;
   sup->loop.on_exit = on_loop_exit;
-  ct__loop_add_kick(&sup->loop, &sup->stop_check, check_stopped, sup);
+  ct__stop_check_init(sup);
   ct__loop_add_kick(&sup->loop, &sup->spawn_failed, schedule_spawn_retry, sup);
   ct__loop_add_kick(&sup->loop, &sup->part_signal, ct__sup_parts_signaled, sup);
   ev_init(&sup->spawn_retry, retry_spawn);
@@ -293,34 +291,6 @@ int ct_supervisor_start(ct_supervisor_t *sup) {
   }
   pthread_mutex_unlock(&sup->state_lock);
   return rc;
-}
-
-/* Whether no submission is between its state check and its hand-over.
- * Each shard is read after the state became STOPPING: a submission counted
- * on a shard after it was read sees that state and kicks the loop again. */
-static bool no_submission_in_flight(ct_supervisor_t *sup) {
-  for (int i = 0; i < CT__SUBMIT_SHARDS; i++)
-    if (atomic_load(&sup->submitting[i].n) != 0)
-      return false;
-  return true;
-}
-
-/* Loop thread: the stop_check kick. */
-static void check_stopped(ct__loop_t *loop, ct__loop_kick_t *kick) {
-  (void)loop;
-  ct_supervisor_t *sup = kick->data;
-  if (atomic_load(&sup->state) != CT__SUP_STOPPING)
-    return;
-  if (!sup->stop_seen) {
-    sup->stop_seen = true;
-    ct__watchdog_stop(sup);
-    ct__delay_cancel_all(sup);
-  }
-  if (ct__list_empty(&sup->delays) && atomic_load(&sup->cancels_in_flight) == 0 &&
-      no_submission_in_flight(sup) && ct__pool_drained(&sup->pool) &&
-      ct__procpool_stopped(atomic_load(&sup->procpool)) && ct__loops_ended(sup) &&
-      atomic_load(&sup->own_threads) == 0)
-    ct__loop_quit(&sup->loop);
 }
 
 static void finish_canceled_list(ct_task_t *t) {
