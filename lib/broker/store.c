@@ -36,11 +36,33 @@
  * caller is woken through the done list, with its answer, `[status,
  * result]`, so that it need not read the record (a late duplicate pushes
  * the bare status of the record instead: the caller reads the first
- * completion's answer there). Then every entry is acknowledged
- * and deleted, with one XACK and one XDEL per stream for all of its
- * entries (each command has a cost of its own, larger than an id's). */
+ * completion's answer there). Then every entry is acknowledged and
+ * deleted, with one XACK per stream for all of its entries (each command
+ * has a cost of its own, larger than an id's). The deletion trims: every
+ * entry older than the group's oldest pending one has been delivered and
+ * acknowledged, so XTRIM MINID drops them all at once, whole listpack
+ * nodes at a time (XDEL scans an id's node for each id: most of the cost
+ * of a batch's acknowledgement, measured). The threshold is the oldest
+ * pending entry, or, with none, the batch's newest id plus one (nothing
+ * after it was delivered); the batch's ids at or past the threshold
+ * (finished before an older task still running) get an XDEL. Nothing
+ * pending or undelivered is ever trimmed. */
 static const char complete_script[] =
-    "local acks, streams = {}, {}\n"
+    /* An entry id ("ms-seq", decimal) as digits that sort as the id does
+     * (each part padded to 20 digits: Redis's ids are two 64-bit numbers;
+     * digits only, so that any collation Lua's comparison may use agrees). */
+    "local function sort_key(id)\n"
+    "  local ms, seq = string.match(id, '^(%d+)-(%d+)$')\n"
+    "  return string.rep('0', 20 - #ms) .. ms .. string.rep('0', 20 - #seq) .. seq\n"
+    "end\n"
+    /* The id just after `id` (its own, when its sequence number is too
+     * large to add one to exactly: the XDEL then deletes it). */
+    "local function next_id(id)\n"
+    "  local ms, seq = string.match(id, '^(%d+)-(%d+)$')\n"
+    "  if #seq > 15 then return id end\n"
+    "  return ms .. '-' .. string.format('%.0f', tonumber(seq) + 1)\n"
+    "end\n"
+    "local acks, order, streams = {}, {}, {}\n"
     "for i = 0, #KEYS / 3 - 1 do\n"
     "  local rec, stream, a = KEYS[3 * i + 1], KEYS[3 * i + 2], 2 + 6 * i\n"
     "  local r = redis.call('HMGET', rec, 'status', 'ttl', 'created')\n"
@@ -52,10 +74,11 @@ static const char complete_script[] =
     "    redis.call('EXPIRE', rec, r[2] or ARGV[2])\n"
     "  end\n"
     "  if not acks[stream] then\n"
-    "    acks[stream] = {}\n"
+    "    acks[stream], order[stream] = {}, {}\n"
     "    streams[#streams + 1] = stream\n"
     "  end\n"
     "  table.insert(acks[stream], ARGV[a + 1])\n"
+    "  table.insert(order[stream], sort_key(ARGV[a + 1]))\n"
     "  if ARGV[a + 6] == '1' then\n"
     "    redis.call('RPUSH', KEYS[3 * i + 3],"
     " ended and s or '[\"' .. ARGV[a + 2] .. '\",' .. ARGV[a + 3] .. ']')\n"
@@ -63,8 +86,24 @@ static const char complete_script[] =
     "  end\n"
     "end\n"
     "for _, stream in ipairs(streams) do\n"
-    "  redis.call('XACK', stream, ARGV[1], unpack(acks[stream]))\n"
-    "  redis.call('XDEL', stream, unpack(acks[stream]))\n"
+    "  local ids = acks[stream]\n"
+    "  redis.call('XACK', stream, ARGV[1], unpack(ids))\n"
+    "  local keys, newest = order[stream], 1\n"
+    "  for j = 2, #ids do\n"
+    "    if keys[j] > keys[newest] then newest = j end\n"
+    "  end\n"
+    "  local min = next_id(ids[newest])\n"
+    "  local min_key = sort_key(min)\n"
+    "  local oldest = redis.call('XPENDING', stream, ARGV[1])[2]\n"
+    "  if oldest and sort_key(oldest) < min_key then\n"
+    "    min, min_key = oldest, sort_key(oldest)\n"
+    "  end\n"
+    "  redis.call('XTRIM', stream, 'MINID', min)\n"
+    "  local rest = {}\n"
+    "  for j = 1, #ids do\n"
+    "    if keys[j] >= min_key then rest[#rest + 1] = ids[j] end\n"
+    "  end\n"
+    "  if #rest > 0 then redis.call('XDEL', stream, unpack(rest)) end\n"
     "end\n"
     "return #KEYS / 3\n";
 static ct__bscript_t complete_lua = CT__BSCRIPT_INIT(complete_script);

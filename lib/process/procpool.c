@@ -527,6 +527,22 @@ void ct__procpool_counts(ct__procpool_t *pool, ct__procpool_counts_t *out) {
   pthread_mutex_unlock(&pool->lock);
 }
 
+void ct__procpool_describe(ct__procpool_t *pool, char *buf, size_t size) {
+  static const char *const states[] = {"running", "stopping", "stopped"};
+  int n[SLOT_REAPING + 1] = {0};
+  for (int i = 0; i < pool->nslots; i++)
+    n[pool->slots[i].state]++;
+  pthread_mutex_lock(&pool->lock);
+  int state = pool->state, running = pool->running;
+  uint64_t queued = pool->queued;
+  pthread_mutex_unlock(&pool->lock);
+  snprintf(buf, size, "%s, %llu queued, %d running; fork server %d %s; children: %d spawning, "
+           "%d idle, %d busy, %d being reaped", states[state], (unsigned long long)queued,
+           running, (int)pool->server_pid,
+           pool->server_gone ? "gone" : pool->server_shut ? "told to end" : "up",
+           n[SLOT_SPAWNING], n[SLOT_IDLE], n[SLOT_BUSY], n[SLOT_REAPING]);
+}
+
 json_t *ct__procpool_stats_json(ct__procpool_t *pool) {
   if (!pool)
     return NULL;

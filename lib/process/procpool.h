@@ -99,6 +99,11 @@ typedef struct ct__procpool_counts {
 
 void ct__procpool_counts(ct__procpool_t *pool, ct__procpool_counts_t *out);
 
+/* On the pool's loop thread: what the pool is doing, in a line for a log
+ * (a stop that waits long says it): its state, tasks, fork server and
+ * children by state. */
+void ct__procpool_describe(ct__procpool_t *pool, char *buf, size_t size);
+
 /* The pool's settings and counters as a new JSON object, or NULL. */
 json_t *ct__procpool_stats_json(ct__procpool_t *pool);
 

@@ -80,10 +80,10 @@ static int stop_waits_for(ct_supervisor_t *sup, waits_t *w) {
   }
   ct__procpool_t *procpool = atomic_load(&sup->procpool);
   if (!ct__procpool_stopped(procpool)) {
-    ct__procpool_counts_t c;
-    ct__procpool_counts(procpool, &c);
-    waits_add(w, "the process pool (%llu queued, %llu running)", (unsigned long long)c.queued,
-              (unsigned long long)c.running);
+    char what[256] = "";
+    if (w->buf)
+      ct__procpool_describe(procpool, what, sizeof what);
+    waits_add(w, "the process pool (%s)", what);
   }
   if (!ct__loops_ended(sup))
     waits_add(w, "extra loops still running");

@@ -190,6 +190,38 @@ TEST(tasks_run_and_results_are_stored_before_the_entry_goes) {
   test_env_end(&e);
 }
 
+/* A stored result's entry goes at once even while an older entry is still
+ * running (the stream is trimmed only below the oldest pending entry; the
+ * newer ones are deleted one by one); the older one goes when it is done.
+ * Then many tasks, over several of the stream's listpack nodes (100
+ * entries each, Redis's default), leave nothing behind. */
+TEST(entries_go_once_stored_even_past_an_older_one_still_running) {
+  test_env_t e;
+  env_start_pool(&e, 4);
+  gate_reset();
+  CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  test_broker_worker_start(e.b, 4);
+  char slow[CT_BROKER_ID_SIZE], id[CT_BROKER_ID_SIZE];
+  submit(&e, "gated", json_pack("{s:s}", "tag", "s"), CT_PRIORITY_NORMAL, slow);
+  WAIT_FOR(waiting_at_gate() == 1);
+  for (int i = 0; i < 3; i++) {
+    submit(&e, "add", json_pack("{s:i,s:i}", "a", i, "b", 1), CT_PRIORITY_NORMAL, id);
+    test_broker_wait_completed(e.b, id, 20);
+  }
+  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM("normal")) == 1);
+  CHECK_EQ_INT(pending(&e, STREAM("normal")), 1);
+  gate_pass_one();
+  test_broker_wait_completed(e.b, slow, 20);
+  wait_normal_stream_done(&e);
+  for (int i = 0; i < 250; i++)
+    submit(&e, "add", json_pack("{s:i,s:i}", "a", i, "b", 1), CT_PRIORITY_NORMAL, id);
+  test_broker_wait_completed(e.b, id, 60);
+  wait_normal_stream_done(&e);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  test_env_end(&e);
+}
+
 TEST(a_name_without_handler_here_fails_as_unknown_task) {
   test_env_t e;
   env_start(&e);
@@ -903,6 +935,7 @@ int main(int argc, char **argv) {
     return 77;
   RUN(registration_closes_at_start);
   RUN(tasks_run_and_results_are_stored_before_the_entry_goes);
+  RUN(entries_go_once_stored_even_past_an_older_one_still_running);
   RUN(a_name_without_handler_here_fails_as_unknown_task);
   RUN(strict_priority_and_never_more_than_free_slots);
   RUN(a_malformed_entry_goes_to_the_dead_letters);
