@@ -236,6 +236,42 @@ TEST(stop_completes_when_the_fork_server_died_under_a_hung_task) {
   CHECK_EQ_INT(count_fds(), fds_before);
 }
 
+static long long children_forked(ct_supervisor_t *sup) {
+  json_t *stats = ct_supervisor_stats_json(sup);
+  CHECK(stats != NULL);
+  json_t *n = json_object_get(json_object_get(stats, "processes"), "children_forked");
+  CHECK(json_is_integer(n));
+  long long forked = json_integer_value(n);
+  json_decref(stats);
+  return forked;
+}
+
+/* A DRAIN stop waits for a running task; meanwhile the idle child is
+ * killed from outside, and the running one is killed at its timeout.
+ * Neither is replaced: a stopping pool with nothing queued needs no child.
+ * Before, every death was replaced, so that children killed now and then
+ * during a stop could keep it from ending (the soak saw stops wait for more
+ * than 10 s). */
+TEST(a_stopping_pool_with_nothing_queued_replaces_no_child) {
+  int fds_before = count_fds();
+  ct_supervisor_t *sup = start_pool(2, 3);
+  ct_task_t *hung = submit(sup, "hang", NULL);
+  WAIT_FOR(running(sup) == 1);
+  int idle = pool_child_pid(sup, "id");
+  long long forked = children_forked(sup);
+  CHECK_EQ_INT(forked, 2);
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, 0));
+  CHECK_OK(kill(idle, SIGKILL));
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, 60));
+  CHECK_EQ_STR(error_class(hung), "TimeoutError");
+  ct_task_unref(hung);
+  CHECK_EQ_INT(children_forked(sup), forked);
+  CHECK_OK(ct_supervisor_free(sup));
+  int kids[4];
+  CHECK_EQ_INT(children_of(getpid(), kids, 4), 0);
+  CHECK_EQ_INT(count_fds(), fds_before);
+}
+
 TEST(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back) {
   int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 0);
@@ -322,6 +358,7 @@ int main(int argc, char **argv) {
   RUN_SELECTED(fork_server_killed_is_replaced_and_a_hung_task_still_times_out);
   RUN_SELECTED(a_fork_server_that_stops_answering_is_killed_and_replaced);
   RUN_SELECTED(stop_completes_when_the_fork_server_died_under_a_hung_task);
+  RUN_SELECTED(a_stopping_pool_with_nothing_queued_replaces_no_child);
   RUN_SELECTED(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back);
   RUN_SELECTED(no_zombie_when_out_of_descriptors_while_a_child_is_replaced);
   return check_done();

@@ -45,10 +45,24 @@ static void await_answer(ct__slot_t *s, double grace) {
   ev_timer_start(ev, &s->timer);
 }
 
+/* Whether the pool needs its children: it runs, or a DRAIN stop still has
+ * tasks queued (a stopping pool takes no new task, so once its queue is
+ * empty it never needs a new child again). */
+static bool children_needed(ct__procpool_t *pool) {
+  pthread_mutex_lock(&pool->lock);
+  bool needed = pool->state == POOL_RUNNING || pool->queued > 0;
+  pthread_mutex_unlock(&pool->lock);
+  return needed;
+}
+
+/* Ask the fork server for a child in slot s, unless no child is needed:
+ * a child that dies while the pool stops with nothing queued is not
+ * replaced, so that children killed from outside during a stop cannot
+ * keep it from ending. */
 void ct__proc_request_spawn(ct__slot_t *s) {
   ct__procpool_t *pool = s->pool;
   s->state = SLOT_EMPTY;
-  if (pool->server_gone)
+  if (pool->server_gone || !children_needed(pool))
     return;
   if (ct__proc_server_send(pool, json_pack("{s:s, s:i}", "op", "spawn", "slot", s->index)) != 0) {
     ct__proc_schedule_spawn_retry(s); /* out of memory: the pool must not shrink for good */
