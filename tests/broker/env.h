@@ -6,7 +6,8 @@
  * them, test_env_end() frees them in the reverse order. A test that needs
  * more (a process pool, extra loops) builds its own from redis.h's parts.
  *
- * The test_broker_ helpers work on any handle (of a test_env_t or of a
+ * test_handle_loop() finds the loop a fresh supervisor's one handle runs
+ * on. The test_broker_ helpers work on any handle (of a test_env_t or of a
  * setting a test built itself): a submission, a task's status, a wait
  * until it is terminal (polled, with a generous bound the caller gives;
  * no duration is asserted), and the lease-loss scenario shared by the
@@ -44,6 +45,23 @@ static inline void test_env_end(test_env_t *e) {
   ct_broker_free(e->b);
   test_sup_end(e->sup);
   test_redis_stop(&e->r);
+}
+
+/* The handle's own loop: the one ct-broker-<n> loop of a fresh supervisor
+ * with one handle and no worker yet. Found by name: no call returns it,
+ * and <n> counts the handles the whole process has made. */
+static inline ct_loop_t *test_handle_loop(ct_supervisor_t *sup) {
+  ct_loop_t *found = NULL, *l;
+  char name[32];
+  for (int i = 0; i < 10000; i++) {
+    snprintf(name, sizeof name, "ct-broker-%d", i);
+    if (ct_loop_get(sup, name, &l) == 0) {
+      CHECK(found == NULL);
+      found = l;
+    }
+  }
+  CHECK(found != NULL);
+  return found;
 }
 
 /* Start the handle's worker with `concurrency` slots. */

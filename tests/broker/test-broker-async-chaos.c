@@ -15,7 +15,8 @@
 
 #include "../chaos.h"
 #include "ctasker.h"
-#include "redis.h"
+#include "env.h"
+#include "handlers.h"
 
 enum { SUBMIT, GET, CALL };
 
@@ -80,47 +81,13 @@ static void disarm_on_loop(ct_loop_t *loop, struct ev_loop *ev, void *data) {
   atomic_store(&t->disarmed, true);
 }
 
-static json_t *echo(ct_task_t *self, const json_t *kwargs, void *data) {
-  (void)self;
-  (void)data;
-  return json_deep_copy(kwargs);
-}
-
-/* The handle's own loop: the one ct-broker-<n> loop of a fresh supervisor
- * with one handle. */
-static ct_loop_t *handle_loop(ct_supervisor_t *sup) {
-  ct_loop_t *found = NULL, *l;
-  char name[32];
-  for (int i = 0; i < 10000; i++) {
-    snprintf(name, sizeof name, "ct-broker-%d", i);
-    if (ct_loop_get(sup, name, &l) == 0) {
-      CHECK(found == NULL);
-      found = l;
-    }
-  }
-  CHECK(found != NULL);
-  return found;
-}
-
-static ct_broker_t *broker_open(ct_supervisor_t *sup, const char *url) {
-  ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
-  o.url = url;
-  o.command_timeout = 30;
-  o.connect_timeout = 10;
-  ct_broker_t *b;
-  CHECK_OK(ct_broker_new(sup, &o, &b));
-  return b;
-}
-
 /* A fresh supervisor and handle each time, so that the handle's
  * asynchronous side and its waiting connection are made under the failure
  * too. Returns whether the k-th allocation was reached. */
 static bool try_failing(test_redis_t *r, int kind, bool flush, long k) {
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(NULL, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  try_t t = {.b = broker_open(sup, r->url), .kind = kind, .k = k};
-  ct_loop_t *loop = handle_loop(sup);
+  ct_supervisor_t *sup = test_sup_start();
+  try_t t = {.b = test_broker_open(sup, r->url, 30, NULL), .kind = kind, .k = k};
+  ct_loop_t *loop = test_handle_loop(sup);
   if (flush) /* the server forgets the submit script: it is sent again */
     freeReplyObject(test_redis(r, "SCRIPT FLUSH"));
   CHECK_OK(ct_loop_call(loop, try_on_loop, &t));
@@ -136,8 +103,7 @@ static bool try_failing(test_redis_t *r, int kind, bool flush, long k) {
   WAIT_FOR(atomic_load(&t.disarmed));
   ct_broker_free(t.b);
   CHECK_EQ_INT(atomic_load(&t.answers), t.rc == 0);
-  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
-  CHECK_OK(ct_supervisor_free(sup));
+  test_sup_end(sup);
   if (!t.reached)
     CHECK(t.rc == 0 && t.answer_rc == 0);
   return t.reached;
@@ -152,7 +118,7 @@ static void each_allocation_fails_once(test_redis_t *r, int kind, bool flush, co
 }
 
 static ct_broker_t *worker_start(ct_supervisor_t *sup, const char *url) {
-  ct_broker_t *wb = broker_open(sup, url);
+  ct_broker_t *wb = test_broker_open(sup, url, 30, NULL);
   CHECK_OK(ct_broker_register(wb, "echo", echo, NULL));
   CHECK_OK(ct_broker_worker_start(wb, NULL));
   return wb;
@@ -165,9 +131,7 @@ static ct_broker_t *worker_start(ct_supervisor_t *sup, const char *url) {
 TEST(asynchronous_calls_without_memory) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(NULL, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
+  ct_supervisor_t *sup = test_sup_start();
   ct_broker_t *wb = worker_start(sup, r.url);
   CHECK_OK(ct_broker_submit(wb, "echo", NULL, NULL, done_id));
   ct_broker_info_t info;
@@ -180,8 +144,7 @@ TEST(asynchronous_calls_without_memory) {
   each_allocation_fails_once(&r, CALL, false, "call");
   WAIT_FOR(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal") == 0); /* all ran */
   ct_broker_free(wb);
-  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
-  CHECK_OK(ct_supervisor_free(sup));
+  test_sup_end(sup);
   test_redis_stop(&r);
 }
 

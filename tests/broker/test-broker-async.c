@@ -11,7 +11,8 @@
 #include <string.h>
 
 #include "ctasker.h"
-#include "redis.h"
+#include "env.h"
+#include "handlers.h"
 
 #define STREAM "ctasker:{default}:stream:normal"
 
@@ -59,19 +60,6 @@ static void on_call(int rc, json_t *result, void *data) {
     CHECK(result == NULL);
   a->result = json_incref(result);
   atomic_fetch_add(&a->count, 1);
-}
-
-static json_t *echo(ct_task_t *self, const json_t *kwargs, void *data) {
-  (void)self;
-  (void)data;
-  return json_deep_copy(kwargs);
-}
-
-static json_t *fail(ct_task_t *self, const json_t *kwargs, void *data) {
-  (void)self;
-  (void)kwargs;
-  (void)data;
-  return ct_error_new("ValueError", "bad input");
 }
 
 typedef struct {
@@ -173,18 +161,16 @@ TEST(every_outcome_answers_once_on_the_named_loop) {
  * neither the submission nor the wait past it, with a command timeout far
  * longer; and a worker that takes the task after it does not run it. */
 TEST(a_call_answers_at_its_deadline_while_the_server_is_stopped) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
-  test_redis_register_name(&r, "echo"); /* no worker yet: nobody answers */
+  test_env_t e;
+  test_env_start(&e, 0, 30, NULL);
+  test_redis_register_name(&e.r, "echo"); /* no worker yet: nobody answers */
 
   answer_t c = {0};
-  CHECK(kill(r.pid, SIGSTOP) == 0); /* before the call: its submission stalls */
+  CHECK(kill(e.r.pid, SIGSTOP) == 0); /* before the call: its submission stalls */
   double start = ct_now();
-  CHECK_OK(ct_broker_call_async(b, "echo", NULL, NULL, 0.5, NULL, on_call, &c));
+  CHECK_OK(ct_broker_call_async(e.b, "echo", NULL, NULL, 0.5, NULL, on_call, &c));
   WAIT_FOR(atomic_load(&c.count) == 1); /* while the server is still stopped */
-  CHECK(kill(r.pid, SIGCONT) == 0);
+  CHECK(kill(e.r.pid, SIGCONT) == 0);
   CHECK_EQ_INT(c.rc, CT_ETIMEDOUT);
   CHECK(c.at - start >= 0.49); /* not before its deadline */
   CHECK(c.at - start < 20);    /* and not at the command timeout's 30 s */
@@ -192,42 +178,40 @@ TEST(a_call_answers_at_its_deadline_while_the_server_is_stopped) {
   /* Whether that submission ran is settled once a later command of the
    * handle's connection has its reply (here: none did, the server having
    * lost the script, and the call having answered already). */
-  settle(b, NULL);
-  long long queued = test_redis_int(&r, "XLEN " STREAM);
+  settle(e.b, NULL);
+  long long queued = test_redis_int(&e.r, "XLEN " STREAM);
   answer_t w = {0};
   start = ct_now();
-  CHECK_OK(ct_broker_call_async(b, "echo", NULL, NULL, 2, NULL, on_call, &w));
-  WAIT_FOR(test_redis_int(&r, "XLEN " STREAM) == queued + 1); /* submitted: it waits */
-  CHECK(kill(r.pid, SIGSTOP) == 0);
+  CHECK_OK(ct_broker_call_async(e.b, "echo", NULL, NULL, 2, NULL, on_call, &w));
+  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM) == queued + 1); /* submitted: it waits */
+  CHECK(kill(e.r.pid, SIGSTOP) == 0);
   WAIT_FOR(atomic_load(&w.count) == 1);
-  CHECK(kill(r.pid, SIGCONT) == 0);
+  CHECK(kill(e.r.pid, SIGCONT) == 0);
   CHECK_EQ_INT(w.rc, CT_ETIMEDOUT);
   CHECK(w.at - start >= 1.99);
   CHECK(w.at - start < 20);
 
   /* A worker now finds the deadlines passed: nothing runs. */
-  ct_broker_t *wb = test_broker_open(sup, r.url, 10, NULL);
+  ct_broker_t *wb = test_broker_open(e.sup, e.r.url, 10, NULL);
   CHECK_OK(ct_broker_register(wb, "echo", echo, NULL));
   CHECK_OK(ct_broker_worker_start(wb, NULL));
-  WAIT_FOR(test_redis_int(&r, "XLEN " STREAM) == 0);
-  redisReply *k = test_redis(&r, "KEYS ctasker:{default}:task:*");
+  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM) == 0);
+  redisReply *k = test_redis(&e.r, "KEYS ctasker:{default}:task:*");
   CHECK_EQ_INT((int)k->elements, (int)queued + 1);
   for (size_t i = 0; i < k->elements; i++) {
     ct_broker_info_t info;
     const char *id = strrchr(k->element[i]->str, ':') + 1;
-    WAIT_FOR(ct_broker_get(b, id, &info) == 0 && info.status != CT_BROKER_QUEUED);
+    WAIT_FOR(ct_broker_get(e.b, id, &info) == 0 && info.status != CT_BROKER_QUEUED);
     CHECK_EQ_INT(info.status, CT_BROKER_EXPIRED);
     CHECK_EQ_INT(info.attempts, 0);
     json_decref(info.result);
   }
   freeReplyObject(k);
-  settle(b, NULL);
+  settle(e.b, NULL);
   CHECK_EQ_INT(atomic_load(&c.count), 1);
   CHECK_EQ_INT(atomic_load(&w.count), 1);
   ct_broker_free(wb);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  test_env_end(&e);
 }
 
 #define IN_FLIGHT 8
@@ -338,22 +322,6 @@ static void make_many(ct_loop_t *loop, struct ev_loop *ev, void *data) {
   }
 }
 
-/* The handle's own loop: the one ct-broker-<n> loop of a fresh supervisor
- * with one handle and no worker yet. */
-static ct_loop_t *handle_loop(ct_supervisor_t *sup) {
-  ct_loop_t *found = NULL, *l;
-  char name[32];
-  for (int i = 0; i < 10000; i++) {
-    snprintf(name, sizeof name, "ct-broker-%d", i);
-    if (ct_loop_get(sup, name, &l) == 0) {
-      CHECK(found == NULL);
-      found = l;
-    }
-  }
-  CHECK(found != NULL);
-  return found;
-}
-
 /* How many of the server's clients last sent a BLPOP. */
 static int blpop_clients(test_redis_t *r) {
   redisReply *x = test_redis(r, "CLIENT LIST");
@@ -370,21 +338,19 @@ static int blpop_clients(test_redis_t *r) {
  * one for all (whose BLPOP, sent again after each answer, would cost
  * Redis O(calls waiting) each time); the worker then answers them all. */
 TEST(many_calls_from_the_handles_own_loop_share_a_few_connections) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
-  many.b = b;
-  many.loop = handle_loop(sup);
+  test_env_t e;
+  test_env_start(&e, 0, 30, NULL);
+  many.b = e.b;
+  many.loop = test_handle_loop(e.sup);
   many.thread = thread_of(many.loop);
-  ct_broker_t *wb = test_broker_open(sup, r.url, 30, NULL);
+  ct_broker_t *wb = test_broker_open(e.sup, e.r.url, 30, NULL);
   CHECK_OK(ct_broker_register(wb, "echo", echo, NULL));
-  test_redis_register_name(&r, "echo");
+  test_redis_register_name(&e.r, "echo");
   double start = ct_now();
   CHECK_OK(ct_loop_call(many.loop, make_many, NULL));
-  WAIT_FOR(test_redis_int(&r, "XLEN " STREAM) == MANY);
-  settle(b, NULL); /* every submission's reply is in: all wait */
-  WAIT_FOR(blpop_clients(&r) == WAITERS);
+  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM) == MANY);
+  settle(e.b, NULL); /* every submission's reply is in: all wait */
+  WAIT_FOR(blpop_clients(&e.r) == WAITERS);
   double waited = ct_now() - start;
   ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
   wo.concurrency = 8;
@@ -395,17 +361,15 @@ TEST(many_calls_from_the_handles_own_loop_share_a_few_connections) {
   CHECK_EQ_INT(many.made, MANY);
   CHECK_EQ_INT(atomic_load(&many.right), MANY);
   CHECK_EQ_INT(atomic_load(&many.on_loop), MANY);
-  CHECK_EQ_INT(blpop_clients(&r), WAITERS); /* not one per call */
-  redisReply *x = test_redis(&r, "INFO commandstats");
+  CHECK_EQ_INT(blpop_clients(&e.r), WAITERS); /* not one per call */
+  redisReply *x = test_redis(&e.r, "INFO commandstats");
   const char *blpop = strstr(x->str, "cmdstat_blpop:");
   CHECK(blpop != NULL);
   printf("%d asynchronous calls: all waiting after %.3f s, all answered after %.3f s; %.*s\n",
          MANY, waited, took, (int)strcspn(blpop, "\r\n"), blpop);
   freeReplyObject(x);
   ct_broker_free(wb);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  test_env_end(&e);
 }
 
 /* Whether the server has read its data back (it answers LOADING until). */
@@ -471,13 +435,11 @@ static json_t *nap(ct_task_t *self, const json_t *kwargs, void *data) {
  * of every kind: still one answer each, with a right result, a deadline
  * or the shutdown. */
 TEST(deadlines_replies_and_free_race_yet_answer_once) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *wb = test_broker_open(sup, r.url, 30, NULL);
-  CHECK_OK(ct_broker_register(wb, "nap", nap, NULL));
-  CHECK_OK(ct_broker_worker_start(wb, NULL));
-  ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
+  test_env_t e; /* e.b: the worker's handle; b below, the callers' */
+  test_env_start(&e, 0, 30, NULL);
+  CHECK_OK(ct_broker_register(e.b, "nap", nap, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  ct_broker_t *b = test_broker_open(e.sup, e.r.url, 30, NULL);
   static answer_t a[RACED];
   memset(a, 0, sizeof a);
   for (int i = 0; i < RACED; i++) {
@@ -505,107 +467,93 @@ TEST(deadlines_replies_and_free_race_yet_answer_once) {
     late += rc == CT_ETIMEDOUT;
     gone += rc == CT_ESHUTDOWN;
   }
-  settle(wb, NULL);
+  settle(e.b, NULL);
   for (int i = 0; i < RACED; i++) {
     CHECK_EQ_INT(atomic_load(&a[i].count), 1);
     json_decref(a[i].result);
   }
   printf("raced: %d answered, %d past their deadline, %d shut down\n", ok, late, gone);
-  ct_broker_free(wb);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  test_env_end(&e);
 }
 
 /* What the blocking forms refuse is refused at once, with their codes, and
  * never answered; kwargs over the payload limit too. */
 TEST(bad_input_is_refused_at_once_and_never_answered) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 10, NULL);
-  test_redis_register_name(&r, "t");
+  test_env_t e;
+  test_env_start(&e, 0, 10, NULL);
+  test_redis_register_name(&e.r, "t");
   answer_t a = {0};
   CHECK_EQ_INT(ct_broker_submit_async(NULL, "t", NULL, NULL, NULL, on_submit, &a), CT_EINVAL);
-  CHECK_EQ_INT(ct_broker_submit_async(b, "t", NULL, NULL, NULL, NULL, &a), CT_EINVAL);
-  CHECK_EQ_INT(ct_broker_submit_async(b, "", NULL, NULL, NULL, on_submit, &a), CT_EINVAL);
-  CHECK_EQ_INT(ct_broker_submit_async(b, "a\tb", NULL, NULL, NULL, on_submit, &a), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_submit_async(e.b, "t", NULL, NULL, NULL, NULL, &a), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_submit_async(e.b, "", NULL, NULL, NULL, on_submit, &a), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_submit_async(e.b, "a\tb", NULL, NULL, NULL, on_submit, &a), CT_EINVAL);
   json_t *list = json_array();
-  CHECK_EQ_INT(ct_broker_submit_async(b, "t", list, NULL, NULL, on_submit, &a), CT_EINVAL);
-  CHECK_EQ_INT(ct_broker_call_async(b, "t", list, NULL, 1, NULL, on_call, &a), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_submit_async(e.b, "t", list, NULL, NULL, on_submit, &a), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_call_async(e.b, "t", list, NULL, 1, NULL, on_call, &a), CT_EINVAL);
   json_decref(list);
   ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
   so.priority = 256;
-  CHECK_EQ_INT(ct_broker_submit_async(b, "t", NULL, &so, NULL, on_submit, &a), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_submit_async(e.b, "t", NULL, &so, NULL, on_submit, &a), CT_EINVAL);
   so = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
   so.max_payload = 4;
   json_t *big = json_pack("{s:s}", "k", "more than four bytes");
-  CHECK_EQ_INT(ct_broker_submit_async(b, "t", big, &so, NULL, on_submit, &a), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_submit_async(e.b, "t", big, &so, NULL, on_submit, &a), CT_EINVAL);
   json_decref(big);
   so = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
   so.key = "k"; /* an RPC is answered to its own caller only */
-  CHECK_EQ_INT(ct_broker_call_async(b, "t", NULL, &so, 1, NULL, on_call, &a), CT_EINVAL);
-  CHECK_EQ_INT(ct_broker_call_async(b, "t", NULL, NULL, 0, NULL, on_call, &a), CT_EINVAL);
-  CHECK_EQ_INT(ct_broker_call_async(b, "t", NULL, NULL, -1, NULL, on_call, &a), CT_EINVAL);
-  CHECK_EQ_INT(ct_broker_call_async(b, "t", NULL, NULL, NAN, NULL, on_call, &a), CT_EINVAL);
-  CHECK_EQ_INT(ct_broker_call_async(b, "t", NULL, NULL, 1, NULL, NULL, &a), CT_EINVAL);
-  CHECK_EQ_INT(ct_broker_get_async(b, "not-an-id", NULL, on_get, &a), CT_EINVAL);
-  CHECK_EQ_INT(ct_broker_get_async(b, NULL, NULL, on_get, &a), CT_EINVAL);
-  CHECK_EQ_INT(ct_broker_get_async(b, "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b", NULL, NULL, &a),
+  CHECK_EQ_INT(ct_broker_call_async(e.b, "t", NULL, &so, 1, NULL, on_call, &a), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_call_async(e.b, "t", NULL, NULL, 0, NULL, on_call, &a), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_call_async(e.b, "t", NULL, NULL, -1, NULL, on_call, &a), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_call_async(e.b, "t", NULL, NULL, NAN, NULL, on_call, &a), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_call_async(e.b, "t", NULL, NULL, 1, NULL, NULL, &a), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_get_async(e.b, "not-an-id", NULL, on_get, &a), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_get_async(e.b, NULL, NULL, on_get, &a), CT_EINVAL);
+  CHECK_EQ_INT(ct_broker_get_async(e.b, "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b", NULL, NULL, &a),
                CT_EINVAL);
   CHECK_EQ_INT(ct_broker_get_async(NULL, "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b", NULL, on_get,
                                    &a),
                CT_EINVAL);
-  settle(b, NULL);
+  settle(e.b, NULL);
   CHECK_EQ_INT(atomic_load(&a.count), 0);
-  CHECK_EQ_INT(test_redis_int(&r, "DBSIZE"), 1); /* the names set only */
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  CHECK_EQ_INT(test_redis_int(&e.r, "DBSIZE"), 1); /* the names set only */
+  test_env_end(&e);
 }
 
 /* A server that has forgotten the submit script (SCRIPT FLUSH, a restart)
  * has run nothing: the submission goes again with the script's text. */
 TEST(a_forgotten_script_is_sent_again) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 10, NULL);
-  test_redis_register_name(&r, "t");
+  test_env_t e;
+  test_env_start(&e, 0, 10, NULL);
+  test_redis_register_name(&e.r, "t");
   char id[CT_BROKER_ID_SIZE];
-  CHECK_OK(ct_broker_submit(b, "t", NULL, NULL, id)); /* the SHA1 is known */
-  freeReplyObject(test_redis(&r, "SCRIPT FLUSH"));
+  CHECK_OK(ct_broker_submit(e.b, "t", NULL, NULL, id)); /* the SHA1 is known */
+  freeReplyObject(test_redis(&e.r, "SCRIPT FLUSH"));
   answer_t s = {0};
-  CHECK_OK(ct_broker_submit_async(b, "t", NULL, NULL, NULL, on_submit, &s));
+  CHECK_OK(ct_broker_submit_async(e.b, "t", NULL, NULL, NULL, on_submit, &s));
   WAIT_FOR(atomic_load(&s.count) == 1);
   CHECK_OK(s.rc);
-  CHECK_EQ_INT(test_redis_int(&r, "XLEN " STREAM), 2);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM), 2);
+  test_env_end(&e);
 }
 
 /* A callback whose loop has ended runs anyway, once, on the handle's loop
  * thread, rather than never. */
 TEST(an_answer_for_an_ended_loop_is_not_lost) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 10, NULL);
-  pthread_t handle_thread = thread_of(handle_loop(sup));
-  test_redis_register_name(&r, "t");
+  test_env_t e;
+  test_env_start(&e, 0, 10, NULL);
+  pthread_t handle_thread = thread_of(test_handle_loop(e.sup));
+  test_redis_register_name(&e.r, "t");
   ct_loop_t *loop;
-  CHECK_OK(ct_loop_create(sup, "gone", &loop));
+  CHECK_OK(ct_loop_create(e.sup, "gone", &loop));
   CHECK_OK(ct_loop_stop(loop, -1));
   answer_t s = {0};
-  CHECK_OK(ct_broker_submit_async(b, "t", NULL, NULL, loop, on_submit, &s));
+  CHECK_OK(ct_broker_submit_async(e.b, "t", NULL, NULL, loop, on_submit, &s));
   WAIT_FOR(atomic_load(&s.count) == 1);
   CHECK_OK(s.rc);
   CHECK(pthread_equal(s.thread, handle_thread));
-  settle(b, NULL);
+  settle(e.b, NULL);
   CHECK_EQ_INT(atomic_load(&s.count), 1);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  test_env_end(&e);
 }
 
 int main(void) {

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "ctasker.h"
-#include "redis.h"
+#include "env.h"
 
 #define PREFIX "ctasker:{default}:"
 #define STREAM PREFIX "stream:normal"
@@ -75,35 +75,30 @@ static pid_t spawn_worker(const char *url, int fd, const char *grace) {
   return pid;
 }
 
+/* The test's side (its own handle, 10 s commands) and the worker process. */
 typedef struct {
-  test_redis_t r;
-  ct_supervisor_t *sup;
-  ct_broker_t *b;
+  test_env_t env;
   int fds[2];
   pid_t child;
 } env_t;
 
 static void env_start(env_t *e, const char *grace) {
   memset(e, 0, sizeof *e);
-  test_redis_start(&e->r, NULL);
-  e->sup = test_sup_start();
-  e->b = test_broker_open(e->sup, e->r.url, 10, NULL);
+  test_env_start(&e->env, 0, 10, NULL);
   CHECK(pipe(e->fds) == 0);
-  e->child = spawn_worker(e->r.url, e->fds[1], grace);
+  e->child = spawn_worker(e->env.r.url, e->fds[1], grace);
   close(e->fds[1]);
-  WAIT_FOR(test_redis_int(&e->r, "EXISTS " PREFIX "worker:drained") == 1);
+  WAIT_FOR(test_redis_int(&e->env.r, "EXISTS " PREFIX "worker:drained") == 1);
 }
 
 static void env_end(env_t *e) {
   close(e->fds[0]);
-  ct_broker_free(e->b);
-  test_sup_end(e->sup);
-  test_redis_stop(&e->r);
+  test_env_end(&e->env);
 }
 
 static void submit_job(env_t *e, double secs, char id[CT_BROKER_ID_SIZE]) {
   json_t *kw = json_pack("{s:f}", "secs", secs);
-  CHECK_OK(ct_broker_submit(e->b, "job", kw, NULL, id));
+  CHECK_OK(ct_broker_submit(e->env.b, "job", kw, NULL, id));
   json_decref(kw);
 }
 
@@ -125,7 +120,7 @@ static int child_exit(env_t *e) {
 static ct_broker_info_t wait_done(env_t *e, const char *id) {
   ct_broker_info_t info = {0};
   for (int i = 0; i < 3000; i++) {
-    CHECK_OK(ct_broker_get(e->b, id, &info));
+    CHECK_OK(ct_broker_get(e->env.b, id, &info));
     if (info.status == CT_BROKER_COMPLETED || info.status == CT_BROKER_FAILED)
       return info;
     check_sleep(0.01);
@@ -149,15 +144,15 @@ TEST(sigterm_drains_the_running_task_and_leaves_the_rest_queued) {
   CHECK_EQ_STR(json_string_value(info.result), "worked");
   json_decref(info.result);
   /* The rest were never taken: in the stream, pending for nobody. */
-  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM), 2);
-  redisReply *x = test_redis(&e.r, "XPENDING " STREAM " workers");
+  CHECK_EQ_INT(test_redis_int(&e.env.r, "XLEN " STREAM), 2);
+  redisReply *x = test_redis(&e.env.r, "XPENDING " STREAM " workers");
   CHECK_EQ_INT(x->element[0]->integer, 0);
   freeReplyObject(x);
   for (int i = 0; i < 2; i++) {
-    CHECK_OK(ct_broker_get(e.b, queued[i], &info));
+    CHECK_OK(ct_broker_get(e.env.b, queued[i], &info));
     CHECK_EQ_INT(info.status, CT_BROKER_QUEUED);
   }
-  CHECK_EQ_INT(test_redis_int(&e.r, "EXISTS " PREFIX "worker:drained"), 0);
+  CHECK_EQ_INT(test_redis_int(&e.env.r, "EXISTS " PREFIX "worker:drained"), 0);
   env_end(&e);
 }
 
@@ -180,25 +175,25 @@ TEST(a_task_past_the_grace_stays_pending_and_is_taken_over) {
   CHECK(read(e.fds[0], &c, 1) == 1);
   CHECK_EQ_INT(c, 't'); /* the grace ended first */
   /* Not lost: pending under the stopped worker, its record RUNNING. */
-  redisReply *x = test_redis(&e.r, "XPENDING " STREAM " workers - + 10");
+  redisReply *x = test_redis(&e.env.r, "XPENDING " STREAM " workers - + 10");
   CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);
   CHECK_EQ_STR(x->element[0]->element[1]->str, "drained");
   freeReplyObject(x);
   ct_broker_info_t info;
-  CHECK_OK(ct_broker_get(e.b, id, &info));
+  CHECK_OK(ct_broker_get(e.env.b, id, &info));
   CHECK_EQ_INT(info.status, CT_BROKER_RUNNING);
   /* Another worker takes it over after the lease and runs it. */
-  CHECK_OK(ct_broker_register(e.b, "job", quick, NULL));
+  CHECK_OK(ct_broker_register(e.env.b, "job", quick, NULL));
   ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
   wo.lease = 1.0;
-  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  CHECK_OK(ct_broker_worker_start(e.env.b, &wo));
   info = wait_done(&e, id);
   CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
   CHECK_EQ_STR(json_string_value(info.result), "taken over");
   CHECK_EQ_INT(info.attempts, 2);
   json_decref(info.result);
-  CHECK_OK(ct_broker_worker_stop(e.b, -1));
-  WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM) == 0);
+  CHECK_OK(ct_broker_worker_stop(e.env.b, -1));
+  WAIT_FOR(test_redis_int(&e.env.r, "XLEN " STREAM) == 0);
   env_end(&e);
 }
 

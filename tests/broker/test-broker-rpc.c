@@ -10,16 +10,11 @@
 #include <string.h>
 
 #include "ctasker.h"
-#include "redis.h"
+#include "env.h"
+#include "handlers.h"
 
 #define PREFIX "ctasker:{default}:"
 #define STREAM PREFIX "stream:normal"
-
-static json_t *echo(ct_task_t *self, const json_t *kwargs, void *data) {
-  (void)self;
-  (void)data;
-  return json_deep_copy(kwargs);
-}
 
 /* One asynchronous answer. */
 typedef struct {
@@ -78,32 +73,28 @@ static void only_entry_id(test_redis_t *r, char id[CT_BROKER_ID_SIZE]) {
 }
 
 TEST(a_call_is_answered_by_its_done_list_without_reading_the_record) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
-  CHECK_OK(ct_broker_register(b, "echo", echo, NULL));
-  CHECK_OK(ct_broker_worker_start(b, NULL));
-  freeReplyObject(test_redis(&r, "CONFIG RESETSTAT"));
+  test_env_t e;
+  test_env_start(&e, 0, 30, NULL);
+  CHECK_OK(ct_broker_register(e.b, "echo", echo, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  freeReplyObject(test_redis(&e.r, "CONFIG RESETSTAT"));
 
   json_t *kw = json_pack("{s:i}", "x", 1), *result = NULL;
-  CHECK_OK(ct_broker_call(b, "echo", kw, NULL, 60, &result));
+  CHECK_OK(ct_broker_call(e.b, "echo", kw, NULL, 60, &result));
   CHECK(json_equal(result, kw));
   json_decref(result);
   answer_t a = {0};
   json_object_set_new(kw, "x", json_integer(2));
-  CHECK_OK(ct_broker_call_async(b, "echo", kw, NULL, 60, NULL, on_call, &a));
+  CHECK_OK(ct_broker_call_async(e.b, "echo", kw, NULL, 60, NULL, on_call, &a));
   WAIT_FOR(atomic_load(&a.count) == 1);
   CHECK_OK(a.rc);
   CHECK(json_equal(a.result, kw));
   json_decref(a.result);
   json_decref(kw);
 
-  CHECK_EQ_INT(test_redis_calls(&r, "blpop"), 2);
-  CHECK_EQ_INT(test_redis_calls(&r, "hgetall"), 0);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  CHECK_EQ_INT(test_redis_calls(&e.r, "blpop"), 2);
+  CHECK_EQ_INT(test_redis_calls(&e.r, "hgetall"), 0);
+  test_env_end(&e);
 }
 
 /* A call of "echo" (blocking or asynchronous) whose task the test ends by
@@ -143,24 +134,20 @@ static int call_answered_by_hand(test_redis_t *r, ct_broker_t *b, bool async,
 /* What a worker that pushes a bare status does (and the bury script, for
  * a dead letter): the call reads the answer from the record. */
 TEST(a_bare_status_in_the_done_list_sends_the_call_to_the_record) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
-  test_redis_register_name(&r, "echo");
+  test_env_t e;
+  test_env_start(&e, 0, 30, NULL);
+  test_redis_register_name(&e.r, "echo");
   for (int async = 0; async <= 1; async++) {
     json_t *result;
     CHECK_OK(call_answered_by_hand(
-        &r, b, async, "failed",
+        &e.r, e.b, async, "failed",
         "{\"exception\":{\"class\":\"E\",\"args\":[],\"str\":\"old\"}}", false,
         &result));
     CHECK(ct_result_is_error(result));
     CHECK(strcmp(ct_result_error_class(result), "E") == 0);
     json_decref(result);
   }
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  test_env_end(&e);
 }
 
 /* A task a worker did not run because its caller's deadline had passed
@@ -168,24 +155,20 @@ TEST(a_bare_status_in_the_done_list_sends_the_call_to_the_record) {
  * would, whether its answer comes in the done list or from the record,
  * and whichever comes first: the caller's timer (60 s here) or the answer. */
 TEST(an_expired_task_answers_its_caller_timed_out) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
-  test_redis_register_name(&r, "echo");
+  test_env_t e;
+  test_env_start(&e, 0, 30, NULL);
+  test_redis_register_name(&e.r, "echo");
   const char *timeout_error =
       "{\"exception\":{\"class\":\"TimeoutError\",\"args\":[],"
       "\"str\":\"the caller's deadline passed\"}}";
   for (int way = 0; way < 4; way++) {
     json_t *result;
-    CHECK_EQ_INT(call_answered_by_hand(&r, b, way & 1, "expired", timeout_error,
+    CHECK_EQ_INT(call_answered_by_hand(&e.r, e.b, way & 1, "expired", timeout_error,
                                        way & 2, &result),
                  CT_ETIMEDOUT);
     CHECK(result == NULL);
   }
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  test_env_end(&e);
 }
 
 static atomic_bool gate_started, gate_open;
@@ -204,26 +187,24 @@ static json_t *gate(ct_task_t *self, const json_t *kwargs, void *data) {
  * after a take-over) stores nothing, and its caller is answered with the
  * first result, not its own. */
 TEST(a_late_duplicate_answers_its_caller_with_the_first_result) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
-  CHECK_OK(ct_broker_register(b, "gate", gate, NULL));
-  CHECK_OK(ct_broker_worker_start(b, NULL));
+  test_env_t e;
+  test_env_start(&e, 0, 30, NULL);
+  CHECK_OK(ct_broker_register(e.b, "gate", gate, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
   for (int async = 0; async <= 1; async++) {
     atomic_store(&gate_started, false);
     atomic_store(&gate_open, false);
     caller_t c;
     answer_t a = {0};
     if (async)
-      CHECK_OK(ct_broker_call_async(b, "gate", NULL, NULL, 60, NULL, on_call, &a));
+      CHECK_OK(ct_broker_call_async(e.b, "gate", NULL, NULL, 60, NULL, on_call, &a));
     else
-      caller_start(&c, b, "gate", NULL);
+      caller_start(&c, e.b, "gate", NULL);
     WAIT_FOR(atomic_load(&gate_started));
     char id[CT_BROKER_ID_SIZE];
-    only_entry_id(&r, id);
+    only_entry_id(&e.r, id);
     freeReplyObject(
-        test_redis(&r, "HSET " PREFIX "task:%s status completed result \"first\"", id));
+        test_redis(&e.r, "HSET " PREFIX "task:%s status completed result \"first\"", id));
     atomic_store(&gate_open, true);
     json_t *result;
     if (async) {
@@ -237,11 +218,9 @@ TEST(a_late_duplicate_answers_its_caller_with_the_first_result) {
     }
     CHECK(json_is_string(result) && strcmp(json_string_value(result), "first") == 0);
     json_decref(result);
-    WAIT_FOR(test_redis_int(&r, "XLEN " STREAM) == 0);
+    WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM) == 0);
   }
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  test_env_end(&e);
 }
 
 #define READY 8
@@ -283,23 +262,21 @@ static void settle(ct_broker_t *b) {
  * sent meanwhile (with the calls spaced by about a round trip, now and
  * then), which is what made a test expecting the calls' order fail. */
 TEST(calls_ready_together_answer_in_the_order_the_server_took_them) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
-  test_redis_register_name(&r, "echo");
+  test_env_t e;
+  test_env_start(&e, 0, 30, NULL);
+  test_redis_register_name(&e.r, "echo");
   for (int round = 0; round < 12; round++) {
-    freeReplyObject(test_redis(&r, "SCRIPT FLUSH"));
+    freeReplyObject(test_redis(&e.r, "SCRIPT FLUSH"));
     atomic_store(&ready_next, 0);
     for (int i = 0; i < READY; i++) {
       json_t *kw = json_pack("{s:i}", "i", i);
-      CHECK_OK(ct_broker_call_async(b, "echo", kw, NULL, 60, NULL, on_ready, NULL));
+      CHECK_OK(ct_broker_call_async(e.b, "echo", kw, NULL, 60, NULL, on_ready, NULL));
       json_decref(kw);
       check_sleep(0.00001 * round); /* spaced by about a round trip, some rounds */
     }
-    WAIT_FOR(test_redis_int(&r, "XLEN " STREAM) == READY);
-    settle(b); /* every submission's reply is in: all wait */
-    redisReply *x = test_redis(&r, "XRANGE " STREAM " - +");
+    WAIT_FOR(test_redis_int(&e.r, "XLEN " STREAM) == READY);
+    settle(e.b); /* every submission's reply is in: all wait */
+    redisReply *x = test_redis(&e.r, "XRANGE " STREAM " - +");
     CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == READY);
     const char *argv[3 + 2 * READY];
     size_t argc = 0;
@@ -328,18 +305,16 @@ TEST(calls_ready_together_answer_in_the_order_the_server_took_them) {
     }
     for (size_t i = 0; i < READY; i++)
       argv[argc++] = results[i];
-    redisReply *y = redisCommandArgv(r.client, (int)argc, argv, NULL);
+    redisReply *y = redisCommandArgv(e.r.client, (int)argc, argv, NULL);
     CHECK(y != NULL && y->type != REDIS_REPLY_ERROR);
     freeReplyObject(y);
     freeReplyObject(x);
-    freeReplyObject(test_redis(&r, "DEL " STREAM));
+    freeReplyObject(test_redis(&e.r, "DEL " STREAM));
     WAIT_FOR(atomic_load(&ready_next) == READY);
     for (int i = 0; i < READY; i++)
       CHECK_EQ_INT(ready_order[i], accepted[i]);
   }
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  test_env_end(&e);
 }
 
 int main(void) {

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "ctasker.h"
-#include "redis.h"
+#include "env.h"
 
 #define PREFIX "ctasker:{default}:"
 
@@ -42,82 +42,70 @@ static void entry_fields(test_redis_t *r, size_t i, char *out, size_t size) {
 }
 
 TEST(a_known_name_is_submitted_whole_in_a_transaction) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 10, NULL);
-  test_redis_register_name(&r, "known");
+  test_env_t e;
+  test_env_start(&e, 0, 10, NULL);
+  test_redis_register_name(&e.r, "known");
   json_t *kw = json_pack("{s:i}", "x", 1);
   char first[CT_BROKER_ID_SIZE], second[CT_BROKER_ID_SIZE];
-  CHECK_OK(ct_broker_submit(b, "known", kw, NULL, first));
-  long long scripts = test_redis_calls(&r, "evalsha"), execs = test_redis_calls(&r, "exec");
+  CHECK_OK(ct_broker_submit(e.b, "known", kw, NULL, first));
+  long long scripts = test_redis_calls(&e.r, "evalsha"), execs = test_redis_calls(&e.r, "exec");
   CHECK_EQ_INT(execs, 0);
-  CHECK_OK(ct_broker_submit(b, "known", kw, NULL, second));
-  CHECK_EQ_INT(test_redis_calls(&r, "evalsha"), scripts); /* no script this time */
-  CHECK_EQ_INT(test_redis_calls(&r, "exec"), 1);
+  CHECK_OK(ct_broker_submit(e.b, "known", kw, NULL, second));
+  CHECK_EQ_INT(test_redis_calls(&e.r, "evalsha"), scripts); /* no script this time */
+  CHECK_EQ_INT(test_redis_calls(&e.r, "exec"), 1);
   char a[512], c[512];
-  record_of(&r, first, a, sizeof a);
-  record_of(&r, second, c, sizeof c);
+  record_of(&e.r, first, a, sizeof a);
+  record_of(&e.r, second, c, sizeof c);
   CHECK_EQ_STR(c, a); /* the same fields and values as the script writes */
   CHECK_EQ_STR(a, "status=queued;name=known;attempts=0;ttl=86400;");
-  long long ttl = test_redis_int(&r, "TTL " PREFIX "task:%s", second);
+  long long ttl = test_redis_int(&e.r, "TTL " PREFIX "task:%s", second);
   CHECK(ttl > 86000 && ttl <= 86400);
-  CHECK_EQ_INT(test_redis_int(&r, "XLEN " PREFIX "stream:normal"), 2);
-  entry_fields(&r, 0, a, sizeof a);
-  entry_fields(&r, 1, c, sizeof c);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 2);
+  entry_fields(&e.r, 0, a, sizeof a);
+  entry_fields(&e.r, 1, c, sizeof c);
   CHECK_EQ_STR(c, a);
   ct_broker_info_t info;
-  CHECK_OK(ct_broker_get(b, second, &info));
+  CHECK_OK(ct_broker_get(e.b, second, &info));
   CHECK_EQ_INT(info.status, CT_BROKER_QUEUED);
   json_decref(kw);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  test_env_end(&e);
 }
 
 TEST(a_name_never_registered_is_refused_after_a_known_one) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 10, NULL);
-  test_redis_register_name(&r, "known");
+  test_env_t e;
+  test_env_start(&e, 0, 10, NULL);
+  test_redis_register_name(&e.r, "known");
   char id[CT_BROKER_ID_SIZE];
-  CHECK_OK(ct_broker_submit(b, "known", NULL, NULL, id));
-  CHECK_OK(ct_broker_submit(b, "known", NULL, NULL, id));
-  long long keys = test_redis_int(&r, "DBSIZE");
+  CHECK_OK(ct_broker_submit(e.b, "known", NULL, NULL, id));
+  CHECK_OK(ct_broker_submit(e.b, "known", NULL, NULL, id));
+  long long keys = test_redis_int(&e.r, "DBSIZE");
   for (int i = 0; i < 2; i++) /* the second time too: a refusal is never kept */
-    CHECK_EQ_INT(ct_broker_submit(b, "unknown", NULL, NULL, id), CT_ENOENT);
-  CHECK_EQ_INT(test_redis_int(&r, "DBSIZE"), keys);
-  CHECK_EQ_INT(test_redis_int(&r, "XLEN " PREFIX "stream:normal"), 2);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+    CHECK_EQ_INT(ct_broker_submit(e.b, "unknown", NULL, NULL, id), CT_ENOENT);
+  CHECK_EQ_INT(test_redis_int(&e.r, "DBSIZE"), keys);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 2);
+  test_env_end(&e);
 }
 
 TEST(a_key_or_a_delay_keeps_the_script) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 10, NULL);
-  test_redis_register_name(&r, "known");
+  test_env_t e;
+  test_env_start(&e, 0, 10, NULL);
+  test_redis_register_name(&e.r, "known");
   char id[CT_BROKER_ID_SIZE], again[CT_BROKER_ID_SIZE];
-  CHECK_OK(ct_broker_submit(b, "known", NULL, NULL, id)); /* the name is known now */
-  long long scripts = test_redis_calls(&r, "evalsha");
+  CHECK_OK(ct_broker_submit(e.b, "known", NULL, NULL, id)); /* the name is known now */
+  long long scripts = test_redis_calls(&e.r, "evalsha");
   ct_broker_submit_opts_t o = CT_BROKER_SUBMIT_OPTS_INIT;
   o.key = "once";
-  CHECK_OK(ct_broker_submit(b, "known", NULL, &o, id));
-  CHECK_OK(ct_broker_submit(b, "known", NULL, &o, again));
+  CHECK_OK(ct_broker_submit(e.b, "known", NULL, &o, id));
+  CHECK_OK(ct_broker_submit(e.b, "known", NULL, &o, again));
   CHECK_EQ_STR(again, id); /* the key still names the first task */
   o.key = NULL;
   o.delay = 600;
-  CHECK_OK(ct_broker_submit(b, "known", NULL, &o, id));
-  CHECK_EQ_INT(test_redis_calls(&r, "evalsha"), scripts + 3);
-  CHECK_EQ_INT(test_redis_calls(&r, "exec"), 0);
-  CHECK_EQ_INT(test_redis_int(&r, "XLEN " PREFIX "stream:normal"), 2);
-  CHECK_EQ_INT(test_redis_int(&r, "ZCARD " PREFIX "delayed"), 1);
-  ct_broker_free(b);
-  test_sup_end(sup);
-  test_redis_stop(&r);
+  CHECK_OK(ct_broker_submit(e.b, "known", NULL, &o, id));
+  CHECK_EQ_INT(test_redis_calls(&e.r, "evalsha"), scripts + 3);
+  CHECK_EQ_INT(test_redis_calls(&e.r, "exec"), 0);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 2);
+  CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 1);
+  test_env_end(&e);
 }
 
 int main(void) {

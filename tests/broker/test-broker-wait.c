@@ -10,16 +10,11 @@
 #include <string.h>
 
 #include "ctasker.h"
+#include "handlers.h"
 #include "redis.h"
 
 #define CALLS 10
 #define MARK "end-of-test-broker-wait"
-
-static json_t *echo(ct_task_t *self, const json_t *kwargs, void *data) {
-  (void)self;
-  (void)data;
-  return json_deep_copy(kwargs);
-}
 
 /* A MONITOR line's command: 'F' for the fetch script (six keys, the
  * critical stream first), 'X' for the blocking read, 'E' for the end mark,

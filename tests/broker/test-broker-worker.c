@@ -11,6 +11,7 @@
 
 #include "ctasker.h"
 #include "env.h"
+#include "handlers.h"
 
 #define STREAM(level) "ctasker:{default}:stream:" level
 
@@ -38,13 +39,6 @@ static json_t *add(ct_task_t *self, const json_t *kwargs, void *data) {
   (void)data;
   return json_pack("{s:I}", "sum", json_integer_value(json_object_get(kwargs, "a")) +
                                        json_integer_value(json_object_get(kwargs, "b")));
-}
-
-static json_t *fail(ct_task_t *self, const json_t *kwargs, void *data) {
-  (void)self;
-  (void)kwargs;
-  (void)data;
-  return ct_error_new("ValueError", "bad input");
 }
 
 static json_t *unwritable(ct_task_t *self, const json_t *kwargs, void *data) {

@@ -450,16 +450,14 @@ TEST(calls_from_many_threads_all_land) {
 }
 
 TEST(free_after_the_supervisor_stopped) {
-  test_redis_t r = {0};
-  test_redis_start(&r, NULL);
-  ct_supervisor_t *sup = test_sup_start();
-  ct_broker_t *b = test_broker_open(sup, r.url, 10, log_line);
-  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
+  test_env_t e;
+  test_env_start(&e, 0, 10, log_line);
+  CHECK_OK(ct_supervisor_stop(e.sup, CT_STOP_DRAIN, -1));
   ct_broker_info_t info;
-  CHECK_EQ_INT(ct_broker_get(b, "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b", &info), CT_ESHUTDOWN);
-  ct_broker_free(b); /* its loop has ended: freed without it */
-  CHECK_OK(ct_supervisor_free(sup));
-  test_redis_stop(&r);
+  CHECK_EQ_INT(ct_broker_get(e.b, "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a7b", &info), CT_ESHUTDOWN);
+  ct_broker_free(e.b); /* its loop has ended: freed without it */
+  CHECK_OK(ct_supervisor_free(e.sup));
+  test_redis_stop(&e.r);
 }
 
 TEST(bad_options_name_their_field_in_the_log) {
