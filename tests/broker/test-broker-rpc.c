@@ -323,5 +323,5 @@ int main(void) {
   RUN(an_expired_task_answers_its_caller_timed_out);
   RUN(a_late_duplicate_answers_its_caller_with_the_first_result);
   RUN(calls_ready_together_answer_in_the_order_the_server_took_them);
-  return 0;
+  return check_done();
 }
