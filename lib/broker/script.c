@@ -33,12 +33,16 @@ static int run_reply(const redisReply *r, void *data) {
   return x->noscript ? CT_EINVAL : x->fn(r, x->data);
 }
 
-/* The script's SHA1 into sha: the one kept, or (reload, or none kept) the
- * server's answer to SCRIPT LOAD, then kept. */
-static int script_sha(ct__rconn_t *c, ct__bscript_t *s, bool reload, char sha[41]) {
+void ct__bscript_kept_sha(ct__bscript_t *s, char sha[41]) {
   pthread_mutex_lock(&s->lock);
   memcpy(sha, s->sha, 41);
   pthread_mutex_unlock(&s->lock);
+}
+
+/* The script's SHA1 into sha: the one kept, or (reload, or none kept) the
+ * server's answer to SCRIPT LOAD, then kept. */
+static int script_sha(ct__rconn_t *c, ct__bscript_t *s, bool reload, char sha[41]) {
+  ct__bscript_kept_sha(s, sha);
   if (sha[0] && !reload)
     return 0;
   const char *argv[] = {"SCRIPT", "LOAD", s->text};

@@ -23,6 +23,11 @@ typedef struct ct__bscript {
  * for ct__rconn_command_within(), or <= 0 for the command timeout.
  * Returns as ct__rconn_command() does; CT_EINVAL if the server refuses the
  * script. Thread-safety: any thread but the connection's loop thread. */
+/* The SHA1 kept for s into sha, "" if none yet: for a caller that sends
+ * EVALSHA in a pipeline of its own (and takes a NOSCRIPT as "not run").
+ * Thread-safety: any thread. */
+void ct__bscript_kept_sha(ct__bscript_t *s, char sha[41]);
+
 int ct__bscript_run(ct__rconn_t *c, ct__bscript_t *s, double timeout, int argc,
                     const char **argv, size_t *argvlen, ct__rconn_reply_fn fn, void *data);
 
