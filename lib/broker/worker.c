@@ -1176,37 +1176,54 @@ static int start_fetched(ct__bworker_t *w, fetch_t *f, bool refused) {
   return refused ? -1 : started;
 }
 
+/* A fetch that returned more entries than asked for: say so (they stay
+ * pending until their lease passes). */
+static void log_over(ct__bworker_t *w, const fetch_t *f) {
+  if (f->over > 0)
+    ct__broker_log(w->b, CT_LOG_ERROR, "a fetch returned %d entries more than the %d asked "
+                   "for: they stay pending until their lease passes", f->over, f->want);
+}
+
+enum { READ_ARGC = 6 + 2 * (CT__BLEVELS + 1), FETCH_ARGC = 3 + CT__BLEVELS + 2 + 8 };
+
+/* The blocking read (XREAD) of the streams and the wake stream past the
+ * ids in f, for at most BLOCK_MS and no longer than until the earliest
+ * delayed task is due, into argv; block holds its milliseconds. Returns
+ * whether that due time cuts the block short. */
+static bool read_argv(ct__bworker_t *w, const fetch_t *f, char block[24], const char **argv) {
+  int64_t ms = f->due_ms > 0 ? f->due_ms - ct__broker_unix_ms() : 1000;
+  snprintf(block, 24, "%lld", (long long)(ms < 1 ? 1 : ms < 1000 ? ms : 1000));
+  const char *head[] = {"XREAD", "COUNT", "1", "BLOCK", block, "STREAMS"};
+  memcpy(argv, head, sizeof head);
+  for (int i = 0; i <= CT__BLEVELS; i++) {
+    argv[6 + i] = i < CT__BLEVELS ? w->streams[i] : w->wake;
+    argv[6 + CT__BLEVELS + 1 + i] = f->ids[i][0] ? f->ids[i] : "0-0";
+  }
+  return ms < 1000;
+}
+
 /* Block until a stream or the wake stream has an entry newer than the ids
- * in f, or until the earliest delayed task is due: the block is the timer
- * armed for it (at most BLOCK_MS, so that a lost wake is made up for).
- * Behind the blocking read, in the same write, goes a fetch of up to
- * `count` entries, the slots free (by the server's clock: it runs when the
- * read returns), so that an idle worker that is woken has its entries
- * without another round trip (two thread hand-offs and a wake of the
- * server: about a third of an idle RPC's time, measured); they are
- * started here; it takes over idle entries too if that is due. A read cut short by a delayed task's due time has no fetch
- * behind it: the next round moves the due tasks first. Returns whether to
- * block again at once, with f updated: that fetch took fewer than asked,
- * read every stream to its end and cut no take-over short, and no delayed
- * task is due. So each read is followed by one fetch. */
+ * in f, or until the earliest delayed task is due (at most BLOCK_MS, so
+ * that a lost wake is made up for). Behind the blocking read, in the same
+ * write, goes a fetch of up to `count` entries, the slots free (by the
+ * server's clock: it runs when the read returns), so that an idle worker
+ * that is woken has its entries without another round trip (two thread
+ * hand-offs and a wake of the server: about a third of an idle RPC's
+ * time, measured); they are started here, and it takes over idle entries
+ * too if that is due. A read cut short by a delayed task's due time has no
+ * fetch behind it: the next round moves the due tasks first. Returns
+ * whether to block again at once, with f updated: that fetch took fewer
+ * than asked, read every stream to its end and cut no take-over short, and
+ * no delayed task is due. So each read is followed by one fetch. */
 static bool wait_for_entries(ct__bworker_t *w, fetch_t *f, int count) {
   ct__bmetrics_idle(w->b);
   if (!publish_blocked_id(w))
     return false;
-  char block[24] = BLOCK_MS;
-  if (f->due_ms > 0) {
-    int64_t ms = f->due_ms - ct__broker_unix_ms();
-    if (ms < 1000)
-      count = 0; /* no fetch behind the read */
-    snprintf(block, sizeof block, "%lld", (long long)(ms < 1 ? 1 : ms < 1000 ? ms : 1000));
-  }
+  char block[24];
+  const char *argv[READ_ARGC];
+  if (read_argv(w, f, block, argv))
+    count = 0; /* no fetch behind the read */
   bool takeover = ct_now() >= w->next_takeover;
-  enum { N = CT__BLEVELS + 1, FETCH_ARGC = 3 + CT__BLEVELS + 2 + 8 };
-  const char *argv[6 + 2 * N] = {"XREAD", "COUNT", "1", "BLOCK", block, "STREAMS"};
-  for (int i = 0; i < N; i++) {
-    argv[6 + i] = i < CT__BLEVELS ? w->streams[i] : w->wake;
-    argv[6 + N + i] = f->ids[i][0] ? f->ids[i] : "0-0";
-  }
   fetch_args_t a;
   fetch_args(w, &a, count, takeover, true);
   char sha[41];
@@ -1215,7 +1232,7 @@ static bool wait_for_entries(ct__bworker_t *w, fetch_t *f, int count) {
   memcpy(eval_argv + 3, a.keys, sizeof a.keys);
   memcpy(eval_argv + 3 + CT__BLEVELS + 2, a.args, sizeof a.args);
   fetch_t next = {.w = w, .want = count};
-  ct__rconn_cmd_t cmds[] = {{6 + 2 * N, argv, NULL, ok_reply, NULL, 0},
+  ct__rconn_cmd_t cmds[] = {{READ_ARGC, argv, NULL, ok_reply, NULL, 0},
                             {FETCH_ARGC, eval_argv, NULL, fetch_reply, &next, 0}};
   size_t n = count > 0 && sha[0] ? 2 : 1;
   int rc = ct__rconn_pipeline(w->fetch, w->b->command_timeout + BLOCK_SECONDS, n, cmds);
@@ -1229,6 +1246,7 @@ static bool wait_for_entries(ct__bworker_t *w, fetch_t *f, int count) {
   /* A fetch that failed (NOSCRIPT, NOGROUP, the connection) is the next
    * round's to make again; what it took before it failed still runs. */
   bool ok = rc == 0 && cmds[1].rc == 0, took = next.jobs != NULL;
+  log_over(w, &next);
   int started = start_fetched(w, &next, rc == CT_ESHUTDOWN || cmds[1].rc == CT_ESHUTDOWN);
   if (!ok)
     return false;
@@ -1259,9 +1277,7 @@ static void fetch_round(ct__bworker_t *w, int free_slots) {
   w->next_due_ms = rc == 0 ? f.due_ms : -1;
   if (rc == 0 && takeover && !f.more)
     w->next_takeover = ct_now() + fmin(w->lease / 3, TAKEOVER_EVERY_MAX);
-  if (f.over > 0)
-    ct__broker_log(w->b, CT_LOG_ERROR, "a fetch returned %d entries more than the %d asked "
-                   "for: they stay pending until their lease passes", f.over, free_slots);
+  log_over(w, &f);
   bool took = f.jobs != NULL;
   int started = start_fetched(w, &f, rc == CT_ESHUTDOWN);
   if (started < 0) /* the supervisor is stopping or stopped: fetch nothing more */
