@@ -1209,13 +1209,19 @@ static bool read_argv(ct__bworker_t *w, const fetch_t *f, char block[24], const 
  * server's clock: it runs when the read returns), so that an idle worker
  * that is woken has its entries without another round trip (two thread
  * hand-offs and a wake of the server: about a third of an idle RPC's
- * time, measured); they are started here, and it takes over idle entries
- * too if that is due. A read cut short by a delayed task's due time has no
- * fetch behind it: the next round moves the due tasks first. Returns
- * whether to block again at once, with f updated: that fetch took fewer
- * than asked, read every stream to its end and cut no take-over short, and
- * no delayed task is due. So each read is followed by one fetch. */
+ * time, measured); they are started here. No fetch goes behind a read
+ * cut short by a delayed task's due time (the next round moves the due
+ * tasks first). The fetch behind never takes over: a stop ends the read
+ * with CLIENT UNBLOCK, after which that fetch still runs, and it must not
+ * take over what the stop leaves to other workers (without a take-over it
+ * finds only what a fetch in flight as the stop came would have found).
+ * So a take-over that is due is the next round's, before any read.
+ * Returns whether to block again at once, with f updated: that fetch took
+ * fewer than asked and read every stream to its end, and neither a delayed
+ * task nor a take-over is due. So each read is followed by one fetch. */
 static bool wait_for_entries(ct__bworker_t *w, fetch_t *f, int count) {
+  if (ct_now() >= w->next_takeover)
+    return false;
   ct__bmetrics_idle(w->b);
   if (!publish_blocked_id(w))
     return false;
@@ -1223,9 +1229,8 @@ static bool wait_for_entries(ct__bworker_t *w, fetch_t *f, int count) {
   const char *argv[READ_ARGC];
   if (read_argv(w, f, block, argv))
     count = 0; /* no fetch behind the read */
-  bool takeover = ct_now() >= w->next_takeover;
   fetch_args_t a;
-  fetch_args(w, &a, count, takeover, true);
+  fetch_args(w, &a, count, false, true);
   char sha[41];
   ct__bscript_kept_sha(&fetch_lua, sha); /* "" until a fetch has loaded it */
   const char *eval_argv[FETCH_ARGC] = {"EVALSHA", sha, "6"};
@@ -1251,9 +1256,7 @@ static bool wait_for_entries(ct__bworker_t *w, fetch_t *f, int count) {
   if (!ok)
     return false;
   w->next_due_ms = next.due_ms;
-  if (takeover && !next.more)
-    w->next_takeover = ct_now() + fmin(w->lease / 3, TAKEOVER_EVERY_MAX);
-  if (started < 0 || (took && !next.caught_up) || next.more)
+  if (started < 0 || (took && !next.caught_up))
     return false;
   memcpy(f->ids, next.ids, sizeof f->ids);
   f->due_ms = next.due_ms;
