@@ -36,7 +36,8 @@
  *                    this error, unless its result or another failure came
  *                    first: exactly one outcome. A queued or delayed task is
  *                    CANCELED by ct_task_cancel() without a child, as any.
- * A child that failed is killed if needed, reaped and replaced by a fresh one.
+ * A child that failed is killed if needed, reaped and replaced by a fresh one
+ * (not once the pool stops with nothing queued: it needs no child then).
  * The pool kills only its own children, never a process that took over a
  * pid one of them had: through the fork server, which knows each child
  * by pid and slot until it reaps it; after the fork server died, through

@@ -6,7 +6,7 @@
  * the caller's, cut to what the kernel keeps) and is detached. The
  * supervisor counts them in own_threads: a thread is counted before the
  * state is read (as a submission is), a stop completes only once the count
- * is 0 (check_stopped), and an ending thread lets go of the supervisor last,
+ * is 0 (stop-check.c), and an ending thread lets go of the supervisor last,
  * under state_lock, so once a stop has seen STOPPED no such thread touches
  * the supervisor again and it may be freed.
  */
