@@ -22,6 +22,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "script.h"
 #include "store.h"
@@ -46,7 +47,11 @@
  * pending entry, or, with none, the batch's newest id plus one (nothing
  * after it was delivered); the batch's ids at or past the threshold
  * (finished before an older task still running) get an XDEL. Nothing
- * pending or undelivered is ever trimmed. */
+ * pending or undelivered is ever trimmed. The results come sorted by
+ * stream and entry id (send_batch()), so each stream's newest id is its
+ * last, and only its ids at or past the threshold, at the end, are made
+ * sort keys: making one for every id cost Redis about 1.4 us per result,
+ * a sixth of the script's time (measured with 64 results a call). */
 static const char complete_script[] =
     /* An entry id ("ms-seq", decimal) as digits that sort as the id does
      * (each part padded to 20 digits: Redis's ids are two 64-bit numbers;
@@ -62,7 +67,7 @@ static const char complete_script[] =
     "  if #seq > 15 then return id end\n"
     "  return ms .. '-' .. string.format('%.0f', tonumber(seq) + 1)\n"
     "end\n"
-    "local acks, order, streams = {}, {}, {}\n"
+    "local acks, streams = {}, {}\n"
     "for i = 0, #KEYS / 3 - 1 do\n"
     "  local rec, stream, a = KEYS[3 * i + 1], KEYS[3 * i + 2], 2 + 6 * i\n"
     "  local r = redis.call('HMGET', rec, 'status', 'ttl', 'created')\n"
@@ -74,11 +79,11 @@ static const char complete_script[] =
     "    redis.call('EXPIRE', rec, r[2] or ARGV[2])\n"
     "  end\n"
     "  if not acks[stream] then\n"
-    "    acks[stream], order[stream] = {}, {}\n"
+    "    acks[stream] = {}\n"
     "    streams[#streams + 1] = stream\n"
     "  end\n"
     "  table.insert(acks[stream], ARGV[a + 1])\n"
-    "  table.insert(order[stream], sort_key(ARGV[a + 1]))\n"
+
     "  if ARGV[a + 6] == '1' then\n"
     "    redis.call('RPUSH', KEYS[3 * i + 3],"
     " ended and s or '[\"' .. ARGV[a + 2] .. '\",' .. ARGV[a + 3] .. ']')\n"
@@ -88,11 +93,7 @@ static const char complete_script[] =
     "for _, stream in ipairs(streams) do\n"
     "  local ids = acks[stream]\n"
     "  redis.call('XACK', stream, ARGV[1], unpack(ids))\n"
-    "  local keys, newest = order[stream], 1\n"
-    "  for j = 2, #ids do\n"
-    "    if keys[j] > keys[newest] then newest = j end\n"
-    "  end\n"
-    "  local min = next_id(ids[newest])\n"
+    "  local min = next_id(ids[#ids])\n"
     "  local min_key = sort_key(min)\n"
     "  local oldest = redis.call('XPENDING', stream, ARGV[1])[2]\n"
     "  if oldest and sort_key(oldest) < min_key then\n"
@@ -100,8 +101,9 @@ static const char complete_script[] =
     "  end\n"
     "  redis.call('XTRIM', stream, 'MINID', min)\n"
     "  local rest = {}\n"
-    "  for j = 1, #ids do\n"
-    "    if keys[j] >= min_key then rest[#rest + 1] = ids[j] end\n"
+    "  for j = #ids, 1, -1 do\n"
+    "    if sort_key(ids[j]) < min_key then break end\n"
+    "    rest[#rest + 1] = ids[j]\n"
     "  end\n"
     "  if #rest > 0 then redis.call('XDEL', stream, unpack(rest)) end\n"
     "end\n"
@@ -122,31 +124,62 @@ static int stored_reply(const redisReply *r, void *data) {
                                                                                   : CT_EINVAL;
 }
 
-/* Send the n results from batch in one script call; a few tries (each
- * bounded by the command timeout) if it times out. */
+/* An entry id's two numbers ("ms-seq"; anything else, which the server
+ * never gives, reads as 0-0). */
+static void id_parts(const char *id, unsigned long long part[2]) {
+  char *end;
+  part[0] = strtoull(id, &end, 10);
+  part[1] = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
+  if (*end != '-')
+    part[0] = 0;
+}
+
+/* qsort() order of results: by stream, then by entry id. */
+static int by_stream_and_id(const void *x, const void *y) {
+  const ct__bstore_req_t *a = *(ct__bstore_req_t *const *)x, *b = *(ct__bstore_req_t *const *)y;
+  int c = strcmp(a->keys[1], b->keys[1]);
+  if (c != 0)
+    return c;
+  unsigned long long pa[2], pb[2];
+  id_parts(a->args[0], pa);
+  id_parts(b->args[0], pb);
+  return pa[0] != pb[0] ? (pa[0] > pb[0]) - (pa[0] < pb[0]) : (pa[1] > pb[1]) - (pa[1] < pb[1]);
+}
+
+/* Send the n results from batch in one script call, sorted as the script
+ * wants them; a few tries (each bounded by the command timeout) if it
+ * times out. */
 static int send_batch(ct__bstore_t *s, ct__bstore_req_t *batch, size_t n) {
   size_t argc = 5 + n * (TASK_KEYS + TASK_ARGS);
   const char **argv = calloc(argc, sizeof *argv);
-  if (!argv)
+  ct__bstore_req_t **sorted = calloc(n, sizeof *sorted);
+  if (!argv || !sorted) {
+    free(argv);
+    free(sorted);
     return CT_ENOMEM;
+  }
+  ct__bstore_req_t *q = batch;
+  for (size_t t = 0; t < n; t++, q = q->next)
+    sorted[t] = q;
+  qsort(sorted, n, sizeof *sorted, by_stream_and_id);
   char nkeys[24];
   snprintf(nkeys, sizeof nkeys, "%zu", n * TASK_KEYS);
   argv[2] = nkeys; /* 0 and 1: EVALSHA and the SHA1 */
   const char **k = argv + 3, **a = argv + 3 + n * TASK_KEYS;
   *a++ = s->group;
   *a++ = s->default_ttl;
-  ct__bstore_req_t *q = batch;
-  for (size_t t = 0; t < n; t++, q = q->next) {
+  for (size_t t = 0; t < n; t++) {
     for (int i = 0; i < TASK_KEYS; i++)
-      *k++ = q->keys[i];
+      *k++ = sorted[t]->keys[i];
     for (int i = 0; i < TASK_ARGS; i++)
-      *a++ = q->args[i];
+      *a++ = sorted[t]->args[i];
   }
   long long want = (long long)n;
   int rc = CT_ETIMEDOUT;
   for (int i = 0; i < s->tries && rc == CT_ETIMEDOUT; i++)
     rc = ct__bscript_run(s->conn, &complete_lua, 0, (int)argc, argv, NULL, stored_reply, &want);
   free(argv);
+  free(sorted);
   return rc;
 }
 

@@ -58,6 +58,18 @@ static json_t *after(ct_task_t *self, const json_t *kwargs, void *data) {
   return json_string("after");
 }
 
+/* Waits until the test opens its gate (kwargs "i": 0 or 1). */
+static atomic_bool gates[2];
+
+static json_t *gated(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self;
+  (void)data;
+  json_int_t i = json_integer_value(json_object_get(kwargs, "i"));
+  for (int t = 0; t < 3000 && !atomic_load(&gates[i & 1]); t++)
+    check_sleep(0.01);
+  return json_string("gated");
+}
+
 static uint64_t sup_completed(ct_supervisor_t *sup) {
   ct_stats_t s = CT_STATS_INIT;
   CHECK_OK(ct_supervisor_stats(sup, &s));
@@ -73,13 +85,17 @@ static void wait_completed(ct_supervisor_t *sup, uint64_t n) {
   CHECK_EQ_INT(sup_completed(sup), n);
 }
 
-static void setup(ct_supervisor_t **sup, ct_broker_t **b) {
+static void setup(ct_supervisor_t **sup, ct_broker_t **b, int concurrency) {
   atomic_store(&ends, 0);
   atomic_store(&ends_when_after, -1);
   atomic_store(&unstored, 0);
   atomic_store(&may_halt, false);
+  atomic_store(&gates[0], false);
+  atomic_store(&gates[1], false);
   test_redis_start(&r, NULL);
-  CHECK_OK(ct_supervisor_new(NULL, sup));
+  ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
+  so.pool_size = 4; /* every slot a thread, whatever the machine */
+  CHECK_OK(ct_supervisor_new(&so, sup));
   CHECK_OK(ct_supervisor_start(*sup));
   ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
   o.url = r.url;
@@ -89,8 +105,9 @@ static void setup(ct_supervisor_t **sup, ct_broker_t **b) {
   CHECK_OK(ct_broker_worker_observe(*b, observe, NULL));
   CHECK_OK(ct_broker_register(*b, "halt", halt, NULL));
   CHECK_OK(ct_broker_register(*b, "after", after, NULL));
+  CHECK_OK(ct_broker_register(*b, "gated", gated, NULL));
   ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
-  wo.concurrency = 1;
+  wo.concurrency = concurrency;
   wo.consumer = "w";
   CHECK_OK(ct_broker_worker_start(*b, &wo));
 }
@@ -120,7 +137,7 @@ static void check_stored(const char *id) {
 TEST(a_result_being_stored_keeps_its_slot_until_stored) {
   ct_supervisor_t *sup;
   ct_broker_t *b;
-  setup(&sup, &b);
+  setup(&sup, &b, 1);
   char first[CT_BROKER_ID_SIZE], second[CT_BROKER_ID_SIZE];
   CHECK_OK(ct_broker_submit(b, "halt", NULL, NULL, first));
   CHECK_OK(ct_broker_submit(b, "after", NULL, NULL, second));
@@ -143,7 +160,7 @@ TEST(a_result_being_stored_keeps_its_slot_until_stored) {
 TEST(a_stop_waits_for_a_result_being_stored) {
   ct_supervisor_t *sup;
   ct_broker_t *b;
-  setup(&sup, &b);
+  setup(&sup, &b, 1);
   char id[CT_BROKER_ID_SIZE];
   atomic_store(&may_halt, true);
   CHECK_OK(ct_broker_submit(b, "halt", NULL, NULL, id));
@@ -159,10 +176,51 @@ TEST(a_stop_waits_for_a_result_being_stored) {
   teardown(sup, b);
 }
 
+/* Results stored in one batch in another order than their entries' (the
+ * newer task ended first) still leave no entry behind: the batch is sorted
+ * by entry id before the completion script, which takes each stream's
+ * last id as its newest. The batch is made by stopping Redis under a first
+ * store: the two results that end meanwhile queue up behind it, newest
+ * first. */
+TEST(results_stored_out_of_order_in_one_batch_leave_no_entry) {
+  ct_supervisor_t *sup;
+  ct_broker_t *b;
+  setup(&sup, &b, 3);
+  char older[CT_BROKER_ID_SIZE], newer[CT_BROKER_ID_SIZE], halted[CT_BROKER_ID_SIZE];
+  json_t *kw[2] = {json_pack("{s:i}", "i", 0), json_pack("{s:i}", "i", 1)};
+  CHECK_OK(ct_broker_submit(b, "gated", kw[0], NULL, older));
+  CHECK_OK(ct_broker_submit(b, "gated", kw[1], NULL, newer));
+  CHECK_OK(ct_broker_submit(b, "halt", NULL, NULL, halted));
+  atomic_store(&may_halt, true);
+  wait_completed(sup, 1); /* Redis stopped; the halted result's store waits */
+  check_sleep(0.3);       /* for the store thread to have sent it */
+  atomic_store(&gates[1], true);
+  wait_completed(sup, 2);
+  atomic_store(&gates[0], true);
+  wait_completed(sup, 3);
+  CHECK_EQ_INT(atomic_load(&ends), 0);
+  kill(r.pid, SIGCONT);
+  WAIT_FOR(atomic_load(&ends) == 3);
+  CHECK_EQ_INT(atomic_load(&unstored), 0);
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN " STREAM), 0);
+  const char *ids[] = {older, newer};
+  for (int i = 0; i < 2; i++) {
+    redisReply *x = test_redis(&r, "HGET " PREFIX "task:%s status", ids[i]);
+    CHECK(x->type == REDIS_REPLY_STRING);
+    CHECK_EQ_STR(x->str, "completed");
+    freeReplyObject(x);
+    json_decref(kw[i]);
+  }
+  check_stored(halted);
+  CHECK_OK(ct_broker_worker_stop(b, -1));
+  teardown(sup, b);
+}
+
 int main(void) {
   if (!test_redis_installed())
     return 77;
   RUN(a_result_being_stored_keeps_its_slot_until_stored);
   RUN(a_stop_waits_for_a_result_being_stored);
+  RUN(results_stored_out_of_order_in_one_batch_leave_no_entry);
   return check_done();
 }
