@@ -151,9 +151,8 @@ CT_EXPORT int ct_broker_submit(ct_broker_t *broker, const char *name, const json
                                const ct_broker_submit_opts_t *opts,
                                char id[CT_BROKER_ID_SIZE]);
 
-/** Submit n tasks at once, in one round trip: one script call, or, once
- * the handle has found every name registered and no task is delayed, one
- * transaction (far cheaper per task than n ct_broker_submit() calls):
+/** Submit n tasks at once, in one script call (one round trip, one script
+ * run in Redis: far cheaper per task than n ct_broker_submit() calls):
  * task i is the task names[i] with kwargs[i] (borrowed; kwargs may be
  * NULL, and so may kwargs[i]: {}), all with the options opts (NULL: the
  * defaults), which may not carry a key (a key names one task). Each task
@@ -169,7 +168,7 @@ CT_EXPORT int ct_broker_submit(ct_broker_t *broker, const char *name, const json
  * a key); and, for the call as a whole, with every task that was sent
  * given the same code: CT_ETIMEDOUT (no reply within command_timeout: the
  * tasks may or may not have been submitted), CT_EINVAL (the server refused
- * the call: a key of the queue is of another type, or it is out of
+ * the script: a key of the queue is of another type, or it is out of
  * memory; the tasks before the one it failed on may have been submitted),
  * CT_ESHUTDOWN, CT_ENOMEM. n = 0 does nothing and returns 0.
  * Thread-safety: any thread but the handle's loop thread. */

@@ -130,14 +130,11 @@ typedef struct ct__bsubmit_tx {
   const struct ct__bmsg_wire *w;
 } ct__bsubmit_tx_t;
 
-/* Write the n tasks as the submit script does, in one MULTI/EXEC sent in
- * one go, each command given `wait` seconds (<= 0: the command timeout).
- * Each task's outcome goes to rcs[i], always: 0, CT_EINVAL if the server
- * refused it, or the call's own error. Returns 0 if the transaction ran,
- * else that error: as ct__rconn_pipeline() or a command's reply, or
- * CT_EINVAL for an EXEC reply of another shape. Thread-safety: any thread but the
- * connection's loop thread. */
-int ct__bsubmit_tx(ct_broker_t *b, const ct__bsubmit_tx_t *t, size_t n, double wait, int rcs[]);
+/* Write it as the submit script does, in one MULTI/EXEC sent in one go,
+ * each command given `wait` seconds (<= 0: the command timeout). Returns
+ * 0 or as ct__rconn_pipeline() does; CT_EINVAL if the server refuses it.
+ * Thread-safety: any thread but the connection's loop thread. */
+int ct__bsubmit_tx(ct_broker_t *b, const ct__bsubmit_tx_t *t, double wait);
 
 /* Stop the worker, waiting for its running tasks, and free it. */
 void ct__bworker_free(ct__bworker_t *w);

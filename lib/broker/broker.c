@@ -338,7 +338,7 @@ static int run_submit(ct_broker_t *b, const ct__bmsg_t *m, const submission_t *s
       rc = ct__basync_script(sub->post, &submit, argc + (int)w.argc, argv, argvlen,
                              submit_reply, id);
     else if (!sub->key && !sub->due_ms && ct__bknown_has(b, m->name))
-      ct__bsubmit_tx(b, &tx, 1, sub->wait, &rc); /* its outcome is the task's */
+      rc = ct__bsubmit_tx(b, &tx, sub->wait);
     else if ((rc = ct__bscript_run(b->conn, &submit, sub->wait, argc + (int)w.argc, argv,
                                    argvlen, submit_reply, id)) == 0)
       ct__bknown_add(b, m->name); /* found in the names set */
@@ -525,34 +525,22 @@ static void many_put(many_args_t *a, const char *s, size_t len) {
   a->argvlen[a->argc++] = len;
 }
 
-/* A batch's TTL and the seconds to keep its records, as text. */
-typedef struct {
-  char ttl[24], keep[24];
-} many_times_t;
-
-static many_times_t many_times(many_task_t *const *ready, const submission_t *sub) {
-  many_times_t t;
-  double wait = sub->due_ms ? fmax(0, (double)(sub->due_ms - ready[0]->m.enqueued_ms) / 1000)
-                            : 0;
-  snprintf(t.ttl, sizeof t.ttl, "%.0f", fmax(1, ceil(sub->ttl)));
-  snprintf(t.keep, sizeof t.keep, "%.0f", fmin(TTL_MAX, fmax(1, ceil(sub->ttl + wait))));
-  return t;
-}
-
 /* Send the k ready tasks in one script call; each one's outcome goes to
- * its *rc (the call's own error, if it fails as a whole). The names it
- * finds registered are kept (submit-tx.c). */
-static void many_send_script(ct_broker_t *b, many_task_t **ready, size_t k,
-                             const submission_t *sub, char *const shared_keys[4]) {
+ * its *rc (the call's own error, if it fails as a whole). */
+static void many_send(ct_broker_t *b, many_task_t **ready, size_t k, const submission_t *sub,
+                      char *const shared_keys[4]) {
   size_t max = 3 + 4 + k + 3;
   for (size_t i = 0; i < k; i++)
     max += 4 + ready[i]->w.argc;
   many_args_t a = {calloc(max, sizeof *a.argv), calloc(max, sizeof *a.argvlen), 2};
-  char nkeys[24], due_s[24];
-  many_times_t times = many_times(ready, sub);
+  char nkeys[24], ttl_s[24], keep_s[24], due_s[24];
   int rc = a.argv && a.argvlen ? 0 : CT_ENOMEM;
   if (rc == 0) {
+    double wait = sub->due_ms ? fmax(0, (double)(sub->due_ms - ready[0]->m.enqueued_ms) / 1000)
+                              : 0;
     snprintf(nkeys, sizeof nkeys, "%zu", 4 + k);
+    snprintf(ttl_s, sizeof ttl_s, "%.0f", fmax(1, ceil(sub->ttl)));
+    snprintf(keep_s, sizeof keep_s, "%.0f", fmin(TTL_MAX, fmax(1, ceil(sub->ttl + wait))));
     snprintf(due_s, sizeof due_s, "%lld", (long long)sub->due_ms);
     const char *fixed[] = {nkeys, shared_keys[0], shared_keys[1], shared_keys[2],
                            shared_keys[3]}; /* 0 and 1: the script's, filled when it runs */
@@ -560,9 +548,9 @@ static void many_send_script(ct_broker_t *b, many_task_t **ready, size_t k,
       many_put(&a, fixed[i], strlen(fixed[i]));
     for (size_t i = 0; i < k; i++)
       many_put(&a, ready[i]->record, strlen(ready[i]->record));
-    const char *shared_args[] = {times.ttl, times.keep, due_s};
+    const char *times[] = {ttl_s, keep_s, due_s};
     for (size_t i = 0; i < 3; i++)
-      many_put(&a, shared_args[i], strlen(shared_args[i]));
+      many_put(&a, times[i], strlen(times[i]));
     for (size_t i = 0; i < k; i++) {
       many_task_t *t = ready[i];
       const char *head[] = {t->m.name, t->created, t->member ? t->member : "", t->nfields};
@@ -575,50 +563,10 @@ static void many_send_script(ct_broker_t *b, many_task_t **ready, size_t k,
     rc = ct__bscript_run(b->conn, &submit_many_lua, 0, (int)a.argc, a.argv, a.argvlen,
                          many_reply, &x);
   }
-  for (size_t i = 0; i < k; i++)
-    if (rc != 0)
-      *ready[i]->rc = rc;
-    else if (*ready[i]->rc == 0)
-      ct__bknown_add(b, ready[i]->m.name);
+  for (size_t i = 0; i < k && rc != 0; i++)
+    *ready[i]->rc = rc;
   free(a.argv);
   free(a.argvlen);
-}
-
-/* Send the k ready tasks, whose names are all known registered, in one
- * transaction (submit-tx.c): the script's writes without its cost. */
-static void many_send_tx(ct_broker_t *b, many_task_t **ready, size_t k, const submission_t *sub,
-                         const char *stream) {
-  many_times_t times = many_times(ready, sub);
-  ct__bsubmit_tx_t *tx = calloc(k, sizeof *tx);
-  int *rcs = calloc(k, sizeof *rcs);
-  if (tx && rcs) {
-    for (size_t i = 0; i < k; i++)
-      tx[i] = (ct__bsubmit_tx_t){ready[i]->record, stream,     ready[i]->m.name,
-                                 ready[i]->created, times.ttl, times.keep, &ready[i]->w};
-    ct__bsubmit_tx(b, tx, k, 0, rcs);
-  }
-  for (size_t i = 0; i < k; i++)
-    *ready[i]->rc = tx && rcs ? rcs[i] : CT_ENOMEM;
-  free(tx);
-  free(rcs);
-}
-
-static bool all_known(ct_broker_t *b, many_task_t *const *ready, size_t k) {
-  for (size_t i = 0; i < k; i++)
-    if ((i == 0 || strcmp(ready[i]->m.name, ready[i - 1]->m.name) != 0) &&
-        !ct__bknown_has(b, ready[i]->m.name))
-      return false;
-  return true;
-}
-
-/* Send the k ready tasks: in a transaction when none is delayed and every
- * name is known registered, else through the script, which checks them. */
-static void many_send(ct_broker_t *b, many_task_t **ready, size_t k, const submission_t *sub,
-                      char *const shared_keys[4]) {
-  if (!sub->due_ms && all_known(b, ready, k))
-    many_send_tx(b, ready, k, sub, shared_keys[1]);
-  else
-    many_send_script(b, ready, k, sub, shared_keys);
 }
 
 /* The options of a batch, checked once, and where its tasks go. Returns 0

@@ -604,16 +604,14 @@ int ct__rconn_command(ct__rconn_t *c, int argc, const char **argv, const size_t 
 }
 
 /* A command formatted, with its caller's wait; NULL if out of memory. */
-/* An op and, unless unheard, the call its caller waits on. */
 static ct__rop_t *op_new(ct__rconn_t *c, double timeout, int argc, const char **argv,
-                         const size_t *argvlen, ct__rconn_reply_fn on_reply_fn, void *data,
-                         bool unheard) {
+                         const size_t *argvlen, ct__rconn_reply_fn on_reply_fn, void *data) {
   ct__rop_t *op = calloc(1, sizeof *op);
   if (!op)
     return NULL;
   int len = redisFormatCommandArgv(&op->cmd, argc, argv, argvlen);
-  op->call = len < 0 || unheard ? NULL : call_new(on_reply_fn, data);
-  if (len < 0 || (!unheard && !op->call)) {
+  op->call = len < 0 ? NULL : call_new(on_reply_fn, data);
+  if (!op->call) {
     op_free(op);
     return NULL;
   }
@@ -625,10 +623,8 @@ static ct__rop_t *op_new(ct__rconn_t *c, double timeout, int argc, const char **
 
 /* An op that never reached the loop: both counts of its call go. */
 static void op_drop(ct__rop_t *op) {
-  if (op->call) {
-    call_unref(op->call);
-    call_unref(op->call);
-  }
+  call_unref(op->call);
+  call_unref(op->call);
   op_free(op);
 }
 
@@ -637,7 +633,7 @@ int ct__rconn_command_within(ct__rconn_t *c, double timeout, int argc, const cha
                              void *data) {
   if (pthread_equal(pthread_self(), c->loop_thread))
     return CT_EDEADLK;
-  ct__rop_t *op = op_new(c, timeout, argc, argv, argvlen, on_reply_fn, data, false);
+  ct__rop_t *op = op_new(c, timeout, argc, argv, argvlen, on_reply_fn, data);
   if (!op)
     return CT_ENOMEM;
   ct__rcall_t *call = op->call;
@@ -707,7 +703,7 @@ int ct__rconn_pipeline(ct__rconn_t *c, double timeout, size_t n, ct__rconn_cmd_t
   int rc = p && calls ? 0 : CT_ENOMEM;
   for (size_t i = 0; i < n && rc == 0; i++) {
     p->ops[i] = op_new(c, timeout, cmds[i].argc, cmds[i].argv, cmds[i].argvlen,
-                       cmds[i].on_reply, cmds[i].data, cmds[i].unheard);
+                       cmds[i].on_reply, cmds[i].data);
     rc = p->ops[i] ? 0 : CT_ENOMEM;
     p->n += rc == 0;
   }
@@ -724,8 +720,7 @@ int ct__rconn_pipeline(ct__rconn_t *c, double timeout, size_t n, ct__rconn_cmd_t
     return rc;
   }
   for (size_t i = 0; i < n; i++)
-    if (calls[i])
-      cmds[i].rc = call_wait(calls[i], 2 * timeout + 5);
+    cmds[i].rc = call_wait(calls[i], 2 * timeout + 5);
   free(calls);
   return 0;
 }

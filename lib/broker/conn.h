@@ -68,10 +68,7 @@ int ct__rconn_post(ct__rconn_t *c, double timeout, int argc, const char **argv,
                    void *data);
 
 /* One command of a pipeline: argc, argv and argvlen (NULL: strlen) and the
- * reply function and its data as for ct__rconn_command(); rc: its code.
- * An unheard command's reply is read by no one and its rc is not set: a
- * command whose outcome shows in a later one's reply (a command queued in
- * a transaction, in EXEC's), sent without the cost of a wait. */
+ * reply function and its data as for ct__rconn_command(); rc: its code. */
 typedef struct ct__rconn_cmd {
   int argc;
   const char **argv;
@@ -79,14 +76,13 @@ typedef struct ct__rconn_cmd {
   ct__rconn_reply_fn on_reply;
   void *data;
   int rc; /* out */
-  bool unheard;
 } ct__rconn_cmd_t;
 
 /* Send the n commands in one go (one hop to the loop, one write), in
  * order, each with the reply timeout `timeout` (seconds, > 0), and wait
  * for every reply: a command sent behind a blocking one (BLPOP) runs as
  * soon as that one returns, without another round trip. Returns 0 once
- * every cmds[i].rc but the unheard ones' is set (as ct__rconn_command() returns); CT_EDEADLK,
+ * every cmds[i].rc is set (as ct__rconn_command() returns); CT_EDEADLK,
  * CT_ESHUTDOWN or CT_ENOMEM if none was sent. Thread-safety: any other
  * thread. */
 int ct__rconn_pipeline(ct__rconn_t *c, double timeout, size_t n, ct__rconn_cmd_t *cmds);

@@ -11,13 +11,7 @@
  * one MULTI/EXEC transaction instead, sent in one go: the same writes, as
  * atomic (a connection lost before EXEC writes nothing), and the same
  * guarantee (a name no worker has ever registered is refused: it is never
- * kept). A batch of ct_broker_submit_many() whose names are all known goes
- * in one transaction too: its script's cost per task was three times that
- * of the commands it runs (INFO commandstats and SLOWLOG, bench-broker).
- * The commands queued between MULTI and EXEC are sent unheard: nobody
- * waits on their replies, as EXEC's says how each went (a command refused
- * as it is queued fails EXEC as a whole). A handle keeps at most KNOWN_MAX
- * names; past them, the script.
+ * kept). A handle keeps at most KNOWN_MAX names; past them, the script.
  *
  * Lock: b->lock guards b->known.
  */
@@ -67,82 +61,48 @@ static int status_reply(const redisReply *r, void *data) {
   return r->type == REDIS_REPLY_STATUS ? 0 : CT_EINVAL;
 }
 
-/* EXEC's reply: per task, HSET's and EXPIRE's integers and XADD's entry
- * id, each task's outcome into its rcs[i]. Anything else for a task (a key
- * of another type: another program's doing) is the server refusing that
- * task, as the script's error would be; a reply of another shape refuses
- * them all. */
-typedef struct {
-  size_t n;
-  int *rcs;
-} exec_ctx_t;
-
+/* EXEC's reply: HSET's and EXPIRE's integers, XADD's entry id. Anything
+ * else (a key of another type: another program's doing) is the server
+ * refusing the task, as the script's error would be. */
 static int exec_reply(const redisReply *r, void *data) {
-  exec_ctx_t *x = data;
-  if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 * x->n)
-    return CT_EINVAL;
-  for (size_t i = 0; i < x->n; i++) {
-    redisReply *const *e = r->element + 3 * i;
-    x->rcs[i] = e[0]->type == REDIS_REPLY_INTEGER && e[1]->type == REDIS_REPLY_INTEGER &&
-                        e[1]->integer == 1 && e[2]->type == REDIS_REPLY_STRING
-                    ? 0
-                    : CT_EINVAL;
-  }
-  return 0;
+  (void)data;
+  return r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+                 r->element[0]->type == REDIS_REPLY_INTEGER &&
+                 r->element[1]->type == REDIS_REPLY_INTEGER && r->element[1]->integer == 1 &&
+                 r->element[2]->type == REDIS_REPLY_STRING
+             ? 0
+             : CT_EINVAL;
 }
 
-/* The three commands of task t, into cmds, their arguments into the
- * task's share of args (HSET_ARGC + EXPIRE_ARGC + 3 + its fields). */
-#define HSET_ARGC 12
-#define EXPIRE_ARGC 3
-
-static void task_commands(const ct__bsubmit_tx_t *t, const char **args, size_t *lens,
-                          ct__rconn_cmd_t cmds[3]) {
-  const char *hset[HSET_ARGC] = {"HSET",    t->record,  "status",   "queued", "name", t->name,
-                                 "created", t->created, "attempts", "0",      "ttl",  t->ttl};
-  const char *expire[EXPIRE_ARGC] = {"EXPIRE", t->record, t->keep};
-  const char *xadd[3] = {"XADD", t->stream, "*"};
-  const char **a = args;
-  size_t *l = lens;
-  memcpy(a, hset, sizeof hset);
-  memcpy(a + HSET_ARGC, expire, sizeof expire);
-  memcpy(a + HSET_ARGC + EXPIRE_ARGC, xadd, sizeof xadd);
-  for (size_t i = 0; i < HSET_ARGC + EXPIRE_ARGC + 3; i++)
-    l[i] = strlen(a[i]);
-  memcpy(a + HSET_ARGC + EXPIRE_ARGC + 3, t->w->argv, t->w->argc * sizeof *a);
-  memcpy(l + HSET_ARGC + EXPIRE_ARGC + 3, t->w->argvlen, t->w->argc * sizeof *l);
-  /* Unheard: a command refused as it is queued fails EXEC as a whole. */
-  cmds[0] = (ct__rconn_cmd_t){HSET_ARGC, a, l, NULL, NULL, 0, true};
-  cmds[1] = (ct__rconn_cmd_t){EXPIRE_ARGC, a + HSET_ARGC, l + HSET_ARGC, NULL, NULL, 0, true};
-  cmds[2] = (ct__rconn_cmd_t){(int)(3 + t->w->argc), a + HSET_ARGC + EXPIRE_ARGC,
-                              l + HSET_ARGC + EXPIRE_ARGC, NULL, NULL, 0, true};
-}
-
-int ct__bsubmit_tx(ct_broker_t *b, const ct__bsubmit_tx_t *t, size_t n, double wait, int rcs[]) {
-  static const char *multi[] = {"MULTI"}, *exec[] = {"EXEC"};
-  size_t nargs = 0, ncmds = 2 + 3 * n;
-  for (size_t i = 0; i < n; i++)
-    nargs += HSET_ARGC + EXPIRE_ARGC + 3 + t[i].w->argc;
-  const char **args = calloc(nargs, sizeof *args);
-  size_t *lens = calloc(nargs, sizeof *lens);
-  ct__rconn_cmd_t *cmds = calloc(ncmds, sizeof *cmds);
-  int rc = args && lens && cmds ? 0 : CT_ENOMEM;
-  exec_ctx_t x = {n, rcs};
-  if (rc == 0) {
-    cmds[0] = (ct__rconn_cmd_t){1, multi, NULL, status_reply, NULL, 0, false};
-    for (size_t i = 0, at = 0; i < n; i++) {
-      task_commands(&t[i], args + at, lens + at, cmds + 1 + 3 * i);
-      at += HSET_ARGC + EXPIRE_ARGC + 3 + t[i].w->argc;
-    }
-    cmds[ncmds - 1] = (ct__rconn_cmd_t){1, exec, NULL, exec_reply, &x, 0, false};
-    rc = ct__rconn_pipeline(b->conn, wait > 0 ? wait : b->command_timeout, ncmds, cmds);
+int ct__bsubmit_tx(ct_broker_t *b, const ct__bsubmit_tx_t *t, double wait) {
+  const char *multi[] = {"MULTI"}, *exec[] = {"EXEC"};
+  const char *hset[] = {"HSET",    t->record, "status", "queued", "name", t->name,
+                        "created", t->created, "attempts", "0",  "ttl",  t->ttl};
+  const char *expire[] = {"EXPIRE", t->record, t->keep};
+  size_t n = 3 + t->w->argc;
+  const char **xadd = calloc(n, sizeof *xadd);
+  size_t *xlen = calloc(n, sizeof *xlen);
+  if (!xadd || !xlen) {
+    free(xadd);
+    free(xlen);
+    return CT_ENOMEM;
   }
-  for (size_t i = 0; i < ncmds && rc == 0; i++)
+  const char *head[] = {"XADD", t->stream, "*"};
+  for (size_t i = 0; i < 3; i++) {
+    xadd[i] = head[i];
+    xlen[i] = strlen(head[i]);
+  }
+  memcpy(xadd + 3, t->w->argv, t->w->argc * sizeof *xadd);
+  memcpy(xlen + 3, t->w->argvlen, t->w->argc * sizeof *xlen);
+  ct__rconn_cmd_t cmds[] = {{1, multi, NULL, status_reply, NULL, 0},
+                            {12, hset, NULL, status_reply, NULL, 0},
+                            {3, expire, NULL, status_reply, NULL, 0},
+                            {(int)n, xadd, xlen, status_reply, NULL, 0},
+                            {1, exec, NULL, exec_reply, NULL, 0}};
+  int rc = ct__rconn_pipeline(b->conn, wait > 0 ? wait : b->command_timeout, 5, cmds);
+  for (size_t i = 0; i < 5 && rc == 0; i++)
     rc = cmds[i].rc;
-  for (size_t i = 0; i < n && rc != 0; i++)
-    rcs[i] = rc;
-  free(args);
-  free(lens);
-  free(cmds);
+  free(xadd);
+  free(xlen);
   return rc;
 }

@@ -1237,8 +1237,8 @@ static bool wait_for_entries(ct__bworker_t *w, fetch_t *f, int count) {
   memcpy(eval_argv + 3, a.keys, sizeof a.keys);
   memcpy(eval_argv + 3 + CT__BLEVELS + 2, a.args, sizeof a.args);
   fetch_t next = {.w = w, .want = count};
-  ct__rconn_cmd_t cmds[] = {{READ_ARGC, argv, NULL, ok_reply, NULL, 0, false},
-                            {FETCH_ARGC, eval_argv, NULL, fetch_reply, &next, 0, false}};
+  ct__rconn_cmd_t cmds[] = {{READ_ARGC, argv, NULL, ok_reply, NULL, 0},
+                            {FETCH_ARGC, eval_argv, NULL, fetch_reply, &next, 0}};
   size_t n = count > 0 && sha[0] ? 2 : 1;
   int rc = ct__rconn_pipeline(w->fetch, w->b->command_timeout + BLOCK_SECONDS, n, cmds);
   pthread_mutex_lock(&w->lock);

@@ -1,4 +1,4 @@
-/* ct_broker_submit_many(): n tasks in one round trip, each checked and
+/* ct_broker_submit_many(): n tasks in one script call, each checked and
  * written on its own as ct_broker_submit() would (all or nothing per
  * task), in the order given; refused calls write nothing. */
 #include <stdatomic.h>

@@ -1,10 +1,9 @@
-/* ct_broker_submit() and ct_broker_submit_many() of names the handle has
- * found registered: the first submission of a name goes through a submit
- * script, which checks the names set; the next immediate ones write the
- * same records and entries in a MULTI/EXEC transaction, without a script
- * (submit-tx.c), a whole batch in one. A name never found registered is
- * still refused with nothing written, and an idempotency key or a delay
- * keeps the script. The test counts the
+/* ct_broker_submit() of a name the handle has found registered: the first
+ * submission of a name goes through the submit script, which checks the
+ * names set; the next immediate ones write the same record and entry in a
+ * MULTI/EXEC transaction, without a script (submit-tx.c). A name never
+ * found registered is still refused with nothing written, and an
+ * idempotency key or a delay keeps the script. The test counts the
  * server's EVALSHA and EXEC calls (INFO commandstats) to tell the paths
  * apart. */
 #include <stdlib.h>
@@ -109,84 +108,11 @@ TEST(a_key_or_a_delay_keeps_the_script) {
   test_env_end(&e);
 }
 
-/* Submit n tasks of `name` in one ct_broker_submit_many(), each written. */
-static void submit_batch(test_env_t *e, const char *name, size_t n,
-                         const ct_broker_submit_opts_t *o, char (*ids)[CT_BROKER_ID_SIZE]) {
-  const char *names[8];
-  int rcs[8];
-  CHECK(n <= 8);
-  for (size_t i = 0; i < n; i++)
-    names[i] = name;
-  CHECK_OK(ct_broker_submit_many(e->b, n, names, NULL, o, ids, rcs));
-  for (size_t i = 0; i < n; i++)
-    CHECK_EQ_INT(rcs[i], 0);
-}
-
-TEST(a_batch_of_known_names_is_written_in_one_transaction) {
-  test_env_t e;
-  test_env_start(&e, 0, 10, NULL);
-  test_redis_register_name(&e.r, "known");
-  char first[3][CT_BROKER_ID_SIZE], second[3][CT_BROKER_ID_SIZE];
-  submit_batch(&e, "known", 3, NULL, first); /* the script finds the name */
-  long long scripts = test_redis_calls(&e.r, "evalsha");
-  CHECK_EQ_INT(test_redis_calls(&e.r, "exec"), 0);
-  submit_batch(&e, "known", 3, NULL, second);
-  CHECK_EQ_INT(test_redis_calls(&e.r, "evalsha"), scripts); /* no script this time */
-  CHECK_EQ_INT(test_redis_calls(&e.r, "exec"), 1);          /* one for the batch */
-  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 6);
-  char a[512], c[512];
-  for (int i = 0; i < 3; i++) {
-    record_of(&e.r, first[i], a, sizeof a);
-    record_of(&e.r, second[i], c, sizeof c);
-    CHECK_EQ_STR(c, a);
-    CHECK_EQ_STR(a, "status=queued;name=known;attempts=0;ttl=86400;");
-    long long ttl = test_redis_int(&e.r, "TTL " PREFIX "task:%s", second[i]);
-    CHECK(ttl > 86000 && ttl <= 86400);
-    entry_fields(&e.r, (size_t)i, a, sizeof a);
-    entry_fields(&e.r, (size_t)i + 3, c, sizeof c);
-    CHECK_EQ_STR(c, a);
-    /* entry 3 + i is task i of the second batch: the order is kept */
-    redisReply *x = test_redis(&e.r, "XRANGE " PREFIX "stream:normal - +");
-    const redisReply *f = x->element[3 + i]->element[1];
-    bool has_id = false;
-    for (size_t j = 0; j + 1 < f->elements; j += 2)
-      has_id = has_id || (strcmp(f->element[j]->str, "id") == 0 &&
-                          strcmp(f->element[j + 1]->str, second[i]) == 0);
-    CHECK(has_id);
-    freeReplyObject(x);
-  }
-  test_env_end(&e);
-}
-
-TEST(a_batch_with_a_name_not_known_or_a_delay_keeps_the_script) {
-  test_env_t e;
-  test_env_start(&e, 0, 10, NULL);
-  test_redis_register_name(&e.r, "known");
-  char ids[2][CT_BROKER_ID_SIZE];
-  submit_batch(&e, "known", 1, NULL, ids); /* the name is known now */
-  long long scripts = test_redis_calls(&e.r, "evalsha");
-  const char *names[] = {"known", "unknown"};
-  int rcs[2];
-  CHECK_EQ_INT(ct_broker_submit_many(e.b, 2, names, NULL, NULL, ids, rcs), CT_ENOENT);
-  CHECK_EQ_INT(rcs[0], 0);
-  CHECK_EQ_INT(rcs[1], CT_ENOENT); /* refused, nothing of it written */
-  ct_broker_submit_opts_t o = CT_BROKER_SUBMIT_OPTS_INIT;
-  o.delay = 600;
-  submit_batch(&e, "known", 2, &o, ids);
-  CHECK_EQ_INT(test_redis_calls(&e.r, "evalsha"), scripts + 2);
-  CHECK_EQ_INT(test_redis_calls(&e.r, "exec"), 0);
-  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 2);
-  CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 2);
-  test_env_end(&e);
-}
-
 int main(void) {
   if (!test_redis_installed())
     return 77;
   RUN(a_known_name_is_submitted_whole_in_a_transaction);
   RUN(a_name_never_registered_is_refused_after_a_known_one);
   RUN(a_key_or_a_delay_keeps_the_script);
-  RUN(a_batch_of_known_names_is_written_in_one_transaction);
-  RUN(a_batch_with_a_name_not_known_or_a_delay_keeps_the_script);
   return check_done();
 }
