@@ -70,14 +70,22 @@ static const char complete_script[] =
     "local acks, streams = {}, {}\n"
     "for i = 0, #KEYS / 3 - 1 do\n"
     "  local rec, stream, a = KEYS[3 * i + 1], KEYS[3 * i + 2], 2 + 6 * i\n"
-    "  local r = redis.call('HMGET', rec, 'status', 'ttl', 'created')\n"
+    "  local r = redis.call('HMGET', rec, 'status', 'ttl')\n"
     "  local s = r[1]\n"
     "  local ended = s == 'completed' or s == 'failed' or s == 'dead' or s == 'expired'\n"
-    "  if not ended then\n"
+    /* A record with a status was written whole by its submission: only the
+     * outcome is new. One gone (expired, deleted) is written whole again.
+     * (Reading and writing again the name and creation time of every
+     * record cost Redis about 0.8 us a result: 9 of 9 alternated
+     * measurements, 64 results a call.) */
+    "  if s and not ended then\n"
     "    redis.call('HSET', rec, 'status', ARGV[a + 2], 'result', ARGV[a + 3],"
-    " 'finished', ARGV[a + 4], 'name', ARGV[a + 5], 'created', r[3] or ARGV[a + 4])\n"
-    "    redis.call('EXPIRE', rec, r[2] or ARGV[2])\n"
+    " 'finished', ARGV[a + 4])\n"
+    "  elseif not s then\n"
+    "    redis.call('HSET', rec, 'status', ARGV[a + 2], 'result', ARGV[a + 3],"
+    " 'finished', ARGV[a + 4], 'name', ARGV[a + 5], 'created', ARGV[a + 4])\n"
     "  end\n"
+    "  if not ended then redis.call('EXPIRE', rec, r[2] or ARGV[2]) end\n"
     "  if not acks[stream] then\n"
     "    acks[stream] = {}\n"
     "    streams[#streams + 1] = stream\n"

@@ -216,11 +216,61 @@ TEST(results_stored_out_of_order_in_one_batch_leave_no_entry) {
   teardown(sup, b);
 }
 
+/* A result whose record is gone as it is stored (expired, or deleted by
+ * hand as here) writes the record whole again: its status, result, name
+ * and times, which ct_broker_get() reads as any other. One that is there
+ * keeps its own name and creation time. */
+TEST(a_result_whose_record_is_gone_writes_it_whole) {
+  ct_supervisor_t *sup;
+  ct_broker_t *b;
+  setup(&sup, &b, 2);
+  char gone[CT_BROKER_ID_SIZE], kept[CT_BROKER_ID_SIZE];
+  json_t *kw[2] = {json_pack("{s:i}", "i", 0), json_pack("{s:i}", "i", 1)};
+  CHECK_OK(ct_broker_submit(b, "gated", kw[0], NULL, gone));
+  CHECK_OK(ct_broker_submit(b, "gated", kw[1], NULL, kept));
+  ct_broker_info_t info = {0};
+  for (int k = 1; k >= 0; k--) { /* both running: their records marked */
+    memset(&info, 0, sizeof info);
+    for (int i = 0; i < 1000 && info.status != CT_BROKER_RUNNING; i++) {
+      json_decref(info.result);
+      CHECK_OK(ct_broker_get(b, k ? gone : kept, &info));
+      check_sleep(0.01);
+    }
+    CHECK_EQ_INT(info.status, CT_BROKER_RUNNING);
+  }
+  double created = info.created;
+  json_decref(info.result);
+  freeReplyObject(test_redis(&r, "DEL " PREFIX "task:%s", gone));
+  atomic_store(&gates[0], true);
+  atomic_store(&gates[1], true);
+  WAIT_FOR(atomic_load(&ends) == 2);
+  const char *ids[] = {gone, kept};
+  for (int i = 0; i < 2; i++) {
+    memset(&info, 0, sizeof info);
+    CHECK_OK(ct_broker_get(b, ids[i], &info));
+    CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+    CHECK_EQ_STR(json_string_value(info.result), "gated");
+    redisReply *x = test_redis(&r, "HGET " PREFIX "task:%s name", ids[i]);
+    CHECK(x->type == REDIS_REPLY_STRING);
+    CHECK_EQ_STR(x->str, "gated");
+    freeReplyObject(x);
+    CHECK(info.created > 0 && info.finished >= info.created);
+    if (i == 1)
+      CHECK(info.created == created); /* its own, kept */
+    json_decref(info.result);
+    json_decref(kw[i]);
+  }
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN " STREAM), 0);
+  CHECK_OK(ct_broker_worker_stop(b, -1));
+  teardown(sup, b);
+}
+
 int main(void) {
   if (!test_redis_installed())
     return 77;
   RUN(a_result_being_stored_keeps_its_slot_until_stored);
   RUN(a_stop_waits_for_a_result_being_stored);
   RUN(results_stored_out_of_order_in_one_batch_leave_no_entry);
+  RUN(a_result_whose_record_is_gone_writes_it_whole);
   return check_done();
 }
