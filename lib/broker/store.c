@@ -91,7 +91,6 @@ static const char complete_script[] =
     "    streams[#streams + 1] = stream\n"
     "  end\n"
     "  table.insert(acks[stream], ARGV[a + 1])\n"
-
     "  if ARGV[a + 6] == '1' then\n"
     "    redis.call('RPUSH', KEYS[3 * i + 3],"
     " ended and s or '[\"' .. ARGV[a + 2] .. '\",' .. ARGV[a + 3] .. ']')\n"
