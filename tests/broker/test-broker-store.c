@@ -162,8 +162,10 @@ TEST(a_stop_waits_for_a_result_being_stored) {
   ct_broker_t *b;
   setup(&sup, &b, 1);
   char id[CT_BROKER_ID_SIZE];
-  atomic_store(&may_halt, true);
   CHECK_OK(ct_broker_submit(b, "halt", NULL, NULL, id));
+  /* Only now: the worker, woken in the same pass of the server as this
+   * submission's reply is written, could stop it before it writes it. */
+  atomic_store(&may_halt, true);
   wait_completed(sup, 1);
   /* Its store cannot end while Redis is stopped: nor can a stop. */
   CHECK_EQ_INT(ct_broker_worker_stop(b, 0.5), CT_ETIMEDOUT);
