@@ -4,7 +4,9 @@
  * SIGSTOP by the handler itself) keeps its slot taken, its entry pending
  * and its END event untold; once Redis answers again it is stored and its
  * entry acknowledged, and only then does the next task start. A stop
- * waits for such a store within its grace. Counts and order only; bounds
+ * waits for such a store within its grace. Results that queue up behind
+ * it are stored in one batch whatever their order, leaving no entry; a
+ * result whose record is gone writes it whole again. Counts and order only; bounds
  * are generous (the command timeout, 10 s, is longer than any wait here
  * for a store that must not have happened). */
 #include <signal.h>
