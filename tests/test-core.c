@@ -116,7 +116,7 @@ TEST(finishing_a_registered_task_calls_its_owners_forget_hook_once) {
   atomic_fetch_or(&t->flags, CT__F_REGISTERED);
   ct_task_t *handle = ct_task_ref(t);
   CHECK(ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED));
-  ct__task_run_and_release(t);
+  ct__task_run_and_release(t, NULL);
   CHECK_OK(ct_task_wait(handle, WAIT_BOUND_S));
   CHECK_EQ_INT(own.forgotten, 1);
   CHECK_EQ_INT(ct__handles_size(own.handles), 0);
@@ -128,7 +128,7 @@ TEST(finishing_a_registered_task_calls_its_owners_forget_hook_once) {
   plain->owner = &own.owner;
   handle = ct_task_ref(plain);
   CHECK(ct__task_try_status(plain, CT_TASK_QUEUED, CT_TASK_STARTED));
-  ct__task_run_and_release(plain);
+  ct__task_run_and_release(plain, NULL);
   CHECK_EQ_INT(own.forgotten, 1);
   CHECK_EQ_INT(ct_task_status(handle), CT_TASK_COMPLETED);
   ct_task_unref(handle);

@@ -6,7 +6,10 @@
  * publishes it; the other way round, a poller could read the status before
  * the stamp (a start time of 0), and the two threads' accesses to the time
  * were a data race (TSan reported it). Each task waits until the poller
- * has seen it STARTED and said so, so every round checks a running task. */
+ * has seen it STARTED and said so, so every round checks a running task.
+ * A pool thread that goes straight on from one task to the next stamps the
+ * first one's end and the second one's start with one clock read, unless
+ * the second was queued after that end. */
 #include <fcntl.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -86,6 +89,66 @@ TEST(a_loop_task_is_never_seen_started_without_its_start_time) {
   stop_and_free(sup);
 }
 
+static json_t *empty_task(ct_task_t *self, void *arg) {
+  (void)self;
+  (void)arg;
+  return NULL;
+}
+
+/* A pool thread that goes straight from one task to the next reads the
+ * clock once for the first one's end and the second one's start. */
+TEST(a_thread_going_straight_to_the_next_task_starts_it_when_the_last_ended) {
+  ct_supervisor_t *sup = start_supervisor(1, 0, 0);
+  gate_t gate;
+  gate_init(&gate);
+  ct_task_t *first, *second;
+  CHECK_OK(ct_background_task(sup, gate_task, &gate, NULL, &first));
+  gate_wait_arrived(&gate, 1);
+  CHECK_OK(ct_background_task(sup, empty_task, NULL, NULL, &second)); /* queued behind it */
+  gate_open(&gate);
+  CHECK_OK(ct_task_wait(second, -1));
+  CHECK(ct_task_time_started(second) == ct_task_time_completed(first));
+  CHECK(ct_task_time_queued(second) <= ct_task_time_started(second));
+  ct_task_unref(first);
+  ct_task_unref(second);
+  gate_destroy(&gate);
+  stop_and_free(sup);
+}
+
+typedef struct {
+  ct_supervisor_t *sup;
+  ct_task_t *next;
+} submit_next_t;
+
+/* on_done: runs after the task's end is stamped, before its thread looks
+ * for the next task, which this submits. */
+static void submit_next(ct_task_t *t, void *data) {
+  (void)t;
+  submit_next_t *s = data;
+  CHECK_OK(ct_background_task(s->sup, empty_task, NULL, NULL, &s->next));
+}
+
+/* ... but a task queued after that end does not start before it was
+ * queued: its start comes from the clock. */
+TEST(a_task_queued_after_the_last_one_ended_starts_after_it_was_queued) {
+  ct_supervisor_t *sup = start_supervisor(1, 0, 0);
+  for (int i = 0; i < 200; i++) {
+    submit_next_t s = {sup, NULL};
+    ct_task_opts_t o = CT_TASK_OPTS_INIT;
+    o.on_done = submit_next;
+    o.done_data = &s;
+    ct_task_t *first;
+    CHECK_OK(ct_background_task(sup, empty_task, NULL, &o, &first));
+    CHECK_OK(ct_task_wait(first, -1)); /* after on_done: s.next is set */
+    CHECK_OK(ct_task_wait(s.next, -1));
+    CHECK(ct_task_time_queued(s.next) >= ct_task_time_completed(first));
+    CHECK(ct_task_time_started(s.next) >= ct_task_time_queued(s.next));
+    ct_task_unref(first);
+    ct_task_unref(s.next);
+  }
+  stop_and_free(sup);
+}
+
 static void tell_file(void *path) {
   int fd = open(path, O_CREAT | O_WRONLY, 0600);
   CHECK(fd >= 0);
@@ -131,5 +194,7 @@ int main(void) {
   RUN(a_process_task_is_never_seen_started_without_its_start_time);
   RUN(a_pool_task_is_never_seen_started_without_its_start_time);
   RUN(a_loop_task_is_never_seen_started_without_its_start_time);
+  RUN(a_thread_going_straight_to_the_next_task_starts_it_when_the_last_ended);
+  RUN(a_task_queued_after_the_last_one_ended_starts_after_it_was_queued);
   return check_done();
 }

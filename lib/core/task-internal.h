@@ -179,13 +179,24 @@ static inline bool ct__task_try_start(ct_task_t *t) {
 /* ct__task_try_start(), for the executor that took the task off its run
  * queue under its lock. A private task can be canceled only by a stop,
  * under that same lock, so a store does what the compare-and-swap does for
- * the others (and it has no time to stamp). */
-static inline bool ct__task_start(ct_task_t *t) {
+ * the others (and it has no time to stamp). `done_at`: the completion time
+ * of the task the thread has just finished, when it went straight on to
+ * this one (0: none). Both events happen as the thread passes from one
+ * task to the next, so that one clock read stamps them both, and none is
+ * made under the lock; unless this task was queued after it, whose start
+ * time then comes from the clock. */
+static inline bool ct__task_start(ct_task_t *t, double done_at) {
   if (ct__task_private(t)) {
     atomic_store_explicit(&t->status, CT_TASK_STARTED, memory_order_relaxed);
     return true;
   }
-  return ct__task_try_start(t);
+  struct ct__task_extra *x = ct__task_x(t);
+  double queued;
+  __atomic_load(&x->t_queued, &queued, __ATOMIC_RELAXED);
+  if (done_at <= 0 || done_at < queued)
+    return ct__task_try_start(t);
+  x->t_started = done_at;
+  return ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED);
 }
 
 /* DELAYED -> QUEUED by compare-and-swap, the queued time stamped first, as
@@ -210,8 +221,10 @@ static inline bool ct__task_try_queue_delayed(ct_task_t *t) {
 
 /* Run a task whose status is already STARTED (and t_started set with it),
  * finish it with what its function returned and drop the executor's
- * reference. Returns whether the result is an error. */
-bool ct__task_run_and_release(ct_task_t *t);
+ * reference. Returns whether the result is an error. If `done_at` is not
+ * NULL, it receives the completion time stamped, or 0 if none was (a task
+ * without the extra part, or one with a timeout). */
+bool ct__task_run_and_release(ct_task_t *t, double *done_at);
 
 /* Make a STARTED task COMPLETED with `result` (stolen; NULL means json
  * null), run its callback, wake its waiters, drop it from the registry. */

@@ -204,7 +204,11 @@ static void announce_terminal(ct_task_t *t) {
   }
 }
 
-bool ct__task_run_and_release(ct_task_t *t) {
+static double finish_task(ct_task_t *t, json_t *result);
+
+bool ct__task_run_and_release(ct_task_t *t, double *done_at) {
+  if (done_at)
+    *done_at = 0;
   if (ct__task_has_timeout(t))
     return ct__task_run_timed(t);
   json_t *result = t->fn(t, t->arg);
@@ -221,19 +225,24 @@ bool ct__task_run_and_release(ct_task_t *t) {
     task_free(t);
     return failed;
   }
-  ct__task_finish(t, result);
+  double now = finish_task(t, result);
+  if (done_at)
+    *done_at = now;
   ct_task_unref(t);
   return failed;
 }
 
-void ct__task_finish(ct_task_t *t, json_t *result) {
+void ct__task_finish(ct_task_t *t, json_t *result) { finish_task(t, result); }
+
+/* ct__task_finish(); returns the completion time it stamped (0: none). */
+static double finish_task(ct_task_t *t, json_t *result) {
   t->result = result ? result : json_null();
   struct ct__task_extra *x = ct__task_x(t);
+  double now = x ? ct__now() : 0;
   if (x)
-    x->t_completed = ct__now();
+    x->t_completed = now;
   if (x && ct__task_timed(t) && x->t_started > 0)
-    ct__timing_record(t->owner->timing, x->t_started - x->t_queued,
-                      x->t_completed - x->t_started);
+    ct__timing_record(t->owner->timing, x->t_started - x->t_queued, now - x->t_started);
   /* A store, not a swap: STARTED is left only here, by the executor that
    * won QUEUED -> STARTED (a cancel then only sets a flag), or by a
    * deadline that won the claim against the function's return
@@ -242,6 +251,7 @@ void ct__task_finish(ct_task_t *t, json_t *result) {
    * (waiters have the DONE flag). */
   atomic_store_explicit(&t->status, CT_TASK_COMPLETED, memory_order_release);
   announce_terminal(t);
+  return now;
 }
 
 void ct__task_finish_canceled(ct_task_t *t) {

@@ -26,7 +26,7 @@ static void run_task_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
     ct_task_unref(t); /* canceled while it waited in the inbox */
     return;
   }
-  bool failed = ct__task_run_and_release(t);
+  bool failed = ct__task_run_and_release(t, NULL);
   atomic_fetch_add(failed ? &counts->failed : &counts->completed, 1);
 }
 

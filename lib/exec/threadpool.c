@@ -93,6 +93,8 @@ typedef struct ct__pool_thread {
   ct__list_t in_all; /* in pool->all */
   ct__pool_t *pool;
   ct_task_t *current;
+  double done_at; /* the completion time of the task it has just run, for
+                     the next one's start (ct__task_start()); 0: none */
   pthread_cond_t cond;
   atomic_bool claimed;
   bool spinning, sleeping;
@@ -166,6 +168,8 @@ static void drain_intake(ct__pool_t *p) {
  * STARTED. Lock held. */
 static ct_task_t *take_runnable(ct__pool_t *p, ct__pool_thread_t *w) {
   ct_task_t *t;
+  double done_at = w->done_at; /* good for this look only */
+  w->done_at = 0;
   drain_intake(p);
   while ((t = ct__rq_peek(&p->rq)) != NULL) {
     if (atomic_load_explicit(&t->status, memory_order_relaxed) == CT_TASK_CANCELED) {
@@ -182,7 +186,7 @@ static ct_task_t *take_runnable(ct__pool_t *p, ct__pool_thread_t *w) {
       p->canceled++;
       return t;
     }
-    if (!ct__task_start(t)) { /* stamps it under the lock: the watchdog reads it */
+    if (!ct__task_start(t, done_at)) { /* stamped under the lock: the watchdog reads it */
       ct_task_unref(t); /* canceled between the check and here */
       continue;
     }
@@ -483,7 +487,7 @@ static void run_task(ct__pool_t *p, ct__pool_thread_t *w, ct_task_t *t) {
     w->current = ct_task_ref(t);
   wake_for_head(p); /* more work that may start: fan out */
   pthread_mutex_unlock(&p->lock);
-  bool failed = ct__task_run_and_release(t);
+  bool failed = ct__task_run_and_release(t, &w->done_at);
   pthread_mutex_lock(&p->lock);
   if (watched) {
     w->current = NULL;
