@@ -17,7 +17,13 @@
  * Locks: one mutex (pool->lock) guards the run queue, the counters and the
  * thread lists. It is a leaf: the on_drained and on_spawn_failed hooks,
  * called under it, only kick a loop, which takes no lock (see the table in
- * docs/threading.md).
+ * docs/threading.md). It is held for a few hundred instructions at a time,
+ * so it is glibc's adaptive kind: a thread that finds it taken spins a
+ * little before it sleeps in the kernel. With a plain mutex, two pool
+ * threads taking their next tasks met often enough that a quarter of the
+ * CPU time went to futex calls (bench-pool, tracked tasks, one producer);
+ * the adaptive one gave about 10-30% more tasks per second, fire-and-forget
+ * and tracked alike, at less CPU time per task.
  *
  * Waking. `busy` counts running tasks plus threads claimed to start one;
  * the caps are checked against it. A thread hands its unit of `busy` from
@@ -119,7 +125,12 @@ int ct__pool_init(ct__pool_t *p, const ct__pool_cfg_t *cfg) {
   atomic_init(&p->spinning, 0);
   atomic_init(&p->waking, 0);
   atomic_init(&p->stopping, false);
-  return pthread_mutex_init(&p->lock, NULL) == 0 ? 0 : CT_ENOMEM;
+  pthread_mutexattr_t attr; /* adaptive: see "Locks" above */
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+  int rc = pthread_mutex_init(&p->lock, &attr);
+  pthread_mutexattr_destroy(&attr);
+  return rc == 0 ? 0 : CT_ENOMEM;
 }
 
 void ct__pool_destroy(ct__pool_t *p) { pthread_mutex_destroy(&p->lock); }
