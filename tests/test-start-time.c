@@ -9,7 +9,9 @@
  * has seen it STARTED and said so, so every round checks a running task.
  * A pool thread that goes straight on from one task to the next stamps the
  * first one's end and the second one's start with one clock read, unless
- * the second was queued after that end. */
+ * the second was queued after that end; and a thread overtaken meanwhile
+ * by another does not stamp a start earlier than that one's (start times
+ * follow the start order, which test-priority reads from them). */
 #include <fcntl.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -189,6 +191,74 @@ TEST(a_process_task_is_never_seen_started_without_its_start_time) {
   CHECK_OK(rmdir(dir));
 }
 
+typedef struct {
+  gate_t gate;             /* holds the first two tasks */
+  atomic_bool first_ended; /* the first task's on_done has begun */
+  ct_task_t *next;         /* the task the other thread starts meanwhile */
+  ct_task_t *last;         /* the one the first task's thread starts after */
+} overtaken_t;
+
+static bool has_started(ct_task_t *t) {
+  ct_task_status_t s = ct_task_status(t);
+  return s == CT_TASK_STARTED || s == CT_TASK_COMPLETED;
+}
+
+/* on_done of the first task: its end is stamped; its thread waits here
+ * until the other thread has started the next task. */
+static void hold_until_next_started(ct_task_t *t, void *data) {
+  (void)t;
+  overtaken_t *o = data;
+  atomic_store(&o->first_ended, true);
+  WAIT_FOR(has_started(o->next));
+}
+
+/* The second running task: ends after the first one did. */
+static json_t *end_after_the_first(ct_task_t *self, void *arg) {
+  (void)self;
+  overtaken_t *o = arg;
+  gate_pass(&o->gate);
+  WAIT_FOR(atomic_load(&o->first_ended));
+  return NULL;
+}
+
+/* The next task: keeps its thread until the last one has started. */
+static json_t *hold_until_last_started(ct_task_t *self, void *arg) {
+  (void)self;
+  overtaken_t *o = arg;
+  WAIT_FOR(has_started(o->last));
+  return NULL;
+}
+
+/* ... and start times follow the start order: a thread whose task ended
+ * before another thread's, but that takes its next task after that
+ * thread took one, does not stamp an earlier start than it. */
+TEST(start_times_follow_the_start_order_across_threads) {
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  overtaken_t o = {.first_ended = false};
+  gate_init(&o.gate);
+  ct_task_opts_t held = CT_TASK_OPTS_INIT;
+  held.on_done = hold_until_next_started;
+  held.done_data = &o;
+  ct_task_t *first, *second, *next, *last;
+  CHECK_OK(ct_background_task(sup, gate_task, &o.gate, &held, &first));
+  CHECK_OK(ct_background_task(sup, end_after_the_first, &o, NULL, &second));
+  gate_wait_arrived(&o.gate, 2);
+  /* Both threads are busy: these two are queued before either task ends. */
+  CHECK_OK(ct_background_task(sup, hold_until_last_started, &o, NULL, &next));
+  o.next = next; /* read by the tasks once the gate opens */
+  CHECK_OK(ct_background_task(sup, empty_task, NULL, NULL, &last));
+  o.last = last;
+  gate_open(&o.gate);
+  ct_task_t *all[] = {first, second, next, last};
+  CHECK_OK(ct_wait_completed(all, 4, -1));
+  CHECK(ct_task_time_completed(second) > ct_task_time_completed(first));
+  CHECK(ct_task_time_started(next) <= ct_task_time_started(last));
+  for (int i = 0; i < 4; i++)
+    ct_task_unref(all[i]);
+  gate_destroy(&o.gate);
+  stop_and_free(sup);
+}
+
 int main(void) {
   /* The process pool first, while this thread is the only one (pool.h). */
   RUN(a_process_task_is_never_seen_started_without_its_start_time);
@@ -196,5 +266,6 @@ int main(void) {
   RUN(a_loop_task_is_never_seen_started_without_its_start_time);
   RUN(a_thread_going_straight_to_the_next_task_starts_it_when_the_last_ended);
   RUN(a_task_queued_after_the_last_one_ended_starts_after_it_was_queued);
+  RUN(start_times_follow_the_start_order_across_threads);
   return check_done();
 }

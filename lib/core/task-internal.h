@@ -179,13 +179,15 @@ static inline bool ct__task_try_start(ct_task_t *t) {
 /* ct__task_try_start(), for the executor that took the task off its run
  * queue under its lock. A private task can be canceled only by a stop,
  * under that same lock, so a store does what the compare-and-swap does for
- * the others (and it has no time to stamp). `done_at`: the completion time
- * of the task the thread has just finished, when it went straight on to
- * this one (0: none). Both events happen as the thread passes from one
- * task to the next, so that one clock read stamps them both, and none is
- * made under the lock; unless this task was queued after it, whose start
- * time then comes from the clock. */
-static inline bool ct__task_start(ct_task_t *t, double done_at) {
+ * the others (and it has no time to stamp). `*at` on entry: the start time
+ * to stamp without reading the clock, or 0 for none. The executor passes
+ * the completion time of the task the thread has just finished, when it
+ * went straight on to this one: both events happen as the thread passes
+ * from one task to the next, so that one clock read, made outside the
+ * lock, stamps them both. A task queued after that time takes its start
+ * time from the clock. `*at` on return: the time stamped (unchanged for a
+ * private task). */
+static inline bool ct__task_start(ct_task_t *t, double *at) {
   if (ct__task_private(t)) {
     atomic_store_explicit(&t->status, CT_TASK_STARTED, memory_order_relaxed);
     return true;
@@ -193,9 +195,12 @@ static inline bool ct__task_start(ct_task_t *t, double done_at) {
   struct ct__task_extra *x = ct__task_x(t);
   double queued;
   __atomic_load(&x->t_queued, &queued, __ATOMIC_RELAXED);
-  if (done_at <= 0 || done_at < queued)
-    return ct__task_try_start(t);
-  x->t_started = done_at;
+  if (*at <= 0 || *at < queued) {
+    bool started = ct__task_try_start(t);
+    *at = x->t_started;
+    return started;
+  }
+  x->t_started = *at;
   return ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED);
 }
 

@@ -179,8 +179,12 @@ static void drain_intake(ct__pool_t *p) {
  * STARTED. Lock held. */
 static ct_task_t *take_runnable(ct__pool_t *p, ct__pool_thread_t *w) {
   ct_task_t *t;
-  double done_at = w->done_at; /* good for this look only */
+  double at = w->done_at; /* good for this look only */
   w->done_at = 0;
+  /* Another thread may have stamped a later start since this one's task
+   * ended: start times must follow the start order. */
+  if (at > 0 && at < p->last_start)
+    at = p->last_start;
   drain_intake(p);
   while ((t = ct__rq_peek(&p->rq)) != NULL) {
     if (atomic_load_explicit(&t->status, memory_order_relaxed) == CT_TASK_CANCELED) {
@@ -197,7 +201,10 @@ static ct_task_t *take_runnable(ct__pool_t *p, ct__pool_thread_t *w) {
       p->canceled++;
       return t;
     }
-    if (!ct__task_start(t, done_at)) { /* stamped under the lock: the watchdog reads it */
+    bool started = ct__task_start(t, &at); /* under the lock: the watchdog reads it */
+    if (at > p->last_start)
+      p->last_start = at;
+    if (!started) {
       ct_task_unref(t); /* canceled between the check and here */
       continue;
     }

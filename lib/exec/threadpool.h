@@ -53,6 +53,7 @@ typedef struct ct__pool {
   bool retry_owed;            /* L: on_spawn_failed was called; its retry is pending */
   unsigned spawn_failures;    /* L: failed thread starts since work last got one */
   uint64_t queued, completed, failed, canceled; /* L */
+  double last_start;          /* L: the latest start time stamped */
   double spin_for;            /* L: seconds the next idle spin lasts, 0..idle_spin */
   uint64_t spins, spins_paid; /* L: idle spins, and those that found work */
   double idle_since;          /* L: when `busy` last fell to 0 (with idle_spin only) */
