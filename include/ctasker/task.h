@@ -70,7 +70,11 @@ CT_EXPORT bool ct_task_is_terminal(const ct_task_t *task);     /**< COMPLETED or
  * or 0 if that has not happened yet (a delayed task is queued when its
  * delay has passed; one canceled before keeps 0). Tasks submitted without
  * a handle, a callback or a supervisor timeout carry no timestamps (all 0):
- * the cheap path does not read the clock. */
+ * the cheap path does not read the clock. A pool task's start time is when
+ * its thread set out for it: for a thread going straight on from one task
+ * to the next, the last one's completion time (one clock read for both),
+ * never before the task was queued; the pool's start times follow the
+ * order in which its tasks started. */
 CT_EXPORT double ct_task_time_queued(const ct_task_t *task);
 CT_EXPORT double ct_task_time_started(const ct_task_t *task);   /**< see ct_task_time_queued() */
 CT_EXPORT double ct_task_time_completed(const ct_task_t *task); /**< see ct_task_time_queued() */
