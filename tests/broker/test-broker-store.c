@@ -6,7 +6,9 @@
  * entry acknowledged, and only then does the next task start. A stop
  * waits for such a store within its grace. Results that queue up behind
  * it are stored in one batch whatever their order, leaving no entry; a
- * result whose record is gone writes it whole again. Counts and order only; bounds
+ * lone result's entry is deleted, many of one stream are trimmed, up to an
+ * older task still running; a result whose record is gone writes it whole
+ * again. Counts and order only; bounds
  * are generous (the command timeout, 10 s, is longer than any wait here
  * for a store that must not have happened). */
 #include <signal.h>
@@ -87,7 +89,8 @@ static void wait_completed(ct_supervisor_t *sup, uint64_t n) {
   CHECK_EQ_INT(sup_completed(sup), n);
 }
 
-static void setup(ct_supervisor_t **sup, ct_broker_t **b, int concurrency) {
+/* A worker of `concurrency` slots on a pool of `threads` threads. */
+static void setup_with(ct_supervisor_t **sup, ct_broker_t **b, int concurrency, int threads) {
   atomic_store(&ends, 0);
   atomic_store(&ends_when_after, -1);
   atomic_store(&unstored, 0);
@@ -96,7 +99,7 @@ static void setup(ct_supervisor_t **sup, ct_broker_t **b, int concurrency) {
   atomic_store(&gates[1], false);
   test_redis_start(&r, NULL);
   ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
-  so.pool_size = 4; /* every slot a thread, whatever the machine */
+  so.pool_size = threads;
   CHECK_OK(ct_supervisor_new(&so, sup));
   CHECK_OK(ct_supervisor_start(*sup));
   ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
@@ -112,6 +115,10 @@ static void setup(ct_supervisor_t **sup, ct_broker_t **b, int concurrency) {
   wo.concurrency = concurrency;
   wo.consumer = "w";
   CHECK_OK(ct_broker_worker_start(*b, &wo));
+}
+
+static void setup(ct_supervisor_t **sup, ct_broker_t **b, int concurrency) {
+  setup_with(sup, b, concurrency, 4); /* every slot a thread, whatever the machine */
 }
 
 static void teardown(ct_supervisor_t *sup, ct_broker_t *b) {
@@ -220,6 +227,53 @@ TEST(results_stored_out_of_order_in_one_batch_leave_no_entry) {
   teardown(sup, b);
 }
 
+/* A lone result's entry is deleted with XDEL; a batch of many results of
+ * one stream (17 here, made as above, in whatever order they end) is
+ * trimmed with XTRIM up to the oldest entry still pending, which an older
+ * task still running keeps: its entry stays until its own result is
+ * stored. */
+TEST(many_results_in_one_batch_trim_up_to_a_running_task) {
+  enum { MANY = 17 };
+  ct_supervisor_t *sup;
+  ct_broker_t *b;
+  setup_with(&sup, &b, MANY + 2, MANY + 2);
+  char running[CT_BROKER_ID_SIZE], many[MANY][CT_BROKER_ID_SIZE], halted[CT_BROKER_ID_SIZE];
+  json_t *kw[2] = {json_pack("{s:i}", "i", 0), json_pack("{s:i}", "i", 1)};
+  CHECK_OK(ct_broker_submit(b, "gated", kw[0], NULL, running));
+  for (int i = 0; i < MANY; i++)
+    CHECK_OK(ct_broker_submit(b, "gated", kw[1], NULL, many[i]));
+  CHECK_OK(ct_broker_submit(b, "halt", NULL, NULL, halted));
+  atomic_store(&may_halt, true);
+  wait_completed(sup, 1); /* Redis stopped; the halted result's store waits */
+  check_sleep(0.3);       /* for the store thread to have sent it */
+  atomic_store(&gates[1], true);
+  wait_completed(sup, 1 + MANY);
+  kill(r.pid, SIGCONT);
+  WAIT_FOR(atomic_load(&ends) == 1 + MANY);
+  CHECK_EQ_INT(test_redis_calls(&r, "xtrim"), 1); /* not the lone result's */
+  for (int i = 0; i < MANY; i++) {
+    redisReply *x = test_redis(&r, "HGET " PREFIX "task:%s status", many[i]);
+    CHECK(x->type == REDIS_REPLY_STRING);
+    CHECK_EQ_STR(x->str, "completed");
+    freeReplyObject(x);
+  }
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN " STREAM), 1); /* the running task's */
+  redisReply *x = test_redis(&r, "XPENDING " STREAM " workers");
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements >= 1);
+  CHECK_EQ_INT(x->element[0]->integer, 1);
+  freeReplyObject(x);
+  atomic_store(&gates[0], true);
+  WAIT_FOR(atomic_load(&ends) == 2 + MANY);
+  CHECK_EQ_INT(test_redis_calls(&r, "xtrim"), 1);
+  check_stored(halted); /* no entry left, pending or not */
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN " STREAM), 0);
+  CHECK_EQ_INT(atomic_load(&unstored), 0);
+  json_decref(kw[0]);
+  json_decref(kw[1]);
+  CHECK_OK(ct_broker_worker_stop(b, -1));
+  teardown(sup, b);
+}
+
 /* A result whose record is gone as it is stored (expired, or deleted by
  * hand as here) writes the record whole again: its status, result, name
  * and times, which ct_broker_get() reads as any other. One that is there
@@ -275,6 +329,7 @@ int main(void) {
   RUN(a_result_being_stored_keeps_its_slot_until_stored);
   RUN(a_stop_waits_for_a_result_being_stored);
   RUN(results_stored_out_of_order_in_one_batch_leave_no_entry);
+  RUN(many_results_in_one_batch_trim_up_to_a_running_task);
   RUN(a_result_whose_record_is_gone_writes_it_whole);
   return check_done();
 }
