@@ -109,7 +109,8 @@ CT_EXPORT bool ct_task_cancel_requested(const ct_task_t *task);
  * callback has returned. timeout in seconds: < 0 waits forever, 0 does not
  * wait (just checks), > 0 is one overall deadline for the whole list
  * (INFINITY or 1e9 and more: no deadline).
- * Sleeps on a condition variable while it waits: no polling.
+ * Sleeps in the kernel while it waits (no polling), woken only as its own
+ * tasks finish.
  * Returns 0 when all are done, CT_ETIMEDOUT at the deadline, CT_EINVAL for a
  * NaN timeout, a NULL list or element (n == 0 returns 0 at once).
  * Thread-safety: any thread but a task's own pool thread waiting for tasks
