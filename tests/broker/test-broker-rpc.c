@@ -171,18 +171,6 @@ TEST(an_expired_task_answers_its_caller_timed_out) {
   test_env_end(&e);
 }
 
-static atomic_bool gate_started, gate_open;
-
-static json_t *gate(ct_task_t *self, const json_t *kwargs, void *data) {
-  (void)self;
-  (void)kwargs;
-  (void)data;
-  atomic_store(&gate_started, true);
-  while (!atomic_load(&gate_open))
-    check_sleep(0.001);
-  return json_string("second");
-}
-
 /* A run that ends after another has stored its result (a late duplicate,
  * after a take-over) stores nothing, and its caller is answered with the
  * first result, not its own. */
@@ -192,20 +180,20 @@ TEST(a_late_duplicate_answers_its_caller_with_the_first_result) {
   CHECK_OK(ct_broker_register(e.b, "gate", gate, NULL));
   CHECK_OK(ct_broker_worker_start(e.b, NULL));
   for (int async = 0; async <= 1; async++) {
-    atomic_store(&gate_started, false);
-    atomic_store(&gate_open, false);
+    atomic_store(&gate_handler_started, false);
+    atomic_store(&gate_handler_open, false);
     caller_t c;
     answer_t a = {0};
     if (async)
       CHECK_OK(ct_broker_call_async(e.b, "gate", NULL, NULL, 60, NULL, on_call, &a));
     else
       caller_start(&c, e.b, "gate", NULL);
-    WAIT_FOR(atomic_load(&gate_started));
+    WAIT_FOR(atomic_load(&gate_handler_started));
     char id[CT_BROKER_ID_SIZE];
     only_entry_id(&e.r, id);
     freeReplyObject(
         test_redis(&e.r, "HSET " PREFIX "task:%s status completed result \"first\"", id));
-    atomic_store(&gate_open, true);
+    atomic_store(&gate_handler_open, true);
     json_t *result;
     if (async) {
       WAIT_FOR(atomic_load(&a.count) == 1);

@@ -24,7 +24,6 @@
  * entry behind it: each call is answered at once, not after a read that
  * ran out (five calls take milliseconds; five reads that ran out, five
  * seconds; the bound is four). */
-#include <stdatomic.h>
 #include <string.h>
 
 #include "ctasker.h"
@@ -126,32 +125,19 @@ TEST(after_taking_a_task_with_slots_left_the_worker_blocks_without_fetching_agai
   CHECK(as_expected);
 }
 
-static atomic_bool held_started, held_release;
-
-/* Runs until the test lets it go. */
-static json_t *held(ct_task_t *self, const json_t *kwargs, void *data) {
-  (void)self;
-  (void)kwargs;
-  (void)data;
-  atomic_store(&held_started, true);
-  for (int i = 0; i < 3000 && !atomic_load(&held_release); i++)
-    check_sleep(0.01);
-  return json_null();
-}
-
 TEST(with_a_task_running_the_worker_blocks_on_its_entry_and_wakes_behind_it) {
   test_redis_t r = {0};
   test_redis_start(&r, NULL);
   ct_supervisor_t *sup = test_sup_start();
   ct_broker_t *b = test_broker_open(sup, r.url, 30, NULL);
   CHECK_OK(ct_broker_register(b, "echo", echo, NULL));
-  CHECK_OK(ct_broker_register(b, "held", held, NULL));
+  CHECK_OK(ct_broker_register(b, "gate", gate, NULL));
   ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
   wo.concurrency = 4;
   CHECK_OK(ct_broker_worker_start(b, &wo));
   char id[CT_BROKER_ID_SIZE];
-  CHECK_OK(ct_broker_submit(b, "held", NULL, NULL, id));
-  WAIT_FOR(atomic_load(&held_started));
+  CHECK_OK(ct_broker_submit(b, "gate", NULL, NULL, id));
+  WAIT_FOR(atomic_load(&gate_handler_started));
   CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 1);
   freeReplyObject(test_redis(&r, "CONFIG RESETSTAT"));
   check_sleep(1.5); /* idle, but for the running task */
@@ -167,7 +153,7 @@ TEST(with_a_task_running_the_worker_blocks_on_its_entry_and_wakes_behind_it) {
   }
   CHECK(ct_now() - t0 < 4);
   CHECK_EQ_INT(test_redis_calls(&r, "xinfo|stream"), 0);
-  atomic_store(&held_release, true);
+  atomic_store(&gate_handler_open, true);
   ct_broker_free(b);
   test_sup_end(sup);
   CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 0);
