@@ -2,20 +2,19 @@
  * through the supervisor, results stored before the entry is acknowledged.
  *
  * Threads. The fetch thread owns its own connection (`fetch`), so that its
- * blocking read never holds up the handle's connection, which the tasks
- * use for their writes. It loops: wait for a free slot; run the fetch
- * script, which reads each stream in turn, highest class first, through
- * the consumer group, taking no more entries than there are free slots
- * (one XREADGROUP per stream, each with what is left: COUNT applies per
- * stream); if it found nothing, or fewer entries than that with no
- * take-over cut short (every stream then read to its end: a second fetch
- * would find nothing), the script returns each stream's newest entry id
- * (and the wake stream's; 0-0 for an empty one; and always the earliest
- * due time of the delayed set), and the thread blocks in XREAD on exactly
- * those ids, which ends as soon as any stream gets a newer entry (no race
- * with an
- * entry written between the two, and no polling: the block is at most 1 s
- * long only so that a stop is seen, and no longer than until the earliest
+ * blocking read never holds up the handle's connection, which the tasks use
+ * for their writes. It loops: wait for a free slot; run the fetch script,
+ * which reads each stream in turn, highest class first, through the
+ * consumer group, taking no more entries than there are free slots (one
+ * XREADGROUP per stream, each with what is left: COUNT applies per stream);
+ * if it found nothing, or fewer entries than that with no take-over cut
+ * short (every stream then read to its end: a second fetch would find
+ * nothing), the script returns each stream's newest entry id (and the wake
+ * stream's; 0-0 for an empty one; and always the earliest due time of the
+ * delayed set), and the thread blocks in XREAD on exactly those ids, which
+ * ends as soon as any stream gets a newer entry (no race with an entry
+ * written between the two, and no polling: the block is at most 1 s long
+ * only so that a stop is seen, and no longer than until the earliest
  * delayed task is due: it is that task's timer). A reply is not trusted to
  * hold no more entries than asked for: the rest stay pending. Entries are
  * decoded by the codec and started on the connection's loop thread, within
