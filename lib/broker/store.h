@@ -28,6 +28,7 @@ struct ct__bstore_req {
 
 typedef struct ct__bstore {
   ct__rconn_t *conn;          /* borrowed */
+  double timeout;             /* seconds a script call may take: the command timeout */
   const char *group;          /* borrowed */
   const char *default_ttl;    /* borrowed: seconds, for a record without its own */
   int tries;                  /* sends of a batch that timed out */
@@ -39,9 +40,15 @@ typedef struct ct__bstore {
   ct__bstore_req_t **tail;    /* lock */
   bool idle;                  /* lock: the thread waits on cond */
   bool ending;                /* lock: the thread ends once the queue is empty */
+  bool sending;               /* lock: a batch is on its way (sent or posted) */
+  ct__bstore_req_t *posted;   /* the batch posted by ct__bstore_put(), while sending */
+  size_t posted_n;            /* its results */
+  long long posted_want;      /* the same, for its reply (on the loop thread) */
+  int posted_rc;              /* lock: its outcome, once posted_ready */
+  bool posted_ready;          /* lock: the posted batch is answered (or failed) */
 } ct__bstore_t;
 
-void ct__bstore_init(ct__bstore_t *s, ct__rconn_t *conn, const char *group,
+void ct__bstore_init(ct__bstore_t *s, ct__rconn_t *conn, double timeout, const char *group,
                      const char *default_ttl, int tries);
 
 /* Start the store thread (ct-broker-store, signals blocked as the caller
@@ -52,9 +59,10 @@ int ct__bstore_start(ct__bstore_t *s);
  * free what the store holds. */
 void ct__bstore_destroy(ct__bstore_t *s);
 
-/* Hand a result to the store thread and return at once. It is stored
- * (first completion wins), then its entry is acknowledged and deleted and
- * a waiting caller woken, and req->done is called on the store thread.
+/* Hand a result to the store thread and return at once (having sent it,
+ * without waiting, if the store thread was idle). It is stored (first
+ * completion wins), then its entry is acknowledged and deleted and a
+ * waiting caller woken, and req->done is called on the store thread.
  * Thread-safety: any thread, once the store has started. */
 void ct__bstore_put(ct__bstore_t *s, ct__bstore_req_t *req);
 

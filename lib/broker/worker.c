@@ -1545,7 +1545,8 @@ static ct__bworker_t *worker_new(ct_broker_t *b, const ct_broker_worker_opts_t *
     return NULL;
   pthread_mutex_init(&w->lock, NULL);
   pthread_cond_init(&w->cond, NULL);
-  ct__bstore_init(&w->store, b->conn, CT__BGROUP, DEFAULT_TTL, STORE_TRIES);
+  ct__bstore_init(&w->store, b->conn, b->command_timeout, CT__BGROUP, DEFAULT_TTL,
+                  STORE_TRIES);
   w->next_due_ms = -1;
   w->b = b;
   w->concurrency = o && o->concurrency > 0 ? o->concurrency : DEFAULT_CONCURRENCY;

@@ -6,7 +6,8 @@
  * entry acknowledged, and only then does the next task start. A stop
  * waits for such a store within its grace. Results that queue up behind
  * it are stored in one batch whatever their order, leaving no entry; a
- * lone result's entry is deleted, many of one stream are trimmed, up to an
+ * lone result whose store times out is sent again; a lone result's entry
+ * is deleted, many of one stream are trimmed, up to an
  * older task still running; a result whose record is gone writes it whole
  * again. Counts and order only; bounds
  * are generous (the command timeout, 10 s, is longer than any wait here
@@ -26,12 +27,16 @@ static atomic_int ends;            /* END events told */
 static atomic_int ends_when_after; /* END events told when "after" started; -1: not yet */
 static atomic_int unstored;        /* "result not stored" log lines */
 static atomic_bool may_halt;       /* the test's own submissions are done */
+static atomic_int no_reply;        /* "no reply within the command timeout" log lines */
+static double command_timeout = 10; /* the broker's, in seconds */
 
 static void log_line(int level, const char *msg, void *data) {
   (void)level;
   (void)data;
   if (strstr(msg, "result not stored"))
     atomic_fetch_add(&unstored, 1);
+  if (strstr(msg, "no reply within the command timeout"))
+    atomic_fetch_add(&no_reply, 1);
 }
 
 static void observe(const ct_broker_event_t *e, void *data) {
@@ -95,6 +100,7 @@ static void setup_with(ct_supervisor_t **sup, ct_broker_t **b, int concurrency, 
   atomic_store(&ends_when_after, -1);
   atomic_store(&unstored, 0);
   atomic_store(&may_halt, false);
+  atomic_store(&no_reply, 0);
   atomic_store(&gates[0], false);
   atomic_store(&gates[1], false);
   test_redis_start(&r, NULL);
@@ -104,7 +110,7 @@ static void setup_with(ct_supervisor_t **sup, ct_broker_t **b, int concurrency, 
   CHECK_OK(ct_supervisor_start(*sup));
   ct_broker_opts_t o = CT_BROKER_OPTS_INIT;
   o.url = r.url;
-  o.command_timeout = 10;
+  o.command_timeout = command_timeout;
   o.log = log_line;
   CHECK_OK(ct_broker_new(*sup, &o, b));
   CHECK_OK(ct_broker_worker_observe(*b, observe, NULL));
@@ -227,6 +233,31 @@ TEST(results_stored_out_of_order_in_one_batch_leave_no_entry) {
   teardown(sup, b);
 }
 
+/* A lone result, handed in while the store thread is idle, is sent by the
+ * handler's own thread without waiting for the reply; when no reply comes
+ * within the command timeout (Redis is stopped), the store thread sends it
+ * again, and it is stored once Redis answers, within the tries left. */
+TEST(a_lone_result_whose_store_times_out_is_sent_again) {
+  ct_supervisor_t *sup;
+  ct_broker_t *b;
+  command_timeout = 2;
+  setup(&sup, &b, 1);
+  char halted[CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(b, "halt", NULL, NULL, halted));
+  atomic_store(&may_halt, true);
+  wait_completed(sup, 1); /* Redis stopped; the result is on its way */
+  WAIT_FOR(atomic_load(&no_reply) >= 1);
+  CHECK_EQ_INT(atomic_load(&ends), 0);
+  kill(r.pid, SIGCONT);
+  WAIT_FOR(atomic_load(&ends) == 1);
+  CHECK_EQ_INT(atomic_load(&unstored), 0);
+  check_stored(halted);
+  CHECK_EQ_INT(test_redis_int(&r, "XLEN " STREAM), 0);
+  CHECK_OK(ct_broker_worker_stop(b, -1));
+  teardown(sup, b);
+  command_timeout = 10;
+}
+
 /* A lone result's entry is deleted with XDEL; a batch of many results of
  * one stream (17 here, made as above, in whatever order they end) is
  * trimmed with XTRIM up to the oldest entry still pending, which an older
@@ -329,6 +360,7 @@ int main(void) {
   RUN(a_result_being_stored_keeps_its_slot_until_stored);
   RUN(a_stop_waits_for_a_result_being_stored);
   RUN(results_stored_out_of_order_in_one_batch_leave_no_entry);
+  RUN(a_lone_result_whose_store_times_out_is_sent_again);
   RUN(many_results_in_one_batch_trim_up_to_a_running_task);
   RUN(a_result_whose_record_is_gone_writes_it_whole);
   return check_done();
