@@ -23,13 +23,13 @@
  * holds up no other.
  *
  * Lock: s->lock guards head, tail, idle, ending, sending, posted_rc and
- * posted_ready; one batch at a time is on its way (`sending`), and while
- * it is, posted, posted_n and posted_want are the sender's, then the
- * store thread's; a batch taken off the queue is the thread's alone, and
- * its requests are their owners' again once done has been called. The
- * thread is woken only by the outcome of a posted batch (its reply, or a
- * post that could not go out) and by the end: it is idle only when nothing
- * is queued, or while a posted batch is on its way.
+ * posted_ready; one batch at a time is on its way (`sending`), and while it
+ * is, posted and posted_n are the sender's, then the store thread's; a
+ * batch taken off the queue is the thread's alone, and its requests are
+ * their owners' again once done has been called. The thread is woken only
+ * by the outcome of a posted batch (its reply, or a post that could not go
+ * out) and by the end: it is idle only when nothing is queued, or while a
+ * posted batch is on its way.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -227,10 +227,11 @@ static int send_batch(ct__bstore_t *s, ct__bstore_req_t *batch, size_t n, int tr
  * forgotten the script: it did not run; the store thread loads it and
  * sends the batch again). */
 static int posted_reply(const redisReply *r, void *data) {
-  ct__bstore_t *s = data;
+  const ct__bstore_t *s = data;
   if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0)
     return CT_EAGAIN;
-  return stored_reply(r, &s->posted_want);
+  long long want = (long long)s->posted_n;
+  return stored_reply(r, &want);
 }
 
 /* A posted batch is answered (or not: rc), on the connection's loop
@@ -257,7 +258,6 @@ static bool post_batch(ct__bstore_t *s) {
     return false;
   argv[0] = "EVALSHA";
   argv[1] = sha;
-  s->posted_want = (long long)s->posted_n;
   int rc = ct__rconn_post(s->conn, s->timeout, (int)argc, argv, NULL, posted_reply,
                           posted_done, s);
   free(argv);

@@ -42,8 +42,7 @@ typedef struct ct__bstore {
   bool ending;                /* lock: the thread ends once the queue is empty */
   bool sending;               /* lock: a batch is on its way (sent or posted) */
   ct__bstore_req_t *posted;   /* the batch posted by ct__bstore_put(), while sending */
-  size_t posted_n;            /* its results */
-  long long posted_want;      /* the same, for its reply (on the loop thread) */
+  size_t posted_n;            /* its results (read by its reply, on the loop thread) */
   int posted_rc;              /* lock: its outcome, once posted_ready */
   bool posted_ready;          /* lock: the posted batch is answered (or failed) */
 } ct__bstore_t;

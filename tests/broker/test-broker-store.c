@@ -3,15 +3,15 @@
  * A result whose store cannot go through yet (redis-server is stopped with
  * SIGSTOP by the handler itself) keeps its slot taken, its entry pending
  * and its END event untold; once Redis answers again it is stored and its
- * entry acknowledged, and only then does the next task start. A stop
- * waits for such a store within its grace. Results that queue up behind
- * it are stored in one batch whatever their order, leaving no entry; a
- * lone result whose store times out is sent again; a lone result's entry
- * is deleted, many of one stream are trimmed, up to an
- * older task still running; a result whose record is gone writes it whole
- * again. Counts and order only; bounds
- * are generous (the command timeout, 10 s, is longer than any wait here
- * for a store that must not have happened). */
+ * entry acknowledged, and only then does the next task start. A stop waits
+ * for such a store within its grace. Results that queue up behind it are
+ * stored in one batch whatever their order, leaving no entry; a lone result
+ * whose store times out is sent again; a lone result's entry is deleted,
+ * and many of one stream are trimmed, up to an older task still running; a
+ * result whose record is gone writes it whole again. Counts and order only;
+ * bounds are generous (the command timeout, 10 s but in the test of a store
+ * that times out, is longer than any wait here for a store that must not
+ * have happened). */
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
