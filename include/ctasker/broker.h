@@ -182,7 +182,10 @@ CT_EXPORT int ct_broker_submit_many(ct_broker_t *broker, size_t n, const char *c
  * the task after it has passed does not run it (the record then says
  * EXPIRED with a TimeoutError). Arguments and opts as for
  * ct_broker_submit(). The wait is a blocking read (BLPOP) on a connection
- * of its own, kept for the handle's next call: no polling.
+ * of the call's own, which the calling thread reads and writes itself,
+ * kept for the handle's next call: no polling. Once the handle has seen the
+ * name registered, the submission goes on that connection too, with the
+ * read behind it in the same write.
  * A call may not carry a key (CT_EINVAL): it is answered once, to its caller.
  * Returns 0 and *result, a new reference to the result or to the exception
  * JSON (ct_result_is_error() tells; a task moved to the dead letters

@@ -722,7 +722,7 @@ int ct_broker_submit_async(ct_broker_t *b, const char *name, const json_t *kwarg
   if (!call)
     return CT_ENOMEM;
   call->answer->cb.submit = cb;
-  return call_start(b, call, ct__broker_submit_by(b, name, kwargs, opts, 0, 0, call, NULL));
+  return call_start(b, call, ct__broker_submit_by(b, name, kwargs, opts, 0, 0, call, NULL, NULL));
 }
 
 int ct_broker_get_async(ct_broker_t *b, const char *id, ct_loop_t *loop, ct_broker_get_cb cb,
@@ -751,5 +751,5 @@ int ct_broker_call_async(ct_broker_t *b, const char *name, const json_t *kwargs,
   call->end = ct_now() + timeout;
   return call_start(b, call,
                     ct__broker_submit_by(b, name, kwargs, opts, ct__broker_deadline_ms(timeout),
-                                         0, call, NULL));
+                                         0, call, NULL, NULL));
 }

@@ -7,6 +7,7 @@
 #include "conn.h"
 #include "ctasker/broker.h"
 #include "script.h"
+#include "sync-conn.h"
 #include "url.h"
 
 /* The streams, highest priority class first. */
@@ -36,11 +37,11 @@ typedef struct ct__bproc ct__bproc_t;
 /* A loop handler's settings (loop-handler.c). */
 typedef struct ct__bloop ct__bloop_t;
 
-/* An idle connection kept for a call's blocking read. */
+/* An idle connection kept for a call (sync-conn.c). */
 typedef struct ct__brpc ct__brpc_t;
 struct ct__brpc {
   ct__brpc_t *next;
-  ct__rconn_t *conn;
+  ct__rsync_t *conn;
 };
 
 struct ct_broker {
@@ -77,15 +78,32 @@ void ct__bprocs_free(ct__bproc_t *p);
 
 /* Free a list of loop handlers' settings (NULL does nothing). */
 void ct__bloops_free(ct__bloop_t *h);
+/* A blocking call (ct_broker_call()) under way: its end (ct_now() time),
+ * its own connection (NULL until it takes one) and whether its first
+ * blocking read was sent behind its submission (ct__bsubmit_tx()). */
+typedef struct ct__bride {
+  double end;
+  ct__rsync_t *conn;
+  bool sent;
+} ct__bride_t;
+
 /* Check and encode a submission as ct_broker_submit() does, with the
  * caller's deadline (Unix ms; 0: none) in the entry, then run its script:
  * here, waiting `wait` seconds for the reply, which writes the task id to
  * id (post NULL), or through ct__basync_script() for `post` (id unused:
- * the call's own gets it). Returns ct_broker_submit()'s codes; with post,
- * 0 once the command is ready to send. */
+ * the call's own gets it). For a blocking call (ride), an immediate
+ * submission of a known name goes on the call's own connection, its first
+ * read behind it. Returns ct_broker_submit()'s codes; with post, 0 once
+ * the command is ready to send. */
 int ct__broker_submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
                          const ct_broker_submit_opts_t *opts, int64_t deadline_ms, double wait,
-                         ct__basync_call_t *post, char id[CT_BROKER_ID_SIZE]);
+                         ct__basync_call_t *post, ct__bride_t *ride,
+                         char id[CT_BROKER_ID_SIZE]);
+
+/* The connection for a blocking call: an idle one still of use, or a new
+ * one made within what is left of the call (at most the connect
+ * timeout). Returns 0; ct__rsync_new()'s codes. */
+int ct__broker_ride_connect(ct_broker_t *b, ct__bride_t *ride);
 
 /* The Unix ms of a call's deadline, `timeout` seconds (> 0) from now. */
 int64_t ct__broker_deadline_ms(double timeout);
@@ -128,12 +146,18 @@ void ct__bknown_free(ct_broker_t *b);
 typedef struct ct__bsubmit_tx {
   const char *record, *stream, *name, *created, *ttl, *keep;
   const struct ct__bmsg_wire *w;
+  ct__bride_t *ride; /* NULL, or the call it starts: done is its done list */
+  const char *done;
 } ct__bsubmit_tx_t;
 
 /* Write it as the submit script does, in one MULTI/EXEC sent in one go,
- * each command given `wait` seconds (<= 0: the command timeout). Returns
- * 0 or as ct__rconn_pipeline() does; CT_EINVAL if the server refuses it.
- * Thread-safety: any thread but the connection's loop thread. */
+ * each command given `wait` seconds (<= 0: the command timeout): on the
+ * handle's connection, or, for a call (t->ride), on the call's own
+ * connection with the call's first blocking read of its done list behind
+ * it in the same write (ride->sent; its reply is left to read). Returns 0
+ * or as ct__rconn_pipeline() (ct__rsync_read()) does; CT_EINVAL if the
+ * server refuses it. Thread-safety: any thread but the handle's
+ * connection's loop thread. */
 int ct__bsubmit_tx(ct_broker_t *b, const ct__bsubmit_tx_t *t, double wait);
 
 /* Stop the worker, waiting for its running tasks, and free it. */

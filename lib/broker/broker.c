@@ -13,10 +13,14 @@
  * after creation but idle connections for calls and the names it has
  * found registered: every call is one command on the connection,
  * and the connection serializes them; a call's commands are each bounded
- * by what is left of its own deadline. A call waits on a connection of its
- * own with a blocking read of the task's done list, whose entry carries
- * the answer (status and result): the record is read only for an entry
- * that does not (docs/wire-format.md) or when the read times out.
+ * by what is left of its own deadline. A call waits on a blocking
+ * connection of its own (sync-conn.c, kept idle for the next call) with a
+ * blocking read of the task's done list, whose entry carries the answer
+ * (status and result): the record is read only for an entry that does not
+ * (docs/wire-format.md) or when the read times out. Once the name is
+ * known registered, the call's submission goes on that connection too,
+ * the read behind it in the same write: no thread wakes for it but the
+ * caller's, and the read costs no round trip of its own.
  * Many tasks that share their options go in one script call
  * (ct_broker_submit_many()).
  * The asynchronous calls (async.c, made on first use) send what
@@ -181,7 +185,7 @@ void ct_broker_free(ct_broker_t *b) {
   while (b->rpc_idle) {
     ct__brpc_t *r = b->rpc_idle;
     b->rpc_idle = r->next;
-    ct__rconn_free(r->conn);
+    ct__rsync_free(r->conn);
     free(r);
   }
   ct__rconn_free(b->conn);
@@ -275,6 +279,7 @@ typedef struct {
   const char *key;   /* idempotency key, or NULL */
   double wait;       /* seconds for the reply */
   ct__basync_call_t *post; /* NULL: wait for the reply here; else async.c's */
+  ct__bride_t *ride;       /* a blocking call's, or NULL */
 } submission_t;
 
 /* The delayed set's member for message m: a JSON array of the level's
@@ -292,6 +297,25 @@ static char *delayed_member(const ct__bmsg_wire_t *w, const char *level) {
 
 #define SUBMIT_KEYS 6
 #define SUBMIT_ARGS 7
+
+/* An immediate submission of a known name in a MULTI/EXEC (submit-tx.c):
+ * a blocking call's on its own connection, with its first read behind. */
+static int submit_tx(ct_broker_t *b, ct__bsubmit_tx_t *tx, const submission_t *sub,
+                     const char *id) {
+  int rc = 0;
+  char *done = NULL;
+  if (sub->ride) {
+    rc = ct__broker_ride_connect(b, sub->ride);
+    if (rc == 0 && !(done = ct__broker_key(b, "done:", id)))
+      rc = CT_ENOMEM;
+    tx->ride = sub->ride;
+    tx->done = done;
+  }
+  if (rc == 0)
+    rc = ct__bsubmit_tx(b, tx, sub->wait);
+  free(done);
+  return rc;
+}
 
 /* Run the submit script for message m. */
 static int run_submit(ct_broker_t *b, const ct__bmsg_t *m, const submission_t *sub, char *id) {
@@ -333,12 +357,12 @@ static int run_submit(ct_broker_t *b, const ct__bmsg_t *m, const submission_t *s
       argvlen[i] = strlen(argv[i]);
     memcpy(argv + argc, w.argv, w.argc * sizeof *argv);
     memcpy(argvlen + argc, w.argvlen, w.argc * sizeof *argvlen);
-    ct__bsubmit_tx_t tx = {keys[2], keys[1], m->name, created, ttl_s, keep_s, &w};
+    ct__bsubmit_tx_t tx = {keys[2], keys[1], m->name, created, ttl_s, keep_s, &w, NULL, NULL};
     if (sub->post)
       rc = ct__basync_script(sub->post, &submit, argc + (int)w.argc, argv, argvlen,
                              submit_reply, id);
     else if (!sub->key && !sub->due_ms && ct__bknown_has(b, m->name))
-      rc = ct__bsubmit_tx(b, &tx, sub->wait);
+      rc = submit_tx(b, &tx, sub, m->id);
     else if ((rc = ct__bscript_run(b->conn, &submit, sub->wait, argc + (int)w.argc, argv,
                                    argvlen, submit_reply, id)) == 0)
       ct__bknown_add(b, m->name); /* found in the names set */
@@ -384,7 +408,8 @@ static int message_of(const char *name, const json_t *kwargs, const ct_broker_su
 
 int ct__broker_submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
                          const ct_broker_submit_opts_t *in, int64_t deadline_ms, double wait,
-                         ct__basync_call_t *post, char id[CT_BROKER_ID_SIZE]) {
+                         ct__basync_call_t *post, ct__bride_t *ride,
+                         char id[CT_BROKER_ID_SIZE]) {
   ct_broker_submit_opts_t o = CT_BROKER_SUBMIT_OPTS_INIT;
   int rc = b && (id || post) ? submit_opts(b, in, &o) : CT_EINVAL;
   if (rc == 0)
@@ -396,7 +421,8 @@ int ct__broker_submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
     rc = message_of(name, kwargs, &o, deadline_ms, &m);
   submission_t sub = {level_of(o.priority),
                       o.result_ttl > 0 ? fmin(o.result_ttl, TTL_MAX) : DEFAULT_TTL, 0,
-                      o.max_payload ? o.max_payload : DEFAULT_MAX_PAYLOAD, o.key, wait, post};
+                      o.max_payload ? o.max_payload : DEFAULT_MAX_PAYLOAD, o.key, wait, post,
+                      ride};
   if (rc == 0)
     rc = due_of(&o, m.enqueued_ms, &sub.due_ms);
   char got[CT_BROKER_ID_SIZE];
@@ -411,7 +437,8 @@ int ct__broker_submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
 
 int ct_broker_submit(ct_broker_t *b, const char *name, const json_t *kwargs,
                      const ct_broker_submit_opts_t *opts, char id[CT_BROKER_ID_SIZE]) {
-  return ct__broker_submit_by(b, name, kwargs, opts, 0, b ? b->command_timeout : 0, NULL, id);
+  return ct__broker_submit_by(b, name, kwargs, opts, 0, b ? b->command_timeout : 0, NULL, NULL,
+                              id);
 }
 
 int64_t ct__broker_deadline_ms(double timeout) {
@@ -585,7 +612,7 @@ static int many_options(ct_broker_t *b, const ct_broker_submit_opts_t *in,
   *sub = (submission_t){level_of(o->priority),
                         o->result_ttl > 0 ? fmin(o->result_ttl, TTL_MAX) : DEFAULT_TTL, 0,
                         o->max_payload ? o->max_payload : DEFAULT_MAX_PAYLOAD, NULL,
-                        b->command_timeout, NULL};
+                        b->command_timeout, NULL, NULL};
   if (rc == 0)
     rc = due_of(o, ct__broker_unix_ms(), &sub->due_ms);
   return rc;
@@ -644,32 +671,41 @@ int ct_broker_submit_many(ct_broker_t *b, size_t n, const char *const names[],
   return rc;
 }
 
-static int get_on(ct_broker_t *b, ct__rconn_t *c, const char *id, double wait,
-                  ct_broker_info_t *out);
-
-/* An idle connection for a call's blocking read, or a new one, made
- * within connect_timeout. */
-static int rpc_take(ct_broker_t *b, double connect_timeout, ct__rconn_t **out) {
-  pthread_mutex_lock(&b->lock);
-  ct__brpc_t *r = b->rpc_idle;
-  if (r)
-    b->rpc_idle = r->next;
-  pthread_mutex_unlock(&b->lock);
-  if (r) {
-    *out = r->conn;
+/* An idle connection still of use, or NULL (those no longer of use are
+ * freed). */
+static ct__rsync_t *rpc_idle_take(ct_broker_t *b) {
+  for (;;) {
+    pthread_mutex_lock(&b->lock);
+    ct__brpc_t *r = b->rpc_idle;
+    if (r)
+      b->rpc_idle = r->next;
+    pthread_mutex_unlock(&b->lock);
+    if (!r)
+      return NULL;
+    ct__rsync_t *c = r->conn;
     free(r);
-    return 0;
+    if (ct__rsync_usable(c))
+      return c;
+    ct__rsync_free(c);
   }
-  ct__rconn_opts_t co = {b->sup, &b->url, connect_timeout, b->command_timeout, b->log,
-                         b->log_data};
-  return ct__rconn_new(&co, out);
 }
 
-/* Keep a connection for the next call (or close it if out of memory). */
-static void rpc_give(ct_broker_t *b, ct__rconn_t *c) {
-  ct__brpc_t *r = malloc(sizeof *r);
+int ct__broker_ride_connect(ct_broker_t *b, ct__bride_t *ride) {
+  if (ride->conn)
+    return 0;
+  if ((ride->conn = rpc_idle_take(b)))
+    return 0;
+  double left = fmax(ride->end - ct_now(), CALL_GRACE);
+  return ct__rsync_new(&b->url, fmin(b->connect_timeout, left), b->log, b->log_data,
+                       &ride->conn);
+}
+
+/* Keep a call's connection for the next call if it is still of use (else,
+ * or out of memory, close it). NULL does nothing. */
+static void rpc_give(ct_broker_t *b, ct__rsync_t *c) {
+  ct__brpc_t *r = c && ct__rsync_usable(c) ? malloc(sizeof *r) : NULL;
   if (!r) {
-    ct__rconn_free(c);
+    ct__rsync_free(c);
     return;
   }
   r->conn = c;
@@ -686,7 +722,8 @@ static double call_wait(const ct_broker_t *b, double end) {
   return fmin(b->command_timeout, fmax(end - ct_now(), CALL_GRACE));
 }
 
-static int wait_result(ct_broker_t *b, const char *id, double end, ct_broker_info_t *info);
+static int wait_result(ct_broker_t *b, const char *id, ct__bride_t *ride,
+                       ct_broker_info_t *info);
 
 int ct_broker_call(ct_broker_t *b, const char *name, const json_t *kwargs,
                    const ct_broker_submit_opts_t *opts, double timeout, json_t **result) {
@@ -695,13 +732,14 @@ int ct_broker_call(ct_broker_t *b, const char *name, const json_t *kwargs,
   *result = NULL;
   if (!b)
     return CT_EINVAL;
-  double end = ct_now() + timeout;
+  ct__bride_t ride = {ct_now() + timeout, NULL, false};
   char id[CT_BROKER_ID_SIZE];
   int rc = ct__broker_submit_by(b, name, kwargs, opts, ct__broker_deadline_ms(timeout),
-                                call_wait(b, end), NULL, id);
+                                call_wait(b, ride.end), NULL, &ride, id);
   ct_broker_info_t info;
   if (rc == 0)
-    rc = wait_result(b, id, end, &info);
+    rc = wait_result(b, id, &ride, &info);
+  rpc_give(b, ride.conn);
   if (rc == 0)
     rc = ct__bcall_outcome(&info);
   if (rc == 0)
@@ -759,25 +797,33 @@ static int done_reply(const redisReply *r, void *data) {
   return 0; /* even out of memory: the record has the answer too */
 }
 
+static int get_record(ct_broker_t *b, ct__rsync_t *own, const char *id, double wait,
+                      ct_broker_info_t *out);
+
 /* One wait of a call: a blocking read of the task's done list for `left`
- * seconds. Its entry is the answer (docs/wire-format.md): no read of the
- * record, unless the entry is a bare status (a dead letter, a late
- * duplicate, an older worker) or the server says the read timed out (the
- * task may have ended just after). Returns 0 and *info once the task has ended;
- * CT_ETIMEDOUT (nothing yet); or an error. */
-static int wait_once(ct_broker_t *b, ct__rconn_t *c, const char *done, const char *id,
-                     double left, ct_broker_info_t *info) {
+ * seconds (sent already behind the submission if `sent`). Its entry is
+ * the answer (docs/wire-format.md): no read of the record, unless the
+ * entry is a bare status (a dead letter, a late duplicate, an older
+ * worker) or the server says the read timed out (the task may have ended
+ * just after). Returns 0 and *info once the task has ended; CT_ETIMEDOUT
+ * (nothing yet, or the connection failed: it is then of no use); or an
+ * error. */
+static int wait_once(ct_broker_t *b, ct__rsync_t *c, bool sent, const char *done,
+                     const char *id, double left, ct_broker_info_t *info) {
   char secs[32];
   snprintf(secs, sizeof secs, "%.3f", left);
   const char *blpop[] = {"BLPOP", done, secs};
   done_read_t d = {info, CT_EAGAIN, false};
   memset(info, 0, sizeof *info);
-  int rc = ct__rconn_command_within(c, left + CALL_GRACE, 3, blpop, NULL, done_reply, &d);
+  ct__rconn_cmd_t read = {3, blpop, NULL, done_reply, &d, 0};
+  int rc = sent ? 0 : ct__rsync_send(c, fmin(b->command_timeout, left + CALL_GRACE), 1, &read);
+  if (rc == 0)
+    rc = ct__rsync_read(c, left + CALL_GRACE, &read);
   if (rc == 0 && d.rc == 0)
     return 0; /* the answer came with the wake */
   if (rc != 0 && !d.nil)
     return rc; /* a server that stalls gets no second command */
-  int got = get_on(b, c, id, CALL_GRACE, info);
+  int got = get_record(b, c, id, CALL_GRACE, info);
   if (rc == 0)
     return got; /* woken: the record is terminal */
   if (got == 0 && ct__bstatus_terminal(info->status))
@@ -787,29 +833,46 @@ static int wait_once(ct_broker_t *b, ct__rconn_t *c, const char *done, const cha
   return CT_ETIMEDOUT;
 }
 
+/* Sleep `pause` seconds, at most until `end` (ct_now() time); returns the
+ * next pause: 0.1 s, doubling up to 1 s. */
+static double pause_until(double pause, double end) {
+  double s = fmin(fmax(pause, 0.1), end - ct_now());
+  if (s > 0)
+    nanosleep(&(struct timespec){(time_t)s, (long)((s - floor(s)) * 1e9)}, NULL);
+  return fmin(fmax(pause, 0.1) * 2, 1);
+}
+
 /* Wait for the task's end until the call's end (ct_now() time, may be
- * INFINITY: the wait goes on a day at a time), on a connection of the
- * call's own. Each blocking read is given CALL_GRACE
- * beyond its own server-side timeout, so that a server that stalls cannot
- * hold the call past its end by more than that. */
-static int wait_result(ct_broker_t *b, const char *id, double end, ct_broker_info_t *info) {
+ * INFINITY: the wait goes on a day at a time), on the call's own
+ * connection. A connection that fails is made again (the server may be
+ * restarting: attempts that fail are paused, 0.1 s doubling up to 1 s).
+ * Each blocking read is given CALL_GRACE beyond its own server-side
+ * timeout, so that a server that stalls cannot hold the call past its end
+ * by more than that. */
+static int wait_result(ct_broker_t *b, const char *id, ct__bride_t *ride,
+                       ct_broker_info_t *info) {
   char *k = ct__broker_key(b, "done:", id);
-  ct__rconn_t *c = NULL;
   int rc = k ? CT_ETIMEDOUT : CT_ENOMEM;
-  for (double left; rc == CT_ETIMEDOUT && (left = end - ct_now()) >= 0.001;) {
-    left = fmin(left, DEFAULT_TTL);
-    if (!c && (rc = rpc_take(b, fmin(b->connect_timeout, fmax(left, CALL_GRACE)), &c)) != 0)
-      break;
-    rc = wait_once(b, c, k, id, left, info);
+  double pause = 0.1;
+  for (double left; rc == CT_ETIMEDOUT && (left = ride->end - ct_now()) >= 0.001;) {
+    if (ride->conn && !ride->sent && !ct__rsync_usable(ride->conn)) {
+      ct__rsync_free(ride->conn);
+      ride->conn = NULL;
+    }
+    if (!ride->conn && (rc = ct__broker_ride_connect(b, ride)) != 0) {
+      if (rc == CT_ETIMEDOUT)
+        pause = pause_until(pause, ride->end);
+      continue;
+    }
+    rc = wait_once(b, ride->conn, ride->sent, k, id, fmin(left, DEFAULT_TTL), info);
+    ride->sent = false;
   }
-  if (c)
-    rpc_give(b, c);
   free(k);
   return rc;
 }
 
 int ct_broker_get(ct_broker_t *b, const char *id, ct_broker_info_t *out) {
-  return b ? get_on(b, b->conn, id, b->command_timeout, out) : CT_EINVAL;
+  return b ? get_record(b, NULL, id, b->command_timeout, out) : CT_EINVAL;
 }
 
 int ct__broker_record_key(const ct_broker_t *b, const char *id, char **key) {
@@ -819,10 +882,10 @@ int ct__broker_record_key(const ct_broker_t *b, const char *id, char **key) {
   return *key ? 0 : CT_ENOMEM;
 }
 
-/* ct_broker_get() on connection c, whose command has `wait` seconds for
- * its reply. */
-static int get_on(ct_broker_t *b, ct__rconn_t *c, const char *id, double wait,
-                  ct_broker_info_t *out) {
+/* ct_broker_get() on the handle's connection, or on a call's own, the
+ * command given `wait` seconds. */
+static int get_record(ct_broker_t *b, ct__rsync_t *own, const char *id, double wait,
+                      ct_broker_info_t *out) {
   char *k = NULL;
   int rc = out ? ct__broker_record_key(b, id, &k) : CT_EINVAL;
   if (rc != 0)
@@ -830,7 +893,11 @@ static int get_on(ct_broker_t *b, ct__rconn_t *c, const char *id, double wait,
   memset(out, 0, sizeof *out);
   ct__bget_t g = {b, id, out};
   const char *argv[2] = {"HGETALL", k};
-  rc = ct__rconn_command_within(c, wait, 2, argv, NULL, ct__broker_get_reply, &g);
+  ct__rconn_cmd_t get = {2, argv, NULL, ct__broker_get_reply, &g, 0};
+  if (!own)
+    rc = ct__rconn_command_within(b->conn, wait, 2, argv, NULL, ct__broker_get_reply, &g);
+  else if ((rc = ct__rsync_send(own, wait, 1, &get)) == 0)
+    rc = ct__rsync_read(own, wait, &get);
   free(k);
   return rc;
 }

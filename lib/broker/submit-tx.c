@@ -12,9 +12,13 @@
  * atomic (a connection lost before EXEC writes nothing), and the same
  * guarantee (a name no worker has ever registered is refused: it is never
  * kept). A handle keeps at most KNOWN_MAX names; past them, the script.
+ * A blocking call's transaction goes on the call's own connection, its
+ * blocking read of the done list sent behind it (send_riding()).
  *
  * Lock: b->lock guards b->known.
  */
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +26,7 @@
 #include "message.h"
 
 #define KNOWN_MAX 64 /* names one handle keeps */
+#define DAY 86400.0   /* longest wait of one blocking read */
 
 struct ct__bknown {
   size_t n;
@@ -74,6 +79,24 @@ static int exec_reply(const redisReply *r, void *data) {
              : CT_EINVAL;
 }
 
+/* The transaction's five commands on the call's own connection, its first
+ * blocking read behind them, for what is left of the call (at most a
+ * day: BLPOP's own timeout, as every wait of a call). The read is owed
+ * once sent, whatever the transaction's fate. */
+static int send_riding(const ct__bsubmit_tx_t *t, double wait, ct__rconn_cmd_t cmds[5]) {
+  char secs[32];
+  snprintf(secs, sizeof secs, "%.3f", fmin(fmax(t->ride->end - ct_now(), 0.001), DAY));
+  const char *blpop[] = {"BLPOP", t->done, secs};
+  ct__rconn_cmd_t all[6];
+  memcpy(all, cmds, 5 * sizeof *all);
+  all[5] = (ct__rconn_cmd_t){3, blpop, NULL, NULL, NULL, 0};
+  int rc = ct__rsync_send(t->ride->conn, wait, 6, all);
+  t->ride->sent = rc == 0;
+  for (size_t i = 0; i < 5 && rc == 0; i++)
+    rc = ct__rsync_read(t->ride->conn, wait, &cmds[i]);
+  return rc;
+}
+
 int ct__bsubmit_tx(ct_broker_t *b, const ct__bsubmit_tx_t *t, double wait) {
   const char *multi[] = {"MULTI"}, *exec[] = {"EXEC"};
   const char *hset[] = {"HSET",    t->record, "status", "queued", "name", t->name,
@@ -99,7 +122,8 @@ int ct__bsubmit_tx(ct_broker_t *b, const ct__bsubmit_tx_t *t, double wait) {
                             {3, expire, NULL, status_reply, NULL, 0},
                             {(int)n, xadd, xlen, status_reply, NULL, 0},
                             {1, exec, NULL, exec_reply, NULL, 0}};
-  int rc = ct__rconn_pipeline(b->conn, wait > 0 ? wait : b->command_timeout, 5, cmds);
+  wait = wait > 0 ? wait : b->command_timeout;
+  int rc = t->ride ? send_riding(t, wait, cmds) : ct__rconn_pipeline(b->conn, wait, 5, cmds);
   for (size_t i = 0; i < 5 && rc == 0; i++)
     rc = cmds[i].rc;
   free(xadd);

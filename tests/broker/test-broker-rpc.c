@@ -305,11 +305,119 @@ TEST(calls_ready_together_answer_in_the_order_the_server_took_them) {
   test_env_end(&e);
 }
 
+/* The id of the one client in CLIENT LIST whose line has both `a` and `b`
+ * (NULL: any), or 0 if none; more than one fails the test. */
+static long long client_with(test_redis_t *r, const char *a, const char *b) {
+  redisReply *x = test_redis(r, "CLIENT LIST");
+  CHECK(x->type == REDIS_REPLY_STRING);
+  long long id = 0;
+  for (char *line = x->str, *end; line && *line; line = end ? end + 1 : NULL) {
+    end = strchr(line, '\n');
+    if (end)
+      *end = '\0';
+    if (strstr(line, a) && (!b || strstr(line, b))) {
+      CHECK(id == 0);
+      CHECK(sscanf(line, "id=%lld", &id) == 1);
+    }
+  }
+  freeReplyObject(x);
+  return id;
+}
+
+/* Seconds client `id` has been idle, from CLIENT LIST. */
+static long long client_idle(test_redis_t *r, long long id) {
+  char key[64];
+  snprintf(key, sizeof key, "id=%lld ", id);
+  redisReply *x = test_redis(r, "CLIENT LIST ID %lld", id);
+  CHECK(x->type == REDIS_REPLY_STRING);
+  const char *idle = strstr(x->str, " idle=");
+  CHECK(strncmp(x->str, key, strlen(key)) == 0 && idle);
+  long long s = atoll(idle + 6);
+  freeReplyObject(x);
+  return s;
+}
+
+static long long connections_made(test_redis_t *r) {
+  redisReply *x = test_redis(r, "INFO stats");
+  const char *f = strstr(x->str, "total_connections_received:");
+  CHECK(f != NULL);
+  long long n = atoll(f + strlen("total_connections_received:"));
+  freeReplyObject(x);
+  return n;
+}
+
+/* Once a call has found its name registered, the next calls submit on
+ * their own connection, their blocking read behind the submission: the
+ * handle's connection stays idle. The call's connection is kept for the
+ * next call. */
+TEST(a_known_name_s_call_is_made_on_its_own_connection_alone) {
+  test_env_t e;
+  test_env_start(&e, 0, 30, NULL);
+  long long handle_conn; /* the only other client: it asks its id as it connects */
+  WAIT_FOR((handle_conn = client_with(&e.r, "cmd=client|id", NULL)) != 0);
+  ct_broker_t *worker = test_broker_open(e.sup, e.r.url, 30, NULL);
+  CHECK_OK(ct_broker_register(worker, "echo", echo, NULL));
+  CHECK_OK(ct_broker_worker_start(worker, NULL));
+  json_t *kw = json_pack("{s:i}", "x", 1), *result = NULL;
+  CHECK_OK(ct_broker_call(e.b, "echo", kw, NULL, 60, &result)); /* the script finds it */
+  json_decref(result);
+  check_sleep(2.2);
+  long long made = connections_made(&e.r);
+  for (int i = 0; i < 3; i++) {
+    CHECK_OK(ct_broker_call(e.b, "echo", kw, NULL, 60, &result));
+    CHECK(json_equal(result, kw));
+    json_decref(result);
+  }
+  CHECK(client_idle(&e.r, handle_conn) >= 2);
+  CHECK_EQ_INT(connections_made(&e.r), made);
+  json_decref(kw);
+  ct_broker_free(worker);
+  test_env_end(&e);
+}
+
+/* A call's connection closed by the server, idle (kept for the next call)
+ * or while the call waits on it, is made again: the call is answered, and
+ * writing to the closed socket does not end the program (SIGPIPE). */
+TEST(a_call_whose_connection_the_server_closes_is_answered_anyway) {
+  test_env_t e;
+  test_env_start(&e, 0, 30, NULL);
+  CHECK_OK(ct_broker_register(e.b, "echo", echo, NULL));
+  CHECK_OK(ct_broker_register(e.b, "gate", gate, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  json_t *result = NULL;
+  for (int i = 0; i < 3; i++) {
+    CHECK_OK(ct_broker_call(e.b, "echo", NULL, NULL, 60, &result));
+    json_decref(result);
+    long long idle_call = client_with(&e.r, "cmd=blpop", "flags=U ");
+    CHECK(idle_call != 0);
+    CHECK_EQ_INT(test_redis_int(&e.r, "CLIENT KILL ID %lld", idle_call), 1);
+  }
+  atomic_store(&gate_handler_started, false);
+  atomic_store(&gate_handler_open, false);
+  caller_t c;
+  caller_start(&c, e.b, "gate", NULL);
+  WAIT_FOR(atomic_load(&gate_handler_started));
+  long long waiting;
+  WAIT_FOR((waiting = client_with(&e.r, "cmd=blpop", "flags=bU ")) != 0);
+  CHECK_EQ_INT(test_redis_int(&e.r, "CLIENT KILL ID %lld", waiting), 1);
+  long long again;
+  WAIT_FOR((again = client_with(&e.r, "cmd=blpop", "flags=bU ")) != 0);
+  CHECK(again != waiting);
+  atomic_store(&gate_handler_open, true);
+  caller_join(&c);
+  CHECK_OK(c.rc);
+  CHECK(json_is_string(c.result) && strcmp(json_string_value(c.result), "gated") == 0);
+  json_decref(c.result);
+  test_env_end(&e);
+}
+
 int main(void) {
   RUN(a_call_is_answered_by_its_done_list_without_reading_the_record);
   RUN(a_bare_status_in_the_done_list_sends_the_call_to_the_record);
   RUN(an_expired_task_answers_its_caller_timed_out);
   RUN(a_late_duplicate_answers_its_caller_with_the_first_result);
   RUN(calls_ready_together_answer_in_the_order_the_server_took_them);
+  RUN(a_known_name_s_call_is_made_on_its_own_connection_alone);
+  RUN(a_call_whose_connection_the_server_closes_is_answered_anyway);
   return check_done();
 }
