@@ -13,7 +13,10 @@
  * soon as the read returns, by the server's clock (so it calls TIME, which
  * a fetch sent on its own does not): each call's task is taken without a
  * round trip more. And an idle worker waits: a second of idling is a read
- * or two, not a loop. Counts and order only.
+ * or two, not a loop. Such a fetch learns the id of the stream it read
+ * from the entry it took (the last one XREADGROUP returned, having
+ * returned fewer than asked for), and of an empty stream from its XLEN:
+ * it reads no XREVRANGE (each one did before). Counts and order only.
  *
  * The ids a fetch returns to block on are each stream's newest entry, or
  * 0-0 for an empty one (XREAD returns only entries newer than the id:
@@ -75,6 +78,7 @@ TEST(after_taking_a_task_with_slots_left_the_worker_blocks_without_fetching_agai
   ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
   wo.concurrency = 16;
   CHECK_OK(ct_broker_worker_start(b, &wo));
+  freeReplyObject(test_redis(&r, "CONFIG RESETSTAT"));
   for (int i = 0; i < CALLS; i++) {
     json_t *kw = json_pack("{s:i}", "i", i), *result = NULL;
     CHECK_OK(ct_broker_call(b, "echo", kw, NULL, 60, &result));
@@ -83,6 +87,8 @@ TEST(after_taking_a_task_with_slots_left_the_worker_blocks_without_fetching_agai
     json_decref(kw);
   }
   CHECK_EQ_INT(test_redis_int(&r, "XLEN ctasker:{default}:stream:normal"), 0); /* all acked */
+  /* A take-over that falls due while a task runs reads its entry's id. */
+  CHECK(test_redis_calls(&r, "xrevrange") <= 2);
   check_sleep(1.5); /* idle */
   ct_broker_free(b); /* the fetch thread has ended: its sequence is complete */
   test_sup_end(sup);
