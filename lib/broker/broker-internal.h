@@ -100,10 +100,12 @@ int ct__broker_submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
                          ct__basync_call_t *post, ct__bride_t *ride,
                          char id[CT_BROKER_ID_SIZE]);
 
-/* The connection for a blocking call: an idle one still of use, or a new
- * one made within what is left of the call (at most the connect
- * timeout). Returns 0; ct__rsync_new()'s codes. */
-int ct__broker_ride_connect(ct_broker_t *b, ct__bride_t *ride);
+/* The connection for a blocking call, unless it has one: an idle one
+ * still of use, or a new one, made again while attempts fail (the server
+ * may be restarting; paused 0.1 s, doubling up to 1 s) for `within`
+ * seconds, each attempt bounded by the connect timeout. Returns 0;
+ * ct__rsync_new()'s codes. */
+int ct__broker_ride_connect(ct_broker_t *b, ct__bride_t *ride, double within);
 
 /* The Unix ms of a call's deadline, `timeout` seconds (> 0) from now. */
 int64_t ct__broker_deadline_ms(double timeout);

@@ -305,7 +305,7 @@ static int submit_tx(ct_broker_t *b, ct__bsubmit_tx_t *tx, const submission_t *s
   int rc = 0;
   char *done = NULL;
   if (sub->ride) {
-    rc = ct__broker_ride_connect(b, sub->ride);
+    rc = ct__broker_ride_connect(b, sub->ride, sub->wait);
     if (rc == 0 && !(done = ct__broker_key(b, "done:", id)))
       rc = CT_ENOMEM;
     tx->ride = sub->ride;
@@ -690,14 +690,27 @@ static ct__rsync_t *rpc_idle_take(ct_broker_t *b) {
   }
 }
 
-int ct__broker_ride_connect(ct_broker_t *b, ct__bride_t *ride) {
-  if (ride->conn)
+/* Sleep `pause` seconds, at most until `end` (ct_now() time); returns the
+ * next pause: 0.1 s, doubling up to 1 s. */
+static double pause_until(double pause, double end) {
+  double s = fmin(fmax(pause, 0.1), end - ct_now());
+  if (s > 0)
+    nanosleep(&(struct timespec){(time_t)s, (long)((s - floor(s)) * 1e9)}, NULL);
+  return fmin(fmax(pause, 0.1) * 2, 1);
+}
+
+int ct__broker_ride_connect(ct_broker_t *b, ct__bride_t *ride, double within) {
+  if (ride->conn || (ride->conn = rpc_idle_take(b)))
     return 0;
-  if ((ride->conn = rpc_idle_take(b)))
-    return 0;
-  double left = fmax(ride->end - ct_now(), CALL_GRACE);
-  return ct__rsync_new(&b->url, fmin(b->connect_timeout, left), b->log, b->log_data,
-                       &ride->conn);
+  double end = ct_now() + within, pause = 0.1;
+  for (;;) {
+    double left = fmax(end - ct_now(), CALL_GRACE);
+    int rc = ct__rsync_new(&b->url, fmin(b->connect_timeout, left), b->log, b->log_data,
+                           &ride->conn);
+    if (rc != CT_ETIMEDOUT || end - ct_now() <= 0)
+      return rc;
+    pause = pause_until(pause, end);
+  }
 }
 
 /* Keep a call's connection for the next call if it is still of use (else,
@@ -833,19 +846,9 @@ static int wait_once(ct_broker_t *b, ct__rsync_t *c, bool sent, const char *done
   return CT_ETIMEDOUT;
 }
 
-/* Sleep `pause` seconds, at most until `end` (ct_now() time); returns the
- * next pause: 0.1 s, doubling up to 1 s. */
-static double pause_until(double pause, double end) {
-  double s = fmin(fmax(pause, 0.1), end - ct_now());
-  if (s > 0)
-    nanosleep(&(struct timespec){(time_t)s, (long)((s - floor(s)) * 1e9)}, NULL);
-  return fmin(fmax(pause, 0.1) * 2, 1);
-}
-
 /* Wait for the task's end until the call's end (ct_now() time, may be
  * INFINITY: the wait goes on a day at a time), on the call's own
- * connection. A connection that fails is made again (the server may be
- * restarting: attempts that fail are paused, 0.1 s doubling up to 1 s).
+ * connection, made again if it fails (the server may be restarting).
  * Each blocking read is given CALL_GRACE beyond its own server-side
  * timeout, so that a server that stalls cannot hold the call past its end
  * by more than that. */
@@ -853,17 +856,13 @@ static int wait_result(ct_broker_t *b, const char *id, ct__bride_t *ride,
                        ct_broker_info_t *info) {
   char *k = ct__broker_key(b, "done:", id);
   int rc = k ? CT_ETIMEDOUT : CT_ENOMEM;
-  double pause = 0.1;
   for (double left; rc == CT_ETIMEDOUT && (left = ride->end - ct_now()) >= 0.001;) {
     if (ride->conn && !ride->sent && !ct__rsync_usable(ride->conn)) {
       ct__rsync_free(ride->conn);
       ride->conn = NULL;
     }
-    if (!ride->conn && (rc = ct__broker_ride_connect(b, ride)) != 0) {
-      if (rc == CT_ETIMEDOUT)
-        pause = pause_until(pause, ride->end);
-      continue;
-    }
+    if ((rc = ct__broker_ride_connect(b, ride, left)) != 0)
+      break;
     rc = wait_once(b, ride->conn, ride->sent, k, id, fmin(left, DEFAULT_TTL), info);
     ride->sent = false;
   }

@@ -411,6 +411,34 @@ TEST(a_call_whose_connection_the_server_closes_is_answered_anyway) {
   test_env_end(&e);
 }
 
+/* A call made while the server restarts waits for it, as a submission
+ * does (within the command timeout): its own connection is made again,
+ * the failed attempts paused. The server comes back with its data (SAVE),
+ * so the worker finds its group again. */
+TEST(a_call_made_while_the_server_restarts_is_answered) {
+  test_env_t e;
+  test_env_start(&e, 0, 30, NULL);
+  CHECK_OK(ct_broker_register(e.b, "echo", echo, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  json_t *result = NULL;
+  CHECK_OK(ct_broker_call(e.b, "echo", NULL, NULL, 60, &result)); /* the name is known */
+  json_decref(result);
+  redisReply *x = test_redis(&e.r, "SAVE");
+  CHECK(x->type == REDIS_REPLY_STATUS);
+  freeReplyObject(x);
+  test_redis_halt(&e.r, false);
+  caller_t c;
+  caller_start(&c, e.b, "echo", json_pack("{s:i}", "x", 7));
+  check_sleep(0.5);
+  static const char *const saved[] = {"--dbfilename", "dump.rdb", NULL};
+  test_redis_start(&e.r, saved);
+  caller_join(&c);
+  CHECK_OK(c.rc);
+  CHECK(json_integer_value(json_object_get(c.result, "x")) == 7);
+  json_decref(c.result);
+  test_env_end(&e);
+}
+
 int main(void) {
   RUN(a_call_is_answered_by_its_done_list_without_reading_the_record);
   RUN(a_bare_status_in_the_done_list_sends_the_call_to_the_record);
@@ -419,5 +447,6 @@ int main(void) {
   RUN(calls_ready_together_answer_in_the_order_the_server_took_them);
   RUN(a_known_name_s_call_is_made_on_its_own_connection_alone);
   RUN(a_call_whose_connection_the_server_closes_is_answered_anyway);
+  RUN(a_call_made_while_the_server_restarts_is_answered);
   return check_done();
 }
