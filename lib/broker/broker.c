@@ -35,6 +35,7 @@
 #include <time.h>
 
 #include "base/clock.h"
+#include "base/log.h"
 #include "base/opts.h"
 #include "broker-internal.h"
 #include "message.h"
@@ -210,14 +211,10 @@ char *ct__broker_key(const ct_broker_t *b, const char *a, const char *c) {
 }
 
 void ct__broker_log(const ct_broker_t *b, int level, const char *fmt, ...) {
-  if (!b->log)
-    return;
-  char msg[512];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  ct__vlog(b->log, b->log_data, level, fmt, ap);
   va_end(ap);
-  b->log(level, msg, b->log_data);
 }
 
 int64_t ct__broker_unix_ms(void) {

@@ -59,6 +59,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/log.h"
+
 #define RETRY_FIRST 0.1 /* seconds before the first reconnection */
 #define RETRY_MAX 5.0   /* longest pause between reconnections */
 #define LOADING_PAUSE 0.1 /* seconds between tries while the server loads its data */
@@ -119,14 +121,10 @@ struct ct__rconn {
 static void conn_log(ct__rconn_t *c, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void conn_log(ct__rconn_t *c, int level, const char *fmt, ...) {
-  if (!c->log)
-    return;
-  char msg[512];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  ct__vlog(c->log, c->log_data, level, fmt, ap);
   va_end(ap);
-  c->log(level, msg, c->log_data);
 }
 
 /* --- calls: a caller's wait ------------------------------------------ */

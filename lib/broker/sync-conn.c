@@ -27,7 +27,6 @@
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +35,7 @@
 #include <time.h>
 
 #include "base/clock.h"
+#include "base/log.h"
 
 struct ct__rsync {
   redisContext *ctx;
@@ -46,19 +46,6 @@ struct ct__rsync {
   ct_log_fn log;
   void *log_data;
 };
-
-static void sync_log(ct__rsync_t *c, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void sync_log(ct__rsync_t *c, int level, const char *fmt, ...) {
-  if (!c->log)
-    return;
-  char msg[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  c->log(level, msg, c->log_data);
-}
 
 static struct timeval timeval_of(double seconds) {
   seconds = fmin(fmax(seconds, 0.001), 1e9);
@@ -77,7 +64,7 @@ static int set_timeout(ct__rsync_t *c, double seconds) {
 
 static int fail(ct__rsync_t *c, const char *what) {
   c->broken = true;
-  sync_log(c, CT_LOG_ERROR, "redis %s: %s", c->display, what);
+  ct__log(c->log, c->log_data, CT_LOG_ERROR, "redis %s: %s", c->display, what);
   return CT_ETIMEDOUT;
 }
 
