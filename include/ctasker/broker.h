@@ -193,8 +193,9 @@ CT_EXPORT int ct_broker_submit_many(ct_broker_t *broker, size_t n, const char *c
  * first (the task may still run, or have run; also when a worker found the
  * deadline passed and did not run it, its record EXPIRED); CT_EINVAL (as for submit,
  * a NULL result, a timeout not > 0: INFINITY waits for ever); CT_ENOENT
- * (no worker registered the name); CT_ESHUTDOWN; CT_ENOMEM. *result is NULL
- * on error. Every command of the call is bounded by what is left of its
+ * (no worker registered the name); CT_ESHUTDOWN (the handle's supervisor
+ * has stopped, also while the call waits); CT_EDEADLK (on the handle's loop
+ * thread); CT_ENOMEM. *result is NULL on error. Every command of the call is bounded by what is left of its
  * timeout (and the command timeout), so a server that stalls holds it past
  * its deadline by a fraction of a second at most.
  * Thread-safety: any thread but the handle's loop thread; calls from

@@ -61,6 +61,8 @@ struct ct_broker {
   ct__bloop_t *loops;           /* lock: loop handlers' settings */
   ct__basync_t *async;          /* lock: made on first use (async.c) */
   struct ct__bknown *known;     /* lock: names seen registered (submit-tx.c) */
+  struct ct__bride *rides;      /* lock: blocking calls under way */
+  bool ended;                   /* lock: the handle's loop has ended */
 };
 
 /* A new key "<prefix><a><c>", or NULL. */
@@ -79,12 +81,17 @@ void ct__bprocs_free(ct__bproc_t *p);
 /* Free a list of loop handlers' settings (NULL does nothing). */
 void ct__bloops_free(ct__bloop_t *h);
 /* A blocking call (ct_broker_call()) under way: its end (ct_now() time),
- * its own connection (NULL until it takes one) and whether its first
- * blocking read was sent behind its submission (ct__bsubmit_tx()). */
+ * its own connection (NULL until it takes one; set and cleared under the
+ * handle's lock, so that the handle's end can interrupt it), whether its
+ * first blocking read was sent behind its submission (ct__bsubmit_tx()),
+ * the pause before its next connection after one that failed, and the
+ * next call under way (the handle's lock). */
 typedef struct ct__bride {
   double end;
   ct__rsync_t *conn;
   bool sent;
+  double pause;
+  struct ct__bride *next;
 } ct__bride_t;
 
 /* Check and encode a submission as ct_broker_submit() does, with the
@@ -99,13 +106,6 @@ int ct__broker_submit_by(ct_broker_t *b, const char *name, const json_t *kwargs,
                          const ct_broker_submit_opts_t *opts, int64_t deadline_ms, double wait,
                          ct__basync_call_t *post, ct__bride_t *ride,
                          char id[CT_BROKER_ID_SIZE]);
-
-/* The connection for a blocking call, unless it has one: an idle one
- * still of use, or a new one, made again while attempts fail (the server
- * may be restarting; paused 0.1 s, doubling up to 1 s) for `within`
- * seconds, each attempt bounded by the connect timeout. Returns 0;
- * ct__rsync_new()'s codes. */
-int ct__broker_ride_connect(ct_broker_t *b, ct__bride_t *ride, double within);
 
 /* The Unix ms of a call's deadline, `timeout` seconds (> 0) from now. */
 int64_t ct__broker_deadline_ms(double timeout);

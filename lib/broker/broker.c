@@ -142,6 +142,8 @@ static double timeout_or_default(double t) {
   return t == 0 ? DEFAULT_TIMEOUT : fmin(t, DEFAULT_TTL);
 }
 
+static void on_handle_end(void *data);
+
 int ct_broker_new(ct_supervisor_t *sup, const ct_broker_opts_t *opts, ct_broker_t **out) {
   if (!out)
     return CT_EINVAL;
@@ -170,6 +172,8 @@ int ct_broker_new(ct_supervisor_t *sup, const ct_broker_opts_t *opts, ct_broker_
                            b->log_data};
     rc = ct__rconn_new(&co, &b->conn);
   }
+  if (rc == 0)
+    rc = ct__rconn_on_end(b->conn, on_handle_end, b);
   if (rc != 0) {
     ct_broker_free(b);
     return rc;
@@ -295,21 +299,27 @@ static char *delayed_member(const ct__bmsg_wire_t *w, const char *level) {
 #define SUBMIT_KEYS 6
 #define SUBMIT_ARGS 7
 
+static int ride_connect(ct_broker_t *b, ct__bride_t *ride, double within);
+static double call_wait(const ct_broker_t *b, double end);
+
 /* An immediate submission of a known name in a MULTI/EXEC (submit-tx.c):
- * a blocking call's on its own connection, with its first read behind. */
+ * a blocking call's on its own connection, with its first read behind,
+ * given what is left after connecting. */
 static int submit_tx(ct_broker_t *b, ct__bsubmit_tx_t *tx, const submission_t *sub,
                      const char *id) {
   int rc = 0;
   char *done = NULL;
+  double wait = sub->wait;
   if (sub->ride) {
-    rc = ct__broker_ride_connect(b, sub->ride, sub->wait);
+    rc = ride_connect(b, sub->ride, sub->wait);
     if (rc == 0 && !(done = ct__broker_key(b, "done:", id)))
       rc = CT_ENOMEM;
     tx->ride = sub->ride;
     tx->done = done;
+    wait = call_wait(b, sub->ride->end);
   }
   if (rc == 0)
-    rc = ct__bsubmit_tx(b, tx, sub->wait);
+    rc = ct__bsubmit_tx(b, tx, wait);
   free(done);
   return rc;
 }
@@ -696,20 +706,6 @@ static double pause_until(double pause, double end) {
   return fmin(fmax(pause, 0.1) * 2, 1);
 }
 
-int ct__broker_ride_connect(ct_broker_t *b, ct__bride_t *ride, double within) {
-  if (ride->conn || (ride->conn = rpc_idle_take(b)))
-    return 0;
-  double end = ct_now() + within, pause = 0.1;
-  for (;;) {
-    double left = fmax(end - ct_now(), CALL_GRACE);
-    int rc = ct__rsync_new(&b->url, fmin(b->connect_timeout, left), b->log, b->log_data,
-                           &ride->conn);
-    if (rc != CT_ETIMEDOUT || end - ct_now() <= 0)
-      return rc;
-    pause = pause_until(pause, end);
-  }
-}
-
 /* Keep a call's connection for the next call if it is still of use (else,
  * or out of memory, close it). NULL does nothing. */
 static void rpc_give(ct_broker_t *b, ct__rsync_t *c) {
@@ -722,6 +718,84 @@ static void rpc_give(ct_broker_t *b, ct__rsync_t *c) {
   pthread_mutex_lock(&b->lock);
   r->next = b->rpc_idle;
   b->rpc_idle = r;
+  pthread_mutex_unlock(&b->lock);
+}
+
+/* The call's connection, set (or taken away: NULL) under the handle's
+ * lock; CT_ESHUTDOWN (c freed) once the handle's loop has ended. */
+static int ride_set(ct_broker_t *b, ct__bride_t *ride, ct__rsync_t *c) {
+  pthread_mutex_lock(&b->lock);
+  bool ended = b->ended;
+  ct__rsync_t *old = ride->conn;
+  ride->conn = ended ? NULL : c;
+  pthread_mutex_unlock(&b->lock);
+  ct__rsync_free(old);
+  if (ended)
+    ct__rsync_free(c);
+  return ended ? CT_ESHUTDOWN : 0;
+}
+
+/* The connection for a blocking call, unless it has one: an idle one
+ * still of use, or a new one, made again while attempts fail (the server
+ * may be restarting; paused 0.1 s, doubling up to 1 s) for `within`
+ * seconds, each attempt bounded by the connect timeout. Returns 0;
+ * CT_ESHUTDOWN; ct__rsync_new()'s codes. */
+static int ride_connect(ct_broker_t *b, ct__bride_t *ride, double within) {
+  double end = ct_now() + within;
+  while (!ride->conn) {
+    ct__rsync_t *c = rpc_idle_take(b);
+    double left = fmax(end - ct_now(), CALL_GRACE);
+    int rc = c ? 0
+               : ct__rsync_new(&b->url, fmin(b->connect_timeout, left), b->log, b->log_data,
+                               &c);
+    if (rc == 0)
+      return ride_set(b, ride, c);
+    if (rc != CT_ETIMEDOUT || end - ct_now() <= 0)
+      return rc;
+    ride->pause = pause_until(ride->pause, end);
+    if (end - ct_now() <= 0)
+      return CT_ETIMEDOUT;
+  }
+  return 0;
+}
+
+/* A call begins (CT_ESHUTDOWN once the handle's loop has ended) and ends:
+ * the handle knows it meanwhile, and keeps its connection for the next
+ * call if it is still of use. */
+static int ride_begin(ct_broker_t *b, ct__bride_t *ride) {
+  pthread_mutex_lock(&b->lock);
+  bool ended = b->ended;
+  if (!ended) {
+    ride->next = b->rides;
+    b->rides = ride;
+  }
+  pthread_mutex_unlock(&b->lock);
+  return ended ? CT_ESHUTDOWN : 0;
+}
+
+static void ride_end(ct_broker_t *b, ct__bride_t *ride) {
+  pthread_mutex_lock(&b->lock);
+  ct__bride_t **p = &b->rides;
+  while (*p && *p != ride)
+    p = &(*p)->next;
+  if (*p)
+    *p = ride->next;
+  ct__rsync_t *c = ride->conn;
+  ride->conn = NULL;
+  pthread_mutex_unlock(&b->lock);
+  rpc_give(b, c);
+}
+
+/* The handle's loop has ended (its supervisor stopped, or it is freed):
+ * calls under way are woken from their reads, and they and later ones
+ * answer CT_ESHUTDOWN. On the loop thread. */
+static void on_handle_end(void *data) {
+  ct_broker_t *b = data;
+  pthread_mutex_lock(&b->lock);
+  b->ended = true;
+  for (ct__bride_t *r = b->rides; r; r = r->next)
+    if (r->conn)
+      ct__rsync_interrupt(r->conn);
   pthread_mutex_unlock(&b->lock);
 }
 
@@ -742,14 +816,18 @@ int ct_broker_call(ct_broker_t *b, const char *name, const json_t *kwargs,
   *result = NULL;
   if (!b)
     return CT_EINVAL;
-  ct__bride_t ride = {ct_now() + timeout, NULL, false};
+  if (ct__rconn_on_loop_thread(b->conn))
+    return CT_EDEADLK; /* its replies, and the worker's, come on this thread */
+  ct__bride_t ride = {ct_now() + timeout, NULL, false, 0, NULL};
   char id[CT_BROKER_ID_SIZE];
-  int rc = ct__broker_submit_by(b, name, kwargs, opts, ct__broker_deadline_ms(timeout),
-                                call_wait(b, ride.end), NULL, &ride, id);
+  int rc = ride_begin(b, &ride);
+  if (rc == 0)
+    rc = ct__broker_submit_by(b, name, kwargs, opts, ct__broker_deadline_ms(timeout),
+                              call_wait(b, ride.end), NULL, &ride, id);
   ct_broker_info_t info;
   if (rc == 0)
     rc = wait_result(b, id, &ride, &info);
-  rpc_give(b, ride.conn);
+  ride_end(b, &ride);
   if (rc == 0)
     rc = ct__bcall_outcome(&info);
   if (rc == 0)
@@ -855,12 +933,21 @@ static int wait_result(ct_broker_t *b, const char *id, ct__bride_t *ride,
   int rc = k ? CT_ETIMEDOUT : CT_ENOMEM;
   for (double left; rc == CT_ETIMEDOUT && (left = ride->end - ct_now()) >= 0.001;) {
     if (ride->conn && !ride->sent && !ct__rsync_usable(ride->conn)) {
-      ct__rsync_free(ride->conn);
-      ride->conn = NULL;
+      /* It failed: paused before the next (a server that drops every
+       * read must not make this a loop), unless the handle has ended. */
+      if ((rc = ride_set(b, ride, NULL)) != 0)
+        break;
+      ride->pause = pause_until(ride->pause, ride->end);
+      rc = CT_ETIMEDOUT;
+      continue;
     }
-    if ((rc = ct__broker_ride_connect(b, ride, left)) != 0)
+    if ((rc = ride_connect(b, ride, left)) != 0)
       break;
-    rc = wait_once(b, ride->conn, ride->sent, k, id, fmin(left, DEFAULT_TTL), info);
+    if ((left = ride->end - ct_now()) < 0.001 && !ride->sent) {
+      rc = CT_ETIMEDOUT; /* connecting took what was left */
+      break;
+    }
+    rc = wait_once(b, ride->conn, ride->sent, k, id, fmin(fmax(left, 0.001), DEFAULT_TTL), info);
     ride->sent = false;
   }
   free(k);

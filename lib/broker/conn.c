@@ -96,6 +96,8 @@ enum { DOWN, CONNECTING, READY, LOADING };
 struct ct__rconn {
   ct_loop_t *loop;
   pthread_t loop_thread; /* set by the first call on the loop, before new returns */
+  void (*on_end)(void *); /* L: called as the loop ends (ct__rconn_on_end()) */
+  void *on_end_data;      /* L */
   ct__redis_url_t url;
   char *display;         /* the URL for log lines, without the password */
   double connect_timeout, command_timeout;
@@ -503,6 +505,8 @@ static void on_cleanup(struct ev_loop *ev, ev_cleanup *w, int revents) {
   if (ac)
     redisAsyncFree(ac);
   first_answer(c, CT_ESHUTDOWN);
+  if (c->on_end)
+    c->on_end(c->on_end_data);
 }
 
 static void on_loop_start(ct_loop_t *loop, struct ev_loop *ev, void *data) {
@@ -724,6 +728,37 @@ int ct__rconn_pipeline(ct__rconn_t *c, double timeout, size_t n, ct__rconn_cmd_t
 }
 
 ct_loop_t *ct__rconn_loop(ct__rconn_t *c) { return c->loop; }
+
+bool ct__rconn_on_loop_thread(const ct__rconn_t *c) {
+  return pthread_equal(pthread_self(), c->loop_thread);
+}
+
+/* ct__rconn_on_end()'s request, set on the loop thread, where it is read. */
+typedef struct {
+  ct__rconn_t *c;
+  void (*fn)(void *);
+  void *data;
+} end_hook_t;
+
+static void set_end_hook(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  (void)ev;
+  end_hook_t *h = data;
+  h->c->on_end = h->fn;
+  h->c->on_end_data = h->data;
+  free(h);
+}
+
+int ct__rconn_on_end(ct__rconn_t *c, void (*fn)(void *data), void *data) {
+  end_hook_t *h = malloc(sizeof *h);
+  if (!h)
+    return CT_ENOMEM;
+  *h = (end_hook_t){c, fn, data};
+  int rc = ct_loop_call(c->loop, set_end_hook, h);
+  if (rc != 0)
+    free(h);
+  return rc;
+}
 
 long long ct__rconn_client_id(ct__rconn_t *c) { return atomic_load(&c->client_id); }
 

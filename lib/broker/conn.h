@@ -4,6 +4,7 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <stdbool.h>
 
 #include "ctasker/loop.h"
 #include "url.h"
@@ -90,6 +91,15 @@ int ct__rconn_pipeline(ct__rconn_t *c, double timeout, size_t n, ct__rconn_cmd_t
 /* The connection's loop (borrowed, valid until ct__rconn_free()), for
  * timers that go with the connection. */
 ct_loop_t *ct__rconn_loop(ct__rconn_t *c);
+
+/* Whether the calling thread is the connection's loop thread. */
+bool ct__rconn_on_loop_thread(const ct__rconn_t *c);
+
+/* Have fn(data) called on the loop thread as the loop ends (its supervisor
+ * stopped, or ct__rconn_free()), after every command was answered; set
+ * once, before anything depends on it. Returns 0; CT_ENOMEM; CT_ESHUTDOWN
+ * if the loop has ended. */
+int ct__rconn_on_end(ct__rconn_t *c, void (*fn)(void *data), void *data);
 
 /* The server's CLIENT ID of the connection as it now is (asked for as
  * each connection becomes ready, ahead of every other command), or 0 while

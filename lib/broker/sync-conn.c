@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,7 @@ struct ct__rsync {
   double timeout;   /* the socket timeouts as last set (s), 0: not set */
   size_t owed;      /* replies sent for and not read */
   bool broken;
+  atomic_bool interrupted; /* ct__rsync_interrupt(): fail quietly */
   char *display;    /* the URL without its password, for log lines */
   ct_log_fn log;
   void *log_data;
@@ -64,8 +66,14 @@ static int set_timeout(ct__rsync_t *c, double seconds) {
 
 static int fail(ct__rsync_t *c, const char *what) {
   c->broken = true;
-  ct__log(c->log, c->log_data, CT_LOG_ERROR, "redis %s: %s", c->display, what);
+  if (!atomic_load(&c->interrupted))
+    ct__log(c->log, c->log_data, CT_LOG_ERROR, "redis %s: %s", c->display, what);
   return CT_ETIMEDOUT;
+}
+
+void ct__rsync_interrupt(ct__rsync_t *c) {
+  atomic_store(&c->interrupted, true);
+  shutdown(c->ctx->fd, SHUT_RDWR); /* the descriptor stays the owner's to close */
 }
 
 /* Write all of buf, or fail. */
@@ -77,7 +85,7 @@ static int write_all(ct__rsync_t *c, const char *buf, size_t len) {
     if (w <= 0) {
       char why[300];
       snprintf(why, sizeof why, "write failed: %s",
-               errno == EAGAIN ? "timed out" : strerror(errno));
+               w == 0 ? "nothing written" : errno == EAGAIN ? "timed out" : strerror(errno));
       return fail(c, why);
     }
     off += (size_t)w;
@@ -161,7 +169,8 @@ static int handshake(ct__rsync_t *c, double end, int argc, const char **argv, ch
 }
 
 /* AUTH and SELECT as the URL says, then PING until the server has loaded
- * its data (LOADING: it runs nothing yet), pausing 0.1 s. */
+ * its data (LOADING: it runs nothing yet), pausing 0.1 s; any other answer
+ * to PING (PONG, or an ACL that denies it) says it is ready. */
 static int greet(ct__rsync_t *c, const ct__redis_url_t *u, double end) {
   char *err = NULL;
   char db[16];
@@ -173,12 +182,17 @@ static int greet(ct__rsync_t *c, const ct__redis_url_t *u, double end) {
     rc = handshake(c, end, u->user ? 3 : 2, auth, &err);
   if (rc == 0 && u->db != 0)
     rc = handshake(c, end, 2, select, &err);
-  while (rc == 0 && (rc = handshake(c, end, 1, ping, &err)) == CT_EINVAL && err &&
-         strncmp(err, "LOADING", 7) == 0 && ct__now() + 0.1 < end) {
+  for (bool loading = true; rc == 0 && loading;) {
     free(err);
     err = NULL;
-    nanosleep(&(struct timespec){0, 100000000}, NULL);
-    rc = 0;
+    rc = handshake(c, end, 1, ping, &err);
+    loading = rc == CT_EINVAL && err && strncmp(err, "LOADING", 7) == 0;
+    if (rc == CT_EINVAL && err && !loading) {
+      rc = 0; /* refused (an ACL without PING), but it runs commands */
+    } else if (loading && ct__now() + 0.1 < end) {
+      nanosleep(&(struct timespec){0, 100000000}, NULL);
+      rc = 0;
+    }
   }
   if (rc == CT_EINVAL) {
     char why[300];

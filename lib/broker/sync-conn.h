@@ -24,6 +24,11 @@ void ct__rsync_free(ct__rsync_t *c);
  * connection with a reply owed (a read that timed out) is of no use. */
 bool ct__rsync_usable(ct__rsync_t *c);
 
+/* Make the owner's send or read under way (or next) fail at once, without
+ * a log line: the connection is then of no use. Thread-safety: any
+ * thread, while the owner uses it. */
+void ct__rsync_interrupt(ct__rsync_t *c);
+
 /* Send the n commands in one write, within `timeout` seconds; their
  * replies are then read with ct__rsync_read(), in order. Returns 0;
  * CT_ENOMEM; CT_ETIMEDOUT if the write failed (logged: the connection is

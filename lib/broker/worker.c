@@ -191,8 +191,9 @@ static ct__bscript_t bury_lua = CT__BSCRIPT_INIT(bury_script);
  * whose XLEN was 0, or whose XREADGROUP returned fewer entries than it
  * asked for, so that its last entry is the stream's newest (it returns
  * every entry past the group's last delivered one, in order, up to the
- * count). An idle worker that takes one new task thus reads no
- * XREVRANGE (the script's time for such a fetch: about 70 -> 55 us).
+ * count). An idle worker that takes one new task, the other streams
+ * and the wake stream empty, thus reads no XREVRANGE (the script's time
+ * for such a fetch, median of 5 runs: 69 -> 64 us).
  *
  * Each entry returned for the worker to start (not to bury, with an id
  * field of a task id's length, and no caller's deadline before now) has

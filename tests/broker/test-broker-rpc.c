@@ -439,6 +439,57 @@ TEST(a_call_made_while_the_server_restarts_is_answered) {
   test_env_end(&e);
 }
 
+/* A call on the handle's own loop thread, whose replies (and those of a
+ * worker on the handle) come on that thread. */
+static atomic_int call_on_loop_rc = 1;
+
+static void call_on_loop(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  (void)ev;
+  json_t *result = NULL;
+  atomic_store(&call_on_loop_rc, ct_broker_call(data, "echo", NULL, NULL, 5, &result));
+  json_decref(result);
+}
+
+/* A call made on the handle's own loop thread is refused (CT_EDEADLK),
+ * even for a name it knows; stopping the handle's supervisor wakes a call
+ * that waits with CT_ESHUTDOWN at once, and a call made after it submits
+ * nothing. The producer's handle has a supervisor of its own. */
+TEST(a_call_on_the_handle_s_loop_or_after_its_stop_is_refused) {
+  test_env_t e;
+  test_env_start(&e, 0, 30, NULL);
+  CHECK_OK(ct_broker_register(e.b, "echo", echo, NULL));
+  CHECK_OK(ct_broker_register(e.b, "gate", gate, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  ct_supervisor_t *psup = test_sup_start();
+  ct_broker_t *p = test_broker_open(psup, e.r.url, 30, NULL);
+  json_t *result = NULL;
+  CHECK_OK(ct_broker_call(p, "echo", NULL, NULL, 60, &result)); /* the name is known */
+  json_decref(result);
+  CHECK_OK(ct_loop_call(test_handle_loop(psup), call_on_loop, p));
+  WAIT_FOR(atomic_load(&call_on_loop_rc) != 1);
+  CHECK_EQ_INT(atomic_load(&call_on_loop_rc), CT_EDEADLK);
+
+  atomic_store(&gate_handler_started, false);
+  atomic_store(&gate_handler_open, false);
+  caller_t c;
+  caller_start(&c, p, "gate", NULL);
+  WAIT_FOR(atomic_load(&gate_handler_started));
+  WAIT_FOR(client_with(&e.r, "cmd=blpop", "flags=bU ") != 0);
+  double t0 = ct_now();
+  CHECK_OK(ct_supervisor_stop(psup, CT_STOP_DRAIN, -1));
+  caller_join(&c);
+  CHECK_EQ_INT(c.rc, CT_ESHUTDOWN);
+  CHECK(ct_now() - t0 < 30); /* at once, not after the call's 60 s */
+  long long entries = test_redis_int(&e.r, "XLEN " STREAM);
+  CHECK_EQ_INT(ct_broker_call(p, "echo", NULL, NULL, 60, &result), CT_ESHUTDOWN);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " STREAM), entries);
+  atomic_store(&gate_handler_open, true);
+  ct_broker_free(p);
+  CHECK_OK(ct_supervisor_free(psup));
+  test_env_end(&e);
+}
+
 int main(void) {
   RUN(a_call_is_answered_by_its_done_list_without_reading_the_record);
   RUN(a_bare_status_in_the_done_list_sends_the_call_to_the_record);
@@ -448,5 +499,6 @@ int main(void) {
   RUN(a_known_name_s_call_is_made_on_its_own_connection_alone);
   RUN(a_call_whose_connection_the_server_closes_is_answered_anyway);
   RUN(a_call_made_while_the_server_restarts_is_answered);
+  RUN(a_call_on_the_handle_s_loop_or_after_its_stop_is_refused);
   return check_done();
 }

@@ -16,7 +16,8 @@
  * or two, not a loop. Such a fetch learns the id of the stream it read
  * from the entry it took (the last one XREADGROUP returned, having
  * returned fewer than asked for), and of an empty stream from its XLEN:
- * it reads no XREVRANGE (each one did before). Counts and order only.
+ * with the other streams and the wake stream empty, it reads no XREVRANGE
+ * (each one did before). Counts and order only.
  *
  * The ids a fetch returns to block on are each stream's newest entry, or
  * 0-0 for an empty one (XREAD returns only entries newer than the id:

@@ -373,6 +373,30 @@ TEST(a_call_ends_by_its_deadline_when_the_server_stalls) {
   test_env_end(&e);
 }
 
+/* A server that goes away while a call waits, and comes back before the
+ * call's end: the call waits again on a new connection for what is left,
+ * not for what was left when the server went away (it used to end 3 s
+ * late here). Nobody answers. */
+TEST(a_call_ends_by_its_deadline_when_the_server_comes_back) {
+  test_env_t e;
+  test_env_start(&e, 0, 10, log_line);
+  test_redis_register_name(&e.r, "t");
+  stalled_call_t c = {e.b, 0.3, 0, 0};
+  call_thread(&c); /* the handle learns the name */
+  CHECK_EQ_INT(c.rc, CT_ETIMEDOUT);
+  c = (stalled_call_t){e.b, 6, 0, 0};
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, call_thread, &c) == 0);
+  WAIT_FOR(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:normal") == 2);
+  test_redis_halt(&e.r, false);
+  check_sleep(3);
+  test_redis_start(&e.r, NULL);
+  pthread_join(th, NULL);
+  CHECK_EQ_INT(c.rc, CT_ETIMEDOUT);
+  CHECK(c.took < 7.5); /* 6 s (and a grace of 0.25 s) */
+  test_env_end(&e);
+}
+
 /* A server restarted with its data reads it back before it answers
  * commands (LOADING until then, here for seconds: key-load-delay makes
  * each key slow): a get or a submission in that time waits for it, within
@@ -504,6 +528,7 @@ int main(void) {
   RUN(auth_and_select_come_from_the_url);
   RUN(a_silent_server_is_a_command_timeout_then_recovers);
   RUN(a_call_ends_by_its_deadline_when_the_server_stalls);
+  RUN(a_call_ends_by_its_deadline_when_the_server_comes_back);
   RUN(commands_wait_while_a_restarted_server_loads_its_data);
   RUN(a_restarted_server_is_reconnected);
   RUN(calls_from_many_threads_all_land);
