@@ -72,11 +72,18 @@ static void only_entry_id(test_redis_t *r, char id[CT_BROKER_ID_SIZE]) {
   freeReplyObject(x);
 }
 
+/* The test's server and handle, with a worker on the handle that serves
+ * "echo" and "gate". */
+static void start_with_worker(test_env_t *e) {
+  test_env_start(e, 0, 30, NULL);
+  CHECK_OK(ct_broker_register(e->b, "echo", echo, NULL));
+  CHECK_OK(ct_broker_register(e->b, "gate", gate, NULL));
+  CHECK_OK(ct_broker_worker_start(e->b, NULL));
+}
+
 TEST(a_call_is_answered_by_its_done_list_without_reading_the_record) {
   test_env_t e;
-  test_env_start(&e, 0, 30, NULL);
-  CHECK_OK(ct_broker_register(e.b, "echo", echo, NULL));
-  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  start_with_worker(&e);
   freeReplyObject(test_redis(&e.r, "CONFIG RESETSTAT"));
 
   json_t *kw = json_pack("{s:i}", "x", 1), *result = NULL;
@@ -176,9 +183,7 @@ TEST(an_expired_task_answers_its_caller_timed_out) {
  * first result, not its own. */
 TEST(a_late_duplicate_answers_its_caller_with_the_first_result) {
   test_env_t e;
-  test_env_start(&e, 0, 30, NULL);
-  CHECK_OK(ct_broker_register(e.b, "gate", gate, NULL));
-  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  start_with_worker(&e);
   for (int async = 0; async <= 1; async++) {
     atomic_store(&gate_handler_started, false);
     atomic_store(&gate_handler_open, false);
@@ -380,10 +385,7 @@ TEST(a_known_name_s_call_is_made_on_its_own_connection_alone) {
  * writing to the closed socket does not end the program (SIGPIPE). */
 TEST(a_call_whose_connection_the_server_closes_is_answered_anyway) {
   test_env_t e;
-  test_env_start(&e, 0, 30, NULL);
-  CHECK_OK(ct_broker_register(e.b, "echo", echo, NULL));
-  CHECK_OK(ct_broker_register(e.b, "gate", gate, NULL));
-  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  start_with_worker(&e);
   json_t *result = NULL;
   for (int i = 0; i < 3; i++) {
     CHECK_OK(ct_broker_call(e.b, "echo", NULL, NULL, 60, &result));
@@ -417,9 +419,7 @@ TEST(a_call_whose_connection_the_server_closes_is_answered_anyway) {
  * so the worker finds its group again. */
 TEST(a_call_made_while_the_server_restarts_is_answered) {
   test_env_t e;
-  test_env_start(&e, 0, 30, NULL);
-  CHECK_OK(ct_broker_register(e.b, "echo", echo, NULL));
-  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  start_with_worker(&e);
   json_t *result = NULL;
   CHECK_OK(ct_broker_call(e.b, "echo", NULL, NULL, 60, &result)); /* the name is known */
   json_decref(result);
@@ -457,10 +457,7 @@ static void call_on_loop(ct_loop_t *loop, struct ev_loop *ev, void *data) {
  * nothing. The producer's handle has a supervisor of its own. */
 TEST(a_call_on_the_handle_s_loop_or_after_its_stop_is_refused) {
   test_env_t e;
-  test_env_start(&e, 0, 30, NULL);
-  CHECK_OK(ct_broker_register(e.b, "echo", echo, NULL));
-  CHECK_OK(ct_broker_register(e.b, "gate", gate, NULL));
-  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  start_with_worker(&e);
   ct_supervisor_t *psup = test_sup_start();
   ct_broker_t *p = test_broker_open(psup, e.r.url, 30, NULL);
   json_t *result = NULL;
