@@ -80,6 +80,7 @@ void ct__bprocs_free(ct__bproc_t *p);
 
 /* Free a list of loop handlers' settings (NULL does nothing). */
 void ct__bloops_free(ct__bloop_t *h);
+
 /* A blocking call (ct_broker_call()) under way: its end (ct_now() time),
  * its own connection (NULL until it takes one; set and cleared under the
  * handle's lock, so that the handle's end can interrupt it), whether its
@@ -148,8 +149,8 @@ void ct__bknown_free(ct_broker_t *b);
 typedef struct ct__bsubmit_tx {
   const char *record, *stream, *name, *created, *ttl, *keep;
   const struct ct__bmsg_wire *w;
-  ct__bride_t *ride; /* NULL, or the call it starts: done is its done list */
-  const char *done;
+  ct__bride_t *ride;  /* NULL, or the call it starts: */
+  const char **read; /* its blocking read's three arguments */
 } ct__bsubmit_tx_t;
 
 /* Write it as the submit script does, in one MULTI/EXEC sent in one go,

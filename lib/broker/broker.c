@@ -302,20 +302,35 @@ static char *delayed_member(const ct__bmsg_wire_t *w, const char *level) {
 static int ride_connect(ct_broker_t *b, ct__bride_t *ride, double within);
 static double call_wait(const ct_broker_t *b, double end);
 
+/* A call's blocking read of the task's done list (argv; secs holds its
+ * seconds) for `left` seconds, at least 1 ms and at most a day (a wait
+ * for ever goes on a day at a time). Returns those seconds. */
+static double done_read_args(const char *argv[3], char secs[32], const char *done,
+                             double left) {
+  left = fmin(fmax(left, 0.001), DEFAULT_TTL);
+  snprintf(secs, 32, "%.3f", left);
+  argv[0] = "BLPOP";
+  argv[1] = done;
+  argv[2] = secs;
+  return left;
+}
+
 /* An immediate submission of a known name in a MULTI/EXEC (submit-tx.c):
  * a blocking call's on its own connection, with its first read behind,
  * given what is left after connecting. */
 static int submit_tx(ct_broker_t *b, ct__bsubmit_tx_t *tx, const submission_t *sub,
                      const char *id) {
   int rc = 0;
-  char *done = NULL;
+  char *done = NULL, secs[32];
+  const char *read[3];
   double wait = sub->wait;
   if (sub->ride) {
     rc = ride_connect(b, sub->ride, sub->wait);
     if (rc == 0 && !(done = ct__broker_key(b, "done:", id)))
       rc = CT_ENOMEM;
+    done_read_args(read, secs, done, sub->ride->end - ct_now());
     tx->ride = sub->ride;
-    tx->done = done;
+    tx->read = read;
     wait = call_wait(b, sub->ride->end);
   }
   if (rc == 0)
@@ -899,8 +914,8 @@ static int get_record(ct_broker_t *b, ct__rsync_t *own, const char *id, double w
 static int wait_once(ct_broker_t *b, ct__rsync_t *c, bool sent, const char *done,
                      const char *id, double left, ct_broker_info_t *info) {
   char secs[32];
-  snprintf(secs, sizeof secs, "%.3f", left);
-  const char *blpop[] = {"BLPOP", done, secs};
+  const char *blpop[3];
+  left = done_read_args(blpop, secs, done, left);
   done_read_t d = {info, CT_EAGAIN, false};
   memset(info, 0, sizeof *info);
   ct__rconn_cmd_t read = {3, blpop, NULL, done_reply, &d, 0};
@@ -947,7 +962,7 @@ static int wait_result(ct_broker_t *b, const char *id, ct__bride_t *ride,
       rc = CT_ETIMEDOUT; /* connecting took what was left */
       break;
     }
-    rc = wait_once(b, ride->conn, ride->sent, k, id, fmin(fmax(left, 0.001), DEFAULT_TTL), info);
+    rc = wait_once(b, ride->conn, ride->sent, k, id, left, info);
     ride->sent = false;
   }
   free(k);

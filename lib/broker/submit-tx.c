@@ -17,8 +17,6 @@
  *
  * Lock: b->lock guards b->known.
  */
-#include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,7 +24,6 @@
 #include "message.h"
 
 #define KNOWN_MAX 64 /* names one handle keeps */
-#define DAY 86400.0   /* longest wait of one blocking read */
 
 struct ct__bknown {
   size_t n;
@@ -80,16 +77,12 @@ static int exec_reply(const redisReply *r, void *data) {
 }
 
 /* The transaction's five commands on the call's own connection, its first
- * blocking read behind them, for what is left of the call (at most a
- * day: BLPOP's own timeout, as every wait of a call). The read is owed
- * once sent, whatever the transaction's fate. */
+ * blocking read behind them. The read is owed once sent, whatever the
+ * transaction's fate. */
 static int send_riding(const ct__bsubmit_tx_t *t, double wait, ct__rconn_cmd_t cmds[5]) {
-  char secs[32];
-  snprintf(secs, sizeof secs, "%.3f", fmin(fmax(t->ride->end - ct_now(), 0.001), DAY));
-  const char *blpop[] = {"BLPOP", t->done, secs};
   ct__rconn_cmd_t all[6];
   memcpy(all, cmds, 5 * sizeof *all);
-  all[5] = (ct__rconn_cmd_t){3, blpop, NULL, NULL, NULL, 0};
+  all[5] = (ct__rconn_cmd_t){3, t->read, NULL, NULL, NULL, 0};
   int rc = ct__rsync_send(t->ride->conn, wait, 6, all);
   t->ride->sent = rc == 0;
   for (size_t i = 0; i < 5 && rc == 0; i++)

@@ -153,7 +153,7 @@ bool ct__rsync_usable(ct__rsync_t *c) {
 /* --- connecting --------------------------------------------------------- */
 
 static int error_reply(const redisReply *r, void *data) {
-  const char **err = data;
+  char **err = data;
   if (r->type == REDIS_REPLY_ERROR)
     *err = strndup(r->str, r->len);
   return r->type == REDIS_REPLY_ERROR ? CT_EINVAL : 0;
