@@ -202,10 +202,96 @@ TEST(a_removed_slot_goes_back_to_the_thread_that_took_it) {
   free_handles(x.h);
 }
 
+/* Threads that share shards (more threads than shards) take slots, and
+ * threads other than the taker give them back, at random, all at once: a
+ * slot never serves two tasks at a time (each slot's flag is set as its
+ * task is added and cleared just before the removal, which gives the slot
+ * up), and the table ends empty. A guard of the free and returned stacks,
+ * whose chains move from one to the other (core/handles.c). */
+enum { SHARING = CT__HANDLE_SHARDS + 4, SHARED_ROUNDS = 20000, SHARED_MAX = 256 };
+
+typedef struct {
+  ct__handles_t *h;
+  pthread_mutex_t lock;
+  ct_task_t *live[SHARED_MAX]; /* added, waiting for any thread to remove them */
+  int n_live;
+  atomic_uchar in_use[1 << 16]; /* by slot index */
+} sharing_t;
+
+static void take_some(sharing_t *x, unsigned *seed) {
+  int n = 1 + (int)(rand_r(seed) % 8);
+  for (int i = 0; i < n; i++) {
+    ct_task_t *t = ct__task_new(nothing, NULL, CT_PRIORITY_NORMAL, false);
+    CHECK(t);
+    CHECK_OK(ct__handles_add(x->h, t));
+    uint32_t index = (uint32_t)t->id - 1;
+    CHECK(index < sizeof x->in_use);
+    CHECK_EQ_INT(atomic_exchange(&x->in_use[index], 1), 0);
+    pthread_mutex_lock(&x->lock);
+    bool room = x->n_live < SHARED_MAX;
+    if (room)
+      x->live[x->n_live++] = t;
+    pthread_mutex_unlock(&x->lock);
+    if (!room) { /* give it back at once */
+      atomic_store(&x->in_use[index], 0);
+      ct__handles_remove(x->h, t);
+      ct_task_unref(t);
+    }
+  }
+}
+
+static void give_some_back(sharing_t *x, unsigned *seed) {
+  int n = 1 + (int)(rand_r(seed) % 8);
+  for (int i = 0; i < n; i++) {
+    pthread_mutex_lock(&x->lock);
+    ct_task_t *t = NULL;
+    if (x->n_live > 0) {
+      int k = (int)(rand_r(seed) % (unsigned)x->n_live);
+      t = x->live[k];
+      x->live[k] = x->live[--x->n_live];
+    }
+    pthread_mutex_unlock(&x->lock);
+    if (!t)
+      return;
+    atomic_store(&x->in_use[(uint32_t)t->id - 1], 0);
+    ct__handles_remove(x->h, t);
+    ct_task_unref(t);
+  }
+}
+
+static sharing_t sharing;
+
+static void *sharing_thread(void *arg) {
+  unsigned seed = (unsigned)(uintptr_t)arg;
+  for (int round = 0; round < SHARED_ROUNDS; round++) {
+    take_some(&sharing, &seed);
+    give_some_back(&sharing, &seed);
+  }
+  return NULL;
+}
+
+TEST(threads_sharing_shards_never_hold_one_slot_at_once) {
+  sharing.h = new_handles();
+  pthread_mutex_init(&sharing.lock, NULL);
+  pthread_t th[SHARING];
+  for (uintptr_t i = 0; i < SHARING; i++)
+    CHECK_OK(pthread_create(&th[i], NULL, sharing_thread, (void *)(i + 1)));
+  for (int i = 0; i < SHARING; i++)
+    CHECK_OK(pthread_join(th[i], NULL));
+  CHECK_EQ_INT(ct__handles_size(sharing.h), (size_t)sharing.n_live);
+  unsigned seed = 0;
+  while (sharing.n_live > 0)
+    give_some_back(&sharing, &seed);
+  CHECK_EQ_INT(ct__handles_size(sharing.h), 0);
+  pthread_mutex_destroy(&sharing.lock);
+  free_handles(sharing.h);
+}
+
 int main(void) {
   RUN(the_table_does_not_grow_while_another_threads_free_slots_are_left);
   RUN(a_task_is_found_only_from_its_publication_to_its_removal);
   RUN(a_removed_slot_goes_back_to_the_thread_that_took_it);
   RUN(a_lookup_racing_an_insertion_finds_nothing_or_the_task_with_its_id);
+  RUN(threads_sharing_shards_never_hold_one_slot_at_once);
   return check_done();
 }

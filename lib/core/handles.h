@@ -26,8 +26,9 @@ struct ct__handle_slot;
 
 /* Guards: A: atomic, any thread.  G: grow_lock. */
 typedef struct ct__handles {
-  struct {
-    _Alignas(64) atomic_uint_fast64_t top; /* A: free slots, tag << 32 | index + 1 */
+  struct { /* each a stack: tag << 32 | index + 1 of its top slot */
+    _Alignas(64) atomic_uint_fast64_t top; /* A: free slots, taken by the shard's threads */
+    _Alignas(64) atomic_uint_fast64_t returned; /* A: given back, taken as a whole */
   } free[CT__HANDLE_SHARDS];
   _Alignas(64) pthread_mutex_t grow_lock;
   atomic_uint used;                           /* A (written under G): slots ever handed out */
