@@ -1,6 +1,6 @@
 /* The handle table under several threads, linked with the core layer only:
- * slots freed by one thread serve the others, and insertion takes no lock
- * (core/handles.c). */
+ * slots freed by one thread serve the others, insertion takes no lock, and
+ * threads that share shards never hold one slot at once (core/handles.c). */
 #include <pthread.h>
 
 #include "check.h"
