@@ -259,6 +259,40 @@ TEST(start_times_follow_the_start_order_across_threads) {
   stop_and_free(sup);
 }
 
+/* Tasks submitted by two threads and run by two, many at a time: each
+ * task's times are in order, queued <= started <= completed, although the
+ * clock that stamps them (base/stamp-clock.c) runs in step across threads
+ * only within some nanoseconds, and its three stamps of a task come from
+ * two threads. A guard of the stamps' order (core/task-internal.h). */
+enum { ORDER_TASKS = 50000, ORDER_BATCH = 500 };
+
+static void *submit_and_check_order(void *arg) {
+  ct_supervisor_t *sup = arg;
+  static _Thread_local ct_task_t *batch[ORDER_BATCH];
+  for (int done = 0; done < ORDER_TASKS; done += ORDER_BATCH) {
+    for (int i = 0; i < ORDER_BATCH; i++)
+      CHECK_OK(ct_background_task(sup, empty_task, NULL, NULL, &batch[i]));
+    CHECK_OK(ct_wait_completed(batch, ORDER_BATCH, -1));
+    for (int i = 0; i < ORDER_BATCH; i++) {
+      double queued = ct_task_time_queued(batch[i]), started = ct_task_time_started(batch[i]);
+      CHECK(queued > 0);
+      CHECK(started >= queued);
+      CHECK(ct_task_time_completed(batch[i]) >= started);
+      ct_task_unref(batch[i]);
+    }
+  }
+  return NULL;
+}
+
+TEST(each_task_s_times_are_in_order_across_threads) {
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  pthread_t other;
+  CHECK_OK(pthread_create(&other, NULL, submit_and_check_order, sup));
+  submit_and_check_order(sup);
+  CHECK_OK(pthread_join(other, NULL));
+  stop_and_free(sup);
+}
+
 int main(void) {
   /* The process pool first, while this thread is the only one (pool.h). */
   RUN(a_process_task_is_never_seen_started_without_its_start_time);
@@ -267,5 +301,6 @@ int main(void) {
   RUN(a_thread_going_straight_to_the_next_task_starts_it_when_the_last_ended);
   RUN(a_task_queued_after_the_last_one_ended_starts_after_it_was_queued);
   RUN(start_times_follow_the_start_order_across_threads);
+  RUN(each_task_s_times_are_in_order_across_threads);
   return check_done();
 }

@@ -26,6 +26,7 @@
 #include <stdatomic.h>
 
 #include "base/clock.h"
+#include "base/stamp-clock.h"
 #include "core/timing.h"
 #include "ctasker/task.h"
 
@@ -131,16 +132,27 @@ static inline ct__task_more_t *ct__task_more(const ct_task_t *t) {
  * for reuse and a few spare pages (see slab.c). */
 size_t ct__task_slab_bytes(void);
 
+/* The time now for a task's timestamp, but never before `earlier`, its
+ * own previous one: the stamp clock runs in step across threads only
+ * within some nanoseconds (base/stamp-clock.h). */
+static inline double ct__task_stamp_after(double earlier) {
+  double now = ct__stamp_now();
+  return now < earlier ? earlier : now;
+}
+
 /* Timestamps, for tasks with the extra part (no-ops for the others). */
 static inline void ct__task_stamp_queued(ct_task_t *t) {
   struct ct__task_extra *x = ct__task_x(t);
   if (x)
-    x->t_queued = ct__now();
+    x->t_queued = ct__stamp_now();
 }
 static inline void ct__task_stamp_started(ct_task_t *t) {
   struct ct__task_extra *x = ct__task_x(t);
-  if (x)
-    x->t_started = ct__now();
+  double queued;
+  if (x) {
+    __atomic_load(&x->t_queued, &queued, __ATOMIC_RELAXED);
+    x->t_started = ct__task_stamp_after(queued);
+  }
 }
 
 /* Whether the task's owner records wait and run times. */
@@ -214,7 +226,7 @@ static inline bool ct__task_try_queue_delayed(ct_task_t *t) {
   if (atomic_load_explicit(&t->status, memory_order_relaxed) != CT_TASK_DELAYED)
     return false; /* canceled already: the time is left alone */
   struct ct__task_extra *x = ct__task_x(t);
-  double now = x ? ct__now() : 0, none = 0;
+  double now = x ? ct__stamp_now() : 0, none = 0;
   if (x)
     __atomic_store(&x->t_queued, &now, __ATOMIC_RELAXED);
   if (ct__task_try_status(t, CT_TASK_DELAYED, CT_TASK_QUEUED))

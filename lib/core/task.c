@@ -238,7 +238,7 @@ void ct__task_finish(ct_task_t *t, json_t *result) { finish_task(t, result); }
 static double finish_task(ct_task_t *t, json_t *result) {
   t->result = result ? result : json_null();
   struct ct__task_extra *x = ct__task_x(t);
-  double now = x ? ct__now() : 0;
+  double now = x ? ct__task_stamp_after(x->t_started) : 0;
   if (x)
     x->t_completed = now;
   if (x && ct__task_timed(t) && x->t_started > 0)
@@ -257,8 +257,12 @@ static double finish_task(ct_task_t *t, json_t *result) {
 void ct__task_finish_canceled(ct_task_t *t) {
   t->result = ct_error_new("CancelledError", "task %llu was canceled",
                            (unsigned long long)t->id);
-  if (ct__task_x(t))
-    ct__task_x(t)->t_completed = ct__now();
+  struct ct__task_extra *x = ct__task_x(t);
+  double queued; /* atomically: see ct__task_try_queue_delayed() */
+  if (x) {
+    __atomic_load(&x->t_queued, &queued, __ATOMIC_RELAXED);
+    x->t_completed = ct__task_stamp_after(fmax(queued, x->t_started));
+  }
   /* Release: the getters show CANCELED from here on (see the top). */
   atomic_fetch_or_explicit(&t->flags, CT__F_CANCEL_WRITTEN, memory_order_release);
   announce_terminal(t);
