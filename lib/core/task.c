@@ -258,10 +258,13 @@ void ct__task_finish_canceled(ct_task_t *t) {
   t->result = ct_error_new("CancelledError", "task %llu was canceled",
                            (unsigned long long)t->id);
   struct ct__task_extra *x = ct__task_x(t);
-  double queued; /* atomically: see ct__task_try_queue_delayed() */
+  /* Never started (an executor that lost the race to start it may be
+   * writing its start time even now): after its queueing only. Read
+   * atomically: see ct__task_try_queue_delayed(). */
+  double queued;
   if (x) {
     __atomic_load(&x->t_queued, &queued, __ATOMIC_RELAXED);
-    x->t_completed = ct__task_stamp_after(fmax(queued, x->t_started));
+    x->t_completed = ct__task_stamp_after(queued);
   }
   /* Release: the getters show CANCELED from here on (see the top). */
   atomic_fetch_or_explicit(&t->flags, CT__F_CANCEL_WRITTEN, memory_order_release);
