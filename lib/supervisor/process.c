@@ -107,9 +107,12 @@ int ct__sup_process_task(ct_supervisor_t *sup, const char *name, const json_t *a
     return ct__sup_refuse_no_procpool(sup, "ct_process_task");
   if (atomic_load(&sup->state) != CT__SUP_RUNNING)
     return ct__sup_refuse_not_running(sup, "ct_process_task");
-  ct_task_t *t = ct__supervisor_new_task(sup, NULL, NULL, &o, out != NULL);
-  if (!t)
+  ct_task_t *t = ct__supervisor_new_task(sup, NULL, NULL, &o, out != NULL,
+                                         ct__supervisor_begin(sup));
+  if (!t) {
+    atomic_fetch_add(&sup->refused, 1);
     return CT_ENOMEM;
+  }
   int rc = ct__supervisor_track(sup, t, out);
   if (rc == 0)
     rc = hand_over(sup, pool, t, name, args, o.delay, timeout);

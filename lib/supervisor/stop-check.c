@@ -28,7 +28,7 @@
  * on a shard after it was read sees that state and kicks the loop again. */
 static bool no_submission_in_flight(ct_supervisor_t *sup) {
   for (int i = 0; i < CT__SUBMIT_SHARDS; i++)
-    if (atomic_load(&sup->submitting[i].n) != 0)
+    if ((atomic_load(&sup->submitting[i].count) & (CT__SUBMIT_BEGUN_ONE - 1)) != 0)
       return false;
   return true;
 }

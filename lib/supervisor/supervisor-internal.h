@@ -17,6 +17,8 @@ enum ct__sup_state { CT__SUP_INIT, CT__SUP_RUNNING, CT__SUP_STOPPING, CT__SUP_ST
  * shard is in bits 56..61 of an untracked task's id. */
 #define CT__SUBMIT_SHARDS 16
 #define CT__SUBMIT_SHARD_SHIFT 56
+#define CT__SUBMIT_FLIGHT_BITS 16 /* see `submitting` */
+#define CT__SUBMIT_BEGUN_ONE (UINT64_C(1) << CT__SUBMIT_FLIGHT_BITS)
 
 struct ct__procpool;
 struct ct__sup_part;
@@ -63,20 +65,21 @@ struct ct_supervisor {
   pthread_cond_t state_cond;  /* S: broadcast when state becomes STOPPED */
   atomic_int state;           /* S for changes, A for reads */
 
-  atomic_uint_fast64_t refused;  /* A: submissions that created a task but failed */
+  atomic_uint_fast64_t refused;  /* A: submissions counted in `submitting` that failed */
   atomic_uint_fast64_t delayed, canceled_delayed; /* A */
   atomic_uint_fast64_t overrun, late_returns; /* A: timed-out functions (deadline.c) */
   ct__loop_counts_t loop_counts; /* A: tasks run on loops, which no pool counts */
 
   atomic_int cancels_in_flight; /* A: stop() is still finishing canceled tasks */
   /* A, counted on the submitting thread's shard (its own cache line, so
-   * producers do not share one): `n`, submissions between their state
-   * check and the hand-over (the loop ends only when every shard is at 0);
-   * `created`, tasks created, accepted or refused later, whose count on
-   * the shard makes the id of a task without a handle. */
+   * producers do not share one), both in one word, so that a submission
+   * counts itself with one atomic add: in its low CT__SUBMIT_FLIGHT_BITS,
+   * submissions between their state check and the hand-over (the loop
+   * ends only when every shard has none); above them, submissions begun,
+   * whose count on the shard makes the id of a task without a handle
+   * (those refused before or after their task was made are in `refused`). */
   struct {
-    _Alignas(64) atomic_int n;
-    atomic_uint_fast64_t created;
+    _Alignas(64) atomic_uint_fast64_t count;
   } submitting[CT__SUBMIT_SHARDS];
 
   /* S to set (once), A to read: the process pool (process.c), or NULL. */
@@ -136,12 +139,17 @@ static inline ct__opts_check_t ct__sup_opts_check(const ct_supervisor_t *sup, co
 int ct__read_task_options(ct_supervisor_t *sup, const char *fn, const ct_task_opts_t *in,
                           ct_task_opts_t *o);
 
-/* A new task for `sup` (one reference, QUEUED, a fresh id: shard and
- * count, which no handle table id ever is) from read
+/* Count a submission begun on the calling thread's shard, for a caller
+ * that does not count it in flight (see `submitting`); returns the id its
+ * task gets. If the submission fails, count it in `refused`. */
+uint64_t ct__supervisor_begin(ct_supervisor_t *sup);
+
+/* A new task for `sup` (one reference, QUEUED, the id its submission was
+ * given: shard and count, which no handle table id ever is) from read
  * options; it gets the extra part if tracked (a handle will be handed out)
  * or if the options or the watchdog need it. NULL if out of memory. */
 ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
-                                   const ct_task_opts_t *o, bool tracked);
+                                   const ct_task_opts_t *o, bool tracked, uint64_t id);
 
 /* With out non-NULL: register the task and hand *out a reference. The task
  * is not findable by id yet: a task found and canceled before its executor

@@ -417,8 +417,22 @@ int ct__read_task_options(ct_supervisor_t *sup, const char *fn, const ct_task_op
   return c.rc;
 }
 
+/* The id of the task of a submission, from its shard and the shard's
+ * count of submissions begun before it. */
+static uint64_t submission_id(unsigned shard, uint64_t count_before) {
+  return (uint64_t)shard << CT__SUBMIT_SHARD_SHIFT |
+         ((count_before >> CT__SUBMIT_FLIGHT_BITS) + 1);
+}
+
+uint64_t ct__supervisor_begin(ct_supervisor_t *sup) {
+  unsigned shard = submit_shard_of_thread();
+  return submission_id(shard, atomic_fetch_add_explicit(&sup->submitting[shard].count,
+                                                        CT__SUBMIT_BEGUN_ONE,
+                                                        memory_order_relaxed));
+}
+
 ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
-                                   const ct_task_opts_t *o, bool tracked) {
+                                   const ct_task_opts_t *o, bool tracked, uint64_t id) {
   bool more = o->arg_free || ct__deadline_bounded(o->timeout);
   bool extra = tracked || o->on_done || o->name || watchdog_on(sup) || sup->owner.timing || more;
   ct_task_t *t = more ? ct__task_new_more(fn, arg, o->priority, ct__deadline_size())
@@ -436,10 +450,7 @@ ct_task_t *ct__supervisor_new_task(ct_supervisor_t *sup, ct_task_fn fn, void *ar
     ct__task_x(t)->done_data = o->done_data;
   }
   t->owner = &sup->owner;
-  unsigned shard = submit_shard_of_thread();
-  uint64_t n = atomic_fetch_add_explicit(&sup->submitting[shard].created, 1,
-                                         memory_order_relaxed);
-  t->id = (uint64_t)shard << CT__SUBMIT_SHARD_SHIFT | (n + 1);
+  t->id = id;
   return t;
 }
 
@@ -484,27 +495,26 @@ void ct__supervisor_abandon(ct_supervisor_t *sup, ct_task_t *t, ct_task_t **out)
   ct_task_unref(t);
 }
 
-static atomic_int *submitting_count(ct_supervisor_t *sup) {
-  return &sup->submitting[submit_shard_of_thread()].n;
-}
-
-/* Leave a submission. A stop that began meanwhile may have seen the count
- * already: tell its loop to look again. */
-static void submission_leave(ct_supervisor_t *sup, atomic_int *count) {
+/* Leave a submission. A stop that began meanwhile may have seen it in
+ * flight already: tell its loop to look again. */
+static void submission_leave(ct_supervisor_t *sup, atomic_uint_fast64_t *count) {
   atomic_fetch_sub(count, 1);
   if (atomic_load(&sup->state) != CT__SUP_RUNNING)
     ct__loop_kick(&sup->loop, &sup->stop_check);
 }
 
-/* Enter a submission: its shard's count, or NULL (left again) unless the
- * supervisor runs. Counted before the state is read, so a stop whose loop
- * did not see the count is a stop this check sees (both sequentially
- * consistent). */
-static atomic_int *submission_enter(ct_supervisor_t *sup) {
-  atomic_int *count = submitting_count(sup);
-  atomic_fetch_add(count, 1);
+/* Enter a submission: count it begun and in flight on the thread's shard,
+ * with one atomic add, and set *id to its task's id; returns that shard's
+ * count, or NULL (left again, counted refused) unless the supervisor
+ * runs. Counted before the state is read, so a stop whose loop did not see
+ * the count is a stop this check sees (both sequentially consistent). */
+static atomic_uint_fast64_t *submission_enter(ct_supervisor_t *sup, uint64_t *id) {
+  unsigned shard = submit_shard_of_thread();
+  atomic_uint_fast64_t *count = &sup->submitting[shard].count;
+  *id = submission_id(shard, atomic_fetch_add(count, CT__SUBMIT_BEGUN_ONE + 1));
   if (atomic_load(&sup->state) == CT__SUP_RUNNING)
     return count;
+  atomic_fetch_add(&sup->refused, 1);
   submission_leave(sup, count);
   return NULL;
 }
@@ -545,10 +555,11 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
                 "ctasker: ct_background_task: a timeout needs an extra loop, not the supervisor's own");
     return CT_ENOTSUP;
   }
-  atomic_int *in_flight = submission_enter(sup);
+  uint64_t id;
+  atomic_uint_fast64_t *in_flight = submission_enter(sup, &id);
   if (!in_flight)
     return ct__sup_refuse_not_running(sup, "ct_background_task");
-  ct_task_t *t = ct__supervisor_new_task(sup, fn, arg, &o, out != NULL);
+  ct_task_t *t = ct__supervisor_new_task(sup, fn, arg, &o, out != NULL, id);
   rc = t ? ct__supervisor_track(sup, t, out) : CT_ENOMEM;
   if (rc == 0)
     rc = hand_over(sup, t, &o);
@@ -556,6 +567,8 @@ int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
     ct__supervisor_publish(sup, out);
   else if (t)
     ct__supervisor_abandon(sup, t, out);
+  else
+    atomic_fetch_add(&sup->refused, 1);
   submission_leave(sup, in_flight);
   return rc;
 }
@@ -664,12 +677,12 @@ static void all_stats(ct_supervisor_t *sup, ct_stats_t *out) {
                       .threads_idle = pool.threads_idle};
   loop_stats(&sup->loop_counts, out);
   out->registered = ct__handles_size(&sup->handles);
-  /* Every submission creates its task on a shard first, so the shards'
+  /* Every submission is counted begun on a shard first, so the shards'
    * counts less the refused tell how many were accepted. */
-  uint64_t created = 0;
+  uint64_t begun = 0;
   for (int i = 0; i < CT__SUBMIT_SHARDS; i++)
-    created += atomic_load(&sup->submitting[i].created);
-  out->submitted = created - atomic_load(&sup->refused);
+    begun += atomic_load(&sup->submitting[i].count) >> CT__SUBMIT_FLIGHT_BITS;
+  out->submitted = begun - atomic_load(&sup->refused);
   out->delayed = atomic_load(&sup->delayed);
   out->completed += atomic_load(&sup->loop_counts.completed);
   out->failed += atomic_load(&sup->loop_counts.failed);
