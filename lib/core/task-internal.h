@@ -134,7 +134,7 @@ size_t ct__task_slab_bytes(void);
 
 /* The time now for a task's timestamp, but never before `earlier`, its
  * own previous one: the stamp clock runs in step across threads only
- * within some nanoseconds (base/stamp-clock.h). */
+ * within some tens of nanoseconds (base/stamp-clock.h). */
 static inline double ct__task_stamp_after(double earlier) {
   double now = ct__stamp_now();
   return now < earlier ? earlier : now;
