@@ -207,7 +207,8 @@ CT_EXPORT int ct_broker_call(ct_broker_t *broker, const char *name, const json_t
 /** A task's status as its record says. */
 typedef enum ct_broker_status {
   CT_BROKER_QUEUED = 0,    /**< in its stream, not yet run */
-  CT_BROKER_RUNNING = 1,   /**< a worker runs it */
+  CT_BROKER_RUNNING = 1,   /**< a worker runs it, and has for 0.1 s at least (a
+                              shorter run's record goes from QUEUED to its end) */
   CT_BROKER_COMPLETED = 2, /**< terminal: finished with a result */
   CT_BROKER_FAILED = 3,    /**< terminal: finished with an exception */
   CT_BROKER_DEAD = 4,      /**< terminal: moved to the dead letters */
@@ -221,7 +222,8 @@ typedef enum ct_broker_status {
  * cross machines, so not ct_now()'s clock), 0 if that has not happened. */
 typedef struct ct_broker_info {
   ct_broker_status_t status; /**< now */
-  int attempts;              /**< runs started so far */
+  int attempts;              /**< the number of its last run seen (running, retried
+                                or ended); 0 before */
   double created;            /**< submitted */
   double started;            /**< the last run started */
   double finished;           /**< ended */
@@ -459,7 +461,8 @@ typedef struct ct_broker_worker_opts {
  * never more than there are free slots (concurrency minus tasks running),
  * and blocks in Redis while there is nothing to take. Each task runs
  * through the supervisor (ct_background_task(), at its class's priority):
- * the record says RUNNING with one more attempt, then the result or the
+ * the record says RUNNING with the run's number once the run has lasted
+ * 0.1 s, then the result or the
  * exception is stored in the record (kept result_ttl seconds) before the
  * stream entry is acknowledged and deleted; a record already terminal is
  * not overwritten (the first completion wins). While a task runs, its

@@ -40,11 +40,13 @@
 
 #define BATCH_MAX 64
 #define TASK_KEYS 3
-#define TASK_ARGS 6
+#define TASK_ARGS 8
 
 /* KEYS: per result: record, stream, done list. ARGV: group, default TTL
  * (s), then per result: entry id, status, result, finished (ms), name, "1"
- * if a caller waits (RPC). For each: the first completion wins; a waiting
+ * if a caller waits (RPC), the run's number and its start (ms) (both ''
+ * for a task that did not run: its caller's deadline had passed). For
+ * each: the first completion wins; a waiting
  * caller is woken through the done list, with its answer, `[status,
  * result]`, so that it need not read the record (a late duplicate pushes
  * the bare status of the record instead: the caller reads the first
@@ -100,21 +102,25 @@ static const char complete_script[] =
     "end\n"
     "local acks, streams = {}, {}\n"
     "for i = 0, #KEYS / 3 - 1 do\n"
-    "  local rec, stream, a = KEYS[3 * i + 1], KEYS[3 * i + 2], 2 + 6 * i\n"
+    "  local rec, stream, a = KEYS[3 * i + 1], KEYS[3 * i + 2], 2 + 8 * i\n"
     "  local r = redis.call('HMGET', rec, 'status', 'ttl')\n"
     "  local s = r[1]\n"
     "  local ended = s == 'completed' or s == 'failed' or s == 'dead' or s == 'expired'\n"
     /* A record with a status was written whole by its submission: only the
-     * outcome is new. One gone (expired, deleted) is written whole again.
-     * (Reading and writing again the name and creation time of every
-     * record cost Redis about 0.8 us a result: 9 of 9 alternated
+     * outcome (and the run) is new. One gone (expired, deleted) is written
+     * whole again. (Reading and writing again the name and creation time of
+     * every record cost Redis about 0.8 us a result: 9 of 9 alternated
      * measurements, 64 results a call.) */
-    "  if s and not ended then\n"
-    "    redis.call('HSET', rec, 'status', ARGV[a + 2], 'result', ARGV[a + 3],"
-    " 'finished', ARGV[a + 4])\n"
-    "  elseif not s then\n"
-    "    redis.call('HSET', rec, 'status', ARGV[a + 2], 'result', ARGV[a + 3],"
-    " 'finished', ARGV[a + 4], 'name', ARGV[a + 5], 'created', ARGV[a + 4])\n"
+    "  if not ended then\n"
+    "    local f = {'status', ARGV[a + 2], 'result', ARGV[a + 3], 'finished', ARGV[a + 4]}\n"
+    "    if ARGV[a + 7] ~= '' then\n"
+    "      f[7], f[8], f[9], f[10] = 'attempts', ARGV[a + 7], 'started', ARGV[a + 8]\n"
+    "    end\n"
+    "    if not s then\n"
+    "      local n = #f\n"
+    "      f[n + 1], f[n + 2], f[n + 3], f[n + 4] = 'name', ARGV[a + 5], 'created', ARGV[a + 4]\n"
+    "    end\n"
+    "    redis.call('HSET', rec, unpack(f))\n"
     "  end\n"
     "  if not ended then redis.call('EXPIRE', rec, r[2] or ARGV[2]) end\n"
     "  if not acks[stream] then\n"

@@ -17,12 +17,13 @@ typedef void (*ct__bstore_done_fn)(ct__bstore_req_t *req, int rc);
 
 /* One result to store. keys: the task's record, its stream, its done
  * list; args: the entry id, its status (completed, failed or expired), the
- * result JSON, finished (ms), the task's name, and "1" if a caller waits
- * (RPC), else "0". The strings are the caller's, untouched until done. */
+ * result JSON, finished (ms), the task's name, "1" if a caller waits
+ * (RPC), else "0", the run's number and its start (ms) (both "" for a task
+ * that did not run). The strings are the caller's, untouched until done. */
 struct ct__bstore_req {
   ct__bstore_req_t *next; /* the store's */
   const char *keys[3];
-  const char *args[6];
+  const char *args[8];
   ct__bstore_done_fn done;
 };
 

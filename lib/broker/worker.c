@@ -40,12 +40,13 @@
  * lease / 3 with XCLAIM JUSTID, only where this consumer still owns the
  * entry; a run whose entry another worker has taken over is marked lost
  * and asked to cancel. A second timer there fires at the earliest run
- * deadline (a task's timeout) and asks that run to cancel.
+ * deadline (a task's timeout) and asks that run to cancel. A third marks
+ * RUNNING the records of the runs that have lasted MARK_AFTER (the fetch
+ * writes no record, and a shorter run's record goes from QUEUED to its
+ * end at once).
  *
- * The fetch script also marks RUNNING the records of the tasks it returns
- * for the worker to start (not those to bury, nor those whose caller's
- * deadline is past by the worker's clock), and returns each one's runs so
- * far with its entry: a fetch is one script call, marks included. A task
+ * The fetch script returns, with each entry, the number of the run it is
+ * for (from the entry and its deliveries). A task
  * then runs on a pool thread (run_task): call the handler, then either
  * hand the result to the store thread (store.c), which stores it with the
  * complete script, together with any other results waiting to be stored
@@ -62,9 +63,10 @@
  * and a stop waits for the stores as for the runs.
  *
  * Lock: w->lock guards running, running_jobs, stopping, fetch_done,
- * blocked_id and each running job's task, run_deadline, lost, timed_out
- * and holds. The calls made under it are the renewal's hiredis send,
- * which formats the command into hiredis's buffer and calls nothing back,
+ * blocked_id, mark_armed and each running job's task, run_deadline,
+ * run_since, run_since_ms, marked, lost, timed_out and holds. The calls
+ * made under it are the renewal's and the marks' hiredis sends, which
+ * format the command into hiredis's buffer and call nothing back,
  * and ct_task_cancel() of a running task, which only sets its flag (the
  * supervisor never calls back into the worker with a lock of its own
  * held: task_done runs after the task has ended).
@@ -107,6 +109,7 @@
 #define DEFAULT_BACKOFF_MAX 3600.0 /* longest pause before a retry */
 #define PROMOTE_BATCH_S "64"
 #define TAKEOVER_EVERY_MAX 1.0 /* longest pause, seconds, between take-overs */
+#define MARK_AFTER 0.1     /* seconds a run lasts before its record says RUNNING */
 
 static const int level_priority[CT__BLEVELS] = {CT_PRIORITY_CRITICAL, CT_PRIORITY_HIGH,
                                                 CT_PRIORITY_NORMAL, CT_PRIORITY_LOW};
@@ -158,9 +161,7 @@ static ct__bscript_t bury_lua = CT__BSCRIPT_INIT(bury_script);
 
 /* KEYS: the streams, highest class first, the delayed set, the wake
  * stream. ARGV: group, consumer, count, lease (ms), max deliveries, '1' to
- * take over, now (Unix ms, by the worker's clock, or '' for the server's:
- * a fetch sent ahead, behind a blocking read), the prefix of the task
- * records' keys (a record's key is the prefix and the task id). Per
+ * take over. Per
  * stream: first, if asked to, take over entries idle past the lease
  * (XAUTOCLAIM), then read new ones, never more than count in
  * all (a stream with no entry at all is not read: XLEN costs Redis a
@@ -195,55 +196,28 @@ static ct__bscript_t bury_lua = CT__BSCRIPT_INIT(bury_script);
  * and the wake stream empty, thus reads no XREVRANGE (the script's time
  * for such a fetch, median of 5 runs: 69 -> 64 us).
  *
- * Each entry returned for the worker to start (not to bury, with an id
- * field of a task id's length, and no caller's deadline before now) has
- * its record marked in the same call, as start() says, and runs is that
- * record's count of runs (0 for every other entry). The length is all the
- * script checks of the id (matching the whole UUID form cost Redis about
- * as much per entry as the separate mark script it replaces): the key it
- * names is a record's, and only an existing record is marked. The records are not among
- * KEYS, which are sent before the entries are read: they are built from
- * the prefix, which holds the queue's hash tag, so a cluster node that
- * serves the streams serves them too (BullMQ's scripts build their job
- * keys from a prefix in the same way). The worker still decides the rest:
- * an entry it cannot decode (a bad field, kwargs too long or not JSON)
- * may have been marked here; it is buried, and, if its id is a good one,
- * the bury script marks that same record DEAD, one run counted that never
- * started. An entry fetched but
- * not started (the worker out of memory as it decodes, a reply holding
- * more than asked for) stays pending, marked, and is counted again when
- * it is taken over. */
+ * Each entry returned for the worker to start (not to bury) comes with
+ * its run's number, `runs`: the entry's attempt field (the run a retry's
+ * entry is for; 1 when absent, or not a whole number from 1 up) plus its
+ * deliveries before this one (runs whose worker died or lost the lease
+ * before they ended), 0 for an entry to bury. The fetch writes no task
+ * record (and so touches no key that is not among KEYS): a run's record
+ * is written when it ends, and marked RUNNING before that only if it
+ * lasts (mark_check()). Marking each record in the fetch took a read and
+ * a write of every task's record, a quarter of the commands a task costs
+ * Redis, for a state that a short run leaves before anyone can see it. */
 static const char fetch_script[] =
     "local want = tonumber(ARGV[3])\n"
     "local out = {}\n"
     "local newest = {}\n"
     "local more = 0\n"
-    "local now = tonumber(ARGV[7])\n"
-    "if not now then\n"
-    "  local t = redis.call('TIME')\n"
-    "  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "end\n"
-    "local started = string.format('%.0f', now)\n"
-    /* A record not terminal says RUNNING, started now, one more run;
-     * returns its runs (0: no record, or a key of another type, a foreign
-     * program's doing, left alone: pcall, so that it cannot fail the
-     * fetch). */
-    "local function start(f)\n"
-    "  local id, deadline\n"
+    "local function run_number(f, deliveries)\n"
+    "  local a = 1\n"
     "  for j = 1, #f, 2 do\n"
-    "    if f[j] == 'id' and not id and #f[j + 1] == 36 then id = f[j + 1] end\n"
-    "    if f[j] == 'deadline' then deadline = tonumber(f[j + 1]) end\n"
+    "    if f[j] == 'attempt' then a = tonumber(f[j + 1]) or 1 end\n"
     "  end\n"
-    "  if not id or (deadline and now > deadline) then return 0 end\n"
-    "  local k = ARGV[8] .. id\n"
-    "  local r = redis.pcall('HMGET', k, 'status', 'attempts')\n"
-    "  if r.err then return 0 end\n"
-    "  local s, n = r[1], tonumber(r[2]) or 0\n"
-    "  if s == 'queued' or s == 'running' or s == 'delayed' or s == 'retrying' then\n"
-    "    n = n + 1\n"
-    "    redis.call('HSET', k, 'status', 'running', 'started', started, 'attempts', n)\n"
-    "  end\n"
-    "  return n\n"
+    "  if a < 1 or a > 1e9 or a ~= math.floor(a) then a = 1 end\n"
+    "  return a + deliveries - 1\n"
     "end\n"
     "for i = 1, 4 do\n"
     "  if want <= 0 then break end\n"
@@ -256,7 +230,7 @@ static const char fetch_script[] =
     "      local runs = 0\n"
     "      if n <= tonumber(ARGV[5]) then\n"
     "        want = want - 1\n"
-    "        runs = start(e[2])\n"
+    "        runs = run_number(e[2], n)\n"
     "      end\n"
     "      out[#out + 1] = {i, e[1], e[2], n, runs}\n"
     "    end\n"
@@ -270,7 +244,7 @@ static const char fetch_script[] =
     " 'STREAMS', KEYS[i], '>')\n"
     "    local got = r and r[1][2] or {}\n"
     "    for _, e in ipairs(got) do\n"
-    "      out[#out + 1] = {i, e[1], e[2], 1, start(e[2])}\n"
+    "      out[#out + 1] = {i, e[1], e[2], 1, run_number(e[2], 1)}\n"
     "      want = want - 1\n"
     "    end\n"
     "    if #got > 0 and #got < asked then newest[i] = got[#got][1] end\n"
@@ -319,22 +293,32 @@ static const char alive_script[] =
 
 /* KEYS: record, stream, delayed set, wake stream. ARGV: entry id, group,
  * the run's exception (JSON), due (ms), level name, now (ms), default TTL
- * (s). A failed run to be retried: unless the record is terminal already
- * (the first completion wins), the entry's fields go back into the
- * delayed set, due after the backoff, the record says RETRYING with the
- * error and is kept for the wait too; then the entry is acknowledged and
- * deleted, as by a completion. */
+ * (s), the run's number, the next run's, the run's start (ms). A failed
+ * run to be retried: unless the record is terminal already (the first
+ * completion wins), the entry's fields go back into the delayed set, due
+ * after the backoff, with the next run's number as their attempt field
+ * (replacing the entry's own), the record says RETRYING with the error
+ * and the runs so far, and is kept for the wait too; then the entry is
+ * acknowledged and deleted, as by a completion. */
 static const char retry_script[] =
     "local s = redis.call('HGET', KEYS[1], 'status')\n"
     "if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' and s ~= 'expired' then\n"
     "  local e = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])\n"
     "  if e[1] then\n"
-    "    local m = {ARGV[5]}\n"
-    "    for _, v in ipairs(e[1][2]) do m[#m + 1] = v end\n"
+    "    local m, f = {ARGV[5]}, e[1][2]\n"
+    "    for j = 1, #f, 2 do\n"
+    "      if f[j] ~= 'attempt' then\n"
+    "        m[#m + 1] = f[j]\n"
+    "        m[#m + 1] = f[j + 1]\n"
+    "      end\n"
+    "    end\n"
+    "    m[#m + 1] = 'attempt'\n"
+    "    m[#m + 1] = ARGV[9]\n"
     "    redis.call('ZADD', KEYS[3], ARGV[4], cjson.encode(m))\n"
     "    redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100, '*', 'due', ARGV[4])\n"
     "    if s then\n"
-    "      redis.call('HSET', KEYS[1], 'status', 'retrying', 'error', ARGV[3], 'due', ARGV[4])\n"
+    "      redis.call('HSET', KEYS[1], 'status', 'retrying', 'error', ARGV[3], 'due', ARGV[4],"
+    " 'attempts', ARGV[8], 'started', ARGV[10])\n"
     "      local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl') or ARGV[7]) or 86400\n"
     "      redis.call('EXPIRE', KEYS[1],"
     " ttl + math.ceil((tonumber(ARGV[4]) - tonumber(ARGV[6])) / 1000))\n"
@@ -345,6 +329,21 @@ static const char retry_script[] =
     "redis.call('XDEL', KEYS[2], ARGV[1])\n"
     "return 1\n";
 static ct__bscript_t retry_lua = CT__BSCRIPT_INIT(retry_script);
+
+/* KEYS: task records. ARGV: per record, the run's number and its start
+ * (ms). Marks each record that is not terminal RUNNING, with that run's
+ * number as its attempts; a record that is gone, or a key of another type
+ * (another program's doing: pcall), is left alone. Sent (rarely: only for
+ * runs that last) as EVAL, from the handle's loop thread. */
+static const char mark_script[] =
+    "for i = 1, #KEYS do\n"
+    "  local s = redis.pcall('HGET', KEYS[i], 'status')\n"
+    "  if s == 'queued' or s == 'running' or s == 'delayed' or s == 'retrying' then\n"
+    "    redis.call('HSET', KEYS[i], 'status', 'running', 'attempts', ARGV[2 * i - 1],"
+    " 'started', ARGV[2 * i])\n"
+    "  end\n"
+    "end\n"
+    "return #KEYS\n";
 
 /* KEYS: delayed set, the task's stream, its record. ARGV: the member (a
  * JSON array: level name, then the entry's fields and values). Moves one
@@ -386,8 +385,9 @@ struct job {
   char why[64];              /* a reason made for this entry */
   bool has_tid;              /* to bury: msg.id names its task */
   bool over_delivered;       /* to bury: delivered more than max_deliveries times */
-  long long attempts;        /* runs started, this one included, as its record counts them
-                                (0: no record counts them); the fetch script's */
+  long long attempts;        /* this run's number (the fetch script's: the entry's attempt
+                                field and its earlier deliveries); 0 for an entry to bury */
+  char runs[24];             /* attempts, as text, for the record */
   ct__bmsg_t msg;
   const ct__bhandler_t *h;   /* NULL: no handler here */
   ct_task_t *task;           /* lock: the supervisor task while the handler runs */
@@ -396,6 +396,9 @@ struct job {
   bool timed_out;            /* lock: the run overran its timeout */
   int holds;                 /* lock: the supervisor task's, and a result's being stored */
   double started;            /* ct_now() as its handler started, for the END event */
+  double run_since;          /* lock: ct_now() as its handler started; 0: not yet */
+  char run_since_ms[24];     /* lock: the same, Unix ms, for the record */
+  bool marked;               /* lock: its record has been marked RUNNING */
   ct_broker_status_t outcome; /* how its run ended, once it has */
   ct__bstore_req_t req;      /* its result, handed to the store thread */
   char *rec_key, *done_key, *text; /* the request's strings, freed once stored */
@@ -411,7 +414,6 @@ struct ct__bworker {
   char *streams[CT__BLEVELS];
   char *dead;
   char *delayed, *wake; /* the delayed set, the stream that wakes idle workers */
-  char *records;        /* the prefix of task records' keys, for the fetch script */
   pthread_mutex_t lock;
   pthread_cond_t cond;
   int running;      /* lock: tasks given to the supervisor, not yet done */
@@ -425,6 +427,8 @@ struct ct__bworker {
   int max_deliveries;
   ev_timer renew;   /* on the handle's loop: renews the running tasks' leases */
   ev_timer watch;   /* on the handle's loop: the earliest run deadline */
+  ev_timer mark;    /* on the handle's loop: marks the runs that last RUNNING */
+  bool mark_armed;  /* lock: the mark timer is armed, or its arming is on its way */
   bool stopping;    /* lock */
   bool fetch_done;  /* lock: the fetch thread has ended */
   long long blocked_id; /* lock: the fetch connection's client id while it may be
@@ -555,6 +559,7 @@ static job_t *entry_job(ct__bworker_t *w, const redisReply *e, int *err) {
     return NULL;
   }
   j->attempts = e->element[4]->integer;
+  snprintf(j->runs, sizeof j->runs, "%lld", j->attempts);
   j->over_delivered = e->element[3]->integer > w->max_deliveries;
   if (j->over_delivered) { /* first: the fetch did not count it as taken */
     snprintf(j->why, sizeof j->why, "delivered %lld times, more than %d",
@@ -799,6 +804,81 @@ static void watch_arm(ct_loop_t *loop, struct ev_loop *ev, void *data) {
   watch_check(data, ev);
 }
 
+/* --- RUNNING marks ------------------------------------------------------ */
+
+/* Under w->lock, on the loop thread: send one mark script for the runs of
+ * `marks` (n of them): hiredis copies the arguments at once, and a run's
+ * end, which clears its task under the lock before its result is sent
+ * through this loop, is sent after its mark. */
+static void send_marks(ct__bworker_t *w, job_t **marks, int n) {
+  const char **argv = calloc(3 + 3 * (size_t)n, sizeof *argv);
+  char **keys = calloc((size_t)n, sizeof *keys);
+  char nkeys[16];
+  bool ok = argv && keys;
+  for (int i = 0; ok && i < n; i++)
+    ok = (keys[i] = ct__broker_key(w->b, "task:", marks[i]->msg.id)) != NULL;
+  if (ok) {
+    snprintf(nkeys, sizeof nkeys, "%d", n);
+    argv[0] = "EVAL";
+    argv[1] = mark_script;
+    argv[2] = nkeys;
+    for (int i = 0; i < n; i++) {
+      argv[3 + i] = keys[i];
+      argv[3 + n + 2 * i] = marks[i]->runs;
+      argv[4 + n + 2 * i] = marks[i]->run_since_ms;
+    }
+    ct__rconn_loop_send(w->b->conn, 3 + 3 * n, argv, NULL, NULL, NULL);
+  } /* else out of memory: those records say QUEUED until their runs end */
+  for (int i = 0; keys && i < n; i++)
+    free(keys[i]);
+  free(keys);
+  free(argv);
+}
+
+/* On the loop thread: mark RUNNING the records of the runs that have
+ * lasted MARK_AFTER, then arm the timer for the next run that may (a job
+ * whose handler has not started yet is looked at again MARK_AFTER later);
+ * with none left, the timer stays unarmed until a run starts. */
+static void mark_check(ct__bworker_t *w, struct ev_loop *ev) {
+  double now = ct_now(), next = 0;
+  pthread_mutex_lock(&w->lock);
+  job_t **marks = calloc((size_t)w->running + 1, sizeof *marks);
+  int n = 0;
+  for (job_t *j = w->running_jobs; j; j = j->next) {
+    bool running = j->run_since > 0 && j->task, waiting = j->run_since == 0;
+    double at = running ? j->run_since + MARK_AFTER : now + MARK_AFTER;
+    if (j->marked || !(running || waiting))
+      continue;
+    if (running && at <= now && marks && n < w->running) {
+      j->marked = true;
+      marks[n++] = j;
+    } else if (next == 0 || at < next) {
+      next = at;
+    }
+  }
+  if (n > 0)
+    send_marks(w, marks, n);
+  w->mark_armed = next > 0;
+  pthread_mutex_unlock(&w->lock);
+  free(marks);
+  ev_timer_stop(ev, &w->mark);
+  if (next > 0) {
+    ev_timer_set(&w->mark, fmax(next - now, 0.001), 0.0);
+    ev_timer_start(ev, &w->mark);
+  }
+}
+
+static void on_mark(struct ev_loop *ev, ev_timer *t, int revents) {
+  (void)revents;
+  mark_check(t->data, ev);
+}
+
+/* Posted by a run that starts while the mark timer is unarmed. */
+static void mark_arm(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  mark_check(data, ev);
+}
+
 /* --- running a task ----------------------------------------------------- */
 
 /* The handler's result as JSON text; a result jansson cannot write becomes
@@ -857,6 +937,7 @@ static void stored(ct__bstore_req_t *req, int rc) {
  * its lease is renewed, until the store is done. */
 static void store(ct__bworker_t *w, job_t *j, const char *status, char *text,
                   ct_broker_status_t outcome) {
+  bool ran = outcome != CT_BROKER_EXPIRED; /* an expired task never ran */
   j->outcome = outcome;
   j->text = text;
   j->rec_key = ct__broker_key(w->b, "task:", j->msg.id);
@@ -865,7 +946,8 @@ static void store(ct__bworker_t *w, job_t *j, const char *status, char *text,
   j->req = (ct__bstore_req_t){
       .keys = {j->rec_key, w->streams[j->level], j->done_key},
       .args = {j->entry, status, text, j->finished, j->msg.name,
-               j->msg.deadline_ms != 0 ? "1" : "0"},
+               j->msg.deadline_ms != 0 ? "1" : "0", ran ? j->runs : "",
+               ran ? j->run_since_ms : ""},
       .done = stored};
   pthread_mutex_lock(&w->lock);
   j->holds++;
@@ -897,15 +979,16 @@ static int retry(ct__bworker_t *w, const job_t *j, long long attempt, bool now,
   int64_t now_ms = ct__broker_unix_ms();
   int64_t due = now_ms + (now ? 0 : (int64_t)ceil(backoff_for(&j->msg, attempt) * 1000));
   char *rec = ct__broker_key(w->b, "task:", j->msg.id);
-  char due_s[24], now_s[24];
+  char due_s[24], now_s[24], next_run[24];
   snprintf(due_s, sizeof due_s, "%lld", (long long)due);
   snprintf(now_s, sizeof now_s, "%lld", (long long)now_ms);
+  snprintf(next_run, sizeof next_run, "%lld", attempt + 1);
   const char *keys[] = {rec, w->streams[j->level], w->delayed, w->wake};
-  const char *args[] = {j->entry, CT__BGROUP, text, due_s, ct__blevel_names[j->level], now_s,
-                        DEFAULT_TTL};
+  const char *args[] = {j->entry, CT__BGROUP, text,     due_s,          ct__blevel_names[j->level],
+                        now_s,    DEFAULT_TTL, j->runs, next_run, j->run_since_ms};
   int rc = rec && text ? CT_ETIMEDOUT : CT_ENOMEM;
   for (int i = 0; i < STORE_TRIES && rc == CT_ETIMEDOUT; i++)
-    rc = eval(w->b->conn, &retry_lua, 4, keys, 7, args, ok_reply, NULL);
+    rc = eval(w->b->conn, &retry_lua, 4, keys, 10, args, ok_reply, NULL);
   if (rc != 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "task %s: cannot retry it (%s): its error is stored",
                    j->msg.id, ct_strerror(rc));
@@ -913,9 +996,9 @@ static int retry(ct__bworker_t *w, const job_t *j, long long attempt, bool now,
   return rc;
 }
 
-/* Whether a failed run is tried again: not a Reject, and runs are left by
- * the record's count (without a record, say after its TTL, runs cannot be
- * counted, and a retry could come back for ever: none). */
+/* Whether a failed run is tried again: not a Reject, and runs are left
+ * after this one (its number travels with the entry: a retry's entry says
+ * which run it is for). */
 static bool retried(const job_t *j, const json_t *result, long long attempt) {
   const char *cls = ct_result_error_class(result);
   long long max = j->msg.max_attempts > 0 ? j->msg.max_attempts : 1;
@@ -926,12 +1009,24 @@ static bool retried(const job_t *j, const json_t *result, long long attempt) {
 /* Run the handler, watched: its run deadline (if any) is armed on the loop
  * thread, and lease loss or timeout set its cancel flag from there. */
 static json_t *run_handler(ct__bworker_t *w, job_t *j, ct_task_t *self, bool *lost) {
+  double now = ct_now();
+  char now_ms[24];
+  snprintf(now_ms, sizeof now_ms, "%lld", (long long)ct__broker_unix_ms());
   pthread_mutex_lock(&w->lock);
   j->task = self;
-  j->run_deadline = j->msg.timeout_ms ? ct_now() + (double)j->msg.timeout_ms / 1000 : 0;
+  j->run_deadline = j->msg.timeout_ms ? now + (double)j->msg.timeout_ms / 1000 : 0;
+  j->run_since = now;
+  memcpy(j->run_since_ms, now_ms, sizeof now_ms);
+  bool arm = !w->mark_armed;
+  w->mark_armed = true;
   pthread_mutex_unlock(&w->lock);
   if (j->run_deadline > 0)
     ct_loop_call(ct__rconn_loop(w->b->conn), watch_arm, w);
+  if (arm && ct_loop_call(ct__rconn_loop(w->b->conn), mark_arm, w) != 0) {
+    pthread_mutex_lock(&w->lock); /* the next run to start tries again */
+    w->mark_armed = false;
+    pthread_mutex_unlock(&w->lock);
+  }
   json_t *result = j->h ? j->h->fn(self, j->msg.kwargs, j->h->data)
                         : ct_error_new("UnknownTask", "no handler for %s", j->msg.name);
   pthread_mutex_lock(&w->lock);
@@ -1174,26 +1269,21 @@ static bool publish_blocked_id(ct__bworker_t *w) {
 }
 
 /* The fetch script's keys and arguments (see fetch_script) for up to
- * `count` entries; now by the worker's clock, or the server's. */
+ * `count` entries. */
 typedef struct {
   const char *keys[CT__BLEVELS + 2];
-  const char *args[8];
-  char count[16], lease[24], max[16], now[24];
+  const char *args[6];
+  char count[16], lease[24], max[16];
 } fetch_args_t;
 
-static void fetch_args(ct__bworker_t *w, fetch_args_t *a, int count, bool takeover,
-                       bool server_clock) {
+static void fetch_args(ct__bworker_t *w, fetch_args_t *a, int count, bool takeover) {
   snprintf(a->count, sizeof a->count, "%d", count);
   snprintf(a->lease, sizeof a->lease, "%.0f", w->lease * 1000);
   snprintf(a->max, sizeof a->max, "%d", w->max_deliveries);
-  if (server_clock)
-    a->now[0] = '\0';
-  else
-    snprintf(a->now, sizeof a->now, "%lld", (long long)ct__broker_unix_ms());
   const char *keys[] = {w->streams[0], w->streams[1], w->streams[2], w->streams[3],
                         w->delayed,    w->wake};
   const char *args[] = {CT__BGROUP, w->consumer, a->count, a->lease, a->max,
-                        takeover ? "1" : "0", a->now, w->records};
+                        takeover ? "1" : "0"};
   memcpy(a->keys, keys, sizeof keys);
   memcpy(a->args, args, sizeof args);
 }
@@ -1234,7 +1324,7 @@ static void log_over(ct__bworker_t *w, const fetch_t *f) {
                    "for: they stay pending until their lease passes", f->over, f->want);
 }
 
-enum { READ_ARGC = 6 + 2 * (CT__BLEVELS + 1), FETCH_ARGC = 3 + CT__BLEVELS + 2 + 8 };
+enum { READ_ARGC = 6 + 2 * (CT__BLEVELS + 1), FETCH_ARGC = 3 + CT__BLEVELS + 2 + 6 };
 
 /* The blocking read (XREAD) of the streams and the wake stream past the
  * ids in f, for at most BLOCK_MS and no longer than until the earliest
@@ -1255,8 +1345,8 @@ static bool read_argv(ct__bworker_t *w, const fetch_t *f, char block[24], const 
 /* Block until a stream or the wake stream has an entry newer than the ids
  * in f, or until the earliest delayed task is due (at most BLOCK_MS, so
  * that a lost wake is made up for). Behind the blocking read, in the same
- * write, goes a fetch of up to `count` entries, the slots free (by the
- * server's clock: it runs when the read returns), so that an idle worker
+ * write, goes a fetch of up to `count` entries, the slots free (it runs
+ * when the read returns), so that an idle worker
  * that is woken has its entries without another round trip (two thread
  * hand-offs and a wake of the server: about a third of an idle RPC's
  * time, measured); they are started here. No fetch goes behind a read
@@ -1280,7 +1370,7 @@ static bool wait_for_entries(ct__bworker_t *w, fetch_t *f, int count) {
   if (read_argv(w, f, block, argv))
     count = 0; /* no fetch behind the read */
   fetch_args_t a;
-  fetch_args(w, &a, count, false, true);
+  fetch_args(w, &a, count, false);
   char sha[41];
   ct__bscript_kept_sha(&fetch_lua, sha); /* "" until a fetch has loaded it */
   const char *eval_argv[FETCH_ARGC] = {"EVALSHA", sha, "6"};
@@ -1325,8 +1415,8 @@ static void fetch_round(ct__bworker_t *w, int free_slots) {
     pause_for(w, 0.5);
   }
   fetch_args_t a;
-  fetch_args(w, &a, free_slots, takeover, false);
-  rc = eval(w->fetch, &fetch_lua, CT__BLEVELS + 2, a.keys, 8, a.args, fetch_reply, &f);
+  fetch_args(w, &a, free_slots, takeover);
+  rc = eval(w->fetch, &fetch_lua, CT__BLEVELS + 2, a.keys, 6, a.args, fetch_reply, &f);
   w->next_due_ms = rc == 0 ? f.due_ms : -1;
   if (rc == 0 && takeover && !f.more)
     w->next_takeover = ct_now() + fmin(w->lease / 3, TAKEOVER_EVERY_MAX);
@@ -1486,6 +1576,8 @@ static void renew_start(ct_loop_t *loop, struct ev_loop *ev, void *data) {
   ev_timer_start(ev, &w->renew);
   ev_timer_init(&w->watch, on_watch, 0.0, 0.0);
   w->watch.data = w;
+  ev_timer_init(&w->mark, on_mark, 0.0, 0.0);
+  w->mark.data = w;
 }
 
 typedef struct {
@@ -1500,6 +1592,7 @@ static void renew_stop_on_loop(ct_loop_t *loop, struct ev_loop *ev, void *data) 
   renew_stop_t *s = data;
   ev_timer_stop(ev, &s->w->renew);
   ev_timer_stop(ev, &s->w->watch);
+  ev_timer_stop(ev, &s->w->mark);
   pthread_mutex_lock(&s->lock);
   s->done = true;
   pthread_cond_signal(&s->cond);
@@ -1542,7 +1635,6 @@ static void worker_destroy(ct__bworker_t *w) {
   free(w->dead);
   free(w->delayed);
   free(w->wake);
-  free(w->records);
   free(w->consumer);
   ct__bstore_destroy(&w->store);
   pthread_cond_destroy(&w->cond);
@@ -1567,11 +1659,10 @@ static ct__bworker_t *worker_new(ct_broker_t *b, const ct_broker_worker_opts_t *
   w->dead = ct__broker_key(b, "dead", "");
   w->delayed = ct__broker_key(b, "delayed", "");
   w->wake = ct__broker_key(b, "wake", "");
-  w->records = ct__broker_key(b, "task:", "");
   w->workers_key = ct__broker_key(b, "workers", "");
   w->alive_key = w->consumer ? ct__broker_key(b, "worker:", w->consumer) : NULL;
   w->names = json_array();
-  bool ok = w->consumer && w->dead && w->delayed && w->wake && w->records && w->workers_key &&
+  bool ok = w->consumer && w->dead && w->delayed && w->wake && w->workers_key &&
             w->alive_key && w->names;
   for (int i = 0; i < CT__BLEVELS; i++)
     ok = (w->streams[i] = ct__broker_key(b, "stream:", ct__blevel_names[i])) && ok;

@@ -224,9 +224,10 @@ TEST(a_failed_run_is_retried_after_its_backoff_until_max_attempts) {
 }
 
 /* A task whose record is gone (its TTL passed, or another program deleted
- * it) cannot count its runs: a failure is final rather than retried for
- * ever. */
-TEST(a_task_without_its_record_is_not_retried) {
+ * it) still counts its runs, by its entry (a retry's entry says which run
+ * it is for): it is retried up to max_attempts and no more, and the
+ * record is written whole again by the last run's end. */
+TEST(a_task_without_its_record_counts_its_runs_by_its_entry) {
   test_env_t e;
   env_start(&e);
   CHECK_OK(ct_broker_register(e.b, "flaky", flaky, NULL));
@@ -238,14 +239,14 @@ TEST(a_task_without_its_record_is_not_retried) {
   test_broker_submit(e.b, "flaky", json_pack("{s:i}", "fail", 9), &so, id);
   CHECK_EQ_INT(test_redis_int(&e.r, "DEL " PREFIX "task:%s", id), 1);
   CHECK_OK(ct_broker_worker_start(e.b, NULL));
-  /* The failure's record is written by the completion (no record: no
-   * retry, which would have written none). */
+  /* Written again by the last run's end only (a retry writes no record). */
   WAIT_FOR(test_redis_int(&e.r, "EXISTS " PREFIX "task:%s", id) == 1);
   ct_broker_info_t info = test_broker_wait_done(e.b, id, 30);
   CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+  CHECK_EQ_INT(info.attempts, 3);
   json_decref(info.result);
-  check_sleep(0.3); /* a retry, due after 0.05 s, would have run by now */
-  CHECK_EQ_INT(atomic_load(&runs), 1);
+  check_sleep(0.3); /* a fourth run, due after 0.05 s or so, would have run by now */
+  CHECK_EQ_INT(atomic_load(&runs), 3);
   CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 0);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
   test_env_end(&e);
@@ -329,7 +330,7 @@ int main(int argc, char **argv) {
   RUN(an_idle_worker_takes_a_delayed_task_submitted_while_it_blocks);
   RUN(the_same_key_returns_the_first_id_and_enqueues_nothing);
   RUN(a_failed_run_is_retried_after_its_backoff_until_max_attempts);
-  RUN(a_task_without_its_record_is_not_retried);
+  RUN(a_task_without_its_record_counts_its_runs_by_its_entry);
   RUN(reject_fails_at_once_and_retry_requeues_without_backoff);
   RUN(a_run_past_its_timeout_is_asked_to_cancel_and_fails_with_timeout_error);
   RUN(a_run_whose_lease_is_lost_is_canceled_and_its_late_result_dropped);

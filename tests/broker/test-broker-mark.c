@@ -1,11 +1,15 @@
-/* The fetch marks the tasks it takes RUNNING, in the same script call:
- * a fetch costs one script call, marks included; a task whose record is
- * gone or is a key of another type runs uncounted, its record neither
- * created nor touched, and holds up the marks of none fetched with it.
- * The handlers wait at a gate, so that what the fetch wrote is read while
- * every task of it runs. Counts only; time bounds are generous. */
+/* A fetch writes no task record: a run's record is written when it ends,
+ * and marked RUNNING (with the run's number and start) only once the run
+ * has lasted a moment (MARK_AFTER in worker.c, a tenth of a second), by
+ * a script call of its own; a short run's record goes from QUEUED to its
+ * end at once. A task whose record is gone or is a key of another type
+ * runs, its record neither created nor touched by the mark, and holds up
+ * the marks of none that run with it. The gated handlers wait at a gate,
+ * so that what was written is read while every task runs. Counts only;
+ * time bounds are generous. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ctasker.h"
@@ -75,34 +79,64 @@ static void worker_start_all_at_gate(test_env_t *e) {
   WAIT_FOR(at_gate() == N);
 }
 
-static void record_says(test_env_t *e, const char *id, const char *status, const char *runs) {
-  redisReply *x = test_redis(&e->r, "HMGET " PREFIX "task:%s status attempts", id);
-  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 2);
-  CHECK_EQ_STR(x->element[0]->str, status);
-  CHECK_EQ_STR(x->element[1]->str, runs);
+/* Whether the task's record says this status and these runs, with a
+ * start time. */
+static bool record_is(test_env_t *e, const char *id, const char *status, const char *runs) {
+  redisReply *x = test_redis(&e->r, "HMGET " PREFIX "task:%s status attempts started", id);
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 3);
+  bool is = x->element[0]->str && strcmp(x->element[0]->str, status) == 0 &&
+            x->element[1]->str && strcmp(x->element[1]->str, runs) == 0 &&
+            x->element[2]->str && atoll(x->element[2]->str) > 1600000000000LL;
   freeReplyObject(x);
+  return is;
 }
 
 /* The first test of this binary: this process has loaded no script yet,
  * so no EVALSHA is answered NOSCRIPT (and counted) before it loads one. */
-TEST(a_fetch_is_one_script_call_marks_included) {
+TEST(a_run_that_lasts_is_marked_running_by_a_call_of_its_own) {
   test_env_t e;
   char ids[N][CT_BROKER_ID_SIZE];
   env_with_tasks(&e, ids);
   long long scripts = test_redis_calls(&e.r, "evalsha");
+  long long writes = test_redis_calls(&e.r, "hset");
   worker_start_all_at_gate(&e);
-  /* The fetch; the marks were a second call before. */
-  CHECK_EQ_INT(test_redis_calls(&e.r, "evalsha"), scripts + 1);
+  CHECK_EQ_INT(test_redis_calls(&e.r, "evalsha"), scripts + 1); /* the fetch */
   for (int i = 0; i < N; i++)
-    record_says(&e, ids[i], "running", "1");
+    WAIT_FOR(record_is(&e, ids[i], "running", "1"));
+  CHECK(test_redis_calls(&e.r, "eval") >= 1); /* the marks: not the fetch's */
+  CHECK_EQ_INT(test_redis_calls(&e.r, "hset"), writes + N); /* each record marked once */
   gate_set(true);
   for (int i = 0; i < N; i++)
     CHECK_EQ_INT(test_broker_wait_completed(e.b, ids[i], 20), 1);
+  CHECK_EQ_INT(test_redis_calls(&e.r, "hset"), writes + 2 * N); /* and written as it ends */
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
   test_env_end(&e);
 }
 
-TEST(a_record_gone_or_of_another_type_runs_uncounted_and_holds_up_no_mark) {
+/* Short runs are not marked: before, every fetched task's record was
+ * marked, two writes per task; a run of a few microseconds is marked only
+ * if it stalls for a tenth of a second, which not all of them do. */
+TEST(a_short_run_s_record_is_written_once_as_it_ends) {
+  enum { M = 20 };
+  test_env_t e;
+  gate_set(true);
+  test_env_start(&e, 1, 10, log_line);
+  CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
+  freeReplyObject(test_redis(&e.r, "SADD " PREFIX "names gated"));
+  char ids[M][CT_BROKER_ID_SIZE];
+  for (int i = 0; i < M; i++)
+    test_broker_submit(e.b, "gated", NULL, NULL, ids[i]);
+  long long writes = test_redis_calls(&e.r, "hset");
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  for (int i = 0; i < M; i++)
+    CHECK_EQ_INT(test_broker_wait_completed(e.b, ids[i], 20), 1); /* counted all the same */
+  CHECK(test_redis_calls(&e.r, "hset") < writes + 2 * M);
+  CHECK(record_is(&e, ids[0], "completed", "1"));
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  test_env_end(&e);
+}
+
+TEST(a_record_gone_or_of_another_type_is_left_alone_and_holds_up_no_mark) {
   test_env_t e;
   char ids[N][CT_BROKER_ID_SIZE];
   env_with_tasks(&e, ids);
@@ -114,12 +148,15 @@ TEST(a_record_gone_or_of_another_type_runs_uncounted_and_holds_up_no_mark) {
   redisReply *x = test_redis(&e.r, "GET " PREFIX "task:%s", ids[0]);
   CHECK_EQ_STR(x->str, "foreign"); /* left alone */
   freeReplyObject(x);
+  WAIT_FOR(record_is(&e, ids[2], "running", "1"));
+  WAIT_FOR(record_is(&e, ids[3], "running", "1"));
   CHECK_EQ_INT(test_redis_int(&e.r, "EXISTS " PREFIX "task:%s", ids[1]), 0); /* not created */
-  record_says(&e, ids[2], "running", "1");
-  record_says(&e, ids[3], "running", "1");
+  x = test_redis(&e.r, "GET " PREFIX "task:%s", ids[0]);
+  CHECK_EQ_STR(x->str, "foreign"); /* left alone by the mark too */
+  freeReplyObject(x);
   gate_set(true);
   WAIT_FOR(test_redis_int(&e.r, "EXISTS " PREFIX "task:%s", ids[1]) == 1); /* the result's */
-  CHECK_EQ_INT(test_broker_wait_completed(e.b, ids[1], 20), 0);
+  CHECK_EQ_INT(test_broker_wait_completed(e.b, ids[1], 20), 1); /* its entry counts its runs */
   CHECK_EQ_INT(test_broker_wait_completed(e.b, ids[2], 20), 1);
   CHECK_EQ_INT(test_broker_wait_completed(e.b, ids[3], 20), 1);
   WAIT_FOR(atomic_load(&unstored) == 1); /* the foreign key takes no result either */
@@ -130,7 +167,8 @@ TEST(a_record_gone_or_of_another_type_runs_uncounted_and_holds_up_no_mark) {
 int main(void) {
   if (!test_redis_installed())
     return 77;
-  RUN(a_fetch_is_one_script_call_marks_included);
-  RUN(a_record_gone_or_of_another_type_runs_uncounted_and_holds_up_no_mark);
+  RUN(a_run_that_lasts_is_marked_running_by_a_call_of_its_own);
+  RUN(a_short_run_s_record_is_written_once_as_it_ends);
+  RUN(a_record_gone_or_of_another_type_is_left_alone_and_holds_up_no_mark);
   return check_done();
 }
