@@ -773,6 +773,15 @@ static void bury(ct__bworker_t *w, const job_t *j) {
 
 /* --- run timeouts ------------------------------------------------------- */
 
+/* Arm a loop timer for the ct_now() time `next` (0: leave it unarmed). */
+static void timer_rearm(struct ev_loop *ev, ev_timer *t, double next, double now) {
+  ev_timer_stop(ev, t);
+  if (next > 0) {
+    ev_timer_set(t, fmax(next - now, 0.001), 0.0);
+    ev_timer_start(ev, t);
+  }
+}
+
 /* On the loop thread: time out every run past its deadline (set its flag,
  * ask it to cancel), then arm the watch for the earliest deadline left. */
 static void watch_check(ct__bworker_t *w, struct ev_loop *ev) {
@@ -789,11 +798,7 @@ static void watch_check(ct__bworker_t *w, struct ev_loop *ev) {
     }
   }
   pthread_mutex_unlock(&w->lock);
-  ev_timer_stop(ev, &w->watch);
-  if (next > 0) {
-    ev_timer_set(&w->watch, next - now, 0.0);
-    ev_timer_start(ev, &w->watch);
-  }
+  timer_rearm(ev, &w->watch, next, now);
 }
 
 static void on_watch(struct ev_loop *ev, ev_timer *t, int revents) {
@@ -876,11 +881,7 @@ static void mark_check(ct__bworker_t *w, struct ev_loop *ev) {
   w->mark_armed = next > 0;
   pthread_mutex_unlock(&w->lock);
   free(marks);
-  ev_timer_stop(ev, &w->mark);
-  if (next > 0) {
-    ev_timer_set(&w->mark, fmax(next - now, 0.001), 0.0);
-    ev_timer_start(ev, &w->mark);
-  }
+  timer_rearm(ev, &w->mark, next, now);
 }
 
 static void on_mark(struct ev_loop *ev, ev_timer *t, int revents) {
