@@ -817,8 +817,9 @@ static void watch_arm(ct_loop_t *loop, struct ev_loop *ev, void *data) {
 /* Under w->lock, on the loop thread: send one mark script for the runs of
  * `marks` (n of them): hiredis copies the arguments at once, and a run's
  * end, which clears its task under the lock before its result is sent
- * through this loop, is sent after its mark. */
-static void send_marks(ct__bworker_t *w, job_t **marks, int n) {
+ * through this loop, is sent after its mark. Returns whether it was sent
+ * (not while the connection is down, nor out of memory). */
+static bool send_marks(ct__bworker_t *w, job_t **marks, int n) {
   const char **argv = calloc(3 + 3 * (size_t)n, sizeof *argv);
   char **keys = calloc((size_t)n, sizeof *keys);
   char nkeys[16];
@@ -835,12 +836,13 @@ static void send_marks(ct__bworker_t *w, job_t **marks, int n) {
       argv[3 + n + 2 * i] = marks[i]->runs;
       argv[4 + n + 2 * i] = marks[i]->run_since_ms;
     }
-    ct__rconn_loop_send(w->b->conn, 3 + 3 * n, argv, NULL, NULL, NULL);
-  } /* else out of memory: those records say QUEUED until their runs end */
+    ok = ct__rconn_loop_send(w->b->conn, 3 + 3 * n, argv, NULL, NULL, NULL) == 0;
+  }
   for (int i = 0; keys && i < n; i++)
     free(keys[i]);
   free(keys);
   free(argv);
+  return ok;
 }
 
 /* On the loop thread: mark RUNNING the records of the runs that have
@@ -868,8 +870,11 @@ static void mark_check(ct__bworker_t *w, struct ev_loop *ev) {
       next = at;
     }
   }
-  if (n > 0)
-    send_marks(w, marks, n);
+  if (n > 0 && !send_marks(w, marks, n)) {
+    for (int i = 0; i < n; i++) /* the next tick tries again */
+      marks[i]->marked = false;
+    next = next == 0 || now + MARK_AFTER < next ? now + MARK_AFTER : next;
+  }
   if (next == 0) {
     if (w->mark_idle_since == 0)
       w->mark_idle_since = now;

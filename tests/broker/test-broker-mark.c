@@ -164,11 +164,41 @@ TEST(a_record_gone_or_of_another_type_is_left_alone_and_holds_up_no_mark) {
   test_env_end(&e);
 }
 
+/* A mark due while the handle's connection is down (every connection
+ * killed, and none taken again until maxclients is raised) is sent once
+ * it is back, while the run still lasts. */
+TEST(a_mark_due_while_the_connection_is_down_is_sent_once_it_is_back) {
+  test_env_t e;
+  gate_set(false);
+  test_env_start(&e, 1, 10, log_line);
+  CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
+  freeReplyObject(test_redis(&e.r, "SADD " PREFIX "names gated"));
+  char id[CT_BROKER_ID_SIZE];
+  test_broker_submit(e.b, "gated", NULL, NULL, id);
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.concurrency = 1;
+  wo.lease = 60;
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  WAIT_FOR(at_gate() == 1);
+  freeReplyObject(test_redis(&e.r, "CONFIG SET maxclients 1"));
+  freeReplyObject(test_redis(&e.r, "CLIENT KILL TYPE normal SKIPME yes"));
+  /* The mark falls due meanwhile (unless this thread came here later than
+   * that: the test then proves nothing, and passes). */
+  check_sleep(0.5);
+  freeReplyObject(test_redis(&e.r, "CONFIG SET maxclients 10000"));
+  WAIT_FOR(record_is(&e, id, "running", "1"));
+  gate_set(true);
+  CHECK_EQ_INT(test_broker_wait_completed(e.b, id, 20), 1);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  test_env_end(&e);
+}
+
 int main(void) {
   if (!test_redis_installed())
     return 77;
   RUN(a_run_that_lasts_is_marked_running_by_a_call_of_its_own);
   RUN(a_short_run_s_record_is_written_once_as_it_ends);
   RUN(a_record_gone_or_of_another_type_is_left_alone_and_holds_up_no_mark);
+  RUN(a_mark_due_while_the_connection_is_down_is_sent_once_it_is_back);
   return check_done();
 }
