@@ -1030,7 +1030,7 @@ static bool retried(const job_t *j, const json_t *result, long long attempt) {
 /* Run the handler, watched: its run deadline (if any) is armed on the loop
  * thread, and lease loss or timeout set its cancel flag from there. */
 static json_t *run_handler(ct__bworker_t *w, job_t *j, ct_task_t *self, bool *lost) {
-  double now = ct_now();
+  double now = j->started; /* run_task()'s, just read on this thread */
   char now_ms[24];
   snprintf(now_ms, sizeof now_ms, "%lld", (long long)ct__broker_unix_ms());
   pthread_mutex_lock(&w->lock);
