@@ -37,8 +37,11 @@ typedef struct ct__bmsg {
 
 /* Fields of the message encoded for a stream entry: argv/argvlen are
  * name, value, name, value...; the strings live in the struct (and in
- * kwargs_text, owned) until ct__bmsg_wire_free(). */
+ * kwargs_text, owned) until ct__bmsg_wire_free(). The first
+ * CT__BMSG_FIXED_ARGC strings are always id, name, kwargs and enqueued, in
+ * this order, with their values; the optional fields follow. */
 #define CT__BMSG_FIELDS 9
+#define CT__BMSG_FIXED_ARGC 8
 typedef struct ct__bmsg_wire {
   size_t argc;
   const char *argv[2 * CT__BMSG_FIELDS];

@@ -823,19 +823,26 @@ TEST(scripts_run_by_sha_and_are_loaded_again_when_the_server_forgets_them) {
 }
 
 /* From the server's slow log (which logs every command here): how many
- * calls of the complete script it ran (an EVALSHA whose third key is a
- * done list), and how many results they stored in all. */
+ * calls of the complete script it ran (an EVALSHA whose keys are a stream
+ * then a record), and how many results they stored in all (the sum of its
+ * streams' counts of results, which follow the group, the TTL and the
+ * count of streams). */
 static void complete_calls(test_env_t *e, int *calls, int *results) {
   redisReply *r = test_redis(&e->r, "SLOWLOG GET -1");
   CHECK(r && r->type == REDIS_REPLY_ARRAY);
   *calls = *results = 0;
   for (size_t i = 0; i < r->elements; i++) {
     const redisReply *args = r->element[i]->element[3];
-    if (args->elements >= 6 && strcasecmp(args->element[0]->str, "EVALSHA") == 0 &&
-        strstr(args->element[5]->str, "}:done:")) {
-      ++*calls;
-      *results += atoi(args->element[2]->str) / 3;
-    }
+    if (args->elements < 6 || strcasecmp(args->element[0]->str, "EVALSHA") != 0 ||
+        !strstr(args->element[3]->str, "}:stream:") || !strstr(args->element[4]->str, "}:task:"))
+      continue;
+    ++*calls;
+    size_t streams_at = 3 + (size_t)atoi(args->element[2]->str) + 2;
+    CHECK(streams_at < args->elements);
+    int streams = atoi(args->element[streams_at]->str);
+    CHECK(streams >= 1 && streams_at + (size_t)streams < args->elements);
+    for (int k = 1; k <= streams; k++)
+      *results += atoi(args->element[streams_at + (size_t)k]->str);
   }
   freeReplyObject(r);
 }
