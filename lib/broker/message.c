@@ -125,6 +125,15 @@ static const ct__bfield_t *find_field(const ct__bfield_t *f, size_t n, const cha
   return found;
 }
 
+int64_t ct__bmsg_attempt(const ct__bfield_t *f, size_t n) {
+  bool repeated = false;
+  const ct__bfield_t *v = find_field(f, n, "attempt", &repeated);
+  int64_t a;
+  return v && parse_count(v->value, v->value_len, &a) && a >= 1 && a <= CT__BMSG_ATTEMPT_MAX
+             ? a
+             : 1;
+}
+
 /* Parse JSON text that must be an object (kwargs) or any value (results). */
 static json_t *parse_json(const ct__bfield_t *v, bool object_only, int *err) {
   json_error_t jerr;

@@ -78,6 +78,12 @@ int ct__bmsg_decode(const ct__bfield_t *f, size_t n, size_t max_kwargs, ct__bmsg
                     const char **reason);
 void ct__bmsg_clear(ct__bmsg_t *m);
 
+/* The run an entry is for: its attempt field (the last, if repeated), or 1
+ * when that is absent or not decimal digits from 1 to CT__BMSG_ATTEMPT_MAX
+ * (the fetch script's rule for the entries it takes over). */
+#define CT__BMSG_ATTEMPT_MAX 1000000000
+int64_t ct__bmsg_attempt(const ct__bfield_t *f, size_t n);
+
 /* True for a status no task leaves. */
 bool ct__bstatus_terminal(ct_broker_status_t s);
 

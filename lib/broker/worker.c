@@ -170,7 +170,9 @@ static ct__bscript_t bury_lua = CT__BSCRIPT_INIT(bury_script);
  * over that has been delivered more than max deliveries times is returned
  * too, without counting, for the worker to bury (with the bury script,
  * which names every key it touches). Returns
- * {1, {{level, id, fields, deliveries, runs}...}, due, more, ids} or,
+ * {1, {{level, id, fields, deliveries, runs}...}, due, more, ids, fresh}
+ * (the entries taken over, then fresh: {{level, {{id, fields}...}}...},
+ * the new entries of each stream read, as XREADGROUP gave them) or,
  * having found nothing, {0, ids, due, more}, where ids are the newest entry
  * ids of the streams and the wake stream, for the worker to block on, when
  * nothing new is left to read (found nothing, or fewer than count with no
@@ -197,11 +199,16 @@ static ct__bscript_t bury_lua = CT__BSCRIPT_INIT(bury_script);
  * and the wake stream empty, thus reads no XREVRANGE (the script's time
  * for such a fetch, median of 5 runs: 69 -> 64 us).
  *
- * Each entry returned for the worker to start (not to bury) comes with
- * its run's number, `runs`: the entry's attempt field (the run a retry's
- * entry is for; 1 when absent, or not a whole number from 1 up) plus its
- * deliveries before this one (runs whose worker died or lost the lease
- * before they ended), 0 for an entry to bury. The fetch writes no task
+ * Each entry taken over and returned for the worker to start (not to
+ * bury) comes with its run's number, `runs`: the entry's attempt field
+ * (the run a retry's entry is for; 1 when absent, or not decimal digits
+ * from 1 to 10^9) plus its deliveries before this one (runs whose worker
+ * died or lost the lease before they ended), 0 for an entry to bury. A new
+ * entry has had no delivery before: its run's number is its attempt field,
+ * which the worker reads (ct__bmsg_attempt(), the same rule), so that new
+ * entries go back as the server read them, not copied into a table of
+ * their own each (that cost Redis about 1 us a task of 8: medians of 8
+ * alternated runs, 64 entries a fetch). The fetch writes no task
  * record (and so touches no key that is not among KEYS): a run's record
  * is written when it ends, and marked RUNNING before that only if it
  * lasts (mark_check()). Marking each record in the fetch took a read and
@@ -212,12 +219,16 @@ static const char fetch_script[] =
     "local out = {}\n"
     "local newest = {}\n"
     "local more = 0\n"
+    "local fresh = {}\n"
     "local function run_number(f, deliveries)\n"
     "  local a = 1\n"
     "  for j = 1, #f, 2 do\n"
-    "    if f[j] == 'attempt' then a = tonumber(f[j + 1]) or 1 end\n"
+    "    if f[j] == 'attempt' then\n"
+    "      local v = f[j + 1]\n"
+    "      a = #v <= 18 and string.match(v, '^%d+$') and tonumber(v) or 1\n"
+    "    end\n"
     "  end\n"
-    "  if a < 1 or a > 1e9 or a ~= math.floor(a) then a = 1 end\n"
+    "  if a < 1 or a > 1e9 then a = 1 end\n"
     "  return a + deliveries - 1\n"
     "end\n"
     "for i = 1, 4 do\n"
@@ -244,16 +255,14 @@ static const char fetch_script[] =
     "    local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want,"
     " 'STREAMS', KEYS[i], '>')\n"
     "    local got = r and r[1][2] or {}\n"
-    "    for _, e in ipairs(got) do\n"
-    "      out[#out + 1] = {i, e[1], e[2], 1, run_number(e[2], 1)}\n"
-    "      want = want - 1\n"
-    "    end\n"
+    "    if #got > 0 then fresh[#fresh + 1] = {i, got} end\n"
+    "    want = want - #got\n"
     "    if #got > 0 and #got < asked then newest[i] = got[#got][1] end\n"
     "  end\n"
     "end\n"
     "local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')\n"
     "local ids = {}\n"
-    "if #out == 0 or (want > 0 and more == 0) then\n"
+    "if #out + #fresh == 0 or (want > 0 and more == 0) then\n"
     "  for i = 1, 5 do\n"
     "    local k = KEYS[i < 5 and i or 6]\n"
     "    ids[i] = newest[i] or '0-0'\n"
@@ -262,7 +271,7 @@ static const char fetch_script[] =
     "    end\n"
     "  end\n"
     "end\n"
-    "if #out > 0 then return {1, out, first[2] or '', more, ids} end\n"
+    "if #out + #fresh > 0 then return {1, out, first[2] or '', more, ids, fresh} end\n"
     "return {0, ids, first[2] or '', more}\n";
 static ct__bscript_t fetch_lua = CT__BSCRIPT_INIT(fetch_script);
 
@@ -538,35 +547,33 @@ static bool entry_task_id(const ct__bfield_t *f, size_t n, char *id) {
   return false;
 }
 
-/* One fetched entry {level, id, fields, deliveries, runs} as a job:
- * decoded, or to be buried (malformed, or delivered more than
- * max_deliveries times). */
-static job_t *entry_job(ct__bworker_t *w, const redisReply *e, int *err) {
+/* One fetched entry as a job: decoded, or to be buried (malformed, or
+ * delivered more than max_deliveries times); NULL if out of memory. runs:
+ * its run's number, or -1 for a new entry's (its attempt field). */
+static job_t *entry_job(ct__bworker_t *w, long long level, const redisReply *id,
+                        const redisReply *fields, long long deliveries, long long runs) {
   job_t *j = calloc(1, sizeof *j);
-  if (!j) {
-    *err = CT_ENOMEM;
+  if (!j)
     return NULL;
-  }
   j->w = w;
-  j->level = (int)e->element[0]->integer - 1;
-  memcpy(j->entry, e->element[1]->str, e->element[1]->len); /* length checked */
+  j->level = (int)level - 1;
+  memcpy(j->entry, id->str, id->len); /* length checked */
   size_t n;
-  ct__bfield_t *f = entry_fields(e->element[2], &n);
+  ct__bfield_t *f = entry_fields(fields, &n);
   int rc = f ? ct__bmsg_decode(f, n, MAX_KWARGS, &j->msg, &j->reason) : CT_ENOMEM;
   if (f && rc != 0)
     j->has_tid = entry_task_id(f, n, j->msg.id);
+  j->attempts = runs >= 0 || !f ? runs : ct__bmsg_attempt(f, n);
   free(f);
   if (rc == CT_ENOMEM) {
     free(j);
-    *err = rc;
     return NULL;
   }
-  j->attempts = e->element[4]->integer;
   snprintf(j->runs, sizeof j->runs, "%lld", j->attempts);
-  j->over_delivered = e->element[3]->integer > w->max_deliveries;
+  j->over_delivered = deliveries > w->max_deliveries;
   if (j->over_delivered) { /* first: the fetch did not count it as taken */
-    snprintf(j->why, sizeof j->why, "delivered %lld times, more than %d",
-             e->element[3]->integer, w->max_deliveries);
+    snprintf(j->why, sizeof j->why, "delivered %lld times, more than %d", deliveries,
+             w->max_deliveries);
     j->reason = j->why;
     j->bury_class = "DeliveryLimit";
     j->has_tid = j->has_tid || rc == 0;
@@ -589,30 +596,67 @@ static bool ids_ok(const redisReply *ids) {
   return true;
 }
 
+static bool level_ok(const redisReply *level) {
+  return level->type == REDIS_REPLY_INTEGER && level->integer >= 1 &&
+         level->integer <= CT__BLEVELS;
+}
+
+/* An entry's id and fields, as the server gives them. */
+static bool entry_ok(const redisReply *id, const redisReply *fields) {
+  return id->type == REDIS_REPLY_STRING && id->len < sizeof ((job_t *)0)->entry &&
+         fields->type == REDIS_REPLY_ARRAY;
+}
+
 static bool fetch_reply_ok(const redisReply *r) {
   if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
       r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_ARRAY)
     return false;
   bool idle = r->element[0]->integer == 0;
-  if (r->elements != (idle ? 4u : 5u) || r->element[2]->type != REDIS_REPLY_STRING ||
+  if (r->elements != (idle ? 4u : 6u) || r->element[2]->type != REDIS_REPLY_STRING ||
       r->element[3]->type != REDIS_REPLY_INTEGER)
     return false;
   if (idle)
     return ids_ok(r->element[1]);
-  if (!ids_ok(r->element[4]))
+  if (!ids_ok(r->element[4]) || r->element[5]->type != REDIS_REPLY_ARRAY)
     return false;
   const redisReply *list = r->element[1];
   for (size_t i = 0; i < list->elements; i++) {
     const redisReply *e = list->element[i];
-    if (e->type != REDIS_REPLY_ARRAY || e->elements != 5 ||
-        e->element[0]->type != REDIS_REPLY_INTEGER || e->element[0]->integer < 1 ||
-        e->element[0]->integer > CT__BLEVELS || e->element[1]->type != REDIS_REPLY_STRING ||
-        e->element[1]->len >= sizeof ((job_t *)0)->entry ||
-        e->element[2]->type != REDIS_REPLY_ARRAY || e->element[3]->type != REDIS_REPLY_INTEGER ||
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 5 || !level_ok(e->element[0]) ||
+        !entry_ok(e->element[1], e->element[2]) || e->element[3]->type != REDIS_REPLY_INTEGER ||
         e->element[4]->type != REDIS_REPLY_INTEGER || e->element[4]->integer < 0)
       return false;
   }
+  const redisReply *fresh = r->element[5];
+  for (size_t i = 0; i < fresh->elements; i++) {
+    const redisReply *g = fresh->element[i];
+    if (g->type != REDIS_REPLY_ARRAY || g->elements != 2 || !level_ok(g->element[0]) ||
+        g->element[1]->type != REDIS_REPLY_ARRAY)
+      return false;
+    for (size_t k = 0; k < g->element[1]->elements; k++) {
+      const redisReply *e = g->element[1]->element[k];
+      if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || !entry_ok(e->element[0], e->element[1]))
+        return false;
+    }
+  }
   return true;
+}
+
+/* Add job j (NULL: out of memory) to a fetch's jobs at *tail, unless more
+ * were taken than asked for (counted in *taken). Returns 0 or CT_ENOMEM. */
+static int take_entry(fetch_t *f, job_t *j, int *taken, job_t ***tail) {
+  if (!j)
+    return CT_ENOMEM;
+  *taken += !j->over_delivered;
+  if (*taken > f->want) {
+    f->over++;
+    ct__bmsg_clear(&j->msg);
+    free(j);
+    return 0;
+  }
+  **tail = j;
+  *tail = &j->next;
+  return 0;
 }
 
 /* The jobs a fetch reply holds, into f->jobs. */
@@ -636,23 +680,21 @@ static int take_entries(const redisReply *r, fetch_t *f) {
    * slots were counted. What is over stays pending, this consumer's, and is
    * taken over after a lease like any entry whose owner let it be. */
   job_t **tail = &f->jobs;
-  int taken = 0;
-  for (size_t i = 0; i < list->elements; i++) {
-    int err = 0;
-    job_t *j = entry_job(f->w, list->element[i], &err);
-    if (!j)
-      return err; /* the jobs taken so far still run; the rest stay pending */
-    taken += !j->over_delivered;
-    if (taken > f->want) {
-      f->over++;
-      ct__bmsg_clear(&j->msg);
-      free(j);
-      continue;
-    }
-    *tail = j;
-    tail = &j->next;
+  int taken = 0, rc = 0;
+  for (size_t i = 0; i < list->elements && rc == 0; i++) {
+    redisReply **e = list->element[i]->element;
+    rc = take_entry(f, entry_job(f->w, e[0]->integer, e[1], e[2], e[3]->integer, e[4]->integer),
+                    &taken, &tail);
   }
-  return 0;
+  const redisReply *fresh = r->element[5];
+  for (size_t i = 0; i < fresh->elements && rc == 0; i++) {
+    const redisReply *level = fresh->element[i]->element[0], *got = fresh->element[i]->element[1];
+    for (size_t k = 0; k < got->elements && rc == 0; k++) {
+      redisReply **e = got->element[k]->element;
+      rc = take_entry(f, entry_job(f->w, level->integer, e[0], e[1], 1, -1), &taken, &tail);
+    }
+  }
+  return rc; /* the jobs taken before an error still run; the rest stay pending */
 }
 
 static int start_job(ct__bworker_t *w, job_t *j);

@@ -252,6 +252,41 @@ TEST(a_task_without_its_record_counts_its_runs_by_its_entry) {
   test_env_end(&e);
 }
 
+/* A new entry written by another producer runs as the run its attempt
+ * field names (decimal digits, 1 to 10^9; anything else counts as 1): one
+ * for the last of max_attempts runs fails at once, without a retry. */
+TEST(a_new_entry_runs_as_the_run_its_attempt_field_names) {
+  test_env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "flaky", flaky, NULL));
+  freeReplyObject(test_redis(&e.r, "SADD " PREFIX "names flaky"));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  const struct {
+    const char *attempt, *id;
+    int runs; /* runs before it fails for good, of max_attempts 3 */
+  } cases[] = {{"3", "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a71", 1},
+               {"2", "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a72", 2},
+               {"3.0", "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a73", 3},
+               {"0", "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a74", 3},
+               {"1000000001", "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a75", 3}};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    atomic_store(&runs, 0);
+    freeReplyObject(test_redis(&e.r, "HSET " PREFIX "task:%s status queued name flaky created 1",
+                               cases[i].id));
+    freeReplyObject(test_redis(&e.r,
+                               "XADD " PREFIX "stream:normal * id %s name flaky kwargs {\"fail\":9} "
+                               "enqueued 1 max_attempts 3 backoff 10 attempt %s",
+                               cases[i].id, cases[i].attempt));
+    ct_broker_info_t info = test_broker_wait_done(e.b, cases[i].id, 30);
+    CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
+    CHECK_EQ_INT(info.attempts, 3); /* the number of the last run */
+    CHECK_EQ_INT(atomic_load(&runs), cases[i].runs);
+    json_decref(info.result);
+  }
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  test_env_end(&e);
+}
+
 TEST(reject_fails_at_once_and_retry_requeues_without_backoff) {
   test_env_t e;
   env_start(&e);
@@ -330,6 +365,7 @@ int main(int argc, char **argv) {
   RUN(an_idle_worker_takes_a_delayed_task_submitted_while_it_blocks);
   RUN(the_same_key_returns_the_first_id_and_enqueues_nothing);
   RUN(a_failed_run_is_retried_after_its_backoff_until_max_attempts);
+  RUN(a_new_entry_runs_as_the_run_its_attempt_field_names);
   RUN(a_task_without_its_record_counts_its_runs_by_its_entry);
   RUN(reject_fails_at_once_and_retry_requeues_without_backoff);
   RUN(a_run_past_its_timeout_is_asked_to_cancel_and_fails_with_timeout_error);

@@ -144,6 +144,24 @@ TEST(unknown_message_fields_are_skipped) {
   ct__bmsg_clear(&d);
 }
 
+TEST(the_attempt_field_names_a_run_from_1_to_a_billion) {
+  ct__bfield_t f[] = {F("id", "x"), F("attempt", "7")};
+  CHECK_EQ_INT(ct__bmsg_attempt(f, 1), 1); /* absent */
+  CHECK_EQ_INT(ct__bmsg_attempt(f, 2), 7);
+  const struct {
+    const char *value;
+    int64_t run;
+  } cases[] = {{"1", 1},   {"1000000000", 1000000000}, {"1000000001", 1}, {"0", 1},
+               {"", 1},    {"-2", 1},  {"2.0", 1}, {" 2", 1}, {"2 ", 1}, {"0x10", 1},
+               {"1e3", 1}, {"0000000000000000002", 1}, {"000000000000000002", 2}};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    ct__bfield_t g = {"attempt", 7, cases[i].value, strlen(cases[i].value)};
+    CHECK_EQ_INT(ct__bmsg_attempt(&g, 1), cases[i].run);
+  }
+  ct__bfield_t twice[] = {F("attempt", "2"), F("attempt", "5")};
+  CHECK_EQ_INT(ct__bmsg_attempt(twice, 2), 5); /* the last, as the fetch script reads it */
+}
+
 TEST(task_names_are_checked) {
   CHECK(ct__bmsg_name_ok("a.b:c d", 7));
   CHECK(!ct__bmsg_name_ok("", 0));
@@ -287,6 +305,7 @@ int main(void) {
   RUN(malformed_messages_are_refused_with_a_reason);
   RUN(a_deadline_is_carried_when_there_is_one);
   RUN(unknown_message_fields_are_skipped);
+  RUN(the_attempt_field_names_a_run_from_1_to_a_billion);
   RUN(task_names_are_checked);
   RUN(records_decode_status_times_and_result);
   RUN(malformed_records_are_refused_with_a_reason);
