@@ -1,7 +1,7 @@
 /* libFuzzer target for the broker's decoders (built with clang only): the
  * input is split at NUL bytes into field names and values, then decoded
- * as a stream entry and as a task record; whole, it is decoded as a done
- * list's entry. */
+ * as a stream entry (and its attempt field) and as a task record; whole,
+ * it is decoded as a done list's entry. */
 #include <stdint.h>
 #include <string.h>
 
@@ -27,6 +27,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *reason = NULL;
   if (ct__bmsg_decode(f, n, 4096, &m, &reason) == 0)
     ct__bmsg_clear(&m);
+  int64_t run = ct__bmsg_attempt(f, n);
+  if (run < 1 || run > CT__BMSG_ATTEMPT_MAX)
+    __builtin_trap();
   ct_broker_info_t info;
   if (ct__brecord_decode(f, n, &info, &reason) == 0)
     json_decref(info.result);
