@@ -135,11 +135,90 @@ static void test_submit_many_refused_as_a_whole_writes_nothing_and_delays_wait(v
   test_env_end(&e);
 }
 
+/* Entry i of the normal stream as "name=value;" (ids and times as "*"). */
+static void entry_text(test_env_t *e, size_t i, char *out, size_t size) {
+  redisReply *x = test_redis(&e->r, "XRANGE " PREFIX "stream:normal - +");
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements > i);
+  const redisReply *f = x->element[i]->element[1];
+  size_t len = 0;
+  out[0] = '\0';
+  for (size_t j = 0; j + 1 < f->elements; j += 2) {
+    const char *name = f->element[j]->str;
+    bool varies = strcmp(name, "id") == 0 || strcmp(name, "enqueued") == 0;
+    len += (size_t)snprintf(out + len, size - len, "%s=%s;", name,
+                            varies ? "*" : f->element[j + 1]->str);
+    CHECK(len < size);
+  }
+  freeReplyObject(x);
+}
+
+/* A record's fields as "name=value;", sorted by name (created as "*"). */
+static void record_text(test_env_t *e, const char *id, char *out, size_t size) {
+  redisReply *x = test_redis(&e->r, "HGETALL " PREFIX "task:%s", id);
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements > 0);
+  size_t len = 0;
+  out[0] = '\0';
+  for (const char *prev = ""; ;) { /* each name after prev, in order */
+    const char *next = NULL, *value = NULL;
+    for (size_t j = 0; j + 1 < x->elements; j += 2)
+      if (strcmp(x->element[j]->str, prev) > 0 && (!next || strcmp(x->element[j]->str, next) < 0)) {
+        next = x->element[j]->str;
+        value = x->element[j + 1]->str;
+      }
+    if (!next)
+      break;
+    len += (size_t)snprintf(out + len, size - len, "%s=%s;", next,
+                            strcmp(next, "created") == 0 ? "*" : value);
+    CHECK(len < size);
+    prev = next;
+  }
+  freeReplyObject(x);
+}
+
+/* The options of a batch go into each of its tasks' entries, which, with
+ * their records, hold what one submission with those options writes:
+ * the same fields, in the same order, with the same values. */
+static void test_a_batch_writes_what_single_submissions_with_its_options_write(void) {
+  test_env_t e;
+  env_start(&e);
+  ct_broker_submit_opts_t o = CT_BROKER_SUBMIT_OPTS_INIT;
+  o.max_attempts = 3;
+  o.backoff = 0.5;
+  o.backoff_max = 7;
+  o.timeout = 5;
+  o.result_ttl = 100;
+  json_t *kw = json_pack("{s:i}", "n", 1);
+  char single[CT_BROKER_ID_SIZE], ids[2][CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(e.b, "echo", kw, &o, single));
+  const char *names[] = {"echo", "echo"};
+  const json_t *kws[] = {kw, kw};
+  int rcs[2];
+  CHECK_OK(ct_broker_submit_many(e.b, 2, names, kws, &o, ids, rcs));
+  char want[512], got[512];
+  entry_text(&e, 0, want, sizeof want);
+  CHECK_EQ_STR(want, "id=*;name=echo;kwargs={\"n\":1};enqueued=*;max_attempts=3;backoff=500;"
+                     "backoff_max=7000;timeout=5000;");
+  for (size_t i = 1; i <= 2; i++) {
+    entry_text(&e, i, got, sizeof got);
+    CHECK_EQ_STR(got, want);
+  }
+  record_text(&e, single, want, sizeof want);
+  CHECK_EQ_STR(want, "attempts=0;created=*;name=echo;status=queued;ttl=100;");
+  for (size_t i = 0; i < 2; i++) {
+    record_text(&e, ids[i], got, sizeof got);
+    CHECK_EQ_STR(got, want);
+    CHECK(test_redis_int(&e.r, "TTL " PREFIX "task:%s", ids[i]) > 90);
+  }
+  json_decref(kw);
+  test_env_end(&e);
+}
+
 int main(void) {
   if (!test_redis_installed())
     return 77;
   RUN(submit_many_writes_each_task_in_order_and_each_runs_once);
   RUN(submit_many_refuses_bad_tasks_one_by_one_and_writes_the_others);
   RUN(submit_many_refused_as_a_whole_writes_nothing_and_delays_wait);
+  RUN(a_batch_writes_what_single_submissions_with_its_options_write);
   return check_done();
 }
