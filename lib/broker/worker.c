@@ -635,7 +635,8 @@ static bool fetch_reply_ok(const redisReply *r) {
       return false;
     for (size_t k = 0; k < g->element[1]->elements; k++) {
       const redisReply *e = g->element[1]->element[k];
-      if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || !entry_ok(e->element[0], e->element[1]))
+      if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+          !entry_ok(e->element[0], e->element[1]))
         return false;
     }
   }

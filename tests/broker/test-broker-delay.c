@@ -274,8 +274,9 @@ TEST(a_new_entry_runs_as_the_run_its_attempt_field_names) {
     freeReplyObject(test_redis(&e.r, "HSET " PREFIX "task:%s status queued name flaky created 1",
                                cases[i].id));
     freeReplyObject(test_redis(&e.r,
-                               "XADD " PREFIX "stream:normal * id %s name flaky kwargs {\"fail\":9} "
-                               "enqueued 1 max_attempts 3 backoff 10 attempt %s",
+                               "XADD " PREFIX "stream:normal * id %s name flaky "
+                               "kwargs {\"fail\":9} enqueued 1 max_attempts 3 backoff 10 "
+                               "attempt %s",
                                cases[i].id, cases[i].attempt));
     ct_broker_info_t info = test_broker_wait_done(e.b, cases[i].id, 30);
     CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
