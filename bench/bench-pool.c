@@ -835,7 +835,9 @@ static void measure_mix(double work_us) {
  * times (the peers take seconds a run). With 7 runs of the small sizes, 3
  * of 10^6 and one of 10^7, the largest of ctasker's four wall figures was
  * 1.13x to 1.86x the smallest (7 runs of the section, no size always the
- * slowest); with these counts, 1.13x in 2 of 2. */
+ * slowest); with these counts, 1.13x in 2 of 2 runs of the section alone,
+ * but 2.3x in a whole report (10^4 the slowest: the machine's load then,
+ * not fewer runs, the likelier cause). */
 static long sizes_reps(long n) {
   long reps = n >= 10000000 ? 3 : n >= 1000000 ? cfg.reps : 3 * cfg.reps;
   if (cfg.quick && reps > cfg.reps)

@@ -207,7 +207,7 @@ static ct__bscript_t bury_lua = CT__BSCRIPT_INIT(bury_script);
  * entry has had no delivery before: its run's number is its attempt field,
  * which the worker reads (ct__bmsg_attempt(), the same rule), so that new
  * entries go back as the server read them, not copied into a table of
- * their own each (that cost Redis about 1 us a task of 8: medians of 8
+ * their own each (that cost Redis about 1 us a task of 9: medians of 8
  * alternated runs, 64 entries a fetch). The fetch writes no task
  * record (and so touches no key that is not among KEYS): a run's record
  * is written when it ends, and marked RUNNING before that only if it
