@@ -225,6 +225,20 @@ static inline void test_redis_register_name(test_redis_t *r, const char *name) {
   freeReplyObject(test_redis(r, "SADD ctasker:{default}:names %s", name));
 }
 
+/* A task of `name` written as another producer would (wire format), in the
+ * default queue: its record, QUEUED, then its entry in the normal stream,
+ * with kwargs (JSON text), max_attempts, a 10 ms backoff and the attempt
+ * field given (the run it is for). */
+static inline void test_redis_add_task(test_redis_t *r, const char *id, const char *name,
+                                       const char *kwargs, int max_attempts,
+                                       const char *attempt) {
+  freeReplyObject(test_redis(r, "HSET ctasker:{default}:task:%s status queued name %s created 1",
+                             id, name));
+  freeReplyObject(test_redis(r, "XADD ctasker:{default}:stream:normal * id %s name %s kwargs %s "
+                                "enqueued 1 max_attempts %d backoff 10 attempt %s",
+                             id, name, kwargs, max_attempts, attempt));
+}
+
 /* A started supervisor with the default options, for a broker test. */
 static inline ct_supervisor_t *test_sup_start(void) {
   ct_supervisor_t *sup;

@@ -271,13 +271,7 @@ TEST(a_new_entry_runs_as_the_run_its_attempt_field_names) {
                {"1000000001", "0b8a0f9e-5c2d-4e3a-9f1b-2c3d4e5f6a75", 3}};
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     atomic_store(&runs, 0);
-    freeReplyObject(test_redis(&e.r, "HSET " PREFIX "task:%s status queued name flaky created 1",
-                               cases[i].id));
-    freeReplyObject(test_redis(&e.r,
-                               "XADD " PREFIX "stream:normal * id %s name flaky "
-                               "kwargs {\"fail\":9} enqueued 1 max_attempts 3 backoff 10 "
-                               "attempt %s",
-                               cases[i].id, cases[i].attempt));
+    test_redis_add_task(&e.r, cases[i].id, "flaky", "{\"fail\":9}", 3, cases[i].attempt);
     ct_broker_info_t info = test_broker_wait_done(e.b, cases[i].id, 30);
     CHECK_EQ_INT(info.status, CT_BROKER_FAILED);
     CHECK_EQ_INT(info.attempts, 3); /* the number of the last run */

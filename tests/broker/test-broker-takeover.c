@@ -8,6 +8,7 @@
  * runs as the run its attempt field and its deliveries say, as the fetch
  * script reads them. */
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "ctasker.h"
@@ -149,13 +150,9 @@ static void test_a_task_taken_over_runs_as_its_attempt_field_and_deliveries_say(
   _Static_assert(N <= MAX_CASES, "a case without its counter");
   for (int i = 0; i < N; i++) {
     atomic_store(&case_runs[i], 0);
-    freeReplyObject(test_redis(&e.r, "HSET " PREFIX "task:%s status queued name fail created 1",
-                               cases[i].id));
-    freeReplyObject(test_redis(&e.r,
-                               "XADD " PREFIX "stream:normal * id %s name fail "
-                               "kwargs {\"case\":%d} enqueued 1 max_attempts 4 backoff 10 "
-                               "attempt %s",
-                               cases[i].id, i, cases[i].attempt));
+    char kwargs[32];
+    snprintf(kwargs, sizeof kwargs, "{\"case\":%d}", i);
+    test_redis_add_task(&e.r, cases[i].id, "fail", kwargs, 4, cases[i].attempt);
   }
   read_by_a_silent_owner(&e, N);
   CHECK_OK(ct_broker_worker_start(e.b, NULL));
