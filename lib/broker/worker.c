@@ -415,6 +415,14 @@ struct job {
   char finished[24];
 };
 
+/* What a renewal's reply is about: the worker, and the stream whose
+ * entries it renewed (entry ids are per stream: two streams can each have
+ * an entry of the same id). */
+typedef struct {
+  ct__bworker_t *w;
+  int level;
+} renewal_t;
+
 struct ct__bworker {
   ct_broker_t *b;
   ct__rconn_t *fetch;
@@ -436,6 +444,7 @@ struct ct__bworker {
   double lease;
   int max_deliveries;
   ev_timer renew;   /* on the handle's loop: renews the running tasks' leases */
+  renewal_t renewals[CT__BLEVELS]; /* I: each stream's renewal replies' data */
   ev_timer watch;   /* on the handle's loop: the earliest run deadline */
   ev_timer mark;    /* on the handle's loop: marks the runs that last RUNNING */
   bool mark_armed;  /* lock: the mark timer is armed, or its arming is on its way */
@@ -1568,14 +1577,15 @@ static void alive_remove(ct__bworker_t *w) {
 
 /* --- leases ------------------------------------------------------------- */
 
-/* A running task whose entry another worker has taken over: it is asked
- * to cancel (its cooperative flag), and what it returns is not stored. */
-static void lose(ct__bworker_t *w, const char *entry) {
-  ct__broker_log(w->b, CT_LOG_WARNING, "entry %s: lease lost, another worker has taken it "
-                 "over: its run is asked to cancel", entry);
+/* A running task whose entry (of the stream of `level`) another worker has
+ * taken over: it is asked to cancel (its cooperative flag), and what it
+ * returns is not stored. */
+static void lose(ct__bworker_t *w, int level, const char *entry) {
+  ct__broker_log(w->b, CT_LOG_WARNING, "entry %s of %s: lease lost, another worker has taken "
+                 "it over: its run is asked to cancel", entry, w->streams[level]);
   pthread_mutex_lock(&w->lock);
   for (job_t *j = w->running_jobs; j; j = j->next) {
-    if (strcmp(j->entry, entry) != 0 || j->lost)
+    if (j->level != level || strcmp(j->entry, entry) != 0 || j->lost)
       continue;
     j->lost = true;
     if (j->task)
@@ -1584,18 +1594,20 @@ static void lose(ct__bworker_t *w, const char *entry) {
   pthread_mutex_unlock(&w->lock);
 }
 
-/* A renewal's reply: the entries another worker has taken over. privdata
- * is the worker, which outlives its renewals: retiring it stops them on
- * this thread, after the replies of those sent (a connection that closes
- * answers them NULL first). */
+/* A renewal's reply: the entries of its stream another worker has taken
+ * over. privdata is the worker's renewal_t of that stream; the worker
+ * outlives its renewals: retiring it stops them on this thread, after the
+ * replies of those sent (a connection that closes answers them NULL
+ * first). */
 static void on_renewed(redisAsyncContext *ac, void *reply, void *privdata) {
   (void)ac;
   const redisReply *r = reply;
+  const renewal_t *renewal = privdata;
   if (!r || r->type != REDIS_REPLY_ARRAY)
     return;
   for (size_t i = 0; i < r->elements; i++)
     if (r->element[i]->type == REDIS_REPLY_STRING)
-      lose(privdata, r->element[i]->str);
+      lose(renewal->w, renewal->level, r->element[i]->str);
 }
 
 /* Renew the leases of the running tasks of one stream: one script, sent
@@ -1614,7 +1626,7 @@ static void renew_level(ct__bworker_t *w, int level, const char **argv) {
     if (j->level == level)
       argv[argc++] = j->entry;
   if (argc > first)
-    ct__rconn_loop_send(w->b->conn, argc, argv, NULL, on_renewed, w);
+    ct__rconn_loop_send(w->b->conn, argc, argv, NULL, on_renewed, &w->renewals[level]);
 }
 
 static void on_renew(struct ev_loop *ev, ev_timer *t, int revents) {
@@ -1728,8 +1740,10 @@ static ct__bworker_t *worker_new(ct_broker_t *b, const ct_broker_worker_opts_t *
   w->names = json_array();
   bool ok = w->consumer && w->dead && w->delayed && w->wake && w->workers_key &&
             w->alive_key && w->names;
-  for (int i = 0; i < CT__BLEVELS; i++)
+  for (int i = 0; i < CT__BLEVELS; i++) {
     ok = (w->streams[i] = ct__broker_key(b, "stream:", ct__blevel_names[i])) && ok;
+    w->renewals[i] = (renewal_t){w, i};
+  }
   if (!ok) {
     worker_destroy(w);
     return NULL;

@@ -52,6 +52,22 @@ static json_t *until_canceled(ct_task_t *self, const json_t *kwargs, void *data)
   return json_string("late");
 }
 
+static atomic_int released;
+
+/* Runs until asked to cancel or released (at most 20 s each), then returns
+ * "late" (counting saw_cancel) or "done". */
+static json_t *until_released(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)kwargs;
+  (void)data;
+  atomic_fetch_add(&started, 1);
+  for (int i = 0; i < 2000 && !ct_task_cancel_requested(self) && !atomic_load(&released); i++)
+    check_sleep(0.01);
+  if (!ct_task_cancel_requested(self))
+    return json_string("done");
+  atomic_fetch_add(&saw_cancel, 1);
+  return json_string("late");
+}
+
 static void env_start(test_env_t *e) {
   atomic_store(&runs, 0);
   atomic_store(&started, 0);
@@ -350,6 +366,49 @@ TEST(a_run_whose_lease_is_lost_is_canceled_and_its_late_result_dropped) {
   test_env_end(&e);
 }
 
+/* Entry ids are per stream: two running tasks whose entries, in two
+ * streams, have the same id (as two XADDs in the same millisecond give).
+ * Another worker takes one over: only that one's run is asked to cancel;
+ * the other runs on, is renewed, and its result is stored. */
+TEST(a_lost_entry_cancels_its_own_run_not_one_of_the_same_id_elsewhere) {
+  test_env_t e;
+  env_start(&e);
+  atomic_store(&released, 0);
+  CHECK_OK(ct_broker_register(e.b, "slow", until_released, NULL));
+  const char *high = "7c9e6679-7425-40de-944b-e07fc1f90ae1";
+  const char *normal = "7c9e6679-7425-40de-944b-e07fc1f90ae2";
+  const char *level[] = {"high", "normal"}, *ids[] = {high, normal};
+  for (int i = 0; i < 2; i++) {
+    freeReplyObject(test_redis(&e.r, "HSET " PREFIX "task:%s status queued name slow created 1",
+                               ids[i]));
+    freeReplyObject(test_redis(&e.r, "XADD " PREFIX "stream:%s 5000000000000-0 id %s name slow "
+                                     "kwargs {} enqueued 1", level[i], ids[i]));
+  }
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.lease = 0.3; /* renewed every 0.1 s */
+  wo.concurrency = 2;
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  WAIT_FOR(atomic_load(&started) == 2);
+  freeReplyObject(test_redis(&e.r, "XCLAIM " PREFIX "stream:normal workers other 0 "
+                                   "5000000000000-0 JUSTID"));
+  CHECK_OK(ct_broker_worker_stop(e.b, 0)); /* fetch nothing more; the runs go on */
+  WAIT_FOR(atomic_load(&saw_cancel) >= 1);
+  check_sleep(0.5); /* a few renewals more */
+  CHECK_EQ_INT(atomic_load(&saw_cancel), 1);
+  atomic_store(&released, 1);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  ct_broker_info_t info;
+  CHECK_OK(ct_broker_get(e.b, high, &info));
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  CHECK_EQ_STR(json_string_value(info.result), "done");
+  json_decref(info.result);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:high"), 0);
+  ct_broker_status_t other = test_broker_status(e.b, normal); /* the other's to end */
+  CHECK(other == CT_BROKER_QUEUED || other == CT_BROKER_RUNNING);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 1);
+  test_env_end(&e);
+}
+
 int main(int argc, char **argv) {
   (void)argc;
   (void)argv;
@@ -365,5 +424,6 @@ int main(int argc, char **argv) {
   RUN(reject_fails_at_once_and_retry_requeues_without_backoff);
   RUN(a_run_past_its_timeout_is_asked_to_cancel_and_fails_with_timeout_error);
   RUN(a_run_whose_lease_is_lost_is_canceled_and_its_late_result_dropped);
+  RUN(a_lost_entry_cancels_its_own_run_not_one_of_the_same_id_elsewhere);
   return check_done();
 }
