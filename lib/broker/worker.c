@@ -162,27 +162,35 @@ static ct__bscript_t bury_lua = CT__BSCRIPT_INIT(bury_script);
 
 /* KEYS: the streams, highest class first, the delayed set, the wake
  * stream. ARGV: group, consumer, count, lease (ms), max deliveries, '1' to
- * take over. Per
- * stream: first, if asked to, take over entries idle past the lease
- * (XAUTOCLAIM), then read new ones, never more than count in
- * all (a stream with no entry at all is not read: XLEN costs Redis a
- * fraction of an XREADGROUP, and most streams are empty); an entry taken
- * over that has been delivered more than max deliveries times is returned
- * too, without counting, for the worker to bury (with the bury script,
- * which names every key it touches). Returns
- * {1, {{level, id, fields, deliveries, runs}...}, due, more, ids, fresh}
- * (the entries taken over, then fresh: {{level, {{id, fields}...}}...},
- * the new entries of each stream read, as XREADGROUP gave them) or,
- * having found nothing, {0, ids, due, more}, where ids are the newest entry
+ * take over, then, per stream, where its take-over goes on (the cursor of
+ * XAUTOCLAIM: '0-0' to begin; '' when the pass is done in that stream).
+ * Per stream: first, if asked to, take over entries idle past the lease
+ * (XAUTOCLAIM, from the stream's cursor), then read new ones, never more
+ * than count in all (a stream with no entry at all is not read: XLEN costs
+ * Redis a fraction of an XREADGROUP, and most streams are empty); an entry
+ * taken over that has been delivered more than max deliveries times is
+ * returned too, without counting, for the worker to bury (with the bury
+ * script, which names every key it touches). Returns
+ * {1, {{level, id, fields, deliveries, runs}...}, due, more, ids, fresh,
+ * cursors} (the entries taken over, then fresh: {{level, {{id, fields}...}}
+ * ...}, the new entries of each stream read, as XREADGROUP gave them) or,
+ * having found nothing, {0, ids, due, more, cursors}, where ids are the newest entry
  * ids of the streams and the wake stream, for the worker to block on, when
  * nothing new is left to read (found nothing, or fewer than count with no
  * take-over cut short), and empty otherwise (the worker fetches again),
  * due is the earliest due time in the delayed set or '' (so that the
  * worker moves due tasks only when some are due), and more
- * is 1 if a take-over in a stream was cut short (by the count, or by
- * XAUTOCLAIM's own limit on entries scanned): the next fetch takes over
- * again. A stream that new entries of a higher one kept the fetch from
- * reaching waits for the next take-over, as its new entries wait.
+ * is 1 if the take-over pass is not done in every stream (cut short by the
+ * count, or by XAUTOCLAIM's own limit of ten entries scanned per entry
+ * asked for): the next fetch goes on from the cursors returned (the
+ * arguments, where no take-over was asked for). Going on from where the
+ * last one stopped, not from the start, a pass ends even when a stream's
+ * pending entries are mostly live ones (another worker's running tasks):
+ * begun again at each fetch, it scanned the same first entries each time,
+ * never reached an idle entry behind them, and, never done, kept the
+ * worker fetching without a pause. A stream that new entries of a higher
+ * one kept the fetch from reaching waits for the next take-over, as its
+ * new entries wait.
  *
  * A stream's newest entry id (0-0 for an empty or missing stream) serves
  * the blocking read as well as its last-generated id would: XREAD returns
@@ -220,6 +228,7 @@ static const char fetch_script[] =
     "local newest = {}\n"
     "local more = 0\n"
     "local fresh = {}\n"
+    "local cursors = {ARGV[7], ARGV[8], ARGV[9], ARGV[10]}\n"
     "local function run_number(f, deliveries)\n"
     "  local a = 1\n"
     "  for j = 1, #f, 2 do\n"
@@ -233,8 +242,8 @@ static const char fetch_script[] =
     "end\n"
     "for i = 1, 4 do\n"
     "  if want <= 0 then break end\n"
-    "  if ARGV[6] == '1' then\n"
-    "    local c = redis.call('XAUTOCLAIM', KEYS[i], ARGV[1], ARGV[2], ARGV[4], '0-0',"
+    "  if ARGV[6] == '1' and cursors[i] ~= '' then\n"
+    "    local c = redis.call('XAUTOCLAIM', KEYS[i], ARGV[1], ARGV[2], ARGV[4], cursors[i],"
     " 'COUNT', want)\n"
     "    for _, e in ipairs(c[2]) do\n"
     "      local p = redis.call('XPENDING', KEYS[i], ARGV[1], e[1], e[1], 1)\n"
@@ -246,7 +255,7 @@ static const char fetch_script[] =
     "      end\n"
     "      out[#out + 1] = {i, e[1], e[2], n, runs}\n"
     "    end\n"
-    "    if c[1] ~= '0-0' or want <= 0 then more = 1 end\n"
+    "    cursors[i] = c[1] ~= '0-0' and c[1] or ''\n"
     "  end\n"
     "  if want > 0 and redis.call('XLEN', KEYS[i]) == 0 then\n"
     "    newest[i] = '0-0'\n"
@@ -260,6 +269,9 @@ static const char fetch_script[] =
     "    if #got > 0 and #got < asked then newest[i] = got[#got][1] end\n"
     "  end\n"
     "end\n"
+    "for i = 1, 4 do\n"
+    "  if ARGV[6] == '1' and cursors[i] ~= '' then more = 1 end\n"
+    "end\n"
     "local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')\n"
     "local ids = {}\n"
     "if #out + #fresh == 0 or (want > 0 and more == 0) then\n"
@@ -271,8 +283,8 @@ static const char fetch_script[] =
     "    end\n"
     "  end\n"
     "end\n"
-    "if #out + #fresh > 0 then return {1, out, first[2] or '', more, ids, fresh} end\n"
-    "return {0, ids, first[2] or '', more}\n";
+    "if #out + #fresh > 0 then return {1, out, first[2] or '', more, ids, fresh, cursors} end\n"
+    "return {0, ids, first[2] or '', more, cursors}\n";
 static ct__bscript_t fetch_lua = CT__BSCRIPT_INIT(fetch_script);
 
 /* KEYS: a stream. ARGV: group, consumer, entry ids. Renews this consumer's
@@ -439,6 +451,8 @@ struct ct__bworker {
   ct__bstore_t store;  /* results, on the handle's connection */
   int64_t next_due_ms; /* fetch thread: the earliest due time the last fetch saw;
                           0: none; -1: unknown (move what is due before the next) */
+  char takeover_from[CT__BLEVELS][48]; /* fetch thread: where the take-over pass goes
+                                          on in each stream ("0-0": from the start) */
   double next_takeover; /* fetch thread: ct_now() from which a fetch takes over
                            entries of silent owners; 0: the first fetch does */
   double lease;
@@ -521,7 +535,8 @@ typedef struct {
   bool caught_up;        /* no new entry is left unread: block on ids rather than fetch */
   int64_t due_ms;        /* the earliest delayed task's due time; 0: none */
   int want;              /* entries asked for: the free slots */
-  bool more;             /* a take-over was cut short: go on in the next fetch */
+  bool more;             /* a take-over pass is not done: go on in the next fetch */
+  char cursors[CT__BLEVELS][48]; /* where it goes on, per stream ("": done there) */
   int over;              /* entries the reply held beyond those, left pending */
   bool nogroup;          /* the group is gone (the streams were deleted) */
   int started;           /* jobs started as the reply came (start_taken()) */
@@ -605,6 +620,17 @@ static bool ids_ok(const redisReply *ids) {
   return true;
 }
 
+/* A fetch reply's take-over cursors: an entry id or "", one per stream. */
+static bool cursors_ok(const redisReply *cursors) {
+  if (cursors->type != REDIS_REPLY_ARRAY || cursors->elements != CT__BLEVELS)
+    return false;
+  for (size_t i = 0; i < cursors->elements; i++)
+    if (cursors->element[i]->type != REDIS_REPLY_STRING ||
+        cursors->element[i]->len >= sizeof ((fetch_t *)0)->cursors[0])
+      return false;
+  return true;
+}
+
 static bool level_ok(const redisReply *level) {
   return level->type == REDIS_REPLY_INTEGER && level->integer >= 1 &&
          level->integer <= CT__BLEVELS;
@@ -621,8 +647,8 @@ static bool fetch_reply_ok(const redisReply *r) {
       r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_ARRAY)
     return false;
   bool idle = r->element[0]->integer == 0;
-  if (r->elements != (idle ? 4u : 6u) || r->element[2]->type != REDIS_REPLY_STRING ||
-      r->element[3]->type != REDIS_REPLY_INTEGER)
+  if (r->elements != (idle ? 5u : 7u) || r->element[2]->type != REDIS_REPLY_STRING ||
+      r->element[3]->type != REDIS_REPLY_INTEGER || !cursors_ok(r->element[idle ? 4 : 6]))
     return false;
   if (idle)
     return ids_ok(r->element[1]);
@@ -680,6 +706,9 @@ static int take_entries(const redisReply *r, fetch_t *f) {
   const redisReply *list = r->element[1];
   f->due_ms = (int64_t)strtod(r->element[2]->str, NULL);
   f->more = r->element[3]->integer != 0;
+  const redisReply *cursors = r->element[r->element[0]->integer == 0 ? 4 : 6];
+  for (size_t i = 0; i < CT__BLEVELS; i++)
+    snprintf(f->cursors[i], sizeof f->cursors[i], "%s", cursors->element[i]->str);
   const redisReply *ids = r->element[0]->integer == 0 ? list : r->element[4];
   f->caught_up = ids->elements > 0;
   for (size_t i = 0; i < ids->elements; i++)
@@ -1345,7 +1374,7 @@ static bool publish_blocked_id(ct__bworker_t *w) {
  * `count` entries. */
 typedef struct {
   const char *keys[CT__BLEVELS + 2];
-  const char *args[6];
+  const char *args[6 + CT__BLEVELS];
   char count[16], lease[24], max[16];
 } fetch_args_t;
 
@@ -1355,8 +1384,10 @@ static void fetch_args(ct__bworker_t *w, fetch_args_t *a, int count, bool takeov
   snprintf(a->max, sizeof a->max, "%d", w->max_deliveries);
   const char *keys[] = {w->streams[0], w->streams[1], w->streams[2], w->streams[3],
                         w->delayed,    w->wake};
-  const char *args[] = {CT__BGROUP, w->consumer, a->count, a->lease, a->max,
-                        takeover ? "1" : "0"};
+  const char *args[] = {CT__BGROUP,         w->consumer,       a->count,
+                        a->lease,           a->max,            takeover ? "1" : "0",
+                        w->takeover_from[0], w->takeover_from[1], w->takeover_from[2],
+                        w->takeover_from[3]};
   memcpy(a->keys, keys, sizeof keys);
   memcpy(a->args, args, sizeof args);
 }
@@ -1397,7 +1428,10 @@ static void log_over(ct__bworker_t *w, const fetch_t *f) {
                    "for: they stay pending until their lease passes", f->over, f->want);
 }
 
-enum { READ_ARGC = 6 + 2 * (CT__BLEVELS + 1), FETCH_ARGC = 3 + CT__BLEVELS + 2 + 6 };
+enum {
+  READ_ARGC = 6 + 2 * (CT__BLEVELS + 1),
+  FETCH_ARGC = 3 + CT__BLEVELS + 2 + 6 + CT__BLEVELS
+};
 
 /* The blocking read (XREAD) of the streams and the wake stream past the
  * ids in f, for at most BLOCK_MS and no longer than until the earliest
@@ -1476,6 +1510,16 @@ static bool wait_for_entries(ct__bworker_t *w, fetch_t *f, int count) {
   return !(next.due_ms > 0 && next.due_ms <= ct__broker_unix_ms());
 }
 
+/* After a fetch that took over: the pass goes on from where it stopped, or,
+ * done, begins again from the start after min(lease / 3, 1 s). */
+static void takeover_went_on(ct__bworker_t *w, const fetch_t *f) {
+  for (int i = 0; i < CT__BLEVELS; i++)
+    snprintf(w->takeover_from[i], sizeof w->takeover_from[i], "%s",
+             f->more ? f->cursors[i] : "0-0");
+  if (!f->more)
+    w->next_takeover = ct_now() + fmin(w->lease / 3, TAKEOVER_EVERY_MAX);
+}
+
 /* One round: fetch up to free_slots entries and start them, or wait. */
 static void fetch_round(ct__bworker_t *w, int free_slots) {
   bool takeover = ct_now() >= w->next_takeover;
@@ -1489,10 +1533,11 @@ static void fetch_round(ct__bworker_t *w, int free_slots) {
   }
   fetch_args_t a;
   fetch_args(w, &a, free_slots, takeover);
-  rc = eval(w->fetch, &fetch_lua, CT__BLEVELS + 2, a.keys, 6, a.args, fetch_reply, &f);
+  rc = eval(w->fetch, &fetch_lua, CT__BLEVELS + 2, a.keys, 6 + CT__BLEVELS, a.args,
+            fetch_reply, &f);
   w->next_due_ms = rc == 0 ? f.due_ms : -1;
-  if (rc == 0 && takeover && !f.more)
-    w->next_takeover = ct_now() + fmin(w->lease / 3, TAKEOVER_EVERY_MAX);
+  if (rc == 0 && takeover)
+    takeover_went_on(w, &f);
   log_over(w, &f);
   bool took = fetch_took(&f);
   int started = start_fetched(w, &f, rc == CT_ESHUTDOWN);
@@ -1727,6 +1772,8 @@ static ct__bworker_t *worker_new(ct_broker_t *b, const ct_broker_worker_opts_t *
   ct__bstore_init(&w->store, b->conn, b->command_timeout, CT__BGROUP, DEFAULT_TTL,
                   STORE_TRIES);
   w->next_due_ms = -1;
+  for (int i = 0; i < CT__BLEVELS; i++)
+    strcpy(w->takeover_from[i], "0-0");
   w->b = b;
   w->concurrency = o && o->concurrency > 0 ? o->concurrency : DEFAULT_CONCURRENCY;
   w->lease = o && o->lease > 0 ? o->lease : DEFAULT_LEASE;

@@ -126,6 +126,46 @@ static void test_a_take_over_cut_short_by_free_slots_goes_on_in_the_next_fetch(v
   env_stop(&e);
 }
 
+/* A stream's pending entries are mostly live ones (LIVE tasks that another
+ * worker, "live", still runs), then one of a silent owner. A worker with
+ * one free slot asks XAUTOCLAIM for one entry, which scans ten at most:
+ * its take-over pass goes on from where the last fetch stopped, reaches
+ * the silent owner's entry and runs it, and, the pass done, pauses (no
+ * fetch after fetch, each scanning the same first entries, which never
+ * reached that entry and never ended). */
+static void test_a_take_over_pass_goes_on_past_live_entries_to_a_silent_one(void) {
+  test_env_t e;
+  env_start(&e);
+  enum { LIVE = 50 };
+  freeReplyObject(test_redis(&e.r, "XGROUP CREATE " PREFIX "stream:normal workers 0 MKSTREAM"));
+  for (int i = 0; i <= LIVE; i++) {
+    char id[CT_BROKER_ID_SIZE];
+    snprintf(id, sizeof id, "3f0e8a9c-1b2d-4c5e-8f70-%012d", i);
+    test_redis_add_task(&e.r, id, "count", "{}", 1, "1");
+  }
+  freeReplyObject(test_redis(&e.r, "XREADGROUP GROUP workers live COUNT %d STREAMS "
+                                   PREFIX "stream:normal >", LIVE));
+  read_by_a_silent_owner(&e, 1); /* the last one, the newest entry */
+  freeReplyObject(test_redis(&e.r, "CONFIG RESETSTAT"));
+  double t0 = ct_now();
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.concurrency = 1;
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  char silent[CT_BROKER_ID_SIZE];
+  snprintf(silent, sizeof silent, "3f0e8a9c-1b2d-4c5e-8f70-%012d", LIVE);
+  CHECK_EQ_INT(test_broker_wait_completed(e.b, silent, 30), 2); /* its second delivery */
+  check_sleep(2); /* a pass a second: two or three more */
+  long long scans = test_redis_calls(&e.r, "xautoclaim");
+  double took = ct_now() - t0;
+  CHECK_EQ_INT(atomic_load(&runs), 1); /* the live ones are left to their owner */
+  /* A pass: one scan of each stream but this one, six of this one (ten
+   * entries each); at most one pass a second, and the first at once. Begun
+   * again at every fetch, the scans were thousands a second. */
+  CHECK(scans <= (3 + LIVE / 10 + 1) * (long long)(took + 2));
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), LIVE);
+  env_stop(&e);
+}
+
 /* An entry taken over runs as the run its attempt field names plus its
  * deliveries before (here one: the silent owner's). The fetch script reads
  * the field as the codec does (ct__bmsg_attempt(): decimal digits for 1 to
@@ -171,6 +211,7 @@ int main(void) {
     return 77;
   RUN(a_busy_worker_does_not_scan_for_silent_owners_on_every_fetch);
   RUN(a_take_over_cut_short_by_free_slots_goes_on_in_the_next_fetch);
+  RUN(a_take_over_pass_goes_on_past_live_entries_to_a_silent_one);
   RUN(a_task_taken_over_runs_as_its_attempt_field_and_deliveries_say);
   return check_done();
 }
