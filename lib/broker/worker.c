@@ -315,14 +315,20 @@ static const char alive_script[] =
 
 /* KEYS: record, stream, delayed set, wake stream. ARGV: entry id, group,
  * the run's exception (JSON), due (ms), level name, now (ms), default TTL
- * (s), the run's number, the next run's, the run's start (ms). A failed
- * run to be retried: unless the record is terminal already (the first
- * completion wins), the entry's fields go back into the delayed set, due
- * after the backoff, with the next run's number as their attempt field
- * (replacing the entry's own), the record says RETRYING with the error
- * and the runs so far, and is kept for the wait too; then the entry is
- * acknowledged and deleted, as by a completion. */
+ * (s), the run's number, the next run's, the run's start (ms), consumer.
+ * A failed run to be retried, if its entry is still this consumer's (one
+ * that another worker has taken over, its loss not yet learnt from a
+ * renewal, is the new owner's to run, end or retry: returns 0, and writes
+ * nothing; acknowledging that entry and queuing a retry of its own made a
+ * run more, after the new owner's). Then, unless the record is terminal
+ * already (the first completion wins), the entry's fields go back into the
+ * delayed set, due after the backoff, with the next run's number as their
+ * attempt field (replacing the entry's own), the record says RETRYING with
+ * the error and the runs so far, and is kept for the wait too; then the
+ * entry is acknowledged and deleted, as by a completion. Returns 1. */
 static const char retry_script[] =
+    "local p = redis.call('XPENDING', KEYS[2], ARGV[2], ARGV[1], ARGV[1], 1)\n"
+    "if not p[1] or p[1][2] ~= ARGV[11] then return 0 end\n"
     "local s = redis.call('HGET', KEYS[1], 'status')\n"
     "if s ~= 'completed' and s ~= 'failed' and s ~= 'dead' and s ~= 'expired' then\n"
     "  local e = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])\n"
@@ -1077,7 +1083,7 @@ static double backoff_for(const ct__bmsg_t *m, long long attempt) {
  * outcome), rather than store its error. Returns 0, or an error (logged)
  * after which the caller stores the error instead. */
 static int retry(ct__bworker_t *w, const job_t *j, long long attempt, bool now,
-                 const char *text) {
+                 const char *text, bool *lost) {
   int64_t now_ms = ct__broker_unix_ms();
   int64_t due = now_ms + (now ? 0 : (int64_t)ceil(backoff_for(&j->msg, attempt) * 1000));
   char *rec = ct__broker_key(w->b, "task:", j->msg.id);
@@ -1086,11 +1092,14 @@ static int retry(ct__bworker_t *w, const job_t *j, long long attempt, bool now,
   snprintf(now_s, sizeof now_s, "%lld", (long long)now_ms);
   snprintf(next_run, sizeof next_run, "%lld", attempt + 1);
   const char *keys[] = {rec, w->streams[j->level], w->delayed, w->wake};
-  const char *args[] = {j->entry, CT__BGROUP, text,     due_s,          ct__blevel_names[j->level],
-                        now_s,    DEFAULT_TTL, j->runs, next_run, j->run_since_ms};
+  const char *args[] = {j->entry, CT__BGROUP,  text,    due_s,    ct__blevel_names[j->level],
+                        now_s,    DEFAULT_TTL, j->runs, next_run, j->run_since_ms,
+                        w->consumer};
+  long long written = 0;
   int rc = rec && text ? CT_ETIMEDOUT : CT_ENOMEM;
   for (int i = 0; i < STORE_TRIES && rc == CT_ETIMEDOUT; i++)
-    rc = eval(w->b->conn, &retry_lua, 4, keys, 10, args, ok_reply, NULL);
+    rc = eval(w->b->conn, &retry_lua, 4, keys, 11, args, int_reply, &written);
+  *lost = rc == 0 && written == 0;
   if (rc != 0)
     ct__broker_log(w->b, CT_LOG_ERROR, "task %s: cannot retry it (%s): its error is stored",
                    j->msg.id, ct_strerror(rc));
@@ -1167,9 +1176,13 @@ static json_t *run_job(ct_task_t *self, job_t *j) {
   char *text = result_text(&result);
   const char *cls = ct_result_error_class(result);
   bool now = cls && strcmp(cls, CT_BROKER_RETRY) == 0;
-  if (retried(j, result, attempt) && retry(w, j, attempt, now, text) == 0) {
+  if (retried(j, result, attempt) && retry(w, j, attempt, now, text, &lost) == 0) {
     free(text);
-    ct__bmetrics_end(w->b, &j->msg, j->level, CT_BROKER_RETRYING, j->started);
+    if (lost)
+      ct__broker_log(w->b, CT_LOG_WARNING, "task %s: its lease was lost while it ran: "
+                     "its failure is not retried here", j->msg.id);
+    ct__bmetrics_end(w->b, &j->msg, j->level, lost ? CT_BROKER_RUNNING : CT_BROKER_RETRYING,
+                     j->started);
     return result;
   }
   bool failed = ct_result_is_error(result);

@@ -55,13 +55,15 @@ static json_t *until_canceled(ct_task_t *self, const json_t *kwargs, void *data)
 static atomic_int released;
 
 /* Runs until asked to cancel or released (at most 20 s each), then returns
- * "late" (counting saw_cancel) or "done". */
+ * "late" (counting saw_cancel), or, released, "done" or, with kwargs
+ * "fail", an error. */
 static json_t *until_released(ct_task_t *self, const json_t *kwargs, void *data) {
-  (void)kwargs;
   (void)data;
   atomic_fetch_add(&started, 1);
   for (int i = 0; i < 2000 && !ct_task_cancel_requested(self) && !atomic_load(&released); i++)
     check_sleep(0.01);
+  if (!ct_task_cancel_requested(self) && json_object_get(kwargs, "fail"))
+    return ct_error_new("ValueError", "released to fail");
   if (!ct_task_cancel_requested(self))
     return json_string("done");
   atomic_fetch_add(&saw_cancel, 1);
@@ -409,6 +411,36 @@ TEST(a_lost_entry_cancels_its_own_run_not_one_of_the_same_id_elsewhere) {
   test_env_end(&e);
 }
 
+/* A run fails after another worker has taken its entry over, before a
+ * renewal tells its worker so (here the lease is long: no renewal comes).
+ * The entry is the new owner's to run and end: the old owner neither
+ * retries the task nor acknowledges that entry. */
+TEST(a_failed_run_whose_entry_was_taken_over_is_not_retried_by_its_old_owner) {
+  test_env_t e;
+  env_start(&e);
+  atomic_store(&released, 0);
+  CHECK_OK(ct_broker_register(e.b, "slow", until_released, NULL));
+  CHECK_OK(ct_broker_worker_start(e.b, NULL)); /* renewed every 10 s */
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  so.max_attempts = 3;
+  so.backoff = 0.05;
+  char id[CT_BROKER_ID_SIZE];
+  test_broker_submit(e.b, "slow", json_pack("{s:b}", "fail", 1), &so, id);
+  WAIT_FOR(atomic_load(&started) == 1);
+  test_redis_take_over_only_entry(&e.r, PREFIX "stream:normal");
+  atomic_store(&released, 1);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1)); /* the run has ended */
+  CHECK_EQ_INT(atomic_load(&started), 1);
+  CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 0);
+  ct_broker_status_t status = test_broker_status(e.b, id);
+  CHECK(status == CT_BROKER_QUEUED || status == CT_BROKER_RUNNING);
+  redisReply *x = test_redis(&e.r, "XPENDING " PREFIX "stream:normal workers - + 10");
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);
+  CHECK_EQ_STR(x->element[0]->element[1]->str, "other");
+  freeReplyObject(x);
+  test_env_end(&e);
+}
+
 int main(int argc, char **argv) {
   (void)argc;
   (void)argv;
@@ -425,5 +457,6 @@ int main(int argc, char **argv) {
   RUN(a_run_past_its_timeout_is_asked_to_cancel_and_fails_with_timeout_error);
   RUN(a_run_whose_lease_is_lost_is_canceled_and_its_late_result_dropped);
   RUN(a_lost_entry_cancels_its_own_run_not_one_of_the_same_id_elsewhere);
+  RUN(a_failed_run_whose_entry_was_taken_over_is_not_retried_by_its_old_owner);
   return check_done();
 }
