@@ -701,6 +701,25 @@ static int take_entry(fetch_t *f, job_t *j, int *taken, job_t ***tail) {
   return 0;
 }
 
+/* Whether this worker runs the entry `entry` of stream `level` (1-based, as
+ * the fetch gives it) already. Its own take-over can claim it when its
+ * renewals were held up past the lease (the connection down, say): the run
+ * goes on, the take-over having renewed its lease as a renewal would; a
+ * second run beside it would run the task twice at once, and nothing would
+ * cancel either (the entry stays this consumer's). */
+static bool running_here(ct__bworker_t *w, long long level, const redisReply *entry) {
+  pthread_mutex_lock(&w->lock);
+  const job_t *j = w->running_jobs;
+  while (j && (j->level != level - 1 || strcmp(j->entry, entry->str) != 0))
+    j = j->next;
+  pthread_mutex_unlock(&w->lock);
+  if (j)
+    ct__broker_log(w->b, CT_LOG_WARNING, "entry %s of %s: taken over by this worker, which "
+                   "still runs it (its renewals were held up past the lease): the run goes on",
+                   entry->str, w->streams[level - 1]);
+  return j != NULL;
+}
+
 /* The jobs a fetch reply holds, into f->jobs. */
 static int take_entries(const redisReply *r, fetch_t *f) {
   if (r->type == REDIS_REPLY_ERROR) {
@@ -728,8 +747,10 @@ static int take_entries(const redisReply *r, fetch_t *f) {
   int taken = 0, rc = 0;
   for (size_t i = 0; i < list->elements && rc == 0; i++) {
     redisReply **e = list->element[i]->element;
-    rc = take_entry(f, entry_job(f->w, e[0]->integer, e[1], e[2], e[3]->integer, e[4]->integer),
-                    &taken, &tail);
+    if (!running_here(f->w, e[0]->integer, e[1]))
+      rc = take_entry(f, entry_job(f->w, e[0]->integer, e[1], e[2], e[3]->integer,
+                                   e[4]->integer),
+                      &taken, &tail);
   }
   const redisReply *fresh = r->element[5];
   for (size_t i = 0; i < fresh->elements && rc == 0; i++) {

@@ -441,6 +441,35 @@ TEST(a_failed_run_whose_entry_was_taken_over_is_not_retried_by_its_old_owner) {
   test_env_end(&e);
 }
 
+/* A worker whose renewals were held up past the lease (here: its entry is
+ * made to look idle that long) takes its own running entry over in a
+ * fetch: the run goes on, and the task does not run a second time. */
+TEST(a_worker_taking_over_its_own_running_entry_does_not_run_it_twice) {
+  test_env_t e;
+  env_start(&e);
+  atomic_store(&released, 0);
+  CHECK_OK(ct_broker_register(e.b, "slow", until_released, NULL));
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.consumer = "me"; /* renewed every 10 s, taking over every second */
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  char id[CT_BROKER_ID_SIZE];
+  test_broker_submit(e.b, "slow", NULL, NULL, id);
+  WAIT_FOR(atomic_load(&started) == 1);
+  redisReply *x = test_redis(&e.r, "XRANGE " PREFIX "stream:normal - +");
+  CHECK(x->type == REDIS_REPLY_ARRAY && x->elements == 1);
+  freeReplyObject(test_redis(&e.r, "XCLAIM " PREFIX "stream:normal workers me 0 %s "
+                                   "IDLE 100000 JUSTID", x->element[0]->element[0]->str));
+  freeReplyObject(x);
+  check_sleep(2.5); /* two take-overs or more */
+  CHECK_EQ_INT(atomic_load(&started), 1);
+  atomic_store(&released, 1);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  CHECK_EQ_INT(atomic_load(&started), 1);
+  CHECK_EQ_INT(test_broker_wait_completed(e.b, id, 30), 1);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 0);
+  test_env_end(&e);
+}
+
 int main(int argc, char **argv) {
   (void)argc;
   (void)argv;
@@ -458,5 +487,6 @@ int main(int argc, char **argv) {
   RUN(a_run_whose_lease_is_lost_is_canceled_and_its_late_result_dropped);
   RUN(a_lost_entry_cancels_its_own_run_not_one_of_the_same_id_elsewhere);
   RUN(a_failed_run_whose_entry_was_taken_over_is_not_retried_by_its_old_owner);
+  RUN(a_worker_taking_over_its_own_running_entry_does_not_run_it_twice);
   return check_done();
 }
