@@ -50,10 +50,11 @@
  * then runs on a pool thread (run_task): call the handler, then either
  * hand the result to the store thread (store.c), which stores it with the
  * complete script, together with any other results waiting to be stored
- * (first completion wins; then XACK and XDEL of its own entry only, never
- * a trim), or, for a failed run with runs left, put the task back into
- * the delayed set with the retry script (which acknowledges the entry
- * too); a lost run stores nothing. The pool thread does not wait for the store:
+ * (first completion wins; then the entries are acknowledged and deleted,
+ * never one still pending or not yet delivered), or, for a failed run
+ * with runs left and its entry still this worker's, put the task back
+ * into the delayed set with the retry script (which acknowledges the
+ * entry too); a lost run stores nothing. The pool thread does not wait for the store:
  * it returns the result to the supervisor at once and takes its next
  * task. A job is held by its supervisor task, until its on_done (which
  * runs whether it ran or was canceled by a supervisor stop: its entry then
