@@ -77,6 +77,13 @@ static void env_start(test_env_t *e) {
   test_env_start(e, 0, 10, NULL);
 }
 
+/* env_start(), with "slow" registered as until_released (not released). */
+static void env_start_slow(test_env_t *e) {
+  env_start(e);
+  atomic_store(&released, 0);
+  CHECK_OK(ct_broker_register(e->b, "slow", until_released, NULL));
+}
+
 /* Unix time, as the broker's times are. */
 static double unix_now(void) {
   struct timespec ts;
@@ -374,9 +381,7 @@ TEST(a_run_whose_lease_is_lost_is_canceled_and_its_late_result_dropped) {
  * the other runs on, is renewed, and its result is stored. */
 TEST(a_lost_entry_cancels_its_own_run_not_one_of_the_same_id_elsewhere) {
   test_env_t e;
-  env_start(&e);
-  atomic_store(&released, 0);
-  CHECK_OK(ct_broker_register(e.b, "slow", until_released, NULL));
+  env_start_slow(&e);
   const char *high = "7c9e6679-7425-40de-944b-e07fc1f90ae1";
   const char *normal = "7c9e6679-7425-40de-944b-e07fc1f90ae2";
   const char *level[] = {"high", "normal"}, *ids[] = {high, normal};
@@ -417,9 +422,7 @@ TEST(a_lost_entry_cancels_its_own_run_not_one_of_the_same_id_elsewhere) {
  * retries the task nor acknowledges that entry. */
 TEST(a_failed_run_whose_entry_was_taken_over_is_not_retried_by_its_old_owner) {
   test_env_t e;
-  env_start(&e);
-  atomic_store(&released, 0);
-  CHECK_OK(ct_broker_register(e.b, "slow", until_released, NULL));
+  env_start_slow(&e);
   CHECK_OK(ct_broker_worker_start(e.b, NULL)); /* renewed every 10 s */
   ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
   so.max_attempts = 3;
@@ -446,9 +449,7 @@ TEST(a_failed_run_whose_entry_was_taken_over_is_not_retried_by_its_old_owner) {
  * fetch: the run goes on, and the task does not run a second time. */
 TEST(a_worker_taking_over_its_own_running_entry_does_not_run_it_twice) {
   test_env_t e;
-  env_start(&e);
-  atomic_store(&released, 0);
-  CHECK_OK(ct_broker_register(e.b, "slow", until_released, NULL));
+  env_start_slow(&e);
   ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
   wo.consumer = "me"; /* renewed every 10 s, taking over every second */
   CHECK_OK(ct_broker_worker_start(e.b, &wo));
