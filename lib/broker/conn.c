@@ -29,10 +29,16 @@
  * hiredis runs while freeing an old context see ac != c->ac and do nothing.
  * A broken connection is made again after a pause growing from 0.1 s to
  * 5 s; commands posted meanwhile wait in `waiting` (FIFO) for it. A server
- * that answers LOADING (it is reading its data back after a restart) has
- * run nothing: such a command goes back to `waiting`, and the connection
- * holds every command for 0.1 s before it sends them again, each still
- * under its own deadline.
+ * still reading its data back after a restart answers LOADING and runs
+ * nothing: a new connection asks with PING (which it refuses so too),
+ * every 0.1 s, and sends no command until it has loaded, each command
+ * still under its own deadline; a command that gets LOADING all the same
+ * (a replica starting a full resynchronisation) goes back to `waiting`,
+ * and the connection asks again. Sending commands into a loading server
+ * broke a transaction apart: MULTI and EXEC run while it loads, the
+ * commands between are refused, so EXEC aborts, and sent again on their
+ * own they ran outside it (a submission written, its caller told it had
+ * failed).
  *
  * Writes. hiredis's libev adapter starts a write watcher for every command
  * and writes once the loop polls again, which costs two epoll_ctl calls and
@@ -237,9 +243,9 @@ static void waiting_append(ct__rconn_t *c, ct__rop_t *op) {
   c->waiting_tail = op;
 }
 
-/* A server that is still loading its data (after a restart) refuses every
- * command with LOADING, having run none: the command waits, as for a
- * connection, and is sent again after a pause, within its own deadline. */
+/* A server that is still loading its data refuses every command with
+ * LOADING, having run none: the command waits, as for a connection, within
+ * its own deadline, and is sent again once the server answers PING. */
 static bool loading(ct__rconn_t *c, ct__rop_t *op, const redisReply *r) {
   if (!r || r->type != REDIS_REPLY_ERROR || strncmp(r->str, "LOADING", 7) != 0 || c->closing ||
       c->ac == NULL)
@@ -347,7 +353,6 @@ static void on_client_id(redisAsyncContext *ac, void *reply, void *privdata) {
 }
 
 static void ready(ct__rconn_t *c) {
-  ev_timer_stop(c->ev, &c->connect_timer);
   /* First, ahead of every command waiting: a blocking read sent later is
    * then known by this id (a reply not yet come leaves 0: unknown). */
   redisAsyncCommand(c->ac, on_client_id, c, "CLIENT ID");
@@ -357,6 +362,34 @@ static void ready(ct__rconn_t *c) {
   first_answer(c, 0);
   while (c->waiting && c->state == READY)
     send_op(c, c->waiting);
+}
+
+/* PING's reply while the connection holds its commands for a server that
+ * may be loading its data (see "Life of the context"). */
+static void on_probe(redisAsyncContext *ac, void *reply, void *privdata) {
+  ct__rconn_t *c = privdata;
+  const redisReply *r = reply;
+  if (ac != c->ac || !r || c->state != LOADING)
+    return;
+  if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "LOADING", 7) == 0) {
+    ev_timer_set(&c->loading_timer, LOADING_PAUSE, 0.0);
+    ev_timer_start(c->ev, &c->loading_timer);
+    return;
+  }
+  ready(c); /* loaded, or PING refused otherwise (an ACL): nothing to wait for */
+}
+
+static void probe_loading(ct__rconn_t *c) {
+  c->state = LOADING;
+  redisAsyncCommand(c->ac, on_probe, c, "PING");
+}
+
+/* Connected, AUTH and SELECT done: the server is there (the creator's wait
+ * ends); its commands wait until it has loaded its data. */
+static void handshake_done(ct__rconn_t *c) {
+  ev_timer_stop(c->ev, &c->connect_timer);
+  first_answer(c, 0);
+  probe_loading(c);
 }
 
 static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata) {
@@ -369,7 +402,7 @@ static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata) {
     snprintf(why, sizeof why, "AUTH or SELECT refused: %s", r->str);
     drop(c, why);
   } else if (--c->handshake_left == 0) {
-    ready(c);
+    handshake_done(c);
   }
 }
 
@@ -379,7 +412,7 @@ static void send_handshake(ct__rconn_t *c) {
   char db[16];
   c->handshake_left = (c->url.password != NULL) + (c->url.db != 0);
   if (c->handshake_left == 0) {
-    ready(c);
+    handshake_done(c);
     return;
   }
   if (c->url.password) {
@@ -443,16 +476,13 @@ static void connect_start(ct__rconn_t *c) {
   ev_timer_start(c->ev, &c->connect_timer);
 }
 
-/* The pause while the server loads is over: send what waits again. */
+/* The pause while the server loads is over: ask whether it has loaded. */
 static void on_loading_pause(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)ev;
   (void)revents;
   ct__rconn_t *c = w->data;
-  if (c->state != LOADING)
-    return;
-  c->state = READY;
-  while (c->waiting && c->state == READY)
-    send_op(c, c->waiting);
+  if (c->state == LOADING && c->ac)
+    probe_loading(c);
 }
 
 static void on_connect_timeout(struct ev_loop *ev, ev_timer *w, int revents) {

@@ -429,6 +429,38 @@ TEST(commands_wait_while_a_restarted_server_loads_its_data) {
   test_env_end(&e);
 }
 
+/* A known name's submission is a MULTI/EXEC transaction. A server loading
+ * its data runs MULTI and EXEC but refuses the commands between; the
+ * connection sends nothing until the server has loaded (it asks with
+ * PING), so a submission made meanwhile waits, is written once, whole, and
+ * says so (it was written, its caller told CT_EINVAL, when its commands
+ * were sent again on their own). */
+TEST(a_submission_made_while_a_restarted_server_loads_is_written_once) {
+  test_env_t e;
+  test_env_start(&e, 0, 30, log_line);
+  test_redis_register_name(&e.r, "t");
+  char first[CT_BROKER_ID_SIZE], id[CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(e.b, "t", NULL, NULL, first)); /* the name is known now */
+  redisReply *x =
+      test_redis(&e.r, "EVAL %s 0", "for i = 1, 8000 do redis.call('SET', 'k' .. i, i) end");
+  CHECK(x->type != REDIS_REPLY_ERROR);
+  freeReplyObject(x);
+  x = test_redis(&e.r, "SAVE");
+  CHECK(x->type == REDIS_REPLY_STATUS);
+  freeReplyObject(x);
+  test_redis_halt(&e.r, false);
+  static const char *const slow[] = {"--dbfilename", "dump.rdb", "--key-load-delay", "500",
+                                     "--loading-process-events-interval-bytes", "1024", NULL};
+  test_redis_start(&e.r, slow);
+  x = test_redis(&e.r, "GET k1");
+  CHECK(x->type == REDIS_REPLY_ERROR && strncmp(x->str, "LOADING", 7) == 0);
+  freeReplyObject(x);
+  CHECK_OK(ct_broker_submit(e.b, "t", NULL, NULL, id));
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:normal"), 2);
+  CHECK_EQ_INT(test_broker_status(e.b, id), CT_BROKER_QUEUED);
+  test_env_end(&e);
+}
+
 TEST(a_restarted_server_is_reconnected) {
   test_env_t e;
   test_env_start(&e, 0, 0.5, log_line);
@@ -530,6 +562,7 @@ int main(void) {
   RUN(a_call_ends_by_its_deadline_when_the_server_stalls);
   RUN(a_call_ends_by_its_deadline_when_the_server_comes_back);
   RUN(commands_wait_while_a_restarted_server_loads_its_data);
+  RUN(a_submission_made_while_a_restarted_server_loads_is_written_once);
   RUN(a_restarted_server_is_reconnected);
   RUN(calls_from_many_threads_all_land);
   RUN(free_after_the_supervisor_stopped);
