@@ -8,10 +8,15 @@
  * to a replica that never saw them): it then answers NOSCRIPT without
  * running anything, and the script is loaded again and run once more, so
  * a caller never sees the difference. Two threads loading the same script
- * at once get the same SHA1: the lock guards only the copy. */
+ * at once get the same SHA1: the lock guards only the copy. A run with a
+ * timeout of its own keeps it for all of its commands together (SCRIPT
+ * LOAD, EVALSHA, and both again after NOSCRIPT): each used to have the
+ * whole timeout, or the command timeout for SCRIPT LOAD, and a call with a
+ * deadline could wait several times past it on a stalled server. */
 #include <stdbool.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "script.h"
 
 typedef struct {
@@ -39,14 +44,26 @@ void ct__bscript_kept_sha(ct__bscript_t *s, char sha[41]) {
   pthread_mutex_unlock(&s->lock);
 }
 
+/* Send one command: within what is left until `end` (ct__now(); 0: none,
+ * then within the connection's command timeout). */
+static int command_until(ct__rconn_t *c, double end, int argc, const char **argv,
+                         const size_t *argvlen, ct__rconn_reply_fn fn, void *data) {
+  if (end == 0)
+    return ct__rconn_command(c, argc, argv, argvlen, fn, data);
+  double left = end - ct__now();
+  return left > 0 ? ct__rconn_command_within(c, left, argc, argv, argvlen, fn, data)
+                  : CT_ETIMEDOUT;
+}
+
 /* The script's SHA1 into sha: the one kept, or (reload, or none kept) the
  * server's answer to SCRIPT LOAD, then kept. */
-static int script_sha(ct__rconn_t *c, ct__bscript_t *s, bool reload, char sha[41]) {
+static int script_sha(ct__rconn_t *c, ct__bscript_t *s, bool reload, double end,
+                      char sha[41]) {
   ct__bscript_kept_sha(s, sha);
   if (sha[0] && !reload)
     return 0;
   const char *argv[] = {"SCRIPT", "LOAD", s->text};
-  int rc = ct__rconn_command(c, 3, argv, NULL, sha_reply, sha);
+  int rc = command_until(c, end, 3, argv, NULL, sha_reply, sha);
   if (rc != 0)
     return rc;
   pthread_mutex_lock(&s->lock);
@@ -55,17 +72,12 @@ static int script_sha(ct__rconn_t *c, ct__bscript_t *s, bool reload, char sha[41
   return 0;
 }
 
-static int run_once(ct__rconn_t *c, double timeout, int argc, const char **argv,
-                    const size_t *argvlen, run_ctx_t *x) {
-  return timeout > 0 ? ct__rconn_command_within(c, timeout, argc, argv, argvlen, run_reply, x)
-                     : ct__rconn_command(c, argc, argv, argvlen, run_reply, x);
-}
-
 int ct__bscript_run(ct__rconn_t *c, ct__bscript_t *s, double timeout, int argc,
                     const char **argv, size_t *argvlen, ct__rconn_reply_fn fn, void *data) {
   char sha[41];
   run_ctx_t x = {fn, data, false};
-  int rc = script_sha(c, s, false, sha);
+  double end = timeout > 0 ? ct__now() + timeout : 0;
+  int rc = script_sha(c, s, false, end, sha);
   argv[0] = "EVALSHA";
   argv[1] = sha;
   if (argvlen) {
@@ -73,9 +85,9 @@ int ct__bscript_run(ct__rconn_t *c, ct__bscript_t *s, double timeout, int argc,
     argvlen[1] = 40;
   }
   if (rc == 0)
-    rc = run_once(c, timeout, argc, argv, argvlen, &x);
-  if (x.noscript && (rc = script_sha(c, s, true, sha)) == 0)
-    rc = run_once(c, timeout, argc, argv, argvlen, &x);
+    rc = command_until(c, end, argc, argv, argvlen, run_reply, &x);
+  if (x.noscript && (rc = script_sha(c, s, true, end, sha)) == 0)
+    rc = command_until(c, end, argc, argv, argvlen, run_reply, &x);
   argv[1] = NULL; /* sha is gone */
   return rc;
 }

@@ -19,8 +19,9 @@ typedef struct ct__bscript {
  * not NULL) are the caller's room, filled here with EVALSHA and the SHA1.
  * The script is loaded (SCRIPT LOAD) first if it has not been yet, and
  * again if the server has forgotten it (NOSCRIPT: say after a restart),
- * then run once more: a NOSCRIPT reply means it did not run. timeout: as
- * for ct__rconn_command_within(), or <= 0 for the command timeout.
+ * then run once more: a NOSCRIPT reply means it did not run. timeout:
+ * seconds for all of those commands together, as for
+ * ct__rconn_command_within(); <= 0: each within the command timeout.
  * Returns as ct__rconn_command() does; CT_EINVAL if the server refuses the
  * script. Thread-safety: any thread but the connection's loop thread. */
 /* The SHA1 kept for s into sha, "" if none yet: for a caller that sends

@@ -342,6 +342,23 @@ static void *call_thread(void *p) {
   return NULL;
 }
 
+/* The first call in a process loads the submit script (SCRIPT LOAD) before
+ * it runs it: a stalled server holds the call no longer than its own
+ * timeout (plus a grace), not the command timeout more. Run first in this
+ * process, before any submission has loaded the script. */
+TEST(a_call_that_loads_the_script_keeps_its_deadline) {
+  test_env_t e;
+  test_env_start(&e, 0, 10, log_line);
+  test_redis_register_name(&e.r, "t");
+  CHECK(kill(e.r.pid, SIGSTOP) == 0);
+  stalled_call_t c = {e.b, 0.5, 0, 0};
+  call_thread(&c);
+  CHECK(kill(e.r.pid, SIGCONT) == 0);
+  CHECK_EQ_INT(c.rc, CT_ETIMEDOUT);
+  CHECK(c.took < 5); /* the command timeout is 10 s */
+  test_env_end(&e);
+}
+
 /* A server that stops answering (SIGSTOP) holds a call no longer than its
  * own timeout (plus a grace), not its timeout plus the command timeout:
  * neither while it submits nor while it waits for the answer. */
@@ -548,6 +565,7 @@ TEST(bad_options_name_their_field_in_the_log) {
 int main(void) {
   if (!test_redis_installed())
     return 77;
+  RUN(a_call_that_loads_the_script_keeps_its_deadline); /* first: see there */
   RUN(unreachable_server_is_a_timeout_and_a_log_line);
   RUN(bad_options_are_refused);
   RUN(unknown_name_is_refused_and_nothing_written);
