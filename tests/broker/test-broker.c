@@ -342,6 +342,17 @@ static void *call_thread(void *p) {
   return NULL;
 }
 
+/* A call of 0.5 s to a server stopped (SIGSTOP) before it ends by its
+ * deadline (plus a grace), not the command timeout (10 s) later. */
+static void a_call_to_a_stopped_server_ends_by_its_deadline(test_env_t *e) {
+  CHECK(kill(e->r.pid, SIGSTOP) == 0);
+  stalled_call_t c = {e->b, 0.5, 0, 0};
+  call_thread(&c);
+  CHECK(kill(e->r.pid, SIGCONT) == 0);
+  CHECK_EQ_INT(c.rc, CT_ETIMEDOUT);
+  CHECK(c.took < 5);
+}
+
 /* The first call in a process loads the submit script (SCRIPT LOAD) before
  * it runs it: a stalled server holds the call no longer than its own
  * timeout (plus a grace), not the command timeout more. Run first in this
@@ -350,12 +361,7 @@ TEST(a_call_that_loads_the_script_keeps_its_deadline) {
   test_env_t e;
   test_env_start(&e, 0, 10, log_line);
   test_redis_register_name(&e.r, "t");
-  CHECK(kill(e.r.pid, SIGSTOP) == 0);
-  stalled_call_t c = {e.b, 0.5, 0, 0};
-  call_thread(&c);
-  CHECK(kill(e.r.pid, SIGCONT) == 0);
-  CHECK_EQ_INT(c.rc, CT_ETIMEDOUT);
-  CHECK(c.took < 5); /* the command timeout is 10 s */
+  a_call_to_a_stopped_server_ends_by_its_deadline(&e);
   test_env_end(&e);
 }
 
@@ -367,16 +373,11 @@ TEST(a_call_ends_by_its_deadline_when_the_server_stalls) {
   test_env_start(&e, 0, 10, log_line);
   test_redis_register_name(&e.r, "t"); /* no worker: nobody answers */
   /* Stalled before the call: its submission. */
-  CHECK(kill(e.r.pid, SIGSTOP) == 0);
-  stalled_call_t c = {e.b, 0.5, 0, 0};
-  call_thread(&c);
-  CHECK(kill(e.r.pid, SIGCONT) == 0);
-  CHECK_EQ_INT(c.rc, CT_ETIMEDOUT);
-  CHECK(c.took < 5); /* the command timeout is 10 s */
+  a_call_to_a_stopped_server_ends_by_its_deadline(&e);
   /* Stalled while the call waits: its blocking read. */
   WAIT_FOR(ct_broker_submit(e.b, "t", NULL, NULL, (char[CT_BROKER_ID_SIZE]){0}) == 0);
   freeReplyObject(test_redis(&e.r, "DEL ctasker:{default}:stream:normal"));
-  c = (stalled_call_t){e.b, 2, 0, 0};
+  stalled_call_t c = {e.b, 2, 0, 0};
   pthread_t th;
   CHECK(pthread_create(&th, NULL, call_thread, &c) == 0);
   WAIT_FOR(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:normal") == 1);
@@ -414,6 +415,25 @@ TEST(a_call_ends_by_its_deadline_when_the_server_comes_back) {
   test_env_end(&e);
 }
 
+/* Restart the server with 8000 keys more to read back, slowly (about 4 s,
+ * a key every 0.5 ms): it answers LOADING meanwhile. */
+static void restart_loading(test_redis_t *r) {
+  redisReply *x =
+      test_redis(r, "EVAL %s 0", "for i = 1, 8000 do redis.call('SET', 'k' .. i, i) end");
+  CHECK(x->type != REDIS_REPLY_ERROR);
+  freeReplyObject(x);
+  x = test_redis(r, "SAVE");
+  CHECK(x->type == REDIS_REPLY_STATUS);
+  freeReplyObject(x);
+  test_redis_halt(r, false);
+  static const char *const slow[] = {"--dbfilename", "dump.rdb", "--key-load-delay", "500",
+                                     "--loading-process-events-interval-bytes", "1024", NULL};
+  test_redis_start(r, slow);
+  x = test_redis(r, "GET k1");
+  CHECK(x->type == REDIS_REPLY_ERROR && strncmp(x->str, "LOADING", 7) == 0);
+  freeReplyObject(x);
+}
+
 /* A server restarted with its data reads it back before it answers
  * commands (LOADING until then, here for seconds: key-load-delay makes
  * each key slow): a get or a submission in that time waits for it, within
@@ -424,20 +444,7 @@ TEST(commands_wait_while_a_restarted_server_loads_its_data) {
   test_redis_register_name(&e.r, "t");
   char id[CT_BROKER_ID_SIZE];
   CHECK_OK(ct_broker_submit(e.b, "t", NULL, NULL, id));
-  redisReply *x =
-      test_redis(&e.r, "EVAL %s 0", "for i = 1, 8000 do redis.call('SET', 'k' .. i, i) end");
-  CHECK(x->type != REDIS_REPLY_ERROR);
-  freeReplyObject(x);
-  x = test_redis(&e.r, "SAVE");
-  CHECK(x->type == REDIS_REPLY_STATUS);
-  freeReplyObject(x);
-  test_redis_halt(&e.r, false);
-  static const char *const slow[] = {"--dbfilename", "dump.rdb", "--key-load-delay", "500",
-                                     "--loading-process-events-interval-bytes", "1024", NULL};
-  test_redis_start(&e.r, slow);
-  x = test_redis(&e.r, "GET k1");
-  CHECK(x->type == REDIS_REPLY_ERROR && strncmp(x->str, "LOADING", 7) == 0);
-  freeReplyObject(x);
+  restart_loading(&e.r);
   ct_broker_info_t info;
   CHECK_OK(ct_broker_get(e.b, id, &info)); /* not CT_EINVAL */
   CHECK_EQ_INT(info.status, CT_BROKER_QUEUED);
@@ -458,20 +465,7 @@ TEST(a_submission_made_while_a_restarted_server_loads_is_written_once) {
   test_redis_register_name(&e.r, "t");
   char first[CT_BROKER_ID_SIZE], id[CT_BROKER_ID_SIZE];
   CHECK_OK(ct_broker_submit(e.b, "t", NULL, NULL, first)); /* the name is known now */
-  redisReply *x =
-      test_redis(&e.r, "EVAL %s 0", "for i = 1, 8000 do redis.call('SET', 'k' .. i, i) end");
-  CHECK(x->type != REDIS_REPLY_ERROR);
-  freeReplyObject(x);
-  x = test_redis(&e.r, "SAVE");
-  CHECK(x->type == REDIS_REPLY_STATUS);
-  freeReplyObject(x);
-  test_redis_halt(&e.r, false);
-  static const char *const slow[] = {"--dbfilename", "dump.rdb", "--key-load-delay", "500",
-                                     "--loading-process-events-interval-bytes", "1024", NULL};
-  test_redis_start(&e.r, slow);
-  x = test_redis(&e.r, "GET k1");
-  CHECK(x->type == REDIS_REPLY_ERROR && strncmp(x->str, "LOADING", 7) == 0);
-  freeReplyObject(x);
+  restart_loading(&e.r);
   CHECK_OK(ct_broker_submit(e.b, "t", NULL, NULL, id));
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:normal"), 2);
   CHECK_EQ_INT(test_broker_status(e.b, id), CT_BROKER_QUEUED);
