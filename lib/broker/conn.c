@@ -371,6 +371,7 @@ static void on_probe(redisAsyncContext *ac, void *reply, void *privdata) {
   const redisReply *r = reply;
   if (ac != c->ac || !r || c->state != LOADING)
     return;
+  ev_timer_stop(c->ev, &c->connect_timer);
   if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "LOADING", 7) == 0) {
     ev_timer_set(&c->loading_timer, LOADING_PAUSE, 0.0);
     ev_timer_start(c->ev, &c->loading_timer);
@@ -379,8 +380,12 @@ static void on_probe(redisAsyncContext *ac, void *reply, void *privdata) {
   ready(c); /* loaded, or PING refused otherwise (an ACL): nothing to wait for */
 }
 
+/* Ask with PING, within the command timeout (the connect timer's: a
+ * server that never answers is dropped, as when a command overruns). */
 static void probe_loading(ct__rconn_t *c) {
   c->state = LOADING;
+  ev_timer_set(&c->connect_timer, c->command_timeout, 0.0);
+  ev_timer_start(c->ev, &c->connect_timer);
   redisAsyncCommand(c->ac, on_probe, c, "PING");
 }
 
@@ -488,7 +493,9 @@ static void on_loading_pause(struct ev_loop *ev, ev_timer *w, int revents) {
 static void on_connect_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)ev;
   (void)revents;
-  drop(w->data, "no connection within the connect timeout");
+  ct__rconn_t *c = w->data;
+  drop(c, c->state == LOADING ? "no reply to PING within the command timeout"
+                              : "no connection within the connect timeout");
 }
 
 static void on_retry(struct ev_loop *ev, ev_timer *w, int revents) {

@@ -7,6 +7,9 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "ctasker.h"
 #include "env.h"
@@ -53,6 +56,34 @@ TEST(unreachable_server_is_a_timeout_and_a_log_line) {
   o.url = "redis://127.0.0.1:1"; /* nothing listens on port 1 */
   CHECK_EQ_INT(ct_broker_new(sup, &o, &b), CT_ETIMEDOUT);
   CHECK(log_says("127.0.0.1:1"));
+  rmdir(dir);
+  test_sup_end(sup);
+}
+
+/* A server that takes the connection and never answers (here a socket
+ * that listens and never accepts): the connection, holding its commands
+ * until PING says the server has loaded its data, gives PING the command
+ * timeout, then drops the connection and makes it again, as for a command
+ * that overruns; it does not wait for PING for ever. */
+TEST(a_server_that_never_answers_ping_is_dropped_and_tried_again) {
+  ct_supervisor_t *sup = test_sup_start();
+  char dir[] = "/tmp/ct-mute-XXXXXX", path[64], url[96];
+  CHECK(mkdtemp(dir) != NULL);
+  snprintf(path, sizeof path, "%s/mute.sock", dir);
+  snprintf(url, sizeof url, "unix://%s", path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  CHECK(fd >= 0);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  memcpy(a.sun_path, path, strlen(path) + 1);
+  CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+  CHECK(listen(fd, 16) == 0);
+  log_clear();
+  ct_broker_t *b = test_broker_open(sup, url, 0.3, log_line); /* connected */
+  WAIT_FOR(log_says("no reply to PING within the command timeout"));
+  WAIT_FOR(log_says("connecting again"));
+  ct_broker_free(b);
+  close(fd);
+  unlink(path);
   rmdir(dir);
   test_sup_end(sup);
 }
@@ -561,6 +592,7 @@ int main(void) {
     return 77;
   RUN(a_call_that_loads_the_script_keeps_its_deadline); /* first: see there */
   RUN(unreachable_server_is_a_timeout_and_a_log_line);
+  RUN(a_server_that_never_answers_ping_is_dropped_and_tried_again);
   RUN(bad_options_are_refused);
   RUN(unknown_name_is_refused_and_nothing_written);
   RUN(bad_submit_options_are_refused_and_nothing_written);
