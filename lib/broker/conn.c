@@ -357,9 +357,6 @@ static void ready(ct__rconn_t *c) {
    * then known by this id (a reply not yet come leaves 0: unknown). */
   redisAsyncCommand(c->ac, on_client_id, c, "CLIENT ID");
   c->state = READY;
-  c->backoff = RETRY_FIRST;
-  conn_log(c, CT_LOG_INFO, "redis %s: connected", c->display);
-  first_answer(c, 0);
   while (c->waiting && c->state == READY)
     send_op(c, c->waiting);
 }
@@ -389,10 +386,13 @@ static void probe_loading(ct__rconn_t *c) {
   redisAsyncCommand(c->ac, on_probe, c, "PING");
 }
 
-/* Connected, AUTH and SELECT done: the server is there (the creator's wait
- * ends); its commands wait until it has loaded its data. */
+/* Connected, AUTH and SELECT done: the server is there (said, and the
+ * creator's wait ends, as before any command); its commands wait until it
+ * has loaded its data. */
 static void handshake_done(ct__rconn_t *c) {
   ev_timer_stop(c->ev, &c->connect_timer);
+  c->backoff = RETRY_FIRST;
+  conn_log(c, CT_LOG_INFO, "redis %s: connected", c->display);
   first_answer(c, 0);
   probe_loading(c);
 }

@@ -102,7 +102,7 @@ typedef struct {
   ct_supervisor_t *sup;
   prom_queue_t queues[MAX_QUEUES];
   void *plugins[MAX_PLUGINS];
-  prom_t *prom;
+  _Atomic(prom_t *) prom; /* set at start; worker_log reads it on the library's threads */
   atomic_bool drained;
   atomic_int drain_rc;
 } daemon_t;
