@@ -33,8 +33,9 @@
  * min(lease / 3, 1 s), not in every one: the scan costs Redis as much as
  * the rest of a fetch, and an entry's lease is counted in tens of
  * seconds (it is taken over at most that much later; an idle worker
- * fetched only once a second anyway). A take-over that the count cut
- * short goes on in the next fetch. While
+ * fetched only once a second anyway). A take-over pass that the count or
+ * XAUTOCLAIM's scan limit cut short goes on in the next fetch, from where
+ * it stopped in each stream (fetch_script). While
  * tasks run, a timer on the handle's loop thread (never a pool thread, so
  * a CPU-bound handler cannot starve it) renews their leases every
  * lease / 3 with XCLAIM JUSTID, only where this consumer still owns the
