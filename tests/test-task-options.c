@@ -451,6 +451,7 @@ TEST(a_delayed_loop_task_whose_loop_ended_is_canceled_and_said) {
   ct_stats_t s = stats(sup);
   CHECK_EQ_INT(s.canceled, 1);
   CHECK_EQ_INT(s.submitted, 1);
+  CHECK_EQ_INT(s.loop_active, 0);
   ct_task_unref(t);
   stop_and_free(sup);
 }

@@ -25,7 +25,7 @@ static ct_task_t *queue(ct__pool_t *p, ct_task_fn fn, void *arg, int priority) {
   ct_task_t *t = ct__task_new(fn, arg, priority, false);
   CHECK(t);
   ct_task_t *handle = ct_task_ref(t);
-  CHECK_OK(ct__pool_submit(p, t, false));
+  CHECK_OK(ct__pool_submit(p, t));
   return handle;
 }
 
@@ -98,7 +98,7 @@ TEST(cancel_stop_returns_queued_tasks_and_drains) {
     n++;
   }
   CHECK_EQ_INT(n, 3);
-  CHECK_EQ_INT(ct__pool_submit(p, ct_task_ref(t[0]), false), CT_ESHUTDOWN);
+  CHECK_EQ_INT(ct__pool_submit(p, ct_task_ref(t[0])), CT_ESHUTDOWN);
   ct_task_unref(t[0]);
   gate_open(&gate);
   counter_wait_at_least(&drains, 1);

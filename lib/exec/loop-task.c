@@ -30,7 +30,8 @@ static void run_task_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
   atomic_fetch_add(failed ? &counts->failed : &counts->completed, 1);
 }
 
-int ct__loop_exec(ct__loop_t *loop, ct_task_t *t, ct__loop_counts_t *counts) {
+/* Post the task; nothing is taken on failure. */
+static int post_task(ct__loop_t *loop, ct_task_t *t, ct__loop_counts_t *counts) {
   ct__exec_msg_t *m = malloc(sizeof *m);
   if (!m)
     return CT_ENOMEM;
@@ -38,13 +39,28 @@ int ct__loop_exec(ct__loop_t *loop, ct_task_t *t, ct__loop_counts_t *counts) {
   m->task = t;
   m->counts = counts;
   atomic_fetch_or(&t->flags, CT__F_ON_LOOP);
-  atomic_fetch_add(&counts->accepted, 1);
   int rc = ct__loop_post(loop, &m->msg);
-  if (rc != 0) {
-    atomic_fetch_sub(&counts->accepted, 1);
+  if (rc != 0)
     free(m);
-  }
   return rc;
+}
+
+int ct__loop_exec(ct__loop_t *loop, ct_task_t *t, ct__loop_counts_t *counts) {
+  atomic_fetch_add(&counts->accepted, 1);
+  int rc = post_task(loop, t, counts);
+  if (rc != 0)
+    atomic_fetch_sub(&counts->accepted, 1);
+  return rc;
+}
+
+int ct__loop_exec_delayed(ct__loop_t *loop, ct_task_t *t, ct__loop_counts_t *counts) {
+  atomic_fetch_add(&counts->accepted, 1);
+  if (!ct__task_try_queue_delayed(t)) {
+    atomic_fetch_sub(&counts->accepted, 1);
+    return CT_EALREADY;
+  }
+  t->link = NULL; /* it held the delay's record */
+  return post_task(loop, t, counts);
 }
 
 bool ct__loop_cancel_queued(ct__loop_counts_t *counts, ct_task_t *t) {

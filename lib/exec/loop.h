@@ -111,6 +111,16 @@ typedef struct ct__loop_counts {
  * Returns 0, CT_ENOMEM or CT_ESHUTDOWN (nothing taken). Any thread. */
 int ct__loop_exec(ct__loop_t *loop, ct_task_t *t, ct__loop_counts_t *counts);
 
+/* ct__loop_exec() for a DELAYED task whose delay has passed: it is counted
+ * accepted before it turns QUEUED, so that a cancel that finds it QUEUED
+ * (and counts itself canceled) never comes before its acceptance, which
+ * would make the count of active loop tasks wrap. Returns 0 (taken);
+ * CT_EALREADY if it was canceled while DELAYED (nothing taken, nothing
+ * counted); CT_ENOMEM or CT_ESHUTDOWN if the loop refused it: it is QUEUED
+ * then and counted accepted, and the caller cancels it with
+ * ct__loop_cancel_queued(), which balances the count. Any thread. */
+int ct__loop_exec_delayed(ct__loop_t *loop, ct_task_t *t, ct__loop_counts_t *counts);
+
 /* Cancel a QUEUED task given to ct__loop_exec(): true if this call made it
  * CANCELED (it is dropped when its message runs). Any thread. */
 bool ct__loop_cancel_queued(ct__loop_counts_t *counts, ct_task_t *t);

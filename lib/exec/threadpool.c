@@ -1,7 +1,8 @@
 /* The thread pool.
  *
  * Work enters through ct__pool_submit() without taking the lock: the task
- * is pushed onto `intake`, a lock-free stack. Pool threads move the intake
+ * is pushed onto `intake`, a lock-free stack (a delayed task whose delay
+ * has passed enters under the lock: ct__pool_submit_delayed()). Pool threads move the intake
  * into the run queue (reversed, so submission order is kept) under the
  * lock, and take tasks off the run queue only to run them at once, so
  * strict priority order holds for everything that has not started. After a
@@ -349,8 +350,8 @@ static void push_intake(ct__pool_t *p, ct_task_t *t) {
   while (!atomic_compare_exchange_weak(&p->intake, &top, t));
 }
 
-int ct__pool_submit(ct__pool_t *p, ct_task_t *t, bool accept_when_stopping) {
-  if (!accept_when_stopping && atomic_load_explicit(&p->stopping, memory_order_acquire))
+int ct__pool_submit(ct__pool_t *p, ct_task_t *t) {
+  if (atomic_load_explicit(&p->stopping, memory_order_acquire))
     return CT_ESHUTDOWN;
   int cap = cap_of(p, t->priority); /* t may be gone once pushed */
   push_intake(p, t);
@@ -362,6 +363,19 @@ int ct__pool_submit(ct__pool_t *p, ct_task_t *t, bool accept_when_stopping) {
   wake_for_head(p);
   pthread_mutex_unlock(&p->lock);
   return 0;
+}
+
+bool ct__pool_submit_delayed(ct__pool_t *p, ct_task_t *t) {
+  pthread_mutex_lock(&p->lock);
+  drain_intake(p); /* what was submitted before goes first */
+  bool queued = ct__task_try_queue_delayed(t);
+  if (queued) {
+    p->queued++;
+    ct__rq_push(&p->rq, t);
+  }
+  wake_for_head(p);
+  pthread_mutex_unlock(&p->lock);
+  return queued;
 }
 
 bool ct__pool_cancel_queued(ct__pool_t *p, ct_task_t *t) {

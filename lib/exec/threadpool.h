@@ -67,11 +67,18 @@ void ct__pool_destroy(ct__pool_t *p);
 int ct__pool_start(ct__pool_t *p);
 
 /* Queue a task (status QUEUED, priority set, the pool now owns one
- * reference). Returns 0, or CT_ESHUTDOWN if the pool is stopping and
- * `accept_when_stopping` is false (the task is left with the caller). A
- * submission racing with a CANCEL stop may be accepted and then canceled
- * by a pool thread. */
-int ct__pool_submit(ct__pool_t *p, ct_task_t *t, bool accept_when_stopping);
+ * reference). Returns 0, or CT_ESHUTDOWN if the pool is stopping (the task
+ * is left with the caller). A submission racing with a CANCEL stop may be
+ * accepted and then canceled by a pool thread. */
+int ct__pool_submit(ct__pool_t *p, ct_task_t *t);
+
+/* Queue a DELAYED task whose delay has passed (the pool then owns one
+ * reference), also while the pool stops: it was accepted before. It turns
+ * QUEUED under the pool lock and is counted queued in the same hold, so
+ * that a cancel, which counts under that lock, never counts it out before
+ * it was counted in. Returns false if it was canceled while DELAYED
+ * (nothing taken). */
+bool ct__pool_submit_delayed(ct__pool_t *p, ct_task_t *t);
 
 /* CAS a QUEUED task to CANCELED under the pool lock (it is dropped from the
  * queue lazily). Returns true if this call made it CANCELED. */

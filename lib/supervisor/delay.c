@@ -3,14 +3,15 @@
  * A submitting thread posts a record (message, timer and task in one
  * allocation) to the loop. On the loop thread the record is linked into
  * sup->delays and its timer started; while the task is DELAYED its `link`
- * points at the record. When the timer fires the task moves DELAYED ->
- * QUEUED and goes to its executor: the pool, its loop, or the process
- * pool. A loop that has ended by then cancels the task (with a log line);
- * so does a process pool that is stopping, which takes the task DELAYED ->
- * QUEUED under its own lock only while it accepts work, so that a cancel
- * never finds a QUEUED process task outside its queue. A process task's
- * prepared call waits in its arg and is freed with the record if the task
- * never goes. A cancel from another thread wins the
+ * points at the record. When the timer fires the task goes to its
+ * executor: the pool, its loop, or the process pool. Each executor moves
+ * it DELAYED -> QUEUED itself, once it has counted it (the pools under
+ * their locks, a loop before the move), so that a cancel that finds the
+ * task QUEUED, and counts it out, never comes first. A loop that has ended
+ * by then cancels the task (with a log line); so does a process pool that
+ * is stopping, which takes the task only while it accepts work. A process
+ * task's prepared call waits in its arg and is freed with the record if
+ * the task never goes. A cancel from another thread wins the
  * DELAYED -> CANCELED swap itself and posts a "forget" message so the loop
  * frees the timer at once instead of at its expiry. Only the loop thread
  * touches records and the list.
@@ -103,15 +104,16 @@ static bool go(ct__delay_t *d) {
   ct_task_t *t = d->task;
   if (ct__task_has(t, CT__F_PROCESS))
     return go_process(sup, t); /* its link is the pool's queue's from now on */
-  if (!ct__task_try_queue_delayed(t))
-    return false; /* canceled meanwhile */
-  atomic_fetch_sub(&sup->delayed, 1);
-  t->link = NULL;
   if (!d->loop) {
-    ct__pool_submit(&sup->pool, t, true); /* the pool takes the reference */
+    if (!ct__pool_submit_delayed(&sup->pool, t)) /* the pool takes the reference */
+      return false; /* canceled meanwhile */
+    atomic_fetch_sub(&sup->delayed, 1);
     return true;
   }
-  int rc = ct__loop_exec(d->loop, t, &sup->loop_counts);
+  int rc = ct__loop_exec_delayed(d->loop, t, &sup->loop_counts);
+  if (rc == CT_EALREADY)
+    return false; /* canceled meanwhile */
+  atomic_fetch_sub(&sup->delayed, 1);
   if (rc != 0)
     refused_by_loop(sup, t, rc);
   return true;

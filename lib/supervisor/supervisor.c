@@ -532,7 +532,7 @@ static int hand_over(ct_supervisor_t *sup, ct_task_t *t, const ct_task_opts_t *o
   ct__task_stamp_queued(t);
   if (o->loop)
     return ct__loop_exec(o->loop, t, &sup->loop_counts);
-  return ct__pool_submit(&sup->pool, t, false);
+  return ct__pool_submit(&sup->pool, t);
 }
 
 int ct_background_task(ct_supervisor_t *sup, ct_task_fn fn, void *arg,
