@@ -1,19 +1,19 @@
 /* The thread pool.
  *
- * Work enters through ct__pool_submit() without taking the lock: the task
- * is pushed onto `intake`, a lock-free stack (a delayed task whose delay
- * has passed enters under the lock: ct__pool_submit_delayed()). Pool
- * threads move the intake into the run queue (reversed, so submission
- * order is kept) under the lock, and take tasks off the run queue only to
- * run them at once, so strict priority order holds for everything that
- * has not started. After a task a thread counts it and takes the next one
- * in one critical section: one lock round trip per task, and none on the
- * submitting side while the pool is busy or a thread spins. Tasks are not taken in batches: taking
- * up to eight per lock hold, even without the checks that strict priority,
- * the caps and cancel would need, saved about a tenth of the instructions
- * per task but no measurable CPU time or throughput (bench-pool), and
- * keeping a batch's tasks within reach of idle threads, a stop and the
- * watchdog would cost part of even that.
+ * Work enters through ct__pool_submit() without taking the lock: the task is
+ * pushed onto `intake`, a lock-free stack (a delayed task whose delay has
+ * passed enters under the lock: ct__pool_submit_delayed()). Pool threads
+ * move the intake into the run queue (reversed, so submission order is kept)
+ * under the lock, and take tasks off the run queue only to run them at once,
+ * so strict priority order holds for everything that has not started. After
+ * a task a thread counts it and takes the next one in one critical section:
+ * one lock round trip per task, and none on the submitting side while the
+ * pool is busy or a thread spins. Tasks are not taken in batches: taking up
+ * to eight per lock hold, even without the checks that strict priority, the
+ * caps and cancel would need, saved about a tenth of the instructions per
+ * task but no measurable CPU time or throughput (bench-pool), and keeping a
+ * batch's tasks within reach of idle threads, a stop and the watchdog would
+ * cost part of even that.
  *
  * Locks: one mutex (pool->lock) guards the run queue, the counters and the
  * thread lists. It is a leaf: the on_drained and on_spawn_failed hooks,
