@@ -382,7 +382,35 @@ TEST(names_stay_valid_while_restarts_override_them) {
   stop_and_free(sup);
 }
 
+/* An interval worker refused at its creation (a process function nobody
+ * registered) closed descriptor 0 on its way out: its timer's descriptor
+ * had not been set yet, and read as 0. The caller's descriptors are not
+ * the library's to close. */
+TEST(an_interval_worker_refused_at_creation_leaves_descriptor_0_open) {
+  int fd = open("/dev/null", O_RDONLY);
+  CHECK(fd >= 0);
+  int saved = dup(0); /* what the test runner gave as standard input, or -1 */
+  CHECK(dup2(fd, 0) == 0);
+  close(fd);
+  ct_supervisor_t *sup = start_supervisor(1, 0, 0);
+  ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
+  o.process = "no-such-function";
+  o.interval = 1;
+  ct_worker_t *w = NULL;
+  CHECK_EQ_INT(ct_worker_new(sup, CT_WORKER_INTERVAL, NULL, &o, &w), CT_ENOENT);
+  CHECK(w == NULL);
+  CHECK(fcntl(0, F_GETFD) >= 0);
+  if (saved >= 0) {
+    dup2(saved, 0);
+    close(saved);
+  } else {
+    close(0);
+  }
+  stop_and_free(sup);
+}
+
 int main(void) {
+  RUN(an_interval_worker_refused_at_creation_leaves_descriptor_0_open);
   RUN(on_drop_calling_its_worker_hands_many_items_back_without_recursion);
   RUN(waiting_stop_from_on_drop_on_the_run_thread_would_deadlock);
   RUN(event_triggers_accepted_before_a_drain_stop_run);

@@ -136,8 +136,8 @@ typedef enum ct_worker_end_reason {
                                (FORCE_STOPPED); code CT_ETIMEDOUT */
   CT_WORKER_END_FAILED = 3  /**< a run returned CT_WORKER_FAIL_STOP (code: its
                                run->exit_code, 1 if it left it 0), or the
-                               worker could not queue a run (code: that
-                               error) */
+                               worker could not queue a run or, an interval
+                               worker, set its next run (code: that error) */
 } ct_worker_end_reason_t;
 
 /** A worker's run function: returns a ct_worker_outcome. */

@@ -105,7 +105,8 @@ int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn,
   atomic_init(&w->refs, 1);
   atomic_init(&w->state, CT_WORKER_INIT);
   int rc = o.process ? ct__worker_process_setup(w, &o) : 0;
-  if (rc == 0 && ops->setup)
+  bool set_up = rc == 0 && ops->setup; /* destroy undoes only a setup that ran */
+  if (set_up)
     rc = ops->setup(w, &o);
   if (rc == 0 && !(w->base_name = o.name      ? strdup(o.name)
                                   : o.process ? strdup(o.process)
@@ -114,7 +115,7 @@ int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_worker_fn fn,
   if (rc == 0)
     rc = init_sync(w);
   if (rc != 0) {
-    if (ops->destroy)
+    if (set_up && ops->destroy)
       ops->destroy(w);
     free(w->base_name);
     free(w->process);

@@ -56,6 +56,10 @@ typedef struct {
   bool ticked;     /* the timer asked for a run, due at `due` */
   bool asked;      /* the run taken last serves a trigger */
   bool timer_live; /* from start until the loop has closed the timer */
+  /* A stop's message to close the timer: kept here, so that no shortage
+   * of memory leaves a stopped worker's timer on the loop. One at a time:
+   * a start needs the timer closed, and a stop follows a start. */
+  ct__worker_msg_t disarm_msg;
   /* Made by a start (the timer not live), then loop thread only. */
   int fd;
   ev_io io;
@@ -239,9 +243,10 @@ static int interval_start(ct_worker_t *w) {
 }
 
 static void interval_stop(ct_worker_t *w) {
-  as_interval(w)->ticked = false; /* the timer's runs end with the stop */
-  if (ct__worker_post(w, disarm) != 0)
-    as_interval(w)->timer_live = false; /* the loop has ended: nothing is armed */
+  ct__interval_worker_t *iw = as_interval(w);
+  iw->ticked = false; /* the timer's runs end with the stop */
+  if (ct__worker_post_kept(w, &iw->disarm_msg, disarm) != 0)
+    iw->timer_live = false; /* the loop has ended: nothing is armed */
 }
 
 static bool interval_has_work(ct_worker_t *w) { return w->wanted || as_interval(w)->ticked; }
@@ -280,8 +285,11 @@ static bool interval_await_due(ct_worker_t *w, ct_worker_run_t *run) {
 
 static void interval_after_run(ct_worker_t *w, double ended) {
   as_interval(w)->last_end = ended;
-  if (atomic_load(&w->state) == CT_WORKER_RUNNING)
-    ct__worker_post(w, rearm);
+  if (atomic_load(&w->state) != CT_WORKER_RUNNING)
+    return;
+  int rc = ct__worker_post(w, rearm);
+  if (rc == CT_ENOMEM) /* else posted, or the loop has ended: the supervisor stops */
+    ct__worker_fail_stop_for(w, rc, "set its next run");
 }
 
 static bool interval_idle(ct_worker_t *w) { return !as_interval(w)->timer_live; }

@@ -45,7 +45,9 @@ typedef struct ct__worker_ops {
   void (*untake)(ct_worker_t *w, ct_worker_run_t *run);
   /* Number of pending items. */
   size_t (*pending)(ct_worker_t *w);
-  /* At free, lock not held: release the kind's resources. */
+  /* At free, lock not held: release the kind's resources; also when
+   * ct_worker_new() fails after setup was called (setup may have failed
+   * part way), never when it fails before. */
   void (*destroy)(ct_worker_t *w);
 } ct__worker_ops_t;
 
@@ -142,6 +144,10 @@ json_t *ct__worker_report(ct_worker_t *w, json_t *error, bool keep);
  * `code` and `error` (stolen), then stop as CT_WORKER_STOP does. */
 void ct__worker_fail_stop(ct_worker_t *w, int code, json_t *error);
 
+/* Lock held: the worker could not `what` (a verb phrase, "queue a run")
+ * for the error rc: log it and fail-stop the worker with a WorkerError. */
+void ct__worker_fail_stop_for(ct_worker_t *w, int rc, const char *what);
+
 /* process-exec.c: at new, lock not held: check the process options and
  * set w->exec and the process fields. Returns 0 or a CT_E* code. */
 int ct__worker_process_setup(ct_worker_t *w, const ct_worker_opts_t *o);
@@ -161,6 +167,18 @@ void ct__worker_end_stop_if_idle(ct_worker_t *w);
 /* Post fn(w) to the supervisor's loop thread, holding a reference for it.
  * Returns 0 or CT_ESHUTDOWN / CT_ENOMEM (fn is then never called). */
 int ct__worker_post(ct_worker_t *w, void (*fn)(ct_worker_t *w));
+
+/* A message of ct__worker_post(), for a kind to keep in its worker. */
+typedef struct ct__worker_msg {
+  ct__loop_msg_t msg;
+  ct_worker_t *w;
+  void (*fn)(ct_worker_t *w);
+} ct__worker_msg_t;
+
+/* ct__worker_post() with a message the worker keeps (m), for a post that
+ * must not fail for want of memory (a stop's). m must not be posted again
+ * before fn has run. Returns 0 or CT_ESHUTDOWN (fn is then never called). */
+int ct__worker_post_kept(ct_worker_t *w, ct__worker_msg_t *m, void (*fn)(ct_worker_t *w));
 
 /* Lock NOT held: make up to `batch` runs while the worker may run (the
  * thread executor's run task, `self`). */

@@ -184,14 +184,17 @@ int ct__worker_kick(ct_worker_t *w) {
   if (w->inflight || !may_run(w))
     return 0;
   int rc = w->exec->submit(w);
-  if (rc == 0)
-    return 0;
-  ct__sup_log(w->sup, CT_LOG_ERROR, "ctasker: worker %s could not queue a run (%s); stopping it",
-              w->name, ct_strerror(rc));
-  ct__worker_fail_stop(w, rc,
-                       ct_error_new("WorkerError", "worker %s could not queue a run: %s",
-                                    w->name, ct_strerror(rc)));
+  if (rc != 0)
+    ct__worker_fail_stop_for(w, rc, "queue a run");
   return rc;
+}
+
+void ct__worker_fail_stop_for(ct_worker_t *w, int rc, const char *what) {
+  ct__sup_log(w->sup, CT_LOG_ERROR, "ctasker: worker %s could not %s (%s); stopping it", w->name,
+              what, ct_strerror(rc));
+  ct__worker_fail_stop(w, rc,
+                       ct_error_new("WorkerError", "worker %s could not %s: %s", w->name, what,
+                                    ct_strerror(rc)));
 }
 
 void ct__worker_fail_stop(ct_worker_t *w, int code, json_t *error) {
@@ -275,34 +278,42 @@ void ct__worker_run_ended(ct_worker_t *w, bool stop) {
   ct__worker_unref(w);
 }
 
-typedef struct {
-  ct__loop_msg_t msg;
-  ct_worker_t *w;
-  void (*fn)(ct_worker_t *w);
-} ct__worker_msg_t;
-
 static void run_worker_msg(ct__loop_t *loop, ct__loop_msg_t *msg) {
   (void)loop;
   ct__worker_msg_t *m = (ct__worker_msg_t *)msg;
-  m->fn(m->w);
-  ct__worker_unref(m->w);
-  free(m);
+  ct_worker_t *w = m->w;
+  m->fn(w);
+  if (!m->msg.embedded)
+    free(m);
+  ct__worker_unref(w); /* last: a kept message goes with its worker */
+}
+
+/* Fill m in and post it with a reference for it. Returns 0 or CT_ESHUTDOWN
+ * (the reference given back). */
+static int post_msg(ct_worker_t *w, ct__worker_msg_t *m, void (*fn)(ct_worker_t *w), bool kept) {
+  m->msg.run = run_worker_msg;
+  m->w = w;
+  m->fn = fn;
+  ct__worker_ref(w);
+  int rc = kept ? ct__loop_post_embedded(&w->sup->loop, &m->msg)
+                : ct__loop_post(&w->sup->loop, &m->msg);
+  if (rc != 0)
+    atomic_fetch_sub(&w->refs, 1);
+  return rc;
 }
 
 int ct__worker_post(ct_worker_t *w, void (*fn)(ct_worker_t *w)) {
   ct__worker_msg_t *m = malloc(sizeof *m);
   if (!m)
     return CT_ENOMEM;
-  m->msg.run = run_worker_msg;
-  m->w = w;
-  m->fn = fn;
-  ct__worker_ref(w);
-  int rc = ct__loop_post(&w->sup->loop, &m->msg);
-  if (rc != 0) {
-    atomic_fetch_sub(&w->refs, 1);
+  int rc = post_msg(w, m, fn, false);
+  if (rc != 0)
     free(m);
-  }
   return rc;
+}
+
+int ct__worker_post_kept(ct_worker_t *w, ct__worker_msg_t *m, void (*fn)(ct_worker_t *w)) {
+  return post_msg(w, m, fn, true);
 }
 
 /* ---- start ---- */
