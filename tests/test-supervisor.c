@@ -1,5 +1,6 @@
 /* The supervisor: options, life cycle, stop modes and waits, the default
  * supervisor, and what a stopping supervisor refuses. */
+#include <ev.h>
 #include <math.h>
 
 #include "gate.h"
@@ -436,7 +437,170 @@ TEST(default_stop_timeout_keeps_it_installed) {
   gate_destroy(&gate);
 }
 
+/* A default stop whose free is refused (a worker still exists) keeps the
+ * default reachable: it was lost, and leaked. */
+static int no_run(ct_worker_run_t *run) {
+  (void)run;
+  return CT_WORKER_CONTINUE;
+}
+
+TEST(default_stop_refused_by_a_worker_keeps_it_installed) {
+  CHECK_OK(ct_default_start(NULL));
+  ct_worker_t *w;
+  CHECK_OK(ct_worker_new(NULL, CT_WORKER_QUEUE, no_run, NULL, &w));
+  CHECK_EQ_INT(ct_default_stop(CT_STOP_DRAIN, -1), CT_EBUSY);
+  CHECK(ct_supervisor_default() != NULL);
+  CHECK_OK(ct_worker_free(w));
+  CHECK_OK(ct_default_stop(CT_STOP_DRAIN, -1));
+  CHECK(ct_supervisor_default() == NULL);
+}
+
+/* A supervisor stopped before it started never runs its loop: a call to it
+ * is refused, not accepted to be dropped unrun. */
+static void count_call(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  (void)ev;
+  ++*(int *)data;
+}
+
+TEST(a_loop_call_to_a_supervisor_stopped_before_it_started_is_refused) {
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(NULL, &sup));
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
+  int calls = 0;
+  CHECK_EQ_INT(ct_loop_call(ct_supervisor_loop(sup), count_call, &calls), CT_ESHUTDOWN);
+  CHECK_OK(ct_supervisor_free(sup));
+  CHECK_EQ_INT(calls, 0);
+}
+
+/* A cancel on another thread that has claimed a task and is still finishing
+ * it (its callback, its arg_free, the handle table) is waited for by a stop:
+ * the stop returned with the task still registered and its arg not freed,
+ * and a free then left the canceling thread a freed supervisor. */
+typedef struct {
+  gate_t in_callback; /* the canceling thread waits here, in on_done */
+  atomic_int freed;
+  ct_task_t *task;
+} held_cancel_t;
+
+static void hold_in_callback(ct_task_t *t, void *data) {
+  (void)t;
+  gate_pass(&((held_cancel_t *)data)->in_callback);
+}
+
+static void count_free(void *arg) { atomic_fetch_add(&((held_cancel_t *)arg)->freed, 1); }
+
+static void *cancel_task(void *arg) {
+  CHECK_OK(ct_task_cancel(((held_cancel_t *)arg)->task));
+  return NULL;
+}
+
+static void stop_waits_for_a_cancel_case(double delay) {
+  ct_supervisor_t *sup = start_supervisor(1, 0, 0);
+  gate_t busy;
+  gate_init(&busy);
+  CHECK_OK(ct_background_task(sup, gate_task, &busy, NULL, NULL));
+  gate_wait_arrived(&busy, 1);
+  held_cancel_t h = {.freed = 0};
+  gate_init(&h.in_callback);
+  ct_task_opts_t o = CT_TASK_OPTS_INIT;
+  o.on_done = hold_in_callback;
+  o.done_data = &h;
+  o.arg_free = count_free;
+  o.delay = delay;
+  CHECK_OK(ct_background_task(sup, noop, &h, &o, &h.task)); /* queued, or delayed */
+  pthread_t canceler;
+  CHECK_OK(pthread_create(&canceler, NULL, cancel_task, &h));
+  gate_wait_arrived(&h.in_callback, 1);
+  gate_open(&busy);
+  CHECK_EQ_INT(ct_supervisor_stop(sup, CT_STOP_DRAIN, 0.2), CT_ETIMEDOUT);
+  gate_open(&h.in_callback);
+  CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
+  CHECK_EQ_INT(ct_supervisor_registry_size(sup), 0);
+  CHECK_EQ_INT(atomic_load(&h.freed), 1);
+  CHECK_OK(pthread_join(canceler, NULL));
+  CHECK_EQ_INT(ct_task_status(h.task), CT_TASK_CANCELED);
+  ct_task_unref(h.task);
+  CHECK_OK(ct_supervisor_free(sup));
+  gate_destroy(&h.in_callback);
+  gate_destroy(&busy);
+}
+
+TEST(a_stop_waits_for_a_cancel_finishing_a_queued_task) { stop_waits_for_a_cancel_case(0); }
+TEST(a_stop_waits_for_a_cancel_finishing_a_delayed_task) { stop_waits_for_a_cancel_case(3600); }
+
+/* A delayed task whose delay passes while the supervisor's loop is busy
+ * (in a timer's callback), after a DRAIN stop has begun, is canceled (its
+ * start lies past the stop): it ran, as libev called its timer before the
+ * stop's check. */
+static ev_timer busy_timer;
+
+static void wait_at_gate(struct ev_loop *ev, ev_timer *timer, int revents) {
+  (void)ev;
+  (void)revents;
+  gate_pass(timer->data);
+}
+
+static void start_busy_timer(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  ev_timer_init(&busy_timer, wait_at_gate, 0, 0);
+  busy_timer.data = data;
+  ev_timer_start(ev, &busy_timer);
+}
+
+static atomic_int late_ran;
+
+static json_t *mark_ran(ct_task_t *self, void *arg) {
+  (void)self;
+  (void)arg;
+  atomic_store(&late_ran, 1);
+  return NULL;
+}
+
+typedef struct {
+  ct_supervisor_t *sup;
+  int rc;
+} stopper_t;
+
+static void *stop_draining(void *arg) {
+  stopper_t *s = arg;
+  s->rc = ct_supervisor_stop(s->sup, CT_STOP_DRAIN, -1);
+  return NULL;
+}
+
+TEST(a_delay_that_passes_while_a_drain_stop_waits_for_the_loop_is_canceled) {
+  ct_supervisor_t *sup = start_supervisor(1, 0, 0);
+  ct_task_opts_t o = CT_TASK_OPTS_INIT;
+  o.delay = 0.02;
+  ct_task_t *t;
+  double submitted = ct_now();
+  CHECK_OK(ct_background_task(sup, mark_ran, NULL, &o, &t)); /* its timer is set first */
+  gate_t busy;
+  gate_init(&busy);
+  CHECK_OK(ct_loop_call(ct_supervisor_loop(sup), start_busy_timer, &busy));
+  gate_wait_arrived(&busy, 1);
+  stopper_t s = {sup, -1};
+  pthread_t stopper;
+  CHECK_OK(pthread_create(&stopper, NULL, stop_draining, &s));
+  WAIT_FOR(ct_background_task(sup, noop, NULL, NULL, NULL) == CT_ESHUTDOWN); /* it has begun */
+  while (ct_now() < submitted + 0.1)
+    check_sleep(0.01); /* the delay is well past */
+  gate_open(&busy);
+  CHECK_OK(pthread_join(stopper, NULL));
+  CHECK_OK(s.rc);
+  CHECK_EQ_INT(ct_task_status(t), CT_TASK_CANCELED);
+  CHECK_EQ_INT(atomic_load(&late_ran), 0);
+  ct_task_unref(t);
+  CHECK_OK(ct_supervisor_free(sup));
+  gate_destroy(&busy);
+}
+
 int main(void) {
+  RUN(default_stop_refused_by_a_worker_keeps_it_installed);
+  RUN(a_loop_call_to_a_supervisor_stopped_before_it_started_is_refused);
+  RUN(a_stop_waits_for_a_cancel_finishing_a_queued_task);
+  RUN(a_stop_waits_for_a_cancel_finishing_a_delayed_task);
+  RUN(a_delay_that_passes_while_a_drain_stop_waits_for_the_loop_is_canceled);
   RUN(options_validation);
   RUN(life_cycle);
   RUN(stop_drain);

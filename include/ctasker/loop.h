@@ -76,8 +76,12 @@ CT_EXPORT const char *ct_loop_name(const ct_loop_t *loop);
 CT_EXPORT int ct_loop_stop(ct_loop_t *loop, double timeout);
 
 /** Run fn(loop, ev, data) on the loop thread, after what was posted before.
- * Returns 0; CT_ESHUTDOWN if the loop has ended (fn is then never called);
- * CT_EINVAL; CT_ENOMEM. Thread-safety: any thread, including the loop's. */
+ * A call to the own loop of a supervisor not started yet waits for its
+ * start; if the supervisor is stopped without having started, fn is never
+ * called.
+ * Returns 0; CT_ESHUTDOWN if the loop has ended (fn is then never called),
+ * or its supervisor was stopped without having started; CT_EINVAL;
+ * CT_ENOMEM. Thread-safety: any thread, including the loop's. */
 CT_EXPORT int ct_loop_call(ct_loop_t *loop, ct_loop_fn fn, void *data);
 
 #ifdef __cplusplus

@@ -102,6 +102,12 @@ static bool go_process(ct_supervisor_t *sup, ct_task_t *t) {
 static bool go(ct__delay_t *d) {
   ct_supervisor_t *sup = d->sup;
   ct_task_t *t = d->task;
+  if (atomic_load(&sup->state) != CT__SUP_RUNNING) {
+    /* A stop has begun and its check has not run yet (the loop was busy):
+     * a start past the stop is canceled, as the check would. */
+    cancel_on_loop(sup, t);
+    return false;
+  }
   if (ct__task_has(t, CT__F_PROCESS))
     return go_process(sup, t); /* its link is the pool's queue's from now on */
   if (!d->loop) {

@@ -67,8 +67,6 @@ static size_t count_delays(ct_supervisor_t *sup) {
 static int stop_waits_for(ct_supervisor_t *sup, waits_t *w) {
   if (!ct__list_empty(&sup->delays))
     waits_add(w, "%zu delay timers", count_delays(sup));
-  if (atomic_load(&sup->cancels_in_flight) != 0)
-    waits_add(w, "canceled tasks being finished");
   if (!no_submission_in_flight(sup))
     waits_add(w, "a submission half-way");
   if (!ct__pool_drained(&sup->pool)) {
@@ -85,6 +83,11 @@ static int stop_waits_for(ct_supervisor_t *sup, waits_t *w) {
       ct__procpool_describe(procpool, what, sizeof what);
     waits_add(w, "the process pool (%s)", what);
   }
+  /* After the pools and the delays: a cancel is counted before it claims
+   * its task from one of them, so one not counted yet had not claimed a
+   * task they still held when they were looked at. */
+  if (atomic_load(&sup->cancels_in_flight) != 0)
+    waits_add(w, "canceled tasks being finished");
   if (!ct__loops_ended(sup))
     waits_add(w, "extra loops still running");
   int own = atomic_load(&sup->own_threads);

@@ -70,7 +70,7 @@ struct ct_supervisor {
   atomic_uint_fast64_t overrun, late_returns; /* A: timed-out functions (deadline.c) */
   ct__loop_counts_t loop_counts; /* A: tasks run on loops, which no pool counts */
 
-  atomic_int cancels_in_flight; /* A: stop() is still finishing canceled tasks */
+  atomic_int cancels_in_flight; /* A: a stop or ct_task_cancel() is finishing canceled tasks */
   /* A, counted on the submitting thread's shard (its own cache line, so
    * producers do not share one), both in one word, so that a submission
    * counts itself with one atomic add: in its low CT__SUBMIT_FLIGHT_BITS,

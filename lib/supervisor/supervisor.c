@@ -326,6 +326,17 @@ static int wait_stopped(ct_supervisor_t *sup, double timeout) {
   return 0;
 }
 
+/* The end of a cancel that a stop waits for: the last use of the
+ * supervisor, under its lock, as the loop may end and the supervisor be
+ * freed once the count is 0. */
+static void cancel_done(ct_supervisor_t *sup) {
+  pthread_mutex_lock(&sup->state_lock);
+  atomic_fetch_sub(&sup->cancels_in_flight, 1);
+  if (atomic_load(&sup->state) != CT__SUP_RUNNING)
+    ct__loop_kick(&sup->loop, &sup->stop_check);
+  pthread_mutex_unlock(&sup->state_lock);
+}
+
 int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
   if (!sup || (mode != CT_STOP_DRAIN && mode != CT_STOP_CANCEL) ||
       !ct__seconds_valid(timeout, CT__SEC_SIGNED))
@@ -337,6 +348,7 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
   int state = atomic_load(&sup->state);
   if (state == CT__SUP_INIT) {
     atomic_store(&sup->state, CT__SUP_STOPPED);
+    ct__loop_quit(&sup->loop); /* its loop never runs: calls are refused */
   } else if (state == CT__SUP_RUNNING) {
     atomic_store(&sup->state, CT__SUP_STOPPING);
     canceled = ct__pool_stop(&sup->pool, mode == CT_STOP_CANCEL);
@@ -359,12 +371,7 @@ int ct_supervisor_stop(ct_supervisor_t *sup, int mode, double timeout) {
     finishing_stop = sup;
     finish_canceled_list(canceled);
     finishing_stop = outer;
-    /* Under the lock: the loop may end as soon as the count is 0, and the
-     * supervisor may not be freed before this send has returned. */
-    pthread_mutex_lock(&sup->state_lock);
-    atomic_fetch_sub(&sup->cancels_in_flight, 1);
-    ct__loop_kick(&sup->loop, &sup->stop_check);
-    pthread_mutex_unlock(&sup->state_lock);
+    cancel_done(sup);
   }
   if (timeout == 0)
     return 0;
@@ -584,6 +591,34 @@ static bool cancel_queued(ct_supervisor_t *sup, ct_task_t *task) {
   return ct__pool_cancel_queued(&sup->pool, task);
 }
 
+/* Cancel a QUEUED or DELAYED task, finishing it on this thread (its
+ * callback, its arg_free, the handle table): true if this call claimed it.
+ * Counted in flight from before the claim, so that a stop waits for the
+ * finishing (the stop reads the count after it has seen the task gone
+ * from the pool and the delays). */
+static bool claim_and_finish(ct_supervisor_t *sup, ct_task_t *task) {
+  atomic_fetch_add(&sup->cancels_in_flight, 1);
+  bool claimed;
+  if (atomic_load(&task->status) == CT_TASK_QUEUED) {
+    claimed = cancel_queued(sup, task);
+    if (claimed) {
+      atomic_fetch_or(&task->flags, CT__F_CANCEL_REQUESTED);
+      ct__task_finish_canceled(task);
+    }
+  } else {
+    claimed = ct__task_try_status(task, CT_TASK_DELAYED, CT_TASK_CANCELED);
+    if (claimed) {
+      atomic_fetch_or(&task->flags, CT__F_CANCEL_REQUESTED);
+      atomic_fetch_sub(&sup->delayed, 1);
+      atomic_fetch_add(&sup->canceled_delayed, 1);
+      ct__task_finish_canceled(task);
+      ct__delay_forget(sup, task);
+    }
+  }
+  cancel_done(sup);
+  return claimed;
+}
+
 int ct_task_cancel(ct_task_t *task) {
   if (!task)
     return CT_EINVAL;
@@ -599,21 +634,9 @@ int ct_task_cancel(ct_task_t *task) {
         ct__procpool_kill_canceled(atomic_load(&sup->procpool));
       return CT_EBUSY;
     case CT_TASK_QUEUED:
-      if (cancel_queued(sup, task)) {
-        atomic_fetch_or(&task->flags, CT__F_CANCEL_REQUESTED);
-        ct__task_finish_canceled(task);
-        return 0;
-      }
-      break;
     case CT_TASK_DELAYED:
-      if (ct__task_try_status(task, CT_TASK_DELAYED, CT_TASK_CANCELED)) {
-        atomic_fetch_or(&task->flags, CT__F_CANCEL_REQUESTED);
-        atomic_fetch_sub(&sup->delayed, 1);
-        atomic_fetch_add(&sup->canceled_delayed, 1);
-        ct__task_finish_canceled(task);
-        ct__delay_forget(sup, task);
+      if (claim_and_finish(sup, task))
         return 0;
-      }
       break;
     }
   }
@@ -678,11 +701,15 @@ static void all_stats(ct_supervisor_t *sup, ct_stats_t *out) {
   loop_stats(&sup->loop_counts, out);
   out->registered = ct__handles_size(&sup->handles);
   /* Every submission is counted begun on a shard first, so the shards'
-   * counts less the refused tell how many were accepted. */
-  uint64_t begun = 0;
+   * counts less the refused tell how many were accepted. The refused are
+   * read first: a refusal counted after that read was begun before the
+   * shards are read, so the difference never falls below zero (read the
+   * other way round, a submission begun and refused between the two reads
+   * took one off and wrapped it). A submission half-way counts meanwhile. */
+  uint64_t refused = atomic_load(&sup->refused), begun = 0;
   for (int i = 0; i < CT__SUBMIT_SHARDS; i++)
     begun += atomic_load(&sup->submitting[i].count) >> CT__SUBMIT_FLIGHT_BITS;
-  out->submitted = begun - atomic_load(&sup->refused);
+  out->submitted = begun - refused;
   out->delayed = atomic_load(&sup->delayed);
   out->completed += atomic_load(&sup->loop_counts.completed);
   out->failed += atomic_load(&sup->loop_counts.failed);
@@ -778,7 +805,8 @@ int ct_default_stop(int mode, double timeout) {
     return CT_ENOENT;
   int rc = ct_supervisor_stop(sup, mode, timeout);
   if (rc == 0 && atomic_load(&sup->state) == CT__SUP_STOPPED)
-    return ct_supervisor_free(sup);
-  atomic_store(&default_sup, sup); /* not stopped yet: keep it reachable */
+    rc = ct_supervisor_free(sup); /* CT_EBUSY while a worker exists */
+  if (rc != 0)
+    atomic_store(&default_sup, sup); /* not stopped or freed yet: keep it reachable */
   return rc;
 }
