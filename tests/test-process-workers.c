@@ -42,6 +42,13 @@ static json_t *fn_block(uint64_t id, json_t *args, void *data) {
   return NULL;
 }
 
+/* Echo the run's arguments with the child's clock as the run starts. */
+static json_t *fn_started_at(uint64_t id, json_t *args, void *data) {
+  json_t *out = fn_echo(id, args, data);
+  json_object_set_new(out, "started", json_real(ct_now()));
+  return out;
+}
+
 static int thread_run(ct_worker_run_t *run) {
   (void)run;
   return CT_WORKER_CONTINUE;
@@ -261,6 +268,33 @@ TEST(interval_worker_in_a_process) {
   seen_destroy(&s);
 }
 
+/* A run in the process pool starts at its time, never before: the timer
+ * fired 2 ms early for every interval worker (a thread run waits for its
+ * time on its pool thread; a process run has no thread to wait in), and
+ * most runs started up to that much early. */
+TEST(interval_runs_in_a_process_start_no_earlier_than_scheduled) {
+  ct_supervisor_t *sup = start_sup(1);
+  seen_t s;
+  seen_init(&s, 5);
+  ct_worker_opts_t o = process_opts("started_at", &s);
+  o.interval = 0.02;
+  ct_worker_t *w;
+  CHECK_OK(ct_worker_new(sup, CT_WORKER_INTERVAL, NULL, &o, &w));
+  CHECK_OK(ct_worker_start(w, NULL));
+  seen_wait(&s, 5, 0, 0);
+  CHECK_OK(ct_worker_stop(w, CT_WORKER_DROP, -1));
+  for (size_t i = 0; i < 5; i++) {
+    json_t *r = json_array_get(s.results, i);
+    double scheduled = json_real_value(json_object_get(r, "scheduled"));
+    double started = json_real_value(json_object_get(r, "started"));
+    CHECK(scheduled > 0);
+    CHECK(started >= scheduled);
+  }
+  CHECK_OK(ct_worker_free(w));
+  stop_sup(sup);
+  seen_destroy(&s);
+}
+
 TEST(crashing_child_is_an_error_result_and_the_worker_goes_on) {
   ct_supervisor_t *sup = start_sup(1);
   /* With the hook: it sees the crash, the worker runs the next item. */
@@ -422,12 +456,14 @@ int main(void) {
   /* Set before any pool exists: children are copies of this process. */
   snprintf(release_path, sizeof release_path, "/tmp/ct-procworker-%d", (int)getpid());
   CHECK_OK(ct_process_register("echo", fn_echo, NULL));
+  CHECK_OK(ct_process_register("started_at", fn_started_at, NULL));
   CHECK_OK(ct_process_register("crashy", fn_crashy, NULL));
   CHECK_OK(ct_process_register("crash", pool_fn_killed, NULL));
   CHECK_OK(ct_process_register("block", fn_block, NULL));
   RUN(queue_worker_stopped_by_its_third_result);
   RUN(event_worker_in_a_process);
   RUN(interval_worker_in_a_process);
+  RUN(interval_runs_in_a_process_start_no_earlier_than_scheduled);
   RUN(crashing_child_is_an_error_result_and_the_worker_goes_on);
   RUN(hook_that_waits_for_its_own_stop_gets_edeadlk);
   RUN(bad_input);

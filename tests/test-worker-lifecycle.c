@@ -243,6 +243,44 @@ TEST(stop_forced_during_on_start_is_told_after_it) {
   rec_destroy(&r);
 }
 
+/* on_start that stops its own worker and waits: the stop could not end
+ * while on_start ran, so the start never returned. Now the stop is under
+ * way and the call says CT_EDEADLK, as from a run. */
+static atomic_int stop_rc_in_on_start, wait_rc_in_on_start;
+static atomic_bool start_returned;
+
+static void stop_and_wait_in_on_start(ct_worker_t *w, void *data) {
+  (void)data;
+  atomic_store(&stop_rc_in_on_start, ct_worker_stop(w, CT_WORKER_DROP, -1));
+  atomic_store(&wait_rc_in_on_start, ct_worker_wait(w, -1, NULL, NULL));
+}
+
+static void *start_and_say(void *arg) {
+  CHECK_OK(ct_worker_start(arg, NULL));
+  atomic_store(&start_returned, true);
+  return NULL;
+}
+
+TEST(a_stop_that_waits_from_on_start_is_edeadlk_not_a_hang) {
+  ct_supervisor_t *sup = start_supervisor(2, 0, 0);
+  ct_worker_opts_t o = CT_WORKER_OPTS_INIT;
+  o.on_start = stop_and_wait_in_on_start;
+  ct_worker_t *w;
+  CHECK_OK(ct_worker_new(sup, CT_WORKER_EVENT, recording_run, &o, &w));
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, start_and_say, w) == 0);
+  WAIT_FOR(atomic_load(&start_returned)); /* bounded: it never returned */
+  CHECK(pthread_join(th, NULL) == 0);
+  CHECK_EQ_INT(atomic_load(&stop_rc_in_on_start), CT_EDEADLK);
+  CHECK_EQ_INT(atomic_load(&wait_rc_in_on_start), CT_EDEADLK);
+  ct_worker_end_reason_t reason;
+  CHECK_OK(ct_worker_wait(w, -1, &reason, NULL));
+  CHECK_EQ_INT(reason, CT_WORKER_END_NORMAL);
+  CHECK_EQ_INT(ct_worker_state(w), CT_WORKER_STOPPED);
+  CHECK_OK(ct_worker_free(w));
+  stop_and_free(sup);
+}
+
 static int fail_stop_bare(ct_worker_run_t *run) {
   (void)run;
   return CT_WORKER_FAIL_STOP;
@@ -527,6 +565,7 @@ int main(void) {
   CHECK_OK(ct_process_register("refuse", fn_refuse, NULL)); /* before any pool */
   RUN(hooks_bracket_every_start_and_tell_the_reason);
   RUN(stop_forced_during_on_start_is_told_after_it);
+  RUN(a_stop_that_waits_from_on_start_is_edeadlk_not_a_hang);
   RUN(failing_run_stops_its_worker_with_reason_failed);
   RUN(bare_fail_stop_ends_with_a_worker_error_and_code_1);
   RUN(wait_returns_at_the_end_without_stopping);

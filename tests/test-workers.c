@@ -12,6 +12,7 @@ typedef struct {
   atomic_int runs, started, fails, errors, dropped, in_run, max_in_run;
   atomic_bool gate; /* runs that wait, wait until this is true */
   int order[64];
+  int priority[64]; /* run->item_priority */
   double begin[64], end[64], scheduled[64];
   void *seen_data, *seen_args;
   ct_worker_t *self;
@@ -32,6 +33,7 @@ static void note_start(rec_t *r, ct_worker_run_t *run) {
     r->begin[n] = ct_now();
     r->scheduled[n] = run->scheduled;
     r->order[n] = (int)(intptr_t)run->item;
+    r->priority[n] = run->item_priority;
   }
   r->seen_data = run->data;
   r->seen_args = run->args;
@@ -85,18 +87,28 @@ static ct_worker_stats_t stats_of(ct_worker_t *w) {
   return s;
 }
 
+/* A FIFO queue runs items in the order they were put, whatever their
+ * priority, and tells each run the priority its item was put with (it
+ * told 0). */
+static int fifo_priority_of(int i) {
+  static const int priorities[] = {CT_PRIORITY_LOW, CT_PRIORITY_HIGH, CT_PRIORITY_NORMAL};
+  return priorities[i % 3];
+}
+
 TEST(queue_fifo_order) {
   ct_supervisor_t *sup = start_supervisor(4, 0, 0);
   rec_t r = {0};
   ct_worker_t *w = make(sup, CT_WORKER_QUEUE, run_record, &r, NULL);
   CHECK_OK(ct_worker_start(w, NULL));
   for (int i = 0; i < 20; i++)
-    CHECK_OK(ct_queue_worker_put(w, (void *)(intptr_t)i, CT_PRIORITY_NORMAL));
+    CHECK_OK(ct_queue_worker_put(w, (void *)(intptr_t)i, fifo_priority_of(i)));
   CHECK_OK(ct_worker_stop(w, CT_WORKER_DRAIN, -1));
   CHECK_EQ_INT(ct_worker_state(w), CT_WORKER_STOPPED);
   CHECK_EQ_INT(atomic_load(&r.runs), 20);
-  for (int i = 0; i < 20; i++)
+  for (int i = 0; i < 20; i++) {
     CHECK_EQ_INT(r.order[i], i);
+    CHECK_EQ_INT(r.priority[i], fifo_priority_of(i));
+  }
   CHECK_EQ_INT(atomic_load(&r.max_in_run), 1);
   CHECK_OK(ct_worker_free(w));
   stop_and_free(sup);

@@ -171,7 +171,8 @@ typedef int (*ct_worker_result_fn)(ct_worker_t *w, ct_task_t *task, const json_t
 /** Called once per start, on the thread that calls ct_worker_start(),
  * after the worker became RUNNING and before its first run is queued (runs
  * asked for meanwhile wait for it to return; so does the end of a stop, and
- * on_stop for a stop forced meanwhile). */
+ * on_stop for a stop forced meanwhile). A stop or wait from it that would
+ * wait for the worker's end returns CT_EDEADLK, as from a run. */
 typedef void (*ct_worker_start_fn)(ct_worker_t *w, void *data);
 
 /** Called once per end of a start (STOPPED or FORCE_STOPPED), after its
@@ -285,8 +286,9 @@ enum ct_worker_stop_flags {
  * < 0 does; NaN is CT_EINVAL.
  * Returns 0 once stopped and its on_stop hook has returned (or under way,
  * for timeout 0; also for a worker not running); CT_ETIMEDOUT as above (also
- * if on_stop, running on another thread, outlasts the bound); CT_EDEADLK if it must wait but is called
- * from the worker's own run (the stop is under way all the same);
+ * if on_stop, running on another thread, outlasts the bound); CT_EDEADLK if
+ * it must wait but is called from the worker's own run or its on_start (the
+ * stop is under way all the same);
  * CT_EINVAL. Thread-safety: any thread, including the worker's run. */
 CT_EXPORT int ct_worker_stop(ct_worker_t *w, int flags, double timeout);
 
@@ -356,7 +358,8 @@ CT_EXPORT int ct_worker_fail_stop(ct_worker_run_t *run, json_t *error, int code)
  * CT_WORKER_END_NONE.
  * Returns 0; CT_ETIMEDOUT at the bound (the worker is left running); CT_EDEADLK
  * if it must wait but is called from the worker's own run (on_error, on_drop,
- * process_result included); CT_EINVAL (outputs are then untouched).
+ * process_result included) or its on_start; CT_EINVAL (outputs are then
+ * untouched).
  * Thread-safety: any thread. */
 CT_EXPORT int ct_worker_wait(ct_worker_t *w, double timeout, ct_worker_end_reason_t *reason,
                              json_t **error);

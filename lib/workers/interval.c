@@ -32,7 +32,9 @@
  * condition (worker.c, leaving RUNNING), so a run waiting for its time is
  * skipped at once. The pool
  * thread is held for at most LEAD before each run. Runs on an event loop
- * (opts.loop) get no lead: the loop thread must not wait.
+ * (opts.loop) get no lead: the loop thread must not wait; nor do runs in
+ * the process pool, which has no thread to wait in (they started up to LEAD
+ * before their time).
  */
 #include <errno.h>
 #include <math.h>
@@ -119,7 +121,8 @@ static int interval_configure(ct_worker_t *w, const ct_worker_start_opts_t *o) {
 /* Loop thread: set the timerfd to fire for a run due at `when` (ct_now()
  * base), LEAD early for runs on pool threads. */
 static void arm_at(ct__interval_worker_t *iw, double when) {
-  struct itimerspec its = {{0, 0}, ct__timespec_at(when - (iw->base.loop ? 0 : LEAD))};
+  bool waits_for_due = !iw->base.loop && !iw->base.process;
+  struct itimerspec its = {{0, 0}, ct__timespec_at(when - (waits_for_due ? LEAD : 0))};
   if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
     its.it_value.tv_nsec = 1; /* all zero would disarm */
   timerfd_settime(iw->fd, TFD_TIMER_ABSTIME, &its, NULL);

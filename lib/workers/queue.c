@@ -1,8 +1,8 @@
 /* Queue workers: one run per item.
  *
  * Pending items sit in a binary min-heap keyed by (priority, sequence); a
- * FIFO queue puts every item at priority 0, so the sequence alone orders
- * it. All of it is guarded by the worker's lock. Items leave the heap
+ * FIFO queue keys every item at 0, so the sequence alone orders it (the
+ * item keeps its priority for the run). All of it is guarded by the worker's lock. Items leave the heap
  * exactly once: taken by a run, or popped by hand_back() while the worker
  * is dropping, one at a time, and given to on_drop without the lock.
  * A process worker's items are json_t references, checked to encode at put
@@ -17,7 +17,8 @@
 
 typedef struct {
   void *item;
-  int priority;
+  int priority; /* as it was put (the run is told it) */
+  int rank;     /* the heap's key: the priority, or 0 in a FIFO queue */
   uint64_t seq;
 } ct__qitem_t;
 
@@ -36,7 +37,11 @@ typedef struct {
 static ct__queue_worker_t *as_queue(ct_worker_t *w) { return (ct__queue_worker_t *)w; }
 
 static bool before(const ct__qitem_t *a, const ct__qitem_t *b) {
-  return a->priority != b->priority ? a->priority < b->priority : a->seq < b->seq;
+  return a->rank != b->rank ? a->rank < b->rank : a->seq < b->seq;
+}
+
+static ct__qitem_t item_of(const ct__queue_worker_t *q, void *item, int priority, uint64_t seq) {
+  return (ct__qitem_t){item, priority, q->by_priority ? priority : 0, seq};
 }
 
 static void swap(ct__qitem_t *a, ct__qitem_t *b) {
@@ -92,7 +97,7 @@ static int put_item(ct_worker_t *w, void *item, int priority) {
            : q->max && q->len >= q->max                ? CT_ENOBUFS
                                                        : 0;
   if (rc == 0)
-    rc = heap_push(q, (ct__qitem_t){item, q->by_priority ? priority : 0, q->seq++});
+    rc = heap_push(q, item_of(q, item, priority, q->seq++));
   if (rc == 0)
     ct__worker_kick(w); /* on failure the item is handed back below */
   pthread_mutex_unlock(&w->lock);
@@ -141,7 +146,7 @@ static void queue_take(ct_worker_t *w, ct_worker_run_t *run) {
 /* The heap lost an element since take(), so pushing cannot allocate. */
 static void queue_untake(ct_worker_t *w, ct_worker_run_t *run) {
   ct__queue_worker_t *q = as_queue(w);
-  (void)heap_push(q, (ct__qitem_t){run->item, run->item_priority, q->taken_seq});
+  (void)heap_push(q, item_of(q, run->item, run->item_priority, q->taken_seq));
   run->item = NULL;
 }
 

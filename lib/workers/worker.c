@@ -399,7 +399,10 @@ static void call_on_start(ct_worker_t *w) {
     return;
   w->starting = true;
   pthread_mutex_unlock(&w->lock);
+  ct_worker_t *outer = ct__worker_current;
+  ct__worker_current = w; /* a stop that waits from it would wait for itself */
   w->on_start(w, w->hook_data);
+  ct__worker_current = outer;
   pthread_mutex_lock(&w->lock);
   w->starting = false;
 }
