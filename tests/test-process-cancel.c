@@ -8,6 +8,7 @@
  * every wait has a generous bound. */
 #include <ctasker.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -178,6 +179,53 @@ TEST(a_queued_task_is_canceled_without_a_child_and_a_finished_one_is_left_alone)
   ct_task_unref(queued);
   ct_task_unref(finished);
   pool_stop_and_check_nothing_left(sup, fds_before);
+}
+
+/* Canceled queued tasks give their requests back at once, not when they
+ * reach the head of the queue: behind a task that runs for a minute, 40
+ * canceled tasks of 512 KiB arguments each held all 20 MiB. Counted with
+ * glibc's mallinfo2(), which the sanitizers' allocators do not keep. */
+#define BIG_ARGS 40
+#define BIG_ARG_BYTES (512 * 1024)
+
+static long long heap_in_use(void) {
+  struct mallinfo2 m = mallinfo2();
+  return (long long)(m.uordblks + m.hblkhd);
+}
+
+TEST(canceled_queued_tasks_give_their_requests_back_at_once) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  fprintf(stderr, "   skipped: the sanitizer's allocator keeps no mallinfo2()\n");
+#else
+  int fds_before = count_fds();
+  ct_supervisor_t *sup = start_pool(1, 0);
+  ct_task_t *busy = submit(sup, "sleep", json_real(60), 0);
+  WAIT_FOR(running(sup) == 1);
+  char *text = malloc(BIG_ARG_BYTES + 1);
+  CHECK(text);
+  memset(text, 'x', BIG_ARG_BYTES);
+  text[BIG_ARG_BYTES] = '\0';
+  json_t *arg = json_string(text);
+  free(text);
+  long long before = heap_in_use();
+  ct_task_t *tasks[BIG_ARGS];
+  for (int i = 0; i < BIG_ARGS; i++)
+    tasks[i] = submit(sup, "id", json_incref(arg), 1);
+  long long queued = heap_in_use() - before;
+  for (int i = 0; i < BIG_ARGS; i++) {
+    CHECK_OK(ct_task_cancel(tasks[i]));
+    ct_task_unref(tasks[i]);
+  }
+  long long left = heap_in_use() - before;
+  fprintf(stderr, "   %lld KiB queued, %lld KiB left once canceled\n", queued >> 10, left >> 10);
+  CHECK(queued >= (long long)BIG_ARGS * BIG_ARG_BYTES);
+  CHECK(left < queued / 10);
+  json_decref(arg);
+  CHECK_EQ_INT(ct_task_cancel(busy), CT_EBUSY);
+  CHECK_OK(ct_task_wait(busy, 20));
+  ct_task_unref(busy);
+  pool_stop_and_check_nothing_left(sup, fds_before);
+#endif
 }
 
 /* ---- races ---- */
@@ -408,6 +456,7 @@ int main(void) {
   RUN(a_running_task_canceled_has_its_child_killed_and_ends_once_canceled);
   RUN(the_pools_other_tasks_are_unaffected_by_a_kill);
   RUN(a_queued_task_is_canceled_without_a_child_and_a_finished_one_is_left_alone);
+  RUN(canceled_queued_tasks_give_their_requests_back_at_once);
   RUN(cancel_races_the_childs_end_and_the_timeout_with_exactly_one_outcome);
   RUN(stop_and_free_right_behind_the_cancels);
   RUN(a_running_task_whose_fork_server_died_still_has_its_child_killed);

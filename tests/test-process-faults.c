@@ -288,6 +288,9 @@ TEST(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back) {
     CHECK(ct_task_failed(t));
     if (strcmp(error_class(t), "ProcessPoolUnavailable") == 0) {
       unavailable++;
+      /* started to be failed: its start time is stamped (it read 0) */
+      CHECK(ct_task_time_started(t) > 0);
+      CHECK(ct_task_time_started(t) <= ct_task_time_completed(t));
     } else {
       CHECK_EQ_STR(error_class(t), "ProcessCrashed");
       crashed++;

@@ -243,6 +243,7 @@ TEST(bad_input) {
   CHECK_OK(ct_process_pool_create(sup, NULL));
   CHECK_EQ_INT(ct_process_pool_create(sup, NULL), CT_EBUSY);
   CHECK_EQ_INT(ct_process_task(sup, NULL, NULL, NULL, &t), CT_EINVAL);
+  CHECK_EQ_INT(ct_process_task(sup, "caf\xe9", NULL, NULL, &t), CT_EINVAL); /* was CT_ENOMEM */
   json_t *bad = json_pack("{s:o}", "s", json_stringn_nocheck("\xff", 1));
   CHECK_EQ_INT(ct_process_task(sup, "echo", bad, NULL, &t), CT_EINVAL);
   json_decref(bad);

@@ -61,6 +61,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/opts.h"
+#include "base/utf8.h"
 #include "ctasker/result.h"
 #include "process/forkserver.h"
 #include "process/process-registry.h"
@@ -193,7 +194,7 @@ static void fail_queued(ct__procpool_t *pool) {
     ct_task_t *t = ct__rq_peek(&pool->rq);
     if (t && atomic_load(&t->status) != CT_TASK_CANCELED) {
       ct__rq_pop(&pool->rq);
-      if (!ct__task_try_status(t, CT_TASK_QUEUED, CT_TASK_STARTED)) {
+      if (!ct__task_try_start(t)) { /* started (and stamped) to be failed */
         drop_queued(t);
         pthread_mutex_unlock(&pool->lock);
         continue;
@@ -381,9 +382,13 @@ static double call_timeout(const ct__procpool_t *pool, double timeout) {
   return timeout >= CT__SECONDS_FOREVER ? 0 : timeout;
 }
 
-/* The request frame for a call. Returns 0 or CT_EINVAL / CT_ENOMEM. */
+/* The request frame for a call. Returns 0 or CT_EINVAL (a name that is not
+ * UTF-8, as no function registers under one; arguments too large or not
+ * encodable) / CT_ENOMEM. */
 static int make_call(ct__procpool_t *pool, uint64_t id, const char *name, const json_t *args,
                      ct__loop_t *reply_loop, ct__proc_call_t **out) {
+  if (!ct__utf8_valid(name, strlen(name)))
+    return CT_EINVAL;
   ct__proc_call_t *call = calloc(1, sizeof *call);
   json_t *req = json_pack("{s:I, s:s, s:O}", "id", (json_int_t)id, "fn", name, "args",
                           args ? (json_t *)args : json_null());
@@ -505,6 +510,8 @@ bool ct__procpool_stopped(ct__procpool_t *pool) {
 bool ct__procpool_cancel_queued(ct__procpool_t *pool, ct_task_t *t) {
   pthread_mutex_lock(&pool->lock);
   bool won = ct__rq_cancel_one(t, &pool->queued, &pool->canceled);
+  if (won)
+    release_call(t); /* its request, now: the task waits for the head unrun */
   pthread_mutex_unlock(&pool->lock);
   return won;
 }
