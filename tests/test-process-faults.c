@@ -204,6 +204,21 @@ TEST(a_fork_server_that_stops_answering_is_killed_and_replaced) {
   pool_stop_and_check_nothing_left(sup, fds_before);
 }
 
+/* A fork server that stalls (here: stopped) when the pool tells it to end
+ * is killed once it has had its children's grace and the answer bound: the
+ * stop waited for it for ever. */
+TEST(a_fork_server_that_never_ends_is_killed_and_the_stop_ends) {
+  int fds_before = count_fds();
+  ct_supervisor_t *sup = start_pool(1, 0);
+  int child = pool_child_pid(sup, "id");
+  int server = pool_fork_server();
+  CHECK_OK(kill(server, SIGSTOP));
+  pool_stop_and_check_nothing_left(sup, fds_before); /* within 60 s: it took ~12 */
+  CHECK_EQ_INT(atomic_load(&log_unanswered), 1);
+  CHECK(pool_gone(server));
+  WAIT_FOR(pool_ended(child));
+}
+
 TEST(stop_completes_when_the_fork_server_died_under_a_hung_task) {
   int fds_before = count_fds();
   ct_supervisor_t *sup = start_pool(1, 2);
@@ -361,6 +376,7 @@ int main(int argc, char **argv) {
   RUN_SELECTED(fork_server_killed_is_replaced_and_a_hung_task_still_times_out);
   RUN_SELECTED(a_fork_server_that_stops_answering_is_killed_and_replaced);
   RUN_SELECTED(stop_completes_when_the_fork_server_died_under_a_hung_task);
+  RUN_SELECTED(a_fork_server_that_never_ends_is_killed_and_the_stop_ends);
   RUN_SELECTED(a_stopping_pool_with_nothing_queued_replaces_no_child);
   RUN_SELECTED(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back);
   RUN_SELECTED(no_zombie_when_out_of_descriptors_while_a_child_is_replaced);

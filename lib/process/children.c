@@ -31,7 +31,7 @@ static void on_answer_overdue(struct ev_loop *ev, ev_timer *w, int revents) {
   (void)revents;
   ct__slot_t *s = w->data;
   if ((s->state == SLOT_SPAWNING || s->state == SLOT_REAPING) && !s->pool->server_gone)
-    ct__proc_server_unanswering(s->pool);
+    ct__proc_server_unanswering(s->pool, CT__SERVER_ANSWER_MAX);
   ct__proc_check_progress(s->pool);
 }
 

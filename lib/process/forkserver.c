@@ -51,7 +51,6 @@
 #include "process/process-registry.h"
 
 #define CT__CHANNEL_FD 3
-#define CT__SHUTDOWN_GRACE_MS 2000
 
 typedef struct {
   pid_t pid;

@@ -22,6 +22,10 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+/* At the end of its parent's stream, the fork server gives its children
+ * this long, in all, to end before it kills them. */
+#define CT__SHUTDOWN_GRACE_MS 2000
+
 /* Fork the fork server, with every signal blocked around fork() and the
  * process function table held still. Returns 0 with *pid and *fd (the
  * parent's end, close-on-exec), or CT_EAGAIN / CT_EMFILE / CT_ENOMEM. */

@@ -92,6 +92,7 @@ struct ct__procpool {
   int npassed;                             /* L */
   bool server_gone, server_shut, on_loop; /* L */
   ev_timer restart_timer; /* L: starts a fork server again after restart_delay */
+  ev_timer shut_timer;    /* L: a fork server told to end that does not is killed */
   double restart_delay;   /* L */
   ct__slot_t *slots;      /* I: the array; L: each slot */
 };
@@ -130,10 +131,10 @@ int ct__proc_server_send(ct__procpool_t *pool, json_t *msg);
 int ct__proc_request_reap(ct__procpool_t *pool, pid_t pid, int slot, int grace_ms);
 void ct__proc_restart_server(struct ev_loop *ev, ev_timer *w, int revents);
 
-/* The fork server left a request unanswered past CT__SERVER_ANSWER_MAX:
- * kill and reap it, and start another unless the pool is winding down
- * (server.c). */
-void ct__proc_server_unanswering(ct__procpool_t *pool);
+/* The fork server left a request unanswered for `waited` seconds (past
+ * CT__SERVER_ANSWER_MAX): kill and reap it, and start another unless the
+ * pool is winding down (server.c). */
+void ct__proc_server_unanswering(ct__procpool_t *pool, double waited);
 void ct__proc_server_readable(struct ev_loop *ev, ev_io *w, int revents);
 void ct__proc_server_writable(struct ev_loop *ev, ev_io *w, int revents);
 

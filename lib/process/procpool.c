@@ -226,11 +226,35 @@ static void fail_queued(ct__procpool_t *pool) {
 
 static void mark_stopped(ct__procpool_t *pool) {
   ev_timer_stop(pool->cfg.loop->ev, &pool->restart_timer);
+  ev_timer_stop(pool->cfg.loop->ev, &pool->shut_timer);
   pthread_mutex_lock(&pool->lock);
   pool->state = POOL_STOPPED;
   pthread_cond_broadcast(&pool->stopped_cond);
   pthread_mutex_unlock(&pool->lock);
   pool->cfg.on_stopped(pool->cfg.data);
+}
+
+#define SERVER_END_MAX (CT__SERVER_ANSWER_MAX + CT__SHUTDOWN_GRACE_MS / 1000.0)
+
+static void on_server_end_overdue(struct ev_loop *ev, ev_timer *w, int revents) {
+  (void)ev;
+  (void)revents;
+  ct__procpool_t *pool = w->data;
+  if (!pool->server_gone)
+    ct__proc_server_unanswering(pool, SERVER_END_MAX);
+  ct__proc_check_progress(pool);
+}
+
+/* The fork server was told to end: it gives its children their grace and
+ * exits. One that does not (stopped, hung) is killed once it has had
+ * CT__SERVER_ANSWER_MAX beyond that grace, as one that leaves a request
+ * unanswered, so that a stop never waits for it for ever. */
+static void await_server_end(ct__procpool_t *pool) {
+  struct ev_loop *ev = pool->cfg.loop->ev;
+  ev_timer_init(&pool->shut_timer, on_server_end_overdue, SERVER_END_MAX, 0.);
+  pool->shut_timer.data = pool;
+  ev_now_update(ev);
+  ev_timer_start(ev, &pool->shut_timer);
 }
 
 /* Stopping, with nothing queued or running: close idle children, then the
@@ -251,6 +275,7 @@ static void wind_down(ct__procpool_t *pool) {
   if (!pool->server_gone && !pool->server_shut) {
     pool->server_shut = true;
     shutdown(pool->server.fd, SHUT_WR);
+    await_server_end(pool);
     return; /* its end of stream comes back through ct__proc_server_readable */
   }
   if (pool->server_gone)

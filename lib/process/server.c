@@ -268,11 +268,11 @@ static void server_lost(ct__procpool_t *pool, bool alive) {
     start_server(pool);
 }
 
-void ct__proc_server_unanswering(ct__procpool_t *pool) {
+void ct__proc_server_unanswering(ct__procpool_t *pool, double waited) {
   ct__proc_log(pool, CT_LOG_ERROR,
                "ctasker: the process pool's fork server (pid %d) left a request "
                "unanswered for %g s: killing it",
-               (int)pool->server_pid, CT__SERVER_ANSWER_MAX);
+               (int)pool->server_pid, waited);
   server_lost(pool, true);
 }
 
