@@ -138,6 +138,17 @@ static inline ct_supervisor_t *start_supervisor(int pool, int reserve_normal, in
   return sup;
 }
 
+/* A supervisor of `pool` threads started with its log going to `log`. */
+static inline ct_supervisor_t *start_supervisor_logging(int pool, ct_log_fn log) {
+  ct_supervisor_opts_t o = CT_SUPERVISOR_OPTS_INIT;
+  o.pool_size = pool;
+  o.log = log;
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(&o, &sup));
+  CHECK_OK(ct_supervisor_start(sup));
+  return sup;
+}
+
 static inline void stop_and_free(ct_supervisor_t *sup) {
   CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));
   CHECK_EQ_INT(ct_supervisor_registry_size(sup), 0);

@@ -245,17 +245,25 @@ TEST(event_worker_in_a_process) {
   seen_destroy(&s);
 }
 
-TEST(interval_worker_in_a_process) {
-  ct_supervisor_t *sup = start_sup(2);
-  seen_t s;
-  seen_init(&s, 3);
-  ct_worker_opts_t o = process_opts("echo", &s);
-  o.interval = 0.01;
+/* An interval worker running `fn` in the process pool, started, stopped
+ * after `runs` results (s is set up here). */
+static ct_worker_t *interval_in_a_process(ct_supervisor_t *sup, seen_t *s, const char *fn,
+                                          double interval, int runs) {
+  seen_init(s, runs);
+  ct_worker_opts_t o = process_opts(fn, s);
+  o.interval = interval;
   ct_worker_t *w;
   CHECK_OK(ct_worker_new(sup, CT_WORKER_INTERVAL, NULL, &o, &w));
   CHECK_OK(ct_worker_start(w, NULL));
-  seen_wait(&s, 3, 0, 0);
+  seen_wait(s, (size_t)runs, 0, 0);
   CHECK_OK(ct_worker_stop(w, CT_WORKER_DROP, -1));
+  return w;
+}
+
+TEST(interval_worker_in_a_process) {
+  ct_supervisor_t *sup = start_sup(2);
+  seen_t s;
+  ct_worker_t *w = interval_in_a_process(sup, &s, "echo", 0.01, 3);
   CHECK_EQ_INT(ct_worker_state(w), CT_WORKER_STOPPED);
   CHECK_EQ_INT(json_array_size(s.results), 3);
   for (size_t i = 0; i < 3; i++)
@@ -275,14 +283,7 @@ TEST(interval_worker_in_a_process) {
 TEST(interval_runs_in_a_process_start_no_earlier_than_scheduled) {
   ct_supervisor_t *sup = start_sup(1);
   seen_t s;
-  seen_init(&s, 5);
-  ct_worker_opts_t o = process_opts("started_at", &s);
-  o.interval = 0.02;
-  ct_worker_t *w;
-  CHECK_OK(ct_worker_new(sup, CT_WORKER_INTERVAL, NULL, &o, &w));
-  CHECK_OK(ct_worker_start(w, NULL));
-  seen_wait(&s, 5, 0, 0);
-  CHECK_OK(ct_worker_stop(w, CT_WORKER_DROP, -1));
+  ct_worker_t *w = interval_in_a_process(sup, &s, "started_at", 0.02, 5);
   for (size_t i = 0; i < 5; i++) {
     json_t *r = json_array_get(s.results, i);
     double scheduled = json_real_value(json_object_get(r, "scheduled"));

@@ -428,12 +428,7 @@ static void count_warnings(int level, const char *msg, void *data) {
 }
 
 TEST(a_delayed_loop_task_whose_loop_ended_is_canceled_and_said) {
-  ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
-  so.pool_size = 2;
-  so.log = count_warnings;
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(&so, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
+  ct_supervisor_t *sup = start_supervisor_logging(2, count_warnings);
   ct_loop_t *io;
   CHECK_OK(ct_loop_create(sup, "io", &io));
   arg_t a = {0};

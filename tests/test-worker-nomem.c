@@ -57,12 +57,7 @@ static ct_worker_t *start_interval(ct_supervisor_t *sup, double interval) {
 }
 
 TEST(an_interval_worker_that_cannot_set_its_next_run_ends_failed_and_says_so) {
-  ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
-  so.pool_size = 2;
-  so.log = count_said;
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(&so, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
+  ct_supervisor_t *sup = start_supervisor_logging(2, count_said);
   atomic_store(&runs, 0);
   ct_worker_t *w = start_interval(sup, 0.01);
   WAIT_FOR(atomic_load(&runs) >= 2);
