@@ -18,12 +18,16 @@
 
 /* ---- fork(), failing on demand (the library's calls are routed here) ---- */
 
+/* In this process while fail_fork is set; in the fork server (a copy of
+ * this process, which the flag no longer reaches) and here while the file
+ * named fail_fork_file exists. */
 static atomic_bool fail_fork;
+static char fail_fork_file[64];
 
 pid_t __real_fork(void);
 pid_t __wrap_fork(void);
 pid_t __wrap_fork(void) {
-  if (atomic_load(&fail_fork)) {
+  if (atomic_load(&fail_fork) || (fail_fork_file[0] && access(fail_fork_file, F_OK) == 0)) {
     errno = EAGAIN;
     return -1;
   }
@@ -55,7 +59,8 @@ static json_t *fn_helper_then_crash(uint64_t id, json_t *args, void *data) {
 
 /* ---- the log, as the user's callback sees it ---- */
 
-static atomic_int log_errors, log_restarted, log_failed_start, log_tasks_failed, log_unanswered;
+static atomic_int log_errors, log_restarted, log_failed_start, log_tasks_failed, log_unanswered,
+    log_no_fork;
 
 static void count_log(int level, const char *msg, void *data) {
   (void)data;
@@ -69,6 +74,8 @@ static void count_log(int level, const char *msg, void *data) {
     atomic_fetch_add(&log_tasks_failed, 1);
   if (strstr(msg, "left a request unanswered"))
     atomic_fetch_add(&log_unanswered, 1);
+  if (strstr(msg, "could not fork a pool child"))
+    atomic_fetch_add(&log_no_fork, 1);
 }
 
 /* ---- helpers ---- */
@@ -79,6 +86,7 @@ static ct_supervisor_t *start_pool(int pool_size, double task_timeout) {
   atomic_store(&log_failed_start, 0);
   atomic_store(&log_tasks_failed, 0);
   atomic_store(&log_unanswered, 0);
+  atomic_store(&log_no_fork, 0);
   ct_supervisor_opts_t so = CT_SUPERVISOR_OPTS_INIT;
   so.log = count_log;
   return pool_sup_start_pool_last(&so, pool_size, task_timeout);
@@ -325,6 +333,50 @@ TEST(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back) {
   pool_stop_and_check_nothing_left(sup, fds_before);
 }
 
+/* The fork server lives but cannot fork a child: with no child left, the
+ * queued tasks fail clearly, as with no fork server, instead of waiting
+ * for ever (and a DRAIN stop with them); the log says so, not at every
+ * retry; once it can fork again, tasks run. */
+TEST(tasks_fail_clearly_while_the_fork_server_cannot_fork_then_it_can) {
+  int fds_before = count_fds();
+  ct_supervisor_t *sup = start_pool(1, 0);
+  int child = pool_child_pid(sup, "id");
+  FILE *f = fopen(fail_fork_file, "w");
+  CHECK(f);
+  fclose(f);
+  CHECK_OK(kill(child, SIGKILL)); /* its replacement cannot be forked */
+  int unavailable = 0, crashed = 0;
+  for (int i = 0; i < 2000 && unavailable < 3; i++) {
+    ct_task_t *t = submit(sup, "id", NULL);
+    CHECK_OK(ct_task_wait(t, 30)); /* it waited for ever */
+    CHECK(ct_task_failed(t));
+    if (strcmp(error_class(t), "ProcessPoolUnavailable") == 0)
+      unavailable++;
+    else
+      crashed++; /* it met the dying child */
+    ct_task_unref(t);
+  }
+  CHECK_EQ_INT(unavailable, 3);
+  CHECK(crashed <= 1);
+  WAIT_FOR(atomic_load(&log_tasks_failed) >= 1);
+  CHECK_EQ_INT(atomic_load(&log_restarted), 0); /* the fork server lived on */
+  CHECK_OK(unlink(fail_fork_file));
+  ct_task_t *t = NULL;
+  for (int tries = 0; tries < 1000; tries++) { /* until a retry has forked one */
+    t = submit(sup, "id", NULL);
+    CHECK_OK(ct_task_wait(t, 30));
+    if (!ct_task_failed(t))
+      break;
+    ct_task_unref(t);
+    t = NULL;
+    check_sleep(0.05);
+  }
+  CHECK(t != NULL);
+  ct_task_unref(t);
+  pool_stop_and_check_nothing_left(sup, fds_before);
+  CHECK(atomic_load(&log_no_fork) <= 8); /* the 1st, 2nd, 4th... failure in a row */
+}
+
 /* ---- out of descriptors while a child is replaced ---- */
 
 TEST(no_zombie_when_out_of_descriptors_while_a_child_is_replaced) {
@@ -368,6 +420,7 @@ TEST(no_zombie_when_out_of_descriptors_while_a_child_is_replaced) {
   } while (0)
 
 int main(int argc, char **argv) {
+  snprintf(fail_fork_file, sizeof fail_fork_file, "/tmp/ct-fail-fork-%d", (int)getpid());
   CHECK_OK(ct_process_register("id", pool_fn_pid, NULL));
   CHECK_OK(ct_process_register("hang", pool_fn_hang, NULL));
   CHECK_OK(ct_process_register("killed", pool_fn_killed, NULL));
@@ -380,5 +433,6 @@ int main(int argc, char **argv) {
   RUN_SELECTED(a_stopping_pool_with_nothing_queued_replaces_no_child);
   RUN_SELECTED(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back);
   RUN_SELECTED(no_zombie_when_out_of_descriptors_while_a_child_is_replaced);
+  RUN_SELECTED(tasks_fail_clearly_while_the_fork_server_cannot_fork_then_it_can);
   return check_done();
 }

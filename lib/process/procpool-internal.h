@@ -24,6 +24,11 @@
 #define CT__FRAME_SLACK 512     /* room for the request wrapper around args */
 #define CT__CLOSE_GRACE_MS 200  /* a child that closed its socket may exit */
 #define CT__SPAWN_RETRY 0.5
+/* After this many spawns in a row that the fork server could not fork
+ * (RLIMIT_NPROC, memory), a pool with no child fails its queued tasks, as
+ * one with no fork server does, instead of keeping them for a child that
+ * may never come; it goes on trying. */
+#define CT__SPAWN_FAILURES_MAX 3
 /* A fork server that has not answered a spawn or reap request after this
  * many seconds (past the reap's grace) is taken for hung (stopped, or
  * deadlocked: a fork server forked while another thread held a lock its
@@ -91,6 +96,7 @@ struct ct__procpool {
   ct__passed_t passed[CT__MAX_PASSED_FDS]; /* L: oldest first */
   int npassed;                             /* L */
   bool server_gone, server_shut, on_loop; /* L */
+  unsigned failed_spawns; /* L: spawns in a row the fork server could not fork */
   ev_timer restart_timer; /* L: starts a fork server again after restart_delay */
   ev_timer shut_timer;    /* L: a fork server told to end that does not is killed */
   double restart_delay;   /* L */

@@ -185,10 +185,10 @@ static bool any_slot(const ct__procpool_t *pool, enum slot_state st) {
   return false;
 }
 
-/* No fork server and no child: nothing can run the queued tasks now. Fail
- * them, with a log line, rather than keep them waiting for a fork server
- * that may never start again. */
-static void fail_queued(ct__procpool_t *pool) {
+/* No child, and no fork server or none that can fork: nothing can run the
+ * queued tasks now. Fail them, with a log line, rather than keep them
+ * waiting for a child that may never come; `why` says what is missing. */
+static void fail_queued(ct__procpool_t *pool, const char *why) {
   for (uint64_t failed = 0;;) {
     pthread_mutex_lock(&pool->lock);
     ct_task_t *t = ct__rq_peek(&pool->rq);
@@ -209,17 +209,15 @@ static void fail_queued(ct__procpool_t *pool) {
     pthread_mutex_unlock(&pool->lock);
     if (!t) {
       if (failed > 0)
-        ct__proc_log(pool, CT_LOG_ERROR,
-                     "ctasker: %llu process task(s) failed: no fork server could be started",
-                     (unsigned long long)failed);
+        ct__proc_log(pool, CT_LOG_ERROR, "ctasker: %llu process task(s) failed: %s",
+                     (unsigned long long)failed, why);
       return;
     }
     ct__proc_call_t *call = t->arg;
     t->arg = NULL;
-    ct__proc_finish_task(
-        pool, t, call,
-        ct_error_new("ProcessPoolUnavailable",
-                     "the process pool has no child and no fork server could be started"));
+    ct__proc_finish_task(pool, t, call,
+                         ct_error_new("ProcessPoolUnavailable",
+                                      "the process pool has no child and %s", why));
     failed++;
   }
 }
@@ -288,8 +286,11 @@ void ct__proc_check_progress(ct__procpool_t *pool) {
   int state = pool->state;
   bool idle = pool->queued == 0 && pool->running == 0;
   pthread_mutex_unlock(&pool->lock);
-  if (pool->server_gone && !any_slot(pool, SLOT_IDLE) && !any_slot(pool, SLOT_BUSY))
-    fail_queued(pool);
+  bool no_child = !any_slot(pool, SLOT_IDLE) && !any_slot(pool, SLOT_BUSY);
+  if (no_child && pool->server_gone)
+    fail_queued(pool, "no fork server could be started");
+  else if (no_child && pool->failed_spawns >= CT__SPAWN_FAILURES_MAX)
+    fail_queued(pool, "its fork server could not fork one");
   if (state == POOL_STOPPING && idle)
     wind_down(pool);
 }

@@ -57,8 +57,10 @@ static void on_spawned(ct__procpool_t *pool, json_t *msg) {
   ct__slot_t *s = &pool->slots[index];
   ev_timer_stop(pool->cfg.loop->ev, &s->timer); /* the wait for this answer */
   if (pid <= 0) {
-    ct__proc_log(pool, CT_LOG_ERROR, "ctasker: could not fork a pool child: %s",
-                 json_string_value(json_object_get(msg, "error")));
+    unsigned n = ++pool->failed_spawns;
+    if ((n & (n - 1)) == 0) /* the 1st, 2nd, 4th, 8th... in a row: a retry every 0.5 s */
+      ct__proc_log(pool, CT_LOG_ERROR, "ctasker: could not fork a pool child: %s (%u in a row)",
+                   json_string_value(json_object_get(msg, "error")), n);
     ct__proc_schedule_spawn_retry(s);
     return;
   }
@@ -81,6 +83,7 @@ static void on_spawned(ct__procpool_t *pool, json_t *msg) {
     ct__proc_schedule_spawn_retry(s);
     return;
   }
+  pool->failed_spawns = 0;
   s->pid = pid;
   s->pidfd = got.pidfd;
   ct__conn_init(pool->cfg.loop->ev, &s->conn, fd, pool->opts.max_frame + CT__FRAME_SLACK,
