@@ -57,6 +57,15 @@ static json_t *fn_helper_then_crash(uint64_t id, json_t *args, void *data) {
   return NULL;
 }
 
+/* Replace the child by `sleep 30`: its socket, close-on-exec, closes. */
+static json_t *fn_exec_sleep(uint64_t id, json_t *args, void *data) {
+  (void)id;
+  (void)args;
+  (void)data;
+  execlp("sleep", "sleep", "30", (char *)NULL);
+  return NULL;
+}
+
 /* ---- the log, as the user's callback sees it ---- */
 
 static atomic_int log_errors, log_restarted, log_failed_start, log_tasks_failed, log_unanswered,
@@ -333,6 +342,23 @@ TEST(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back) {
   pool_stop_and_check_nothing_left(sup, fds_before);
 }
 
+/* A child orphaned by its fork server's death that closes its socket but
+ * lives on (it exec'd) is killed: nobody else would end it, and it ran on
+ * past the pool's stop and the supervisor's free. */
+TEST(an_orphan_that_closes_its_socket_is_killed) {
+  int fds_before = count_fds();
+  ct_supervisor_t *sup = start_pool(1, 0);
+  int child = pool_child_pid(sup, "id");
+  CHECK_OK(kill(pool_fork_server(), SIGKILL));
+  WAIT_FOR(atomic_load(&log_restarted) >= 1); /* the child is an orphan now */
+  ct_task_t *t = submit(sup, "exec_sleep", NULL);
+  CHECK_OK(ct_task_wait(t, 30));
+  CHECK_EQ_STR(error_class(t), "ProcessCrashed");
+  ct_task_unref(t);
+  WAIT_FOR(pool_ended(child));
+  pool_stop_and_check_nothing_left(sup, fds_before);
+}
+
 /* The fork server lives but cannot fork a child: with no child left, the
  * queued tasks fail clearly, as with no fork server, instead of waiting
  * for ever (and a DRAIN stop with them); the log says so, not at every
@@ -425,6 +451,7 @@ int main(int argc, char **argv) {
   CHECK_OK(ct_process_register("hang", pool_fn_hang, NULL));
   CHECK_OK(ct_process_register("killed", pool_fn_killed, NULL));
   CHECK_OK(ct_process_register("helper_then_crash", fn_helper_then_crash, NULL));
+  CHECK_OK(ct_process_register("exec_sleep", fn_exec_sleep, NULL));
   RUN_SELECTED(a_child_that_leaves_a_helper_and_crashes_is_seen_crashed_at_once);
   RUN_SELECTED(fork_server_killed_is_replaced_and_a_hung_task_still_times_out);
   RUN_SELECTED(a_fork_server_that_stops_answering_is_killed_and_replaced);
@@ -434,5 +461,6 @@ int main(int argc, char **argv) {
   RUN_SELECTED(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back);
   RUN_SELECTED(no_zombie_when_out_of_descriptors_while_a_child_is_replaced);
   RUN_SELECTED(tasks_fail_clearly_while_the_fork_server_cannot_fork_then_it_can);
+  RUN_SELECTED(an_orphan_that_closes_its_socket_is_killed);
   return check_done();
 }

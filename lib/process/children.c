@@ -176,7 +176,10 @@ void ct__proc_slot_forget_child(ct__slot_t *s) {
  * `error` is given (stolen), and ask the fork server to end it (at once if
  * kill_child) and report it; the report finishes a task still left and
  * requests a new child. An orphan, or a child whose server cannot be asked,
- * is killed here if asked and replaced at once. */
+ * is killed here and replaced at once: through its pidfd even if it only
+ * closed its socket (it may live on, having exec'd: nobody else ends it
+ * now), by pid only if asked to kill it (one that closed its socket may
+ * have ended, and its pid been given to another process). */
 void ct__proc_slot_fail(ct__slot_t *s, json_t *error, bool kill_child) {
   ct__procpool_t *pool = s->pool;
   ct__conn_close(pool->cfg.loop->ev, &s->conn);
@@ -192,7 +195,7 @@ void ct__proc_slot_fail(ct__slot_t *s, json_t *error, bool kill_child) {
     await_answer(s, grace_ms / 1000.0);
     return;
   }
-  if (kill_child)
+  if (kill_child || s->pidfd >= 0)
     ct__proc_kill_orphan(s);
   if (s->task)
     ct__proc_slot_finish(
