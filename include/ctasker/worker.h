@@ -280,6 +280,9 @@ enum ct_worker_stop_flags {
 
 /** Stop a worker gracefully: nothing new is accepted, no new run starts
  * (except pending items with CT_WORKER_DRAIN), the current run finishes.
+ * A worker on pool threads whose run task is queued behind other tasks
+ * counts as running until a pool thread takes that task (which then ends
+ * at once): the stop waits for it, and a bound can pass meanwhile.
  * timeout in seconds: < 0 waits until STOPPED; 0 does not wait; > 0 waits at
  * most that long, then makes the worker FORCE_STOPPED (pending items are
  * handed back) and returns CT_ETIMEDOUT; INFINITY or 1e9 and more wait as
