@@ -26,9 +26,11 @@
  *                    or else the pool's task_timeout (the child is killed);
  *   NotSerializable  the result could not be encoded, or a frame exceeded
  *                    the pool's max_frame;
- *   ProcessPoolUnavailable  the fork server died and no new one could be
- *                    started (fork() or descriptors failing), and no child
- *                    was left to run the task (also logged);
+ *   ProcessPoolUnavailable  no child was left to run the task, and the
+ *                    fork server died and no new one could be started
+ *                    (fork() or descriptors failing), or it lives but
+ *                    failed to fork 3 children in a row (RLIMIT_NPROC,
+ *                    memory); also logged;
  *   CancelledError   ct_task_cancel() on the running task: it returns
  *                    CT_EBUSY, the child is killed at once (SIGKILL, as at a
  *                    timeout: no grace, no clean-up in the child) and the
@@ -47,7 +49,9 @@
  * unanswered for 10 s (stopped, or hung: it is killed, and logged), is
  * started again at once, then retried with a
  * growing delay (up to 5 s) while that fails; its children finish their
- * running tasks (task_timeout still applies) and are replaced when they end.
+ * running tasks (task_timeout still applies) and are replaced when they end
+ * (one that closes its pipe but lives on is killed). At a stop, a fork
+ * server that has not ended 12 s after it was told to is killed.
  * A child whose pipe cannot be received (the host is out of descriptors) is
  * ended and forked again later; queued tasks wait for it.
  *
