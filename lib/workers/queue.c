@@ -1,10 +1,11 @@
 /* Queue workers: one run per item.
  *
  * Pending items sit in a binary min-heap keyed by (priority, sequence); a
- * FIFO queue keys every item at 0, so the sequence alone orders it (the
- * item keeps its priority for the run). All of it is guarded by the worker's lock. Items leave the heap
- * exactly once: taken by a run, or popped by hand_back() while the worker
- * is dropping, one at a time, and given to on_drop without the lock.
+ * FIFO queue keys every item at 0, so the sequence alone orders it (the item
+ * keeps its priority for the run). All of it is guarded by the worker's
+ * lock. Items leave the heap exactly once: taken by a run, or popped by
+ * hand_back() while the worker is dropping, one at a time, and given to
+ * on_drop without the lock.
  * A process worker's items are json_t references, checked to encode at put
  * time; an item taken for a run that could not be submitted goes back to
  * its place (untake), so it is handed back rather than lost.
