@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -32,6 +33,22 @@ pid_t __wrap_fork(void) {
     return -1;
   }
   return __real_fork();
+}
+
+/* vasprintf(), which ct_error_new() formats with, failing on demand on
+ * every thread but the test's own (the pool's loop thread, where tasks'
+ * errors are made), while fail_errors is set. */
+static atomic_bool fail_errors;
+static pthread_t test_thread;
+
+int __real_vasprintf(char **out, const char *fmt, va_list ap);
+int __wrap_vasprintf(char **out, const char *fmt, va_list ap);
+int __wrap_vasprintf(char **out, const char *fmt, va_list ap) {
+  if (atomic_load(&fail_errors) && !pthread_equal(pthread_self(), test_thread)) {
+    *out = NULL;
+    return -1;
+  }
+  return __real_vasprintf(out, fmt, ap);
 }
 
 /* ---- functions the children run ---- */
@@ -342,6 +359,33 @@ TEST(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back) {
   pool_stop_and_check_nothing_left(sup, fds_before);
 }
 
+/* A task whose error cannot be allocated (out of memory) still fails: it
+ * ends with the MemoryError its call brought along. It completed as a
+ * success, with a null result. */
+TEST(a_task_whose_error_cannot_be_allocated_still_fails) {
+  int fds_before = count_fds();
+  ct_supervisor_t *sup = start_pool(1, 0);
+  int old_child = pool_child_pid(sup, "id");
+  atomic_store(&fail_fork, true);
+  CHECK_OK(kill(pool_fork_server(), SIGKILL));
+  WAIT_FOR(atomic_load(&log_failed_start) >= 1);
+  CHECK_OK(kill(old_child, SIGKILL)); /* no child and no fork server: tasks fail */
+  atomic_store(&fail_errors, true);
+  for (int i = 0; i < 3; i++) {
+    ct_task_t *t = submit(sup, "id", NULL);
+    CHECK_OK(ct_task_wait(t, 30));
+    CHECK(ct_task_failed(t));
+    CHECK_EQ_STR(error_class(t), "MemoryError");
+    ct_task_unref(t);
+  }
+  atomic_store(&fail_errors, false);
+  atomic_store(&fail_fork, false);
+  ct_stats_t st = CT_STATS_INIT;
+  CHECK_OK(ct_supervisor_stats(sup, &st));
+  CHECK_EQ_INT(st.failed, 3);
+  pool_stop_and_check_nothing_left(sup, fds_before);
+}
+
 /* A child orphaned by its fork server's death that closes its socket but
  * lives on (it exec'd) is killed: nobody else would end it, and it ran on
  * past the pool's stop and the supervisor's free. */
@@ -446,6 +490,7 @@ TEST(no_zombie_when_out_of_descriptors_while_a_child_is_replaced) {
   } while (0)
 
 int main(int argc, char **argv) {
+  test_thread = pthread_self();
   snprintf(fail_fork_file, sizeof fail_fork_file, "/tmp/ct-fail-fork-%d", (int)getpid());
   CHECK_OK(ct_process_register("id", pool_fn_pid, NULL));
   CHECK_OK(ct_process_register("hang", pool_fn_hang, NULL));
@@ -462,5 +507,6 @@ int main(int argc, char **argv) {
   RUN_SELECTED(no_zombie_when_out_of_descriptors_while_a_child_is_replaced);
   RUN_SELECTED(tasks_fail_clearly_while_the_fork_server_cannot_fork_then_it_can);
   RUN_SELECTED(an_orphan_that_closes_its_socket_is_killed);
+  RUN_SELECTED(a_task_whose_error_cannot_be_allocated_still_fails);
   return check_done();
 }

@@ -31,6 +31,8 @@
  *                    (fork() or descriptors failing), or it lives but
  *                    failed to fork 3 children in a row (RLIMIT_NPROC,
  *                    memory); also logged;
+ *   MemoryError      the task failed and its error above could not be
+ *                    allocated (out of memory);
  *   CancelledError   ct_task_cancel() on the running task: it returns
  *                    CT_EBUSY, the child is killed at once (SIGKILL, as at a
  *                    timeout: no grace, no clean-up in the child) and the

@@ -49,6 +49,8 @@ typedef struct ct__proc_call {
   size_t frame_len;
   ct__loop_t *reply_loop; /* where the task finishes (it outlives the pool), or NULL */
   double timeout; /* seconds it may run in its child: the task's or the pool's; 0: no bound */
+  json_t *fallback; /* its result should the error that ends it not be
+                       allocated (a MemoryError, made with the call) */
 } ct__proc_call_t;
 
 /* What one "spawned" report brings along: the child's socket and its

@@ -84,6 +84,7 @@ void ct__proc_log(ct__procpool_t *pool, int level, const char *fmt, ...) {
 void ct__proc_call_free(ct__proc_call_t *c) {
   if (c) {
     free(c->frame);
+    json_decref(c->fallback);
     free(c);
   }
 }
@@ -139,9 +140,16 @@ static void finish_on_loop(ct__loop_t *loop, ct__loop_msg_t *msg) {
 }
 
 /* Finish a started task with `result` (stolen), on its submitter's loop if
- * it came from one. Takes over the caller's reference and the call. */
+ * it came from one. Takes over the caller's reference and the call. A
+ * child's result is never NULL: NULL is an error that could not be
+ * allocated, and the call's fallback stands in for it, so that a failure
+ * never reads as a success. */
 void ct__proc_finish_task(ct__procpool_t *pool, ct_task_t *t, ct__proc_call_t *call,
                           json_t *result) {
+  if (!result && call) {
+    result = call->fallback;
+    call->fallback = NULL;
+  }
   bool failed = result && ct_result_is_error(result);
   pthread_mutex_lock(&pool->lock);
   pool->running--;
@@ -418,8 +426,11 @@ static int make_call(ct__procpool_t *pool, uint64_t id, const char *name, const 
   ct__proc_call_t *call = calloc(1, sizeof *call);
   json_t *req = json_pack("{s:I, s:s, s:O}", "id", (json_int_t)id, "fn", name, "args",
                           args ? (json_t *)args : json_null());
-  if (!call || !req) {
-    free(call);
+  if (call)
+    call->fallback = ct_error_new("MemoryError", "process task %llu failed, and its error "
+                                  "could not be allocated", (unsigned long long)id);
+  if (!call || !req || !call->fallback) {
+    ct__proc_call_free(call);
     json_decref(req);
     return CT_ENOMEM;
   }
@@ -427,7 +438,7 @@ static int make_call(ct__procpool_t *pool, uint64_t id, const char *name, const 
       ct__frame_encode(req, pool->opts.max_frame + CT__FRAME_SLACK, &call->frame, &call->frame_len);
   json_decref(req);
   if (rc != 0) {
-    free(call);
+    ct__proc_call_free(call);
     return rc == CT__FRAME_NOMEM ? CT_ENOMEM : CT_EINVAL;
   }
   call->reply_loop = reply_loop;
