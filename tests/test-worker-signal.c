@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -174,6 +175,55 @@ TEST(signals_merge_and_during_a_run_count_only_when_forced) {
   gate_destroy(&busy);
 }
 
+/* A mark the loop thread has not passed on when a stop comes: the stop
+ * wins, the trigger is dropped and said (worker.h). It ran in the next
+ * start instead, unsaid; and a worker freed after its stop lost it unsaid. */
+static atomic_int dropped_said;
+
+static void count_dropped(int level, const char *msg, void *data) {
+  (void)data;
+  if (level == CT_LOG_WARNING && strstr(msg, "came after its stop; dropped"))
+    atomic_fetch_add(&dropped_said, 1);
+}
+
+static void mark_then_stop_while_the_loop_is_held(bool free_it) {
+  ct_supervisor_t *sup = start_supervisor_logging(2, count_dropped);
+  atomic_store(&dropped_said, 0);
+  rec_t r;
+  ct_worker_t *w = make_event(sup, &r);
+  CHECK_OK(ct_worker_start(w, NULL));
+  gate_t busy;
+  gate_init(&busy);
+  CHECK_OK(ct_loop_call(ct_supervisor_loop(sup), hold_loop, &busy));
+  gate_wait_arrived(&busy, 1);
+  CHECK_OK(ct_event_worker_signal(w, true));
+  CHECK_OK(ct_worker_stop(w, CT_WORKER_DROP, -1));
+  if (free_it)
+    CHECK_OK(ct_worker_free(w));
+  else
+    CHECK_OK(ct_worker_start(w, NULL));
+  gate_open(&busy);
+  loop_barrier(sup);
+  CHECK_EQ_INT(counter_get(&r.runs), 0);
+  CHECK_EQ_INT(atomic_load(&dropped_said), 1);
+  if (!free_it) {
+    CHECK_OK(ct_worker_stop(w, CT_WORKER_DRAIN, -1));
+    CHECK_OK(ct_worker_free(w));
+  }
+  stop_and_free(sup);
+  counter_destroy(&r.runs);
+  gate_destroy(&r.gate);
+  gate_destroy(&busy);
+}
+
+TEST(a_mark_from_before_a_stop_is_dropped_and_said_not_run_after_a_restart) {
+  mark_then_stop_while_the_loop_is_held(false);
+}
+
+TEST(a_mark_from_before_a_stop_is_said_dropped_when_the_worker_is_freed) {
+  mark_then_stop_while_the_loop_is_held(true);
+}
+
 TEST(signal_bad_input) {
   CHECK_EQ_INT(ct_event_worker_signal(NULL, false), CT_EINVAL);
   ct_supervisor_t *sup = start_supervisor(2, 0, 0);
@@ -193,6 +243,8 @@ TEST(signal_bad_input) {
 int main(void) {
   RUN(a_signal_handler_triggers_an_event_worker);
   RUN(signals_merge_and_during_a_run_count_only_when_forced);
+  RUN(a_mark_from_before_a_stop_is_dropped_and_said_not_run_after_a_restart);
+  RUN(a_mark_from_before_a_stop_is_said_dropped_when_the_worker_is_freed);
   RUN(signal_bad_input);
   return check_done();
 }

@@ -24,14 +24,20 @@ int ct_event_worker_signal(ct_worker_t *w, bool force) {
 
 bool ct__worker_has_signal(ct_worker_t *w) { return atomic_load(&w->signal_bits) != 0; }
 
+static void say_dropped(ct_worker_t *w) {
+  ct__sup_log(w->sup, CT_LOG_WARNING,
+              "ctasker: worker %s: a trigger from a signal handler came after its stop; dropped",
+              ct_worker_name(w));
+}
+
 /* Supervisor's loop thread, no lock held; the worker is held. */
 void ct__worker_on_signal(ct_worker_t *w) {
   unsigned bits = atomic_exchange(&w->signal_bits, 0);
-  if (!bits)
-    return;
-  int rc = ct_event_worker_trigger(w, (bits & CT__SIGNAL_FORCE) != 0);
-  if (rc == CT_ESHUTDOWN)
-    ct__sup_log(w->sup, CT_LOG_WARNING,
-                "ctasker: worker %s: a trigger from a signal handler came after its stop; dropped",
-                ct_worker_name(w));
+  if (bits && ct_event_worker_trigger(w, (bits & CT__SIGNAL_FORCE) != 0) == CT_ESHUTDOWN)
+    say_dropped(w);
+}
+
+void ct__worker_drop_signal(ct_worker_t *w) {
+  if (atomic_exchange(&w->signal_bits, 0))
+    say_dropped(w);
 }

@@ -206,6 +206,10 @@ void ct__worker_detach(ct_worker_t *w);
 enum { CT__SIGNAL_WANTED = 1u, CT__SIGNAL_FORCE = 2u };
 bool ct__worker_has_signal(ct_worker_t *w);
 void ct__worker_on_signal(ct_worker_t *w);
+/* A stop begins, or a start: a mark the loop thread has not passed on yet
+ * belongs to the start that ends (or ended): drop it, with the warning a
+ * trigger after the stop gets. Any thread. */
+void ct__worker_drop_signal(ct_worker_t *w);
 
 extern const ct__worker_exec_t ct__thread_exec; /* thread-exec.c */
 extern const ct__worker_ops_t ct__background_ops, ct__queue_ops, ct__event_ops,

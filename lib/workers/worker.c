@@ -105,6 +105,7 @@ void ct__worker_end_stop_if_idle(ct_worker_t *w) {
 void ct__worker_begin_stop(ct_worker_t *w, bool drop) {
   if (state_of(w) == CT_WORKER_RUNNING) {
     set_state(w, CT_WORKER_STOPPING);
+    ct__worker_drop_signal(w); /* the stop wins over a mark not yet passed on */
     pthread_cond_broadcast(&w->cond); /* a ct_worker_sleep() wakes */
     if (w->ops->stop)
       w->ops->stop(w);
@@ -425,8 +426,10 @@ int ct_worker_start(ct_worker_t *w, const ct_worker_start_opts_t *opts) {
     rc = keep_name(w, copy, &name);
   else
     free(copy);
-  if (rc == 0)
+  if (rc == 0) {
+    ct__worker_drop_signal(w); /* one that raced the last stop's */
     rc = enter_running(w);
+  }
   if (rc == 0) {
     apply_overrides(w, &o, name);
     rc = w->ops->start ? w->ops->start(w) : 0;
