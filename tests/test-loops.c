@@ -306,7 +306,60 @@ TEST(loop_of_another_supervisor_is_refused) {
   stop_and_free(other);
 }
 
+/* A call that starts a watcher of its own and unreferences the loop (the
+ * libev idiom for a watcher that should not keep a loop alive): once the
+ * watcher has stopped, libev counts no active watcher and its run returns.
+ * The loop ended there, and what was posted later was accepted and never
+ * run (the supervisor's own loop: the supervisor turned STOPPED by
+ * itself). Both loops go on. */
+static void start_unreferenced_timer(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  probe_t *p = data;
+  ev_timer_init(&p->timer, timer_fired, 0.001, 0.);
+  p->timer.data = p;
+  ev_timer_start(ev, &p->timer);
+  ev_unref(ev);
+}
+
+static json_t *count_task(ct_task_t *self, void *arg) {
+  (void)self;
+  atomic_fetch_add(&((probe_t *)arg)->count, 1);
+  return NULL;
+}
+
+static void a_loop_goes_on_after_a_call_unreferences_it(bool own) {
+  ct_supervisor_t *sup = start_supervisor(1, 0, 0);
+  ct_loop_t *loop = ct_supervisor_loop(sup);
+  if (!own)
+    CHECK_OK(ct_loop_create(sup, "unreferenced", &loop));
+  probe_t p = {0};
+  CHECK_OK(ct_loop_call(loop, start_unreferenced_timer, &p));
+  WAIT_FOR(atomic_load(&p.done)); /* the timer fired and stopped */
+  CHECK(pthread_equal(loop_thread(loop), loop_thread(loop))); /* calls still run */
+  ct_task_opts_t o = CT_TASK_OPTS_INIT;
+  o.loop = loop;
+  ct_task_t *t;
+  CHECK_OK(ct_background_task(sup, count_task, &p, &o, &t));
+  CHECK_OK(ct_task_wait(t, WAIT_BOUND_S));
+  CHECK_EQ_INT(atomic_load(&p.count), 1);
+  ct_task_unref(t);
+  CHECK_OK(ct_background_task(sup, count_task, &p, NULL, &t)); /* the supervisor runs */
+  CHECK_OK(ct_task_wait(t, WAIT_BOUND_S));
+  ct_task_unref(t);
+  stop_and_free(sup);
+}
+
+TEST(an_extra_loop_goes_on_after_a_call_unreferences_it) {
+  a_loop_goes_on_after_a_call_unreferences_it(false);
+}
+
+TEST(the_supervisors_loop_goes_on_after_a_call_unreferences_it) {
+  a_loop_goes_on_after_a_call_unreferences_it(true);
+}
+
 int main(void) {
+  RUN(an_extra_loop_goes_on_after_a_call_unreferences_it);
+  RUN(the_supervisors_loop_goes_on_after_a_call_unreferences_it);
   RUN(user_watcher_through_a_call);
   RUN(named_loops);
   RUN(task_on_a_loop);

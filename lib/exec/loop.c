@@ -127,11 +127,27 @@ static void release(ct__loop_t *loop) {
   loop->wake_fd = -1;
 }
 
+static bool inbox_closed(ct__loop_t *loop) {
+  pthread_mutex_lock(&loop->inbox_lock);
+  bool closed = loop->closed;
+  pthread_mutex_unlock(&loop->inbox_lock);
+  return closed;
+}
+
 static void *loop_main(void *arg) {
   ct__loop_t *loop = arg;
   own_loop = loop;
   pthread_setname_np(pthread_self(), loop->thread_name);
+  /* Only ct__loop_quit() ends the loop. ev_run() also returns when a call
+   * broke it, or unreferenced the loop (libev's ev_unref(), after starting
+   * a watcher of its own) until libev counts no active watcher, ours on
+   * the inbox included: count one again and go on, so that what is posted
+   * later is still run. */
   ev_run(loop->ev, 0);
+  while (!inbox_closed(loop)) {
+    ev_ref(loop->ev);
+    ev_run(loop->ev, 0);
+  }
   /* A message posted between the last drain and the close is run now. */
   drain_inbox(loop);
   if (loop->on_exit)
