@@ -10,6 +10,7 @@
  * loop thread is started before that, so only pool threads are refused.
  */
 #include <errno.h>
+#include <ev.h>
 #include <stdatomic.h>
 
 #include "gate.h"
@@ -158,7 +159,34 @@ TEST(cancel_stop_ends_a_drain_stop_waiting_for_threads) {
   end_test(tasks, N);
 }
 
+/* A start that fails (no loop thread) and is tried again: the watchdog's
+ * timer, started before the loop thread, stayed in the loop's timer heap,
+ * and the retry started it a second time: libev's own check found the heap
+ * broken (an abort), and the watchdog went on after it was turned off. */
+static void verify_loop(ct_loop_t *loop, struct ev_loop *ev, void *data) {
+  (void)loop;
+  ev_verify(ev);
+  atomic_store((atomic_bool *)data, true);
+}
+
+TEST(a_start_tried_again_after_eagain_leaves_the_loop_sound) {
+  ct_supervisor_opts_t o = CT_SUPERVISOR_OPTS_INIT;
+  o.pool_size = 1;
+  o.timeout_warning = 0.2; /* the watchdog runs */
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(&o, &sup));
+  atomic_store(&refuse_threads, true);
+  CHECK_EQ_INT(ct_supervisor_start(sup), CT_EAGAIN);
+  atomic_store(&refuse_threads, false);
+  CHECK_OK(ct_supervisor_start(sup));
+  atomic_bool verified = false;
+  CHECK_OK(ct_loop_call(ct_supervisor_loop(sup), verify_loop, &verified));
+  WAIT_FOR(atomic_load(&verified));
+  stop_and_free(sup);
+}
+
 int main(void) {
+  RUN(a_start_tried_again_after_eagain_leaves_the_loop_sound);
   RUN(accepted_task_runs_once_threads_can_start);
   RUN(drain_stop_waits_for_threads_then_completes);
   RUN(cancel_stop_completes_without_threads);

@@ -45,7 +45,10 @@ typedef struct ct_supervisor ct_supervisor_t; /**< A supervisor: opaque, owned b
 enum ct_timeout_level { CT_TIMEOUT_WARNING = 1, CT_TIMEOUT_CRITICAL = 2 };
 
 /** Reports a task that has been queued or running longer than a threshold;
- * called once per task and threshold, on the supervisor's loop thread.
+ * called once per task and threshold, on the supervisor's loop thread. The
+ * watchdog looks at the thread pool's tasks: not at tasks on loops (their
+ * loop thread would have to stop to be looked at), nor at process tasks,
+ * which have timeouts of their own (process.h).
  * `task` is borrowed. `started` says whether it was running or still queued.
  * A Locker (locker.h) that could not be taken in time reports here too, as
  * CT_TIMEOUT_CRITICAL with a NULL task and `started` true, on the thread

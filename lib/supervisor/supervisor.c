@@ -283,6 +283,8 @@ int ct_supervisor_start(ct_supervisor_t *sup) {
   if (rc == 0) {
     ct__watchdog_start(sup); /* before the loop thread exists: no race */
     rc = ct__loop_start(&sup->loop, "ct-loop");
+    if (rc != 0)
+      ct__watchdog_stop(sup); /* no thread runs the loop: a retry starts it again */
   }
   if (rc == 0) {
     atomic_store(&sup->state, CT__SUP_RUNNING);
