@@ -3,6 +3,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 
 #include "check.h"
 #include "gate.h"
@@ -555,6 +556,16 @@ TEST(bad_input) {
 
   CHECK_OK(ct_worker_new(sup, CT_WORKER_QUEUE, run_nothing, NULL, &w));
   CHECK_EQ_INT(ct_event_worker_trigger(w, false), CT_EINVAL);
+  /* NaN seconds are refused by every kind, also where they are not used */
+  static const size_t nan_fields[] = {offsetof(ct_worker_start_opts_t, interval),
+                                      offsetof(ct_worker_start_opts_t, delay),
+                                      offsetof(ct_worker_start_opts_t, delay_before)};
+  for (size_t i = 0; i < sizeof nan_fields / sizeof *nan_fields; i++) {
+    so = (ct_worker_start_opts_t)CT_WORKER_START_OPTS_INIT;
+    *(double *)((char *)&so + nan_fields[i]) = NAN;
+    CHECK_EQ_INT(ct_worker_start(w, &so), CT_EINVAL);
+    CHECK_EQ_INT(ct_worker_state(w), CT_WORKER_INIT);
+  }
   CHECK_OK(ct_worker_start(w, NULL));
   CHECK_EQ_INT(ct_queue_worker_put(w, NULL, -1), CT_EINVAL);
   CHECK_OK(ct_supervisor_stop(sup, CT_STOP_DRAIN, -1));

@@ -99,11 +99,7 @@ static int interval_setup(ct_worker_t *w, const ct_worker_opts_t *o) {
 static int interval_configure(ct_worker_t *w, const ct_worker_start_opts_t *o) {
   ct__interval_worker_t *iw = as_interval(w);
   ct__opts_check_t c = ct__sup_opts_check(w->sup, "ct_worker_start_opts_t", "ct_worker_start");
-  ct__opts_seconds(&c, "interval", o->interval, CT__SEC_SIGNED);
-  ct__opts_seconds(&c, "delay", o->delay, CT__SEC_SIGNED);
-  ct__opts_seconds(&c, "delay_before", o->delay_before, CT__SEC_SIGNED);
-  if (c.rc != 0)
-    return CT_EINVAL; /* NaN would read as "keep" below */
+  /* The seconds are finite or < 0 (keep): read_start_options() checked them. */
   double interval = iw->interval, delay = iw->delay;
   double before = o->delay_before >= 0 ? o->delay_before : iw->delay_before;
   if (o->interval >= 0 || o->delay >= 0) { /* the start's timing replaces both */
