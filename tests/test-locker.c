@@ -21,12 +21,14 @@ static void on_timeout(ct_supervisor_t *sup, ct_task_t *task, int level, bool st
   atomic_fetch_add(&reports, 1);
 }
 
-static atomic_int locker_lines;
+static atomic_int locker_lines, option_lines;
 
 static void count_log(int level, const char *msg, void *data) {
   (void)data;
   if (level == CT_LOG_ERROR && strstr(msg, "locker db-lock not acquired"))
     atomic_fetch_add(&locker_lines, 1);
+  if (strstr(msg, "ct_locker_new: invalid ct_locker_opts_t."))
+    atomic_fetch_add(&option_lines, 1);
 }
 
 static ct_supervisor_t *start_with(bool callback, double critical) {
@@ -187,17 +189,23 @@ TEST(recursive_by_default_and_not_when_asked) {
   stop_and_free(sup);
 }
 
+/* Each refused option is logged, naming its field, as common.h promises
+ * for every options struct (the Locker's were refused unsaid). */
 TEST(locker_bad_input) {
   ct_supervisor_t *sup = start_with(true, 0);
   ct_locker_opts_t o = CT_LOCKER_OPTS_INIT;
   ct_locker_t *l;
+  atomic_store(&option_lines, 0);
   o.timeout = NAN;
   CHECK_EQ_INT(ct_locker_new(sup, &o, &l), CT_EINVAL);
   o.timeout = -1;
   CHECK_EQ_INT(ct_locker_new(sup, &o, &l), CT_EINVAL);
+  o.timeout = 0; /* the supervisor has no timeout_critical */
+  CHECK_EQ_INT(ct_locker_new(sup, &o, &l), CT_EINVAL);
   o.timeout = 1;
   o.size = 1;
   CHECK_EQ_INT(ct_locker_new(sup, &o, &l), CT_EINVAL);
+  CHECK_EQ_INT(atomic_load(&option_lines), 4);
   o.size = sizeof o;
   CHECK_EQ_INT(ct_locker_new(sup, &o, NULL), CT_EINVAL);
   CHECK_EQ_INT(ct_locker_acquire(NULL), CT_EINVAL);

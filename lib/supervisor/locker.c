@@ -26,13 +26,23 @@ struct ct_locker {
   unsigned depth;       /* times the owner holds it */
 };
 
-static int read_options(const ct_locker_opts_t *in, ct_locker_opts_t *o) {
+/* Copy and check the options; each bad field is logged through the
+ * supervisor's log. *timeout: the bound, the supervisor's timeout_critical
+ * for 0. Returns 0 or CT_EINVAL. */
+static int read_options(ct_supervisor_t *sup, const ct_locker_opts_t *in, ct_locker_opts_t *o,
+                        double *timeout) {
   ct_locker_opts_t defaults = CT_LOCKER_OPTS_INIT;
+  ct__opts_check_t c = ct__sup_opts_check(sup, "ct_locker_opts_t", "ct_locker_new");
   *o = defaults;
-  if (ct__opts_copy(o, sizeof *o, in, sizeof *o) != 0 ||
-      !ct__seconds_valid(o->timeout, CT__SEC_LIMIT))
+  if (ct__opts_read(&c, o, sizeof *o, in, sizeof *o) != 0)
     return CT_EINVAL;
-  return 0;
+  if (!ct__opts_seconds(&c, "timeout", o->timeout, CT__SEC_LIMIT))
+    return CT_EINVAL;
+  *timeout = o->timeout > 0 ? o->timeout : sup->opts.timeout_critical;
+  if (*timeout <= 0)
+    ct__opts_bad(&c, "timeout", "0 takes the supervisor's timeout_critical, which is off: "
+                 "a Locker needs a bound");
+  return c.rc;
 }
 
 static int init_sync(ct_locker_t *l) {
@@ -56,11 +66,9 @@ int ct_locker_new(ct_supervisor_t *sup, const ct_locker_opts_t *opts, ct_locker_
     *out = NULL;
   if (!sup)
     sup = ct_supervisor_default();
-  if (!sup || !out || read_options(opts, &o) != 0)
+  double timeout;
+  if (!sup || !out || read_options(sup, opts, &o, &timeout) != 0)
     return CT_EINVAL;
-  double timeout = o.timeout > 0 ? o.timeout : sup->opts.timeout_critical;
-  if (timeout <= 0)
-    return CT_EINVAL; /* no bound given, and none to take from the supervisor */
   ct_locker_t *l = calloc(1, sizeof *l);
   if (!l)
     return CT_ENOMEM;
