@@ -554,8 +554,24 @@ TEST(bad_input) {
   CHECK_OK(ct_worker_free(w));
   CHECK_OK(ct_worker_free(NULL));
 
+  /* A name that is not UTF-8 is refused: accepted, it made every JSON
+   * snapshot of the worker, its group and its supervisor NULL. */
+  ct_worker_opts_t named = CT_WORKER_OPTS_INIT;
+  named.name = "caf\xe9";
+  CHECK_EQ_INT(ct_worker_new(sup, CT_WORKER_QUEUE, run_nothing, &named, &w), CT_EINVAL);
+  ct_worker_group_opts_t go = CT_WORKER_GROUP_OPTS_INIT;
+  go.name = "caf\xe9";
+  ct_worker_group_t *g = NULL;
+  CHECK_EQ_INT(ct_worker_group_new(&go, &g), CT_EINVAL);
+  CHECK(g == NULL);
   CHECK_OK(ct_worker_new(sup, CT_WORKER_QUEUE, run_nothing, NULL, &w));
   CHECK_EQ_INT(ct_event_worker_trigger(w, false), CT_EINVAL);
+  so = (ct_worker_start_opts_t)CT_WORKER_START_OPTS_INIT;
+  so.name = "caf\xe9";
+  CHECK_EQ_INT(ct_worker_start(w, &so), CT_EINVAL);
+  json_t *js = ct_supervisor_stats_json(sup);
+  CHECK(js != NULL);
+  json_decref(js);
   /* NaN seconds are refused by every kind, also where they are not used */
   static const size_t nan_fields[] = {offsetof(ct_worker_start_opts_t, interval),
                                       offsetof(ct_worker_start_opts_t, delay),

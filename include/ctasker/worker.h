@@ -190,7 +190,8 @@ typedef void (*ct_worker_stop_fn)(ct_worker_t *w, ct_worker_end_reason_t reason,
 typedef struct ct_worker_opts {
   size_t size;                 /**< sizeof(ct_worker_opts_t), set by CT_WORKER_OPTS_INIT */
   const char *name;            /**< copied; NULL: the run function's symbol
-                                  name if it has one, else "worker-N" */
+                                  name if it has one, else "worker-N";
+                                  UTF-8 (else CT_EINVAL: it is shown in JSON) */
   int priority;                /**< CT_PRIORITY_CRITICAL..CT_PRIORITY_MAX */
   void *data;                  /**< user data, given to every run */
   ct_worker_error_fn on_error; /**< NULL: failures go to the supervisor's log */
@@ -242,7 +243,7 @@ CT_EXPORT int ct_worker_new(ct_supervisor_t *sup, ct_worker_kind_t kind, ct_work
 typedef struct ct_worker_start_opts {
   size_t size;         /**< set by CT_WORKER_START_OPTS_INIT */
   void *args;          /**< given to every run of this start */
-  const char *name;    /**< NULL: keep the worker's name */
+  const char *name;    /**< NULL: keep the worker's name; UTF-8 (else CT_EINVAL) */
   int priority;        /**< < 0: keep */
   bool set_data;       /**< replace the user data with `data` */
   void *data;          /**< the new user data, with set_data */
@@ -444,7 +445,7 @@ typedef struct ct_worker_group ct_worker_group_t;
 /** Group options: start from CT_WORKER_GROUP_OPTS_INIT. */
 typedef struct ct_worker_group_opts {
   size_t size;       /**< sizeof(ct_worker_group_opts_t), set by CT_WORKER_GROUP_OPTS_INIT */
-  const char *name;  /**< copied; NULL: "group-N" */
+  const char *name;  /**< copied; NULL: "group-N"; UTF-8 (else CT_EINVAL) */
   bool one_for_all;  /**< one member's end stops them all */
   bool owns_members; /**< the group owns its members: ct_worker_group_free()
                         and ct_worker_group_shutdown() free them too */

@@ -8,6 +8,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/utf8.h"
 
 int ct__opts_bad(ct__opts_check_t *c, const char *field, const char *why, ...) {
   char reason[256];
@@ -50,5 +51,12 @@ bool ct__opts_seconds(ct__opts_check_t *c, const char *field, double v, int kind
     ct__opts_bad(c, field, "%g seconds: must not be negative", v);
   else
     ct__opts_bad(c, field, "%g seconds: must be finite (a delay or an interval)", v);
+  return false;
+}
+
+bool ct__opts_text(ct__opts_check_t *c, const char *field, const char *v) {
+  if (!v || ct__utf8_valid(v, strlen(v)))
+    return true;
+  ct__opts_bad(c, field, "not UTF-8 (it is shown in JSON)");
   return false;
 }

@@ -76,4 +76,8 @@ bool ct__opts_int(ct__opts_check_t *c, const char *field, long long v, long long
  * for a delay, is refused with the rule it broke. Returns whether valid. */
 bool ct__opts_seconds(ct__opts_check_t *c, const char *field, double v, int kind);
 
+/* `field` is text shown in JSON or logs: NULL, or UTF-8. Returns whether
+ * it is. */
+bool ct__opts_text(ct__opts_check_t *c, const char *field, const char *v);
+
 #endif

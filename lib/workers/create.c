@@ -51,6 +51,7 @@ static int read_worker_options(ct_supervisor_t *sup, ct_worker_fn fn, const ct_w
   if (ct__opts_read(&c, o, sizeof *o, in, offsetof(ct_worker_opts_t, loop)) != 0)
     return CT_EINVAL;
   ct__opts_int(&c, "priority", o->priority, CT_PRIORITY_CRITICAL, CT_PRIORITY_MAX);
+  ct__opts_text(&c, "name", o->name);
   if (!fn == !o->process)
     ct__opts_bad(&c, "process", fn ? "given with a run function: give one of them"
                                    : "NULL and no run function: give one of them");

@@ -66,7 +66,8 @@ int ct_worker_group_new(const ct_worker_group_opts_t *opts, ct_worker_group_t **
     *out = NULL;
   /* No supervisor, and the struct's size is what is wrong: nowhere to log. */
   ct__opts_check_t c = {"ct_worker_group_opts_t", "ct_worker_group_new", NULL, NULL, 0};
-  if (!out || ct__opts_read(&c, &o, sizeof o, opts, offsetof(ct_worker_group_opts_t, one_for_all)))
+  if (!out || ct__opts_read(&c, &o, sizeof o, opts, offsetof(ct_worker_group_opts_t, one_for_all)) ||
+      !ct__opts_text(&c, "name", o.name))
     return CT_EINVAL;
   ct_worker_group_t *g = calloc(1, sizeof *g);
   if (!g)

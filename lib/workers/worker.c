@@ -330,6 +330,7 @@ static int read_start_options(ct_worker_t *w, const ct_worker_start_opts_t *in,
     return CT_EINVAL;
   if (o->priority > CT_PRIORITY_MAX)
     ct__opts_bad(&c, "priority", "%d is above CT_PRIORITY_MAX (< 0: keep)", o->priority);
+  ct__opts_text(&c, "name", o->name);
   /* Whatever the kind: NaN is refused everywhere (common.h), even where
    * the field is not used. */
   ct__opts_seconds(&c, "interval", o->interval, CT__SEC_SIGNED);
