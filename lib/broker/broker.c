@@ -37,6 +37,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/opts.h"
+#include "base/utf8.h"
 #include "broker-internal.h"
 #include "message.h"
 #include "metrics.h"
@@ -91,10 +92,11 @@ static const char *level_of(int priority) {
 }
 
 /* A namespace or queue name: printable, no space or brace (they would break
- * the hash tag or the key's reading). */
+ * the hash tag or the key's reading), UTF-8 (it is shown in JSON and in
+ * metrics labels). */
 static bool name_part_ok(const char *s) {
   size_t len = strlen(s);
-  if (len == 0 || len > NAME_PART_MAX)
+  if (len == 0 || len > NAME_PART_MAX || !ct__utf8_valid(s, len))
     return false;
   for (size_t i = 0; i < len; i++)
     if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f || s[i] == '{' || s[i] == '}')
@@ -116,11 +118,11 @@ static int check_opts(const ct_broker_opts_t *o) {
   if (!o->url)
     ct__opts_bad(&c, "url", "NULL: a Redis URL is required");
   if (o->ns && !name_part_ok(o->ns))
-    ct__opts_bad(&c, "ns", "\"%s\": 1 to %d printable characters, no space or brace", o->ns,
+    ct__opts_bad(&c, "ns", "1 to %d printable UTF-8 characters, no space or brace",
                  NAME_PART_MAX);
   if (o->queue && !name_part_ok(o->queue))
-    ct__opts_bad(&c, "queue", "\"%s\": 1 to %d printable characters, no space or brace",
-                 o->queue, NAME_PART_MAX);
+    ct__opts_bad(&c, "queue", "1 to %d printable UTF-8 characters, no space or brace",
+                 NAME_PART_MAX);
   ct__opts_seconds(&c, "connect_timeout", o->connect_timeout, CT__SEC_LIMIT);
   ct__opts_seconds(&c, "command_timeout", o->command_timeout, CT__SEC_LIMIT);
   return c.rc;

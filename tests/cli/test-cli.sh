@@ -113,6 +113,20 @@ has "$dir/err" "cannot connect to redis://127.0.0.1:1: connection refused" \
   "a refused connection says so"
 expect 6 "a plugin that cannot be loaded" "$ctasker" worker --handlers "$dir/missing.so"
 has "$dir/err" "plugin $dir/missing.so: cannot load it" "a missing plugin says so"
+# --watch beyond a day overflowed the sleep: it redrew without a pause
+expect 2 "queues --watch beyond a day" "$ctasker" queues --watch=1e300
+has "$dir/err" "0.1 to 86400" "queues --watch says its range"
+# a queue name that is not UTF-8 broke queues (out of memory) and metrics
+expect 2 "a queue name that is not UTF-8" "$ctasker" queues --queue $'q\xff' \
+  --url "unix://$dir/none.sock"
+has "$dir/err" "bad --url, --namespace or --queue" "a queue name that is not UTF-8 is refused"
+# a bad --url stopped nothing: each id got an error of its own, and --json a []
+expect 2 "status with a bad --url" "$ctasker" status --json --url bogus://x \
+  00000000-0000-0000-0000-000000000000
+[ ! -s "$dir/out" ] && ok "status with a bad --url prints no JSON" ||
+  fail "status with a bad --url printed: $(cat "$dir/out")"
+grep -q "not a task id" "$dir/err" && fail "status with a bad --url went on to the ids" ||
+  ok "status with a bad --url stops there"
 
 # --- Redis ---------------------------------------------------------------------
 
@@ -124,6 +138,10 @@ rcli() { redis-cli -s "$sock" "$@"; }
 
 expect 6 "a plugin that registers nothing" "$ctasker" worker --handlers "$empty"
 has "$dir/err" "registered no handler" "an empty plugin says so"
+# a port beyond 65535 was cut to 16 bits: 70000 listened on 4464
+expect 6 "--metrics with a port beyond 65535" "$ctasker" worker --handlers "$handlers" \
+  --metrics 127.0.0.1:70000
+has "$dir/err" "PORT from 0 to 65535" "--metrics says its port range"
 expect 5 "submit before any worker registered the name" "$ctasker" submit add '{}'
 has "$dir/err" "no worker has registered 'add'" "an unregistered name says so"
 

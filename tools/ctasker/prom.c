@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "log.h"
 
 #define MAX_SERIES 1000
@@ -67,15 +68,24 @@ prom_t *prom_new(ct_supervisor_t *sup, prom_queue_t *queues, int nqueues) {
   return p;
 }
 
-/* Under the lock: the series of (queue, name), made if new. */
-static series_t *series_of(prom_t *p, const prom_queue_t *q, const char *name) {
-  if (p->nseries >= MAX_SERIES)
-    name = "_other";
+static series_t *find_series(prom_t *p, const prom_queue_t *q, const char *name) {
   for (series_t *s = p->series; s; s = s->next)
     if (s->queue == q && strcmp(s->name, name) == 0)
       return s;
+  return NULL;
+}
+
+/* Under the lock: the series of (queue, name), made if new; once there are
+ * MAX_SERIES, a name without one of its own counts under "_other" (a name
+ * that has one keeps counting there). */
+static series_t *series_of(prom_t *p, const prom_queue_t *q, const char *name) {
+  series_t *s = find_series(p, q, name);
+  if (!s && p->nseries >= MAX_SERIES)
+    s = find_series(p, q, name = "_other");
+  if (s)
+    return s;
   size_t len = strlen(name);
-  series_t *s = calloc(1, sizeof *s + len + 1);
+  s = calloc(1, sizeof *s + len + 1);
   if (!s)
     return NULL;
   memcpy(s->name, name, len + 1);
@@ -358,8 +368,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 /* HOST:PORT (HOST may be [v6]) into an address; false after a log line. */
 static bool parse_address(const char *hostport, struct sockaddr_storage *sa) {
   const char *colon = strrchr(hostport, ':');
-  if (!colon || colon == hostport || !colon[1]) {
-    dlog(CT_LOG_ERROR, "--metrics %s: give HOST:PORT, such as 127.0.0.1:9808", hostport);
+  int port;
+  if (!colon || colon == hostport || !cli_int(colon + 1, 0, 65535, &port)) {
+    dlog(CT_LOG_ERROR, "--metrics %s: give HOST:PORT, PORT from 0 to 65535, such as 127.0.0.1:9808",
+         hostport);
     return false;
   }
   char host[256];

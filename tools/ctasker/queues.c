@@ -16,7 +16,8 @@ static const char help[] =
     "Reads O(levels) keys: never a scan.\n"
     "\n"
     "Options:\n"
-    "  --watch[=S]          show again every S seconds (default: 2) until interrupted\n" CLI_COMMON_HELP
+    "  --watch[=S]          show again every S seconds (default: 2; 0.1 to 86400) until\n"
+    "                       interrupted\n" CLI_COMMON_HELP
     "\n"
     "Exit status: 0 shown, 2 usage, 3 Redis error.\n";
 
@@ -59,8 +60,9 @@ int cmd_queues(int argc, char **argv) {
     }
     if (o == OPT_WATCH && !optarg)
       watch = 2;
-    else if (o == OPT_WATCH && (!cli_seconds(optarg, &watch) || watch < 0.1))
-      return cli_usage_error("queues", "--watch: not a number of seconds >= 0.1: '%s'", optarg);
+    else if (o == OPT_WATCH && (!cli_seconds(optarg, &watch) || watch < 0.1 || watch > 86400))
+      return cli_usage_error("queues", "--watch: not a number of seconds from 0.1 to 86400: '%s'",
+                             optarg);
     if (o == '?')
       return cli_usage_error("queues", "bad option");
   }

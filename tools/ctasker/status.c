@@ -88,7 +88,8 @@ int cmd_status(int argc, char **argv) {
   if (rc == CLI_OK && !c.json)
     printf("%-36s  %-9s  %8s  %-19s  %-19s  %-19s  %s\n", "ID", "STATUS", "ATTEMPTS",
            "CREATED (UTC)", "STARTED", "FINISHED", "RESULT");
-  for (int i = first; rc != CLI_REDIS && rc != CLI_START && i < argc; i++) {
+  bool opened = rc == CLI_OK; /* else cli_open() said why (a bad --url...) */
+  for (int i = first; opened && rc != CLI_REDIS && i < argc; i++) {
     ct_broker_info_t in;
     int err = ct_broker_get(b, argv[i], &in);
     if (err == CT_ENOENT || err == CT_EINVAL) {
@@ -106,7 +107,7 @@ int cmd_status(int argc, char **argv) {
       json_decref(in.result);
     }
   }
-  if (c.json && rc != CLI_REDIS && rc != CLI_START)
+  if (c.json && opened && rc != CLI_REDIS)
     cli_print_json(all);
   json_decref(all);
   cli_close(sup, b);
