@@ -508,7 +508,7 @@ CT_EXPORT int ct_broker_worker_start(ct_broker_t *broker, const ct_broker_worker
  * read of the fetch thread is ended with CLIENT UNBLOCK, one command on the
  * handle's connection even with timeout 0). timeout in seconds: < 0 waits
  * until then, 0 does not wait, > 0 waits at most that long (NaN:
- * CT_EINVAL). Returns 0 once stopped;
+ * CT_EINVAL). Returns 0 once stopped (for timeout 0: the stop under way);
  * CT_ETIMEDOUT if tasks still run (call again to wait more); CT_EINVAL if
  * the worker never started. ct_broker_free() stops it and waits.
  * Thread-safety: any thread but the worker's own tasks and the handle's

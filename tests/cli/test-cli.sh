@@ -338,6 +338,20 @@ expect 0 "queues after the grace ran out" "$ctasker" queues --json
 json "$dir/out" "[l for l in j['levels'] if l['level'] == 'critical'][0]['pending'] == 1" &&
   ok "the task the grace cut short is left pending" || fail "queues: $(cat "$dir/out")"
 
+# A grace of 0 stops at once: exit 4 with the task left running. It said
+# "every running task ended", then waited for the task and exited 0.
+TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}report_thread_leaks=0" \
+  start_worker "$dir/w5.log" --queue qg0 --grace 0
+expect 0 "submit a task for a grace of 0" "$ctasker" submit sleep '{"seconds": 60}' --queue qg0
+cut=$(cat "$dir/out")
+runs_in_qg0() {
+  "$ctasker" status --json --queue qg0 "$cut" >"$dir/st" 2>/dev/null &&
+    json "$dir/st" "j[0]['status'] == 'running'"
+}
+wait_for "it runs" runs_in_qg0
+stop_worker 4 "a drain with a grace of 0 exits 4 at once"
+has "$dir/w5.log" "ran out" "the grace of 0 running out is logged"
+
 # Reservations and timeouts of the supervisor: with one pool thread and
 # one reserved for normal tasks, two normal tasks run at once; one that
 # runs past --timeout-warning is logged. A queue of its own, so that the

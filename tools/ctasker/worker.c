@@ -351,8 +351,10 @@ static void *drain_main(void *arg) {
   double end = ct_now() + d->a.grace;
   int rc = CLI_OK;
   for (int i = 0; i < d->a.nqueues; i++) {
+    /* A grace spent (or 0) still looks once, for a millisecond: a stop
+     * with timeout 0 does not wait, and so says nothing of what runs. */
     double left = end - ct_now();
-    int err = ct_broker_worker_stop(d->queues[i].broker, left > 0 ? left : 0);
+    int err = ct_broker_worker_stop(d->queues[i].broker, left > 0.001 ? left : 0.001);
     if (err == CT_ETIMEDOUT)
       rc = CLI_TIMEOUT;
   }
