@@ -113,6 +113,12 @@ has "$dir/err" "cannot connect to redis://127.0.0.1:1: connection refused" \
   "a refused connection says so"
 expect 6 "a plugin that cannot be loaded" "$ctasker" worker --handlers "$dir/missing.so"
 has "$dir/err" "plugin $dir/missing.so: cannot load it" "a missing plugin says so"
+# --log-format json writes JSON lines also for a message that is not UTF-8
+# (here a plugin's path): such a line came out as plain text
+expect 6 "a plugin path that is not UTF-8, logged as JSON" "$ctasker" worker --log-format json \
+  --handlers "$dir/no"$'\xff'".so"
+python3 -c 'import json, sys; [json.loads(l) for l in open(sys.argv[1], "rb")]' "$dir/err" &&
+  ok "every line of a JSON log is JSON" || fail "a JSON log line is not JSON: $(cat "$dir/err")"
 # --watch beyond a day overflowed the sleep: it redrew without a pause
 expect 2 "queues --watch beyond a day" "$ctasker" queues --watch=1e300
 has "$dir/err" "0.1 to 86400" "queues --watch says its range"

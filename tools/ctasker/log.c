@@ -68,6 +68,49 @@ int dlog_reopen(void) {
   return 0;
 }
 
+/* The length of the well-formed UTF-8 sequence at s (of n bytes left), or
+ * 0 if there is none there (RFC 3629: no overlong forms, no surrogates,
+ * nothing past U+10FFFF). */
+static size_t utf8_sequence(const unsigned char *s, size_t n) {
+  if (s[0] < 0x80)
+    return 1;
+  size_t len = s[0] >= 0xc2 && s[0] <= 0xdf ? 2 : s[0] >= 0xe0 && s[0] <= 0xef ? 3
+               : s[0] >= 0xf0 && s[0] <= 0xf4                                 ? 4
+                                                                               : 0;
+  if (len == 0 || len > n)
+    return 0;
+  for (size_t i = 1; i < len; i++)
+    if ((s[i] & 0xc0) != 0x80)
+      return 0;
+  if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f) ||
+      (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))
+    return 0;
+  return len;
+}
+
+/* msg with every byte that is not part of well-formed UTF-8 replaced by
+ * U+FFFD, so that a JSON line can hold it (a plugin's path, data from
+ * Redis); NULL out of memory. */
+static char *utf8_clean(const char *msg) {
+  size_t n = strlen(msg);
+  char *clean = malloc(3 * n + 1), *o = clean;
+  for (size_t i = 0; clean && i < n;) {
+    size_t len = utf8_sequence((const unsigned char *)msg + i, n - i);
+    if (len == 0) {
+      memcpy(o, "\xef\xbf\xbd", 3);
+      o += 3;
+      i++;
+    } else {
+      memcpy(o, msg + i, len);
+      o += len;
+      i += len;
+    }
+  }
+  if (clean)
+    *o = '\0';
+  return clean;
+}
+
 void dlog_line(int level, const char *msg, void *data) {
   (void)data;
   if (level < min_level)
@@ -81,9 +124,13 @@ void dlog_line(int level, const char *msg, void *data) {
   snprintf(ts + n, sizeof ts - n, ".%03ldZ", (long)(tv.tv_usec / 1000));
   char *line = NULL;
   if (json) {
-    json_t *j = json_pack("{s:s,s:s,s:s}", "ts", ts, "level", level_name(level), "msg", msg);
+    char *clean = utf8_clean(msg);
+    json_t *j = clean ? json_pack("{s:s,s:s,s:s}", "ts", ts, "level", level_name(level), "msg",
+                                  clean)
+                      : NULL;
     line = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(j);
+    free(clean);
   }
   pthread_mutex_lock(&lock);
   if (line)
