@@ -321,14 +321,22 @@ TEST(a_stopping_pool_with_nothing_queued_replaces_no_child) {
   CHECK_EQ_INT(count_fds(), fds_before);
 }
 
-TEST(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back) {
-  int fds_before = count_fds();
+/* A pool of one child whose fork server is killed while fork() fails, so
+ * that none starts again, and whose last child (the orphan) is killed:
+ * nothing is left to run a task. fail_fork stays set. */
+static ct_supervisor_t *start_pool_left_with_nothing(void) {
   ct_supervisor_t *sup = start_pool(1, 0);
   int old_child = pool_child_pid(sup, "id");
   atomic_store(&fail_fork, true);
   CHECK_OK(kill(pool_fork_server(), SIGKILL));
   WAIT_FOR(atomic_load(&log_failed_start) >= 1);
-  CHECK_OK(kill(old_child, SIGKILL)); /* the orphan it left, the last child */
+  CHECK_OK(kill(old_child, SIGKILL));
+  return sup;
+}
+
+TEST(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back) {
+  int fds_before = count_fds();
+  ct_supervisor_t *sup = start_pool_left_with_nothing();
   /* A task may still meet the dying orphan; the next ones fail clearly. */
   int unavailable = 0, crashed = 0;
   for (int i = 0; i < 2000 && unavailable < 3; i++) {
@@ -364,12 +372,7 @@ TEST(tasks_fail_clearly_while_no_fork_server_starts_then_it_comes_back) {
  * success, with a null result. */
 TEST(a_task_whose_error_cannot_be_allocated_still_fails) {
   int fds_before = count_fds();
-  ct_supervisor_t *sup = start_pool(1, 0);
-  int old_child = pool_child_pid(sup, "id");
-  atomic_store(&fail_fork, true);
-  CHECK_OK(kill(pool_fork_server(), SIGKILL));
-  WAIT_FOR(atomic_load(&log_failed_start) >= 1);
-  CHECK_OK(kill(old_child, SIGKILL)); /* no child and no fork server: tasks fail */
+  ct_supervisor_t *sup = start_pool_left_with_nothing(); /* tasks fail */
   atomic_store(&fail_errors, true);
   for (int i = 0; i < 3; i++) {
     ct_task_t *t = submit(sup, "id", NULL);
