@@ -126,16 +126,21 @@ static inline void order_add(order_t *o, int tag) {
   pthread_mutex_unlock(&o->m);
 }
 
+/* A supervisor made with these options and started. */
+static inline ct_supervisor_t *start_supervisor_with(const ct_supervisor_opts_t *o) {
+  ct_supervisor_t *sup;
+  CHECK_OK(ct_supervisor_new(o, &sup));
+  CHECK_OK(ct_supervisor_start(sup));
+  return sup;
+}
+
 /* A supervisor started with these sizes (and otherwise default options). */
 static inline ct_supervisor_t *start_supervisor(int pool, int reserve_normal, int reserve_high) {
   ct_supervisor_opts_t o = CT_SUPERVISOR_OPTS_INIT;
   o.pool_size = pool;
   o.reserve_normal = reserve_normal;
   o.reserve_high = reserve_high;
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(&o, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  return sup;
+  return start_supervisor_with(&o);
 }
 
 /* A supervisor of `pool` threads started with its log going to `log`. */
@@ -143,10 +148,7 @@ static inline ct_supervisor_t *start_supervisor_logging(int pool, ct_log_fn log)
   ct_supervisor_opts_t o = CT_SUPERVISOR_OPTS_INIT;
   o.pool_size = pool;
   o.log = log;
-  ct_supervisor_t *sup;
-  CHECK_OK(ct_supervisor_new(&o, &sup));
-  CHECK_OK(ct_supervisor_start(sup));
-  return sup;
+  return start_supervisor_with(&o);
 }
 
 static inline void stop_and_free(ct_supervisor_t *sup) {
