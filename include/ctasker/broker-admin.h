@@ -70,8 +70,10 @@ CT_EXPORT int ct_broker_dead_get(ct_broker_t *broker, const char *entry, json_t 
  * result removed and its attempts kept, and the dead letter is deleted.
  * The task id is written to id[0..CT_BROKER_ID_SIZE).
  * Returns 0; CT_ENOENT (no such dead letter); CT_EINVAL (a NULL argument, or
- * a dead letter without a valid id, name and level: a malformed entry,
- * which would only be buried again); CT_ETIMEDOUT; CT_ESHUTDOWN; CT_ENOMEM.
+ * a dead letter that a worker would bury again: malformed, as a worker
+ * decodes its bytes, such as a name that is not UTF-8 or kwargs that are
+ * not a JSON object, or without a valid level; logged); CT_ETIMEDOUT;
+ * CT_ESHUTDOWN; CT_ENOMEM.
  * Thread-safety: any thread but the handle's loop thread. */
 CT_EXPORT int ct_broker_dead_retry(ct_broker_t *broker, const char *entry,
                                    char id[CT_BROKER_ID_SIZE]);

@@ -13,6 +13,7 @@
  * a stream holds only entries not yet taken and entries taken but not yet
  * acknowledged.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -312,12 +313,62 @@ static const char *level_name(const char *s) {
   return NULL;
 }
 
+typedef struct {
+  const ct_broker_t *b;
+  const char *entry;
+} dead_check_t;
+
+/* The reply to XRANGE of one dead letter: 0 if its fields make a task
+ * message as a worker decodes them (its bytes as stored, not as JSON shows
+ * them: a name that is not UTF-8 is shown with its bad bytes replaced);
+ * CT_EINVAL, logged, if a worker would bury it again; CT_ENOENT. */
+static int dead_decodes_reply(const redisReply *r, void *data) {
+  const dead_check_t *d = data;
+  if (r->type == REDIS_REPLY_ERROR) {
+    ct__broker_log(d->b, CT_LOG_ERROR, "an operator read failed: %s", r->str);
+    return CT_EINVAL;
+  }
+  if (r->type != REDIS_REPLY_ARRAY || r->elements == 0)
+    return CT_ENOENT;
+  const redisReply *e = r->element[0];
+  if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[1]->type != REDIS_REPLY_ARRAY)
+    return CT_EINVAL;
+  size_t n;
+  ct__bfield_t *f = ct__bfields_of(e->element[1], &n);
+  if (!f)
+    return CT_ENOMEM;
+  ct__bmsg_t m;
+  const char *reason = NULL;
+  int rc = ct__bmsg_decode(f, n, SIZE_MAX, &m, &reason);
+  free(f);
+  if (rc == 0)
+    ct__bmsg_clear(&m);
+  else if (rc == CT_EINVAL)
+    ct__broker_log(d->b, CT_LOG_ERROR,
+                   "dead letter %s is not retried: a worker would bury it again: %s", d->entry,
+                   reason);
+  return rc;
+}
+
+/* Whether the dead letter `entry` would run if retried: 0, CT_EINVAL
+ * (malformed), CT_ENOENT, or the read's failure. */
+static int dead_decodes(ct_broker_t *b, const char *entry) {
+  char *key = ct__broker_key(b, "dead", "");
+  if (!key)
+    return CT_ENOMEM;
+  dead_check_t d = {b, entry};
+  const char *argv[] = {"XRANGE", key, entry, entry};
+  int rc = ct__rconn_command(b->conn, 4, argv, NULL, dead_decodes_reply, &d);
+  free(key);
+  return rc;
+}
+
 int ct_broker_dead_retry(ct_broker_t *b, const char *entry, char id[CT_BROKER_ID_SIZE]) {
   if (!b || !entry || !id || !entry_id_ok(entry))
     return CT_EINVAL;
+  int rc = dead_decodes(b, entry);
   json_t *d;
-  int rc = ct_broker_dead_get(b, entry, &d);
-  if (rc != 0)
+  if (rc != 0 || (rc = ct_broker_dead_get(b, entry, &d)) != 0)
     return rc;
   const char *tid = json_string_value(json_object_get(d, "id"));
   const char *level = level_name(json_string_value(json_object_get(d, "stream")));

@@ -5,6 +5,7 @@
 #include <pthread.h>
 
 #include "conn.h"
+#include "message.h"
 #include "ctasker/broker.h"
 #include "script.h"
 #include "sync-conn.h"
@@ -114,6 +115,12 @@ int64_t ct__broker_deadline_ms(double timeout);
 /* Check a task id as ct_broker_get() does and make its record's key.
  * Returns 0 and *key (free it); CT_EINVAL; CT_ENOMEM. */
 int ct__broker_record_key(const ct_broker_t *b, const char *id, char **key);
+
+/* The fields of a reply of name, value... pairs (a stream entry's, a
+ * hash's) as codec fields borrowed from it; an element that is not a
+ * string reads as empty bytes (the codec then finds its field malformed
+ * or unknown). NULL if out of memory; free() it. */
+ct__bfield_t *ct__bfields_of(const redisReply *pairs, size_t *n);
 
 /* What a task record's reply (HGETALL) says, as ct_broker_get() reads it:
  * a ct__rconn_reply_fn whose data is a ct__bget_t. */

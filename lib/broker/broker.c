@@ -859,6 +859,19 @@ int ct_broker_call(ct_broker_t *b, const char *name, const json_t *kwargs,
   return rc;
 }
 
+ct__bfield_t *ct__bfields_of(const redisReply *pairs, size_t *n) {
+  *n = pairs->elements / 2;
+  ct__bfield_t *f = calloc(*n ? *n : 1, sizeof *f);
+  if (!f)
+    return NULL;
+  for (size_t i = 0; i < *n; i++) {
+    const redisReply *k = pairs->element[2 * i], *v = pairs->element[2 * i + 1];
+    f[i] = (ct__bfield_t){k->str ? k->str : "", k->str ? k->len : 0, v->str ? v->str : "",
+                          v->str ? v->len : 0};
+  }
+  return f;
+}
+
 int ct__broker_get_reply(const redisReply *r, void *data) {
   ct__bget_t *g = data;
   if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) {
@@ -870,18 +883,10 @@ int ct__broker_get_reply(const redisReply *r, void *data) {
   }
   if (r->elements == 0)
     return CT_ENOENT;
-  size_t n = r->elements / 2;
-  ct__bfield_t *f = calloc(n, sizeof *f);
+  size_t n;
+  ct__bfield_t *f = ct__bfields_of(r, &n);
   if (!f)
     return CT_ENOMEM;
-  for (size_t i = 0; i < n; i++) {
-    const redisReply *k = r->element[2 * i], *v = r->element[2 * i + 1];
-    if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
-      free(f);
-      return CT_EINVAL;
-    }
-    f[i] = (ct__bfield_t){k->str, k->len, v->str, v->len};
-  }
   const char *reason = NULL;
   int rc = ct__brecord_decode(f, n, g->info, &reason);
   free(f);

@@ -551,20 +551,6 @@ typedef struct {
   bool refused;          /* the supervisor refused one: the rest were not started */
 } fetch_t;
 
-/* Fields of an entry's reply as codec fields (borrowed from the reply). */
-static ct__bfield_t *entry_fields(const redisReply *fields, size_t *n) {
-  *n = fields->elements / 2;
-  ct__bfield_t *f = calloc(*n ? *n : 1, sizeof *f);
-  if (!f)
-    return NULL;
-  for (size_t i = 0; i < *n; i++) {
-    const redisReply *k = fields->element[2 * i], *v = fields->element[2 * i + 1];
-    f[i] = (ct__bfield_t){k->str ? k->str : "", k->str ? k->len : 0, v->str ? v->str : "",
-                          v->str ? v->len : 0};
-  }
-  return f;
-}
-
 /* One fetched entry {level, id, fields} as a job (decoded or malformed). */
 /* The task id an entry's fields name, even in an entry that is otherwise
  * malformed (its task is then marked dead), into id; false if none. */
@@ -591,7 +577,7 @@ static job_t *entry_job(ct__bworker_t *w, long long level, const redisReply *id,
   j->level = (int)level - 1;
   memcpy(j->entry, id->str, id->len); /* length checked */
   size_t n;
-  ct__bfield_t *f = entry_fields(fields, &n);
+  ct__bfield_t *f = ct__bfields_of(fields, &n);
   int rc = f ? ct__bmsg_decode(f, n, MAX_KWARGS, &j->msg, &j->reason) : CT_ENOMEM;
   if (f && rc != 0)
     j->has_tid = entry_task_id(f, n, j->msg.id);

@@ -260,6 +260,22 @@ TEST(dead_letters_are_listed_shown_retried_and_purged) {
   /* The malformed one cannot be retried; the whole one runs again, with
    * its id, and its record is made anew (it had none here). */
   CHECK_EQ_INT(ct_broker_dead_retry(e.b, bad, id), CT_EINVAL);
+  /* Nor can one that a worker would bury again for what JSON does not
+   * show: a name that is not UTF-8 (shown with its bad byte replaced),
+   * kwargs that are not an object; they stay where they are. */
+  const char *unfit[][2] = {{"caf\xe9", "{}"}, {"add", "[1]"}};
+  for (int i = 0; i < 2; i++) {
+    x = test_redis(&e.r, "XADD " PREFIX "dead * reason %s stream low entry 6-0 id %s name %s "
+                   "kwargs %s enqueued 1", "too often", "33333333-3333-4333-8333-333333333333",
+                   unfit[i][0], unfit[i][1]);
+    CHECK(x->type == REDIS_REPLY_STRING);
+    CHECK_EQ_INT(ct_broker_dead_retry(e.b, x->str, id), CT_EINVAL);
+    CHECK_OK(ct_broker_dead_get(e.b, x->str, &d));
+    json_decref(d);
+    CHECK_OK(ct_broker_dead_purge(e.b, x->str, &n));
+    CHECK_EQ_INT(n, 1);
+    freeReplyObject(x);
+  }
   CHECK_OK(ct_broker_dead_retry(e.b, good, id));
   CHECK_EQ_STR(id, "22222222-2222-4222-8222-222222222222");
   WAIT_FOR(test_broker_status(e.b, id) == CT_BROKER_COMPLETED);

@@ -64,7 +64,7 @@ static int entry_error(const char *what, const char *entry, int err) {
     return CLI_NOT_FOUND;
   }
   if (err == CT_EINVAL) {
-    cli_error("%s %s: not a dead-letter entry id, or an entry without a task to retry", what,
+    cli_error("%s %s: not a dead-letter entry id, or an entry a worker would bury again", what,
               entry);
     return CLI_USAGE;
   }
