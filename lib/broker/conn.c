@@ -124,6 +124,7 @@ struct ct__rconn {
   bool closing;           /* L */
   int no_reply_rc;        /* L: what a command without a reply returns */
   atomic_llong client_id; /* the server's CLIENT ID of the connection; 0: none */
+  atomic_bool up;         /* written on the loop: connected, AUTH and SELECT done */
 };
 
 static void conn_log(ct__rconn_t *c, int level, const char *fmt, ...)
@@ -335,6 +336,7 @@ static void drop(ct__rconn_t *c, const char *why) {
   conn_log(c, CT_LOG_ERROR, "redis %s: %s", c->display, why);
   c->ac = NULL;
   atomic_store(&c->client_id, 0);
+  atomic_store(&c->up, false);
   c->state = DOWN;
   ev_timer_stop(c->ev, &c->connect_timer);
   ev_timer_stop(c->ev, &c->loading_timer);
@@ -392,6 +394,7 @@ static void probe_loading(ct__rconn_t *c) {
 static void handshake_done(ct__rconn_t *c) {
   ev_timer_stop(c->ev, &c->connect_timer);
   c->backoff = RETRY_FIRST;
+  atomic_store(&c->up, true);
   conn_log(c, CT_LOG_INFO, "redis %s: connected", c->display);
   first_answer(c, 0);
   probe_loading(c);
@@ -526,6 +529,7 @@ static void on_cleanup(struct ev_loop *ev, ev_cleanup *w, int revents) {
   ct__rconn_t *c = w->data;
   redisAsyncContext *ac = c->ac;
   c->closing = true;
+  atomic_store(&c->up, false);
   c->no_reply_rc = CT_ESHUTDOWN;
   c->ac = NULL;
   ev_timer_stop(ev, &c->retry_timer);
@@ -579,6 +583,7 @@ static int conn_init(ct__rconn_t *c, const ct__rconn_opts_t *o) {
   c->backoff = RETRY_FIRST;
   c->no_reply_rc = CT_ETIMEDOUT;
   atomic_init(&c->client_id, 0);
+  atomic_init(&c->up, false);
   c->url = *o->url;
   c->url.host = o->url->host ? strdup(o->url->host) : NULL;
   c->url.path = o->url->path ? strdup(o->url->path) : NULL;
@@ -798,6 +803,8 @@ int ct__rconn_on_end(ct__rconn_t *c, void (*fn)(void *data), void *data) {
 }
 
 long long ct__rconn_client_id(ct__rconn_t *c) { return atomic_load(&c->client_id); }
+
+bool ct__rconn_up(ct__rconn_t *c) { return atomic_load(&c->up); }
 
 int ct__rconn_loop_send(ct__rconn_t *c, int argc, const char **argv, const size_t *argvlen,
                         redisCallbackFn *fn, void *data) {

@@ -107,6 +107,11 @@ int ct__rconn_on_end(ct__rconn_t *c, void (*fn)(void *data), void *data);
  * Thread-safety: any thread. */
 long long ct__rconn_client_id(ct__rconn_t *c);
 
+/* Whether the connection is up now (made, AUTH and SELECT done), as its
+ * loop last saw it: a command sent while it is down waits for it to be
+ * made again, up to its timeout. Thread-safety: any thread. */
+bool ct__rconn_up(ct__rconn_t *c);
+
 /* On the connection's loop thread only: send a command now without
  * waiting and without a deadline of its own (a command with one that
  * overruns drops the connection, and this one with it); fn (may be NULL)

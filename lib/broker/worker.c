@@ -1364,8 +1364,9 @@ static int slots_free(ct__bworker_t *w) {
   return free_slots;
 }
 
-/* Pause after an error, for at most `seconds`, or until a stop. */
-static void pause_for(ct__bworker_t *w, double seconds) {
+/* Pause after an error, for at most `seconds`, or until a stop. Returns
+ * false if the worker is stopping. */
+static bool pause_for(ct__bworker_t *w, double seconds) {
   struct timespec until;
   clock_gettime(CLOCK_REALTIME, &until);
   until.tv_sec += (time_t)seconds;
@@ -1377,7 +1378,9 @@ static void pause_for(ct__bworker_t *w, double seconds) {
   pthread_mutex_lock(&w->lock);
   while (!w->stopping && pthread_cond_timedwait(&w->cond, &w->lock, &until) == 0)
     ;
+  bool stopping = w->stopping;
   pthread_mutex_unlock(&w->lock);
+  return !stopping;
 }
 
 /* Publish the fetch connection's client id (the connection learns it as
@@ -1551,7 +1554,8 @@ static void fetch_round(ct__bworker_t *w, int free_slots) {
                : 0;
   if (rc != 0) { /* logged, and paused for: a due time past would not block */
     ct__broker_log(w->b, CT_LOG_ERROR, "moving due delayed tasks failed (%s)", ct_strerror(rc));
-    pause_for(w, 0.5);
+    if (!pause_for(w, 0.5))
+      return; /* a fetch now would only wait for Redis */
   }
   fetch_args_t a;
   fetch_args(w, &a, free_slots, takeover);
@@ -1635,11 +1639,12 @@ static int alive_now(ct__bworker_t *w) {
   return rc;
 }
 
+/* Remove the liveness record, both commands in one round trip. */
 static void alive_remove(ct__bworker_t *w) {
   const char *del[] = {"DEL", w->alive_key};
   const char *zrem[] = {"ZREM", w->workers_key, w->consumer};
-  ct__rconn_command(w->b->conn, 2, del, NULL, ok_reply, NULL);
-  ct__rconn_command(w->b->conn, 3, zrem, NULL, ok_reply, NULL);
+  ct__rconn_cmd_t cmds[] = {{2, del, NULL, ok_reply, NULL, 0}, {3, zrem, NULL, ok_reply, NULL, 0}};
+  ct__rconn_pipeline(w->b->conn, w->b->command_timeout, 2, cmds);
 }
 
 /* --- leases ------------------------------------------------------------- */
@@ -1924,6 +1929,20 @@ int ct_broker_worker_start(ct_broker_t *b, const ct_broker_worker_opts_t *opts) 
 }
 
 /* Stop fetching and wait (as ct_broker_worker_stop) for the running tasks. */
+/* A retired worker's last writes: its liveness record goes, its last
+ * counts are added. Not while Redis is unreachable: each write would wait
+ * its command timeout, one after the other, and a stop that should take
+ * moments took a quarter of a minute; the record expires by itself. */
+static void retire_in_redis(ct__bworker_t *w) {
+  if (!ct__rconn_up(w->b->conn)) {
+    ct__broker_log(w->b, CT_LOG_WARNING, "stopped while Redis is unreachable: the worker's "
+                   "liveness record is left to expire, its last counts are not written");
+    return;
+  }
+  alive_remove(w);
+  ct__bmetrics_final(w->b);
+}
+
 static int worker_stop(ct__bworker_t *w, double timeout) {
   struct timespec until;
   clock_gettime(CLOCK_REALTIME, &until);
@@ -1955,8 +1974,7 @@ static int worker_stop(ct__bworker_t *w, double timeout) {
   pthread_mutex_unlock(&w->lock);
   if (retire) { /* once: nothing runs any more */
     renew_stop(w);
-    alive_remove(w);
-    ct__bmetrics_final(w->b);
+    retire_in_redis(w);
   }
   return timeout == 0 ? 0 : rc;
 }

@@ -410,5 +410,38 @@ watch_pid=
 [ "$(grep -c '"queue":' "$dir/watch")" -ge 2 ] && ok "queues --watch showed it more than once" ||
   fail "queues --watch: $(cat "$dir/watch")"
 
+# Redis goes away under a worker of eight queues: a scrape reads it
+# unreachable once, not once a queue (with a command timeout of 1 s, it
+# took 8 s), and SIGTERM stops at once instead of waiting, queue after
+# queue, for each fetch and each last write to time out (over 30 s).
+queues=(r1 r2 r3 r4 r5 r6 r7 r8)
+start_worker "$dir/w6.log" "${queues[@]/#/--queue=}" --redis-timeout 1 --metrics 127.0.0.1:0
+port=$(grep -o 'metrics at http://127.0.0.1:[0-9]*' "$dir/w6.log" | grep -o '[0-9]*$')
+kill -TERM "$redis_pid" && wait "$redis_pid"
+redis_pid=
+wait_for "the worker sees Redis gone" grep -q "connection lost" "$dir/w6.log"
+if curl -sf --max-time 5 "http://127.0.0.1:$port/metrics" -o "$dir/metrics6"; then
+  ok "a scrape while Redis is down does not wait for it once a queue"
+else
+  fail "a scrape while Redis is down took over 5 s"
+fi
+for q in "${queues[@]}"; do
+  has "$dir/metrics6" "ctasker_redis_up{queue=\"$q\"} 0" "metrics say queue $q cannot be read"
+done
+kill -TERM "$worker_pid"
+for _ in $(seq 80); do kill -0 "$worker_pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$worker_pid" 2>/dev/null; then
+  fail "SIGTERM while Redis is down: the worker still runs after 8 s"
+  kill -KILL "$worker_pid"
+  wait "$worker_pid" 2>/dev/null
+else
+  wait "$worker_pid"
+  rc=$?
+  [ "$rc" -eq 0 ] && ok "SIGTERM while Redis is down stops within 8 s, exit 0" ||
+    fail "SIGTERM while Redis is down: exit $rc, not 0"
+fi
+worker_pid=
+has "$dir/w6.log" "stopped while Redis is unreachable" "the stop says what it could not write"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -273,12 +273,17 @@ static void write_processes(FILE *f, prom_t *p) {
 }
 
 /* The queues' own counts, read from Redis now; ctasker_redis_up says
- * whether that worked. */
+ * whether that worked. The queues share the worker's Redis: once one read
+ * found it unreachable (no reply within the command timeout), the others
+ * are not tried, so that a scrape lasts one timeout, not one a queue
+ * (Prometheus gives up on a scrape after 10 s by default). */
 static void write_queues(FILE *f, prom_t *p) {
   json_t *stats[16] = {NULL};
+  bool unreachable = false;
   head(f, "ctasker_redis_up", "gauge", "1 if the queue's counts could be read from Redis.");
   for (int i = 0; i < p->nqueues && i < 16; i++) {
-    int rc = ct_broker_queue_stats(p->queues[i].broker, &stats[i]);
+    int rc = unreachable ? CT_ETIMEDOUT : ct_broker_queue_stats(p->queues[i].broker, &stats[i]);
+    unreachable = rc == CT_ETIMEDOUT || rc == CT_ESHUTDOWN;
     fputs("ctasker_redis_up{queue=\"", f);
     label(f, p->queues[i].name);
     fprintf(f, "\"} %d\n", rc == 0);

@@ -350,6 +350,11 @@ static void *drain_main(void *arg) {
   daemon_t *d = arg;
   double end = ct_now() + d->a.grace;
   int rc = CLI_OK;
+  /* Every queue stops fetching at once; then each is waited for. One after
+   * the other, each queue went on fetching, and waiting for a Redis that
+   * had gone away, until the stops before it had ended. */
+  for (int i = 0; i < d->a.nqueues; i++)
+    ct_broker_worker_stop(d->queues[i].broker, 0);
   for (int i = 0; i < d->a.nqueues; i++) {
     /* A grace spent (or 0) still looks once, for a millisecond: a stop
      * with timeout 0 does not wait, and so says nothing of what runs. */
