@@ -104,6 +104,9 @@ expect 2 "bad JSON" "$ctasker" submit add '{"a": 1,'
 has "$dir/err" "not valid JSON" "bad JSON says so"
 expect 2 "JSON that is not an object" "$ctasker" submit add '[1, 2]'
 expect 2 "bad option" "$ctasker" submit add --priority urgent
+expect 2 "an unknown option" "$ctasker" dead list --bogus
+has "$dir/err" "ctasker dead: unrecognized option '--bogus'" \
+  "getopt's message names the command and its subcommand"
 expect 2 "call with an idempotency key" "$ctasker" call add --key k1
 has "$dir/err" "a call is answered once" "call refuses --key and says why"
 expect 3 "unreachable Redis (no socket)" "$ctasker" submit add --url "unix://$dir/none.sock"

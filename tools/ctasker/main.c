@@ -54,8 +54,12 @@ int main(int argc, char **argv) {
     return CLI_OK;
   }
   for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-    if (strcmp(argv[1], commands[i].name) == 0)
+    if (strcmp(argv[1], commands[i].name) == 0) {
+      char program[32]; /* getopt names argv[0] in its messages */
+      snprintf(program, sizeof program, "ctasker %s", commands[i].name);
+      argv[1] = program;
       return commands[i].run(argc - 1, argv + 1);
+    }
   cli_error("unknown command '%s'; the commands are worker, submit, call, status, wait, "
             "queues, dead, workers (see 'ctasker --help')",
             argv[1]);
