@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/cond.h"
 #include "ctasker/result.h"
 #include "core/slab.h"
 #include "core/task-internal.h"
@@ -60,11 +61,7 @@ static pthread_once_t wait_once = PTHREAD_ONCE_INIT;
 static atomic_uint any_waiting; /* threads in ct_wait_any() */
 
 static void wait_cond_init(void) {
-  pthread_condattr_t attr;
-  pthread_condattr_init(&attr);
-  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  pthread_cond_init(&wait_cond, &attr);
-  pthread_condattr_destroy(&attr);
+  ct__cond_init_monotonic(&wait_cond);
 }
 
 /* Every field is written here, not zeroed by memset first: a slab record

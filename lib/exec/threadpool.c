@@ -90,6 +90,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "base/cond.h"
 #include "base/cpu.h"
 #include "core/slab.h"
 
@@ -533,11 +534,7 @@ static void run_task(ct__pool_t *p, ct__pool_thread_t *w, ct_task_t *t) {
 }
 
 static void init_thread(ct__pool_t *p, ct__pool_thread_t *w) {
-  pthread_condattr_t attr;
-  pthread_condattr_init(&attr);
-  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  pthread_cond_init(&w->cond, &attr);
-  pthread_condattr_destroy(&attr);
+  ct__cond_init_monotonic(&w->cond);
   w->pool = p;
   atomic_init(&w->claimed, false);
 }

@@ -59,6 +59,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/cond.h"
 #include "base/log.h"
 #include "base/opts.h"
 #include "base/utf8.h"
@@ -372,11 +373,7 @@ ct__procpool_t *ct__procpool_new(const ct_process_pool_opts_t *o, const ct__proc
     free(pool);
     return NULL;
   }
-  pthread_condattr_t attr;
-  pthread_condattr_init(&attr);
-  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  pthread_cond_init(&pool->stopped_cond, &attr);
-  pthread_condattr_destroy(&attr);
+  ct__cond_init_monotonic(&pool->stopped_cond);
   ct__rq_init(&pool->rq);
   for (int i = 0; i < pool->nslots; i++) {
     ct__slot_t *s = &pool->slots[i];

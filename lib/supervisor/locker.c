@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "base/cond.h"
 #include "base/opts.h"
 #include "ctasker/locker.h"
 #include "supervisor/supervisor-internal.h"
@@ -46,11 +47,7 @@ static int read_options(ct_supervisor_t *sup, const ct_locker_opts_t *in, ct_loc
 }
 
 static int init_sync(ct_locker_t *l) {
-  pthread_condattr_t attr;
-  pthread_condattr_init(&attr);
-  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  int rc = pthread_cond_init(&l->c, &attr);
-  pthread_condattr_destroy(&attr);
+  int rc = ct__cond_init_monotonic(&l->c);
   if (rc != 0)
     return CT_ENOMEM;
   if (pthread_mutex_init(&l->m, NULL) != 0) {

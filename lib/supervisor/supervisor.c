@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/cond.h"
 #include "base/log.h"
 #include "base/opts.h"
 #include "process/procpool.h"
@@ -195,11 +196,7 @@ static int init_members(ct_supervisor_t *sup) {
       .log = sup->opts.log,
       .log_data = sup->opts.log_data,
   };
-  pthread_condattr_t attr;
-  pthread_condattr_init(&attr);
-  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  int rc = pthread_cond_init(&sup->state_cond, &attr) == 0 ? 0 : CT_ENOMEM;
-  pthread_condattr_destroy(&attr);
+  int rc = ct__cond_init_monotonic(&sup->state_cond) == 0 ? 0 : CT_ENOMEM;
   if (rc)
     return rc;
   if (pthread_mutex_init(&sup->state_lock, NULL) != 0)

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/cond.h"
 #include "base/opts.h"
 #include "workers/worker-internal.h"
 
@@ -63,11 +64,7 @@ static int read_worker_options(ct_supervisor_t *sup, ct_worker_fn fn, const ct_w
 }
 
 static int init_sync(ct_worker_t *w) {
-  pthread_condattr_t attr;
-  pthread_condattr_init(&attr);
-  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  int rc = pthread_cond_init(&w->cond, &attr);
-  pthread_condattr_destroy(&attr);
+  int rc = ct__cond_init_monotonic(&w->cond);
   if (rc != 0)
     return CT_ENOMEM;
   if (pthread_mutex_init(&w->lock, NULL) != 0) {
