@@ -138,9 +138,11 @@ typedef struct ct_broker_submit_opts {
  * earlier still holds, nothing is written and that task's id is returned
  * (0), whatever the other options say.
  * Returns 0; CT_EINVAL (NULL or empty name, a name over 200 bytes, not
- * UTF-8 or with control characters, kwargs not an object or over max_payload bytes, a
- * priority out of range, a negative, NaN or infinite TTL, delay, eta,
- * backoff, backoff_max or timeout, both delay and eta, a bad key, a
+ * UTF-8 or with control characters, kwargs not an object, over max_payload
+ * bytes or holding a key or string that is not UTF-8 (made with jansson's
+ * *_nocheck calls), a priority out of range, a negative, NaN or infinite
+ * TTL, delay, eta, backoff, backoff_max or timeout, a delay or eta over 1e9
+ * seconds (about 31 years) ahead, both delay and eta, a bad key, a
  * negative max_attempts, an opts.size this library does not know; a bad
  * option is named in a line to the handle's log); CT_ENOENT; CT_ETIMEDOUT (no reply within
  * command_timeout: the task may or may not have been submitted);
@@ -163,9 +165,10 @@ CT_EXPORT int ct_broker_submit(ct_broker_t *broker, const char *name, const json
  * worker registered its name), CT_ENOMEM. The tasks go into their stream
  * in the order given.
  * Returns 0 if every task was submitted; otherwise rcs[i] of the first
- * that was not; CT_EINVAL with every rcs[i] set to it (NULL broker, names,
- * ids or rcs with n > 0, n over 1024, bad options as for ct_broker_submit(),
- * a key); and, for the call as a whole, with every task that was sent
+ * that was not; CT_EINVAL with every rcs[i] (if rcs is not NULL) set to it
+ * (NULL broker, names, ids or rcs with n > 0, bad options as for
+ * ct_broker_submit(), a key), or with rcs untouched for n over 1024; and,
+ * for the call as a whole, with every task that was sent
  * given the same code: CT_ETIMEDOUT (no reply within command_timeout: the
  * tasks may or may not have been submitted), CT_EINVAL (the server refused
  * the script: a key of the queue is of another type, or it is out of

@@ -64,6 +64,7 @@ struct ct_broker {
   struct ct__bknown *known;     /* lock: names seen registered (submit-tx.c) */
   struct ct__bride *rides;      /* lock: blocking calls under way */
   bool ended;                   /* lock: the handle's loop has ended */
+  pthread_cond_t ended_cond;    /* signalled as it ends, for calls pausing */
 };
 
 /* A new key "<prefix><a><c>", or NULL. */

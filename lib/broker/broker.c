@@ -35,6 +35,7 @@
 #include <time.h>
 
 #include "base/clock.h"
+#include "base/cond.h"
 #include "base/log.h"
 #include "base/opts.h"
 #include "base/utf8.h"
@@ -162,6 +163,12 @@ int ct_broker_new(ct_supervisor_t *sup, const ct_broker_opts_t *opts, ct_broker_
     ct__redis_url_free(&url);
     return CT_ENOMEM;
   }
+  if (ct__cond_init_monotonic(&b->ended_cond) != 0) {
+    pthread_mutex_destroy(&b->lock);
+    free(b);
+    ct__redis_url_free(&url);
+    return CT_ENOMEM;
+  }
   b->url = url; /* owned by b from here */
   b->sup = sup ? sup : ct_supervisor_default();
   b->connect_timeout = timeout_or_default(opts->connect_timeout);
@@ -205,6 +212,7 @@ void ct_broker_free(ct_broker_t *b) {
   ct__bprocs_free(b->procs); /* their handlers have ended with the worker */
   ct__bloops_free(b->loops);
   ct__bknown_free(b);
+  pthread_cond_destroy(&b->ended_cond);
   pthread_mutex_destroy(&b->lock);
   ct__redis_url_free(&b->url);
   free(b->prefix);
@@ -238,6 +246,11 @@ static int check_submit(const ct_broker_t *b, const char *name, const json_t *kw
   ct__opts_seconds(&c, "result_ttl", o->result_ttl, CT__SEC_DELAY);
   ct__opts_seconds(&c, "delay", o->delay, CT__SEC_DELAY);
   ct__opts_seconds(&c, "eta", o->eta, CT__SEC_DELAY);
+  /* A record must be able to expire after its task runs (due_of()). */
+  if (isfinite(o->delay) && o->delay > TTL_MAX)
+    ct__opts_bad(&c, "delay", "over 1e9 seconds (about 31 years)");
+  if (isfinite(o->eta) && o->eta > (double)ct__broker_unix_ms() / 1000 + TTL_MAX)
+    ct__opts_bad(&c, "eta", "over 1e9 seconds (about 31 years) from now");
   if (o->delay > 0 && o->eta > 0)
     ct__opts_bad(&c, "eta", "give a delay or an eta, not both");
   if (o->key && !ct__bmsg_name_ok(o->key, strlen(o->key)))
@@ -662,8 +675,13 @@ static void many_free(many_task_t *t, size_t n) {
 int ct_broker_submit_many(ct_broker_t *b, size_t n, const char *const names[],
                           const json_t *const kwargs[], const ct_broker_submit_opts_t *opts,
                           char (*ids)[CT_BROKER_ID_SIZE], int rcs[]) {
-  if (!b || n > MANY_MAX || (n > 0 && (!names || !ids || !rcs)))
+  if (!b || n > MANY_MAX || (n > 0 && (!names || !ids || !rcs))) {
+    /* As for every other refusal of the whole call, but for a count over
+     * the limit: that count is what is wrong, and may not be the array's. */
+    for (size_t i = 0; rcs && n <= MANY_MAX && i < n; i++)
+      rcs[i] = CT_EINVAL;
     return CT_EINVAL;
+  }
   ct_broker_submit_opts_t o;
   submission_t sub;
   int rc = many_options(b, opts, &o, &sub);
@@ -721,13 +739,22 @@ static ct__rsync_t *rpc_idle_take(ct_broker_t *b) {
   }
 }
 
-/* Sleep `pause` seconds, at most until `end` (ct_now() time); returns the
- * next pause: 0.1 s, doubling up to 1 s. */
-static double pause_until(double pause, double end) {
-  double s = fmin(fmax(pause, 0.1), end - ct_now());
-  if (s > 0)
-    nanosleep(&(struct timespec){(time_t)s, (long)((s - floor(s)) * 1e9)}, NULL);
-  return fmin(fmax(pause, 0.1) * 2, 1);
+/* Pause a call before it tries again: ride->pause seconds (0.1 s, doubling
+ * up to 1 s), at most until `end` (ct_now() time), cut short as the
+ * handle's loop ends. Returns 0, or CT_ESHUTDOWN once it has ended: a call
+ * whose server had gone away went on trying to connect after a stop, until
+ * its own end (for ever with an infinite timeout). */
+static int ride_pause(ct_broker_t *b, ct__bride_t *ride, double end) {
+  double until = fmin(ct_now() + fmax(ride->pause, 0.1), end);
+  ride->pause = fmin(fmax(ride->pause, 0.1) * 2, 1);
+  struct timespec at = ct__timespec_at(until);
+  pthread_mutex_lock(&b->lock);
+  while (!b->ended && ct_now() < until &&
+         pthread_cond_timedwait(&b->ended_cond, &b->lock, &at) == 0)
+    ;
+  bool ended = b->ended;
+  pthread_mutex_unlock(&b->lock);
+  return ended ? CT_ESHUTDOWN : 0;
 }
 
 /* Keep a call's connection for the next call if it is still of use (else,
@@ -776,7 +803,8 @@ static int ride_connect(ct_broker_t *b, ct__bride_t *ride, double within) {
       return ride_set(b, ride, c);
     if (rc != CT_ETIMEDOUT || end - ct_now() <= 0)
       return rc;
-    ride->pause = pause_until(ride->pause, end);
+    if ((rc = ride_pause(b, ride, end)) != 0)
+      return rc;
     if (end - ct_now() <= 0)
       return CT_ETIMEDOUT;
   }
@@ -817,6 +845,7 @@ static void on_handle_end(void *data) {
   ct_broker_t *b = data;
   pthread_mutex_lock(&b->lock);
   b->ended = true;
+  pthread_cond_broadcast(&b->ended_cond);
   for (ct__bride_t *r = b->rides; r; r = r->next)
     if (r->conn)
       ct__rsync_interrupt(r->conn);
@@ -964,9 +993,8 @@ static int wait_result(ct_broker_t *b, const char *id, ct__bride_t *ride,
     if (ride->conn && !ride->sent && !ct__rsync_usable(ride->conn)) {
       /* It failed: paused before the next (a server that drops every
        * read must not make this a loop), unless the handle has ended. */
-      if ((rc = ride_set(b, ride, NULL)) != 0)
+      if ((rc = ride_set(b, ride, NULL)) != 0 || (rc = ride_pause(b, ride, ride->end)) != 0)
         break;
-      ride->pause = pause_until(ride->pause, ride->end);
       rc = CT_ETIMEDOUT;
       continue;
     }

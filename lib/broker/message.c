@@ -62,15 +62,47 @@ static void wire_add(ct__bmsg_wire_t *w, const char *name, const char *value, si
   w->argvlen[w->argc++] = len;
 }
 
+/* Whether every key and string in j is UTF-8: jansson's *_nocheck calls
+ * can make them otherwise. */
+static bool texts_utf8(json_t *j) {
+  const char *key;
+  json_t *v;
+  size_t i;
+  switch (json_typeof(j)) {
+  case JSON_STRING:
+    return ct__utf8_valid(json_string_value(j), json_string_length(j));
+  case JSON_ARRAY:
+    json_array_foreach(j, i, v) {
+      if (!texts_utf8(v))
+        return false;
+    }
+    return true;
+  case JSON_OBJECT:
+    json_object_foreach(j, key, v) {
+      if (!ct__utf8_valid(key, strlen(key)) || !texts_utf8(v))
+        return false;
+    }
+    return true;
+  default:
+    return true;
+  }
+}
+
 int ct__bmsg_encode(const ct__bmsg_t *m, ct__bmsg_wire_t *w) {
   memset(w, 0, sizeof *w);
+  /* json_dumps() refuses a string that is not UTF-8 (which read as a want
+   * of memory), and writes such a key as broken JSON that a worker would
+   * bury: both are bad input. */
+  if (!texts_utf8(m->kwargs))
+    return CT_EINVAL;
   w->kwargs_text = json_dumps(m->kwargs, JSON_COMPACT);
   if (!w->kwargs_text)
     return CT_ENOMEM;
+  size_t len = strlen(w->kwargs_text);
   snprintf(w->enqueued, sizeof w->enqueued, "%" PRId64, m->enqueued_ms);
   wire_add(w, "id", m->id, strlen(m->id));
   wire_add(w, "name", m->name, strlen(m->name));
-  wire_add(w, "kwargs", w->kwargs_text, strlen(w->kwargs_text));
+  wire_add(w, "kwargs", w->kwargs_text, len);
   wire_add(w, "enqueued", w->enqueued, strlen(w->enqueued));
   /* The optional fields, written only when set: an entry stays as short as
    * the options it uses. */

@@ -63,7 +63,8 @@ bool ct__bmsg_name_ok(const char *name, size_t len);
 /* True if s[0..len) is a UUID string in canonical lower-case form. */
 bool ct__bmsg_id_ok(const char *s, size_t len);
 
-/* Encode m. Returns 0 or CT_ENOMEM; w is then freed with
+/* Encode m. Returns 0, CT_EINVAL (a key or string of its kwargs is not
+ * UTF-8), or CT_ENOMEM; w is then freed with
  * ct__bmsg_wire_free() (also safe after an error). */
 int ct__bmsg_encode(const ct__bmsg_t *m, ct__bmsg_wire_t *w);
 void ct__bmsg_wire_free(ct__bmsg_wire_t *w);

@@ -119,8 +119,17 @@ static void test_submit_many_refused_as_a_whole_writes_nothing_and_delays_wait(v
   o = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
   o.priority = -5;
   CHECK_EQ_INT(ct_broker_submit_many(e.b, 2, names, NULL, &o, ids, rcs), CT_EINVAL);
+  /* A count over the limit may not be the array's: rcs is left alone. */
+  rcs[0] = rcs[1] = 1;
   CHECK_EQ_INT(ct_broker_submit_many(e.b, 2000, names, NULL, NULL, ids, rcs), CT_EINVAL);
+  CHECK(rcs[0] == 1 && rcs[1] == 1);
+  /* A NULL broker, names or ids: rcs says so, as for the refusals above
+   * (it kept what it held). */
+  CHECK_EQ_INT(ct_broker_submit_many(NULL, 2, names, NULL, NULL, ids, rcs), CT_EINVAL);
+  CHECK(rcs[0] == CT_EINVAL && rcs[1] == CT_EINVAL);
+  rcs[0] = rcs[1] = 1;
   CHECK_EQ_INT(ct_broker_submit_many(e.b, 2, NULL, NULL, NULL, ids, rcs), CT_EINVAL);
+  CHECK(rcs[0] == CT_EINVAL && rcs[1] == CT_EINVAL);
   CHECK_OK(ct_broker_submit_many(e.b, 0, NULL, NULL, NULL, NULL, NULL));
   CHECK_EQ_INT(test_redis_int(&e.r, "EXISTS " PREFIX "stream:normal"), 0);
   o = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;

@@ -5,6 +5,7 @@
  * duplicate completion, a dead letter, a worker that pushes the older
  * form) sends the call to the record, whose answer is the first
  * completion's. Counts and order only; time bounds are generous. */
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -38,19 +39,25 @@ typedef struct {
   ct_broker_t *b;
   const char *name;
   json_t *kwargs;
+  double timeout;
   int rc;
   json_t *result;
 } caller_t;
 
 static void *caller_main(void *arg) {
   caller_t *c = arg;
-  c->rc = ct_broker_call(c->b, c->name, c->kwargs, NULL, 60, &c->result);
+  c->rc = ct_broker_call(c->b, c->name, c->kwargs, NULL, c->timeout, &c->result);
   return NULL;
 }
 
-static void caller_start(caller_t *c, ct_broker_t *b, const char *name, json_t *kwargs) {
-  *c = (caller_t){.b = b, .name = name, .kwargs = kwargs};
+static void caller_start_within(caller_t *c, ct_broker_t *b, const char *name, json_t *kwargs,
+                                double timeout) {
+  *c = (caller_t){.b = b, .name = name, .kwargs = kwargs, .timeout = timeout};
   CHECK_OK(pthread_create(&c->thread, NULL, caller_main, c));
+}
+
+static void caller_start(caller_t *c, ct_broker_t *b, const char *name, json_t *kwargs) {
+  caller_start_within(c, b, name, kwargs, 60);
 }
 
 static void caller_join(caller_t *c) {
@@ -487,6 +494,27 @@ TEST(a_call_on_the_handle_s_loop_or_after_its_stop_is_refused) {
   test_env_end(&e);
 }
 
+/* A call that waits for ever, whose server has gone away, ends with
+ * CT_ESHUTDOWN when its supervisor stops. It went on trying to connect
+ * until its own end, which never came: its thread stuck in the call, the
+ * handle could never be freed. */
+TEST(a_call_whose_server_has_gone_ends_at_a_stop) {
+  test_env_t e;
+  test_env_start(&e, 0, 1, NULL);
+  test_redis_register_name(&e.r, "ghost"); /* no worker runs it */
+  caller_t c;
+  caller_start_within(&c, e.b, "ghost", NULL, INFINITY);
+  WAIT_FOR(client_with(&e.r, "cmd=blpop", "flags=bU ") != 0);
+  test_redis_halt(&e.r, false);
+  check_sleep(1.0); /* the call tries to connect again, and pauses */
+  CHECK_OK(ct_supervisor_stop(e.sup, CT_STOP_DRAIN, -1));
+  caller_join(&c);
+  CHECK_EQ_INT(c.rc, CT_ESHUTDOWN);
+  ct_broker_free(e.b);
+  CHECK_OK(ct_supervisor_free(e.sup));
+  test_redis_stop(&e.r);
+}
+
 int main(void) {
   RUN(a_call_is_answered_by_its_done_list_without_reading_the_record);
   RUN(a_bare_status_in_the_done_list_sends_the_call_to_the_record);
@@ -497,5 +525,6 @@ int main(void) {
   RUN(a_call_whose_connection_the_server_closes_is_answered_anyway);
   RUN(a_call_made_while_the_server_restarts_is_answered);
   RUN(a_call_on_the_handle_s_loop_or_after_its_stop_is_refused);
+  RUN(a_call_whose_server_has_gone_ends_at_a_stop);
   return check_done();
 }

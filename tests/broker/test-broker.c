@@ -170,6 +170,17 @@ TEST(bad_submit_options_are_refused_and_nothing_written) {
   CHECK_OK(ct_broker_submit(e.b, "other", kwargs, &so, id));
   CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:normal"), 1);
   json_decref(kwargs);
+  /* kwargs that JSON cannot write (a string or a key that is not UTF-8,
+   * made with jansson's *_nocheck calls) are bad input, not a want of
+   * memory (they were CT_ENOMEM, which a caller may retry for ever). */
+  json_t *bad_kwargs[] = {json_pack("{s:o}", "s", json_stringn_nocheck("\xff\xfe", 2)),
+                          json_object()};
+  json_object_set_new_nocheck(bad_kwargs[1], "caf\xe9", json_true());
+  for (int i = 0; i < 2; i++) {
+    CHECK_EQ_INT(ct_broker_submit(e.b, "other", bad_kwargs[i], NULL, id), CT_EINVAL);
+    json_decref(bad_kwargs[i]);
+  }
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN ctasker:{default}:stream:normal"), 1);
   /* An options struct of the first published size (ending at result_ttl)
    * is still taken, the later fields at their defaults. */
   so = init;
@@ -578,6 +589,15 @@ TEST(bad_options_name_their_field_in_the_log) {
   so.priority = 256;
   CHECK_EQ_INT(ct_broker_submit(b, "x", NULL, &so, id), CT_EINVAL);
   CHECK(log_says("ct_broker_submit: invalid ct_broker_submit_opts_t.priority: 256 is out"));
+  /* A delay or eta beyond what a record's TTL can hold: refused silently. */
+  so = (ct_broker_submit_opts_t)CT_BROKER_SUBMIT_OPTS_INIT;
+  so.delay = 2e9;
+  CHECK_EQ_INT(ct_broker_submit(b, "x", NULL, &so, id), CT_EINVAL);
+  CHECK(log_says("ct_broker_submit_opts_t.delay: over 1e9 seconds"));
+  so.delay = 0;
+  so.eta = ct_now() + 1e10; /* ct_now() is not Unix time, but far smaller */
+  CHECK_EQ_INT(ct_broker_submit(b, "x", NULL, &so, id), CT_EINVAL);
+  CHECK(log_says("ct_broker_submit_opts_t.eta: over 1e9 seconds"));
   ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
   wo.lease = 0.01;
   CHECK_EQ_INT(ct_broker_worker_start(b, &wo), CT_EINVAL);
