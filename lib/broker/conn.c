@@ -125,6 +125,7 @@ struct ct__rconn {
   int no_reply_rc;        /* L: what a command without a reply returns */
   atomic_llong client_id; /* the server's CLIENT ID of the connection; 0: none */
   atomic_bool up;         /* written on the loop: connected, AUTH and SELECT done */
+  atomic_uint made;       /* written on the loop: connections made so far */
 };
 
 static void conn_log(ct__rconn_t *c, int level, const char *fmt, ...)
@@ -395,6 +396,7 @@ static void handshake_done(ct__rconn_t *c) {
   ev_timer_stop(c->ev, &c->connect_timer);
   c->backoff = RETRY_FIRST;
   atomic_store(&c->up, true);
+  atomic_fetch_add(&c->made, 1);
   conn_log(c, CT_LOG_INFO, "redis %s: connected", c->display);
   first_answer(c, 0);
   probe_loading(c);
@@ -584,6 +586,7 @@ static int conn_init(ct__rconn_t *c, const ct__rconn_opts_t *o) {
   c->no_reply_rc = CT_ETIMEDOUT;
   atomic_init(&c->client_id, 0);
   atomic_init(&c->up, false);
+  atomic_init(&c->made, 0);
   c->url = *o->url;
   c->url.host = o->url->host ? strdup(o->url->host) : NULL;
   c->url.path = o->url->path ? strdup(o->url->path) : NULL;
@@ -805,6 +808,8 @@ int ct__rconn_on_end(ct__rconn_t *c, void (*fn)(void *data), void *data) {
 long long ct__rconn_client_id(ct__rconn_t *c) { return atomic_load(&c->client_id); }
 
 bool ct__rconn_up(ct__rconn_t *c) { return atomic_load(&c->up); }
+
+unsigned ct__rconn_made(ct__rconn_t *c) { return atomic_load(&c->made); }
 
 int ct__rconn_loop_send(ct__rconn_t *c, int argc, const char **argv, const size_t *argvlen,
                         redisCallbackFn *fn, void *data) {

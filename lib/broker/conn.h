@@ -112,6 +112,11 @@ long long ct__rconn_client_id(ct__rconn_t *c);
  * made again, up to its timeout. Thread-safety: any thread. */
 bool ct__rconn_up(ct__rconn_t *c);
 
+/* How many times the connection has been made (AUTH and SELECT done): what
+ * was learnt of the server on one connection may be stale on the next (it
+ * may have restarted without its data). Thread-safety: any thread. */
+unsigned ct__rconn_made(ct__rconn_t *c);
+
 /* On the connection's loop thread only: send a command now without
  * waiting and without a deadline of its own (a command with one that
  * overruns drops the connection, and this one with it); fn (may be NULL)

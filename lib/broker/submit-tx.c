@@ -4,14 +4,17 @@
  * commands it runs: a script call and each redis.call() inside it have a
  * price of their own, paid on every task. Only one of its checks needs a
  * script: whether the name is registered. The names set only grows (a
- * worker adds its names as it starts; nothing removes them), so once a
- * submission through the script has found a name there, the handle keeps
- * it here, and the next immediate submissions of that name (no idempotency
- * key, no delay: those keep the script) write the record and the entry in
- * one MULTI/EXEC transaction instead, sent in one go: the same writes, as
- * atomic (a connection lost before EXEC writes nothing), and the same
- * guarantee (a name no worker has ever registered is refused: it is never
- * kept). A handle keeps at most KNOWN_MAX names; past them, the script.
+ * worker adds its names as it starts; nothing removes them) while the
+ * server keeps its data, so once a submission through the script has found
+ * a name there, the handle keeps it here, for as long as its connection
+ * lasts (a server that restarted may have lost the set; its workers add
+ * their names again as they find their groups gone), and the next
+ * immediate submissions of that name (no idempotency key, no delay: those
+ * keep the script) write the record and the entry in one MULTI/EXEC
+ * transaction instead, sent in one go: the same writes, as atomic (a
+ * connection lost before EXEC writes nothing), and the same guarantee (a
+ * name no worker has ever registered is refused: it is never kept). A
+ * handle keeps at most KNOWN_MAX names; past them, the script.
  * A blocking call's transaction goes on the call's own connection, its
  * blocking read of the done list sent behind it (send_riding()).
  *
@@ -26,13 +29,26 @@
 #define KNOWN_MAX 64 /* names one handle keeps */
 
 struct ct__bknown {
+  unsigned made; /* the connection they were learnt on (ct__rconn_made()) */
   size_t n;
   char *names[KNOWN_MAX];
 };
 
+/* Forget the names learnt on an earlier connection. Lock held. */
+static void known_refresh(ct_broker_t *b) {
+  unsigned made = ct__rconn_made(b->conn);
+  if (!b->known || b->known->made == made)
+    return;
+  for (size_t i = 0; i < b->known->n; i++)
+    free(b->known->names[i]);
+  b->known->n = 0;
+  b->known->made = made;
+}
+
 bool ct__bknown_has(ct_broker_t *b, const char *name) {
   bool found = false;
   pthread_mutex_lock(&b->lock);
+  known_refresh(b);
   for (size_t i = 0; b->known && i < b->known->n && !found; i++)
     found = strcmp(b->known->names[i], name) == 0;
   pthread_mutex_unlock(&b->lock);
@@ -41,8 +57,9 @@ bool ct__bknown_has(ct_broker_t *b, const char *name) {
 
 void ct__bknown_add(ct_broker_t *b, const char *name) {
   pthread_mutex_lock(&b->lock);
-  if (!b->known)
-    b->known = calloc(1, sizeof *b->known);
+  if (!b->known && (b->known = calloc(1, sizeof *b->known)))
+    b->known->made = ct__rconn_made(b->conn);
+  known_refresh(b);
   bool found = !b->known;
   for (size_t i = 0; !found && i < b->known->n; i++)
     found = strcmp(b->known->names[i], name) == 0;

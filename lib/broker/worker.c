@@ -103,6 +103,9 @@
 #define BLOCK_MS "1000"      /* longest blocking read: how soon a stop is seen */
 #define BLOCK_SECONDS 1.0
 #define DEAD_MAX "10000"     /* about this many dead letters are kept */
+/* Most values a script passes to one command with unpack(): Lua's C stack
+ * holds 8000, and a script that needs more fails, after what it wrote. */
+#define UNPACK_MAX "7900"
 #define MAX_KWARGS (16u << 20) /* bytes of kwargs a worker accepts */
 #define STORE_TRIES 3        /* attempts to store a result */
 #define DEFAULT_TTL "86400"  /* a record without its own TTL field */
@@ -125,9 +128,12 @@ static const int level_priority[CT__BLEVELS] = {CT_PRIORITY_CRITICAL, CT_PRIORIT
  * that class saying why, unless it has ended already (the first completion
  * wins), rather than queued for ever; a caller who waits for it (the entry
  * has a deadline) is woken as by a completion. Keys of another type (a
- * foreign producer's doing) are left alone, so that one entry cannot make
- * the script fail. Returns the entry's name field ('' if none), so that
- * the worker counts what was buried by the name the entry really had. */
+ * foreign producer's doing) are left alone, and of an entry with more
+ * fields than one command can take, those beyond are left out (`dropped`
+ * says how many values), so that one entry cannot make the script fail
+ * (it failed, and the entry was delivered again after every lease).
+ * Returns the entry's name field ('' if none), so that the worker counts
+ * what was buried by the name the entry really had. */
 static const char bury_script[] =
     "local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])\n"
     "local args = {'reason', ARGV[3], 'stream', ARGV[4], 'entry', ARGV[1]}\n"
@@ -137,8 +143,14 @@ static const char bury_script[] =
     "  for j = 1, #f, 2 do\n"
     "    if f[j] == 'deadline' then waited = true end\n"
     "    if f[j] == 'name' then name = f[j + 1] end\n"
-    "    args[#args + 1] = f[j]\n"
-    "    args[#args + 1] = f[j + 1]\n"
+    "    if #args < " UNPACK_MAX " - 2 then\n"
+    "      args[#args + 1] = f[j]\n"
+    "      args[#args + 1] = f[j + 1]\n"
+    "    end\n"
+    "  end\n"
+    "  if #f + 6 > #args then\n"
+    "    args[#args + 1] = 'dropped'\n"
+    "    args[#args + 1] = tostring(#f + 6 - #args)\n"
     "  end\n"
     "end\n"
     "redis.call('XADD', KEYS[2], 'MAXLEN', '~', " DEAD_MAX ", '*', unpack(args))\n"
@@ -375,14 +387,27 @@ static const char mark_script[] =
     "end\n"
     "return #KEYS\n";
 
-/* KEYS: delayed set, the task's stream, its record. ARGV: the member (a
- * JSON array: level name, then the entry's fields and values). Moves one
- * due task into its stream, once: of several workers promoting it, only
- * the one whose ZREM removed it writes the entry. A record still waiting
- * says QUEUED. */
+/* KEYS: delayed set, the task's stream, its record, dead letters. ARGV:
+ * the member (a JSON array: level name, then the entry's fields and
+ * values). Moves one due task into its stream, once: of several workers
+ * promoting it, only the one whose ZREM removed it writes the entry. A
+ * record still waiting says QUEUED. What could fail comes before the ZREM,
+ * which Redis keeps when a script fails after it (the task was then in no
+ * stream and no set): a member with more values than XADD can be given,
+ * or whose record is of another type, goes to the dead letters instead.
+ * Returns 1 if this call moved it, 2 if it buried it, 0 if another worker
+ * had taken it. */
 static const char promote_script[] =
-    "if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
     "local m = cjson.decode(ARGV[1])\n"
+    "local t = redis.call('TYPE', KEYS[3]).ok\n"
+    "if #m > " UNPACK_MAX " or (t ~= 'hash' and t ~= 'none') then\n"
+    "  if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
+    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', " DEAD_MAX ", '*', 'reason',"
+    " #m > " UNPACK_MAX " and 'too many fields' or 'its record is not a hash',"
+    " 'stream', 'delayed', 'member', ARGV[1])\n"
+    "  return 2\n"
+    "end\n"
+    "if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
     "local s = redis.call('HGET', KEYS[3], 'status')\n"
     "if s == 'delayed' or s == 'retrying' then\n"
     "  redis.call('HSET', KEYS[3], 'status', 'queued')\n"
@@ -807,25 +832,21 @@ static int create_groups(ct__bworker_t *w) {
   return 0;
 }
 
-static int add_names(ct__bworker_t *w) {
-  size_t n = 0;
-  for (const ct__bhandler_t *h = w->b->handlers; h; h = h->next)
-    n++;
+/* Add the worker's names (w->names) to the queue's names set: at start,
+ * and again when the server has lost its data (its groups were gone:
+ * every submission of them was refused, until the worker started again). */
+static int publish_names(ct__bworker_t *w) {
+  size_t n = json_array_size(w->names);
   const char **argv = calloc(n + 2, sizeof *argv);
   char *key = ct__broker_key(w->b, "names", "");
   int rc = argv && key ? 0 : CT_ENOMEM;
   if (rc == 0) {
     argv[0] = "SADD";
     argv[1] = key;
-    n = 2;
-    for (const ct__bhandler_t *h = w->b->handlers; h; h = h->next) {
-      argv[n++] = h->name;
-      if (json_array_append_new(w->names, json_string(h->name)) != 0)
-        rc = CT_ENOMEM;
-    }
+    for (size_t i = 0; i < n; i++)
+      argv[i + 2] = json_string_value(json_array_get(w->names, i));
+    rc = ct__rconn_command(w->b->conn, (int)n + 2, argv, NULL, ok_reply, NULL);
   }
-  if (rc == 0)
-    rc = ct__rconn_command(w->b->conn, (int)n, argv, NULL, ok_reply, NULL);
   free(argv);
   free(key);
   return rc;
@@ -1320,10 +1341,16 @@ static int promote_one(ct__bworker_t *w, const char *member) {
     return rc;
   }
   char *rec = ct__broker_key(w->b, "task:", id);
-  const char *keys[] = {w->delayed, w->streams[level], rec};
+  const char *keys[] = {w->delayed, w->streams[level], rec, w->dead};
   const char *args[] = {member};
-  int rc = rec ? eval(w->fetch, &promote_lua, 3, keys, 1, args, ok_reply, NULL) : CT_ENOMEM;
+  long long moved = 0;
+  int rc = rec ? eval(w->fetch, &promote_lua, 4, keys, 1, args, int_reply, &moved) : CT_ENOMEM;
   free(rec);
+  if (rc == 0 && moved == 2) {
+    ct__broker_log(w->b, CT_LOG_ERROR, "delayed task %s cannot go back into its stream (too "
+                   "many fields, or its record is not a hash): dead letter", id);
+    ct__bmetrics_dead(w->b, "", id, -1);
+  }
   return rc;
 }
 
@@ -1569,7 +1596,7 @@ static void fetch_round(ct__bworker_t *w, int free_slots) {
   int started = start_fetched(w, &f, rc == CT_ESHUTDOWN);
   if (started < 0) /* the supervisor is stopping or stopped: fetch nothing more */
     return;
-  if (f.nogroup && create_groups(w) == 0)
+  if (f.nogroup && create_groups(w) == 0 && publish_names(w) == 0)
     return;
   if (rc != 0) {
     ct__broker_log(w->b, CT_LOG_ERROR, "fetching tasks failed (%s)", ct_strerror(rc));
@@ -1814,6 +1841,8 @@ static ct__bworker_t *worker_new(ct_broker_t *b, const ct_broker_worker_opts_t *
   w->names = json_array();
   bool ok = w->consumer && w->dead && w->delayed && w->wake && w->workers_key &&
             w->alive_key && w->names;
+  for (const ct__bhandler_t *h = b->handlers; ok && h; h = h->next)
+    ok = json_array_append_new(w->names, json_string(h->name)) == 0;
   for (int i = 0; i < CT__BLEVELS; i++) {
     ok = (w->streams[i] = ct__broker_key(b, "stream:", ct__blevel_names[i])) && ok;
     w->renewals[i] = (renewal_t){w, i};
@@ -1862,7 +1891,7 @@ static int worker_begin(ct__bworker_t *w, bool allow_eviction) {
   if (rc == 0)
     rc = ct__rconn_new(&co, &w->fetch);
   if (rc == 0)
-    rc = add_names(w);
+    rc = publish_names(w);
   if (rc == 0)
     rc = create_groups(w);
   if (rc == 0) {

@@ -121,6 +121,46 @@ TEST(a_delayed_task_waits_in_the_delayed_set_then_runs_once) {
 
 /* Two workers (two handles) share the delayed set: each due task is moved
  * into its stream once and run once; an ETA in the past runs now. */
+/* A due member whose record is of another type, or with more values than
+ * XADD can be given from a script: the promote script failed after its
+ * ZREM, and the task was in no stream, no set and no dead letters. It now
+ * goes to the dead letters, whole. */
+TEST(a_due_task_that_cannot_go_back_into_its_stream_goes_to_the_dead_letters) {
+  test_env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "count", count_run, NULL));
+  const char *id = "44444444-4444-4444-8444-444444444444";
+  freeReplyObject(test_redis(&e.r, "SET " PREFIX "task:%s foreign", id));
+  json_t *m = json_pack("[s,s,s,s,s,s,s,s,s]", "normal", "id", id, "name", "count", "kwargs",
+                        "{}", "enqueued", "1");
+  char *text = json_dumps(m, JSON_COMPACT);
+  freeReplyObject(test_redis(&e.r, "ZADD " PREFIX "delayed 1 %s", text));
+  free(text);
+  for (int i = 0; i < 4000; i++) { /* 8000 values more: over what XADD can take */
+    json_array_append_new(m, json_string("x"));
+    json_array_append_new(m, json_string("v"));
+  }
+  json_array_set_new(m, 2, json_string("55555555-5555-4555-8555-555555555555"));
+  text = json_dumps(m, JSON_COMPACT);
+  freeReplyObject(test_redis(&e.r, "ZADD " PREFIX "delayed 1 %s", text));
+  free(text);
+  json_decref(m);
+  CHECK_OK(ct_broker_worker_start(e.b, NULL));
+  WAIT_FOR(test_redis_int(&e.r, "XLEN " PREFIX "dead") == 2);
+  CHECK_EQ_INT(test_redis_int(&e.r, "ZCARD " PREFIX "delayed"), 0);
+  CHECK_EQ_INT(test_redis_int(&e.r, "XLEN " PREFIX "stream:normal"), 0);
+  redisReply *x = test_redis(&e.r, "XRANGE " PREFIX "dead - +");
+  const char *reasons[2] = {x->element[0]->element[1]->element[1]->str,
+                            x->element[1]->element[1]->element[1]->str};
+  CHECK(strcmp(reasons[0], "its record is not a hash") == 0 ||
+        strcmp(reasons[1], "its record is not a hash") == 0);
+  CHECK(strcmp(reasons[0], "too many fields") == 0 || strcmp(reasons[1], "too many fields") == 0);
+  freeReplyObject(x);
+  CHECK_EQ_INT(atomic_load(&runs), 0);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  test_env_end(&e);
+}
+
 TEST(due_tasks_are_moved_once_among_several_workers) {
   test_env_t e;
   env_start(&e);
@@ -477,6 +517,7 @@ int main(int argc, char **argv) {
   if (!test_redis_installed())
     return 77;
   RUN(a_delayed_task_waits_in_the_delayed_set_then_runs_once);
+  RUN(a_due_task_that_cannot_go_back_into_its_stream_goes_to_the_dead_letters);
   RUN(due_tasks_are_moved_once_among_several_workers);
   RUN(an_idle_worker_takes_a_delayed_task_submitted_while_it_blocks);
   RUN(the_same_key_returns_the_first_id_and_enqueues_nothing);

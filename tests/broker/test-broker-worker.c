@@ -24,6 +24,14 @@ static char order[64];
 
 static atomic_int fetch_failures;
 static atomic_int unstored; /* "result not stored" log lines */
+static atomic_int producer_connected; /* "connected" lines of producer_log */
+
+static void producer_log(int level, const char *msg, void *data) {
+  (void)level;
+  (void)data;
+  if (strstr(msg, ": connected"))
+    atomic_fetch_add(&producer_connected, 1);
+}
 
 static void log_line(int level, const char *msg, void *data) {
   (void)level;
@@ -278,6 +286,71 @@ TEST(a_malformed_entry_goes_to_the_dead_letters) {
   freeReplyObject(x);
   wait_normal_stream_done(&e);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  test_env_end(&e);
+}
+
+/* An entry with more fields than one Redis command in a script can be
+ * given (a reader skips fields it does not know, so it is a valid entry
+ * but for its missing kwargs): its dead letter keeps what fits and says
+ * how many values it left out. The bury script failed on it, and the entry
+ * was delivered again after every lease, for ever. */
+TEST(a_malformed_entry_with_thousands_of_fields_goes_to_the_dead_letters) {
+  test_env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  test_broker_worker_start(e.b, 1);
+  enum { EXTRA = 4100 };
+  static char names[EXTRA][16];
+  const char *argv[5 + 2 * EXTRA] = {"XADD", STREAM("normal"), "*", "name", "add"};
+  for (int i = 0; i < EXTRA; i++) {
+    snprintf(names[i], sizeof names[i], "x%d", i);
+    argv[5 + 2 * i] = names[i];
+    argv[6 + 2 * i] = "v";
+  }
+  freeReplyObject(redisCommandArgv(e.r.client, 5 + 2 * EXTRA, argv, NULL));
+  WAIT_FOR(test_redis_int(&e.r, "XLEN ctasker:{default}:dead") == 1);
+  redisReply *x = test_redis(&e.r, "XRANGE ctasker:{default}:dead - +");
+  const redisReply *f = x->element[0]->element[1];
+  CHECK_EQ_STR(f->element[1]->str, "missing or bad id");
+  CHECK_EQ_STR(f->element[f->elements - 2]->str, "dropped");
+  CHECK(atoi(f->element[f->elements - 1]->str) > 0);
+  freeReplyObject(x);
+  wait_normal_stream_done(&e);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  test_env_end(&e);
+}
+
+/* The server restarts without its data (no persistence). A worker that
+ * lives on finds its groups gone, and adds its names again as it makes
+ * them: submissions of them were refused until it started again. A
+ * producer's handle forgets the names it had found registered before: a
+ * name no worker has registered since is refused (it was written, for no
+ * worker to take). */
+TEST(after_the_server_lost_its_data_names_are_registered_and_checked_again) {
+  test_env_t e;
+  env_start(&e);
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  test_broker_worker_start(e.b, 1);
+  ct_broker_t *p = test_broker_open(e.sup, e.r.url, 10, producer_log);
+  char id[CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(p, "add", NULL, NULL, id)); /* p has found "add" registered */
+  test_broker_wait_completed(p, id, 20);
+  CHECK_OK(ct_broker_submit(p, "add", NULL, NULL, id)); /* ... and keeps it */
+  test_broker_wait_completed(p, id, 20);
+  test_redis_halt(&e.r, false);
+  test_redis_start(&e.r, NULL);
+  WAIT_FOR(test_redis_int(&e.r, "SISMEMBER ctasker:{default}:names add") == 1);
+  CHECK_OK(ct_broker_submit(p, "add", NULL, NULL, id));
+  test_broker_wait_completed(p, id, 20);
+  /* Again, with the worker stopped: nothing registers "add" now. */
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  int before = atomic_load(&producer_connected);
+  test_redis_halt(&e.r, false);
+  test_redis_start(&e.r, NULL);
+  WAIT_FOR(atomic_load(&producer_connected) > before); /* its connection made again */
+  CHECK_EQ_INT(ct_broker_submit(p, "add", NULL, NULL, id), CT_ENOENT);
+  CHECK_EQ_INT(test_redis_int(&e.r, "EXISTS " STREAM("normal")), 0);
+  ct_broker_free(p);
   test_env_end(&e);
 }
 
@@ -940,6 +1013,8 @@ int main(int argc, char **argv) {
   RUN(a_name_without_handler_here_fails_as_unknown_task);
   RUN(strict_priority_and_never_more_than_free_slots);
   RUN(a_malformed_entry_goes_to_the_dead_letters);
+  RUN(a_malformed_entry_with_thousands_of_fields_goes_to_the_dead_letters);
+  RUN(after_the_server_lost_its_data_names_are_registered_and_checked_again);
   RUN(an_oversized_task_is_dead_in_its_record_and_answers_its_caller);
   RUN(the_first_completion_wins);
   RUN(stop_waits_for_running_tasks);
