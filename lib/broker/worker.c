@@ -1109,9 +1109,16 @@ static double backoff_for(const ct__bmsg_t *m, long long attempt) {
   return pause * (0.5 + 0.5 * ((double)r / 4294967295.0));
 }
 
+/* Whether a command's error says the server did not answer it. */
+static bool unanswered(int rc) { return rc == CT_ETIMEDOUT || rc == CT_ESHUTDOWN; }
+
 /* Put a failed run's task back, due after its backoff (now for a Retry
- * outcome), rather than store its error. Returns 0, or an error (logged)
- * after which the caller stores the error instead. */
+ * outcome), rather than store its error. Returns 0; CT_ETIMEDOUT or
+ * CT_ESHUTDOWN if the server did not answer (logged: the entry stays
+ * pending, and its take-over runs it again: the script may have run, which
+ * took the entry, or not; storing the error made a failure final with runs
+ * left, and, had the script run, the task ran again after it); or another
+ * error (logged), after which the caller stores the error instead. */
 static int retry(ct__bworker_t *w, const job_t *j, long long attempt, bool now,
                  const char *text, bool *lost) {
   int64_t now_ms = ct__broker_unix_ms();
@@ -1131,8 +1138,9 @@ static int retry(ct__bworker_t *w, const job_t *j, long long attempt, bool now,
     rc = eval(w->b->conn, &retry_lua, 4, keys, 11, args, int_reply, &written);
   *lost = rc == 0 && written == 0;
   if (rc != 0)
-    ct__broker_log(w->b, CT_LOG_ERROR, "task %s: cannot retry it (%s): its error is stored",
-                   j->msg.id, ct_strerror(rc));
+    ct__broker_log(w->b, CT_LOG_ERROR, "task %s: cannot retry it (%s): %s", j->msg.id,
+                   ct_strerror(rc), unanswered(rc) ? "its entry stays pending, to run again"
+                                                   : "its error is stored");
   free(rec);
   return rc;
 }
@@ -1206,7 +1214,13 @@ static json_t *run_job(ct_task_t *self, job_t *j) {
   char *text = result_text(&result);
   const char *cls = ct_result_error_class(result);
   bool now = cls && strcmp(cls, CT_BROKER_RETRY) == 0;
-  if (retried(j, result, attempt) && retry(w, j, attempt, now, text, &lost) == 0) {
+  int retry_rc = retried(j, result, attempt) ? retry(w, j, attempt, now, text, &lost) : -1;
+  if (unanswered(retry_rc)) { /* nothing of this run is stored (retry()) */
+    free(text);
+    ct__bmetrics_end(w->b, &j->msg, j->level, CT_BROKER_RUNNING, j->started);
+    return result;
+  }
+  if (retry_rc == 0) {
     free(text);
     if (lost)
       ct__broker_log(w->b, CT_LOG_WARNING, "task %s: its lease was lost while it ran: "

@@ -70,6 +70,18 @@ static json_t *until_released(ct_task_t *self, const json_t *kwargs, void *data)
   return json_string("late");
 }
 
+/* The first run waits until released, then fails; later runs succeed. */
+static json_t *fails_once_released(ct_task_t *self, const json_t *kwargs, void *data) {
+  (void)self;
+  (void)kwargs;
+  (void)data;
+  if (atomic_fetch_add(&runs, 1) > 0)
+    return json_string("ok");
+  for (int i = 0; i < 2000 && !atomic_load(&released); i++)
+    check_sleep(0.01);
+  return ct_error_new("ValueError", "the first run fails");
+}
+
 static void env_start(test_env_t *e) {
   atomic_store(&runs, 0);
   atomic_store(&started, 0);
@@ -158,6 +170,38 @@ TEST(a_due_task_that_cannot_go_back_into_its_stream_goes_to_the_dead_letters) {
   freeReplyObject(x);
   CHECK_EQ_INT(atomic_load(&runs), 0);
   CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  test_env_end(&e);
+}
+
+/* A failed run whose retry the server does not answer in time (paused for
+ * writes longer than three command timeouts, then back): its entry stays
+ * pending and is run again, which succeeds. Its error was stored as its
+ * final result (FAILED with a run left), once the server answered again. */
+TEST(a_retry_the_server_does_not_answer_leaves_the_entry_to_run_again) {
+  test_env_t e;
+  atomic_store(&runs, 0);
+  atomic_store(&released, 0);
+  test_env_start(&e, 0, 0.3, NULL);
+  ct_broker_t *watcher = test_broker_open(e.sup, e.r.url, 10, NULL);
+  CHECK_OK(ct_broker_register(e.b, "once", fails_once_released, NULL));
+  ct_broker_worker_opts_t wo = CT_BROKER_WORKER_OPTS_INIT;
+  wo.lease = 1;
+  CHECK_OK(ct_broker_worker_start(e.b, &wo));
+  ct_broker_submit_opts_t so = CT_BROKER_SUBMIT_OPTS_INIT;
+  so.max_attempts = 2;
+  so.backoff = 0.01;
+  char id[CT_BROKER_ID_SIZE];
+  CHECK_OK(ct_broker_submit(watcher, "once", NULL, &so, id));
+  WAIT_FOR(atomic_load(&runs) == 1);
+  freeReplyObject(test_redis(&e.r, "CLIENT PAUSE 1500 WRITE"));
+  atomic_store(&released, 1);
+  ct_broker_info_t info = test_broker_wait_done(watcher, id, 30);
+  CHECK_EQ_INT(info.status, CT_BROKER_COMPLETED);
+  CHECK_EQ_STR(json_string_value(info.result), "ok");
+  json_decref(info.result);
+  CHECK_EQ_INT(atomic_load(&runs), 2);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  ct_broker_free(watcher);
   test_env_end(&e);
 }
 
@@ -518,6 +562,7 @@ int main(int argc, char **argv) {
     return 77;
   RUN(a_delayed_task_waits_in_the_delayed_set_then_runs_once);
   RUN(a_due_task_that_cannot_go_back_into_its_stream_goes_to_the_dead_letters);
+  RUN(a_retry_the_server_does_not_answer_leaves_the_entry_to_run_again);
   RUN(due_tasks_are_moved_once_among_several_workers);
   RUN(an_idle_worker_takes_a_delayed_task_submitted_while_it_blocks);
   RUN(the_same_key_returns_the_first_id_and_enqueues_nothing);
