@@ -512,8 +512,12 @@ CT_EXPORT int ct_broker_worker_start(ct_broker_t *broker, const ct_broker_worker
  * handle's connection even with timeout 0). timeout in seconds: < 0 waits
  * until then, 0 does not wait, > 0 waits at most that long (NaN:
  * CT_EINVAL). Returns 0 once stopped (for timeout 0: the stop under way);
- * CT_ETIMEDOUT if tasks still run (call again to wait more); CT_EINVAL if
- * the worker never started. ct_broker_free() stops it and waits.
+ * CT_EAGAIN once stopped if Redis did not take the outcome of a run that
+ * ended during the stop (no answer, or a refusal; logged): its entry stays
+ * pending, for a worker to run again after its lease (a run given up as
+ * the supervisor stopped is not counted: it has no outcome); CT_ETIMEDOUT if
+ * tasks still run (call again to wait more); CT_EINVAL if the worker never
+ * started. ct_broker_free() stops it and waits.
  * Thread-safety: any thread but the worker's own tasks and the handle's
  * loop thread. */
 CT_EXPORT int ct_broker_worker_stop(ct_broker_t *broker, double timeout);

@@ -15,7 +15,9 @@
  * command at most once a second while tasks run, and at most every tenth of
  * a second once none runs: when the last one ends, or when the fetch thread
  * is about to wait for work (ct__bmetrics_idle(), at least once a second
- * while it waits). So counts reach Redis within about a second of a task's
+ * while it waits), and at most once a second while it waits for a slot
+ * (ct__bmetrics_due(): runs that hold every slot for an hour held the
+ * counts of the runs before them back as long). So counts reach Redis within about a second of a task's
  * end; writing them whenever no task ran cost a write per task or two to a
  * worker whose tasks came one at a time. A retiring worker writes what is
  * left (ct__bmetrics_final()). A write that fails is kept for the next one.
@@ -217,6 +219,18 @@ static void flush_if_idle(ct_broker_t *b, double every) {
 }
 
 void ct__bmetrics_idle(ct_broker_t *b) { flush_if_idle(b, IDLE_FLUSH_EVERY); }
+
+void ct__bmetrics_due(ct_broker_t *b) {
+  ct__bmetrics_t *m = metrics_of(b);
+  if (!m)
+    return;
+  long long taken[CT__BLEVELS][NCOUNTERS];
+  pthread_mutex_lock(&m->lock);
+  bool due = take_due(m, ct_now(), FLUSH_EVERY, taken);
+  pthread_mutex_unlock(&m->lock);
+  if (due)
+    flush(b, m, taken);
+}
 
 void ct__bmetrics_final(ct_broker_t *b) { flush_if_idle(b, 0); }
 

@@ -20,6 +20,10 @@ void ct__bmetrics_end(ct_broker_t *b, const ct__bmsg_t *m, int level,
  * written, unless a task runs or the last write is recent. */
 void ct__bmetrics_idle(ct_broker_t *b);
 
+/* The fetch thread waits for a slot: counts not yet written are written,
+ * unless the last write is under a second old. */
+void ct__bmetrics_due(ct_broker_t *b);
+
 /* The worker retires (no task runs): counts not yet written are written. */
 void ct__bmetrics_final(ct_broker_t *b);
 

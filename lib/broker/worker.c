@@ -73,6 +73,7 @@
  * supervisor never calls back into the worker with a lock of its own
  * held: task_done runs after the task has ended).
  */
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -502,6 +503,9 @@ struct ct__bworker {
   long long blocked_id; /* lock: the fetch connection's client id while it may be
                            blocked in XREAD (for CLIENT UNBLOCK), else 0 */
   bool retired;     /* lock: stopped, renewal ended, liveness record removed */
+  long long unwritten;         /* lock: runs whose outcome Redis did not take
+                                  (their entries stay pending) */
+  long long unwritten_at_stop; /* lock: unwritten as the stop began */
   json_t *names;    /* the handlers' names, for the liveness record */
   bool alive_written; /* the start has (maybe) written the liveness record */
   char *workers_key, *alive_key;
@@ -1053,14 +1057,31 @@ static void job_release(job_t *j) {
   free(j);
 }
 
+/* The worker fetches nothing more from now. Lock held. */
+static void begin_stopping(ct__bworker_t *w) {
+  if (!w->stopping)
+    w->unwritten_at_stop = w->unwritten;
+  w->stopping = true;
+}
+
+/* A run ended whose outcome Redis did not take: a stop says so. */
+static void count_unwritten(ct__bworker_t *w) {
+  pthread_mutex_lock(&w->lock);
+  w->unwritten++;
+  pthread_mutex_unlock(&w->lock);
+}
+
 /* On the store thread: the job's result is stored (or could not be: its
  * entry stays pending, for its lease to pass). Its run has ended. */
 static void stored(ct__bstore_req_t *req, int rc) {
   job_t *j = (job_t *)((char *)req - offsetof(job_t, req));
   ct__bworker_t *w = j->w;
-  if (rc != 0)
+  if (rc != 0) {
     ct__broker_log(w->b, CT_LOG_ERROR, "task %s: result not stored (%s): its entry stays pending",
                    j->msg.id, ct_strerror(rc));
+    if (rc != CT_ESHUTDOWN) /* not a run the supervisor's stop gave up */
+      count_unwritten(w);
+  }
   ct__bmetrics_end(w->b, &j->msg, j->level, j->outcome, j->started);
   free(j->rec_key);
   free(j->done_key);
@@ -1214,13 +1235,16 @@ static json_t *run_job(ct_task_t *self, job_t *j) {
   char *text = result_text(&result);
   const char *cls = ct_result_error_class(result);
   bool now = cls && strcmp(cls, CT_BROKER_RETRY) == 0;
-  int retry_rc = retried(j, result, attempt) ? retry(w, j, attempt, now, text, &lost) : -1;
-  if (unanswered(retry_rc)) { /* nothing of this run is stored (retry()) */
+  bool retry_it = retried(j, result, attempt);
+  int retry_rc = retry_it ? retry(w, j, attempt, now, text, &lost) : 0;
+  if (retry_it && unanswered(retry_rc)) { /* nothing of this run is stored (retry()) */
     free(text);
+    if (retry_rc == CT_ETIMEDOUT)
+      count_unwritten(w);
     ct__bmetrics_end(w->b, &j->msg, j->level, CT_BROKER_RUNNING, j->started);
     return result;
   }
-  if (retry_rc == 0) {
+  if (retry_it && retry_rc == 0) {
     free(text);
     if (lost)
       ct__broker_log(w->b, CT_LOG_WARNING, "task %s: its lease was lost while it ran: "
@@ -1387,11 +1411,32 @@ static int promote_due(ct__bworker_t *w) {
 
 /* --- the fetch thread --------------------------------------------------- */
 
-/* Wait until a slot is free; returns how many, or 0 once stopping. */
+/* `seconds` from now on CLOCK_REALTIME, w->cond's clock. */
+static struct timespec realtime_after(double seconds) {
+  struct timespec at;
+  clock_gettime(CLOCK_REALTIME, &at);
+  at.tv_sec += (time_t)seconds;
+  at.tv_nsec += (long)((seconds - floor(seconds)) * 1e9);
+  if (at.tv_nsec >= 1000000000) {
+    at.tv_sec++;
+    at.tv_nsec -= 1000000000;
+  }
+  return at;
+}
+
+/* Wait until a slot is free; returns how many, or 0 once stopping. Counts
+ * of runs that ended meanwhile are written at least once a second while
+ * it waits: runs that hold every slot for long held them back as long. */
 static int wait_for_slot(ct__bworker_t *w) {
   pthread_mutex_lock(&w->lock);
-  while (!w->stopping && w->running >= w->concurrency)
-    pthread_cond_wait(&w->cond, &w->lock);
+  while (!w->stopping && w->running >= w->concurrency) {
+    struct timespec at = realtime_after(1.0);
+    if (pthread_cond_timedwait(&w->cond, &w->lock, &at) == ETIMEDOUT) {
+      pthread_mutex_unlock(&w->lock);
+      ct__bmetrics_due(w->b);
+      pthread_mutex_lock(&w->lock);
+    }
+  }
   int free_slots = w->stopping ? 0 : w->concurrency - w->running;
   pthread_mutex_unlock(&w->lock);
   return free_slots;
@@ -1408,14 +1453,7 @@ static int slots_free(ct__bworker_t *w) {
 /* Pause after an error, for at most `seconds`, or until a stop. Returns
  * false if the worker is stopping. */
 static bool pause_for(ct__bworker_t *w, double seconds) {
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += (time_t)seconds;
-  until.tv_nsec += (long)((seconds - floor(seconds)) * 1e9);
-  if (until.tv_nsec >= 1000000000) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000;
-  }
+  struct timespec until = realtime_after(seconds);
   pthread_mutex_lock(&w->lock);
   while (!w->stopping && pthread_cond_timedwait(&w->cond, &w->lock, &until) == 0)
     ;
@@ -1480,7 +1518,7 @@ static int start_fetched(ct__bworker_t *w, fetch_t *f, bool refused) {
   }
   if (refused) {
     pthread_mutex_lock(&w->lock);
-    w->stopping = true;
+    begin_stopping(w);
     pthread_mutex_unlock(&w->lock);
   }
   return refused ? -1 : f->started;
@@ -1987,16 +2025,10 @@ static void retire_in_redis(ct__bworker_t *w) {
 }
 
 static int worker_stop(ct__bworker_t *w, double timeout) {
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
   bool bounded = timeout > 0 && timeout < 1e9;
-  if (bounded) {
-    double end = (double)until.tv_sec + (double)until.tv_nsec / 1e9 + timeout;
-    until.tv_sec = (time_t)end;
-    until.tv_nsec = (long)((end - floor(end)) * 1e9);
-  }
+  struct timespec until = realtime_after(bounded ? timeout : 0);
   pthread_mutex_lock(&w->lock);
-  w->stopping = true;
+  begin_stopping(w);
   pthread_cond_broadcast(&w->cond);
   long long blocked = w->blocked_id;
   pthread_mutex_unlock(&w->lock);
@@ -2014,6 +2046,8 @@ static int worker_stop(ct__bworker_t *w, double timeout) {
   rc = w->running > 0 || !w->fetch_done ? CT_ETIMEDOUT : 0;
   bool retire = rc == 0 && !w->retired;
   w->retired = w->retired || retire;
+  if (rc == 0 && w->unwritten > w->unwritten_at_stop)
+    rc = CT_EAGAIN;
   pthread_mutex_unlock(&w->lock);
   if (retire) { /* once: nothing runs any more */
     renew_stop(w);

@@ -354,6 +354,64 @@ TEST(after_the_server_lost_its_data_names_are_registered_and_checked_again) {
   test_env_end(&e);
 }
 
+/* A stop during which a run ends whose result the server does not take
+ * (its writes paused past three command timeouts) says so: CT_EAGAIN, and
+ * the entry stays pending for another worker. The stop returned 0, and the
+ * daemon said every task ended and exited 0. */
+TEST(a_stop_says_when_a_result_was_not_stored) {
+  test_env_t e;
+  test_env_start(&e, 0, 0.3, NULL);
+  gate_reset();
+  CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
+  test_broker_worker_start(e.b, 1);
+  ct_broker_t *p = test_broker_open(e.sup, e.r.url, 10, NULL);
+  char id[CT_BROKER_ID_SIZE];
+  json_t *kwargs = json_pack("{s:s}", "tag", "a");
+  CHECK_OK(ct_broker_submit(p, "gated", kwargs, NULL, id));
+  json_decref(kwargs);
+  WAIT_FOR(waiting_at_gate() == 1);
+  CHECK_OK(ct_broker_worker_stop(e.b, 0)); /* the stop under way */
+  freeReplyObject(test_redis(&e.r, "CLIENT PAUSE 3000 WRITE"));
+  gate_pass_one();
+  CHECK_EQ_INT(ct_broker_worker_stop(e.b, 30), CT_EAGAIN);
+  CHECK_EQ_INT(ct_broker_worker_stop(e.b, 30), CT_EAGAIN); /* and again */
+  WAIT_FOR(pending(&e, STREAM("normal")) == 1);
+  ct_broker_free(p);
+  test_env_end(&e);
+}
+
+/* The queue's count of the runs of a level that ended with `outcome`. */
+static long long stat_of(test_env_t *e, const char *field) {
+  redisReply *x = test_redis(&e->r, "HGET ctasker:{default}:stats %s", field);
+  long long n = x->type == REDIS_REPLY_STRING ? atoll(x->str) : 0;
+  freeReplyObject(x);
+  return n;
+}
+
+/* Runs that ended are counted in Redis within about a second, also while
+ * a long run holds every slot: their counts waited for it to end. */
+TEST(counts_are_written_while_a_long_run_holds_every_slot) {
+  test_env_t e;
+  env_start(&e);
+  gate_reset();
+  CHECK_OK(ct_broker_register(e.b, "add", add, NULL));
+  CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
+  test_broker_worker_start(e.b, 1);
+  char id[CT_BROKER_ID_SIZE];
+  for (int i = 0; i < 5; i++) {
+    submit(&e, "add", json_pack("{s:i,s:i}", "a", i, "b", 1), CT_PRIORITY_NORMAL, id);
+    test_broker_wait_completed(e.b, id, 20);
+  }
+  submit(&e, "gated", json_pack("{s:s}", "tag", "a"), CT_PRIORITY_NORMAL, id);
+  WAIT_FOR(waiting_at_gate() == 1);
+  WAIT_FOR(stat_of(&e, "normal:completed") == 5);
+  gate_pass_one();
+  test_broker_wait_completed(e.b, id, 20);
+  CHECK_OK(ct_broker_worker_stop(e.b, -1));
+  CHECK_EQ_INT(stat_of(&e, "normal:completed"), 6);
+  test_env_end(&e);
+}
+
 /* kwargs over the worker's 16 MiB payload limit. */
 static json_t *oversized_kwargs(void) {
   size_t len = (17u << 20);
@@ -976,6 +1034,7 @@ TEST(a_refused_result_holds_up_none_stored_with_it) {
   test_env_t e;
   env_start_pool(&e, N);
   gate_reset();
+  atomic_store(&unstored, 0);
   late_after = N - 1;
   CHECK_OK(ct_broker_register(e.b, "gated", gated, NULL));
   CHECK_OK(ct_broker_register(e.b, "late", late, NULL));
@@ -1015,6 +1074,8 @@ int main(int argc, char **argv) {
   RUN(a_malformed_entry_goes_to_the_dead_letters);
   RUN(a_malformed_entry_with_thousands_of_fields_goes_to_the_dead_letters);
   RUN(after_the_server_lost_its_data_names_are_registered_and_checked_again);
+  RUN(a_stop_says_when_a_result_was_not_stored);
+  RUN(counts_are_written_while_a_long_run_holds_every_slot);
   RUN(an_oversized_task_is_dead_in_its_record_and_answers_its_caller);
   RUN(the_first_completion_wins);
   RUN(stop_waits_for_running_tasks);

@@ -15,7 +15,7 @@ enum {
   CLI_TASK_FAILED = 1, /* an error result, a failed or dead task; a fast stop */
   CLI_USAGE = 2,       /* bad command line, option or JSON */
   CLI_REDIS = 3,       /* Redis unreachable, or it refused a command */
-  CLI_TIMEOUT = 4,     /* a call or wait timed out; a drain ran out of grace */
+  CLI_TIMEOUT = 4,     /* a call or wait timed out; a drain left tasks pending */
   CLI_NOT_FOUND = 5,   /* no such task, dead letter or registered name */
   CLI_START = 6        /* the worker could not start (plugin, supervisor, Redis policy) */
 };

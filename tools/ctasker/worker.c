@@ -74,8 +74,9 @@ static const char help[] =
     "  -h, --help           this help\n"
     "\n"
     "Exit status: 0 stopped after a full drain, 1 stopped at once by a second\n"
-    "signal, 2 usage, 3 Redis unreachable, 4 the grace ran out (tasks left\n"
-    "pending), 6 could not start (plugin, process pool, metrics, Redis policy).\n";
+    "signal, 2 usage, 3 Redis unreachable, 4 tasks left pending (the grace ran\n"
+    "out, or Redis did not take a run's outcome), 6 could not start (plugin,\n"
+    "process pool, metrics, Redis policy).\n";
 
 enum {
   OPT_HANDLERS = OPT_FIRST_OWN, OPT_THREADS, OPT_PROCESSES, OPT_CONCURRENCY, OPT_GRACE,
@@ -105,6 +106,7 @@ typedef struct {
   _Atomic(prom_t *) prom; /* set at start; worker_log reads it on the library's threads */
   atomic_bool drained;
   atomic_int drain_rc;
+  atomic_bool unwritten; /* a queue's stop said an outcome was not written */
 } daemon_t;
 
 static int parse_own(worker_args_t *a, int o, const char *arg) {
@@ -362,6 +364,8 @@ static void *drain_main(void *arg) {
     int err = ct_broker_worker_stop(d->queues[i].broker, left > 0.001 ? left : 0.001);
     if (err == CT_ETIMEDOUT)
       rc = CLI_TIMEOUT;
+    else if (err == CT_EAGAIN)
+      atomic_store(&d->unwritten, true);
   }
   atomic_store(&d->drain_rc, rc);
   atomic_store(&d->drained, true);
@@ -438,7 +442,13 @@ int cmd_worker(int argc, char **argv) {
            "workers once their lease passes", d->a.grace);
       _exit(CLI_TIMEOUT);
     }
-    dlog(CT_LOG_INFO, "stopped: every running task ended");
+    if (atomic_load(&d->unwritten)) {
+      dlog(CT_LOG_WARNING, "stopped: every running task ended, but Redis did not take the "
+           "outcome of some: they are left to other workers once their lease passes");
+      rc = CLI_TIMEOUT;
+    } else {
+      dlog(CT_LOG_INFO, "stopped: every running task ended");
+    }
   }
   finish(d);
   free(d);
