@@ -305,25 +305,35 @@ int ct_broker_dead_get(ct_broker_t *b, const char *entry, json_t **out) {
   return rc;
 }
 
-/* The level name of a dead letter's "stream" field, or NULL. */
-static const char *level_name(const char *s) {
-  for (int i = 0; s && i < CT__BLEVELS; i++)
-    if (strcmp(s, ct__blevel_names[i]) == 0)
-      return ct__blevel_names[i];
+/* The level its "stream" field names (one of ct__blevel_names), or NULL. */
+static const char *level_field(const ct__bfield_t *f, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (f[i].name_len != 6 || memcmp(f[i].name, "stream", 6) != 0)
+      continue;
+    for (int l = 0; l < CT__BLEVELS; l++)
+      if (f[i].value_len == strlen(ct__blevel_names[l]) &&
+          memcmp(f[i].value, ct__blevel_names[l], f[i].value_len) == 0)
+        return ct__blevel_names[l];
+  }
   return NULL;
 }
 
+/* A dead letter read for a retry: its task id and level, if a worker
+ * would run it. */
 typedef struct {
   const ct_broker_t *b;
   const char *entry;
+  char id[CT_BROKER_ID_SIZE];
+  const char *level;
 } dead_check_t;
 
-/* The reply to XRANGE of one dead letter: 0 if its fields make a task
- * message as a worker decodes them (its bytes as stored, not as JSON shows
- * them: a name that is not UTF-8 is shown with its bad bytes replaced);
- * CT_EINVAL, logged, if a worker would bury it again; CT_ENOENT. */
-static int dead_decodes_reply(const redisReply *r, void *data) {
-  const dead_check_t *d = data;
+/* The reply to XRANGE of one dead letter. Its fields are decoded as a
+ * worker decodes them, from their bytes as stored (as JSON, a name that is
+ * not UTF-8 shows with its bad bytes replaced, and passed a name check):
+ * 0 and d->id, d->level; CT_EINVAL, logged, if a worker would bury it
+ * again or it names no level; CT_ENOENT. */
+static int dead_check_reply(const redisReply *r, void *data) {
+  dead_check_t *d = data;
   if (r->type == REDIS_REPLY_ERROR) {
     ct__broker_log(d->b, CT_LOG_ERROR, "an operator read failed: %s", r->str);
     return CT_EINVAL;
@@ -338,58 +348,45 @@ static int dead_decodes_reply(const redisReply *r, void *data) {
   if (!f)
     return CT_ENOMEM;
   ct__bmsg_t m;
-  const char *reason = NULL;
-  int rc = ct__bmsg_decode(f, n, SIZE_MAX, &m, &reason);
+  const char *reason = "it names no level";
+  int rc = (d->level = level_field(f, n)) ? ct__bmsg_decode(f, n, SIZE_MAX, &m, &reason)
+                                          : CT_EINVAL;
   free(f);
-  if (rc == 0)
+  if (rc == 0) {
+    memcpy(d->id, m.id, CT_BROKER_ID_SIZE);
     ct__bmsg_clear(&m);
-  else if (rc == CT_EINVAL)
+  } else if (rc == CT_EINVAL) {
     ct__broker_log(d->b, CT_LOG_ERROR,
                    "dead letter %s is not retried: a worker would bury it again: %s", d->entry,
                    reason);
-  return rc;
-}
-
-/* Whether the dead letter `entry` would run if retried: 0, CT_EINVAL
- * (malformed), CT_ENOENT, or the read's failure. */
-static int dead_decodes(ct_broker_t *b, const char *entry) {
-  char *key = ct__broker_key(b, "dead", "");
-  if (!key)
-    return CT_ENOMEM;
-  dead_check_t d = {b, entry};
-  const char *argv[] = {"XRANGE", key, entry, entry};
-  int rc = ct__rconn_command(b->conn, 4, argv, NULL, dead_decodes_reply, &d);
-  free(key);
+  }
   return rc;
 }
 
 int ct_broker_dead_retry(ct_broker_t *b, const char *entry, char id[CT_BROKER_ID_SIZE]) {
   if (!b || !entry || !id || !entry_id_ok(entry))
     return CT_EINVAL;
-  int rc = dead_decodes(b, entry);
-  json_t *d;
-  if (rc != 0 || (rc = ct_broker_dead_get(b, entry, &d)) != 0)
+  dead_check_t d = {.b = b, .entry = entry};
+  char *keys[3] = {ct__broker_key(b, "dead", ""), NULL, NULL};
+  const char *read[] = {"XRANGE", keys[0], entry, entry};
+  int rc = keys[0] ? ct__rconn_command(b->conn, 4, read, NULL, dead_check_reply, &d) : CT_ENOMEM;
+  if (rc != 0) {
+    free(keys[0]);
     return rc;
-  const char *tid = json_string_value(json_object_get(d, "id"));
-  const char *level = level_name(json_string_value(json_object_get(d, "stream")));
-  if (!tid || !ct__bmsg_id_ok(tid, strlen(tid)) || !level) {
-    json_decref(d);
-    return CT_EINVAL; /* malformed: it would only be buried again */
   }
-  char *keys[3] = {ct__broker_key(b, "dead", ""), ct__broker_key(b, "stream:", level),
-                   ct__broker_key(b, "task:", tid)};
+  keys[1] = ct__broker_key(b, "stream:", d.level);
+  keys[2] = ct__broker_key(b, "task:", d.id);
   char now[24];
   snprintf(now, sizeof now, "%lld", (long long)ct__broker_unix_ms());
   json_t *r = NULL;
   const char *argv[] = {"EVAL", retry_script, "3", keys[0], keys[1], keys[2],
-                        entry, now, tid, level};
-  rc = keys[0] && keys[1] && keys[2] ? command_json(b, 10, argv, &r) : CT_ENOMEM;
+                        entry, now, d.id, d.level};
+  rc = keys[1] && keys[2] ? command_json(b, 10, argv, &r) : CT_ENOMEM;
   if (rc == 0)
     rc = json_integer_value(r) == 1 ? 0 : json_integer_value(r) == 0 ? CT_ENOENT : CT_EINVAL;
   if (rc == 0)
-    memcpy(id, tid, CT_BROKER_ID_SIZE);
+    memcpy(id, d.id, CT_BROKER_ID_SIZE);
   json_decref(r);
-  json_decref(d);
   for (int i = 0; i < 3; i++)
     free(keys[i]);
   return rc;
