@@ -17,9 +17,9 @@
  * is about to wait for work (ct__bmetrics_idle(), at least once a second
  * while it waits), and at most once a second while it waits for a slot
  * (ct__bmetrics_due(): runs that hold every slot for an hour held the
- * counts of the runs before them back as long). So counts reach Redis within about a second of a task's
- * end; writing them whenever no task ran cost a write per task or two to a
- * worker whose tasks came one at a time. A retiring worker writes what is
+ * counts of the runs before them back as long). So counts reach Redis
+ * within about a second of a task's end; writing them whenever no task ran
+ * cost a write per task or two to a worker whose tasks came one at a time. A retiring worker writes what is
  * left (ct__bmetrics_final()). A write that fails is kept for the next one.
  *
  * Lock: m->lock guards the counts, in_flight and last_flush; the write to
@@ -204,35 +204,26 @@ void ct__bmetrics_end(ct_broker_t *b, const ct__bmsg_t *msg, int level,
     flush(b, m, taken);
 }
 
-/* Write what is not yet written, if no task runs and the last write is at
- * least `every` seconds old (0: whenever no task runs). */
-static void flush_if_idle(ct_broker_t *b, double every) {
+/* Write what is not yet written if the last write is at least `idle`
+ * seconds old while no task runs, `busy` seconds while some do (INFINITY:
+ * not then). */
+static void flush_older(ct_broker_t *b, double idle, double busy) {
   ct__bmetrics_t *m = metrics_of(b);
   if (!m)
     return;
   long long taken[CT__BLEVELS][NCOUNTERS];
   pthread_mutex_lock(&m->lock);
-  bool due = m->in_flight == 0 && take_due(m, ct_now(), every, taken);
+  bool due = take_due(m, ct_now(), m->in_flight == 0 ? idle : busy, taken);
   pthread_mutex_unlock(&m->lock);
   if (due)
     flush(b, m, taken);
 }
 
-void ct__bmetrics_idle(ct_broker_t *b) { flush_if_idle(b, IDLE_FLUSH_EVERY); }
+void ct__bmetrics_idle(ct_broker_t *b) { flush_older(b, IDLE_FLUSH_EVERY, INFINITY); }
 
-void ct__bmetrics_due(ct_broker_t *b) {
-  ct__bmetrics_t *m = metrics_of(b);
-  if (!m)
-    return;
-  long long taken[CT__BLEVELS][NCOUNTERS];
-  pthread_mutex_lock(&m->lock);
-  bool due = take_due(m, ct_now(), FLUSH_EVERY, taken);
-  pthread_mutex_unlock(&m->lock);
-  if (due)
-    flush(b, m, taken);
-}
+void ct__bmetrics_due(ct_broker_t *b) { flush_older(b, FLUSH_EVERY, FLUSH_EVERY); }
 
-void ct__bmetrics_final(ct_broker_t *b) { flush_if_idle(b, 0); }
+void ct__bmetrics_final(ct_broker_t *b) { flush_older(b, 0, INFINITY); }
 
 /* The name comes from a malformed entry as it was (and cut to fit): it is
  * made UTF-8 for the observer, who may put it in JSON or a metrics label
